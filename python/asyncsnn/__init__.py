@@ -1,0 +1,68 @@
+"""asyncsnn: asynchronous (event-driven) spiking neural networks.
+
+A Rust engine runs networks the way event-driven neuromorphic hardware does: a neuron
+fires as soon as its membrane crosses threshold, and a scheduler decides in which order
+pending spikes are delivered. ``asyncsnn.infer`` evaluates a network this way and counts
+spikes, synaptic operations and latency to decision exactly; ``asyncsnn.reference``
+is a slow, readable engine of the same semantics (``docs/semantics.md``).
+"""
+
+from __future__ import annotations
+
+from asyncsnn import exceptions
+from asyncsnn._spec import SPEC_VERSION
+from asyncsnn._prepare import Scheduler, StopMode
+from asyncsnn.engine import infer
+from asyncsnn.exceptions import (
+    AsyncSNNError,
+    EngineError,
+    InputError,
+    ModelError,
+    ParameterError,
+    SpecVersionError,
+)
+from asyncsnn.network import (
+    AvgPool2d,
+    Conv2d,
+    Dense,
+    Network,
+    Population,
+    Projection,
+    SumPool2d,
+    beta_from_tau,
+)
+from asyncsnn.result import InferenceResult
+
+
+
+def __getattr__(name: str) -> str:
+    """``__version__`` comes from the compiled engine (``CARGO_PKG_VERSION``)."""
+    if name == "__version__":
+        from asyncsnn._engine import __version__
+
+        return __version__
+    raise AttributeError(f"module 'asyncsnn' has no attribute {name!r}")
+
+__all__ = [
+    "SPEC_VERSION",
+    "AsyncSNNError",
+    "AvgPool2d",
+    "Conv2d",
+    "Dense",
+    "EngineError",
+    "InferenceResult",
+    "InputError",
+    "ModelError",
+    "Network",
+    "ParameterError",
+    "Population",
+    "Projection",
+    "Scheduler",
+    "SpecVersionError",
+    "StopMode",
+    "SumPool2d",
+    "__version__",
+    "beta_from_tau",
+    "exceptions",
+    "infer",
+]

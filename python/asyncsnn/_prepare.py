@@ -1,0 +1,292 @@
+"""Argument normalisation shared by every engine's ``infer``.
+
+Validation happens here, once, at the edge (habit 3 of docs/architecture.md); the
+engines trust what they receive. Every rejection is a typed :mod:`asyncsnn.exceptions`
+error that names the field and the value.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Union
+
+import numpy as np
+import numpy.typing as npt
+
+from asyncsnn.exceptions import InputError, ParameterError, invalid
+from asyncsnn.network import Network
+
+__all__ = ["PreparedInputs", "RunOptions", "Scheduler", "StopMode", "prepare_inputs", "prepare_options"]
+
+MAX_U32 = 2**32 - 1
+MAX_SEED = 2**64 - 1
+
+
+class Scheduler(str, enum.Enum):
+    """Scheduling policies of docs/semantics.md section 5."""
+
+    LAYERED = "layered"
+    FIFO = "fifo"
+    RANDOM = "random"
+    MOMENTUM = "momentum"
+
+
+class StopMode(str, enum.Enum):
+    """Per-timestep stop modes of docs/semantics.md section 6."""
+
+    DRAIN = "drain"
+    FIRST_OUTPUT = "first_output"
+    MAX_STEPS = "max_steps"
+
+
+SchedulerLike = Union[Scheduler, Literal["layered", "fifo", "random", "momentum"]]
+StopLike = Union[StopMode, Literal["drain", "first_output", "max_steps"]]
+DropoutLike = Union[Literal["off", "network"], float]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Validated run options (one value per call)."""
+
+    scheduler: Scheduler
+    forward_group_size: int
+    stop: StopMode
+    extra_steps: int
+    max_steps: int | None
+    seed: int
+    jitter: float
+    refractory_dropout: tuple[float, ...] | None  # per non-input population, None = off
+
+    def as_dict(self) -> dict[str, Any]:
+        """The options as plain values (for results and reports)."""
+        return {
+            "scheduler": self.scheduler.value,
+            "forward_group_size": self.forward_group_size,
+            "stop": self.stop.value,
+            "extra_steps": self.extra_steps,
+            "max_steps": self.max_steps,
+            "seed": self.seed,
+            "jitter": self.jitter,
+            "refractory_dropout": None if self.refractory_dropout is None else list(self.refractory_dropout),
+        }
+
+
+def _int(value: Any, field: str, minimum: int, maximum: int = MAX_U32) -> int:
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral,)):
+        raise invalid(ParameterError, field, value, "must be an int")
+    v = int(value)
+    if not minimum <= v <= maximum:
+        raise invalid(ParameterError, field, value, f"must be in [{minimum}, {maximum}]")
+    return v
+
+
+def _enum(cls: type[enum.Enum], value: Any, field: str) -> Any:
+    if isinstance(value, cls):
+        return value
+    names = [m.value for m in cls]  # type: ignore[attr-defined]
+    if isinstance(value, str) and value in names:
+        return cls(value)
+    raise invalid(ParameterError, field, value, f"must be one of {names}")
+
+
+def prepare_options(
+    network: Network,
+    *,
+    scheduler: SchedulerLike,
+    forward_group_size: int,
+    stop: StopLike,
+    extra_steps: int,
+    max_steps: int | None,
+    seed: int,
+    jitter: float,
+    refractory_dropout: DropoutLike,
+) -> RunOptions:
+    """Validate the run options of ``infer`` (see its docstring)."""
+    if not isinstance(network, Network):
+        raise invalid(ParameterError, "network", type(network).__name__, "must be an asyncsnn.Network")
+    sched = _enum(Scheduler, scheduler, "scheduler")
+    stop_mode = _enum(StopMode, stop, "stop")
+    f = _int(forward_group_size, "forward_group_size", 1)
+    extra = _int(extra_steps, "extra_steps", 0)
+    ms = None if max_steps is None else _int(max_steps, "max_steps", 1)
+    if stop_mode is StopMode.MAX_STEPS and ms is None:
+        raise invalid(ParameterError, "max_steps", None, 'stop="max_steps" needs max_steps >= 1')
+    s = _int(seed, "seed", 0, MAX_SEED)
+    if isinstance(jitter, bool) or not isinstance(jitter, numbers.Real) or not math.isfinite(jitter) or jitter < 0:
+        raise invalid(ParameterError, "jitter", jitter, "must be a finite number >= 0")
+    if jitter > 0 and sched is not Scheduler.MOMENTUM:
+        raise invalid(ParameterError, "jitter", jitter, "only the momentum scheduler takes a jitter")
+    dropout: tuple[float, ...] | None
+    if isinstance(refractory_dropout, str):
+        if refractory_dropout == "off":
+            dropout = None
+        elif refractory_dropout == "network":
+            dropout = tuple(float(p.refractory_dropout) for p in network.populations)
+            if not any(dropout):
+                dropout = None
+        else:
+            raise invalid(ParameterError, "refractory_dropout", refractory_dropout, 'must be "off", "network" or a number in [0, 1)')
+    elif isinstance(refractory_dropout, numbers.Real) and not isinstance(refractory_dropout, bool):
+        p = float(refractory_dropout)
+        if not (math.isfinite(p) and 0.0 <= p < 1.0):
+            raise invalid(ParameterError, "refractory_dropout", refractory_dropout, "must be in [0, 1)")
+        dropout = (p,) * len(network.populations) if p > 0 else None
+    else:
+        raise invalid(ParameterError, "refractory_dropout", refractory_dropout, 'must be "off", "network" or a number in [0, 1)')
+    return RunOptions(sched, f, stop_mode, extra, ms, s, float(np.float32(jitter)), dropout)
+
+
+@dataclass(frozen=True)
+class PreparedInputs:
+    """Validated inputs: either ``dense`` or ``sparse`` is set.
+
+    ``dense`` is a C-contiguous float32 array ``[batch, T, n_in]``. ``sparse`` is one
+    ``(t, index, value)`` triple of arrays (uint32, uint32, float32) per sample, with the
+    common number of timesteps ``timesteps``.
+    """
+
+    batch: int
+    timesteps: int
+    dense: np.ndarray | None
+    sparse: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None
+    labels: np.ndarray | None  # int64 [batch]
+    sample_ids: np.ndarray  # uint64 [batch]
+
+    def dense_sample(self, b: int) -> np.ndarray:
+        """Frames ``[T, n_in]`` of sample ``b`` (sparse events summed in float32, R2.2)."""
+        if self.dense is not None:
+            return self.dense[b]
+        assert self.sparse is not None
+        t, i, v = self.sparse[b]
+        n_in = self._n_in
+        frames = np.zeros((self.timesteps, n_in), dtype=np.float32)
+        for tt, ii, vv in zip(t.tolist(), i.tolist(), v.tolist()):
+            frames[tt, ii] = np.float32(frames[tt, ii] + np.float32(vv))
+        return frames
+
+    _n_in: int = 0
+
+
+def _to_numpy(x: Any, field: str, location: str | None = None) -> np.ndarray:
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor, without importing torch
+        x = x.detach().cpu().numpy()
+    try:
+        return np.asarray(x)
+    except Exception as exc:  # noqa: BLE001
+        raise invalid(InputError, field, type(x).__name__, f"cannot be converted to an array ({exc})", location) from exc
+
+
+def _check_values(arr: np.ndarray, field: str, location: str | None) -> np.ndarray:
+    if arr.dtype.kind not in "fiub":
+        raise invalid(InputError, field, f"dtype {arr.dtype}", "must be a real numeric array", location)
+    arr32 = arr.astype(np.float32, copy=False)
+    bad = ~np.isfinite(arr32) | (arr32 < 0)
+    if bad.any():
+        pos = tuple(int(p) for p in np.argwhere(bad)[0])
+        raise invalid(InputError, field, float(arr32[pos]), f"input values must be finite and >= 0 (at index {pos})", location)
+    return arr32
+
+
+def prepare_inputs(
+    network: Network,
+    inputs: Any,
+    *,
+    labels: npt.ArrayLike | None = None,
+    sample_ids: npt.ArrayLike | None = None,
+    timesteps: int | None = None,
+) -> PreparedInputs:
+    """Validate inputs, labels and sample ids.
+
+    ``inputs`` is an array or torch tensor ``[batch, T, *input_shape]`` (or
+    ``[batch, T, n_in]``), or a list with one sparse event array ``[n_events, 3]``
+    (columns ``t``, flat input index, value) per sample.
+    """
+    n_in = network.input_size
+    if isinstance(inputs, (list, tuple)):
+        if len(inputs) == 0:
+            raise invalid(InputError, "inputs", inputs, "the batch is empty")
+        events: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        t_needed = 1
+        for b, sample in enumerate(inputs):
+            where = f"sample {b}"
+            arr = _to_numpy(sample, "inputs", where)
+            if arr.size == 0:
+                arr = arr.reshape(0, 3)
+            if arr.ndim != 2 or arr.shape[1] != 3:
+                raise invalid(InputError, "inputs", f"shape {arr.shape}", "a sparse sample must be an array [n_events, 3] of (t, index, value)", where)
+            if arr.dtype.kind not in "fiu":
+                raise invalid(InputError, "inputs", f"dtype {arr.dtype}", "must be numeric", where)
+            cols = arr.astype(np.float64)
+            if not np.all(np.isfinite(cols[:, :2])):
+                raise invalid(InputError, "inputs", "non-finite t or index", "t and index must be finite integers", where)
+            t, i = cols[:, 0], cols[:, 1]
+            if np.any(t != np.round(t)) or np.any(i != np.round(i)) or np.any(t < 0) or np.any(i < 0):
+                raise invalid(InputError, "inputs", "t/index", "t and index must be integers >= 0", where)
+            if np.any(i >= n_in):
+                raise invalid(InputError, "inputs", int(i.max()), f"input index must be < {n_in}", where)
+            if np.any(t > MAX_U32 - 1):
+                raise invalid(InputError, "inputs", int(t.max()), "t is too large", where)
+            v = _check_values(arr[:, 2], "inputs", where)
+            if len(t):
+                t_needed = max(t_needed, int(t.max()) + 1)
+            events.append((t.astype(np.uint32), i.astype(np.uint32), np.ascontiguousarray(v, dtype=np.float32)))
+        if timesteps is None:
+            timesteps = t_needed
+        else:
+            timesteps = _int(timesteps, "timesteps", 1)
+            if timesteps < t_needed:
+                raise invalid(InputError, "timesteps", timesteps, f"events reach t = {t_needed - 1}")
+        batch = len(events)
+        dense = None
+        sparse: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = events
+    else:
+        arr = _to_numpy(inputs, "inputs")
+        shape = tuple(arr.shape)
+        ok_shape = len(shape) >= 3 and (shape[2:] == network.input_shape or shape[2:] == (n_in,))
+        if not ok_shape:
+            raise invalid(
+                InputError,
+                "inputs",
+                f"shape {shape}",
+                f"expected [batch, T, *{network.input_shape}] or [batch, T, {n_in}]",
+            )
+        if shape[0] == 0:
+            raise invalid(InputError, "inputs", f"shape {shape}", "the batch is empty")
+        if shape[1] == 0:
+            raise invalid(InputError, "inputs", f"shape {shape}", "T must be >= 1")
+        if timesteps is not None and timesteps != shape[1]:
+            raise invalid(InputError, "timesteps", timesteps, f"dense inputs have T = {shape[1]}")
+        arr32 = _check_values(arr, "inputs", None)
+        dense = np.ascontiguousarray(arr32.reshape(shape[0], shape[1], n_in), dtype=np.float32)
+        batch, timesteps, sparse = shape[0], shape[1], None
+    lab: np.ndarray | None = None
+    if labels is not None:
+        lab_arr = _to_numpy(labels, "labels")
+        if lab_arr.shape != (batch,):
+            raise invalid(InputError, "labels", f"shape {lab_arr.shape}", f"expected one label per sample, shape ({batch},)")
+        if lab_arr.dtype.kind not in "iu":
+            if lab_arr.dtype.kind == "f" and np.all(np.isfinite(lab_arr)) and np.all(lab_arr == np.round(lab_arr)):
+                lab_arr = lab_arr.astype(np.int64)
+            else:
+                raise invalid(InputError, "labels", f"dtype {lab_arr.dtype}", "labels must be integers")
+        lab = lab_arr.astype(np.int64)
+        bad = (lab < 0) | (lab >= network.n_outputs)
+        if bad.any():
+            idx = int(np.argmax(bad))
+            raise invalid(InputError, "labels", int(lab[idx]), f"must be in [0, {network.n_outputs}) (sample {idx})")
+    if sample_ids is None:
+        if batch - 1 > MAX_U32:
+            raise invalid(InputError, "inputs", batch, "too many samples in one call")
+        ids = np.arange(batch, dtype=np.uint64)
+    else:
+        ids_arr = _to_numpy(sample_ids, "sample_ids")
+        if ids_arr.shape != (batch,) or ids_arr.dtype.kind not in "iu":
+            raise invalid(InputError, "sample_ids", f"{ids_arr.dtype} array of shape {ids_arr.shape}", f"expected ints of shape ({batch},)")
+        if np.any(ids_arr < 0) or np.any(ids_arr.astype(np.float64) > MAX_U32):
+            raise invalid(InputError, "sample_ids", ids_arr, f"must be in [0, {MAX_U32}]")
+        ids = ids_arr.astype(np.uint64)
+    return PreparedInputs(batch, int(timesteps), dense, sparse, lab, ids, _n_in=n_in)

@@ -1,0 +1,145 @@
+"""``asyncsnn.infer``: fast asynchronous evaluation with the Rust engine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy.typing as npt
+
+from asyncsnn._prepare import DropoutLike, SchedulerLike, StopLike, prepare_inputs, prepare_options
+from asyncsnn.exceptions import ParameterError, invalid
+from asyncsnn.network import Network
+from asyncsnn.result import InferenceResult
+
+__all__ = ["infer"]
+
+
+def infer(
+    network: Network,
+    inputs: Any,
+    *,
+    scheduler: SchedulerLike = "momentum",
+    forward_group_size: int = 8,
+    stop: StopLike = "drain",
+    extra_steps: int = 0,
+    max_steps: int | None = None,
+    seed: int = 0,
+    jitter: float = 0.0,
+    refractory_dropout: DropoutLike = "off",
+    labels: npt.ArrayLike | None = None,
+    sample_ids: npt.ArrayLike | None = None,
+    timesteps: int | None = None,
+    threads: int | None = None,
+) -> InferenceResult:
+    """Run ``network`` asynchronously on a batch and count everything it does.
+
+    The execution follows ``docs/semantics.md``: in each timestep the input frame is
+    delivered at once, then pending spikes are delivered in groups of at most
+    ``forward_group_size`` chosen by ``scheduler``; a neuron fires as soon as its
+    membrane exceeds its threshold. Samples run in parallel on ``threads`` cores with
+    the interpreter released; results do not depend on the thread count.
+
+    Parameters
+    ----------
+    network
+        The network to run.
+    inputs
+        Dense frames, a numpy array or torch tensor ``[batch, T, *input_shape]`` (or
+        ``[batch, T, n_in]``) of finite values >= 0 (event counts or graded values);
+        or a list with one sparse event array ``[n_events, 3]`` per sample whose rows
+        are ``(t, flat input index, value)``.
+    scheduler
+        ``"layered"``, ``"fifo"``, ``"random"`` or ``"momentum"`` (R5).
+    forward_group_size
+        ``F >= 1``: the most pending spikes delivered per forward step (ignored by
+        ``"layered"``).
+    stop
+        ``"drain"`` (run each timestep until nothing is pending), ``"first_output"``
+        (stop ``extra_steps`` forward steps after the first output spike of the
+        timestep) or ``"max_steps"`` (at most ``max_steps`` forward steps) (R6).
+    extra_steps
+        Forward steps run after the first output spike with ``stop="first_output"``.
+    max_steps
+        Cap on forward steps per timestep (required by ``stop="max_steps"``, optional
+        otherwise).
+    seed
+        Seed of the counter-based random function (``random`` scheduler, jitter,
+        dropout), 0 <= seed < 2**64.
+    jitter
+        ``momentum`` only: ``lambda`` of the random key jitter (R5.4), >= 0.
+    refractory_dropout
+        ``"off"`` (default, p = 0), ``"network"`` (the populations' own values) or a
+        probability in [0, 1) for every population (R4.6).
+    labels
+        Optional int array ``[batch]`` of classes; enables ``accuracy`` and the
+        ``first_correct_*`` latency records.
+    sample_ids
+        Optional int array ``[batch]`` of ids fed to the random function in place of
+        the position in the batch, so that results do not depend on batch order.
+    timesteps
+        Number of timesteps for sparse inputs (default: last event time + 1).
+    threads
+        Number of worker threads (default: all cores).
+
+    Returns
+    -------
+    InferenceResult
+        Predictions, output counts and every counter of R7 as int64 arrays.
+
+    Raises
+    ------
+    InputError
+        Bad inputs, labels or sample ids (shape, dtype, NaN, negative values).
+    ParameterError
+        Bad options (unknown scheduler, ``forward_group_size`` < 1, ...).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import asyncsnn
+    >>> rng = np.random.default_rng(0)
+    >>> net = asyncsnn.Network.sequential(
+    ...     input_shape=(16,),
+    ...     layers=[asyncsnn.Dense(rng.uniform(0, 0.5, (8, 16))), asyncsnn.Dense(rng.uniform(0, 0.5, (3, 8)))],
+    ...     threshold=1.0, beta=0.9)
+    >>> x = (rng.random((4, 10, 16)) < 0.3).astype(np.float32)  # 4 samples, 10 timesteps
+    >>> res = asyncsnn.infer(net, x, scheduler="random", forward_group_size=2, labels=[0, 1, 2, 0])
+    >>> res.output_counts.shape, res.timestep_output_counts.shape
+    ((4, 3), (4, 10, 3))
+    >>> bool((res.synops > 0).all())
+    True
+    """
+    opts = prepare_options(
+        network,
+        scheduler=scheduler,
+        forward_group_size=forward_group_size,
+        stop=stop,
+        extra_steps=extra_steps,
+        max_steps=max_steps,
+        seed=seed,
+        jitter=jitter,
+        refractory_dropout=refractory_dropout,
+    )
+    prepared = prepare_inputs(network, inputs, labels=labels, sample_ids=sample_ids, timesteps=timesteps)
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024):
+        raise invalid(ParameterError, "threads", threads, "must be an int in [1, 1024] or None")
+    from asyncsnn import _engine
+
+    arrays = _engine.run(
+        network._engine_network(),
+        prepared.dense,
+        prepared.sparse,
+        prepared.timesteps,
+        prepared.labels,
+        prepared.sample_ids,
+        opts.scheduler.value,
+        opts.forward_group_size,
+        opts.stop.value,
+        opts.extra_steps,
+        opts.max_steps,
+        opts.seed,
+        opts.jitter,
+        None if opts.refractory_dropout is None else list(opts.refractory_dropout),
+        threads,
+    )
+    return InferenceResult(arrays, labels=prepared.labels, engine="rust", options=opts.as_dict())

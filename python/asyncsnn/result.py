@@ -1,0 +1,178 @@
+"""The result of an inference run: predictions, counters and latency records."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+__all__ = ["COUNTER_FIELDS", "InferenceResult"]
+
+#: Per-sample arrays every engine returns, with their trailing shape
+#: (``"T"``, ``"n_out"``, ``"P"`` populations, ``"n_proj"`` projections). All int64.
+COUNTER_FIELDS: dict[str, tuple[str, ...]] = {
+    "predictions": (),
+    "output_counts": ("n_out",),
+    "timestep_output_counts": ("T", "n_out"),
+    "spikes": ("P",),
+    "spikes_total": (),
+    "input_events": (),
+    "synops": (),
+    "synops_per_projection": ("n_proj",),
+    "forward_steps": (),
+    "timestep_forward_steps": ("T",),
+    "dropped_spikes": (),
+    "queue_peak": (),
+    "first_output_step": ("T",),
+    "first_output_class": ("T",),
+    "first_output_spikes": ("T",),
+    "first_output_synops": ("T",),
+    "first_correct_step": ("T",),
+    "first_correct_spikes": ("T",),
+    "first_correct_synops": ("T",),
+}
+
+
+class InferenceResult:
+    """Predictions and exact event counters of one ``infer`` call (docs/semantics.md §7).
+
+    Every attribute is an int64 numpy array whose first axis is the batch (``B``):
+
+    ``predictions [B]``
+        argmax of ``output_counts`` (ties to the smallest index), -1 without output spike.
+    ``output_counts [B, n_out]``, ``timestep_output_counts [B, T, n_out]``
+        Output spikes in total and per timestep.
+    ``spikes [B, P]``, ``spikes_total [B]``
+        Spikes per non-input population and in total.
+    ``input_events [B]``
+        Number of non-zero input values.
+    ``synops [B]``, ``synops_per_projection [B, n_proj]``
+        Synaptic operations (one per synapse used by a delivery, R7.4).
+    ``forward_steps [B]``, ``timestep_forward_steps [B, T]``
+        Forward steps (R4.3) in total and per timestep.
+    ``dropped_spikes [B]``, ``queue_peak [B]``
+        Spikes dropped by an early stop; largest pending-set size.
+    ``first_output_step / _class / _spikes / _synops [B, T]``
+        Latency to the first output spike of each timestep (-1 where none, R7.7).
+    ``first_correct_step / _spikes / _synops [B, T]``
+        The same for the labelled class (all -1 without labels).
+
+    Attributes
+    ----------
+    labels : numpy.ndarray or None
+        The labels given to ``infer``, shape ``[B]``.
+    engine : str
+        Which engine produced the result (``"rust"``, ``"reference"``, ``"torch"``).
+    options : dict
+        The run options (scheduler, forward group size, stop mode, seed...).
+    """
+
+    predictions: np.ndarray
+    output_counts: np.ndarray
+    timestep_output_counts: np.ndarray
+    spikes: np.ndarray
+    spikes_total: np.ndarray
+    input_events: np.ndarray
+    synops: np.ndarray
+    synops_per_projection: np.ndarray
+    forward_steps: np.ndarray
+    timestep_forward_steps: np.ndarray
+    dropped_spikes: np.ndarray
+    queue_peak: np.ndarray
+    first_output_step: np.ndarray
+    first_output_class: np.ndarray
+    first_output_spikes: np.ndarray
+    first_output_synops: np.ndarray
+    first_correct_step: np.ndarray
+    first_correct_spikes: np.ndarray
+    first_correct_synops: np.ndarray
+
+    def __init__(
+        self,
+        arrays: Mapping[str, np.ndarray],
+        *,
+        labels: np.ndarray | None,
+        engine: str,
+        options: Mapping[str, Any],
+    ) -> None:
+        missing = set(COUNTER_FIELDS) - set(arrays)
+        if missing:
+            raise KeyError(f"result arrays missing: {sorted(missing)}")
+        for name in COUNTER_FIELDS:
+            arr = np.asarray(arrays[name], dtype=np.int64)
+            arr.setflags(write=False)
+            setattr(self, name, arr)
+        self.labels = labels
+        self.engine = engine
+        self.options = dict(options)
+
+    @property
+    def batch_size(self) -> int:
+        """Number of samples."""
+        return int(self.predictions.shape[0])
+
+    @property
+    def accuracy(self) -> float | None:
+        """Fraction of samples whose prediction equals the label (None without labels)."""
+        if self.labels is None:
+            return None
+        return float(np.mean(self.predictions == self.labels))
+
+    @property
+    def decision_class(self) -> np.ndarray:
+        """Class of the sample's very first output spike (-1 if none), shape ``[B]``.
+
+        It is ``first_output_class`` at the first timestep that has an output spike:
+        the decision an anytime reader would take at the first output spike.
+        """
+        has = self.first_output_step >= 0
+        first_t = np.where(has.any(axis=1), has.argmax(axis=1), -1)
+        rows = np.arange(self.batch_size)
+        out = self.first_output_class[rows, np.maximum(first_t, 0)]
+        return np.where(first_t >= 0, out, -1)
+
+    @property
+    def steps_to_first_output(self) -> np.ndarray:
+        """Forward steps run until (and including) the sample's first output spike, ``[B]``.
+
+        Counts all forward steps of the earlier timesteps plus ``first_output_step + 1``
+        of the first timestep with an output spike; -1 when there is none.
+        """
+        has = self.first_output_step >= 0
+        res = np.full(self.batch_size, -1, dtype=np.int64)
+        for b in range(self.batch_size):
+            ts = np.flatnonzero(has[b])
+            if ts.size:
+                t0 = int(ts[0])
+                res[b] = int(self.timestep_forward_steps[b, :t0].sum()) + int(self.first_output_step[b, t0]) + 1
+        return res
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        """All counter arrays by name (copies)."""
+        return {name: getattr(self, name).copy() for name in COUNTER_FIELDS}
+
+    def summary(self) -> str:
+        """A short human-readable report of the run."""
+        opts = ", ".join(f"{k}={v}" for k, v in self.options.items())
+        lines = [f"InferenceResult: {self.batch_size} samples, engine={self.engine} ({opts})"]
+        if self.accuracy is not None:
+            lines.append(f"  accuracy            {self.accuracy:.4f}")
+        no_out = int(np.sum(self.predictions < 0))
+        lines.append(f"  no output spike     {no_out} samples")
+        lines.append(f"  spikes / sample     {self.spikes_total.mean():.1f}")
+        lines.append(f"  synops / sample     {self.synops.mean():.1f}")
+        lines.append(f"  forward steps       {self.forward_steps.mean():.1f} / sample")
+        lines.append(f"  dropped spikes      {self.dropped_spikes.mean():.1f} / sample")
+        lines.append(f"  queue peak          {self.queue_peak.max() if self.batch_size else 0}")
+        s2o = self.steps_to_first_output
+        if np.any(s2o >= 0):
+            lines.append(f"  steps to 1st output {s2o[s2o >= 0].mean():.1f} (mean over samples with output)")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        acc = "" if self.accuracy is None else f", accuracy={self.accuracy:.4f}"
+        return (
+            f"InferenceResult(batch={self.batch_size}, engine={self.engine!r}{acc}, "
+            f"spikes/sample={self.spikes_total.mean():.1f}, synops/sample={self.synops.mean():.1f})"
+        )

@@ -1,0 +1,26 @@
+//! asyncsnn engine: event-driven, asynchronous execution of spiking neural networks.
+//!
+//! The execution semantics are specified in `docs/semantics.md` (rules `R<n>.<m>`);
+//! this crate implements them for one sample at a time ([`engine::run_sample`]) and
+//! for batches in parallel ([`engine::run_batch`]). The crate has no Python
+//! dependency unless the `python` feature is enabled (the binding lives in
+//! `rust/python/`).
+
+pub mod counters;
+pub mod engine;
+pub mod error;
+pub mod network;
+pub mod rng;
+pub mod scheduler;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use counters::SampleResult;
+pub use engine::{run_batch, run_sample, RunConfig, SampleInput, StopMode};
+pub use error::EngineError;
+pub use network::{Network, NetworkSpec, PoolKind, PopulationSpec, ProjectionKind, ProjectionSpec};
+pub use scheduler::Scheduler;
+
+/// Version of `docs/semantics.md` that this engine implements.
+pub const SPEC_VERSION: u32 = 1;

@@ -1,0 +1,474 @@
+//! Schedulers (R5.1-R5.4) and the pending set (R3.2).
+//!
+//! The pending set holds, per neuron, its multiplicity `m >= 1` (0 = not pending); the
+//! data structure that orders the pending neurons depends on the scheduler:
+//! - `layered` (R5.1): one pending list per population; a group is the whole list of
+//!   the lowest population present.
+//! - `fifo` (R5.2): a queue in order of first enqueue (= sequence number); a neuron
+//!   re-enqueued while pending only gets its multiplicity raised and keeps its place.
+//! - `momentum` without jitter (R5.4): a binary max-heap of `(v_pre bits, !id)`; the key
+//!   is pushed again when a pending neuron fires again (refractory dropout) with a new
+//!   `v_pre`, and stale entries are skipped lazily when popped.
+//! - `random` (R5.3) and `momentum` with jitter (R5.4): the keys change at every forward
+//!   step, so an unordered pending list is scanned at each selection and the `F` best
+//!   keys are found by partial selection (`select_nth_unstable`).
+
+use std::collections::{BinaryHeap, VecDeque};
+
+use crate::rng::{hash_finish, hash_prefix, to_uniform, STREAM_JITTER, STREAM_RANDOM};
+
+/// Scheduler that picks which pending spikes are delivered at each forward step (R5).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scheduler {
+    /// R5.1: all pending neurons of the lowest population present; `F` is ignored.
+    Layered,
+    /// R5.2: the `F` pending neurons with the smallest sequence numbers.
+    Fifo,
+    /// R5.3: the `F` pending neurons with the smallest fresh random keys
+    /// `h(seed, sample, t, k, j, 0)`, ties to the smaller id.
+    Random,
+    /// R5.4: the `F` pending neurons with the largest `v_pre[j] + jitter * u(.., j, 2)`
+    /// (float32), ties to the smaller id. `jitter` must be finite and >= 0.
+    Momentum {
+        /// Jitter amplitude (0 = plain momentum).
+        jitter: f32,
+    },
+}
+
+impl Scheduler {
+    /// Name of the scheduler: "layered", "fifo", "random" or "momentum".
+    pub fn name(&self) -> &'static str {
+        match self {
+            Scheduler::Layered => "layered",
+            Scheduler::Fifo => "fifo",
+            Scheduler::Random => "random",
+            Scheduler::Momentum { .. } => "momentum",
+        }
+    }
+}
+
+/// Where a selection happens: the arguments of the random function (R5.5) shared by all
+/// pending neurons of one selection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SelectCtx {
+    pub seed: u64,
+    pub sample: u32,
+    pub t: u32,
+    pub k: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    Layered,
+    Fifo,
+    Random,
+    MomentumHeap,
+    MomentumJitter(f32),
+}
+
+/// The pending set of one sample (R3.2), with the structure of its scheduler.
+/// Allocated once per workspace and reused across timesteps and samples.
+#[derive(Debug)]
+pub(crate) struct PendingSet {
+    mode: Mode,
+    /// Multiplicity per neuron; 0 = not pending.
+    mult: Vec<u32>,
+    /// Number of distinct pending neurons.
+    count: usize,
+    /// Sum of the multiplicities of the pending neurons.
+    total: u64,
+    fifo: VecDeque<u32>,
+    layers: Vec<Vec<u32>>,
+    heap: BinaryHeap<u64>,
+    list: Vec<u32>,
+    keys: Vec<u64>,
+}
+
+#[inline(always)]
+fn momentum_key(v: f32, id: u32) -> u64 {
+    // v > threshold > 0 (v_pre of a pending neuron), so the bit pattern orders like the
+    // value; !id makes the smaller id win among equal keys in a max-order.
+    ((v.to_bits() as u64) << 32) | (!id as u64)
+}
+
+impl PendingSet {
+    /// An empty pending set for `n_neurons` neurons in `n_pops` non-input populations.
+    pub fn new(n_neurons: usize, n_pops: usize) -> PendingSet {
+        PendingSet {
+            mode: Mode::Fifo,
+            mult: vec![0; n_neurons],
+            count: 0,
+            total: 0,
+            fifo: VecDeque::new(),
+            layers: vec![Vec::new(); n_pops],
+            heap: BinaryHeap::new(),
+            list: Vec::new(),
+            keys: Vec::new(),
+        }
+    }
+
+    /// Selects the scheduler for the next sample. The set must be empty.
+    pub fn set_scheduler(&mut self, s: Scheduler) {
+        debug_assert_eq!(self.count, 0);
+        self.mode = match s {
+            Scheduler::Layered => Mode::Layered,
+            Scheduler::Fifo => Mode::Fifo,
+            Scheduler::Random => Mode::Random,
+            Scheduler::Momentum { jitter } if jitter == 0.0 => Mode::MomentumHeap,
+            Scheduler::Momentum { jitter } => Mode::MomentumJitter(jitter),
+        };
+    }
+
+    /// Number of distinct pending neurons.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether nothing is pending.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Enqueues a spike of neuron `q` of non-input population `pop` with membrane value
+    /// at the spike `v_pre` (R4.3.2). Returns `false` if the multiplicity overflows u32.
+    #[inline]
+    pub fn enqueue(&mut self, q: u32, pop: usize, v_pre: f32) -> bool {
+        let m = &mut self.mult[q as usize];
+        if *m == 0 {
+            *m = 1;
+            self.count += 1;
+            match self.mode {
+                Mode::Fifo => self.fifo.push_back(q),
+                Mode::Layered => self.layers[pop].push(q),
+                Mode::MomentumHeap => self.heap.push(momentum_key(v_pre, q)),
+                Mode::Random | Mode::MomentumJitter(_) => self.list.push(q),
+            }
+        } else {
+            match m.checked_add(1) {
+                Some(v) => *m = v,
+                None => return false,
+            }
+            if self.mode == Mode::MomentumHeap {
+                // v_pre changed: the new key supersedes the old entry (R5.4 uses the
+                // latest v_pre).
+                self.heap.push(momentum_key(v_pre, q));
+            }
+        }
+        self.total += 1;
+        true
+    }
+
+    #[inline(always)]
+    fn take(&mut self, q: u32, group: &mut Vec<(u32, u32)>) {
+        let m = std::mem::take(&mut self.mult[q as usize]);
+        debug_assert!(m > 0);
+        self.count -= 1;
+        self.total -= m as u64;
+        group.push((q, m));
+    }
+
+    /// Picks the group `G` (R4.3.4, R5) and removes it from the set: `group` receives
+    /// `(neuron, multiplicity)` pairs. `f` is the forward group size, `v_pre` the
+    /// per-neuron `v_pre` (R3.1).
+    pub fn select(
+        &mut self,
+        f: usize,
+        ctx: SelectCtx,
+        v_pre: &[f32],
+        group: &mut Vec<(u32, u32)>,
+    ) {
+        group.clear();
+        match self.mode {
+            Mode::Fifo => {
+                let n = f.min(self.fifo.len());
+                for _ in 0..n {
+                    if let Some(q) = self.fifo.pop_front() {
+                        self.take(q, group);
+                    }
+                }
+            }
+            Mode::Layered => {
+                if let Some(p) = self.layers.iter().position(|l| !l.is_empty()) {
+                    let mut layer = std::mem::take(&mut self.layers[p]);
+                    for &q in &layer {
+                        self.take(q, group);
+                    }
+                    layer.clear();
+                    self.layers[p] = layer;
+                }
+            }
+            Mode::MomentumHeap => {
+                while group.len() < f {
+                    let Some(e) = self.heap.pop() else { break };
+                    let q = !(e as u32);
+                    let bits = (e >> 32) as u32;
+                    if self.mult[q as usize] > 0 && v_pre[q as usize].to_bits() == bits {
+                        self.take(q, group);
+                    }
+                }
+                if self.count == 0 {
+                    // Only stale entries can be left: forget them.
+                    self.heap.clear();
+                }
+            }
+            Mode::Random | Mode::MomentumJitter(_) => {
+                if self.list.len() <= f {
+                    let list = std::mem::take(&mut self.list);
+                    for &q in &list {
+                        self.take(q, group);
+                    }
+                    self.list = list;
+                    self.list.clear();
+                    return;
+                }
+                let prefix = hash_prefix(ctx.seed, ctx.sample, ctx.t, ctx.k);
+                let mut keys = std::mem::take(&mut self.keys);
+                keys.clear();
+                if let Mode::MomentumJitter(jitter) = self.mode {
+                    keys.extend(self.list.iter().map(|&q| {
+                        let u = to_uniform(hash_finish(prefix, q, STREAM_JITTER));
+                        let key = v_pre[q as usize] + jitter * u;
+                        momentum_key(key, q)
+                    }));
+                    // Largest keys first.
+                    keys.select_nth_unstable_by(f - 1, |a, b| b.cmp(a));
+                    for &e in &keys[..f] {
+                        self.take(!(e as u32), group);
+                    }
+                } else {
+                    keys.extend(self.list.iter().map(|&q| {
+                        ((hash_finish(prefix, q, STREAM_RANDOM) as u64) << 32) | q as u64
+                    }));
+                    // Smallest keys first; equal hashes go to the smaller id.
+                    keys.select_nth_unstable(f - 1);
+                    for &e in &keys[..f] {
+                        self.take(e as u32, group);
+                    }
+                }
+                self.list.clear();
+                let jit = matches!(self.mode, Mode::MomentumJitter(_));
+                self.list.extend(keys[f..].iter().map(|&e| {
+                    if jit {
+                        !(e as u32)
+                    } else {
+                        e as u32
+                    }
+                }));
+                self.keys = keys;
+            }
+        }
+    }
+
+    /// Empties the set (R6.4) and returns the sum of the multiplicities dropped.
+    pub fn drop_all(&mut self) -> u64 {
+        let dropped = self.total;
+        if self.count > 0 {
+            let mult = &mut self.mult;
+            for &q in self.fifo.iter().chain(self.list.iter()) {
+                mult[q as usize] = 0;
+            }
+            for l in &self.layers {
+                for &q in l {
+                    mult[q as usize] = 0;
+                }
+            }
+            for &e in self.heap.iter() {
+                mult[!(e as u32) as usize] = 0;
+            }
+        }
+        self.fifo.clear();
+        self.list.clear();
+        self.heap.clear();
+        for l in &mut self.layers {
+            l.clear();
+        }
+        self.count = 0;
+        self.total = 0;
+        dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::{hash, uniform};
+
+    const CTX: SelectCtx = SelectCtx {
+        seed: 7,
+        sample: 3,
+        t: 2,
+        k: 5,
+    };
+
+    fn ids(group: &[(u32, u32)]) -> Vec<u32> {
+        let mut v: Vec<u32> = group.iter().map(|g| g.0).collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn fifo_order_and_requeue_keeps_place() {
+        let mut p = PendingSet::new(10, 2);
+        p.set_scheduler(Scheduler::Fifo);
+        let v = [1.0f32; 10];
+        for q in [5, 2, 9, 1] {
+            assert!(p.enqueue(q, 0, 1.0));
+        }
+        assert!(p.enqueue(2, 0, 1.0)); // re-enqueue: multiplicity 2, same place
+        assert_eq!(p.len(), 4);
+        let mut g = Vec::new();
+        p.select(2, CTX, &v, &mut g);
+        assert_eq!(g, vec![(5, 1), (2, 2)]);
+        assert!(p.enqueue(5, 0, 1.0)); // new sequence number: goes last
+        p.select(2, CTX, &v, &mut g);
+        assert_eq!(g, vec![(9, 1), (1, 1)]);
+        p.select(2, CTX, &v, &mut g);
+        assert_eq!(g, vec![(5, 1)]);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn layered_lowest_population_ignores_f() {
+        let mut p = PendingSet::new(10, 3);
+        p.set_scheduler(Scheduler::Layered);
+        let v = [1.0f32; 10];
+        p.enqueue(8, 2, 1.0);
+        p.enqueue(4, 1, 1.0);
+        p.enqueue(3, 1, 1.0);
+        p.enqueue(5, 1, 1.0);
+        p.enqueue(4, 1, 1.0);
+        let mut g = Vec::new();
+        p.select(1, CTX, &v, &mut g);
+        assert_eq!(ids(&g), vec![3, 4, 5]);
+        assert!(g.contains(&(4, 2)));
+        p.select(1, CTX, &v, &mut g);
+        assert_eq!(g, vec![(8, 1)]);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn momentum_largest_vpre_ties_to_smaller_id() {
+        let mut p = PendingSet::new(10, 1);
+        p.set_scheduler(Scheduler::Momentum { jitter: 0.0 });
+        let mut v = [0.0f32; 10];
+        for (q, val) in [(7u32, 2.0f32), (3, 2.0), (1, 1.5), (9, 3.0), (0, 1.0)] {
+            v[q as usize] = val;
+            p.enqueue(q, 0, val);
+        }
+        let mut g = Vec::new();
+        p.select(2, CTX, &v, &mut g);
+        assert_eq!(g, vec![(9, 1), (3, 1)]);
+        // 0 fires again with a larger v_pre while pending: its key is updated.
+        v[0] = 5.0;
+        p.enqueue(0, 0, 5.0);
+        p.select(2, CTX, &v, &mut g);
+        assert_eq!(g, vec![(0, 2), (7, 1)]);
+        p.select(2, CTX, &v, &mut g);
+        assert_eq!(g, vec![(1, 1)]);
+        assert!(p.is_empty());
+        p.select(2, CTX, &v, &mut g);
+        assert!(g.is_empty());
+    }
+
+    #[test]
+    fn random_smallest_hash_keys() {
+        let n = 50u32;
+        let mut p = PendingSet::new(n as usize, 1);
+        p.set_scheduler(Scheduler::Random);
+        let v = vec![1.0f32; n as usize];
+        for q in (0..n).rev() {
+            p.enqueue(q, 0, 1.0);
+        }
+        let mut g = Vec::new();
+        p.select(4, CTX, &v, &mut g);
+        let mut expect: Vec<(u32, u32)> = (0..n)
+            .map(|q| (hash(CTX.seed, CTX.sample, CTX.t, CTX.k, q, 0), q))
+            .collect();
+        expect.sort_unstable();
+        let mut want: Vec<u32> = expect[..4].iter().map(|e| e.1).collect();
+        want.sort_unstable();
+        assert_eq!(ids(&g), want);
+        assert_eq!(p.len(), 46);
+        // Fresh keys at another step: the next selection uses k = 6.
+        let ctx2 = SelectCtx { k: 6, ..CTX };
+        p.select(4, ctx2, &v, &mut g);
+        let mut rest: Vec<(u32, u32)> = (0..n)
+            .filter(|q| !want.contains(q))
+            .map(|q| (hash(CTX.seed, CTX.sample, CTX.t, 6, q, 0), q))
+            .collect();
+        rest.sort_unstable();
+        let mut want2: Vec<u32> = rest[..4].iter().map(|e| e.1).collect();
+        want2.sort_unstable();
+        assert_eq!(ids(&g), want2);
+        assert_eq!(p.drop_all(), 42);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn momentum_jitter_keys() {
+        let n = 40u32;
+        let mut p = PendingSet::new(n as usize, 1);
+        let jitter = 0.75f32;
+        p.set_scheduler(Scheduler::Momentum { jitter });
+        let v: Vec<f32> = (0..n).map(|q| 1.0 + (q % 5) as f32 * 0.125).collect();
+        for q in 0..n {
+            p.enqueue(q, 0, v[q as usize]);
+        }
+        let mut g = Vec::new();
+        p.select(5, CTX, &v, &mut g);
+        let mut expect: Vec<(f32, u32)> = (0..n)
+            .map(|q| {
+                let u = uniform(CTX.seed, CTX.sample, CTX.t, CTX.k, q, 2);
+                (v[q as usize] + jitter * u, q)
+            })
+            .collect();
+        expect.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut want: Vec<u32> = expect[..5].iter().map(|e| e.1).collect();
+        want.sort_unstable();
+        assert_eq!(ids(&g), want);
+    }
+
+    #[test]
+    fn tie_break_smaller_id_for_equal_keys_with_jitter_zero_u() {
+        // Equal keys (no jitter): all v_pre equal, F = 3 -> ids 0, 1, 2.
+        let mut p = PendingSet::new(8, 1);
+        p.set_scheduler(Scheduler::Momentum { jitter: 0.0 });
+        let v = [2.0f32; 8];
+        for q in [6, 2, 7, 0, 4, 1] {
+            p.enqueue(q, 0, 2.0);
+        }
+        let mut g = Vec::new();
+        p.select(3, CTX, &v, &mut g);
+        assert_eq!(g, vec![(0, 1), (1, 1), (2, 1)]);
+    }
+
+    #[test]
+    fn drop_all_counts_multiplicities() {
+        for s in [
+            Scheduler::Fifo,
+            Scheduler::Layered,
+            Scheduler::Random,
+            Scheduler::Momentum { jitter: 0.0 },
+            Scheduler::Momentum { jitter: 1.0 },
+        ] {
+            let mut p = PendingSet::new(6, 2);
+            p.set_scheduler(s);
+            let v = [1.0f32; 6];
+            p.enqueue(1, 0, 1.0);
+            p.enqueue(1, 0, 1.0);
+            p.enqueue(4, 1, 1.0);
+            assert_eq!(p.len(), 2);
+            assert_eq!(p.drop_all(), 3, "{s:?}");
+            assert!(p.is_empty());
+            let mut g = Vec::new();
+            p.select(4, CTX, &v, &mut g);
+            assert!(g.is_empty());
+            // Reusable afterwards with fresh multiplicities.
+            p.enqueue(1, 0, 1.0);
+            p.select(4, CTX, &v, &mut g);
+            assert_eq!(g, vec![(1, 1)], "{s:?}");
+        }
+    }
+}

@@ -1,0 +1,25 @@
+"""Shared fixtures: the ``engine`` fixture runs a behavioural test on every engine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import asyncsnn
+import asyncsnn.reference
+from asyncsnn.result import InferenceResult
+
+Engine = Callable[..., InferenceResult]
+
+ENGINES: dict[str, Engine] = {
+    "reference": asyncsnn.reference.infer,
+    "rust": asyncsnn.infer,
+}
+
+
+@pytest.fixture(params=sorted(ENGINES))
+def engine(request: Any) -> Engine:
+    """Each engine's ``infer`` (same signature, same semantics)."""
+    return ENGINES[request.param]

@@ -1,0 +1,42 @@
+"""The examples in the docstrings and the README run and print what they say."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+MODULES = [
+    "asyncsnn.exceptions",
+    "asyncsnn.network",
+    "asyncsnn.engine",
+    "asyncsnn.reference",
+    "asyncsnn.rng",
+    "asyncsnn.testing",
+]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_run(name: str) -> None:
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0
+    assert result.attempted > 0, f"{name} has no examples"
+
+
+def test_readme_quickstart_runs() -> None:
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert blocks, "README has no python example"
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
+
+
+def test_readme_has_exactly_two_commands() -> None:
+    text = (ROOT / "README.md").read_text()
+    assert text.count("<!-- main-command -->") == 1
+    assert text.count("<!-- test-command -->") == 1
