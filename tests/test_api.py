@@ -96,11 +96,22 @@ def test_results_do_not_depend_on_thread_count_or_batch_split() -> None:
 
 def test_sample_ids_change_random_draws() -> None:
     rng = np.random.default_rng(8)
-    net = random_grid_network(rng, "dense")
-    x = np.repeat(random_count_input(rng, net, batch=1, timesteps=8, density=0.8), 16, axis=0)
-    res = asyncsnn.infer(net, x, scheduler="random", forward_group_size=1, refractory_dropout=0.5)
-    # Identical samples with different ids see different random draws (not all equal).
-    assert len({tuple(r) for r in res.timestep_forward_steps.tolist()}) > 1
+    net = asyncsnn.Network.sequential(
+        input_shape=(20,),
+        layers=[asyncsnn.Dense(grid_weights(rng, (m, n), 0.3, 0.25)) for n, m in ((20, 30), (30, 30), (30, 5))],
+        threshold=1.0,
+        beta=0.5,
+    )
+    x = np.repeat((rng.random((1, 6, 20)) < 0.8).astype(np.float32), 16, axis=0)
+    kwargs: dict[str, Any] = {"scheduler": "random", "forward_group_size": 1, "stop": "first_output"}
+    res = asyncsnn.infer(net, x, **kwargs)
+    # Identical samples at different positions see different random draws...
+    assert len({tuple(r) for r in res.timestep_output_counts.reshape(16, -1).tolist() + [res.dropped_spikes.tolist()]}) > 2
+    assert len(set(res.dropped_spikes.tolist())) > 1
+    # ...and the same draws when they share a sample id.
+    same = asyncsnn.infer(net, x, sample_ids=np.zeros(16, dtype=np.int64), **kwargs)
+    assert len(set(same.dropped_spikes.tolist())) == 1
+    assert same.dropped_spikes[0] == res.dropped_spikes[0]
 
 
 def test_sparse_inputs_equal_dense_inputs() -> None:

@@ -91,7 +91,8 @@ def _weight(entry: dict[str, Any], where: str) -> np.ndarray:
     shape = tuple(int(s) for s in entry["weight_shape"])
     flat = np.asarray(entry["weight"], dtype=np.float64)
     if flat.size != math.prod(shape):
-        raise invalid(ModelError, "weight", f"{flat.size} values", f"weight_shape {shape} needs {math.prod(shape)}", where)
+        reason = f"weight_shape {shape} needs {math.prod(shape)}"
+        raise invalid(ModelError, "weight", f"{flat.size} values", reason, where)
     w32 = flat.astype(np.float32)
     if not np.array_equal(w32.astype(np.float64), flat, equal_nan=True):
         raise invalid(ModelError, "weight", "non-float32 values", "every weight must be exactly a float32 value", where)

@@ -20,7 +20,7 @@ import numpy.typing as npt
 from asyncsnn.exceptions import InputError, ParameterError, invalid
 from asyncsnn.network import Network
 
-__all__ = ["PreparedInputs", "RunOptions", "Scheduler", "StopMode", "prepare_inputs", "prepare_options"]
+__all__ = ["PreparedInputs", "check_threads", "RunOptions", "Scheduler", "StopMode", "prepare_inputs", "prepare_options"]
 
 MAX_U32 = 2**32 - 1
 MAX_SEED = 2**64 - 1
@@ -138,6 +138,13 @@ def prepare_options(
     else:
         raise invalid(ParameterError, "refractory_dropout", refractory_dropout, 'must be "off", "network" or a number in [0, 1)')
     return RunOptions(sched, f, stop_mode, extra, ms, s, float(np.float32(jitter)), dropout)
+
+
+def check_threads(threads: int | None) -> int | None:
+    """Validate the ``threads`` argument (None = all cores)."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or not 1 <= threads <= 1024):
+        raise invalid(ParameterError, "threads", threads, "must be an int in [1, 1024] or None")
+    return None if threads is None else int(threads)
 
 
 @dataclass(frozen=True)

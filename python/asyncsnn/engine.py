@@ -6,8 +6,7 @@ from typing import Any
 
 import numpy.typing as npt
 
-from asyncsnn._prepare import DropoutLike, SchedulerLike, StopLike, prepare_inputs, prepare_options
-from asyncsnn.exceptions import ParameterError, invalid
+from asyncsnn._prepare import DropoutLike, SchedulerLike, StopLike, check_threads, prepare_inputs, prepare_options
 from asyncsnn.network import Network
 from asyncsnn.result import InferenceResult
 
@@ -121,8 +120,7 @@ def infer(
         refractory_dropout=refractory_dropout,
     )
     prepared = prepare_inputs(network, inputs, labels=labels, sample_ids=sample_ids, timesteps=timesteps)
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024):
-        raise invalid(ParameterError, "threads", threads, "must be an int in [1, 1024] or None")
+    threads = check_threads(threads)
     from asyncsnn import _engine
 
     arrays = _engine.run(

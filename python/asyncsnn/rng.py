@@ -66,7 +66,7 @@ def _check_u32(value: int, name: str) -> int:
 
 
 def mix32(x: int) -> int:
-    """The 32-bit finaliser of R5.5 (a bijection of ``[0, 2**32)``).
+    """Apply the 32-bit finaliser of R5.5 (a bijection of ``[0, 2**32)``).
 
     Parameters
     ----------
@@ -95,7 +95,7 @@ def mix32(x: int) -> int:
 
 
 def hash32(seed: int, sample: int, t: int, k: int, neuron: int, stream: int) -> int:
-    """The hash ``h(seed, sample, t, k, neuron, stream)`` of R5.5.
+    """Compute the hash ``h(seed, sample, t, k, neuron, stream)`` of R5.5.
 
     Parameters
     ----------
@@ -141,7 +141,7 @@ def hash32(seed: int, sample: int, t: int, k: int, neuron: int, stream: int) -> 
 
 
 def uniform(seed: int, sample: int, t: int, k: int, neuron: int, stream: int) -> float:
-    """The uniform draw ``u(...) = (h(...) >> 8) / 2**24`` of R5.5.
+    """Compute the uniform draw ``u(...) = (h(...) >> 8) / 2**24`` of R5.5.
 
     Parameters
     ----------
@@ -229,4 +229,5 @@ def uniform_np(seed: int, sample: int, t: int, k: int, neurons: npt.ArrayLike, s
     0.7968371510505676
     """
     h = hash32_np(seed, sample, t, k, neurons, stream)
-    return ((h >> np.uint32(8)).astype(np.float64) / _TWO_POW_24).astype(np.float32)
+    u: np.ndarray = ((h >> np.uint32(8)).astype(np.float64) / _TWO_POW_24).astype(np.float32)
+    return u

@@ -1,0 +1,615 @@
+"""The pure-Python reference engine: the executable form of ``docs/semantics.md``.
+
+This engine is the oracle the golden vectors (``tests/golden/*.json``) are generated
+from. It runs one sample at a time with a readable event loop that follows the rules of
+``docs/semantics.md`` one by one (comments cite them); speed is not its job, but all
+membrane and current arithmetic is done in numpy float32 so that rounding is exactly
+the one the rules prescribe (R8.1).
+
+In short, for every timestep ``t`` (section 4):
+
+1. **Leak** (R4.1): ``V <- beta * V``; refractory flags and ``v_pre`` are cleared.
+2. **Input** (R4.2, R2.3): forward step 0 delivers the whole input frame.
+3. **Forward step k** (R4.3): *integrate* the summed current of the step (refractory
+   neurons discard theirs); *fire* every neuron with ``V > threshold`` (reset to 0,
+   refractory unless refractory dropout R4.6 says otherwise, enqueued in the pending
+   set unless it has no outgoing projection); *stop check* (R6); *select* a group of at
+   most ``F`` pending neurons with the scheduler (R5) and *deliver* their spikes
+   (``multiplicity * weight`` to every synapse), which forward step ``k + 1`` integrates.
+   The timestep ends when the pending set is empty or a stop check ends it (the pending
+   spikes are then dropped, R6.4).
+
+Counters and latency records follow section 7. The result is the same
+:class:`~asyncsnn.result.InferenceResult` the Rust engine returns, with
+``engine="reference"``.
+
+Examples
+--------
+>>> import numpy as np
+>>> from asyncsnn.network import Dense, Network
+>>> net = Network.sequential(input_shape=(2,), layers=[Dense([[0.75, 0.75]])], threshold=1.0, beta=1.0)
+>>> res = infer(net, np.array([[[1.0, 1.0]], [[1.0, 0.0]]]))
+>>> res.output_counts.tolist(), res.predictions.tolist()
+([[1], [0]], [0, -1])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from asyncsnn._prepare import (
+    DropoutLike,
+    PreparedInputs,
+    RunOptions,
+    Scheduler,
+    SchedulerLike,
+    StopLike,
+    StopMode,
+    prepare_inputs,
+    prepare_options,
+)
+from asyncsnn.network import AvgPool2d, Conv2d, Dense, Network, SumPool2d
+from asyncsnn.result import COUNTER_FIELDS, InferenceResult
+from asyncsnn.rng import STREAM_DROPOUT, STREAM_JITTER, STREAM_RANDOM, hash32_np, uniform, uniform_np
+
+__all__ = ["infer"]
+
+_F32 = np.float32
+
+
+# ---------------------------------------------------------------------------------------
+# Network geometry (section 1)
+# ---------------------------------------------------------------------------------------
+@dataclass
+class _Projection:
+    """One projection with a lazily built synapse table per source neuron (R1.2, R1.3)."""
+
+    index: int
+    source: int  # population index, 0 = input
+    target: int  # population index >= 1
+    layer: Any
+    source_shape: tuple[int, ...]
+    target_shape: tuple[int, ...]
+    target_offset: int  # global id (R1.5) of the first neuron of the target population
+    _table: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def synapses(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """Synapses of source neuron ``j`` (flat index in its population).
+
+        Returns ``(targets, weights)``: global target ids (int64, distinct) and float32
+        weights, one entry per synapse (R1.3: zero weights included, positions outside
+        the target excluded). Built directly from the geometry of R1.2.
+        """
+        if j not in self._table:
+            targets, weights = self._build(j)
+            self._table[j] = (
+                np.asarray(targets, dtype=np.int64) + self.target_offset,
+                np.asarray(weights, dtype=np.float32),
+            )
+        return self._table[j]
+
+    def _build(self, j: int) -> tuple[Any, Any]:
+        layer = self.layer
+        if isinstance(layer, Dense):
+            # R1.2 Dense: source j reaches every target q with weight W[q, j].
+            n_target = layer.weight.shape[0]
+            return np.arange(n_target), layer.weight[:, j]
+        # R1.2: the source is read as (c, h, w) in C order.
+        c, y, x = (int(v) for v in np.unravel_index(j, self.source_shape))
+        _, oh, ow = layer.output_shape(self.source_shape)
+        targets: list[int] = []
+        weights: list[float] = []
+        if isinstance(layer, Conv2d):
+            # R1.2 Conv2d: (c, y, x) reaches (o, i, jj) with K[o, c, ky, kx] for every
+            # ky = y + ph - i*sh in [0, kh) and kx = x + pw - jj*sw in [0, kw).
+            c_out, _, kh, kw = layer.weight.shape
+            (sh, sw), (ph, pw) = layer.stride, layer.padding
+            for o in range(c_out):
+                for i in range(oh):
+                    ky = y + ph - i * sh
+                    if not 0 <= ky < kh:
+                        continue
+                    for jj in range(ow):
+                        kx = x + pw - jj * sw
+                        if not 0 <= kx < kw:
+                            continue
+                        targets.append((o * oh + i) * ow + jj)
+                        weights.append(float(layer.weight[o, c, ky, kx]))
+            return targets, weights
+        if isinstance(layer, (AvgPool2d, SumPool2d)):
+            # R1.2 pooling, per channel: (c, y, x) reaches (c, i, jj) when
+            # 0 <= y - i*sh < kh and 0 <= x - jj*sw < kw; weight 1/(kh*kw) (float32) or 1.
+            kh, kw = layer.kernel_size
+            sh, sw = layer.stride
+            w = _F32(1.0) / _F32(kh * kw) if isinstance(layer, AvgPool2d) else _F32(1.0)
+            for i in range(oh):
+                if not 0 <= y - i * sh < kh:
+                    continue
+                for jj in range(ow):
+                    if 0 <= x - jj * sw < kw:
+                        targets.append((c * oh + i) * ow + jj)
+                        weights.append(float(w))
+            return targets, weights
+        raise TypeError(f"unknown projection layer {layer!r}")  # pragma: no cover - Network validates
+
+
+@dataclass
+class _Model:
+    """The network laid out for the event loop: global neuron ids (R1.5) and parameters."""
+
+    n_neurons: int
+    offsets: list[int]  # offsets[p] = global id of the first neuron of population p (p >= 1)
+    sizes: list[int]  # sizes[p], population 0 = input
+    population_of: np.ndarray  # [n_neurons] population index of every neuron
+    threshold: np.ndarray  # [n_neurons] float32
+    beta: np.ndarray  # [n_neurons] float32
+    outgoing: list[list[_Projection]]  # outgoing[p] = projections with source p, in projection order
+    n_projections: int
+    n_populations: int  # non-input populations P
+
+    @classmethod
+    def build(cls, net: Network) -> _Model:
+        sizes = net.population_sizes
+        offsets = [0] * len(sizes)
+        acc = 0
+        for p in range(1, len(sizes)):
+            offsets[p] = acc
+            acc += sizes[p]
+        shapes = net.population_shapes
+        projs = [
+            _Projection(n, pr.source, pr.target, pr.layer, shapes[pr.source], shapes[pr.target], offsets[pr.target])
+            for n, pr in enumerate(net.projections)
+        ]
+        outgoing: list[list[_Projection]] = [[] for _ in sizes]
+        for pr in projs:
+            outgoing[pr.source].append(pr)
+        pop_of = np.concatenate([np.full(sizes[p], p, dtype=np.int64) for p in range(1, len(sizes))])
+        return cls(
+            n_neurons=acc,
+            offsets=offsets,
+            sizes=sizes,
+            population_of=pop_of,
+            threshold=np.concatenate([p.threshold.reshape(-1) for p in net.populations]).astype(np.float32),
+            beta=np.concatenate([p.beta.reshape(-1) for p in net.populations]).astype(np.float32),
+            outgoing=outgoing,
+            n_projections=len(projs),
+            n_populations=len(net.populations),
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# Schedulers (section 5)
+# ---------------------------------------------------------------------------------------
+def _select(
+    opts: RunOptions,
+    model: _Model,
+    pending: dict[int, list[int]],
+    v_pre: np.ndarray,
+    sample_id: int,
+    t: int,
+    k: int,
+    trace: list[dict[str, Any]] | None,
+) -> list[int]:
+    """Pick the group G delivered at the end of forward step ``k`` (R4.3.4, R5)."""
+    ids = np.array(sorted(pending), dtype=np.int64)
+    f = opts.forward_group_size
+    keys: list[Any]
+    if opts.scheduler is Scheduler.LAYERED:
+        # R5.1: all pending neurons of the lowest population index present; F is ignored.
+        lowest = int(model.population_of[ids].min())
+        group = [int(j) for j in ids if model.population_of[j] == lowest]
+        keys = [int(model.population_of[j]) for j in ids]
+    elif opts.scheduler is Scheduler.FIFO:
+        # R5.2: the F smallest sequence numbers (sequence numbers are unique).
+        keys = [pending[int(j)][1] for j in ids]
+        order = sorted(range(len(ids)), key=lambda n: keys[n])
+        group = [int(ids[n]) for n in order[:f]]
+    elif opts.scheduler is Scheduler.RANDOM:
+        # R5.3: the F smallest keys h(seed, sample, t, k, j, 0), fresh at every step;
+        # equal keys go to the smaller neuron id.
+        h = hash32_np(opts.seed, sample_id, t, k, ids, STREAM_RANDOM)
+        keys = [int(v) for v in h]
+        order = sorted(range(len(ids)), key=lambda n: (keys[n], int(ids[n])))
+        group = [int(ids[n]) for n in order[:f]]
+    else:
+        # R5.4: the F largest keys v_pre[j] + jitter * u(seed, sample, t, k, j, 2), in
+        # float32 (jitter * u rounded, then the sum rounded); ties to the smaller id.
+        key_arr = v_pre[ids].astype(np.float32)
+        if opts.jitter != 0.0:
+            u = uniform_np(opts.seed, sample_id, t, k, ids, STREAM_JITTER)
+            key_arr = (key_arr + (_F32(opts.jitter) * u).astype(np.float32)).astype(np.float32)
+        keys = [float(v) for v in key_arr]
+        order = sorted(range(len(ids)), key=lambda n: (-keys[n], int(ids[n])))
+        group = [int(ids[n]) for n in order[:f]]
+    if trace is not None:
+        trace.append(
+            {
+                "event": "select",
+                "t": t,
+                "k": k,
+                "pending": {int(j): tuple(pending[int(j)]) for j in ids},
+                "keys": {int(j): keys[n] for n, j in enumerate(ids)},
+                "group": list(group),
+            }
+        )
+    return group
+
+
+# ---------------------------------------------------------------------------------------
+# One sample (sections 3, 4, 6, 7)
+# ---------------------------------------------------------------------------------------
+def _dense_frames(prepared: PreparedInputs, b: int, n_in: int) -> np.ndarray:
+    """Frames ``[T, n_in]`` of sample ``b``; sparse events are summed in float32 in list order (R2.2)."""
+    if prepared.dense is not None:
+        return np.asarray(prepared.dense[b])
+    assert prepared.sparse is not None
+    ts, idx, vals = prepared.sparse[b]
+    frames = np.zeros((prepared.timesteps, n_in), dtype=np.float32)
+    for tt, ii, vv in zip(ts.tolist(), idx.tolist(), vals.tolist(), strict=True):
+        frames[tt, ii] = _F32(frames[tt, ii]) + _F32(vv)
+    return frames
+
+
+def _run_sample(
+    model: _Model,
+    frames: np.ndarray,
+    label: int | None,
+    sample_id: int,
+    opts: RunOptions,
+    trace: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Run one sample; return its counters by COUNTER_FIELDS name (Python ints / lists)."""
+    n_steps_t = frames.shape[0]
+    n = model.n_neurons
+    out_pop = model.n_populations
+    out_offset = model.offsets[out_pop]
+    n_out = model.sizes[out_pop]
+    has_outgoing = [bool(model.outgoing[p]) for p in range(len(model.sizes))]
+    dropout = opts.refractory_dropout  # None, or p per non-input population (R4.6)
+
+    # R3.3: start of the sample.
+    v = np.zeros(n, dtype=np.float32)  # membrane V (R3.1)
+    refractory = np.zeros(n, dtype=bool)
+    v_pre = np.zeros(n, dtype=np.float32)
+    pending: dict[int, list[int]] = {}  # R3.2: neuron -> [multiplicity, sequence number]
+    next_seq = 0
+
+    # Section 7 counters.
+    output_counts = [0] * n_out
+    ts_output_counts = [[0] * n_out for _ in range(n_steps_t)]
+    spikes = [0] * model.n_populations
+    input_events = 0
+    synops_per_projection = [0] * model.n_projections
+    ts_forward_steps = [0] * n_steps_t
+    dropped = 0
+    queue_peak = 0
+    first_output_step = [-1] * n_steps_t
+    first_output_class = [-1] * n_steps_t
+    first_output_spikes = [-1] * n_steps_t
+    first_output_synops = [-1] * n_steps_t
+    first_correct_step = [-1] * n_steps_t
+    first_correct_spikes = [-1] * n_steps_t
+    first_correct_synops = [-1] * n_steps_t
+
+    for t in range(n_steps_t):
+        # R4.1 (1) leak, one float32 multiply; (2) clear refractory flags and v_pre.
+        v = (model.beta * v).astype(np.float32)
+        refractory[:] = False
+        v_pre[:] = 0.0
+        assert not pending  # R4.1: the pending set is always empty here (R6)
+        current = np.zeros(n, dtype=np.float32)  # I, summed within one forward step
+        spikes_t = 0  # spikes fired so far in this timestep (R7.7)
+        synops_t = 0  # synops delivered so far in this timestep (R7.7)
+
+        # R4.2 / R2.3: forward step 0 delivers the whole input frame, no scheduling slot.
+        for i in np.flatnonzero(frames[t]):
+            x = _F32(frames[t, i])
+            input_events += 1  # R7.3
+            for proj in model.outgoing[0]:
+                targets, weights = proj.synapses(int(i))
+                current[targets] = current[targets] + (x * weights).astype(np.float32)  # float32 product and sum
+                synops_per_projection[proj.index] += len(targets)  # R7.4: fan-out of input neuron i
+                synops_t += len(targets)
+
+        k = 0
+        while True:
+            # R4.3.1 Integrate: refractory neurons discard their current; the others add
+            # the summed current of this step in one float32 addition. Then I is cleared.
+            if trace is not None:
+                lost = np.flatnonzero(refractory & (current != 0))
+                if lost.size:
+                    trace.append(
+                        {
+                            "event": "discard",
+                            "t": t,
+                            "k": k,
+                            "neurons": lost.tolist(),
+                            "current": current[lost].tolist(),
+                        }
+                    )
+            live = ~refractory
+            v[live] = (v[live] + current[live]).astype(np.float32)
+            current[:] = 0.0
+
+            # R4.3.2 Fire: every non-refractory neuron with V > threshold (strictly),
+            # in increasing id order.
+            fired = np.flatnonzero(~refractory & (v > model.threshold))
+            output_fired: list[int] = []
+            for q in fired.tolist():
+                pop = int(model.population_of[q])
+                v_pre[q] = v[q]
+                v[q] = 0.0
+                # R4.6: refractory unless u(seed, sample, t, k, q, 1) < p (compared in float64).
+                stays_open = (
+                    dropout is not None
+                    and dropout[pop - 1] > 0.0
+                    and uniform(opts.seed, sample_id, t, k, q, STREAM_DROPOUT) < dropout[pop - 1]
+                )
+                refractory[q] = not stays_open
+                spikes[pop - 1] += 1  # R7.2: every spike counts
+                spikes_t += 1
+                if pop == out_pop:  # R7.1
+                    c = q - out_offset
+                    output_counts[c] += 1
+                    ts_output_counts[t][c] += 1
+                    output_fired.append(c)
+                if has_outgoing[pop]:
+                    # R3.2: multiplicity +1 if already pending (keeping the sequence number).
+                    if q in pending:
+                        pending[q][0] += 1
+                    else:
+                        pending[q] = [1, next_seq]
+                        next_seq += 1
+                if trace is not None:
+                    trace.append(
+                        {
+                            "event": "fire",
+                            "t": t,
+                            "k": k,
+                            "neuron": q,
+                            "population": pop,
+                            "v": float(v_pre[q]),
+                            "refractory": bool(refractory[q]),
+                        }
+                    )
+            queue_peak = max(queue_peak, len(pending))  # R7.6: after every fire phase
+
+            # R7.7 latency records: spikes of steps 0..k (this step included) and synops
+            # of the deliveries integrated in steps 0..k (made before this step's delivery).
+            if output_fired and first_output_step[t] < 0:
+                first_output_step[t] = k
+                first_output_class[t] = min(output_fired)
+                first_output_spikes[t] = spikes_t
+                first_output_synops[t] = synops_t
+            if label is not None and label in output_fired and first_correct_step[t] < 0:
+                first_correct_step[t] = k
+                first_correct_spikes[t] = spikes_t
+                first_correct_synops[t] = synops_t
+
+            # R4.3.3 Stop check (R6).
+            stop_now = False
+            if opts.stop is StopMode.FIRST_OUTPUT and first_output_step[t] >= 0:
+                stop_now = k - first_output_step[t] >= opts.extra_steps  # R6.2
+            if opts.max_steps is not None and k + 1 >= opts.max_steps:
+                stop_now = True  # R6.3 (a stop mode of its own, or a cap)
+            if stop_now:
+                # R6.4: drop every pending spike (sum of multiplicities).
+                lost_spikes = sum(m for m, _ in pending.values())
+                dropped += lost_spikes
+                if trace is not None:
+                    trace.append({"event": "stop", "t": t, "k": k, "dropped": lost_spikes})
+                pending.clear()
+                break
+
+            # R4.3.4 Select and deliver; an empty pending set ends the timestep (R6.1).
+            if not pending:
+                break
+            group = _select(opts, model, pending, v_pre, sample_id, t, k, trace)
+            for j in group:
+                m, _ = pending.pop(j)
+                pop = int(model.population_of[j])
+                local = j - model.offsets[pop]
+                for proj in model.outgoing[pop]:
+                    targets, weights = proj.synapses(local)
+                    current[targets] = current[targets] + (_F32(m) * weights).astype(np.float32)
+                    synops_per_projection[proj.index] += len(targets)  # R7.4: fan-out, whatever m
+                    synops_t += len(targets)
+                if trace is not None:
+                    trace.append({"event": "deliver", "t": t, "k": k, "neuron": j, "multiplicity": m})
+            k += 1  # R4.4: one more forward step per delivered group
+
+        ts_forward_steps[t] = k + 1  # R7.5
+
+    # R7.1 prediction: argmax of output_counts, ties to the smallest index, -1 without spikes.
+    best = max(output_counts)
+    prediction = output_counts.index(best) if best > 0 else -1
+    synops = sum(synops_per_projection)
+    return {
+        "predictions": prediction,
+        "output_counts": output_counts,
+        "timestep_output_counts": ts_output_counts,
+        "spikes": spikes,
+        "spikes_total": sum(spikes),
+        "input_events": input_events,
+        "synops": synops,
+        "synops_per_projection": synops_per_projection,
+        "forward_steps": sum(ts_forward_steps),
+        "timestep_forward_steps": ts_forward_steps,
+        "dropped_spikes": dropped,
+        "queue_peak": queue_peak,
+        "first_output_step": first_output_step,
+        "first_output_class": first_output_class,
+        "first_output_spikes": first_output_spikes,
+        "first_output_synops": first_output_synops,
+        "first_correct_step": first_correct_step,
+        "first_correct_spikes": first_correct_spikes,
+        "first_correct_synops": first_correct_synops,
+    }
+
+
+def _infer(
+    network: Network,
+    inputs: Any,
+    *,
+    scheduler: SchedulerLike = "momentum",
+    forward_group_size: int = 8,
+    stop: StopLike = "drain",
+    extra_steps: int = 0,
+    max_steps: int | None = None,
+    seed: int = 0,
+    jitter: float = 0.0,
+    refractory_dropout: DropoutLike = "off",
+    labels: npt.ArrayLike | None = None,
+    sample_ids: npt.ArrayLike | None = None,
+    timesteps: int | None = None,
+    trace: list[list[dict[str, Any]]] | None = None,
+) -> InferenceResult:
+    """:func:`infer` with an optional event trace (one list of events per sample) for tests."""
+    opts = prepare_options(
+        network,
+        scheduler=scheduler,
+        forward_group_size=forward_group_size,
+        stop=stop,
+        extra_steps=extra_steps,
+        max_steps=max_steps,
+        seed=seed,
+        jitter=jitter,
+        refractory_dropout=refractory_dropout,
+    )
+    prepared = prepare_inputs(network, inputs, labels=labels, sample_ids=sample_ids, timesteps=timesteps)
+    model = _Model.build(network)
+    rows: list[dict[str, Any]] = []
+    for b in range(prepared.batch):
+        frames = _dense_frames(prepared, b, network.input_size)
+        label = None if prepared.labels is None else int(prepared.labels[b])
+        sample_trace: list[dict[str, Any]] | None = None
+        if trace is not None:
+            sample_trace = []
+            trace.append(sample_trace)
+        rows.append(_run_sample(model, frames, label, int(prepared.sample_ids[b]), opts, sample_trace))
+    arrays = {name: np.array([row[name] for row in rows], dtype=np.int64) for name in COUNTER_FIELDS}
+    # Shape the per-sample arrays even for degenerate sizes (e.g. zero projections).
+    shapes = {
+        "T": prepared.timesteps,
+        "n_out": network.n_outputs,
+        "P": len(network.populations),
+        "n_proj": len(network.projections),
+    }
+    for name, dims in COUNTER_FIELDS.items():
+        arrays[name] = arrays[name].reshape((prepared.batch, *(shapes[d] for d in dims)))
+    options = {
+        "scheduler": opts.scheduler.value,
+        "forward_group_size": opts.forward_group_size,
+        "stop": opts.stop.value,
+        "extra_steps": opts.extra_steps,
+        "max_steps": opts.max_steps,
+        "seed": opts.seed,
+        "jitter": opts.jitter,
+    }
+    return InferenceResult(arrays, labels=prepared.labels, engine="reference", options=options)
+
+
+def infer(
+    network: Network,
+    inputs: Any,
+    *,
+    scheduler: SchedulerLike = "momentum",
+    forward_group_size: int = 8,
+    stop: StopLike = "drain",
+    extra_steps: int = 0,
+    max_steps: int | None = None,
+    seed: int = 0,
+    jitter: float = 0.0,
+    refractory_dropout: DropoutLike = "off",
+    labels: npt.ArrayLike | None = None,
+    sample_ids: npt.ArrayLike | None = None,
+    timesteps: int | None = None,
+    threads: int | None = None,
+) -> InferenceResult:
+    """Run event-driven inference with the pure-Python reference engine.
+
+    Same arguments, validation and result as the Rust-backed ``asyncsnn.infer``; the
+    behaviour is exactly ``docs/semantics.md``. Slow (pure Python event loop): use it as
+    an oracle on small networks.
+
+    Parameters
+    ----------
+    network
+        The :class:`~asyncsnn.network.Network`.
+    inputs
+        Dense array ``[B, T, *input_shape]`` or ``[B, T, n_in]`` of finite values >= 0
+        (event counts or graded values, R2.1), or a list of ``B`` sparse event arrays
+        ``[n_events, 3]`` with columns ``(t, flat input index, value)`` (R2.2).
+    scheduler
+        ``"layered"``, ``"fifo"``, ``"random"`` or ``"momentum"`` (R5).
+    forward_group_size
+        ``F >= 1``: the most pending neurons delivered per forward step (R5).
+    stop
+        ``"drain"``, ``"first_output"`` or ``"max_steps"`` (R6).
+    extra_steps
+        ``M >= 0`` forward steps run after the first output spike with
+        ``stop="first_output"`` (R6.2).
+    max_steps
+        ``K >= 1`` forward steps per timestep at most (R6.3); required with
+        ``stop="max_steps"``, a cap otherwise.
+    seed
+        ``0 .. 2**64 - 1``, for the random scheduler, jitter and dropout (R5.5).
+    jitter
+        Momentum jitter amplitude >= 0 (R5.4; momentum scheduler only).
+    refractory_dropout
+        ``"off"`` (default, p = 0), ``"network"`` (each population's value) or a
+        probability in [0, 1) for every population (R4.6).
+    labels
+        Optional class per sample ``[B]``, for ``first_correct_*`` (R7.7) and accuracy.
+    sample_ids
+        Optional ids ``[B]`` in ``[0, 2**32)`` used by the random function instead of the
+        sample's index in the call (R5.5).
+    timesteps
+        ``T`` for sparse inputs (default: last event's ``t`` + 1).
+    threads
+        Accepted for signature compatibility with the Rust engine and ignored.
+
+    Returns
+    -------
+    InferenceResult
+        int64 counters per sample (shapes in :class:`~asyncsnn.result.InferenceResult`),
+        ``engine="reference"``.
+
+    Raises
+    ------
+    ParameterError, InputError
+        On invalid options or inputs (the same as the Rust engine).
+
+    Examples
+    --------
+    Two hidden neurons fire at forward step 0; with ``F = 1`` the output neuron
+    integrates them in two steps and fires at step 1 already:
+
+    >>> import numpy as np
+    >>> from asyncsnn.network import Dense, Network
+    >>> net = Network.sequential(input_shape=(2,), layers=[Dense(np.eye(2) * 2), Dense([[1.5, 1.5]])],
+    ...                          threshold=1.0, beta=0.5)
+    >>> res = infer(net, np.ones((1, 1, 2)), scheduler="fifo", forward_group_size=1)
+    >>> res.first_output_step.tolist(), res.timestep_forward_steps.tolist(), res.synops.tolist()
+    ([[1]], [[3]], [6])
+    """
+    del threads  # the reference engine is single-threaded
+    return _infer(
+        network,
+        inputs,
+        scheduler=scheduler,
+        forward_group_size=forward_group_size,
+        stop=stop,
+        extra_steps=extra_steps,
+        max_steps=max_steps,
+        seed=seed,
+        jitter=jitter,
+        refractory_dropout=refractory_dropout,
+        labels=labels,
+        sample_ids=sample_ids,
+        timesteps=timesteps,
+    )

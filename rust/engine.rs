@@ -1,0 +1,1827 @@
+//! The event loop (R3-R7): [`run_sample`] runs one sample, [`run_batch`] runs many in
+//! parallel with rayon.
+//!
+//! Data layout of one sample's state ([`Workspace`], allocated once per worker and
+//! reused; nothing is allocated inside the event loop once its buffers have grown):
+//! - `v`, `cur`, `v_pre`, `refractory`: one entry per non-input neuron (R3.1); `cur` is
+//!   the current buffer `I` of R4.2/R4.3, always all-zero between forward steps.
+//! - touch tracking: a dense delivery marks its whole target population "full"; a
+//!   conv/pool delivery appends the neurons it reaches to the population's touched list
+//!   (deduplicated with a per-neuron flag). The integrate/fire pass (R4.3.1-2) visits
+//!   only touched populations: the whole range of a full one, the touched list of a
+//!   sparse one. A neuron that received no current cannot cross its threshold (after
+//!   every fire phase all non-refractory membranes are `<= threshold`, the leak keeps
+//!   them there and refractory membranes are 0), so this is exactly R4.3.
+//! - the pending set and its scheduler structure: [`crate::scheduler`].
+//!
+//! A forward step therefore costs O(synapses delivered + neurons touched + scheduler),
+//! independent of the network size; only the leak at the start of a timestep (R4.1) is
+//! a pass over all neurons.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rayon::prelude::*;
+
+use crate::counters::SampleResult;
+use crate::error::EngineError;
+use crate::network::{Network, ProjKind, Projection};
+use crate::rng::{uniform, STREAM_DROPOUT};
+use crate::scheduler::{PendingSet, Scheduler, SelectCtx};
+
+/// Stop mode of a timestep (R6.1, R6.2). `max_steps` (R6.3) is given separately in
+/// [`RunConfig::max_steps`] and may be combined with either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// R6.1: run until the pending set is empty.
+    Drain,
+    /// R6.2: end the timestep at the stop check of step `k` when the first output
+    /// spike of the timestep happened at step `k0` and `k - k0 >= extra_steps`.
+    FirstOutput {
+        /// `M >= 0`.
+        extra_steps: u32,
+    },
+}
+
+/// Options of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunConfig {
+    /// R5: the scheduler.
+    pub scheduler: Scheduler,
+    /// R5: forward group size `F >= 1` (ignored by `layered`, but validated).
+    pub forward_group_size: usize,
+    /// R6.1/R6.2.
+    pub stop: StopMode,
+    /// R6.3: cap on the forward steps of a timestep, `>= 1`.
+    pub max_steps: Option<u32>,
+    /// R5.5: seed of the shared random function.
+    pub seed: u64,
+    /// None: p = 0 everywhere (R4.6 inference default); Some(v): per non-input population p.
+    pub refractory_dropout: Option<Vec<f64>>,
+}
+
+/// The input of one sample (R2).
+#[derive(Debug, Clone, Copy)]
+pub enum SampleInput<'a> {
+    /// frames: row-major [timesteps, input_size]
+    Dense {
+        /// Row-major `[timesteps, input_size]` values, finite and >= 0 (R2.1).
+        frames: &'a [f32],
+        /// `T >= 1`.
+        timesteps: usize,
+    },
+    /// parallel arrays of events (t, flat input index, value); R2.2
+    Sparse {
+        /// Timestep of each event, `< timesteps`.
+        t: &'a [u32],
+        /// Flat input index of each event, `< input_size`.
+        index: &'a [u32],
+        /// Value of each event, finite and >= 0; repeated `(t, index)` are summed in
+        /// float32 in list order (R2.2).
+        value: &'a [f32],
+        /// `T >= 1`.
+        timesteps: usize,
+    },
+}
+
+/// A validated sample input.
+enum Prepared<'a> {
+    Dense(&'a [f32]),
+    /// Merged events sorted by `(t, index)`; only non-zero values.
+    Sparse {
+        t: Vec<u32>,
+        index: Vec<u32>,
+        value: Vec<f32>,
+    },
+}
+
+struct PreparedSample<'a> {
+    input: Prepared<'a>,
+    timesteps: usize,
+    label: Option<usize>,
+    location: String,
+}
+
+fn check_timesteps(timesteps: usize, location: &str) -> Result<(), EngineError> {
+    if timesteps == 0 {
+        return Err(EngineError::input(
+            location,
+            "timesteps",
+            0,
+            "must be >= 1 (R2.1)",
+        ));
+    }
+    if timesteps - 1 > u32::MAX as usize {
+        return Err(EngineError::input(
+            location,
+            "timesteps",
+            timesteps,
+            "must be <= 2^32 (t is a u32 in R5.5)",
+        ));
+    }
+    Ok(())
+}
+
+fn prepare<'a>(
+    net: &Network,
+    input: &SampleInput<'a>,
+    label: Option<usize>,
+    location: String,
+) -> Result<PreparedSample<'a>, EngineError> {
+    let n_in = net.input_size();
+    if let Some(c) = label {
+        if c >= net.n_outputs() {
+            return Err(EngineError::input(
+                &location,
+                "labels",
+                c,
+                format!("must be < n_outputs = {}", net.n_outputs()),
+            ));
+        }
+    }
+    let (prepared, timesteps) = match *input {
+        SampleInput::Dense { frames, timesteps } => {
+            check_timesteps(timesteps, &location)?;
+            let want = timesteps.checked_mul(n_in);
+            if want != Some(frames.len()) {
+                return Err(EngineError::input(
+                    &location,
+                    "inputs",
+                    format!("<{} values>", frames.len()),
+                    format!("dense frames must have timesteps * input_size = {timesteps} * {n_in} values"),
+                ));
+            }
+            if let Some((pos, x)) = frames
+                .iter()
+                .enumerate()
+                .find(|(_, x)| !(x.is_finite() && **x >= 0.0))
+            {
+                return Err(EngineError::input(
+                    &location,
+                    "inputs",
+                    format!("{x} at (t={}, i={})", pos / n_in, pos % n_in),
+                    "input values must be finite and >= 0 (R2.1)",
+                ));
+            }
+            (Prepared::Dense(frames), timesteps)
+        }
+        SampleInput::Sparse {
+            t,
+            index,
+            value,
+            timesteps,
+        } => {
+            check_timesteps(timesteps, &location)?;
+            if t.len() != index.len() || t.len() != value.len() {
+                return Err(EngineError::input(
+                    &location,
+                    "inputs",
+                    format!("t/index/value lengths {}/{}/{}", t.len(), index.len(), value.len()),
+                    "sparse event arrays must have equal lengths",
+                ));
+            }
+            for e in 0..t.len() {
+                if t[e] as usize >= timesteps {
+                    return Err(EngineError::input(
+                        &location,
+                        "inputs",
+                        format!("t = {} at event {e}", t[e]),
+                        format!("must be < timesteps = {timesteps}"),
+                    ));
+                }
+                if index[e] as usize >= n_in {
+                    return Err(EngineError::input(
+                        &location,
+                        "inputs",
+                        format!("index = {} at event {e}", index[e]),
+                        format!("must be < input_size = {n_in}"),
+                    ));
+                }
+                let x = value[e];
+                if !(x.is_finite() && x >= 0.0) {
+                    return Err(EngineError::input(
+                        &location,
+                        "inputs",
+                        format!("value = {x} at event {e}"),
+                        "input values must be finite and >= 0 (R2.1)",
+                    ));
+                }
+            }
+            // Stable sort by (t, index): repeated (t, index) stay in list order (R2.2).
+            let mut order: Vec<usize> = (0..t.len()).collect();
+            order.sort_by_key(|&e| (t[e], index[e]));
+            let mut mt = Vec::new();
+            let mut mi = Vec::new();
+            let mut mv = Vec::new();
+            let mut pos = 0;
+            while pos < order.len() {
+                let key = (t[order[pos]], index[order[pos]]);
+                let mut sum = 0.0f32;
+                while pos < order.len() && (t[order[pos]], index[order[pos]]) == key {
+                    sum += value[order[pos]];
+                    pos += 1;
+                }
+                if !sum.is_finite() {
+                    return Err(EngineError::input(
+                        &location,
+                        "inputs",
+                        format!("sum {sum} at (t={}, i={})", key.0, key.1),
+                        "summed input values must be finite (R2.1, R2.2)",
+                    ));
+                }
+                if sum != 0.0 {
+                    mt.push(key.0);
+                    mi.push(key.1);
+                    mv.push(sum);
+                }
+            }
+            (
+                Prepared::Sparse {
+                    t: mt,
+                    index: mi,
+                    value: mv,
+                },
+                timesteps,
+            )
+        }
+    };
+    Ok(PreparedSample {
+        input: prepared,
+        timesteps,
+        label,
+        location,
+    })
+}
+
+/// Validates the run options against `net`: `F >= 1`, `max_steps >= 1`, momentum
+/// `jitter` finite and `>= 0`, and a `refractory_dropout` override with one value in
+/// [0, 1) per non-input population.
+pub fn validate_config(net: &Network, config: &RunConfig) -> Result<(), EngineError> {
+    if config.forward_group_size == 0 {
+        return Err(EngineError::parameter(
+            "forward_group_size",
+            0,
+            "must be >= 1 (R5)",
+        ));
+    }
+    if config.max_steps == Some(0) {
+        return Err(EngineError::parameter("max_steps", 0, "must be >= 1 (R6.3)"));
+    }
+    if let Scheduler::Momentum { jitter } = config.scheduler {
+        if !(jitter.is_finite() && jitter >= 0.0) {
+            return Err(EngineError::parameter(
+                "jitter",
+                jitter,
+                "must be finite and >= 0 (R5.4)",
+            ));
+        }
+    }
+    if let Some(p) = &config.refractory_dropout {
+        if p.len() != net.n_populations() {
+            return Err(EngineError::parameter(
+                "refractory_dropout",
+                format!("<{} values>", p.len()),
+                format!(
+                    "must have one value per non-input population ({})",
+                    net.n_populations()
+                ),
+            ));
+        }
+        for (i, &x) in p.iter().enumerate() {
+            if !(x.is_finite() && (0.0..1.0).contains(&x)) {
+                return Err(EngineError::parameter(
+                    format!("refractory_dropout[{i}]"),
+                    x,
+                    "must be finite and in [0, 1) (R4.6)",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_sample_id(id: u64) -> Result<u32, EngineError> {
+    u32::try_from(id).map_err(|_| {
+        EngineError::parameter("sample_ids", id, "must be < 2^32 (sample is a u32 in R5.5)")
+    })
+}
+
+/// Touched-neuron bookkeeping of one forward step.
+#[derive(Debug)]
+struct Touch {
+    /// Per neuron: already in its population's `lists` entry.
+    neuron: Vec<bool>,
+    /// Per non-input population: in `pops`.
+    pop_touched: Vec<bool>,
+    /// Per non-input population: received a dense delivery (integrate it whole).
+    pop_full: Vec<bool>,
+    /// Touched populations of this step.
+    pops: Vec<usize>,
+    /// Per non-input population: neurons touched by conv/pool deliveries.
+    lists: Vec<Vec<u32>>,
+}
+
+impl Touch {
+    /// Marks population `p` touched; returns whether it is full already.
+    #[inline(always)]
+    fn pop(&mut self, p: usize) -> bool {
+        if !self.pop_touched[p] {
+            self.pop_touched[p] = true;
+            self.pops.push(p);
+        }
+        self.pop_full[p]
+    }
+
+    #[inline(always)]
+    fn neuron(&mut self, p: usize, q: usize) {
+        if !self.neuron[q] {
+            self.neuron[q] = true;
+            self.lists[p].push(q as u32);
+        }
+    }
+}
+
+/// Reusable per-sample state (see the module documentation).
+#[derive(Debug)]
+pub(crate) struct Workspace {
+    v: Vec<f32>,
+    cur: Vec<f32>,
+    v_pre: Vec<f32>,
+    refractory: Vec<bool>,
+    touch: Touch,
+    fired: Vec<u32>,
+    group: Vec<(u32, u32)>,
+    pending: PendingSet,
+}
+
+impl Workspace {
+    pub(crate) fn new(net: &Network) -> Workspace {
+        let n = net.n_neurons();
+        let p = net.n_populations();
+        Workspace {
+            v: vec![0.0; n],
+            cur: vec![0.0; n],
+            v_pre: vec![0.0; n],
+            refractory: vec![false; n],
+            touch: Touch {
+                neuron: vec![false; n],
+                pop_touched: vec![false; p],
+                pop_full: vec![false; p],
+                pops: Vec::with_capacity(p),
+                lists: (0..p)
+                    .map(|i| Vec::with_capacity(net.pop_offset[i + 1] - net.pop_offset[i]))
+                    .collect(),
+            },
+            fired: Vec::with_capacity(n),
+            group: Vec::new(),
+            pending: PendingSet::new(n, p),
+        }
+    }
+
+    /// R3.3: the state at the start of a sample (also repairs a workspace left dirty by
+    /// an error).
+    fn reset(&mut self) {
+        self.v.fill(0.0);
+        self.cur.fill(0.0);
+        self.v_pre.fill(0.0);
+        self.refractory.fill(false);
+        self.touch.neuron.fill(false);
+        self.touch.pop_touched.fill(false);
+        self.touch.pop_full.fill(false);
+        self.touch.pops.clear();
+        for l in &mut self.touch.lists {
+            l.clear();
+        }
+        self.fired.clear();
+        self.group.clear();
+        self.pending.drop_all();
+    }
+}
+
+/// Delivers source neuron `local` of `proj` with scale `s` (the input value x of R4.2
+/// or the multiplicity m of R4.3.4): `I[q] += s * w` for every synapse. Returns the
+/// fan-out (R1.3, R7.4).
+#[inline]
+fn deliver(proj: &Projection, local: usize, s: f32, cur: &mut [f32], touch: &mut Touch) -> u64 {
+    let p = proj.target_pop;
+    let base = proj.target_offset;
+    match &proj.kind {
+        ProjKind::Dense { wt } => {
+            let n = proj.target_size;
+            touch.pop(p);
+            touch.pop_full[p] = true;
+            let w = &wt[local * n..(local + 1) * n];
+            let c = &mut cur[base..base + n];
+            if s == 1.0 {
+                for (ci, wi) in c.iter_mut().zip(w) {
+                    *ci += *wi;
+                }
+            } else {
+                for (ci, wi) in c.iter_mut().zip(w) {
+                    *ci += s * *wi;
+                }
+            }
+            n as u64
+        }
+        ProjKind::Conv {
+            k,
+            c_out,
+            kh,
+            kw,
+            in_hw,
+            in_w,
+            plane,
+            ow,
+            rows,
+            cols,
+        } => {
+            let (c_out, plane) = (*c_out, *plane);
+            let c = local / in_hw;
+            let rem = local % in_hw;
+            let (y, x) = (rem / in_w, rem % in_w);
+            let full = touch.pop(p);
+            let rr = rows.range(y);
+            let cr = cols.range(x);
+            let fan = c_out * rr.len() * cr.len();
+            for r in rr {
+                let (i, ky) = (rows.out[r], rows.tap[r]);
+                for sidx in cr.clone() {
+                    let (j, kx) = (cols.out[sidx], cols.tap[sidx]);
+                    let kb = ((c * kh + ky) * kw + kx) * c_out;
+                    let ks = &k[kb..kb + c_out];
+                    let q0 = base + i * ow + j;
+                    if full {
+                        for (o, &w) in ks.iter().enumerate() {
+                            cur[q0 + o * plane] += s * w;
+                        }
+                    } else {
+                        for (o, &w) in ks.iter().enumerate() {
+                            let q = q0 + o * plane;
+                            cur[q] += s * w;
+                            touch.neuron(p, q);
+                        }
+                    }
+                }
+            }
+            fan as u64
+        }
+        ProjKind::Pool {
+            weight,
+            in_hw,
+            in_w,
+            plane,
+            ow,
+            rows,
+            cols,
+        } => {
+            let c = local / in_hw;
+            let rem = local % in_hw;
+            let (y, x) = (rem / in_w, rem % in_w);
+            let full = touch.pop(p);
+            let rr = rows.range(y);
+            let cr = cols.range(x);
+            let fan = rr.len() * cr.len();
+            let sw = s * *weight;
+            let cb = base + c * plane;
+            for r in rr {
+                let rb = cb + rows.out[r] * ow;
+                for sidx in cr.clone() {
+                    let q = rb + cols.out[sidx];
+                    cur[q] += sw;
+                    if !full {
+                        touch.neuron(p, q);
+                    }
+                }
+            }
+            fan as u64
+        }
+    }
+}
+
+#[inline(always)]
+fn add(counter: &mut i64, x: u64, location: &str, what: &str) -> Result<(), EngineError> {
+    *counter = i64::try_from(x)
+        .ok()
+        .and_then(|x| counter.checked_add(x))
+        .ok_or_else(|| EngineError::overflow(location, what))?;
+    Ok(())
+}
+
+/// R4.3.1 (integrate) and the threshold test of R4.3.2 over the touched neurons.
+/// Leaves the neurons whose membrane crossed the threshold in `ws.fired`, in increasing
+/// id order, and clears the current buffer and the touch bookkeeping.
+fn integrate(net: &Network, ws: &mut Workspace) {
+    let touch = &mut ws.touch;
+    touch.pops.sort_unstable();
+    ws.fired.clear();
+    for &p in &touch.pops {
+        let lo = net.pop_offset[p];
+        let hi = net.pop_offset[p + 1];
+        if touch.pop_full[p] {
+            for &q in &touch.lists[p] {
+                touch.neuron[q as usize] = false;
+            }
+            touch.lists[p].clear();
+            let v = &mut ws.v[lo..hi];
+            let c = &mut ws.cur[lo..hi];
+            let r = &ws.refractory[lo..hi];
+            let th = &net.threshold[lo..hi];
+            for ((vi, ci), ri) in v.iter_mut().zip(c.iter_mut()).zip(r) {
+                let x = std::mem::take(ci);
+                // Refractory: the current is discarded (R4.3.1, R4.6).
+                *vi += if *ri { 0.0 } else { x };
+            }
+            // Refractory membranes are 0 < threshold: no refractory test needed.
+            const CH: usize = 16;
+            let mut vc = v.chunks_exact(CH);
+            let mut tc = th.chunks_exact(CH);
+            let mut base = lo;
+            for (vs, ts) in (&mut vc).zip(&mut tc) {
+                let any = vs.iter().zip(ts).fold(false, |a, (x, t)| a | (*x > *t));
+                if any {
+                    for (i, (x, t)) in vs.iter().zip(ts).enumerate() {
+                        if *x > *t {
+                            ws.fired.push((base + i) as u32);
+                        }
+                    }
+                }
+                base += CH;
+            }
+            for (i, (x, t)) in vc.remainder().iter().zip(tc.remainder()).enumerate() {
+                if *x > *t {
+                    ws.fired.push((base + i) as u32);
+                }
+            }
+        } else {
+            let start = ws.fired.len();
+            for &q in &touch.lists[p] {
+                let q = q as usize;
+                touch.neuron[q] = false;
+                let x = std::mem::take(&mut ws.cur[q]);
+                if !ws.refractory[q] {
+                    let nv = ws.v[q] + x;
+                    ws.v[q] = nv;
+                    if nv > net.threshold[q] {
+                        ws.fired.push(q as u32);
+                    }
+                }
+            }
+            touch.lists[p].clear();
+            ws.fired[start..].sort_unstable();
+        }
+        touch.pop_touched[p] = false;
+        touch.pop_full[p] = false;
+    }
+    touch.pops.clear();
+}
+
+/// Runs one validated sample (R3-R7).
+fn run_prepared(
+    net: &Network,
+    ps: &PreparedSample,
+    sample: u32,
+    config: &RunConfig,
+    ws: &mut Workspace,
+) -> Result<SampleResult, EngineError> {
+    let loc = ps.location.as_str();
+    let n_pops = net.n_populations();
+    let n_out = net.n_outputs();
+    let out_pop = n_pops - 1;
+    let out_off = net.pop_offset[out_pop];
+    let n_in = net.input_size();
+    let mut res = SampleResult::new(ps.timesteps, n_out, n_pops, net.n_projections(), loc)?;
+    let dropout: Vec<f64> = match &config.refractory_dropout {
+        Some(p) => p.clone(),
+        None => vec![0.0; n_pops],
+    };
+    let has_out: Vec<bool> = (0..n_pops).map(|p| !net.outgoing[p + 1].is_empty()).collect();
+    let f = config.forward_group_size;
+    let label = ps.label;
+
+    ws.reset();
+    ws.pending.set_scheduler(config.scheduler);
+    let mut sparse_cursor = 0usize;
+    let mut synops: u64 = 0;
+    let mut spikes_total: u64 = 0;
+
+    for t in 0..ps.timesteps {
+        let t32 = t as u32; // timesteps <= 2^32 was validated
+        // R4.1: leak, clear refractory flags and v_pre.
+        for (v, b) in ws.v.iter_mut().zip(&net.beta) {
+            *v *= *b;
+        }
+        ws.refractory.fill(false);
+        ws.v_pre.fill(0.0);
+
+        let mut ts_spikes: u64 = 0;
+        let mut ts_synops: u64 = 0;
+        let mut k: u32 = 0;
+        let mut k0: Option<u32> = None;
+        let mut correct_seen = false;
+
+        // R4.2: forward step 0 delivers the input frame (R2.3), in input index order.
+        {
+            let mut deliver_input = |i: usize, x: f32, ws: &mut Workspace| -> Result<(), EngineError> {
+                add(&mut res.input_events, 1, loc, "input_events")?;
+                for &pi in &net.outgoing[0] {
+                    let fo = deliver(&net.projections[pi], i, x, &mut ws.cur, &mut ws.touch);
+                    add(&mut res.synops_per_projection[pi], fo, loc, "synops")?;
+                    ts_synops += fo;
+                }
+                Ok(())
+            };
+            match &ps.input {
+                Prepared::Dense(frames) => {
+                    let frame = &frames[t * n_in..(t + 1) * n_in];
+                    for (i, &x) in frame.iter().enumerate() {
+                        if x != 0.0 {
+                            deliver_input(i, x, ws)?;
+                        }
+                    }
+                }
+                Prepared::Sparse { t: et, index, value } => {
+                    while sparse_cursor < et.len() && et[sparse_cursor] == t32 {
+                        deliver_input(index[sparse_cursor] as usize, value[sparse_cursor], ws)?;
+                        sparse_cursor += 1;
+                    }
+                }
+            }
+        }
+
+        loop {
+            // R4.3.1 integrate + threshold test.
+            integrate(net, ws);
+            // R4.3.2 fire, in increasing id order.
+            let mut out_class: Option<usize> = None;
+            let mut label_hit = false;
+            for idx in 0..ws.fired.len() {
+                let q = ws.fired[idx];
+                let qu = q as usize;
+                let p = net.pop_of[qu] as usize;
+                ws.v_pre[qu] = ws.v[qu];
+                ws.v[qu] = 0.0;
+                let pd = dropout[p];
+                ws.refractory[qu] = !(pd > 0.0
+                    && (uniform(config.seed, sample, t32, k, q, STREAM_DROPOUT) as f64) < pd);
+                add(&mut res.spikes[p], 1, loc, "spikes")?;
+                ts_spikes += 1;
+                if p == out_pop {
+                    let c = qu - out_off;
+                    add(&mut res.output_counts[c], 1, loc, "output_counts")?;
+                    add(&mut res.timestep_output_counts[t * n_out + c], 1, loc, "output_counts")?;
+                    if out_class.is_none() {
+                        out_class = Some(c);
+                    }
+                    if label == Some(c) {
+                        label_hit = true;
+                    }
+                } else if has_out[p] && !ws.pending.enqueue(q, p, ws.v_pre[qu]) {
+                    return Err(EngineError::overflow(loc, "pending multiplicity"));
+                }
+            }
+            spikes_total += ws.fired.len() as u64;
+            // R7.7 latency records (spikes of steps 0..=k, synops integrated so far).
+            if let Some(c) = out_class {
+                if k0.is_none() {
+                    k0 = Some(k);
+                    res.first_output_step[t] = k as i64;
+                    res.first_output_class[t] = c as i64;
+                    res.first_output_spikes[t] = ts_spikes as i64;
+                    res.first_output_synops[t] = ts_synops as i64;
+                }
+            }
+            if label_hit && !correct_seen {
+                correct_seen = true;
+                res.first_correct_step[t] = k as i64;
+                res.first_correct_spikes[t] = ts_spikes as i64;
+                res.first_correct_synops[t] = ts_synops as i64;
+            }
+            // R7.6
+            res.queue_peak = res.queue_peak.max(ws.pending.len() as i64);
+            // R4.3.3 stop check (R6).
+            let mut stop = match (config.stop, k0) {
+                (StopMode::FirstOutput { extra_steps }, Some(k0)) => k - k0 >= extra_steps,
+                _ => false,
+            };
+            if let Some(kmax) = config.max_steps {
+                stop |= k as u64 + 1 >= kmax as u64;
+            }
+            if stop {
+                // R6.4
+                let dropped = ws.pending.drop_all();
+                add(&mut res.dropped_spikes, dropped, loc, "dropped_spikes")?;
+                break;
+            }
+            if ws.pending.is_empty() {
+                break;
+            }
+            // R4.3.4 select and deliver.
+            let ctx = SelectCtx {
+                seed: config.seed,
+                sample,
+                t: t32,
+                k,
+            };
+            let mut group = std::mem::take(&mut ws.group);
+            ws.pending.select(f, ctx, &ws.v_pre, &mut group);
+            for &(j, m) in &group {
+                let ju = j as usize;
+                let p = net.pop_of[ju] as usize;
+                let local = ju - net.pop_offset[p];
+                let s = m as f32;
+                for &pi in &net.outgoing[p + 1] {
+                    let fo = deliver(&net.projections[pi], local, s, &mut ws.cur, &mut ws.touch);
+                    add(&mut res.synops_per_projection[pi], fo, loc, "synops")?;
+                    ts_synops += fo;
+                }
+            }
+            ws.group = group;
+            k = k
+                .checked_add(1)
+                .ok_or_else(|| EngineError::overflow(loc, "forward step index"))?;
+        }
+        // R7.5
+        let steps = k as i64 + 1;
+        res.timestep_forward_steps[t] = steps;
+        add(&mut res.forward_steps, steps as u64, loc, "forward_steps")?;
+        synops = synops
+            .checked_add(ts_synops)
+            .ok_or_else(|| EngineError::overflow(loc, "synops"))?;
+    }
+    res.synops = i64::try_from(synops).map_err(|_| EngineError::overflow(loc, "synops"))?;
+    res.spikes_total =
+        i64::try_from(spikes_total).map_err(|_| EngineError::overflow(loc, "spikes_total"))?;
+    res.compute_prediction();
+    Ok(res)
+}
+
+/// Runs one sample (R3-R7) and returns its readout and counters.
+///
+/// Validates `config` ([`validate_config`]), `sample_id < 2^32` (the `sample` argument
+/// of R5.5 is `sample_id as u32`), the input (R2: `timesteps >= 1`, dense frames of
+/// `timesteps * input_size` finite values `>= 0`, sparse events with `t < timesteps`,
+/// `index < input_size`, finite values `>= 0`) and `label < n_outputs`. Errors name the
+/// sample as `"sample {sample_id}"`.
+pub fn run_sample(
+    net: &Network,
+    input: &SampleInput,
+    label: Option<usize>,
+    sample_id: u64,
+    config: &RunConfig,
+) -> Result<SampleResult, EngineError> {
+    validate_config(net, config)?;
+    let sample = check_sample_id(sample_id)?;
+    let ps = prepare(net, input, label, format!("sample {sample_id}"))?;
+    let mut ws = Workspace::new(net);
+    run_prepared(net, &ps, sample, config, &mut ws)
+}
+
+/// Runs samples in parallel with rayon (current pool), results in input order,
+/// identical for any thread count. Validates config and inputs before running anything.
+/// `labels`: None or one per sample (each None or Some(class)); `sample_ids`: one per sample.
+/// Checks `cancel` between samples and returns Err(Cancelled) if set.
+///
+/// Validation order: the config ([`validate_config`]), the lengths of `labels` and
+/// `sample_ids`, every sample id `< 2^32`, then every input and label in sample order
+/// (errors name the sample by its position: `"sample {index}"`). If several samples
+/// fail while running (counter overflow, R7.8), the error of the first one in input
+/// order is returned.
+pub fn run_batch(
+    net: &Network,
+    inputs: &[SampleInput],
+    labels: Option<&[Option<usize>]>,
+    sample_ids: &[u64],
+    config: &RunConfig,
+    cancel: &AtomicBool,
+) -> Result<Vec<SampleResult>, EngineError> {
+    validate_config(net, config)?;
+    let n = inputs.len();
+    if let Some(l) = labels {
+        if l.len() != n {
+            return Err(EngineError::parameter(
+                "labels",
+                format!("<{} labels>", l.len()),
+                format!("must have one label per sample ({n})"),
+            ));
+        }
+    }
+    if sample_ids.len() != n {
+        return Err(EngineError::parameter(
+            "sample_ids",
+            format!("<{} ids>", sample_ids.len()),
+            format!("must have one id per sample ({n})"),
+        ));
+    }
+    let ids: Vec<u32> = sample_ids
+        .iter()
+        .map(|&id| check_sample_id(id))
+        .collect::<Result<_, _>>()?;
+    let prepared: Vec<Result<PreparedSample, EngineError>> = inputs
+        .par_iter()
+        .enumerate()
+        .map(|(i, input)| {
+            let label = labels.and_then(|l| l[i]);
+            prepare(net, input, label, format!("sample {i}"))
+        })
+        .collect();
+    let prepared: Vec<PreparedSample> = prepared.into_iter().collect::<Result<_, _>>()?;
+    if cancel.load(Ordering::Relaxed) {
+        return Err(EngineError::Cancelled);
+    }
+    let results: Vec<Result<SampleResult, EngineError>> = prepared
+        .par_iter()
+        .zip(ids.par_iter())
+        .map_init(
+            || Workspace::new(net),
+            |ws, (ps, &sample)| {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(EngineError::Cancelled);
+                }
+                run_prepared(net, ps, sample, config, ws)
+            },
+        )
+        .collect();
+    if results
+        .iter()
+        .any(|r| matches!(r, Err(EngineError::Cancelled)))
+    {
+        return Err(EngineError::Cancelled);
+    }
+    results.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::{NetworkSpec, PoolKind, PopulationSpec, ProjectionKind, ProjectionSpec};
+
+    fn pop(size: usize, th: f32, beta: f32) -> PopulationSpec {
+        PopulationSpec {
+            size,
+            threshold: vec![th],
+            beta: vec![beta],
+            refractory_dropout: 0.0,
+        }
+    }
+
+    fn dense(source: usize, target: usize, weight: Vec<f32>) -> ProjectionSpec {
+        ProjectionSpec {
+            source,
+            target,
+            kind: ProjectionKind::Dense { weight },
+        }
+    }
+
+    fn cfg(scheduler: Scheduler, f: usize) -> RunConfig {
+        RunConfig {
+            scheduler,
+            forward_group_size: f,
+            stop: StopMode::Drain,
+            max_steps: None,
+            seed: 0,
+            refractory_dropout: None,
+        }
+    }
+
+    fn net(input_size: usize, pops: Vec<PopulationSpec>, projs: Vec<ProjectionSpec>) -> Network {
+        Network::new(NetworkSpec {
+            input_size,
+            populations: pops,
+            projections: projs,
+        })
+        .expect("valid network")
+    }
+
+    fn run_dense(
+        net: &Network,
+        frames: &[f32],
+        timesteps: usize,
+        label: Option<usize>,
+        config: &RunConfig,
+    ) -> SampleResult {
+        run_sample(
+            net,
+            &SampleInput::Dense { frames, timesteps },
+            label,
+            0,
+            config,
+        )
+        .expect("run")
+    }
+
+    const ALL: [Scheduler; 5] = [
+        Scheduler::Layered,
+        Scheduler::Fifo,
+        Scheduler::Random,
+        Scheduler::Momentum { jitter: 0.0 },
+        Scheduler::Momentum { jitter: 0.5 },
+    ];
+
+    /// R4.3.2: the threshold test is strict.
+    #[test]
+    fn exact_threshold_does_not_fire() {
+        let n = net(1, vec![pop(1, 1.0, 1.0)], vec![dense(0, 1, vec![0.5])]);
+        let r = run_dense(&n, &[2.0], 1, None, &cfg(Scheduler::Fifo, 1));
+        assert_eq!(r.spikes, vec![0]);
+        assert_eq!(r.input_events, 1);
+        assert_eq!(r.synops, 1);
+        assert_eq!(r.prediction, -1);
+        let r = run_dense(&n, &[2.0078125], 1, None, &cfg(Scheduler::Fifo, 1));
+        assert_eq!(r.spikes, vec![1]);
+        assert_eq!(r.prediction, 0);
+        // Membrane carries over (beta = 1): 1.0 at t=0, then 1.0 + 0.5 > 1 at t=1.
+        let r = run_dense(&n, &[2.0, 1.0], 2, None, &cfg(Scheduler::Fifo, 1));
+        assert_eq!(r.timestep_output_counts, vec![0, 1]);
+    }
+
+    /// R4.6 / R4.3.1: a refractory neuron discards the current reaching it.
+    #[test]
+    fn refractory_neuron_discards_current() {
+        // pop1 = A (1 neuron), pop2 = H (1 neuron, output). Input 0 -> A and H;
+        // input 1 -> H only. A -> H with weight 0.75.
+        let n = net(
+            2,
+            vec![pop(1, 0.5, 1.0), pop(1, 1.0, 1.0)],
+            vec![
+                dense(0, 1, vec![1.0, 0.0]),
+                dense(0, 2, vec![2.0, 0.5]),
+                dense(1, 2, vec![0.75]),
+            ],
+        );
+        // t=0: H fires at step 0 (refractory), A's 0.75 at step 1 is discarded.
+        // t=1: only 0.5 arrives: V = 0 + 0.5 <= 1: no spike. Had the 0.75 been
+        // integrated, H would fire at t=1.
+        let r = run_dense(&n, &[1.0, 0.0, 0.0, 1.0], 2, None, &cfg(Scheduler::Fifo, 1));
+        assert_eq!(r.spikes, vec![1, 1]);
+        assert_eq!(r.timestep_output_counts, vec![1, 0]);
+        assert_eq!(r.timestep_forward_steps, vec![2, 1]);
+        assert_eq!(r.synops_per_projection, vec![1, 2, 1]);
+    }
+
+    /// R4.3.1 / section 10.1: the last group of a timestep is integrated even when it
+    /// is inhibitory, and the membrane carries into the next timestep.
+    #[test]
+    fn inhibitory_last_group_is_integrated() {
+        let n = net(
+            2,
+            vec![pop(1, 0.5, 1.0), pop(1, 0.5, 1.0)],
+            vec![
+                dense(0, 1, vec![1.0, 0.0]),
+                dense(0, 2, vec![0.0, 0.75]),
+                dense(1, 2, vec![-0.5]),
+            ],
+        );
+        for s in ALL {
+            let r = run_dense(&n, &[1.0, 0.0, 0.0, 1.0], 2, None, &cfg(s, 4));
+            // t=1: V = -0.5 + 0.75 = 0.25 <= 0.5: no output spike.
+            assert_eq!(r.spikes, vec![1, 0], "{s:?}");
+            assert_eq!(r.timestep_forward_steps, vec![2, 1]);
+        }
+        // Without the inhibition the output would fire at t=1.
+        let n2 = net(
+            2,
+            vec![pop(1, 0.5, 1.0), pop(1, 0.5, 1.0)],
+            vec![dense(0, 1, vec![1.0, 0.0]), dense(0, 2, vec![0.0, 0.75])],
+        );
+        let r = run_dense(&n2, &[1.0, 0.0, 0.0, 1.0], 2, None, &cfg(Scheduler::Fifo, 4));
+        assert_eq!(r.spikes, vec![1, 1]);
+    }
+
+    /// R4.1: leak V <- beta * V at the start of each timestep.
+    #[test]
+    fn leak_is_applied() {
+        let n = net(1, vec![pop(1, 1.0, 0.5)], vec![dense(0, 1, vec![0.75])]);
+        // t0: 0.75; t1: 0.375 + 0.75 = 1.125 > 1 fires; t2: 0 + 0.75; t3: 1.125 fires.
+        let r = run_dense(&n, &[1.0; 4], 4, None, &cfg(Scheduler::Fifo, 1));
+        assert_eq!(r.timestep_output_counts, vec![0, 1, 0, 1]);
+    }
+
+    /// Empty input: one forward step per timestep, nothing else.
+    #[test]
+    fn empty_input() {
+        let n = net(
+            3,
+            vec![pop(2, 1.0, 0.9), pop(2, 1.0, 0.9)],
+            vec![dense(0, 1, vec![1.0; 6]), dense(1, 2, vec![1.0; 4])],
+        );
+        for s in ALL {
+            let r = run_dense(&n, &[0.0; 9], 3, Some(1), &cfg(s, 2));
+            assert_eq!(r.forward_steps, 3);
+            assert_eq!(r.timestep_forward_steps, vec![1, 1, 1]);
+            assert_eq!(r.spikes_total, 0);
+            assert_eq!(r.synops, 0);
+            assert_eq!(r.input_events, 0);
+            assert_eq!(r.prediction, -1);
+            assert_eq!(r.first_output_step, vec![-1; 3]);
+            assert_eq!(r.first_correct_step, vec![-1; 3]);
+            assert_eq!(r.queue_peak, 0);
+            // Sparse form with no events.
+            let r2 = run_sample(
+                &n,
+                &SampleInput::Sparse {
+                    t: &[],
+                    index: &[],
+                    value: &[],
+                    timesteps: 3,
+                },
+                Some(1),
+                0,
+                &cfg(s, 2),
+            )
+            .unwrap();
+            assert_eq!(r, r2);
+        }
+    }
+
+    /// Network for the order tests: input 0 -> h0 (v 1.25), input 1 -> h1 (v 2.5);
+    /// h0 -> out0, h1 -> out1; h2 (fed by input 2) -> nothing useful.
+    fn order_net() -> Network {
+        net(
+            3,
+            vec![pop(3, 1.0, 1.0), pop(2, 0.5, 1.0)],
+            vec![
+                dense(0, 1, vec![1.25, 0.0, 0.0, 0.0, 2.5, 0.0, 0.0, 0.0, 1.5]),
+                dense(1, 2, vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0]),
+            ],
+        )
+    }
+
+    /// R5.2 vs R5.4 with F = 1 and R6.2 first_output stop with M = 0.
+    #[test]
+    fn scheduler_order_and_first_output_stop() {
+        let n = order_net();
+        let frames = [1.0, 1.0, 1.0];
+        let mut c = cfg(Scheduler::Fifo, 1);
+        c.stop = StopMode::FirstOutput { extra_steps: 0 };
+        // fifo: h0 (smallest id, enqueued first) goes first -> out0 at step 1.
+        let r = run_dense(&n, &frames, 1, Some(1), &c);
+        assert_eq!(r.first_output_step, vec![1]);
+        assert_eq!(r.first_output_class, vec![0]);
+        assert_eq!(r.dropped_spikes, 2);
+        assert_eq!(r.forward_steps, 2);
+        assert_eq!(r.output_counts, vec![1, 0]);
+        assert_eq!(r.first_correct_step, vec![-1]);
+        assert_eq!(r.queue_peak, 3);
+        // R7.7: spikes in steps 0..=1 = 3 hidden + 1 output; synops integrated in
+        // steps 0..=1 = 3 input deliveries * 3 + one hidden delivery * 2.
+        assert_eq!(r.first_output_spikes, vec![4]);
+        assert_eq!(r.first_output_synops, vec![11]);
+        // momentum: h1 (v_pre 2.5) first -> out1, then h2 (1.5) and h0 (1.25).
+        c.scheduler = Scheduler::Momentum { jitter: 0.0 };
+        let r = run_dense(&n, &frames, 1, Some(1), &c);
+        assert_eq!(r.first_output_class, vec![1]);
+        assert_eq!(r.first_correct_step, vec![1]);
+        assert_eq!(r.first_correct_spikes, vec![4]);
+        assert_eq!(r.first_correct_synops, vec![11]);
+        assert_eq!(r.output_counts, vec![0, 1]);
+        assert_eq!(r.prediction, 1);
+        // M = 1: one more group (h2: nothing reaches the outputs), then stop.
+        c.stop = StopMode::FirstOutput { extra_steps: 1 };
+        let r = run_dense(&n, &frames, 1, Some(0), &c);
+        assert_eq!(r.forward_steps, 3);
+        assert_eq!(r.dropped_spikes, 1);
+        assert_eq!(r.output_counts, vec![0, 1]);
+        assert_eq!(r.first_correct_step, vec![-1]);
+        // Drain: everything is delivered.
+        c.stop = StopMode::Drain;
+        let r = run_dense(&n, &frames, 1, Some(0), &c);
+        assert_eq!(r.forward_steps, 4);
+        assert_eq!(r.dropped_spikes, 0);
+        assert_eq!(r.output_counts, vec![1, 1]);
+        assert_eq!(r.first_correct_step, vec![3]);
+        assert_eq!(r.first_correct_spikes, vec![5]);
+        assert_eq!(r.first_correct_synops, vec![9 + 6]);
+        // Prediction tie -> smallest index.
+        assert_eq!(r.prediction, 0);
+        // R6.3 max_steps = 2 with drain: steps 0 and 1, then the rest is dropped.
+        c.max_steps = Some(2);
+        let r = run_dense(&n, &frames, 1, None, &c);
+        assert_eq!(r.forward_steps, 2);
+        assert_eq!(r.dropped_spikes, 2);
+        // max_steps = 1: only the input step.
+        c.max_steps = Some(1);
+        let r = run_dense(&n, &[1.0, 1.0, 1.0, 1.0, 0.0, 0.0], 2, None, &c);
+        assert_eq!(r.timestep_forward_steps, vec![1, 1]);
+        assert_eq!(r.dropped_spikes, 4);
+        assert_eq!(r.spikes, vec![3, 0]);
+        // Layered delivers all of population 1 in one group.
+        let r = run_dense(&n, &frames, 1, None, &cfg(Scheduler::Layered, 1));
+        assert_eq!(r.forward_steps, 2);
+        assert_eq!(r.output_counts, vec![1, 1]);
+    }
+
+    /// R5.3 random: reproducible for a seed, a function of (seed, sample).
+    #[test]
+    fn random_scheduler_reproducible() {
+        let n = order_net();
+        let frames = [1.0, 1.0, 1.0];
+        let mut c = cfg(Scheduler::Random, 1);
+        c.stop = StopMode::FirstOutput { extra_steps: 0 };
+        let mut classes = std::collections::BTreeSet::new();
+        for seed in 0..40u64 {
+            c.seed = seed;
+            let a = run_dense(&n, &frames, 1, None, &c);
+            let b = run_dense(&n, &frames, 1, None, &c);
+            assert_eq!(a, b);
+            // Which of h0/h1/h2 is delivered first follows the smallest key at k = 0.
+            let keys: Vec<u32> = (0..3u32)
+                .map(|j| crate::rng::hash(seed, 0, 0, 0, j, 0))
+                .collect();
+            let first = (0..3).min_by_key(|&j| (keys[j], j)).unwrap();
+            if first == 2 {
+                assert_eq!(a.first_output_step, vec![2]);
+            } else {
+                assert_eq!(a.first_output_step, vec![1]);
+                assert_eq!(a.first_output_class, vec![first as i64]);
+            }
+            classes.insert(a.first_output_class[0]);
+        }
+        assert_eq!(classes.len(), 2);
+    }
+
+    /// R4.6: with refractory dropout a neuron may fire again while pending; its
+    /// multiplicity grows and its delivery carries m * w but counts its fan-out once.
+    #[test]
+    fn multiplicity_under_dropout() {
+        // pop1 A (2 neurons), pop2 B (1), pop3 C (1, output).
+        let n = net(
+            1,
+            vec![pop(2, 0.5, 1.0), pop(1, 0.5, 1.0), pop(1, 1.0, 1.0)],
+            vec![
+                dense(0, 1, vec![1.0, 1.0]),
+                dense(0, 2, vec![1.0]),
+                dense(1, 2, vec![1.0, 1.0]),
+                dense(2, 3, vec![0.375]),
+            ],
+        );
+        let p = 0.9;
+        // Find a seed for which B (id 2) stays non-refractory at steps 0 and 1 and A's
+        // neurons become refractory (p = 0 there anyway).
+        let seed = (0u64..)
+            .find(|&s| (0..3).all(|k| (uniform(s, 0, 0, k, 2, STREAM_DROPOUT) as f64) < p))
+            .unwrap();
+        let mut c = cfg(Scheduler::Fifo, 1);
+        c.seed = seed;
+        c.refractory_dropout = Some(vec![0.0, p, 0.0]);
+        let r = run_dense(&n, &[1.0], 1, None, &c);
+        // B fires at steps 0, 1, 2 (m = 3), delivered at step 3: C gets 3 * 0.375.
+        assert_eq!(r.spikes, vec![2, 3, 1]);
+        assert_eq!(r.synops_per_projection, vec![2, 1, 2, 1]);
+        assert_eq!(r.output_counts, vec![1]);
+        assert_eq!(r.forward_steps, 5);
+        assert_eq!(r.queue_peak, 3);
+        // Without dropout: B fires once, C gets 0.375 only.
+        c.refractory_dropout = None;
+        let r = run_dense(&n, &[1.0], 1, None, &c);
+        assert_eq!(r.spikes, vec![2, 1, 0]);
+        // Dropout values of the network spec are not used unless passed (R4.6).
+        let mut spec = n.spec().clone();
+        spec.populations[1].refractory_dropout = p;
+        let n2 = Network::new(spec).unwrap();
+        let r2 = run_dense(&n2, &[1.0], 1, None, &c);
+        assert_eq!(r, r2);
+        // Dropped spikes count multiplicities (R6.4): stop after step 2 with B at m=3.
+        c.refractory_dropout = Some(vec![0.0, p, 0.0]);
+        c.max_steps = Some(3);
+        let r = run_dense(&n, &[1.0], 1, None, &c);
+        assert_eq!(r.dropped_spikes, 3);
+        assert_eq!(r.spikes, vec![2, 3, 0]);
+    }
+
+    /// Brute-force synapse list of a conv projection straight from R1.2.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_brute(
+        c_in: usize,
+        h: usize,
+        w: usize,
+        c_out: usize,
+        kh: usize,
+        kw: usize,
+        s: (usize, usize),
+        pd: (usize, usize),
+        src: usize,
+    ) -> Vec<(usize, usize)> {
+        let oh = (h + 2 * pd.0 - kh) / s.0 + 1;
+        let ow = (w + 2 * pd.1 - kw) / s.1 + 1;
+        let (c, y, x) = (src / (h * w), (src % (h * w)) / w, src % w);
+        let mut out = Vec::new();
+        for o in 0..c_out {
+            for i in 0..oh {
+                for j in 0..ow {
+                    let ky = y as i64 + pd.0 as i64 - (i * s.0) as i64;
+                    let kx = x as i64 + pd.1 as i64 - (j * s.1) as i64;
+                    if (0..kh as i64).contains(&ky) && (0..kw as i64).contains(&kx) {
+                        let widx = ((o * c_in + c) * kh + ky as usize) * kw + kx as usize;
+                        out.push(((o * oh + i) * ow + j, widx));
+                    }
+                }
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    #[test]
+    fn conv_fan_out_and_synapses_match_definition() {
+        let geoms: [(usize, usize, usize, usize, usize, usize, (usize, usize), (usize, usize)); 6] = [
+            (1, 4, 4, 2, 3, 3, (1, 1), (1, 1)),
+            (2, 5, 4, 3, 3, 2, (2, 1), (1, 0)),
+            (1, 6, 6, 1, 2, 2, (2, 2), (0, 0)),
+            (2, 3, 3, 2, 3, 3, (1, 1), (2, 2)),
+            (1, 7, 5, 2, 3, 3, (3, 2), (1, 1)),
+            (3, 1, 5, 2, 1, 3, (1, 1), (0, 1)),
+        ];
+        for (c_in, h, w, c_out, kh, kw, s, pd) in geoms {
+            let oh = (h + 2 * pd.0 - kh) / s.0 + 1;
+            let ow = (w + 2 * pd.1 - kw) / s.1 + 1;
+            let weight: Vec<f32> = (0..c_out * c_in * kh * kw).map(|i| i as f32).collect();
+            let n = net(
+                c_in * h * w,
+                vec![pop(c_out * oh * ow, 1.0, 1.0)],
+                vec![ProjectionSpec {
+                    source: 0,
+                    target: 1,
+                    kind: ProjectionKind::Conv2d {
+                        weight: weight.clone(),
+                        c_in,
+                        in_h: h,
+                        in_w: w,
+                        c_out,
+                        kh,
+                        kw,
+                        stride: s,
+                        padding: pd,
+                    },
+                }],
+            );
+            for src in 0..c_in * h * w {
+                let want = conv_brute(c_in, h, w, c_out, kh, kw, s, pd, src);
+                let mut got: Vec<(usize, usize)> = n
+                    .synapses(0, src)
+                    .into_iter()
+                    .map(|(q, wv)| (q, wv as usize))
+                    .collect();
+                got.sort_unstable();
+                assert_eq!(got, want, "geom {:?} src {src}", (c_in, h, w, c_out, kh, kw, s, pd));
+                assert_eq!(n.fan_out(0, src), vec![want.len() as u64]);
+            }
+        }
+        // Padding edges: 3x3 kernel, pad 1, 4x4 input, 2 output channels.
+        let n = net(
+            16,
+            vec![pop(32, 1.0, 1.0)],
+            vec![ProjectionSpec {
+                source: 0,
+                target: 1,
+                kind: ProjectionKind::Conv2d {
+                    weight: vec![0.0; 18],
+                    c_in: 1,
+                    in_h: 4,
+                    in_w: 4,
+                    c_out: 2,
+                    kh: 3,
+                    kw: 3,
+                    stride: (1, 1),
+                    padding: (1, 1),
+                },
+            }],
+        );
+        assert_eq!(n.fan_out(0, 0), vec![8]); // corner: 2x2 positions x 2 channels
+        assert_eq!(n.fan_out(0, 1), vec![12]); // edge
+        assert_eq!(n.fan_out(0, 5), vec![18]); // interior
+        // Zero weights are synapses (R1.3): synops count them.
+        let mut frames = vec![0.0; 16];
+        frames[0] = 1.0;
+        frames[5] = 2.0;
+        let r = run_dense(&n, &frames, 1, None, &cfg(Scheduler::Fifo, 1));
+        assert_eq!(r.synops, 26);
+        assert_eq!(r.input_events, 2);
+    }
+
+    #[test]
+    fn pool_fan_out_and_weights() {
+        // 2 channels of 4x4, 2x2 average pool stride 2 -> 2 x 2x2.
+        let mk = |kind, k: usize, s: usize, out: usize| {
+            net(
+                32,
+                vec![pop(2 * out * out, 0.5, 1.0)],
+                vec![ProjectionSpec {
+                    source: 0,
+                    target: 1,
+                    kind: ProjectionKind::Pool {
+                        kind,
+                        channels: 2,
+                        in_h: 4,
+                        in_w: 4,
+                        kh: k,
+                        kw: k,
+                        stride: (s, s),
+                    },
+                }],
+            )
+        };
+        let n = mk(PoolKind::Avg, 2, 2, 2);
+        for src in 0..32 {
+            assert_eq!(n.fan_out(0, src), vec![1]);
+            let syn = n.synapses(0, src);
+            let (c, y, x) = (src / 16, (src % 16) / 4, src % 4);
+            assert_eq!(syn, vec![(c * 4 + (y / 2) * 2 + x / 2, 0.25)]);
+        }
+        // Average of a 2x2 block: 4 inputs of 0.75 -> 0.75 > 0.5 fires; 0.25*... .
+        let mut frames = vec![0.0f32; 32];
+        for i in [0, 1, 4, 5] {
+            frames[i] = 0.75;
+        }
+        frames[16 + 10] = 1.0; // channel 1, (2,2): 0.25 <= 0.5, no spike
+        let r = run_dense(&n, &frames, 1, None, &cfg(Scheduler::Fifo, 1));
+        assert_eq!(r.timestep_output_counts, vec![1, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(r.synops, 5);
+        // Stride 1, kernel 2: 4x4 -> 3x3, fan-outs 1 (corner), 2 (edge), 4 (inner).
+        let n = mk(PoolKind::Sum, 2, 1, 3);
+        assert_eq!(n.fan_out(0, 0), vec![1]);
+        assert_eq!(n.fan_out(0, 1), vec![2]);
+        assert_eq!(n.fan_out(0, 5), vec![4]);
+        assert_eq!(n.synapses(0, 5).iter().map(|s| s.1).sum::<f32>(), 4.0);
+        // Kernel 3 stride 2 on 4x4 -> 1x1: the last row/column is not covered.
+        let n = mk(PoolKind::Sum, 3, 2, 1);
+        assert_eq!(n.fan_out(0, 3), vec![0]);
+        assert_eq!(n.fan_out(0, 0), vec![1]);
+        // Avg weight computed in float32: 1/9.
+        let n = mk(PoolKind::Avg, 3, 1, 2);
+        assert_eq!(n.synapses(0, 0)[0].1, 1.0f32 / 9.0f32);
+    }
+
+    /// Skip connection (R1.2): input -> h -> out and input -> out; currents add.
+    #[test]
+    fn skip_connection() {
+        let n = net(
+            2,
+            vec![pop(1, 0.5, 1.0), pop(1, 1.0, 1.0)],
+            vec![
+                dense(0, 1, vec![1.0, 0.0]),
+                dense(1, 2, vec![0.5]),
+                dense(0, 2, vec![0.0, 0.75]),
+            ],
+        );
+        // Step 0: out gets 0.75 (no spike), h fires; step 1: out gets 0.5: 1.25 > 1.
+        for s in ALL {
+            let r = run_dense(&n, &[1.0, 1.0], 1, None, &cfg(s, 1));
+            assert_eq!(r.spikes, vec![1, 1], "{s:?}");
+            assert_eq!(r.first_output_step, vec![1]);
+            assert_eq!(r.synops_per_projection, vec![1, 1, 1]);
+            assert_eq!(r.fan_out_check(), ());
+        }
+        assert_eq!(n.fan_out(0, 0), vec![1, 1]);
+        assert_eq!(n.fan_out(1, 0), vec![1]);
+        assert_eq!(n.fan_out(2, 0), Vec::<u64>::new());
+        assert_eq!(n.fan_out(3, 0), Vec::<u64>::new());
+    }
+
+    impl SampleResult {
+        fn fan_out_check(&self) {
+            assert_eq!(self.synops, self.synops_per_projection.iter().sum::<i64>());
+            assert_eq!(self.spikes_total, self.spikes.iter().sum::<i64>());
+            assert_eq!(self.forward_steps, self.timestep_forward_steps.iter().sum::<i64>());
+            assert_eq!(
+                self.output_counts.iter().sum::<i64>(),
+                self.timestep_output_counts.iter().sum::<i64>()
+            );
+        }
+    }
+
+    /// Dense and sparse forms give identical results (R2.2), repeated events summed.
+    #[test]
+    fn sparse_equals_dense() {
+        let n = net(
+            3,
+            vec![pop(2, 1.0, 0.75), pop(2, 0.5, 0.75)],
+            vec![
+                dense(0, 1, vec![0.25, 0.5, -0.125, 0.375, 0.25, 0.5]),
+                dense(1, 2, vec![1.0, -0.5, 0.25, 0.75]),
+            ],
+        );
+        let t = [0u32, 2, 0, 1, 2, 0, 2];
+        let index = [1u32, 0, 1, 2, 0, 2, 1];
+        let value = [1.0f32, 2.0, 2.0, 3.0, 0.5, 1.0, 0.0];
+        let mut frames = vec![0.0f32; 9];
+        for e in 0..t.len() {
+            frames[t[e] as usize * 3 + index[e] as usize] += value[e];
+        }
+        for s in ALL {
+            let c = cfg(s, 1);
+            let a = run_dense(&n, &frames, 3, Some(0), &c);
+            let b = run_sample(
+                &n,
+                &SampleInput::Sparse {
+                    t: &t,
+                    index: &index,
+                    value: &value,
+                    timesteps: 3,
+                },
+                Some(0),
+                0,
+                &c,
+            )
+            .unwrap();
+            assert_eq!(a, b);
+            assert_eq!(a.input_events, 4);
+        }
+    }
+
+    /// Tiny deterministic generator for the tests.
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> u32 {
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (self.0 >> 33) as u32
+        }
+        fn below(&mut self, n: u32) -> u32 {
+            self.next() % n
+        }
+    }
+
+    /// Plain layer-synchronous LIF (R4.5): per timestep and layer,
+    /// U = beta*V + W s; s = U > theta; V = U (1 - s). Returns spikes per layer and the
+    /// output counts.
+    fn layer_sync(
+        sizes: &[usize],
+        weights: &[Vec<f32>],
+        th: &[f32],
+        beta: &[f32],
+        frames: &[f32],
+        timesteps: usize,
+    ) -> (Vec<i64>, Vec<i64>) {
+        let nl = sizes.len() - 1;
+        let mut v: Vec<Vec<f32>> = sizes[1..].iter().map(|&s| vec![0.0; s]).collect();
+        let mut spikes = vec![0i64; nl];
+        let mut out = vec![0i64; sizes[nl]];
+        for t in 0..timesteps {
+            let mut s_prev: Vec<f32> = frames[t * sizes[0]..(t + 1) * sizes[0]].to_vec();
+            for l in 0..nl {
+                let (n_s, n_d) = (sizes[l], sizes[l + 1]);
+                let mut s_new = vec![0.0f32; n_d];
+                for q in 0..n_d {
+                    let mut i = 0.0f32;
+                    for j in 0..n_s {
+                        i += s_prev[j] * weights[l][q * n_s + j];
+                    }
+                    let u = beta[l] * v[l][q] + i;
+                    if u > th[l] {
+                        s_new[q] = 1.0;
+                        v[l][q] = 0.0;
+                        spikes[l] += 1;
+                        if l == nl - 1 {
+                            out[q] += 1;
+                        }
+                    } else {
+                        v[l][q] = u;
+                    }
+                }
+                s_prev = s_new;
+            }
+        }
+        (spikes, out)
+    }
+
+    /// R4.5: layered (and any scheduler with F >= widest population, no skips, no
+    /// dropout) equals the layer-synchronous network, on grid weights k/256.
+    #[test]
+    fn layered_equivalence_random_dense_networks() {
+        let mut g = Lcg(12345);
+        for case in 0..60 {
+            let nl = 1 + g.below(3) as usize;
+            let mut sizes = vec![1 + g.below(6) as usize];
+            for _ in 0..nl {
+                sizes.push(1 + g.below(7) as usize);
+            }
+            let weights: Vec<Vec<f32>> = (0..nl)
+                .map(|l| {
+                    (0..sizes[l] * sizes[l + 1])
+                        .map(|_| (g.below(512) as i32 - 192) as f32 / 256.0)
+                        .collect()
+                })
+                .collect();
+            let th: Vec<f32> = (0..nl).map(|_| (64 + g.below(256)) as f32 / 256.0).collect();
+            let beta: Vec<f32> = (0..nl).map(|_| [1.0, 0.5, 0.75, 0.0][g.below(4) as usize]).collect();
+            let timesteps = 1 + g.below(6) as usize;
+            let frames: Vec<f32> = (0..timesteps * sizes[0])
+                .map(|_| [0.0, 0.0, 1.0, 2.0, 3.0][g.below(5) as usize])
+                .collect();
+            let n = net(
+                sizes[0],
+                (0..nl).map(|l| pop(sizes[l + 1], th[l], beta[l])).collect(),
+                (0..nl).map(|l| dense(l, l + 1, weights[l].clone())).collect(),
+            );
+            let (want_spikes, want_out) =
+                layer_sync(&sizes, &weights, &th, &beta, &frames, timesteps);
+            let widest = *sizes[1..].iter().max().unwrap();
+            for s in ALL {
+                let f = if s == Scheduler::Layered { 1 } else { widest };
+                for seed in [0u64, 99] {
+                    let mut c = cfg(s, f);
+                    c.seed = seed;
+                    let r = run_dense(&n, &frames, timesteps, None, &c);
+                    assert_eq!(r.spikes, want_spikes, "case {case} {s:?}");
+                    assert_eq!(r.output_counts, want_out, "case {case} {s:?}");
+                    r.fan_out_check();
+                    assert!(r.timestep_forward_steps.iter().all(|&k| k >= 1 && k <= nl as i64 + 1));
+                }
+            }
+        }
+    }
+
+    fn expect_model(spec: NetworkSpec, field_part: &str) {
+        match Network::new(spec) {
+            Err(EngineError::Model { field, location, .. }) => {
+                assert!(field.contains(field_part), "field {field} at {location}, want {field_part}")
+            }
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("accepted an invalid network, want {field_part}"),
+        }
+    }
+
+    #[test]
+    fn invalid_networks() {
+        let good = NetworkSpec {
+            input_size: 4,
+            populations: vec![pop(2, 1.0, 0.9), pop(3, 1.0, 0.9)],
+            projections: vec![dense(0, 1, vec![0.0; 8]), dense(1, 2, vec![0.0; 6])],
+        };
+        assert!(Network::new(good.clone()).is_ok());
+        let mut s = good.clone();
+        s.input_size = 0;
+        expect_model(s, "size");
+        let mut s = good.clone();
+        s.populations.clear();
+        s.projections.clear();
+        expect_model(s, "populations");
+        let mut s = good.clone();
+        s.populations[0].size = 0;
+        expect_model(s, "size");
+        let mut s = good.clone();
+        s.populations[1].threshold = vec![1.0, 1.0];
+        expect_model(s, "threshold length");
+        for th in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+            let mut s = good.clone();
+            s.populations[1].threshold = vec![1.0, th, 1.0];
+            expect_model(s, "threshold[1]");
+        }
+        for b in [-0.1, 1.5, f32::NAN] {
+            let mut s = good.clone();
+            s.populations[0].beta = vec![b];
+            expect_model(s, "beta[0]");
+        }
+        for p in [1.0, -0.5, f64::NAN] {
+            let mut s = good.clone();
+            s.populations[0].refractory_dropout = p;
+            expect_model(s, "refractory_dropout");
+        }
+        let mut s = good.clone();
+        s.projections[1] = dense(2, 1, vec![0.0; 6]);
+        expect_model(s, "source");
+        let mut s = good.clone();
+        s.projections[1] = dense(1, 1, vec![0.0; 4]);
+        expect_model(s, "source");
+        let mut s = good.clone();
+        s.projections[1] = dense(1, 3, vec![0.0; 6]);
+        expect_model(s, "target");
+        let mut s = good.clone();
+        s.projections[1] = dense(0, 0, vec![]);
+        expect_model(s, "target");
+        let mut s = good.clone();
+        s.projections[0] = dense(0, 1, vec![0.0; 7]);
+        expect_model(s, "weight length");
+        let mut s = good.clone();
+        s.projections[0] = dense(0, 1, vec![0.0, 1.0, f32::NAN, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        expect_model(s, "weight[2]");
+        let conv = |c_in, in_h, in_w, c_out, kh, kw, stride, padding, wl| ProjectionSpec {
+            source: 0,
+            target: 1,
+            kind: ProjectionKind::Conv2d {
+                weight: vec![0.5; wl],
+                c_in,
+                in_h,
+                in_w,
+                c_out,
+                kh,
+                kw,
+                stride,
+                padding,
+            },
+        };
+        let conv_net = |p: ProjectionSpec, size: usize| NetworkSpec {
+            input_size: 16,
+            populations: vec![pop(size, 1.0, 1.0)],
+            projections: vec![p],
+        };
+        assert!(Network::new(conv_net(conv(1, 4, 4, 2, 3, 3, (1, 1), (0, 0), 18), 8)).is_ok());
+        expect_model(conv_net(conv(1, 4, 4, 2, 0, 3, (1, 1), (0, 0), 0), 8), "kh");
+        expect_model(conv_net(conv(1, 4, 4, 2, 3, 3, (0, 1), (0, 0), 18), 8), "stride[0]");
+        expect_model(conv_net(conv(1, 4, 4, 2, 5, 3, (1, 1), (0, 0), 30), 8), "in_h");
+        expect_model(conv_net(conv(2, 4, 4, 2, 3, 3, (1, 1), (0, 0), 36), 8), "c_in * in_h * in_w");
+        expect_model(conv_net(conv(1, 4, 4, 2, 3, 3, (1, 1), (0, 0), 18), 9), "c_out * oh * ow");
+        expect_model(conv_net(conv(1, 4, 4, 2, 3, 3, (1, 1), (0, 0), 17), 8), "weight length");
+        expect_model(
+            conv_net(conv(1, 4, 4, 2, 3, 3, (1, 1), (usize::MAX, 0), 18), 8),
+            "in_h",
+        );
+        expect_model(
+            conv_net(conv(usize::MAX, usize::MAX, 4, 2, 3, 3, (1, 1), (0, 0), 18), 8),
+            "in_h * in_w",
+        );
+        let pool = |ch, h, w, k, s| ProjectionSpec {
+            source: 0,
+            target: 1,
+            kind: ProjectionKind::Pool {
+                kind: PoolKind::Avg,
+                channels: ch,
+                in_h: h,
+                in_w: w,
+                kh: k,
+                kw: k,
+                stride: (s, s),
+            },
+        };
+        assert!(Network::new(conv_net(pool(1, 4, 4, 2, 2), 4)).is_ok());
+        expect_model(conv_net(pool(1, 4, 4, 2, 2), 5), "channels * oh * ow");
+        expect_model(conv_net(pool(1, 4, 4, 5, 1), 1), "in_h");
+        expect_model(conv_net(pool(1, 4, 4, 0, 1), 1), "kh");
+        expect_model(conv_net(pool(1, 4, 4, 2, 0), 4), "stride[0]");
+        expect_model(conv_net(pool(2, 4, 4, 2, 2), 8), "channels * in_h * in_w");
+        // Location strings.
+        match Network::new(conv_net(conv(1, 4, 4, 2, 3, 3, (1, 1), (0, 0), 17), 8)) {
+            Err(EngineError::Model { location, .. }) => assert_eq!(location, "projection 0 (conv2d)"),
+            other => panic!("{other:?}"),
+        }
+        let mut s = good.clone();
+        s.populations[1].beta = vec![2.0];
+        match Network::new(s) {
+            Err(EngineError::Model { location, value, .. }) => {
+                assert_eq!(location, "population 2");
+                assert_eq!(value, "2");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Too many neurons for u32 ids.
+        let s = NetworkSpec {
+            input_size: 1,
+            populations: vec![
+                PopulationSpec {
+                    size: u32::MAX as usize,
+                    threshold: vec![1.0],
+                    beta: vec![1.0],
+                    refractory_dropout: 0.0,
+                },
+                pop(usize::MAX, 1.0, 1.0),
+            ],
+            projections: vec![],
+        };
+        assert!(matches!(Network::new(s), Err(EngineError::Overflow { .. })));
+    }
+
+    #[test]
+    fn invalid_configs_and_inputs() {
+        let n = net(
+            2,
+            vec![pop(2, 1.0, 1.0), pop(2, 1.0, 1.0)],
+            vec![dense(0, 1, vec![1.0; 4]), dense(1, 2, vec![1.0; 4])],
+        );
+        let frames = [1.0f32, 0.0];
+        let input = SampleInput::Dense {
+            frames: &frames,
+            timesteps: 1,
+        };
+        let ok = cfg(Scheduler::Fifo, 1);
+        assert!(run_sample(&n, &input, None, 0, &ok).is_ok());
+        let param = |c: &RunConfig, field: &str| match run_sample(&n, &input, None, 0, c) {
+            Err(EngineError::Parameter { field: f, .. }) => assert!(f.contains(field), "{f}"),
+            other => panic!("{other:?}"),
+        };
+        param(&cfg(Scheduler::Fifo, 0), "forward_group_size");
+        param(&cfg(Scheduler::Layered, 0), "forward_group_size");
+        let mut c = ok.clone();
+        c.max_steps = Some(0);
+        param(&c, "max_steps");
+        for j in [-1.0, f32::NAN, f32::INFINITY] {
+            param(&cfg(Scheduler::Momentum { jitter: j }, 1), "jitter");
+        }
+        let mut c = ok.clone();
+        c.refractory_dropout = Some(vec![0.1]);
+        param(&c, "refractory_dropout");
+        c.refractory_dropout = Some(vec![0.1, 1.0]);
+        param(&c, "refractory_dropout[1]");
+        c.refractory_dropout = Some(vec![f64::NAN, 0.0]);
+        param(&c, "refractory_dropout[0]");
+        match run_sample(&n, &input, None, 1 << 32, &ok) {
+            Err(EngineError::Parameter { field, .. }) => assert_eq!(field, "sample_ids"),
+            other => panic!("{other:?}"),
+        }
+        let bad_input = |inp: SampleInput, label: Option<usize>, field: &str| {
+            match run_sample(&n, &inp, label, 5, &ok) {
+                Err(EngineError::Input {
+                    location, field: f, ..
+                }) => {
+                    assert_eq!(location, "sample 5");
+                    assert_eq!(f, field);
+                }
+                other => panic!("{other:?}"),
+            }
+        };
+        bad_input(input, Some(2), "labels");
+        bad_input(SampleInput::Dense { frames: &frames, timesteps: 0 }, None, "timesteps");
+        bad_input(SampleInput::Dense { frames: &frames, timesteps: 2 }, None, "inputs");
+        for x in [-1.0, f32::NAN, f32::INFINITY] {
+            bad_input(
+                SampleInput::Dense {
+                    frames: &[0.0, x],
+                    timesteps: 1,
+                },
+                None,
+                "inputs",
+            );
+        }
+        let sp = |t: &'static [u32], i: &'static [u32], v: &'static [f32], ts| SampleInput::Sparse {
+            t,
+            index: i,
+            value: v,
+            timesteps: ts,
+        };
+        bad_input(sp(&[0], &[0], &[1.0], 0), None, "timesteps");
+        bad_input(sp(&[1], &[0], &[1.0], 1), None, "inputs");
+        bad_input(sp(&[0], &[2], &[1.0], 1), None, "inputs");
+        bad_input(sp(&[0], &[0], &[-1.0], 1), None, "inputs");
+        bad_input(sp(&[0], &[0], &[f32::NAN], 1), None, "inputs");
+        bad_input(sp(&[0, 0], &[0], &[1.0], 1), None, "inputs");
+        bad_input(sp(&[0, 0], &[1, 1], &[f32::MAX, f32::MAX], 1), None, "inputs");
+        bad_input(sp(&[], &[], &[], usize::MAX), None, "timesteps");
+        // Batch validation.
+        let cancel = AtomicBool::new(false);
+        let inputs = [input, input];
+        assert!(matches!(
+            run_batch(&n, &inputs, None, &[0], &ok, &cancel),
+            Err(EngineError::Parameter { .. })
+        ));
+        assert!(matches!(
+            run_batch(&n, &inputs, Some(&[None]), &[0, 1], &ok, &cancel),
+            Err(EngineError::Parameter { .. })
+        ));
+        assert!(matches!(
+            run_batch(&n, &inputs, None, &[0, u64::MAX], &ok, &cancel),
+            Err(EngineError::Parameter { .. })
+        ));
+        match run_batch(&n, &inputs, Some(&[None, Some(7)]), &[0, 1], &ok, &cancel) {
+            Err(EngineError::Input { location, .. }) => assert_eq!(location, "sample 1"),
+            other => panic!("{other:?}"),
+        }
+        let r = run_batch(&n, &inputs, Some(&[Some(0), None]), &[3, 4], &ok, &cancel).unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0], run_sample(&n, &input, Some(0), 3, &ok).unwrap());
+        assert!(run_batch(&n, &[], None, &[], &ok, &cancel).unwrap().is_empty());
+        cancel.store(true, Ordering::Relaxed);
+        assert_eq!(
+            run_batch(&n, &inputs, None, &[0, 1], &ok, &cancel),
+            Err(EngineError::Cancelled)
+        );
+    }
+
+    /// The sample id enters the random function (R5.5): random and dropout results
+    /// differ between ids and agree between run_sample and run_batch.
+    #[test]
+    fn sample_id_and_batch_agree() {
+        let mut g = Lcg(7);
+        let sizes = [6usize, 8, 8, 3];
+        let projs: Vec<ProjectionSpec> = (0..3)
+            .map(|l| {
+                dense(
+                    l,
+                    l + 1,
+                    (0..sizes[l] * sizes[l + 1])
+                        .map(|_| (g.below(400) as f32 - 100.0) / 256.0)
+                        .collect(),
+                )
+            })
+            .collect();
+        let n = net(6, (1..4).map(|l| pop(sizes[l], 0.5, 0.875)).collect(), projs);
+        let frames: Vec<Vec<f32>> = (0..6)
+            .map(|_| (0..6 * 5).map(|_| g.below(3) as f32).collect())
+            .collect();
+        let inputs: Vec<SampleInput> = frames
+            .iter()
+            .map(|f| SampleInput::Dense {
+                frames: f,
+                timesteps: 5,
+            })
+            .collect();
+        let ids: Vec<u64> = (0..6).map(|i| 1000 + i).collect();
+        let cancel = AtomicBool::new(false);
+        for s in ALL {
+            let mut c = cfg(s, 2);
+            c.seed = 5;
+            c.refractory_dropout = Some(vec![0.25, 0.25, 0.0]);
+            let batch = run_batch(&n, &inputs, None, &ids, &c, &cancel).unwrap();
+            for (i, r) in batch.iter().enumerate() {
+                assert_eq!(*r, run_sample(&n, &inputs[i], None, ids[i], &c).unwrap());
+                r.fan_out_check();
+            }
+        }
+    }
+}
