@@ -1,7 +1,7 @@
 //! The event loop (R3-R7): [`run_sample`] runs one sample, [`run_batch`] runs many in
 //! parallel with rayon.
 //!
-//! Data layout of one sample's state ([`Workspace`], allocated once per worker and
+//! Data layout of one sample's state (the private `Workspace`, allocated once per worker and
 //! reused; nothing is allocated inside the event loop once its buffers have grown):
 //! - `v`, `cur`, `v_pre`, `refractory`: one entry per non-input neuron (R3.1); `cur` is
 //!   the current buffer `I` of R4.2/R4.3, always all-zero between forward steps.
@@ -175,7 +175,12 @@ fn prepare<'a>(
                 return Err(EngineError::input(
                     &location,
                     "inputs",
-                    format!("t/index/value lengths {}/{}/{}", t.len(), index.len(), value.len()),
+                    format!(
+                        "t/index/value lengths {}/{}/{}",
+                        t.len(),
+                        index.len(),
+                        value.len()
+                    ),
                     "sparse event arrays must have equal lengths",
                 ));
             }
@@ -264,7 +269,11 @@ pub fn validate_config(net: &Network, config: &RunConfig) -> Result<(), EngineEr
         ));
     }
     if config.max_steps == Some(0) {
-        return Err(EngineError::parameter("max_steps", 0, "must be >= 1 (R6.3)"));
+        return Err(EngineError::parameter(
+            "max_steps",
+            0,
+            "must be >= 1 (R6.3)",
+        ));
     }
     if let Scheduler::Momentum { jitter } = config.scheduler {
         if !(jitter.is_finite() && jitter >= 0.0) {
@@ -593,7 +602,9 @@ fn run_prepared(
         Some(p) => p.clone(),
         None => vec![0.0; n_pops],
     };
-    let has_out: Vec<bool> = (0..n_pops).map(|p| !net.outgoing[p + 1].is_empty()).collect();
+    let has_out: Vec<bool> = (0..n_pops)
+        .map(|p| !net.outgoing[p + 1].is_empty())
+        .collect();
     let f = config.forward_group_size;
     let label = ps.label;
 
@@ -605,7 +616,7 @@ fn run_prepared(
 
     for t in 0..ps.timesteps {
         let t32 = t as u32; // timesteps <= 2^32 was validated
-        // R4.1: leak, clear refractory flags and v_pre.
+                            // R4.1: leak, clear refractory flags and v_pre.
         for (v, b) in ws.v.iter_mut().zip(&net.beta) {
             *v *= *b;
         }
@@ -620,15 +631,16 @@ fn run_prepared(
 
         // R4.2: forward step 0 delivers the input frame (R2.3), in input index order.
         {
-            let mut deliver_input = |i: usize, x: f32, ws: &mut Workspace| -> Result<(), EngineError> {
-                add(&mut res.input_events, 1, loc, "input_events")?;
-                for &pi in &net.outgoing[0] {
-                    let fo = deliver(&net.projections[pi], i, x, &mut ws.cur, &mut ws.touch);
-                    add(&mut res.synops_per_projection[pi], fo, loc, "synops")?;
-                    ts_synops += fo;
-                }
-                Ok(())
-            };
+            let mut deliver_input =
+                |i: usize, x: f32, ws: &mut Workspace| -> Result<(), EngineError> {
+                    add(&mut res.input_events, 1, loc, "input_events")?;
+                    for &pi in &net.outgoing[0] {
+                        let fo = deliver(&net.projections[pi], i, x, &mut ws.cur, &mut ws.touch);
+                        add(&mut res.synops_per_projection[pi], fo, loc, "synops")?;
+                        ts_synops += fo;
+                    }
+                    Ok(())
+                };
             match &ps.input {
                 Prepared::Dense(frames) => {
                     let frame = &frames[t * n_in..(t + 1) * n_in];
@@ -638,7 +650,11 @@ fn run_prepared(
                         }
                     }
                 }
-                Prepared::Sparse { t: et, index, value } => {
+                Prepared::Sparse {
+                    t: et,
+                    index,
+                    value,
+                } => {
                     while sparse_cursor < et.len() && et[sparse_cursor] == t32 {
                         deliver_input(index[sparse_cursor] as usize, value[sparse_cursor], ws)?;
                         sparse_cursor += 1;
@@ -667,7 +683,12 @@ fn run_prepared(
                 if p == out_pop {
                     let c = qu - out_off;
                     add(&mut res.output_counts[c], 1, loc, "output_counts")?;
-                    add(&mut res.timestep_output_counts[t * n_out + c], 1, loc, "output_counts")?;
+                    add(
+                        &mut res.timestep_output_counts[t * n_out + c],
+                        1,
+                        loc,
+                        "output_counts",
+                    )?;
                     if out_class.is_none() {
                         out_class = Some(c);
                     }
@@ -723,6 +744,7 @@ fn run_prepared(
             };
             let mut group = std::mem::take(&mut ws.group);
             ws.pending.select(f, ctx, &ws.v_pre, &mut group);
+            debug_assert!(!group.is_empty(), "a non-empty pending set yields a group");
             for &(j, m) in &group {
                 let ju = j as usize;
                 let p = net.pop_of[ju] as usize;
@@ -954,7 +976,8 @@ mod tests {
         assert_eq!(r.spikes, vec![1, 1]);
         assert_eq!(r.timestep_output_counts, vec![1, 0]);
         assert_eq!(r.timestep_forward_steps, vec![2, 1]);
-        assert_eq!(r.synops_per_projection, vec![1, 2, 1]);
+        // Input 1 reaches A through a zero weight: still a synapse (R1.3).
+        assert_eq!(r.synops_per_projection, vec![2, 2, 1]);
     }
 
     /// R4.3.1 / section 10.1: the last group of a timestep is integrated even when it
@@ -982,7 +1005,13 @@ mod tests {
             vec![pop(1, 0.5, 1.0), pop(1, 0.5, 1.0)],
             vec![dense(0, 1, vec![1.0, 0.0]), dense(0, 2, vec![0.0, 0.75])],
         );
-        let r = run_dense(&n2, &[1.0, 0.0, 0.0, 1.0], 2, None, &cfg(Scheduler::Fifo, 4));
+        let r = run_dense(
+            &n2,
+            &[1.0, 0.0, 0.0, 1.0],
+            2,
+            None,
+            &cfg(Scheduler::Fifo, 4),
+        );
         assert_eq!(r.spikes, vec![1, 1]);
     }
 
@@ -1101,8 +1130,9 @@ mod tests {
         c.max_steps = Some(1);
         let r = run_dense(&n, &[1.0, 1.0, 1.0, 1.0, 0.0, 0.0], 2, None, &c);
         assert_eq!(r.timestep_forward_steps, vec![1, 1]);
+        // t=0: h0, h1, h2 dropped; t=1: h0 fires again and is dropped.
         assert_eq!(r.dropped_spikes, 4);
-        assert_eq!(r.spikes, vec![3, 0]);
+        assert_eq!(r.spikes, vec![4, 0]);
         // Layered delivers all of population 1 in one group.
         let r = run_dense(&n, &frames, 1, None, &cfg(Scheduler::Layered, 1));
         assert_eq!(r.forward_steps, 2);
@@ -1167,7 +1197,7 @@ mod tests {
         assert_eq!(r.spikes, vec![2, 3, 1]);
         assert_eq!(r.synops_per_projection, vec![2, 1, 2, 1]);
         assert_eq!(r.output_counts, vec![1]);
-        assert_eq!(r.forward_steps, 5);
+        assert_eq!(r.forward_steps, 4);
         assert_eq!(r.queue_peak, 3);
         // Without dropout: B fires once, C gets 0.375 only.
         c.refractory_dropout = None;
@@ -1221,8 +1251,18 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)]
     fn conv_fan_out_and_synapses_match_definition() {
-        let geoms: [(usize, usize, usize, usize, usize, usize, (usize, usize), (usize, usize)); 6] = [
+        let geoms: [(
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            (usize, usize),
+            (usize, usize),
+        ); 6] = [
             (1, 4, 4, 2, 3, 3, (1, 1), (1, 1)),
             (2, 5, 4, 3, 3, 2, (2, 1), (1, 0)),
             (1, 6, 6, 1, 2, 2, (2, 2), (0, 0)),
@@ -1261,7 +1301,12 @@ mod tests {
                     .map(|(q, wv)| (q, wv as usize))
                     .collect();
                 got.sort_unstable();
-                assert_eq!(got, want, "geom {:?} src {src}", (c_in, h, w, c_out, kh, kw, s, pd));
+                assert_eq!(
+                    got,
+                    want,
+                    "geom {:?} src {src}",
+                    (c_in, h, w, c_out, kh, kw, s, pd)
+                );
                 assert_eq!(n.fan_out(0, src), vec![want.len() as u64]);
             }
         }
@@ -1288,7 +1333,7 @@ mod tests {
         assert_eq!(n.fan_out(0, 0), vec![8]); // corner: 2x2 positions x 2 channels
         assert_eq!(n.fan_out(0, 1), vec![12]); // edge
         assert_eq!(n.fan_out(0, 5), vec![18]); // interior
-        // Zero weights are synapses (R1.3): synops count them.
+                                               // Zero weights are synapses (R1.3): synops count them.
         let mut frames = vec![0.0; 16];
         frames[0] = 1.0;
         frames[5] = 2.0;
@@ -1367,8 +1412,8 @@ mod tests {
             let r = run_dense(&n, &[1.0, 1.0], 1, None, &cfg(s, 1));
             assert_eq!(r.spikes, vec![1, 1], "{s:?}");
             assert_eq!(r.first_output_step, vec![1]);
-            assert_eq!(r.synops_per_projection, vec![1, 1, 1]);
-            assert_eq!(r.fan_out_check(), ());
+            assert_eq!(r.synops_per_projection, vec![2, 1, 2]);
+            r.fan_out_check();
         }
         assert_eq!(n.fan_out(0, 0), vec![1, 1]);
         assert_eq!(n.fan_out(1, 0), vec![1]);
@@ -1380,7 +1425,10 @@ mod tests {
         fn fan_out_check(&self) {
             assert_eq!(self.synops, self.synops_per_projection.iter().sum::<i64>());
             assert_eq!(self.spikes_total, self.spikes.iter().sum::<i64>());
-            assert_eq!(self.forward_steps, self.timestep_forward_steps.iter().sum::<i64>());
+            assert_eq!(
+                self.forward_steps,
+                self.timestep_forward_steps.iter().sum::<i64>()
+            );
             assert_eq!(
                 self.output_counts.iter().sum::<i64>(),
                 self.timestep_output_counts.iter().sum::<i64>()
@@ -1431,7 +1479,10 @@ mod tests {
     struct Lcg(u64);
     impl Lcg {
         fn next(&mut self) -> u32 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (self.0 >> 33) as u32
         }
         fn below(&mut self, n: u32) -> u32 {
@@ -1500,8 +1551,12 @@ mod tests {
                         .collect()
                 })
                 .collect();
-            let th: Vec<f32> = (0..nl).map(|_| (64 + g.below(256)) as f32 / 256.0).collect();
-            let beta: Vec<f32> = (0..nl).map(|_| [1.0, 0.5, 0.75, 0.0][g.below(4) as usize]).collect();
+            let th: Vec<f32> = (0..nl)
+                .map(|_| (64 + g.below(256)) as f32 / 256.0)
+                .collect();
+            let beta: Vec<f32> = (0..nl)
+                .map(|_| [1.0, 0.5, 0.75, 0.0][g.below(4) as usize])
+                .collect();
             let timesteps = 1 + g.below(6) as usize;
             let frames: Vec<f32> = (0..timesteps * sizes[0])
                 .map(|_| [0.0, 0.0, 1.0, 2.0, 3.0][g.below(5) as usize])
@@ -1509,7 +1564,9 @@ mod tests {
             let n = net(
                 sizes[0],
                 (0..nl).map(|l| pop(sizes[l + 1], th[l], beta[l])).collect(),
-                (0..nl).map(|l| dense(l, l + 1, weights[l].clone())).collect(),
+                (0..nl)
+                    .map(|l| dense(l, l + 1, weights[l].clone()))
+                    .collect(),
             );
             let (want_spikes, want_out) =
                 layer_sync(&sizes, &weights, &th, &beta, &frames, timesteps);
@@ -1523,7 +1580,10 @@ mod tests {
                     assert_eq!(r.spikes, want_spikes, "case {case} {s:?}");
                     assert_eq!(r.output_counts, want_out, "case {case} {s:?}");
                     r.fan_out_check();
-                    assert!(r.timestep_forward_steps.iter().all(|&k| k >= 1 && k <= nl as i64 + 1));
+                    assert!(r
+                        .timestep_forward_steps
+                        .iter()
+                        .all(|&k| k >= 1 && k <= nl as i64 + 1));
                 }
             }
         }
@@ -1531,8 +1591,13 @@ mod tests {
 
     fn expect_model(spec: NetworkSpec, field_part: &str) {
         match Network::new(spec) {
-            Err(EngineError::Model { field, location, .. }) => {
-                assert!(field.contains(field_part), "field {field} at {location}, want {field_part}")
+            Err(EngineError::Model {
+                field, location, ..
+            }) => {
+                assert!(
+                    field.contains(field_part),
+                    "field {field} at {location}, want {field_part}"
+                )
             }
             Err(e) => panic!("unexpected error {e}"),
             Ok(_) => panic!("accepted an invalid network, want {field_part}"),
@@ -1615,17 +1680,35 @@ mod tests {
         };
         assert!(Network::new(conv_net(conv(1, 4, 4, 2, 3, 3, (1, 1), (0, 0), 18), 8)).is_ok());
         expect_model(conv_net(conv(1, 4, 4, 2, 0, 3, (1, 1), (0, 0), 0), 8), "kh");
-        expect_model(conv_net(conv(1, 4, 4, 2, 3, 3, (0, 1), (0, 0), 18), 8), "stride[0]");
-        expect_model(conv_net(conv(1, 4, 4, 2, 5, 3, (1, 1), (0, 0), 30), 8), "in_h");
-        expect_model(conv_net(conv(2, 4, 4, 2, 3, 3, (1, 1), (0, 0), 36), 8), "c_in * in_h * in_w");
-        expect_model(conv_net(conv(1, 4, 4, 2, 3, 3, (1, 1), (0, 0), 18), 9), "c_out * oh * ow");
-        expect_model(conv_net(conv(1, 4, 4, 2, 3, 3, (1, 1), (0, 0), 17), 8), "weight length");
+        expect_model(
+            conv_net(conv(1, 4, 4, 2, 3, 3, (0, 1), (0, 0), 18), 8),
+            "stride[0]",
+        );
+        expect_model(
+            conv_net(conv(1, 4, 4, 2, 5, 3, (1, 1), (0, 0), 30), 8),
+            "in_h",
+        );
+        expect_model(
+            conv_net(conv(2, 4, 4, 2, 3, 3, (1, 1), (0, 0), 36), 8),
+            "c_in * in_h * in_w",
+        );
+        expect_model(
+            conv_net(conv(1, 4, 4, 2, 3, 3, (1, 1), (0, 0), 18), 9),
+            "c_out * oh * ow",
+        );
+        expect_model(
+            conv_net(conv(1, 4, 4, 2, 3, 3, (1, 1), (0, 0), 17), 8),
+            "weight length",
+        );
         expect_model(
             conv_net(conv(1, 4, 4, 2, 3, 3, (1, 1), (usize::MAX, 0), 18), 8),
             "in_h",
         );
         expect_model(
-            conv_net(conv(usize::MAX, usize::MAX, 4, 2, 3, 3, (1, 1), (0, 0), 18), 8),
+            conv_net(
+                conv(usize::MAX, usize::MAX, 4, 2, 3, 3, (1, 1), (0, 0), 18),
+                8,
+            ),
             "in_h * in_w",
         );
         let pool = |ch, h, w, k, s| ProjectionSpec {
@@ -1649,13 +1732,17 @@ mod tests {
         expect_model(conv_net(pool(2, 4, 4, 2, 2), 8), "channels * in_h * in_w");
         // Location strings.
         match Network::new(conv_net(conv(1, 4, 4, 2, 3, 3, (1, 1), (0, 0), 17), 8)) {
-            Err(EngineError::Model { location, .. }) => assert_eq!(location, "projection 0 (conv2d)"),
+            Err(EngineError::Model { location, .. }) => {
+                assert_eq!(location, "projection 0 (conv2d)")
+            }
             other => panic!("{other:?}"),
         }
         let mut s = good.clone();
         s.populations[1].beta = vec![2.0];
         match Network::new(s) {
-            Err(EngineError::Model { location, value, .. }) => {
+            Err(EngineError::Model {
+                location, value, ..
+            }) => {
                 assert_eq!(location, "population 2");
                 assert_eq!(value, "2");
             }
@@ -1715,20 +1802,34 @@ mod tests {
             Err(EngineError::Parameter { field, .. }) => assert_eq!(field, "sample_ids"),
             other => panic!("{other:?}"),
         }
-        let bad_input = |inp: SampleInput, label: Option<usize>, field: &str| {
-            match run_sample(&n, &inp, label, 5, &ok) {
-                Err(EngineError::Input {
-                    location, field: f, ..
-                }) => {
-                    assert_eq!(location, "sample 5");
-                    assert_eq!(f, field);
-                }
-                other => panic!("{other:?}"),
+        let bad_input = |inp: SampleInput, label: Option<usize>, field: &str| match run_sample(
+            &n, &inp, label, 5, &ok,
+        ) {
+            Err(EngineError::Input {
+                location, field: f, ..
+            }) => {
+                assert_eq!(location, "sample 5");
+                assert_eq!(f, field);
             }
+            other => panic!("{other:?}"),
         };
         bad_input(input, Some(2), "labels");
-        bad_input(SampleInput::Dense { frames: &frames, timesteps: 0 }, None, "timesteps");
-        bad_input(SampleInput::Dense { frames: &frames, timesteps: 2 }, None, "inputs");
+        bad_input(
+            SampleInput::Dense {
+                frames: &frames,
+                timesteps: 0,
+            },
+            None,
+            "timesteps",
+        );
+        bad_input(
+            SampleInput::Dense {
+                frames: &frames,
+                timesteps: 2,
+            },
+            None,
+            "inputs",
+        );
         for x in [-1.0, f32::NAN, f32::INFINITY] {
             bad_input(
                 SampleInput::Dense {
@@ -1739,19 +1840,24 @@ mod tests {
                 "inputs",
             );
         }
-        let sp = |t: &'static [u32], i: &'static [u32], v: &'static [f32], ts| SampleInput::Sparse {
-            t,
-            index: i,
-            value: v,
-            timesteps: ts,
-        };
+        let sp =
+            |t: &'static [u32], i: &'static [u32], v: &'static [f32], ts| SampleInput::Sparse {
+                t,
+                index: i,
+                value: v,
+                timesteps: ts,
+            };
         bad_input(sp(&[0], &[0], &[1.0], 0), None, "timesteps");
         bad_input(sp(&[1], &[0], &[1.0], 1), None, "inputs");
         bad_input(sp(&[0], &[2], &[1.0], 1), None, "inputs");
         bad_input(sp(&[0], &[0], &[-1.0], 1), None, "inputs");
         bad_input(sp(&[0], &[0], &[f32::NAN], 1), None, "inputs");
         bad_input(sp(&[0, 0], &[0], &[1.0], 1), None, "inputs");
-        bad_input(sp(&[0, 0], &[1, 1], &[f32::MAX, f32::MAX], 1), None, "inputs");
+        bad_input(
+            sp(&[0, 0], &[1, 1], &[f32::MAX, f32::MAX], 1),
+            None,
+            "inputs",
+        );
         bad_input(sp(&[], &[], &[], usize::MAX), None, "timesteps");
         // Batch validation.
         let cancel = AtomicBool::new(false);
@@ -1775,7 +1881,9 @@ mod tests {
         let r = run_batch(&n, &inputs, Some(&[Some(0), None]), &[3, 4], &ok, &cancel).unwrap();
         assert_eq!(r.len(), 2);
         assert_eq!(r[0], run_sample(&n, &input, Some(0), 3, &ok).unwrap());
-        assert!(run_batch(&n, &[], None, &[], &ok, &cancel).unwrap().is_empty());
+        assert!(run_batch(&n, &[], None, &[], &ok, &cancel)
+            .unwrap()
+            .is_empty());
         cancel.store(true, Ordering::Relaxed);
         assert_eq!(
             run_batch(&n, &inputs, None, &[0, 1], &ok, &cancel),
@@ -1800,7 +1908,11 @@ mod tests {
                 )
             })
             .collect();
-        let n = net(6, (1..4).map(|l| pop(sizes[l], 0.5, 0.875)).collect(), projs);
+        let n = net(
+            6,
+            (1..4).map(|l| pop(sizes[l], 0.5, 0.875)).collect(),
+            projs,
+        );
         let frames: Vec<Vec<f32>> = (0..6)
             .map(|_| (0..6 * 5).map(|_| g.below(3) as f32).collect())
             .collect();

@@ -116,7 +116,10 @@ mod tests {
             "projection 1 (conv2d): invalid kernel = 0: must be >= 1"
         );
         let e = EngineError::parameter("forward_group_size", 0, "must be >= 1");
-        assert_eq!(e.to_string(), "invalid forward_group_size = 0: must be >= 1");
+        assert_eq!(
+            e.to_string(),
+            "invalid forward_group_size = 0: must be >= 1"
+        );
         let e = EngineError::overflow("sample 0", "synops");
         assert_eq!(e.to_string(), "sample 0: synops overflows");
         assert_eq!(EngineError::Cancelled.to_string(), "cancelled");

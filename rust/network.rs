@@ -146,7 +146,7 @@ impl Taps {
         offsets.push(0);
         for y in 0..n_in {
             let yp = y + pad; // ky = yp - i*stride in [0, kernel)
-            // i <= yp / stride and i*stride > yp - kernel.
+                              // i <= yp / stride and i*stride > yp - kernel.
             let i_hi = (yp / stride).min(n_out.saturating_sub(1));
             let i_lo = if yp + 1 > kernel {
                 (yp + 1 - kernel).div_ceil(stride)
@@ -339,7 +339,10 @@ impl Network {
             ));
         }
         if spec.input_size > u32::MAX as usize {
-            return Err(EngineError::overflow("population 0", "input size (u32 index)"));
+            return Err(EngineError::overflow(
+                "population 0",
+                "input size (u32 index)",
+            ));
         }
         if n_pops == 0 {
             return Err(EngineError::model(
@@ -400,7 +403,10 @@ impl Network {
             pop_offset.push(total);
         }
         if total >= u32::MAX as usize {
-            return Err(EngineError::overflow("network", "neuron count (u32 neuron ids)"));
+            return Err(EngineError::overflow(
+                "network",
+                "neuron count (u32 neuron ids)",
+            ));
         }
         let pop_size = |p: usize| -> usize {
             if p == 0 {
@@ -499,7 +505,12 @@ impl Network {
                         ));
                     }
                     let khw = mul(kh, kw, &loc, "kh * kw")?;
-                    let want = mul(mul(c_out, c_in, &loc, "c_out * c_in")?, khw, &loc, "weight length")?;
+                    let want = mul(
+                        mul(c_out, c_in, &loc, "c_out * c_in")?,
+                        khw,
+                        &loc,
+                        "weight length",
+                    )?;
                     if weight.len() != want {
                         return Err(EngineError::model(
                             &loc,
@@ -603,9 +614,14 @@ impl Network {
         // R1.1: the last population is the output; source < target makes it a sink.
         debug_assert!(outgoing[n_pops].is_empty());
 
-        let mut pop_of = Vec::with_capacity(total);
-        let mut threshold = Vec::with_capacity(total);
-        let mut beta = Vec::with_capacity(total);
+        let mut pop_of: Vec<u32> = Vec::new();
+        let mut threshold: Vec<f32> = Vec::new();
+        let mut beta: Vec<f32> = Vec::new();
+        // Fallible allocation: a huge population size is an error, not an abort.
+        let oom = |_| EngineError::overflow("network", "per-neuron arrays (memory)");
+        pop_of.try_reserve_exact(total).map_err(oom)?;
+        threshold.try_reserve_exact(total).map_err(oom)?;
+        beta.try_reserve_exact(total).map_err(oom)?;
         for (p, pop) in spec.populations.iter().enumerate() {
             pop_of.extend(std::iter::repeat_n(p as u32, pop.size));
             for (dst, src) in [(&mut threshold, &pop.threshold), (&mut beta, &pop.beta)] {
@@ -732,7 +748,10 @@ impl Network {
                     for s in cols.range(x) {
                         let kb = ((c * kh + rows.tap[r]) * kw + cols.tap[s]) * c_out;
                         for o in 0..*c_out {
-                            out.push((base + o * plane + rows.out[r] * ow + cols.out[s], k[kb + o]));
+                            out.push((
+                                base + o * plane + rows.out[r] * ow + cols.out[s],
+                                k[kb + o],
+                            ));
                         }
                     }
                 }

@@ -67,7 +67,9 @@ mod tests {
     /// The test vectors of the table in R5.5.
     #[test]
     fn r5_5_test_vectors() {
-        let rows: [(u64, u32, u32, u32, u32, u32, u32, f32); 6] = [
+        // (seed, sample, t, k, neuron, stream, h, u); u exact as printed (float64).
+        type Row = (u64, u32, u32, u32, u32, u32, u32, f64);
+        let rows: [Row; 6] = [
             (0, 0, 0, 0, 0, 0, 3433141362, 0.7993404865264893),
             (0, 0, 0, 0, 0, 1, 3422389651, 0.7968371510505676),
             (1, 0, 0, 0, 0, 0, 2498379101, 0.5816991925239563),
@@ -82,13 +84,29 @@ mod tests {
                 1525704551,
                 0.35523074865341187,
             ),
-            (123456789012345, 17, 5, 11, 65, 1, 3783100989, 0.8808218240737915),
+            (
+                123456789012345,
+                17,
+                5,
+                11,
+                65,
+                1,
+                3783100989,
+                0.8808218240737915,
+            ),
         ];
         for (seed, sample, t, k, n, s, h, u) in rows {
-            assert_eq!(hash(seed, sample, t, k, n, s), h, "h{:?}", (seed, sample, t, k, n, s));
             assert_eq!(
-                uniform(seed, sample, t, k, n, s).to_bits(),
-                u.to_bits(),
+                hash(seed, sample, t, k, n, s),
+                h,
+                "h{:?}",
+                (seed, sample, t, k, n, s)
+            );
+            // u is exact in float32: the f32 and the printed f64 value are equal.
+            assert_eq!(u as f32 as f64, u);
+            assert_eq!(
+                uniform(seed, sample, t, k, n, s) as f64,
+                u,
                 "u{:?}",
                 (seed, sample, t, k, n, s)
             );

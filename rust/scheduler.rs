@@ -114,8 +114,14 @@ impl PendingSet {
             Scheduler::Layered => Mode::Layered,
             Scheduler::Fifo => Mode::Fifo,
             Scheduler::Random => Mode::Random,
-            Scheduler::Momentum { jitter } if jitter == 0.0 => Mode::MomentumHeap,
-            Scheduler::Momentum { jitter } => Mode::MomentumJitter(jitter),
+            // jitter = 0 (or -0): the key is v_pre itself (R5.4), kept in a heap.
+            Scheduler::Momentum { jitter } => {
+                if jitter == 0.0 {
+                    Mode::MomentumHeap
+                } else {
+                    Mode::MomentumJitter(jitter)
+                }
+            }
         };
     }
 
@@ -172,13 +178,7 @@ impl PendingSet {
     /// Picks the group `G` (R4.3.4, R5) and removes it from the set: `group` receives
     /// `(neuron, multiplicity)` pairs. `f` is the forward group size, `v_pre` the
     /// per-neuron `v_pre` (R3.1).
-    pub fn select(
-        &mut self,
-        f: usize,
-        ctx: SelectCtx,
-        v_pre: &[f32],
-        group: &mut Vec<(u32, u32)>,
-    ) {
+    pub fn select(&mut self, f: usize, ctx: SelectCtx, v_pre: &[f32], group: &mut Vec<(u32, u32)>) {
         group.clear();
         match self.mode {
             Mode::Fifo => {
@@ -249,13 +249,15 @@ impl PendingSet {
                 }
                 self.list.clear();
                 let jit = matches!(self.mode, Mode::MomentumJitter(_));
-                self.list.extend(keys[f..].iter().map(|&e| {
-                    if jit {
-                        !(e as u32)
-                    } else {
-                        e as u32
-                    }
-                }));
+                self.list.extend(keys[f..].iter().map(
+                    |&e| {
+                        if jit {
+                            !(e as u32)
+                        } else {
+                            e as u32
+                        }
+                    },
+                ));
                 self.keys = keys;
             }
         }

@@ -9,7 +9,7 @@ is a slow, readable engine of the same semantics (``docs/semantics.md``).
 
 from __future__ import annotations
 
-from asyncsnn import exceptions
+from asyncsnn import data, exceptions, reference, testing
 from asyncsnn._spec import SPEC_VERSION
 from asyncsnn._prepare import Scheduler, StopMode
 from asyncsnn.engine import infer
@@ -63,6 +63,9 @@ __all__ = [
     "SumPool2d",
     "__version__",
     "beta_from_tau",
+    "data",
     "exceptions",
+    "reference",
+    "testing",
     "infer",
 ]

@@ -166,7 +166,7 @@ class PreparedInputs:
     def dense_sample(self, b: int) -> np.ndarray:
         """Frames ``[T, n_in]`` of sample ``b`` (sparse events summed in float32, R2.2)."""
         if self.dense is not None:
-            return self.dense[b]
+            return np.asarray(self.dense[b])
         assert self.sparse is not None
         t, i, v = self.sparse[b]
         n_in = self._n_in

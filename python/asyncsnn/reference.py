@@ -49,6 +49,7 @@ from asyncsnn._prepare import (
     SchedulerLike,
     StopLike,
     StopMode,
+    check_threads,
     prepare_inputs,
     prepare_options,
 )
@@ -597,7 +598,7 @@ def infer(
     >>> res.first_output_step.tolist(), res.timestep_forward_steps.tolist(), res.synops.tolist()
     ([[1]], [[3]], [6])
     """
-    del threads  # the reference engine is single-threaded
+    check_threads(threads)  # validated like every engine; the reference is single-threaded
     return _infer(
         network,
         inputs,

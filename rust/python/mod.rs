@@ -27,18 +27,40 @@ use crate::scheduler::Scheduler;
 /// (the one place where Rust errors become Python exceptions).
 fn to_pyerr(py: Python<'_>, err: EngineError) -> PyErr {
     let (class, field, value, location) = match &err {
-        EngineError::Model { location, field, value, .. } => {
-            ("ModelError", Some(field.clone()), Some(value.clone()), Some(location.clone()))
-        }
-        EngineError::Input { location, field, value, .. } => {
-            ("InputError", Some(field.clone()), Some(value.clone()), Some(location.clone()))
-        }
-        EngineError::Parameter { field, value, .. } => {
-            ("ParameterError", Some(field.clone()), Some(value.clone()), None)
-        }
-        EngineError::Overflow { location, what } => {
-            ("EngineError", Some(what.clone()), None, Some(location.clone()))
-        }
+        EngineError::Model {
+            location,
+            field,
+            value,
+            ..
+        } => (
+            "ModelError",
+            Some(field.clone()),
+            Some(value.clone()),
+            Some(location.clone()),
+        ),
+        EngineError::Input {
+            location,
+            field,
+            value,
+            ..
+        } => (
+            "InputError",
+            Some(field.clone()),
+            Some(value.clone()),
+            Some(location.clone()),
+        ),
+        EngineError::Parameter { field, value, .. } => (
+            "ParameterError",
+            Some(field.clone()),
+            Some(value.clone()),
+            None,
+        ),
+        EngineError::Overflow { location, what } => (
+            "EngineError",
+            Some(what.clone()),
+            None,
+            Some(location.clone()),
+        ),
         EngineError::Cancelled => ("EngineError", None, None, None),
     };
     let build = || -> PyResult<PyErr> {
@@ -68,7 +90,12 @@ pub struct PyNetwork {
     inner: Network,
 }
 
-type PopulationTuple<'py> = (usize, PyReadonlyArray1<'py, f32>, PyReadonlyArray1<'py, f32>, f64);
+type PopulationTuple<'py> = (
+    usize,
+    PyReadonlyArray1<'py, f32>,
+    PyReadonlyArray1<'py, f32>,
+    f64,
+);
 type ProjectionTuple<'py> = (String, usize, usize, PyReadonlyArray1<'py, f32>, Vec<usize>);
 
 fn geometry(kind: &str, index: usize, geo: &[usize], expected: usize) -> Result<(), EngineError> {
@@ -106,7 +133,11 @@ fn build_projection(index: usize, p: &ProjectionTuple<'_>) -> Result<ProjectionS
         "avgpool2d" | "sumpool2d" => {
             geometry(kind, index, geo, 7)?;
             ProjectionKind::Pool {
-                kind: if kind == "avgpool2d" { PoolKind::Avg } else { PoolKind::Sum },
+                kind: if kind == "avgpool2d" {
+                    PoolKind::Avg
+                } else {
+                    PoolKind::Sum
+                },
                 channels: geo[0],
                 in_h: geo[1],
                 in_w: geo[2],
@@ -124,7 +155,11 @@ fn build_projection(index: usize, p: &ProjectionTuple<'_>) -> Result<ProjectionS
             })
         }
     };
-    Ok(ProjectionSpec { source: *source, target: *target, kind })
+    Ok(ProjectionSpec {
+        source: *source,
+        target: *target,
+        kind,
+    })
 }
 
 #[pymethods]
@@ -152,7 +187,11 @@ impl PyNetwork {
             .map(|(i, p)| build_projection(i, p))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| to_pyerr(py, e))?;
-        let spec = NetworkSpec { input_size, populations: pops, projections: projs };
+        let spec = NetworkSpec {
+            input_size,
+            populations: pops,
+            projections: projs,
+        };
         let inner = Network::new(spec).map_err(|e| to_pyerr(py, e))?;
         Ok(Self { inner })
     }
@@ -189,7 +228,9 @@ impl PyNetwork {
 fn thread_pool(threads: usize) -> Result<Arc<rayon::ThreadPool>, EngineError> {
     static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
     let pools = POOLS.get_or_init(|| Mutex::new(HashMap::new()));
-    let mut map = pools.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut map = pools
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(pool) = map.get(&threads) {
         return Ok(pool.clone());
     }
@@ -197,7 +238,13 @@ fn thread_pool(threads: usize) -> Result<Arc<rayon::ThreadPool>, EngineError> {
         .num_threads(threads)
         .thread_name(|i| format!("asyncsnn-{i}"))
         .build()
-        .map_err(|e| param_err("threads", threads, &format!("cannot start the thread pool: {e}")))?;
+        .map_err(|e| {
+            param_err(
+                "threads",
+                threads,
+                &format!("cannot start the thread pool: {e}"),
+            )
+        })?;
     let pool = Arc::new(pool);
     map.insert(threads, pool.clone());
     Ok(pool)
@@ -218,12 +265,24 @@ fn parse_config(
         "fifo" => Scheduler::Fifo,
         "random" => Scheduler::Random,
         "momentum" => Scheduler::Momentum { jitter },
-        other => return Err(param_err("scheduler", other, "must be layered, fifo, random or momentum")),
+        other => {
+            return Err(param_err(
+                "scheduler",
+                other,
+                "must be layered, fifo, random or momentum",
+            ))
+        }
     };
     let stop = match stop {
         "drain" | "max_steps" => StopMode::Drain,
         "first_output" => StopMode::FirstOutput { extra_steps },
-        other => return Err(param_err("stop", other, "must be drain, first_output or max_steps")),
+        other => {
+            return Err(param_err(
+                "stop",
+                other,
+                "must be drain, first_output or max_steps",
+            ))
+        }
     };
     Ok(RunConfig {
         scheduler,
@@ -285,7 +344,13 @@ fn run<'py>(
     py: Python<'py>,
     network: &Bound<'py, PyNetwork>,
     dense: Option<PyReadonlyArray3<'py, f32>>,
-    sparse: Option<Vec<(PyReadonlyArray1<'py, u32>, PyReadonlyArray1<'py, u32>, PyReadonlyArray1<'py, f32>)>>,
+    sparse: Option<
+        Vec<(
+            PyReadonlyArray1<'py, u32>,
+            PyReadonlyArray1<'py, u32>,
+            PyReadonlyArray1<'py, f32>,
+        )>,
+    >,
     timesteps: usize,
     labels: Option<PyReadonlyArray1<'py, i64>>,
     sample_ids: PyReadonlyArray1<'py, u64>,
@@ -319,9 +384,17 @@ fn run<'py>(
         Some(arr) => {
             let shape = arr.shape();
             if shape[1] != timesteps || shape[2] != n_in {
-                return Err(err(param_err("inputs", format!("{shape:?}"), "shape does not match the network")));
+                return Err(err(param_err(
+                    "inputs",
+                    format!("{shape:?}"),
+                    "shape does not match the network",
+                )));
             }
-            Some((arr.as_slice().map_err(|_| PyRuntimeError::new_err("inputs are not contiguous"))?, shape[0]))
+            Some((
+                arr.as_slice()
+                    .map_err(|_| PyRuntimeError::new_err("inputs are not contiguous"))?,
+                shape[0],
+            ))
         }
         None => None,
     };
@@ -329,9 +402,15 @@ fn run<'py>(
         Some(list) => {
             let mut v = Vec::with_capacity(list.len());
             for (t, i, x) in list {
-                let t = t.as_slice().map_err(|_| PyRuntimeError::new_err("sparse t not contiguous"))?;
-                let i = i.as_slice().map_err(|_| PyRuntimeError::new_err("sparse index not contiguous"))?;
-                let x = x.as_slice().map_err(|_| PyRuntimeError::new_err("sparse values not contiguous"))?;
+                let t = t
+                    .as_slice()
+                    .map_err(|_| PyRuntimeError::new_err("sparse t not contiguous"))?;
+                let i = i
+                    .as_slice()
+                    .map_err(|_| PyRuntimeError::new_err("sparse index not contiguous"))?;
+                let x = x
+                    .as_slice()
+                    .map_err(|_| PyRuntimeError::new_err("sparse values not contiguous"))?;
                 v.push((t, i, x));
             }
             Some(v)
@@ -342,25 +421,51 @@ fn run<'py>(
         (Some((frames, batch)), None) => {
             let stride = timesteps * n_in;
             (0..batch)
-                .map(|b| SampleInput::Dense { frames: &frames[b * stride..(b + 1) * stride], timesteps })
+                .map(|b| SampleInput::Dense {
+                    frames: &frames[b * stride..(b + 1) * stride],
+                    timesteps,
+                })
                 .collect()
         }
         (None, Some(list)) => list
             .iter()
-            .map(|(t, index, value)| SampleInput::Sparse { t, index, value, timesteps })
+            .map(|(t, index, value)| SampleInput::Sparse {
+                t,
+                index,
+                value,
+                timesteps,
+            })
             .collect(),
-        _ => return Err(err(param_err("inputs", "both/none", "give exactly one of dense or sparse"))),
+        _ => {
+            return Err(err(param_err(
+                "inputs",
+                "both/none",
+                "give exactly one of dense or sparse",
+            )))
+        }
     };
     let batch = inputs.len();
-    let ids = sample_ids.as_slice().map_err(|_| PyRuntimeError::new_err("sample_ids not contiguous"))?;
+    let ids = sample_ids
+        .as_slice()
+        .map_err(|_| PyRuntimeError::new_err("sample_ids not contiguous"))?;
     if ids.len() != batch {
-        return Err(err(param_err("sample_ids", ids.len(), "must give one id per sample")));
+        return Err(err(param_err(
+            "sample_ids",
+            ids.len(),
+            "must give one id per sample",
+        )));
     }
     let label_vec: Option<Vec<Option<usize>>> = match &labels {
         Some(l) => {
-            let l = l.as_slice().map_err(|_| PyRuntimeError::new_err("labels not contiguous"))?;
+            let l = l
+                .as_slice()
+                .map_err(|_| PyRuntimeError::new_err("labels not contiguous"))?;
             if l.len() != batch {
-                return Err(err(param_err("labels", l.len(), "must give one label per sample")));
+                return Err(err(param_err(
+                    "labels",
+                    l.len(),
+                    "must give one label per sample",
+                )));
             }
             Some(l.iter().map(|&c| usize::try_from(c).ok()).collect())
         }
@@ -374,7 +479,9 @@ fn run<'py>(
 
     // Run in chunks with the interpreter released; check Ctrl-C between chunks.
     let cancel = AtomicBool::new(false);
-    let workers = pool.as_ref().map_or_else(rayon::current_num_threads, |p| p.current_num_threads());
+    let workers = pool
+        .as_ref()
+        .map_or_else(rayon::current_num_threads, |p| p.current_num_threads());
     let mut chunk = workers.max(1);
     let mut start = 0;
     let mut collected = Collected::default();
@@ -421,10 +528,14 @@ fn run<'py>(
             "timestep_output_counts" => arr.reshape([batch, t, n_out])?.into_any(),
             "spikes" => arr.reshape([batch, n_pop])?.into_any(),
             "synops_per_projection" => arr.reshape([batch, n_proj])?.into_any(),
-            "timestep_forward_steps" | "first_output_step" | "first_output_class" | "first_output_spikes"
-            | "first_output_synops" | "first_correct_step" | "first_correct_spikes" | "first_correct_synops" => {
-                arr.reshape([batch, t])?.into_any()
-            }
+            "timestep_forward_steps"
+            | "first_output_step"
+            | "first_output_class"
+            | "first_output_spikes"
+            | "first_output_synops"
+            | "first_correct_step"
+            | "first_correct_spikes"
+            | "first_correct_synops" => arr.reshape([batch, t])?.into_any(),
             _ => arr.into_any(),
         };
         dict.set_item(name, shaped)?;

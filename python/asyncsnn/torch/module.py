@@ -1,0 +1,303 @@
+"""``AsyncSNN``: a trainable ``nn.Module`` view of a :class:`~asyncsnn.network.Network`.
+
+The module holds one ``nn.Parameter`` per ``Dense`` / ``Conv2d`` projection (float32,
+same layout as the network's weights); pooling projections are fixed. Its forward pass
+is :func:`asyncsnn.torch.engine.run`: the asynchronous semantics of
+``docs/semantics.md`` under autograd (section 9), so training through it is unlayered
+backpropagation (or layered BPTT with ``scheduler="layered"``).
+
+Examples
+--------
+>>> import torch
+>>> model = AsyncSNN.from_sizes([16, 32, 4], threshold=1.0, beta=0.9, seed=0)
+>>> x = (torch.rand(8, 5, 16) < 0.3).float()
+>>> out = model(x, scheduler="random", forward_group_size=4)
+>>> out.counts.shape
+torch.Size([8, 5, 4])
+>>> rate_loss(out.counts, torch.zeros(8, dtype=torch.int64)).backward()
+>>> net = model.to_network()
+>>> net.population_shapes
+[(16,), (32,), (4,)]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+from asyncsnn._prepare import DropoutLike, SchedulerLike, StopLike, prepare_inputs, prepare_options
+from asyncsnn.exceptions import InputError, ModelError, invalid
+from asyncsnn.network import Conv2d, Dense, Network, ParamLike, Projection
+from asyncsnn.torch.engine import Plan, RunOutput, network_weights, run
+from asyncsnn.torch.surrogate import Surrogate
+
+__all__ = ["AsyncSNN", "count_loss", "rate_loss"]
+
+
+def rate_loss(counts: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on the output counts of every timestep, averaged over time.
+
+    The same as snnTorch's ``ce_rate_loss``: ``mean_t CE(counts[:, t], labels)``.
+
+    Parameters
+    ----------
+    counts
+        ``[B, T, n_out]`` output spikes per timestep (differentiable).
+    labels
+        int64 ``[B]`` classes.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar loss.
+    """
+    n_t = counts.shape[1]
+    return F.cross_entropy(counts.permute(0, 2, 1), labels.unsqueeze(1).expand(-1, n_t))
+
+
+def count_loss(counts: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on the total output counts ``counts.sum(1)`` (``[B, T, n_out]``)."""
+    return F.cross_entropy(counts.sum(1), labels)
+
+
+def _check_frames(x: torch.Tensor, network: Network) -> torch.Tensor:
+    """Validate a dense input tensor like :func:`asyncsnn._prepare.prepare_inputs`, on its device."""
+    n_in = network.input_size
+    shape = tuple(x.shape)
+    if len(shape) < 3 or (shape[2:] != network.input_shape and shape[2:] != (n_in,)):
+        raise invalid(
+            InputError, "inputs", f"shape {shape}", f"expected [batch, T, *{network.input_shape}] or [batch, T, {n_in}]"
+        )
+    if shape[0] == 0:
+        raise invalid(InputError, "inputs", f"shape {shape}", "the batch is empty")
+    if shape[1] == 0:
+        raise invalid(InputError, "inputs", f"shape {shape}", "T must be >= 1")
+    if x.is_complex():
+        raise invalid(InputError, "inputs", f"dtype {x.dtype}", "must be a real numeric array")
+    frames = x.detach().to(torch.float32).reshape(shape[0], shape[1], n_in)
+    bad = ~torch.isfinite(frames) | (frames < 0)
+    if bool(bad.any()):
+        pos = tuple(int(p) for p in torch.nonzero(bad.reshape(shape))[0])
+        raise invalid(
+            InputError,
+            "inputs",
+            float(x.detach().reshape(shape)[pos]),
+            f"input values must be finite and >= 0 (at index {pos})",
+        )
+    return frames
+
+
+class AsyncSNN(nn.Module):
+    """A network whose Dense and Conv2d weights are ``nn.Parameter``\\ s.
+
+    Parameters
+    ----------
+    network
+        The network to copy: populations (LIF parameters, fixed), projections and
+        weights (copied into parameters, float32).
+
+    Attributes
+    ----------
+    weights : torch.nn.ParameterList
+        One parameter per Dense/Conv2d projection, in projection order.
+    plan : asyncsnn.torch.engine.Plan
+        The geometry used by the engine.
+    """
+
+    def __init__(self, network: Network) -> None:
+        super().__init__()
+        if not isinstance(network, Network):
+            raise invalid(ModelError, "network", type(network).__name__, "must be an asyncsnn.Network")
+        self.plan = Plan(network)
+        self.weights = nn.ParameterList()
+        self._param_of: list[int | None] = []
+        for w in network_weights(network):
+            if w is None:
+                self._param_of.append(None)
+            else:
+                self._param_of.append(len(self.weights))
+                self.weights.append(nn.Parameter(w))
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_network(cls, network: Network) -> AsyncSNN:
+        """A module with a copy of ``network``'s weights as parameters."""
+        return cls(network)
+
+    @classmethod
+    def from_sizes(
+        cls,
+        sizes: Sequence[int],
+        *,
+        threshold: ParamLike | Sequence[ParamLike] = 1.0,
+        beta: ParamLike | Sequence[ParamLike] = 0.9,
+        refractory_dropout: float | Sequence[float] = 0.0,
+        seed: int = 0,
+        gain: float = 3.0,
+    ) -> AsyncSNN:
+        """A fully connected network ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``.
+
+        Weights are drawn from ``N(0, (gain * threshold)**2 / fan_in)`` (float32) with a
+        seeded generator, so that a layer of fan-in ``n`` whose inputs spike with rate
+        about ``1 / gain**2`` receives currents of the order of its threshold.
+
+        Parameters
+        ----------
+        sizes
+            Neurons per population, the input first (at least two entries).
+        threshold, beta, refractory_dropout
+            LIF parameters, one value or one per layer (see ``Network.sequential``).
+        seed
+            Seed of the weight initialisation.
+        gain
+            Scale of the initial weights (see above).
+
+        Returns
+        -------
+        AsyncSNN
+        """
+        sizes = [int(s) for s in sizes]
+        if len(sizes) < 2 or any(s < 1 for s in sizes):
+            raise invalid(ModelError, "sizes", sizes, "needs at least two positive sizes (input and output)")
+        if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not math.isfinite(gain) or gain <= 0:
+            raise invalid(ModelError, "gain", gain, "must be a finite number > 0")
+        n_layers = len(sizes) - 1
+        ths = list(threshold) if isinstance(threshold, (list, tuple)) else [threshold] * n_layers
+        if len(ths) != n_layers:
+            raise invalid(ModelError, "threshold", threshold, f"a list must give one value per layer ({n_layers} layers)")
+        rng = np.random.default_rng(seed)
+        layers = []
+        for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+            th = float(np.mean(np.asarray(ths[i], dtype=np.float64)))
+            w = rng.normal(0.0, gain * th / math.sqrt(a), (b, a)).astype(np.float32)
+            layers.append(Dense(w))
+        net = Network.sequential(
+            input_shape=(sizes[0],), layers=layers, threshold=threshold, beta=beta, refractory_dropout=refractory_dropout
+        )
+        return cls(net)
+
+    # ------------------------------------------------------------------ views
+    @property
+    def network(self) -> Network:
+        """The network this module was built from (its weights are the initial ones)."""
+        return self.plan.network
+
+    def projection_weights(self) -> list[torch.Tensor | None]:
+        """One tensor per projection: the parameter, or ``None`` for pooling."""
+        return [None if i is None else self.weights[i] for i in self._param_of]
+
+    def to_network(self) -> Network:
+        """An :class:`~asyncsnn.network.Network` with the current weights (float32 copies)."""
+        base = self.plan.network
+        projections = []
+        for pr, w in zip(base.projections, self.projection_weights()):
+            layer = pr.layer
+            if w is not None:
+                arr = w.detach().cpu().numpy().copy()
+                if isinstance(layer, Dense):
+                    layer = Dense(arr)
+                else:
+                    assert isinstance(layer, Conv2d)
+                    layer = Conv2d(arr, stride=layer.stride, padding=layer.padding)
+            projections.append(Projection(pr.source, pr.target, layer))
+        return Network(base.input_shape, base.populations, projections)
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        x: Any,
+        *,
+        scheduler: SchedulerLike = "momentum",
+        forward_group_size: int = 8,
+        stop: StopLike = "drain",
+        extra_steps: int = 0,
+        max_steps: int | None = None,
+        seed: int = 0,
+        jitter: float = 0.0,
+        refractory_dropout: DropoutLike = "off",
+        labels: npt.ArrayLike | torch.Tensor | None = None,
+        sample_ids: npt.ArrayLike | torch.Tensor | None = None,
+        surrogate: Surrogate | None = None,
+    ) -> RunOutput:
+        """Run a batch asynchronously; differentiable when grad mode is on.
+
+        Parameters
+        ----------
+        x
+            Dense frames ``[B, T, *input_shape]`` or ``[B, T, n_in]``: a tensor (kept on
+            its device, which must be the module's) or anything ``asyncsnn.infer``
+            accepts (including sparse event lists).
+        scheduler, forward_group_size, stop, extra_steps, max_steps, seed, jitter, refractory_dropout
+            As for ``asyncsnn.infer`` (validated the same way).
+        labels
+            Optional classes ``[B]`` for the ``first_correct_*`` counters.
+        sample_ids
+            Optional ids ``[B]`` for the random function (R5.5).
+        surrogate
+            Surrogate derivative (default ``ATan()``).
+
+        Returns
+        -------
+        RunOutput
+            ``counts`` ``[B, T, n_out]`` (differentiable output spikes per timestep) and
+            ``counters`` (every field of R7, int64 CPU tensors).
+        """
+        net = self.plan.network
+        opts = prepare_options(
+            net,
+            scheduler=scheduler,
+            forward_group_size=forward_group_size,
+            stop=stop,
+            extra_steps=extra_steps,
+            max_steps=max_steps,
+            seed=seed,
+            jitter=jitter,
+            refractory_dropout=refractory_dropout,
+        )
+        device = self.weights[0].device if len(self.weights) else torch.device("cpu")
+        lab_t: torch.Tensor | None = None
+        ids_t: torch.Tensor | None = None
+        if isinstance(x, torch.Tensor):
+            frames = _check_frames(x, net)
+            lab_np = None if labels is None else _to_numpy(labels)
+            ids_np = None if sample_ids is None else _to_numpy(sample_ids)
+            if lab_np is not None or ids_np is not None:
+                # Validate labels and ids with the shared code (a 1-frame stand-in input).
+                stub = np.zeros((frames.shape[0], 1, net.input_size), dtype=np.float32)
+                prep = prepare_inputs(net, stub, labels=lab_np, sample_ids=ids_np)
+                lab_t = None if prep.labels is None else torch.from_numpy(prep.labels)
+                ids_t = None if ids_np is None else torch.from_numpy(prep.sample_ids.astype(np.int64))
+        else:
+            prep = prepare_inputs(
+                net,
+                x,
+                labels=None if labels is None else _to_numpy(labels),
+                sample_ids=None if sample_ids is None else _to_numpy(sample_ids),
+            )
+            dense = prep.dense if prep.dense is not None else np.stack([prep.dense_sample(b) for b in range(prep.batch)])
+            frames = torch.from_numpy(np.ascontiguousarray(dense))
+            lab_t = None if prep.labels is None else torch.from_numpy(prep.labels)
+            ids_t = None if sample_ids is None else torch.from_numpy(prep.sample_ids.astype(np.int64))
+        frames = frames.to(device)
+        return run(
+            self.plan,
+            self.projection_weights(),
+            frames,
+            opts,
+            labels=lab_t,
+            sample_ids=ids_t,
+            surrogate=surrogate,
+        )
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)

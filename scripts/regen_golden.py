@@ -1,0 +1,1306 @@
+#!/usr/bin/env python3
+"""Regenerate the golden vectors in ``tests/golden/`` from the reference engine.
+
+This script is the ONLY writer of ``tests/golden/*.json``. Every case is small and
+hand-designed (or a seeded random grid network) so that the rule it names actually
+matters; each case has a ``check`` that asserts so on the reference result and its
+event trace (a real tie for a tie-break case, ``dropped_spikes > 0`` for a stop case,
+a result that differs from the contrasting setting...). Generation fails when a check
+does not hold.
+
+Usage::
+
+    python scripts/regen_golden.py            # rewrite tests/golden/*.json
+    python scripts/regen_golden.py --check    # regenerate in memory; exit 1 listing drifted files
+
+The JSON format (``spec_version`` 1, ``generator_version`` 1)::
+
+    {"spec_version", "generator_version", "name", "rules", "description",
+     "network": asyncsnn._dictform.network_to_dict(...),
+     "inputs": {"dense": [B][T][n_in]} or {"sparse": [[[t, i, v], ...] per sample], "timesteps": T},
+     "labels": [...] | null, "sample_ids": [...] | null,
+     "options": {"scheduler", "forward_group_size", "stop", "extra_steps", "max_steps",
+                 "seed", "jitter", "refractory_dropout"},
+     "expected": {field: nested lists, for every field of asyncsnn.result.COUNTER_FIELDS}}
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+try:
+    import asyncsnn.reference  # noqa: F401 - the installed package, when there is one
+except ImportError:  # pragma: no cover - running from a bare checkout
+    sys.path.insert(0, str(ROOT / "python"))
+
+from asyncsnn._dictform import network_to_dict  # noqa: E402
+from asyncsnn._spec import SPEC_VERSION  # noqa: E402
+from asyncsnn.network import AvgPool2d, Conv2d, Dense, Network, Population, Projection, SumPool2d  # noqa: E402
+from asyncsnn.reference import _infer  # noqa: E402
+from asyncsnn.result import COUNTER_FIELDS, InferenceResult  # noqa: E402
+from asyncsnn.rng import STREAM_DROPOUT, STREAM_JITTER, uniform  # noqa: E402
+
+GOLDEN = ROOT / "tests" / "golden"
+GENERATOR_VERSION = 1
+MAX_FILE_BYTES = 200_000
+MAX_DIR_BYTES = 2_000_000
+
+Trace = list[list[dict[str, Any]]]
+Check = Callable[[InferenceResult, Trace], None]
+
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "scheduler": "momentum",
+    "forward_group_size": 8,
+    "stop": "drain",
+    "extra_steps": 0,
+    "max_steps": None,
+    "seed": 0,
+    "jitter": 0.0,
+    "refractory_dropout": "off",
+}
+
+
+@dataclass
+class Case:
+    """One golden vector: network, inputs, options and the check that its rule matters."""
+
+    name: str
+    rules: list[str]
+    description: str
+    network: Network
+    inputs: Any  # dense array [B, T, n_in] or list of per-sample event lists [[t, i, v], ...]
+    options: dict[str, Any] = field(default_factory=dict)
+    timesteps: int | None = None  # sparse inputs only
+    labels: list[int] | None = None
+    sample_ids: list[int] | None = None
+    check: Check | None = None
+
+    def full_options(self) -> dict[str, Any]:
+        opts = dict(DEFAULT_OPTIONS)
+        opts.update(self.options)
+        return opts
+
+
+# ----------------------------------------------------------------------------- helpers
+def pop(shape: Any, threshold: Any = 1.0, beta: Any = 1.0, dropout: float = 0.0) -> Population:
+    return Population.create(shape if isinstance(shape, tuple) else (shape,), threshold, beta, dropout)
+
+
+def dense(w: Any) -> Dense:
+    return Dense(np.asarray(w, dtype=np.float32))
+
+
+def frames(*batches: Any) -> np.ndarray:
+    """Dense inputs ``[B, T, n_in]``: the concatenation of nested lists ``[b][T][n_in]``."""
+    return np.concatenate([np.asarray(b, dtype=np.float32) for b in batches], axis=0)
+
+
+def run(case: Case, **override: Any) -> tuple[InferenceResult, Trace]:
+    """Run the reference on a case (optionally with other options), with a trace."""
+    opts = case.full_options()
+    opts.update(override)
+    trace: Trace = []
+    inputs = case.inputs
+    if isinstance(inputs, list):
+        inputs = [np.asarray(ev, dtype=np.float64).reshape(-1, 3) for ev in inputs]
+    res = _infer(
+        case.network,
+        inputs,
+        labels=case.labels,
+        sample_ids=case.sample_ids,
+        timesteps=case.timesteps,
+        trace=trace,
+        **opts,
+    )
+    return res, trace
+
+
+def events(trace: Trace, kind: str, sample: int | None = None) -> list[dict[str, Any]]:
+    samples = trace if sample is None else [trace[sample]]
+    return [e for tr in samples for e in tr if e["event"] == kind]
+
+
+def differs(a: InferenceResult, b: InferenceResult) -> bool:
+    return any(not np.array_equal(getattr(a, f), getattr(b, f)) for f in COUNTER_FIELDS)
+
+
+def grid(rng: np.random.Generator, shape: tuple[int, ...], lo: int, hi: int) -> np.ndarray:
+    """Random weights ``k / 256`` with integer ``k`` in ``[lo, hi)`` (R8.2 grid, |k| < 2**12)."""
+    assert -(2**12) < lo < hi <= 2**12
+    return (rng.integers(lo, hi, shape) / 256.0).astype(np.float32)
+
+
+def counts(rng: np.random.Generator, shape: tuple[int, ...], density: float, max_count: int = 3) -> np.ndarray:
+    mask = rng.random(shape) < density
+    return (mask * rng.integers(1, max_count + 1, shape)).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- cases
+def case_exact_threshold() -> Case:
+    # out0: w = 1.0, V = 1.0 == threshold at t0 (no spike), 2.0 at t1 (spike), 1.0 at t2.
+    # out1: w = 1 + 1/256, V > threshold at every timestep.
+    net = Network((1,), [pop(2, 1.0, 1.0)], [Projection(0, 1, dense([[1.0], [1.00390625]]))])
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        assert res.timestep_output_counts[0].tolist() == [[0, 1], [1, 1], [0, 1]]
+
+    return Case(
+        "r4_3_exact_threshold_does_not_fire",
+        ["R4.3", "R2.1", "R7.1"],
+        "A membrane exactly at threshold (V == 1.0) does not fire (strict >); one grid step above does.",
+        net,
+        frames([[[1.0], [1.0], [1.0]]]),
+        check=check,
+    )
+
+
+def case_two_inputs_sum() -> Case:
+    # pop1 = two relays (w = 2); out0 sums the two relay spikes delivered in two forward
+    # steps (F = 1); out1 sums the two input values within the input group of step 0.
+    net = Network(
+        (2,),
+        [pop(2, 1.0, 0.0), pop(2, 1.0, 0.0)],
+        [
+            Projection(0, 1, dense(np.eye(2) * 2)),
+            Projection(1, 2, dense([[0.75, 0.75], [0.0, 0.0]])),
+            Projection(0, 2, dense([[0.0, 0.0], [0.75, 0.75]])),
+        ],
+    )
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        # Sample 0: out1 at step 0 (0.75 + 0.75 from the input group), out0 at step 2
+        # (0.75 at step 1, + 0.75 at step 2). Sample 1: one input, nothing crosses.
+        assert res.first_output_step[0, 0] == 0
+        assert res.first_output_class[0, 0] == 1
+        fires = [(e["k"], e["neuron"]) for e in events(trace, "fire", 0) if e["population"] == 2]
+        assert fires == [(0, 3), (2, 2)], fires
+        assert res.output_counts[1].tolist() == [0, 0]
+
+    return Case(
+        "r4_3_two_inputs_sum_across_threshold",
+        ["R4.2", "R4.3", "R2.3", "R1.2"],
+        "Two currents of 0.75 each reach threshold 1 only together: in one input group (step 0) "
+        "and over two forward steps of one timestep (F = 1).",
+        net,
+        frames([[[1, 1]]], [[[1, 0]]]),
+        options={"scheduler": "fifo", "forward_group_size": 1},
+        check=check,
+    )
+
+
+def case_refractory_discards() -> Case:
+    # Relays h0, h1, h2 (w = 2). out weights [2, -3, 1.5], beta_out = 1.
+    # t0: h0 delivered at step 0 -> out fires at step 1; h1's -3 reaches a refractory out
+    # at step 2 and is discarded (V stays 0). t1: h2 gives 1.5 -> fires (V would be -1.5
+    # if the -3 had been integrated).
+    net = Network(
+        (3,),
+        [pop(3, 1.0, 1.0), pop(1, 1.0, 1.0)],
+        [Projection(0, 1, dense(np.eye(3) * 2)), Projection(1, 2, dense([[2.0, -3.0, 1.5]]))],
+    )
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        disc = events(trace, "discard")
+        assert disc
+        assert disc[0]["t"] == 0
+        assert disc[0]["neurons"] == [3]
+        assert disc[0]["current"] == [-3.0]
+        assert res.timestep_output_counts[0].tolist() == [[1], [1]]
+
+    return Case(
+        "r4_6_refractory_neuron_discards_current",
+        ["R4.6", "R4.3", "R5.2"],
+        "An inhibitory current that reaches a neuron after its spike in the same timestep is "
+        "discarded, so the neuron fires again in the next timestep.",
+        net,
+        frames([[[1, 1, 0], [0, 0, 1]]]),
+        options={"scheduler": "fifo", "forward_group_size": 1},
+        check=check,
+    )
+
+
+def case_inhibitory_last_group() -> Case:
+    # out weights [0.75, -0.625], beta_out = 1. t0: V = 0.75 then 0.125 (the last group is
+    # all inhibitory and is integrated). t1: 0.875, no spike (1.5 if the group had been
+    # dropped). t2: 1.625, spike.
+    net = Network(
+        (2,),
+        [pop(2, 1.0, 1.0), pop(1, 1.0, 1.0)],
+        [Projection(0, 1, dense(np.eye(2) * 2)), Projection(1, 2, dense([[0.75, -0.625]]))],
+    )
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        dl = [e for e in events(trace, "deliver") if e["t"] == 0]
+        assert dl[-1]["neuron"] == 1  # the last group of t0 is the inhibitory relay
+        assert res.timestep_forward_steps[0].tolist() == [3, 2, 2]
+        assert res.timestep_output_counts[0].tolist() == [[0], [0], [1]]
+
+    return Case(
+        "r10_1_inhibitory_last_group_integrated",
+        ["R4.3", "R4.4", "R4.1"],
+        "The currents of the last group of a timestep are integrated even when all inhibitory, "
+        "and the membrane carries them into the next timestep (section 10, item 1).",
+        net,
+        frames([[[1, 1], [1, 0], [1, 0]]]),
+        options={"scheduler": "fifo", "forward_group_size": 1},
+        check=check,
+    )
+
+
+def case_leak() -> Case:
+    # Four output neurons, w = 17/32 each, betas 0.25, 0.5, 0.5625, 0.9; input 1 at every
+    # timestep. beta = 0.25 converges below threshold, the others fire 1, 2 and 4 times.
+    net = Network((1,), [pop(4, 1.0, [0.25, 0.5, 0.5625, 0.9])], [Projection(0, 1, dense([[0.53125]] * 4))])
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        c = res.output_counts[0].tolist()
+        assert c == [0, 1, 2, 4], c
+        assert res.output_counts[1].tolist() == [0, 0, 0, 0]
+
+    return Case(
+        "r4_1_leak_across_timesteps",
+        ["R4.1", "R1.4", "R8.1", "R3.3"],
+        "The membrane leaks by beta (one float32 multiply) at the start of every timestep; "
+        "different betas give different firing rates for the same input.",
+        net,
+        frames([[[1.0]] * 8], [[[1.0]] + [[0.0]] * 7]),
+        check=check,
+    )
+
+
+def _dropout_net() -> Network:
+    # in -> a, b (relays, w = 2) -> h (w = 2 from each) -> out (w = 0.75, beta 0).
+    return Network(
+        (2,),
+        [pop(2, 1.0, 1.0), pop(1, 1.0, 1.0), pop(1, 1.0, 0.0)],
+        [
+            Projection(0, 1, dense(np.eye(2) * 2)),
+            Projection(1, 2, dense([[2.0, 2.0]])),
+            Projection(2, 3, dense([[0.75]])),
+        ],
+    )
+
+
+def case_dropout_multiplicity() -> Case:
+    # fifo, F = 1: a delivered (step 0) -> h fires at step 1; if the dropout draw keeps it
+    # non-refractory, b's delivery makes it fire again at step 2 while still pending:
+    # multiplicity 2, delivered as 2 * 0.75 = 1.5 (one synop).
+    def check(res: InferenceResult, trace: Trace) -> None:
+        mult = [e for e in events(trace, "deliver") if e["multiplicity"] >= 2]
+        assert mult, "no multiplicity >= 2"
+        assert any(not e["refractory"] for e in events(trace, "fire"))
+        assert any(e["refractory"] for e in events(trace, "fire") if e["population"] == 2)
+        base, _ = run(case, refractory_dropout="off")
+        assert differs(res, base)
+
+    case = Case(
+        "r4_6_refractory_dropout_multiplicity",
+        ["R4.6", "R3.2", "R7.4", "R5.5", "R1.5"],
+        "With refractory_dropout = 0.5 a neuron can stay non-refractory after a spike and fire "
+        "again while its first spike is still pending: its multiplicity grows to 2 and it is "
+        "delivered once with m * w (synops counted once).",
+        _dropout_net(),
+        frames([[[1, 1]] * 4] * 3),
+        options={"scheduler": "fifo", "forward_group_size": 1, "refractory_dropout": 0.5, "seed": 3},
+        check=check,
+    )
+    return case
+
+
+def case_dropped_multiplicity() -> Case:
+    def check(res: InferenceResult, trace: Trace) -> None:
+        stops = events(trace, "stop")
+        assert any(e["dropped"] >= 2 for e in stops)
+        # a stop that drops a neuron pending with multiplicity 2 drops 2 spikes
+        found = False
+        for tr in trace:
+            for n, e in enumerate(tr):
+                if e["event"] == "stop" and n > 0:
+                    prev = [x for x in tr[:n] if x["event"] == "fire" and x["t"] == e["t"]]
+                    fired_h = [x for x in prev if x["population"] == 2]
+                    if len(fired_h) >= 2 and e["dropped"] >= 2:
+                        found = True
+        assert found
+        assert res.dropped_spikes.sum() > 0
+
+    return Case(
+        "r6_4_dropped_spikes_count_multiplicity",
+        ["R6.4", "R6.3", "R4.6", "R3.2"],
+        "An early stop (max_steps = 3) drops a neuron pending with multiplicity 2: dropped_spikes "
+        "adds the multiplicity.",
+        _dropout_net(),
+        frames([[[1, 1]] * 4] * 3),
+        options={
+            "scheduler": "fifo",
+            "forward_group_size": 1,
+            "refractory_dropout": 0.5,
+            "seed": 3,
+            "stop": "max_steps",
+            "max_steps": 3,
+        },
+        check=check,
+    )
+
+
+def case_momentum_latest_vpre() -> Case:
+    # Relays a, b, c (ids 0-2) fire at step 0 with v_pre 4, 3, 1.5. momentum, F = 1: a goes
+    # first, h (id 3) fires at step 1 with v_pre 1.25; the dropout draw keeps it open, b's
+    # 2.5 makes it fire again at step 2 with v_pre 2.5 (multiplicity 2). Its key is now 2.5
+    # (latest spike), so it goes before c (1.5): the output gets 2 * 0.75 = 1.5 and fires
+    # before c's -4 arrives. With the key of its first spike (1.25), c would go first and
+    # the output would not fire.
+    seed = 3
+    net = Network(
+        (3,),
+        [pop(3), pop(1), pop(1, 1.0, 0.0)],
+        [
+            Projection(0, 1, dense(np.diag([4.0, 3.0, 1.5]))),
+            Projection(1, 2, dense([[1.25, 2.5, 0.0]])),
+            Projection(1, 3, dense([[0.0, 0.0, -4.0]])),
+            Projection(2, 3, dense([[0.75]])),
+        ],
+    )
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        assert uniform(seed, 0, 0, 1, 3, STREAM_DROPOUT) < 0.5
+        sel = events(trace, "select", 0)
+        assert sel[2]["pending"] == {2: (1, 2), 3: (2, 3)}
+        assert sel[2]["keys"] == {2: 1.5, 3: 2.5}
+        assert sel[2]["group"] == [3]
+        assert res.output_counts[0].tolist() == [1]
+
+    return Case(
+        "r5_4_momentum_key_uses_latest_vpre",
+        ["R5.4", "R3.1", "R4.6", "R3.2"],
+        "momentum with refractory dropout: a pending neuron that fires again gets the v_pre of its "
+        "latest spike as key (2.5 instead of 1.25), which moves it ahead of another pending neuron.",
+        net,
+        frames([[[1, 1, 1]]]),
+        options={"scheduler": "momentum", "forward_group_size": 1, "refractory_dropout": 0.5, "seed": seed},
+        check=check,
+    )
+
+
+def _order_net() -> Network:
+    # Four relays with v_pre 1.25, 2, 1.5, 3 (input 1 each). out0 = [+2, -4, 0, 0] fires only
+    # when h0 is delivered before h1; out1 = [0, 0, -4, +2] only when h3 comes before h2.
+    return Network(
+        (4,),
+        [pop(4, 1.0, 0.5), pop(2, 1.0, 0.0)],
+        [
+            Projection(0, 1, dense(np.diag([1.25, 2.0, 1.5, 3.0]))),
+            Projection(1, 2, dense([[2.0, -4.0, 0.0, 0.0], [0.0, 0.0, -4.0, 2.0]])),
+        ],
+    )
+
+
+ORDER_INPUT = frames([[[1, 1, 1, 1], [1, 1, 0, 1]]], [[[1, 1, 1, 1], [0, 1, 1, 1]]])
+RANDOM_ORDER_SEED = 0  # checked: its order differs from every deterministic scheduler's
+# timestep_output_counts worked out by hand (sample 1, t1: only out1's pair h2 / h3 is active).
+ORDER_EXPECTED = {
+    "layered": [[[0, 0], [0, 1]], [[0, 0], [0, 0]]],
+    "fifo": [[[1, 0], [1, 1]], [[1, 0], [0, 0]]],
+    "momentum": [[[0, 1], [0, 1]], [[0, 1], [0, 1]]],
+}
+
+
+def _order_check(scheduler: str) -> Check:
+    def check(res: InferenceResult, trace: Trace) -> None:
+        got = res.timestep_output_counts.tolist()
+        if scheduler in ORDER_EXPECTED:
+            assert got == ORDER_EXPECTED[scheduler], got
+        else:  # random: an order that none of the deterministic schedulers produce
+            assert got not in ORDER_EXPECTED.values(), got
+            # fresh keys at every step: some pair of neurons swaps its key order between steps
+            sel = events(trace, "select", 0)
+            swapped = False
+            for e1, e2 in itertools.pairwise(sel):
+                if e1["t"] != e2["t"]:
+                    continue
+                common = sorted(set(e1["keys"]) & set(e2["keys"]))
+                for a in common:
+                    for b in common:
+                        if a < b and (e1["keys"][a] < e1["keys"][b]) != (e2["keys"][a] < e2["keys"][b]):
+                            swapped = True
+            assert swapped
+
+    return check
+
+
+def case_scheduler_order(scheduler: str, rule: str, seed: int = 0) -> Case:
+    desc = {
+        "layered": "layered delivers all relays of the lowest population in one group (F ignored): "
+        "the inhibition and excitation cancel, no output spike at t0.",
+        "fifo": "fifo with F = 1 delivers the relays in enqueue order (increasing id within a fire "
+        "phase): h0 before h1 (out0 fires), h2 before h3 (out1 does not).",
+        "momentum": "momentum with F = 1 delivers the largest v_pre first: h3 (3.0), h1 (2.0), h2 "
+        "(1.5), h0 (1.25): at t0 out1 fires, out0 does not.",
+        "random": "random with F = 1 draws fresh keys h(seed, sample, t, k, j, 0) at every step; this "
+        "seed gives an order no deterministic scheduler gives.",
+    }[scheduler]
+    extra_rules = {"random": ["R5.5", "R1.5"], "momentum": ["R3.1"]}.get(scheduler, [])
+    return Case(
+        f"r5_{rule[3]}_{scheduler}_order",
+        [rule, "R4.3", *extra_rules],
+        desc,
+        _order_net(),
+        ORDER_INPUT,
+        options={"scheduler": scheduler, "forward_group_size": 1, "seed": seed},
+        check=_order_check(scheduler),
+    )
+
+
+def _fifo_net() -> Network:
+    # pop1 a, pop2 b, pop3 c, pop4 out. in0 -> a, in1 -> c (skip), a -> b, b -> out (-4),
+    # c -> out (+2). Step 0: a (seq 0) and c (seq 1) fire; a is delivered, b fires at step 1
+    # (seq 2). Pending: c (seq 1, id 2) and b (seq 2, id 1), both with v_pre 2.
+    return Network(
+        (2,),
+        [pop(1), pop(1), pop(1), pop(1, 1.0, 0.0)],
+        [
+            Projection(0, 1, dense([[2.0, 0.0]])),
+            Projection(0, 3, dense([[0.0, 2.0]])),
+            Projection(1, 2, dense([[2.0]])),
+            Projection(2, 4, dense([[-4.0]])),
+            Projection(3, 4, dense([[2.0]])),
+        ],
+    )
+
+
+def case_fifo_sequence() -> Case:
+    def check(res: InferenceResult, trace: Trace) -> None:
+        sel = [e for e in events(trace, "select", 0) if e["t"] == 0]
+        assert sel[1]["pending"] == {1: (1, 2), 2: (1, 1)}
+        assert sel[1]["group"] == [2]
+        assert res.output_counts[0].tolist() == [1]
+
+    return Case(
+        "r5_2_fifo_sequence_number_not_id",
+        ["R5.2", "R3.2", "R1.2"],
+        "fifo orders by sequence number, not by id: c (id 2) enqueued at step 0 goes before b "
+        "(id 1) enqueued at step 1, so the excitation reaches the output first.",
+        _fifo_net(),
+        frames([[[1, 1]]]),
+        options={"scheduler": "fifo", "forward_group_size": 1},
+        check=check,
+    )
+
+
+def case_momentum_tie() -> Case:
+    def check(res: InferenceResult, trace: Trace) -> None:
+        sel = [e for e in events(trace, "select", 0) if e["t"] == 0]
+        assert sel[1]["keys"] == {1: 2.0, 2: 2.0}
+        assert sel[1]["group"] == [1]
+        assert res.output_counts[0].tolist() == [0]
+
+    return Case(
+        "r5_4_momentum_tie_goes_to_smaller_id",
+        ["R5.4", "R4.3", "R3.1"],
+        "momentum with equal v_pre (2.0 and 2.0): the smaller id (b, inhibitory) is delivered "
+        "first, so the output does not fire.",
+        _fifo_net(),
+        frames([[[1, 1]]]),
+        options={"scheduler": "momentum", "forward_group_size": 1},
+        check=check,
+    )
+
+
+JITTER_TINY = 2.0**-30
+
+
+def case_momentum_jitter_rounding_tie() -> Case:
+    seed = 0
+
+    # v_pre = 2.0 for b and c: jitter * u < 2**-30 is below half an ulp of 2.0, so the
+    # float32 keys tie and the smaller id wins; in float64 the larger u would win.
+    def check(res: InferenceResult, trace: Trace) -> None:
+        sel = [e for e in events(trace, "select", 0) if e["t"] == 0]
+        assert sel[1]["keys"] == {1: 2.0, 2: 2.0}
+        assert sel[1]["group"] == [1]
+        ub = uniform(seed, 0, 0, 1, 1, STREAM_JITTER)
+        uc = uniform(seed, 0, 0, 1, 2, STREAM_JITTER)
+        assert 2.0 + JITTER_TINY * uc > 2.0 + JITTER_TINY * ub  # float64 would pick c
+        assert res.output_counts[0].tolist() == [0]
+
+    return Case(
+        "r5_4_momentum_jitter_float32_rounding_tie",
+        ["R5.4", "R5.5", "R8.1"],
+        "momentum key v_pre + jitter * u is rounded to float32: a jitter of 2**-30 vanishes "
+        "against v_pre = 2.0, the keys tie and the smaller id goes first (a float64 key would "
+        "order by u instead).",
+        _fifo_net(),
+        frames([[[1, 1]]]),
+        options={"scheduler": "momentum", "forward_group_size": 1, "jitter": JITTER_TINY, "seed": seed},
+        check=check,
+    )
+
+
+def case_momentum_jitter() -> Case:
+    def check(res: InferenceResult, trace: Trace) -> None:
+        # some selection does not take the largest v_pre
+        reordered = False
+        for e in events(trace, "select"):
+            fires = {(f["t"], f["neuron"]): f["v"] for f in events(trace, "fire") if f["t"] == e["t"]}
+            vp = {j: fires.get((e["t"], j), 0.0) for j in e["pending"]}
+            top = max(vp.values())
+            if vp[e["group"][0]] < top:
+                reordered = True
+        assert reordered
+        base, _ = run(case, jitter=0.0)
+        assert differs(res, base)
+
+    case = Case(
+        "r5_4_momentum_jitter_reorders",
+        ["R5.4", "R5.5"],
+        "momentum with jitter 4.0: the key v_pre + jitter * u(seed, sample, t, k, j, 2) can put a "
+        "smaller v_pre first, changing the outputs relative to jitter 0.",
+        _order_net(),
+        ORDER_INPUT,
+        options={"scheduler": "momentum", "forward_group_size": 1, "jitter": 4.0, "seed": 1},
+        check=check,
+    )
+    return case
+
+
+def case_group_size(f: int) -> Case:
+    def check(res: InferenceResult, trace: Trace) -> None:
+        other, _ = run(case, forward_group_size=16 if f == 1 else 1)
+        assert differs(res, other)
+        if f == 1:
+            assert all(len(e["group"]) == 1 for e in events(trace, "select"))
+        else:
+            assert max(len(e["group"]) for e in events(trace, "select")) >= 3
+
+    case = Case(
+        f"r5_forward_group_size_{f}",
+        ["R5.4", "R4.3", "R4.4"],
+        f"momentum with F = {f}: "
+        + (
+            "one relay per forward step (out1 fires at t0)." if f == 1 else "all relays in one group (no output at t0)."
+        ),
+        _order_net(),
+        ORDER_INPUT,
+        options={"scheduler": "momentum", "forward_group_size": f},
+        check=check,
+    )
+    return case
+
+
+def _deep_net() -> Network:
+    # A 6-8-8-3 network with an input -> output skip (seed chosen so that every stop-mode
+    # and latency check below holds: outputs fire at various steps, some timesteps have none).
+    rng = np.random.default_rng(3)
+    return Network(
+        (6,),
+        [pop(8, 1.0, 0.875), pop(8, 1.0, 0.875), pop(3, 1.0, 0.75)],
+        [
+            Projection(0, 1, Dense(grid(rng, (8, 6), -32, 288))),
+            Projection(1, 2, Dense(grid(rng, (8, 8), -128, 256))),
+            Projection(2, 3, Dense(grid(rng, (3, 8), -160, 256))),
+            Projection(0, 3, Dense(grid(rng, (3, 6), -128, 128))),
+        ],
+    )
+
+
+def _deep_input() -> np.ndarray:
+    return counts(np.random.default_rng(7), (3, 4, 6), 0.6)
+
+
+def case_stop(stop: str, extra: int = 0, max_steps: int | None = None) -> Case:
+    opts = {
+        "scheduler": "momentum",
+        "forward_group_size": 2,
+        "stop": stop,
+        "extra_steps": extra,
+        "max_steps": max_steps,
+    }
+    if stop == "first_output":
+        name = f"r6_2_first_output_extra_{extra}" + (f"_max_steps_{max_steps}" if max_steps else "")
+        rules = ["R6.2", "R6.4", "R7.6", "R7.7"] + (["R6.3"] if max_steps else [])
+        desc = f"stop = first_output with extra_steps = {extra}" + (
+            f" and a max_steps = {max_steps} cap" if max_steps else ""
+        )
+    elif stop == "max_steps":
+        name, rules, desc = (
+            f"r6_3_max_steps_{max_steps}",
+            ["R6.3", "R6.4", "R7.6"],
+            f"stop = max_steps, K = {max_steps}",
+        )
+    else:
+        name = "r6_1_drain" + (f"_capped_max_steps_{max_steps}" if max_steps else "")
+        rules = ["R6.1"] + (["R6.3", "R6.4"] if max_steps else [])
+        desc = "stop = drain" + (f" with a max_steps = {max_steps} cap" if max_steps else "")
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        drain, _ = run(case, stop="drain", max_steps=None, extra_steps=0)
+        if stop == "drain" and max_steps is None:
+            assert res.dropped_spikes.sum() == 0
+            assert res.output_counts.sum() > 0
+            assert res.timestep_forward_steps.max() > 4
+            return
+        assert res.dropped_spikes.sum() > 0
+        assert differs(res, drain)
+        fos, tfs = res.first_output_step, res.timestep_forward_steps
+        if stop == "first_output":
+            has = fos >= 0
+            assert has.any()
+            # timesteps with an output spike end exactly extra steps after it (unless capped)
+            ends = (tfs[has] == fos[has] + extra + 1) | ((max_steps is not None) & (tfs[has] == (max_steps or 0)))
+            assert ends.all()
+            assert (tfs[has] < drain.timestep_forward_steps[has]).any()
+        if max_steps is not None:
+            assert tfs.max() <= max_steps
+            assert (tfs == max_steps).any()
+
+    case = Case(
+        name,
+        rules,
+        desc + " on a 6-8-8-3 network with an input -> output skip; pending spikes are dropped (R6.4).",
+        _deep_net(),
+        _deep_input(),
+        options=opts,
+        check=check,
+    )
+    return case
+
+
+def case_latency_labels() -> Case:
+    def check(res: InferenceResult, trace: Trace) -> None:
+        fo, fc = res.first_output_step, res.first_correct_step
+        assert ((fc > fo) & (fo >= 0)).any()  # the first output is not the label
+        assert ((fc == -1) & (fo >= 0)).any()  # label silent while another class fires
+        assert ((fc == fo) & (fo >= 0)).any()
+        assert (fo == -1).any()
+        assert (res.first_correct_synops[fc > fo] > res.first_output_synops[fc > fo]).all()
+
+    return Case(
+        "r7_7_latency_records_with_labels",
+        ["R7.7", "R7.1"],
+        "Latency to the first output spike and to the first spike of the labelled class, per "
+        "timestep, with spikes and synops up to and including that step.",
+        _deep_net(),
+        counts(np.random.default_rng(11), (4, 5, 6), 0.45),
+        options={"scheduler": "fifo", "forward_group_size": 1},
+        labels=[0, 1, 2, 1],
+        check=check,
+    )
+
+
+def case_conv_padding_stride() -> Case:
+    # input (1, 5, 5), kernel (2, 1, 3, 3), stride 2, padding 1 -> (2, 3, 3) output. Kernel
+    # entries above threshold: channel 0 at (0, 0) and (0, 1); channel 1 at (1, 0) and (2, 1),
+    # so a flipped or transposed kernel gives other outputs. One sample per input position.
+    k = np.zeros((2, 1, 3, 3), dtype=np.float32)
+    k[0, 0] = np.array([[1.5, 1.25, 0.5], [0.0, 0.75, 0.0], [0.5, 0.25, 0.25]])
+    k[1, 0] = np.array([[0.0, 0.25, 0.0], [1.125, 0.5, 0.25], [0.0, 2.5, 0.0]])
+
+    def make(kernel: np.ndarray) -> Network:
+        return Network((1, 5, 5), [pop((2, 3, 3), 1.0, 0.5)], [Projection(0, 1, Conv2d(kernel, stride=2, padding=1))])
+
+    net = make(k)
+    x = np.eye(25, dtype=np.float32).reshape(25, 1, 25)
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        assert res.synops.tolist() == net.fan_out_counts(0).tolist()
+        assert sorted(set(res.synops.tolist())) == [2, 4, 8]
+        for other in (k[:, :, ::-1, ::-1], k.transpose(0, 1, 3, 2)):
+            alt, _ = run(Case(case.name, [], "", make(np.ascontiguousarray(other)), x))
+            assert differs(res, alt)
+
+    case = Case(
+        "r1_2_conv_padding_edges_and_stride",
+        ["R1.2", "R1.3", "R7.4"],
+        "Conv2d 3x3, stride 2, padding 1 on a 5x5 input, one input event per position (one sample "
+        "each): corners, edges and centre reach different outputs with fan-outs 2, 4 or 8.",
+        net,
+        x,
+        check=check,
+    )
+    return case
+
+
+def case_conv_asymmetric() -> Case:
+    rng = np.random.default_rng(5)
+    conv = Conv2d(grid(rng, (3, 2, 2, 3), -128, 512), stride=(2, 1), padding=(1, 0))
+    net = Network(
+        (2, 4, 6),
+        [pop((3, 3, 4), 1.0, 0.875), pop(2, 1.0, 0.875)],
+        [Projection(0, 1, conv), Projection(1, 2, Dense(grid(rng, (2, 36), -160, 160)))],
+    )
+    x = counts(np.random.default_rng(6), (3, 3, 2 * 4 * 6), 0.3)
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        assert res.spikes[:, 0].sum() > 0
+        assert res.output_counts.sum() > 0
+        assert (res.output_counts < 3).any()  # not saturated
+        fan = net.fan_out_counts(0)
+        assert len(set(fan.tolist())) >= 3
+
+    return Case(
+        "r1_2_conv_asymmetric_stride_padding",
+        ["R1.2", "R1.3", "R7.4"],
+        "Conv2d with kernel (2, 3), stride (2, 1), padding (1, 0) on a (2, 4, 6) input, then Dense.",
+        net,
+        x,
+        options={"scheduler": "fifo", "forward_group_size": 3},
+        check=check,
+    )
+
+
+def case_pool(kind: str) -> Case:
+    rng = np.random.default_rng(21 if kind == "avg" else 22)
+    pool: AvgPool2d | SumPool2d
+    if kind == "avg":
+        pool, th = AvgPool2d(2), 0.5  # a 2x2 window needs a sum > 2 of counts
+    else:
+        pool, th = SumPool2d(2, stride=1), 2.5  # overlapping windows: fan-outs 1, 2 and 4
+    shape = pool.output_shape((2, 4, 4))
+    n_pool = int(np.prod(shape))
+    w_out = grid(rng, (3, n_pool), -256 if kind == "avg" else -128, 320 if kind == "avg" else 256)
+
+    def make(p: AvgPool2d | SumPool2d) -> Network:
+        return Network(
+            (2, 4, 4),
+            [pop(shape, th, 0.75), pop(3, 1.0, 0.75)],
+            [Projection(0, 1, p), Projection(1, 2, Dense(w_out))],
+        )
+
+    net = make(pool)
+    x = counts(np.random.default_rng(23), (3, 3, 32), 0.35)
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        assert res.spikes[:, 0].sum() > 0
+        assert res.output_counts.sum() > 0
+        assert (res.output_counts < 3).any()  # not saturated
+        if kind == "sum":
+            assert sorted(set(net.fan_out_counts(0).tolist())) == [1, 2, 4]
+        else:  # the 1/(kh*kw) weight matters: a sum pool gives other results
+            alt, _ = run(Case(case.name, [], "", make(SumPool2d(2)), x), **case.options)
+            assert differs(res, alt)
+
+    case = Case(
+        f"r1_2_{kind}pool",
+        ["R1.2", "R1.3", "R7.4"],
+        ("AvgPool2d 2x2 (weight 0.25)" if kind == "avg" else "SumPool2d 2x2 with stride 1 (weight 1, overlapping)")
+        + " on a (2, 4, 4) count input, then Dense.",
+        net,
+        x,
+        options={"scheduler": "momentum", "forward_group_size": 2},
+        check=check,
+    )
+    return case
+
+
+def case_skip() -> Case:
+    rng = np.random.default_rng(31)
+    net = Network.sequential(
+        (6,),
+        [Dense(grid(rng, (5, 6), 0, 320)), Dense(grid(rng, (4, 5), -64, 320)), Dense(grid(rng, (3, 4), -192, 256))],
+        threshold=1.0,
+        beta=0.875,
+        skips=[(0, 3, Dense(grid(rng, (3, 6), -96, 96))), (1, 3, Dense(grid(rng, (3, 5), -192, 192)))],
+    )
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        spp = res.synops_per_projection
+        assert (spp[:, 3] > 0).any()
+        assert (spp[:, 4] > 0).any()
+        assert res.output_counts.sum() > 0
+        assert (res.output_counts < 4).any()
+        layered, _ = run(case, scheduler="layered")
+        assert differs(res, layered)
+
+    case = Case(
+        "r1_2_skip_connections",
+        ["R1.2", "R7.4", "R5.4"],
+        "Skip projections 0 -> 3 and 1 -> 3 add to the output population's currents; synops are split per projection.",
+        net,
+        counts(np.random.default_rng(32), (3, 4, 6), 0.5),
+        options={"scheduler": "momentum", "forward_group_size": 2},
+        check=check,
+    )
+    return case
+
+
+def case_empty() -> Case:
+    def check(res: InferenceResult, trace: Trace) -> None:
+        assert res.spikes_total.sum() == 0
+        assert res.synops.sum() == 0
+        assert res.timestep_forward_steps.tolist() == [[1, 1, 1]] * 2
+        assert (res.predictions == -1).all()
+
+    return Case(
+        "r7_empty_input",
+        ["R7.1", "R7.5", "R7.7", "R4.4"],
+        "All-zero input: no spikes, no synops, one forward step per timestep, prediction -1.",
+        _deep_net(),
+        np.zeros((2, 3, 6), dtype=np.float32),
+        labels=[1, 2],
+        check=check,
+    )
+
+
+def case_sparse_duplicates() -> Case:
+    net = Network((3,), [pop(2, 1.0, 0.5)], [Projection(0, 1, dense([[1.0, 0.5, 0.0], [0.0, 0.75, 1.25]]))])
+    ev = [
+        [[2, 1, 0.75], [0, 0, 0.5], [0, 0, 0.5], [0, 2, 0.0], [2, 1, 0.25], [1, 1, 0.75], [0, 0, 0.125]],
+        [[0, 0, 1.0], [3, 2, 0.5], [3, 2, 0.5], [3, 2, 0.25]],
+    ]
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        # sample 0: x0(0) = 1.125 (3 events) -> out0 fires; x1(2) = 1.0 (2 events) -> out1
+        # gets 0.75; the zero-valued event is no input event.
+        assert res.input_events.tolist() == [3, 2]
+        assert res.timestep_output_counts[0, 0].tolist() == [1, 0]
+        assert res.timestep_output_counts[1, 3].tolist() == [0, 1]
+
+    return Case(
+        "r2_2_sparse_input_duplicate_events",
+        ["R2.2", "R7.3"],
+        "Sparse input: repeated (t, i) events are summed in list order, unsorted t is fine, a "
+        "zero value is no event, and timesteps extends past the last event.",
+        net,
+        ev,
+        timesteps=5,
+        check=check,
+    )
+
+
+def case_sample_ids() -> Case:
+    ids = [0, 1, 4294967295, 1]
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        tc = res.timestep_output_counts
+        assert np.array_equal(tc[1], tc[3])  # same id, same draws
+        assert len({tuple(tc[b].ravel().tolist()) for b in range(3)}) == 3  # ids change the draws
+        plain, _ = run(Case(case.name, [], "", case.network, case.inputs), **case.options)  # ids 0, 1, 2, 3
+        assert np.array_equal(plain.timestep_output_counts[:2], tc[:2])
+        assert not np.array_equal(plain.timestep_output_counts[2], tc[2])
+
+    case = Case(
+        "r5_5_explicit_sample_ids",
+        ["R5.5", "R5.3", "R3.3"],
+        "random scheduler on four identical samples with explicit sample ids [0, 1, 2**32-1, 1]: "
+        "the random keys depend on the id, not on the position in the batch.",
+        _order_net(),
+        np.repeat(ORDER_INPUT[:1], 4, axis=0),
+        options={"scheduler": "random", "forward_group_size": 1, "seed": 1},
+        sample_ids=ids,
+        check=check,
+    )
+    return case
+
+
+def case_graded_inputs() -> Case:
+    net = Network(
+        (3,),
+        [pop(3, 1.0, 0.75), pop(2, 1.0, 0.75)],
+        [
+            Projection(0, 1, dense([[0.375, 0.0, 0.0], [0.0, 0.25, 0.0], [0.0, 0.0, 0.5]])),
+            Projection(1, 2, dense([[0.75, 0.75, 0.0], [0.0, 0.5, 0.75]])),
+        ],
+    )
+    x = frames([[[3, 0, 0], [0, 5, 2], [1, 1, 1]]], [[[0.5, 4.5, 2.25], [2, 0, 0.5], [0, 0, 3]]])
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        binar, _ = run(Case(case.name, [], "", case.network, (case.inputs > 0).astype(np.float32)))
+        assert differs(res, binar)
+        assert res.spikes[:, 0].sum() > 0
+
+    case = Case(
+        "r2_1_graded_and_count_inputs",
+        ["R2.1", "R4.2"],
+        "Inputs are not binarised: counts > 1 and graded values multiply the weights (x * w in float32).",
+        net,
+        x,
+        options={"scheduler": "fifo", "forward_group_size": 1},
+        check=check,
+    )
+    return case
+
+
+def case_per_neuron_params() -> Case:
+    th = np.array([0.5, 1.0, 1.5, 2.0], dtype=np.float32)
+    beta = np.array([0.5, 0.75, 0.875, 1.0], dtype=np.float32)
+    net = Network(
+        (2,),
+        [pop(4, th, beta), pop(2, [1.0, 0.75], [0.9, 0.25])],
+        [
+            Projection(0, 1, dense([[0.375, 0.25]] * 4)),
+            Projection(1, 2, dense([[0.5, 0.5, 0.5, 0.5], [0.25, -0.25, 0.5, 1.0]])),
+        ],
+    )
+    x = frames([[[1, 1]] * 6], [[[2, 0]] * 6])
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        fired = {e["neuron"] for e in events(trace, "fire") if e["population"] == 1}
+        assert len(fired) >= 3
+        c = res.spikes[:, 0]
+        assert (c > 0).all()
+
+    return Case(
+        "r1_4_per_neuron_threshold_and_beta",
+        ["R1.4", "R4.1", "R4.3"],
+        "Per-neuron thresholds [0.5, 1, 1.5, 2] and betas [0.5, 0.75, 0.875, 1] in the hidden "
+        "population, per-neuron values in the output.",
+        net,
+        x,
+        options={"scheduler": "fifo", "forward_group_size": 2},
+        check=check,
+    )
+
+
+def case_zero_weight_synapses() -> Case:
+    k = np.zeros((2, 1, 2, 2), dtype=np.float32)
+    k[0, 0, 0, 0] = 1.5
+    net = Network(
+        (1, 3, 3),
+        [pop((2, 2, 2), 1.0, 1.0), pop(2, 1.0, 1.0)],
+        [Projection(0, 1, Conv2d(k)), Projection(1, 2, dense(np.zeros((2, 8))))],
+    )
+    x = np.zeros((1, 2, 9), dtype=np.float32)
+    x[0, 0, 0] = 1.0
+    x[0, 1, 4] = 1.0
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        # input 0 has fan-out 2 (one position, two channels, one weight zero), input 4 fan-out 8;
+        # the two conv spikes reach both outputs through zero weights.
+        assert res.synops_per_projection[0].tolist() == [2 + 8, 2 * 2]
+        assert res.output_counts.sum() == 0
+
+    return Case(
+        "r1_3_zero_weight_synapses_count",
+        ["R1.3", "R7.4"],
+        "Zero weights are synapses: they count as synops although they carry no current.",
+        net,
+        x,
+        check=check,
+    )
+
+
+def case_dead_end() -> Case:
+    # 0 -> 1, 1 -> 2 (dead end: no outgoing projection), 1 -> 3 (output).
+    net = Network(
+        (2,),
+        [pop(2), pop(2), pop(2)],
+        [
+            Projection(0, 1, dense(np.eye(2) * 2)),
+            Projection(1, 2, dense([[2.0, 0.0], [2.0, 2.0]])),
+            Projection(1, 3, dense([[2.0, 0.0], [0.0, 2.0]])),
+        ],
+    )
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        assert res.spikes[0].tolist() == [2, 2, 2]
+        assert res.queue_peak[0] == 2  # only the two pop-1 neurons were ever pending
+        assert res.timestep_forward_steps[0].tolist() == [2]
+
+    return Case(
+        "r4_3_dead_end_spikes_counted_not_enqueued",
+        ["R4.3", "R7.2", "R7.6", "R1.1"],
+        "Spikes of a population without outgoing projections (and of the output) are counted but "
+        "never enter the pending set.",
+        net,
+        frames([[[1, 1]]]),
+        options={"scheduler": "layered"},
+        check=check,
+    )
+
+
+def case_prediction_ties() -> Case:
+    net = Network((3,), [pop(3, 1.0, 0.0)], [Projection(0, 1, dense(np.eye(3) * 2))])
+    x = frames([[[0, 1, 1], [0, 1, 1]]], [[[1, 0, 1], [0, 0, 1]]], [[[0, 0, 0], [0, 0, 0]]])
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        assert res.predictions.tolist() == [1, 2, -1]
+        assert res.output_counts[0].tolist() == [0, 2, 2]
+
+    return Case(
+        "r7_1_prediction_ties_to_smallest_index",
+        ["R7.1", "R7.7", "R1.1"],
+        "The prediction is the argmax of output counts with ties to the smallest index, -1 "
+        "without output spikes; first_output_class is the smallest index in the first step.",
+        net,
+        x,
+        check=check,
+    )
+
+
+def case_random_network(n: int, kind: str, options: dict[str, Any], rules: list[str]) -> Case:
+    rng = np.random.default_rng(1000 + n)
+    if kind == "dense":
+        net = Network.sequential(
+            (12,),
+            [
+                Dense(grid(rng, (10, 12), -96, 256)),
+                Dense(grid(rng, (8, 10), -96, 320)),
+                Dense(grid(rng, (4, 8), -224, 288)),
+            ],
+            threshold=1.0,
+            beta=[0.875, 0.9, 0.75],
+            refractory_dropout=[0.5, 0.25, 0.0],
+        )
+    elif kind == "skip":
+        net = Network.sequential(
+            (10,),
+            [
+                Dense(grid(rng, (8, 10), -96, 288)),
+                Dense(grid(rng, (6, 8), -96, 320)),
+                Dense(grid(rng, (4, 6), -224, 288)),
+            ],
+            threshold=[1.0, 0.75, 1.25],
+            beta=0.875,
+            skips=[(0, 2, Dense(grid(rng, (6, 10), -64, 192))), (1, 3, Dense(grid(rng, (4, 8), -64, 192)))],
+            refractory_dropout=0.25,
+        )
+    else:
+        pool: AvgPool2d | SumPool2d = AvgPool2d(2) if kind == "conv_avg" else SumPool2d(2)
+        conv = Conv2d(grid(rng, (3, 2, 3, 3), -128, 192), stride=1, padding=1)
+        s1 = conv.output_shape((2, 6, 6))
+        s2 = pool.output_shape(s1)
+        net = Network.sequential(
+            (2, 6, 6),
+            [
+                conv,
+                pool,
+                Dense(
+                    grid(
+                        rng,
+                        (4, int(np.prod(s2))),
+                        -96 if kind == "conv_avg" else -256,
+                        512 if kind == "conv_avg" else 320,
+                    )
+                ),
+            ],
+            threshold=[1.0, 0.375 if kind == "conv_avg" else 1.5, 1.0],
+            beta=[0.875, 0.75, 0.875],
+        )
+    x = counts(np.random.default_rng(2000 + n), (3, 4, net.input_size), 0.35)
+    labels = [int(v) for v in rng.integers(0, net.n_outputs, 3)]
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        assert (res.spikes.sum(axis=0) > 0).all(), res.spikes.tolist()  # every population is active
+        assert res.output_counts.sum() > 0
+        assert (res.timestep_output_counts == 0).any()
+        if options.get("stop", "drain") != "drain" or options.get("max_steps"):
+            assert res.dropped_spikes.sum() > 0
+        if options.get("refractory_dropout", "off") != "off":
+            assert any(not e["refractory"] for e in events(trace, "fire"))
+
+    return Case(
+        f"random_{n}_{kind}_{options['scheduler']}",
+        [*rules, "R8.2"],
+        f"Seeded random {kind} network with grid weights k/256 and integer count inputs; options {options}.",
+        net,
+        x,
+        options=options,
+        labels=labels,
+        check=check,
+    )
+
+
+def all_cases() -> list[Case]:
+    cases = [
+        case_exact_threshold(),
+        case_two_inputs_sum(),
+        case_refractory_discards(),
+        case_inhibitory_last_group(),
+        case_leak(),
+        case_dropout_multiplicity(),
+        case_dropped_multiplicity(),
+        case_scheduler_order("layered", "R5.1"),
+        case_scheduler_order("fifo", "R5.2"),
+        case_scheduler_order("random", "R5.3", seed=RANDOM_ORDER_SEED),
+        case_scheduler_order("momentum", "R5.4"),
+        case_fifo_sequence(),
+        case_momentum_tie(),
+        case_momentum_jitter_rounding_tie(),
+        case_momentum_latest_vpre(),
+        case_momentum_jitter(),
+        case_group_size(1),
+        case_group_size(16),
+        case_stop("drain"),
+        case_stop("drain", max_steps=3),
+        case_stop("first_output", extra=0),
+        case_stop("first_output", extra=2),
+        case_stop("first_output", extra=1, max_steps=4),
+        case_stop("max_steps", max_steps=2),
+        case_latency_labels(),
+        case_conv_padding_stride(),
+        case_conv_asymmetric(),
+        case_pool("avg"),
+        case_pool("sum"),
+        case_skip(),
+        case_empty(),
+        case_sparse_duplicates(),
+        case_sample_ids(),
+        case_graded_inputs(),
+        case_per_neuron_params(),
+        case_zero_weight_synapses(),
+        case_dead_end(),
+        case_prediction_ties(),
+    ]
+    random_specs: list[tuple[str, dict[str, Any], list[str]]] = [
+        ("dense", {"scheduler": "layered"}, ["R4.5", "R5.1"]),
+        (
+            "dense",
+            {"scheduler": "fifo", "forward_group_size": 2, "refractory_dropout": "network", "seed": 9},
+            ["R5.2", "R4.6"],
+        ),
+        ("skip", {"scheduler": "random", "forward_group_size": 3, "seed": 2**64 - 1}, ["R5.3", "R5.5"]),
+        (
+            "skip",
+            {
+                "scheduler": "momentum",
+                "forward_group_size": 2,
+                "jitter": 0.5,
+                "seed": 77,
+                "stop": "first_output",
+                "extra_steps": 1,
+            },
+            ["R5.4", "R6.2"],
+        ),
+        (
+            "conv_avg",
+            {"scheduler": "momentum", "forward_group_size": 12, "stop": "max_steps", "max_steps": 6},
+            ["R1.2", "R6.3"],
+        ),
+        (
+            "conv_sum",
+            {"scheduler": "fifo", "forward_group_size": 1, "refractory_dropout": 0.25, "seed": 123456789012345},
+            ["R1.2", "R4.6", "R5.2"],
+        ),
+        (
+            "conv_sum",
+            {"scheduler": "random", "forward_group_size": 8, "stop": "first_output", "max_steps": 6, "seed": 4},
+            ["R5.3", "R6.2", "R6.3"],
+        ),
+        (
+            "dense",
+            {
+                "scheduler": "momentum",
+                "forward_group_size": 1,
+                "refractory_dropout": 0.5,
+                "seed": 31,
+                "stop": "drain",
+                "max_steps": 12,
+            },
+            ["R5.4", "R4.6", "R6.3"],
+        ),
+    ]
+    for n, (kind, opts, rules) in enumerate(random_specs):
+        cases.append(case_random_network(n, kind, opts, rules))
+    return cases
+
+
+# ----------------------------------------------------------------------------- output
+def _nested(x: Any) -> Any:
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return x
+
+
+def case_to_json(case: Case) -> dict[str, Any]:
+    res, trace = run(case)
+    if case.check is not None:
+        try:
+            case.check(res, trace)
+        except AssertionError as exc:
+            raise AssertionError(f"golden case {case.name}: its check failed: {exc}") from exc
+    if isinstance(case.inputs, list):
+        inputs: dict[str, Any] = {
+            "sparse": [[[int(t), int(i), float(v)] for t, i, v in ev] for ev in case.inputs],
+            "timesteps": case.timesteps if case.timesteps is not None else res.timestep_forward_steps.shape[1],
+        }
+    else:
+        arr = np.asarray(case.inputs, dtype=np.float32)
+        inputs = {"dense": arr.reshape(arr.shape[0], arr.shape[1], -1).astype(np.float64).tolist()}
+    opts = case.full_options()
+    opts["jitter"] = float(opts["jitter"])
+    return {
+        "spec_version": SPEC_VERSION,
+        "generator_version": GENERATOR_VERSION,
+        "name": case.name,
+        "rules": case.rules,
+        "description": case.description,
+        "network": network_to_dict(case.network),
+        "inputs": inputs,
+        "labels": case.labels,
+        "sample_ids": case.sample_ids,
+        "options": opts,
+        "expected": {name: _nested(getattr(res, name)) for name in COUNTER_FIELDS},
+    }
+
+
+def dumps(obj: dict[str, Any]) -> str:
+    """Deterministic JSON: sorted keys; top-level and ``expected`` one entry per line."""
+
+    def compact(v: Any) -> str:
+        return json.dumps(v, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+    lines = []
+    for key in sorted(obj):
+        val = obj[key]
+        if key in ("expected", "options", "network") and isinstance(val, dict):
+            inner = ",\n".join(f"  {json.dumps(k)}: {compact(val[k])}" for k in sorted(val))
+            lines.append(f" {json.dumps(key)}: {{\n{inner}\n }}")
+        else:
+            lines.append(f" {json.dumps(key)}: {compact(val)}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
+def generate() -> dict[str, str]:
+    """File name -> content for every golden case."""
+    out: dict[str, str] = {}
+    for case in all_cases():
+        text = dumps(case_to_json(case))
+        fname = f"{case.name}.json"
+        assert fname not in out, f"duplicate case name {case.name}"
+        assert len(text.encode()) < MAX_FILE_BYTES, f"{fname} is too large ({len(text)} bytes)"
+        out[fname] = text
+    total = sum(len(t.encode()) for t in out.values())
+    assert total < MAX_DIR_BYTES, f"golden directory too large ({total} bytes)"
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--check", action="store_true", help="compare with tests/golden/ instead of writing")
+    args = parser.parse_args(argv)
+    files = generate()
+    existing = {p.name: p for p in GOLDEN.glob("*.json")}
+    if args.check:
+        bad = sorted(
+            [name for name, text in files.items() if name not in existing or existing[name].read_text() != text]
+            + [name for name in existing if name not in files]
+        )
+        if bad:
+            print("golden vectors differ from the reference engine's output (run scripts/regen_golden.py):")
+            for name in bad:
+                state = "missing" if name not in existing else ("stale file" if name not in files else "differs")
+                print(f"  {name} ({state})")
+            return 1
+        print(f"{len(files)} golden vectors up to date")
+        return 0
+    GOLDEN.mkdir(parents=True, exist_ok=True)
+    for name, path in existing.items():
+        if name not in files:
+            path.unlink()
+    for name, text in files.items():
+        (GOLDEN / name).write_text(text)
+    print(f"wrote {len(files)} golden vectors to {GOLDEN.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
