@@ -1,8 +1,9 @@
 //! The event loop (R3-R7): [`run_sample`] runs one sample, [`run_batch`] runs many in
 //! parallel with rayon.
 //!
-//! Data layout of one sample's state (the private `Workspace`, allocated once per worker and
-//! reused; nothing is allocated inside the event loop once its buffers have grown):
+//! Data layout of one sample's state (the private `Workspace`, allocated once per
+//! worker and reused; nothing is allocated inside the event loop once its buffers have
+//! grown):
 //! - `v`, `cur`, `v_pre`, `refractory`: one entry per non-input neuron (R3.1); `cur` is
 //!   the current buffer `I` of R4.2/R4.3, always all-zero between forward steps.
 //! - touch tracking: a dense delivery marks its whole target population "full"; a
