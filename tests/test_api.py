@@ -70,8 +70,10 @@ def test_result_shapes_and_dtypes() -> None:
     np.testing.assert_array_equal(res.synops, res.synops_per_projection.sum(axis=1))
     np.testing.assert_array_equal(res.forward_steps, res.timestep_forward_steps.sum(axis=1))
     assert (res.timestep_forward_steps >= 1).all()
-    assert res.accuracy is not None and 0.0 <= res.accuracy <= 1.0
-    assert "accuracy" in res.summary() and "InferenceResult" in repr(res)
+    assert res.accuracy is not None
+    assert 0.0 <= res.accuracy <= 1.0
+    assert "accuracy" in res.summary()
+    assert "InferenceResult" in repr(res)
     assert res.input_events.tolist() == [int(np.count_nonzero(s)) for s in x]
 
 
@@ -106,7 +108,9 @@ def test_sample_ids_change_random_draws() -> None:
     kwargs: dict[str, Any] = {"scheduler": "random", "forward_group_size": 1, "stop": "first_output"}
     res = asyncsnn.infer(net, x, **kwargs)
     # Identical samples at different positions see different random draws...
-    assert len({tuple(r) for r in res.timestep_output_counts.reshape(16, -1).tolist() + [res.dropped_spikes.tolist()]}) > 2
+    assert (
+        len({tuple(r) for r in [*res.timestep_output_counts.reshape(16, -1).tolist(), res.dropped_spikes.tolist()]}) > 2
+    )
     assert len(set(res.dropped_spikes.tolist())) > 1
     # ...and the same draws when they share a sample id.
     same = asyncsnn.infer(net, x, sample_ids=np.zeros(16, dtype=np.int64), **kwargs)
@@ -119,7 +123,10 @@ def test_sparse_inputs_equal_dense_inputs() -> None:
     net = small_net(2)
     x = random_count_input(rng, net, batch=3, timesteps=4)
     flat = x.reshape(3, 4, -1)
-    sparse = [np.array([(t, i, flat[b, t, i]) for t, i in zip(*np.nonzero(flat[b]))]).reshape(-1, 3) for b in range(3)]
+    sparse = [
+        np.array([(t, i, flat[b, t, i]) for t, i in zip(*np.nonzero(flat[b]), strict=False)]).reshape(-1, 3)
+        for b in range(3)
+    ]
     dense_res = asyncsnn.infer(net, x, scheduler="fifo", forward_group_size=3)
     sparse_res = asyncsnn.infer(net, sparse, scheduler="fifo", forward_group_size=3, timesteps=4)
     assert_results_equal(dense_res, sparse_res)
@@ -156,7 +163,7 @@ def test_concurrent_calls_from_python_threads_match_sequential() -> None:
         t.start()
     for t in threads:
         t.join()
-    for e, g in zip(expected, got):
+    for e, g in zip(expected, got, strict=False):
         assert_results_equal(e, g)
 
 
@@ -173,8 +180,10 @@ def test_stop_modes_reduce_work_and_count_dropped_spikes() -> None:
     early = asyncsnn.infer(net, x, scheduler="fifo", forward_group_size=2, stop="first_output")
     capped = asyncsnn.infer(net, x, scheduler="fifo", forward_group_size=2, stop="max_steps", max_steps=3)
     assert (drain.dropped_spikes == 0).all()
-    assert (early.forward_steps <= drain.forward_steps).all() and early.dropped_spikes.sum() > 0
-    assert (capped.timestep_forward_steps <= 3).all() and capped.dropped_spikes.sum() > 0
+    assert (early.forward_steps <= drain.forward_steps).all()
+    assert early.dropped_spikes.sum() > 0
+    assert (capped.timestep_forward_steps <= 3).all()
+    assert capped.dropped_spikes.sum() > 0
 
 
 # ----------------------------------------------------------------------------- errors
@@ -201,7 +210,9 @@ BAD_OPTIONS = [
 
 
 @pytest.mark.parametrize(("kwargs", "cls", "field"), BAD_OPTIONS)
-def test_bad_options_raise_typed_errors_naming_the_field(engine: Any, kwargs: dict[str, Any], cls: type, field: str) -> None:
+def test_bad_options_raise_typed_errors_naming_the_field(
+    engine: Any, kwargs: dict[str, Any], cls: type, field: str
+) -> None:
     net = small_net()
     x = np.zeros((2, 3, 2, 6, 6), dtype=np.float32)
     with pytest.raises(cls) as info:
@@ -224,6 +235,7 @@ BAD_INPUTS = [
     ([np.array([[0.5, 1, 1.0]])], "integers"),
     ([np.array([[0, 1, -2.0]])], ">= 0"),
     ([np.array([0, 1, 2.0])], "n_events, 3"),
+    ([np.array([[0, 1, 3e38], [0, 1, 3e38]])], "sum"),
 ]
 
 
@@ -244,7 +256,10 @@ BAD_NETWORKS = [
     (lambda: asyncsnn.Network.sequential((4,), [asyncsnn.Dense(np.ones((2, 4)))], beta=float("nan")), "beta"),
     (lambda: asyncsnn.Network.sequential((4,), [asyncsnn.Dense(np.ones((2, 4)))], threshold=0.0), "threshold"),
     (lambda: asyncsnn.Network.sequential((4,), [asyncsnn.Dense(np.ones((2, 4)))], threshold=np.ones(3)), "threshold"),
-    (lambda: asyncsnn.Network.sequential((4,), [asyncsnn.Dense(np.ones((2, 4)))], refractory_dropout=1.0), "refractory_dropout"),
+    (
+        lambda: asyncsnn.Network.sequential((4,), [asyncsnn.Dense(np.ones((2, 4)))], refractory_dropout=1.0),
+        "refractory_dropout",
+    ),
     (lambda: asyncsnn.Network.sequential((5,), [asyncsnn.Dense(np.ones((2, 4)))]), "weight"),
     (lambda: asyncsnn.Network.sequential((4,), [asyncsnn.Conv2d(np.ones((1, 1, 3, 3)))]), "source shape"),
     (lambda: asyncsnn.Network.sequential((1, 2, 2), [asyncsnn.Conv2d(np.ones((1, 1, 3, 3)))]), "weight"),
@@ -253,7 +268,9 @@ BAD_NETWORKS = [
     (lambda: asyncsnn.Network.sequential((0,), [asyncsnn.Dense(np.ones((2, 4)))]), "input_shape"),
     (
         lambda: asyncsnn.Network.sequential(
-            (4,), [asyncsnn.Dense(np.ones((3, 4))), asyncsnn.Dense(np.ones((2, 3)))], skips=[(2, 1, asyncsnn.Dense(np.ones((3, 2))))]
+            (4,),
+            [asyncsnn.Dense(np.ones((3, 4))), asyncsnn.Dense(np.ones((2, 3)))],
+            skips=[(2, 1, asyncsnn.Dense(np.ones((3, 2))))],
         ),
         "source/target",
     ),
@@ -265,7 +282,8 @@ def test_invalid_networks_raise_model_error_naming_the_field(build: Any, field: 
     with pytest.raises(ModelError) as info:
         build()
     assert info.value.field == field
-    assert isinstance(info.value, AsyncSNNError) and isinstance(info.value, ValueError)
+    assert isinstance(info.value, AsyncSNNError)
+    assert isinstance(info.value, ValueError)
 
 
 def test_rust_engine_validates_networks_itself() -> None:
@@ -290,4 +308,5 @@ def test_cli_help_and_demo() -> None:
         text=True,
         check=True,
     )
-    assert "momentum" in out.stdout and "first_output" in out.stdout
+    assert "momentum" in out.stdout
+    assert "first_output" in out.stdout

@@ -10,8 +10,8 @@ is a slow, readable engine of the same semantics (``docs/semantics.md``).
 from __future__ import annotations
 
 from asyncsnn import data, exceptions, reference, testing
-from asyncsnn._spec import SPEC_VERSION
 from asyncsnn._prepare import Scheduler, StopMode
+from asyncsnn._spec import SPEC_VERSION
 from asyncsnn.engine import infer
 from asyncsnn.exceptions import (
     AsyncSNNError,
@@ -34,7 +34,6 @@ from asyncsnn.network import (
 from asyncsnn.result import InferenceResult
 
 
-
 def __getattr__(name: str) -> str:
     """``__version__`` comes from the compiled engine (``CARGO_PKG_VERSION``)."""
     if name == "__version__":
@@ -42,6 +41,7 @@ def __getattr__(name: str) -> str:
 
         return __version__
     raise AttributeError(f"module 'asyncsnn' has no attribute {name!r}")
+
 
 __all__ = [
     "SPEC_VERSION",
@@ -65,7 +65,7 @@ __all__ = [
     "beta_from_tau",
     "data",
     "exceptions",
+    "infer",
     "reference",
     "testing",
-    "infer",
 ]

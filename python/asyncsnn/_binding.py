@@ -37,7 +37,5 @@ def flat_projections(net: Network) -> list[tuple[str, int, int, np.ndarray, list
 
 def build_engine_network(net: Network) -> _engine.Network:
     """Validate ``net`` in the Rust engine and return its compiled form."""
-    pops = [
-        (p.size, p.threshold.reshape(-1), p.beta.reshape(-1), float(p.refractory_dropout)) for p in net.populations
-    ]
+    pops = [(p.size, p.threshold.reshape(-1), p.beta.reshape(-1), float(p.refractory_dropout)) for p in net.populations]
     return _engine.Network(net.input_size, pops, flat_projections(net))

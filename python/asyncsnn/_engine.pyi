@@ -5,6 +5,8 @@ from typing import Final, final
 import numpy as np
 import numpy.typing as npt
 
+__all__ = ["Network", "run", "hash32", "default_threads", "SPEC_VERSION", "__version__"]
+
 SPEC_VERSION: Final[int]
 __version__: Final[str]
 

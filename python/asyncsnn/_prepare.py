@@ -10,7 +10,6 @@ from __future__ import annotations
 import enum
 import math
 import numbers
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Union
 
@@ -20,7 +19,15 @@ import numpy.typing as npt
 from asyncsnn.exceptions import InputError, ParameterError, invalid
 from asyncsnn.network import Network
 
-__all__ = ["PreparedInputs", "check_threads", "RunOptions", "Scheduler", "StopMode", "prepare_inputs", "prepare_options"]
+__all__ = [
+    "PreparedInputs",
+    "RunOptions",
+    "Scheduler",
+    "StopMode",
+    "check_threads",
+    "prepare_inputs",
+    "prepare_options",
+]
 
 MAX_U32 = 2**32 - 1
 MAX_SEED = 2**64 - 1
@@ -129,20 +136,29 @@ def prepare_options(
             if not any(dropout):
                 dropout = None
         else:
-            raise invalid(ParameterError, "refractory_dropout", refractory_dropout, 'must be "off", "network" or a number in [0, 1)')
+            raise invalid(
+                ParameterError,
+                "refractory_dropout",
+                refractory_dropout,
+                'must be "off", "network" or a number in [0, 1)',
+            )
     elif isinstance(refractory_dropout, numbers.Real) and not isinstance(refractory_dropout, bool):
         p = float(refractory_dropout)
         if not (math.isfinite(p) and 0.0 <= p < 1.0):
             raise invalid(ParameterError, "refractory_dropout", refractory_dropout, "must be in [0, 1)")
         dropout = (p,) * len(network.populations) if p > 0 else None
     else:
-        raise invalid(ParameterError, "refractory_dropout", refractory_dropout, 'must be "off", "network" or a number in [0, 1)')
+        raise invalid(
+            ParameterError, "refractory_dropout", refractory_dropout, 'must be "off", "network" or a number in [0, 1)'
+        )
     return RunOptions(sched, f, stop_mode, extra, ms, s, float(np.float32(jitter)), dropout)
 
 
 def check_threads(threads: int | None) -> int | None:
     """Validate the ``threads`` argument (None = all cores)."""
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or not 1 <= threads <= 1024):
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or not 1 <= threads <= 1024
+    ):
         raise invalid(ParameterError, "threads", threads, "must be an int in [1, 1024] or None")
     return None if threads is None else int(threads)
 
@@ -171,7 +187,7 @@ class PreparedInputs:
         t, i, v = self.sparse[b]
         n_in = self._n_in
         frames = np.zeros((self.timesteps, n_in), dtype=np.float32)
-        for tt, ii, vv in zip(t.tolist(), i.tolist(), v.tolist()):
+        for tt, ii, vv in zip(t.tolist(), i.tolist(), v.tolist(), strict=False):
             frames[tt, ii] = np.float32(frames[tt, ii] + np.float32(vv))
         return frames
 
@@ -183,8 +199,10 @@ def _to_numpy(x: Any, field: str, location: str | None = None) -> np.ndarray:
         x = x.detach().cpu().numpy()
     try:
         return np.asarray(x)
-    except Exception as exc:  # noqa: BLE001
-        raise invalid(InputError, field, type(x).__name__, f"cannot be converted to an array ({exc})", location) from exc
+    except Exception as exc:
+        raise invalid(
+            InputError, field, type(x).__name__, f"cannot be converted to an array ({exc})", location
+        ) from exc
 
 
 def _check_values(arr: np.ndarray, field: str, location: str | None) -> np.ndarray:
@@ -194,7 +212,9 @@ def _check_values(arr: np.ndarray, field: str, location: str | None) -> np.ndarr
     bad = ~np.isfinite(arr32) | (arr32 < 0)
     if bad.any():
         pos = tuple(int(p) for p in np.argwhere(bad)[0])
-        raise invalid(InputError, field, float(arr32[pos]), f"input values must be finite and >= 0 (at index {pos})", location)
+        raise invalid(
+            InputError, field, float(arr32[pos]), f"input values must be finite and >= 0 (at index {pos})", location
+        )
     return arr32
 
 
@@ -224,12 +244,20 @@ def prepare_inputs(
             if arr.size == 0:
                 arr = arr.reshape(0, 3)
             if arr.ndim != 2 or arr.shape[1] != 3:
-                raise invalid(InputError, "inputs", f"shape {arr.shape}", "a sparse sample must be an array [n_events, 3] of (t, index, value)", where)
+                raise invalid(
+                    InputError,
+                    "inputs",
+                    f"shape {arr.shape}",
+                    "a sparse sample must be an array [n_events, 3] of (t, index, value)",
+                    where,
+                )
             if arr.dtype.kind not in "fiu":
                 raise invalid(InputError, "inputs", f"dtype {arr.dtype}", "must be numeric", where)
             cols = arr.astype(np.float64)
             if not np.all(np.isfinite(cols[:, :2])):
-                raise invalid(InputError, "inputs", "non-finite t or index", "t and index must be finite integers", where)
+                raise invalid(
+                    InputError, "inputs", "non-finite t or index", "t and index must be finite integers", where
+                )
             t, i = cols[:, 0], cols[:, 1]
             if np.any(t != np.round(t)) or np.any(i != np.round(i)) or np.any(t < 0) or np.any(i < 0):
                 raise invalid(InputError, "inputs", "t/index", "t and index must be integers >= 0", where)
@@ -238,6 +266,12 @@ def prepare_inputs(
             if np.any(t > MAX_U32 - 1):
                 raise invalid(InputError, "inputs", int(t.max()), "t is too large", where)
             v = _check_values(arr[:, 2], "inputs", where)
+            if len(v) and float(v.max()) > 1e30:  # repeated (t, i) may overflow float32 when summed (R2.2)
+                sums = np.zeros((int(t.max()) + 1) * n_in, dtype=np.float32)
+                with np.errstate(over="ignore"):
+                    np.add.at(sums, t.astype(np.int64) * n_in + i.astype(np.int64), v)
+                if not np.all(np.isfinite(sums)):
+                    raise invalid(InputError, "inputs", "inf", "repeated events sum beyond float32", where)
             if len(t):
                 t_needed = max(t_needed, int(t.max()) + 1)
             events.append((t.astype(np.uint32), i.astype(np.uint32), np.ascontiguousarray(v, dtype=np.float32)))
@@ -274,7 +308,9 @@ def prepare_inputs(
     if labels is not None:
         lab_arr = _to_numpy(labels, "labels")
         if lab_arr.shape != (batch,):
-            raise invalid(InputError, "labels", f"shape {lab_arr.shape}", f"expected one label per sample, shape ({batch},)")
+            raise invalid(
+                InputError, "labels", f"shape {lab_arr.shape}", f"expected one label per sample, shape ({batch},)"
+            )
         if lab_arr.dtype.kind not in "iu":
             if lab_arr.dtype.kind == "f" and np.all(np.isfinite(lab_arr)) and np.all(lab_arr == np.round(lab_arr)):
                 lab_arr = lab_arr.astype(np.int64)
@@ -292,7 +328,12 @@ def prepare_inputs(
     else:
         ids_arr = _to_numpy(sample_ids, "sample_ids")
         if ids_arr.shape != (batch,) or ids_arr.dtype.kind not in "iu":
-            raise invalid(InputError, "sample_ids", f"{ids_arr.dtype} array of shape {ids_arr.shape}", f"expected ints of shape ({batch},)")
+            raise invalid(
+                InputError,
+                "sample_ids",
+                f"{ids_arr.dtype} array of shape {ids_arr.shape}",
+                f"expected ints of shape ({batch},)",
+            )
         if np.any(ids_arr < 0) or np.any(ids_arr.astype(np.float64) > MAX_U32):
             raise invalid(InputError, "sample_ids", ids_arr, f"must be in [0, {MAX_U32}]")
         ids = ids_arr.astype(np.uint64)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     rng = np.random.default_rng(args.seed)
     sizes = [64, 128, 64, 10]
-    layers = [asyncsnn.Dense(rng.normal(0.08, 0.25, (n_out, n_in))) for n_in, n_out in zip(sizes, sizes[1:])]
+    layers = [asyncsnn.Dense(rng.normal(0.08, 0.25, (n_out, n_in))) for n_in, n_out in itertools.pairwise(sizes)]
     net = asyncsnn.Network.sequential(input_shape=(64,), layers=layers, threshold=1.0, beta=0.9)
     x = (rng.random((args.samples, args.timesteps, 64)) < args.density).astype(np.float32)
     print(net.summary())

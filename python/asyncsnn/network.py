@@ -1,4 +1,4 @@
-"""Network description: populations of LIF neurons and the projections between them.
+r"""Network description: populations of LIF neurons and the projections between them.
 
 A :class:`Network` is a directed acyclic graph of populations (``docs/semantics.md``,
 section 1). Population 0 is the input; the last population is the output (class
@@ -91,7 +91,7 @@ def beta_from_tau(tau: float, dt: float = 1.0) -> float:
 def _weight_array(weight: npt.ArrayLike, ndim: int, location: str) -> np.ndarray:
     try:
         arr = np.asarray(weight)
-    except Exception as exc:  # noqa: BLE001 - any conversion failure is a model error
+    except Exception as exc:
         raise invalid(ModelError, "weight", type(weight).__name__, f"not an array ({exc})", location) from exc
     if hasattr(weight, "detach"):  # torch tensor
         arr = np.asarray(weight.detach().cpu().numpy())  # type: ignore[union-attr]
@@ -125,9 +125,7 @@ def _pair(value: int | Sequence[int], field: str, minimum: int, location: str) -
             items = tuple(value)
         except TypeError:
             raise invalid(ModelError, field, value, "must be an int or a pair of ints", location) from None
-        if len(items) != 2 or not all(
-            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in items
-        ):
+        if len(items) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in items):
             raise invalid(ModelError, field, value, "must be an int or a pair of ints", location)
         pair = (int(items[0]), int(items[1]))
     if min(pair) < minimum:
@@ -213,13 +211,21 @@ class Conv2d:
         c, h, w = source_shape
         if c != c_in:
             raise invalid(
-                ModelError, "weight", f"shape {self.weight.shape}", f"expects {c_in} input channels, source has {c}", location
+                ModelError,
+                "weight",
+                f"shape {self.weight.shape}",
+                f"expects {c_in} input channels, source has {c}",
+                location,
             )
         oh = (h + 2 * self.padding[0] - kh) // self.stride[0] + 1
         ow = (w + 2 * self.padding[1] - kw) // self.stride[1] + 1
         if h + 2 * self.padding[0] < kh or w + 2 * self.padding[1] < kw or oh < 1 or ow < 1:
             raise invalid(
-                ModelError, "weight", f"shape {self.weight.shape}", f"kernel larger than the padded source {source_shape}", location
+                ModelError,
+                "weight",
+                f"shape {self.weight.shape}",
+                f"kernel larger than the padded source {source_shape}",
+                location,
             )
         return (c_out, oh, ow)
 
@@ -247,7 +253,9 @@ class _Pool2d:
         c, h, w = source_shape
         kh, kw = self.kernel_size
         if h < kh or w < kw:
-            raise invalid(ModelError, "kernel_size", self.kernel_size, f"larger than the source {source_shape}", location)
+            raise invalid(
+                ModelError, "kernel_size", self.kernel_size, f"larger than the source {source_shape}", location
+            )
         return (c, (h - kh) // self.stride[0] + 1, (w - kw) // self.stride[1] + 1)
 
     @property
@@ -325,7 +333,11 @@ def _param_array(value: ParamLike, shape: Shape, field: str, location: str) -> n
         arr = np.ascontiguousarray(arr.reshape(shape), dtype=np.float32)
     else:
         raise invalid(
-            ModelError, field, f"array of shape {arr.shape}", f"must be a scalar or have the population shape {shape}", location
+            ModelError,
+            field,
+            f"array of shape {arr.shape}",
+            f"must be a scalar or have the population shape {shape}",
+            location,
         )
     arr.setflags(write=False)
     return arr
@@ -385,7 +397,9 @@ class Population:
             shp,
             _param_array(threshold, shp, "threshold", location),
             _param_array(beta, shp, "beta", location),
-            float(refractory_dropout) if isinstance(refractory_dropout, (int, float, np.floating)) and not isinstance(refractory_dropout, bool) else refractory_dropout,  # type: ignore[arg-type]
+            float(refractory_dropout)
+            if isinstance(refractory_dropout, (int, float, np.floating)) and not isinstance(refractory_dropout, bool)
+            else refractory_dropout,  # type: ignore[arg-type]
             name,
         )
         _check_lif(pop, location)
@@ -483,12 +497,20 @@ class Network:
         for n, proj in enumerate(self.projections):
             where = f"projection {n} ({type(proj.layer).__name__})"
             if not isinstance(proj, Projection) or not isinstance(proj.layer, _LAYER_TYPES):
-                raise invalid(ModelError, "projections", proj, "must be a Projection of a Dense/Conv2d/AvgPool2d/SumPool2d", where)
+                raise invalid(
+                    ModelError, "projections", proj, "must be a Projection of a Dense/Conv2d/AvgPool2d/SumPool2d", where
+                )
             if not 0 <= proj.source < len(shapes) or not 0 < proj.target < len(shapes):
-                raise invalid(ModelError, "source/target", (proj.source, proj.target), "population index out of range", where)
+                raise invalid(
+                    ModelError, "source/target", (proj.source, proj.target), "population index out of range", where
+                )
             if proj.source >= proj.target:
                 raise invalid(
-                    ModelError, "source/target", (proj.source, proj.target), "source must come before target (no recurrence)", where
+                    ModelError,
+                    "source/target",
+                    (proj.source, proj.target),
+                    "source must come before target (no recurrence)",
+                    where,
                 )
             produced = proj.layer.output_shape(shapes[proj.source], where)
             if math.prod(produced) != math.prod(shapes[proj.target]):
@@ -557,7 +579,9 @@ class Network:
         for i, layer in enumerate(layers):
             where = f"layer {i} ({type(layer).__name__})"
             if not isinstance(layer, _LAYER_TYPES):
-                raise invalid(ModelError, "layers", type(layer).__name__, "must be Dense, Conv2d, AvgPool2d or SumPool2d", where)
+                raise invalid(
+                    ModelError, "layers", type(layer).__name__, "must be Dense, Conv2d, AvgPool2d or SumPool2d", where
+                )
             shape = layer.output_shape(shape, where)
             pops.append(Population.create(shape, thresholds[i], betas[i], dropouts[i], location=where))
             projs.append(Projection(i, i + 1, layer))
@@ -641,13 +665,17 @@ class Network:
 
     def summary(self) -> str:
         """A readable table of populations and projections."""
-        lines = [f"Network: {len(self.populations)} LIF populations, {self.n_neurons} neurons, {self.n_synapses} synapses"]
+        lines = [
+            f"Network: {len(self.populations)} LIF populations, {self.n_neurons} neurons, {self.n_synapses} synapses"
+        ]
         lines.append(f"  pop 0  input   shape={self.input_shape}")
         for i, p in enumerate(self.populations, start=1):
             th = f"{float(p.threshold.flat[0]):.6g}" if np.all(p.threshold == p.threshold.flat[0]) else "per-neuron"
             be = f"{float(p.beta.flat[0]):.6g}" if np.all(p.beta == p.beta.flat[0]) else "per-neuron"
             role = "output" if i == len(self.populations) else "hidden"
-            lines.append(f"  pop {i}  {role:6}  shape={p.shape} threshold={th} beta={be} dropout={p.refractory_dropout}")
+            lines.append(
+                f"  pop {i}  {role:6}  shape={p.shape} threshold={th} beta={be} dropout={p.refractory_dropout}"
+            )
         for n, pr in enumerate(self.projections):
             lines.append(f"  proj {n}: {pr.source} -> {pr.target}  {pr.layer!r}")
         return "\n".join(lines)

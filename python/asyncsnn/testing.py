@@ -19,6 +19,7 @@ Examples
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Literal
 
@@ -110,7 +111,10 @@ def random_grid_network(
     depth = int(rng.integers(2, 4))
     sizes = [n_in] + [int(rng.integers(2, 9)) for _ in range(depth)]
     pops = [_lif(rng, (n,), per_neuron) for n in sizes[1:]]
-    projs = [Projection(i, i + 1, Dense(grid_weights(rng, (b, a), 0.5, 0.15))) for i, (a, b) in enumerate(zip(sizes, sizes[1:]))]
+    projs = [
+        Projection(i, i + 1, Dense(grid_weights(rng, (b, a), 0.5, 0.15)))
+        for i, (a, b) in enumerate(itertools.pairwise(sizes))
+    ]
     if kind == "skip":
         src = int(rng.integers(0, depth - 1))
         dst = int(rng.integers(src + 2, depth + 1))

@@ -96,6 +96,11 @@ type PopulationTuple<'py> = (
     PyReadonlyArray1<'py, f32>,
     f64,
 );
+type SparseSample<'py> = (
+    PyReadonlyArray1<'py, u32>,
+    PyReadonlyArray1<'py, u32>,
+    PyReadonlyArray1<'py, f32>,
+);
 type ProjectionTuple<'py> = (String, usize, usize, PyReadonlyArray1<'py, f32>, Vec<usize>);
 
 fn geometry(kind: &str, index: usize, geo: &[usize], expected: usize) -> Result<(), EngineError> {
@@ -250,6 +255,7 @@ fn thread_pool(threads: usize) -> Result<Arc<rayon::ThreadPool>, EngineError> {
     Ok(pool)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn parse_config(
     scheduler: &str,
     forward_group_size: usize,
@@ -344,13 +350,7 @@ fn run<'py>(
     py: Python<'py>,
     network: &Bound<'py, PyNetwork>,
     dense: Option<PyReadonlyArray3<'py, f32>>,
-    sparse: Option<
-        Vec<(
-            PyReadonlyArray1<'py, u32>,
-            PyReadonlyArray1<'py, u32>,
-            PyReadonlyArray1<'py, f32>,
-        )>,
-    >,
+    sparse: Option<Vec<SparseSample<'py>>>,
     timesteps: usize,
     labels: Option<PyReadonlyArray1<'py, i64>>,
     sample_ids: PyReadonlyArray1<'py, u64>,

@@ -53,7 +53,7 @@ def rate_encode(x: np.ndarray, timesteps: int, seed: int = 0, max_rate: float = 
         raise invalid(ParameterError, "max_rate", max_rate, "must be in [0, 1]")
     rng = np.random.default_rng(seed)
     u = rng.random((arr.shape[0], t, *arr.shape[1:]), dtype=np.float32)
-    return (u < arr[:, None] * np.float32(max_rate)).astype(np.float32)
+    return np.asarray(u < arr[:, None] * np.float32(max_rate), dtype=np.float32)
 
 
 def latency_encode(x: np.ndarray, timesteps: int, threshold: float = 0.0) -> np.ndarray:
@@ -101,4 +101,4 @@ def row_scan_encode(x: np.ndarray, levels: int = 4) -> np.ndarray:
     arr = _intensities(x)
     if arr.ndim != 3:
         raise invalid(InputError, "intensities", f"shape {arr.shape}", "row scan needs [n, rows, cols]")
-    return np.rint(arr * levels).astype(np.float32)
+    return np.asarray(np.rint(arr * levels), dtype=np.float32)
