@@ -16,6 +16,10 @@ MODULES = [
     "asyncsnn.reference",
     "asyncsnn.rng",
     "asyncsnn.testing",
+    "asyncsnn.model_file",
+    "asyncsnn.data",
+    "asyncsnn.data.digits",
+    "asyncsnn.data.encoding",
 ]
 ROOT = Path(__file__).resolve().parents[1]
 

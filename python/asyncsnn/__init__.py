@@ -31,6 +31,7 @@ from asyncsnn.network import (
     SumPool2d,
     beta_from_tau,
 )
+from asyncsnn.model_file import load, save
 from asyncsnn.result import InferenceResult
 
 
@@ -66,6 +67,8 @@ __all__ = [
     "data",
     "exceptions",
     "infer",
+    "load",
     "reference",
+    "save",
     "testing",
 ]

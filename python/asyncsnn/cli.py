@@ -63,6 +63,139 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+_EPILOG_REPRODUCE = """examples:
+  asyncsnn reproduce                                  # embedded digits, about 5-10 minutes on 2 cores
+  asyncsnn reproduce --quick                          # a 1-minute smoke run
+  asyncsnn reproduce --dataset fashion-mnist --epochs 3
+  asyncsnn reproduce --dataset nmnist --root ~/data   # tonic's folder with NMNIST/
+
+writes results/<name>/{table.md,results.json,results.csv,*.png,model_*.safetensors}
+"""
+
+_EPILOG_TRAIN = """examples:
+  asyncsnn train --scheduler momentum -F 8 --epochs 10 --out model.safetensors
+  asyncsnn train --scheduler layered --dataset randman --out layered.safetensors
+"""
+
+_EPILOG_EVALUATE = """examples:
+  asyncsnn evaluate model.safetensors --scheduler random -F 4 --stop first_output
+  asyncsnn evaluate model.safetensors --csv per_sample.csv --json summary.json
+"""
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from asyncsnn.reproduce import ReproduceConfig, run_reproduce
+
+    cfg = ReproduceConfig(
+        dataset=args.dataset,
+        root=args.root,
+        forward_group_size=args.forward_group_size,
+        epochs=args.epochs,
+        seed=args.seed,
+        out=args.out,
+        quick=args.quick,
+        max_train=args.max_train,
+        max_test=args.max_test,
+        progress=not args.no_progress,
+    )
+    run_reproduce(cfg)
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    import math
+
+    import asyncsnn
+    from asyncsnn.reproduce import load_dataset
+    from asyncsnn.torch import AsyncSNN, train
+
+    ds = load_dataset(args.dataset, root=args.root, seed=args.seed, max_train=args.max_train, max_test=args.max_test)
+    sizes = [math.prod(ds.input_shape), *args.hidden, ds.n_classes]
+    module = AsyncSNN.from_sizes(sizes, threshold=args.threshold, beta=args.beta, seed=args.seed)
+    flat = ds.train_x.reshape(len(ds.train_y), ds.train_x.shape[1], -1)
+    test = (ds.test_x.reshape(len(ds.test_y), ds.test_x.shape[1], -1), ds.test_y)
+    net, hist = train(
+        module,
+        (flat, ds.train_y),
+        scheduler=args.scheduler,
+        forward_group_size=args.forward_group_size,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        test_data=test,
+        checkpoint_dir=args.checkpoint_dir,
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+    asyncsnn.save(net, args.out, metadata={"training": args.scheduler, "dataset": ds.name, "flatten_input": "1"})
+    print(f"saved {args.out}; test accuracy per epoch: {[round(a or 0.0, 4) for a in hist.test_accuracy]}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import csv
+    import json
+
+    import asyncsnn
+    from asyncsnn.reproduce import load_dataset
+
+    net = asyncsnn.load(args.model)
+    ds = load_dataset(args.dataset, root=args.root, seed=args.seed, max_test=args.max_test, max_train=1)
+    x = ds.test_x.reshape(len(ds.test_y), ds.test_x.shape[1], *net.input_shape)
+    res = asyncsnn.infer(
+        net,
+        x,
+        scheduler=args.scheduler,
+        forward_group_size=args.forward_group_size,
+        stop=args.stop,
+        extra_steps=args.extra_steps,
+        seed=args.seed,
+        labels=ds.test_y,
+        threads=args.threads,
+    )
+    print(res.summary())
+    per_sample = [
+        "predictions",
+        "spikes_total",
+        "input_events",
+        "synops",
+        "forward_steps",
+        "dropped_spikes",
+        "queue_peak",
+    ]
+    if args.csv:
+        with open(args.csv, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["sample", "label", *per_sample, "steps_to_first_output", "decision_class"])
+            s2o, dec = res.steps_to_first_output, res.decision_class
+            for b in range(res.batch_size):
+                w.writerow(
+                    [b, int(ds.test_y[b]), *(int(getattr(res, n)[b]) for n in per_sample), int(s2o[b]), int(dec[b])]
+                )
+    if args.json:
+        summary = {"options": res.options, "accuracy": res.accuracy, "samples": res.batch_size}
+        summary.update({f"mean_{n}": float(getattr(res, n).mean()) for n in per_sample[1:]})
+        with open(args.json, "w") as fh:
+            json.dump(summary, fh, indent=1)
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    import asyncsnn
+    from asyncsnn.model_file import read_metadata
+
+    net = asyncsnn.load(args.model)
+    meta = read_metadata(args.model)
+    print(net.summary())
+    n_params = sum(int(p.layer.weight.size) for p in net.projections if hasattr(p.layer, "weight"))
+    print(f"trainable weights: {n_params}")
+    for key in sorted(meta):
+        if key != "network":
+            print(f"{key}: {meta[key]}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``asyncsnn`` command."""
     parser = argparse.ArgumentParser(
@@ -85,6 +218,77 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
     demo.set_defaults(func=_demo)
+
+    from asyncsnn.reproduce import DATASETS
+
+    rep = sub.add_parser(
+        "reproduce",
+        help="train layered / unlayered-random / unlayered-momentum and compare them under async inference",
+        description="The paper's comparison end to end: train the same architecture three ways, evaluate every "
+        "model under layered, random and momentum inference (drain and first_output), write tables and figures.",
+        epilog=_EPILOG_REPRODUCE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rep.add_argument("--dataset", choices=DATASETS, default="digits", help="dataset (default: embedded digits)")
+    rep.add_argument("--root", default=None, help="folder of the dataset files (Fashion-MNIST, tonic datasets)")
+    rep.add_argument("-F", "--forward-group-size", type=int, default=8, help="forward group size F (default 8)")
+    rep.add_argument("--epochs", type=int, default=None, help="training epochs (default: per dataset)")
+    rep.add_argument("--seed", type=int, default=0, help="seed of everything (default 0)")
+    rep.add_argument("--out", default="results", help="output folder (default results/)")
+    rep.add_argument("--quick", action="store_true", help="small subset and 1 epoch: a smoke run")
+    rep.add_argument("--max-train", type=int, default=None, help="cap on training samples")
+    rep.add_argument("--max-test", type=int, default=None, help="cap on test samples")
+    rep.add_argument("--no-progress", action="store_true", help="no progress bars")
+    rep.set_defaults(func=_reproduce)
+
+    tr = sub.add_parser(
+        "train",
+        help="train a model with unlayered (or layered) backpropagation and save it",
+        epilog=_EPILOG_TRAIN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    tr.add_argument("--dataset", choices=DATASETS, default="digits")
+    tr.add_argument("--root", default=None)
+    tr.add_argument("--scheduler", choices=["layered", "fifo", "random", "momentum"], default="momentum")
+    tr.add_argument("-F", "--forward-group-size", type=int, default=8)
+    tr.add_argument("--epochs", type=int, default=10)
+    tr.add_argument("--lr", type=float, default=2e-3)
+    tr.add_argument("--batch-size", type=int, default=64)
+    tr.add_argument("--hidden", type=int, nargs="+", default=[128, 128], help="hidden layer sizes (default 128 128)")
+    tr.add_argument("--threshold", type=float, default=1.0)
+    tr.add_argument("--beta", type=float, default=0.9)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--max-train", type=int, default=None)
+    tr.add_argument("--max-test", type=int, default=None)
+    tr.add_argument("--checkpoint-dir", default=None, help="write an atomic checkpoint after every epoch here")
+    tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --checkpoint-dir")
+    tr.add_argument("--out", default="model.safetensors", help="where to save the trained model")
+    tr.add_argument("--no-progress", action="store_true")
+    tr.set_defaults(func=_train)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="evaluate a saved model on a dataset's test split with the Rust engine",
+        epilog=_EPILOG_EVALUATE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ev.add_argument("model", help="a model file written by asyncsnn train / asyncsnn.save")
+    ev.add_argument("--dataset", choices=DATASETS, default="digits")
+    ev.add_argument("--root", default=None)
+    ev.add_argument("--scheduler", choices=["layered", "fifo", "random", "momentum"], default="momentum")
+    ev.add_argument("-F", "--forward-group-size", type=int, default=8)
+    ev.add_argument("--stop", choices=["drain", "first_output"], default="drain")
+    ev.add_argument("--extra-steps", type=int, default=0)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--threads", type=int, default=None)
+    ev.add_argument("--max-test", type=int, default=None)
+    ev.add_argument("--csv", default=None, help="write per-sample counters to this CSV file")
+    ev.add_argument("--json", default=None, help="write the summary to this JSON file")
+    ev.set_defaults(func=_evaluate)
+
+    info = sub.add_parser("info", help="print the architecture and metadata of a model file")
+    info.add_argument("model")
+    info.set_defaults(func=_info)
     return parser
 
 
@@ -100,15 +304,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from asyncsnn.exceptions import AsyncSNNError
+
     try:
         return int(args.func(args))
-    except Exception as exc:
-        from asyncsnn.exceptions import AsyncSNNError
-
-        if isinstance(exc, AsyncSNNError):
-            print(f"asyncsnn: error: {exc}", file=sys.stderr)
-            return 2
-        raise
+    except (AsyncSNNError, OSError) as exc:
+        # Bad input and missing or unreadable files are the user's to fix: one line, no traceback.
+        print(f"asyncsnn: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,552 @@
+"""``asyncsnn reproduce``: the paper's comparison, end to end, on one dataset.
+
+The same architecture is trained three ways (layered BPTT, unlayered with ``random``,
+unlayered with ``momentum``; same forward group size, seed and epochs), every trained
+model is evaluated with the Rust engine under ``layered``, ``random`` and ``momentum``
+inference, with ``drain`` and with ``first_output``, and the results are written to
+``<out>/<name>/``: ``table.md``, ``results.json``, ``results.csv``, the trained models
+(``*.safetensors``) and PNG figures. A closing paragraph states what the numbers show;
+it is computed from them, not written in advance.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from asyncsnn._prepare import Scheduler, StopMode
+from asyncsnn.exceptions import ParameterError, invalid
+from asyncsnn.network import Network
+
+__all__ = ["DATASETS", "Dataset", "ReproduceConfig", "load_dataset", "run_reproduce"]
+
+DATASETS = ("digits", "fashion-mnist", "fashion-mnist-events", "randman", "nmnist", "shd", "dvsgesture")
+TRAINING = ("layered", "random", "momentum")
+INFERENCE = ("layered", "random", "momentum")
+STOPS = ("drain", "first_output")
+EXTRA_STEPS_SWEEP = (0, 1, 2, 4, 8, 16, 32, 64)
+
+
+@dataclass
+class Dataset:
+    """An encoded dataset: frames ``[n, T, *input_shape]`` (float32 counts) and int64 labels."""
+
+    name: str
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    n_classes: int
+    description: str
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one frame."""
+        return tuple(int(s) for s in self.train_x.shape[2:])
+
+
+def _subset(x: np.ndarray, y: np.ndarray, n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    if n is None or n >= len(y):
+        return x, y
+    idx = np.sort(np.random.default_rng(seed).permutation(len(y))[:n])
+    return x[idx], y[idx]
+
+
+def load_dataset(
+    name: str,
+    *,
+    root: str | None = None,
+    quick: bool = False,
+    seed: int = 0,
+    max_train: int | None = None,
+    max_test: int | None = None,
+) -> Dataset:
+    """Load and encode one of :data:`DATASETS` as engine inputs.
+
+    Parameters
+    ----------
+    name
+        ``digits`` (embedded, rate code, T = 16), ``fashion-mnist`` (Debian's
+        ``dataset-fashion-mnist``, rate code, T = 10), ``fashion-mnist-events``
+        (Fashion-MNIST through the event-camera emulation, first saccade, 10 ms frames),
+        ``randman`` (generated, purely temporal), ``nmnist``, ``shd``, ``dvsgesture``
+        (tonic, files under ``root``).
+    root
+        Folder of the data files (for Fashion-MNIST and the tonic datasets).
+    quick
+        Use a small subset (for smoke tests).
+    seed
+        Seed of the encoders and of the subset draws.
+    max_train, max_test
+        Optional caps on the number of samples.
+
+    Returns
+    -------
+    Dataset
+    """
+    from asyncsnn import data
+
+    if quick:
+        max_train = min(max_train or 10**9, 256)
+        max_test = min(max_test or 10**9, 128)
+    if name == "digits":
+        tr_i, tr_y, te_i, te_y = data.digits_split()
+        tr_x = data.encode(tr_i, "rate", timesteps=16, seed=seed)
+        te_x = data.encode(te_i, "rate", timesteps=16, seed=seed + 1)
+        desc = "UCI 8x8 digits (embedded), rate code, T = 16 frames"
+        n_classes = 10
+    elif name in ("fashion-mnist", "fashion-mnist-events"):
+        from asyncsnn.data.fashion_mnist import fashion_mnist_frames, load_fashion_mnist
+
+        tr_i, tr_y = load_fashion_mnist(root, train=True)
+        te_i, te_y = load_fashion_mnist(root, train=False)
+        tr_i, tr_y = _subset(tr_i, tr_y, max_train, seed)
+        te_i, te_y = _subset(te_i, te_y, max_test, seed + 1)
+        if name == "fashion-mnist":
+            tr_x = fashion_mnist_frames(tr_i, timesteps=10, seed=seed, pad_to=None)
+            te_x = fashion_mnist_frames(te_i, timesteps=10, seed=seed + 1, pad_to=None)
+            desc = "Fashion-MNIST (Debian dataset-fashion-mnist), rate code, T = 10 frames"
+        else:
+            from asyncsnn.data.saccades import emulate_saccades, saccade_frames
+
+            tr_x = saccade_frames(emulate_saccades(tr_i, seed=seed), n_frames=10)
+            te_x = saccade_frames(emulate_saccades(te_i, seed=seed + 1), n_frames=10)
+            desc = (
+                "Fashion-MNIST through the saccade event-camera emulation, first saccade, 10 ms frames [10, 2, 34, 34]"
+            )
+        n_classes = 10
+    elif name == "randman":
+        from asyncsnn.data.randman import make_randman
+
+        x, y = make_randman(n_classes=10, n_units=50, n_samples=120 if not quick else 40, timesteps=25, seed=seed)
+        n_test = len(y) // 5
+        tr_x, tr_y, te_x, te_y = x[n_test:], y[n_test:], x[:n_test], y[:n_test]
+        desc = "Randman (10 classes, 50 units, 1-D manifolds, one spike per unit), T = 25 frames"
+        n_classes = 10
+    elif name in ("nmnist", "shd", "dvsgesture"):
+        from asyncsnn.data import tonic_datasets as td
+
+        if root is None:
+            raise invalid(ParameterError, "root", None, f"the {name} dataset needs --root (its tonic folder)")
+        loaders: dict[str, Callable[..., Any]] = {
+            "nmnist": td.load_nmnist,
+            "shd": td.load_shd,
+            "dvsgesture": td.load_dvsgesture,
+        }
+        loader = loaders[name]
+        train_set, test_set = loader(root, train=True), loader(root, train=False)
+        tr_x, tr_y = _frames_of(train_set, max_train, seed)
+        te_x, te_y = _frames_of(test_set, max_test, seed + 1)
+        t = max(tr_x.shape[1], te_x.shape[1])
+        tr_x, te_x = _pad_t(tr_x, t), _pad_t(te_x, t)
+        desc = f"{name} through tonic ({train_set!r})"
+        n_classes = int(max(tr_y.max(), te_y.max())) + 1
+    else:
+        raise invalid(ParameterError, "dataset", name, f"must be one of {list(DATASETS)}")
+    tr_x, tr_y = _subset(tr_x, tr_y, max_train, seed)
+    te_x, te_y = _subset(te_x, te_y, max_test, seed + 1)
+    return Dataset(
+        name,
+        tr_x.astype(np.float32),
+        tr_y.astype(np.int64),
+        te_x.astype(np.float32),
+        te_y.astype(np.int64),
+        n_classes,
+        desc,
+    )
+
+
+def _frames_of(dataset: Any, limit: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    n = len(dataset)
+    idx = np.arange(n) if limit is None or limit >= n else np.sort(np.random.default_rng(seed).permutation(n)[:limit])
+    frames = [np.asarray(dataset[int(i)][0], dtype=np.float32) for i in idx]
+    t = max(f.shape[0] for f in frames)
+    return np.stack([_pad_t(f[None], t)[0] for f in frames]), np.asarray(dataset.labels)[idx]
+
+
+def _pad_t(x: np.ndarray, t: int) -> np.ndarray:
+    if x.shape[1] >= t:
+        return x
+    pad = np.zeros((x.shape[0], t - x.shape[1], *x.shape[2:]), dtype=x.dtype)
+    return np.concatenate([x, pad], axis=1)
+
+
+@dataclass
+class ReproduceConfig:
+    """Options of :func:`run_reproduce` (the CLI's flags)."""
+
+    dataset: str = "digits"
+    root: str | None = None
+    forward_group_size: int = 8
+    epochs: int | None = None
+    seed: int = 0
+    out: str = "results"
+    quick: bool = False
+    hidden: tuple[int, ...] = (128, 128)
+    lr: float = 2e-3
+    batch_size: int = 64
+    threshold: float = 1.0
+    beta: float = 0.9
+    max_train: int | None = None
+    max_test: int | None = None
+    progress: bool = True
+    name: str | None = None
+
+    def resolved_epochs(self) -> int:
+        """Epochs to train (default depends on the dataset and ``quick``)."""
+        if self.epochs is not None:
+            return self.epochs
+        if self.quick:
+            return 1
+        return {"digits": 12, "randman": 30}.get(self.dataset, 3)
+
+
+@dataclass
+class Cell:
+    """The evaluation of one trained model under one inference setting."""
+
+    training: str
+    inference: str
+    stop: str
+    accuracy: float
+    spikes_per_sample: float
+    synops_per_sample: float
+    forward_steps_per_sample: float
+    steps_to_first_output: float
+    spikes_to_first_output: float
+    synops_to_first_output: float
+    accuracy_at_first_output: float
+    silent_fraction: float
+    dropped_spikes_per_sample: float
+
+
+@dataclass
+class Report:
+    """Everything a run produced (``results.json``)."""
+
+    config: dict[str, Any]
+    dataset: str
+    description: str
+    n_train: int
+    n_test: int
+    input_shape: list[int]
+    architecture: list[int]
+    history: dict[str, dict[str, list[Any]]]
+    cells: list[Cell]
+    sweep: dict[str, dict[str, list[float]]]
+    spikes_per_neuron: dict[str, list[float]]
+    currents_to_spike: dict[str, list[int]]
+    findings: str
+    wall_time_s: float
+    files: list[str] = field(default_factory=list)
+
+
+def _nanmean(values: np.ndarray) -> float:
+    return float(values.mean()) if values.size else float("nan")
+
+
+def evaluate_cell(
+    net: Network, x: np.ndarray, y: np.ndarray, training: str, inference: str, stop: str, f: int, seed: int
+) -> Cell:
+    """Evaluate ``net`` with the Rust engine under one inference setting."""
+    import asyncsnn
+
+    res = asyncsnn.infer(
+        net, x, scheduler=Scheduler(inference), forward_group_size=f, stop=StopMode(stop), seed=seed, labels=y
+    )
+    has = res.first_output_step >= 0
+    return Cell(
+        training=training,
+        inference=inference,
+        stop=stop,
+        accuracy=float(res.accuracy or 0.0),
+        spikes_per_sample=float(res.spikes_total.mean()),
+        synops_per_sample=float(res.synops.mean()),
+        forward_steps_per_sample=float(res.forward_steps.mean()),
+        steps_to_first_output=_nanmean(res.first_output_step[has] + 1.0),
+        spikes_to_first_output=_nanmean(res.first_output_spikes[has].astype(float)),
+        synops_to_first_output=_nanmean(res.first_output_synops[has].astype(float)),
+        accuracy_at_first_output=float(np.mean(res.decision_class == y)),
+        silent_fraction=float(np.mean(res.predictions < 0)),
+        dropped_spikes_per_sample=float(res.dropped_spikes.mean()),
+    )
+
+
+def _pct(a: float, b: float) -> float:
+    return 100.0 * (a - b) / b if b else float("nan")
+
+
+def findings_paragraph(cells: Sequence[Cell], f: int) -> str:
+    """One paragraph stating what the numbers show (computed, never pre-written)."""
+    by = {(c.training, c.inference, c.stop): c for c in cells}
+    parts = []
+    for inf in ("momentum", "random"):
+        base = by.get(("layered", inf, "drain"))
+        same = by.get((inf, inf, "drain"))
+        if base is None or same is None:
+            continue
+        spikes = _pct(same.spikes_per_sample, base.spikes_per_sample)
+        acc = 100.0 * (same.accuracy - base.accuracy)
+        steps = base.steps_to_first_output / same.steps_to_first_output if same.steps_to_first_output else float("nan")
+        parts.append(
+            f"Under {inf} inference (F = {f}), the model trained with unlayered/{inf} used "
+            f"{abs(spikes):.0f} % {'fewer' if spikes < 0 else 'more'} spikes per sample than the layered-trained "
+            f"model ({same.spikes_per_sample:.0f} vs {base.spikes_per_sample:.0f}), at "
+            f"{acc:+.1f} points of accuracy ({100 * same.accuracy:.1f} % vs {100 * base.accuracy:.1f} %), and "
+            f"reached its first output spike of a timestep after {same.steps_to_first_output:.1f} forward steps vs "
+            f"{base.steps_to_first_output:.1f} ({steps:.2f}x)."
+        )
+    lay = by.get(("layered", "layered", "drain"))
+    lay_async = [by[k] for k in (("layered", "random", "drain"), ("layered", "momentum", "drain")) if k in by]
+    if lay is not None and lay_async:
+        worst = min(lay_async, key=lambda c: c.accuracy)
+        parts.append(
+            f"The layered-trained model lost {100 * (lay.accuracy - worst.accuracy):.1f} points when run "
+            f"asynchronously ({worst.inference} inference: {100 * worst.accuracy:.1f} % vs {100 * lay.accuracy:.1f} % "
+            "layer-synchronous)."
+        )
+    early = [by[(t, t, "first_output")] for t in ("random", "momentum") if (t, t, "first_output") in by]
+    for c in early:
+        full = by[(c.training, c.inference, "drain")]
+        parts.append(
+            f"Stopping each timestep at the first output spike, unlayered/{c.training} kept "
+            f"{100 * c.accuracy:.1f} % accuracy (drained: {100 * full.accuracy:.1f} %) with "
+            f"{abs(_pct(c.synops_per_sample, full.synops_per_sample)):.0f} % fewer synaptic operations."
+        )
+    return " ".join(parts) if parts else "Not enough cells to compare."
+
+
+def _write_table(path: Path, cells: Sequence[Cell]) -> str:
+    head = (
+        "| training | inference | stop | accuracy | spikes/sample | synops/sample | fwd steps/sample | "
+        "steps to 1st output | spikes to 1st output | acc. at 1st output | silent |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    rows = "".join(
+        f"| {c.training} | {c.inference} | {c.stop} | {100 * c.accuracy:.1f} % | {c.spikes_per_sample:.0f} | "
+        f"{c.synops_per_sample:.0f} | {c.forward_steps_per_sample:.1f} | {c.steps_to_first_output:.2f} | "
+        f"{c.spikes_to_first_output:.1f} | {100 * c.accuracy_at_first_output:.1f} % | {100 * c.silent_fraction:.1f} % |\n"
+        for c in cells
+    )
+    path.write_text(head + rows)
+    return head + rows
+
+
+def _figures(out: Path, report: Report, pop_names: list[str]) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    colors = {"layered": "tab:gray", "random": "tab:blue", "momentum": "tab:orange"}
+    # 1. currents integrated before a spike
+    fig, ax = plt.subplots(figsize=(6, 4))
+    maxc = max([max(v, default=1) for v in report.currents_to_spike.values()] + [1])
+    bins = [b - 0.5 for b in range(1, min(maxc, 30) + 2)]
+    for training, counts in report.currents_to_spike.items():
+        if counts:
+            ax.hist(
+                np.clip(counts, 1, bins[-1] - 0.5),
+                bins=bins,
+                density=True,
+                histtype="step",
+                lw=2,
+                label=f"trained {training}",
+                color=colors[training],
+            )
+    ax.set_xlabel("currents integrated before spiking (forward steps with input, per spike)")
+    ax.set_ylabel("fraction of hidden spikes")
+    ax.set_title("How reactive are the neurons? (momentum inference)")
+    ax.legend()
+    fig.tight_layout()
+    files.append("currents_to_spike.png")
+    fig.savefig(out / files[-1], dpi=120)
+    plt.close(fig)
+    # 2. mean spikes per neuron per population
+    fig, ax = plt.subplots(figsize=(6, 4))
+    width = 0.8 / max(len(report.spikes_per_neuron), 1)
+    for i, (training, vals) in enumerate(report.spikes_per_neuron.items()):
+        ax.bar(np.arange(len(vals)) + i * width, vals, width=width, label=f"trained {training}", color=colors[training])
+    ax.set_xticks(np.arange(len(pop_names)) + width * (len(report.spikes_per_neuron) - 1) / 2, pop_names)
+    ax.set_ylabel("spikes per neuron per sample")
+    ax.set_title("Activity per population (momentum inference, drain)")
+    ax.legend()
+    fig.tight_layout()
+    files.append("spikes_per_neuron.png")
+    fig.savefig(out / files[-1], dpi=120)
+    plt.close(fig)
+    # 3. accuracy vs extra forward steps after the first output spike
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for training, curve in report.sweep.items():
+        ax.plot(
+            EXTRA_STEPS_SWEEP,
+            [100 * a for a in curve["accuracy"]],
+            marker="o",
+            color=colors[training],
+            label=f"trained {training}",
+        )
+        ax.axhline(100 * curve["drained"][0], ls="--", color=colors[training], alpha=0.6)
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlim(0, EXTRA_STEPS_SWEEP[-1] * 1.1)
+    ax.set_xlabel(
+        f"forward steps after the first output spike (each delivers up to F = {report.config['forward_group_size']})"
+    )
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Anytime accuracy under momentum inference (dashed: drained)")
+    ax.legend()
+    fig.tight_layout()
+    files.append("accuracy_vs_extra_steps.png")
+    fig.savefig(out / files[-1], dpi=120)
+    plt.close(fig)
+    return files
+
+
+def run_reproduce(config: ReproduceConfig, log: Callable[[str], None] = print) -> Report:
+    """Train three ways, evaluate every combination, write tables and figures.
+
+    Parameters
+    ----------
+    config
+        The run's options.
+    log
+        Where progress lines go.
+
+    Returns
+    -------
+    Report
+        The numbers that were written to ``results.json``.
+    """
+    import asyncsnn
+    from asyncsnn.reference import currents_before_spike
+    from asyncsnn.torch import AsyncSNN, train
+
+    tic = time.perf_counter()
+    if config.forward_group_size < 1:
+        raise invalid(ParameterError, "forward_group_size", config.forward_group_size, "must be >= 1")
+    ds = load_dataset(
+        config.dataset,
+        root=config.root,
+        quick=config.quick,
+        seed=config.seed,
+        max_train=config.max_train,
+        max_test=config.max_test,
+    )
+    name = config.name or (config.dataset + ("-quick" if config.quick else ""))
+    out = Path(config.out) / name
+    out.mkdir(parents=True, exist_ok=True)
+    sizes = [math.prod(ds.input_shape), *config.hidden, ds.n_classes]
+    epochs = config.resolved_epochs()
+    log(f"dataset: {ds.description}; {len(ds.train_y)} train / {len(ds.test_y)} test samples")
+    log(
+        f"architecture: {' -> '.join(map(str, sizes))}, F = {config.forward_group_size}, {epochs} epochs, seed {config.seed}"
+    )
+    train_x = ds.train_x.reshape(len(ds.train_y), ds.train_x.shape[1], -1)
+    test_x = ds.test_x.reshape(len(ds.test_y), ds.test_x.shape[1], -1)
+    nets: dict[str, Network] = {}
+    history: dict[str, dict[str, list[Any]]] = {}
+    for training in TRAINING:
+        log(f"training: {training} ({'layered BPTT' if training == 'layered' else 'unlayered backprop'})")
+        module = AsyncSNN.from_sizes(sizes, threshold=config.threshold, beta=config.beta, seed=config.seed)
+        net, hist = train(
+            module,
+            (train_x, ds.train_y),
+            scheduler=Scheduler(training),
+            forward_group_size=config.forward_group_size,
+            epochs=epochs,
+            lr=config.lr,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            progress=config.progress,
+        )
+        nets[training] = net
+        history[training] = {k: list(v) for k, v in asdict(hist).items()}
+        asyncsnn.save(net, out / f"model_{training}.safetensors", metadata={"training": training, "dataset": ds.name})
+    cells: list[Cell] = []
+    for training in TRAINING:
+        for inference in INFERENCE:
+            for stop in STOPS:
+                cell = evaluate_cell(
+                    nets[training], test_x, ds.test_y, training, inference, stop, config.forward_group_size, config.seed
+                )
+                cells.append(cell)
+                log(
+                    f"  trained {training:8} | {inference:8} {stop:12} | acc {100 * cell.accuracy:5.1f} % | "
+                    f"spikes {cell.spikes_per_sample:8.1f} | steps to 1st output {cell.steps_to_first_output:5.2f}"
+                )
+    sweep: dict[str, dict[str, list[float]]] = {}
+    spikes_per_neuron: dict[str, list[float]] = {}
+    currents: dict[str, list[int]] = {}
+    n_trace = min(len(ds.test_y), 24 if config.quick else 64)
+    for training in TRAINING:
+        net = nets[training]
+        accs = []
+        for extra in EXTRA_STEPS_SWEEP:
+            r = asyncsnn.infer(
+                net,
+                test_x,
+                scheduler="momentum",
+                forward_group_size=config.forward_group_size,
+                stop="first_output",
+                extra_steps=extra,
+                seed=config.seed,
+                labels=ds.test_y,
+            )
+            accs.append(float(r.accuracy or 0.0))
+        drained = asyncsnn.infer(
+            net,
+            test_x,
+            scheduler="momentum",
+            forward_group_size=config.forward_group_size,
+            seed=config.seed,
+            labels=ds.test_y,
+        )
+        sweep[training] = {"accuracy": accs, "drained": [float(drained.accuracy or 0.0)]}
+        sizes_pop = np.array(net.population_sizes[1:], dtype=float)
+        spikes_per_neuron[training] = (drained.spikes.mean(axis=0) / sizes_pop).tolist()
+        per_pop = currents_before_spike(
+            net, test_x[:n_trace], scheduler="momentum", forward_group_size=config.forward_group_size, seed=config.seed
+        )
+        currents[training] = np.concatenate(per_pop[:-1]).tolist() if len(per_pop) > 1 else []
+    report = Report(
+        config={**asdict(config), "epochs": epochs},
+        dataset=ds.name,
+        description=ds.description,
+        n_train=len(ds.train_y),
+        n_test=len(ds.test_y),
+        input_shape=list(ds.input_shape),
+        architecture=sizes,
+        history=history,
+        cells=cells,
+        sweep=sweep,
+        spikes_per_neuron=spikes_per_neuron,
+        currents_to_spike=currents,
+        findings=findings_paragraph(cells, config.forward_group_size),
+        wall_time_s=0.0,
+    )
+    pop_names = [f"hidden {i + 1}" for i in range(len(config.hidden))] + ["output"]
+    report.files = _figures(out, report, pop_names)
+    table = _write_table(out / "table.md", cells)
+    with (out / "results.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(asdict(cells[0])))
+        writer.writeheader()
+        for c in cells:
+            writer.writerow(asdict(c))
+    report.wall_time_s = time.perf_counter() - tic
+    report.files = ["table.md", "results.json", "results.csv", *report.files] + [
+        f"model_{t}.safetensors" for t in TRAINING
+    ]
+    (out / "results.json").write_text(json.dumps(asdict(report), indent=1, default=float))
+    log("")
+    log(table)
+    log(report.findings)
+    log(f"\nwrote {', '.join(report.files)} to {out} in {report.wall_time_s:.0f} s")
+    return report
