@@ -22,8 +22,11 @@ from __future__ import annotations
 
 __all__ = [
     "AsyncSNNError",
+    "DatasetFormatError",
+    "DatasetNotFoundError",
     "EngineError",
     "InputError",
+    "MissingDependencyError",
     "ModelError",
     "ParameterError",
     "SpecVersionError",
@@ -77,6 +80,18 @@ class ParameterError(AsyncSNNError, ValueError):
 
 class EngineError(AsyncSNNError, RuntimeError):
     """An engine failed for a reason other than bad input (overflow, internal error)."""
+
+
+class DatasetNotFoundError(AsyncSNNError, FileNotFoundError):
+    """The files of a dataset are not on disk (the message names the paths searched and how to get them)."""
+
+
+class DatasetFormatError(InputError):
+    """A dataset file is truncated or corrupt, or not in the expected format (``value`` is the file's path)."""
+
+
+class MissingDependencyError(AsyncSNNError, ImportError):
+    """An optional dependency is missing (the message names the ``pip install`` command)."""
 
 
 def _describe(value: object) -> str:

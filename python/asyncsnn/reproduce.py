@@ -165,11 +165,11 @@ def load_dataset(
 
 
 def _frames_of(dataset: Any, limit: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frames ``[n, T, *shape]`` and labels of a tonic ``EventFrames`` (a seeded subset when capped)."""
     n = len(dataset)
     idx = np.arange(n) if limit is None or limit >= n else np.sort(np.random.default_rng(seed).permutation(n)[:limit])
-    frames = [np.asarray(dataset[int(i)][0], dtype=np.float32) for i in idx]
-    t = max(f.shape[0] for f in frames)
-    return np.stack([_pad_t(f[None], t)[0] for f in frames]), np.asarray(dataset.labels)[idx]
+    frames, labels = dataset.to_arrays(idx)
+    return np.asarray(frames, dtype=np.float32), np.asarray(labels, dtype=np.int64)
 
 
 def _pad_t(x: np.ndarray, t: int) -> np.ndarray:

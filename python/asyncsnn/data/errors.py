@@ -1,4 +1,4 @@
-"""Typed errors of the dataset loaders.
+"""Typed errors of the dataset loaders (defined in :mod:`asyncsnn.exceptions`).
 
 Every class here is an :class:`asyncsnn.exceptions.AsyncSNNError`, and also a standard
 Python exception of the matching kind, so both ``except AsyncSNNError`` and the usual
@@ -14,18 +14,6 @@ Examples
 
 from __future__ import annotations
 
-from asyncsnn.exceptions import AsyncSNNError, InputError
+from asyncsnn.exceptions import DatasetFormatError, DatasetNotFoundError, MissingDependencyError
 
 __all__ = ["DatasetFormatError", "DatasetNotFoundError", "MissingDependencyError"]
-
-
-class DatasetNotFoundError(AsyncSNNError, FileNotFoundError):
-    """The files of a dataset are not on disk (the message names the paths searched and how to get them)."""
-
-
-class DatasetFormatError(InputError):
-    """A dataset file is truncated or corrupt, or not in the expected format (``value`` is the file's path)."""
-
-
-class MissingDependencyError(AsyncSNNError, ImportError):
-    """An optional dependency is missing (the message names the ``pip install`` command)."""
