@@ -53,6 +53,21 @@ pub enum EngineError {
     /// The run was cancelled through the cancel flag.
     #[error("cancelled")]
     Cancelled,
+    /// A model file (written by `asyncsnn.save`, read by [`crate::model_file`]) cannot be
+    /// read: I/O error, not an asyncsnn model file, truncated or corrupted, or written for
+    /// a newer `format_version` / `spec_version` (then `field` names the version).
+    #[error("{path}: invalid {field} = {value}: {reason}")]
+    ModelFile {
+        /// The file (or `"<bytes>"` for an in-memory buffer).
+        path: String,
+        /// The offending part: "file", "header size", "header", "format", "spec_version",
+        /// "tensor", "network", ...
+        field: String,
+        /// The offending value, formatted.
+        value: String,
+        /// Why it cannot be read.
+        reason: String,
+    },
 }
 
 impl EngineError {
@@ -123,5 +138,15 @@ mod tests {
         let e = EngineError::overflow("sample 0", "synops");
         assert_eq!(e.to_string(), "sample 0: synops overflows");
         assert_eq!(EngineError::Cancelled.to_string(), "cancelled");
+        let e = EngineError::ModelFile {
+            path: "m.safetensors".into(),
+            field: "format".into(),
+            value: "\"onnx\"".into(),
+            reason: "not an asyncsnn model file".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "m.safetensors: invalid format = \"onnx\": not an asyncsnn model file"
+        );
     }
 }

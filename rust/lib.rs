@@ -9,6 +9,7 @@
 pub mod counters;
 pub mod engine;
 pub mod error;
+pub mod model_file;
 pub mod network;
 pub mod rng;
 pub mod scheduler;
@@ -19,6 +20,7 @@ mod python;
 pub use counters::SampleResult;
 pub use engine::{run_batch, run_sample, RunConfig, SampleInput, StopMode};
 pub use error::EngineError;
+pub use model_file::{read_model_bytes, read_model_file};
 pub use network::{Network, NetworkSpec, PoolKind, PopulationSpec, ProjectionKind, ProjectionSpec};
 pub use scheduler::Scheduler;
 

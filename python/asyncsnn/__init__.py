@@ -9,7 +9,7 @@ is a slow, readable engine of the same semantics (``docs/semantics.md``).
 
 from __future__ import annotations
 
-from asyncsnn import data, exceptions, reference, testing
+from asyncsnn import data, exceptions, nir, reference, testing
 from asyncsnn._prepare import Scheduler, StopMode
 from asyncsnn._spec import SPEC_VERSION
 from asyncsnn.engine import infer
@@ -32,6 +32,7 @@ from asyncsnn.network import (
     beta_from_tau,
 )
 from asyncsnn.model_file import load, save
+from asyncsnn.nir import from_nir, to_nir
 from asyncsnn.result import InferenceResult
 
 
@@ -66,9 +67,12 @@ __all__ = [
     "beta_from_tau",
     "data",
     "exceptions",
+    "from_nir",
     "infer",
     "load",
+    "nir",
     "reference",
     "save",
     "testing",
+    "to_nir",
 ]

@@ -62,6 +62,14 @@ fn to_pyerr(py: Python<'_>, err: EngineError) -> PyErr {
             Some(location.clone()),
         ),
         EngineError::Cancelled => ("EngineError", None, None, None),
+        EngineError::ModelFile {
+            path, field, value, ..
+        } => (
+            "ModelError",
+            Some(field.clone()),
+            Some(value.clone()),
+            Some(path.clone()),
+        ),
     };
     let build = || -> PyResult<PyErr> {
         let module = PyModule::import(py, "asyncsnn.exceptions")?;
@@ -74,6 +82,38 @@ fn to_pyerr(py: Python<'_>, err: EngineError) -> PyErr {
         Ok(PyErr::from_value(obj))
     };
     build().unwrap_or_else(|e| e)
+}
+
+/// `run_batch` names a failing sample by its position in the chunk it was given;
+/// shift that to its position in the whole batch (`offset` = the chunk's first sample).
+fn shift_sample(err: EngineError, offset: usize) -> EngineError {
+    let shift = |location: String| -> String {
+        match location
+            .strip_prefix("sample ")
+            .and_then(|i| i.parse::<usize>().ok())
+        {
+            Some(i) => format!("sample {}", i.saturating_add(offset)),
+            None => location,
+        }
+    };
+    match err {
+        EngineError::Input {
+            location,
+            field,
+            value,
+            reason,
+        } => EngineError::Input {
+            location: shift(location),
+            field,
+            value,
+            reason,
+        },
+        EngineError::Overflow { location, what } => EngineError::Overflow {
+            location: shift(location),
+            what,
+        },
+        other => other,
+    }
 }
 
 fn param_err(field: &str, value: impl std::fmt::Display, reason: &str) -> EngineError {
@@ -307,6 +347,46 @@ struct Collected {
 }
 
 impl Collected {
+    /// Reserves the exact room for `batch` samples of `timesteps` timesteps up front, so
+    /// that a result too large for memory is a typed error (R7.8) instead of an abort in
+    /// the allocator while the counters are collected.
+    fn with_capacity(
+        batch: usize,
+        timesteps: usize,
+        n_out: usize,
+        n_pop: usize,
+        n_proj: usize,
+    ) -> Result<Collected, EngineError> {
+        let oom = || EngineError::overflow("batch", "result arrays (memory)");
+        let mut probe = Collected::default();
+        probe.push(&SampleResult::default());
+        let mut fields = Vec::with_capacity(probe.fields.len());
+        for (name, _) in probe.fields {
+            let per_sample = match name {
+                "output_counts" => Some(n_out),
+                "timestep_output_counts" => timesteps.checked_mul(n_out),
+                "spikes" => Some(n_pop),
+                "synops_per_projection" => Some(n_proj),
+                "timestep_forward_steps"
+                | "first_output_step"
+                | "first_output_class"
+                | "first_output_spikes"
+                | "first_output_synops"
+                | "first_correct_step"
+                | "first_correct_spikes"
+                | "first_correct_synops" => Some(timesteps),
+                _ => Some(1),
+            };
+            let n = per_sample
+                .and_then(|k| k.checked_mul(batch))
+                .ok_or_else(oom)?;
+            let mut buf: Vec<i64> = Vec::new();
+            buf.try_reserve_exact(n).map_err(|_| oom())?;
+            fields.push((name, buf));
+        }
+        Ok(Collected { fields })
+    }
+
     fn push(&mut self, r: &SampleResult) {
         let scalars: [(&'static str, &[i64]); 19] = [
             ("predictions", std::slice::from_ref(&r.prediction)),
@@ -484,7 +564,14 @@ fn run<'py>(
         .map_or_else(rayon::current_num_threads, |p| p.current_num_threads());
     let mut chunk = workers.max(1);
     let mut start = 0;
-    let mut collected = Collected::default();
+    let mut collected = Collected::with_capacity(
+        batch,
+        timesteps,
+        net.n_outputs(),
+        net.n_populations(),
+        net.n_projections(),
+    )
+    .map_err(err)?;
     while start < batch {
         let end = (start + chunk).min(batch);
         let tic = Instant::now();
@@ -498,7 +585,7 @@ fn run<'py>(
                 None => job(),
             }
         });
-        let results = result.map_err(err)?;
+        let results = result.map_err(|e| err(shift_sample(e, start)))?;
         for r in &results {
             collected.push(r);
         }
@@ -515,12 +602,6 @@ fn run<'py>(
     let n_out = net.n_outputs();
     let n_pop = net.n_populations();
     let n_proj = net.n_projections();
-    if collected.fields.is_empty() {
-        collected.push(&SampleResult::default());
-        for (_, v) in collected.fields.iter_mut() {
-            v.clear();
-        }
-    }
     for (name, values) in collected.fields {
         let arr = PyArray1::from_vec(py, values);
         let shaped = match name {

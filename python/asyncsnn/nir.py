@@ -1,0 +1,935 @@
+r"""NIR interchange: read and write networks in the Neuromorphic Intermediate Representation.
+
+`NIR <https://neuroir.org>`_ describes a spiking network as a graph of continuous-time
+nodes (``Linear``, ``Conv2d``, ``LIF``, ...). :func:`from_nir` turns a NIR graph into a
+:class:`~asyncsnn.network.Network`, :func:`to_nir` does the reverse, and :func:`read` /
+:func:`write` do the same with ``.nir`` files. The ``nir`` package is needed
+(``pip install asyncsnn[nir]``); it is imported only when one of these functions runs.
+
+Discretisation (forward Euler, the convention of snnTorch's and Norse's NIR support;
+``docs/nir.md`` has the full table). A NIR ``LIF`` node
+``tau dv/dt = (v_leak - v) + r I`` stepped with ``dt`` becomes an asyncsnn population with
+
+.. math::
+
+    \beta = 1 - \frac{dt}{\tau}, \qquad
+    \theta = v_{threshold} \Big/ \frac{r\,dt}{\tau}
+
+(the input scale ``r dt / tau`` is folded into the threshold, which gives the same spikes
+as scaling every incoming weight; a scale within ``1e-6`` of 1 is taken as exactly 1).
+``v_leak`` and ``v_reset`` must be 0. An ``IF`` node has ``beta = 1`` and input scale
+``r``; a ``CubaLIF`` node is accepted only when its synaptic current has no memory
+(``tau_syn = dt``, so ``alpha = 1 - dt / tau_syn = 0``). :func:`to_nir` writes the inverse:
+``tau = dt / (1 - beta)``, ``r = tau / dt``, ``v_threshold = threshold`` (``IF`` with
+``r = 1`` for a population with ``beta = 1``), so a round trip is exact.
+
+snnTorch exports with ``dt = 1e-4`` (:data:`SNNTORCH_DT`); pass that ``dt`` to
+:func:`from_nir` for its graphs.
+
+Examples
+--------
+>>> import numpy as np
+>>> import asyncsnn
+>>> from asyncsnn.nir import from_nir, to_nir
+>>> net = asyncsnn.Network.sequential(
+...     input_shape=(4,), layers=[asyncsnn.Dense(np.full((3, 4), 0.5)), asyncsnn.Dense(np.ones((2, 3)))],
+...     threshold=[1.0, 2.0], beta=[0.875, 1.0])
+>>> graph = to_nir(net)
+>>> sorted(type(n).__name__ for n in graph.nodes.values())
+['IF', 'Input', 'LIF', 'Linear', 'Linear', 'Output']
+>>> float(graph.nodes["lif1"].tau[0])
+8.0
+>>> back = from_nir(graph)
+>>> back.population_shapes, float(back.populations[0].beta[0]), float(back.populations[1].threshold[0])
+([(4,), (3,), (2,)], 0.875, 2.0)
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from asyncsnn._spec import SPEC_VERSION
+from asyncsnn.exceptions import ModelError, invalid
+from asyncsnn.network import AvgPool2d, Conv2d, Dense, Layer, Network, Population, Projection, SumPool2d
+
+if TYPE_CHECKING:
+    import nir
+
+__all__ = ["SNNTORCH_DT", "UNIT_TOLERANCE", "from_nir", "read", "to_nir", "write"]
+
+#: The time step snnTorch's NIR exporter assumes (``tau = 1e-4 / (1 - beta)``).
+SNNTORCH_DT = 1e-4
+
+#: Input scales (``r dt / tau``, ``r``, ``w_in dt / tau_syn``) within this relative
+#: distance of 1, and ``alpha`` within this distance of 0, are taken as exact: exporters
+#: compute ``tau`` and ``r`` in float32, so ``r dt / tau`` is 1 only up to rounding.
+UNIT_TOLERANCE = 1e-6
+
+_NEURONS = ("LIF", "IF", "CubaLIF")
+_PROJECTIONS = ("Linear", "Affine", "Conv2d", "SumPool2d", "AvgPool2d")
+#: 1 - beta used for beta = 1 in a LIF node (tau = 2**60 dt): 1 - 2**-60 rounds to 1.0.
+_TINY = 2.0**-60
+_META_POP = "asyncsnn_population"
+_META_PROJ = "asyncsnn_projection"
+_META_DROPOUT = "asyncsnn_refractory_dropout"
+_META_NAME = "asyncsnn_name"
+_META_DT = "asyncsnn_dt"
+_META_OUTPUT = "asyncsnn_output"
+
+
+def _import_nir() -> Any:
+    try:
+        import nir
+    except ImportError as exc:  # pragma: no cover - exercised only without nir
+        raise ImportError("asyncsnn.nir needs the 'nir' package: pip install 'asyncsnn[nir]'") from exc
+    return nir
+
+
+def _where(name: str, node: Any) -> str:
+    return f"NIR node {name!r} ({type(node).__name__})"
+
+
+def _array(value: Any) -> np.ndarray:
+    """A float64 numpy array from a numpy array, a torch tensor or a number."""
+    if hasattr(value, "detach"):  # snnTorch stores some weights as torch tensors
+        value = value.detach().cpu().numpy()
+    return np.asarray(value, dtype=np.float64)
+
+
+def _ints(value: Any, name: str, node: Any, field_name: str) -> tuple[int, int]:
+    """An int or a pair of ints (numpy arrays and tuples accepted) as a pair."""
+    arr = np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
+    if arr.dtype.kind not in "iuf" or arr.size not in (1, 2) or not np.all(arr == np.round(arr)):
+        raise invalid(ModelError, field_name, value, "must be an int or a pair of ints", _where(name, node))
+    flat = [int(v) for v in arr.reshape(-1)]
+    return (flat[0], flat[0]) if len(flat) == 1 else (flat[0], flat[1])
+
+
+def _meta_int(node: Any, key: str) -> int | None:
+    meta = getattr(node, "metadata", None)
+    if not isinstance(meta, Mapping) or key not in meta:
+        return None
+    try:
+        return int(meta[key])
+    except (TypeError, ValueError):
+        return None
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+@dataclass
+class _Proj:
+    """A projection node of the graph and where it leads."""
+
+    name: str
+    node: Any
+    source: str  # Input or neuron node name
+    pre: list[str]  # Flatten nodes between the source and this node
+    targets: list[tuple[str, list[str]]] = field(default_factory=list)  # (neuron, Flatten path)
+    layer: Layer | None = None
+
+
+def _shape_of(value: Any) -> tuple[int, ...] | None:
+    """A shape from a NIR type entry (None, an empty array or a sequence of ints)."""
+    if value is None:
+        return None
+    arr = np.asarray(value).reshape(-1)
+    if arr.size == 0 or arr.dtype.kind not in "iuf" or np.any(arr < 1):
+        return None
+    return tuple(int(v) for v in arr)
+
+
+def _flatten_shape(shape: tuple[int, ...], node: Any) -> tuple[int, ...]:
+    """The output shape of a NIR ``Flatten`` (C order); a full flatten when dims are odd."""
+    n = len(shape)
+    try:
+        start, end = int(node.start_dim), int(node.end_dim)
+    except (AttributeError, TypeError, ValueError):
+        return (math.prod(shape),)
+    start = start + n if start < 0 else start
+    end = end + n if end < 0 else end
+    if not 0 <= start <= end < n:
+        return (math.prod(shape),)
+    return (*shape[:start], math.prod(shape[start : end + 1]), *shape[end + 1 :])
+
+
+def _load_graph(graph_or_path: Any) -> Any:
+    nir = _import_nir()
+    if isinstance(graph_or_path, (str, os.PathLike)):
+        try:
+            return nir.read(graph_or_path, type_check=False)
+        except TypeError:  # pragma: no cover - nir < 1.0 has no type_check argument
+            return nir.read(graph_or_path)
+    return graph_or_path
+
+
+def _graph_dt(graph: Any, dt: float | None) -> float:
+    if dt is None:
+        meta = getattr(graph, "metadata", None)
+        stored = meta.get(_META_DT) if isinstance(meta, Mapping) else None
+        dt = 1.0 if stored is None else float(stored)
+    if isinstance(dt, bool) or not isinstance(dt, (int, float, np.floating)) or not math.isfinite(dt) or dt <= 0:
+        raise invalid(ModelError, "dt", dt, "must be a finite number > 0")
+    return float(dt)
+
+
+class _Reader:
+    """Turns a NIR graph into the parts of a :class:`Network` (see :func:`from_nir`)."""
+
+    def __init__(self, graph: Any, dt: float, output: str | None) -> None:
+        nir = _import_nir()
+        if not isinstance(graph, nir.NIRGraph):
+            raise invalid(ModelError, "graph", type(graph).__name__, "must be a nir.NIRGraph or a path to a .nir file")
+        self.nir = nir
+        self.dt = dt
+        self.nodes: dict[str, Any] = {str(k): v for k, v in graph.nodes.items()}
+        self.position = {name: i for i, name in enumerate(self.nodes)}
+        self.kind: dict[str, str] = {}
+        for name, node in self.nodes.items():
+            self.kind[name] = self._classify(name, node)
+        self.preds: dict[str, list[str]] = {name: [] for name in self.nodes}
+        self.succs: dict[str, list[str]] = {name: [] for name in self.nodes}
+        seen: set[tuple[str, str]] = set()
+        for edge in graph.edges:
+            a, b = (e.decode() if isinstance(e, bytes) else str(e) for e in edge)
+            for end in (a, b):
+                if end not in self.nodes:
+                    raise invalid(ModelError, "edges", (a, b), f"node {end!r} does not exist", "NIR graph")
+            if (a, b) in seen:
+                continue
+            seen.add((a, b))
+            self.preds[b].append(a)
+            self.succs[a].append(b)
+        self.metadata = graph.metadata if isinstance(getattr(graph, "metadata", None), Mapping) else {}
+        self.input = self._single_input()
+        self.output = self._pick_output(output)
+
+    # -- classification and structure -------------------------------------------
+    def _classify(self, name: str, node: Any) -> str:
+        nir = self.nir
+        if isinstance(node, nir.Input):
+            return "input"
+        if isinstance(node, nir.Output):
+            return "output"
+        if isinstance(node, nir.Flatten):
+            return "flatten"
+        kind = type(node).__name__
+        if kind in _PROJECTIONS and isinstance(node, getattr(nir, kind)):
+            return "projection"
+        if kind in _NEURONS and isinstance(node, getattr(nir, kind)):
+            return "neuron"
+        hint = ""
+        if isinstance(node, nir.NIRGraph):
+            hint = " (a nested graph, e.g. a recurrent snnTorch layer: recurrence is not supported)"
+        raise invalid(
+            ModelError,
+            "type",
+            kind,
+            "unsupported node"
+            + hint
+            + "; supported: Input, Output, Flatten, Linear, Affine, Conv2d, SumPool2d, AvgPool2d, LIF, IF, CubaLIF",
+            _where(name, node),
+        )
+
+    def _single_input(self) -> str:
+        inputs = [n for n, k in self.kind.items() if k == "input"]
+        if len(inputs) != 1:
+            raise invalid(
+                ModelError, "Input nodes", inputs, "an asyncsnn network has exactly one Input node", "NIR graph"
+            )
+        name = inputs[0]
+        if self.preds[name]:
+            raise invalid(
+                ModelError,
+                "edges",
+                self.preds[name],
+                "an Input node has no incoming edges",
+                _where(name, self.nodes[name]),
+            )
+        return name
+
+    def _pick_output(self, output: str | None) -> str:
+        outputs = [n for n, k in self.kind.items() if k == "output"]
+        for name in outputs:
+            if self.succs[name]:
+                raise invalid(
+                    ModelError,
+                    "edges",
+                    self.succs[name],
+                    "an Output node has no outgoing edges",
+                    _where(name, self.nodes[name]),
+                )
+        if output is None and len(outputs) > 1:
+            stored = self.metadata.get(_META_OUTPUT)
+            output = stored.decode() if isinstance(stored, bytes) else (None if stored is None else str(stored))
+        if output is not None:
+            if output not in outputs:
+                raise invalid(ModelError, "output", output, f"must name one of the Output nodes {outputs}", "NIR graph")
+            return output
+        if len(outputs) != 1:
+            raise invalid(
+                ModelError,
+                "Output nodes",
+                outputs,
+                "an asyncsnn network has one output population: keep one Output node or pass output=<name>",
+                "NIR graph",
+            )
+        return outputs[0]
+
+    def _back(self, name: str, consumer: str) -> tuple[str, list[str]]:
+        """Follow Flatten nodes backwards from ``name``; return the origin and the path."""
+        path: list[str] = []
+        seen = {consumer}
+        while self.kind[name] == "flatten":
+            if name in seen:
+                raise invalid(
+                    ModelError, "edges", name, "a cycle through Flatten nodes", _where(name, self.nodes[name])
+                )
+            seen.add(name)
+            if len(self.preds[name]) != 1:
+                raise invalid(
+                    ModelError,
+                    "inputs",
+                    self.preds[name],
+                    "a Flatten node needs exactly one input",
+                    _where(name, self.nodes[name]),
+                )
+            path.insert(0, name)
+            name = self.preds[name][0]
+        return name, path
+
+    def _forward(self, start: str, path: list[str], out: list[tuple[str, list[str]]], proj: str) -> None:
+        """Collect the neuron nodes reached from ``start`` through Flatten nodes."""
+        for succ in self.succs[start]:
+            kind = self.kind[succ]
+            if kind == "neuron":
+                out.append((succ, path))
+            elif kind == "flatten":
+                if succ in path:
+                    raise invalid(
+                        ModelError, "edges", succ, "a cycle through Flatten nodes", _where(succ, self.nodes[succ])
+                    )
+                self._forward(succ, [*path, succ], out, proj)
+            else:
+                what = "a projection" if kind == "projection" else f"an {kind.capitalize()} node"
+                raise invalid(
+                    ModelError,
+                    "edges",
+                    (proj, succ),
+                    f"the projection feeds {what} ({succ!r}) directly; asyncsnn needs a LIF/IF population after "
+                    "every projection (R1.2)",
+                    _where(proj, self.nodes[proj]),
+                )
+
+    def structure(self) -> tuple[list[str], list[_Proj]]:
+        """Population order (neuron node names, the output's last) and the projections."""
+        projs: list[_Proj] = []
+        for name, kind in self.kind.items():
+            if kind != "projection":
+                continue
+            node = self.nodes[name]
+            if len(self.preds[name]) != 1:
+                raise invalid(
+                    ModelError, "inputs", self.preds[name], "a projection needs exactly one input", _where(name, node)
+                )
+            source, pre = self._back(self.preds[name][0], name)
+            if self.kind[source] not in ("input", "neuron"):
+                raise invalid(
+                    ModelError,
+                    "inputs",
+                    source,
+                    "a projection must read the Input or a LIF/IF population, not another projection "
+                    "(asyncsnn needs a population after every projection, R1.2)",
+                    _where(name, node),
+                )
+            proj = _Proj(name, node, source, pre)
+            self._forward(name, [], proj.targets, name)
+            if not proj.targets:
+                raise invalid(
+                    ModelError, "outputs", self.succs[name], "the projection reaches no population", _where(name, node)
+                )
+            projs.append(proj)
+        for name, kind in self.kind.items():
+            if kind == "neuron":
+                for pred in self.preds[name]:
+                    origin, _ = self._back(pred, name)
+                    if self.kind[origin] != "projection":
+                        raise invalid(
+                            ModelError,
+                            "inputs",
+                            origin,
+                            "a population must be fed by projections (Linear, Conv2d, pooling), not directly by "
+                            f"an {self.kind[origin]} node",
+                            _where(name, self.nodes[name]),
+                        )
+        out_node = self.nodes[self.output]
+        if len(self.preds[self.output]) != 1:
+            raise invalid(
+                ModelError,
+                "inputs",
+                self.preds[self.output],
+                "the Output node needs exactly one input",
+                _where(self.output, out_node),
+            )
+        out_pop, _ = self._back(self.preds[self.output][0], self.output)
+        if self.kind[out_pop] != "neuron":
+            raise invalid(
+                ModelError,
+                "inputs",
+                out_pop,
+                "the Output node must be fed by a LIF/IF population (the class scores are spikes)",
+                _where(self.output, out_node),
+            )
+        if any(p.source == out_pop for p in projs):
+            feeds = [p.name for p in projs if p.source == out_pop]
+            raise invalid(
+                ModelError,
+                "outputs",
+                feeds,
+                "the output population must be the last population: it cannot feed projections",
+                _where(out_pop, self.nodes[out_pop]),
+            )
+        return self._order(projs, out_pop), projs
+
+    def _order(self, projs: list[_Proj], out_pop: str) -> list[str]:
+        """Topological order of the populations; ties by asyncsnn metadata, then node order."""
+        neurons = [n for n, k in self.kind.items() if k == "neuron" and n != out_pop]
+        indegree = dict.fromkeys(neurons, 0)
+        succ: dict[str, list[str]] = {n: [] for n in [*neurons, self.input]}
+        for p in projs:
+            for target, _ in p.targets:
+                if target == out_pop or p.source == self.input:
+                    continue
+                indegree[target] += 1
+                succ[p.source].append(target)
+
+        def key(n: str) -> tuple[float, int, str]:
+            meta = _meta_int(self.nodes[n], _META_POP)
+            return (math.inf if meta is None else float(meta), self.position[n], n)
+
+        ready = [key(n) for n, d in indegree.items() if d == 0]
+        heapq.heapify(ready)
+        order: list[str] = []
+        while ready:
+            *_, name = heapq.heappop(ready)
+            order.append(name)
+            for t in succ[name]:
+                indegree[t] -= 1
+                if indegree[t] == 0:
+                    heapq.heappush(ready, key(t))
+        if len(order) != len(neurons):
+            stuck = sorted(n for n, d in indegree.items() if d > 0)
+            raise invalid(
+                ModelError,
+                "edges",
+                stuck,
+                "the graph has a cycle (recurrent connections are not supported in SPEC_VERSION 1)",
+                "NIR graph",
+            )
+        return [*order, out_pop]
+
+    # -- nodes ------------------------------------------------------------------------
+    def input_shape(self, projs: list[_Proj]) -> tuple[int, ...]:
+        node = self.nodes[self.input]
+        types = getattr(node, "input_type", None) or getattr(node, "output_type", None) or {}
+        shape = _shape_of(next(iter(types.values()), None) if isinstance(types, Mapping) else None)
+        if shape is not None:
+            return shape
+        for p in projs:  # infer from the first reader (snnTorch issue #410: shapes may be missing)
+            if p.source != self.input:
+                continue
+            kind = type(p.node).__name__
+            weight = _array(getattr(p.node, "weight", np.zeros(0)))
+            if kind in ("Linear", "Affine") and weight.ndim == 2:
+                return (int(weight.shape[1]),)
+            hw = _shape_of(getattr(p.node, "input_shape", None))
+            if kind == "Conv2d" and weight.ndim == 4 and hw is not None and len(hw) == 2:
+                return (int(weight.shape[1]), *hw)
+        raise invalid(
+            ModelError,
+            "shape",
+            None,
+            "the Input node has no shape and no Linear or Conv2d (with input_shape) reads it to infer one",
+            _where(self.input, node),
+        )
+
+    def layer(self, p: _Proj, source_shape: tuple[int, ...]) -> tuple[Layer, tuple[int, ...]]:
+        """The asyncsnn layer of projection node ``p`` and its output shape."""
+        node, where, kind = p.node, _where(p.name, p.node), type(p.node).__name__
+        arriving = source_shape
+        for f in p.pre:
+            arriving = _flatten_shape(arriving, self.nodes[f])
+        layer: Layer
+        if kind in ("Linear", "Affine"):
+            weight = _array(node.weight)
+            if weight.ndim != 2:
+                raise invalid(ModelError, "weight", f"shape {weight.shape}", "must be 2-D [n_out, n_in]", where)
+            if kind == "Affine":
+                self._no_bias(node, where)
+            layer = Dense(weight)
+        elif kind == "Conv2d":
+            weight = _array(node.weight)
+            if weight.ndim != 4:
+                raise invalid(ModelError, "weight", f"shape {weight.shape}", "must be 4-D [c_out, c_in, kh, kw]", where)
+            if _ints(node.dilation, p.name, node, "dilation") != (1, 1):
+                raise invalid(ModelError, "dilation", node.dilation, "only dilation 1 is supported (R1.2)", where)
+            groups = np.asarray(node.groups).reshape(-1)
+            if groups.size != 1 or int(groups[0]) != 1:
+                raise invalid(ModelError, "groups", node.groups, "only groups = 1 is supported (R1.2)", where)
+            self._no_bias(node, where)
+            stride = _ints(node.stride, p.name, node, "stride")
+            padding = self._conv_padding(node, weight.shape, stride, p.name, where)
+            hw = _shape_of(getattr(node, "input_shape", None))
+            if hw is not None and len(arriving) == 3 and tuple(arriving[1:]) != tuple(hw):
+                raise invalid(
+                    ModelError, "input_shape", hw, f"does not match the source population shape {arriving}", where
+                )
+            layer = Conv2d(weight, stride=stride, padding=padding)
+        else:  # SumPool2d / AvgPool2d
+            kernel = _ints(node.kernel_size, p.name, node, "kernel_size")
+            stride = _ints(node.stride, p.name, node, "stride") if node.stride is not None else kernel
+            pad = getattr(node, "padding", None)
+            if pad is not None and _ints(pad, p.name, node, "padding") != (0, 0):
+                raise invalid(ModelError, "padding", pad, "pooling without padding only (R1.2)", where)
+            layer = (SumPool2d if kind == "SumPool2d" else AvgPool2d)(kernel, stride=stride)
+        if not isinstance(layer, Dense) and tuple(arriving) != tuple(source_shape):
+            raise invalid(
+                ModelError,
+                "inputs",
+                p.pre,
+                f"a {kind} must read a (c, h, w) population directly, not through a Flatten",
+                where,
+            )
+        return layer, layer.output_shape(source_shape, where)
+
+    @staticmethod
+    def _no_bias(node: Any, where: str) -> None:
+        bias = getattr(node, "bias", None)
+        if bias is None:
+            return
+        b = _array(bias)
+        if np.any(b != 0):
+            raise invalid(
+                ModelError,
+                "bias",
+                f"non-zero bias (max |b| = {float(np.max(np.abs(b))):.6g})",
+                f"asyncsnn has no biases in SPEC_VERSION {SPEC_VERSION} (docs/semantics.md R1.4); "
+                "train without bias or fold it away",
+                where,
+            )
+
+    @staticmethod
+    def _conv_padding(
+        node: Any, wshape: tuple[int, ...], stride: tuple[int, int], name: str, where: str
+    ) -> tuple[int, int]:
+        pad = node.padding
+        if isinstance(pad, bytes):
+            pad = pad.decode()
+        if isinstance(pad, str):
+            if pad == "valid":
+                return (0, 0)
+            kh, kw = int(wshape[2]), int(wshape[3])
+            if pad == "same" and stride == (1, 1) and kh % 2 == 1 and kw % 2 == 1:
+                return ((kh - 1) // 2, (kw - 1) // 2)
+            raise invalid(
+                ModelError, "padding", pad, "only 'valid', or 'same' with stride 1 and odd kernels, is supported", where
+            )
+        return _ints(pad, name, node, "padding")
+
+    def population(self, name: str, arriving: tuple[int, ...] | None, ordinal: int, foreign_names: bool) -> Population:
+        """The asyncsnn population of neuron node ``name`` (``arriving``: the shape it receives)."""
+        node, where, kind = self.nodes[name], _where(name, self.nodes[name]), type(self.nodes[name]).__name__
+        fields = {
+            "LIF": ("v_threshold", "tau", "r", "v_leak", "v_reset"),
+            "IF": ("v_threshold", "r", "v_reset"),
+            "CubaLIF": ("v_threshold", "tau_mem", "tau_syn", "r", "w_in", "v_leak", "v_reset"),
+        }[kind]
+        raw = {f: (np.zeros(1) if getattr(node, f, None) is None else _array(getattr(node, f))) for f in fields}
+        shape = self._pop_shape(name, raw, arriving, where)
+        size = math.prod(shape)
+        p: dict[str, np.ndarray] = {}
+        for f, arr in raw.items():
+            if arr.size == 1:
+                p[f] = np.full(shape, float(arr.reshape(-1)[0]))
+            elif arr.size == size:
+                p[f] = arr.reshape(shape)
+            else:
+                raise invalid(
+                    ModelError,
+                    f,
+                    f"array of shape {arr.shape}",
+                    f"must be a scalar or have {size} values {shape}",
+                    where,
+                )
+        for f in ("v_leak", "v_reset"):
+            if f in p and np.any(p[f] != 0):
+                bad = float(p[f][p[f] != 0].flat[0])
+                reason = (
+                    "must be 0: asyncsnn neurons leak towards 0"
+                    if f == "v_leak"
+                    else "must be 0: asyncsnn resets to 0 (R4.3)"
+                )
+                raise invalid(ModelError, f, bad, reason, where)
+        dt = self.dt
+        if kind == "IF":
+            beta = np.ones(shape)
+            scale = p["r"].copy()
+        else:
+            tau = p["tau" if kind == "LIF" else "tau_mem"]
+            self._positive(tau, "tau" if kind == "LIF" else "tau_mem", where)
+            if np.any(tau < dt):
+                raise invalid(
+                    ModelError,
+                    "tau" if kind == "LIF" else "tau_mem",
+                    float(tau[tau < dt].flat[0]),
+                    f"is below dt = {dt:g}: forward Euler gives beta = 1 - dt/tau < 0 (pass the dt the model was "
+                    f"trained with; snnTorch exports use dt = {SNNTORCH_DT:g})",
+                    where,
+                )
+            beta = 1.0 - dt / tau
+            scale = p["r"] * dt / tau
+            if kind == "CubaLIF":
+                tau_syn = p["tau_syn"]
+                self._positive(tau_syn, "tau_syn", where)
+                alpha = 1.0 - dt / tau_syn
+                if np.any(np.abs(alpha) > UNIT_TOLERANCE):
+                    raise invalid(
+                        ModelError,
+                        "tau_syn",
+                        float(tau_syn[np.abs(alpha) > UNIT_TOLERANCE].flat[0]),
+                        f"a CubaLIF is supported only without synaptic memory (tau_syn = dt = {dt:g}, alpha = 0); "
+                        "asyncsnn has no synaptic current state in SPEC_VERSION 1",
+                        where,
+                    )
+                scale = scale * p["w_in"] * dt / tau_syn
+        if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+            bad = float(scale[~(np.isfinite(scale) & (scale > 0))].flat[0])
+            raise invalid(ModelError, "r", bad, "the input scale (r dt / tau, r for IF) must be finite and > 0", where)
+        scale = np.where(np.abs(scale - 1.0) <= UNIT_TOLERANCE, 1.0, scale)
+        threshold = p["v_threshold"] / scale
+        meta = getattr(node, "metadata", None)
+        meta = meta if isinstance(meta, Mapping) else {}
+        dropout = float(meta.get(_META_DROPOUT, 0.0))
+        if foreign_names:
+            pop_name: str | None = name
+        else:
+            stored = meta.get(_META_NAME)
+            pop_name = stored.decode() if isinstance(stored, bytes) else (None if stored is None else str(stored))
+        return Population.create(
+            shape,
+            threshold.astype(np.float32),
+            beta.astype(np.float32),
+            refractory_dropout=dropout,
+            name=pop_name,
+            location=f"{where}, population {ordinal}",
+        )
+
+    @staticmethod
+    def _positive(values: np.ndarray, name: str, where: str) -> None:
+        bad = ~(np.isfinite(values) & (values > 0))
+        if np.any(bad):
+            raise invalid(ModelError, name, float(values[bad].flat[0]), "must be finite and > 0", where)
+
+    @staticmethod
+    def _pop_shape(
+        name: str, raw: dict[str, np.ndarray], arriving: tuple[int, ...] | None, where: str
+    ) -> tuple[int, ...]:
+        declared = next((a.shape for a in raw.values() if a.size > 1), None)
+        if arriving is None:
+            if declared is None:
+                raise invalid(
+                    ModelError,
+                    "shape",
+                    None,
+                    "a population with no input needs per-neuron parameters to give its size",
+                    where,
+                )
+            return tuple(int(s) for s in declared)
+        if declared is not None and len(declared) > 1 and math.prod(declared) == math.prod(arriving):
+            return tuple(int(s) for s in declared)
+        return arriving
+
+
+def from_nir(
+    graph_or_path: Any,
+    *,
+    dt: float | None = None,
+    output: str | None = None,
+) -> Network:
+    """Build a :class:`~asyncsnn.network.Network` from a NIR graph.
+
+    The graph must have the shape of an asyncsnn network (R1): one ``Input``, projections
+    (``Linear``, ``Affine`` with zero bias, ``Conv2d``, ``SumPool2d``, ``AvgPool2d``), each
+    followed by a population (``LIF``, ``IF``, or ``CubaLIF`` without synaptic memory),
+    ``Flatten`` nodes anywhere between them (reshapes are implicit), skip connections
+    (several projections into one population) but no cycles, and one ``Output`` fed by the
+    last population. Populations are ordered topologically (ties: the order written by
+    :func:`to_nir`, then the graph's node order). See ``docs/nir.md`` for the
+    discretisation.
+
+    Parameters
+    ----------
+    graph_or_path
+        A ``nir.NIRGraph`` or the path of a ``.nir`` file (read without NIR's type check,
+        so graphs with missing shape metadata load).
+    dt
+        The time step of one asyncsnn timestep, in the time unit of the graph's ``tau``.
+        ``None``: the ``dt`` stored by :func:`to_nir`, else 1.0. Use :data:`SNNTORCH_DT`
+        for graphs exported by snnTorch.
+    output
+        Name of the ``Output`` node to use when the graph has several.
+
+    Returns
+    -------
+    Network
+
+    Raises
+    ------
+    ModelError
+        For an unsupported node or structure, a non-zero bias, ``v_leak`` or ``v_reset``,
+        dilation or groups other than 1, ``tau < dt``, or shapes that do not fit; the
+        error names the NIR node and the field.
+
+    Examples
+    --------
+    >>> import numpy as np, nir
+    >>> g = nir.NIRGraph.from_list(
+    ...     nir.Linear(weight=np.array([[0.5, 0.25]])),
+    ...     nir.LIF(tau=np.array([8.0]), r=np.array([4.0]), v_leak=np.zeros(1), v_threshold=np.ones(1)))
+    >>> net = from_nir(g)  # beta = 1 - 1/8, threshold = 1 / (r dt / tau) = 2
+    >>> float(net.populations[0].beta[0]), float(net.populations[0].threshold[0])
+    (0.875, 2.0)
+    >>> g.nodes["linear"] = nir.Affine(weight=np.array([[0.5, 0.25]]), bias=np.array([0.1]))
+    >>> from_nir(g)
+    Traceback (most recent call last):
+    ...
+    asyncsnn.exceptions.ModelError: NIR node 'linear' (Affine): invalid bias = ...
+    """
+    graph = _load_graph(graph_or_path)
+    reader = _Reader(graph, _graph_dt(graph, dt), output)
+    order, projs = reader.structure()
+    ours = any(_meta_int(reader.nodes[n], _META_POP) is not None for n in order)
+    index = {reader.input: 0} | {n: i for i, n in enumerate(order, start=1)}
+    shapes: dict[str, tuple[int, ...]] = {reader.input: reader.input_shape(projs)}
+
+    def proj_key(p: _Proj) -> tuple[float, int, int, int]:
+        meta = _meta_int(p.node, _META_PROJ)
+        first = min(index[t] for t, _ in p.targets)
+        return (math.inf if meta is None else float(meta), first, index[p.source], reader.position[p.name])
+
+    projs.sort(key=proj_key)
+    incoming: dict[str, list[tuple[_Proj, list[str]]]] = {n: [] for n in order}
+    for p in projs:
+        for target, path in p.targets:
+            incoming[target].append((p, path))
+    populations: list[Population] = []
+    out_shapes: dict[str, tuple[int, ...]] = {}
+    for i, name in enumerate(order, start=1):
+        arriving: tuple[int, ...] | None = None
+        for p, path in incoming[name]:
+            if p.name not in out_shapes:
+                p.layer, out_shapes[p.name] = reader.layer(p, shapes[p.source])
+            shape = out_shapes[p.name]
+            for f in path:
+                shape = _flatten_shape(shape, reader.nodes[f])
+            if arriving is None:
+                arriving = shape
+            elif math.prod(shape) != math.prod(arriving):
+                raise invalid(
+                    ModelError,
+                    "inputs",
+                    p.name,
+                    f"delivers {math.prod(shape)} values {shape} but another projection delivers "
+                    f"{math.prod(arriving)} {arriving}",
+                    _where(name, reader.nodes[name]),
+                )
+        pop = reader.population(name, arriving, i, foreign_names=not ours)
+        shapes[name] = pop.shape
+        populations.append(pop)
+    projections = [
+        Projection(index[p.source], index[t], p.layer) for p in projs for t, _ in p.targets if p.layer is not None
+    ]
+    return Network(shapes[reader.input], populations, projections)
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _neuron_node(nir: Any, pop: Population, i: int, dt: float) -> tuple[str, Any]:
+    beta = pop.beta.astype(np.float64)
+    threshold = pop.threshold.astype(np.float32)
+    zeros = np.zeros(pop.shape, dtype=np.float32)
+    meta: dict[str, Any] = {_META_POP: i, _META_DROPOUT: float(pop.refractory_dropout)}
+    if pop.name is not None:
+        meta[_META_NAME] = str(pop.name)
+    if np.all(beta == 1.0):
+        return f"if{i}", nir.IF(r=np.ones(pop.shape), v_threshold=threshold, v_reset=zeros, metadata=meta)
+    # beta = 1 next to beta < 1 in one population: tau = 2**60 dt, so that 1 - dt/tau is 1.0 in float64.
+    tau = dt / np.where(beta == 1.0, _TINY, 1.0 - beta)
+    return f"lif{i}", nir.LIF(
+        tau=tau, r=tau / dt, v_leak=zeros, v_threshold=threshold, v_reset=zeros.copy(), metadata=meta
+    )
+
+
+def _projection_node(nir: Any, layer: Layer, source_shape: tuple[int, ...], n: int) -> Any:
+    meta = {_META_PROJ: n}
+    if isinstance(layer, Dense):
+        return nir.Linear(weight=layer.weight.copy(), metadata=meta)
+    if isinstance(layer, Conv2d):
+        c_out = int(layer.weight.shape[0])
+        return nir.Conv2d(
+            input_shape=tuple(source_shape[1:]),
+            weight=layer.weight.copy(),
+            stride=layer.stride,
+            padding=layer.padding,
+            dilation=(1, 1),
+            groups=1,
+            bias=np.zeros(c_out, dtype=np.float32),
+            metadata=meta,
+        )
+    cls = nir.AvgPool2d if isinstance(layer, AvgPool2d) else nir.SumPool2d
+    return cls(
+        kernel_size=np.array(layer.kernel_size),
+        stride=np.array(layer.stride),
+        padding=np.array([0, 0]),
+        metadata=meta,
+    )
+
+
+def to_nir(network: Network, *, dt: float = 1.0) -> nir.NIRGraph:
+    """Describe ``network`` as a NIR graph.
+
+    Every population becomes a ``LIF`` node with ``tau = dt / (1 - beta)``,
+    ``r = tau / dt`` (so the input scale ``r dt / tau`` is 1), ``v_leak = v_reset = 0``,
+    ``v_threshold = threshold``; a population with ``beta = 1`` everywhere becomes an
+    ``IF`` node with ``r = 1``, and a neuron with ``beta = 1`` in a population that also
+    has ``beta < 1`` gets ``tau = 2**60 dt`` (``1 - dt / tau`` rounds to exactly 1 in
+    float32 and float64). Projections become ``Linear``, ``Conv2d`` (zero bias),
+    ``SumPool2d`` or ``AvgPool2d`` nodes, with ``Flatten`` nodes where a ``Linear`` reads a
+    multi-dimensional population. asyncsnn-only facts (population and projection order,
+    refractory dropout, names, ``dt``) go into the nodes' metadata, so
+    ``from_nir(to_nir(net))`` rebuilds ``net`` exactly.
+
+    Parameters
+    ----------
+    network
+        The network.
+    dt
+        The duration of one timestep in the time unit wanted for ``tau``
+        (:data:`SNNTORCH_DT` makes the graph read like an snnTorch export).
+
+    Returns
+    -------
+    nir.NIRGraph
+
+    Raises
+    ------
+    ModelError
+        If a projection writes a population whose shape differs from the shape it produces
+        and is not flat, e.g. a ``Dense`` into a ``(c, h, w)`` population (NIR has no reshape
+        node).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import asyncsnn
+    >>> net = asyncsnn.Network.sequential(
+    ...     input_shape=(1, 4, 4), layers=[asyncsnn.Conv2d(np.ones((2, 1, 3, 3)), padding=1), asyncsnn.SumPool2d(2),
+    ...                                   asyncsnn.Dense(np.ones((3, 8)))], beta=0.5)
+    >>> g = to_nir(net)
+    >>> [(a, b) for a, b in g.edges][:4]
+    [('input', 'proj0'), ('proj0', 'lif1'), ('lif1', 'proj1'), ('proj1', 'lif2')]
+    >>> type(g.nodes["flatten2"]).__name__, [int(v) for v in g.nodes["flatten2"].output_type["output"]]
+    ('Flatten', [8])
+    """
+    nir = _import_nir()
+    if not isinstance(network, Network):
+        raise invalid(ModelError, "network", type(network).__name__, "must be an asyncsnn.Network")
+    dt = _graph_dt(None, dt)
+    shapes = network.population_shapes
+    nodes: dict[str, Any] = {"input": nir.Input(input_type=np.array(network.input_shape))}
+    edges: list[tuple[str, str]] = []
+    names = ["input"]
+    pop_nodes = []
+    for i, pop in enumerate(network.populations, start=1):
+        name, node = _neuron_node(nir, pop, i, dt)
+        names.append(name)
+        pop_nodes.append((name, node))
+    incoming: dict[int, list[int]] = {}
+    for n, proj in enumerate(network.projections):
+        incoming.setdefault(proj.target, []).append(n)
+    for i, (pop_name, pop_node) in enumerate(pop_nodes, start=1):
+        for n in incoming.get(i, []):
+            proj = network.projections[n]
+            layer, src_shape = proj.layer, shapes[proj.source]
+            pname = f"proj{n}"
+            head = names[proj.source]
+            if isinstance(layer, Dense) and len(src_shape) > 1:
+                fname = f"flatten{n}"
+                nodes[fname] = nir.Flatten(input_type={"input": np.array(src_shape)}, start_dim=0, end_dim=-1)
+                edges.append((head, fname))
+                head = fname
+            nodes[pname] = _projection_node(nir, layer, src_shape, n)
+            edges.append((head, pname))
+            produced = layer.output_shape(src_shape)
+            tail = pname
+            if produced != shapes[i]:
+                if len(shapes[i]) != 1:
+                    raise invalid(
+                        ModelError,
+                        "shape",
+                        shapes[i],
+                        f"projection {n} produces {produced}: NIR has no reshape node, so a population fed with "
+                        "another shape must be flat (n,)",
+                        f"population {i}",
+                    )
+                fname = f"flatten{n}_out"
+                nodes[fname] = nir.Flatten(input_type={"input": np.array(produced)}, start_dim=0, end_dim=-1)
+                edges.append((pname, fname))
+                tail = fname
+            edges.append((tail, pop_name))
+        nodes[pop_name] = pop_node
+    nodes["output"] = nir.Output(output_type=np.array(shapes[-1]))
+    edges.append((names[-1], "output"))
+    metadata = {_META_DT: dt, _META_OUTPUT: "output", "asyncsnn_spec_version": SPEC_VERSION}
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
+
+
+def write(path: str | os.PathLike[str], network: Network, *, dt: float = 1.0) -> None:
+    """Write ``network`` to a ``.nir`` file (HDF5, through ``nir.write``).
+
+    Parameters
+    ----------
+    path
+        Destination file.
+    network
+        The network.
+    dt
+        As in :func:`to_nir`.
+    """
+    _import_nir().write(path, to_nir(network, dt=dt))
+
+
+def read(path: str | os.PathLike[str], *, dt: float | None = None, output: str | None = None) -> Network:
+    """Read a ``.nir`` file into a :class:`~asyncsnn.network.Network` (see :func:`from_nir`).
+
+    Parameters
+    ----------
+    path
+        The ``.nir`` file.
+    dt, output
+        As in :func:`from_nir`.
+
+    Returns
+    -------
+    Network
+    """
+    return from_nir(_load_graph(path), dt=dt, output=output)

@@ -1,0 +1,717 @@
+//! Reader of asyncsnn model files: the safetensors files written by `asyncsnn.save`
+//! (`python/asyncsnn/model_file.py`), so that a Rust program can run a trained model
+//! without Python.
+//!
+//! Layout (safetensors): an 8-byte little-endian header size `n`, `n` bytes of JSON
+//! header, then the data section. The header maps each tensor name to
+//! `{"dtype": "F32", "shape": [...], "data_offsets": [start, end]}` (byte offsets into the
+//! data section, little-endian float32) and holds `"__metadata__"`, a map of strings:
+//! `format` (`"asyncsnn"`), `format_version`, `spec_version` (of `docs/semantics.md`),
+//! `asyncsnn_version`, `network` (the architecture as JSON, in the form of
+//! `asyncsnn._dictform` with tensor names where the arrays would be) and any extra
+//! metadata the caller saved.
+//!
+//! The reader never panics on a file and never allocates more than the file itself
+//! holds: the header size is checked against the file length (and
+//! [`MAX_HEADER_BYTES`]) before anything else is read, every tensor must lie inside the
+//! data section with exactly `4 * prod(shape)` bytes, each tensor may be used once, every
+//! population's size is backed by its threshold and beta tensors, and the per-axis tables
+//! of a convolution or pooling are capped at [`MAX_AXIS_ENTRIES`]. Every problem is an
+//! [`EngineError::ModelFile`] (I/O, format, version, truncation, malformed JSON) or, for a
+//! well-formed file describing an invalid network, the [`EngineError::Model`] of
+//! [`Network::new`] with the file's path in front of its location.
+//!
+//! ```no_run
+//! use std::sync::atomic::AtomicBool;
+//! use _engine::{model_file, run_batch, RunConfig, SampleInput, Scheduler, StopMode};
+//!
+//! let net = model_file::read_model_file("model.safetensors")?;
+//! let frames = vec![1.0f32; 4 * net.input_size()]; // T = 4 frames of zeros and ones
+//! let inputs = [SampleInput::Dense { frames: &frames, timesteps: 4 }];
+//! let config = RunConfig {
+//!     scheduler: Scheduler::Layered,
+//!     forward_group_size: 1,
+//!     stop: StopMode::Drain,
+//!     max_steps: None,
+//!     seed: 0,
+//!     refractory_dropout: None,
+//! };
+//! let results = run_batch(&net, &inputs, None, &[0], &config, &AtomicBool::new(false))?;
+//! println!("prediction: {}", results[0].prediction);
+//! # Ok::<(), _engine::EngineError>(())
+//! ```
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Display;
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+use crate::error::EngineError;
+use crate::network::{
+    Network, NetworkSpec, PoolKind, PopulationSpec, ProjectionKind, ProjectionSpec,
+};
+use crate::SPEC_VERSION;
+
+/// The `format` metadata entry of an asyncsnn model file.
+pub const FORMAT: &str = "asyncsnn";
+
+/// The newest `format_version` this reader understands (`asyncsnn.model_file.FORMAT_VERSION`).
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Largest accepted JSON header, as in `asyncsnn.model_file` (16 MiB).
+pub const MAX_HEADER_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Cap on the per-axis tap table of a convolution or pooling projection (input positions
+/// plus (position, output) pairs along one axis). Real networks need a few thousand; the
+/// cap keeps a small hostile file from making [`Network::new`] allocate gigabytes.
+pub const MAX_AXIS_ENTRIES: u64 = 1 << 22;
+
+/// Location used for in-memory buffers.
+const BYTES: &str = "<bytes>";
+
+/// A parsed model file: the network description and the file's metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelFile {
+    /// The file (or `"<bytes>"`), used in error locations.
+    pub path: String,
+    /// The network description (not yet validated; see [`ModelFile::into_network`]).
+    pub spec: NetworkSpec,
+    /// Shape of the input population.
+    pub input_shape: Vec<usize>,
+    /// Shapes of the non-input populations `1..=P`.
+    pub population_shapes: Vec<Vec<usize>>,
+    /// Names of the non-input populations (`None` where the network had none).
+    pub population_names: Vec<Option<String>>,
+    /// Every `__metadata__` entry (`format`, `spec_version`, ..., and extra entries).
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl ModelFile {
+    /// Validates the description ([`Network::new`]); an invalid network is an
+    /// [`EngineError::Model`] whose location starts with the file's path.
+    pub fn into_network(self) -> Result<Network, EngineError> {
+        let path = self.path;
+        Network::new(self.spec).map_err(|e| match e {
+            EngineError::Model {
+                location,
+                field,
+                value,
+                reason,
+            } => EngineError::Model {
+                location: format!("{path}: {location}"),
+                field,
+                value,
+                reason,
+            },
+            other => other,
+        })
+    }
+}
+
+/// Reads and validates the model file at `path`.
+///
+/// # Errors
+/// [`EngineError::ModelFile`] when the file cannot be read or is not a valid asyncsnn
+/// model file of a supported version; [`EngineError::Model`] / [`EngineError::Overflow`]
+/// when it describes an invalid network.
+pub fn read_model_file(path: impl AsRef<Path>) -> Result<Network, EngineError> {
+    load_model_file(path)?.into_network()
+}
+
+/// Reads and validates a model file held in memory (errors name it `"<bytes>"`).
+///
+/// # Errors
+/// As [`read_model_file`].
+pub fn read_model_bytes(bytes: &[u8]) -> Result<Network, EngineError> {
+    parse_model_file(bytes, BYTES)?.into_network()
+}
+
+/// Reads the model file at `path` into a [`ModelFile`] (without validating the network).
+///
+/// # Errors
+/// [`EngineError::ModelFile`], as for [`read_model_file`].
+pub fn load_model_file(path: impl AsRef<Path>) -> Result<ModelFile, EngineError> {
+    let path = path.as_ref();
+    let where_ = path.display().to_string();
+    let bytes = read_bounded(path, &where_)?;
+    parse_model_file(&bytes, &where_)
+}
+
+fn file_error(
+    path: &str,
+    field: impl Into<String>,
+    value: impl Display,
+    reason: impl Into<String>,
+) -> EngineError {
+    EngineError::ModelFile {
+        path: path.to_owned(),
+        field: field.into(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Checks the header size `n` against the file length (before anything is allocated).
+fn check_header_size(n: u64, len: u64, where_: &str) -> Result<(), EngineError> {
+    if n > MAX_HEADER_BYTES || n > len.saturating_sub(8) {
+        return Err(file_error(
+            where_,
+            "header size",
+            n,
+            format!(
+                "does not fit the file ({len} bytes; at most {MAX_HEADER_BYTES} bytes of header)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The whole file, once its header size has been checked against its length.
+fn read_bounded(path: &Path, where_: &str) -> Result<Vec<u8>, EngineError> {
+    let io = |e: std::io::Error| file_error(where_, "file", e.kind(), e.to_string());
+    let mut file = File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    if len < 8 {
+        return Err(file_error(
+            where_,
+            "file",
+            format!("{len} bytes"),
+            "too short to be a safetensors file",
+        ));
+    }
+    let mut head = [0u8; 8];
+    file.read_exact(&mut head).map_err(io)?;
+    check_header_size(u64::from_le_bytes(head), len, where_)?;
+    let size = usize::try_from(len)
+        .map_err(|_| file_error(where_, "file", format!("{len} bytes"), "too large"))?;
+    let mut bytes = Vec::new();
+    bytes.try_reserve_exact(size).map_err(|_| {
+        file_error(
+            where_,
+            "file",
+            format!("{len} bytes"),
+            "cannot allocate memory for it",
+        )
+    })?;
+    bytes.extend_from_slice(&head);
+    file.take(len - 8).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 != len {
+        return Err(file_error(
+            where_,
+            "file",
+            format!("{} of {len} bytes", bytes.len()),
+            "the file changed while it was read",
+        ));
+    }
+    Ok(bytes)
+}
+
+/// A tensor entry of the header, checked against the data section.
+struct TensorRef {
+    start: usize,
+    count: usize,
+}
+
+/// The tensors of a file; each may be taken once.
+struct Tensors<'a> {
+    data: &'a [u8],
+    entries: BTreeMap<String, TensorRef>,
+    taken: HashSet<String>,
+    where_: &'a str,
+}
+
+impl<'a> Tensors<'a> {
+    fn parse(
+        header: &Map<String, Value>,
+        data: &'a [u8],
+        where_: &'a str,
+    ) -> Result<Tensors<'a>, EngineError> {
+        let mut entries = BTreeMap::new();
+        for (name, info) in header {
+            if name == "__metadata__" {
+                continue;
+            }
+            let bad = |reason: &str| file_error(where_, "tensor", format!("{name:?}"), reason);
+            let dtype = info.get("dtype").and_then(Value::as_str);
+            if dtype != Some("F32") {
+                return Err(bad(
+                    "unsupported dtype or malformed entry (only F32 tensors)",
+                ));
+            }
+            let shape = info
+                .get("shape")
+                .and_then(Value::as_array)
+                .ok_or_else(|| bad("malformed entry (no shape)"))?;
+            let mut count: usize = 1;
+            for dim in shape {
+                let d = dim
+                    .as_u64()
+                    .and_then(|d| usize::try_from(d).ok())
+                    .ok_or_else(|| {
+                        bad("malformed entry (shape must hold non-negative integers)")
+                    })?;
+                count = count.checked_mul(d).ok_or_else(|| bad("shape too large"))?;
+            }
+            let offsets: Vec<usize> = info
+                .get("data_offsets")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_u64().and_then(|v| usize::try_from(v).ok()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let [start, end] = offsets[..] else {
+                return Err(bad("malformed entry (data_offsets must be [start, end])"));
+            };
+            let fits =
+                start <= end && end <= data.len() && count.checked_mul(4) == Some(end - start);
+            if !fits {
+                return Err(bad(
+                    "data offsets do not match the file (truncated or corrupted)",
+                ));
+            }
+            entries.insert(name.clone(), TensorRef { start, count });
+        }
+        Ok(Tensors {
+            data,
+            entries,
+            taken: HashSet::new(),
+            where_,
+        })
+    }
+
+    /// The float32 values of tensor `name`, which must hold `expected` values.
+    fn take(&mut self, name: &Value, expected: usize, what: &str) -> Result<Vec<f32>, EngineError> {
+        let where_ = self.where_;
+        let Some(name) = name.as_str() else {
+            return Err(file_error(
+                where_,
+                "network",
+                format!("{what} = {name}"),
+                "must be the name of a tensor",
+            ));
+        };
+        let Some(t) = self.entries.get(name) else {
+            return Err(file_error(
+                where_,
+                "tensor",
+                format!("{name:?}"),
+                format!("{what} names a tensor the file does not have"),
+            ));
+        };
+        if !self.taken.insert(name.to_owned()) {
+            return Err(file_error(
+                where_,
+                "tensor",
+                format!("{name:?}"),
+                format!("{what} uses a tensor that is already used elsewhere"),
+            ));
+        }
+        if t.count != expected {
+            return Err(file_error(
+                where_,
+                "tensor",
+                format!("{name:?}"),
+                format!("{what} needs {expected} values, the tensor has {}", t.count),
+            ));
+        }
+        let bytes = &self.data[t.start..t.start + 4 * t.count];
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+}
+
+/// Parses a model file held in memory; `where_` names it in errors.
+///
+/// # Errors
+/// [`EngineError::ModelFile`], as for [`read_model_file`].
+pub fn parse_model_file(bytes: &[u8], where_: &str) -> Result<ModelFile, EngineError> {
+    let len = bytes.len() as u64;
+    let Some((head, rest)) = bytes.split_first_chunk::<8>() else {
+        return Err(file_error(
+            where_,
+            "file",
+            format!("{len} bytes"),
+            "too short to be a safetensors file",
+        ));
+    };
+    let n = u64::from_le_bytes(*head);
+    check_header_size(n, len, where_)?;
+    // n <= len - 8, so it fits usize and the slice below is in range.
+    let (header_bytes, data) = rest.split_at(n as usize);
+    let header: Value = serde_json::from_slice(header_bytes)
+        .map_err(|e| file_error(where_, "header", "unreadable JSON", e.to_string()))?;
+    let Value::Object(header) = header else {
+        return Err(file_error(
+            where_,
+            "header",
+            json_kind(&header),
+            "must be a JSON object",
+        ));
+    };
+    let meta = match header.get("__metadata__") {
+        Some(Value::Object(meta)) if meta.get("format").and_then(Value::as_str) == Some(FORMAT) => {
+            meta
+        }
+        Some(Value::Object(meta)) => {
+            let found = meta
+                .get("format")
+                .map_or("None".to_owned(), Value::to_string);
+            return Err(file_error(
+                where_,
+                "format",
+                found,
+                "not an asyncsnn model file",
+            ));
+        }
+        _ => {
+            return Err(file_error(
+                where_,
+                "format",
+                "None",
+                "not an asyncsnn model file (no __metadata__)",
+            ))
+        }
+    };
+    for (key, current) in [
+        ("spec_version", SPEC_VERSION),
+        ("format_version", FORMAT_VERSION),
+    ] {
+        let version = match meta.get(key) {
+            Some(Value::String(s)) => s.trim().parse::<i64>().ok(),
+            Some(v) => v.as_i64(),
+            None => None,
+        };
+        let Some(version) = version else {
+            let found = meta.get(key).map_or("None".to_owned(), Value::to_string);
+            return Err(file_error(where_, key, found, "must be an integer"));
+        };
+        if version > i64::from(current) {
+            return Err(file_error(
+                where_,
+                key,
+                version,
+                format!("is newer than this engine supports ({current}); upgrade asyncsnn"),
+            ));
+        }
+    }
+    let metadata: BTreeMap<String, String> = meta
+        .iter()
+        .map(|(k, v)| {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), text)
+        })
+        .collect();
+    let mut tensors = Tensors::parse(&header, data, where_)?;
+    let arch_text = match meta.get("network") {
+        Some(Value::String(s)) => s,
+        other => {
+            return Err(file_error(
+                where_,
+                "network",
+                other.map_or("None".to_owned(), json_kind),
+                "the architecture must be a JSON string",
+            ))
+        }
+    };
+    let arch: Value = serde_json::from_str(arch_text)
+        .map_err(|e| file_error(where_, "network", "unreadable JSON", e.to_string()))?;
+    let mut model = Arch { where_ }.build(&arch, &mut tensors)?;
+    model.metadata = metadata;
+    Ok(model)
+}
+
+fn json_kind(v: &Value) -> String {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+    .to_owned()
+}
+
+/// Reads the architecture JSON (`asyncsnn._dictform` with tensor names).
+struct Arch<'a> {
+    where_: &'a str,
+}
+
+impl Arch<'_> {
+    fn bad(&self, what: &str, value: impl Display, reason: impl Into<String>) -> EngineError {
+        file_error(self.where_, "network", format!("{what} = {value}"), reason)
+    }
+
+    fn get<'v>(&self, v: &'v Value, key: &str, what: &str) -> Result<&'v Value, EngineError> {
+        v.get(key)
+            .ok_or_else(|| self.bad(what, "missing", format!("the entry needs {key:?}")))
+    }
+
+    fn usize(&self, v: &Value, what: &str) -> Result<usize, EngineError> {
+        v.as_u64()
+            .and_then(|x| usize::try_from(x).ok())
+            .ok_or_else(|| self.bad(what, v, "must be a non-negative integer"))
+    }
+
+    fn usizes(&self, v: &Value, what: &str) -> Result<Vec<usize>, EngineError> {
+        v.as_array()
+            .ok_or_else(|| self.bad(what, v, "must be a list of integers"))?
+            .iter()
+            .map(|x| self.usize(x, what))
+            .collect()
+    }
+
+    fn shape(&self, v: &Value, what: &str) -> Result<(Vec<usize>, usize), EngineError> {
+        let shape = self.usizes(v, what)?;
+        if shape.is_empty() || shape.contains(&0) {
+            return Err(self.bad(what, v, "must be a non-empty list of positive integers"));
+        }
+        let size = shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| self.bad(what, v, "too large"))?;
+        Ok((shape, size))
+    }
+
+    fn pair(&self, v: &Value, what: &str) -> Result<(usize, usize), EngineError> {
+        match self.usizes(v, what)?[..] {
+            [a, b] => Ok((a, b)),
+            _ => Err(self.bad(what, v, "must be a pair of integers")),
+        }
+    }
+
+    /// Rejects conv/pool geometry whose per-axis tap table would exceed
+    /// [`MAX_AXIS_ENTRIES`] (see `Taps::new` in `network.rs`).
+    fn check_axis(
+        &self,
+        what: &str,
+        n_in: usize,
+        pad: usize,
+        kernel: usize,
+        stride: usize,
+    ) -> Result<(), EngineError> {
+        let n_in64 = n_in as u64;
+        let padded = (pad as u64)
+            .checked_mul(2)
+            .and_then(|p| p.checked_add(n_in64));
+        let per_position = match padded {
+            Some(padded) if kernel > 0 && stride > 0 && padded >= kernel as u64 => {
+                let n_out = (padded - kernel as u64) / stride as u64 + 1;
+                (kernel as u64).div_ceil(stride as u64).min(n_out)
+            }
+            Some(_) => 0, // invalid geometry: Network::new rejects it before building tables
+            None => u64::MAX,
+        };
+        let entries = per_position
+            .checked_mul(n_in64)
+            .and_then(|e| e.checked_add(n_in64));
+        match entries {
+            Some(e) if e <= MAX_AXIS_ENTRIES => Ok(()),
+            _ => Err(self.bad(
+                what,
+                format!("input {n_in}, kernel {kernel}, stride {stride}, padding {pad}"),
+                format!("the geometry needs more than {MAX_AXIS_ENTRIES} tap-table entries along one axis"),
+            )),
+        }
+    }
+
+    fn build(&self, arch: &Value, tensors: &mut Tensors<'_>) -> Result<ModelFile, EngineError> {
+        let (input_shape, input_size) =
+            self.shape(self.get(arch, "input_shape", "input_shape")?, "input_shape")?;
+        let pops_json = self.get(arch, "populations", "populations")?;
+        let pops_json = pops_json
+            .as_array()
+            .ok_or_else(|| self.bad("populations", json_kind(pops_json), "must be a list"))?;
+        let mut shapes = vec![input_shape.clone()];
+        let mut sizes = vec![input_size];
+        let mut populations = Vec::with_capacity(pops_json.len());
+        let mut names = Vec::with_capacity(pops_json.len());
+        for (i, p) in pops_json.iter().enumerate() {
+            let what = |f: &str| format!("populations[{i}].{f}");
+            let (shape, size) =
+                self.shape(self.get(p, "shape", &what("shape"))?, &what("shape"))?;
+            let threshold = tensors.take(
+                self.get(p, "threshold", &what("threshold"))?,
+                size,
+                &what("threshold"),
+            )?;
+            let beta = tensors.take(self.get(p, "beta", &what("beta"))?, size, &what("beta"))?;
+            let refractory_dropout = match p.get("refractory_dropout") {
+                None => 0.0,
+                Some(v) => v
+                    .as_f64()
+                    .ok_or_else(|| self.bad(&what("refractory_dropout"), v, "must be a number"))?,
+            };
+            names.push(p.get("name").and_then(Value::as_str).map(str::to_owned));
+            populations.push(PopulationSpec {
+                size,
+                threshold,
+                beta,
+                refractory_dropout,
+            });
+            shapes.push(shape);
+            sizes.push(size);
+        }
+        let projs_json = self.get(arch, "projections", "projections")?;
+        let projs_json = projs_json
+            .as_array()
+            .ok_or_else(|| self.bad("projections", json_kind(projs_json), "must be a list"))?;
+        let mut projections = Vec::with_capacity(projs_json.len());
+        for (n, e) in projs_json.iter().enumerate() {
+            let what = |f: &str| format!("projections[{n}].{f}");
+            let source = self.usize(self.get(e, "source", &what("source"))?, &what("source"))?;
+            let target = self.usize(self.get(e, "target", &what("target"))?, &what("target"))?;
+            for (f, idx) in [("source", source), ("target", target)] {
+                if idx >= shapes.len() {
+                    return Err(self.bad(
+                        &what(f),
+                        idx,
+                        format!("population index out of range (0..={})", shapes.len() - 1),
+                    ));
+                }
+            }
+            let kind_v = self.get(e, "kind", &what("kind"))?;
+            let kind = kind_v.as_str().unwrap_or_default();
+            let source_chw = || -> Result<(usize, usize, usize), EngineError> {
+                match shapes[source][..] {
+                    [c, h, w] => Ok((c, h, w)),
+                    _ => Err(self.bad(
+                        &what("source"),
+                        source,
+                        format!(
+                            "a {kind} reads a (c, h, w) population, not {:?}",
+                            shapes[source]
+                        ),
+                    )),
+                }
+            };
+            let kind = match kind {
+                "dense" => {
+                    let ws = self.usizes(
+                        self.get(e, "weight_shape", &what("weight_shape"))?,
+                        &what("weight_shape"),
+                    )?;
+                    if ws != [sizes[target], sizes[source]] {
+                        return Err(self.bad(
+                            &what("weight_shape"),
+                            format!("{ws:?}"),
+                            format!(
+                                "must be [n_target, n_source] = [{}, {}]",
+                                sizes[target], sizes[source]
+                            ),
+                        ));
+                    }
+                    let count = sizes[target].checked_mul(sizes[source]).ok_or_else(|| {
+                        self.bad(&what("weight_shape"), format!("{ws:?}"), "too large")
+                    })?;
+                    let weight = tensors.take(
+                        self.get(e, "weight", &what("weight"))?,
+                        count,
+                        &what("weight"),
+                    )?;
+                    ProjectionKind::Dense { weight }
+                }
+                "conv2d" => {
+                    let ws = self.usizes(
+                        self.get(e, "weight_shape", &what("weight_shape"))?,
+                        &what("weight_shape"),
+                    )?;
+                    let [c_out, c_in, kh, kw] = ws[..] else {
+                        return Err(self.bad(
+                            &what("weight_shape"),
+                            format!("{ws:?}"),
+                            "must be [c_out, c_in, kh, kw]",
+                        ));
+                    };
+                    let count = ws
+                        .iter()
+                        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+                        .ok_or_else(|| {
+                            self.bad(&what("weight_shape"), format!("{ws:?}"), "too large")
+                        })?;
+                    let (_, in_h, in_w) = source_chw()?;
+                    let stride =
+                        self.pair(self.get(e, "stride", &what("stride"))?, &what("stride"))?;
+                    let padding =
+                        self.pair(self.get(e, "padding", &what("padding"))?, &what("padding"))?;
+                    self.check_axis(&what("kind"), in_h, padding.0, kh, stride.0)?;
+                    self.check_axis(&what("kind"), in_w, padding.1, kw, stride.1)?;
+                    let weight = tensors.take(
+                        self.get(e, "weight", &what("weight"))?,
+                        count,
+                        &what("weight"),
+                    )?;
+                    ProjectionKind::Conv2d {
+                        weight,
+                        c_in,
+                        in_h,
+                        in_w,
+                        c_out,
+                        kh,
+                        kw,
+                        stride,
+                        padding,
+                    }
+                }
+                "avgpool2d" | "sumpool2d" => {
+                    let (channels, in_h, in_w) = source_chw()?;
+                    let (kh, kw) = self.pair(
+                        self.get(e, "kernel_size", &what("kernel_size"))?,
+                        &what("kernel_size"),
+                    )?;
+                    let stride =
+                        self.pair(self.get(e, "stride", &what("stride"))?, &what("stride"))?;
+                    self.check_axis(&what("kind"), in_h, 0, kh, stride.0)?;
+                    self.check_axis(&what("kind"), in_w, 0, kw, stride.1)?;
+                    ProjectionKind::Pool {
+                        kind: if kind == "avgpool2d" {
+                            PoolKind::Avg
+                        } else {
+                            PoolKind::Sum
+                        },
+                        channels,
+                        in_h,
+                        in_w,
+                        kh,
+                        kw,
+                        stride,
+                    }
+                }
+                _ => {
+                    return Err(self.bad(
+                        &what("kind"),
+                        kind_v,
+                        r#"must be "dense", "conv2d", "avgpool2d" or "sumpool2d""#,
+                    ))
+                }
+            };
+            projections.push(ProjectionSpec {
+                source,
+                target,
+                kind,
+            });
+        }
+        Ok(ModelFile {
+            path: self.where_.to_owned(),
+            spec: NetworkSpec {
+                input_size,
+                populations,
+                projections,
+            },
+            input_shape,
+            population_shapes: shapes.split_off(1),
+            population_names: names,
+            metadata: BTreeMap::new(),
+        })
+    }
+}
