@@ -40,6 +40,16 @@ def test_readme_quickstart_runs() -> None:
         exec(compile(block, "README.md", "exec"), {})
 
 
+@pytest.mark.parametrize("name", ["guide.md"])
+def test_docs_code_blocks_run(name: str) -> None:
+    text = (ROOT / "docs" / name).read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert blocks, f"{name} has no python example"
+    namespace: dict[str, object] = {}
+    for block in blocks:  # the blocks of one page build on each other
+        exec(compile(block, name, "exec"), namespace)
+
+
 def test_readme_has_exactly_two_commands() -> None:
     text = (ROOT / "README.md").read_text()
     assert text.count("<!-- main-command -->") == 1
