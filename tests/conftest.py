@@ -9,6 +9,7 @@ import pytest
 
 import asyncsnn
 import asyncsnn.reference
+import asyncsnn.torch
 from asyncsnn.result import InferenceResult
 
 Engine = Callable[..., InferenceResult]
@@ -16,6 +17,7 @@ Engine = Callable[..., InferenceResult]
 ENGINES: dict[str, Engine] = {
     "reference": asyncsnn.reference.infer,
     "rust": asyncsnn.infer,
+    "torch": asyncsnn.torch.infer,
 }
 
 

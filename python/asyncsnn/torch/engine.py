@@ -18,7 +18,7 @@ One timestep ``t`` (R4):
 * **Forward step k** (R4.3), on the *active* rows only (samples whose timestep has not
   ended; finished rows are set aside and stop costing work):
 
-  1. integrate ``V <- where(refractory, V, V + I)``;
+  1. integrate ``V <- V + I * live`` (``live`` = 0 for refractory neurons);
   2. fire ``V > theta`` (strict), reset to 0, ``refractory`` unless dropout (R4.6,
      ``u(seed, sample, t, k, q, 1) < p`` compared in float64, drawn for the fired
      neurons only), ``Q += s`` for neurons with outgoing projections (``Q`` is a float
@@ -73,6 +73,7 @@ fires nor emits its silent spike carry no gradient.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -80,10 +81,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 
 from asyncsnn._prepare import (
     DropoutLike,
+    check_threads,
     RunOptions,
     Scheduler,
     SchedulerLike,
@@ -96,13 +98,15 @@ from asyncsnn.exceptions import ParameterError, invalid
 from asyncsnn.network import AvgPool2d, Conv2d, Dense, Network, SumPool2d
 from asyncsnn.result import COUNTER_FIELDS, InferenceResult
 from asyncsnn.rng import STREAM_DROPOUT, STREAM_JITTER, STREAM_RANDOM
+from asyncsnn.torch._kernels import TableGrad, silent, step, step_exact, table_read, take
 from asyncsnn.torch._rng import hash_neurons, mix32_t, prefix, uniform24
-from asyncsnn.torch.surrogate import Surrogate, fire, make_surrogate, silent
+from asyncsnn.torch.surrogate import Surrogate, make_surrogate
 
-__all__ = ["Plan", "RunOutput", "infer", "network_weights", "run"]
+__all__ = ["Plan", "RunOutput", "as_tensor", "infer", "network_weights", "run", "torch_device"]
 
 _MAX_KEY = torch.iinfo(torch.int64).max
 _INFER_CHUNK = 2048  # samples per batch inside infer (results do not depend on it)
+_MIN_COMPACT = 16  # smaller row sets are never compacted: their finished rows cost next to nothing
 
 
 # ---------------------------------------------------------------------------------------
@@ -126,7 +130,7 @@ class ProjectionPlan:
 
 
 class Plan:
-    """The network laid out for the torch engine.
+    r"""The network laid out for the torch engine.
 
     Parameters
     ----------
@@ -230,8 +234,13 @@ class Plan:
                 torch.float32
             )
             t["fanout_f64"] = t["fanout"].to(torch.float64)
+            t["fanout_total_f64"] = t["fanout_f64"].sum(1)
+            t["pop_onehot_f64"] = t["pop_onehot"].to(torch.float64)
+            t["rank_f"] = (self.n_populations + 1 - pop_of).to(torch.float32)
             t["fanout_in_f64"] = t["fanout_in"].to(torch.float64)
-            t["col"] = torch.arange(self.n_neurons, dtype=torch.int64, device=device)
+            if self.n_neurons > 1 << 21:  # pragma: no cover - the momentum key needs N <= 2**21
+                raise invalid(ParameterError, "network", self.n_neurons, "the torch engine supports <= 2**21 neurons")
+            t["tie_f64"] = 1.0 - torch.arange(self.n_neurons, dtype=torch.float64, device=device) * 2.0**-50
             for pp in self.projections:
                 if pp.kind == "pool":
                     kh, kw = pp.kernel_size
@@ -240,6 +249,29 @@ class Plan:
                     )
             self._cache[key] = t
         return self._cache[key]
+
+
+def torch_device(device: torch.device | str | None) -> torch.device:
+    """Validate a device argument (``None``: the CPU).
+
+    Raises
+    ------
+    ParameterError
+        An unknown device string, or a device this torch build cannot use.
+    """
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+        torch.empty(0, device=dev)
+    except (RuntimeError, AssertionError, TypeError, ValueError) as exc:
+        raise invalid(ParameterError, "device", device, f"not a usable torch device ({exc})") from exc
+    return dev
+
+
+def as_tensor(arr: np.ndarray) -> torch.Tensor:
+    """``torch.from_numpy``, copying read-only arrays (torch cannot share them)."""
+    return torch.from_numpy(arr if arr.flags.writeable else arr.copy())
 
 
 def network_weights(network: Network, device: torch.device | str | None = None) -> list[torch.Tensor | None]:
@@ -299,21 +331,32 @@ class _Cols:
 
 @dataclass
 class _Rows:
-    """State of a set of rows (samples) within one timestep; ``take`` keeps a subset."""
+    """State of a set of rows (samples) within one timestep; ``take`` keeps a subset.
+
+    Masks and counts are float tensors (0/1 masks and small integer counts are exact),
+    since float arithmetic is much cheaper than boolean and int64 kernels. Spikes and
+    deliveries are counted per neuron (``fired``, ``delivered``) and reduced to the
+    per-population and per-projection counters once, when the timestep ends.
+    """
 
     rows: torch.Tensor  # int64 [n] positions in the batch
     v: torch.Tensor  # float32 [n, N] membrane (graph)
-    refr: torch.Tensor  # bool [n, N]
-    vpre: torch.Tensor  # float32 [n, N] (no graph)
-    q: torch.Tensor  # float32 [n, N] pending multiplicities (graph)
-    cnt: torch.Tensor  # int64 [n, C] counters of this timestep
-    outd: torch.Tensor | None  # float32 [n, n_out] differentiable output counts (grad only)
+    live: torch.Tensor  # float32 [n, N] 1.0 = not refractory
+    q: torch.Tensor  # float32 [n, N] spikes not delivered yet (graph); see run()
+    fired: torch.Tensor  # float32 [n, N] spikes of each neuron in this timestep
+    delivered: torch.Tensor  # float32 [n, N] deliveries of each neuron in this timestep
+    steps: torch.Tensor  # float32 [n] forward steps run in this timestep
+    qpeak: torch.Tensor  # float32 [n] largest pending count so far (R7.6)
+    done: torch.Tensor  # bool [n] the timestep of the row has ended (state frozen)
+    cnt: torch.Tensor  # float64 [n, C] other counters of this timestep (_Cols)
+    vpre: torch.Tensor | None  # float32 [n, N] membrane at the latest spike (momentum)
+    settled: torch.Tensor | None  # float32 [n] (grad): n_pop + 1 - (last population whose silent spikes left)
     seq: torch.Tensor | None  # int64 [n, N] fifo sequence numbers
     nseq: torch.Tensor | None  # int64 [n] next sequence number
-    flushed: torch.Tensor | None  # bool [n, P + 1] (grad): populations whose silent spikes were emitted
     labels: torch.Tensor | None  # int64 [n]
     hash_t: torch.Tensor | None  # int64 [n] hash state after (seed, sample, t)
     cur: torch.Tensor | None = None  # float32 [n, N] currents of the next integration
+    outd: torch.Tensor | None = None  # float32 [n, n_out] differentiable output counts (end of timestep)
 
     def take(self, idx: torch.Tensor) -> _Rows:
         """The rows ``idx`` (int64 positions within this set)."""
@@ -332,6 +375,110 @@ def _merge(parts: list[_Rows]) -> _Rows:
         vals = [getattr(p, f.name) for p in parts]
         merged[f.name] = None if vals[0] is None else torch.cat(vals)[inv]
     return _Rows(**merged)
+
+
+class _Delivery:
+    """Turns the selected neurons and their multiplicities into currents ``[n, N]`` (R4.3.4).
+
+    When every source population projects through Dense layers only and the table is
+    small, all LIF-to-LIF weights are laid out once per run as one table ``[N, span]``
+    (row = source neuron, columns = the global ids from the first target on), and a
+    step's currents are one ``embedding_bag``: the weighted sum of the selected rows
+    (its gradient is accumulated in place, :class:`~asyncsnn.torch._kernels.TableGrad`).
+    Otherwise each source population is handled on its own: ``embedding_bag`` over
+    ``W.T`` for Dense, scatter into the emitted map and convolve for Conv2d / pooling.
+    """
+
+    TABLE_LIMIT = 1 << 23  # entries of the global table (32 MiB of float32)
+
+    def __init__(self, plan: Plan, pt: dict[str, torch.Tensor], weights: Sequence[torch.Tensor | None]) -> None:
+        self.plan, self.pt, self.weights = plan, pt, weights
+        lif = [pp for pp in plan.projections if pp.source > 0]
+        self.table: torch.Tensor | None = None
+        self.holder: TableGrad | None = None
+        self.col0 = min((plan.offsets[pp.target] for pp in lif), default=0)
+        span = plan.n_neurons - self.col0
+        if lif and all(pp.kind == "dense" for pp in lif) and plan.n_neurons * span <= self.TABLE_LIMIT:
+            ws: list[torch.Tensor] = []
+            blocks = []
+            for pp in lif:
+                w = weights[pp.index]
+                assert w is not None
+                ws.append(w)
+                blocks.append((plan.offsets[pp.source], plan.offsets[pp.target] - self.col0))
+            table = torch.zeros(plan.n_neurons, span, dtype=torch.float32, device=ws[0].device)
+            for w, (r0, c0) in zip(ws, blocks):
+                table[r0 : r0 + w.shape[1], c0 : c0 + w.shape[0]] += w.detach().t()
+            self.table = table
+            if torch.is_grad_enabled() and any(w.requires_grad for w in ws):
+                self.holder = TableGrad(table, blocks, ws)
+        self._wt: dict[int, torch.Tensor] = {}
+
+    def weight(self, pp: ProjectionPlan) -> torch.Tensor:
+        """The projection's weight tensor (the fixed kernel for pooling)."""
+        w = self.weights[pp.index]
+        return self.pt[f"pool{pp.index}"] if w is None else w
+
+    def _transposed(self, pp: ProjectionPlan) -> torch.Tensor:
+        if pp.index not in self._wt:
+            self._wt[pp.index] = self.weight(pp).t().contiguous()
+        return self._wt[pp.index]
+
+    def selected(self, sel: torch.Tensor, valid: torch.Tensor, mult: torch.Tensor) -> torch.Tensor:
+        """Currents of the neurons ``sel [n, F]`` (global ids) with multiplicities ``mult [n, F]``.
+
+        Slots that are not ``valid`` have multiplicity 0 (non-pending neurons).
+        """
+        n_rows = sel.shape[0]
+        if self.table is not None:
+            cur = table_read(self.holder, self.table, sel, mult)
+            return F.pad(cur, (self.col0, 0)) if self.col0 else cur
+        plan = self.plan
+        pop_sel = self.pt["pop_of"][sel]
+        parts: dict[int, list[torch.Tensor]] = {}
+        for p in plan.source_populations:
+            in_p = valid & (pop_sel == p)
+            if not bool(in_p.any()):
+                continue
+            n_src = plan.sizes[p]
+            m_p = mult * in_p
+            local = (sel - plan.offsets[p]).clamp_(0, n_src - 1)
+            emitted: torch.Tensor | None = None
+            for pp in plan.outgoing[p]:
+                if pp.kind == "dense":
+                    cur = F.embedding_bag(local, self._transposed(pp), mode="sum", per_sample_weights=m_p)
+                else:
+                    if emitted is None:
+                        emitted = torch.zeros(n_rows, n_src, dtype=mult.dtype, device=mult.device)
+                        emitted = emitted.scatter_add(1, local, m_p)
+                    cur = _apply(pp, self.weight(pp), emitted)
+                parts.setdefault(pp.target, []).append(cur)
+        return self.assemble(parts, n_rows)
+
+    def dense(self, emitted: torch.Tensor, populations: Sequence[int]) -> torch.Tensor:
+        """Currents of dense source activity ``emitted [n, N]`` from the given populations."""
+        plan = self.plan
+        parts: dict[int, list[torch.Tensor]] = {}
+        for p in populations:
+            e_p = emitted[:, plan.offsets[p] : plan.offsets[p] + plan.sizes[p]]
+            for pp in plan.outgoing[p]:
+                parts.setdefault(pp.target, []).append(_apply(pp, self.weight(pp), e_p))
+        return self.assemble(parts, emitted.shape[0])
+
+    def assemble(self, parts: dict[int, list[torch.Tensor]], n_rows: int) -> torch.Tensor:
+        """Concatenate per-population currents into ``[n, N]`` (zeros where none)."""
+        plan = self.plan
+        blocks = []
+        for p in range(1, plan.n_populations + 1):
+            lst = parts.get(p)
+            if lst:
+                blk = lst[0]
+                for extra in lst[1:]:
+                    blk = blk + extra
+                blocks.append(blk)
+            else:
+                blocks.append(torch.zeros(n_rows, plan.sizes[p], dtype=torch.float32, device=self.pt["theta"].device))
+        return torch.cat(blocks, 1)
 
 
 # ---------------------------------------------------------------------------------------
@@ -402,342 +549,341 @@ def run(
     pt = plan.tensors(dev)
     n_batch, n_t, _ = frames.shape
     n_neu, n_pop, n_out = plan.n_neurons, plan.n_populations, plan.n_outputs
-    n_proj = len(plan.projections)
-    cols = _Cols(n_pop, n_proj, n_out)
+    cols = _Cols(n_pop, len(plan.projections), n_out)
     grad = torch.is_grad_enabled() and any(w is not None and w.requires_grad for w in weights)
-    sur = make_surrogate(surrogate)
-    f32 = torch.float32
-    theta, beta = pt["theta"], pt["beta"]
+    sur = make_surrogate(surrogate) if grad else None
+    f32, f64, i64 = torch.float32, torch.float64, torch.int64
+    theta, beta, has_out = pt["theta"], pt["beta"], pt["has_out_f"]
     out_sl = slice(plan.out_offset, plan.out_offset + n_out)
     sched = opts.scheduler
     layered = sched is Scheduler.LAYERED
     fifo = sched is Scheduler.FIFO
-    jitter = opts.jitter if sched is Scheduler.MOMENTUM else 0.0
-    jitter_t = torch.tensor(jitter, dtype=f32, device=dev)
+    momentum = sched is Scheduler.MOMENTUM
+    jitter = opts.jitter if momentum else 0.0
     drop_p: torch.Tensor | None = None
     if opts.refractory_dropout is not None:
-        p_pop = torch.tensor((0.0, *opts.refractory_dropout), dtype=torch.float64, device=dev)
+        p_pop = torch.tensor((0.0, *opts.refractory_dropout), dtype=f64, device=dev)
         drop_p = p_pop[pt["pop_of"]]  # float64 [N]
     needs_hash = sched is Scheduler.RANDOM or jitter > 0 or drop_p is not None
     if sample_ids is None:
-        sample_ids = torch.arange(n_batch, dtype=torch.int64, device=dev)
-    hash0 = prefix(opts.seed, sample_ids.to(dev, torch.int64)) if needs_hash else None
+        sample_ids = torch.arange(n_batch, dtype=i64, device=dev)
+    hash0 = prefix(opts.seed, sample_ids.to(dev, i64)) if needs_hash else None
     if labels is not None:
-        labels = labels.to(dev, torch.int64)
-    wt_cache: dict[int, torch.Tensor] = {}
-
-    def gathered_weights(pp: ProjectionPlan) -> torch.Tensor:
-        # W.T, contiguous, once per run: row j = the weights of source neuron j (graph kept).
-        if pp.index not in wt_cache:
-            w = weights[pp.index]
-            assert w is not None
-            wt_cache[pp.index] = w.t().contiguous()
-        return wt_cache[pp.index]
-
-    def weight(pp: ProjectionPlan) -> torch.Tensor:
-        w = weights[pp.index]
-        return pt[f"pool{pp.index}"] if w is None else w
-
-    def assemble(parts: dict[int, list[torch.Tensor]], n_rows: int) -> torch.Tensor:
-        blocks = []
-        for p in range(1, n_pop + 1):
-            lst = parts.get(p)
-            if lst:
-                blk = lst[0]
-                for extra in lst[1:]:
-                    blk = blk + extra
-                blocks.append(blk)
-            else:
-                blocks.append(torch.zeros(n_rows, plan.sizes[p], dtype=f32, device=dev))
-        return torch.cat(blocks, 1)
+        labels = labels.to(dev, i64)
+    delivery = _Delivery(plan, pt, weights)
+    overflow = False  # a membrane overflowed float32: momentum keys may be infinite
 
     # R7.3 / R7.4: input events and the input deliveries' synops, for every timestep at once.
     nonzero = frames != 0
     input_events = nonzero.sum((1, 2))
-    syn_in = torch.round(nonzero.to(torch.float64) @ pt["fanout_in_f64"]).to(torch.int64)  # [B, T, n_proj]
-    rec = torch.zeros(n_t, n_batch, cols.n, dtype=torch.int64, device=dev)
+    syn_in = nonzero.to(f64) @ pt["fanout_in_f64"]  # [B, T, n_proj]
+    rec = torch.zeros(n_t, n_batch, cols.n, dtype=f64, device=dev)
     counts_t: list[torch.Tensor] = []
     v = torch.zeros(n_batch, n_neu, dtype=f32, device=dev)
     all_rows = torch.arange(n_batch, device=dev)
 
     for t in range(n_t):
-        # R4.1: leak (one float32 multiply); clear refractory flags, v_pre (and the pending set).
+        # R4.1: leak (one float32 multiply); clear refractory flags, v_pre and the pending set.
         v = v * beta
         # R4.2: forward step 0 integrates the whole input frame.
-        in_parts: dict[int, list[torch.Tensor]] = {}
         x_t = frames[:, t]
+        in_parts: dict[int, list[torch.Tensor]] = {}
         for pp in plan.outgoing[0]:
-            in_parts.setdefault(pp.target, []).append(_apply(pp, weight(pp), x_t))
-        cnt = torch.zeros(n_batch, cols.n, dtype=torch.int64, device=dev)
+            in_parts.setdefault(pp.target, []).append(_apply(pp, delivery.weight(pp), x_t))
+        cnt = torch.zeros(n_batch, cols.n, dtype=f64, device=dev)
         cnt[:, cols.latency] = -1
         cnt[:, cols.syn] = syn_in[:, t]
+
+        def zeros() -> torch.Tensor:
+            return torch.zeros(n_batch, n_neu, dtype=f32, device=dev)
+
         a = _Rows(
             rows=all_rows,
             v=v,
-            refr=torch.zeros(n_batch, n_neu, dtype=torch.bool, device=dev),
-            vpre=torch.zeros(n_batch, n_neu, dtype=f32, device=dev),
-            q=torch.zeros(n_batch, n_neu, dtype=f32, device=dev),
+            live=torch.ones(n_batch, n_neu, dtype=f32, device=dev),
+            q=zeros(),
+            fired=zeros(),
+            delivered=zeros(),
+            steps=torch.zeros(n_batch, dtype=f32, device=dev),
+            qpeak=torch.zeros(n_batch, dtype=f32, device=dev),
+            done=torch.zeros(n_batch, dtype=torch.bool, device=dev),
             cnt=cnt,
-            outd=torch.zeros(n_batch, n_out, dtype=f32, device=dev) if grad else None,
-            seq=torch.zeros(n_batch, n_neu, dtype=torch.int64, device=dev) if fifo else None,
-            nseq=torch.zeros(n_batch, dtype=torch.int64, device=dev) if fifo else None,
-            flushed=torch.zeros(n_batch, n_pop + 1, dtype=torch.bool, device=dev) if grad else None,
+            vpre=zeros() if momentum else None,
+            settled=torch.full((n_batch,), n_pop + 1.0, dtype=f32, device=dev) if grad else None,
+            seq=torch.zeros(n_batch, n_neu, dtype=i64, device=dev) if fifo else None,
+            nseq=torch.zeros(n_batch, dtype=i64, device=dev) if fifo else None,
             labels=labels,
             hash_t=mix32_t(hash0 ^ t) if hash0 is not None else None,
-            cur=assemble(in_parts, n_batch),
+            cur=delivery.assemble(in_parts, n_batch),
         )
         retired: list[_Rows] = []
+        latency_open = True  # some row may still record a first (correct) output spike
         k = 0
         while True:
             hash_k = mix32_t(a.hash_t ^ k) if a.hash_t is not None else None
-            # R4.3.1 integrate: refractory neurons discard their current.
-            live = ~a.refr
+            a.steps = a.steps + ~a.done  # R7.5: one more forward step for the rows still running
+            # R4.3.1 integrate (refractory neurons, live = 0, discard their current); R4.3.2
+            # fire (strict threshold), reset to 0 in the graph, enqueue: q += s (R3.2). q holds
+            # the spikes not delivered yet, with their graph: the pending multiplicities of
+            # neurons with outgoing projections, and the spikes of the others (output
+            # neurons: the differentiable output counts), which are never scheduled.
             assert a.cur is not None
-            a.v = torch.where(live, a.v + a.cur, a.v)
+            v_before, q_before = a.v, a.q
+            a.v, a.q, sd, u = step(a.v, a.cur, a.live, a.q, theta, sur)
+            exact = not math.isfinite(float(u.sum()))  # some membrane overflowed float32 (or a false alarm)
+            if exact:
+                a.v, a.q, sd, u = step_exact(v_before, a.cur, a.live, q_before, theta, sur)
+                overflow = True
             a.cur = None
-            # R4.3.2 fire: strict threshold, reset to 0 (in the graph), refractory (R4.6).
-            fired = live & (a.v > theta)
-            if grad:
-                s, v_new = fire(a.v, theta, fired, sur)
-            else:
-                s, v_new = fired.to(f32), a.v.masked_fill(fired, 0.0)
-            a.vpre = torch.where(fired, a.v.detach(), a.vpre)
-            a.v = v_new
-            refr = a.refr | fired
+            if a.vpre is not None:
+                # R5.4 key: the membrane at the latest spike, kept for pending neurons only.
+                s_out = sd * has_out
+                if exact:
+                    a.vpre = torch.where(s_out > 0, u, a.vpre)
+                elif drop_p is None:  # at most one spike per timestep: v_pre was 0
+                    a.vpre = torch.addcmul(a.vpre, u, s_out)
+                else:
+                    a.vpre = torch.addcmul(a.vpre * (1.0 - s_out), u, s_out)
+            live = a.live - sd  # refractory (R4.6)
             if drop_p is not None:
-                r_f, c_f = fired.nonzero(as_tuple=True)
+                r_f, c_f = sd.nonzero(as_tuple=True)
                 if r_f.numel():
                     assert hash_k is not None
-                    u = uniform24(hash_neurons(hash_k[r_f], c_f, STREAM_DROPOUT), torch.float64)
+                    u = uniform24(hash_neurons(hash_k[r_f], c_f, STREAM_DROPOUT), f64)
                     stays = u < drop_p[c_f]
-                    refr[r_f[stays], c_f[stays]] = False
-            a.refr = refr
-            # Enqueue (R3.2): multiplicity +1, a new sequence number for neurons not pending.
-            enq = fired & pt["has_out"]
+                    live = live.index_put((r_f[stays], c_f[stays]), torch.ones((), dtype=f32, device=dev))
+            a.live = live
             if fifo:
-                assert a.seq is not None and a.nseq is not None
-                new = enq & (a.q.detach() == 0)
+                # R3.2: a sequence number for each neuron entering the pending set, in id order.
+                assert a.seq is not None
+                assert a.nseq is not None
+                new = (sd * has_out > 0) & (q_before.detach() == 0)
                 csum = new.cumsum(1)
                 a.seq = torch.where(new, a.nseq.unsqueeze(1) + csum - 1, a.seq)
                 a.nseq = a.nseq + csum[:, -1]
-            a.q = a.q + s * pt["has_out_f"]
-            # R7.1 / R7.2 counters.
-            a.cnt[:, cols.spk] += (fired.to(f32) @ pt["pop_onehot"]).to(torch.int64)
-            out_fired = fired[:, out_sl]
-            a.cnt[:, cols.out] += out_fired
-            if a.outd is not None:
-                a.outd = a.outd + s[:, out_sl]
-            any_out = out_fired.any(1)
-            if bool(any_out.any()):
-                _latency(a, cols, k, out_fired, any_out)
+            a.fired = a.fired + sd
+            if latency_open and float(sd[:, out_sl].amax()) > 0:
+                latency_open = _latency(a, cols, pt, k, sd[:, out_sl])
             # R7.6 queue peak after every fire phase; R6 stop check.
             qd = a.q.detach()
-            pending = qd > 0
-            n_pending = pending.sum(1)
-            a.cnt[:, cols.qpeak] = torch.maximum(a.cnt[:, cols.qpeak], n_pending)
-            done = n_pending == 0
+            pend = (qd * has_out).clamp_(max=1.0)  # 1.0 for pending neurons (integer multiplicities)
+            n_pending = pend.sum(1)
+            a.qpeak = torch.maximum(a.qpeak, n_pending)
+            ended = n_pending == 0
             stop: torch.Tensor | None = None
             if opts.stop is StopMode.FIRST_OUTPUT:
                 fo = a.cnt[:, cols.fo_step]
                 stop = (fo >= 0) & (k - fo >= opts.extra_steps)
             if opts.max_steps is not None and k + 1 >= opts.max_steps:
-                stop = torch.ones_like(done)
+                stop = torch.ones_like(ended)
             if stop is not None:
                 # R6.4: the pending spikes of a stopped row are dropped.
-                a.cnt[:, cols.drop] += torch.where(stop, torch.round(qd.sum(1)).to(torch.int64), 0)
-                done = done | stop
-            if bool(done.any()):
-                a.cnt[:, cols.fsteps] = k + 1  # R7.5 (read from the rows retired now)
-                idx = done.nonzero().squeeze(1)
-                retired.append(a.take(idx))
-                if idx.numel() == a.rows.numel():
-                    break
-                keep = (~done).nonzero().squeeze(1)
+                stop_f = stop.to(f32)
+                a.cnt[:, cols.drop] += ((qd * has_out).sum(1) * stop_f).to(f64)
+                a.q = a.q * (1.0 - stop_f.unsqueeze(1) * has_out)
+                if a.vpre is not None:
+                    a.vpre = a.vpre * (1.0 - stop_f.unsqueeze(1))  # v_pre is kept for pending neurons only
+                pend = pend * (1.0 - stop_f.unsqueeze(1))
+                n_pending = n_pending * (1.0 - stop_f)
+                ended = ended | stop
+            a.done = a.done | ended
+            # Rows whose timestep ended keep still (nothing pending, no current: a few
+            # cheap no-ops) until half of the rows have ended; then they are set aside.
+            n_done = int(a.done.sum())
+            n_rows = a.rows.numel()
+            if n_done == n_rows:
+                retired.append(a)
+                break
+            if 2 * n_done >= n_rows >= _MIN_COMPACT:
+                retired.append(a.take(a.done.nonzero().squeeze(1)))
+                keep = (~a.done).nonzero().squeeze(1)
                 a = a.take(keep)
-                pending, n_pending = pending[keep], n_pending[keep]
+                pend, n_pending = pend[keep], n_pending[keep]
                 if hash_k is not None:
                     hash_k = hash_k[keep]
-            lowest = torch.where(pending, pt["pop_of"], n_pop + 1).amin(1) if layered or grad else None
+            top: torch.Tensor | None = None
+            if layered or grad:
+                # The lowest population with a pending neuron is n_pop + 1 - top (top = 0: none).
+                top = (pend * pt["rank_f"]).amax(1)
             if grad:
-                _emit_silent(plan, pt, a, lowest, weight, sur)
+                assert top is not None
+                assert sur is not None
+                assert a.settled is not None
+                if bool((top < a.settled).any()):
+                    _emit_silent(plan, pt, a, top, delivery, sur)
             # R4.3.4 select and deliver.
             if layered:
-                assert lowest is not None
-                parts, syn = _deliver_layered(plan, pt, a, pending, lowest, weight)
+                # R5.1: every pending neuron of the lowest pending population.
+                assert top is not None
+                group = pend * (pt["rank_f"] == top.unsqueeze(1))
+                emitted = a.q * group
+                a.q = a.q - emitted
+                a.delivered = a.delivered + group
+                present = [p for p in plan.source_populations if bool((top == n_pop + 1 - p).any())]
+                a.cur = delivery.dense(emitted, present)
             else:
-                f_eff = min(opts.forward_group_size, int(n_pending.max()))
-                key = _keys(sched, pt, a, pending, hash_k, jitter_t, n_neu)
-                vals, sel = torch.topk(key, f_eff, dim=1, largest=False, sorted=False)
-                valid = vals != _MAX_KEY
-                mult = a.q.gather(1, sel)
-                a.q = a.q.masked_fill(torch.zeros_like(pending).scatter_(1, sel, valid), 0.0)
-                parts = _deliver_selected(plan, pt, sel, valid, mult, weight, gathered_weights)
-                syn = (pt["fanout"][sel] * valid.unsqueeze(-1)).sum(1)
-            a.cnt[:, cols.syn] += syn
-            a.cur = assemble(parts, a.rows.numel())
+                max_pending = int(n_pending.max())
+                f_eff = min(opts.forward_group_size, max_pending)
+                sel, valid = _select(sched, pt, a, pend, hash_k, jitter, f_eff, max_pending, overflow)
+                valid_f = valid.to(f32)
+                mult, a.q = take(a.q, sel, valid_f, grad)
+                a.delivered = a.delivered.scatter_add(1, sel, valid_f)
+                if a.vpre is not None:
+                    a.vpre = a.vpre.scatter(1, sel, 0.0)  # delivered: no longer pending
+                a.cur = delivery.selected(sel, valid, mult)
             k += 1
 
         m = _merge(retired)
+        # Reduce the per-neuron counts of the timestep (R7.1, R7.2, R7.4-R7.6).
+        m.cnt[:, cols.spk] = m.fired.to(f64) @ pt["pop_onehot_f64"]
+        m.cnt[:, cols.out] = m.fired[:, out_sl].to(f64)
+        m.cnt[:, cols.syn] += m.delivered.to(f64) @ pt["fanout_f64"]
+        m.cnt[:, cols.fsteps] = m.steps.to(f64)
+        m.cnt[:, cols.qpeak] = m.qpeak.to(f64)
         rec[t] = m.cnt
         if grad:
-            _emit_silent(plan, pt, m, None, weight, sur)
-            assert m.outd is not None
+            assert sur is not None
+            m.outd = m.q[:, out_sl]
+            _emit_silent(plan, pt, m, None, delivery, sur)
             counts_t.append(m.outd)
         v = m.v
 
-    counters = _finish(plan, rec, input_events, cols)
-    counts = (
-        torch.stack(counts_t, 1) if grad else counters["timestep_output_counts"].to(dev, f32)
-    )
+    counters = _finish(plan, torch.round(rec).to(i64), input_events, cols)
+    counts = torch.stack(counts_t, 1) if grad else counters["timestep_output_counts"].to(dev, f32)
     return RunOutput(counts=counts, counters={k: t.cpu() for k, t in counters.items()})
 
 
-def _latency(a: _Rows, cols: _Cols, k: int, out_fired: torch.Tensor, any_out: torch.Tensor) -> None:
-    """R7.7: record the first output (and first correct) spike of the timestep."""
-    spk_t = a.cnt[:, cols.spk].sum(1)
-    syn_t = a.cnt[:, cols.syn].sum(1)
-    new = any_out & (a.cnt[:, cols.fo_step] < 0)
-    first_class = out_fired.to(torch.uint8).argmax(1)  # the smallest index spiking (first maximum)
-    upd = torch.stack([torch.full_like(spk_t, k), first_class, spk_t, syn_t], 1)
-    a.cnt[:, cols.fo_step : cols.fo_syn + 1] = torch.where(
-        new.unsqueeze(1), upd, a.cnt[:, cols.fo_step : cols.fo_syn + 1]
-    )
+def _latency(a: _Rows, cols: _Cols, pt: dict[str, torch.Tensor], k: int, out_fired: torch.Tensor) -> bool:
+    """R7.7: record the first output (and first correct) spike of the timestep.
+
+    ``out_fired`` is the float ``[n, n_out]`` spike vector of the output population.
+    Returns whether some row may still record one (False once every row has its first
+    output spike and, with labels, its first correct one).
+    """
+    f64 = torch.float64
+    new = (out_fired.amax(1) > 0) & (a.cnt[:, cols.fo_step] < 0)
+    hit = None
     if a.labels is not None:
-        hit = out_fired.gather(1, a.labels.unsqueeze(1)).squeeze(1) & (a.cnt[:, cols.fc_step] < 0)
-        upd_c = torch.stack([torch.full_like(spk_t, k), spk_t, syn_t], 1)
-        a.cnt[:, cols.fc_step : cols.fc_syn + 1] = torch.where(
-            hit.unsqueeze(1), upd_c, a.cnt[:, cols.fc_step : cols.fc_syn + 1]
-        )
+        hit = (out_fired.gather(1, a.labels.unsqueeze(1)).squeeze(1) > 0) & (a.cnt[:, cols.fc_step] < 0)
+    if bool(new.any()) or (hit is not None and bool(hit.any())):
+        spk_t = a.fired.sum(1).to(f64)  # spikes of steps 0..k (this step included)
+        # synops of the deliveries integrated in steps 0..k: input + deliveries made so far.
+        syn_t = a.cnt[:, cols.syn].sum(1) + a.delivered.to(f64) @ pt["fanout_total_f64"]
+        first_class = (out_fired > 0).to(torch.uint8).argmax(1).to(f64)  # smallest index spiking
+        upd = torch.stack([torch.full_like(spk_t, k), first_class, spk_t, syn_t], 1)
+        fo = slice(cols.fo_step, cols.fo_syn + 1)
+        a.cnt[:, fo] = torch.where(new.unsqueeze(1), upd, a.cnt[:, fo])
+        if hit is not None:
+            upd_c = torch.stack([torch.full_like(spk_t, k), spk_t, syn_t], 1)
+            fc = slice(cols.fc_step, cols.fc_syn + 1)
+            a.cnt[:, fc] = torch.where(hit.unsqueeze(1), upd_c, a.cnt[:, fc])
+    still = a.cnt[:, cols.fo_step] < 0
+    if a.labels is not None:
+        still = still | (a.cnt[:, cols.fc_step] < 0)
+    return bool(still.any())
 
 
-def _keys(
+_BIG = float(2**60)  # key of non-pending neurons (pending keys are below 2**53)
+
+
+def _select(
     sched: Scheduler,
     pt: dict[str, torch.Tensor],
     a: _Rows,
-    pending: torch.Tensor,
+    pend: torch.Tensor,
     hash_k: torch.Tensor | None,
-    jitter: torch.Tensor,
-    n_neu: int,
-) -> torch.Tensor:
-    """int64 selection keys ``[n, N]``: the F smallest are delivered (R5.2-R5.4)."""
+    jitter: float,
+    f_eff: int,
+    max_pending: int,
+    overflow: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The group of every row: ``(sel [n, f_eff] global ids, valid [n, f_eff] bool)`` (R5.2-R5.4).
+
+    Each scheduler orders the pending neurons by a key that is unique within the row;
+    the ``f_eff`` smallest are taken by one ``topk``. Slots beyond the row's pending
+    count are not ``valid`` (they point at non-pending neurons).
+    """
+    n_neu = pend.shape[1]
     if sched is Scheduler.FIFO:
+        # R5.2: the sequence number.
         assert a.seq is not None
-        return torch.where(pending, a.seq, _MAX_KEY)
-    if sched is Scheduler.RANDOM:
-        assert hash_k is not None
-        r, c = pending.nonzero(as_tuple=True)
-        key = torch.full_like(pending, _MAX_KEY, dtype=torch.int64)
-        key[r, c] = hash_neurons(hash_k[r], c, STREAM_RANDOM) * n_neu + c
-        return key
-    kf = a.vpre
-    if float(jitter) > 0:
-        assert hash_k is not None
-        r, c = pending.nonzero(as_tuple=True)
-        u = uniform24(hash_neurons(hash_k[r], c, STREAM_JITTER))
-        kf = kf.index_put((r, c), kf[r, c] + jitter * u)
-    bits = kf.contiguous().view(torch.int32).to(torch.int64)  # positive float32: bits order like values
-    return torch.where(pending, ((1 << 31) - bits) * n_neu + pt["col"], _MAX_KEY)
-
-
-def _deliver_selected(
-    plan: Plan,
-    pt: dict[str, torch.Tensor],
-    sel: torch.Tensor,
-    valid: torch.Tensor,
-    mult: torch.Tensor,
-    weight: Any,
-    gathered_weights: Any,
-) -> dict[int, list[torch.Tensor]]:
-    """Currents of the selected neurons ``sel [n, F]`` with multiplicities ``mult`` (R4.3.4)."""
-    n_rows, f_eff = sel.shape
-    pop_sel = pt["pop_of"][sel]
-    parts: dict[int, list[torch.Tensor]] = {}
-    for p in plan.source_populations:
-        in_p = valid & (pop_sel == p)
-        if not bool(in_p.any()):
-            continue
-        n_src = plan.sizes[p]
-        m_p = mult * in_p
-        local = (sel - plan.offsets[p]).clamp_(0, n_src - 1)
-        emitted: torch.Tensor | None = None
-        for pp in plan.outgoing[p]:
-            if pp.kind == "dense" and 4 * f_eff <= n_src:
-                # Gather the weight columns of the selected neurons: [n, F, n_target].
-                wsel = gathered_weights(pp).index_select(0, local.reshape(-1)).reshape(n_rows, f_eff, -1)
-                cur = torch.bmm(m_p.unsqueeze(1), wsel).squeeze(1)
-            else:
-                if emitted is None:
-                    emitted = torch.zeros(n_rows, n_src, dtype=mult.dtype, device=mult.device).scatter_add(
-                        1, local, m_p
-                    )
-                cur = _apply(pp, weight(pp), emitted)
-            parts.setdefault(pp.target, []).append(cur)
-    return parts
-
-
-def _deliver_layered(
-    plan: Plan, pt: dict[str, torch.Tensor], a: _Rows, pending: torch.Tensor, lowest: torch.Tensor, weight: Any
-) -> tuple[dict[int, list[torch.Tensor]], torch.Tensor]:
-    """R5.1: deliver every pending neuron of the lowest pending population (dense rows)."""
-    group = pending & (pt["pop_of"].unsqueeze(0) == lowest.unsqueeze(1))
-    emitted = a.q.masked_fill(~group, 0.0)
-    a.q = a.q.masked_fill(group, 0.0)
-    parts: dict[int, list[torch.Tensor]] = {}
-    for p in plan.source_populations:
-        if not bool((lowest == p).any()):
-            continue
-        e_p = emitted[:, plan.offsets[p] : plan.offsets[p] + plan.sizes[p]]
-        for pp in plan.outgoing[p]:
-            parts.setdefault(pp.target, []).append(_apply(pp, weight(pp), e_p))
-    syn = torch.round(group.to(torch.float64) @ pt["fanout_f64"]).to(torch.int64)
-    return parts, syn
+        vals, sel = torch.topk(torch.where(pend > 0, a.seq, _MAX_KEY), f_eff, dim=1, largest=False, sorted=False)
+        return sel, vals != _MAX_KEY
+    if sched is Scheduler.RANDOM or jitter > 0 or overflow:
+        # The pending neurons of every row (max_pending slots), to key only those.
+        pvals, cand = torch.topk(pend, max_pending, dim=1, sorted=False)
+        ok = pvals > 0
+        if sched is Scheduler.RANDOM:
+            # R5.3: h(seed, sample, t, k, j, 0), ties to the smaller id: h * N + j (< 2**63).
+            assert hash_k is not None
+            h = hash_neurons(hash_k.unsqueeze(1), cand, STREAM_RANDOM)
+            key = torch.where(ok, h * n_neu + cand, _MAX_KEY)
+        else:
+            # R5.4: v_pre + float32(jitter * u(..., 2)), rounded to float32. The bits of a
+            # positive float32 (+inf included) order like its value.
+            assert a.vpre is not None
+            kf = a.vpre.gather(1, cand)
+            if jitter > 0:
+                assert hash_k is not None
+                u = uniform24(hash_neurons(hash_k.unsqueeze(1), cand, STREAM_JITTER))
+                kf = kf + torch.tensor(jitter, dtype=torch.float32, device=u.device) * u
+            bits = kf.view(torch.int32).to(torch.int64)
+            key = torch.where(ok, ((1 << 31) - bits) * n_neu + cand, _MAX_KEY)
+        vals, pos = torch.topk(key, f_eff, dim=1, largest=False, sorted=False)
+        return cand.gather(1, pos), vals != _MAX_KEY
+    # R5.4 without jitter: the largest v_pre first, ties to the smaller id. The key
+    # v_pre * (1 - j 2**-50) in float64 orders exactly so (N <= 2**21): equal v_pre are
+    # separated by >= v_pre 2**-50 (rounding error <= v_pre 2**-53), and distinct
+    # positive float32 values differ by more than v_pre 2**-24. v_pre is kept for
+    # pending neurons only (0 elsewhere, below every pending key: v_pre > threshold > 0).
+    assert a.vpre is not None
+    key = a.vpre.to(torch.float64) * pt["tie_f64"]
+    vals, sel = torch.topk(key, f_eff, dim=1, sorted=False)
+    return sel, vals > 0
 
 
 def _emit_silent(
     plan: Plan,
     pt: dict[str, torch.Tensor],
     a: _Rows,
-    lowest: torch.Tensor | None,
-    weight: Any,
+    top: torch.Tensor | None,
+    delivery: _Delivery,
     sur: Surrogate,
 ) -> None:
-    """Silent spikes (section 9) of the populations that are settled and not yet flushed.
+    """Silent spikes (module docstring) of the populations that became settled.
 
     Population ``p`` is settled in a row when no neuron of a population below ``p`` is
-    pending (``lowest >= p``): its membranes are final for the timestep. Its
-    non-refractory neurons emit a zero-valued spike with the surrogate gradient of
-    ``H(V - theta)`` and the reset ``V (1 - 0)``; the (zero) currents go straight into
-    the targets' membranes (refractory targets discard them), in population order, so
-    that a target population settled at the same time emits after receiving them.
-    ``lowest=None`` means the end of the timestep: every population is settled, and the
-    output population's silent spikes join the differentiable output counts.
+    pending: its membranes are final for the timestep. With ranks ``r_p = P + 1 - p``
+    and ``top`` the largest rank of a pending neuron (0 if none), that is ``top <= r_p``;
+    ``a.settled`` is the smallest rank flushed so far (``P + 1``: none). The
+    non-refractory neurons of each newly settled population emit a zero-valued spike
+    with the surrogate gradient of ``H(V - theta)`` and the reset ``V (1 - 0)``; the
+    (zero) currents go straight into the targets' membranes (refractory targets discard
+    them), in population order, so that a target population settled at the same time
+    emits after receiving them. ``top=None`` means the end of the timestep: every
+    population is settled, and the output neurons' silent spikes join the
+    differentiable output counts ``a.outd``.
     """
-    assert a.flushed is not None
-    src = plan.source_populations
-    n_rows = a.rows.numel()
-    if lowest is None:
-        need = ~a.flushed[:, src]
-    else:
-        need = (lowest.unsqueeze(1) >= torch.tensor(src, device=lowest.device)) & ~a.flushed[:, src]
-    todo = need.any(0).tolist() if n_rows else [False] * len(src)
-    if not any(todo) and lowest is not None:
-        return
-    sizes = [plan.sizes[p] for p in range(1, plan.n_populations + 1)]
+    assert a.settled is not None
+    n_pop = plan.n_populations
+    top_ = torch.zeros_like(a.settled) if top is None else top
+    sizes = [plan.sizes[p] for p in range(1, n_pop + 1)]
     vs = list(a.v.split(sizes, 1))
-    refr = list(a.refr.split(sizes, 1))
+    live = list(a.live.split(sizes, 1))
     theta = list(pt["theta"].split(sizes))
-    for i, p in enumerate(src):
-        if not todo[i]:
+    for p in plan.source_populations:
+        rank = n_pop + 1 - p
+        need = (top_ <= rank) & (a.settled > rank)
+        if not bool(need.any()):
             continue
-        carriers, vs[p - 1] = silent(vs[p - 1], theta[p - 1], ~refr[p - 1] & need[:, i : i + 1], sur)
+        carriers, vs[p - 1] = silent(vs[p - 1], theta[p - 1], live[p - 1] * need.unsqueeze(1), sur)
         for pp in plan.outgoing[p]:
-            cur = _apply(pp, weight(pp), carriers).masked_fill(refr[pp.target - 1], 0.0)
+            cur = _apply(pp, delivery.weight(pp), carriers) * live[pp.target - 1]
             vs[pp.target - 1] = vs[pp.target - 1] + cur
-    a.flushed = a.flushed.clone()
-    a.flushed[:, src] |= need
-    if lowest is None:
-        out = plan.n_populations - 1
-        carriers, vs[out] = silent(vs[out], theta[out], ~refr[out], sur)
+    a.settled = torch.minimum(a.settled, top_.clamp(min=1.0))
+    if top is None:
+        out = n_pop - 1
+        carriers, vs[out] = silent(vs[out], theta[out], live[out], sur)
         assert a.outd is not None
         a.outd = a.outd + carriers
     a.v = torch.cat(vs, 1)
@@ -857,22 +1003,21 @@ def infer(
         refractory_dropout=refractory_dropout,
     )
     prepared = prepare_inputs(network, inputs, labels=labels, sample_ids=sample_ids, timesteps=timesteps)
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024):
-        raise invalid(ParameterError, "threads", threads, "must be an int in [1, 1024] or None")
-    dev = torch.device("cpu") if device is None else torch.device(device)
+    check_threads(threads)
+    dev = torch_device(device)
     if prepared.dense is not None:
         frames_np = prepared.dense
     else:
         frames_np = np.stack([prepared.dense_sample(b) for b in range(prepared.batch)])
     plan = Plan(network)
     weights = network_weights(network, dev)
-    ids = torch.from_numpy(prepared.sample_ids.astype(np.int64))
-    lab = None if prepared.labels is None else torch.from_numpy(prepared.labels)
+    ids = as_tensor(prepared.sample_ids.astype(np.int64))
+    lab = None if prepared.labels is None else as_tensor(prepared.labels)
     outs: list[dict[str, torch.Tensor]] = []
     with torch.no_grad():
         for lo in range(0, prepared.batch, _INFER_CHUNK):
             hi = min(lo + _INFER_CHUNK, prepared.batch)
-            frames = torch.from_numpy(np.ascontiguousarray(frames_np[lo:hi])).to(dev)
+            frames = as_tensor(np.ascontiguousarray(frames_np[lo:hi])).to(dev)
             out = run(
                 plan,
                 weights,

@@ -22,6 +22,7 @@ torch.Size([8, 5, 4])
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -29,13 +30,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from torch import nn
 
 from asyncsnn._prepare import DropoutLike, SchedulerLike, StopLike, prepare_inputs, prepare_options
 from asyncsnn.exceptions import InputError, ModelError, invalid
 from asyncsnn.network import Conv2d, Dense, Network, ParamLike, Projection
-from asyncsnn.torch.engine import Plan, RunOutput, network_weights, run
+from asyncsnn.torch.engine import Plan, RunOutput, as_tensor, network_weights, run
 from asyncsnn.torch.surrogate import Surrogate
 
 __all__ = ["AsyncSNN", "count_loss", "rate_loss"]
@@ -95,7 +96,7 @@ def _check_frames(x: torch.Tensor, network: Network) -> torch.Tensor:
 
 
 class AsyncSNN(nn.Module):
-    """A network whose Dense and Conv2d weights are ``nn.Parameter``\\ s.
+    r"""A network whose Dense and Conv2d weights are ``nn.Parameter``\\ s.
 
     Parameters
     ----------
@@ -171,15 +172,21 @@ class AsyncSNN(nn.Module):
         n_layers = len(sizes) - 1
         ths = list(threshold) if isinstance(threshold, (list, tuple)) else [threshold] * n_layers
         if len(ths) != n_layers:
-            raise invalid(ModelError, "threshold", threshold, f"a list must give one value per layer ({n_layers} layers)")
+            raise invalid(
+                ModelError, "threshold", threshold, f"a list must give one value per layer ({n_layers} layers)"
+            )
         rng = np.random.default_rng(seed)
         layers = []
-        for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+        for i, (a, b) in enumerate(itertools.pairwise(sizes)):
             th = float(np.mean(np.asarray(ths[i], dtype=np.float64)))
             w = rng.normal(0.0, gain * th / math.sqrt(a), (b, a)).astype(np.float32)
             layers.append(Dense(w))
         net = Network.sequential(
-            input_shape=(sizes[0],), layers=layers, threshold=threshold, beta=beta, refractory_dropout=refractory_dropout
+            input_shape=(sizes[0],),
+            layers=layers,
+            threshold=threshold,
+            beta=beta,
+            refractory_dropout=refractory_dropout,
         )
         return cls(net)
 
@@ -197,7 +204,7 @@ class AsyncSNN(nn.Module):
         """An :class:`~asyncsnn.network.Network` with the current weights (float32 copies)."""
         base = self.plan.network
         projections = []
-        for pr, w in zip(base.projections, self.projection_weights()):
+        for pr, w in zip(base.projections, self.projection_weights(), strict=False):
             layer = pr.layer
             if w is not None:
                 arr = w.detach().cpu().numpy().copy()
@@ -272,8 +279,8 @@ class AsyncSNN(nn.Module):
                 # Validate labels and ids with the shared code (a 1-frame stand-in input).
                 stub = np.zeros((frames.shape[0], 1, net.input_size), dtype=np.float32)
                 prep = prepare_inputs(net, stub, labels=lab_np, sample_ids=ids_np)
-                lab_t = None if prep.labels is None else torch.from_numpy(prep.labels)
-                ids_t = None if ids_np is None else torch.from_numpy(prep.sample_ids.astype(np.int64))
+                lab_t = None if prep.labels is None else as_tensor(prep.labels)
+                ids_t = None if ids_np is None else as_tensor(prep.sample_ids.astype(np.int64))
         else:
             prep = prepare_inputs(
                 net,
@@ -281,10 +288,12 @@ class AsyncSNN(nn.Module):
                 labels=None if labels is None else _to_numpy(labels),
                 sample_ids=None if sample_ids is None else _to_numpy(sample_ids),
             )
-            dense = prep.dense if prep.dense is not None else np.stack([prep.dense_sample(b) for b in range(prep.batch)])
-            frames = torch.from_numpy(np.ascontiguousarray(dense))
-            lab_t = None if prep.labels is None else torch.from_numpy(prep.labels)
-            ids_t = None if sample_ids is None else torch.from_numpy(prep.sample_ids.astype(np.int64))
+            dense = (
+                prep.dense if prep.dense is not None else np.stack([prep.dense_sample(b) for b in range(prep.batch)])
+            )
+            frames = as_tensor(np.ascontiguousarray(dense))
+            lab_t = None if prep.labels is None else as_tensor(prep.labels)
+            ids_t = None if sample_ids is None else as_tensor(prep.sample_ids.astype(np.int64))
         frames = frames.to(device)
         return run(
             self.plan,

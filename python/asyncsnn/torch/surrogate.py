@@ -16,10 +16,8 @@ Two surrogates are provided, each with a ``scale`` that multiplies the derivativ
     ``sigma'(x) = scale / (1 + slope * |x|)**2``, the derivative of
     ``x / (1 + slope * |x|)`` (asynctorch and snnTorch ``fast_sigmoid``).
 
-:func:`spike` is the differentiable step for user code. The engine uses two fused
-functions, :func:`fire` (spike and reset ``V <- V (1 - s)`` of the neurons that fire)
-and :func:`silent` (the zero-valued spike of a neuron that did not fire, see
-``asyncsnn.torch.engine``), which compute the same gradients with fewer saved tensors.
+:func:`spike` is the differentiable step for user code; the engine uses fused
+functions with the same gradients (``asyncsnn.torch._kernels``).
 
 Examples
 --------
@@ -43,7 +41,7 @@ import torch
 
 from asyncsnn.exceptions import ParameterError, invalid
 
-__all__ = ["ATan", "FastSigmoid", "Surrogate", "fire", "make_surrogate", "silent", "spike"]
+__all__ = ["ATan", "FastSigmoid", "Surrogate", "make_surrogate", "spike"]
 
 
 @dataclass(frozen=True)
@@ -100,7 +98,7 @@ class ATan(Surrogate):
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         """``scale * (alpha / 2) / (1 + (pi * alpha * x / 2)**2)``."""
         a = math.pi * self.alpha / 2.0
-        return (self.scale * self.alpha / 2.0) / (1.0 + (a * x) ** 2)
+        return (x * a).square_().add_(1.0).reciprocal_().mul_(self.scale * self.alpha / 2.0)
 
     def primitive(self, x: torch.Tensor) -> torch.Tensor:
         """``scale * (1/2 + arctan(pi * alpha * x / 2) / pi)``."""
@@ -130,7 +128,7 @@ class FastSigmoid(Surrogate):
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         """``scale / (1 + slope * |x|)**2``."""
-        return self.scale / (1.0 + self.slope * x.abs()) ** 2
+        return x.abs().mul_(self.slope).add_(1.0).square_().reciprocal_().mul_(self.scale)
 
     def primitive(self, x: torch.Tensor) -> torch.Tensor:
         """``scale * x / (1 + slope * |x|)``."""
@@ -196,95 +194,3 @@ def spike(x: torch.Tensor, surrogate: Surrogate | None = None) -> torch.Tensor:
         0/1 values of the dtype of ``x``.
     """
     return _Spike.apply(x, make_surrogate(surrogate))  # type: ignore[no-any-return]
-
-
-class _Fire(torch.autograd.Function):
-    """Spike and reset of the neurons that fire (R4.3.2 and section 9).
-
-    Inputs ``V`` (membrane after integration), ``theta`` (broadcastable) and the bool
-    ``fired`` mask (``V > theta`` for non-refractory neurons). Outputs ``s`` (1.0 where
-    fired, else 0.0) and ``V (1 - s)``. Backward, with ``d = sigma'(V - theta)`` on fired
-    neurons and 0 elsewhere: ``dV = gV (1 - fired) + (gs - gV V) d`` -- exactly the
-    gradient of ``s = spike(V - theta)``, ``V <- V (1 - s)`` restricted to the neurons
-    that fire (the others are unchanged and their step evaluation is not used).
-    """
-
-    @staticmethod
-    def forward(
-        ctx: Any, v: torch.Tensor, theta: torch.Tensor, fired: torch.Tensor, surrogate: Surrogate
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        ctx.save_for_backward(v, theta, fired)
-        ctx.surrogate = surrogate
-        ctx.mark_non_differentiable(fired)
-        return fired.to(v.dtype), v.masked_fill(fired, 0.0)
-
-    @staticmethod
-    def backward(ctx: Any, g_s: torch.Tensor, g_v: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
-        v, theta, fired = ctx.saved_tensors
-        d = ctx.surrogate.derivative(v - theta) * fired
-        return g_v * ~fired + (g_s - g_v * v) * d, None, None, None
-
-
-class _Silent(torch.autograd.Function):
-    """The zero-valued spike of neurons that did not fire (section 9 of the engine docs).
-
-    Inputs ``V``, ``theta`` and a bool ``mask`` of the neurons that carry a silent spike.
-    Outputs ``c`` (all zeros: ``V <= theta`` for every such neuron, so ``H(V - theta)``
-    is 0) and ``V (1 - c)`` (equal to ``V``). Backward, with ``d = sigma'(V - theta)``
-    on the masked neurons: ``dV = gV + (gc - gV V) d``, the gradient of
-    ``c = spike(V - theta)``, ``V <- V (1 - c)``.
-    """
-
-    @staticmethod
-    def forward(
-        ctx: Any, v: torch.Tensor, theta: torch.Tensor, mask: torch.Tensor, surrogate: Surrogate
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        ctx.save_for_backward(v, theta, mask)
-        ctx.surrogate = surrogate
-        return torch.zeros_like(v), v.clone()
-
-    @staticmethod
-    def backward(ctx: Any, g_c: torch.Tensor, g_v: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
-        v, theta, mask = ctx.saved_tensors
-        d = ctx.surrogate.derivative(v - theta) * mask
-        return g_v + (g_c - g_v * v) * d, None, None, None
-
-
-def fire(
-    v: torch.Tensor, theta: torch.Tensor, fired: torch.Tensor, surrogate: Surrogate
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Spike and reset, in the graph: returns ``(s, V * (1 - s))`` with ``s = fired``.
-
-    Parameters
-    ----------
-    v
-        Membrane ``[..., n]`` after integration.
-    theta
-        Thresholds, broadcastable to ``v``.
-    fired
-        Bool ``[..., n]``: the neurons that fire (``V > theta``, not refractory).
-    surrogate
-        The surrogate derivative used backward.
-    """
-    s, v_new = _Fire.apply(v, theta, fired, surrogate)
-    return s, v_new
-
-
-def silent(
-    v: torch.Tensor, theta: torch.Tensor, mask: torch.Tensor, surrogate: Surrogate
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Silent spike: returns ``(c, V * (1 - c))`` with ``c = 0`` and surrogate gradients on ``mask``.
-
-    Parameters
-    ----------
-    v
-        Membrane ``[..., n]``; every masked neuron must have ``V <= theta``.
-    theta
-        Thresholds, broadcastable to ``v``.
-    mask
-        Bool, broadcastable to ``v``: the neurons that carry a silent spike.
-    surrogate
-        The surrogate derivative used backward.
-    """
-    c, v_new = _Silent.apply(v, theta, mask, surrogate)
-    return c, v_new

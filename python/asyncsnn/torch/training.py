@@ -51,6 +51,7 @@ from tqdm.auto import tqdm
 from asyncsnn._prepare import DropoutLike, SchedulerLike, StopLike, prepare_inputs, prepare_options
 from asyncsnn.exceptions import ModelError, ParameterError, invalid
 from asyncsnn.network import Network
+from asyncsnn.torch.engine import as_tensor, torch_device
 from asyncsnn.torch.module import AsyncSNN, count_loss, rate_loss
 from asyncsnn.torch.surrogate import Surrogate, make_surrogate
 
@@ -135,7 +136,7 @@ def _dataset(net: Network, data: Any, name: str) -> tuple[torch.Tensor, torch.Te
     else:
         frames = prep.dense
     assert prep.labels is not None
-    return torch.from_numpy(np.ascontiguousarray(frames)), torch.from_numpy(prep.labels)
+    return as_tensor(np.ascontiguousarray(frames)), as_tensor(prep.labels)
 
 
 def _predictions(counts: torch.Tensor) -> torch.Tensor:
@@ -153,11 +154,20 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _save_checkpoint(directory: Path, epoch: int, payload: dict[str, Any]) -> Path:
+    """Write ``epoch_XXXX.pt`` atomically: a temporary file, then ``os.replace``.
+
+    The temporary file is removed whatever interrupts the write (``KeyboardInterrupt``
+    included), so the directory only ever holds complete checkpoints.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"epoch_{epoch:04d}.pt"
     tmp = directory / f".epoch_{epoch:04d}.pt.tmp.{os.getpid()}"
-    torch.save(payload, tmp)
-    os.replace(tmp, final)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return final
 
 
@@ -165,13 +175,11 @@ def _latest_checkpoint(directory: Path) -> dict[str, Any] | None:
     """The newest checkpoint of ``directory`` that loads, or None."""
     if not directory.is_dir():
         return None
-    found = sorted(
-        ((int(m.group(1)), p) for p in directory.iterdir() if (m := _CKPT_RE.match(p.name))), reverse=True
-    )
+    found = sorted(((int(m.group(1)), p) for p in directory.iterdir() if (m := _CKPT_RE.match(p.name))), reverse=True)
     for _, path in found:
         try:
             return load_checkpoint(path)
-        except Exception:  # noqa: BLE001, S112 - a damaged file: fall back to the previous one
+        except Exception:
             continue
     return None
 
@@ -288,7 +296,7 @@ def train(
     x_train, y_train = _dataset(net, train_data, "train_data")
     test = None if test_data is None else _dataset(net, test_data, "test_data")
     if device is not None:
-        model.to(torch.device(device))
+        model.to(torch_device(device))
     params = list(model.parameters())
     if not params:
         raise invalid(ParameterError, "network", repr(net), "has no trainable projection")
@@ -317,9 +325,11 @@ def train(
         if ckpt is not None:
             shapes = [list(w.shape) for w in ckpt["weights"]]
             if shapes != config["weight_shapes"]:
-                raise invalid(ModelError, "checkpoint", shapes, f"weights do not fit the network {config['weight_shapes']}")
+                raise invalid(
+                    ModelError, "checkpoint", shapes, f"weights do not fit the network {config['weight_shapes']}"
+                )
             with torch.no_grad():
-                for p, w in zip(params, ckpt["weights"]):
+                for p, w in zip(params, ckpt["weights"], strict=False):
                     p.copy_(w.to(p.device))
             optimizer.load_state_dict(ckpt["optimizer"])
             history = History.from_dict(ckpt["history"])

@@ -1,0 +1,492 @@
+"""Training through the torch engine (docs/semantics.md section 9).
+
+* With ``scheduler="layered"`` the gradients equal those of an independent, plain
+  layer-by-layer BPTT (same surrogate, reset in the graph); so do those of every other
+  scheduler when ``F`` covers the widest population (no skip connections).
+* The surrogates and the fused autograd kernels have the gradients they claim.
+* Unlayered training lowers the loss with every scheduler; checkpoint/resume is exact;
+  ``AsyncSNN`` round-trips networks exactly.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import asyncsnn
+import asyncsnn.reference
+from asyncsnn._prepare import prepare_options
+from asyncsnn.exceptions import InputError, ModelError, ParameterError
+from asyncsnn.testing import assert_results_equal, grid_weights, random_count_input
+from asyncsnn.torch import (
+    AsyncSNN,
+    ATan,
+    FastSigmoid,
+    History,
+    Plan,
+    _kernels,
+    count_loss,
+    load_checkpoint,
+    rate_loss,
+    run,
+    train,
+)
+from asyncsnn.torch.surrogate import make_surrogate, spike
+
+SURROGATES = [ATan(), ATan(alpha=1.0, scale=0.5), FastSigmoid(), FastSigmoid(slope=2.0)]
+
+
+def options(net: asyncsnn.Network, **kw: Any) -> Any:
+    base: dict[str, Any] = {
+        "scheduler": "layered",
+        "forward_group_size": 1,
+        "stop": "drain",
+        "extra_steps": 0,
+        "max_steps": None,
+        "seed": 0,
+        "jitter": 0.0,
+        "refractory_dropout": "off",
+    }
+    base.update(kw)
+    return prepare_options(net, **base)
+
+
+def dense_problem(seed: int = 1) -> tuple[asyncsnn.Network, list[np.ndarray], torch.Tensor, torch.Tensor]:
+    """A 12-16-10-4 network with per-neuron thresholds and leaks, and a batch of inputs."""
+    rng = np.random.default_rng(seed)
+    sizes = [12, 16, 10, 4]
+    ws = [rng.normal(0.1, 0.5, (b, a)).astype(np.float32) for a, b in itertools.pairwise(sizes)]
+    thresholds = [rng.uniform(0.5, 1.2, n).astype(np.float32) for n in sizes[1:]]
+    betas = [rng.uniform(0.7, 1.0, n).astype(np.float32) for n in sizes[1:]]
+    net = asyncsnn.Network.sequential(
+        input_shape=(12,), layers=[asyncsnn.Dense(w) for w in ws], threshold=thresholds, beta=betas
+    )
+    x = torch.from_numpy(((rng.random((6, 7, 12)) < 0.4) * rng.integers(1, 3, (6, 7, 12))).astype(np.float32))
+    y = torch.from_numpy(rng.integers(0, 4, 6))
+    return net, ws, x, y
+
+
+def bptt_counts(net: asyncsnn.Network, weights: list[torch.Tensor], x: torch.Tensor, surrogate: Any) -> torch.Tensor:
+    """Plain layer-by-layer BPTT (R4.5): U = beta V + W s; s = H(U - theta); V = U (1 - s)."""
+    pops = net.populations
+    v = [torch.zeros(x.shape[0], p.size) for p in pops]
+    out = []
+    for t in range(x.shape[1]):
+        inp = x[:, t]
+        for i, (pop, w) in enumerate(zip(pops, weights)):
+            u = torch.tensor(pop.beta.reshape(-1)) * v[i] + inp @ w.t()
+            s = spike(u - torch.tensor(pop.threshold.reshape(-1)), surrogate)
+            v[i] = u * (1 - s)
+            inp = s
+        out.append(inp)
+    return torch.stack(out, 1)
+
+
+# ------------------------------------------------------------------------- BPTT equivalence
+@pytest.mark.parametrize("surrogate", SURROGATES, ids=repr)
+@pytest.mark.parametrize("loss_fn", [rate_loss, count_loss])
+def test_layered_gradients_equal_plain_bptt(surrogate: Any, loss_fn: Any) -> None:
+    net, ws, x, y = dense_problem()
+    w_engine = [torch.tensor(w, requires_grad=True) for w in ws]
+    out = run(Plan(net), w_engine, x, options(net), surrogate=surrogate)
+    w_bptt = [torch.tensor(w, requires_grad=True) for w in ws]
+    counts = bptt_counts(net, w_bptt, x, surrogate)
+    assert torch.equal(out.counts, counts)
+    assert 0 < counts.sum() < counts.numel()  # some spikes, some silence
+    g_engine = torch.autograd.grad(loss_fn(out.counts, y), w_engine)
+    g_bptt = torch.autograd.grad(loss_fn(counts, y), w_bptt)
+    for a, b in zip(g_engine, g_bptt):
+        assert b.abs().max() > 0
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("scheduler", ["fifo", "random", "momentum"])
+def test_any_scheduler_with_f_above_widest_population_is_bptt(scheduler: str) -> None:
+    net, ws, x, y = dense_problem(3)
+    w_a = [torch.tensor(w, requires_grad=True) for w in ws]
+    out = run(Plan(net), w_a, x, options(net, scheduler=scheduler, forward_group_size=16), surrogate=ATan())
+    w_b = [torch.tensor(w, requires_grad=True) for w in ws]
+    counts = bptt_counts(net, w_b, x, ATan())
+    assert torch.equal(out.counts, counts)
+    for a, b in zip(torch.autograd.grad(rate_loss(out.counts, y), w_a), torch.autograd.grad(rate_loss(counts, y), w_b)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_unlayered_gradients_differ_from_layered_and_reach_every_weight() -> None:
+    net, ws, x, y = dense_problem(4)
+    grads = {}
+    for scheduler in ("layered", "momentum"):
+        w = [torch.tensor(a, requires_grad=True) for a in ws]
+        out = run(Plan(net), w, x, options(net, scheduler=scheduler, forward_group_size=1), surrogate=ATan())
+        grads[scheduler] = torch.autograd.grad(rate_loss(out.counts, y), w)
+        assert all(g.abs().sum() > 0 for g in grads[scheduler])
+    assert any(not torch.allclose(a, b) for a, b in zip(grads["layered"], grads["momentum"]))
+
+
+def test_table_and_per_population_delivery_give_the_same_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
+    from asyncsnn.torch import engine
+
+    net, ws, x, y = dense_problem(5)
+    results = []
+    for limit in (engine._Delivery.TABLE_LIMIT, 0):
+        monkeypatch.setattr(engine._Delivery, "TABLE_LIMIT", limit)
+        w = [torch.tensor(a, requires_grad=True) for a in ws]
+        opts = options(net, scheduler="random", forward_group_size=2, refractory_dropout=0.5, seed=3)
+        out = run(Plan(net), w, x, opts, surrogate=FastSigmoid())
+        results.append((out.counts.detach(), torch.autograd.grad(count_loss(out.counts, y), w)))
+    assert torch.equal(results[0][0], results[1][0])
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_conv_network_gradients_flow() -> None:
+    rng = np.random.default_rng(2)
+    net = asyncsnn.Network.sequential(
+        input_shape=(1, 6, 6),
+        layers=[
+            asyncsnn.Conv2d(grid_weights(rng, (3, 1, 3, 3), 0.5, 0.3), padding=1),
+            asyncsnn.AvgPool2d(2),
+            asyncsnn.Dense(grid_weights(rng, (4, 27), 0.5, 0.2)),
+        ],
+        threshold=0.5,
+        beta=0.9,
+    )
+    model = AsyncSNN.from_network(net)
+    x = torch.from_numpy(random_count_input(rng, net, batch=3, timesteps=4, density=0.5))
+    out = model(x, scheduler="momentum", forward_group_size=2)
+    count_loss(out.counts, torch.tensor([0, 1, 2])).backward()
+    assert len(model.weights) == 2
+    assert all(w.grad is not None and torch.isfinite(w.grad).all() and w.grad.abs().sum() > 0 for w in model.weights)
+
+
+# ------------------------------------------------------------------------- surrogates and kernels
+class _Smooth(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, sur: Any) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.sur = sur
+        return sur.primitive(x)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (x,) = ctx.saved_tensors
+        return g * ctx.sur.derivative(x), None
+
+
+@pytest.mark.parametrize("surrogate", SURROGATES, ids=repr)
+def test_surrogate_derivative_is_the_derivative_of_its_smooth_step(surrogate: Any) -> None:
+    x = torch.linspace(-2.0, 2.0, 41, dtype=torch.float64).add_(0.013).requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: _Smooth.apply(t, surrogate), (x,))
+    # The derivative integrates to `scale` over the line for ATan (a normalised step).
+    if isinstance(surrogate, ATan):
+        big = torch.tensor([-1e9, 1e9], dtype=torch.float64)
+        steps = surrogate.primitive(big)
+        assert float(steps[1] - steps[0]) == pytest.approx(surrogate.scale)
+
+
+@pytest.mark.parametrize("surrogate", SURROGATES, ids=repr)
+def test_spike_is_heaviside_forward_and_surrogate_backward(surrogate: Any) -> None:
+    x = torch.tensor([-1.0, -1e-7, 0.0, 1e-7, 0.5], dtype=torch.float64, requires_grad=True)
+    s = spike(x, surrogate)
+    assert s.tolist() == [0.0, 0.0, 0.0, 1.0, 1.0]
+    (g,) = torch.autograd.grad(s.sum(), x)
+    torch.testing.assert_close(g, surrogate.derivative(x.detach()))
+
+
+def test_surrogate_formulas_and_parsing() -> None:
+    x = torch.tensor([0.0, 0.25, -0.5], dtype=torch.float64)
+    a = ATan(alpha=2.0, scale=1.5)
+    torch.testing.assert_close(a.derivative(x), 1.5 * 1.0 / (1 + (math.pi * x) ** 2))
+    fs = FastSigmoid(slope=25.0)
+    torch.testing.assert_close(fs.derivative(x), 1 / (1 + 25 * x.abs()) ** 2)
+    assert make_surrogate(None) == ATan()
+    assert make_surrogate("fast_sigmoid") == FastSigmoid()
+    assert make_surrogate(a.to_dict()) == a
+    for bad in ("relu", {"name": "atan", "beta": 1}, 3):
+        with pytest.raises(ParameterError):
+            make_surrogate(bad)  # type: ignore[arg-type]
+    with pytest.raises(ParameterError):
+        ATan(alpha=-1.0)
+
+
+def test_step_kernel_gradient_equals_composed_operations() -> None:
+    torch.manual_seed(0)
+    sur = ATan(alpha=1.5)
+    theta = torch.rand(30, dtype=torch.float64) + 0.5
+    v0 = torch.randn(5, 30, dtype=torch.float64)
+    cur0 = torch.randn(5, 30, dtype=torch.float64)
+    live = (torch.rand(5, 30) < 0.7).double()
+    v0 = v0 * live  # refractory neurons hold V = 0
+    q0 = torch.randint(0, 3, (5, 30)).double()
+    gv, gq = torch.randn(5, 30, dtype=torch.float64), torch.randn(5, 30, dtype=torch.float64)
+    grads = []
+    for fused in (True, False):
+        v, cur, q = (t.clone().requires_grad_() for t in (v0, cur0, q0))
+        if fused:
+            v_new, q_new, _, _ = _kernels.step(v, cur, live, q, theta, sur)
+        else:
+            u = v + cur * live
+            fired = (u > theta).double()  # only the evaluations that fire carry a gradient
+            s = spike(u - theta, sur) * fired
+            v_new, q_new = u * (1 - s), q + s
+        grads.append(torch.autograd.grad((v_new * gv).sum() + (q_new * gq).sum(), (v, cur, q)))
+        grads[-1] = (*grads[-1], v_new.detach(), q_new.detach())
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
+
+def test_take_and_table_read_kernels_pass_gradcheck() -> None:
+    torch.manual_seed(1)
+    sel = torch.tensor([[0, 3, 5], [2, 1, 4]])
+    valid = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 1.0]], dtype=torch.float64)
+    q = torch.rand(2, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: _kernels._Take.apply(t, sel, valid), (q,))
+    mult, q_new = _kernels.take(q, sel, valid, grad=True)
+    assert q_new[0, 0] == 0
+    assert q_new[0, 5] == q[0, 5]
+    assert mult[0, 2] == 0
+
+    w1 = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    w2 = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    m = torch.rand(2, 3, dtype=torch.float64, requires_grad=True)
+    sel2 = torch.tensor([[0, 7, 9], [8, 2, 5]])  # rows of a [10, 7] table (6 + 4 sources)
+
+    def read(a: torch.Tensor, b: torch.Tensor, mm: torch.Tensor) -> torch.Tensor:
+        table = torch.zeros(10, 7, dtype=torch.float64)
+        table[0:6, 0:4] = a.detach().t()
+        table[6:10, 4:7] = b.detach().t()
+        holder = _kernels.TableGrad(table, [(0, 0), (6, 4)], [a, b])
+        return _kernels.table_read(holder, table, sel2, mm)
+
+    assert torch.autograd.gradcheck(read, (w1, w2, m))
+
+
+def test_silent_kernel_has_zero_value_and_surrogate_gradient() -> None:
+    sur = FastSigmoid(slope=3.0)
+    v = torch.tensor([[0.2, -0.4, 0.9]], dtype=torch.float64, requires_grad=True)
+    theta = torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64)
+    mask = torch.tensor([[1.0, 1.0, 0.0]], dtype=torch.float64)
+    c, v_new = _kernels.silent(v, theta, mask, sur)
+    assert c.tolist() == [[0.0, 0.0, 0.0]]
+    assert torch.equal(v_new, v)
+    gc, gv = torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.float64), torch.tensor([[0.5, 0.5, 0.5]], dtype=torch.float64)
+    (g,) = torch.autograd.grad((c * gc).sum() + (v_new * gv).sum(), v)
+    v2 = v.detach().clone().requires_grad_()
+    s = spike(v2 - theta, sur) * mask
+    (g2,) = torch.autograd.grad((s * gc).sum() + (v2 * (1 - s) * gv).sum(), v2)
+    torch.testing.assert_close(g, g2)
+
+
+def test_losses() -> None:
+    counts = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]])
+    y = torch.tensor([0])
+    expected = sum(F.cross_entropy(counts[:, t], y) for t in range(3)) / 3
+    torch.testing.assert_close(rate_loss(counts, y), expected)
+    torch.testing.assert_close(count_loss(counts, y), F.cross_entropy(counts.sum(1), y))
+
+
+# ------------------------------------------------------------------------- training
+def toy_data(n: int = 96, timesteps: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Three classes of 12-input rate patterns."""
+    rng = np.random.default_rng(seed)
+    protos = rng.random((3, 12)) < 0.35
+    y = rng.integers(0, 3, n)
+    rates = np.where(protos[y], 0.8, 0.05)[:, None, :]
+    x = (rng.random((n, timesteps, 12)) < rates).astype(np.float32)
+    return x, y
+
+
+@pytest.mark.parametrize("scheduler", ["layered", "fifo", "random", "momentum"])
+def test_unlayered_training_lowers_the_loss(scheduler: str) -> None:
+    x, y = toy_data()
+    model = AsyncSNN.from_sizes([12, 20, 3], threshold=1.0, beta=0.9, seed=1)
+    net, hist = train(
+        model, (x, y), scheduler=scheduler, forward_group_size=2, epochs=4, lr=1e-2, batch_size=32, progress=False
+    )
+    assert hist.epochs == 4
+    assert len(hist.wall_time) == 4
+    assert hist.loss[-1] < hist.loss[0]
+    assert hist.train_accuracy[-1] > 0.5
+    res = asyncsnn.reference.infer(net, x[:24], scheduler=scheduler, forward_group_size=2, labels=y[:24])
+    assert res.accuracy is not None
+    assert res.accuracy > 0.5
+
+
+def test_train_with_test_data_and_options() -> None:
+    x, y = toy_data(64)
+    base = AsyncSNN.from_sizes([12, 16, 3], seed=2).to_network()
+    before = [p.layer.weight.copy() for p in base.projections]
+    net, hist = train(
+        base,
+        (torch.from_numpy(x), torch.from_numpy(y)),
+        test_data=(x[:32], y[:32]),
+        epochs=2,
+        lr=5e-3,
+        loss="count",
+        surrogate="fast_sigmoid",
+        refractory_dropout=0.3,
+        scheduler="random",
+        forward_group_size=3,
+        batch_size=16,
+        progress=False,
+    )
+    assert all(np.array_equal(b, p.layer.weight) for b, p in zip(before, base.projections))  # input untouched
+    assert not all(np.array_equal(b, p.layer.weight) for b, p in zip(before, net.projections))
+    assert all(a is not None and 0 <= a <= 1 for a in hist.test_accuracy)
+    assert all(s is not None and s >= 0 for s in hist.test_spikes_per_sample)
+    assert hist.forward_steps_per_sample[0] >= 5
+    assert History.from_dict(hist.as_dict()) == hist
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"epochs": 0}, ParameterError),
+        ({"lr": -1.0}, ParameterError),
+        ({"batch_size": 1.5}, ParameterError),
+        ({"loss": "hinge"}, ParameterError),
+        ({"scheduler": "lifo"}, ParameterError),
+        ({"refractory_dropout": 2.0}, ParameterError),
+        ({"weight_decay": -1.0}, ParameterError),
+        ({"resume": True}, ParameterError),
+        ({"surrogate": "relu"}, ParameterError),
+    ],
+)
+def test_train_rejects_bad_options(kwargs: dict[str, Any], error: type[Exception]) -> None:
+    x, y = toy_data(8)
+    with pytest.raises(error):
+        train(AsyncSNN.from_sizes([12, 4, 3]), (x, y), progress=False, **kwargs)
+
+
+def test_train_rejects_bad_data() -> None:
+    x, y = toy_data(8)
+    model = AsyncSNN.from_sizes([12, 4, 3])
+    with pytest.raises(ParameterError):
+        train(model, x, progress=False)
+    with pytest.raises(InputError):
+        train(model, (x, y + 5), progress=False)
+    with pytest.raises(InputError):
+        train(model, (x[:, :, :5], y), progress=False)
+    with pytest.raises(InputError):
+        train(model, (-x, y), progress=False)
+
+
+def test_checkpoint_resume_gives_the_same_weights(tmp_path: Path) -> None:
+    x, y = toy_data(48)
+    kw: dict[str, Any] = {
+        "scheduler": "random",
+        "forward_group_size": 2,
+        "lr": 1e-2,
+        "batch_size": 16,
+        "refractory_dropout": 0.2,
+        "seed": 7,
+        "progress": False,
+    }
+    full, hist_full = train(AsyncSNN.from_sizes([12, 10, 3], seed=3), (x, y), epochs=3, **kw)
+    ckpt = tmp_path / "ckpt"
+    train(AsyncSNN.from_sizes([12, 10, 3], seed=3), (x, y), epochs=1, checkpoint_dir=ckpt, **kw)
+    assert sorted(os.listdir(ckpt)) == ["epoch_0001.pt"]
+    resumed, hist = train(
+        AsyncSNN.from_sizes([12, 10, 3], seed=3), (x, y), epochs=3, checkpoint_dir=ckpt, resume=True, **kw
+    )
+    for a, b in zip(full.projections, resumed.projections):
+        np.testing.assert_array_equal(a.layer.weight, b.layer.weight)
+    assert hist.loss == hist_full.loss
+    assert hist.train_accuracy == hist_full.train_accuracy
+    assert sorted(os.listdir(ckpt)) == ["epoch_0001.pt", "epoch_0002.pt", "epoch_0003.pt"]  # no temp files left
+    data = load_checkpoint(ckpt / "epoch_0003.pt")  # weights_only=True
+    assert data["epoch"] == 3
+    assert isinstance(data["config"], str)
+    np.testing.assert_array_equal(data["weights"][0].numpy(), resumed.projections[0].layer.weight)
+    # A damaged newest file is skipped in favour of the previous complete one.
+    (ckpt / "epoch_0004.pt").write_bytes(b"garbage")
+    again, _ = train(AsyncSNN.from_sizes([12, 10, 3], seed=3), (x, y), epochs=3, checkpoint_dir=ckpt, resume=True, **kw)
+    np.testing.assert_array_equal(again.projections[1].layer.weight, full.projections[1].layer.weight)
+    with pytest.raises(ModelError):
+        train(AsyncSNN.from_sizes([12, 11, 3]), (x, y), epochs=4, checkpoint_dir=ckpt, resume=True, **kw)
+
+
+# ------------------------------------------------------------------------- module
+def test_from_network_to_network_round_trip_is_exact() -> None:
+    rng = np.random.default_rng(9)
+    net = asyncsnn.Network.sequential(
+        input_shape=(2, 6, 6),
+        layers=[
+            asyncsnn.Conv2d(rng.normal(0, 0.4, (3, 2, 3, 3)), stride=1, padding=1),
+            asyncsnn.AvgPool2d(2),
+            asyncsnn.Dense(rng.normal(0, 0.4, (5, 27))),
+        ],
+        threshold=[0.5, rng.uniform(0.5, 1, (3, 3, 3)), 0.75],
+        beta=0.875,
+        refractory_dropout=[0.0, 0.25, 0.0],
+        skips=[(0, 3, asyncsnn.Dense(rng.normal(0, 0.1, (5, 72))))],
+    )
+    model = AsyncSNN.from_network(net)
+    assert [tuple(w.shape) for w in model.weights] == [(3, 2, 3, 3), (5, 27), (5, 72)]
+    back = model.to_network()
+    assert back.population_shapes == net.population_shapes
+    for a, b in zip(net.projections, back.projections):
+        assert (a.source, a.target, type(a.layer)) == (b.source, b.target, type(b.layer))
+        if hasattr(a.layer, "weight"):
+            np.testing.assert_array_equal(a.layer.weight, b.layer.weight)
+            assert b.layer.weight.dtype == np.float32
+    for p, q in zip(net.populations, back.populations):
+        np.testing.assert_array_equal(p.threshold, q.threshold)
+        np.testing.assert_array_equal(p.beta, q.beta)
+        assert p.refractory_dropout == q.refractory_dropout
+    x = random_count_input(rng, net, batch=2, timesteps=3)
+    assert_results_equal(asyncsnn.reference.infer(net, x), asyncsnn.reference.infer(back, x))
+    again = AsyncSNN.from_network(back)
+    assert all(torch.equal(a, b) for a, b in zip(model.weights, again.weights))
+
+
+def test_from_sizes() -> None:
+    a = AsyncSNN.from_sizes([10, 8, 3], threshold=[1.0, 0.5], beta=0.8, seed=4)
+    b = AsyncSNN.from_sizes([10, 8, 3], threshold=[1.0, 0.5], beta=0.8, seed=4)
+    assert all(torch.equal(x, y) for x, y in zip(a.weights, b.weights))
+    assert a.network.population_shapes == [(10,), (8,), (3,)]
+    assert float(a.weights[0].detach().std()) == pytest.approx(3.0 / math.sqrt(10), rel=0.5)
+    for bad in ([10], [10, 0, 3]):
+        with pytest.raises(ModelError):
+            AsyncSNN.from_sizes(bad)
+    with pytest.raises(ModelError):
+        AsyncSNN.from_sizes([4, 3], gain=0.0)
+
+
+# ------------------------------------------------------------------------- digits
+@pytest.mark.slow
+@pytest.mark.parametrize("scheduler", ["momentum", "random"])
+def test_unlayered_training_on_digits_reaches_90_percent(scheduler: str) -> None:
+    from asyncsnn.data import digits_split, encode
+
+    torch.set_num_threads(2)
+    train_x, train_y, test_x, test_y = digits_split()
+    timesteps = 10
+    xtr = encode(train_x, "rate", timesteps=timesteps, seed=0).reshape(len(train_x), timesteps, 64)
+    xte = encode(test_x, "rate", timesteps=timesteps, seed=1).reshape(len(test_x), timesteps, 64)
+    model = AsyncSNN.from_sizes([64, 128, 10], threshold=1.0, beta=0.9, seed=0)
+    net, hist = train(
+        model,
+        (xtr, train_y),
+        test_data=(xte, test_y),
+        scheduler=scheduler,
+        forward_group_size=8,
+        epochs=12,
+        lr=5e-3,
+        loss="count",
+        batch_size=64,
+        progress=False,
+    )
+    assert max(a for a in hist.test_accuracy if a is not None) >= 0.9
+    # The trained network, evaluated by the reference engine under the same scheduler.
+    res = asyncsnn.reference.infer(net, xte[:100], scheduler=scheduler, forward_group_size=8, labels=test_y[:100])
+    assert res.accuracy is not None
+    assert res.accuracy >= 0.85
