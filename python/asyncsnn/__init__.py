@@ -9,7 +9,7 @@ is a slow, readable engine of the same semantics (``docs/semantics.md``).
 
 from __future__ import annotations
 
-from asyncsnn import data, exceptions, nir, reference, testing
+from asyncsnn import data, exceptions, nir, reference, streaming, testing
 from asyncsnn._prepare import Scheduler, StopMode
 from asyncsnn._spec import SPEC_VERSION
 from asyncsnn.engine import infer
@@ -21,6 +21,7 @@ from asyncsnn.exceptions import (
     ParameterError,
     SpecVersionError,
 )
+from asyncsnn.model_file import load, save
 from asyncsnn.network import (
     AvgPool2d,
     Conv2d,
@@ -31,9 +32,9 @@ from asyncsnn.network import (
     SumPool2d,
     beta_from_tau,
 )
-from asyncsnn.model_file import load, save
 from asyncsnn.nir import from_nir, to_nir
 from asyncsnn.result import InferenceResult
+from asyncsnn.streaming import infer_iter
 
 
 def __getattr__(name: str) -> str:
@@ -69,10 +70,12 @@ __all__ = [
     "exceptions",
     "from_nir",
     "infer",
+    "infer_iter",
     "load",
     "nir",
     "reference",
     "save",
+    "streaming",
     "testing",
     "to_nir",
 ]

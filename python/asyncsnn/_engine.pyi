@@ -5,7 +5,7 @@ from typing import Final, final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Network", "run", "hash32", "default_threads", "SPEC_VERSION", "__version__"]
+__all__ = ["SPEC_VERSION", "Network", "__version__", "default_threads", "hash32", "run"]
 
 SPEC_VERSION: Final[int]
 __version__: Final[str]

@@ -16,7 +16,7 @@ from typing import Any, Literal, Union
 import numpy as np
 import numpy.typing as npt
 
-from asyncsnn.exceptions import InputError, ParameterError, invalid
+from asyncsnn.exceptions import EngineError, InputError, ParameterError, invalid
 from asyncsnn.network import Network
 
 __all__ = [
@@ -125,6 +125,10 @@ def prepare_options(
     s = _int(seed, "seed", 0, MAX_SEED)
     if isinstance(jitter, bool) or not isinstance(jitter, numbers.Real) or not math.isfinite(jitter) or jitter < 0:
         raise invalid(ParameterError, "jitter", jitter, "must be a finite number >= 0")
+    with np.errstate(over="ignore"):
+        jitter32 = np.float32(jitter)
+    if not np.isfinite(jitter32):  # the engines compute the key in float32 (R5.4)
+        raise invalid(ParameterError, "jitter", jitter, "must be a finite number >= 0 (in float32)")
     if jitter > 0 and sched is not Scheduler.MOMENTUM:
         raise invalid(ParameterError, "jitter", jitter, "only the momentum scheduler takes a jitter")
     dropout: tuple[float, ...] | None
@@ -151,7 +155,7 @@ def prepare_options(
         raise invalid(
             ParameterError, "refractory_dropout", refractory_dropout, 'must be "off", "network" or a number in [0, 1)'
         )
-    return RunOptions(sched, f, stop_mode, extra, ms, s, float(np.float32(jitter)), dropout)
+    return RunOptions(sched, f, stop_mode, extra, ms, s, float(jitter32), dropout)
 
 
 def check_threads(threads: int | None) -> int | None:
@@ -186,7 +190,15 @@ class PreparedInputs:
         assert self.sparse is not None
         t, i, v = self.sparse[b]
         n_in = self._n_in
-        frames = np.zeros((self.timesteps, n_in), dtype=np.float32)
+        try:
+            frames = np.zeros((self.timesteps, n_in), dtype=np.float32)
+        except (MemoryError, ValueError) as exc:  # huge T: the same typed error as the Rust engine's
+            raise EngineError(
+                f"sample {b}: dense frames [T={self.timesteps}, {n_in}] do not fit in memory ({exc})",
+                field="timesteps",
+                value=self.timesteps,
+                location=f"sample {b}",
+            ) from exc
         for tt, ii, vv in zip(t.tolist(), i.tolist(), v.tolist(), strict=False):
             frames[tt, ii] = np.float32(frames[tt, ii] + np.float32(vv))
         return frames
@@ -208,12 +220,15 @@ def _to_numpy(x: Any, field: str, location: str | None = None) -> np.ndarray:
 def _check_values(arr: np.ndarray, field: str, location: str | None) -> np.ndarray:
     if arr.dtype.kind not in "fiub":
         raise invalid(InputError, field, f"dtype {arr.dtype}", "must be a real numeric array", location)
-    arr32 = arr.astype(np.float32, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):
+        arr32 = arr.astype(np.float32, copy=False)
     bad = ~np.isfinite(arr32) | (arr32 < 0)
     if bad.any():
         pos = tuple(int(p) for p in np.argwhere(bad)[0])
+        given = arr[pos].item()
+        note = " (beyond the float32 range)" if np.isfinite(arr[pos]) and given >= 0 else ""
         raise invalid(
-            InputError, field, float(arr32[pos]), f"input values must be finite and >= 0 (at index {pos})", location
+            InputError, field, given, f"input values must be finite and >= 0{note} (at index {pos})", location
         )
     return arr32
 
@@ -267,9 +282,11 @@ def prepare_inputs(
                 raise invalid(InputError, "inputs", int(t.max()), "t is too large", where)
             v = _check_values(arr[:, 2], "inputs", where)
             if len(v) and float(v.max()) > 1e30:  # repeated (t, i) may overflow float32 when summed (R2.2)
-                sums = np.zeros((int(t.max()) + 1) * n_in, dtype=np.float32)
+                # Sum per distinct (t, i) only: O(n_events) memory whatever T and n_in are.
+                _, slot = np.unique(np.stack([t, i], axis=1), axis=0, return_inverse=True)
+                sums = np.zeros(int(slot.max()) + 1, dtype=np.float32)
                 with np.errstate(over="ignore"):
-                    np.add.at(sums, t.astype(np.int64) * n_in + i.astype(np.int64), v)
+                    np.add.at(sums, slot.reshape(-1), v)
                 if not np.all(np.isfinite(sums)):
                     raise invalid(InputError, "inputs", "inf", "repeated events sum beyond float32", where)
             if len(t):
@@ -311,16 +328,18 @@ def prepare_inputs(
             raise invalid(
                 InputError, "labels", f"shape {lab_arr.shape}", f"expected one label per sample, shape ({batch},)"
             )
-        if lab_arr.dtype.kind not in "iu":
-            if lab_arr.dtype.kind == "f" and np.all(np.isfinite(lab_arr)) and np.all(lab_arr == np.round(lab_arr)):
-                lab_arr = lab_arr.astype(np.int64)
-            else:
-                raise invalid(InputError, "labels", f"dtype {lab_arr.dtype}", "labels must be integers")
-        lab = lab_arr.astype(np.int64)
-        bad = (lab < 0) | (lab >= network.n_outputs)
+        if lab_arr.dtype.kind not in "iu" and not (
+            lab_arr.dtype.kind == "f" and np.all(np.isfinite(lab_arr)) and np.all(lab_arr == np.round(lab_arr))
+        ):
+            raise invalid(InputError, "labels", f"dtype {lab_arr.dtype}", "labels must be integers")
+        # Range check before any cast, so that huge float or uint64 labels cannot wrap around.
+        bad = (lab_arr < 0) | (lab_arr >= network.n_outputs)
         if bad.any():
             idx = int(np.argmax(bad))
-            raise invalid(InputError, "labels", int(lab[idx]), f"must be in [0, {network.n_outputs}) (sample {idx})")
+            raise invalid(
+                InputError, "labels", int(lab_arr[idx].item()), f"must be in [0, {network.n_outputs}) (sample {idx})"
+            )
+        lab = lab_arr.astype(np.int64)
     if sample_ids is None:
         if batch - 1 > MAX_U32:
             raise invalid(InputError, "inputs", batch, "too many samples in one call")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -17,6 +18,40 @@ _EPILOG_DEMO = """examples:
   asyncsnn demo --samples 1000 -F 4   # more samples, smaller forward groups
   asyncsnn demo --threads 1           # single-threaded
 """
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an int >= ``minimum`` (a bad value is a usage error, exit 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _float_in(low: float, high: float, *, low_open: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite float in ``[low, high]`` (``(low, high]`` with ``low_open``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+        if not (math.isfinite(value) and (low < value if low_open else low <= value) and value <= high):
+            if math.isinf(high):
+                raise argparse.ArgumentTypeError(
+                    f"must be a finite number {'>' if low_open else '>='} {low}, got {text}"
+                )
+            raise argparse.ArgumentTypeError(f"must be in {'(' if low_open else '['}{low}, {high}], got {text}")
+        return value
+
+    return parse
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -142,6 +177,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     net = asyncsnn.load(args.model)
     ds = load_dataset(args.dataset, root=args.root, seed=args.seed, max_test=args.max_test, max_train=1)
+    if math.prod(ds.test_x.shape[2:]) != net.input_size:
+        raise asyncsnn.InputError(
+            f"{args.model}: the model takes {net.input_size} inputs {net.input_shape} but dataset "
+            f"{args.dataset!r} has {math.prod(ds.test_x.shape[2:])} {tuple(ds.test_x.shape[2:])}",
+            field="dataset",
+            value=args.dataset,
+            location=args.model,
+        )
     x = ds.test_x.reshape(len(ds.test_y), ds.test_x.shape[1], *net.input_shape)
     res = asyncsnn.infer(
         net,
@@ -211,11 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG_DEMO,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    demo.add_argument("--samples", type=int, default=256, help="number of samples (default 256)")
-    demo.add_argument("--timesteps", type=int, default=20, help="timesteps per sample (default 20)")
-    demo.add_argument("--density", type=float, default=0.2, help="input spike probability (default 0.2)")
+    demo.add_argument("--samples", type=_int_at_least(1), default=256, help="number of samples (default 256)")
+    demo.add_argument("--timesteps", type=_int_at_least(1), default=20, help="timesteps per sample (default 20)")
+    demo.add_argument("--density", type=_float_in(0.0, 1.0), default=0.2, help="input spike probability (default 0.2)")
     demo.add_argument("-F", "--forward-group-size", type=int, default=8, help="forward group size F (default 8)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed (default 0)")
     demo.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
     demo.set_defaults(func=_demo)
 
@@ -233,11 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--root", default=None, help="folder of the dataset files (Fashion-MNIST, tonic datasets)")
     rep.add_argument("-F", "--forward-group-size", type=int, default=8, help="forward group size F (default 8)")
     rep.add_argument("--epochs", type=int, default=None, help="training epochs (default: per dataset)")
-    rep.add_argument("--seed", type=int, default=0, help="seed of everything (default 0)")
+    rep.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of everything (default 0)")
     rep.add_argument("--out", default="results", help="output folder (default results/)")
     rep.add_argument("--quick", action="store_true", help="small subset and 1 epoch: a smoke run")
-    rep.add_argument("--max-train", type=int, default=None, help="cap on training samples")
-    rep.add_argument("--max-test", type=int, default=None, help="cap on test samples")
+    rep.add_argument("--max-train", type=_int_at_least(1), default=None, help="cap on training samples")
+    rep.add_argument("--max-test", type=_int_at_least(1), default=None, help="cap on test samples")
     rep.add_argument("--no-progress", action="store_true", help="no progress bars")
     rep.set_defaults(func=_reproduce)
 
@@ -252,14 +295,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--scheduler", choices=["layered", "fifo", "random", "momentum"], default="momentum")
     tr.add_argument("-F", "--forward-group-size", type=int, default=8)
     tr.add_argument("--epochs", type=int, default=10)
-    tr.add_argument("--lr", type=float, default=2e-3)
-    tr.add_argument("--batch-size", type=int, default=64)
-    tr.add_argument("--hidden", type=int, nargs="+", default=[128, 128], help="hidden layer sizes (default 128 128)")
-    tr.add_argument("--threshold", type=float, default=1.0)
+    tr.add_argument("--lr", type=float, default=3e-3)
+    tr.add_argument("--batch-size", type=int, default=32)
+    tr.add_argument("--hidden", type=int, nargs="+", default=[64, 64], help="hidden layer sizes (default 64 64)")
+    tr.add_argument("--threshold", type=_float_in(0.0, math.inf, low_open=True), default=1.0)
     tr.add_argument("--beta", type=float, default=0.9)
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--max-train", type=int, default=None)
-    tr.add_argument("--max-test", type=int, default=None)
+    tr.add_argument("--seed", type=_int_at_least(0), default=0)
+    tr.add_argument("--max-train", type=_int_at_least(1), default=None)
+    tr.add_argument("--max-test", type=_int_at_least(1), default=None)
     tr.add_argument("--checkpoint-dir", default=None, help="write an atomic checkpoint after every epoch here")
     tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --checkpoint-dir")
     tr.add_argument("--out", default="model.safetensors", help="where to save the trained model")
@@ -279,9 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("-F", "--forward-group-size", type=int, default=8)
     ev.add_argument("--stop", choices=["drain", "first_output"], default="drain")
     ev.add_argument("--extra-steps", type=int, default=0)
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--seed", type=_int_at_least(0), default=0)
     ev.add_argument("--threads", type=int, default=None)
-    ev.add_argument("--max-test", type=int, default=None)
+    ev.add_argument("--max-test", type=_int_at_least(1), default=None)
     ev.add_argument("--csv", default=None, help="write per-sample counters to this CSV file")
     ev.add_argument("--json", default=None, help="write the summary to this JSON file")
     ev.set_defaults(func=_evaluate)

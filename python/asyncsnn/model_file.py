@@ -27,6 +27,7 @@ True
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import tempfile
@@ -149,7 +150,7 @@ def _read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bytes]:
             raise invalid(ModelError, "header size", n, f"does not fit the file ({size} bytes)", where)
         try:
             header = json.loads(fh.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # RecursionError: [[[[...
             raise invalid(ModelError, "header", "unreadable JSON", str(exc), where) from exc
         data = fh.read()
     if not isinstance(header, dict):
@@ -221,7 +222,7 @@ def load(path: str | os.PathLike[str]) -> Network:
             start, end = (int(v) for v in info["data_offsets"])
         except (KeyError, TypeError, ValueError):
             raise invalid(ModelError, "tensor", name, "unsupported dtype or malformed entry", where) from None
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        count = math.prod(shape)  # Python ints: a hostile shape cannot wrap around to a small count
         if min(shape, default=1) < 0 or not 0 <= start <= end <= len(data) or end - start != count * width:
             raise invalid(
                 ModelError, "tensor", name, "data offsets do not match the file (truncated or corrupted)", where
@@ -235,6 +236,11 @@ def load(path: str | os.PathLike[str]) -> Network:
         for entry in arch["projections"]:
             if "weight" in entry:
                 entry["weight"] = tensors[entry["weight"]].reshape(-1).tolist()
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+    except (KeyError, TypeError, ValueError, RecursionError, json.JSONDecodeError) as exc:
         raise invalid(ModelError, "network", "architecture", f"missing or malformed entry ({exc})", where) from exc
-    return network_from_dict(arch)
+    try:
+        return network_from_dict(arch)
+    except ModelError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:  # a malformed entry
+        raise invalid(ModelError, "network", "architecture", f"missing or malformed entry ({exc!r})", where) from exc

@@ -34,6 +34,7 @@ Examples
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
@@ -61,6 +62,10 @@ __all__ = [
 Shape = tuple[int, ...]
 ParamLike = Union[float, npt.ArrayLike]
 
+#: Largest population size, geometry value and neuron count: neuron ids and input
+#: indices are u32 (R1.5, R2.2, R5.5).
+MAX_SIZE = 2**32 - 2
+
 
 def beta_from_tau(tau: float, dt: float = 1.0) -> float:
     """Per-timestep leak factor ``beta = exp(-dt / tau)``.
@@ -83,32 +88,33 @@ def beta_from_tau(tau: float, dt: float = 1.0) -> float:
     0.9048
     """
     for name, v in (("tau", tau), ("dt", dt)):
-        if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
             raise invalid(ModelError, name, v, "must be a finite number > 0")
     return math.exp(-dt / tau)
 
 
 def _weight_array(weight: npt.ArrayLike, ndim: int, location: str) -> np.ndarray:
     try:
+        if hasattr(weight, "detach"):  # a torch tensor (also one that requires grad)
+            weight = weight.detach().cpu().numpy()  # type: ignore[union-attr]
         arr = np.asarray(weight)
     except Exception as exc:
         raise invalid(ModelError, "weight", type(weight).__name__, f"not an array ({exc})", location) from exc
-    if hasattr(weight, "detach"):  # torch tensor
-        arr = np.asarray(weight.detach().cpu().numpy())  # type: ignore[union-attr]
     if arr.dtype.kind not in "fiub":
         raise invalid(ModelError, "weight", f"dtype {arr.dtype}", "must be a real numeric array", location)
     if arr.ndim != ndim:
         raise invalid(ModelError, "weight", f"shape {arr.shape}", f"must have {ndim} dimensions", location)
     if arr.size == 0:
         raise invalid(ModelError, "weight", f"shape {arr.shape}", "must not be empty", location)
-    arr32 = np.ascontiguousarray(arr, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        arr32 = np.ascontiguousarray(arr, dtype=np.float32)
     if not np.all(np.isfinite(arr32)):
-        bad = np.argwhere(~np.isfinite(arr32))[0]
+        bad = tuple(int(b) for b in np.argwhere(~np.isfinite(arr32))[0])
         raise invalid(
             ModelError,
             "weight",
-            float(arr32[tuple(bad)]),
-            f"must be finite (float32) at index {tuple(int(b) for b in bad)}",
+            arr[bad].item(),
+            f"must be finite (float32) at index {bad}",
             location,
         )
     arr32.setflags(write=False)
@@ -128,8 +134,8 @@ def _pair(value: int | Sequence[int], field: str, minimum: int, location: str) -
         if len(items) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in items):
             raise invalid(ModelError, field, value, "must be an int or a pair of ints", location)
         pair = (int(items[0]), int(items[1]))
-    if min(pair) < minimum:
-        raise invalid(ModelError, field, value, f"must be >= {minimum}", location)
+    if min(pair) < minimum or max(pair) > MAX_SIZE:
+        raise invalid(ModelError, field, value, f"must be in [{minimum}, {MAX_SIZE}]", location)
     return pair
 
 
@@ -324,7 +330,11 @@ def _param_array(value: ParamLike, shape: Shape, field: str, location: str) -> n
     if hasattr(value, "detach"):
         value = value.detach().cpu().numpy()  # type: ignore[union-attr]
     try:
-        arr = np.asarray(value, dtype=np.float32)
+        given = np.asarray(value)
+        if given.dtype.kind not in "fiub":
+            raise TypeError(f"dtype {given.dtype}")
+        with np.errstate(over="ignore", invalid="ignore"):
+            arr = np.asarray(given, dtype=np.float32)
     except (TypeError, ValueError) as exc:
         raise invalid(ModelError, field, value, "must be a number or an array of numbers", location) from exc
     if arr.ndim == 0:
@@ -411,6 +421,18 @@ class Population:
         return math.prod(self.shape)
 
 
+def _validated(pop: Population, location: str) -> Population:
+    """``pop`` itself when it is already valid and normalised, else a validated copy."""
+    shape = pop.shape
+    if isinstance(shape, tuple) and all(
+        isinstance(a, np.ndarray) and a.dtype == np.float32 and a.shape == shape for a in (pop.threshold, pop.beta)
+    ):
+        _shape(shape, "shape", location)
+        _check_lif(pop, location)
+        return pop
+    return Population.create(shape, pop.threshold, pop.beta, pop.refractory_dropout, pop.name, location=location)
+
+
 @dataclass(frozen=True)
 class Projection:
     """A projection from population ``source`` to population ``target`` (0 = input)."""
@@ -429,7 +451,10 @@ def _shape(shape: Sequence[int] | int, field: str, location: str) -> Shape:
         raise invalid(ModelError, field, shape, "must be a tuple of positive ints", location) from None
     if not shp or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in shp):
         raise invalid(ModelError, field, shape, "must be a non-empty tuple of positive ints", location)
-    return tuple(int(s) for s in shp)
+    shp = tuple(int(s) for s in shp)
+    if math.prod(shp) > MAX_SIZE:
+        raise invalid(ModelError, field, shape, f"more than {MAX_SIZE} neurons (ids are u32, R1.5)", location)
+    return shp
 
 
 def _per_layer(value: Any, n: int, field: str) -> list[Any]:
@@ -493,13 +518,31 @@ class Network:
         for i, pop in enumerate(self.populations, start=1):
             if not isinstance(pop, Population):
                 raise invalid(ModelError, "populations", type(pop).__name__, "must be a Population", f"population {i}")
+        # A Population built directly (not with Population.create) is validated and
+        # normalised here, so that every engine sees float32 arrays of the right shape.
+        self.populations = tuple(_validated(pop, f"population {i}") for i, pop in enumerate(self.populations, 1))
+        if self.n_neurons > MAX_SIZE:
+            raise invalid(
+                ModelError,
+                "populations",
+                self.n_neurons,
+                f"more than {MAX_SIZE} neurons (ids are u32, R1.5)",
+                "network",
+            )
         shapes = self.population_shapes
         for n, proj in enumerate(self.projections):
-            where = f"projection {n} ({type(proj.layer).__name__})"
             if not isinstance(proj, Projection) or not isinstance(proj.layer, _LAYER_TYPES):
                 raise invalid(
-                    ModelError, "projections", proj, "must be a Projection of a Dense/Conv2d/AvgPool2d/SumPool2d", where
+                    ModelError,
+                    "projections",
+                    proj,
+                    "must be a Projection of a Dense/Conv2d/AvgPool2d/SumPool2d",
+                    f"projection {n}",
                 )
+            where = f"projection {n} ({type(proj.layer).__name__})"
+            ends = (proj.source, proj.target)
+            if not all(isinstance(e, (int, np.integer)) and not isinstance(e, (bool, np.bool_)) for e in ends):
+                raise invalid(ModelError, "source/target", ends, "population indices must be ints", where)
             if not 0 <= proj.source < len(shapes) or not 0 < proj.target < len(shapes):
                 raise invalid(
                     ModelError, "source/target", (proj.source, proj.target), "population index out of range", where
@@ -567,7 +610,10 @@ class Network:
         >>> net.population_shapes
         [(2, 8, 8), (4, 8, 8), (4, 4, 4), (10,)]
         """
-        layers = list(layers)
+        try:
+            layers = list(layers)
+        except TypeError:
+            raise invalid(ModelError, "layers", layers, "must be a sequence of layers", "network") from None
         if not layers:
             raise invalid(ModelError, "layers", layers, "at least one layer is needed", "network")
         shape = _shape(input_shape, "input_shape", "network")
@@ -585,8 +631,16 @@ class Network:
             shape = layer.output_shape(shape, where)
             pops.append(Population.create(shape, thresholds[i], betas[i], dropouts[i], location=where))
             projs.append(Projection(i, i + 1, layer))
-        for source, target, layer in skips:
-            projs.append(Projection(int(source), int(target), layer))
+        try:
+            skip_list = list(skips)
+        except TypeError:
+            raise invalid(
+                ModelError, "skips", skips, "must be a sequence of (source, target, layer)", "network"
+            ) from None
+        for n, skip in enumerate(skip_list):
+            if not isinstance(skip, (tuple, list)) or len(skip) != 3:
+                raise invalid(ModelError, "skips", skip, "each skip must be (source, target, layer)", f"skip {n}")
+            projs.append(Projection(skip[0], skip[1], skip[2]))
         return cls(input_shape, pops, projs)
 
     # ------------------------------------------------------------------ properties

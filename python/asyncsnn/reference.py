@@ -247,12 +247,8 @@ def _dense_frames(prepared: PreparedInputs, b: int, n_in: int) -> np.ndarray:
     """Frames ``[T, n_in]`` of sample ``b``; sparse events are summed in float32 in list order (R2.2)."""
     if prepared.dense is not None:
         return np.asarray(prepared.dense[b])
-    assert prepared.sparse is not None
-    ts, idx, vals = prepared.sparse[b]
-    frames = np.zeros((prepared.timesteps, n_in), dtype=np.float32)
-    for tt, ii, vv in zip(ts.tolist(), idx.tolist(), vals.tolist(), strict=True):
-        frames[tt, ii] = _F32(frames[tt, ii]) + _F32(vv)
-    return frames
+    # The shared conversion (a typed EngineError when T * n_in frames do not fit in memory).
+    return prepared.dense_sample(b)
 
 
 def _run_sample(
@@ -495,7 +491,9 @@ def _infer(
         if trace is not None:
             sample_trace = []
             trace.append(sample_trace)
-        rows.append(_run_sample(model, frames, label, int(prepared.sample_ids[b]), opts, sample_trace))
+        # float32 overflow to inf (and inf - inf = nan) is part of the arithmetic (R8.1), not a warning.
+        with np.errstate(over="ignore", invalid="ignore"):
+            rows.append(_run_sample(model, frames, label, int(prepared.sample_ids[b]), opts, sample_trace))
     arrays = {name: np.array([row[name] for row in rows], dtype=np.int64) for name in COUNTER_FIELDS}
     # Shape the per-sample arrays even for degenerate sizes (e.g. zero projections).
     shapes = {

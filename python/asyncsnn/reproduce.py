@@ -74,7 +74,7 @@ def load_dataset(
     Parameters
     ----------
     name
-        ``digits`` (embedded, rate code, T = 16), ``fashion-mnist`` (Debian's
+        ``digits`` (embedded, rate code, T = 8), ``fashion-mnist`` (Debian's
         ``dataset-fashion-mnist``, rate code, T = 10), ``fashion-mnist-events``
         (Fashion-MNIST through the event-camera emulation, first saccade, 10 ms frames),
         ``randman`` (generated, purely temporal), ``nmnist``, ``shd``, ``dvsgesture``
@@ -99,9 +99,9 @@ def load_dataset(
         max_test = min(max_test or 10**9, 128)
     if name == "digits":
         tr_i, tr_y, te_i, te_y = data.digits_split()
-        tr_x = data.encode(tr_i, "rate", timesteps=16, seed=seed)
-        te_x = data.encode(te_i, "rate", timesteps=16, seed=seed + 1)
-        desc = "UCI 8x8 digits (embedded), rate code, T = 16 frames"
+        tr_x = data.encode(tr_i, "rate", timesteps=8, seed=seed)
+        te_x = data.encode(te_i, "rate", timesteps=8, seed=seed + 1)
+        desc = "UCI 8x8 digits (embedded), rate code, T = 8 frames"
         n_classes = 10
     elif name in ("fashion-mnist", "fashion-mnist-events"):
         from asyncsnn.data.fashion_mnist import fashion_mnist_frames, load_fashion_mnist
@@ -190,9 +190,9 @@ class ReproduceConfig:
     seed: int = 0
     out: str = "results"
     quick: bool = False
-    hidden: tuple[int, ...] = (128, 128)
-    lr: float = 2e-3
-    batch_size: int = 64
+    hidden: tuple[int, ...] = (64, 64)
+    lr: float = 3e-3
+    batch_size: int = 32
     threshold: float = 1.0
     beta: float = 0.9
     max_train: int | None = None
@@ -206,7 +206,7 @@ class ReproduceConfig:
             return self.epochs
         if self.quick:
             return 1
-        return {"digits": 12, "randman": 30}.get(self.dataset, 3)
+        return {"digits": 8, "randman": 30}.get(self.dataset, 3)
 
 
 @dataclass

@@ -1,0 +1,247 @@
+"""Streaming evaluation: run a dataset of any size chunk by chunk with bounded memory.
+
+:func:`infer_iter` takes an iterable of samples -- a generator reading files, a
+``torch.utils.data.DataLoader``-like iterator of single samples, a memory-mapped array
+-- runs the Rust engine on ``batch_size`` samples at a time and concatenates only the
+per-sample counters. Peak memory therefore grows with the chunk, not with the dataset
+(the counters are a few hundred bytes per sample plus ``8 * T`` bytes per per-timestep
+record). Sample ids are the running index of each sample in the stream, so the result
+equals one ``asyncsnn.infer`` call on the whole dataset, bit for bit, for every
+scheduler and seed.
+
+Examples
+--------
+>>> import numpy as np
+>>> import asyncsnn
+>>> from asyncsnn.streaming import infer_iter
+>>> rng = np.random.default_rng(0)
+>>> net = asyncsnn.Network.sequential(
+...     input_shape=(16,),
+...     layers=[asyncsnn.Dense(rng.uniform(0, 0.5, (8, 16))), asyncsnn.Dense(rng.uniform(0, 0.5, (3, 8)))])
+>>> data = [((rng.random((5, 16)) < 0.3).astype(np.float32), i % 3) for i in range(10)]
+>>> res = infer_iter(net, iter(data), batch_size=4, scheduler="random", forward_group_size=2)
+>>> big = asyncsnn.infer(net, np.stack([x for x, _ in data]), labels=[y for _, y in data],
+...                      scheduler="random", forward_group_size=2)
+>>> bool(np.array_equal(res.synops, big.synops)), res.batch_size, res.accuracy == big.accuracy
+(True, 10, True)
+"""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from asyncsnn._prepare import MAX_U32, check_threads, prepare_options
+from asyncsnn.exceptions import AsyncSNNError, InputError, ParameterError, invalid
+from asyncsnn.network import Network
+from asyncsnn.result import COUNTER_FIELDS, InferenceResult
+
+__all__ = ["infer_iter"]
+
+_OPTION_DEFAULTS: dict[str, Any] = {
+    "scheduler": "momentum",
+    "forward_group_size": 8,
+    "stop": "drain",
+    "extra_steps": 0,
+    "max_steps": None,
+    "seed": 0,
+    "jitter": 0.0,
+    "refractory_dropout": "off",
+}
+_END = object()
+
+
+def _split(item: Any, paired: bool | None, index: int) -> tuple[Any, Any, bool]:
+    """``(sample, label or None, paired)`` of one stream item (a sample or a pair)."""
+    is_pair = isinstance(item, tuple) and len(item) == 2
+    if paired is not None and is_pair != paired:
+        raise invalid(
+            InputError,
+            "samples",
+            type(item).__name__,
+            "mixes (sample, label) pairs and bare samples",
+            f"sample {index}",
+        )
+    if is_pair:
+        return item[0], item[1], True
+    return item, None, False
+
+
+def _label(value: Any, index: int, n_out: int) -> int:
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy / torch scalar
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise invalid(InputError, "labels", value, "labels must be integers", f"sample {index}")
+    label = int(value)
+    if not 0 <= label < n_out:
+        raise invalid(InputError, "labels", label, f"must be in [0, {n_out})", f"sample {index}")
+    return label
+
+
+def infer_iter(
+    network: Network,
+    samples: Iterable[Any],
+    *,
+    batch_size: int = 256,
+    labels: Iterable[Any] | None = None,
+    engine: Callable[..., InferenceResult] | None = None,
+    **infer_options: Any,
+) -> InferenceResult:
+    """Run ``network`` over a stream of samples, ``batch_size`` at a time.
+
+    Parameters
+    ----------
+    network
+        The network to run.
+    samples
+        An iterable of dense samples ``[T, *input_shape]`` (or ``[T, n_in]``; numpy
+        arrays, torch tensors or nested lists), all with the same ``T``; or of
+        ``(sample, label)`` tuples. It is consumed once, lazily.
+    batch_size
+        Samples per engine call (>= 1). Peak memory grows with it, not with the
+        number of samples.
+    labels
+        Optional iterable of int labels, one per sample (not together with pairs).
+    engine
+        The ``infer`` function to run each chunk with (default ``asyncsnn.infer``,
+        the Rust engine; ``asyncsnn.reference.infer`` and ``asyncsnn.torch.infer``
+        take the same arguments).
+    **infer_options
+        Run options passed to every chunk: ``scheduler``, ``forward_group_size``,
+        ``stop``, ``extra_steps``, ``max_steps``, ``seed``, ``jitter``,
+        ``refractory_dropout``, ``threads`` (and ``device`` for the torch engine).
+        ``sample_ids`` is not accepted: the ids are the running index of the samples.
+
+    Returns
+    -------
+    InferenceResult
+        The concatenated result, equal to one ``infer`` call on all samples.
+
+    Raises
+    ------
+    InputError
+        Empty stream, samples of different shape or ``T``, bad values or labels (the
+        location names the sample's index in the stream), more than ``2**32``
+        samples, or fewer/more labels than samples.
+    ParameterError
+        Bad ``batch_size`` or run option (checked before the stream is read).
+    """
+    from asyncsnn.engine import infer as rust_infer
+
+    run = rust_infer if engine is None else engine
+    if not callable(run):
+        raise invalid(ParameterError, "engine", type(engine).__name__, "must be an infer function")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or not 1 <= batch_size <= MAX_U32:
+        raise invalid(ParameterError, "batch_size", batch_size, "must be an int >= 1")
+    for name in ("sample_ids", "timesteps"):
+        if name in infer_options:
+            raise invalid(
+                ParameterError,
+                name,
+                "given",
+                "infer_iter feeds the running sample index as sample ids and reads T from the samples",
+            )
+    try:
+        accepted = set(inspect.signature(run).parameters)
+    except (TypeError, ValueError):  # a callable without a signature: let it check its own options
+        accepted = set(infer_options)
+    for name in infer_options:
+        if name not in accepted:
+            raise invalid(ParameterError, name, infer_options[name], f"is not an option of {run.__name__}")
+    # Validate the run options once, before reading anything from the stream.
+    prepare_options(network, **{k: infer_options.get(k, v) for k, v in _OPTION_DEFAULTS.items()})
+    if "threads" in infer_options:
+        check_threads(infer_options["threads"])
+    if not isinstance(samples, Iterable):
+        raise invalid(InputError, "samples", type(samples).__name__, "must be an iterable of samples")
+    label_iter: Iterator[Any] | None = None if labels is None else iter(labels)
+
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in COUNTER_FIELDS}
+    label_parts: list[np.ndarray] = []
+    result_meta: dict[str, Any] = {}
+    frame_shape: tuple[int, ...] | None = None
+    paired: bool | None = None
+    have_labels: bool | None = None
+    offset = 0
+    chunk: list[np.ndarray] = []
+    chunk_labels: list[int] = []
+
+    def flush() -> None:
+        nonlocal offset
+        n = len(chunk)
+        if offset + n - 1 > MAX_U32:
+            raise invalid(InputError, "samples", offset + n, f"more than {MAX_U32 + 1} samples (ids are u32)")
+        ids = np.arange(offset, offset + n, dtype=np.int64)
+        lab = np.asarray(chunk_labels, dtype=np.int64) if have_labels else None
+        try:
+            res = run(network, np.stack(chunk), labels=lab, sample_ids=ids, **infer_options)
+        except AsyncSNNError as exc:
+            where = f"samples {offset}..{offset + n - 1}"
+            raise type(exc)(
+                f"{exc} (in the chunk of {where})", field=exc.field, value=exc.value, location=exc.location or where
+            ) from exc
+        for name in COUNTER_FIELDS:
+            parts[name].append(np.asarray(getattr(res, name)))
+        if lab is not None:
+            label_parts.append(lab)
+        if not result_meta:
+            result_meta.update(engine=res.engine, options=res.options)
+        offset += n
+        chunk.clear()
+        chunk_labels.clear()
+
+    for index, item in enumerate(samples):
+        sample, label, paired = _split(item, paired, index)
+        if label_iter is not None:
+            if paired:
+                raise invalid(ParameterError, "labels", "given", "the samples are (sample, label) pairs already")
+            try:
+                label = next(label_iter)
+            except StopIteration:
+                raise invalid(InputError, "labels", index, "fewer labels than samples", f"sample {index}") from None
+        if have_labels is None:
+            have_labels = label is not None
+        elif have_labels != (label is not None):
+            raise invalid(InputError, "labels", None, "some samples have a label and some not", f"sample {index}")
+        if hasattr(sample, "detach") and hasattr(sample, "cpu"):  # a torch tensor
+            sample = sample.detach().cpu().numpy()
+        try:
+            arr = np.asarray(sample)
+        except Exception as exc:
+            raise invalid(
+                InputError,
+                "samples",
+                type(sample).__name__,
+                f"cannot be converted to an array ({exc})",
+                f"sample {index}",
+            ) from exc
+        if frame_shape is None:
+            frame_shape = arr.shape
+        elif arr.shape != frame_shape:
+            raise invalid(
+                InputError,
+                "samples",
+                f"shape {arr.shape}",
+                f"every sample must have the shape of the first one, {frame_shape} ([T, *input_shape])",
+                f"sample {index}",
+            )
+        if have_labels:
+            chunk_labels.append(_label(label, index, network.n_outputs))
+        chunk.append(arr)
+        if len(chunk) == batch_size:
+            flush()
+    if label_iter is not None and next(label_iter, _END) is not _END:
+        raise invalid(InputError, "labels", offset + len(chunk), "more labels than samples")
+    if chunk:
+        flush()
+    if offset == 0:
+        raise invalid(InputError, "samples", "[]", "the stream is empty")
+    arrays = {name: np.concatenate(parts[name]) for name in COUNTER_FIELDS}
+    all_labels = np.concatenate(label_parts) if have_labels else None
+    return InferenceResult(arrays, labels=all_labels, engine=result_meta["engine"], options=result_meta["options"])
