@@ -374,3 +374,22 @@ def test_read_only_inputs_are_accepted() -> None:
     assert_results_equal(at.infer(net, x, labels=labels), asyncsnn.reference.infer(net, x, labels=labels))
     with torch.no_grad():
         assert at.AsyncSNN.from_network(net)(x, labels=labels).counters["spikes_total"].shape == (2,)
+
+
+def test_devices_threads_and_overflow() -> None:
+    net = asyncsnn.Network.sequential(
+        (4,), [asyncsnn.Dense(np.full((3, 4), 0.5)), asyncsnn.Dense(np.ones((2, 3)))], threshold=1.0, beta=0.9
+    )
+    x = np.ones((2, 3, 4), dtype=np.float32)
+    for device in ("tpu", "nonsense:0"):
+        with pytest.raises(ParameterError) as info:
+            at.infer(net, x, device=device)
+        assert info.value.field == "device"
+    assert at.infer(net, x, threads=np.int64(2), device="cpu").batch_size == 2
+    # float32 overflow is part of the arithmetic (R8.1): an infinite membrane fires and is
+    # reset to 0, infinite currents reaching refractory neurons are discarded.
+    for value in (1e38, 3.4e38):
+        big = np.full((2, 3, 4), value, dtype=np.float32)
+        for scheduler in SCHEDULERS:
+            kw = {"scheduler": scheduler, "forward_group_size": 1}
+            assert_results_equal(at.infer(net, big, **kw), asyncsnn.reference.infer(net, big, **kw))

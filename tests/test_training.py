@@ -490,3 +490,26 @@ def test_unlayered_training_on_digits_reaches_90_percent(scheduler: str) -> None
     res = asyncsnn.reference.infer(net, xte[:100], scheduler=scheduler, forward_group_size=8, labels=test_y[:100])
     assert res.accuracy is not None
     assert res.accuracy >= 0.85
+
+
+def test_checkpoint_write_interrupted_leaves_no_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from asyncsnn.torch import training
+
+    def interrupted_save(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+        Path(f).write_bytes(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training.torch, "save", interrupted_save)
+    x, y = toy_data(8)
+    with pytest.raises(KeyboardInterrupt):
+        train(AsyncSNN.from_sizes([12, 4, 3]), (x, y), epochs=1, progress=False, checkpoint_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_typed_errors_for_bad_devices_and_thresholds() -> None:
+    x, y = toy_data(8)
+    with pytest.raises(ParameterError):
+        train(AsyncSNN.from_sizes([12, 4, 3]), (x, y), epochs=1, progress=False, device="nonsense:0")
+    for threshold in (-1.0, float("nan"), [1.0, 0.0], "x"):
+        with pytest.raises(ModelError):
+            AsyncSNN.from_sizes([4, 3, 2], threshold=threshold)  # type: ignore[arg-type]

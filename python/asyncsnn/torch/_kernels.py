@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from asyncsnn.torch.surrogate import Surrogate
+from asyncsnn.torch.surrogate import Surrogate, spike
 
 __all__ = ["TableGrad", "fire_values", "silent", "step", "step_exact", "table_read", "take"]
 
@@ -142,8 +142,6 @@ def step_exact(
     fired = u > theta
     s = fired.to(u.dtype)
     if surrogate is not None:
-        from asyncsnn.torch.surrogate import spike  # noqa: PLC0415 - avoids a cycle at import
-
         s = spike(u - theta, surrogate) * s
     v_new = torch.where(fired, torch.zeros_like(u), u)
     return v_new, q + s, s.detach(), u.detach()

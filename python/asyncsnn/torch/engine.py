@@ -15,38 +15,52 @@ One timestep ``t`` (R4):
   at every timestep start, R6, so restarting the fifo counter changes no order).
 * **Input** (R4.2): the frame's currents, one matmul/conv per input projection for the
   whole batch.
-* **Forward step k** (R4.3), on the *active* rows only (samples whose timestep has not
-  ended; finished rows are set aside and stop costing work):
+* **Forward step k** (R4.3), on the rows whose timestep is still running:
 
-  1. integrate ``V <- V + I * live`` (``live`` = 0 for refractory neurons);
-  2. fire ``V > theta`` (strict), reset to 0, ``refractory`` unless dropout (R4.6,
-     ``u(seed, sample, t, k, q, 1) < p`` compared in float64, drawn for the fired
-     neurons only), ``Q += s`` for neurons with outgoing projections (``Q`` is a float
-     tensor that keeps the autograd link to the spike that produced it; fifo sequence
-     numbers by a cumulative sum over ids, so enqueues happen in increasing id order);
-  3. counters (R7) and the stop check (R6); a row whose pending set is empty or whose
-     stop check fired is retired (its pending spikes are dropped and counted, R6.4);
+  1. integrate ``U = V + I * live`` (``live`` = 0 for refractory neurons, whose
+     membrane is 0 and whose current is discarded);
+  2. fire ``U > theta`` (strict), reset to 0 in the graph, refractory unless dropout
+     (R4.6: ``u(seed, sample, t, k, q, 1) < p`` compared in float64, drawn for the
+     fired neurons only), ``Q += s`` (``Q`` keeps the autograd link to the spike that
+     produced it; fifo sequence numbers by a cumulative sum over ids, so enqueues
+     happen in increasing id order). Steps 1-2 are one fused autograd node
+     (:func:`asyncsnn.torch._kernels.step`);
+  3. counters (R7) and the stop check (R6, a stopped row drops and counts its pending
+     spikes, R6.4). A row whose timestep has ended keeps still (nothing pending, no
+     current: a few no-op kernels) until half of the rows have ended; the ended rows
+     are then set aside and cost no more work;
   4. select and deliver (R5), below.
 
-**Selection** is one ``topk`` per step over an int64 key ``[B, N]`` (non-pending
-neurons get the largest key), smallest ``F_eff = min(F, max pending)`` first:
+Masks and counts are float tensors (0/1 and small integers are exact in float32):
+boolean and int64 kernels are several times slower on the CPU. Float32 overflow is
+part of the arithmetic (R8.1): a step whose membranes are not all finite is recomputed
+with exact selects (``inf * 0`` would be NaN), and momentum keys then use int64 bits.
 
-* ``fifo``: the sequence number (R5.2, unique per sample);
-* ``random``: ``h(seed, sample, t, k, j, 0) * N + j`` (R5.3; ties to the smaller id),
-  hashed for the pending neurons only;
-* ``momentum``: ``(2**31 - bits(key)) * N + j`` with ``key = v_pre + jitter * u`` in
-  float32 (R5.4). Every pending neuron fired above a positive threshold, so its key is
-  a positive float32 whose bit pattern orders like the value: the largest key, ties to
-  the smaller id, comes first;
+**Selection** is one ``topk`` per step over a key ``[rows, N]`` that is unique within a
+row, ``F_eff = min(F, largest pending count)`` slots; slots beyond a row's pending
+count are padding (multiplicity 0):
+
+* ``fifo``: the sequence number (R5.2);
+* ``random``: ``h(seed, sample, t, k, j, 0) * N + j`` in int64 (R5.3; ties to the
+  smaller id), hashed for the pending neurons only;
+* ``momentum``: the largest ``v_pre``, ties to the smaller id (R5.4). ``v_pre`` is kept
+  for pending neurons only (0 elsewhere); the float64 key ``v_pre * (1 - j 2**-50)``
+  orders exactly so. With jitter, ``v_pre + float32(jitter * u(.., 2))`` is rounded to
+  float32 and its bits (a positive float32 orders like its bits) form the int64 key
+  ``(2**31 - bits) * N + j``;
 * ``layered``: no topk: the group is every pending neuron of the lowest pending
   population (R5.1), a masked dense row per source population.
 
-**Delivery** touches the selected neurons only: for a ``Dense`` projection the weight
-columns of the selected neurons are gathered (``W.T[index]``, ``[B, F, n_target]``)
-and contracted with their multiplicities by one ``bmm``; for ``Conv2d`` and pooling the
-multiplicities are scattered into the emitted map and convolved; the layered scheduler
-(and any F above a quarter of the population) uses a dense matmul on the emitted rows.
-Currents of a step are summed into ``I`` in float32 before they touch ``V`` (R8.2).
+**Delivery** touches the selected neurons only: when all LIF-to-LIF projections are
+Dense, their weights form one table ``[N, span]`` (row = source neuron) and a step's
+currents are one ``embedding_bag`` -- the multiplicity-weighted sum of the selected
+rows, ``[rows, F, span]`` gathered, never a matmul over all neurons -- whose table
+gradient is accumulated in place across steps
+(:class:`~asyncsnn.torch._kernels.TableGrad`). Otherwise each source population is
+handled alone: ``embedding_bag`` over ``W.T`` for Dense, multiplicities scattered into
+the emitted map and convolved for Conv2d and pooling. The layered scheduler uses a
+dense matmul/conv of the emitted rows. Currents of a step are summed into ``I`` in
+float32 before they touch ``V`` (R8.2).
 
 **Gradients** (section 9). A spike is ``H(V - theta)`` forward and
 ``surrogate.derivative(V - theta)`` backward, the reset ``V <- V (1 - s)`` is in the
@@ -85,12 +99,12 @@ import torch.nn.functional as F
 
 from asyncsnn._prepare import (
     DropoutLike,
-    check_threads,
     RunOptions,
     Scheduler,
     SchedulerLike,
     StopLike,
     StopMode,
+    check_threads,
     prepare_inputs,
     prepare_options,
 )
@@ -360,7 +374,8 @@ class _Rows:
 
     def take(self, idx: torch.Tensor) -> _Rows:
         """The rows ``idx`` (int64 positions within this set)."""
-        return _Rows(**{f.name: None if (x := getattr(self, f.name)) is None else x[idx] for f in fields(self)})
+        parts: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        return _Rows(**{name: None if x is None else x[idx] for name, x in parts.items()})  # type: ignore[arg-type]
 
 
 def _merge(parts: list[_Rows]) -> _Rows:
@@ -621,7 +636,7 @@ def run(
         k = 0
         while True:
             hash_k = mix32_t(a.hash_t ^ k) if a.hash_t is not None else None
-            a.steps = a.steps + ~a.done  # R7.5: one more forward step for the rows still running
+            a.steps = torch.where(a.done, a.steps, float(k + 1))  # R7.5: forward steps of the running rows
             # R4.3.1 integrate (refractory neurons, live = 0, discard their current); R4.3.2
             # fire (strict threshold), reset to 0 in the graph, enqueue: q += s (R3.2). q holds
             # the spikes not delivered yet, with their graph: the pending multiplicities of
@@ -780,7 +795,7 @@ def _latency(a: _Rows, cols: _Cols, pt: dict[str, torch.Tensor], k: int, out_fir
     still = a.cnt[:, cols.fo_step] < 0
     if a.labels is not None:
         still = still | (a.cnt[:, cols.fc_step] < 0)
-    return bool(still.any())
+    return bool((still & ~a.done).any())  # rows whose timestep ended spike no more
 
 
 _BIG = float(2**60)  # key of non-pending neurons (pending keys are below 2**53)
@@ -868,9 +883,9 @@ def _emit_silent(
     n_pop = plan.n_populations
     top_ = torch.zeros_like(a.settled) if top is None else top
     sizes = [plan.sizes[p] for p in range(1, n_pop + 1)]
-    vs = list(a.v.split(sizes, 1))
-    live = list(a.live.split(sizes, 1))
-    theta = list(pt["theta"].split(sizes))
+    vs = list(torch.split(a.v, sizes, 1))
+    live = list(torch.split(a.live, sizes, 1))
+    theta = list(torch.split(pt["theta"], sizes))
     for p in plan.source_populations:
         rank = n_pop + 1 - p
         need = (top_ <= rank) & (a.settled > rank)

@@ -178,8 +178,8 @@ class AsyncSNN(nn.Module):
         rng = np.random.default_rng(seed)
         layers = []
         for i, (a, b) in enumerate(itertools.pairwise(sizes)):
-            th = float(np.mean(np.asarray(ths[i], dtype=np.float64)))
-            w = rng.normal(0.0, gain * th / math.sqrt(a), (b, a)).astype(np.float32)
+            scale = _init_scale(ths[i])
+            w = rng.normal(0.0, gain * scale / math.sqrt(a), (b, a)).astype(np.float32)
             layers.append(Dense(w))
         net = Network.sequential(
             input_shape=(sizes[0],),
@@ -304,6 +304,18 @@ class AsyncSNN(nn.Module):
             sample_ids=ids_t,
             surrogate=surrogate,
         )
+
+
+def _init_scale(threshold: Any) -> float:
+    """Mean threshold of a layer for the initialisation; 1.0 when it is not valid.
+
+    An invalid threshold is then reported, as a ``ModelError``, by ``Network.sequential``.
+    """
+    try:
+        th = np.asarray(threshold, dtype=np.float64)
+    except (TypeError, ValueError):
+        return 1.0
+    return float(np.mean(th)) if th.size and np.all(np.isfinite(th)) and np.all(th > 0) else 1.0
 
 
 def _to_numpy(x: Any) -> np.ndarray:
