@@ -615,10 +615,7 @@ def test_torch_options_are_typed_like_the_other_engines() -> None:
 
 
 @needs_torch
-@pytest.mark.xfail(
-    strict=True, reason="torch/module.py AsyncSNN.from_sizes(seed=-1): bare numpy ValueError (owner: torch)"
-)
-def test_known_bug_from_sizes_negative_seed() -> None:
+def test_from_sizes_negative_seed_is_a_typed_error() -> None:
     with pytest.raises(AsyncSNNError):
         asyncsnn_torch.AsyncSNN.from_sizes([4, 3, 2], seed=-1)
 

@@ -454,9 +454,12 @@ def test_from_sizes() -> None:
     assert all(torch.equal(x, y) for x, y in zip(a.weights, b.weights))
     assert a.network.population_shapes == [(10,), (8,), (3,)]
     assert float(a.weights[0].detach().std()) == pytest.approx(3.0 / math.sqrt(10), rel=0.5)
-    for bad in ([10], [10, 0, 3]):
+    for bad in ([10], [10, 0, 3], [10, 2.5, 3], "abc", 7):
         with pytest.raises(ModelError):
-            AsyncSNN.from_sizes(bad)
+            AsyncSNN.from_sizes(bad)  # type: ignore[arg-type]
+    for seed in (-1, 2**64, 1.5, True):
+        with pytest.raises(ParameterError):
+            AsyncSNN.from_sizes([4, 3], seed=seed)  # type: ignore[arg-type]
     with pytest.raises(ModelError):
         AsyncSNN.from_sizes([4, 3], gain=0.0)
 

@@ -9,6 +9,8 @@ is a slow, readable engine of the same semantics (``docs/semantics.md``).
 
 from __future__ import annotations
 
+from typing import Any
+
 from asyncsnn import data, exceptions, nir, reference, streaming, testing
 from asyncsnn._prepare import Scheduler, StopMode
 from asyncsnn._spec import SPEC_VERSION
@@ -37,12 +39,16 @@ from asyncsnn.result import InferenceResult
 from asyncsnn.streaming import infer_iter
 
 
-def __getattr__(name: str) -> str:
-    """``__version__`` comes from the compiled engine (``CARGO_PKG_VERSION``)."""
+def __getattr__(name: str) -> Any:
+    """``__version__`` comes from the compiled engine; the training API needs torch, so it loads lazily."""
     if name == "__version__":
         from asyncsnn._engine import __version__
 
         return __version__
+    if name in ("train", "History", "AsyncSNN"):
+        import asyncsnn.torch as _torch_api
+
+        return getattr(_torch_api, name)
     raise AttributeError(f"module 'asyncsnn' has no attribute {name!r}")
 
 

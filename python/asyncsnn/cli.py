@@ -156,6 +156,7 @@ def _train(args: argparse.Namespace) -> int:
         forward_group_size=args.forward_group_size,
         epochs=args.epochs,
         lr=args.lr,
+        loss=args.loss,
         batch_size=args.batch_size,
         seed=args.seed,
         test_data=test,
@@ -296,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("-F", "--forward-group-size", type=int, default=8)
     tr.add_argument("--epochs", type=int, default=10)
     tr.add_argument("--lr", type=float, default=3e-3)
+    tr.add_argument(
+        "--loss", choices=["count", "rate"], default="count", help="cross-entropy on total or per-timestep counts"
+    )
     tr.add_argument("--batch-size", type=int, default=32)
     tr.add_argument("--hidden", type=int, nargs="+", default=[64, 64], help="hidden layer sizes (default 64 64)")
     tr.add_argument("--threshold", type=_float_in(0.0, math.inf, low_open=True), default=1.0)

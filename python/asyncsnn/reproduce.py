@@ -193,6 +193,7 @@ class ReproduceConfig:
     hidden: tuple[int, ...] = (64, 64)
     lr: float = 3e-3
     batch_size: int = 32
+    loss: str = "count"
     threshold: float = 1.0
     beta: float = 0.9
     max_train: int | None = None
@@ -463,6 +464,7 @@ def run_reproduce(config: ReproduceConfig, log: Callable[[str], None] = print) -
             forward_group_size=config.forward_group_size,
             epochs=epochs,
             lr=config.lr,
+            loss=config.loss,
             batch_size=config.batch_size,
             seed=config.seed,
             progress=config.progress,

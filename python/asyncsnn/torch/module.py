@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from asyncsnn._prepare import DropoutLike, SchedulerLike, StopLike, prepare_inputs, prepare_options
-from asyncsnn.exceptions import InputError, ModelError, invalid
+from asyncsnn.exceptions import InputError, ModelError, ParameterError, invalid
 from asyncsnn.network import Conv2d, Dense, Network, ParamLike, Projection
 from asyncsnn.torch.engine import Plan, RunOutput, as_tensor, network_weights, run
 from asyncsnn.torch.surrogate import Surrogate
@@ -156,7 +157,7 @@ class AsyncSNN(nn.Module):
         threshold, beta, refractory_dropout
             LIF parameters, one value or one per layer (see ``Network.sequential``).
         seed
-            Seed of the weight initialisation.
+            Seed of the weight initialisation, ``0 .. 2**64 - 1``.
         gain
             Scale of the initial weights (see above).
 
@@ -164,9 +165,15 @@ class AsyncSNN(nn.Module):
         -------
         AsyncSNN
         """
+        try:
+            ok = all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in sizes)
+        except TypeError:
+            ok = False
+        if not ok or len(sizes) < 2:
+            raise invalid(ModelError, "sizes", sizes, "needs at least two positive int sizes (input and output)")
         sizes = [int(s) for s in sizes]
-        if len(sizes) < 2 or any(s < 1 for s in sizes):
-            raise invalid(ModelError, "sizes", sizes, "needs at least two positive sizes (input and output)")
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**64:
+            raise invalid(ParameterError, "seed", seed, "must be an int in [0, 2**64 - 1]")
         if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not math.isfinite(gain) or gain <= 0:
             raise invalid(ModelError, "gain", gain, "must be a finite number > 0")
         n_layers = len(sizes) - 1
