@@ -583,6 +583,7 @@ def test_result_metadata() -> None:
         "max_steps": None,
         "seed": 5,
         "jitter": 0.0,
+        "refractory_dropout": None,
     }
     for name, dims in COUNTER_FIELDS.items():
         assert getattr(res, name).dtype == np.int64

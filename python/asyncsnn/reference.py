@@ -504,16 +504,7 @@ def _infer(
     }
     for name, dims in COUNTER_FIELDS.items():
         arrays[name] = arrays[name].reshape((prepared.batch, *(shapes[d] for d in dims)))
-    options = {
-        "scheduler": opts.scheduler.value,
-        "forward_group_size": opts.forward_group_size,
-        "stop": opts.stop.value,
-        "extra_steps": opts.extra_steps,
-        "max_steps": opts.max_steps,
-        "seed": opts.seed,
-        "jitter": opts.jitter,
-    }
-    return InferenceResult(arrays, labels=prepared.labels, engine="reference", options=options)
+    return InferenceResult(arrays, labels=prepared.labels, engine="reference", options=opts.as_dict())
 
 
 def infer(
