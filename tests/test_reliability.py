@@ -258,6 +258,10 @@ ERRORS: list[Case] = [
     Case(T, "unknown loss", "train(net, (x, y), loss='mse')", "ParameterError", "loss", "'mse'"),
     Case(T, "unknown surrogate", "train(net, (x, y), surrogate='relu')", "ParameterError", "surrogate", "relu"),
     Case(T, "resume without a folder", "train(net, (x, y), resume=True)", "ParameterError", "resume", "True"),
+    Case(T, "unknown device", "train(net, (x, y), device='gpu')", "ParameterError", "device", "'gpu'"),
+    Case(
+        T, "distributed not a bool", "train(net, (x, y), distributed='yes')", "ParameterError", "distributed", "'yes'"
+    ),
     Case(T, "not a Network", "train('net', (x, y))", "ModelError", "network", "'str'"),
     # --- model files
     Case(L, "truncated file", "load('truncated.safetensors')", "ModelError", "tensor", "truncated"),
@@ -306,6 +310,7 @@ ERRORS: list[Case] = [
     Case(C, "threshold <= 0", "asyncsnn train --threshold 0", "exit 2", None, "--threshold"),
     Case(C, "empty training set", "asyncsnn train --max-train 0", "exit 2", None, "--max-train"),
     Case(C, "resume without a folder", "asyncsnn train --resume --max-train 8", "exit 2", None, "resume = True"),
+    Case(C, "unknown device", "asyncsnn train --device gpu", "exit 2", None, "device = 'gpu'"),
 ]
 
 ENGINES = {"rust": "asyncsnn.infer", "reference": "asyncsnn.reference.infer", "torch": "asyncsnn.torch.infer"}

@@ -110,7 +110,14 @@ writes results/<name>/{table.md,results.json,results.csv,*.png,model_*.safetenso
 _EPILOG_TRAIN = """examples:
   asyncsnn train --scheduler momentum -F 8 --epochs 10 --out model.safetensors
   asyncsnn train --scheduler layered --dataset randman --out layered.safetensors
+  asyncsnn train --device cpu --epochs 2         # force the CPU (default: CUDA when available)
+
+data parallel on 4 processes (gloo on CPU, nccl with one GPU per process; --batch-size
+stays the global batch, rank 0 writes the checkpoints and --out):
+  torchrun --standalone --nproc_per_node 4 -m asyncsnn train --epochs 10 --out model.safetensors
 """
+
+_DEVICE_HELP = "torch device of the training: auto (CUDA when available, else CPU; default), cpu, cuda or cuda:N"
 
 _EPILOG_EVALUATE = """examples:
   asyncsnn evaluate model.safetensors --scheduler random -F 4 --stop first_output
@@ -132,6 +139,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         max_train=args.max_train,
         max_test=args.max_test,
         progress=not args.no_progress,
+        device=args.device,
     )
     run_reproduce(cfg)
     return 0
@@ -143,7 +151,9 @@ def _train(args: argparse.Namespace) -> int:
     import asyncsnn
     from asyncsnn.reproduce import load_dataset
     from asyncsnn.torch import AsyncSNN, train
+    from asyncsnn.torch.training import is_main_process, resolve_device
 
+    resolve_device(args.device)  # a bad --device fails here, before the data is loaded
     ds = load_dataset(args.dataset, root=args.root, seed=args.seed, max_train=args.max_train, max_test=args.max_test)
     sizes = [math.prod(ds.input_shape), *args.hidden, ds.n_classes]
     module = AsyncSNN.from_sizes(sizes, threshold=args.threshold, beta=args.beta, seed=args.seed)
@@ -163,9 +173,11 @@ def _train(args: argparse.Namespace) -> int:
         checkpoint_dir=args.checkpoint_dir,
         resume=args.resume,
         progress=not args.no_progress,
+        device=args.device,
     )
-    asyncsnn.save(net, args.out, metadata={"training": args.scheduler, "dataset": ds.name, "flatten_input": "1"})
-    print(f"saved {args.out}; test accuracy per epoch: {[round(a or 0.0, 4) for a in hist.test_accuracy]}")
+    if is_main_process():  # under torchrun every rank holds the same network; rank 0 writes it
+        asyncsnn.save(net, args.out, metadata={"training": args.scheduler, "dataset": ds.name, "flatten_input": "1"})
+        print(f"saved {args.out}; test accuracy per epoch: {[round(a or 0.0, 4) for a in hist.test_accuracy]}")
     return 0
 
 
@@ -283,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--max-train", type=_int_at_least(1), default=None, help="cap on training samples")
     rep.add_argument("--max-test", type=_int_at_least(1), default=None, help="cap on test samples")
     rep.add_argument("--no-progress", action="store_true", help="no progress bars")
+    rep.add_argument("--device", default="auto", help=_DEVICE_HELP)
     rep.set_defaults(func=_reproduce)
 
     tr = sub.add_parser(
@@ -311,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --checkpoint-dir")
     tr.add_argument("--out", default="model.safetensors", help="where to save the trained model")
     tr.add_argument("--no-progress", action="store_true")
+    tr.add_argument("--device", default="auto", help=_DEVICE_HELP + "; under torchrun, cuda is cuda:LOCAL_RANK")
     tr.set_defaults(func=_train)
 
     ev = sub.add_parser(

@@ -200,6 +200,7 @@ class ReproduceConfig:
     max_test: int | None = None
     progress: bool = True
     name: str | None = None
+    device: str = "auto"
 
     def resolved_epochs(self) -> int:
         """Epochs to train (default depends on the dataset and ``quick``)."""
@@ -429,10 +430,12 @@ def run_reproduce(config: ReproduceConfig, log: Callable[[str], None] = print) -
     import asyncsnn
     from asyncsnn.reference import currents_before_spike
     from asyncsnn.torch import AsyncSNN, train
+    from asyncsnn.torch.training import resolve_device
 
     tic = time.perf_counter()
     if config.forward_group_size < 1:
         raise invalid(ParameterError, "forward_group_size", config.forward_group_size, "must be >= 1")
+    resolve_device(config.device)  # a bad device fails before the data is loaded
     ds = load_dataset(
         config.dataset,
         root=config.root,
@@ -468,6 +471,8 @@ def run_reproduce(config: ReproduceConfig, log: Callable[[str], None] = print) -
             batch_size=config.batch_size,
             seed=config.seed,
             progress=config.progress,
+            device=config.device,
+            distributed=False,
         )
         nets[training] = net
         history[training] = {k: list(v) for k, v in asdict(hist).items()}

@@ -7,7 +7,8 @@ torch, differentiably (section 9):
   as ``asyncsnn.infer`` (Rust) and ``asyncsnn.reference.infer``, ``engine="torch"``;
 * :func:`run` -- the differentiable core (a :class:`Plan`, weight tensors, frames);
 * :class:`AsyncSNN` -- an ``nn.Module`` with one parameter per Dense/Conv2d projection;
-* :func:`train` and :class:`History` -- unlayered backpropagation training;
+* :func:`train` and :class:`History` -- unlayered backpropagation training, on the CPU
+  or a GPU, and data-parallel under ``torchrun`` (``DistributedDataParallel``);
 * :mod:`asyncsnn.torch.surrogate` (:class:`ATan`, :class:`FastSigmoid`) and the losses
   :func:`rate_loss` and :func:`count_loss`.
 """
