@@ -1,36 +1,135 @@
-//! Criterion benchmarks of the event loop on a dense 784-512-512-10 network.
+//! Criterion benchmarks of the Rust engine on named workloads (`cargo bench --bench engine`).
 //!
-//! Network: weights drawn from a seeded LCG, uniform in `[-0.044, 0.05)` for every
-//! layer (dense, row-major `[n_target, n_source]`), threshold 1.0, beta 0.9. Input:
-//! rate-coded frames, each input pixel on (value 1.0) with probability 10% per
-//! timestep, 20 timesteps. The weight range was tuned (the activity is very sensitive to
-//! the mean weight) so that every layer spikes at a moderate rate: about 79 of 512
-//! first-layer and 83 of 512 second-layer neurons spike per timestep (~15%), the outputs
-//! about 1.6 times per timestep, ~22 forward steps per timestep with F = 8 and about
-//! 1.63 M synops per sample; the setup prints this summary once per scheduler. So the
-//! benchmark exercises all three projections and the scheduler. Throughput is reported
-//! as synops (`Throughput::Elements`), so criterion prints synops/s as "elem/s".
+//! # Benchmark ids
 //!
-//! One batch = 16 samples run with `run_sample` in a loop on one thread.
+//! - `dense/{density}/{scheduler}/F{f}`, density `5pct`, `10pct`, `30pct`;
+//! - `conv/{scheduler}/F{f}`;
+//!
+//! with scheduler `layered`, `fifo`, `random`, `momentum` (jitter 0) and forward group
+//! size F in {1, 8, 64}. `layered` ignores F (R5.1), so its three ids per workload run the
+//! same work: their spread shows the measurement noise. Filter as usual, e.g.
+//! `cargo bench --bench engine -- conv/momentum` or `-- 'dense/10pct/.*/F8'`.
+//!
+//! One iteration runs a fixed batch (16 dense samples, 32 conv samples) with `run_batch`
+//! in a dedicated one-thread rayon pool, i.e. single-threaded, as the Python binding runs
+//! a batch with `threads=1` (one reused workspace, inputs validated and merged first).
+//! Stop mode drain, no `max_steps`, seed 1, sample ids `0..batch`.
+//!
+//! # Workloads
+//!
+//! - `dense`: 784-512-512-10, built in Rust (the model is 2.7 MB of float32 weights, too
+//!   large to check in as a model file): weights from a seeded LCG, uniform in
+//!   `[-0.044, 0.05)` for every layer, threshold 1.0, beta 0.9. Input: rate-coded, each
+//!   pixel on (value 1) with probability 5 %, 10 % or 30 % per timestep, 20 timesteps;
+//!   the same uniform draws for every density, so the on-pixels of 5 % are a subset of
+//!   those of 10 %, and the 10 % input is the one of the earlier single-workload bench.
+//!   The weight range was tuned at 10 % (the activity is very sensitive to the mean
+//!   weight): about 78 / 80 / 1.6 spikes per timestep in the three populations (~15 %).
+//!   The network is the same at every density, so activity follows the input: at 5 %
+//!   the second layer spikes about 15 times per timestep and the output almost never; at
+//!   30 % about half of the hidden neurons spike every timestep.
+//! - `conv`: 2x34x34 -> conv 8 (k3 s2) -> conv 16 (k3 s2 p1) -> conv 32 (k3 s2 p1) ->
+//!   dense 10, threshold 1, beta 0.9, **loaded from `benches/models/conv.safetensors`**,
+//!   a file written by the Python side (`asyncsnn.save`) with seeded weights by
+//!   `python scripts/make_fixtures.py` (which also checks it for drift with `--check`);
+//!   so the bench also exercises the Rust model-file reader. Input: N-MNIST-like events,
+//!   generated here from a seeded LCG: per sample a "digit" of three random strokes (2 px
+//!   wide) in a 21x21 box that moves along a triangular saccade path of 2 px per
+//!   timestep; ON events (channel 0) where the shape newly covers a pixel, OFF events
+//!   (channel 1) where it leaves one, each kept with probability 0.75, plus 3 noise
+//!   events per timestep; 10 timesteps, about 3 % of the 2x34x34 inputs per timestep,
+//!   spatially clustered along the moving edges. The weight means were tuned so that
+//!   every layer spikes at a moderate rate (8-15 % of each conv layer per timestep, the
+//!   output 1-2.5 times per timestep).
+//!
+//! # Throughputs
+//!
+//! Criterion reports one throughput per benchmark: here synaptic operations (R7.4) per
+//! second, as `Throughput::Elements` ("elem/s" is synops/s). Samples/s and spikes/s are
+//! not measured separately (that would double the run time): the work of an iteration is
+//! deterministic, so before each selected benchmark the bench prints one line
+//!
+//! ```text
+//! activity {id}: samples/iter N, spikes/sample S, synops/sample Y, forward steps/sample K | ...
+//! ```
+//!
+//! and samples/s = N / t, spikes/s = N * S / t, synops/s = N * Y / t for criterion's time
+//! per iteration t. `python benches/criterion_table.py LOG` turns the log of a run and
+//! criterion's estimates (`target/criterion/**/new/estimates.json`, median time per
+//! iteration) into the table of `docs/benchmarks.md`.
+//!
+//! # Run time
+//!
+//! Every benchmark: flat sampling, 10 samples, 1 s warm-up, 3 s measurement (a sample is
+//! at least one iteration, so the slowest benchmarks run 10 iterations and a little
+//! longer). 48 benchmarks: the run takes about 4 minutes on a loaded 2-core machine, plus
+//! about 4 minutes for a fresh release build (fat LTO). The activity of every benchmark
+//! is computed at setup (one batch each, a few seconds in all), also when a filter
+//! leaves it out; only the selected ones print it.
 
+use std::cell::Cell;
 use std::hint::black_box;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use _engine::model_file::load_model_file;
 use _engine::{
-    run_sample, Network, NetworkSpec, PopulationSpec, ProjectionKind, ProjectionSpec, RunConfig,
-    SampleInput, Scheduler, StopMode,
+    run_batch, Network, NetworkSpec, PopulationSpec, ProjectionKind, ProjectionSpec, RunConfig,
+    SampleInput, SampleResult, Scheduler, StopMode,
 };
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode,
+    Throughput,
+};
 
-const SIZES: [usize; 4] = [784, 512, 512, 10];
-const TIMESTEPS: usize = 20;
-const BATCH: usize = 16;
-const W_LO: f32 = -0.044;
-const W_HI: f32 = 0.05;
+const SCHEDULERS: [Scheduler; 4] = [
+    Scheduler::Layered,
+    Scheduler::Fifo,
+    Scheduler::Random,
+    Scheduler::Momentum { jitter: 0.0 },
+];
+const GROUP_SIZES: [usize; 3] = [1, 8, 64];
+
+const DENSE_SIZES: [usize; 4] = [784, 512, 512, 10];
+const DENSE_TIMESTEPS: usize = 20;
+const DENSE_BATCH: usize = 16;
+const DENSE_W_LO: f32 = -0.044;
+const DENSE_W_HI: f32 = 0.05;
+/// (id, probability of an on-pixel per timestep).
+const DENSITIES: [(&str, f32); 3] = [("5pct", 0.05), ("10pct", 0.1), ("30pct", 0.3)];
+
+const CONV_MODEL: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/benches/models/conv.safetensors"
+);
+const CONV_TIMESTEPS: usize = 10;
+const CONV_BATCH: usize = 32;
+/// Sensor side (N-MNIST: 34 x 34, 2 polarities).
+const SIDE: usize = 34;
+/// Side of the box the strokes are drawn in (with their 2x2 brush).
+const BOX: usize = 21;
+/// Displacement of the shape per timestep (x, y): three saccades of a triangle.
+const SACCADE: [(i32, i32); CONV_TIMESTEPS] = [
+    (2, 1),
+    (2, 1),
+    (2, 1),
+    (2, 1),
+    (-2, 1),
+    (-2, 1),
+    (-2, 1),
+    (-1, -2),
+    (-1, -2),
+    (-1, -2),
+];
+/// Probability that an edge pixel emits its event in a timestep.
+const KEEP: f32 = 0.75;
+/// Background noise events per timestep.
+const NOISE: usize = 3;
 
 struct Lcg(u64);
 
 impl Lcg {
+    /// Uniform in [0, 1).
     fn next_f32(&mut self) -> f32 {
         self.0 = self
             .0
@@ -40,9 +139,35 @@ impl Lcg {
     }
 }
 
-fn network() -> Network {
+/// Sparse events of one sample (R2.2).
+#[derive(Default)]
+struct Events {
+    t: Vec<u32>,
+    index: Vec<u32>,
+    value: Vec<f32>,
+}
+
+impl Events {
+    fn push(&mut self, t: usize, index: usize) {
+        self.t.push(t as u32);
+        self.index.push(index as u32);
+        self.value.push(1.0);
+    }
+}
+
+/// A network and a batch of inputs; benchmark ids `{group}/{variant}/{scheduler}/F{f}`
+/// (`{group}/{scheduler}/F{f}` without a variant).
+struct Workload {
+    group: &'static str,
+    variant: Option<&'static str>,
+    net: Network,
+    samples: Vec<Events>,
+    timesteps: usize,
+}
+
+fn dense_network() -> Network {
     let mut g = Lcg(0x5eed);
-    let populations = SIZES[1..]
+    let populations = DENSE_SIZES[1..]
         .iter()
         .map(|&size| PopulationSpec {
             size,
@@ -51,49 +176,115 @@ fn network() -> Network {
             refractory_dropout: 0.0,
         })
         .collect();
-    let projections = (0..SIZES.len() - 1)
+    let projections = (0..DENSE_SIZES.len() - 1)
         .map(|l| ProjectionSpec {
             source: l,
             target: l + 1,
             kind: ProjectionKind::Dense {
-                weight: (0..SIZES[l] * SIZES[l + 1])
-                    .map(|_| W_LO + (W_HI - W_LO) * g.next_f32())
+                weight: (0..DENSE_SIZES[l] * DENSE_SIZES[l + 1])
+                    .map(|_| DENSE_W_LO + (DENSE_W_HI - DENSE_W_LO) * g.next_f32())
                     .collect(),
             },
         })
         .collect();
     Network::new(NetworkSpec {
-        input_size: SIZES[0],
+        input_size: DENSE_SIZES[0],
         populations,
         projections,
     })
     .expect("valid benchmark network")
 }
 
-/// Sparse rate-coded input: `(t, index, value)` events at ~10% density.
-fn inputs() -> Vec<(Vec<u32>, Vec<u32>, Vec<f32>)> {
+/// Rate-coded input: each pixel on with probability `density` per timestep.
+fn rate_coded(density: f32) -> Vec<Events> {
     let mut g = Lcg(0xda7a);
-    (0..BATCH)
+    (0..DENSE_BATCH)
         .map(|_| {
-            let (mut t, mut idx, mut val) = (Vec::new(), Vec::new(), Vec::new());
-            for ts in 0..TIMESTEPS {
-                for i in 0..SIZES[0] {
-                    if g.next_f32() < 0.1 {
-                        t.push(ts as u32);
-                        idx.push(i as u32);
-                        val.push(1.0);
+            let mut ev = Events::default();
+            for t in 0..DENSE_TIMESTEPS {
+                for i in 0..DENSE_SIZES[0] {
+                    if g.next_f32() < density {
+                        ev.push(t, i);
                     }
                 }
             }
-            (t, idx, val)
+            ev
         })
         .collect()
 }
 
-fn config(scheduler: Scheduler) -> RunConfig {
+/// The conv network, as the Python side wrote it.
+fn conv_network() -> Network {
+    let file = load_model_file(CONV_MODEL)
+        .unwrap_or_else(|e| panic!("{e}\n(regenerate it with `python scripts/make_fixtures.py`)"));
+    assert_eq!(
+        file.input_shape,
+        [2, SIDE, SIDE],
+        "{CONV_MODEL}: input shape"
+    );
+    assert_eq!(
+        file.population_shapes,
+        [vec![8, 16, 16], vec![16, 8, 8], vec![32, 4, 4], vec![10]],
+        "{CONV_MODEL}: population shapes"
+    );
+    file.into_network().expect("valid conv model")
+}
+
+/// N-MNIST-like events of one sample: three random strokes moving along a saccade path;
+/// ON where the shape arrives, OFF where it leaves (see the module doc).
+fn saccade_events(g: &mut Lcg) -> Events {
+    let mut shape = [[false; BOX]; BOX];
+    for _ in 0..3 {
+        let lim = (BOX - 2) as f32;
+        let (x0, y0, x1, y1) = (
+            lim * g.next_f32(),
+            lim * g.next_f32(),
+            lim * g.next_f32(),
+            lim * g.next_f32(),
+        );
+        for s in 0..=64 {
+            let a = s as f32 / 64.0;
+            let x = (x0 + (x1 - x0) * a).round() as usize;
+            let y = (y0 + (y1 - y0) * a).round() as usize;
+            for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                shape[y + dy][x + dx] = true;
+            }
+        }
+    }
+    let covered = |(ox, oy): (i32, i32), y: usize, x: usize| {
+        let (sy, sx) = (y as i32 - oy, x as i32 - ox);
+        let inside = |v: i32| (0..BOX as i32).contains(&v);
+        inside(sy) && inside(sx) && shape[sy as usize][sx as usize]
+    };
+    let mut ev = Events::default();
+    let mut pos = (3, 3);
+    for (t, &(vx, vy)) in SACCADE.iter().enumerate() {
+        let next = (pos.0 + vx, pos.1 + vy);
+        for y in 0..SIDE {
+            for x in 0..SIDE {
+                let channel = match (covered(pos, y, x), covered(next, y, x)) {
+                    (false, true) => 0,
+                    (true, false) => 1,
+                    _ => continue,
+                };
+                if g.next_f32() < KEEP {
+                    ev.push(t, (channel * SIDE + y) * SIDE + x);
+                }
+            }
+        }
+        for _ in 0..NOISE {
+            let n = 2 * SIDE * SIDE;
+            ev.push(t, ((g.next_f32() * n as f32) as usize).min(n - 1));
+        }
+        pos = next;
+    }
+    ev
+}
+
+fn config(scheduler: Scheduler, forward_group_size: usize) -> RunConfig {
     RunConfig {
         scheduler,
-        forward_group_size: 8,
+        forward_group_size,
         stop: StopMode::Drain,
         max_steps: None,
         seed: 1,
@@ -101,91 +292,128 @@ fn config(scheduler: Scheduler) -> RunConfig {
     }
 }
 
-fn run_all(net: &Network, data: &[(Vec<u32>, Vec<u32>, Vec<f32>)], config: &RunConfig) -> i64 {
-    let mut synops = 0;
-    for (i, (t, index, value)) in data.iter().enumerate() {
-        let input = SampleInput::Sparse {
-            t,
-            index,
-            value,
-            timesteps: TIMESTEPS,
-        };
-        let r = run_sample(net, &input, None, i as u64, config).expect("run");
-        synops += r.synops;
-    }
-    synops
+/// Runs the whole batch on the current rayon pool.
+fn run(w: &Workload, inputs: &[SampleInput], ids: &[u64], cfg: &RunConfig) -> Vec<SampleResult> {
+    run_batch(&w.net, inputs, None, ids, cfg, &AtomicBool::new(false)).expect("run")
 }
 
-fn bench_schedulers(c: &mut Criterion, name: &str, schedulers: &[(&str, Scheduler)]) {
-    let net = network();
-    let data = inputs();
-    let mut group = c.benchmark_group(name);
+/// The activity line of one benchmark (see the module doc) and its synops per iteration.
+fn activity(id: &str, w: &Workload, results: &[SampleResult]) -> (String, u64) {
+    let n = results.len() as f64;
+    let per_t = n * w.timesteps as f64;
+    let sum = |f: &dyn Fn(&SampleResult) -> i64| results.iter().map(f).sum::<i64>() as f64;
+    let spikes = sum(&|r| r.spikes_total);
+    let synops = sum(&|r| r.synops);
+    let steps = sum(&|r| r.forward_steps);
+    let layers = (0..w.net.n_populations())
+        .map(|p| format!("{:.1}", sum(&|r| r.spikes[p]) / per_t))
+        .collect::<Vec<_>>()
+        .join(" / ");
+    let line = format!(
+        "activity {id}: samples/iter {}, spikes/sample {:.1}, synops/sample {:.0}, \
+         forward steps/sample {:.1} | per timestep: input events {:.1}, spikes by layer {layers}, \
+         forward steps {:.1}",
+        results.len(),
+        spikes / n,
+        synops / n,
+        steps / n,
+        sum(&|r| r.input_events) / per_t,
+        steps / per_t,
+    );
+    (line, synops as u64)
+}
+
+fn configure(group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>) {
     group
-        .measurement_time(Duration::from_secs(5))
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
-        .sample_size(10);
-    for &(label, scheduler) in schedulers {
-        let cfg = config(scheduler);
-        // Activity summary, printed once per scheduler.
-        let mut spikes = [0i64; 3];
-        let mut synops = 0i64;
-        let mut out_spikes = 0i64;
-        let mut steps = 0i64;
-        for (i, (t, index, value)) in data.iter().enumerate() {
-            let input = SampleInput::Sparse {
-                t,
-                index,
-                value,
-                timesteps: TIMESTEPS,
+        .measurement_time(Duration::from_secs(3));
+}
+
+/// One benchmark per scheduler and F on `w`.
+fn bench_workload(
+    group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    pool: &rayon::ThreadPool,
+    w: &Workload,
+) {
+    let inputs: Vec<SampleInput> = w
+        .samples
+        .iter()
+        .map(|e| SampleInput::Sparse {
+            t: &e.t,
+            index: &e.index,
+            value: &e.value,
+            timesteps: w.timesteps,
+        })
+        .collect();
+    let ids: Vec<u64> = (0..inputs.len() as u64).collect();
+    for scheduler in SCHEDULERS {
+        for f in GROUP_SIZES {
+            let cfg = config(scheduler, f);
+            let function = match w.variant {
+                Some(v) => format!("{v}/{}", scheduler.name()),
+                None => scheduler.name().to_string(),
             };
-            let r = run_sample(&net, &input, None, i as u64, &cfg).expect("run");
-            for (s, x) in spikes.iter_mut().zip(&r.spikes) {
-                *s += x;
-            }
-            synops += r.synops;
-            out_spikes += r.output_counts.iter().sum::<i64>();
-            steps += r.forward_steps;
+            let id = format!("{}/{function}/F{f}", w.group);
+            // Deterministic: every iteration does exactly this work.
+            let (line, synops) = activity(&id, w, &pool.install(|| run(w, &inputs, &ids, &cfg)));
+            group.throughput(Throughput::Elements(synops));
+            let printed = Cell::new(false);
+            let bench_id = BenchmarkId::new(function, format!("F{f}"));
+            group.bench_function(bench_id, |b| {
+                if !printed.replace(true) {
+                    eprintln!("{line}");
+                }
+                b.iter(|| black_box(pool.install(|| run(w, &inputs, &ids, &cfg))))
+            });
         }
-        let per = (BATCH * TIMESTEPS) as f64;
-        eprintln!(
-            "{name}/{label}: spikes per sample-timestep by layer {:.1} / {:.1} / {:.1}, \
-             forward steps per timestep {:.1}, synops per sample {}, output spikes per sample {:.1}",
-            spikes[0] as f64 / per,
-            spikes[1] as f64 / per,
-            spikes[2] as f64 / per,
-            steps as f64 / per,
-            synops / BATCH as i64,
-            out_spikes as f64 / BATCH as f64,
-        );
-        group.throughput(Throughput::Elements(synops as u64));
-        group.bench_function(label, |b| b.iter(|| black_box(run_all(&net, &data, &cfg))));
     }
-    group.finish();
 }
 
-fn momentum(c: &mut Criterion) {
-    bench_schedulers(
-        c,
-        "dense_784_512_512_10",
-        &[("momentum_f8_batch16", Scheduler::Momentum { jitter: 0.0 })],
-    );
+fn one_thread() -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("rayon pool")
 }
 
-fn other_schedulers(c: &mut Criterion) {
-    bench_schedulers(
-        c,
-        "dense_784_512_512_10_schedulers",
-        &[
-            ("random_f8_batch16", Scheduler::Random),
-            ("fifo_f8_batch16", Scheduler::Fifo),
-            ("layered_batch16", Scheduler::Layered),
-            (
-                "momentum_jitter_f8_batch16",
-                Scheduler::Momentum { jitter: 0.1 },
-            ),
-        ],
-    );
+fn run_group(c: &mut Criterion, workloads: &[Workload]) {
+    let pool = one_thread();
+    let mut g = c.benchmark_group(workloads[0].group);
+    configure(&mut g);
+    for w in workloads {
+        bench_workload(&mut g, &pool, w);
+    }
+    g.finish();
 }
 
-criterion_group!(benches, momentum, other_schedulers);
+fn dense(c: &mut Criterion) {
+    let net = dense_network();
+    let workloads: Vec<Workload> = DENSITIES
+        .iter()
+        .map(|&(variant, density)| Workload {
+            group: "dense",
+            variant: Some(variant),
+            net: net.clone(),
+            samples: rate_coded(density),
+            timesteps: DENSE_TIMESTEPS,
+        })
+        .collect();
+    run_group(c, &workloads);
+}
+
+fn conv(c: &mut Criterion) {
+    let mut g = Lcg(0xe7e7);
+    let workload = Workload {
+        group: "conv",
+        variant: None,
+        net: conv_network(),
+        samples: (0..CONV_BATCH).map(|_| saccade_events(&mut g)).collect(),
+        timesteps: CONV_TIMESTEPS,
+    };
+    run_group(c, &[workload]);
+}
+
+criterion_group!(benches, dense, conv);
 criterion_main!(benches);

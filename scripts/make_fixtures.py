@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write the model-file fixture read by the pure-Rust test ``tests/model_file.rs``.
+"""Write the model files read by the pure-Rust test ``tests/model_file.rs`` and bench.
 
 ``tests/fixtures/model.safetensors`` is a small network (conv, sum and average pooling,
 dense, a skip projection, per-neuron parameters, a refractory dropout) saved by
@@ -8,12 +8,19 @@ run configurations and the counters ``asyncsnn.infer`` returns for them (checked
 against the reference engine here). The Rust test reads the model file with
 ``model_file::read_model_file`` and must reproduce every counter.
 
+``benches/models/conv.safetensors`` is the network of the ``conv`` workload of the
+criterion bench ``benches/engine.rs`` (2x34x34 -> conv 8 (k3 s2) -> conv 16 (k3 s2 p1)
+-> conv 32 (k3 s2 p1) -> dense 10, threshold 1, beta 0.9), with seeded weights whose
+means were tuned so that every layer spikes at a moderate rate on the bench's
+N-MNIST-like input (the bench prints the activity); the bench loads it with
+``model_file::load_model_file``.
+
 Usage::
 
-    python scripts/make_fixtures.py            # rewrite tests/fixtures/
-    python scripts/make_fixtures.py --check    # exit 1 if the committed fixtures differ
+    python scripts/make_fixtures.py            # rewrite tests/fixtures/ and benches/models/
+    python scripts/make_fixtures.py --check    # exit 1 if the committed files differ
 
-The model file embeds the package version (``asyncsnn_version``), so a version bump
+The model files embed the package version (``asyncsnn_version``), so a version bump
 changes its bytes but not its meaning.
 """
 
@@ -37,6 +44,8 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 MODEL = "model.safetensors"
 EXPECTED = "model_expected.json"
+BENCH_MODELS = ROOT / "benches" / "models"
+CONV_BENCH = "conv.safetensors"
 
 RUNS: list[dict[str, Any]] = [
     {"scheduler": "layered", "forward_group_size": 1, "stop": "drain", "extra_steps": 0, "max_steps": None,
@@ -105,19 +114,43 @@ def build() -> tuple[bytes, str]:
     return model_bytes, json.dumps(doc, indent=1) + "\n"
 
 
+def build_conv_bench() -> bytes:
+    """The ``conv`` workload of ``benches/engine.rs``, as ``asyncsnn.save`` writes it."""
+    rng = np.random.default_rng(20251122)
+    layers = [
+        Conv2d(grid_weights(rng, (8, 2, 3, 3), 0.5, 0.3), stride=2),
+        Conv2d(grid_weights(rng, (16, 8, 3, 3), 0.3, 0.05), stride=2, padding=1),
+        Conv2d(grid_weights(rng, (32, 16, 3, 3), 0.2, 0.0), stride=2, padding=1),
+        Dense(grid_weights(rng, (10, 512), 0.1, 0.0)),
+    ]
+    net = Network.sequential((2, 34, 34), layers, threshold=1.0, beta=0.9)
+    assert net.population_shapes == [(2, 34, 34), (8, 16, 16), (16, 8, 8), (32, 4, 4), (10,)]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / CONV_BENCH
+        asyncsnn.save(net, path, metadata={"bench": "benches/engine.rs conv", "writer": "scripts/make_fixtures.py"})
+        loaded = asyncsnn.load(path)
+        for a, b in zip(loaded.projections, net.projections):
+            assert np.array_equal(a.layer.weight, b.layer.weight)
+        return path.read_bytes()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="compare with the committed fixtures, write nothing")
     args = parser.parse_args()
     model_bytes, expected = build()
-    files = {FIXTURES / MODEL: model_bytes, FIXTURES / EXPECTED: expected.encode()}
+    files = {
+        FIXTURES / MODEL: model_bytes,
+        FIXTURES / EXPECTED: expected.encode(),
+        BENCH_MODELS / CONV_BENCH: build_conv_bench(),
+    }
     if args.check:
         stale = [str(p.relative_to(ROOT)) for p, data in files.items() if not p.exists() or p.read_bytes() != data]
         for p in stale:
             print(f"fixture differs: {p}", file=sys.stderr)
         return 1 if stale else 0
-    FIXTURES.mkdir(parents=True, exist_ok=True)
     for path, data in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         print(f"wrote {path.relative_to(ROOT)} ({len(data)} bytes)")
     return 0
