@@ -25,6 +25,7 @@ use rayon::prelude::*;
 
 use crate::counters::SampleResult;
 use crate::error::EngineError;
+use crate::kernels::{row_kernel, RowKernel};
 use crate::network::{Network, ProjKind, Projection};
 use crate::rng::{uniform, STREAM_DROPOUT};
 use crate::scheduler::{PendingSet, Scheduler, SelectCtx};
@@ -361,6 +362,8 @@ pub(crate) struct Workspace {
     fired: Vec<u32>,
     group: Vec<(u32, u32)>,
     pending: PendingSet,
+    /// Row kernel of dense deliveries (picked once for this CPU; bit-identical results).
+    kernel: RowKernel,
 }
 
 impl Workspace {
@@ -384,6 +387,7 @@ impl Workspace {
             fired: Vec::with_capacity(n),
             group: Vec::new(),
             pending: PendingSet::new(n, p),
+            kernel: row_kernel(),
         }
     }
 
@@ -411,7 +415,14 @@ impl Workspace {
 /// or the multiplicity m of R4.3.4): `I[q] += s * w` for every synapse. Returns the
 /// fan-out (R1.3, R7.4).
 #[inline]
-fn deliver(proj: &Projection, local: usize, s: f32, cur: &mut [f32], touch: &mut Touch) -> u64 {
+fn deliver(
+    proj: &Projection,
+    local: usize,
+    s: f32,
+    cur: &mut [f32],
+    touch: &mut Touch,
+    kernel: RowKernel,
+) -> u64 {
     let p = proj.target_pop;
     let base = proj.target_offset;
     match &proj.kind {
@@ -419,17 +430,7 @@ fn deliver(proj: &Projection, local: usize, s: f32, cur: &mut [f32], touch: &mut
             let n = proj.target_size;
             touch.pop(p);
             touch.pop_full[p] = true;
-            let w = &wt[local * n..(local + 1) * n];
-            let c = &mut cur[base..base + n];
-            if s == 1.0 {
-                for (ci, wi) in c.iter_mut().zip(w) {
-                    *ci += *wi;
-                }
-            } else {
-                for (ci, wi) in c.iter_mut().zip(w) {
-                    *ci += s * *wi;
-                }
-            }
+            kernel(&mut cur[base..base + n], &wt[local * n..(local + 1) * n], s);
             n as u64
         }
         ProjKind::Conv {
@@ -636,7 +637,14 @@ fn run_prepared(
                 |i: usize, x: f32, ws: &mut Workspace| -> Result<(), EngineError> {
                     add(&mut res.input_events, 1, loc, "input_events")?;
                     for &pi in &net.outgoing[0] {
-                        let fo = deliver(&net.projections[pi], i, x, &mut ws.cur, &mut ws.touch);
+                        let fo = deliver(
+                            &net.projections[pi],
+                            i,
+                            x,
+                            &mut ws.cur,
+                            &mut ws.touch,
+                            ws.kernel,
+                        );
                         add(&mut res.synops_per_projection[pi], fo, loc, "synops")?;
                         ts_synops += fo;
                     }
@@ -752,7 +760,14 @@ fn run_prepared(
                 let local = ju - net.pop_offset[p];
                 let s = m as f32;
                 for &pi in &net.outgoing[p + 1] {
-                    let fo = deliver(&net.projections[pi], local, s, &mut ws.cur, &mut ws.touch);
+                    let fo = deliver(
+                        &net.projections[pi],
+                        local,
+                        s,
+                        &mut ws.cur,
+                        &mut ws.touch,
+                        ws.kernel,
+                    );
                     add(&mut res.synops_per_projection[pi], fo, loc, "synops")?;
                     ts_synops += fo;
                 }
@@ -816,6 +831,21 @@ pub fn run_batch(
     config: &RunConfig,
     cancel: &AtomicBool,
 ) -> Result<Vec<SampleResult>, EngineError> {
+    run_batch_with(net, inputs, labels, sample_ids, config, cancel, true)
+}
+
+/// [`run_batch`], on the calling thread only when `parallel` is false (no rayon job,
+/// no thread hand-over: the cheapest path for one sample or one thread). Results do
+/// not depend on `parallel`.
+pub fn run_batch_with<'a>(
+    net: &'a Network,
+    inputs: &'a [SampleInput<'a>],
+    labels: Option<&[Option<usize>]>,
+    sample_ids: &[u64],
+    config: &RunConfig,
+    cancel: &AtomicBool,
+    parallel: bool,
+) -> Result<Vec<SampleResult>, EngineError> {
     validate_config(net, config)?;
     let n = inputs.len();
     if let Some(l) = labels {
@@ -838,31 +868,39 @@ pub fn run_batch(
         .iter()
         .map(|&id| check_sample_id(id))
         .collect::<Result<_, _>>()?;
-    let prepared: Vec<Result<PreparedSample, EngineError>> = inputs
-        .par_iter()
-        .enumerate()
-        .map(|(i, input)| {
-            let label = labels.and_then(|l| l[i]);
-            prepare(net, input, label, format!("sample {i}"))
-        })
-        .collect();
+    let prep = |(i, input): (usize, &SampleInput<'a>)| {
+        let label = labels.and_then(|l| l[i]);
+        prepare(net, input, label, format!("sample {i}"))
+    };
+    let prepared: Vec<Result<PreparedSample, EngineError>> = if parallel {
+        inputs.par_iter().enumerate().map(prep).collect()
+    } else {
+        inputs.iter().enumerate().map(prep).collect()
+    };
     let prepared: Vec<PreparedSample> = prepared.into_iter().collect::<Result<_, _>>()?;
     if cancel.load(Ordering::Relaxed) {
         return Err(EngineError::Cancelled);
     }
-    let results: Vec<Result<SampleResult, EngineError>> = prepared
-        .par_iter()
-        .zip(ids.par_iter())
-        .map_init(
-            || Workspace::new(net),
-            |ws, (ps, &sample)| {
-                if cancel.load(Ordering::Relaxed) {
-                    return Err(EngineError::Cancelled);
-                }
-                run_prepared(net, ps, sample, config, ws)
-            },
-        )
-        .collect();
+    let one = |ws: &mut Workspace, (ps, &sample): (&PreparedSample, &u32)| {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(EngineError::Cancelled);
+        }
+        run_prepared(net, ps, sample, config, ws)
+    };
+    let results: Vec<Result<SampleResult, EngineError>> = if parallel {
+        prepared
+            .par_iter()
+            .zip(ids.par_iter())
+            .map_init(|| Workspace::new(net), one)
+            .collect()
+    } else {
+        let mut ws = Workspace::new(net);
+        prepared
+            .iter()
+            .zip(ids.iter())
+            .map(|x| one(&mut ws, x))
+            .collect()
+    };
     if results
         .iter()
         .any(|r| matches!(r, Err(EngineError::Cancelled)))

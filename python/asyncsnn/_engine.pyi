@@ -5,7 +5,7 @@ from typing import Final, final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["SPEC_VERSION", "Network", "__version__", "default_threads", "hash32", "run"]
+__all__ = ["SPEC_VERSION", "Network", "__version__", "axpy_roofline", "default_threads", "hash32", "run"]
 
 SPEC_VERSION: Final[int]
 __version__: Final[str]
@@ -46,3 +46,6 @@ def run(
 ) -> dict[str, npt.NDArray[np.int64]]: ...
 def hash32(seed: int, sample: int, t: int, k: int, neuron: int, stream: int) -> int: ...
 def default_threads() -> int: ...
+def axpy_roofline(
+    weights: npt.NDArray[np.float32], row_len: int, rows: npt.NDArray[np.uint32], repeats: int
+) -> tuple[float, int, str]: ...

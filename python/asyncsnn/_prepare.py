@@ -8,6 +8,7 @@ error that names the field and the value.
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import numbers
 from dataclasses import dataclass
@@ -91,13 +92,18 @@ def _int(value: Any, field: str, minimum: int, maximum: int = MAX_U32) -> int:
     return v
 
 
+@functools.cache
+def _members(cls: type[enum.Enum]) -> dict[str, enum.Enum]:
+    return {m.value: m for m in cls}
+
+
 def _enum(cls: type[enum.Enum], value: Any, field: str) -> Any:
     if isinstance(value, cls):
         return value
-    names = [m.value for m in cls]  # type: ignore[attr-defined]
-    if isinstance(value, str) and value in names:
-        return cls(value)
-    raise invalid(ParameterError, field, value, f"must be one of {names}")
+    members = _members(cls)
+    if isinstance(value, str) and value in members:
+        return members[value]
+    raise invalid(ParameterError, field, value, f"must be one of {list(members)}")
 
 
 def prepare_options(
@@ -125,8 +131,11 @@ def prepare_options(
     s = _int(seed, "seed", 0, MAX_SEED)
     if isinstance(jitter, bool) or not isinstance(jitter, numbers.Real) or not math.isfinite(jitter) or jitter < 0:
         raise invalid(ParameterError, "jitter", jitter, "must be a finite number >= 0")
-    with np.errstate(over="ignore"):
-        jitter32 = np.float32(jitter)
+    if jitter == 0:
+        jitter32 = np.float32(0.0)
+    else:
+        with np.errstate(over="ignore"):
+            jitter32 = np.float32(jitter)
     if not np.isfinite(jitter32):  # the engines compute the key in float32 (R5.4)
         raise invalid(ParameterError, "jitter", jitter, "must be a finite number >= 0 (in float32)")
     if jitter > 0 and sched is not Scheduler.MOMENTUM:
@@ -220,8 +229,11 @@ def _to_numpy(x: Any, field: str, location: str | None = None) -> np.ndarray:
 def _check_values(arr: np.ndarray, field: str, location: str | None) -> np.ndarray:
     if arr.dtype.kind not in "fiub":
         raise invalid(InputError, field, f"dtype {arr.dtype}", "must be a real numeric array", location)
-    with np.errstate(over="ignore", invalid="ignore"):
-        arr32 = arr.astype(np.float32, copy=False)
+    if arr.dtype == np.float32:
+        arr32 = arr
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            arr32 = arr.astype(np.float32, copy=False)
     bad = ~np.isfinite(arr32) | (arr32 < 0)
     if bad.any():
         pos = tuple(int(p) for p in np.argwhere(bad)[0])

@@ -16,7 +16,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyModule};
 
 use crate::counters::SampleResult;
-use crate::engine::{run_batch, RunConfig, SampleInput, StopMode};
+use crate::engine::{run_batch_with, RunConfig, SampleInput, StopMode};
 use crate::error::EngineError;
 use crate::network::{
     Network, NetworkSpec, PoolKind, PopulationSpec, ProjectionKind, ProjectionSpec,
@@ -578,11 +578,15 @@ fn run<'py>(
         let part = &inputs[start..end];
         let part_labels = label_vec.as_ref().map(|l| &l[start..end]);
         let part_ids = &ids[start..end];
+        // One sample or one thread: run on this thread, without handing work to the
+        // pool and back (the cost that dominates small calls).
+        let parallel = workers > 1 && end - start > 1;
         let result = py.detach(|| {
-            let job = || run_batch(net, part, part_labels, part_ids, &config, &cancel);
-            match &pool {
-                Some(p) => p.install(job),
-                None => job(),
+            let job =
+                || run_batch_with(net, part, part_labels, part_ids, &config, &cancel, parallel);
+            match (&pool, parallel) {
+                (Some(p), true) => p.install(job),
+                _ => job(),
             }
         });
         let results = result.map_err(|e| err(shift_sample(e, start)))?;
@@ -636,12 +640,60 @@ fn default_threads() -> usize {
     rayon::current_num_threads()
 }
 
+/// Roofline reference of `benches/compare.py` (see `crate::kernels::axpy_rows`):
+/// adds the rows of `weights` (`[n_rows, row_len]`, row-major) listed in `rows` into a
+/// zeroed accumulator of `row_len` floats, `repeats` times, with the interpreter
+/// released. Returns `(seconds, float additions, kernel name)`.
+#[pyfunction]
+fn axpy_roofline(
+    py: Python<'_>,
+    weights: PyReadonlyArray1<'_, f32>,
+    row_len: usize,
+    rows: PyReadonlyArray1<'_, u32>,
+    repeats: usize,
+) -> PyResult<(f64, u64, &'static str)> {
+    let bad =
+        |field: &str, value: String, reason: &str| to_pyerr(py, param_err(field, value, reason));
+    let w = weights
+        .as_slice()
+        .map_err(|_| bad("weights", "non-contiguous".into(), "must be contiguous"))?;
+    let r = rows
+        .as_slice()
+        .map_err(|_| bad("rows", "non-contiguous".into(), "must be contiguous"))?;
+    if row_len == 0 || w.len() % row_len != 0 {
+        return Err(bad(
+            "row_len",
+            row_len.to_string(),
+            "must be > 0 and divide the length of weights",
+        ));
+    }
+    let n_rows = w.len() / row_len;
+    if let Some(bad_row) = r.iter().find(|&&x| x as usize >= n_rows) {
+        return Err(bad("rows", bad_row.to_string(), "row index out of range"));
+    }
+    let (w, r) = (w.to_vec(), r.to_vec());
+    let (secs, adds, sink) = py.detach(move || {
+        let mut acc = vec![0.0f32; row_len];
+        let start = Instant::now();
+        let mut adds = 0u64;
+        for _ in 0..repeats {
+            acc.fill(0.0);
+            adds += crate::kernels::axpy_rows(&w, &r, &mut acc);
+            std::hint::black_box(&mut acc);
+        }
+        (start.elapsed().as_secs_f64(), adds, acc.iter().sum::<f32>())
+    });
+    std::hint::black_box(sink);
+    Ok((secs, adds, crate::kernels::row_kernel_name()))
+}
+
 #[pymodule]
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyNetwork>()?;
     m.add_function(wrap_pyfunction!(run, m)?)?;
     m.add_function(wrap_pyfunction!(hash32, m)?)?;
     m.add_function(wrap_pyfunction!(default_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(axpy_roofline, m)?)?;
     m.add("SPEC_VERSION", crate::SPEC_VERSION)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

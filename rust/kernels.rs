@@ -1,0 +1,134 @@
+//! Vector kernels of the event loop, with run-time CPU dispatch.
+//!
+//! The crate is compiled for the baseline of its target (SSE2 on x86-64) so that one
+//! wheel runs everywhere. The row additions that dominate the event loop (R4.3.4:
+//! `I[q] += s * w` over a fan-out row) are also compiled with AVX2 and picked at run
+//! time when the CPU has it. Both versions perform the same IEEE-754 operations
+//! element by element (one multiply, then one add; never a fused multiply-add, which
+//! would round differently), so results are bit-identical whichever is used.
+//!
+//! [`axpy_rows`] is the roofline reference of `benches/compare.py`: the same number of
+//! row additions as an inference run, with nothing else around them.
+
+use std::sync::OnceLock;
+
+/// `c[i] += w[i]` (`s == 1`) or `c[i] += s * w[i]` for every `i`.
+pub type RowKernel = fn(&mut [f32], &[f32], f32);
+
+#[inline(always)]
+fn add_row_body(c: &mut [f32], w: &[f32], s: f32) {
+    if s == 1.0 {
+        for (ci, wi) in c.iter_mut().zip(w) {
+            *ci += *wi;
+        }
+    } else {
+        for (ci, wi) in c.iter_mut().zip(w) {
+            *ci += s * *wi;
+        }
+    }
+}
+
+fn add_row_portable(c: &mut [f32], w: &[f32], s: f32) {
+    add_row_body(c, w, s)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn add_row_avx2_inner(c: &mut [f32], w: &[f32], s: f32) {
+    // The same loops; the attribute lets the compiler use 256-bit vectors.
+    add_row_body(c, w, s)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn add_row_avx2(c: &mut [f32], w: &[f32], s: f32) {
+    // SAFETY: only selected by `row_kernel` after `is_x86_feature_detected!("avx2")`.
+    unsafe { add_row_avx2_inner(c, w, s) }
+}
+
+/// The fastest row kernel this CPU supports (detected once).
+pub fn row_kernel() -> RowKernel {
+    static KERNEL: OnceLock<RowKernel> = OnceLock::new();
+    *KERNEL.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::env::var_os("ASYNCSNN_NO_SIMD_DISPATCH").is_none()
+                && std::arch::is_x86_feature_detected!("avx2")
+            {
+                return add_row_avx2 as RowKernel;
+            }
+        }
+        add_row_portable as RowKernel
+    })
+}
+
+/// Name of the kernel [`row_kernel`] picked (`"avx2"` or `"portable"`), for reports.
+pub fn row_kernel_name() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if row_kernel() as usize == add_row_avx2 as RowKernel as usize {
+            return "avx2";
+        }
+    }
+    "portable"
+}
+
+/// Roofline reference: for each entry `r` of `rows`, `acc += weights[r * n .. (r + 1) * n]`
+/// where `n = acc.len()`, with the kernel of the event loop. Returns the number of
+/// float additions (`rows.len() * n`). Rows out of range are skipped.
+pub fn axpy_rows(weights: &[f32], rows: &[u32], acc: &mut [f32]) -> u64 {
+    let n = acc.len();
+    if n == 0 {
+        return 0;
+    }
+    let n_rows = weights.len() / n;
+    let kernel = row_kernel();
+    let mut done = 0u64;
+    for &r in rows {
+        let r = r as usize;
+        if r < n_rows {
+            kernel(acc, &weights[r * n..(r + 1) * n], 1.0);
+            done += n as u64;
+        }
+    }
+    done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernels_agree_bit_for_bit() {
+        let mut g = 0x1234_5678_u64;
+        let mut next = || {
+            g = g.wrapping_mul(6364136223846793005).wrapping_add(1);
+            ((g >> 40) as f32) / (1u64 << 24) as f32 - 0.5
+        };
+        for &n in &[0usize, 1, 7, 8, 31, 512, 1000] {
+            let w: Vec<f32> = (0..n).map(|_| next()).collect();
+            let c0: Vec<f32> = (0..n).map(|_| next() * 3.0).collect();
+            for &s in &[1.0f32, 2.0, 0.3, -1.5] {
+                let mut a = c0.clone();
+                let mut b = c0.clone();
+                add_row_portable(&mut a, &w, s);
+                row_kernel()(&mut b, &w, s);
+                let expected: Vec<u32> = c0
+                    .iter()
+                    .zip(&w)
+                    .map(|(c, w)| if s == 1.0 { c + w } else { c + s * w }.to_bits())
+                    .collect();
+                assert_eq!(a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), expected);
+                assert_eq!(b.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), expected);
+            }
+        }
+    }
+
+    #[test]
+    fn axpy_rows_sums_the_listed_rows() {
+        let w: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        let mut acc = vec![0.0f32; 4];
+        assert_eq!(axpy_rows(&w, &[0, 2, 2, 9], &mut acc), 12);
+        assert_eq!(acc, vec![16.0, 19.0, 22.0, 25.0]);
+        assert!(["avx2", "portable"].contains(&row_kernel_name()));
+    }
+}
