@@ -78,9 +78,10 @@ def dense_workload(density: float = 0.10, timesteps: int = 20, seed: int = 0, wi
     """784-W-W-10 with rate-coded input (``density`` = on-probability per pixel and timestep)."""
     rng = np.random.default_rng(seed)
     sizes = [784, width, width, 10]
-    # Mean weight tuned (as in benches/engine.rs) so that every layer spikes at a moderate rate.
-    scale = 512 / width
-    layers = [Dense(_grid(rng, (sizes[i + 1], sizes[i]), -0.044 * scale, 0.05 * scale)) for i in range(3)]
+    # Weight range as in benches/engine.rs (every layer spikes at a moderate rate); layers
+    # whose fan-in is the width get weights scaled by 512 / W to keep their input current.
+    scales = [1.0, 512 / width, 512 / width]
+    layers = [Dense(_grid(rng, (sizes[i + 1], sizes[i]), -0.044 * scales[i], 0.05 * scales[i])) for i in range(3)]
     net = Network.sequential(784, layers, threshold=1.0, beta=0.9)
     x = (rng.random((256, timesteps, 784)) < density).astype(np.float32)
     return Workload("dense", net, x, f"784-{width}-{width}-10, rate code {density:.0%}, T = {timesteps}")
@@ -334,15 +335,15 @@ def fmt_table(rows: list[dict[str, Any]], roof: tuple[float, str], overhead: flo
     return "\n".join(lines)
 
 
-def write_doc(path: Path, text: str) -> None:
+def write_doc(path: Path, text: str, begin: str = BEGIN, end: str = END) -> None:
     """Replace the block between the markers in ``path`` (append it if absent), atomically."""
     old = path.read_text() if path.exists() else ""
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        new = f"{head}{BEGIN}\n{text}\n{END}{tail}"
+    if begin in old and end in old:
+        head, rest = old.split(begin, 1)
+        tail = rest.split(end, 1)[1]
+        new = f"{head}{begin}\n{text}\n{end}{tail}"
     else:
-        new = f"{old.rstrip()}\n\n{BEGIN}\n{text}\n{END}\n"
+        new = f"{old.rstrip()}\n\n{begin}\n{text}\n{end}\n"
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(new)
     os.replace(tmp, path)

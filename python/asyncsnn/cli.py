@@ -138,6 +138,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         quick=args.quick,
         max_train=args.max_train,
         max_test=args.max_test,
+        hidden=tuple(args.hidden),
         progress=not args.no_progress,
         device=args.device,
     )
@@ -294,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--quick", action="store_true", help="small subset and 1 epoch: a smoke run")
     rep.add_argument("--max-train", type=_int_at_least(1), default=None, help="cap on training samples")
     rep.add_argument("--max-test", type=_int_at_least(1), default=None, help="cap on test samples")
+    rep.add_argument(
+        "--hidden", type=_int_at_least(1), nargs="+", default=[64, 64], help="hidden layer sizes (default 64 64)"
+    )
     rep.add_argument("--no-progress", action="store_true", help="no progress bars")
     rep.add_argument("--device", default="auto", help=_DEVICE_HELP)
     rep.set_defaults(func=_reproduce)
