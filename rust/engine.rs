@@ -25,7 +25,7 @@ use rayon::prelude::*;
 
 use crate::counters::SampleResult;
 use crate::error::EngineError;
-use crate::kernels::{row_kernel, RowKernel};
+use crate::kernels::{add_row, has_avx2};
 use crate::network::{Network, ProjKind, Projection};
 use crate::rng::{uniform, STREAM_DROPOUT};
 use crate::scheduler::{PendingSet, Scheduler, SelectCtx};
@@ -362,8 +362,6 @@ pub(crate) struct Workspace {
     fired: Vec<u32>,
     group: Vec<(u32, u32)>,
     pending: PendingSet,
-    /// Row kernel of dense deliveries (picked once for this CPU; bit-identical results).
-    kernel: RowKernel,
 }
 
 impl Workspace {
@@ -387,7 +385,6 @@ impl Workspace {
             fired: Vec::with_capacity(n),
             group: Vec::new(),
             pending: PendingSet::new(n, p),
-            kernel: row_kernel(),
         }
     }
 
@@ -414,15 +411,8 @@ impl Workspace {
 /// Delivers source neuron `local` of `proj` with scale `s` (the input value x of R4.2
 /// or the multiplicity m of R4.3.4): `I[q] += s * w` for every synapse. Returns the
 /// fan-out (R1.3, R7.4).
-#[inline]
-fn deliver(
-    proj: &Projection,
-    local: usize,
-    s: f32,
-    cur: &mut [f32],
-    touch: &mut Touch,
-    kernel: RowKernel,
-) -> u64 {
+#[inline(always)]
+fn deliver(proj: &Projection, local: usize, s: f32, cur: &mut [f32], touch: &mut Touch) -> u64 {
     let p = proj.target_pop;
     let base = proj.target_offset;
     match &proj.kind {
@@ -430,7 +420,7 @@ fn deliver(
             let n = proj.target_size;
             touch.pop(p);
             touch.pop_full[p] = true;
-            kernel(&mut cur[base..base + n], &wt[local * n..(local + 1) * n], s);
+            add_row(&mut cur[base..base + n], &wt[local * n..(local + 1) * n], s);
             n as u64
         }
         ProjKind::Conv {
@@ -520,6 +510,7 @@ fn add(counter: &mut i64, x: u64, location: &str, what: &str) -> Result<(), Engi
 /// R4.3.1 (integrate) and the threshold test of R4.3.2 over the touched neurons.
 /// Leaves the neurons whose membrane crossed the threshold in `ws.fired`, in increasing
 /// id order, and clears the current buffer and the touch bookkeeping.
+#[inline(always)]
 fn integrate(net: &Network, ws: &mut Workspace) {
     let touch = &mut ws.touch;
     touch.pops.sort_unstable();
@@ -585,8 +576,39 @@ fn integrate(net: &Network, ws: &mut Workspace) {
     touch.pops.clear();
 }
 
-/// Runs one validated sample (R3-R7).
+/// Runs one validated sample (R3-R7), with the event loop compiled for AVX2 when the
+/// CPU has it (see `crate::kernels`: the same float operations, bit-identical results).
 fn run_prepared(
+    net: &Network,
+    ps: &PreparedSample,
+    sample: u32,
+    config: &RunConfig,
+    ws: &mut Workspace,
+) -> Result<SampleResult, EngineError> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx2() {
+            // SAFETY: the CPU supports AVX2 (checked at run time just above).
+            return unsafe { run_prepared_avx2(net, ps, sample, config, ws) };
+        }
+    }
+    run_prepared_body(net, ps, sample, config, ws)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn run_prepared_avx2(
+    net: &Network,
+    ps: &PreparedSample,
+    sample: u32,
+    config: &RunConfig,
+    ws: &mut Workspace,
+) -> Result<SampleResult, EngineError> {
+    run_prepared_body(net, ps, sample, config, ws)
+}
+
+#[inline(always)]
+fn run_prepared_body(
     net: &Network,
     ps: &PreparedSample,
     sample: u32,
@@ -637,14 +659,7 @@ fn run_prepared(
                 |i: usize, x: f32, ws: &mut Workspace| -> Result<(), EngineError> {
                     add(&mut res.input_events, 1, loc, "input_events")?;
                     for &pi in &net.outgoing[0] {
-                        let fo = deliver(
-                            &net.projections[pi],
-                            i,
-                            x,
-                            &mut ws.cur,
-                            &mut ws.touch,
-                            ws.kernel,
-                        );
+                        let fo = deliver(&net.projections[pi], i, x, &mut ws.cur, &mut ws.touch);
                         add(&mut res.synops_per_projection[pi], fo, loc, "synops")?;
                         ts_synops += fo;
                     }
@@ -760,14 +775,7 @@ fn run_prepared(
                 let local = ju - net.pop_offset[p];
                 let s = m as f32;
                 for &pi in &net.outgoing[p + 1] {
-                    let fo = deliver(
-                        &net.projections[pi],
-                        local,
-                        s,
-                        &mut ws.cur,
-                        &mut ws.touch,
-                        ws.kernel,
-                    );
+                    let fo = deliver(&net.projections[pi], local, s, &mut ws.cur, &mut ws.touch);
                     add(&mut res.synops_per_projection[pi], fo, loc, "synops")?;
                     ts_synops += fo;
                 }

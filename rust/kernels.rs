@@ -3,7 +3,8 @@
 //! The crate is compiled for the baseline of its target (SSE2 on x86-64) so that one
 //! wheel runs everywhere. The row additions that dominate the event loop (R4.3.4:
 //! `I[q] += s * w` over a fan-out row) are also compiled with AVX2 and picked at run
-//! time when the CPU has it. Both versions perform the same IEEE-754 operations
+//! time when the CPU has it (the whole event loop, `engine::run_prepared`, is compiled
+//! twice that way). Both versions perform the same IEEE-754 operations
 //! element by element (one multiply, then one add; never a fused multiply-add, which
 //! would round differently), so results are bit-identical whichever is used.
 //!
@@ -15,8 +16,10 @@ use std::sync::OnceLock;
 /// `c[i] += w[i]` (`s == 1`) or `c[i] += s * w[i]` for every `i`.
 pub type RowKernel = fn(&mut [f32], &[f32], f32);
 
+/// `c[i] += w[i]` (`s == 1`) or `c[i] += s * w[i]`: inlined into the event loop, which
+/// is itself compiled for the baseline and for AVX2 (`engine::run_prepared`).
 #[inline(always)]
-fn add_row_body(c: &mut [f32], w: &[f32], s: f32) {
+pub fn add_row(c: &mut [f32], w: &[f32], s: f32) {
     if s == 1.0 {
         for (ci, wi) in c.iter_mut().zip(w) {
             *ci += *wi;
@@ -29,14 +32,14 @@ fn add_row_body(c: &mut [f32], w: &[f32], s: f32) {
 }
 
 fn add_row_portable(c: &mut [f32], w: &[f32], s: f32) {
-    add_row_body(c, w, s)
+    add_row(c, w, s)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn add_row_avx2_inner(c: &mut [f32], w: &[f32], s: f32) {
     // The same loops; the attribute lets the compiler use 256-bit vectors.
-    add_row_body(c, w, s)
+    add_row(c, w, s)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -45,20 +48,32 @@ fn add_row_avx2(c: &mut [f32], w: &[f32], s: f32) {
     unsafe { add_row_avx2_inner(c, w, s) }
 }
 
-/// The fastest row kernel this CPU supports (detected once).
-pub fn row_kernel() -> RowKernel {
-    static KERNEL: OnceLock<RowKernel> = OnceLock::new();
-    *KERNEL.get_or_init(|| {
+/// Whether the AVX2 versions are used: the CPU has AVX2 and the environment variable
+/// `ASYNCSNN_NO_SIMD_DISPATCH` is not set (detected once).
+pub fn has_avx2() -> bool {
+    static AVX2: OnceLock<bool> = OnceLock::new();
+    *AVX2.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::env::var_os("ASYNCSNN_NO_SIMD_DISPATCH").is_none()
+            std::env::var_os("ASYNCSNN_NO_SIMD_DISPATCH").is_none()
                 && std::arch::is_x86_feature_detected!("avx2")
-            {
-                return add_row_avx2 as RowKernel;
-            }
         }
-        add_row_portable as RowKernel
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
     })
+}
+
+/// The fastest row kernel this CPU supports (detected once).
+pub fn row_kernel() -> RowKernel {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx2() {
+            return add_row_avx2 as RowKernel;
+        }
+    }
+    add_row_portable as RowKernel
 }
 
 /// Name of the kernel [`row_kernel`] picked (`"avx2"` or `"portable"`), for reports.

@@ -903,6 +903,50 @@ def test_bit_identical_across_processes() -> None:
     assert len(runs[0].stdout.split()) == 9
 
 
+SIMD_SCRIPT = """
+import hashlib
+import numpy as np
+import asyncsnn
+from asyncsnn import Conv2d, Dense, Network
+from asyncsnn.result import COUNTER_FIELDS
+rng = np.random.default_rng(5)
+# Arbitrary float32 weights (not on a grid): a fused multiply-add or any change of the
+# per-element operations in the vectorised kernels would change some spike.
+dense = Network.sequential(200, [Dense(rng.normal(0.02, 0.1, (150, 200))), Dense(rng.normal(0.03, 0.15, (90, 150))),
+                                 Dense(rng.normal(0.05, 0.2, (10, 90)))], threshold=1.0, beta=0.9)
+conv = Network.sequential((2, 12, 12), [Conv2d(rng.normal(0.1, 0.3, (6, 2, 3, 3)), stride=1, padding=1),
+                                        Dense(rng.normal(0.02, 0.1, (10, 6 * 144)))], threshold=1.0, beta=0.85)
+h = hashlib.sha256()
+for net in (dense, conv):
+    x = (rng.random((24, 6, net.input_size)) < 0.3) * rng.integers(1, 3, (24, 6, net.input_size))
+    for sched in ("layered", "fifo", "random", "momentum"):
+        res = asyncsnn.infer(net, x.astype(np.float32), scheduler=sched, forward_group_size=3, seed=2)
+        assert res.spikes_total.sum() > 0
+        for name in COUNTER_FIELDS:
+            h.update(np.ascontiguousarray(getattr(res, name)).tobytes())
+kernel = asyncsnn._engine.axpy_roofline(np.zeros(4, np.float32), 4, np.zeros(1, np.uint32), 1)[2]
+print(kernel, h.hexdigest())
+"""
+
+
+def test_simd_and_portable_event_loops_are_bit_identical() -> None:
+    """The AVX2 build of the event loop (picked at run time) equals the portable one."""
+    env = dict(os.environ)
+    env.pop("ASYNCSNN_NO_SIMD_DISPATCH", None)
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", SIMD_SCRIPT], capture_output=True, text=True, check=True, env=e, timeout=300
+        ).stdout
+        for e in (env, dict(env, ASYNCSNN_NO_SIMD_DISPATCH="1"))
+    ]
+    (kernel, digest), (kernel_off, digest_off) = (r.split() for r in runs)
+    assert kernel_off == "portable"
+    if kernel != "avx2":
+        pytest.skip("this CPU has no AVX2: only the portable event loop exists")
+    assert len(digest) == 64
+    assert digest == digest_off
+
+
 DEBUG_LOADER = """
 import importlib.util, sys
 spec = importlib.util.spec_from_file_location("asyncsnn._engine", sys.argv.pop(1))
