@@ -25,7 +25,7 @@ use rayon::prelude::*;
 
 use crate::counters::SampleResult;
 use crate::error::EngineError;
-use crate::kernels::{add_row, has_avx2};
+use crate::kernels::{add_row, has_avx2, prefetch};
 use crate::network::{Network, ProjKind, Projection};
 use crate::rng::{uniform, STREAM_DROPOUT};
 use crate::scheduler::{PendingSet, Scheduler, SelectCtx};
@@ -576,6 +576,35 @@ fn integrate(net: &Network, ws: &mut Workspace) {
     touch.pops.clear();
 }
 
+/// Prefetches the dense weight rows of a forward group (a cache hint only).
+#[inline(always)]
+fn prefetch_group(net: &Network, group: &[(u32, u32)]) {
+    for &(j, _) in group {
+        let ju = j as usize;
+        let p = net.pop_of[ju] as usize;
+        let local = ju - net.pop_offset[p];
+        for &pi in &net.outgoing[p + 1] {
+            let proj = &net.projections[pi];
+            if let ProjKind::Dense { wt } = &proj.kind {
+                let n = proj.target_size;
+                prefetch(&wt[local * n..(local + 1) * n]);
+            }
+        }
+    }
+}
+
+/// Prefetches the dense weight rows of input neuron `i` (a cache hint only).
+#[inline(always)]
+fn prefetch_input(net: &Network, i: usize) {
+    for &pi in &net.outgoing[0] {
+        let proj = &net.projections[pi];
+        if let ProjKind::Dense { wt } = &proj.kind {
+            let n = proj.target_size;
+            prefetch(&wt[i * n..(i + 1) * n]);
+        }
+    }
+}
+
 /// Runs one validated sample (R3-R7), with the event loop compiled for AVX2 when the
 /// CPU has it (see `crate::kernels`: the same float operations, bit-identical results).
 fn run_prepared(
@@ -668,10 +697,19 @@ fn run_prepared_body(
             match &ps.input {
                 Prepared::Dense(frames) => {
                     let frame = &frames[t * n_in..(t + 1) * n_in];
-                    for (i, &x) in frame.iter().enumerate() {
-                        if x != 0.0 {
-                            deliver_input(i, x, ws)?;
+                    // Prefetch the rows of the input that comes AHEAD events later.
+                    const AHEAD: usize = 4;
+                    let nz = frame
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, &x)| x != 0.0)
+                        .map(|(i, _)| i);
+                    let mut ahead = nz.clone().skip(AHEAD);
+                    for i in nz {
+                        if let Some(a) = ahead.next() {
+                            prefetch_input(net, a);
                         }
+                        deliver_input(i, frame[i], ws)?;
                     }
                 }
                 Prepared::Sparse {
@@ -769,6 +807,7 @@ fn run_prepared_body(
             let mut group = std::mem::take(&mut ws.group);
             ws.pending.select(f, ctx, &ws.v_pre, &mut group);
             debug_assert!(!group.is_empty(), "a non-empty pending set yields a group");
+            prefetch_group(net, &group);
             for &(j, m) in &group {
                 let ju = j as usize;
                 let p = net.pop_of[ju] as usize;
