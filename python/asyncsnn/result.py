@@ -100,9 +100,11 @@ class InferenceResult:
         if missing:
             raise KeyError(f"result arrays missing: {sorted(missing)}")
         for name in COUNTER_FIELDS:
-            arr = np.asarray(arrays[name], dtype=np.int64)
-            arr.setflags(write=False)
-            setattr(self, name, arr)
+            arr = arrays[name]
+            if type(arr) is not np.ndarray or arr.dtype != np.int64:  # engines give int64 arrays: no copy
+                arr = np.asarray(arr, dtype=np.int64)
+            arr.flags.writeable = False
+            self.__dict__[name] = arr
         self.labels = labels
         self.engine = engine
         self.options = dict(options)

@@ -8,9 +8,11 @@ and much cheaper than boolean kernels):
 
 * :func:`step` -- integrate, fire, reset and enqueue (R4.3.1, R4.3.2);
 * :func:`take` -- remove the selected group from the pending multiplicities (R4.3.4);
-* :class:`TableGrad` / :func:`table_read` -- the currents of the selected neurons from a
-  weight table laid out by source neuron, with the table gradient accumulated in place;
-* :func:`silent` -- the zero-valued spike of neurons that did not fire.
+* :class:`TableGrad` / :func:`deliver` -- :func:`take` and the currents of the selected
+  neurons from a weight table laid out by source neuron, in one node, with the table
+  gradient accumulated in place;
+* :func:`settle` -- the zero-valued (silent) spikes of the neurons that did not fire,
+  identity forward, surrogate gradients backward.
 
 Every backward formula is the exact gradient of the composed primitive operations it
 replaces (``tests/test_training.py`` checks them against autograd).
@@ -18,6 +20,8 @@ replaces (``tests/test_training.py`` checks them against autograd).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,7 +29,7 @@ import torch.nn.functional as F
 
 from asyncsnn.torch.surrogate import Surrogate, spike
 
-__all__ = ["TableGrad", "fire_values", "silent", "step", "step_exact", "table_read", "take"]
+__all__ = ["SettleSpec", "TableGrad", "deliver", "fire_values", "settle", "step", "step_exact", "take"]
 
 
 def fire_values(u: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
@@ -73,9 +77,22 @@ class _Step(torch.autograd.Function):
         u, s, live, theta = ctx.saved_tensors
         # s = H(U - theta) with surrogate d = sigma'(U - theta); V' = U (1 - s); Q' = Q + s:
         # dU = gV (1 - s) + (gQ - gV U) d s  =  gV + s ((gQ - gV U) d - gV).
-        t = torch.addcmul(g_q, g_v, u, value=-1.0)
-        t = t * ctx.surrogate.derivative(u - theta) - g_v
-        g_u = torch.addcmul(g_v, s, t)
+        # Only the neurons that fired (s = 1, a few per row) differ from gV.
+        g_u = g_v.clone(memory_format=torch.contiguous_format)
+        fired = s.reshape(-1).nonzero().squeeze(1)
+        if fired.numel():
+            n_col = u.shape[-1]
+            theta_f = (
+                theta.index_select(0, fired % n_col)
+                if theta.dim() == 1 and theta.shape[0] == n_col
+                else theta.expand_as(u).reshape(-1).index_select(0, fired)
+            )
+            u_f = u.reshape(-1).index_select(0, fired)
+            gv_f = g_u.view(-1).index_select(0, fired)
+            gq_f = g_q.reshape(-1).index_select(0, fired)
+            t = torch.addcmul(gq_f, gv_f, u_f, value=-1.0)
+            t = t * ctx.surrogate.derivative(u_f - theta_f) - gv_f
+            g_u.view(-1).index_copy_(0, fired, gv_f + t)
         return g_u, g_u * live, None, g_q, None, None
 
 
@@ -147,52 +164,60 @@ def step_exact(
     return v_new, q + s, s.detach(), u.detach()
 
 
-class _Take(torch.autograd.Function):
-    """Remove the selected slots from the pending multiplicities; see :func:`take`."""
+class _TakeFlat(torch.autograd.Function):
+    """Remove the selected entries from the pending multiplicities; see :func:`take`."""
 
     @staticmethod
-    def forward(ctx: Any, q: torch.Tensor, sel: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mult, q_new = _take_values(q, sel, valid)
-        ctx.save_for_backward(sel, valid)
-        return mult, q_new
+    def forward(ctx: Any, q: torch.Tensor, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mult = _take_values(q, flat)
+        ctx.mark_dirty(q)
+        ctx.save_for_backward(flat)
+        return mult, q
 
     @staticmethod
     def backward(ctx: Any, g_mult: torch.Tensor, g_q: torch.Tensor) -> tuple[Any, ...]:
-        sel, valid = ctx.saved_tensors
-        # mult = Q[sel] valid; Q' = Q except 0 at the valid selected slots.
-        at_sel = torch.addcmul(g_q.gather(1, sel) * (1.0 - valid), g_mult, valid)
-        return g_q.scatter(1, sel, at_sel), None, None
+        (flat,) = ctx.saved_tensors
+        return _put(g_q, flat, g_mult), None
 
 
-def _take_values(q: torch.Tensor, sel: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    q_sel = q.gather(1, sel)
-    mult = q_sel * valid
-    return mult, q.scatter(1, sel, q_sel - mult)
+def _take_values(q: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+    """``Q`` at the flat positions ``flat``, which are then set to 0 in place (``q`` contiguous)."""
+    q_flat = q.view(-1)
+    mult = q_flat.index_select(0, flat)
+    q_flat.index_fill_(0, flat, 0.0)
+    return mult
 
 
-def take(q: torch.Tensor, sel: torch.Tensor, valid: torch.Tensor, grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _put(g_q: torch.Tensor, flat: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``g_q`` (copied) with the flat positions ``flat`` set to ``values``."""
+    g = g_q.clone(memory_format=torch.contiguous_format)
+    g.view(-1).index_copy_(0, flat, values)
+    return g
+
+
+def take(q: torch.Tensor, flat: torch.Tensor, grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """The multiplicities of the selected neurons, and ``Q`` without them (R4.3.4).
 
     Parameters
     ----------
     q
-        Spikes not delivered yet ``[rows, N]``.
-    sel
-        int64 ``[rows, F]`` selected neuron ids (distinct within a row).
-    valid
-        float ``[rows, F]``: 1.0 for selected pending neurons, 0.0 for padding slots
-        (which keep their value in ``Q``).
+        Spikes not delivered yet ``[rows, N]``, contiguous; modified in place (no
+        other node of the graph may have saved it).
+    flat
+        int64 ``[S]`` flat positions ``row * N + neuron`` of the selected pending
+        neurons (distinct).
     grad
         Record the graph.
 
     Returns
     -------
     mult, q_new
-        ``Q[sel] * valid`` ``[rows, F]`` and ``Q`` with the valid selected entries 0.
+        ``Q`` at the selected positions ``[S]``, and ``Q`` with them set to 0 (``q``
+        itself).
     """
     if not grad:
-        return _take_values(q, sel, valid)
-    mult, q_new = _Take.apply(q, sel, valid)
+        return _take_values(q, flat), q
+    mult, q_new = _TakeFlat.apply(q, flat)
     return mult, q_new
 
 
@@ -233,86 +258,205 @@ class _TableRoot(torch.autograd.Function):
     def backward(ctx: Any, _g_token: torch.Tensor) -> tuple[Any, ...]:
         holder: TableGrad = ctx.holder
         grads: list[torch.Tensor | None] = []
+        if holder.grad is None:  # nothing was delivered: every weight's gradient is 0
+            holder.grad = torch.zeros_like(holder.table)
         for (r0, c0), shape in zip(holder.blocks, ctx.shapes):
-            if holder.grad is None:
-                grads.append(None)
-            else:
-                grads.append(holder.grad[r0 : r0 + shape[1], c0 : c0 + shape[0]].t().contiguous())
+            grads.append(holder.grad[r0 : r0 + shape[1], c0 : c0 + shape[0]].t().contiguous())
         holder.grad = None  # a second backward pass accumulates afresh
         return (None, *grads)
 
 
-class _TableRead(torch.autograd.Function):
+def _deliver_values(
+    table: torch.Tensor, q: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, offsets: torch.Tensor, col0: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    flat = rows * q.shape[1] + cols
+    mult = _take_values(q, flat)
+    cur = F.embedding_bag(cols, table, offsets, mode="sum", per_sample_weights=mult)
+    if col0:
+        cur = F.pad(cur, (col0, 0))
+    return q, cur, flat, mult
+
+
+class _Deliver(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx: Any, _token: torch.Tensor, holder: TableGrad, sel: torch.Tensor, mult: torch.Tensor
-    ) -> torch.Tensor:
-        ctx.holder = holder
-        ctx.save_for_backward(sel, mult)
-        return F.embedding_bag(sel, holder.table, mode="sum", per_sample_weights=mult)
+        ctx: Any,
+        _token: torch.Tensor,
+        holder: TableGrad,
+        q: torch.Tensor,
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+        offsets: torch.Tensor,
+        col0: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        q_new, cur, flat, mult = _deliver_values(holder.table, q, rows, cols, offsets, col0)
+        ctx.mark_dirty(q)
+        ctx.holder, ctx.col0 = holder, col0
+        ctx.save_for_backward(rows, cols, flat, mult)
+        return q_new, cur
 
     @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[Any, ...]:
+    def backward(ctx: Any, g_q: torch.Tensor, g_cur: torch.Tensor) -> tuple[Any, ...]:
         holder: TableGrad = ctx.holder
-        sel, mult = ctx.saved_tensors
+        rows, cols, flat, mult = ctx.saved_tensors
         table = holder.table
         if holder.grad is None:
             holder.grad = torch.zeros_like(table)
-        n_rows, f_eff = sel.shape
-        flat = sel.reshape(-1)
-        # d/d mult[b, f] = <g[b], table[sel[b, f]]>;  d/d table[sel[b, f]] += mult[b, f] g[b].
-        rows = table.index_select(0, flat).reshape(n_rows, f_eff, -1)
-        g_mult = (rows * g.unsqueeze(1)).sum(2)  # much cheaper than a bmm of tiny matrices on the CPU
-        holder.grad.index_add_(0, flat, (mult.unsqueeze(2) * g.unsqueeze(1)).reshape(n_rows * f_eff, -1))
-        return g.new_zeros(0), None, None, g_mult
+        g = g_cur[:, ctx.col0 :] if ctx.col0 else g_cur
+        g_rows = g.index_select(0, rows)  # [S, cols]: the current gradient of each entry's row
+        # d/d mult[s] = <g[rows[s]], table[cols[s]]>;  d/d table[cols[s]] += mult[s] g[rows[s]].
+        g_mult = (table.index_select(0, cols) * g_rows).sum(1)
+        holder.grad.index_add_(0, cols, g_rows * mult.unsqueeze(1))
+        # Q' = Q except 0 at the selected entries, whose values went into the currents.
+        return None, None, _put(g_q, flat, g_mult), None, None, None, None
 
 
-def table_read(holder: TableGrad | None, table: torch.Tensor, sel: torch.Tensor, mult: torch.Tensor) -> torch.Tensor:
-    """``sum_f mult[b, f] * table[sel[b, f]]`` ``[rows, cols]``, differentiable through ``holder``.
+def deliver(
+    holder: TableGrad | None,
+    table: torch.Tensor,
+    q: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    offsets: torch.Tensor,
+    col0: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Take the selected neurons out of ``Q`` and deliver them through a weight table (R4.3.4).
 
-    Without a holder (no graph) this is a plain ``embedding_bag``.
+    The selected entries are ``(rows[s], cols[s])``, sorted by row; ``offsets[b]`` is
+    the first entry of row ``b`` (rows without entries receive no current). Returns
+    ``Q`` with the selected entries set to 0 (``q`` itself, contiguous, modified in
+    place: no other node of the graph may have saved it), and the currents
+    ``cur[b] = sum_s Q[b, cols[s]] * table[cols[s]]`` over the entries of row ``b``,
+    padded with ``col0`` zero columns on the left (``[rows, col0 + table columns]``).
+    Differentiable in ``Q`` and, through ``holder``, in the weights of the table;
+    without a holder (no graph) the same values are computed directly.
     """
     if holder is None:
-        return F.embedding_bag(sel, table, mode="sum", per_sample_weights=mult)
-    out: torch.Tensor = _TableRead.apply(holder.token, holder, sel, mult)
-    return out
+        q_new, cur, _, _ = _deliver_values(table, q, rows, cols, offsets, col0)
+        return q_new, cur
+    q_new, cur = _Deliver.apply(holder.token, holder, q, rows, cols, offsets, col0)
+    return q_new, cur
 
 
-class _Silent(torch.autograd.Function):
+@dataclass(frozen=True)
+class SettleSpec:
+    """Which populations emit silent spikes in one :func:`settle` call, and how.
+
+    Attributes
+    ----------
+    sources
+        One entry per emitting population, in increasing population order:
+        ``(columns of the population, thresholds, targets)`` with ``targets`` a tuple
+        of ``(columns of the target population, transposed projection)``; the
+        transposed projection maps a current gradient ``[rows, n_target]`` to the
+        spike gradient ``[rows, n_source]``.
+    output
+        ``(columns, thresholds)`` of the output population when its neurons emit too
+        (the end of the timestep), else ``None``.
+    surrogate
+        The surrogate derivative.
+    anchors
+        Tensors that receive a zero gradient (the weights through which the silent
+        spikes travel, or the token of their weight table), so that every weight of the
+        network is part of the graph even when no spike is ever delivered.
+    """
+
+    sources: tuple[tuple[slice, torch.Tensor, tuple[tuple[slice, Callable[[torch.Tensor], torch.Tensor]], ...]], ...]
+    output: tuple[slice, torch.Tensor] | None
+    surrogate: Surrogate
+    anchors: tuple[torch.Tensor, ...] = ()
+
+
+class _Settle(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx: Any, v: torch.Tensor, theta: torch.Tensor, mask: torch.Tensor, surrogate: Surrogate
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        ctx.save_for_backward(v, theta, mask)
-        ctx.surrogate = surrogate
-        return torch.zeros_like(v), v.clone()
+        ctx: Any,
+        spec: SettleSpec,
+        v: torch.Tensor,
+        outd: torch.Tensor | None,
+        live: torch.Tensor,
+        *masks_and_anchors: torch.Tensor,
+    ) -> Any:
+        # Every silent spike is 0 and so is every current it sends: the values pass unchanged.
+        ctx.spec = spec
+        ctx.save_for_backward(v, live, *masks_and_anchors[: len(spec.sources)])
+        return v if outd is None else (v, outd)
 
     @staticmethod
-    def backward(ctx: Any, g_c: torch.Tensor, g_v: torch.Tensor) -> tuple[Any, ...]:
-        v, theta, mask = ctx.saved_tensors
-        # c = H(V - theta) (= 0) with surrogate d; V' = V (1 - c):  dV = gV + (gc - gV V) d mask.
-        d = ctx.surrogate.derivative(v - theta) * mask
-        return torch.addcmul(g_v, torch.addcmul(g_c, g_v, v, value=-1.0), d), None, None, None
+    def backward(ctx: Any, g_v: torch.Tensor, *g_out: torch.Tensor) -> tuple[Any, ...]:
+        spec: SettleSpec = ctx.spec
+        v, live, *masks = ctx.saved_tensors
+        sur = spec.surrogate
+        g = g_v.clone(memory_format=torch.contiguous_format)
+        # In reverse order of emission: a population's membrane gradient is complete once
+        # every later emission (its own included) has been differentiated.
+        if spec.output is not None:
+            sl, theta = spec.output
+            _silent_grad(g, g_out[0], v, sl, theta, live[:, sl], sur)
+        for (sl, theta, targets), mask in zip(reversed(spec.sources), reversed(masks)):
+            g_c: torch.Tensor | None = None
+            for t_sl, transposed in targets:
+                gc = transposed(g[:, t_sl] * live[:, t_sl])  # refractory targets discard the current
+                g_c = gc if g_c is None else g_c + gc
+            assert g_c is not None
+            _silent_grad(g, g_c, v, sl, theta, live[:, sl] * mask, sur)
+        zeros = [torch.zeros_like(a) for a in spec.anchors]
+        return (None, g, g_out[0] if g_out else None, None, *([None] * len(masks)), *zeros)
 
 
-def silent(
-    v: torch.Tensor, theta: torch.Tensor, mask: torch.Tensor, surrogate: Surrogate
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Silent spike: ``(c, V (1 - c))`` with ``c = 0`` forward and surrogate gradients on ``mask``.
+def _silent_grad(
+    g: torch.Tensor,
+    g_c: torch.Tensor,
+    v: torch.Tensor,
+    sl: slice,
+    theta: torch.Tensor,
+    mask: torch.Tensor,
+    sur: Surrogate,
+) -> None:
+    """``g[:, sl]`` through ``c = H(V - theta)`` (= 0) and ``V' = V (1 - c)`` on ``mask``, in place."""
+    gv, vv = g[:, sl], v[:, sl]
+    # dV = gV + (gc - gV V) d mask, with d the surrogate derivative at V - theta.
+    d = sur.derivative(vv - theta) * mask
+    g[:, sl] = torch.addcmul(gv, torch.addcmul(g_c, gv, vv, value=-1.0), d)
 
-    The value of ``c`` is exactly 0 because every masked neuron has ``V <= theta`` (it
-    was checked at the last fire phase and has received no current since).
+
+def settle(
+    spec: SettleSpec,
+    v: torch.Tensor,
+    live: torch.Tensor,
+    masks: list[torch.Tensor],
+    outd: torch.Tensor | None = None,
+) -> Any:
+    """Silent spikes of the populations in ``spec`` (``docs/semantics.md`` section 9).
+
+    Each non-refractory neuron of an emitting population whose row is set in its mask
+    emits ``c = H(V - theta)``, exactly 0 (its membrane was checked at the last fire
+    phase and has received no current since), resets ``V' = V (1 - c)`` and sends the
+    (zero) currents ``c W`` to its targets' membranes, where refractory targets discard
+    them; populations emit in increasing order, so a target that emits in the same call
+    does so after receiving them. With ``spec.output`` the output neurons emit too
+    (last) and their spikes are added to the differentiable output counts ``outd``.
+
+    Forward, every value is unchanged: ``v`` (and ``outd``) are returned as they are.
+    Backward, each silent spike has the surrogate derivative of the spike and of the
+    reset. Weights receive no gradient from them (the spikes are 0).
 
     Parameters
     ----------
+    spec
+        The emitting populations (:class:`SettleSpec`).
     v
-        Membrane ``[rows, n]``.
-    theta
-        Thresholds, broadcastable to ``v``.
-    mask
-        float, broadcastable to ``v``: 1.0 for the neurons that carry a silent spike.
-    surrogate
-        The surrogate derivative used backward.
+        Membranes ``[rows, N]``.
+    live
+        ``[rows, N]`` 1.0 for non-refractory neurons.
+    masks
+        One float ``[rows, 1]`` per entry of ``spec.sources``: 1.0 for the rows in
+        which the population emits.
+    outd
+        Differentiable output counts ``[rows, n_out]`` (required with ``spec.output``).
+
+    Returns
+    -------
+    ``v``, or ``(v, outd)`` with ``spec.output``.
     """
-    c, v_new = _Silent.apply(v, theta, mask, surrogate)
-    return c, v_new
+    return _Settle.apply(spec, v, outd, live, *masks, *spec.anchors)

@@ -88,7 +88,7 @@ fires nor emits its silent spike carry no gradient.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -112,7 +112,7 @@ from asyncsnn.exceptions import ParameterError, invalid
 from asyncsnn.network import AvgPool2d, Conv2d, Dense, Network, SumPool2d
 from asyncsnn.result import COUNTER_FIELDS, InferenceResult
 from asyncsnn.rng import STREAM_DROPOUT, STREAM_JITTER, STREAM_RANDOM
-from asyncsnn.torch._kernels import TableGrad, silent, step, step_exact, table_read, take
+from asyncsnn.torch._kernels import SettleSpec, TableGrad, deliver, settle, step, step_exact, take
 from asyncsnn.torch._rng import hash_neurons, mix32_t, prefix, uniform24
 from asyncsnn.torch.surrogate import Surrogate, make_surrogate
 
@@ -121,6 +121,7 @@ __all__ = ["Plan", "RunOutput", "as_tensor", "infer", "network_weights", "run", 
 _MAX_KEY = torch.iinfo(torch.int64).max
 _INFER_CHUNK = 2048  # samples per batch inside infer (results do not depend on it)
 _MIN_COMPACT = 16  # smaller row sets are never compacted: their finished rows cost next to nothing
+_HASH_STEPS = 32  # forward steps whose hash states are computed at once
 
 
 # ---------------------------------------------------------------------------------------
@@ -212,6 +213,12 @@ class Plan:
         for pp in self.projections:
             self.outgoing[pp.source].append(pp)
         self.source_populations = [p for p in range(1, self.n_populations + 1) if self.outgoing[p]]
+        # Neurons with outgoing projections: when they are exactly the first ids, their
+        # columns are a prefix of every [rows, N] tensor.
+        n_src = sum(self.sizes[p] for p in self.source_populations)
+        self.src_prefix: int | None = None
+        if self.source_populations == list(range(1, len(self.source_populations) + 1)):
+            self.src_prefix = n_src
         n_proj = len(self.projections)
         # Fan-out tables (R1.3, R7.4): [N, n_proj] for LIF sources, [n_in, n_proj] for the input.
         fan = np.zeros((self.n_neurons, n_proj), dtype=np.int64)
@@ -251,6 +258,9 @@ class Plan:
             t["fanout_total_f64"] = t["fanout_f64"].sum(1)
             t["pop_onehot_f64"] = t["pop_onehot"].to(torch.float64)
             t["rank_f"] = (self.n_populations + 1 - pop_of).to(torch.float32)
+            t["src_rank_f"] = torch.tensor(
+                [self.n_populations + 1.0 - p for p in self.source_populations], dtype=torch.float32, device=device
+            )
             t["fanout_in_f64"] = t["fanout_in"].to(torch.float64)
             if self.n_neurons > 1 << 21:  # pragma: no cover - the momentum key needs N <= 2**21
                 raise invalid(ParameterError, "network", self.n_neurons, "the torch engine supports <= 2**21 neurons")
@@ -348,17 +358,20 @@ class _Rows:
     """State of a set of rows (samples) within one timestep; ``take`` keeps a subset.
 
     Masks and counts are float tensors (0/1 masks and small integer counts are exact),
-    since float arithmetic is much cheaper than boolean and int64 kernels. Spikes and
-    deliveries are counted per neuron (``fired``, ``delivered``) and reduced to the
-    per-population and per-projection counters once, when the timestep ends.
+    since float arithmetic is much cheaper than boolean and int64 kernels. Spikes are
+    counted per neuron and reduced to the per-population counters once, when the
+    timestep ends: without refractory dropout a neuron fires at most once per timestep,
+    so the spikes are ``1 - live`` and need no tensor of their own. Unlayered deliveries
+    add their synops to ``cnt`` as they happen; layered ones are counted per neuron
+    (``delivered``) and reduced at the end.
     """
 
     rows: torch.Tensor  # int64 [n] positions in the batch
     v: torch.Tensor  # float32 [n, N] membrane (graph)
     live: torch.Tensor  # float32 [n, N] 1.0 = not refractory
     q: torch.Tensor  # float32 [n, N] spikes not delivered yet (graph); see run()
-    fired: torch.Tensor  # float32 [n, N] spikes of each neuron in this timestep
-    delivered: torch.Tensor  # float32 [n, N] deliveries of each neuron in this timestep
+    fired: torch.Tensor | None  # float32 [n, N] spikes of each neuron in this timestep (dropout only)
+    delivered: torch.Tensor | None  # float32 [n, N] deliveries of each neuron in this timestep (layered only)
     steps: torch.Tensor  # float32 [n] forward steps run in this timestep
     qpeak: torch.Tensor  # float32 [n] largest pending count so far (R7.6)
     done: torch.Tensor  # bool [n] the timestep of the row has ended (state frozen)
@@ -369,6 +382,8 @@ class _Rows:
     nseq: torch.Tensor | None  # int64 [n] next sequence number
     labels: torch.Tensor | None  # int64 [n]
     hash_t: torch.Tensor | None  # int64 [n] hash state after (seed, sample, t)
+    hash_k: torch.Tensor | None  # int64 [n, K] hash states after (seed, sample, t, k) for k < K
+    lat_open: torch.Tensor  # float32 [n] 1.0 = a first (correct) output spike may still be recorded
     cur: torch.Tensor | None = None  # float32 [n, N] currents of the next integration
     outd: torch.Tensor | None = None  # float32 [n, n_out] differentiable output counts (end of timestep)
 
@@ -376,6 +391,20 @@ class _Rows:
         """The rows ``idx`` (int64 positions within this set)."""
         parts: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         return _Rows(**{name: None if x is None else x[idx] for name, x in parts.items()})  # type: ignore[arg-type]
+
+    def spikes(self) -> torch.Tensor:
+        """float32 ``[n, N]``: the spikes of each neuron so far in this timestep."""
+        return 1.0 - self.live if self.fired is None else self.fired
+
+    def step_hash(self, k: int) -> torch.Tensor:
+        """int64 ``[n]``: the hash state after ``(seed, sample, t, k)`` (R5.5)."""
+        assert self.hash_t is not None
+        assert self.hash_k is not None
+        n_k = self.hash_k.shape[1]
+        if k >= n_k:  # computed for a block of steps at a time
+            more = torch.arange(n_k, 2 * n_k + k, dtype=torch.int64, device=self.hash_t.device)
+            self.hash_k = torch.cat([self.hash_k, mix32_t(self.hash_t.unsqueeze(1) ^ more)], 1)
+        return self.hash_k[:, k]
 
 
 def _merge(parts: list[_Rows]) -> _Rows:
@@ -428,6 +457,7 @@ class _Delivery:
             if torch.is_grad_enabled() and any(w.requires_grad for w in ws):
                 self.holder = TableGrad(table, blocks, ws)
         self._wt: dict[int, torch.Tensor] = {}
+        self._specs: dict[tuple[tuple[int, ...], bool], SettleSpec] = {}
 
     def weight(self, pp: ProjectionPlan) -> torch.Tensor:
         """The projection's weight tensor (the fixed kernel for pooling)."""
@@ -439,33 +469,36 @@ class _Delivery:
             self._wt[pp.index] = self.weight(pp).t().contiguous()
         return self._wt[pp.index]
 
-    def selected(self, sel: torch.Tensor, valid: torch.Tensor, mult: torch.Tensor) -> torch.Tensor:
-        """Currents of the neurons ``sel [n, F]`` (global ids) with multiplicities ``mult [n, F]``.
+    def selected(self, rows: torch.Tensor, cols: torch.Tensor, mult: torch.Tensor, n_rows: int) -> torch.Tensor:
+        """Currents of the selected entries ``(rows[s], cols[s])`` (global ids, sorted by row).
 
-        Slots that are not ``valid`` have multiplicity 0 (non-pending neurons).
+        ``mult [S]`` are their multiplicities; rows without entries receive no current.
+        (The table case is :func:`~asyncsnn.torch._kernels.deliver`.)
         """
-        n_rows = sel.shape[0]
-        if self.table is not None:
-            cur = table_read(self.holder, self.table, sel, mult)
-            return F.pad(cur, (self.col0, 0)) if self.col0 else cur
         plan = self.plan
-        pop_sel = self.pt["pop_of"][sel]
+        pop_sel = self.pt["pop_of"][cols] if len(plan.source_populations) > 1 else None
         parts: dict[int, list[torch.Tensor]] = {}
         for p in plan.source_populations:
-            in_p = valid & (pop_sel == p)
-            if not bool(in_p.any()):
-                continue
+            r_p, c_p, m_p = rows, cols, mult
+            if pop_sel is not None:
+                idx = (pop_sel == p).nonzero().squeeze(1)
+                if not idx.numel():
+                    continue
+                r_p, c_p, m_p = rows[idx], cols[idx], mult[idx]
             n_src = plan.sizes[p]
-            m_p = mult * in_p
-            local = (sel - plan.offsets[p]).clamp_(0, n_src - 1)
+            local = c_p - plan.offsets[p]
             emitted: torch.Tensor | None = None
+            offsets: torch.Tensor | None = None
             for pp in plan.outgoing[p]:
                 if pp.kind == "dense":
-                    cur = F.embedding_bag(local, self._transposed(pp), mode="sum", per_sample_weights=m_p)
+                    if offsets is None:
+                        counts = torch.bincount(r_p, minlength=n_rows)
+                        offsets = torch.cumsum(counts, 0) - counts
+                    cur = F.embedding_bag(local, self._transposed(pp), offsets, mode="sum", per_sample_weights=m_p)
                 else:
                     if emitted is None:
                         emitted = torch.zeros(n_rows, n_src, dtype=mult.dtype, device=mult.device)
-                        emitted = emitted.scatter_add(1, local, m_p)
+                        emitted = emitted.index_put((r_p, local), m_p)
                     cur = _apply(pp, self.weight(pp), emitted)
                 parts.setdefault(pp.target, []).append(cur)
         return self.assemble(parts, n_rows)
@@ -494,6 +527,47 @@ class _Delivery:
             else:
                 blocks.append(torch.zeros(n_rows, plan.sizes[p], dtype=torch.float32, device=self.pt["theta"].device))
         return torch.cat(blocks, 1)
+
+    def settle_spec(self, populations: tuple[int, ...], end: bool, surrogate: Surrogate) -> SettleSpec:
+        """The :class:`~asyncsnn.torch._kernels.SettleSpec` of silent spikes of ``populations``."""
+        key = (populations, end)
+        if key not in self._specs:
+            plan, theta = self.plan, self.pt["theta"]
+
+            def cols(p: int) -> slice:
+                return slice(plan.offsets[p], plan.offsets[p] + plan.sizes[p])
+
+            sources = []
+            anchors: list[torch.Tensor] = []
+            for p in populations:
+                targets = []
+                for pp in plan.outgoing[p]:
+                    targets.append((cols(pp.target), self._transposed_map(pp)))
+                    w = self.weights[pp.index]
+                    if self.holder is None and w is not None and w.requires_grad:
+                        anchors.append(w)
+                sources.append((cols(p), theta[cols(p)], tuple(targets)))
+            if self.holder is not None:
+                anchors.append(self.holder.token)
+            out = plan.n_populations
+            output = (cols(out), theta[cols(out)]) if end else None
+            self._specs[key] = SettleSpec(tuple(sources), output, surrogate, tuple(anchors))
+        return self._specs[key]
+
+    def _transposed_map(self, pp: ProjectionPlan) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``g [rows, n_target] -> g W`` for the projection (the transpose of :func:`_apply`)."""
+        w = self.weight(pp).detach()
+        if pp.kind == "dense":
+            return lambda g: g @ w
+        n_src = self.plan.sizes[pp.source]
+
+        def transposed(g: torch.Tensor) -> torch.Tensor:
+            with torch.enable_grad():
+                z = torch.zeros(g.shape[0], n_src, dtype=g.dtype, device=g.device, requires_grad=True)
+                (g_z,) = torch.autograd.grad(_apply(pp, w, z), z, g)
+            return g_z
+
+        return transposed
 
 
 # ---------------------------------------------------------------------------------------
@@ -583,10 +657,10 @@ def run(
     if sample_ids is None:
         sample_ids = torch.arange(n_batch, dtype=i64, device=dev)
     hash0 = prefix(opts.seed, sample_ids.to(dev, i64)) if needs_hash else None
+    hash_steps = torch.arange(_HASH_STEPS, dtype=i64, device=dev)
     if labels is not None:
         labels = labels.to(dev, i64)
     delivery = _Delivery(plan, pt, weights)
-    overflow = False  # a membrane overflowed float32: momentum keys may be infinite
 
     # R7.3 / R7.4: input events and the input deliveries' synops, for every timestep at once.
     nonzero = frames != 0
@@ -612,13 +686,14 @@ def run(
         def zeros() -> torch.Tensor:
             return torch.zeros(n_batch, n_neu, dtype=f32, device=dev)
 
+        hash_t = mix32_t(hash0 ^ t) if hash0 is not None else None
         a = _Rows(
             rows=all_rows,
             v=v,
             live=torch.ones(n_batch, n_neu, dtype=f32, device=dev),
             q=zeros(),
-            fired=zeros(),
-            delivered=zeros(),
+            fired=zeros() if drop_p is not None else None,
+            delivered=zeros() if layered else None,
             steps=torch.zeros(n_batch, dtype=f32, device=dev),
             qpeak=torch.zeros(n_batch, dtype=f32, device=dev),
             done=torch.zeros(n_batch, dtype=torch.bool, device=dev),
@@ -628,14 +703,15 @@ def run(
             seq=torch.zeros(n_batch, n_neu, dtype=i64, device=dev) if fifo else None,
             nseq=torch.zeros(n_batch, dtype=i64, device=dev) if fifo else None,
             labels=labels,
-            hash_t=mix32_t(hash0 ^ t) if hash0 is not None else None,
+            hash_t=hash_t,
+            hash_k=mix32_t(hash_t.unsqueeze(1) ^ hash_steps) if hash_t is not None else None,
+            lat_open=torch.ones(n_batch, dtype=f32, device=dev),
             cur=delivery.assemble(in_parts, n_batch),
         )
         retired: list[_Rows] = []
         latency_open = True  # some row may still record a first (correct) output spike
         k = 0
         while True:
-            hash_k = mix32_t(a.hash_t ^ k) if a.hash_t is not None else None
             a.steps = torch.where(a.done, a.steps, float(k + 1))  # R7.5: forward steps of the running rows
             # R4.3.1 integrate (refractory neurons, live = 0, discard their current); R4.3.2
             # fire (strict threshold), reset to 0 in the graph, enqueue: q += s (R3.2). q holds
@@ -648,17 +724,16 @@ def run(
             exact = not math.isfinite(float(u.sum()))  # some membrane overflowed float32 (or a false alarm)
             if exact:
                 a.v, a.q, sd, u = step_exact(v_before, a.cur, a.live, q_before, theta, sur)
-                overflow = True
             a.cur = None
+            hash_k = a.step_hash(k) if a.hash_t is not None else None
             if a.vpre is not None:
-                # R5.4 key: the membrane at the latest spike, kept for pending neurons only.
-                s_out = sd * has_out
+                # R5.4 key: the membrane at the latest spike (read for pending neurons only).
                 if exact:
-                    a.vpre = torch.where(s_out > 0, u, a.vpre)
+                    a.vpre = torch.where(sd > 0, u, a.vpre)
                 elif drop_p is None:  # at most one spike per timestep: v_pre was 0
-                    a.vpre = torch.addcmul(a.vpre, u, s_out)
+                    a.vpre = torch.addcmul(a.vpre, u, sd)
                 else:
-                    a.vpre = torch.addcmul(a.vpre * (1.0 - s_out), u, s_out)
+                    a.vpre = torch.addcmul(a.vpre * (1.0 - sd), u, sd)
             live = a.live - sd  # refractory (R4.6)
             if drop_p is not None:
                 r_f, c_f = sd.nonzero(as_tuple=True)
@@ -676,13 +751,23 @@ def run(
                 csum = new.cumsum(1)
                 a.seq = torch.where(new, a.nseq.unsqueeze(1) + csum - 1, a.seq)
                 a.nseq = a.nseq + csum[:, -1]
-            a.fired = a.fired + sd
-            if latency_open and float(sd[:, out_sl].amax()) > 0:
-                latency_open = _latency(a, cols, pt, k, sd[:, out_sl])
+            if a.fired is not None:
+                a.fired = a.fired + sd
+            if latency_open:
+                out_fired = sd[:, out_sl]
+                if float((out_fired.amax(1) * a.lat_open).amax()) > 0:
+                    latency_open = _latency(a, cols, pt, k, out_fired)
             # R7.6 queue peak after every fire phase; R6 stop check.
             qd = a.q.detach()
-            pend = (qd * has_out).clamp_(max=1.0)  # 1.0 for pending neurons (integer multiplicities)
-            n_pending = pend.sum(1)
+            if layered:
+                pending = (qd * has_out).clamp_(max=1.0)  # 1.0 for pending neurons (integer multiplicities)
+                n_pending = pending.sum(1)
+                pend_rows = pend_cols = None
+            else:
+                # The pending neurons as a list of (row, neuron) entries, sorted by row.
+                q_src = qd[:, : plan.src_prefix] if plan.src_prefix is not None else qd * has_out
+                pend_rows, pend_cols = q_src.nonzero(as_tuple=True)
+                n_pending = torch.bincount(pend_rows, minlength=qd.shape[0]).to(f32)
             a.qpeak = torch.maximum(a.qpeak, n_pending)
             ended = n_pending == 0
             stop: torch.Tensor | None = None
@@ -696,10 +781,14 @@ def run(
                 stop_f = stop.to(f32)
                 a.cnt[:, cols.drop] += ((qd * has_out).sum(1) * stop_f).to(f64)
                 a.q = a.q * (1.0 - stop_f.unsqueeze(1) * has_out)
-                if a.vpre is not None:
-                    a.vpre = a.vpre * (1.0 - stop_f.unsqueeze(1))  # v_pre is kept for pending neurons only
-                pend = pend * (1.0 - stop_f.unsqueeze(1))
                 n_pending = n_pending * (1.0 - stop_f)
+                if layered:
+                    pending = pending * (1.0 - stop_f.unsqueeze(1))
+                else:
+                    assert pend_rows is not None
+                    assert pend_cols is not None
+                    kept = (~stop)[pend_rows]
+                    pend_rows, pend_cols = pend_rows[kept], pend_cols[kept]
                 ended = ended | stop
             a.done = a.done | ended
             # Rows whose timestep ended keep still (nothing pending, no current: a few
@@ -712,14 +801,27 @@ def run(
             if 2 * n_done >= n_rows >= _MIN_COMPACT:
                 retired.append(a.take(a.done.nonzero().squeeze(1)))
                 keep = (~a.done).nonzero().squeeze(1)
+                if layered:
+                    pending = pending[keep]
+                else:
+                    assert pend_rows is not None
+                    assert pend_cols is not None
+                    kept = (~a.done)[pend_rows]
+                    new_row = torch.cumsum(~a.done, 0) - 1
+                    pend_rows, pend_cols = new_row[pend_rows[kept]], pend_cols[kept]
                 a = a.take(keep)
-                pend, n_pending = pend[keep], n_pending[keep]
+                n_pending = n_pending[keep]
                 if hash_k is not None:
                     hash_k = hash_k[keep]
             top: torch.Tensor | None = None
-            if layered or grad:
+            if layered:
                 # The lowest population with a pending neuron is n_pop + 1 - top (top = 0: none).
-                top = (pend * pt["rank_f"]).amax(1)
+                top = (pending * pt["rank_f"]).amax(1)
+            elif grad:
+                assert pend_rows is not None
+                assert pend_cols is not None
+                ranks = pt["rank_f"].index_select(0, pend_cols)
+                top = torch.zeros_like(n_pending).scatter_reduce_(0, pend_rows, ranks, "amax")
             if grad:
                 assert top is not None
                 assert sur is not None
@@ -730,29 +832,40 @@ def run(
             if layered:
                 # R5.1: every pending neuron of the lowest pending population.
                 assert top is not None
-                group = pend * (pt["rank_f"] == top.unsqueeze(1))
+                assert a.delivered is not None
+                group = pending * (pt["rank_f"] == top.unsqueeze(1))
                 emitted = a.q * group
                 a.q = a.q - emitted
                 a.delivered = a.delivered + group
                 present = [p for p in plan.source_populations if bool((top == n_pop + 1 - p).any())]
                 a.cur = delivery.dense(emitted, present)
             else:
-                max_pending = int(n_pending.max())
-                f_eff = min(opts.forward_group_size, max_pending)
-                sel, valid = _select(sched, pt, a, pend, hash_k, jitter, f_eff, max_pending, overflow)
-                valid_f = valid.to(f32)
-                mult, a.q = take(a.q, sel, valid_f, grad)
-                a.delivered = a.delivered.scatter_add(1, sel, valid_f)
-                if a.vpre is not None:
-                    a.vpre = a.vpre.scatter(1, sel, 0.0)  # delivered: no longer pending
-                a.cur = delivery.selected(sel, valid, mult)
+                assert pend_rows is not None
+                assert pend_cols is not None
+                counts = n_pending.to(i64)
+                rows_sel, cols_sel = _select(
+                    sched, a, pend_rows, pend_cols, counts, hash_k, jitter, opts.forward_group_size, n_neu
+                )
+                n_sel = counts.clamp(max=opts.forward_group_size)
+                offsets = torch.cumsum(n_sel, 0) - n_sel
+                if delivery.table is not None:
+                    a.q, a.cur = deliver(
+                        delivery.holder, delivery.table, a.q, rows_sel, cols_sel, offsets, delivery.col0
+                    )
+                else:
+                    mult, a.q = take(a.q, rows_sel * n_neu + cols_sel, grad)
+                    a.cur = delivery.selected(rows_sel, cols_sel, mult, n_rows=a.rows.numel())
+                # R7.4: the synops of the delivered neurons, per projection.
+                a.cnt[:, cols.syn].index_add_(0, rows_sel, pt["fanout_f64"].index_select(0, cols_sel))
             k += 1
 
         m = _merge(retired)
         # Reduce the per-neuron counts of the timestep (R7.1, R7.2, R7.4-R7.6).
-        m.cnt[:, cols.spk] = m.fired.to(f64) @ pt["pop_onehot_f64"]
-        m.cnt[:, cols.out] = m.fired[:, out_sl].to(f64)
-        m.cnt[:, cols.syn] += m.delivered.to(f64) @ pt["fanout_f64"]
+        fired = m.spikes()
+        m.cnt[:, cols.spk] = fired.to(f64) @ pt["pop_onehot_f64"]
+        m.cnt[:, cols.out] = fired[:, out_sl].to(f64)
+        if m.delivered is not None:
+            m.cnt[:, cols.syn] += m.delivered.to(f64) @ pt["fanout_f64"]
         m.cnt[:, cols.fsteps] = m.steps.to(f64)
         m.cnt[:, cols.qpeak] = m.qpeak.to(f64)
         rec[t] = m.cnt
@@ -772,89 +885,84 @@ def _latency(a: _Rows, cols: _Cols, pt: dict[str, torch.Tensor], k: int, out_fir
     """R7.7: record the first output (and first correct) spike of the timestep.
 
     ``out_fired`` is the float ``[n, n_out]`` spike vector of the output population.
-    Returns whether some row may still record one (False once every row has its first
-    output spike and, with labels, its first correct one).
+    Updates ``a.lat_open`` and returns whether some row whose timestep is running may
+    still record one (False once every such row has its first output spike and, with
+    labels, its first correct one).
     """
     f64 = torch.float64
     new = (out_fired.amax(1) > 0) & (a.cnt[:, cols.fo_step] < 0)
     hit = None
     if a.labels is not None:
         hit = (out_fired.gather(1, a.labels.unsqueeze(1)).squeeze(1) > 0) & (a.cnt[:, cols.fc_step] < 0)
-    if bool(new.any()) or (hit is not None and bool(hit.any())):
-        spk_t = a.fired.sum(1).to(f64)  # spikes of steps 0..k (this step included)
-        # synops of the deliveries integrated in steps 0..k: input + deliveries made so far.
-        syn_t = a.cnt[:, cols.syn].sum(1) + a.delivered.to(f64) @ pt["fanout_total_f64"]
-        first_class = (out_fired > 0).to(torch.uint8).argmax(1).to(f64)  # smallest index spiking
-        upd = torch.stack([torch.full_like(spk_t, k), first_class, spk_t, syn_t], 1)
-        fo = slice(cols.fo_step, cols.fo_syn + 1)
-        a.cnt[:, fo] = torch.where(new.unsqueeze(1), upd, a.cnt[:, fo])
-        if hit is not None:
-            upd_c = torch.stack([torch.full_like(spk_t, k), spk_t, syn_t], 1)
-            fc = slice(cols.fc_step, cols.fc_syn + 1)
-            a.cnt[:, fc] = torch.where(hit.unsqueeze(1), upd_c, a.cnt[:, fc])
+    spk_t = a.spikes().sum(1).to(f64)  # spikes of steps 0..k (this step included)
+    # synops of the deliveries integrated in steps 0..k: input + deliveries made so far.
+    syn_t = a.cnt[:, cols.syn].sum(1)
+    if a.delivered is not None:
+        syn_t = syn_t + a.delivered.to(f64) @ pt["fanout_total_f64"]
+    step_k = torch.full_like(spk_t, k)
+    first_class = out_fired.argmax(1).to(f64)  # the first (smallest) index spiking
+    fo = slice(cols.fo_step, cols.fo_syn + 1)
+    a.cnt[:, fo] = torch.where(new.unsqueeze(1), torch.stack([step_k, first_class, spk_t, syn_t], 1), a.cnt[:, fo])
     still = a.cnt[:, cols.fo_step] < 0
-    if a.labels is not None:
+    if hit is not None:
+        fc = slice(cols.fc_step, cols.fc_syn + 1)
+        a.cnt[:, fc] = torch.where(hit.unsqueeze(1), torch.stack([step_k, spk_t, syn_t], 1), a.cnt[:, fc])
         still = still | (a.cnt[:, cols.fc_step] < 0)
+    a.lat_open = still.to(torch.float32)
     return bool((still & ~a.done).any())  # rows whose timestep ended spike no more
-
-
-_BIG = float(2**60)  # key of non-pending neurons (pending keys are below 2**53)
 
 
 def _select(
     sched: Scheduler,
-    pt: dict[str, torch.Tensor],
     a: _Rows,
-    pend: torch.Tensor,
+    rows: torch.Tensor,
+    neurons: torch.Tensor,
+    counts: torch.Tensor,
     hash_k: torch.Tensor | None,
     jitter: float,
-    f_eff: int,
-    max_pending: int,
-    overflow: bool = False,
+    f: int,
+    n_neu: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The group of every row: ``(sel [n, f_eff] global ids, valid [n, f_eff] bool)`` (R5.2-R5.4).
+    """The group of every row (R5.2-R5.4) from its pending neurons.
 
-    Each scheduler orders the pending neurons by a key that is unique within the row;
-    the ``f_eff`` smallest are taken by one ``topk``. Slots beyond the row's pending
-    count are not ``valid`` (they point at non-pending neurons).
+    ``(rows[e], neurons[e])`` are the pending neurons, sorted by row and, within a row,
+    by id; ``counts[b]`` is the pending count of row ``b``. Returns the selected
+    entries ``(rows, neurons)``, still sorted by row: every pending neuron of a row
+    with at most ``f``, otherwise the ``f`` smallest of a key ``primary * N + neuron``
+    (unique within the row), laid out in a ``[rows, largest count]`` table for one
+    ``topk``; the neuron is the key modulo ``N``.
     """
-    n_neu = pend.shape[1]
+    max_pending = int(counts.max())
+    if max_pending <= f:  # every pending neuron is delivered
+        return rows, neurons
+    flat = rows * n_neu + neurons
     if sched is Scheduler.FIFO:
         # R5.2: the sequence number.
         assert a.seq is not None
-        vals, sel = torch.topk(torch.where(pend > 0, a.seq, _MAX_KEY), f_eff, dim=1, largest=False, sorted=False)
-        return sel, vals != _MAX_KEY
-    if sched is Scheduler.RANDOM or jitter > 0 or overflow:
-        # The pending neurons of every row (max_pending slots), to key only those.
-        pvals, cand = torch.topk(pend, max_pending, dim=1, sorted=False)
-        ok = pvals > 0
-        if sched is Scheduler.RANDOM:
-            # R5.3: h(seed, sample, t, k, j, 0), ties to the smaller id: h * N + j (< 2**63).
+        primary = a.seq.view(-1).index_select(0, flat)
+    elif sched is Scheduler.RANDOM:
+        # R5.3: h(seed, sample, t, k, j, 0), ties to the smaller id (h * N + j < 2**53).
+        assert hash_k is not None
+        primary = hash_neurons(hash_k.index_select(0, rows), neurons, STREAM_RANDOM)
+    else:
+        # R5.4: the largest v_pre + float32(jitter * u(..., 2)), rounded to float32, ties to
+        # the smaller id. The bits of a positive float32 (+inf included) order like its value.
+        assert a.vpre is not None
+        kf = a.vpre.view(-1).index_select(0, flat)
+        if jitter > 0:
             assert hash_k is not None
-            h = hash_neurons(hash_k.unsqueeze(1), cand, STREAM_RANDOM)
-            key = torch.where(ok, h * n_neu + cand, _MAX_KEY)
-        else:
-            # R5.4: v_pre + float32(jitter * u(..., 2)), rounded to float32. The bits of a
-            # positive float32 (+inf included) order like its value.
-            assert a.vpre is not None
-            kf = a.vpre.gather(1, cand)
-            if jitter > 0:
-                assert hash_k is not None
-                u = uniform24(hash_neurons(hash_k.unsqueeze(1), cand, STREAM_JITTER))
-                kf = kf + torch.tensor(jitter, dtype=torch.float32, device=u.device) * u
-            bits = kf.view(torch.int32).to(torch.int64)
-            key = torch.where(ok, ((1 << 31) - bits) * n_neu + cand, _MAX_KEY)
-        vals, pos = torch.topk(key, f_eff, dim=1, largest=False, sorted=False)
-        return cand.gather(1, pos), vals != _MAX_KEY
-    # R5.4 without jitter: the largest v_pre first, ties to the smaller id. The key
-    # v_pre * (1 - j 2**-50) in float64 orders exactly so (N <= 2**21): equal v_pre are
-    # separated by >= v_pre 2**-50 (rounding error <= v_pre 2**-53), and distinct
-    # positive float32 values differ by more than v_pre 2**-24. v_pre is kept for
-    # pending neurons only (0 elsewhere, below every pending key: v_pre > threshold > 0).
-    assert a.vpre is not None
-    key = a.vpre.to(torch.float64) * pt["tie_f64"]
-    vals, sel = torch.topk(key, f_eff, dim=1, sorted=False)
-    return sel, vals > 0
+            u = uniform24(hash_neurons(hash_k.index_select(0, rows), neurons, STREAM_JITTER))
+            kf = kf + torch.tensor(jitter, dtype=torch.float32, device=u.device) * u
+        primary = (1 << 31) - kf.view(torch.int32).to(torch.int64)
+    key = primary * n_neu + neurons
+    # Entry e goes to column e - (first entry of its row) of its row in the table.
+    start = torch.cumsum(counts, 0) - counts
+    base = torch.arange(0, counts.numel() * max_pending, max_pending, device=rows.device) - start
+    table = torch.full((counts.numel(), max_pending), _MAX_KEY, dtype=torch.int64, device=rows.device)
+    table.view(-1).index_copy_(0, torch.arange(rows.numel(), device=rows.device) + base.index_select(0, rows), key)
+    vals, _ = torch.topk(table, f, dim=1, largest=False, sorted=False)
+    valid = vals != _MAX_KEY
+    return valid.nonzero()[:, 0], torch.masked_select(vals, valid) % n_neu
 
 
 def _emit_silent(
@@ -872,36 +980,28 @@ def _emit_silent(
     and ``top`` the largest rank of a pending neuron (0 if none), that is ``top <= r_p``;
     ``a.settled`` is the smallest rank flushed so far (``P + 1``: none). The
     non-refractory neurons of each newly settled population emit a zero-valued spike
-    with the surrogate gradient of ``H(V - theta)`` and the reset ``V (1 - 0)``; the
-    (zero) currents go straight into the targets' membranes (refractory targets discard
-    them), in population order, so that a target population settled at the same time
-    emits after receiving them. ``top=None`` means the end of the timestep: every
-    population is settled, and the output neurons' silent spikes join the
-    differentiable output counts ``a.outd``.
+    (:func:`~asyncsnn.torch._kernels.settle`): the surrogate gradient of
+    ``H(V - theta)`` and of the reset ``V (1 - 0)``, with (zero) currents into the
+    targets' membranes (refractory targets discard them), in population order, so that
+    a target population settled at the same time emits after receiving them.
+    ``top=None`` means the end of the timestep: every population is settled, and the
+    output neurons' silent spikes join the differentiable output counts ``a.outd``.
     """
     assert a.settled is not None
-    n_pop = plan.n_populations
     top_ = torch.zeros_like(a.settled) if top is None else top
-    sizes = [plan.sizes[p] for p in range(1, n_pop + 1)]
-    vs = list(torch.split(a.v, sizes, 1))
-    live = list(torch.split(a.live, sizes, 1))
-    theta = list(torch.split(pt["theta"], sizes))
-    for p in plan.source_populations:
-        rank = n_pop + 1 - p
-        need = (top_ <= rank) & (a.settled > rank)
-        if not bool(need.any()):
-            continue
-        carriers, vs[p - 1] = silent(vs[p - 1], theta[p - 1], live[p - 1] * need.unsqueeze(1), sur)
-        for pp in plan.outgoing[p]:
-            cur = _apply(pp, delivery.weight(pp), carriers) * live[pp.target - 1]
-            vs[pp.target - 1] = vs[pp.target - 1] + cur
+    ranks = pt["src_rank_f"]
+    need = (top_.unsqueeze(1) <= ranks) & (a.settled.unsqueeze(1) > ranks)  # [n, source populations]
+    emits = need.any(0).tolist()
     a.settled = torch.minimum(a.settled, top_.clamp(min=1.0))
+    pops = tuple(p for p, e in zip(plan.source_populations, emits) if e)
+    if not pops and top is not None:
+        return
+    masks = [need[:, i : i + 1].to(torch.float32) for i, e in enumerate(emits) if e]
+    spec = delivery.settle_spec(pops, top is None, sur)
     if top is None:
-        out = n_pop - 1
-        carriers, vs[out] = silent(vs[out], theta[out], live[out], sur)
-        assert a.outd is not None
-        a.outd = a.outd + carriers
-    a.v = torch.cat(vs, 1)
+        a.v, a.outd = settle(spec, a.v, a.live, masks, a.outd)
+    else:
+        a.v = settle(spec, a.v, a.live, masks)
 
 
 def _finish(plan: Plan, rec: torch.Tensor, input_events: torch.Tensor, cols: _Cols) -> dict[str, torch.Tensor]:
