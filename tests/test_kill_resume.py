@@ -174,8 +174,12 @@ def test_repeated_sigkills_at_random_moments(tmp_path: Path, seed: int) -> None:
     """Kill again and again (also before any checkpoint and inside checkpoint writes) until it finishes."""
     args = [*TRAIN_ARGS]
     args[args.index("--epochs") + 1] = "6"
+    # The uninterrupted run, as a subprocess like the killed ones: its wall time sets the
+    # kill moments, so that they fall inside a run on a fast machine as on a slow one.
     reference = tmp_path / "reference.safetensors"
-    _train_here(args, reference)
+    start = time.monotonic()
+    subprocess.run(_command(tmp_path / "ref_ckpt", reference, args), check=True, env=ENV, timeout=600)
+    duration = time.monotonic() - start
     ckpt, out = tmp_path / "ckpt", tmp_path / "model.safetensors"
     rng = random.Random(seed)
     kills = 0
@@ -188,7 +192,9 @@ def test_repeated_sigkills_at_random_moments(tmp_path: Path, seed: int) -> None:
         elif attempt % 3 == 2:  # inside a checkpoint write: as soon as a temporary file shows up
             killed = _kill_when(proc, lambda: any(ckpt.glob(".epoch_*")), extra=0.0)
         else:  # anywhere: during start-up, training, evaluation or saving
-            killed = _kill_when(proc, lambda: True, extra=rng.uniform(0.5, 7.0))
+            # The first kill comes within the first 60 % of a whole run's time, so it always
+            # lands; later runs resume and are shorter, so they may finish first.
+            killed = _kill_when(proc, lambda: True, extra=duration * rng.uniform(0.05, 0.6 if attempt == 0 else 0.9))
         if not killed:
             assert proc.wait(timeout=300) == 0
             break
