@@ -27,8 +27,6 @@ upsampled, ...):
    0.05 ms step and 1 ms frames differ by about 1.5% of the events).
 5. Optional background noise: Poisson events at ``noise_rate_hz`` per pixel, random
    polarity.
-4. Optional background noise: Poisson events at ``noise_rate_hz`` per pixel, random
-   polarity.
 
 There is no event at ``t = 0`` (the pixels are adapted to the still image) and, without
 noise, no event at a pixel whose intensity never changes.
