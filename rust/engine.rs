@@ -319,15 +319,23 @@ fn check_sample_id(id: u64) -> Result<u32, EngineError> {
 /// Touched-neuron bookkeeping of one forward step.
 #[derive(Debug)]
 struct Touch {
-    /// Per neuron: already in its population's `lists` entry.
+    /// Per neuron: already in its population's `lists` entry (only the neuron of
+    /// channel 0 of a pixel is used: it stands for all channels of that pixel).
     neuron: Vec<bool>,
+    /// Per non-input population: neurons per channel (`h * w`; its size if flat).
+    plane: Vec<usize>,
+    /// Per non-input population: number of channels (`size / plane`).
+    channels: Vec<usize>,
     /// Per non-input population: in `pops`.
     pop_touched: Vec<bool>,
     /// Per non-input population: received a dense delivery (integrate it whole).
     pop_full: Vec<bool>,
     /// Touched populations of this step.
     pops: Vec<usize>,
-    /// Per non-input population: neurons touched by conv/pool deliveries.
+    /// Per non-input population: pixels touched by conv/pool deliveries, as the id of
+    /// their channel-0 neuron. Integration visits every channel of a listed pixel: a
+    /// superset of the touched neurons, which is exact because an untouched neuron has
+    /// no current and cannot cross its threshold (its membrane only leaked towards 0).
     lists: Vec<Vec<u32>>,
 }
 
@@ -342,11 +350,12 @@ impl Touch {
         self.pop_full[p]
     }
 
+    /// Marks the pixel whose channel-0 neuron is `q0` touched.
     #[inline(always)]
-    fn neuron(&mut self, p: usize, q: usize) {
-        if !self.neuron[q] {
-            self.neuron[q] = true;
-            self.lists[p].push(q as u32);
+    fn pixel(&mut self, p: usize, q0: usize) {
+        if !self.neuron[q0] {
+            self.neuron[q0] = true;
+            self.lists[p].push(q0 as u32);
         }
     }
 }
@@ -368,13 +377,35 @@ impl Workspace {
     pub(crate) fn new(net: &Network) -> Workspace {
         let n = net.n_neurons();
         let p = net.n_populations();
-        Workspace {
+        let mut ws = Workspace {
             v: vec![0.0; n],
             cur: vec![0.0; n],
             v_pre: vec![0.0; n],
             refractory: vec![false; n],
             touch: Touch {
                 neuron: vec![false; n],
+                plane: (0..p)
+                    .map(|i| {
+                        // The plane that all conv/pool projections into this population
+                        // agree on; otherwise (or if none) one "pixel" per neuron.
+                        let size = net.pop_offset[i + 1] - net.pop_offset[i];
+                        let mut planes = net
+                            .projections
+                            .iter()
+                            .filter(|pr| pr.target_pop == i)
+                            .filter_map(|pr| match &pr.kind {
+                                ProjKind::Conv { plane, .. } | ProjKind::Pool { plane, .. } => {
+                                    Some(*plane)
+                                }
+                                ProjKind::Dense { .. } => None,
+                            });
+                        match planes.next() {
+                            Some(first) if first > 0 && planes.all(|x| x == first) => first,
+                            _ => size.max(1),
+                        }
+                    })
+                    .collect(),
+                channels: Vec::new(),
                 pop_touched: vec![false; p],
                 pop_full: vec![false; p],
                 pops: Vec::with_capacity(p),
@@ -385,7 +416,11 @@ impl Workspace {
             fired: Vec::with_capacity(n),
             group: Vec::new(),
             pending: PendingSet::new(n, p),
-        }
+        };
+        ws.touch.channels = (0..p)
+            .map(|i| (net.pop_offset[i + 1] - net.pop_offset[i]) / ws.touch.plane[i])
+            .collect();
+        ws
     }
 
     /// R3.3: the state at the start of a sample (also repairs a workspace left dirty by
@@ -450,15 +485,16 @@ fn deliver(proj: &Projection, local: usize, s: f32, cur: &mut [f32], touch: &mut
                     let kb = ((c * kh + ky) * kw + kx) * c_out;
                     let ks = &k[kb..kb + c_out];
                     let q0 = base + i * ow + j;
-                    if full {
-                        for (o, &w) in ks.iter().enumerate() {
-                            cur[q0 + o * plane] += s * w;
-                        }
-                    } else {
-                        for (o, &w) in ks.iter().enumerate() {
-                            let q = q0 + o * plane;
-                            cur[q] += s * w;
-                            touch.neuron(p, q);
+                    for (o, &w) in ks.iter().enumerate() {
+                        cur[q0 + o * plane] += s * w;
+                    }
+                    if !full {
+                        if plane == touch.plane[p] {
+                            touch.pixel(p, q0);
+                        } else {
+                            for o in 0..c_out {
+                                touch.pixel(p, q0 + o * plane);
+                            }
                         }
                     }
                 }
@@ -489,7 +525,12 @@ fn deliver(proj: &Projection, local: usize, s: f32, cur: &mut [f32], touch: &mut
                     let q = rb + cols.out[sidx];
                     cur[q] += sw;
                     if !full {
-                        touch.neuron(p, q);
+                        let q0 = if *plane == touch.plane[p] {
+                            q - c * *plane
+                        } else {
+                            q
+                        };
+                        touch.pixel(p, q0);
                     }
                 }
             }
@@ -555,15 +596,19 @@ fn integrate(net: &Network, ws: &mut Workspace) {
             }
         } else {
             let start = ws.fired.len();
-            for &q in &touch.lists[p] {
-                let q = q as usize;
-                touch.neuron[q] = false;
-                let x = std::mem::take(&mut ws.cur[q]);
-                if !ws.refractory[q] {
-                    let nv = ws.v[q] + x;
-                    ws.v[q] = nv;
-                    if nv > net.threshold[q] {
-                        ws.fired.push(q as u32);
+            let (plane, channels) = (touch.plane[p], touch.channels[p]);
+            for &q0 in &touch.lists[p] {
+                let q0 = q0 as usize;
+                touch.neuron[q0] = false;
+                for o in 0..channels {
+                    let q = q0 + o * plane;
+                    let x = std::mem::take(&mut ws.cur[q]);
+                    if !ws.refractory[q] {
+                        let nv = ws.v[q] + x;
+                        ws.v[q] = nv;
+                        if nv > net.threshold[q] {
+                            ws.fired.push(q as u32);
+                        }
                     }
                 }
             }
