@@ -234,6 +234,8 @@ def _check_values(arr: np.ndarray, field: str, location: str | None) -> np.ndarr
     else:
         with np.errstate(over="ignore", invalid="ignore"):
             arr32 = arr.astype(np.float32, copy=False)
+    if arr32.size and arr32.min() >= 0 and arr32.max() < np.inf:  # fast path (NaN fails both)
+        return arr32
     bad = ~np.isfinite(arr32) | (arr32 < 0)
     if bad.any():
         pos = tuple(int(p) for p in np.argwhere(bad)[0])

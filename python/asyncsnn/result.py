@@ -103,7 +103,7 @@ class InferenceResult:
             arr = arrays[name]
             if type(arr) is not np.ndarray or arr.dtype != np.int64:  # engines give int64 arrays: no copy
                 arr = np.asarray(arr, dtype=np.int64)
-            arr.flags.writeable = False
+            arr.setflags(write=False)
             self.__dict__[name] = arr
         self.labels = labels
         self.engine = engine
