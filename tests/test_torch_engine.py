@@ -71,6 +71,10 @@ def test_torch_hash_matches_numpy_hash() -> None:
             state = _rng.mix32_t(_rng.mix32_t(_rng.prefix(seed, torch.tensor([sample])) ^ t) ^ k)
             h = _rng.hash_neurons(state, torch.from_numpy(neurons), stream)
             np.testing.assert_array_equal(h.numpy(), hash32_np(seed, sample, t, k, neurons, stream))
+            # The numpy twin used by the engine's CPU bookkeeping.
+            h_np = _rng.hash_neurons_np(np.repeat(state.numpy(), neurons.size), neurons, stream)
+            np.testing.assert_array_equal(h_np, h.numpy())
+            np.testing.assert_array_equal(_rng.uniform24_np(h_np), _rng.uniform24(h).numpy())
 
 
 def test_split_multiply_matches_plain_product() -> None:
@@ -113,6 +117,19 @@ def test_torch_engine_equals_reference_on_random_grid_networks(case: dict[str, A
     b = asyncsnn.reference.infer(case["net"], case["x"], labels=case["labels"], **case["opts"])
     assert a.engine == "torch"
     assert_results_equal(a, b)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases())
+def test_torch_bookkeeping_equals_reference_on_random_grid_networks(case: dict[str, Any]) -> None:
+    """The unlayered schedulers' bookkeeping in torch (used off the CPU), forced on the CPU."""
+    saved = torch_engine._HOST
+    torch_engine._HOST = False
+    try:
+        a = at.infer(case["net"], case["x"], labels=case["labels"], **case["opts"])
+    finally:
+        torch_engine._HOST = saved
+    assert_results_equal(a, asyncsnn.reference.infer(case["net"], case["x"], labels=case["labels"], **case["opts"]))
 
 
 @pytest.mark.parametrize("scheduler", SCHEDULERS)

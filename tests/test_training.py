@@ -147,6 +147,38 @@ def test_table_and_per_population_delivery_give_the_same_gradients(monkeypatch: 
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("scheduler", ["fifo", "random", "momentum"])
+@pytest.mark.parametrize("dropout", ["off", 0.4])
+def test_numpy_and_torch_bookkeeping_give_the_same_gradients(
+    monkeypatch: pytest.MonkeyPatch, scheduler: str, dropout: Any
+) -> None:
+    """The CPU runs the unlayered bookkeeping in numpy, other devices in torch: same results."""
+    from asyncsnn.torch import engine
+
+    net, ws, x, y = dense_problem(6)
+    ws = [np.round(w * 256) / 256 for w in ws]  # grid weights: sums exact in any order (R8.2)
+    net = asyncsnn.Network.sequential(
+        input_shape=(12,),
+        layers=[asyncsnn.Dense(w) for w in ws],
+        threshold=[p.threshold for p in net.populations],
+        beta=[p.beta for p in net.populations],
+    )
+    jitter = 0.25 if scheduler == "momentum" else 0.0
+    opts = options(net, scheduler=scheduler, forward_group_size=2, refractory_dropout=dropout, seed=5, jitter=jitter)
+    results = []
+    for host in (True, False):
+        monkeypatch.setattr(engine, "_HOST", host)
+        w = [torch.tensor(a, requires_grad=True) for a in ws]
+        out = run(Plan(net), w, x, opts, labels=y, surrogate=ATan())
+        results.append((out, torch.autograd.grad(rate_loss(out.counts, y), w)))
+    (a, grads_a), (b, grads_b) = results
+    assert_results_equal(a.result(y.numpy()), b.result(y.numpy()))
+    assert torch.equal(a.counts, b.counts)
+    for ga, gb in zip(grads_a, grads_b):
+        assert ga.abs().max() > 0
+        torch.testing.assert_close(ga, gb, rtol=1e-5, atol=1e-7)
+
+
 def test_conv_network_gradients_flow() -> None:
     rng = np.random.default_rng(2)
     net = asyncsnn.Network.sequential(
@@ -228,10 +260,10 @@ def test_step_kernel_gradient_equals_composed_operations() -> None:
     q0 = torch.randint(0, 3, (5, 30)).double()
     gv, gq = torch.randn(5, 30, dtype=torch.float64), torch.randn(5, 30, dtype=torch.float64)
     grads = []
-    for fused in (True, False):
+    for variant in ("dense", "sparse", "composed"):
         v, cur, q = (t.clone().requires_grad_() for t in (v0, cur0, q0))
-        if fused:
-            v_new, q_new, _, _ = _kernels.step(v, cur, live, q, theta, sur)
+        if variant != "composed":
+            v_new, q_new, _, _, _ = _kernels.step(v, cur, live, q, theta, sur, with_fired=variant == "sparse")
         else:
             u = v + cur * live
             fired = (u > theta).double()  # only the evaluations that fire carry a gradient
@@ -239,50 +271,110 @@ def test_step_kernel_gradient_equals_composed_operations() -> None:
             v_new, q_new = u * (1 - s), q + s
         grads.append(torch.autograd.grad((v_new * gv).sum() + (q_new * gq).sum(), (v, cur, q)))
         grads[-1] = (*grads[-1], v_new.detach(), q_new.detach())
-    for a, b in zip(*grads):
-        torch.testing.assert_close(a, b)
+    for a, b, c in zip(*grads):
+        torch.testing.assert_close(a, c)
+        torch.testing.assert_close(b, c)
 
 
-def test_take_and_table_read_kernels_pass_gradcheck() -> None:
+def test_take_and_deliver_kernels_pass_gradcheck() -> None:
     torch.manual_seed(1)
-    sel = torch.tensor([[0, 3, 5], [2, 1, 4]])
-    valid = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 1.0]], dtype=torch.float64)
+    rows = torch.tensor([0, 0, 1, 1])
+    cols = torch.tensor([0, 3, 1, 4])
+    flat = rows * 6 + cols
     q = torch.rand(2, 6, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: _kernels._Take.apply(t, sel, valid), (q,))
-    mult, q_new = _kernels.take(q, sel, valid, grad=True)
+    # take() works in place: differentiate it through a copy.
+    assert torch.autograd.gradcheck(lambda t: _kernels.take(t.clone(), flat, grad=True), (q,))
+    mult, q_new = _kernels.take(q.detach().clone(), flat, grad=False)
+    assert torch.equal(mult, q.detach()[rows, cols])
     assert q_new[0, 0] == 0
+    assert q_new[1, 4] == 0
     assert q_new[0, 5] == q[0, 5]
-    assert mult[0, 2] == 0
 
     w1 = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
     w2 = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
-    m = torch.rand(2, 3, dtype=torch.float64, requires_grad=True)
-    sel2 = torch.tensor([[0, 7, 9], [8, 2, 5]])  # rows of a [10, 7] table (6 + 4 sources)
+    q2 = torch.rand(3, 10, dtype=torch.float64, requires_grad=True)
+    # Rows of a [10, 7] table (6 + 4 sources), from column 3 of Q; row 2 delivers nothing.
+    rows2 = torch.tensor([0, 0, 0, 1, 1])
+    cols2 = torch.tensor([0, 7, 9, 8, 2])
 
-    def read(a: torch.Tensor, b: torch.Tensor, mm: torch.Tensor) -> torch.Tensor:
+    def table_of(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         table = torch.zeros(10, 7, dtype=torch.float64)
         table[0:6, 0:4] = a.detach().t()
         table[6:10, 4:7] = b.detach().t()
-        holder = _kernels.TableGrad(table, [(0, 0), (6, 4)], [a, b])
-        return _kernels.table_read(holder, table, sel2, mm)
+        return table
 
-    assert torch.autograd.gradcheck(read, (w1, w2, m))
+    def layouts(table: torch.Tensor) -> list[tuple[list[_kernels.TablePart], torch.Tensor, list[Any]]]:
+        """The whole table as one block, and one block per source population."""
+        whole = [_kernels.TablePart(0, 0, 7, table)]
+        one = (torch.tensor([0, 0, 0, 1, 1]), cols2, torch.tensor([0, 3, 5]))
+        split = [_kernels.TablePart(0, 0, 4, table[0:6, 0:4].contiguous())]
+        split.append(_kernels.TablePart(6, 4, 7, table[6:10, 4:7].contiguous()))
+        # Entries block after block: (0, 0), (1, 2) | (0, 7), (0, 9), (1, 8).
+        groups = [
+            (torch.tensor([0, 1]), torch.tensor([0, 2]), torch.tensor([0, 1, 2])),
+            (torch.tensor([0, 0, 1]), torch.tensor([1, 3, 2]), torch.tensor([0, 2, 3])),
+        ]
+        flat_split = torch.tensor([0, 12, 7, 9, 18])
+        return [(whole, rows2 * 10 + cols2, [one]), (split, flat_split, groups)]
+
+    expected = torch.zeros(3, 10, dtype=torch.float64)
+    for r, c in zip(rows2.tolist(), cols2.tolist()):
+        expected[r, 3:] += q2[r, c].detach() * table_of(w1, w2)[c]
+    for layout in range(2):
+
+        def read(a: torch.Tensor, b: torch.Tensor, qq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            table = table_of(a, b)
+            holder = _kernels.TableGrad(table, [(0, 0), (6, 4)], [a, b])
+            parts, flat, groups = layouts(table)[layout]  # noqa: B023
+            return _kernels.deliver(holder, parts, qq.clone(), flat, groups, 3)
+
+        assert torch.autograd.gradcheck(read, (w1, w2, q2))
+        parts, flat, groups = layouts(table_of(w1, w2))[layout]
+        q_out, cur = _kernels.deliver(None, parts, q2.detach().clone(), flat, groups, 3)
+        torch.testing.assert_close(cur, expected)
+        assert q_out[rows2, cols2].abs().sum() == 0
+        assert torch.equal(q_out[2], q2[2].detach())
 
 
-def test_silent_kernel_has_zero_value_and_surrogate_gradient() -> None:
+def test_settle_kernel_is_the_identity_forward_with_silent_spike_gradients() -> None:
+    """Silent spikes of population A (columns 0-2) into the output B (3-4), then B's own."""
     sur = FastSigmoid(slope=3.0)
-    v = torch.tensor([[0.2, -0.4, 0.9]], dtype=torch.float64, requires_grad=True)
-    theta = torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64)
-    mask = torch.tensor([[1.0, 1.0, 0.0]], dtype=torch.float64)
-    c, v_new = _kernels.silent(v, theta, mask, sur)
-    assert c.tolist() == [[0.0, 0.0, 0.0]]
-    assert torch.equal(v_new, v)
-    gc, gv = torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.float64), torch.tensor([[0.5, 0.5, 0.5]], dtype=torch.float64)
-    (g,) = torch.autograd.grad((c * gc).sum() + (v_new * gv).sum(), v)
-    v2 = v.detach().clone().requires_grad_()
-    s = spike(v2 - theta, sur) * mask
-    (g2,) = torch.autograd.grad((s * gc).sum() + (v2 * (1 - s) * gv).sum(), v2)
-    torch.testing.assert_close(g, g2)
+    torch.manual_seed(2)
+    theta = torch.tensor([1.0, 0.9, 1.1, 1.0, 0.8], dtype=torch.float64)
+    live = torch.tensor([[1.0, 1.0, 0.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0, 1.0]], dtype=torch.float64)
+    v0 = torch.tensor([[0.2, -0.4, 0.0, 0.3, 0.0], [0.1, 0.6, -0.2, 0.7, 0.5]], dtype=torch.float64)
+    w = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[1.0], [0.0]], dtype=torch.float64)  # A emits in row 0 only
+    emit_rows = torch.tensor([0])
+    wd = w.detach()
+    spec = _kernels.SettleSpec(
+        sources=((slice(0, 3), theta[0:3], ((slice(3, 5), lambda g: g @ wd),)),),
+        output=(slice(3, 5), theta[3:5]),
+        surrogate=sur,
+        anchors=(w,),
+    )
+    v = v0.clone().requires_grad_()
+    outd = torch.rand(2, 2, dtype=torch.float64, requires_grad=True)
+    v_out, o_out = _kernels.settle(spec, v, live, [emit_rows], outd)
+    assert torch.equal(v_out, v)
+    assert torch.equal(o_out, outd)
+    gv, go = torch.randn(2, 5, dtype=torch.float64), torch.randn(2, 2, dtype=torch.float64)
+    g = torch.autograd.grad((v_out * gv).sum() + (o_out * go).sum(), (v, outd, w))
+    assert torch.equal(g[2], torch.zeros_like(w))  # the spikes are 0: no weight gradient
+    # The same composed from spike(): c = H(V - theta) on the mask, reset, currents c W.
+    v2 = v0.clone().requires_grad_()
+    outd2 = outd.detach().clone().requires_grad_()
+    c = spike(v2[:, 0:3] - theta[0:3], sur) * live[:, 0:3] * mask
+    v_a = v2[:, 0:3] * (1 - c)
+    v_b = v2[:, 3:5] + (c @ wd.t()) * live[:, 3:5]
+    c_out = spike(v_b - theta[3:5], sur) * live[:, 3:5]
+    v_ref = torch.cat([v_a, v_b * (1 - c_out)], 1)
+    assert torch.equal(v_ref, v0)
+    g2 = torch.autograd.grad((v_ref * gv).sum() + ((outd2 + c_out) * go).sum(), (v2, outd2))
+    torch.testing.assert_close(g[0], g2[0])
+    torch.testing.assert_close(g[1], g2[1])
+    assert g[0][0, :2].abs().min() > 0  # A's silent spikes carry gradient in row 0 ...
+    torch.testing.assert_close(g[0][1, :3], gv[1, :3])  # ... and none in row 1
 
 
 def test_losses() -> None:

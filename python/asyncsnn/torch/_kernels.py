@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from asyncsnn.torch.surrogate import Surrogate, spike
 
-__all__ = ["SettleSpec", "TableGrad", "deliver", "fire_values", "settle", "step", "step_exact", "take"]
+__all__ = ["SettleSpec", "TableGrad", "TablePart", "deliver", "fire_values", "settle", "step", "step_exact", "take"]
 
 
 def fire_values(u: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
@@ -51,6 +51,19 @@ def _step_values(
     return u, s, v_new, q + s
 
 
+def _fired_entries(
+    u: torch.Tensor, s: torch.Tensor, theta: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Flat positions of the spikes in ``s``, with ``u`` and ``theta`` there."""
+    fired = s.reshape(-1).nonzero().squeeze(1)
+    n_col = u.shape[-1]
+    if theta.dim() == 1 and theta.shape[0] == n_col:
+        theta_f = theta.index_select(0, fired % n_col)
+    else:
+        theta_f = theta.expand_as(u).reshape(-1).index_select(0, fired)
+    return fired, u.reshape(-1).index_select(0, fired), theta_f
+
+
 class _Step(torch.autograd.Function):
     """One integrate-fire-reset-enqueue step; see :func:`step`."""
 
@@ -63,37 +76,47 @@ class _Step(torch.autograd.Function):
         q: torch.Tensor,
         theta: torch.Tensor,
         surrogate: Surrogate,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        sparse: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         u, s, v_new, q_new = _step_values(v, cur, live, q, theta)
-        ctx.save_for_backward(u, s, live, theta)
+        if sparse:
+            # Only the neurons that fired (a few per row) have a surrogate term: keep those.
+            fired, u_f, theta_f = _fired_entries(u, s, theta)
+            ctx.save_for_backward(live, fired, u_f, theta_f)
+        else:
+            fired = torch.empty(0, dtype=torch.int64, device=u.device)
+            ctx.save_for_backward(live, u, s, theta)
+        ctx.sparse = sparse
         ctx.surrogate = surrogate
-        ctx.mark_non_differentiable(s, u)
-        return v_new, q_new, s, u
+        ctx.mark_non_differentiable(s, u, fired)
+        ctx.set_materialize_grads(False)
+        return v_new, q_new, s, u, fired
 
     @staticmethod
-    def backward(
-        ctx: Any, g_v: torch.Tensor, g_q: torch.Tensor, _g_s: torch.Tensor, _g_u: torch.Tensor
-    ) -> tuple[Any, ...]:
-        u, s, live, theta = ctx.saved_tensors
+    def backward(ctx: Any, g_v: torch.Tensor | None, g_q: torch.Tensor | None, *_: Any) -> tuple[Any, ...]:
+        live, *saved = ctx.saved_tensors
+        if g_v is None:
+            g_v = torch.zeros_like(live)
+        if g_q is None:
+            g_q = torch.zeros_like(live)
         # s = H(U - theta) with surrogate d = sigma'(U - theta); V' = U (1 - s); Q' = Q + s:
         # dU = gV (1 - s) + (gQ - gV U) d s  =  gV + s ((gQ - gV U) d - gV).
-        # Only the neurons that fired (s = 1, a few per row) differ from gV.
+        if not ctx.sparse:
+            u, s, theta = saved
+            t = torch.addcmul(g_q, g_v, u, value=-1.0)
+            t = t * ctx.surrogate.derivative(u - theta) - g_v
+            g_u = torch.addcmul(g_v, s, t)
+            return g_u, g_u * live, None, g_q, None, None, None
+        # Sparse: dU differs from gV at the neurons that fired only.
+        fired, u_f, theta_f = saved
         g_u = g_v.clone(memory_format=torch.contiguous_format)
-        fired = s.reshape(-1).nonzero().squeeze(1)
         if fired.numel():
-            n_col = u.shape[-1]
-            theta_f = (
-                theta.index_select(0, fired % n_col)
-                if theta.dim() == 1 and theta.shape[0] == n_col
-                else theta.expand_as(u).reshape(-1).index_select(0, fired)
-            )
-            u_f = u.reshape(-1).index_select(0, fired)
             gv_f = g_u.view(-1).index_select(0, fired)
             gq_f = g_q.reshape(-1).index_select(0, fired)
             t = torch.addcmul(gq_f, gv_f, u_f, value=-1.0)
             t = t * ctx.surrogate.derivative(u_f - theta_f) - gv_f
             g_u.view(-1).index_copy_(0, fired, gv_f + t)
-        return g_u, g_u * live, None, g_q, None, None
+        return g_u, g_u * live, None, g_q, None, None, None
 
 
 def step(
@@ -103,7 +126,8 @@ def step(
     q: torch.Tensor,
     theta: torch.Tensor,
     surrogate: Surrogate | None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    with_fired: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Integrate, fire, reset and enqueue (R4.3.1-R4.3.2).
 
     ``U = V + I * live``; ``s = H(U - theta)``; ``V' = U (1 - s)``; ``Q' = Q + s``.
@@ -121,6 +145,12 @@ def step(
         Thresholds ``[N]`` (> 0).
     surrogate
         Surrogate derivative for the backward pass, or ``None`` (no graph).
+    with_fired
+        Also return the positions of the spikes. With a graph, the step then keeps the
+        surrogate terms of the neurons that fired only (their positions, membranes
+        and thresholds) for its backward pass, which is cheaper when few neurons fire
+        per step (unlayered schedulers); otherwise it keeps the dense membranes and
+        spikes.
 
     Returns
     -------
@@ -130,12 +160,16 @@ def step(
         The spikes (0/1 floats, no graph).
     u
         The membrane before the reset (no graph; ``v_pre`` of the neurons that fired).
+    fired
+        int64 flat positions ``row * N + neuron`` of the spikes, ascending (``None``
+        unless ``with_fired``).
     """
     if surrogate is None:
         u, s, v_new, q_new = _step_values(v, cur, live, q, theta)
-        return v_new, q_new, s, u
-    v_new, q_new, s, u = _Step.apply(v, cur, live, q, theta, surrogate)
-    return v_new, q_new, s, u
+        fired = s.reshape(-1).nonzero().squeeze(1) if with_fired else None
+        return v_new, q_new, s, u, fired
+    v_new, q_new, s, u, fired = _Step.apply(v, cur, live, q, theta, surrogate, with_fired)
+    return v_new, q_new, s, u, fired if with_fired else None
 
 
 def step_exact(
@@ -145,7 +179,8 @@ def step_exact(
     q: torch.Tensor,
     theta: torch.Tensor,
     surrogate: Surrogate | None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    with_fired: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """:func:`step` with selects instead of 0/1 arithmetic, exact for non-finite values.
 
     ``inf * 0`` is NaN, so the arithmetic of :func:`step` would turn an infinite current
@@ -161,7 +196,8 @@ def step_exact(
     if surrogate is not None:
         s = spike(u - theta, surrogate) * s
     v_new = torch.where(fired, torch.zeros_like(u), u)
-    return v_new, q + s, s.detach(), u.detach()
+    positions = fired.reshape(-1).nonzero().squeeze(1) if with_fired else None
+    return v_new, q + s, s.detach(), u.detach(), positions
 
 
 class _TakeFlat(torch.autograd.Function):
@@ -266,15 +302,53 @@ class _TableRoot(torch.autograd.Function):
         return (None, *grads)
 
 
+@dataclass(frozen=True)
+class TablePart:
+    """A block of a weight table: the rows of one or more source neurons, some columns.
+
+    Attributes
+    ----------
+    row0
+        First table row (= global id of the first source neuron) of the block.
+    lo, hi
+        Its columns ``[lo, hi)`` in the table.
+    table
+        ``table[row0 : row0 + rows, lo:hi]``, contiguous (no graph).
+    """
+
+    row0: int
+    lo: int
+    hi: int
+    table: torch.Tensor
+
+
 def _deliver_values(
-    table: torch.Tensor, q: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, offsets: torch.Tensor, col0: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    flat = rows * q.shape[1] + cols
-    mult = _take_values(q, flat)
-    cur = F.embedding_bag(cols, table, offsets, mode="sum", per_sample_weights=mult)
-    if col0:
-        cur = F.pad(cur, (col0, 0))
-    return q, cur, flat, mult
+    parts: list[TablePart],
+    q: torch.Tensor,
+    flat: torch.Tensor,
+    groups: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None],
+    col0: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    q_flat = q.view(-1)
+    mult = q_flat.index_select(0, flat)
+    q_flat.index_fill_(0, flat, 0.0)
+    part = parts[0]
+    if len(parts) == 1 and part.lo == 0 and col0 + part.hi == q.shape[1] and groups[0] is not None:
+        # One block covering every column from col0 on: the currents are one embedding_bag.
+        _, local, offsets = groups[0]
+        cur = F.embedding_bag(local, part.table, offsets, mode="sum", per_sample_weights=mult)
+        return (F.pad(cur, (col0, 0)) if col0 else cur), mult
+    cur = q.new_zeros(q.shape)
+    s0 = 0
+    for part, group in zip(parts, groups):
+        if group is None:
+            continue
+        rows, local, offsets = group
+        s1 = s0 + rows.numel()
+        emb = F.embedding_bag(local, part.table, offsets, mode="sum", per_sample_weights=mult[s0:s1])
+        cur[:, col0 + part.lo : col0 + part.hi] += emb
+        s0 = s1
+    return cur, mult
 
 
 class _Deliver(torch.autograd.Function):
@@ -283,58 +357,72 @@ class _Deliver(torch.autograd.Function):
         ctx: Any,
         _token: torch.Tensor,
         holder: TableGrad,
+        parts: list[TablePart],
         q: torch.Tensor,
-        rows: torch.Tensor,
-        cols: torch.Tensor,
-        offsets: torch.Tensor,
+        flat: torch.Tensor,
+        groups: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None],
         col0: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        q_new, cur, flat, mult = _deliver_values(holder.table, q, rows, cols, offsets, col0)
+        cur, mult = _deliver_values(parts, q, flat, groups, col0)
         ctx.mark_dirty(q)
-        ctx.holder, ctx.col0 = holder, col0
-        ctx.save_for_backward(rows, cols, flat, mult)
-        return q_new, cur
+        ctx.holder, ctx.parts, ctx.col0 = holder, parts, col0
+        ctx.present = [group is not None for group in groups]
+        ctx.save_for_backward(flat, mult, *[t for group in groups if group is not None for t in group[:2]])
+        return q, cur
 
     @staticmethod
     def backward(ctx: Any, g_q: torch.Tensor, g_cur: torch.Tensor) -> tuple[Any, ...]:
         holder: TableGrad = ctx.holder
-        rows, cols, flat, mult = ctx.saved_tensors
-        table = holder.table
+        flat, mult, *saved = ctx.saved_tensors
         if holder.grad is None:
-            holder.grad = torch.zeros_like(table)
-        g = g_cur[:, ctx.col0 :] if ctx.col0 else g_cur
-        g_rows = g.index_select(0, rows)  # [S, cols]: the current gradient of each entry's row
-        # d/d mult[s] = <g[rows[s]], table[cols[s]]>;  d/d table[cols[s]] += mult[s] g[rows[s]].
-        g_mult = (table.index_select(0, cols) * g_rows).sum(1)
-        holder.grad.index_add_(0, cols, g_rows * mult.unsqueeze(1))
+            holder.grad = torch.zeros_like(holder.table)
+        g_mults = []
+        s0 = 0
+        for part, present in zip(ctx.parts, ctx.present):
+            if not present:
+                continue
+            rows, local = saved[0], saved[1]
+            saved = saved[2:]
+            s1 = s0 + rows.numel()
+            g = g_cur[:, ctx.col0 + part.lo : ctx.col0 + part.hi]
+            g_rows = g.index_select(0, rows)  # the current gradient of each entry's row
+            # d/d mult[s] = <g[rows[s]], table[s]>;  d/d table[s] += mult[s] g[rows[s]].
+            g_mults.append((part.table.index_select(0, local) * g_rows).sum(1))
+            block = holder.grad[part.row0 : part.row0 + part.table.shape[0], part.lo : part.hi]
+            block.index_add_(0, local, g_rows * mult[s0:s1].unsqueeze(1))
+            s0 = s1
+        g_mult = g_mults[0] if len(g_mults) == 1 else torch.cat(g_mults)
         # Q' = Q except 0 at the selected entries, whose values went into the currents.
-        return None, None, _put(g_q, flat, g_mult), None, None, None, None
+        return None, None, None, _put(g_q, flat, g_mult), None, None, None
 
 
 def deliver(
     holder: TableGrad | None,
-    table: torch.Tensor,
+    parts: list[TablePart],
     q: torch.Tensor,
-    rows: torch.Tensor,
-    cols: torch.Tensor,
-    offsets: torch.Tensor,
+    flat: torch.Tensor,
+    groups: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None],
     col0: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Take the selected neurons out of ``Q`` and deliver them through a weight table (R4.3.4).
 
-    The selected entries are ``(rows[s], cols[s])``, sorted by row; ``offsets[b]`` is
-    the first entry of row ``b`` (rows without entries receive no current). Returns
-    ``Q`` with the selected entries set to 0 (``q`` itself, contiguous, modified in
-    place: no other node of the graph may have saved it), and the currents
-    ``cur[b] = sum_s Q[b, cols[s]] * table[cols[s]]`` over the entries of row ``b``,
-    padded with ``col0`` zero columns on the left (``[rows, col0 + table columns]``).
-    Differentiable in ``Q`` and, through ``holder``, in the weights of the table;
-    without a holder (no graph) the same values are computed directly.
+    The table (rows = source neurons) is given as blocks (:class:`TablePart`). The
+    selected entries are listed block after block: ``flat`` holds their positions
+    ``row * N + neuron`` in ``Q``, and ``groups[p]`` is ``(rows, local, offsets)``
+    for the entries of block ``p`` (``None`` if it has none): their rows in ``Q``
+    (sorted), their rows in the block's table, and ``offsets[b]``, the first entry of
+    row ``b`` within the block's entries. Returns ``Q`` with the selected entries set
+    to 0 (``q`` itself, contiguous, modified in place: no other node of the graph may
+    have saved it), and the currents ``[rows, N]``: ``cur[b, col0 + lo + j] = sum``
+    over the entries of row ``b`` in each block of ``Q[entry] * table[local, j]``.
+    Differentiable in ``Q`` and, through ``holder`` (whose table the blocks were cut
+    from), in the weights of the table; without a holder (no graph) the same values
+    are computed directly.
     """
     if holder is None:
-        q_new, cur, _, _ = _deliver_values(table, q, rows, cols, offsets, col0)
-        return q_new, cur
-    q_new, cur = _Deliver.apply(holder.token, holder, q, rows, cols, offsets, col0)
+        cur, _ = _deliver_values(parts, q, flat, groups, col0)
+        return q, cur
+    q_new, cur = _Deliver.apply(holder.token, holder, parts, q, flat, groups, col0)
     return q_new, cur
 
 
@@ -375,67 +463,64 @@ class _Settle(torch.autograd.Function):
         v: torch.Tensor,
         outd: torch.Tensor | None,
         live: torch.Tensor,
-        *masks_and_anchors: torch.Tensor,
+        *rows_and_anchors: torch.Tensor,
     ) -> Any:
         # Every silent spike is 0 and so is every current it sends: the values pass unchanged.
         ctx.spec = spec
-        ctx.save_for_backward(v, live, *masks_and_anchors[: len(spec.sources)])
+        ctx.save_for_backward(v, live, *rows_and_anchors[: len(spec.sources)])
         return v if outd is None else (v, outd)
 
     @staticmethod
     def backward(ctx: Any, g_v: torch.Tensor, *g_out: torch.Tensor) -> tuple[Any, ...]:
         spec: SettleSpec = ctx.spec
-        v, live, *masks = ctx.saved_tensors
+        v, live, *rows = ctx.saved_tensors
         sur = spec.surrogate
         g = g_v.clone(memory_format=torch.contiguous_format)
         # In reverse order of emission: a population's membrane gradient is complete once
         # every later emission (its own included) has been differentiated.
         if spec.output is not None:
             sl, theta = spec.output
-            _silent_grad(g, g_out[0], v, sl, theta, live[:, sl], sur)
-        for (sl, theta, targets), mask in zip(reversed(spec.sources), reversed(masks)):
+            gv = g[:, sl]
+            g[:, sl] = _silent_grad(gv, g_out[0], v[:, sl], theta, live[:, sl], sur)
+        for (sl, theta, targets), idx in zip(reversed(spec.sources), reversed(rows)):
+            # Only the emitting rows: the others' silent spikes of this population come later.
+            g_r, live_r = g.index_select(0, idx), live.index_select(0, idx)
             g_c: torch.Tensor | None = None
             for t_sl, transposed in targets:
-                gc = transposed(g[:, t_sl] * live[:, t_sl])  # refractory targets discard the current
+                gc = transposed(g_r[:, t_sl] * live_r[:, t_sl])  # refractory targets discard the current
                 g_c = gc if g_c is None else g_c + gc
             assert g_c is not None
-            _silent_grad(g, g_c, v, sl, theta, live[:, sl] * mask, sur)
+            v_r = v.index_select(0, idx)[:, sl]
+            g[:, sl].index_copy_(0, idx, _silent_grad(g_r[:, sl], g_c, v_r, theta, live_r[:, sl], sur))
         zeros = [torch.zeros_like(a) for a in spec.anchors]
-        return (None, g, g_out[0] if g_out else None, None, *([None] * len(masks)), *zeros)
+        return (None, g, g_out[0] if g_out else None, None, *([None] * len(rows)), *zeros)
 
 
 def _silent_grad(
-    g: torch.Tensor,
-    g_c: torch.Tensor,
-    v: torch.Tensor,
-    sl: slice,
-    theta: torch.Tensor,
-    mask: torch.Tensor,
-    sur: Surrogate,
-) -> None:
-    """``g[:, sl]`` through ``c = H(V - theta)`` (= 0) and ``V' = V (1 - c)`` on ``mask``, in place."""
-    gv, vv = g[:, sl], v[:, sl]
+    g_v: torch.Tensor, g_c: torch.Tensor, v: torch.Tensor, theta: torch.Tensor, mask: torch.Tensor, sur: Surrogate
+) -> torch.Tensor:
+    """The gradient of ``V`` through ``c = H(V - theta)`` (= 0) and ``V' = V (1 - c)`` on ``mask``."""
     # dV = gV + (gc - gV V) d mask, with d the surrogate derivative at V - theta.
-    d = sur.derivative(vv - theta) * mask
-    g[:, sl] = torch.addcmul(gv, torch.addcmul(g_c, gv, vv, value=-1.0), d)
+    d = sur.derivative(v - theta) * mask
+    return torch.addcmul(g_v, torch.addcmul(g_c, g_v, v, value=-1.0), d)
 
 
 def settle(
     spec: SettleSpec,
     v: torch.Tensor,
     live: torch.Tensor,
-    masks: list[torch.Tensor],
+    rows: list[torch.Tensor],
     outd: torch.Tensor | None = None,
 ) -> Any:
     """Silent spikes of the populations in ``spec`` (``docs/semantics.md`` section 9).
 
-    Each non-refractory neuron of an emitting population whose row is set in its mask
-    emits ``c = H(V - theta)``, exactly 0 (its membrane was checked at the last fire
-    phase and has received no current since), resets ``V' = V (1 - c)`` and sends the
-    (zero) currents ``c W`` to its targets' membranes, where refractory targets discard
-    them; populations emit in increasing order, so a target that emits in the same call
-    does so after receiving them. With ``spec.output`` the output neurons emit too
-    (last) and their spikes are added to the differentiable output counts ``outd``.
+    Each non-refractory neuron of an emitting population, in the given rows, emits
+    ``c = H(V - theta)``, exactly 0 (its membrane was checked at the last fire phase
+    and has received no current since), resets ``V' = V (1 - c)`` and sends the (zero)
+    currents ``c W`` to its targets' membranes, where refractory targets discard them;
+    populations emit in increasing order, so a target that emits in the same call does
+    so after receiving them. With ``spec.output`` the output neurons of every row emit
+    too (last) and their spikes are added to the differentiable output counts ``outd``.
 
     Forward, every value is unchanged: ``v`` (and ``outd``) are returned as they are.
     Backward, each silent spike has the surrogate derivative of the spike and of the
@@ -449,9 +534,9 @@ def settle(
         Membranes ``[rows, N]``.
     live
         ``[rows, N]`` 1.0 for non-refractory neurons.
-    masks
-        One float ``[rows, 1]`` per entry of ``spec.sources``: 1.0 for the rows in
-        which the population emits.
+    rows
+        One int64 tensor per entry of ``spec.sources``: the (distinct) rows in which
+        the population emits.
     outd
         Differentiable output counts ``[rows, n_out]`` (required with ``spec.output``).
 
@@ -459,4 +544,4 @@ def settle(
     -------
     ``v``, or ``(v, outd)`` with ``spec.output``.
     """
-    return _Settle.apply(spec, v, outd, live, *masks, *spec.anchors)
+    return _Settle.apply(spec, v, outd, live, *rows, *spec.anchors)

@@ -8,11 +8,12 @@ needed for constants of ``2**31`` or more, and :func:`_mul_mod32` does it then.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from asyncsnn.rng import mix32
 
-__all__ = ["hash_neurons", "mix32_t", "prefix", "uniform24"]
+__all__ = ["hash_neurons", "hash_neurons_np", "mix32_t", "prefix", "uniform24", "uniform24_np"]
 
 _MASK32 = 0xFFFFFFFF
 _SEED0 = 0x243F6A88
@@ -66,3 +67,29 @@ def hash_neurons(state: torch.Tensor, neurons: torch.Tensor, stream: int) -> tor
 def uniform24(h: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``u = (h >> 8) / 2**24`` (exact in float32 and float64)."""
     return (h >> 8).to(dtype) / float(1 << 24)
+
+
+def _mix32_np(x: np.ndarray) -> np.ndarray:
+    """``mix32`` in place on a uint64 array of values in ``[0, 2**32)`` (products stay below 2**63)."""
+    x ^= x >> np.uint64(16)
+    x *= np.uint64(_M1)
+    x &= np.uint64(_MASK32)
+    x ^= x >> np.uint64(15)
+    x *= np.uint64(_M2)
+    x &= np.uint64(_MASK32)
+    x ^= x >> np.uint64(15)
+    return x
+
+
+def hash_neurons_np(state: np.ndarray, neurons: np.ndarray, stream: int) -> np.ndarray:
+    """:func:`hash_neurons` on int64 numpy arrays (the engine's CPU bookkeeping); int64 result."""
+    x = _mix32_np((state ^ neurons).astype(np.uint64))
+    if stream:
+        x ^= np.uint64(stream)
+    return _mix32_np(x).astype(np.int64)
+
+
+def uniform24_np(h: np.ndarray) -> np.ndarray:
+    """:func:`uniform24` on an int64 numpy array (float32 result)."""
+    u: np.ndarray = (h >> 8).astype(np.float32) / np.float32(1 << 24)
+    return u

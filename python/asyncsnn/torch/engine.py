@@ -34,29 +34,36 @@ One timestep ``t`` (R4):
 Masks and counts are float tensors (0/1 and small integers are exact in float32):
 boolean and int64 kernels are several times slower on the CPU. Float32 overflow is
 part of the arithmetic (R8.1): a step whose membranes are not all finite is recomputed
-with exact selects (``inf * 0`` would be NaN), and momentum keys then use int64 bits.
+with exact selects (``inf * 0`` would be NaN).
 
-**Selection** is one ``topk`` per step over a key ``[rows, N]`` that is unique within a
-row, ``F_eff = min(F, largest pending count)`` slots; slots beyond a row's pending
-count are padding (multiplicity 0):
+**Pending set and selection** (unlayered schedulers). The pending neurons are a list of
+``(row, neuron)`` entries sorted by row and id; each row's group is the ``F`` smallest
+of a key that is unique within the row, taken from a ``[rows, largest pending count]``
+table of the row's keys (one ``topk`` / ``partition``):
 
 * ``fifo``: the sequence number (R5.2);
-* ``random``: ``h(seed, sample, t, k, j, 0) * N + j`` in int64 (R5.3; ties to the
-  smaller id), hashed for the pending neurons only;
-* ``momentum``: the largest ``v_pre``, ties to the smaller id (R5.4). ``v_pre`` is kept
-  for pending neurons only (0 elsewhere); the float64 key ``v_pre * (1 - j 2**-50)``
-  orders exactly so. With jitter, ``v_pre + float32(jitter * u(.., 2))`` is rounded to
-  float32 and its bits (a positive float32 orders like its bits) form the int64 key
-  ``(2**31 - bits) * N + j``;
-* ``layered``: no topk: the group is every pending neuron of the lowest pending
+* ``random``: ``h(seed, sample, t, k, j, 0)``, hashed for the pending neurons only
+  (R5.3; ties to the smaller id);
+* ``momentum``: the largest ``v_pre`` (R5.4), with jitter ``v_pre + float32(jitter *
+  u(.., 2))`` rounded to float32; a positive float32 orders like its bits, so the key is
+  ``2**31 - bits``, ties to the smaller id;
+* ``layered``: no selection: the group is every pending neuron of the lowest pending
   population (R5.1), a masked dense row per source population.
+
+A row with at most ``F`` pending neurons delivers them all. This bookkeeping (pending
+list, counts, queue peak, stop check, settled populations, selection, synops) works
+on small integer arrays, and its cost is the number of kernel launches, not their
+size: on the CPU it runs in numpy on zero-copy views of the row tensors
+(:func:`_host_iteration`; a numpy call costs a fraction of a torch kernel launch), the
+pending list kept up to date from the positions of each step's spikes; on other
+devices the same computation runs in torch, the pending list from ``nonzero``.
 
 **Delivery** touches the selected neurons only: when all LIF-to-LIF projections are
 Dense, their weights form one table ``[N, span]`` (row = source neuron) and a step's
 currents are one ``embedding_bag`` -- the multiplicity-weighted sum of the selected
-rows, ``[rows, F, span]`` gathered, never a matmul over all neurons -- whose table
-gradient is accumulated in place across steps
-(:class:`~asyncsnn.torch._kernels.TableGrad`). Otherwise each source population is
+rows, never a matmul over all neurons -- fused with taking the group out of ``Q`` in
+one autograd node whose table gradient is accumulated in place across steps
+(:func:`~asyncsnn.torch._kernels.deliver`). Otherwise each source population is
 handled alone: ``embedding_bag`` over ``W.T`` for Dense, multiplicities scattered into
 the emitted map and convolved for Conv2d and pooling. The layered scheduler uses a
 dense matmul/conv of the emitted rows. Currents of a step are summed into ``I`` in
@@ -77,7 +84,10 @@ current can reach it any more and ``V`` is its final membrane of the timestep --
 the end of the timestep. Its (zero) currents go straight into the targets' membranes,
 population by population, before the targets emit theirs; output neurons add theirs
 to the differentiable output counts. The forward is unchanged (every value added is
-0). With the ``layered`` scheduler a population settles exactly when its group is
+0), so the silent spikes are one autograd node with an identity forward
+(:func:`~asyncsnn.torch._kernels.settle`). The spike's surrogate term is kept for the
+neurons that fired only (their positions, membranes and thresholds), which is also
+all the memory a step's node saves besides the refractory mask. With the ``layered`` scheduler a population settles exactly when its group is
 delivered, so training is layered BPTT (R4.5: each neuron contributes
 ``s_t = H(U_t - theta)`` once per timestep at its final membrane ``U_t``); any
 scheduler with ``F`` at least the widest population gives the same gradients on a
@@ -89,7 +99,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -112,8 +122,8 @@ from asyncsnn.exceptions import ParameterError, invalid
 from asyncsnn.network import AvgPool2d, Conv2d, Dense, Network, SumPool2d
 from asyncsnn.result import COUNTER_FIELDS, InferenceResult
 from asyncsnn.rng import STREAM_DROPOUT, STREAM_JITTER, STREAM_RANDOM
-from asyncsnn.torch._kernels import SettleSpec, TableGrad, deliver, settle, step, step_exact, take
-from asyncsnn.torch._rng import hash_neurons, mix32_t, prefix, uniform24
+from asyncsnn.torch._kernels import SettleSpec, TableGrad, TablePart, deliver, settle, step, step_exact, take
+from asyncsnn.torch._rng import hash_neurons, hash_neurons_np, mix32_t, prefix, uniform24, uniform24_np
 from asyncsnn.torch.surrogate import Surrogate, make_surrogate
 
 __all__ = ["Plan", "RunOutput", "as_tensor", "infer", "network_weights", "run", "torch_device"]
@@ -122,6 +132,7 @@ _MAX_KEY = torch.iinfo(torch.int64).max
 _INFER_CHUNK = 2048  # samples per batch inside infer (results do not depend on it)
 _MIN_COMPACT = 16  # smaller row sets are never compacted: their finished rows cost next to nothing
 _HASH_STEPS = 32  # forward steps whose hash states are computed at once
+_HOST = True  # unlayered scheduling bookkeeping in numpy when running on the CPU (see _host_iteration)
 
 
 # ---------------------------------------------------------------------------------------
@@ -240,6 +251,7 @@ class Plan:
             "fanout_in": fan_in,
         }
         self._cache: dict[str, dict[str, torch.Tensor]] = {}
+        self._host: dict[str, np.ndarray] | None = None
 
     def tensors(self, device: torch.device) -> dict[str, torch.Tensor]:
         """The constant tables on ``device`` (built once per device)."""
@@ -273,6 +285,13 @@ class Plan:
                     )
             self._cache[key] = t
         return self._cache[key]
+
+
+def _host_arrays(plan: Plan) -> dict[str, np.ndarray]:
+    """The plan's constant tables on the CPU as numpy arrays (built once)."""
+    if plan._host is None:
+        plan._host = {k: v.numpy() for k, v in plan.tensors(torch.device("cpu")).items()}
+    return plan._host
 
 
 def torch_device(device: torch.device | str | None) -> torch.device:
@@ -386,11 +405,21 @@ class _Rows:
     lat_open: torch.Tensor  # float32 [n] 1.0 = a first (correct) output spike may still be recorded
     cur: torch.Tensor | None = None  # float32 [n, N] currents of the next integration
     outd: torch.Tensor | None = None  # float32 [n, n_out] differentiable output counts (end of timestep)
+    views: dict[str, tuple[torch.Tensor, np.ndarray]] = field(default_factory=dict, repr=False)
 
     def take(self, idx: torch.Tensor) -> _Rows:
         """The rows ``idx`` (int64 positions within this set)."""
-        parts: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        parts: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "views"}
         return _Rows(**{name: None if x is None else x[idx] for name, x in parts.items()})  # type: ignore[arg-type]
+
+    def np(self, name: str) -> np.ndarray:
+        """A numpy view of the CPU tensor ``name`` (cached while the attribute holds that tensor)."""
+        tensor = getattr(self, name)
+        cached = self.views.get(name)
+        if cached is None or cached[0] is not tensor:
+            cached = (tensor, tensor.numpy())
+            self.views[name] = cached
+        return cached[1]
 
     def spikes(self) -> torch.Tensor:
         """float32 ``[n, N]``: the spikes of each neuron so far in this timestep."""
@@ -416,6 +445,8 @@ def _merge(parts: list[_Rows]) -> _Rows:
     inv[order] = torch.arange(order.numel(), device=order.device)
     merged: dict[str, Any] = {}
     for f in fields(_Rows):
+        if f.name == "views":
+            continue
         vals = [getattr(p, f.name) for p in parts]
         merged[f.name] = None if vals[0] is None else torch.cat(vals)[inv]
     return _Rows(**merged)
@@ -440,6 +471,7 @@ class _Delivery:
         lif = [pp for pp in plan.projections if pp.source > 0]
         self.table: torch.Tensor | None = None
         self.holder: TableGrad | None = None
+        self.parts: list[TablePart] = []
         self.col0 = min((plan.offsets[pp.target] for pp in lif), default=0)
         span = plan.n_neurons - self.col0
         if lif and all(pp.kind == "dense" for pp in lif) and plan.n_neurons * span <= self.TABLE_LIMIT:
@@ -456,6 +488,7 @@ class _Delivery:
             self.table = table
             if torch.is_grad_enabled() and any(w.requires_grad for w in ws):
                 self.holder = TableGrad(table, blocks, ws)
+            self.parts = [TablePart(0, 0, span, table)]  # the table as one block
         self._wt: dict[int, torch.Tensor] = {}
         self._specs: dict[tuple[tuple[int, ...], bool], SettleSpec] = {}
 
@@ -661,6 +694,8 @@ def run(
     if labels is not None:
         labels = labels.to(dev, i64)
     delivery = _Delivery(plan, pt, weights)
+    host = _HOST and not layered and dev.type == "cpu"
+    min_rank = float(pt["src_rank_f"].min()) if plan.source_populations else math.inf  # see _emit_silent
 
     # R7.3 / R7.4: input events and the input deliveries' synops, for every timestep at once.
     nonzero = frames != 0
@@ -693,7 +728,7 @@ def run(
             live=torch.ones(n_batch, n_neu, dtype=f32, device=dev),
             q=zeros(),
             fired=zeros() if drop_p is not None else None,
-            delivered=zeros() if layered else None,
+            delivered=zeros() if layered or host else None,
             steps=torch.zeros(n_batch, dtype=f32, device=dev),
             qpeak=torch.zeros(n_batch, dtype=f32, device=dev),
             done=torch.zeros(n_batch, dtype=torch.bool, device=dev),
@@ -710,9 +745,14 @@ def run(
         )
         retired: list[_Rows] = []
         latency_open = True  # some row may still record a first (correct) output spike
+        pend = np.empty(0, dtype=np.int64)  # host bookkeeping: the pending neurons (see _host_iteration)
         k = 0
         while True:
-            a.steps = torch.where(a.done, a.steps, float(k + 1))  # R7.5: forward steps of the running rows
+            # R7.5: forward steps of the running rows.
+            if host:
+                a.np("steps")[~a.np("done")] = k + 1
+            else:
+                a.steps = torch.where(a.done, a.steps, float(k + 1))
             # R4.3.1 integrate (refractory neurons, live = 0, discard their current); R4.3.2
             # fire (strict threshold), reset to 0 in the graph, enqueue: q += s (R3.2). q holds
             # the spikes not delivered yet, with their graph: the pending multiplicities of
@@ -720,10 +760,10 @@ def run(
             # neurons: the differentiable output counts), which are never scheduled.
             assert a.cur is not None
             v_before, q_before = a.v, a.q
-            a.v, a.q, sd, u = step(a.v, a.cur, a.live, a.q, theta, sur)
+            a.v, a.q, sd, u, fired = step(a.v, a.cur, a.live, a.q, theta, sur, host)
             exact = not math.isfinite(float(u.sum()))  # some membrane overflowed float32 (or a false alarm)
             if exact:
-                a.v, a.q, sd, u = step_exact(v_before, a.cur, a.live, q_before, theta, sur)
+                a.v, a.q, sd, u, fired = step_exact(v_before, a.cur, a.live, q_before, theta, sur, host)
             a.cur = None
             hash_k = a.step_hash(k) if a.hash_t is not None else None
             if a.vpre is not None:
@@ -755,8 +795,19 @@ def run(
                 a.fired = a.fired + sd
             if latency_open:
                 out_fired = sd[:, out_sl]
-                if float((out_fired.amax(1) * a.lat_open).amax()) > 0:
+                if host:
+                    if (out_fired.numpy().max(1) * a.np("lat_open")).max() > 0:
+                        latency_open = _latency_host(a, cols, _host_arrays(plan), k, out_fired.numpy())
+                elif float((out_fired.amax(1) * a.lat_open).amax()) > 0:
                     latency_open = _latency(a, cols, pt, k, out_fired)
+            if host:
+                assert fired is not None
+                nxt = _host_iteration(plan, pt, opts, a, k, hash_k, fired, pend, cols, delivery, sur, retired)
+                if nxt is None:
+                    break
+                a, pend = nxt
+                k += 1
+                continue
             # R7.6 queue peak after every fire phase; R6 stop check.
             qd = a.q.detach()
             if layered:
@@ -826,7 +877,8 @@ def run(
                 assert top is not None
                 assert sur is not None
                 assert a.settled is not None
-                if bool((top < a.settled).any()):
+                # Some population settles when a source rank r has top <= r < settled.
+                if bool((torch.clamp(top, min=min_rank) < a.settled).any()):
                     _emit_silent(plan, pt, a, top, delivery, sur)
             # R4.3.4 select and deliver.
             if layered:
@@ -849,9 +901,11 @@ def run(
                 n_sel = counts.clamp(max=opts.forward_group_size)
                 offsets = torch.cumsum(n_sel, 0) - n_sel
                 if delivery.table is not None:
-                    a.q, a.cur = deliver(
-                        delivery.holder, delivery.table, a.q, rows_sel, cols_sel, offsets, delivery.col0
-                    )
+                    flat = rows_sel * n_neu + cols_sel
+                    groups: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None] = [
+                        (rows_sel, cols_sel, offsets)
+                    ]
+                    a.q, a.cur = deliver(delivery.holder, delivery.parts, a.q, flat, groups, delivery.col0)
                 else:
                     mult, a.q = take(a.q, rows_sel * n_neu + cols_sel, grad)
                     a.cur = delivery.selected(rows_sel, cols_sel, mult, n_rows=a.rows.numel())
@@ -879,6 +933,187 @@ def run(
     counters = _finish(plan, torch.round(rec).to(i64), input_events, cols)
     counts = torch.stack(counts_t, 1) if grad else counters["timestep_output_counts"].to(dev, f32)
     return RunOutput(counts=counts, counters={k: t.cpu() for k, t in counters.items()})
+
+
+def _host_iteration(
+    plan: Plan,
+    pt: dict[str, torch.Tensor],
+    opts: RunOptions,
+    a: _Rows,
+    k: int,
+    hash_k: torch.Tensor | None,
+    fired: torch.Tensor,
+    pend: np.ndarray,
+    cols: _Cols,
+    delivery: _Delivery,
+    sur: Surrogate | None,
+    retired: list[_Rows],
+) -> tuple[_Rows, np.ndarray] | None:
+    """Queue peak, stop check, silent spikes, selection and delivery of forward step ``k`` (CPU).
+
+    The unlayered schedulers' bookkeeping -- the pending set, pending counts, queue
+    peaks, the stop check, the rows' retirement, the settled populations, the
+    selection and the synops -- works on small integer arrays; on the CPU it runs in
+    numpy on zero-copy views of the row tensors, whose per-call cost is a fraction of
+    a torch kernel launch. It is the same computation as the torch code of :func:`run`
+    (used on other devices). The pending set is kept as the sorted keys
+    ``row * N + neuron`` (``pend``): the neurons with outgoing projections among the
+    spikes of this step (``fired``, flat positions) join it, the delivered ones leave
+    it. Returns the (possibly compacted) running rows and the pending keys left after
+    the delivery, or ``None`` when every row's timestep has ended (``a`` then joins
+    ``retired``).
+    """
+    n_neu, f = plan.n_neurons, opts.forward_group_size
+    grad = sur is not None
+    pt_np = _host_arrays(plan)
+    # R4.3.2: enqueue; a neuron already pending (refractory dropout) keeps its entry.
+    new = fired.numpy()
+    new = new[new % n_neu < plan.src_prefix] if plan.src_prefix is not None else new[pt_np["has_out"][new % n_neu]]
+    if pend.size and new.size:
+        both = np.concatenate((pend, new))
+        pend = np.unique(both) if opts.refractory_dropout is not None else np.sort(both, kind="stable")
+    elif new.size:
+        pend = new
+    rows, neurons = np.divmod(pend, n_neu)
+    n_rows = a.rows.numel()
+    counts = np.bincount(rows, minlength=n_rows)
+    qpeak = a.np("qpeak")
+    np.maximum(qpeak, counts, out=qpeak)  # R7.6
+    cnt = a.np("cnt")
+    stop: np.ndarray | None = None
+    if opts.stop is StopMode.FIRST_OUTPUT:
+        fo = cnt[:, cols.fo_step]
+        stop = (fo >= 0) & (k - fo >= opts.extra_steps)
+    if opts.max_steps is not None and k + 1 >= opts.max_steps:
+        stop = np.ones(n_rows, dtype=bool)
+    if stop is not None and stop.any():
+        # R6.4: the pending spikes of a stopped row are dropped.
+        qd = a.q.detach()
+        q_src = qd[:, : plan.src_prefix] if plan.src_prefix is not None else qd * pt["has_out_f"]
+        cnt[:, cols.drop] += q_src.numpy().sum(1, dtype=np.float64) * stop
+        stop_f = torch.from_numpy(stop.astype(np.float32))
+        a.q = a.q * (1.0 - stop_f.unsqueeze(1) * pt["has_out_f"])
+        kept = ~stop[rows]
+        pend, rows, neurons = pend[kept], rows[kept], neurons[kept]
+        counts[stop] = 0
+    done = counts == 0
+    a.np("done")[:] = done
+    n_active = int(np.count_nonzero(counts))
+    if n_active == 0:
+        retired.append(a)
+        return None
+    hash_np = None if hash_k is None else hash_k.numpy()
+    if 2 * (n_rows - n_active) >= n_rows >= _MIN_COMPACT:
+        # Rows whose timestep ended are set aside (they have no pending entries).
+        retired.append(a.take(torch.from_numpy(np.flatnonzero(done))))
+        keep = np.flatnonzero(~done)
+        rows = (np.cumsum(~done) - 1)[rows]
+        pend = rows * n_neu + neurons
+        counts = counts[keep]
+        a = a.take(torch.from_numpy(keep))
+        hash_np = None if hash_np is None else hash_np[keep]
+        n_rows = keep.size
+    start = np.cumsum(counts) - counts  # first entry of each row
+    if grad:
+        assert sur is not None
+        assert a.settled is not None
+        # A row's first entry is its lowest pending neuron, of the lowest pending population.
+        top = np.zeros(n_rows, dtype=np.float32)
+        has = counts > 0
+        top[has] = pt_np["rank_f"][neurons[start[has]]]
+        # Some population settles when a source rank r has top <= r < settled.
+        if (np.maximum(top, pt_np["src_rank_f"].min(initial=np.inf)) < a.np("settled")).any():
+            _emit_silent_host(plan, pt, a, top, delivery, sur)
+    # R4.3.4 select and deliver.
+    sel = _select_host(opts.scheduler, a, rows, neurons, counts, start, hash_np, opts.jitter, f, n_neu)
+    sel_rows, sel_neurons, sel_flat = rows[sel], neurons[sel], pend[sel]
+    left = np.ones(pend.size, dtype=bool)
+    left[sel] = False
+    n_sel = np.minimum(counts, f)
+    offsets = torch.from_numpy(np.cumsum(n_sel) - n_sel)
+    rows_t, neurons_t = torch.from_numpy(sel_rows), torch.from_numpy(sel_neurons)
+    if delivery.table is not None:
+        flat = torch.from_numpy(sel_flat)
+        a.q, a.cur = deliver(delivery.holder, delivery.parts, a.q, flat, [(rows_t, neurons_t, offsets)], delivery.col0)
+    else:
+        mult, a.q = take(a.q, torch.from_numpy(sel_flat), grad)
+        a.cur = delivery.selected(rows_t, neurons_t, mult, n_rows=n_rows)
+    # R7.4: deliveries per neuron (their synops are summed at the end of the timestep).
+    a.np("delivered").reshape(-1)[sel_flat] += 1.0
+    return a, pend[left]
+
+
+def _latency_host(a: _Rows, cols: _Cols, pt_np: dict[str, np.ndarray], k: int, out_fired: np.ndarray) -> bool:
+    """:func:`_latency` in numpy (CPU)."""
+    cnt = a.np("cnt")
+    new = (out_fired.max(1) > 0) & (cnt[:, cols.fo_step] < 0)
+    hit = None
+    if a.labels is not None:
+        hit = (out_fired[np.arange(out_fired.shape[0]), a.np("labels")] > 0) & (cnt[:, cols.fc_step] < 0)
+    if new.any() or (hit is not None and hit.any()):
+        if a.fired is None:  # spikes of steps 0..k (this step included)
+            spk_t = a.live.shape[1] - a.np("live").sum(1, dtype=np.float64)
+        else:
+            spk_t = a.np("fired").sum(1, dtype=np.float64)
+        # synops of the deliveries integrated in steps 0..k: input + deliveries made so far.
+        syn_t = cnt[:, cols.syn].sum(1) + a.np("delivered") @ pt_np["fanout_total_f64"]
+        cnt[new, cols.fo_step] = k
+        cnt[new, cols.fo_class] = out_fired.argmax(1)[new]  # the first (smallest) index spiking
+        cnt[new, cols.fo_spk] = spk_t[new]
+        cnt[new, cols.fo_syn] = syn_t[new]
+        if hit is not None:
+            cnt[hit, cols.fc_step] = k
+            cnt[hit, cols.fc_spk] = spk_t[hit]
+            cnt[hit, cols.fc_syn] = syn_t[hit]
+    still = cnt[:, cols.fo_step] < 0
+    if a.labels is not None:
+        still |= cnt[:, cols.fc_step] < 0
+    a.np("lat_open")[:] = still
+    return bool((still & ~a.np("done")).any())  # rows whose timestep ended spike no more
+
+
+def _select_host(
+    sched: Scheduler,
+    a: _Rows,
+    rows: np.ndarray,
+    neurons: np.ndarray,
+    counts: np.ndarray,
+    start: np.ndarray,
+    hash_k: np.ndarray | None,
+    jitter: float,
+    f: int,
+    n_neu: int,
+) -> np.ndarray:
+    """:func:`_select` in numpy: the selected entries' positions, sorted by row.
+
+    ``start`` is the first entry of each row. The key of entry ``e`` is ``primary * M +
+    slot`` with ``slot = e - start[row]`` (entries of a row are sorted by id, so ties
+    go to the smaller id) and ``M`` the largest pending count.
+    """
+    max_pending = int(counts.max())
+    if max_pending <= f:  # every pending neuron is delivered
+        return np.arange(rows.size)
+    if sched is Scheduler.FIFO:
+        assert a.seq is not None
+        primary = a.np("seq").reshape(-1)[rows * n_neu + neurons]
+    elif sched is Scheduler.RANDOM:
+        assert hash_k is not None
+        primary = hash_neurons_np(hash_k[rows], neurons, STREAM_RANDOM)
+    else:
+        assert a.vpre is not None
+        kf = a.np("vpre").reshape(-1)[rows * n_neu + neurons]
+        if jitter > 0:
+            assert hash_k is not None
+            u = uniform24_np(hash_neurons_np(hash_k[rows], neurons, STREAM_JITTER))
+            kf = kf + np.float32(jitter) * u
+        primary = (1 << 31) - kf.view(np.int32).astype(np.int64)
+    slot = np.arange(rows.size) - start[rows]
+    table = np.full((counts.size, max_pending), _MAX_KEY, dtype=np.int64)
+    table[rows, slot] = primary * max_pending + slot
+    smallest = np.partition(table, f - 1, axis=1)[:, :f]  # the f smallest keys of each row, unordered
+    valid = smallest != _MAX_KEY
+    entries: np.ndarray = start[np.nonzero(valid)[0]] + smallest[valid] % max_pending
+    return entries
 
 
 def _latency(a: _Rows, cols: _Cols, pt: dict[str, torch.Tensor], k: int, out_fired: torch.Tensor) -> bool:
@@ -996,12 +1231,32 @@ def _emit_silent(
     pops = tuple(p for p, e in zip(plan.source_populations, emits) if e)
     if not pops and top is not None:
         return
-    masks = [need[:, i : i + 1].to(torch.float32) for i, e in enumerate(emits) if e]
+    rows = [need[:, i].nonzero().squeeze(1) for i, e in enumerate(emits) if e]
     spec = delivery.settle_spec(pops, top is None, sur)
     if top is None:
-        a.v, a.outd = settle(spec, a.v, a.live, masks, a.outd)
+        a.v, a.outd = settle(spec, a.v, a.live, rows, a.outd)
     else:
-        a.v = settle(spec, a.v, a.live, masks)
+        a.v = settle(spec, a.v, a.live, rows)
+
+
+def _emit_silent_host(
+    plan: Plan, pt: dict[str, torch.Tensor], a: _Rows, top: np.ndarray, delivery: _Delivery, sur: Surrogate
+) -> None:
+    """:func:`_emit_silent` during the step loop, with the bookkeeping in numpy (CPU)."""
+    assert a.settled is not None
+    pt_np = _host_arrays(plan)
+    settled = a.np("settled")
+    ranks = pt_np["src_rank_f"]
+    need = (top[:, None] <= ranks) & (settled[:, None] > ranks)  # [n, source populations]
+    np.minimum(settled, np.maximum(top, np.float32(1.0)), out=settled)
+    pops, rows = [], []
+    for i, p in enumerate(plan.source_populations):
+        idx = np.flatnonzero(need[:, i])
+        if idx.size:
+            pops.append(p)
+            rows.append(torch.from_numpy(idx))
+    if pops:
+        a.v = settle(delivery.settle_spec(tuple(pops), False, sur), a.v, a.live, rows)
 
 
 def _finish(plan: Plan, rec: torch.Tensor, input_events: torch.Tensor, cols: _Cols) -> dict[str, torch.Tensor]:
