@@ -56,7 +56,7 @@ from asyncsnn.network import Layer
 
 GRID = 2.0**-12
 BEGIN, END = "<!-- compare:begin -->", "<!-- compare:end -->"
-TORCH_SAMPLES = 8
+TORCH_SAMPLES = 4
 
 
 def _grid(rng: np.random.Generator, shape: tuple[int, ...], lo: float, hi: float) -> np.ndarray:
