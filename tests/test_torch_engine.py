@@ -20,14 +20,13 @@ from hypothesis import strategies as st
 import asyncsnn
 import asyncsnn.reference
 import asyncsnn.torch as at
+from _strategies import SCHEDULERS, engine_cases
 from asyncsnn._prepare import prepare_options
 from asyncsnn.exceptions import InputError, ModelError, ParameterError
 from asyncsnn.rng import hash32_np
 from asyncsnn.testing import assert_results_equal, grid_weights, random_count_input, random_grid_network
 from asyncsnn.torch import _rng
 from asyncsnn.torch import engine as torch_engine
-
-SCHEDULERS = ["layered", "fifo", "random", "momentum"]
 
 
 def grid_conv_net(seed: int = 0) -> asyncsnn.Network:
@@ -85,29 +84,8 @@ def test_split_multiply_matches_plain_product() -> None:
 
 
 # ------------------------------------------------------------------------- equivalence
-@st.composite
-def cases(draw: Any) -> dict[str, Any]:
-    seed = draw(st.integers(0, 2**32 - 1))
-    rng = np.random.default_rng(seed)
-    kind = draw(st.sampled_from(["dense", "conv", "skip"]))
-    net = random_grid_network(rng, kind)
-    batch = draw(st.integers(1, 6))
-    timesteps = draw(st.integers(1, 5))
-    x = random_count_input(rng, net, batch, timesteps, density=draw(st.sampled_from([0.0, 0.2, 0.5, 1.0])))
-    scheduler = draw(st.sampled_from(SCHEDULERS))
-    stop = draw(st.sampled_from(["drain", "first_output", "max_steps"]))
-    opts: dict[str, Any] = {
-        "scheduler": scheduler,
-        "forward_group_size": draw(st.sampled_from([1, 2, 3, 8, 1000])),
-        "stop": stop,
-        "extra_steps": draw(st.integers(0, 3)),
-        "max_steps": draw(st.integers(1, 6)) if stop == "max_steps" or draw(st.booleans()) else None,
-        "seed": draw(st.integers(0, 2**64 - 1)),
-        "jitter": draw(st.sampled_from([0.0, 0.25, 1.0])) if scheduler == "momentum" else 0.0,
-        "refractory_dropout": draw(st.sampled_from(["off", "network", 0.5])),
-    }
-    labels = rng.integers(0, net.n_outputs, batch) if draw(st.booleans()) else None
-    return {"net": net, "x": x, "opts": opts, "labels": labels}
+def cases() -> st.SearchStrategy[dict[str, Any]]:
+    return engine_cases(max_batch=6)
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
