@@ -9,6 +9,7 @@
 pub mod counters;
 pub mod engine;
 pub mod error;
+pub mod fused;
 pub mod kernels;
 pub mod model_file;
 pub mod network;

@@ -25,7 +25,7 @@ from asyncsnn._prepare import prepare_options
 from asyncsnn.exceptions import InputError, ModelError, ParameterError
 from asyncsnn.rng import hash32_np
 from asyncsnn.testing import assert_results_equal, grid_weights, random_count_input, random_grid_network
-from asyncsnn.torch import _rng
+from asyncsnn.torch import _kernels, _rng
 from asyncsnn.torch import engine as torch_engine
 
 
@@ -95,6 +95,19 @@ def test_torch_engine_equals_reference_on_random_grid_networks(case: dict[str, A
     b = asyncsnn.reference.infer(case["net"], case["x"], labels=case["labels"], **case["opts"])
     assert a.engine == "torch"
     assert_results_equal(a, b)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases())
+def test_unfused_torch_engine_equals_reference_on_random_grid_networks(case: dict[str, Any]) -> None:
+    """The torch and numpy code that the fused Rust kernels replace on the CPU (_kernels.FUSED_CPU)."""
+    saved = _kernels.FUSED_CPU
+    _kernels.FUSED_CPU = False
+    try:
+        a = at.infer(case["net"], case["x"], labels=case["labels"], **case["opts"])
+    finally:
+        _kernels.FUSED_CPU = saved
+    assert_results_equal(a, asyncsnn.reference.infer(case["net"], case["x"], labels=case["labels"], **case["opts"]))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

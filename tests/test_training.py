@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 import asyncsnn
 import asyncsnn.reference
+from asyncsnn import _engine
 from asyncsnn._prepare import prepare_options
 from asyncsnn.exceptions import InputError, ModelError, ParameterError
 from asyncsnn.testing import assert_results_equal, grid_weights, random_count_input
@@ -147,12 +148,13 @@ def test_table_and_per_population_delivery_give_the_same_gradients(monkeypatch: 
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("scheduler", ["fifo", "random", "momentum"])
+@pytest.mark.parametrize("scheduler", ["layered", "fifo", "random", "momentum"])
 @pytest.mark.parametrize("dropout", ["off", 0.4])
-def test_numpy_and_torch_bookkeeping_give_the_same_gradients(
+def test_fused_numpy_and_torch_bookkeeping_give_the_same_gradients(
     monkeypatch: pytest.MonkeyPatch, scheduler: str, dropout: Any
 ) -> None:
-    """The CPU runs the unlayered bookkeeping in numpy, other devices in torch: same results."""
+    """The CPU runs steps, deliveries and the unlayered bookkeeping in fused Rust kernels
+    (``_kernels.FUSED_CPU``), or in numpy and torch; other devices in torch: same results."""
     from asyncsnn.torch import engine
 
     net, ws, x, y = dense_problem(6)
@@ -166,17 +168,19 @@ def test_numpy_and_torch_bookkeeping_give_the_same_gradients(
     jitter = 0.25 if scheduler == "momentum" else 0.0
     opts = options(net, scheduler=scheduler, forward_group_size=2, refractory_dropout=dropout, seed=5, jitter=jitter)
     results = []
-    for host in (True, False):
+    for host, fused in ((True, True), (True, False), (False, False)):
         monkeypatch.setattr(engine, "_HOST", host)
+        monkeypatch.setattr(_kernels, "FUSED_CPU", fused)
         w = [torch.tensor(a, requires_grad=True) for a in ws]
         out = run(Plan(net), w, x, opts, labels=y, surrogate=ATan())
         results.append((out, torch.autograd.grad(rate_loss(out.counts, y), w)))
-    (a, grads_a), (b, grads_b) = results
-    assert_results_equal(a.result(y.numpy()), b.result(y.numpy()))
-    assert torch.equal(a.counts, b.counts)
-    for ga, gb in zip(grads_a, grads_b):
-        assert ga.abs().max() > 0
-        torch.testing.assert_close(ga, gb, rtol=1e-5, atol=1e-7)
+    a, grads_a = results[0]
+    for b, grads_b in results[1:]:
+        assert_results_equal(a.result(y.numpy()), b.result(y.numpy()))
+        assert torch.equal(a.counts, b.counts)
+        for ga, gb in zip(grads_a, grads_b):
+            assert ga.abs().max() > 0
+            torch.testing.assert_close(ga, gb, rtol=1e-5, atol=1e-7)
 
 
 def test_conv_network_gradients_flow() -> None:
@@ -274,6 +278,91 @@ def test_step_kernel_gradient_equals_composed_operations() -> None:
     for a, b, c in zip(*grads):
         torch.testing.assert_close(a, c)
         torch.testing.assert_close(b, c)
+
+
+def test_fused_kernels_equal_the_torch_operations() -> None:
+    """The Rust kernels of the CPU path against the torch operations they replace (float32)."""
+    torch.manual_seed(3)
+    n, big_n = 6, 40
+    theta = torch.rand(big_n) + 0.5
+    live = (torch.rand(n, big_n) < 0.7).float()
+    v = torch.randn(n, big_n) * live
+    cur, q = torch.randn(n, big_n), torch.randint(0, 3, (n, big_n)).float()
+    vpre = torch.rand(n, big_n) * live
+    for dropout in (False, True):
+        v_new, q_new, s, u, fired, live_new, vpre_new, finite = _kernels.step_fused(
+            v, cur, live, q, theta, None, True, vpre, dropout
+        )
+        u_ref = torch.addcmul(v, cur, live)
+        s_ref = (u_ref > theta).float()
+        assert finite
+        assert s.sum() > 0
+        assert torch.equal(u, u_ref)
+        assert torch.equal(s, s_ref)
+        assert torch.equal(v_new, u_ref - u_ref * s_ref)
+        assert torch.equal(q_new, q + s_ref)
+        assert torch.equal(live_new, live - s_ref)
+        assert fired is not None
+        assert torch.equal(fired, s_ref.reshape(-1).nonzero().squeeze(1))
+        expected_vpre = vpre * (1 - s_ref) + u_ref * s_ref if dropout else vpre + u_ref * s_ref
+        assert vpre_new is not None
+        assert torch.equal(vpre_new, expected_vpre)
+    # A membrane that is not finite is reported (the engine then redoes the step with selects).
+    cur_inf = cur.clone()
+    cur_inf[0, 0] = float("inf")
+    assert not _kernels.step_fused(v, cur_inf, torch.ones_like(live), q, theta, None, False)[-1]
+    # Delivery: take Q at the selected entries and add their table rows, and its gradient.
+    table = torch.randn(big_n, 25)
+    rows = torch.tensor([0, 0, 3, 5])
+    neurons = torch.tensor([2, 9, 9, 30])
+    flat, offsets = rows * big_n + neurons, torch.tensor([0, 2, 2, 2, 3, 3])
+    parts = [_kernels.TablePart(0, 0, 25, table)]
+    results = []
+    for fused in (True, False):
+        _kernels.FUSED_CPU = fused
+        try:
+            w = table.t().clone().requires_grad_()
+            holder = _kernels.TableGrad(table, [(0, 0)], [w])
+            qq = q.clone().requires_grad_()
+            q_out, cur_out = _kernels.deliver(holder, parts, qq.clone(), flat, [(rows, neurons, offsets)], big_n - 25)
+            g_cur = torch.randn(n, big_n, generator=torch.Generator().manual_seed(4))
+            grads = torch.autograd.grad((cur_out * g_cur).sum() + q_out.sum(), (w, qq))
+            results.append((q_out.detach(), cur_out.detach(), *grads))
+        finally:
+            _kernels.FUSED_CPU = True
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    assert results[0][1].abs().sum() > 0
+    assert results[0][2].abs().sum() > 0
+
+
+def test_fused_bookkeeping_kernels_check_their_input() -> None:
+    is_source = np.array([True, True, False])
+    keys, counts, first = _engine.merge_pending(np.array([1, 4]), np.array([0, 2, 5]), is_source, 2)
+    # Neuron 2 has no outgoing projection: its spikes (keys 2 and 5) are not enqueued.
+    assert keys.tolist() == [0, 1, 4]
+    assert counts.tolist() == [2, 1]
+    assert first.tolist() == [0, 1]
+    with pytest.raises(ParameterError, match="fired"):
+        _engine.merge_pending(np.array([1]), np.array([7]), is_source, 2)  # 2 rows of 3: key 7 is outside
+    with pytest.raises(ParameterError, match="pend"):
+        _engine.merge_pending(np.array([4, 1]), np.array([0]), is_source, 2)  # unsorted
+    with pytest.raises(ParameterError, match="counts"):
+        _engine.select_pending(np.array([0, 1]), np.array([1, 0]), 1, 3, "fifo", seq=np.zeros((2, 3), np.int64))
+    with pytest.raises(ParameterError, match="scheduler"):
+        _engine.select_pending(np.array([0, 1]), np.array([2, 0]), 1, 3, "layered")
+    with pytest.raises(ParameterError, match="state"):
+        _engine.select_pending(
+            np.array([0]), np.array([1, 0]), 1, 3, "momentum", vpre=np.zeros((2, 3), np.float32), jitter=0.5
+        )
+    rows, neurons, flat, offsets, left = _engine.select_pending(
+        np.array([0, 1, 4]), np.array([2, 1]), 1, 3, "momentum", vpre=np.array([[1.0, 2.0, 0], [0, 3.0, 0]], np.float32)
+    )
+    assert flat.tolist() == [1, 4]
+    assert rows.tolist() == [0, 1]
+    assert neurons.tolist() == [1, 1]
+    assert offsets.tolist() == [0, 1]
+    assert left.tolist() == [0]
 
 
 def test_take_and_deliver_kernels_pass_gradcheck() -> None:

@@ -5,7 +5,20 @@ from typing import Final, final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["SPEC_VERSION", "Network", "__version__", "axpy_roofline", "default_threads", "hash32", "run"]
+__all__ = [
+    "SPEC_VERSION",
+    "Network",
+    "__version__",
+    "axpy_roofline",
+    "default_threads",
+    "deliver_backward",
+    "deliver_forward",
+    "hash32",
+    "merge_pending",
+    "run",
+    "select_pending",
+    "step_forward",
+]
 
 SPEC_VERSION: Final[int]
 __version__: Final[str]
@@ -49,3 +62,53 @@ def default_threads() -> int: ...
 def axpy_roofline(
     weights: npt.NDArray[np.float32], row_len: int, rows: npt.NDArray[np.uint32], repeats: int
 ) -> tuple[float, int, str]: ...
+
+# Fused kernels of the torch engine's CPU path (rust/python/fused.rs).
+def step_forward(
+    v: npt.NDArray[np.float32],
+    cur: npt.NDArray[np.float32],
+    live: npt.NDArray[np.float32],
+    q: npt.NDArray[np.float32],
+    theta: npt.NDArray[np.float32],
+    v_out: npt.NDArray[np.float32],
+    q_out: npt.NDArray[np.float32],
+    out: npt.NDArray[np.float32],
+    vpre: npt.NDArray[np.float32] | None = None,
+    vpre_out: npt.NDArray[np.float32] | None = None,
+    vpre_mode: int = 0,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.float32], bool]: ...
+def deliver_forward(
+    q: npt.NDArray[np.float32],
+    flat: npt.NDArray[np.int64],
+    rows: npt.NDArray[np.int64],
+    local: npt.NDArray[np.int64],
+    table: npt.NDArray[np.float32],
+    col0: int,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]: ...
+def deliver_backward(
+    g_cur: npt.NDArray[np.float32],
+    g_col0: int,
+    rows: npt.NDArray[np.int64],
+    local: npt.NDArray[np.int64],
+    mult: npt.NDArray[np.float32],
+    table: npt.NDArray[np.float32],
+    grad: npt.NDArray[np.float32],
+    grad_row0: int,
+    grad_col0: int,
+) -> npt.NDArray[np.float32]: ...
+def merge_pending(
+    pend: npt.NDArray[np.int64], fired: npt.NDArray[np.int64], is_source: npt.NDArray[np.bool_], n_rows: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
+def select_pending(
+    pend: npt.NDArray[np.int64],
+    counts: npt.NDArray[np.int64],
+    f: int,
+    n_neu: int,
+    scheduler: str,
+    seq: npt.NDArray[np.int64] | None = None,
+    state: npt.NDArray[np.int64] | None = None,
+    vpre: npt.NDArray[np.float32] | None = None,
+    jitter: float = 0.0,
+) -> tuple[
+    npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]
+]: ...

@@ -27,9 +27,30 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from asyncsnn import _engine
 from asyncsnn.torch.surrogate import Surrogate, spike
 
-__all__ = ["SettleSpec", "TableGrad", "TablePart", "deliver", "fire_values", "settle", "step", "step_exact", "take"]
+__all__ = [
+    "SettleSpec",
+    "TableGrad",
+    "TablePart",
+    "deliver",
+    "fire_values",
+    "fused_step_applies",
+    "settle",
+    "step",
+    "step_exact",
+    "step_fused",
+    "take",
+]
+
+FUSED_CPU = True
+"""Run float32 CPU steps and deliveries through the fused Rust kernels of ``_engine``
+(:func:`step_fused`, :func:`deliver`); tests turn it off to check the torch code."""
+
+
+def _fused_cpu(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return FUSED_CPU and a.device.type == "cpu" and a.dtype == torch.float32 == b.dtype and b.is_contiguous()
 
 
 def fire_values(u: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
@@ -94,29 +115,180 @@ class _Step(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, g_v: torch.Tensor | None, g_q: torch.Tensor | None, *_: Any) -> tuple[Any, ...]:
-        live, *saved = ctx.saved_tensors
-        if g_v is None:
-            g_v = torch.zeros_like(live)
-        if g_q is None:
-            g_q = torch.zeros_like(live)
-        # s = H(U - theta) with surrogate d = sigma'(U - theta); V' = U (1 - s); Q' = Q + s:
-        # dU = gV (1 - s) + (gQ - gV U) d s  =  gV + s ((gQ - gV U) d - gV).
-        if not ctx.sparse:
-            u, s, theta = saved
-            t = torch.addcmul(g_q, g_v, u, value=-1.0)
-            t = t * ctx.surrogate.derivative(u - theta) - g_v
-            g_u = torch.addcmul(g_v, s, t)
-            return g_u, g_u * live, None, g_q, None, None, None
-        # Sparse: dU differs from gV at the neurons that fired only.
-        fired, u_f, theta_f = saved
-        g_u = g_v.clone(memory_format=torch.contiguous_format)
-        if fired.numel():
-            gv_f = g_u.view(-1).index_select(0, fired)
-            gq_f = g_q.reshape(-1).index_select(0, fired)
-            t = torch.addcmul(gq_f, gv_f, u_f, value=-1.0)
-            t = t * ctx.surrogate.derivative(u_f - theta_f) - gv_f
-            g_u.view(-1).index_copy_(0, fired, gv_f + t)
-        return g_u, g_u * live, None, g_q, None, None, None
+        return (*_step_backward(ctx, g_v, g_q), None, None)
+
+
+def _step_backward(ctx: Any, g_v: torch.Tensor | None, g_q: torch.Tensor | None) -> tuple[Any, ...]:
+    """Gradients of ``(v, cur, live, q, theta)`` of a step node (:class:`_Step`, :class:`_StepFused`)."""
+    live, *saved = ctx.saved_tensors
+    if g_v is None:
+        g_v = torch.zeros_like(live)
+    if g_q is None:
+        g_q = torch.zeros_like(live)
+    # s = H(U - theta) with surrogate d = sigma'(U - theta); V' = U (1 - s); Q' = Q + s:
+    # dU = gV (1 - s) + (gQ - gV U) d s  =  gV + s ((gQ - gV U) d - gV).
+    if not ctx.sparse:
+        u, s, theta = saved
+        t = torch.addcmul(g_q, g_v, u, value=-1.0)
+        t = t * ctx.surrogate.derivative(u - theta) - g_v
+        g_u = torch.addcmul(g_v, s, t)
+        return g_u, g_u * live, None, g_q, None
+    # Sparse: dU differs from gV at the neurons that fired only.
+    fired, u_f, theta_f = saved
+    g_u = g_v.clone(memory_format=torch.contiguous_format)
+    if fired.numel():
+        gv_f = g_u.view(-1).index_select(0, fired)
+        gq_f = g_q.reshape(-1).index_select(0, fired)
+        t = torch.addcmul(gq_f, gv_f, u_f, value=-1.0)
+        t = t * ctx.surrogate.derivative(u_f - theta_f) - gv_f
+        g_u.view(-1).index_copy_(0, fired, gv_f + t)
+    return g_u, g_u * live, None, g_q, None
+
+
+class _StepFused(torch.autograd.Function):
+    """:class:`_Step` with its forward in one Rust call (``_engine.step_forward``).
+
+    The call also computes the refractory mask ``live - s`` and the momentum keys;
+    whether every membrane is finite is appended to ``info``.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        v: torch.Tensor,
+        cur: torch.Tensor,
+        live: torch.Tensor,
+        q: torch.Tensor,
+        theta: torch.Tensor,
+        surrogate: Surrogate,
+        sparse: bool,
+        vpre: torch.Tensor | None,
+        vpre_mode: int,
+        info: list[bool],
+    ) -> tuple[torch.Tensor, ...]:
+        outs = _step_fused_values(v, cur, live, q, theta, vpre, vpre_mode)
+        v_new, q_new, s, u, live_new, vpre_new, fired, u_f, theta_f, finite = outs
+        info.append(finite)
+        if sparse:
+            ctx.save_for_backward(live, fired, u_f, theta_f)
+        else:
+            ctx.save_for_backward(live, u, s, theta)
+        ctx.sparse = sparse
+        ctx.surrogate = surrogate
+        ctx.mark_non_differentiable(s, u, live_new, vpre_new, fired)
+        ctx.set_materialize_grads(False)
+        return v_new, q_new, s, u, live_new, vpre_new, fired
+
+    @staticmethod
+    def backward(ctx: Any, g_v: torch.Tensor | None, g_q: torch.Tensor | None, *_: Any) -> tuple[Any, ...]:
+        return (*_step_backward(ctx, g_v, g_q), None, None, None, None, None)
+
+
+def _step_fused_values(
+    v: torch.Tensor,
+    cur: torch.Tensor,
+    live: torch.Tensor,
+    q: torch.Tensor,
+    theta: torch.Tensor,
+    vpre: torch.Tensor | None,
+    vpre_mode: int,
+) -> tuple[
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+    bool,
+]:
+    v_new, q_new, out = torch.empty_like(v), torch.empty_like(v), v.new_empty((3, *v.shape))
+    vpre_new = torch.empty_like(v) if vpre is not None else out[2]
+    fired, u_f, theta_f, finite = _engine.step_forward(
+        v.detach().numpy(),
+        cur.detach().numpy(),
+        live.numpy(),
+        q.detach().numpy(),
+        theta.numpy(),
+        v_new.numpy(),
+        q_new.numpy(),
+        out.numpy(),
+        None if vpre is None else vpre.numpy(),
+        None if vpre is None else vpre_new.numpy(),
+        vpre_mode,
+    )
+    s, u, live_new = out.unbind(0)
+    return (
+        v_new,
+        q_new,
+        s,
+        u,
+        live_new,
+        vpre_new,
+        torch.from_numpy(fired),
+        torch.from_numpy(u_f),
+        torch.from_numpy(theta_f),
+        finite,
+    )
+
+
+def fused_step_applies(*tensors: torch.Tensor | None) -> bool:
+    """Whether :func:`step_fused` can run: fused kernels on, float32 C-contiguous CPU tensors."""
+    return FUSED_CPU and all(
+        t is None or (t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous()) for t in tensors
+    )
+
+
+def step_fused(
+    v: torch.Tensor,
+    cur: torch.Tensor,
+    live: torch.Tensor,
+    q: torch.Tensor,
+    theta: torch.Tensor,
+    surrogate: Surrogate | None,
+    with_fired: bool,
+    vpre: torch.Tensor | None = None,
+    dropout: bool = False,
+) -> tuple[
+    torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None, bool
+]:
+    """:func:`step` in one Rust call, with the refractory mask and momentum keys (CPU).
+
+    Same values and gradients as :func:`step`, plus ``live' = live - s`` and, when
+    ``vpre`` is given, the momentum keys ``v_pre + U s`` (``v_pre (1 - s) + U s`` with
+    refractory dropout, R5.4). All tensors float32, C-contiguous, on the CPU
+    (:func:`fused_step_applies`).
+
+    Returns
+    -------
+    v_new, q_new, s, u, fired, live_new, vpre_new, finite
+        As :func:`step`; ``vpre_new`` is ``None`` without ``vpre``; ``finite`` is false
+        when some membrane is not finite, and the step must then be redone with
+        :func:`step_exact` (``inf * 0`` is NaN).
+    """
+    mode = 1 if dropout else 0
+    if surrogate is None:
+        with torch.no_grad():
+            outs = _step_fused_values(v, cur, live, q, theta, vpre, mode)
+        v_new, q_new, s, u, live_new, vpre_new, fired, _, _, finite = outs
+    else:
+        info: list[bool] = []
+        v_new, q_new, s, u, live_new, vpre_new, fired = _StepFused.apply(
+            v, cur, live, q, theta, surrogate, with_fired, vpre, mode, info
+        )
+        finite = info[0]
+    return (
+        v_new,
+        q_new,
+        s,
+        u,
+        fired if with_fired else None,
+        live_new,
+        vpre_new if vpre is not None else None,
+        finite,
+    )
 
 
 def step(
@@ -329,10 +501,17 @@ def _deliver_values(
     groups: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None],
     col0: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    part = parts[0]
+    if len(parts) == 1 and groups[0] is not None and _fused_cpu(q, part.table) and _fused_cpu(q, q):
+        # Take and deliver in one Rust call (the same products and sums, in entry order).
+        rows, local, _ = groups[0]
+        cur_np, mult_np = _engine.deliver_forward(
+            q.detach().numpy(), flat.numpy(), rows.numpy(), local.numpy(), part.table.numpy(), col0 + part.lo
+        )
+        return torch.from_numpy(cur_np), torch.from_numpy(mult_np)
     q_flat = q.view(-1)
     mult = q_flat.index_select(0, flat)
     q_flat.index_fill_(0, flat, 0.0)
-    part = parts[0]
     if len(parts) == 1 and part.lo == 0 and col0 + part.hi == q.shape[1] and groups[0] is not None:
         # One block covering every column from col0 on: the currents are one embedding_bag.
         _, local, offsets = groups[0]
@@ -384,9 +563,27 @@ class _Deliver(torch.autograd.Function):
             rows, local = saved[0], saved[1]
             saved = saved[2:]
             s1 = s0 + rows.numel()
+            # d/d mult[s] = <g[rows[s]], table[s]>;  d/d table[s] += mult[s] g[rows[s]].
+            if _fused_cpu(g_cur, holder.grad):
+                g_mults.append(
+                    torch.from_numpy(
+                        _engine.deliver_backward(
+                            g_cur.contiguous().numpy(),
+                            ctx.col0 + part.lo,
+                            rows.numpy(),
+                            local.numpy(),
+                            mult[s0:s1].contiguous().numpy(),
+                            part.table.numpy(),
+                            holder.grad.numpy(),
+                            part.row0,
+                            part.lo,
+                        )
+                    )
+                )
+                s0 = s1
+                continue
             g = g_cur[:, ctx.col0 + part.lo : ctx.col0 + part.hi]
             g_rows = g.index_select(0, rows)  # the current gradient of each entry's row
-            # d/d mult[s] = <g[rows[s]], table[s]>;  d/d table[s] += mult[s] g[rows[s]].
             g_mults.append((part.table.index_select(0, local) * g_rows).sum(1))
             block = holder.grad[part.row0 : part.row0 + part.table.shape[0], part.lo : part.hi]
             block.index_add_(0, local, g_rows * mult[s0:s1].unsqueeze(1))

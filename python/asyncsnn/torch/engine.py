@@ -107,6 +107,7 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 
+from asyncsnn import _engine
 from asyncsnn._prepare import (
     DropoutLike,
     RunOptions,
@@ -122,7 +123,19 @@ from asyncsnn.exceptions import ParameterError, invalid
 from asyncsnn.network import AvgPool2d, Conv2d, Dense, Network, SumPool2d
 from asyncsnn.result import COUNTER_FIELDS, InferenceResult
 from asyncsnn.rng import STREAM_DROPOUT, STREAM_JITTER, STREAM_RANDOM
-from asyncsnn.torch._kernels import SettleSpec, TableGrad, TablePart, deliver, settle, step, step_exact, take
+from asyncsnn.torch import _kernels
+from asyncsnn.torch._kernels import (
+    SettleSpec,
+    TableGrad,
+    TablePart,
+    deliver,
+    fused_step_applies,
+    settle,
+    step,
+    step_exact,
+    step_fused,
+    take,
+)
 from asyncsnn.torch._rng import hash_neurons, hash_neurons_np, mix32_t, prefix, uniform24, uniform24_np
 from asyncsnn.torch.surrogate import Surrogate, make_surrogate
 
@@ -760,13 +773,24 @@ def run(
             # neurons: the differentiable output counts), which are never scheduled.
             assert a.cur is not None
             v_before, q_before = a.v, a.q
-            a.v, a.q, sd, u, fired = step(a.v, a.cur, a.live, a.q, theta, sur, host)
-            exact = not math.isfinite(float(u.sum()))  # some membrane overflowed float32 (or a false alarm)
+            live_new: torch.Tensor | None = None
+            if fused_step_applies(a.v, a.cur, a.live, a.q, theta, a.vpre):
+                # The same step in one Rust call, with the refractory mask and momentum keys.
+                a.v, a.q, sd, u, fired, live_new, vpre_new, finite = step_fused(
+                    a.v, a.cur, a.live, a.q, theta, sur, host, a.vpre, drop_p is not None
+                )
+                exact = not finite
+                if finite and vpre_new is not None:
+                    a.vpre = vpre_new
+            else:
+                a.v, a.q, sd, u, fired = step(a.v, a.cur, a.live, a.q, theta, sur, host)
+                exact = not math.isfinite(float(u.sum()))  # some membrane overflowed float32 (or a false alarm)
             if exact:
                 a.v, a.q, sd, u, fired = step_exact(v_before, a.cur, a.live, q_before, theta, sur, host)
+                live_new = None
             a.cur = None
             hash_k = a.step_hash(k) if a.hash_t is not None else None
-            if a.vpre is not None:
+            if a.vpre is not None and live_new is None:
                 # R5.4 key: the membrane at the latest spike (read for pending neurons only).
                 if exact:
                     a.vpre = torch.where(sd > 0, u, a.vpre)
@@ -774,7 +798,7 @@ def run(
                     a.vpre = torch.addcmul(a.vpre, u, sd)
                 else:
                     a.vpre = torch.addcmul(a.vpre * (1.0 - sd), u, sd)
-            live = a.live - sd  # refractory (R4.6)
+            live = a.live - sd if live_new is None else live_new  # refractory (R4.6)
             if drop_p is not None:
                 r_f, c_f = sd.nonzero(as_tuple=True)
                 if r_f.numel():
@@ -966,17 +990,23 @@ def _host_iteration(
     n_neu, f = plan.n_neurons, opts.forward_group_size
     grad = sur is not None
     pt_np = _host_arrays(plan)
-    # R4.3.2: enqueue; a neuron already pending (refractory dropout) keeps its entry.
-    new = fired.numpy()
-    new = new[new % n_neu < plan.src_prefix] if plan.src_prefix is not None else new[pt_np["has_out"][new % n_neu]]
-    if pend.size and new.size:
-        both = np.concatenate((pend, new))
-        pend = np.unique(both) if opts.refractory_dropout is not None else np.sort(both, kind="stable")
-    elif new.size:
-        pend = new
-    rows, neurons = np.divmod(pend, n_neu)
+    fused = _kernels.FUSED_CPU
     n_rows = a.rows.numel()
-    counts = np.bincount(rows, minlength=n_rows)
+    # R4.3.2: enqueue; a neuron already pending (refractory dropout) keeps its entry.
+    if fused:
+        pend, counts, first = _engine.merge_pending(pend, fired.numpy(), pt_np["has_out"], n_rows)
+    else:
+        new = fired.numpy()
+        new = new[new % n_neu < plan.src_prefix] if plan.src_prefix is not None else new[pt_np["has_out"][new % n_neu]]
+        if pend.size and new.size:
+            both = np.concatenate((pend, new))
+            pend = np.unique(both) if opts.refractory_dropout is not None else np.sort(both, kind="stable")
+        elif new.size:
+            pend = new
+        counts = np.bincount(pend // n_neu, minlength=n_rows)
+        first = np.full(n_rows, -1, dtype=np.int64)
+        has = counts > 0
+        first[has] = pend[(np.cumsum(counts) - counts)[has]] % n_neu  # a row's lowest pending neuron
     qpeak = a.np("qpeak")
     np.maximum(qpeak, counts, out=qpeak)  # R7.6
     cnt = a.np("cnt")
@@ -993,9 +1023,9 @@ def _host_iteration(
         cnt[:, cols.drop] += q_src.numpy().sum(1, dtype=np.float64) * stop
         stop_f = torch.from_numpy(stop.astype(np.float32))
         a.q = a.q * (1.0 - stop_f.unsqueeze(1) * pt["has_out_f"])
-        kept = ~stop[rows]
-        pend, rows, neurons = pend[kept], rows[kept], neurons[kept]
+        pend = pend[~stop[pend // n_neu]]
         counts[stop] = 0
+        first[stop] = -1
     done = counts == 0
     a.np("done")[:] = done
     n_active = int(np.count_nonzero(counts))
@@ -1007,30 +1037,34 @@ def _host_iteration(
         # Rows whose timestep ended are set aside (they have no pending entries).
         retired.append(a.take(torch.from_numpy(np.flatnonzero(done))))
         keep = np.flatnonzero(~done)
-        rows = (np.cumsum(~done) - 1)[rows]
-        pend = rows * n_neu + neurons
-        counts = counts[keep]
+        rows, neurons = np.divmod(pend, n_neu)
+        pend = (np.cumsum(~done) - 1)[rows] * n_neu + neurons
+        counts, first = counts[keep], first[keep]
         a = a.take(torch.from_numpy(keep))
         hash_np = None if hash_np is None else hash_np[keep]
         n_rows = keep.size
-    start = np.cumsum(counts) - counts  # first entry of each row
     if grad:
         assert sur is not None
         assert a.settled is not None
         # A row's first entry is its lowest pending neuron, of the lowest pending population.
-        top = np.zeros(n_rows, dtype=np.float32)
-        has = counts > 0
-        top[has] = pt_np["rank_f"][neurons[start[has]]]
+        top = np.where(first >= 0, pt_np["rank_f"][first], np.float32(0.0))
         # Some population settles when a source rank r has top <= r < settled.
         if (np.maximum(top, pt_np["src_rank_f"].min(initial=np.inf)) < a.np("settled")).any():
             _emit_silent_host(plan, pt, a, top, delivery, sur)
     # R4.3.4 select and deliver.
-    sel = _select_host(opts.scheduler, a, rows, neurons, counts, start, hash_np, opts.jitter, f, n_neu)
-    sel_rows, sel_neurons, sel_flat = rows[sel], neurons[sel], pend[sel]
-    left = np.ones(pend.size, dtype=bool)
-    left[sel] = False
-    n_sel = np.minimum(counts, f)
-    offsets = torch.from_numpy(np.cumsum(n_sel) - n_sel)
+    if fused:
+        sel_rows, sel_neurons, sel_flat, offsets_np, pend_left = _select_fused(opts, a, pend, counts, hash_np, n_neu)
+    else:
+        rows, neurons = np.divmod(pend, n_neu)
+        start = np.cumsum(counts) - counts  # first entry of each row
+        sel = _select_host(opts.scheduler, a, rows, neurons, counts, start, hash_np, opts.jitter, f, n_neu)
+        sel_rows, sel_neurons, sel_flat = rows[sel], neurons[sel], pend[sel]
+        left = np.ones(pend.size, dtype=bool)
+        left[sel] = False
+        pend_left = pend[left]
+        n_sel = np.minimum(counts, f)
+        offsets_np = np.cumsum(n_sel) - n_sel
+    offsets = torch.from_numpy(offsets_np)
     rows_t, neurons_t = torch.from_numpy(sel_rows), torch.from_numpy(sel_neurons)
     if delivery.table is not None:
         flat = torch.from_numpy(sel_flat)
@@ -1040,7 +1074,34 @@ def _host_iteration(
         a.cur = delivery.selected(rows_t, neurons_t, mult, n_rows=n_rows)
     # R7.4: deliveries per neuron (their synops are summed at the end of the timestep).
     a.np("delivered").reshape(-1)[sel_flat] += 1.0
-    return a, pend[left]
+    return a, pend_left
+
+
+def _select_fused(
+    opts: RunOptions, a: _Rows, pend: np.ndarray, counts: np.ndarray, hash_np: np.ndarray | None, n_neu: int
+) -> tuple[np.ndarray, ...]:
+    """:func:`_select_host` and the split of the pending keys in one Rust call.
+
+    Returns the selected entries' rows, neurons and keys (sorted by key), the index of
+    each row's first selected entry, and the pending keys left.
+    """
+    sched = opts.scheduler
+    state = None if hash_np is None else np.ascontiguousarray(hash_np)
+    if sched is Scheduler.FIFO:
+        return _engine.select_pending(pend, counts, opts.forward_group_size, n_neu, "fifo", seq=a.np("seq"))
+    if sched is Scheduler.RANDOM:
+        return _engine.select_pending(pend, counts, opts.forward_group_size, n_neu, "random", state=state)
+    jitter = opts.jitter
+    return _engine.select_pending(
+        pend,
+        counts,
+        opts.forward_group_size,
+        n_neu,
+        "momentum",
+        state=state if jitter > 0 else None,
+        vpre=np.ascontiguousarray(a.np("vpre")),
+        jitter=jitter,
+    )
 
 
 def _latency_host(a: _Rows, cols: _Cols, pt_np: dict[str, np.ndarray], k: int, out_fired: np.ndarray) -> bool:
