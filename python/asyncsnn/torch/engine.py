@@ -1111,13 +1111,18 @@ def _latency_host(a: _Rows, cols: _Cols, pt_np: dict[str, np.ndarray], k: int, o
     hit = None
     if a.labels is not None:
         hit = (out_fired[np.arange(out_fired.shape[0]), a.np("labels")] > 0) & (cnt[:, cols.fc_step] < 0)
-    if new.any() or (hit is not None and hit.any()):
+    rec = new if hit is None else new | hit
+    if rec.any():
+        # Only the rows that record something (a few): spikes and synops so far.
+        idx = np.flatnonzero(rec)
+        spk_t = np.zeros(rec.size)
+        syn_t = np.zeros(rec.size)
         if a.fired is None:  # spikes of steps 0..k (this step included)
-            spk_t = a.live.shape[1] - a.np("live").sum(1, dtype=np.float64)
+            spk_t[idx] = a.live.shape[1] - a.np("live")[idx].sum(1, dtype=np.float64)
         else:
-            spk_t = a.np("fired").sum(1, dtype=np.float64)
+            spk_t[idx] = a.np("fired")[idx].sum(1, dtype=np.float64)
         # synops of the deliveries integrated in steps 0..k: input + deliveries made so far.
-        syn_t = cnt[:, cols.syn].sum(1) + a.np("delivered") @ pt_np["fanout_total_f64"]
+        syn_t[idx] = cnt[idx][:, cols.syn].sum(1) + a.np("delivered")[idx] @ pt_np["fanout_total_f64"]
         cnt[new, cols.fo_step] = k
         cnt[new, cols.fo_class] = out_fired.argmax(1)[new]  # the first (smallest) index spiking
         cnt[new, cols.fo_spk] = spk_t[new]
