@@ -11,6 +11,8 @@
 //!   refractory mask, the momentum keys and the positions of the spikes;
 //! * [`deliver_forward`]: take the selected entries out of the pending values and add
 //!   their weight-table rows into the currents (R4.3.4);
+//! * [`step_backward`]: the gradient of a step whose surrogate terms are kept for the
+//!   neurons that fired only;
 //! * [`deliver_backward`]: the gradient of that delivery;
 //! * [`merge_pending`] and [`select_pending`]: the unlayered schedulers' bookkeeping of
 //!   the pending set of every row (R3.2, R4.3.2, R4.3.4, R5.2-R5.4).
@@ -163,6 +165,35 @@ fn step_forward_impl(
         }
     }
     (fired, bad == 0)
+}
+
+/// Backward of [`step_forward`] when the surrogate terms are kept for the spikes only
+/// (`U' = V + I live`, `s = H(U - theta)`, `V' = U - U s`, `Q' = Q + s`): with `d` the
+/// surrogate derivative at each spike `p = fired[i]`,
+/// `gU[p] = gV[p] + ((gQ[p] - gV[p] U[p]) d[i] - gV[p])` and `gU = gV` elsewhere;
+/// returns `gU` in `g_u` and `gI = gU live` in `g_cur`. All `[rows * N]` except
+/// `fired`, `u_f`, `d_f` (`[F]`, `fired` in range).
+#[allow(clippy::too_many_arguments)]
+pub fn step_backward(
+    g_v: &[f32],
+    g_q: &[f32],
+    live: &[f32],
+    fired: &[i64],
+    u_f: &[f32],
+    d_f: &[f32],
+    g_u: &mut [f32],
+    g_cur: &mut [f32],
+) {
+    g_u.copy_from_slice(g_v);
+    for ((&p, &u), &d) in fired.iter().zip(u_f).zip(d_f) {
+        let p = p as usize;
+        let (gv, gq) = (g_v[p], g_q[p]);
+        let t = (gq - gv * u) * d - gv;
+        g_u[p] = gv + t;
+    }
+    for ((c, &g), &l) in g_cur.iter_mut().zip(g_u.iter()).zip(live) {
+        *c = g * l;
+    }
 }
 
 /// Take the entries `flat` out of the pending values `q` (`[rows, N]`, set to 0 there)

@@ -307,6 +307,20 @@ def test_fused_kernels_equal_the_torch_operations() -> None:
         expected_vpre = vpre * (1 - s_ref) + u_ref * s_ref if dropout else vpre + u_ref * s_ref
         assert vpre_new is not None
         assert torch.equal(vpre_new, expected_vpre)
+    # Gradients of the step (sparse surrogate terms) with and without the fused kernels.
+    step_grads = []
+    gv, gq = torch.randn(n, big_n), torch.randn(n, big_n)
+    for fused in (True, False):
+        _kernels.FUSED_CPU = fused
+        try:
+            vv, cc, qq = (t.clone().requires_grad_() for t in (v, cur, q))
+            outs = _kernels.step_fused(vv, cc, live, qq, theta, ATan(), True) if fused else None
+            v_new, q_new = (outs[0], outs[1]) if outs else _kernels.step(vv, cc, live, qq, theta, ATan(), True)[:2]
+            step_grads.append(torch.autograd.grad((v_new * gv).sum() + (q_new * gq).sum(), (vv, cc, qq)))
+        finally:
+            _kernels.FUSED_CPU = True
+    for a, b in zip(*step_grads):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
     # A membrane that is not finite is reported (the engine then redoes the step with selects).
     cur_inf = cur.clone()
     cur_inf[0, 0] = float("inf")

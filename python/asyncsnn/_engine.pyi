@@ -17,6 +17,7 @@ __all__ = [
     "merge_pending",
     "run",
     "select_pending",
+    "step_backward",
     "step_forward",
 ]
 
@@ -77,6 +78,14 @@ def step_forward(
     vpre_out: npt.NDArray[np.float32] | None = None,
     vpre_mode: int = 0,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.float32], bool]: ...
+def step_backward(
+    g_v: npt.NDArray[np.float32],
+    g_q: npt.NDArray[np.float32],
+    live: npt.NDArray[np.float32],
+    fired: npt.NDArray[np.int64],
+    u_f: npt.NDArray[np.float32],
+    d_f: npt.NDArray[np.float32],
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]: ...
 def deliver_forward(
     q: npt.NDArray[np.float32],
     flat: npt.NDArray[np.int64],

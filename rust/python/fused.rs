@@ -10,8 +10,8 @@ use super::{param_err, to_pyerr};
 use crate::fused::{
     check_deliver, check_keys, deliver_backward as kernel,
     deliver_forward as deliver_forward_kernel, merge_pending as merge_pending_kernel,
-    select_pending as select_pending_kernel, step_forward as step_forward_kernel, DeliverLayout,
-    SelectKeys, StepOutputs, VpreUpdate,
+    select_pending as select_pending_kernel, step_backward as step_backward_kernel,
+    step_forward as step_forward_kernel, DeliverLayout, SelectKeys, StepOutputs, VpreUpdate,
 };
 
 /// Backward pass of one delivery through a weight table (`crate::fused::deliver_backward`).
@@ -174,6 +174,9 @@ pub(super) fn step_forward<'py>(
 
 /// Currents `[rows, N]` and multiplicities `[E]` of a delivery.
 type Delivered<'py> = (Bound<'py, PyArray2<f32>>, Bound<'py, PyArray1<f32>>);
+
+/// Two `[rows, N]` arrays.
+type Delivered2<'py> = (Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<f32>>);
 
 /// Take the selected entries out of `q` and deliver them (`crate::fused::deliver_forward`).
 ///
@@ -400,4 +403,55 @@ pub(super) fn select_pending<'py>(
         PyArray1::from_vec(py, sel.offsets),
         PyArray1::from_vec(py, sel.left),
     ))
+}
+
+/// Backward of a step that kept the surrogate terms of its spikes only
+/// (`crate::fused::step_backward`).
+///
+/// `g_v`, `g_q`, `live`: C-contiguous float32 `[rows, N]`; `fired` int64 flat
+/// positions, `u_f` and `d_f` (the surrogate derivative there) float32 `[F]`. Returns
+/// `(gU, gI)`, each `[rows, N]`.
+#[pyfunction]
+pub(super) fn step_backward<'py>(
+    py: Python<'py>,
+    g_v: PyReadonlyArray2<'py, f32>,
+    g_q: PyReadonlyArray2<'py, f32>,
+    live: PyReadonlyArray2<'py, f32>,
+    fired: PyReadonlyArray1<'py, i64>,
+    u_f: PyReadonlyArray1<'py, f32>,
+    d_f: PyReadonlyArray1<'py, f32>,
+) -> PyResult<Delivered2<'py>> {
+    let contiguous = |field: &str| {
+        to_pyerr(
+            py,
+            param_err(field, "non-contiguous", "must be C-contiguous"),
+        )
+    };
+    let (n_rows, n_neu) = (g_v.shape()[0], g_v.shape()[1]);
+    let gv = g_v.as_slice().map_err(|_| contiguous("g_v"))?;
+    let gq = g_q.as_slice().map_err(|_| contiguous("g_q"))?;
+    let l = live.as_slice().map_err(|_| contiguous("live"))?;
+    same_len(py, "g_q", gq.len(), gv.len())?;
+    same_len(py, "live", l.len(), gv.len())?;
+    let f = fired.as_slice().map_err(|_| contiguous("fired"))?;
+    let u = u_f.as_slice().map_err(|_| contiguous("u_f"))?;
+    let d = d_f.as_slice().map_err(|_| contiguous("d_f"))?;
+    if u.len() != f.len() || d.len() != f.len() {
+        return Err(to_pyerr(
+            py,
+            param_err(
+                "u_f",
+                u.len(),
+                "fired, u_f and d_f must have the same length",
+            ),
+        ));
+    }
+    check_keys(f, n_rows, n_neu)
+        .map_err(|bad| to_pyerr(py, param_err("fired", bad, "position out of range")))?;
+    let mut g_u = vec![0.0f32; gv.len()];
+    let mut g_cur = vec![0.0f32; gv.len()];
+    py.detach(|| step_backward_kernel(gv, gq, l, f, u, d, &mut g_u, &mut g_cur));
+    let g_u = PyArray1::from_vec(py, g_u).reshape([n_rows, n_neu])?;
+    let g_cur = PyArray1::from_vec(py, g_cur).reshape([n_rows, n_neu])?;
+    Ok((g_u, g_cur))
 }

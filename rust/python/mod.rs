@@ -699,6 +699,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fused::deliver_backward, m)?)?;
     m.add_function(wrap_pyfunction!(fused::deliver_forward, m)?)?;
     m.add_function(wrap_pyfunction!(fused::step_forward, m)?)?;
+    m.add_function(wrap_pyfunction!(fused::step_backward, m)?)?;
     m.add_function(wrap_pyfunction!(fused::merge_pending, m)?)?;
     m.add_function(wrap_pyfunction!(fused::select_pending, m)?)?;
     m.add("SPEC_VERSION", crate::SPEC_VERSION)?;

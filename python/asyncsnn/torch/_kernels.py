@@ -135,6 +135,12 @@ def _step_backward(ctx: Any, g_v: torch.Tensor | None, g_q: torch.Tensor | None)
         return g_u, g_u * live, None, g_q, None
     # Sparse: dU differs from gV at the neurons that fired only.
     fired, u_f, theta_f = saved
+    if not torch.is_grad_enabled() and _fused_cpu(g_v, g_v) and _fused_cpu(g_q, g_q) and _fused_cpu(live, live):
+        d_f = ctx.surrogate.derivative(u_f - theta_f).contiguous()
+        g_u_np, g_cur_np = _engine.step_backward(
+            g_v.numpy(), g_q.numpy(), live.numpy(), fired.numpy(), u_f.numpy(), d_f.numpy()
+        )
+        return torch.from_numpy(g_u_np), torch.from_numpy(g_cur_np), None, g_q, None
     g_u = g_v.clone(memory_format=torch.contiguous_format)
     if fired.numel():
         gv_f = g_u.view(-1).index_select(0, fired)
@@ -564,7 +570,7 @@ class _Deliver(torch.autograd.Function):
             saved = saved[2:]
             s1 = s0 + rows.numel()
             # d/d mult[s] = <g[rows[s]], table[s]>;  d/d table[s] += mult[s] g[rows[s]].
-            if _fused_cpu(g_cur, holder.grad):
+            if not torch.is_grad_enabled() and _fused_cpu(g_cur, holder.grad):
                 g_mults.append(
                     torch.from_numpy(
                         _engine.deliver_backward(

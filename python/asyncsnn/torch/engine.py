@@ -36,6 +36,17 @@ boolean and int64 kernels are several times slower on the CPU. Float32 overflow 
 part of the arithmetic (R8.1): a step whose membranes are not all finite is recomputed
 with exact selects (``inf * 0`` would be NaN).
 
+**Fused CPU kernels.** On the CPU, a forward step's element-wise work costs more in
+kernel launches than in arithmetic, so float32 CPU runs use a few Rust kernels
+(``rust/fused.rs``, through :mod:`asyncsnn.torch._kernels`): steps 1-2 with the
+refractory mask and the momentum keys in one pass, the take-and-deliver of a group
+through the weight table and its backward pass, and the unlayered bookkeeping's merge
+of the step's spikes into the pending list and its selection. They do the same
+float32 operations as the torch code they replace, which stays the path on other
+devices and when ``asyncsnn.torch._kernels.FUSED_CPU`` is false; the tests run both
+against the reference engine. They are not the Rust inference engine: that one runs
+one sample as an event loop, these are the torch engine's batch operations.
+
 **Pending set and selection** (unlayered schedulers). The pending neurons are a list of
 ``(row, neuron)`` entries sorted by row and id; each row's group is the ``F`` smallest
 of a key that is unique within the row, taken from a ``[rows, largest pending count]``
@@ -55,8 +66,10 @@ list, counts, queue peak, stop check, settled populations, selection, synops) wo
 on small integer arrays, and its cost is the number of kernel launches, not their
 size: on the CPU it runs in numpy on zero-copy views of the row tensors
 (:func:`_host_iteration`; a numpy call costs a fraction of a torch kernel launch), the
-pending list kept up to date from the positions of each step's spikes; on other
-devices the same computation runs in torch, the pending list from ``nonzero``.
+pending list kept up to date from the positions of each step's spikes, its merge and
+the selection in one fused Rust call each (within a row the group is then delivered
+in id order); on other devices the same computation runs in torch, the pending list
+from ``nonzero``.
 
 **Delivery** touches the selected neurons only: when all LIF-to-LIF projections are
 Dense, their weights form one table ``[N, span]`` (row = source neuron) and a step's
