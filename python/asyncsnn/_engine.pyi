@@ -73,6 +73,7 @@ def step_forward(
     theta: npt.NDArray[np.float32],
     v_out: npt.NDArray[np.float32],
     q_out: npt.NDArray[np.float32],
+    live_out: npt.NDArray[np.float32],
     out: npt.NDArray[np.float32],
     vpre: npt.NDArray[np.float32] | None = None,
     vpre_out: npt.NDArray[np.float32] | None = None,

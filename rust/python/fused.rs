@@ -76,13 +76,13 @@ fn same_len(py: Python<'_>, field: &str, len: usize, expected: usize) -> PyResul
 /// Integrate, fire, reset and enqueue (`crate::fused::step_forward`).
 ///
 /// `v`, `cur`, `live`, `q` are C-contiguous float32 `[rows, N]`, `theta` `[N]`;
-/// `v_out` and `q_out` (`[rows, N]`) receive `V'` and `Q'`, `out` (`[3, rows, N]`)
-/// `s`, `U` and `live'`; `vpre` and `vpre_out`
+/// `v_out`, `q_out` and `live_out` (`[rows, N]`) receive `V'`, `Q'` and `live'`, `out`
+/// (`[2, rows, N]`) `s` and `U`; `vpre` and `vpre_out`
 /// (`[rows, N]`) are given together (momentum), with `vpre_mode` 0 (`v_pre + U s`) or 1
 /// (`v_pre (1 - s) + U s`). Returns `(positions int64, U there, theta there, all U
 /// finite)`.
 #[pyfunction]
-#[pyo3(signature = (v, cur, live, q, theta, v_out, q_out, out, vpre=None, vpre_out=None, vpre_mode=0))]
+#[pyo3(signature = (v, cur, live, q, theta, v_out, q_out, live_out, out, vpre=None, vpre_out=None, vpre_mode=0))]
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
 pub(super) fn step_forward<'py>(
     py: Python<'py>,
@@ -93,6 +93,7 @@ pub(super) fn step_forward<'py>(
     theta: PyReadonlyArray1<'py, f32>,
     mut v_out: PyReadwriteArray2<'py, f32>,
     mut q_out: PyReadwriteArray2<'py, f32>,
+    mut live_out: PyReadwriteArray2<'py, f32>,
     mut out: PyReadwriteArray3<'py, f32>,
     vpre: Option<PyReadonlyArray2<'py, f32>>,
     vpre_out: Option<PyReadwriteArray2<'py, f32>>,
@@ -126,10 +127,14 @@ pub(super) fn step_forward<'py>(
     same_len(py, "q", qq.len(), n)?;
     let vo = v_out.as_slice_mut().map_err(|_| contiguous("v_out"))?;
     let qo = q_out.as_slice_mut().map_err(|_| contiguous("q_out"))?;
+    let lo = live_out
+        .as_slice_mut()
+        .map_err(|_| contiguous("live_out"))?;
     let o = out.as_slice_mut().map_err(|_| contiguous("out"))?;
     same_len(py, "v_out", vo.len(), n)?;
     same_len(py, "q_out", qo.len(), n)?;
-    same_len(py, "out", o.len(), 3 * n)?;
+    same_len(py, "live_out", lo.len(), n)?;
+    same_len(py, "out", o.len(), 2 * n)?;
     let mode = match vpre_mode {
         0 => VpreUpdate::Add,
         1 => VpreUpdate::Replace,
@@ -154,8 +159,7 @@ pub(super) fn step_forward<'py>(
             ))
         }
     };
-    let (so, rest) = o.split_at_mut(n);
-    let (uo, lo) = rest.split_at_mut(n);
+    let (so, uo) = o.split_at_mut(n);
     let outputs = StepOutputs {
         v: vo,
         q: qo,

@@ -210,8 +210,10 @@ def _step_fused_values(
     torch.Tensor,
     bool,
 ]:
-    v_new, q_new, out = torch.empty_like(v), torch.empty_like(v), v.new_empty((3, *v.shape))
-    vpre_new = torch.empty_like(v) if vpre is not None else out[2]
+    # live' is saved by the next step's node: its own storage, not part of a shared buffer.
+    v_new, q_new, live_new = torch.empty_like(v), torch.empty_like(v), torch.empty_like(v)
+    out = v.new_empty((2, *v.shape))
+    vpre_new = torch.empty_like(v) if vpre is not None else out[1]
     fired, u_f, theta_f, finite = _engine.step_forward(
         v.detach().numpy(),
         cur.detach().numpy(),
@@ -220,12 +222,13 @@ def _step_fused_values(
         theta.numpy(),
         v_new.numpy(),
         q_new.numpy(),
+        live_new.numpy(),
         out.numpy(),
         None if vpre is None else vpre.numpy(),
         None if vpre is None else vpre_new.numpy(),
         vpre_mode,
     )
-    s, u, live_new = out.unbind(0)
+    s, u = out.unbind(0)
     return (
         v_new,
         q_new,
