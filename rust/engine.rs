@@ -123,6 +123,27 @@ fn check_timesteps(timesteps: usize, location: &str) -> Result<(), EngineError> 
     Ok(())
 }
 
+/// Checks that every value of dense frames (row-major, `n_in` values per timestep) is
+/// finite and `>= 0` (R2.1); the error names the first bad value and its `(t, i)`.
+///
+/// `run_batch` does this for every sample; it is public so that a caller that runs a
+/// batch in parts can check all of it before any part runs.
+pub fn check_dense_values(frames: &[f32], n_in: usize, location: &str) -> Result<(), EngineError> {
+    match frames
+        .iter()
+        .enumerate()
+        .find(|(_, x)| !(x.is_finite() && **x >= 0.0))
+    {
+        Some((pos, x)) => Err(EngineError::input(
+            location,
+            "inputs",
+            format!("{x} at (t={}, i={})", pos / n_in.max(1), pos % n_in.max(1)),
+            "input values must be finite and >= 0 (R2.1)",
+        )),
+        None => Ok(()),
+    }
+}
+
 fn prepare<'a>(
     net: &Network,
     input: &SampleInput<'a>,
@@ -152,18 +173,7 @@ fn prepare<'a>(
                     format!("dense frames must have timesteps * input_size = {timesteps} * {n_in} values"),
                 ));
             }
-            if let Some((pos, x)) = frames
-                .iter()
-                .enumerate()
-                .find(|(_, x)| !(x.is_finite() && **x >= 0.0))
-            {
-                return Err(EngineError::input(
-                    &location,
-                    "inputs",
-                    format!("{x} at (t={}, i={})", pos / n_in, pos % n_in),
-                    "input values must be finite and >= 0 (R2.1)",
-                ));
-            }
+            check_dense_values(frames, n_in, &location)?;
             (Prepared::Dense(frames), timesteps)
         }
         SampleInput::Sparse {

@@ -47,7 +47,7 @@ def run(
     sparse: list[tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint32], npt.NDArray[np.float32]]] | None,
     timesteps: int,
     labels: npt.NDArray[np.int64] | None,
-    sample_ids: npt.NDArray[np.uint64],
+    sample_ids: npt.NDArray[np.uint64] | None,
     scheduler: str,
     forward_group_size: int,
     stop: str,

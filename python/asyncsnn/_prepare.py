@@ -26,6 +26,7 @@ __all__ = [
     "Scheduler",
     "StopMode",
     "check_threads",
+    "dense_as_given",
     "prepare_inputs",
     "prepare_options",
 ]
@@ -106,6 +107,11 @@ def _enum(cls: type[enum.Enum], value: Any, field: str) -> Any:
     raise invalid(ParameterError, field, value, f"must be one of {list(members)}")
 
 
+#: Options already validated, by their values: see ``prepare_options``.
+_OPTIONS_SEEN: dict[tuple[Any, ...], RunOptions] = {}
+_OPTIONS_SEEN_MAX = 256
+
+
 def prepare_options(
     network: Network,
     *,
@@ -121,6 +127,59 @@ def prepare_options(
     """Validate the run options of ``infer`` (see its docstring)."""
     if not isinstance(network, Network):
         raise invalid(ParameterError, "network", type(network).__name__, "must be an asyncsnn.Network")
+    # Options that are plain str / int / float / None values (no bool, no subclass), other
+    # than refractory_dropout="network": equal values of these types validate alike for
+    # networks with as many populations (a number p gives one p per population), so the
+    # RunOptions (immutable) of values accepted before is reused. Errors are never cached.
+    key: tuple[Any, ...] | None = None
+    if (
+        type(scheduler) is str
+        and type(stop) is str
+        and type(forward_group_size) is int
+        and type(extra_steps) is int
+        and (max_steps is None or type(max_steps) is int)
+        and type(seed) is int
+        and type(jitter) in (float, int)
+        and (
+            type(refractory_dropout) in (float, int)
+            or (type(refractory_dropout) is str and refractory_dropout == "off")
+        )
+    ):
+        key = (
+            scheduler,
+            forward_group_size,
+            stop,
+            extra_steps,
+            max_steps,
+            seed,
+            jitter,
+            refractory_dropout,
+            len(network.populations),
+        )
+        seen = _OPTIONS_SEEN.get(key)
+        if seen is not None:
+            return seen
+    opts = _validate_options(
+        network, scheduler, forward_group_size, stop, extra_steps, max_steps, seed, jitter, refractory_dropout
+    )
+    if key is not None:
+        if len(_OPTIONS_SEEN) >= _OPTIONS_SEEN_MAX:
+            _OPTIONS_SEEN.clear()
+        _OPTIONS_SEEN[key] = opts
+    return opts
+
+
+def _validate_options(
+    network: Network,
+    scheduler: SchedulerLike,
+    forward_group_size: int,
+    stop: StopLike,
+    extra_steps: int,
+    max_steps: int | None,
+    seed: int,
+    jitter: float,
+    refractory_dropout: DropoutLike,
+) -> RunOptions:
     sched = _enum(Scheduler, scheduler, "scheduler")
     stop_mode = _enum(StopMode, stop, "stop")
     f = _int(forward_group_size, "forward_group_size", 1)
@@ -245,6 +304,48 @@ def _check_values(arr: np.ndarray, field: str, location: str | None) -> np.ndarr
             InputError, field, given, f"input values must be finite and >= 0{note} (at index {pos})", location
         )
     return arr32
+
+
+_FLOAT32 = np.dtype(np.float32)
+
+
+def dense_as_given(
+    network: Network,
+    inputs: Any,
+    labels: object = None,
+    sample_ids: object = None,
+    timesteps: object = None,
+) -> np.ndarray | None:
+    """``inputs`` as the engine takes them (``[batch, T, n_in]``), when no conversion is needed.
+
+    That is a plain numpy float32 C-contiguous array of shape ``[batch >= 1, T >= 1,
+    *input_shape]`` (or ``[..., n_in]``), without labels or sample ids, with
+    ``timesteps`` None or the int ``T``: what :func:`prepare_inputs` would pass on as
+    ``dense`` unchanged (a reshaped view). Returns None for anything else.
+
+    Its **values are not checked**: the caller must leave them to the engine, which
+    rejects non-finite or negative values before running any sample, and then let
+    :func:`prepare_inputs` raise its own error for them.
+    """
+    if (
+        type(inputs) is not np.ndarray
+        or inputs.dtype is not _FLOAT32
+        or labels is not None
+        or sample_ids is not None
+        or not inputs.flags.c_contiguous
+    ):
+        return None
+    shape = inputs.shape
+    if len(shape) < 3 or shape[0] == 0 or shape[1] == 0 or shape[0] - 1 > MAX_U32:
+        return None
+    if timesteps is not None and (type(timesteps) is not int or timesteps != shape[1]):
+        return None
+    n_in = network.input_size
+    if len(shape) == 3 and shape[2] == n_in:
+        return inputs
+    if shape[2:] == network.input_shape:
+        return inputs.reshape(shape[0], shape[1], n_in)
+    return None
 
 
 def prepare_inputs(

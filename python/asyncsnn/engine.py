@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 
-from asyncsnn._prepare import DropoutLike, SchedulerLike, StopLike, check_threads, prepare_inputs, prepare_options
+from asyncsnn._prepare import (
+    DropoutLike,
+    RunOptions,
+    SchedulerLike,
+    StopLike,
+    check_threads,
+    dense_as_given,
+    prepare_inputs,
+    prepare_options,
+)
 from asyncsnn.network import Network
 from asyncsnn.result import InferenceResult
 
@@ -119,6 +129,9 @@ def infer(
         jitter=jitter,
         refractory_dropout=refractory_dropout,
     )
+    dense = dense_as_given(network, inputs, labels, sample_ids, timesteps)
+    if dense is not None and (threads is None or (type(threads) is int and 1 <= threads <= 1024)):
+        return _infer_dense(network, dense, opts, threads, inputs, timesteps)
     prepared = prepare_inputs(network, inputs, labels=labels, sample_ids=sample_ids, timesteps=timesteps)
     threads = check_threads(threads)
     from asyncsnn import _engine
@@ -141,3 +154,42 @@ def infer(
         threads,
     )
     return InferenceResult(arrays, labels=prepared.labels, engine="rust", options=opts.as_dict())
+
+
+def _infer_dense(
+    network: Network, dense: np.ndarray, opts: RunOptions, threads: int | None, inputs: Any, timesteps: int | None
+) -> InferenceResult:
+    """``infer`` of float32 frames that need no conversion (``dense_as_given``), nor labels or ids.
+
+    The same call as the general path with less work around it: the engine checks the
+    values (all of them, before it runs any sample) and numbers the samples itself, and
+    its read-only arrays go into the result as they are. On any engine error the inputs
+    get the full validation, so that a bad value raises the very error it raises on the
+    general path; an error that is not about the inputs is raised as it came.
+    """
+    from asyncsnn import _engine
+
+    try:
+        arrays = _engine.run(
+            network._engine_network(),
+            dense,
+            None,
+            dense.shape[1],
+            None,
+            None,
+            opts.scheduler.value,
+            opts.forward_group_size,
+            opts.stop.value,
+            opts.extra_steps,
+            opts.max_steps,
+            opts.seed,
+            opts.jitter,
+            None if opts.refractory_dropout is None else list(opts.refractory_dropout),
+            threads,
+        )
+    except Exception as exc:  # re-raised below unless the inputs explain it
+        failure = exc
+    else:
+        return InferenceResult._from_engine(arrays, labels=None, engine="rust", options=opts.as_dict())
+    prepare_inputs(network, inputs, timesteps=timesteps)
+    raise failure

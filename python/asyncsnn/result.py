@@ -34,6 +34,9 @@ COUNTER_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
+_FIELD_ORDER = list(COUNTER_FIELDS)
+
+
 class InferenceResult:
     """Predictions and exact event counters of one ``infer`` call (docs/semantics.md §7).
 
@@ -108,6 +111,32 @@ class InferenceResult:
         self.labels = labels
         self.engine = engine
         self.options = dict(options)
+
+    @classmethod
+    def _from_engine(
+        cls,
+        arrays: dict[str, np.ndarray],
+        *,
+        labels: np.ndarray | None,
+        engine: str,
+        options: Mapping[str, Any],
+    ) -> InferenceResult:
+        """``InferenceResult(arrays, ...)`` for arrays that need no conversion (the Rust binding's).
+
+        The caller guarantees that the values are read-only int64 numpy arrays; the keys
+        are checked: exactly the fields of ``COUNTER_FIELDS`` in that order, or else the
+        arrays go through ``__init__`` and its per-array checks. Equal to ``__init__``
+        without those checks and ``setflags`` calls.
+        """
+        if list(arrays) != _FIELD_ORDER:
+            return cls(arrays, labels=labels, engine=engine, options=options)
+        self = cls.__new__(cls)
+        attrs = self.__dict__
+        attrs.update(arrays)
+        attrs["labels"] = labels
+        attrs["engine"] = engine
+        attrs["options"] = dict(options)
+        return self
 
     @property
     def batch_size(self) -> int:

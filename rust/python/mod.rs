@@ -3,20 +3,25 @@
 //! This is the only module that knows about Python. It crosses the boundary once
 //! per call: the arrays come in as contiguous numpy buffers, the whole batch runs
 //! with the interpreter released (`Python::detach`), in chunks so that Ctrl-C is
-//! noticed between them, and the counters leave as numpy arrays without copies.
+//! noticed between them, and the counters are written straight into the read-only
+//! numpy arrays that leave.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray3, PyUntypedArrayMethods};
+use numpy::{
+    npyffi, Element, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyReadonlyArray1,
+    PyReadonlyArray3, PyUntypedArrayMethods, PY_ARRAY_API,
+};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyModule};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyModule, PyString};
 
 use crate::counters::SampleResult;
-use crate::engine::{run_batch_with, RunConfig, SampleInput, StopMode};
+use crate::engine::{check_dense_values, run_batch_with, RunConfig, SampleInput, StopMode};
 use crate::error::EngineError;
 use crate::network::{
     Network, NetworkSpec, PoolKind, PopulationSpec, ProjectionKind, ProjectionSpec,
@@ -342,88 +347,217 @@ fn parse_config(
     })
 }
 
-/// Per-field flat buffers of a batch's results, in input order.
-#[derive(Default)]
-struct Collected {
-    fields: Vec<(&'static str, Vec<i64>)>,
+/// Per-sample shape of a result field.
+#[derive(Clone, Copy)]
+enum Per {
+    /// One value.
+    One,
+    /// `[n_out]`.
+    Out,
+    /// `[T, n_out]`.
+    TimeOut,
+    /// `[P]` non-input populations.
+    Pop,
+    /// `[n_proj]` projections.
+    Proj,
+    /// `[T]`.
+    Time,
 }
 
-impl Collected {
-    /// Reserves the exact room for `batch` samples of `timesteps` timesteps up front, so
-    /// that a result too large for memory is a typed error (R7.8) instead of an abort in
-    /// the allocator while the counters are collected.
+/// The result fields, in the order of `asyncsnn.result.COUNTER_FIELDS` (the order of
+/// the returned dict), with their per-sample shape.
+const FIELDS: [(&str, Per); 19] = [
+    ("predictions", Per::One),
+    ("output_counts", Per::Out),
+    ("timestep_output_counts", Per::TimeOut),
+    ("spikes", Per::Pop),
+    ("spikes_total", Per::One),
+    ("input_events", Per::One),
+    ("synops", Per::One),
+    ("synops_per_projection", Per::Proj),
+    ("forward_steps", Per::One),
+    ("timestep_forward_steps", Per::Time),
+    ("dropped_spikes", Per::One),
+    ("queue_peak", Per::One),
+    ("first_output_step", Per::Time),
+    ("first_output_class", Per::Time),
+    ("first_output_spikes", Per::Time),
+    ("first_output_synops", Per::Time),
+    ("first_correct_step", Per::Time),
+    ("first_correct_spikes", Per::Time),
+    ("first_correct_synops", Per::Time),
+];
+
+/// The values of every field of `r`, in the order of [`FIELDS`].
+fn field_values(r: &SampleResult) -> [&[i64]; 19] {
+    [
+        std::slice::from_ref(&r.prediction),
+        &r.output_counts,
+        &r.timestep_output_counts,
+        &r.spikes,
+        std::slice::from_ref(&r.spikes_total),
+        std::slice::from_ref(&r.input_events),
+        std::slice::from_ref(&r.synops),
+        &r.synops_per_projection,
+        std::slice::from_ref(&r.forward_steps),
+        &r.timestep_forward_steps,
+        std::slice::from_ref(&r.dropped_spikes),
+        std::slice::from_ref(&r.queue_peak),
+        &r.first_output_step,
+        &r.first_output_class,
+        &r.first_output_spikes,
+        &r.first_output_synops,
+        &r.first_correct_step,
+        &r.first_correct_spikes,
+        &r.first_correct_synops,
+    ]
+}
+
+/// The results of a batch, collected in input order straight into one numpy array per
+/// field (`[batch, *per-sample shape]`, C order): sample `b`'s values of field `f` are
+/// elements `b * per_sample[f]..(b + 1) * per_sample[f]` of `arrays[f]`.
+struct Collected<'py> {
+    arrays: Vec<Bound<'py, PyArrayDyn<i64>>>,
+    per_sample: [usize; 19],
+    batch: usize,
+    filled: usize,
+}
+
+impl<'py> Collected<'py> {
+    /// Allocates the arrays for `batch` samples of `timesteps` timesteps up front, so that
+    /// a result too large for memory is a typed error (R7.8) before anything runs, instead
+    /// of an abort in the allocator while the counters are collected.
     fn with_capacity(
+        py: Python<'py>,
         batch: usize,
         timesteps: usize,
         n_out: usize,
         n_pop: usize,
         n_proj: usize,
-    ) -> Result<Collected, EngineError> {
+    ) -> Result<Collected<'py>, EngineError> {
         let oom = || EngineError::overflow("batch", "result arrays (memory)");
-        let mut probe = Collected::default();
-        probe.push(&SampleResult::default());
-        let mut fields = Vec::with_capacity(probe.fields.len());
-        for (name, _) in probe.fields {
-            let per_sample = match name {
-                "output_counts" => Some(n_out),
-                "timestep_output_counts" => timesteps.checked_mul(n_out),
-                "spikes" => Some(n_pop),
-                "synops_per_projection" => Some(n_proj),
-                "timestep_forward_steps"
-                | "first_output_step"
-                | "first_output_class"
-                | "first_output_spikes"
-                | "first_output_synops"
-                | "first_correct_step"
-                | "first_correct_spikes"
-                | "first_correct_synops" => Some(timesteps),
-                _ => Some(1),
+        let dtype = i64::get_dtype(py);
+        let mut per_sample = [0usize; 19];
+        let mut arrays = Vec::with_capacity(FIELDS.len());
+        for (f, (_, per)) in FIELDS.iter().enumerate() {
+            let dims: &[usize] = match per {
+                Per::One => &[batch],
+                Per::Out => &[batch, n_out],
+                Per::TimeOut => &[batch, timesteps, n_out],
+                Per::Pop => &[batch, n_pop],
+                Per::Proj => &[batch, n_proj],
+                Per::Time => &[batch, timesteps],
             };
-            let n = per_sample
-                .and_then(|k| k.checked_mul(batch))
+            let k = dims[1..]
+                .iter()
+                .try_fold(1usize, |acc, &d| acc.checked_mul(d))
                 .ok_or_else(oom)?;
-            let mut buf: Vec<i64> = Vec::new();
-            buf.try_reserve_exact(n).map_err(|_| oom())?;
-            fields.push((name, buf));
+            k.checked_mul(batch)
+                .and_then(|n| n.checked_mul(std::mem::size_of::<i64>()))
+                .filter(|&bytes| isize::try_from(bytes).is_ok())
+                .ok_or_else(oom)?;
+            per_sample[f] = k;
+            let mut shape = [0 as npyffi::npy_intp; 3];
+            for (s, &d) in shape.iter_mut().zip(dims) {
+                *s = npyffi::npy_intp::try_from(d).map_err(|_| oom())?;
+            }
+            // SAFETY: a new C-ordered array of `dims` that numpy allocates (data and
+            // strides null); `PyArray_NewFromDescr` steals the dtype reference. Its values
+            // are uninitialised until `push` writes them; `into_dict` checks that every
+            // sample was pushed before the arrays leave.
+            let ptr = unsafe {
+                PY_ARRAY_API.PyArray_NewFromDescr(
+                    py,
+                    npyffi::get_type_object(py, npyffi::NpyTypes::PyArray_Type),
+                    dtype.clone().into_dtype_ptr(),
+                    dims.len() as std::os::raw::c_int,
+                    shape.as_mut_ptr(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    0,
+                    std::ptr::null_mut(),
+                )
+            };
+            if ptr.is_null() {
+                drop(PyErr::take(py)); // numpy's MemoryError: replaced by the typed error
+                return Err(oom());
+            }
+            // SAFETY: `ptr` is a new, owned reference to an int64 ndarray.
+            let array = unsafe { Bound::from_owned_ptr(py, ptr).cast_into_unchecked() };
+            arrays.push(array);
         }
-        Ok(Collected { fields })
+        Ok(Collected {
+            arrays,
+            per_sample,
+            batch,
+            filled: 0,
+        })
     }
 
-    fn push(&mut self, r: &SampleResult) {
-        let scalars: [(&'static str, &[i64]); 19] = [
-            ("predictions", std::slice::from_ref(&r.prediction)),
-            ("output_counts", &r.output_counts),
-            ("timestep_output_counts", &r.timestep_output_counts),
-            ("spikes", &r.spikes),
-            ("spikes_total", std::slice::from_ref(&r.spikes_total)),
-            ("input_events", std::slice::from_ref(&r.input_events)),
-            ("synops", std::slice::from_ref(&r.synops)),
-            ("synops_per_projection", &r.synops_per_projection),
-            ("forward_steps", std::slice::from_ref(&r.forward_steps)),
-            ("timestep_forward_steps", &r.timestep_forward_steps),
-            ("dropped_spikes", std::slice::from_ref(&r.dropped_spikes)),
-            ("queue_peak", std::slice::from_ref(&r.queue_peak)),
-            ("first_output_step", &r.first_output_step),
-            ("first_output_class", &r.first_output_class),
-            ("first_output_spikes", &r.first_output_spikes),
-            ("first_output_synops", &r.first_output_synops),
-            ("first_correct_step", &r.first_correct_step),
-            ("first_correct_spikes", &r.first_correct_spikes),
-            ("first_correct_synops", &r.first_correct_synops),
-        ];
-        if self.fields.is_empty() {
-            self.fields = scalars.iter().map(|(n, _)| (*n, Vec::new())).collect();
+    /// Appends the next sample's results.
+    fn push(&mut self, r: &SampleResult) -> PyResult<()> {
+        let b = self.filled;
+        if b >= self.batch {
+            return Err(PyRuntimeError::new_err(
+                "internal: more results than samples",
+            ));
         }
-        for ((_, buf), (_, values)) in self.fields.iter_mut().zip(scalars.iter()) {
-            buf.extend_from_slice(values);
+        for ((array, values), &k) in self
+            .arrays
+            .iter()
+            .zip(field_values(r))
+            .zip(&self.per_sample)
+        {
+            if values.len() != k {
+                return Err(PyRuntimeError::new_err(format!(
+                    "internal: a result field has {} values per sample, expected {k}",
+                    values.len()
+                )));
+            }
+            // SAFETY: the array was created by `with_capacity` and nothing else refers to
+            // it until `into_dict` hands it out.
+            let data = unsafe { array.as_slice_mut() }
+                .map_err(|e| PyRuntimeError::new_err(format!("internal: {e}")))?;
+            data[b * k..(b + 1) * k].copy_from_slice(values);
         }
+        self.filled += 1;
+        Ok(())
+    }
+
+    /// The fields as a dict of read-only arrays, in the order of [`FIELDS`].
+    fn into_dict(self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        static NAMES: PyOnceLock<Vec<Py<PyString>>> = PyOnceLock::new();
+        if self.filled != self.batch {
+            return Err(PyRuntimeError::new_err(
+                "internal: fewer results than samples",
+            ));
+        }
+        let names = NAMES.get_or_init(py, || {
+            FIELDS
+                .iter()
+                .map(|(name, _)| PyString::intern(py, name).unbind())
+                .collect()
+        });
+        let dict = PyDict::new(py);
+        for (array, name) in self.arrays.into_iter().zip(names) {
+            // SAFETY: nothing else refers to the array yet; clearing the flag is what
+            // numpy's `PyArray_CLEARFLAGS` (and rust-numpy's `make_nonwriteable`) does.
+            unsafe {
+                (*npyffi::_PyArray_GET_ITEM_DATA(array.as_array_ptr())).flags &=
+                    !npyffi::NPY_ARRAY_WRITEABLE;
+            }
+            dict.set_item(name.bind(py), array)?;
+        }
+        Ok(dict)
     }
 }
 
-/// Run a batch through the engine; returns a dict of int64 numpy arrays.
+/// Run a batch through the engine; returns a dict of read-only int64 numpy arrays, one
+/// per field of `asyncsnn.result.COUNTER_FIELDS`, in that order.
 ///
 /// Arguments are validated by `asyncsnn._prepare` first; the engine validates again
-/// and raises the matching `asyncsnn.exceptions` class.
+/// and raises the matching `asyncsnn.exceptions` class. `sample_ids` None means the
+/// positions in the batch.
 #[pyfunction]
 #[pyo3(signature = (network, dense, sparse, timesteps, labels, sample_ids, scheduler, forward_group_size,
                     stop, extra_steps, max_steps, seed, jitter, refractory_dropout, threads))]
@@ -435,7 +569,7 @@ fn run<'py>(
     sparse: Option<Vec<SparseSample<'py>>>,
     timesteps: usize,
     labels: Option<PyReadonlyArray1<'py, i64>>,
-    sample_ids: PyReadonlyArray1<'py, u64>,
+    sample_ids: Option<PyReadonlyArray1<'py, u64>>,
     scheduler: &str,
     forward_group_size: usize,
     stop: &str,
@@ -527,9 +661,16 @@ fn run<'py>(
         }
     };
     let batch = inputs.len();
-    let ids = sample_ids
-        .as_slice()
-        .map_err(|_| PyRuntimeError::new_err("sample_ids not contiguous"))?;
+    let default_ids: Vec<u64>;
+    let ids = match &sample_ids {
+        Some(ids) => ids
+            .as_slice()
+            .map_err(|_| PyRuntimeError::new_err("sample_ids not contiguous"))?,
+        None => {
+            default_ids = (0..batch as u64).collect();
+            &default_ids
+        }
+    };
     if ids.len() != batch {
         return Err(err(param_err(
             "sample_ids",
@@ -565,8 +706,18 @@ fn run<'py>(
         .as_ref()
         .map_or_else(rayon::current_num_threads, |p| p.current_num_threads());
     let mut chunk = workers.max(1);
+    // `run_batch_with` checks the values of the first chunk before it runs any sample;
+    // check the later chunks' values here, so that a bad value anywhere in the batch is
+    // an error before anything runs (`asyncsnn.infer` leaves the values of float32
+    // inputs to this check).
+    for (b, input) in inputs.iter().enumerate().skip(chunk) {
+        if let SampleInput::Dense { frames, .. } = input {
+            check_dense_values(frames, n_in, &format!("sample {b}")).map_err(err)?;
+        }
+    }
     let mut start = 0;
     let mut collected = Collected::with_capacity(
+        py,
         batch,
         timesteps,
         net.n_outputs(),
@@ -593,7 +744,7 @@ fn run<'py>(
         });
         let results = result.map_err(|e| err(shift_sample(e, start)))?;
         for r in &results {
-            collected.push(r);
+            collected.push(r)?;
         }
         py.check_signals()?;
         // Aim for chunks of about 0.1 s so that an interrupt is seen promptly.
@@ -603,31 +754,7 @@ fn run<'py>(
         start = end;
     }
 
-    let dict = PyDict::new(py);
-    let t = timesteps;
-    let n_out = net.n_outputs();
-    let n_pop = net.n_populations();
-    let n_proj = net.n_projections();
-    for (name, values) in collected.fields {
-        let arr = PyArray1::from_vec(py, values);
-        let shaped = match name {
-            "output_counts" => arr.reshape([batch, n_out])?.into_any(),
-            "timestep_output_counts" => arr.reshape([batch, t, n_out])?.into_any(),
-            "spikes" => arr.reshape([batch, n_pop])?.into_any(),
-            "synops_per_projection" => arr.reshape([batch, n_proj])?.into_any(),
-            "timestep_forward_steps"
-            | "first_output_step"
-            | "first_output_class"
-            | "first_output_spikes"
-            | "first_output_synops"
-            | "first_correct_step"
-            | "first_correct_spikes"
-            | "first_correct_synops" => arr.reshape([batch, t])?.into_any(),
-            _ => arr.into_any(),
-        };
-        dict.set_item(name, shaped)?;
-    }
-    Ok(dict)
+    collected.into_dict(py)
 }
 
 /// The shared counter-based random function of docs/semantics.md R5.5 (for tests).
