@@ -29,19 +29,10 @@ pub struct StepOutputs<'a> {
     pub q: &'a mut [f32],
     /// Spikes `s` (0.0 or 1.0).
     pub s: &'a mut [f32],
-    /// Membrane before the reset `U`.
-    pub u: &'a mut [f32],
+    /// Membrane before the reset `U` (not written when `None`).
+    pub u: Option<&'a mut [f32]>,
     /// Non-refractory mask after the step, `live - s`.
     pub live: &'a mut [f32],
-}
-
-/// How [`step_forward`] updates the momentum keys `v_pre` (R5.4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VpreUpdate {
-    /// `v_pre + U s` (no refractory dropout: `v_pre` is 0 before a neuron's first spike).
-    Add,
-    /// `v_pre (1 - s) + U s` (refractory dropout: a neuron may fire again).
-    Replace,
 }
 
 /// Positions of the spikes of a [`step_forward`] call, with their membranes and thresholds.
@@ -58,13 +49,13 @@ pub struct Fired {
 /// Integrate, fire, reset and enqueue (R4.3.1-R4.3.2) for `rows` rows of `N =
 /// theta.len()` neurons, with the torch engine's float operations:
 /// `U = V + I * live`, `s = [U > theta]`, `V' = U - U s`, `Q' = Q + s`,
-/// `live' = live - s`, and `v_pre` updated as `vpre` says. Returns the spikes'
-/// positions and whether every `U` is finite (when it is not, the torch engine redoes
-/// the step with selects: `inf * 0` is NaN).
+/// `live' = live - s`. When `vpre` is given, the momentum keys (R5.4) of the neurons
+/// that fire are set to `U` in place (`v_pre + U s` and `v_pre (1 - s) + U s` of the
+/// torch code are exactly that, with or without refractory dropout). Returns the
+/// spikes' positions and whether every `U` is finite (when it is not, the torch engine
+/// redoes the step with selects: `inf * 0` is NaN).
 ///
-/// Every slice must have `rows * N` elements (`theta`: `N`); `vpre` is `(v_pre in,
-/// v_pre out, update)`.
-#[allow(clippy::too_many_arguments)]
+/// Every slice must have `rows * N` elements (`theta`: `N`).
 pub fn step_forward(
     v: &[f32],
     cur: &[f32],
@@ -72,7 +63,7 @@ pub fn step_forward(
     q: &[f32],
     theta: &[f32],
     out: StepOutputs<'_>,
-    vpre: Option<(&[f32], &mut [f32], VpreUpdate)>,
+    vpre: Option<&mut [f32]>,
 ) -> (Fired, bool) {
     #[cfg(target_arch = "x86_64")]
     {
@@ -93,7 +84,7 @@ unsafe fn step_forward_avx2(
     q: &[f32],
     theta: &[f32],
     out: StepOutputs<'_>,
-    vpre: Option<(&[f32], &mut [f32], VpreUpdate)>,
+    vpre: Option<&mut [f32]>,
 ) -> (Fired, bool) {
     step_forward_impl(v, cur, live, q, theta, out, vpre)
 }
@@ -105,8 +96,8 @@ fn step_forward_impl(
     live: &[f32],
     q: &[f32],
     theta: &[f32],
-    out: StepOutputs<'_>,
-    mut vpre: Option<(&[f32], &mut [f32], VpreUpdate)>,
+    mut out: StepOutputs<'_>,
+    mut vpre: Option<&mut [f32]>,
 ) -> (Fired, bool) {
     let n = theta.len();
     let mut fired = Fired::default();
@@ -118,7 +109,7 @@ fn step_forward_impl(
     for r in 0..rows {
         let o = r * n;
         let (vr, cr, lr, qr) = (&v[o..o + n], &cur[o..o + n], &live[o..o + n], &q[o..o + n]);
-        let (uo, so) = (&mut out.u[o..o + n], &mut out.s[o..o + n]);
+        let so = &mut out.s[o..o + n];
         let (vo, qo, lo) = (
             &mut out.v[o..o + n],
             &mut out.q[o..o + n],
@@ -127,39 +118,39 @@ fn step_forward_impl(
         // One branch-free pass (vectorised); integer reductions for the spike count and
         // the finiteness check (an exponent of all ones is an infinity or a NaN).
         let mut count = 0u32;
-        for j in 0..n {
-            let u = vr[j] + cr[j] * lr[j];
-            let hit = u > theta[j];
-            let s = f32::from(u8::from(hit));
-            uo[j] = u;
-            so[j] = s;
-            vo[j] = u - u * s;
-            qo[j] = qr[j] + s;
-            lo[j] = lr[j] - s;
-            count += u32::from(hit);
-            bad |= u32::from(u.to_bits() & 0x7f80_0000 == 0x7f80_0000);
+        macro_rules! pass {
+            ($store_u:expr) => {
+                for j in 0..n {
+                    let u = vr[j] + cr[j] * lr[j];
+                    let hit = u > theta[j];
+                    let s = f32::from(u8::from(hit));
+                    $store_u(j, u);
+                    so[j] = s;
+                    vo[j] = u - u * s;
+                    qo[j] = qr[j] + s;
+                    lo[j] = lr[j] - s;
+                    count += u32::from(hit);
+                    bad |= u32::from(u.to_bits() & 0x7f80_0000 == 0x7f80_0000);
+                }
+            };
         }
-        if let Some((pin, pout, mode)) = vpre.as_mut() {
-            let (pi, po) = (&pin[o..o + n], &mut pout[o..o + n]);
-            match mode {
-                VpreUpdate::Add => {
-                    for j in 0..n {
-                        po[j] = pi[j] + uo[j] * so[j];
-                    }
-                }
-                VpreUpdate::Replace => {
-                    for j in 0..n {
-                        po[j] = pi[j] * (1.0 - so[j]) + uo[j] * so[j];
-                    }
-                }
+        match out.u.as_deref_mut() {
+            Some(u_all) => {
+                let uo = &mut u_all[o..o + n];
+                pass!(|j: usize, u: f32| uo[j] = u);
             }
+            None => pass!(|_: usize, _: f32| ()),
         }
         if count > 0 {
             for j in 0..n {
                 if so[j] > 0.0 {
+                    let u = vr[j] + cr[j] * lr[j]; // the same operations as above
                     fired.pos.push((o + j) as i64);
-                    fired.u.push(uo[j]);
+                    fired.u.push(u);
                     fired.theta.push(theta[j]);
+                    if let Some(p) = vpre.as_deref_mut() {
+                        p[o + j] = u;
+                    }
                 }
             }
         }

@@ -289,14 +289,18 @@ def test_fused_kernels_equal_the_torch_operations() -> None:
     v = torch.randn(n, big_n) * live
     cur, q = torch.randn(n, big_n), torch.randint(0, 3, (n, big_n)).float()
     vpre = torch.rand(n, big_n) * live
+    u_ref = torch.addcmul(v, cur, live)
+    s_ref = (u_ref > theta).float()
     for dropout in (False, True):
-        v_new, q_new, s, u, fired, live_new, vpre_new, finite = _kernels.step_fused(
-            v, cur, live, q, theta, None, True, vpre, dropout
+        # Without dropout a neuron fires once per timestep: its key is still 0 when it does.
+        keys0 = vpre.clone() if dropout else vpre * (1 - s_ref)
+        keys = keys0.clone()
+        v_new, q_new, s, u, fired, live_new, finite = _kernels.step_fused(
+            v, cur, live, q, theta, None, True, keys, want_u=True
         )
-        u_ref = torch.addcmul(v, cur, live)
-        s_ref = (u_ref > theta).float()
         assert finite
         assert s.sum() > 0
+        assert u is not None
         assert torch.equal(u, u_ref)
         assert torch.equal(s, s_ref)
         assert torch.equal(v_new, u_ref - u_ref * s_ref)
@@ -304,9 +308,9 @@ def test_fused_kernels_equal_the_torch_operations() -> None:
         assert torch.equal(live_new, live - s_ref)
         assert fired is not None
         assert torch.equal(fired, s_ref.reshape(-1).nonzero().squeeze(1))
-        expected_vpre = vpre * (1 - s_ref) + u_ref * s_ref if dropout else vpre + u_ref * s_ref
-        assert vpre_new is not None
-        assert torch.equal(vpre_new, expected_vpre)
+        # The momentum keys, set in place: the torch engine's formulas (engine.run).
+        expected = torch.addcmul(keys0 * (1.0 - s_ref), u_ref, s_ref) if dropout else torch.addcmul(keys0, u_ref, s_ref)
+        assert torch.equal(keys, expected)
     # Gradients of the step (sparse surrogate terms) with and without the fused kernels.
     step_grads = []
     gv, gq = torch.randn(n, big_n), torch.randn(n, big_n)
@@ -314,7 +318,7 @@ def test_fused_kernels_equal_the_torch_operations() -> None:
         _kernels.FUSED_CPU = fused
         try:
             vv, cc, qq = (t.clone().requires_grad_() for t in (v, cur, q))
-            outs = _kernels.step_fused(vv, cc, live, qq, theta, ATan(), True) if fused else None
+            outs = _kernels.step_fused(vv, cc, live, qq, theta, ATan(), True) if fused else None  # sparse terms
             v_new, q_new = (outs[0], outs[1]) if outs else _kernels.step(vv, cc, live, qq, theta, ATan(), True)[:2]
             step_grads.append(torch.autograd.grad((v_new * gv).sum() + (q_new * gq).sum(), (vv, cc, qq)))
         finally:

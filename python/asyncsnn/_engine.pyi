@@ -73,11 +73,10 @@ def step_forward(
     theta: npt.NDArray[np.float32],
     v_out: npt.NDArray[np.float32],
     q_out: npt.NDArray[np.float32],
+    s_out: npt.NDArray[np.float32],
     live_out: npt.NDArray[np.float32],
-    out: npt.NDArray[np.float32],
+    u_out: npt.NDArray[np.float32] | None = None,
     vpre: npt.NDArray[np.float32] | None = None,
-    vpre_out: npt.NDArray[np.float32] | None = None,
-    vpre_mode: int = 0,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.float32], bool]: ...
 def step_backward(
     g_v: npt.NDArray[np.float32],

@@ -2,7 +2,7 @@
 
 use numpy::{
     PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2,
-    PyReadwriteArray3, PyUntypedArrayMethods,
+    PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
 
@@ -11,7 +11,7 @@ use crate::fused::{
     check_deliver, check_keys, deliver_backward as kernel,
     deliver_forward as deliver_forward_kernel, merge_pending as merge_pending_kernel,
     select_pending as select_pending_kernel, step_backward as step_backward_kernel,
-    step_forward as step_forward_kernel, DeliverLayout, SelectKeys, StepOutputs, VpreUpdate,
+    step_forward as step_forward_kernel, DeliverLayout, SelectKeys, StepOutputs,
 };
 
 /// Backward pass of one delivery through a weight table (`crate::fused::deliver_backward`).
@@ -76,13 +76,12 @@ fn same_len(py: Python<'_>, field: &str, len: usize, expected: usize) -> PyResul
 /// Integrate, fire, reset and enqueue (`crate::fused::step_forward`).
 ///
 /// `v`, `cur`, `live`, `q` are C-contiguous float32 `[rows, N]`, `theta` `[N]`;
-/// `v_out`, `q_out` and `live_out` (`[rows, N]`) receive `V'`, `Q'` and `live'`, `out`
-/// (`[2, rows, N]`) `s` and `U`; `vpre` and `vpre_out`
-/// (`[rows, N]`) are given together (momentum), with `vpre_mode` 0 (`v_pre + U s`) or 1
-/// (`v_pre (1 - s) + U s`). Returns `(positions int64, U there, theta there, all U
-/// finite)`.
+/// `v_out`, `q_out`, `s_out` and `live_out` (`[rows, N]`) receive `V'`, `Q'`, `s`
+/// and `live'`, `u_out` (optional) `U`; the momentum keys `vpre` (optional, `[rows,
+/// N]`) of the neurons that fire are set to `U` in place. Returns `(positions int64,
+/// U there, theta there, all U finite)`.
 #[pyfunction]
-#[pyo3(signature = (v, cur, live, q, theta, v_out, q_out, live_out, out, vpre=None, vpre_out=None, vpre_mode=0))]
+#[pyo3(signature = (v, cur, live, q, theta, v_out, q_out, s_out, live_out, u_out=None, vpre=None))]
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
 pub(super) fn step_forward<'py>(
     py: Python<'py>,
@@ -93,11 +92,10 @@ pub(super) fn step_forward<'py>(
     theta: PyReadonlyArray1<'py, f32>,
     mut v_out: PyReadwriteArray2<'py, f32>,
     mut q_out: PyReadwriteArray2<'py, f32>,
+    mut s_out: PyReadwriteArray2<'py, f32>,
     mut live_out: PyReadwriteArray2<'py, f32>,
-    mut out: PyReadwriteArray3<'py, f32>,
-    vpre: Option<PyReadonlyArray2<'py, f32>>,
-    vpre_out: Option<PyReadwriteArray2<'py, f32>>,
-    vpre_mode: u8,
+    u_out: Option<PyReadwriteArray2<'py, f32>>,
+    vpre: Option<PyReadwriteArray2<'py, f32>>,
 ) -> PyResult<(
     Bound<'py, PyArray1<i64>>,
     Bound<'py, PyArray1<f32>>,
@@ -127,39 +125,32 @@ pub(super) fn step_forward<'py>(
     same_len(py, "q", qq.len(), n)?;
     let vo = v_out.as_slice_mut().map_err(|_| contiguous("v_out"))?;
     let qo = q_out.as_slice_mut().map_err(|_| contiguous("q_out"))?;
+    let so = s_out.as_slice_mut().map_err(|_| contiguous("s_out"))?;
     let lo = live_out
         .as_slice_mut()
         .map_err(|_| contiguous("live_out"))?;
-    let o = out.as_slice_mut().map_err(|_| contiguous("out"))?;
     same_len(py, "v_out", vo.len(), n)?;
     same_len(py, "q_out", qo.len(), n)?;
+    same_len(py, "s_out", so.len(), n)?;
     same_len(py, "live_out", lo.len(), n)?;
-    same_len(py, "out", o.len(), 2 * n)?;
-    let mode = match vpre_mode {
-        0 => VpreUpdate::Add,
-        1 => VpreUpdate::Replace,
-        m => return Err(to_pyerr(py, param_err("vpre_mode", m, "must be 0 or 1"))),
-    };
-    let mut vpre_out = vpre_out;
-    let vp = match (&vpre, vpre_out.as_mut()) {
-        (Some(a), Some(b)) => {
-            let (ai, bo) = (
-                a.as_slice().map_err(|_| contiguous("vpre"))?,
-                b.as_slice_mut().map_err(|_| contiguous("vpre_out"))?,
-            );
-            same_len(py, "vpre", ai.len(), n)?;
-            same_len(py, "vpre_out", bo.len(), n)?;
-            Some((ai, bo, mode))
+    let mut u_out = u_out;
+    let uo = match u_out.as_mut() {
+        Some(a) => {
+            let sl = a.as_slice_mut().map_err(|_| contiguous("u_out"))?;
+            same_len(py, "u_out", sl.len(), n)?;
+            Some(sl)
         }
-        (None, None) => None,
-        _ => {
-            return Err(to_pyerr(
-                py,
-                param_err("vpre_out", "None", "vpre and vpre_out go together"),
-            ))
-        }
+        None => None,
     };
-    let (so, uo) = o.split_at_mut(n);
+    let mut vpre = vpre;
+    let vp = match vpre.as_mut() {
+        Some(a) => {
+            let sl = a.as_slice_mut().map_err(|_| contiguous("vpre"))?;
+            same_len(py, "vpre", sl.len(), n)?;
+            Some(sl)
+        }
+        None => None,
+    };
     let outputs = StepOutputs {
         v: vo,
         q: qo,

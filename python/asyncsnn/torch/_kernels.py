@@ -154,8 +154,8 @@ def _step_backward(ctx: Any, g_v: torch.Tensor | None, g_q: torch.Tensor | None)
 class _StepFused(torch.autograd.Function):
     """:class:`_Step` with its forward in one Rust call (``_engine.step_forward``).
 
-    The call also computes the refractory mask ``live - s`` and the momentum keys;
-    whether every membrane is finite is appended to ``info``.
+    The call also computes the refractory mask ``live - s`` and updates the momentum
+    keys in place; whether every membrane is finite is appended to ``info``.
     """
 
     @staticmethod
@@ -169,25 +169,26 @@ class _StepFused(torch.autograd.Function):
         surrogate: Surrogate,
         sparse: bool,
         vpre: torch.Tensor | None,
-        vpre_mode: int,
-        info: list[bool],
+        info: list[Any],
     ) -> tuple[torch.Tensor, ...]:
-        outs = _step_fused_values(v, cur, live, q, theta, vpre, vpre_mode)
-        v_new, q_new, s, u, live_new, vpre_new, fired, u_f, theta_f, finite = outs
+        v_new, q_new, s, u, live_new, fired, u_f, theta_f, finite = _step_fused_values(
+            v, cur, live, q, theta, vpre, not sparse
+        )
         info.append(finite)
+        info.append(u)
         if sparse:
             ctx.save_for_backward(live, fired, u_f, theta_f)
         else:
             ctx.save_for_backward(live, u, s, theta)
         ctx.sparse = sparse
         ctx.surrogate = surrogate
-        ctx.mark_non_differentiable(s, u, live_new, vpre_new, fired)
+        ctx.mark_non_differentiable(s, live_new, fired)
         ctx.set_materialize_grads(False)
-        return v_new, q_new, s, u, live_new, vpre_new, fired
+        return v_new, q_new, s, live_new, fired
 
     @staticmethod
     def backward(ctx: Any, g_v: torch.Tensor | None, g_q: torch.Tensor | None, *_: Any) -> tuple[Any, ...]:
-        return (*_step_backward(ctx, g_v, g_q), None, None, None, None, None)
+        return (*_step_backward(ctx, g_v, g_q), None, None, None, None)
 
 
 def _step_fused_values(
@@ -197,23 +198,21 @@ def _step_fused_values(
     q: torch.Tensor,
     theta: torch.Tensor,
     vpre: torch.Tensor | None,
-    vpre_mode: int,
+    want_u: bool,
 ) -> tuple[
     torch.Tensor,
     torch.Tensor,
     torch.Tensor,
-    torch.Tensor,
-    torch.Tensor,
+    torch.Tensor | None,
     torch.Tensor,
     torch.Tensor,
     torch.Tensor,
     torch.Tensor,
     bool,
 ]:
-    # live' is saved by the next step's node: its own storage, not part of a shared buffer.
-    v_new, q_new, live_new = torch.empty_like(v), torch.empty_like(v), torch.empty_like(v)
-    out = v.new_empty((2, *v.shape))
-    vpre_new = torch.empty_like(v) if vpre is not None else out[1]
+    # Every output has its own storage: the next step's node saves live'.
+    v_new, q_new, s, live_new = (torch.empty_like(v) for _ in range(4))
+    u = torch.empty_like(v) if want_u else None
     fired, u_f, theta_f, finite = _engine.step_forward(
         v.detach().numpy(),
         cur.detach().numpy(),
@@ -222,20 +221,17 @@ def _step_fused_values(
         theta.numpy(),
         v_new.numpy(),
         q_new.numpy(),
+        s.numpy(),
         live_new.numpy(),
-        out.numpy(),
+        None if u is None else u.numpy(),
         None if vpre is None else vpre.numpy(),
-        None if vpre is None else vpre_new.numpy(),
-        vpre_mode,
     )
-    s, u = out.unbind(0)
     return (
         v_new,
         q_new,
         s,
         u,
         live_new,
-        vpre_new,
         torch.from_numpy(fired),
         torch.from_numpy(u_f),
         torch.from_numpy(theta_f),
@@ -259,45 +255,32 @@ def step_fused(
     surrogate: Surrogate | None,
     with_fired: bool,
     vpre: torch.Tensor | None = None,
-    dropout: bool = False,
-) -> tuple[
-    torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None, bool
-]:
+    want_u: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor, bool]:
     """:func:`step` in one Rust call, with the refractory mask and momentum keys (CPU).
 
-    Same values and gradients as :func:`step`, plus ``live' = live - s`` and, when
-    ``vpre`` is given, the momentum keys ``v_pre + U s`` (``v_pre (1 - s) + U s`` with
-    refractory dropout, R5.4). All tensors float32, C-contiguous, on the CPU
+    Same values and gradients as :func:`step`, plus ``live' = live - s``; when ``vpre``
+    is given, the momentum keys of the neurons that fire are set to ``U`` in place
+    (R5.4: ``v_pre + U s``, and ``v_pre (1 - s) + U s`` with refractory dropout, are
+    exactly that). All tensors float32, C-contiguous, on the CPU
     (:func:`fused_step_applies`).
 
     Returns
     -------
-    v_new, q_new, s, u, fired, live_new, vpre_new, finite
-        As :func:`step`; ``vpre_new`` is ``None`` without ``vpre``; ``finite`` is false
-        when some membrane is not finite, and the step must then be redone with
+    v_new, q_new, s, u, fired, live_new, finite
+        As :func:`step`, except that ``u`` is ``None`` unless ``want_u`` or the backward
+        pass needs it (a graph without ``with_fired``); ``finite`` is false when some
+        membrane is not finite, and the step must then be redone with
         :func:`step_exact` (``inf * 0`` is NaN).
     """
-    mode = 1 if dropout else 0
     if surrogate is None:
         with torch.no_grad():
-            outs = _step_fused_values(v, cur, live, q, theta, vpre, mode)
-        v_new, q_new, s, u, live_new, vpre_new, fired, _, _, finite = outs
+            v_new, q_new, s, u, live_new, fired, _, _, finite = _step_fused_values(v, cur, live, q, theta, vpre, want_u)
     else:
-        info: list[bool] = []
-        v_new, q_new, s, u, live_new, vpre_new, fired = _StepFused.apply(
-            v, cur, live, q, theta, surrogate, with_fired, vpre, mode, info
-        )
-        finite = info[0]
-    return (
-        v_new,
-        q_new,
-        s,
-        u,
-        fired if with_fired else None,
-        live_new,
-        vpre_new if vpre is not None else None,
-        finite,
-    )
+        info: list[Any] = []
+        v_new, q_new, s, live_new, fired = _StepFused.apply(v, cur, live, q, theta, surrogate, with_fired, vpre, info)
+        finite, u = info
+    return v_new, q_new, s, u, fired if with_fired else None, live_new, finite
 
 
 def step(

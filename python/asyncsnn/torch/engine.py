@@ -789,12 +789,9 @@ def run(
             live_new: torch.Tensor | None = None
             if fused_step_applies(a.v, a.cur, a.live, a.q, theta, a.vpre):
                 # The same step in one Rust call, with the refractory mask and momentum keys.
-                a.v, a.q, sd, u, fired, live_new, vpre_new, finite = step_fused(
-                    a.v, a.cur, a.live, a.q, theta, sur, host, a.vpre, drop_p is not None
-                )
+                # (The momentum keys of the neurons that fire are set in place.)
+                a.v, a.q, sd, _, fired, live_new, finite = step_fused(a.v, a.cur, a.live, a.q, theta, sur, host, a.vpre)
                 exact = not finite
-                if finite and vpre_new is not None:
-                    a.vpre = vpre_new
             else:
                 a.v, a.q, sd, u, fired = step(a.v, a.cur, a.live, a.q, theta, sur, host)
                 exact = not math.isfinite(float(u.sum()))  # some membrane overflowed float32 (or a false alarm)
