@@ -103,19 +103,36 @@ class _Step(torch.autograd.Function):
         if sparse:
             # Only the neurons that fired (a few per row) have a surrogate term: keep those.
             fired, u_f, theta_f = _fired_entries(u, s, theta)
-            ctx.save_for_backward(live, fired, u_f, theta_f)
+            _save_step(ctx, surrogate, live, (fired, u_f, theta_f))
         else:
             fired = torch.empty(0, dtype=torch.int64, device=u.device)
-            ctx.save_for_backward(live, u, s, theta)
-        ctx.sparse = sparse
-        ctx.surrogate = surrogate
+            _save_step(ctx, surrogate, live, None, u, s, theta)
         ctx.mark_non_differentiable(s, u, fired)
-        ctx.set_materialize_grads(False)
         return v_new, q_new, s, u, fired
 
     @staticmethod
     def backward(ctx: Any, g_v: torch.Tensor | None, g_q: torch.Tensor | None, *_: Any) -> tuple[Any, ...]:
         return (*_step_backward(ctx, g_v, g_q), None, None)
+
+
+def _save_step(
+    ctx: Any,
+    surrogate: Surrogate,
+    live: torch.Tensor,
+    fired: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
+    u: torch.Tensor | None = None,
+    s: torch.Tensor | None = None,
+    theta: torch.Tensor | None = None,
+) -> None:
+    """Save what :func:`_step_backward` needs.
+
+    That is the spikes' ``(positions, U, theta)`` (sparse), or the dense ``U``, ``s``
+    and ``theta``.
+    """
+    ctx.sparse = fired is not None
+    ctx.surrogate = surrogate
+    ctx.save_for_backward(live, *(fired if fired is not None else (u, s, theta)))
+    ctx.set_materialize_grads(False)
 
 
 def _step_backward(ctx: Any, g_v: torch.Tensor | None, g_q: torch.Tensor | None) -> tuple[Any, ...]:
@@ -176,14 +193,8 @@ class _StepFused(torch.autograd.Function):
         )
         info.append(finite)
         info.append(u)
-        if sparse:
-            ctx.save_for_backward(live, fired, u_f, theta_f)
-        else:
-            ctx.save_for_backward(live, u, s, theta)
-        ctx.sparse = sparse
-        ctx.surrogate = surrogate
+        _save_step(ctx, surrogate, live, (fired, u_f, theta_f) if sparse else None, u, s, theta)
         ctx.mark_non_differentiable(s, live_new, fired)
-        ctx.set_materialize_grads(False)
         return v_new, q_new, s, live_new, fired
 
     @staticmethod
