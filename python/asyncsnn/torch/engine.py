@@ -110,8 +110,10 @@ fires nor emits its silent spike carry no gradient.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -656,6 +658,24 @@ class RunOutput:
         return InferenceResult(arrays, labels=lab, engine="torch", options=options or {})
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for the duration of a block.
+
+    A forward or backward pass creates thousands of short-lived autograd objects (a
+    few per forward step); each generation-0 collection then walks them all for
+    nothing, since they free themselves by reference counting. The collector's state
+    is restored on exit (a collection may follow at the next allocation).
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def run(
     plan: Plan,
     weights: Sequence[torch.Tensor | None],
@@ -693,6 +713,21 @@ def run(
     RunOutput
         Differentiable per-timestep output counts ``[B, T, n_out]`` and the counters.
     """
+    with gc_paused():
+        return _run(plan, weights, frames, opts, labels=labels, sample_ids=sample_ids, surrogate=surrogate)
+
+
+def _run(
+    plan: Plan,
+    weights: Sequence[torch.Tensor | None],
+    frames: torch.Tensor,
+    opts: RunOptions,
+    *,
+    labels: torch.Tensor | None = None,
+    sample_ids: torch.Tensor | None = None,
+    surrogate: Surrogate | None = None,
+) -> RunOutput:
+    """:func:`run` (with Python's cyclic garbage collector paused)."""
     dev = frames.device
     pt = plan.tensors(dev)
     n_batch, n_t, _ = frames.shape

@@ -67,7 +67,7 @@ from tqdm.auto import tqdm
 from asyncsnn._prepare import DropoutLike, RunOptions, SchedulerLike, StopLike, prepare_inputs, prepare_options
 from asyncsnn.exceptions import ModelError, ParameterError, invalid
 from asyncsnn.network import Network
-from asyncsnn.torch.engine import as_tensor, torch_device
+from asyncsnn.torch.engine import as_tensor, gc_paused, torch_device
 from asyncsnn.torch.module import AsyncSNN, count_loss, rate_loss
 from asyncsnn.torch.surrogate import Surrogate, make_surrogate
 
@@ -615,23 +615,24 @@ def _train_loop(
             # average: it runs one sample with weight 0 (a zero gradient).
             local = idx[lo:hi] if hi > lo else idx[:1]
             xb, yb = x_train[local].to(dev), y_train[local].to(dev)
-            out = forward(
-                xb,
-                seed=_epoch_seed(seed, epoch),
-                sample_ids=local,
-                refractory_dropout=dropout,
-                surrogate=sur,
-                **run_kw,
-            )
-            batch_loss = loss_fn(out.counts, yb)
-            objective = batch_loss
-            if ranks.enabled:
-                # DDP averages over W ranks: weighting by n_r * W / n makes the average the
-                # gradient of the mean over the n samples of the global batch.
-                objective = batch_loss * ((hi - lo) * ranks.world / len(idx))
-            optimizer.zero_grad(set_to_none=True)
-            torch.autograd.backward(objective)
-            optimizer.step()
+            with gc_paused():  # the graph's objects free themselves (see gc_paused)
+                out = forward(
+                    xb,
+                    seed=_epoch_seed(seed, epoch),
+                    sample_ids=local,
+                    refractory_dropout=dropout,
+                    surrogate=sur,
+                    **run_kw,
+                )
+                batch_loss = loss_fn(out.counts, yb)
+                objective = batch_loss
+                if ranks.enabled:
+                    # DDP averages over W ranks: weighting by n_r * W / n makes the average the
+                    # gradient of the mean over the n samples of the global batch.
+                    objective = batch_loss * ((hi - lo) * ranks.world / len(idx))
+                optimizer.zero_grad(set_to_none=True)
+                torch.autograd.backward(objective)
+                optimizer.step()
             if hi > lo:
                 loss_sum += float(batch_loss.detach()) * (hi - lo)
                 correct += float((_predictions(out.counts.detach()) == yb).sum())
