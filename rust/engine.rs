@@ -13,6 +13,10 @@
 //!   sparse one. A neuron that received no current cannot cross its threshold (after
 //!   every fire phase all non-refractory membranes are `<= threshold`, the leak keeps
 //!   them there and refractory membranes are 0), so this is exactly R4.3.
+//! - deferred rows: the latest dense row delivered to a population in a forward step is
+//!   not added to `cur` at once; the integrate pass adds it (`cur[q] + s * w[q]`, then
+//!   `V += ` that) in the same pass that integrates the population, which saves one
+//!   pass over the population per forward step and performs the same float operations.
 //! - the pending set and its scheduler structure: [`crate::scheduler`].
 //!
 //! A forward step therefore costs O(synapses delivered + neurons touched + scheduler),
@@ -129,6 +133,18 @@ fn check_timesteps(timesteps: usize, location: &str) -> Result<(), EngineError> 
 /// `run_batch` does this for every sample; it is public so that a caller that runs a
 /// batch in parts can check all of it before any part runs.
 pub fn check_dense_values(frames: &[f32], n_in: usize, location: &str) -> Result<(), EngineError> {
+    // Fast path: a branch-free test of all values (it vectorises); `0 <= x < inf` is
+    // false exactly for NaN, infinities and negative values (-0.0 passes, as it
+    // should). Only when it fails, the scalar search below finds the first bad value.
+    let all_ok = frames.chunks(256).all(|c| {
+        c.iter()
+            .map(|&x| (0.0..f32::INFINITY).contains(&x) as u32)
+            .sum::<u32>()
+            == c.len() as u32
+    });
+    if all_ok {
+        return Ok(());
+    }
     match frames
         .iter()
         .enumerate()
@@ -347,6 +363,20 @@ struct Touch {
     /// superset of the touched neurons, which is exact because an untouched neuron has
     /// no current and cannot cross its threshold (its membrane only leaked towards 0).
     lists: Vec<Vec<u32>>,
+    /// Per non-input population: the latest dense row delivered to it in this step, not
+    /// yet added to `cur`. It is added by the integrate pass itself (one pass that
+    /// computes `cur[q] + s * w[q]`, the same float operations as adding the row first),
+    /// which saves a pass over the population per forward step.
+    deferred: Vec<Option<Deferred>>,
+}
+
+/// A dense row delivery kept for the integrate pass: `cur[q] += s * wt[local * n + q]`
+/// of projection `proj`.
+#[derive(Debug, Clone, Copy)]
+struct Deferred {
+    proj: usize,
+    local: usize,
+    s: f32,
 }
 
 impl Touch {
@@ -381,6 +411,8 @@ pub(crate) struct Workspace {
     fired: Vec<u32>,
     group: Vec<(u32, u32)>,
     pending: PendingSet,
+    /// The non-zero inputs of the current dense frame.
+    nonzero: Vec<u32>,
 }
 
 impl Workspace {
@@ -422,10 +454,12 @@ impl Workspace {
                 lists: (0..p)
                     .map(|i| Vec::with_capacity(net.pop_offset[i + 1] - net.pop_offset[i]))
                     .collect(),
+                deferred: vec![None; p],
             },
             fired: Vec::with_capacity(n),
             group: Vec::new(),
             pending: PendingSet::new(n, p),
+            nonzero: Vec::with_capacity(net.input_size()),
         };
         ws.touch.channels = (0..p)
             .map(|i| (net.pop_offset[i + 1] - net.pop_offset[i]) / ws.touch.plane[i])
@@ -447,25 +481,51 @@ impl Workspace {
         for l in &mut self.touch.lists {
             l.clear();
         }
+        self.touch.deferred.fill(None);
         self.fired.clear();
         self.group.clear();
         self.pending.drop_all();
     }
 }
 
-/// Delivers source neuron `local` of `proj` with scale `s` (the input value x of R4.2
-/// or the multiplicity m of R4.3.4): `I[q] += s * w` for every synapse. Returns the
-/// fan-out (R1.3, R7.4).
+/// The dense weight row of source neuron `local` of projection `proj`.
 #[inline(always)]
-fn deliver(proj: &Projection, local: usize, s: f32, cur: &mut [f32], touch: &mut Touch) -> u64 {
-    let p = proj.target_pop;
-    let base = proj.target_offset;
+fn dense_row(proj: &Projection, local: usize) -> &[f32] {
     match &proj.kind {
         ProjKind::Dense { wt } => {
             let n = proj.target_size;
+            &wt[local * n..(local + 1) * n]
+        }
+        _ => &[],
+    }
+}
+
+/// Delivers source neuron `local` of projection `pi` with scale `s` (the input value x
+/// of R4.2 or the multiplicity m of R4.3.4): `I[q] += s * w` for every synapse. Returns
+/// the fan-out (R1.3, R7.4). A dense row is kept in `touch.deferred` for the integrate
+/// pass (the previously kept row of the same population is added now).
+#[inline(always)]
+fn deliver(
+    net: &Network,
+    pi: usize,
+    local: usize,
+    s: f32,
+    cur: &mut [f32],
+    touch: &mut Touch,
+) -> u64 {
+    let proj = &net.projections[pi];
+    let p = proj.target_pop;
+    let base = proj.target_offset;
+    match &proj.kind {
+        ProjKind::Dense { .. } => {
+            let n = proj.target_size;
             touch.pop(p);
             touch.pop_full[p] = true;
-            add_row(&mut cur[base..base + n], &wt[local * n..(local + 1) * n], s);
+            let new = Deferred { proj: pi, local, s };
+            if let Some(d) = touch.deferred[p].replace(new) {
+                let row = dense_row(&net.projections[d.proj], d.local);
+                add_row(&mut cur[base..base + n], row, d.s);
+            }
             n as u64
         }
         ProjKind::Conv {
@@ -578,32 +638,10 @@ fn integrate(net: &Network, ws: &mut Workspace) {
             let c = &mut ws.cur[lo..hi];
             let r = &ws.refractory[lo..hi];
             let th = &net.threshold[lo..hi];
-            for ((vi, ci), ri) in v.iter_mut().zip(c.iter_mut()).zip(r) {
-                let x = std::mem::take(ci);
-                // Refractory: the current is discarded (R4.3.1, R4.6).
-                *vi += if *ri { 0.0 } else { x };
-            }
-            // Refractory membranes are 0 < threshold: no refractory test needed.
-            const CH: usize = 16;
-            let mut vc = v.chunks_exact(CH);
-            let mut tc = th.chunks_exact(CH);
-            let mut base = lo;
-            for (vs, ts) in (&mut vc).zip(&mut tc) {
-                let any = vs.iter().zip(ts).fold(false, |a, (x, t)| a | (*x > *t));
-                if any {
-                    for (i, (x, t)) in vs.iter().zip(ts).enumerate() {
-                        if *x > *t {
-                            ws.fired.push((base + i) as u32);
-                        }
-                    }
-                }
-                base += CH;
-            }
-            for (i, (x, t)) in vc.remainder().iter().zip(tc.remainder()).enumerate() {
-                if *x > *t {
-                    ws.fired.push((base + i) as u32);
-                }
-            }
+            let row = touch.deferred[p]
+                .take()
+                .map(|d| (dense_row(&net.projections[d.proj], d.local), d.s));
+            integrate_full(v, c, r, th, row, lo, &mut ws.fired);
         } else {
             let start = ws.fired.len();
             let (plane, channels) = (touch.plane[p], touch.channels[p]);
@@ -630,6 +668,72 @@ fn integrate(net: &Network, ws: &mut Workspace) {
     }
     touch.pops.clear();
 }
+
+/// R4.3.1-2 over a whole population (`lo` is the id of its first neuron): `V += I`
+/// unless refractory, `I <- 0`, and the neurons with `V > threshold` pushed to `fired`
+/// in increasing id order. With `row = Some((w, s))` the summed current of neuron `i` is
+/// `cur[i] + s * w[i]` (the population's deferred row, see `Touch::deferred`: the same
+/// float operations as adding the row to `cur` first).
+///
+/// Chunks of 16 neurons: the update, then a branch-free "any above threshold" test of
+/// the chunk (it compiles to a vector compare and a move-mask); only a chunk that has a
+/// spike is scanned. Refractory membranes are 0 < threshold: no refractory test needed.
+#[inline(always)]
+fn integrate_full(
+    v: &mut [f32],
+    c: &mut [f32],
+    r: &[bool],
+    th: &[f32],
+    row: Option<(&[f32], f32)>,
+    lo: usize,
+    fired: &mut Vec<u32>,
+) {
+    const CH: usize = 16;
+    let n = v.len();
+    let (c, r, th) = (&mut c[..n], &r[..n], &th[..n]);
+    // Refractory: the current is discarded (R4.3.1, R4.6).
+    match row {
+        Some((w, s)) => {
+            let w = &w[..n];
+            for i in 0..n {
+                let x = c[i] + s * w[i];
+                c[i] = 0.0;
+                v[i] += if r[i] { 0.0 } else { x };
+            }
+        }
+        None => {
+            for i in 0..n {
+                let x = std::mem::take(&mut c[i]);
+                v[i] += if r[i] { 0.0 } else { x };
+            }
+        }
+    }
+    let mut vc = v.chunks_exact(CH);
+    let mut tc = th.chunks_exact(CH);
+    let mut base = lo;
+    for (vs, ts) in (&mut vc).zip(&mut tc) {
+        let any = vs.iter().zip(ts).fold(false, |a, (x, t)| a | (*x > *t));
+        if any {
+            // Branch-free compaction of the spiking neurons of the chunk.
+            let mut ids = [0u32; CH];
+            let mut count = 0;
+            for (i, (x, t)) in vs.iter().zip(ts).enumerate() {
+                ids[count] = (base + i) as u32;
+                count += (*x > *t) as usize;
+            }
+            fired.extend_from_slice(&ids[..count]);
+        }
+        base += CH;
+    }
+    for (i, (x, t)) in vc.remainder().iter().zip(tc.remainder()).enumerate() {
+        if *x > *t {
+            fired.push((base + i) as u32);
+        }
+    }
+}
+
+/// How many deliveries ahead the event loop prefetches weight rows.
+const AHEAD: usize = 4;
 
 /// Prefetches the dense weight rows of a forward group (a cache hint only).
 #[inline(always)]
@@ -739,33 +843,41 @@ fn run_prepared_body(
 
         // R4.2: forward step 0 delivers the input frame (R2.3), in input index order.
         {
-            let mut deliver_input =
-                |i: usize, x: f32, ws: &mut Workspace| -> Result<(), EngineError> {
+            // Not a closure: a closure would be compiled once, without AVX2, and called.
+            macro_rules! deliver_input {
+                ($i:expr, $x:expr) => {{
+                    let (i, x): (usize, f32) = ($i, $x);
                     add(&mut res.input_events, 1, loc, "input_events")?;
                     for &pi in &net.outgoing[0] {
-                        let fo = deliver(&net.projections[pi], i, x, &mut ws.cur, &mut ws.touch);
+                        let fo = deliver(net, pi, i, x, &mut ws.cur, &mut ws.touch);
                         add(&mut res.synops_per_projection[pi], fo, loc, "synops")?;
                         ts_synops += fo;
                     }
-                    Ok(())
-                };
+                }};
+            }
             match &ps.input {
                 Prepared::Dense(frames) => {
                     let frame = &frames[t * n_in..(t + 1) * n_in];
-                    // Prefetch the rows of the input that comes AHEAD events later.
-                    const AHEAD: usize = 4;
-                    let nz = frame
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, &x)| x != 0.0)
-                        .map(|(i, _)| i);
-                    let mut ahead = nz.clone().skip(AHEAD);
-                    for i in nz {
-                        if let Some(a) = ahead.next() {
-                            prefetch_input(net, a);
-                        }
-                        deliver_input(i, frame[i], ws)?;
+                    // The non-zero inputs, in index order (a branch-free compaction).
+                    let mut nz = std::mem::take(&mut ws.nonzero);
+                    nz.resize(n_in, 0);
+                    let mut count = 0;
+                    for (i, &x) in frame.iter().enumerate() {
+                        nz[count] = i as u32;
+                        count += (x != 0.0) as usize;
                     }
+                    nz.truncate(count);
+                    // Prefetch the rows of the input that comes AHEAD events later.
+                    for &a in nz.iter().take(AHEAD) {
+                        prefetch_input(net, a as usize);
+                    }
+                    for (e, &i) in nz.iter().enumerate() {
+                        if let Some(&a) = nz.get(e + AHEAD) {
+                            prefetch_input(net, a as usize);
+                        }
+                        deliver_input!(i as usize, frame[i as usize]);
+                    }
+                    ws.nonzero = nz;
                 }
                 Prepared::Sparse {
                     t: et,
@@ -773,7 +885,7 @@ fn run_prepared_body(
                     value,
                 } => {
                     while sparse_cursor < et.len() && et[sparse_cursor] == t32 {
-                        deliver_input(index[sparse_cursor] as usize, value[sparse_cursor], ws)?;
+                        deliver_input!(index[sparse_cursor] as usize, value[sparse_cursor]);
                         sparse_cursor += 1;
                     }
                 }
@@ -862,14 +974,18 @@ fn run_prepared_body(
             let mut group = std::mem::take(&mut ws.group);
             ws.pending.select(f, ctx, &ws.v_pre, &mut group);
             debug_assert!(!group.is_empty(), "a non-empty pending set yields a group");
-            prefetch_group(net, &group);
-            for &(j, m) in &group {
+            // Prefetch the rows of the member AHEAD places later.
+            prefetch_group(net, &group[..AHEAD.min(group.len())]);
+            for (e, &(j, m)) in group.iter().enumerate() {
+                if let Some(g) = group.get(e + AHEAD) {
+                    prefetch_group(net, std::slice::from_ref(g));
+                }
                 let ju = j as usize;
                 let p = net.pop_of[ju] as usize;
                 let local = ju - net.pop_offset[p];
                 let s = m as f32;
                 for &pi in &net.outgoing[p + 1] {
-                    let fo = deliver(&net.projections[pi], local, s, &mut ws.cur, &mut ws.touch);
+                    let fo = deliver(net, pi, local, s, &mut ws.cur, &mut ws.touch);
                     add(&mut res.synops_per_projection[pi], fo, loc, "synops")?;
                     ts_synops += fo;
                 }

@@ -10,8 +10,12 @@
 //!   is pushed again when a pending neuron fires again (refractory dropout) with a new
 //!   `v_pre`, and stale entries are skipped lazily when popped.
 //! - `random` (R5.3) and `momentum` with jitter (R5.4): the keys change at every forward
-//!   step, so an unordered pending list is scanned at each selection and the `F` best
-//!   keys are found by partial selection (`select_nth_unstable`).
+//!   step, so the pending list (in enqueue order) is scanned at each selection: one key
+//!   per pending neuron (a plain loop that vectorises in the AVX2 build of the event
+//!   loop), the `F`-th smallest key by partial selection (`select_nth_unstable`; for
+//!   `random`, whose keys are uniform hashes, only over the few keys below a bar that
+//!   about `2F` of them pass), then one pass that splits the list into the group (keys
+//!   up to that one; keys are distinct) and the rest, both in list order. No sorting.
 
 use std::collections::{BinaryHeap, VecDeque};
 
@@ -66,6 +70,41 @@ enum Mode {
     MomentumJitter(f32),
 }
 
+/// The `f`-th smallest of `keys` (`0 < f < keys.len()`); `scratch` is a work buffer.
+///
+/// With `uniform` (the upper 32 bits of the keys are uniformly distributed hashes,
+/// R5.3), a branch-free pass first keeps only the keys below a bar that about `2 f` of
+/// them pass (raised until at least `f` do), so the partial selection sees few keys.
+#[inline(always)]
+fn kth_smallest(keys: &[u64], f: usize, uniform: bool, scratch: &mut Vec<u64>) -> u64 {
+    let n = keys.len();
+    scratch.clear();
+    if uniform {
+        let mut bar = (((2 * f).max(16) as u64) << 32) / n as u64;
+        scratch.resize(n, 0);
+        loop {
+            let lim = if bar >= 1 << 32 {
+                u64::MAX
+            } else {
+                (bar << 32).saturating_sub(1)
+            };
+            let mut count = 0;
+            for &k in keys {
+                scratch[count] = k;
+                count += (k <= lim) as usize;
+            }
+            if count >= f {
+                scratch.truncate(count);
+                break;
+            }
+            bar *= 4;
+        }
+    } else {
+        scratch.extend_from_slice(keys);
+    }
+    *scratch.select_nth_unstable(f - 1).1
+}
+
 /// The pending set of one sample (R3.2), with the structure of its scheduler.
 /// Allocated once per workspace and reused across timesteps and samples.
 #[derive(Debug)]
@@ -82,6 +121,7 @@ pub(crate) struct PendingSet {
     heap: BinaryHeap<u64>,
     list: Vec<u32>,
     keys: Vec<u64>,
+    scratch: Vec<u64>,
 }
 
 #[inline(always)]
@@ -104,6 +144,7 @@ impl PendingSet {
             heap: BinaryHeap::new(),
             list: Vec::new(),
             keys: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -139,7 +180,7 @@ impl PendingSet {
 
     /// Enqueues a spike of neuron `q` of non-input population `pop` with membrane value
     /// at the spike `v_pre` (R4.3.2). Returns `false` if the multiplicity overflows u32.
-    #[inline]
+    #[inline(always)]
     pub fn enqueue(&mut self, q: u32, pop: usize, v_pre: f32) -> bool {
         let m = &mut self.mult[q as usize];
         if *m == 0 {
@@ -178,6 +219,7 @@ impl PendingSet {
     /// Picks the group `G` (R4.3.4, R5) and removes it from the set: `group` receives
     /// `(neuron, multiplicity)` pairs. `f` is the forward group size, `v_pre` the
     /// per-neuron `v_pre` (R3.1).
+    #[inline(always)]
     pub fn select(&mut self, f: usize, ctx: SelectCtx, v_pre: &[f32], group: &mut Vec<(u32, u32)>) {
         group.clear();
         match self.mode {
@@ -223,41 +265,47 @@ impl PendingSet {
                     self.list.clear();
                     return;
                 }
+                // One key per pending neuron, smallest = first chosen; ties cannot
+                // happen (the id is part of the key). A plain loop over the list, which
+                // vectorises in the AVX2 build of the event loop.
                 let prefix = hash_prefix(ctx.seed, ctx.sample, ctx.t, ctx.k);
                 let mut keys = std::mem::take(&mut self.keys);
                 keys.clear();
+                keys.resize(self.list.len(), 0);
                 if let Mode::MomentumJitter(jitter) = self.mode {
-                    keys.extend(self.list.iter().map(|&q| {
+                    // Largest `v_pre + jitter * u` first, equal values to the smaller id
+                    // (R5.4): the complement of the max-order key.
+                    for (k, &q) in keys.iter_mut().zip(&self.list) {
                         let u = to_uniform(hash_finish(prefix, q, STREAM_JITTER));
                         let key = v_pre[q as usize] + jitter * u;
-                        momentum_key(key, q)
-                    }));
-                    // Largest keys first.
-                    keys.select_nth_unstable_by(f - 1, |a, b| b.cmp(a));
-                    for &e in &keys[..f] {
-                        self.take(!(e as u32), group);
+                        *k = !momentum_key(key, q);
                     }
                 } else {
-                    keys.extend(self.list.iter().map(|&q| {
-                        ((hash_finish(prefix, q, STREAM_RANDOM) as u64) << 32) | q as u64
-                    }));
-                    // Smallest keys first; equal hashes go to the smaller id.
-                    keys.select_nth_unstable(f - 1);
-                    for &e in &keys[..f] {
-                        self.take(e as u32, group);
+                    // Smallest hash first; equal hashes to the smaller id (R5.3).
+                    for (k, &q) in keys.iter_mut().zip(&self.list) {
+                        *k = ((hash_finish(prefix, q, STREAM_RANDOM) as u64) << 32) | q as u64;
                     }
                 }
-                self.list.clear();
-                let jit = matches!(self.mode, Mode::MomentumJitter(_));
-                self.list.extend(keys[f..].iter().map(
-                    |&e| {
-                        if jit {
-                            !(e as u32)
-                        } else {
-                            e as u32
-                        }
-                    },
-                ));
+                // The keys are distinct (they contain the id): the group is exactly the
+                // keys up to the f-th smallest. Split the list in one pass, keeping the
+                // order of the rest (the group goes in list order).
+                let mut scratch = std::mem::take(&mut self.scratch);
+                let uniform = matches!(self.mode, Mode::Random);
+                let kth = kth_smallest(&keys, f, uniform, &mut scratch);
+                self.scratch = scratch;
+                let mut list = std::mem::take(&mut self.list);
+                let mut kept = 0;
+                for i in 0..list.len() {
+                    let q = list[i];
+                    if keys[i] <= kth {
+                        self.take(q, group);
+                    } else {
+                        list[kept] = q;
+                        kept += 1;
+                    }
+                }
+                list.truncate(kept);
+                self.list = list;
                 self.keys = keys;
             }
         }
@@ -444,6 +492,66 @@ mod tests {
         let mut g = Vec::new();
         p.select(3, CTX, &v, &mut g);
         assert_eq!(g, vec![(0, 1), (1, 1), (2, 1)]);
+    }
+
+    #[test]
+    fn kth_smallest_matches_sorting() {
+        let mut g = 0x9e37_79b9_u64;
+        let mut next = || {
+            g = g
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            g
+        };
+        let mut scratch = Vec::new();
+        for n in [2usize, 3, 9, 17, 100, 1000] {
+            // Uniform hashes in the upper bits, the position as the (distinct) lower bits;
+            // then keys crowded at the top, where the first bar lets too few pass.
+            for crowded in [false, true] {
+                let keys: Vec<u64> = (0..n as u64)
+                    .map(|i| {
+                        let h = if crowded {
+                            u32::MAX - (next() >> 60) as u32
+                        } else {
+                            (next() >> 32) as u32
+                        };
+                        ((h as u64) << 32) | i
+                    })
+                    .collect();
+                let mut sorted = keys.clone();
+                sorted.sort_unstable();
+                for f in [1usize, 2, 8, 64] {
+                    if f >= n {
+                        continue;
+                    }
+                    for uniform in [false, true] {
+                        assert_eq!(
+                            kth_smallest(&keys, f, uniform, &mut scratch),
+                            sorted[f - 1],
+                            "n={n} f={f} uniform={uniform} crowded={crowded}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn random_group_in_list_order_rest_keeps_order() {
+        let n = 30u32;
+        let mut p = PendingSet::new(n as usize, 1);
+        p.set_scheduler(Scheduler::Random);
+        let v = vec![1.0f32; n as usize];
+        let order: Vec<u32> = (0..n).map(|i| (i * 7) % n).collect();
+        for &q in &order {
+            p.enqueue(q, 0, 1.0);
+        }
+        let mut g = Vec::new();
+        p.select(5, CTX, &v, &mut g);
+        let pos = |q: u32| order.iter().position(|&x| x == q).unwrap();
+        assert!(g.windows(2).all(|w| pos(w[0].0) < pos(w[1].0)));
+        assert!(p.list.windows(2).all(|w| pos(w[0]) < pos(w[1])));
+        assert_eq!(p.len(), 25);
     }
 
     #[test]
