@@ -134,15 +134,39 @@ def infer(
         return _infer_dense(network, dense, opts, threads, inputs, timesteps)
     prepared = prepare_inputs(network, inputs, labels=labels, sample_ids=sample_ids, timesteps=timesteps)
     threads = check_threads(threads)
-    from asyncsnn import _engine
-
-    arrays = _engine.run(
-        network._engine_network(),
+    arrays = _run_engine(
+        network,
+        opts,
+        threads,
         prepared.dense,
         prepared.sparse,
         prepared.timesteps,
         prepared.labels,
         prepared.sample_ids,
+    )
+    return InferenceResult(arrays, labels=prepared.labels, engine="rust", options=opts.as_dict())
+
+
+def _run_engine(
+    network: Network,
+    opts: RunOptions,
+    threads: int | None,
+    dense: np.ndarray | None,
+    sparse: Any,
+    timesteps: int,
+    labels: np.ndarray | None,
+    sample_ids: np.ndarray | None,
+) -> dict[str, np.ndarray]:
+    """One call of the Rust engine with validated options (``_engine.run``)."""
+    from asyncsnn import _engine
+
+    return _engine.run(
+        network._engine_network(),
+        dense,
+        sparse,
+        timesteps,
+        labels,
+        sample_ids,
         opts.scheduler.value,
         opts.forward_group_size,
         opts.stop.value,
@@ -153,7 +177,6 @@ def infer(
         None if opts.refractory_dropout is None else list(opts.refractory_dropout),
         threads,
     )
-    return InferenceResult(arrays, labels=prepared.labels, engine="rust", options=opts.as_dict())
 
 
 def _infer_dense(
@@ -167,26 +190,8 @@ def _infer_dense(
     get the full validation, so that a bad value raises the very error it raises on the
     general path; an error that is not about the inputs is raised as it came.
     """
-    from asyncsnn import _engine
-
     try:
-        arrays = _engine.run(
-            network._engine_network(),
-            dense,
-            None,
-            dense.shape[1],
-            None,
-            None,
-            opts.scheduler.value,
-            opts.forward_group_size,
-            opts.stop.value,
-            opts.extra_steps,
-            opts.max_steps,
-            opts.seed,
-            opts.jitter,
-            None if opts.refractory_dropout is None else list(opts.refractory_dropout),
-            threads,
-        )
+        arrays = _run_engine(network, opts, threads, dense, None, dense.shape[1], None, None)
     except Exception as exc:  # re-raised below unless the inputs explain it
         failure = exc
     else:
