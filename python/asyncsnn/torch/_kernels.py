@@ -505,7 +505,7 @@ def _deliver_values(
     col0: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     part = parts[0]
-    if len(parts) == 1 and groups[0] is not None and _fused_cpu(q, part.table) and _fused_cpu(q, q):
+    if len(parts) == 1 and groups[0] is not None and q.is_contiguous() and _fused_cpu(q, part.table):
         # Take and deliver in one Rust call (the same products and sums, in entry order).
         rows, local, _ = groups[0]
         cur_np, mult_np = _engine.deliver_forward(

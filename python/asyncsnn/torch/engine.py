@@ -660,7 +660,7 @@ class RunOutput:
 
 @contextlib.contextmanager
 def gc_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector for the duration of a block.
+    """Pause Python's cyclic garbage collector for a block (or a function, as a decorator).
 
     A forward or backward pass creates thousands of short-lived autograd objects (a
     few per forward step); each generation-0 collection then walks them all for
@@ -676,6 +676,7 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+@gc_paused()  # the run creates thousands of autograd objects (see gc_paused)
 def run(
     plan: Plan,
     weights: Sequence[torch.Tensor | None],
@@ -713,21 +714,6 @@ def run(
     RunOutput
         Differentiable per-timestep output counts ``[B, T, n_out]`` and the counters.
     """
-    with gc_paused():
-        return _run(plan, weights, frames, opts, labels=labels, sample_ids=sample_ids, surrogate=surrogate)
-
-
-def _run(
-    plan: Plan,
-    weights: Sequence[torch.Tensor | None],
-    frames: torch.Tensor,
-    opts: RunOptions,
-    *,
-    labels: torch.Tensor | None = None,
-    sample_ids: torch.Tensor | None = None,
-    surrogate: Surrogate | None = None,
-) -> RunOutput:
-    """:func:`run` (with Python's cyclic garbage collector paused)."""
     dev = frames.device
     pt = plan.tensors(dev)
     n_batch, n_t, _ = frames.shape
