@@ -4,13 +4,16 @@
 //! Data layout of one sample's state (the private `Workspace`, allocated once per
 //! worker and reused; nothing is allocated inside the event loop once its buffers have
 //! grown):
-//! - `v`, `cur`, `v_pre`, `refractory`: one entry per non-input neuron (R3.1); `cur` is
-//!   the current buffer `I` of R4.2/R4.3, always all-zero between forward steps.
+//! - `v`, `cur`, `refractory`: one entry per non-input neuron (R3.1), indexed by its
+//!   storage slot (channel-last in conv/pool targets, see `crate::network`); `v_pre`,
+//!   read by the scheduler, by neuron id. `cur` is the current buffer `I` of R4.2/R4.3,
+//!   always all-zero between forward steps.
 //! - touch tracking: a dense delivery marks its whole target population "full"; a
-//!   conv/pool delivery appends the neurons it reaches to the population's touched list
-//!   (deduplicated with a per-neuron flag). The integrate/fire pass (R4.3.1-2) visits
-//!   only touched populations: the whole range of a full one, the touched list of a
-//!   sparse one. A neuron that received no current cannot cross its threshold (after
+//!   conv/pool delivery appends the pixels it reaches to the population's touched list
+//!   (deduplicated with a per-pixel flag). The integrate/fire pass (R4.3.1-2) visits
+//!   only touched populations: the whole range of a full one, the touched pixels (all
+//!   their channels, contiguous slots) of a sparse one. A neuron that received no
+//!   current cannot cross its threshold (after
 //!   every fire phase all non-refractory membranes are `<= threshold`, the leak keeps
 //!   them there and refractory membranes are 0), so this is exactly R4.3.
 //! - deferred rows: the latest dense row delivered to a population in a forward step is
@@ -29,7 +32,7 @@ use rayon::prelude::*;
 
 use crate::counters::SampleResult;
 use crate::error::EngineError;
-use crate::kernels::{add_row, has_avx2, prefetch};
+use crate::kernels::{add_row, add_short, has_avx2, prefetch};
 use crate::network::{Network, ProjKind, Projection};
 use crate::rng::{uniform, STREAM_DROPOUT};
 use crate::scheduler::{PendingSet, Scheduler, SelectCtx};
@@ -345,12 +348,10 @@ fn check_sample_id(id: u64) -> Result<u32, EngineError> {
 /// Touched-neuron bookkeeping of one forward step.
 #[derive(Debug)]
 struct Touch {
-    /// Per neuron: already in its population's `lists` entry (only the neuron of
-    /// channel 0 of a pixel is used: it stands for all channels of that pixel).
+    /// Per slot: already in its population's `lists` entry (only the slot of channel 0
+    /// of a pixel is used: it stands for all channels of that pixel).
     neuron: Vec<bool>,
-    /// Per non-input population: neurons per channel (`h * w`; its size if flat).
-    plane: Vec<usize>,
-    /// Per non-input population: number of channels (`size / plane`).
+    /// Per non-input population: channels of its storage layout (`Network::layout_channels`).
     channels: Vec<usize>,
     /// Per non-input population: in `pops`.
     pop_touched: Vec<bool>,
@@ -358,7 +359,7 @@ struct Touch {
     pop_full: Vec<bool>,
     /// Touched populations of this step.
     pops: Vec<usize>,
-    /// Per non-input population: pixels touched by conv/pool deliveries, as the id of
+    /// Per non-input population: pixels touched by conv/pool deliveries, as the slot of
     /// their channel-0 neuron. Integration visits every channel of a listed pixel: a
     /// superset of the touched neurons, which is exact because an untouched neuron has
     /// no current and cannot cross its threshold (its membrane only leaked towards 0).
@@ -390,7 +391,7 @@ impl Touch {
         self.pop_full[p]
     }
 
-    /// Marks the pixel whose channel-0 neuron is `q0` touched.
+    /// Marks the pixel whose channel-0 neuron is in slot `q0` touched.
     #[inline(always)]
     fn pixel(&mut self, p: usize, q0: usize) {
         if !self.neuron[q0] {
@@ -409,6 +410,10 @@ pub(crate) struct Workspace {
     refractory: Vec<bool>,
     touch: Touch,
     fired: Vec<u32>,
+    /// `(population, start, end)`: the range of `fired` of each population that fired.
+    fired_pops: Vec<(usize, usize, usize)>,
+    /// One bit per neuron id, all clear between uses (see [`sort_ids`]).
+    fired_bits: Vec<u64>,
     group: Vec<(u32, u32)>,
     pending: PendingSet,
     /// The non-zero inputs of the current dense frame.
@@ -419,35 +424,14 @@ impl Workspace {
     pub(crate) fn new(net: &Network) -> Workspace {
         let n = net.n_neurons();
         let p = net.n_populations();
-        let mut ws = Workspace {
+        Workspace {
             v: vec![0.0; n],
             cur: vec![0.0; n],
             v_pre: vec![0.0; n],
             refractory: vec![false; n],
             touch: Touch {
                 neuron: vec![false; n],
-                plane: (0..p)
-                    .map(|i| {
-                        // The plane that all conv/pool projections into this population
-                        // agree on; otherwise (or if none) one "pixel" per neuron.
-                        let size = net.pop_offset[i + 1] - net.pop_offset[i];
-                        let mut planes = net
-                            .projections
-                            .iter()
-                            .filter(|pr| pr.target_pop == i)
-                            .filter_map(|pr| match &pr.kind {
-                                ProjKind::Conv { plane, .. } | ProjKind::Pool { plane, .. } => {
-                                    Some(*plane)
-                                }
-                                ProjKind::Dense { .. } => None,
-                            });
-                        match planes.next() {
-                            Some(first) if first > 0 && planes.all(|x| x == first) => first,
-                            _ => size.max(1),
-                        }
-                    })
-                    .collect(),
-                channels: Vec::new(),
+                channels: net.layout_channels.clone(),
                 pop_touched: vec![false; p],
                 pop_full: vec![false; p],
                 pops: Vec::with_capacity(p),
@@ -457,14 +441,12 @@ impl Workspace {
                 deferred: vec![None; p],
             },
             fired: Vec::with_capacity(n),
+            fired_pops: Vec::with_capacity(p),
+            fired_bits: vec![0; n.div_ceil(64)],
             group: Vec::new(),
             pending: PendingSet::new(n, p),
             nonzero: Vec::with_capacity(net.input_size()),
-        };
-        ws.touch.channels = (0..p)
-            .map(|i| (net.pop_offset[i + 1] - net.pop_offset[i]) / ws.touch.plane[i])
-            .collect();
-        ws
+        }
     }
 
     /// R3.3: the state at the start of a sample (also repairs a workspace left dirty by
@@ -483,6 +465,8 @@ impl Workspace {
         }
         self.touch.deferred.fill(None);
         self.fired.clear();
+        self.fired_pops.clear();
+        self.fired_bits.fill(0);
         self.group.clear();
         self.pending.drop_all();
     }
@@ -533,17 +517,16 @@ fn deliver(
             c_out,
             kh,
             kw,
-            in_hw,
-            in_w,
             plane,
             ow,
             rows,
             cols,
+            channel_last,
+            coords,
+            ..
         } => {
             let (c_out, plane) = (*c_out, *plane);
-            let c = local / in_hw;
-            let rem = local % in_hw;
-            let (y, x) = (rem / in_w, rem % in_w);
+            let [c, y, x] = coords[local].map(|v| v as usize);
             let full = touch.pop(p);
             let rr = rows.range(y);
             let cr = cols.range(x);
@@ -554,16 +537,21 @@ fn deliver(
                     let (j, kx) = (cols.out[sidx], cols.tap[sidx]);
                     let kb = ((c * kh + ky) * kw + kx) * c_out;
                     let ks = &k[kb..kb + c_out];
-                    let q0 = base + i * ow + j;
-                    for (o, &w) in ks.iter().enumerate() {
-                        cur[q0 + o * plane] += s * w;
-                    }
-                    if !full {
-                        if plane == touch.plane[p] {
+                    let pix = i * ow + j;
+                    if *channel_last {
+                        // The c_out channels of the pixel are contiguous slots.
+                        let q0 = base + pix * c_out;
+                        add_short(&mut cur[q0..q0 + c_out], ks, s);
+                        if !full {
                             touch.pixel(p, q0);
-                        } else {
-                            for o in 0..c_out {
-                                touch.pixel(p, q0 + o * plane);
+                        }
+                    } else {
+                        // slot = id, one "pixel" per neuron.
+                        for (o, &w) in ks.iter().enumerate() {
+                            let q = base + o * plane + pix;
+                            cur[q] += s * w;
+                            if !full {
+                                touch.pixel(p, q);
                             }
                         }
                     }
@@ -573,34 +561,35 @@ fn deliver(
         }
         ProjKind::Pool {
             weight,
-            in_hw,
-            in_w,
             plane,
             ow,
             rows,
             cols,
+            channel_last,
+            coords,
+            ..
         } => {
-            let c = local / in_hw;
-            let rem = local % in_hw;
-            let (y, x) = (rem / in_w, rem % in_w);
+            let [c, y, x] = coords[local].map(|v| v as usize);
             let full = touch.pop(p);
             let rr = rows.range(y);
             let cr = cols.range(x);
             let fan = rr.len() * cr.len();
             let sw = s * *weight;
-            let cb = base + c * plane;
+            // Channel-last: pixel `pix` of channel `c` is slot `pix * channels + c`;
+            // otherwise slot = id = `c * plane + pix`.
+            let (pix_stride, ch_off) = if *channel_last {
+                (touch.channels[p], c)
+            } else {
+                (1, c * *plane)
+            };
             for r in rr {
-                let rb = cb + rows.out[r] * ow;
+                let row = rows.out[r] * ow;
                 for sidx in cr.clone() {
-                    let q = rb + cols.out[sidx];
+                    let q = base + (row + cols.out[sidx]) * pix_stride + ch_off;
                     cur[q] += sw;
                     if !full {
-                        let q0 = if *plane == touch.plane[p] {
-                            q - c * *plane
-                        } else {
-                            q
-                        };
-                        touch.pixel(p, q0);
+                        // The pixel's channel-0 slot (the neuron itself if slot = id).
+                        touch.pixel(p, if *channel_last { q - c } else { q });
                     }
                 }
             }
@@ -618,18 +607,38 @@ fn add(counter: &mut i64, x: u64, location: &str, what: &str) -> Result<(), Engi
     Ok(())
 }
 
-/// R4.3.1 (integrate) and the threshold test of R4.3.2 over the touched neurons.
-/// Leaves the neurons whose membrane crossed the threshold in `ws.fired`, in increasing
-/// id order, and clears the current buffer and the touch bookkeeping.
+/// What the fire phase (R4.3.2) needs besides the neurons' state: the refractory
+/// dropout probability of each population and the arguments of its random function.
+struct FireCtx<'a> {
+    dropout: &'a [f64],
+    seed: u64,
+    sample: u32,
+    t: u32,
+    k: u32,
+}
+
+/// R4.3.1 (integrate), the threshold test of R4.3.2 and the reset of the neurons that
+/// fire (`v_pre <- V`, `V <- 0`, refractory flag with its dropout draw). These touch
+/// only each firing neuron's own state, so they are done population by population as
+/// the spikes are found; the counters and the pending set, which depend on the order
+/// of the spikes, are left to the caller.
+///
+/// Leaves the ids of the neurons that fired in `ws.fired`, in increasing id order, with
+/// one `(population, start, end)` range of it per population in `ws.fired_pops`, and
+/// clears the current buffer and the touch bookkeeping.
 #[inline(always)]
-fn integrate(net: &Network, ws: &mut Workspace) {
+fn integrate(net: &Network, ws: &mut Workspace, fc: &FireCtx) {
     let touch = &mut ws.touch;
     touch.pops.sort_unstable();
     ws.fired.clear();
+    ws.fired_pops.clear();
     for &p in &touch.pops {
         let lo = net.pop_offset[p];
         let hi = net.pop_offset[p + 1];
-        if touch.pop_full[p] {
+        let channels = touch.channels[p];
+        let start = ws.fired.len();
+        // The slots of the neurons that cross their threshold go to `ws.fired`.
+        let sorted = if touch.pop_full[p] {
             for &q in &touch.lists[p] {
                 touch.neuron[q as usize] = false;
             }
@@ -642,36 +651,125 @@ fn integrate(net: &Network, ws: &mut Workspace) {
                 .take()
                 .map(|d| (dense_row(&net.projections[d.proj], d.local), d.s));
             integrate_full(v, c, r, th, row, lo, &mut ws.fired);
+            // In slot order, which is id order if slot = id.
+            channels == 1
         } else {
-            let start = ws.fired.len();
-            let (plane, channels) = (touch.plane[p], touch.channels[p]);
             for &q0 in &touch.lists[p] {
-                let q0 = q0 as usize;
-                touch.neuron[q0] = false;
-                for o in 0..channels {
-                    let q = q0 + o * plane;
-                    let x = std::mem::take(&mut ws.cur[q]);
-                    if !ws.refractory[q] {
-                        let nv = ws.v[q] + x;
-                        ws.v[q] = nv;
-                        if nv > net.threshold[q] {
-                            ws.fired.push(q as u32);
-                        }
-                    }
-                }
+                let q = q0 as usize;
+                touch.neuron[q] = false;
+                let span = q..q + channels;
+                integrate_span(
+                    &mut ws.v[span.clone()],
+                    &mut ws.cur[span.clone()],
+                    &ws.refractory[span.clone()],
+                    &net.threshold[span],
+                    q,
+                    &mut ws.fired,
+                );
             }
             touch.lists[p].clear();
-            ws.fired[start..].sort_unstable();
-        }
+            false // in touch order
+        };
         touch.pop_touched[p] = false;
         touch.pop_full[p] = false;
+        if ws.fired.len() == start {
+            continue;
+        }
+        // R4.3.2 reset and refractory flag; slots to ids.
+        let pd = fc.dropout[p];
+        for f in &mut ws.fired[start..] {
+            let sq = *f as usize;
+            let id = net.id_of[sq];
+            ws.v_pre[id as usize] = ws.v[sq];
+            ws.v[sq] = 0.0;
+            ws.refractory[sq] = !(pd > 0.0
+                && (uniform(fc.seed, fc.sample, fc.t, fc.k, id, STREAM_DROPOUT) as f64) < pd);
+            *f = id;
+        }
+        if !sorted {
+            sort_ids(&mut ws.fired[start..], lo, hi, &mut ws.fired_bits);
+        }
+        ws.fired_pops.push((p, start, ws.fired.len()));
     }
     touch.pops.clear();
 }
 
-/// R4.3.1-2 over a whole population (`lo` is the id of its first neuron): `V += I`
-/// unless refractory, `I <- 0`, and the neurons with `V > threshold` pushed to `fired`
-/// in increasing id order. With `row = Some((w, s))` the summed current of neuron `i` is
+/// R4.3.1-2 over the contiguous slots `lo..lo + v.len()` (the channels of one pixel of a
+/// channel-last population): `V += I` unless refractory, `I <- 0`, and the slots with
+/// `V > threshold` pushed to `fired` in increasing order. Eight lanes at a time with a
+/// bit mask of the crossings, so that a pixel of 8-32 channels is a few vector
+/// operations. A refractory membrane is 0 (reset at its spike, leaked as 0), so adding
+/// 0 instead of skipping it is the same.
+#[inline(always)]
+fn integrate_span(
+    v: &mut [f32],
+    c: &mut [f32],
+    r: &[bool],
+    th: &[f32],
+    lo: usize,
+    fired: &mut Vec<u32>,
+) {
+    const L: usize = 8;
+    let n = v.len();
+    let (c, r, th) = (&mut c[..n], &r[..n], &th[..n]);
+    let mut base = lo;
+    let mut vc = v.chunks_exact_mut(L);
+    let mut cc = c.chunks_exact_mut(L);
+    let mut rc = r.chunks_exact(L);
+    let mut tc = th.chunks_exact(L);
+    for (((v8, c8), r8), t8) in (&mut vc).zip(&mut cc).zip(&mut rc).zip(&mut tc) {
+        let mut mask = 0u32;
+        for i in 0..L {
+            let x = std::mem::take(&mut c8[i]);
+            let nv = v8[i] + if r8[i] { 0.0 } else { x };
+            v8[i] = nv;
+            mask |= ((nv > t8[i]) as u32) << i;
+        }
+        while mask != 0 {
+            fired.push((base + mask.trailing_zeros() as usize) as u32);
+            mask &= mask - 1;
+        }
+        base += L;
+    }
+    let rest = vc.into_remainder().iter_mut().zip(cc.into_remainder());
+    for (i, ((v, c), (r, t))) in rest.zip(rc.remainder().iter().zip(tc.remainder())).enumerate() {
+        let x = std::mem::take(c);
+        *v += if *r { 0.0 } else { x };
+        if *v > *t {
+            fired.push((base + i) as u32);
+        }
+    }
+}
+
+/// Sorts distinct neuron ids in `lo..hi`. A long list goes through the bitmap `bits`
+/// (one bit per id, all clear before and after): set a bit per id, then read the set
+/// bits of the words that cover `lo..hi` in order; O(len + (hi - lo) / 64) instead of
+/// O(len log len). A short list, or one that is sparse in a large range, is sorted.
+#[inline(always)]
+fn sort_ids(ids: &mut [u32], lo: usize, hi: usize, bits: &mut [u64]) {
+    let n = ids.len();
+    if n < 32 || (hi - lo) / 64 > 4 * n {
+        ids.sort_unstable();
+        return;
+    }
+    for &q in ids.iter() {
+        bits[q as usize / 64] |= 1u64 << (q % 64);
+    }
+    let mut out = 0;
+    for wi in lo / 64..hi.div_ceil(64) {
+        let mut w = std::mem::take(&mut bits[wi]);
+        while w != 0 {
+            ids[out] = (wi * 64) as u32 + w.trailing_zeros();
+            out += 1;
+            w &= w - 1;
+        }
+    }
+    debug_assert_eq!(out, n, "ids must be distinct and in lo..hi");
+}
+
+/// R4.3.1-2 over a whole population (`lo` is the slot of its first neuron): `V += I`
+/// unless refractory, `I <- 0`, and the slots with `V > threshold` pushed to `fired`
+/// in increasing order (the caller turns them into ids when they differ). With `row = Some((w, s))` the summed current of neuron `i` is
 /// `cur[i] + s * w[i]` (the population's deferred row, see `Touch::deferred`: the same
 /// float operations as adding the row to `cur` first).
 ///
@@ -893,41 +991,47 @@ fn run_prepared_body(
         }
 
         loop {
-            // R4.3.1 integrate + threshold test.
-            integrate(net, ws);
-            // R4.3.2 fire, in increasing id order.
+            // R4.3.1 integrate, R4.3.2 threshold test and reset.
+            let fc = FireCtx {
+                dropout: &dropout,
+                seed: config.seed,
+                sample,
+                t: t32,
+                k,
+            };
+            integrate(net, ws, &fc);
+            // R4.3.2 fire, in increasing id order: counters, readout, pending set.
             let mut out_class: Option<usize> = None;
             let mut label_hit = false;
-            for idx in 0..ws.fired.len() {
-                let q = ws.fired[idx];
-                let qu = q as usize;
-                let p = net.pop_of[qu] as usize;
-                ws.v_pre[qu] = ws.v[qu];
-                ws.v[qu] = 0.0;
-                let pd = dropout[p];
-                ws.refractory[qu] = !(pd > 0.0
-                    && (uniform(config.seed, sample, t32, k, q, STREAM_DROPOUT) as f64) < pd);
-                add(&mut res.spikes[p], 1, loc, "spikes")?;
-                ts_spikes += 1;
+            for &(p, a, b) in &ws.fired_pops {
+                add(&mut res.spikes[p], (b - a) as u64, loc, "spikes")?;
+                let fired = &ws.fired[a..b];
                 if p == out_pop {
-                    let c = qu - out_off;
-                    add(&mut res.output_counts[c], 1, loc, "output_counts")?;
-                    add(
-                        &mut res.timestep_output_counts[t * n_out + c],
-                        1,
-                        loc,
-                        "output_counts",
-                    )?;
-                    if out_class.is_none() {
-                        out_class = Some(c);
+                    for &q in fired {
+                        let c = q as usize - out_off;
+                        add(&mut res.output_counts[c], 1, loc, "output_counts")?;
+                        add(
+                            &mut res.timestep_output_counts[t * n_out + c],
+                            1,
+                            loc,
+                            "output_counts",
+                        )?;
+                        if out_class.is_none() {
+                            out_class = Some(c);
+                        }
+                        if label == Some(c) {
+                            label_hit = true;
+                        }
                     }
-                    if label == Some(c) {
-                        label_hit = true;
+                } else if has_out[p] {
+                    for &q in fired {
+                        if !ws.pending.enqueue(q, p, ws.v_pre[q as usize]) {
+                            return Err(EngineError::overflow(loc, "pending multiplicity"));
+                        }
                     }
-                } else if has_out[p] && !ws.pending.enqueue(q, p, ws.v_pre[qu]) {
-                    return Err(EngineError::overflow(loc, "pending multiplicity"));
                 }
             }
+            ts_spikes += ws.fired.len() as u64;
             spikes_total += ws.fired.len() as u64;
             // R7.7 latency records (spikes of steps 0..=k, synops integrated so far).
             if let Some(c) = out_class {
@@ -1196,6 +1300,39 @@ mod tests {
     ];
 
     /// R4.3.2: the threshold test is strict.
+    #[test]
+    fn sort_ids_sorts_through_both_paths() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut bits = vec![0u64; 20_000usize.div_ceil(64)];
+        // (lo, hi, n): short lists, long lists (bitmap), long lists sparse in a large
+        // range (sort), ranges that start and end inside a word.
+        for &(lo, hi, n) in &[
+            (0, 100, 5),
+            (3, 200, 150),
+            (70, 1000, 400),
+            (0, 20_000, 40),
+            (65, 129, 64),
+            (1, 19_999, 5000),
+        ] {
+            let mut all: Vec<u32> = (lo as u32..hi as u32).collect();
+            for i in (1..all.len()).rev() {
+                all.swap(i, (next() % (i as u64 + 1)) as usize);
+            }
+            let mut ids = all[..n].to_vec();
+            let mut want = ids.clone();
+            want.sort_unstable();
+            sort_ids(&mut ids, lo, hi, &mut bits);
+            assert_eq!(ids, want, "lo {lo} hi {hi} n {n}");
+            assert!(bits.iter().all(|&w| w == 0), "the bitmap is left clear");
+        }
+    }
+
     #[test]
     fn exact_threshold_does_not_fire() {
         let n = net(1, vec![pop(1, 1.0, 1.0)], vec![dense(0, 1, vec![0.5])]);

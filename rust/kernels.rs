@@ -31,6 +31,24 @@ pub fn add_row(c: &mut [f32], w: &[f32], s: f32) {
     }
 }
 
+/// `c[i] += s * w[i]` for a short row (a conv kernel tap: `c_out` channels), 8 lanes at
+/// a time: a row of 8-32 floats is 1-4 vector operations, where [`add_row`]'s loop,
+/// unrolled for long rows, would run its narrow tail loop. `s * w[i]` is exact for
+/// `s == 1`, so this gives the same bits as [`add_row`].
+#[inline(always)]
+pub fn add_short(c: &mut [f32], w: &[f32], s: f32) {
+    let mut cc = c.chunks_exact_mut(8);
+    let mut wc = w.chunks_exact(8);
+    for (c8, w8) in (&mut cc).zip(&mut wc) {
+        for i in 0..8 {
+            c8[i] += s * w8[i];
+        }
+    }
+    for (ci, wi) in cc.into_remainder().iter_mut().zip(wc.remainder()) {
+        *ci += s * *wi;
+    }
+}
+
 fn add_row_portable(c: &mut [f32], w: &[f32], s: f32) {
     add_row(c, w, s)
 }
@@ -146,14 +164,16 @@ mod tests {
             g = g.wrapping_mul(6364136223846793005).wrapping_add(1);
             ((g >> 40) as f32) / (1u64 << 24) as f32 - 0.5
         };
-        for &n in &[0usize, 1, 7, 8, 31, 512, 1000] {
+        for &n in &[0usize, 1, 7, 8, 16, 31, 32, 512, 1000] {
             let w: Vec<f32> = (0..n).map(|_| next()).collect();
             let c0: Vec<f32> = (0..n).map(|_| next() * 3.0).collect();
             for &s in &[1.0f32, 2.0, 0.3, -1.5] {
                 let mut a = c0.clone();
                 let mut b = c0.clone();
+                let mut d = c0.clone();
                 add_row_portable(&mut a, &w, s);
                 row_kernel()(&mut b, &w, s);
+                add_short(&mut d, &w, s);
                 let expected: Vec<u32> = c0
                     .iter()
                     .zip(&w)
@@ -161,6 +181,7 @@ mod tests {
                     .collect();
                 assert_eq!(a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), expected);
                 assert_eq!(b.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), expected);
+                assert_eq!(d.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), expected);
             }
         }
     }

@@ -14,6 +14,14 @@
 //!   source neuron is computed from the geometry through per-axis tap tables (no dense
 //!   expansion of the kernel);
 //! - pooling uses the same per-axis tap tables and one scalar weight.
+//!
+//! The engine stores the state of a population whose conv/pool projections agree on an
+//! output plane (`h * w`) channel-last: the neuron with id `lo + o * plane + pix`
+//! (channel `o`, pixel `pix`, R1.5 ids are channel-major) is kept in *slot*
+//! `lo + pix * channels + o`. One kernel tap of a conv delivery is then one contiguous
+//! row addition of `c_out` floats. Slots are internal: every id the engine exposes,
+//! orders or hashes is the R1.5 id (the table `id_of` converts);
+//! other populations have slot = id. The storage order changes no float operation.
 
 use crate::error::EngineError;
 
@@ -192,6 +200,11 @@ pub(crate) enum ProjKind {
         ow: usize,
         rows: Taps,
         cols: Taps,
+        /// The target is stored channel-last with this projection's plane (see the
+        /// module documentation); otherwise its slots are its ids.
+        channel_last: bool,
+        /// Per source neuron: its `(channel, y, x)` (saves two divisions per delivery).
+        coords: Vec<[u32; 3]>,
     },
     Pool {
         weight: f32,
@@ -201,6 +214,10 @@ pub(crate) enum ProjKind {
         ow: usize,
         rows: Taps,
         cols: Taps,
+        /// As for `Conv`.
+        channel_last: bool,
+        /// As for `Conv`.
+        coords: Vec<[u32; 3]>,
     },
 }
 
@@ -259,10 +276,15 @@ pub struct Network {
     pub(crate) pop_offset: Vec<usize>,
     /// Per neuron: its non-input population index (0-based).
     pub(crate) pop_of: Vec<u32>,
-    /// Per neuron threshold θ (R1.4), broadcast.
+    /// Per slot threshold θ (R1.4), broadcast.
     pub(crate) threshold: Vec<f32>,
-    /// Per neuron leak β (R1.4), broadcast.
+    /// Per slot leak β (R1.4), broadcast.
     pub(crate) beta: Vec<f32>,
+    /// Per non-input population: channels of its storage layout (`size / plane`, with
+    /// `plane` the one its conv/pool projections agree on; 1 otherwise).
+    pub(crate) layout_channels: Vec<usize>,
+    /// Storage slot -> neuron id (R1.5).
+    pub(crate) id_of: Vec<u32>,
     pub(crate) projections: Vec<Projection>,
     /// `outgoing[s]`: indices of the projections whose source is population `s`
     /// (0 = input), in projection order.
@@ -292,6 +314,22 @@ fn check_weights(w: &[f32], location: &str) -> Result<(), EngineError> {
         ));
     }
     Ok(())
+}
+
+/// `(channel, y, x)` of each neuron of a `channels x h x w` source (row-major).
+fn coords_table(channels: usize, h: usize, w: usize) -> Result<Vec<[u32; 3]>, EngineError> {
+    let mut t = Vec::new();
+    t.try_reserve_exact(channels * h * w)
+        .map_err(|_| EngineError::overflow("network", "conv/pool coordinate table (memory)"))?;
+    for c in 0..channels {
+        for y in 0..h {
+            for x in 0..w {
+                // Each is < the source size, which fits a u32 (validated).
+                t.push([c as u32, y as u32, x as u32]);
+            }
+        }
+    }
+    Ok(t)
 }
 
 /// Output size of a conv/pool axis: `(n + 2 pad - k) // s + 1`, or an error.
@@ -542,6 +580,8 @@ impl Network {
                         ow,
                         rows: Taps::new(in_h, oh, kh, stride.0, padding.0),
                         cols: Taps::new(in_w, ow, kw, stride.1, padding.1),
+                        channel_last: false, // set below, once all projections are known
+                        coords: coords_table(c_in, in_h, in_w)?,
                     }
                 }
                 ProjectionKind::Pool {
@@ -600,6 +640,8 @@ impl Network {
                         ow,
                         rows: Taps::new(in_h, oh, kh, stride.0, 0),
                         cols: Taps::new(in_w, ow, kw, stride.1, 0),
+                        channel_last: false, // set below
+                        coords: coords_table(channels, in_h, in_w)?,
                     }
                 }
             };
@@ -614,22 +656,80 @@ impl Network {
         // R1.1: the last population is the output; source < target makes it a sink.
         debug_assert!(outgoing[n_pops].is_empty());
 
+        // Storage layout (module documentation): the plane that all conv/pool
+        // projections into a population agree on; otherwise (or if none) one "pixel"
+        // per neuron, and slot = id.
+        let layout_plane: Vec<usize> = (0..n_pops)
+            .map(|p| {
+                let size = pop_offset[p + 1] - pop_offset[p];
+                let mut planes = projections
+                    .iter()
+                    .filter(|pr| pr.target_pop == p)
+                    .filter_map(|pr| match &pr.kind {
+                        ProjKind::Conv { plane, .. } | ProjKind::Pool { plane, .. } => Some(*plane),
+                        ProjKind::Dense { .. } => None,
+                    });
+                match planes.next() {
+                    Some(first) if planes.all(|x| x == first) => first,
+                    _ => size.max(1),
+                }
+            })
+            .collect();
+        let layout_channels: Vec<usize> = (0..n_pops)
+            .map(|p| (pop_offset[p + 1] - pop_offset[p]) / layout_plane[p])
+            .collect();
+
         let mut pop_of: Vec<u32> = Vec::new();
         let mut threshold: Vec<f32> = Vec::new();
         let mut beta: Vec<f32> = Vec::new();
+        let mut id_of: Vec<u32> = vec![];
         // Fallible allocation: a huge population size is an error, not an abort.
         let oom = |_| EngineError::overflow("network", "per-neuron arrays (memory)");
         pop_of.try_reserve_exact(total).map_err(oom)?;
+        id_of.try_reserve_exact(total).map_err(oom)?;
+        id_of.resize(total, 0);
         threshold.try_reserve_exact(total).map_err(oom)?;
         beta.try_reserve_exact(total).map_err(oom)?;
         for (p, pop) in spec.populations.iter().enumerate() {
+            let (lo, plane, channels) = (pop_offset[p], layout_plane[p], layout_channels[p]);
             pop_of.extend(std::iter::repeat_n(p as u32, pop.size));
+            for l in 0..pop.size {
+                let slot = lo + (l % plane) * channels + l / plane;
+                id_of[slot] = (lo + l) as u32;
+            }
             for (dst, src) in [(&mut threshold, &pop.threshold), (&mut beta, &pop.beta)] {
                 if src.len() == 1 {
                     dst.extend(std::iter::repeat_n(src[0], pop.size));
                 } else {
-                    dst.extend_from_slice(src);
+                    dst.extend(id_of[lo..lo + pop.size].iter().map(|&q| src[q as usize - lo]));
                 }
+            }
+        }
+        for proj in &mut projections {
+            let p = proj.target_pop;
+            match &mut proj.kind {
+                ProjKind::Conv {
+                    plane,
+                    channel_last,
+                    ..
+                }
+                | ProjKind::Pool {
+                    plane,
+                    channel_last,
+                    ..
+                } => *channel_last = *plane == layout_plane[p],
+                ProjKind::Dense { wt } if layout_channels[p] > 1 => {
+                    // Each row (one source neuron) in slot order.
+                    let (lo, n) = (proj.target_offset, proj.target_size);
+                    let mut row = vec![0.0f32; n];
+                    for r in wt.chunks_exact_mut(n) {
+                        for (dst, &id) in row.iter_mut().zip(&id_of[lo..lo + n]) {
+                            *dst = r[id as usize - lo];
+                        }
+                        r.copy_from_slice(&row);
+                    }
+                }
+                ProjKind::Dense { .. } => {}
             }
         }
         Ok(Network {
@@ -638,6 +738,8 @@ impl Network {
             pop_of,
             threshold,
             beta,
+            layout_channels,
+            id_of,
             projections,
             outgoing,
         })
@@ -724,9 +826,10 @@ impl Network {
         let base = proj.target_offset;
         match &proj.kind {
             ProjKind::Dense { wt } => {
+                // Rows are in slot order.
                 let n_d = proj.target_size;
                 for q in 0..n_d {
-                    out.push((base + q, wt[local_index * n_d + q]));
+                    out.push((self.id_of[base + q] as usize, wt[local_index * n_d + q]));
                 }
             }
             ProjKind::Conv {
@@ -740,6 +843,7 @@ impl Network {
                 ow,
                 rows,
                 cols,
+                ..
             } => {
                 let c = local_index / in_hw;
                 let rem = local_index % in_hw;
@@ -764,6 +868,7 @@ impl Network {
                 ow,
                 rows,
                 cols,
+                ..
             } => {
                 let c = local_index / in_hw;
                 let rem = local_index % in_hw;
