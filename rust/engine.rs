@@ -518,7 +518,6 @@ fn deliver(
             kh,
             kw,
             plane,
-            ow,
             rows,
             cols,
             channel_last,
@@ -531,16 +530,16 @@ fn deliver(
             let rr = rows.range(y);
             let cr = cols.range(x);
             let fan = c_out * rr.len() * cr.len();
+            let cb = c * kh * kw * c_out;
             for r in rr {
-                let (i, ky) = (rows.out[r], rows.tap[r]);
+                // Offsets of the output row and kernel row (`Taps::scale`).
+                let (ro, rk) = (base + rows.out_s[r], cb + rows.tap_s[r]);
                 for sidx in cr.clone() {
-                    let (j, kx) = (cols.out[sidx], cols.tap[sidx]);
-                    let kb = ((c * kh + ky) * kw + kx) * c_out;
+                    let q0 = ro + cols.out_s[sidx];
+                    let kb = rk + cols.tap_s[sidx];
                     let ks = &k[kb..kb + c_out];
-                    let pix = i * ow + j;
                     if *channel_last {
                         // The c_out channels of the pixel are contiguous slots.
-                        let q0 = base + pix * c_out;
                         add_short(&mut cur[q0..q0 + c_out], ks, s);
                         if !full {
                             touch.pixel(p, q0);
@@ -548,7 +547,7 @@ fn deliver(
                     } else {
                         // slot = id, one "pixel" per neuron.
                         for (o, &w) in ks.iter().enumerate() {
-                            let q = base + o * plane + pix;
+                            let q = q0 + o * plane;
                             cur[q] += s * w;
                             if !full {
                                 touch.pixel(p, q);
@@ -562,7 +561,6 @@ fn deliver(
         ProjKind::Pool {
             weight,
             plane,
-            ow,
             rows,
             cols,
             channel_last,
@@ -576,16 +574,13 @@ fn deliver(
             let fan = rr.len() * cr.len();
             let sw = s * *weight;
             // Channel-last: pixel `pix` of channel `c` is slot `pix * channels + c`;
-            // otherwise slot = id = `c * plane + pix`.
-            let (pix_stride, ch_off) = if *channel_last {
-                (touch.channels[p], c)
-            } else {
-                (1, c * *plane)
-            };
+            // otherwise slot = id = `c * plane + pix` (`Taps::scale` holds the pixel
+            // part).
+            let ch_off = if *channel_last { c } else { c * *plane };
             for r in rr {
-                let row = rows.out[r] * ow;
+                let ro = base + rows.out_s[r] + ch_off;
                 for sidx in cr.clone() {
-                    let q = base + (row + cols.out[sidx]) * pix_stride + ch_off;
+                    let q = ro + cols.out_s[sidx];
                     cur[q] += sw;
                     if !full {
                         // The pixel's channel-0 slot (the neuron itself if slot = id).
@@ -732,7 +727,10 @@ fn integrate_span(
         base += L;
     }
     let rest = vc.into_remainder().iter_mut().zip(cc.into_remainder());
-    for (i, ((v, c), (r, t))) in rest.zip(rc.remainder().iter().zip(tc.remainder())).enumerate() {
+    for (i, ((v, c), (r, t))) in rest
+        .zip(rc.remainder().iter().zip(tc.remainder()))
+        .enumerate()
+    {
         let x = std::mem::take(c);
         *v += if *r { 0.0 } else { x };
         if *v > *t {
@@ -756,8 +754,10 @@ fn sort_ids(ids: &mut [u32], lo: usize, hi: usize, bits: &mut [u64]) {
         bits[q as usize / 64] |= 1u64 << (q % 64);
     }
     let mut out = 0;
-    for wi in lo / 64..hi.div_ceil(64) {
-        let mut w = std::mem::take(&mut bits[wi]);
+    let w0 = lo / 64;
+    for (wi, word) in bits[w0..hi.div_ceil(64)].iter_mut().enumerate() {
+        let wi = w0 + wi;
+        let mut w = std::mem::take(word);
         while w != 0 {
             ids[out] = (wi * 64) as u32 + w.trailing_zeros();
             out += 1;
@@ -839,6 +839,9 @@ fn prefetch_group(net: &Network, group: &[(u32, u32)]) {
     for &(j, _) in group {
         let ju = j as usize;
         let p = net.pop_of[ju] as usize;
+        if !net.dense_out[p + 1] {
+            continue;
+        }
         let local = ju - net.pop_offset[p];
         for &pi in &net.outgoing[p + 1] {
             let proj = &net.projections[pi];
@@ -853,6 +856,9 @@ fn prefetch_group(net: &Network, group: &[(u32, u32)]) {
 /// Prefetches the dense weight rows of input neuron `i` (a cache hint only).
 #[inline(always)]
 fn prefetch_input(net: &Network, i: usize) {
+    if !net.dense_out[0] {
+        return;
+    }
     for &pi in &net.outgoing[0] {
         let proj = &net.projections[pi];
         if let ProjKind::Dense { wt } = &proj.kind {
@@ -956,12 +962,29 @@ fn run_prepared_body(
             match &ps.input {
                 Prepared::Dense(frames) => {
                     let frame = &frames[t * n_in..(t + 1) * n_in];
-                    // The non-zero inputs, in index order (a branch-free compaction).
+                    // The non-zero inputs, in index order: a bit mask per 8 values
+                    // (one vector compare), then its set bits; sparse frames are
+                    // mostly all-zero chunks.
                     let mut nz = std::mem::take(&mut ws.nonzero);
                     nz.resize(n_in, 0);
                     let mut count = 0;
-                    for (i, &x) in frame.iter().enumerate() {
-                        nz[count] = i as u32;
+                    let mut chunks = frame.chunks_exact(8);
+                    let mut base = 0u32;
+                    for ch in &mut chunks {
+                        let ch: &[f32; 8] = ch.try_into().expect("chunk of 8");
+                        let mut mask = 0u32;
+                        for (l, &x) in ch.iter().enumerate() {
+                            mask |= ((x != 0.0) as u32) << l;
+                        }
+                        while mask != 0 {
+                            nz[count] = base + mask.trailing_zeros();
+                            count += 1;
+                            mask &= mask - 1;
+                        }
+                        base += 8;
+                    }
+                    for (l, &x) in chunks.remainder().iter().enumerate() {
+                        nz[count] = base + l as u32;
                         count += (x != 0.0) as usize;
                     }
                     nz.truncate(count);

@@ -144,6 +144,10 @@ pub(crate) struct Taps {
     pub offsets: Vec<usize>,
     pub out: Vec<usize>,
     pub tap: Vec<usize>,
+    /// `out` and `tap` times the strides of the target slots and of the re-laid kernel
+    /// along this axis (set by [`Taps::scale`]), so that a delivery adds offsets.
+    pub out_s: Vec<usize>,
+    pub tap_s: Vec<usize>,
 }
 
 impl Taps {
@@ -169,7 +173,19 @@ impl Taps {
             }
             offsets.push(out.len());
         }
-        Taps { offsets, out, tap }
+        Taps {
+            offsets,
+            out,
+            tap,
+            out_s: Vec::new(),
+            tap_s: Vec::new(),
+        }
+    }
+
+    /// Sets `out_s = out * out_mul` and `tap_s = tap * tap_mul`.
+    fn scale(&mut self, out_mul: usize, tap_mul: usize) {
+        self.out_s = self.out.iter().map(|&i| i * out_mul).collect();
+        self.tap_s = self.tap.iter().map(|&k| k * tap_mul).collect();
     }
 
     #[inline(always)]
@@ -289,6 +305,9 @@ pub struct Network {
     /// `outgoing[s]`: indices of the projections whose source is population `s`
     /// (0 = input), in projection order.
     pub(crate) outgoing: Vec<Vec<usize>>,
+    /// `dense_out[s]`: some projection from population `s` (0 = input) is dense (its
+    /// weight rows are worth prefetching).
+    pub(crate) dense_out: Vec<bool>,
 }
 
 fn mul(a: usize, b: usize, location: &str, field: &str) -> Result<usize, EngineError> {
@@ -701,7 +720,11 @@ impl Network {
                 if src.len() == 1 {
                     dst.extend(std::iter::repeat_n(src[0], pop.size));
                 } else {
-                    dst.extend(id_of[lo..lo + pop.size].iter().map(|&q| src[q as usize - lo]));
+                    dst.extend(
+                        id_of[lo..lo + pop.size]
+                            .iter()
+                            .map(|&q| src[q as usize - lo]),
+                    );
                 }
             }
         }
@@ -711,13 +734,34 @@ impl Network {
                 ProjKind::Conv {
                     plane,
                     channel_last,
+                    c_out,
+                    kw,
+                    ow,
+                    rows,
+                    cols,
                     ..
+                } => {
+                    *channel_last = *plane == layout_plane[p];
+                    // Slot of pixel (i, j) of channel 0: (i * ow + j) * c_out if
+                    // channel-last, else i * ow + j; kernel tap (ky, kx) of input channel
+                    // c at (c * kh + ky) * kw + kx) * c_out.
+                    let pix_stride = if *channel_last { *c_out } else { 1 };
+                    rows.scale(*ow * pix_stride, *kw * *c_out);
+                    cols.scale(pix_stride, *c_out);
                 }
-                | ProjKind::Pool {
+                ProjKind::Pool {
                     plane,
                     channel_last,
+                    ow,
+                    rows,
+                    cols,
                     ..
-                } => *channel_last = *plane == layout_plane[p],
+                } => {
+                    *channel_last = *plane == layout_plane[p];
+                    let pix_stride = if *channel_last { layout_channels[p] } else { 1 };
+                    rows.scale(*ow * pix_stride, 0);
+                    cols.scale(pix_stride, 0);
+                }
                 ProjKind::Dense { wt } if layout_channels[p] > 1 => {
                     // Each row (one source neuron) in slot order.
                     let (lo, n) = (proj.target_offset, proj.target_size);
@@ -732,7 +776,15 @@ impl Network {
                 ProjKind::Dense { .. } => {}
             }
         }
+        let dense_out = outgoing
+            .iter()
+            .map(|o| {
+                o.iter()
+                    .any(|&pi| matches!(projections[pi].kind, ProjKind::Dense { .. }))
+            })
+            .collect();
         Ok(Network {
+            dense_out,
             spec,
             pop_offset,
             pop_of,
