@@ -353,6 +353,9 @@ struct Touch {
     neuron: Vec<bool>,
     /// Per non-input population: channels of its storage layout (`Network::layout_channels`).
     channels: Vec<usize>,
+    /// Per non-input population: the number of touched pixels at which it is integrated
+    /// whole instead ([`FULL_FRACTION`]).
+    full_at: Vec<usize>,
     /// Per non-input population: in `pops`.
     pop_touched: Vec<bool>,
     /// Per non-input population: received a dense delivery (integrate it whole).
@@ -391,15 +394,26 @@ impl Touch {
         self.pop_full[p]
     }
 
-    /// Marks the pixel whose channel-0 neuron is in slot `q0` touched.
+    /// Marks the pixel whose channel-0 neuron is in slot `q0` touched; past `full_at`
+    /// pixels the population is marked full (later deliveries skip this bookkeeping).
     #[inline(always)]
     fn pixel(&mut self, p: usize, q0: usize) {
         if !self.neuron[q0] {
             self.neuron[q0] = true;
-            self.lists[p].push(q0 as u32);
+            let list = &mut self.lists[p];
+            list.push(q0 as u32);
+            if list.len() >= self.full_at[p] {
+                self.pop_full[p] = true;
+            }
         }
     }
 }
+
+/// A population with more than `1 / FULL_FRACTION` of its pixels touched in a forward
+/// step is integrated whole: one vector pass over it is cheaper than visiting that many
+/// pixels one by one (and the bookkeeping of further touches is skipped). The result is
+/// the same (an untouched neuron has no current and cannot fire).
+const FULL_FRACTION: usize = 8;
 
 /// Reusable per-sample state (see the module documentation).
 #[derive(Debug)]
@@ -432,6 +446,13 @@ impl Workspace {
             touch: Touch {
                 neuron: vec![false; n],
                 channels: net.layout_channels.clone(),
+                full_at: (0..p)
+                    .map(|i| {
+                        let pixels =
+                            (net.pop_offset[i + 1] - net.pop_offset[i]) / net.layout_channels[i];
+                        (pixels / FULL_FRACTION).max(1)
+                    })
+                    .collect(),
                 pop_touched: vec![false; p],
                 pop_full: vec![false; p],
                 pops: Vec::with_capacity(p),
@@ -1104,11 +1125,15 @@ fn run_prepared_body(
             // Prefetch the rows of the member AHEAD places later.
             prefetch_group(net, &group[..AHEAD.min(group.len())]);
             for (e, &(j, m)) in group.iter().enumerate() {
-                if let Some(g) = group.get(e + AHEAD) {
-                    prefetch_group(net, std::slice::from_ref(g));
-                }
                 let ju = j as usize;
                 let p = net.pop_of[ju] as usize;
+                // (Members of a group are mostly of one population: skip the lookups
+                // where this one's has no dense rows.)
+                if net.dense_out[p + 1] {
+                    if let Some(g) = group.get(e + AHEAD) {
+                        prefetch_group(net, std::slice::from_ref(g));
+                    }
+                }
                 let local = ju - net.pop_offset[p];
                 let s = m as f32;
                 for &pi in &net.outgoing[p + 1] {

@@ -17,7 +17,7 @@ def engine_cases(draw: Any, max_batch: int = 3) -> dict[str, Any]:
     """A random grid network (dense, conv or skip), a count input and every run option."""
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
-    kind = draw(st.sampled_from(["dense", "conv", "skip"]))
+    kind = draw(st.sampled_from(["dense", "conv", "skip", "conv_wide"]))
     net = random_grid_network(rng, kind)
     batch = draw(st.integers(1, max_batch))
     timesteps = draw(st.integers(1, 5))

@@ -66,7 +66,7 @@ def _lif(rng: np.random.Generator, shape: tuple[int, ...], per_neuron: bool) -> 
 
 def random_grid_network(
     rng: np.random.Generator,
-    kind: Literal["dense", "conv", "skip"] = "dense",
+    kind: Literal["dense", "conv", "skip", "conv_wide"] = "dense",
 ) -> Network:
     """A small random network with grid weights and grid LIF parameters.
 
@@ -75,8 +75,11 @@ def random_grid_network(
     rng
         Random generator.
     kind
-        ``"dense"`` (2-3 dense layers), ``"conv"`` (conv, pool, dense) or ``"skip"``
-        (dense layers plus a skip projection).
+        ``"dense"`` (2-3 dense layers), ``"conv"`` (conv, pool, dense), ``"skip"``
+        (dense layers plus a skip projection) or ``"conv_wide"`` (a same-size conv on an
+        8x8 to 12x12 plane, then a strided conv or a pool, then dense, and maybe a dense
+        skip from the input into the second population: planes large enough that a
+        forward step can touch only part of a population).
 
     Returns
     -------
@@ -107,6 +110,27 @@ def random_grid_network(
             pops.append(_lif(rng, cur, per_neuron))
         projs = [Projection(i, i + 1, layer) for i, layer in enumerate(layers)]
         return Network((c_in, h, h), pops, projs)
+    if kind == "conv_wide":
+        c_in, h = int(rng.integers(1, 3)), int(rng.integers(8, 13))
+        c1 = int(rng.integers(2, 5))
+        wide: list[Dense | Conv2d | AvgPool2d | SumPool2d] = [
+            Conv2d(grid_weights(rng, (c1, c_in, 3, 3), 0.5, 0.15), stride=1, padding=1)
+        ]
+        if rng.integers(0, 2):
+            wide.append(Conv2d(grid_weights(rng, (int(rng.integers(2, 5)), c1, 3, 3), 0.5, 0.2), stride=2, padding=1))
+        else:
+            wide.append((AvgPool2d if rng.integers(0, 2) else SumPool2d)(2, stride=2))
+        shapes: list[tuple[int, ...]] = [(c_in, h, h)]
+        for layer in wide:
+            shapes.append(layer.output_shape(shapes[-1]))
+        n_out = int(rng.integers(2, 5))
+        wide.append(Dense(grid_weights(rng, (n_out, math.prod(shapes[-1])), 0.5, 0.15)))
+        shapes.append((n_out,))
+        projs = [Projection(i, i + 1, layer) for i, layer in enumerate(wide)]
+        if rng.integers(0, 2):
+            size = (math.prod(shapes[2]), math.prod(shapes[0]))
+            projs.append(Projection(0, 2, Dense(grid_weights(rng, size, 0.5, 0.1))))
+        return Network(shapes[0], [_lif(rng, s, per_neuron) for s in shapes[1:]], projs)
     n_in = int(rng.integers(2, 9))
     depth = int(rng.integers(2, 4))
     sizes = [n_in] + [int(rng.integers(2, 9)) for _ in range(depth)]
