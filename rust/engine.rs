@@ -167,6 +167,7 @@ fn prepare<'a>(
     net: &Network,
     input: &SampleInput<'a>,
     label: Option<usize>,
+    values_checked: bool,
     location: String,
 ) -> Result<PreparedSample<'a>, EngineError> {
     let n_in = net.input_size();
@@ -192,7 +193,9 @@ fn prepare<'a>(
                     format!("dense frames must have timesteps * input_size = {timesteps} * {n_in} values"),
                 ));
             }
-            check_dense_values(frames, n_in, &location)?;
+            if !values_checked {
+                check_dense_values(frames, n_in, &location)?;
+            }
             (Prepared::Dense(frames), timesteps)
         }
         SampleInput::Sparse {
@@ -1178,7 +1181,7 @@ pub fn run_sample(
 ) -> Result<SampleResult, EngineError> {
     validate_config(net, config)?;
     let sample = check_sample_id(sample_id)?;
-    let ps = prepare(net, input, label, format!("sample {sample_id}"))?;
+    let ps = prepare(net, input, label, false, format!("sample {sample_id}"))?;
     let mut ws = Workspace::new(net);
     run_prepared(net, &ps, sample, config, &mut ws)
 }
@@ -1216,6 +1219,25 @@ pub fn run_batch_with<'a>(
     cancel: &AtomicBool,
     parallel: bool,
 ) -> Result<Vec<SampleResult>, EngineError> {
+    run_batch_checked(
+        net, inputs, labels, sample_ids, config, cancel, parallel, false,
+    )
+}
+
+/// [`run_batch_with`]; with `values_checked`, the caller has already run
+/// [`check_dense_values`] on every dense input (the binding does so for all but the
+/// first part of a batch that it runs in parts), and it is not repeated.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_batch_checked<'a>(
+    net: &'a Network,
+    inputs: &'a [SampleInput<'a>],
+    labels: Option<&[Option<usize>]>,
+    sample_ids: &[u64],
+    config: &RunConfig,
+    cancel: &AtomicBool,
+    parallel: bool,
+    values_checked: bool,
+) -> Result<Vec<SampleResult>, EngineError> {
     validate_config(net, config)?;
     let n = inputs.len();
     if let Some(l) = labels {
@@ -1240,7 +1262,7 @@ pub fn run_batch_with<'a>(
         .collect::<Result<_, _>>()?;
     let prep = |(i, input): (usize, &SampleInput<'a>)| {
         let label = labels.and_then(|l| l[i]);
-        prepare(net, input, label, format!("sample {i}"))
+        prepare(net, input, label, values_checked, format!("sample {i}"))
     };
     let prepared: Vec<Result<PreparedSample, EngineError>> = if parallel {
         inputs.par_iter().enumerate().map(prep).collect()

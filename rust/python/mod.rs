@@ -21,7 +21,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyModule, PyString};
 
 use crate::counters::SampleResult;
-use crate::engine::{check_dense_values, run_batch_with, RunConfig, SampleInput, StopMode};
+use crate::engine::{check_dense_values, run_batch_checked, RunConfig, SampleInput, StopMode};
 use crate::error::EngineError;
 use crate::network::{
     Network, NetworkSpec, PoolKind, PopulationSpec, ProjectionKind, ProjectionSpec,
@@ -706,11 +706,12 @@ fn run<'py>(
         .as_ref()
         .map_or_else(rayon::current_num_threads, |p| p.current_num_threads());
     let mut chunk = workers.max(1);
-    // `run_batch_with` checks the values of the first chunk before it runs any sample;
-    // check the later chunks' values here, so that a bad value anywhere in the batch is
-    // an error before anything runs (`asyncsnn.infer` leaves the values of float32
-    // inputs to this check).
-    for (b, input) in inputs.iter().enumerate().skip(chunk) {
+    // The engine checks the values of the first chunk before it runs any sample; check
+    // the later chunks' values here, so that a bad value anywhere in the batch is an
+    // error before anything runs (`asyncsnn.infer` leaves the values of float32 inputs
+    // to this check), and tell the engine not to check them again.
+    let first_chunk = chunk;
+    for (b, input) in inputs.iter().enumerate().skip(first_chunk) {
         if let SampleInput::Dense { frames, .. } = input {
             check_dense_values(frames, n_in, &format!("sample {b}")).map_err(err)?;
         }
@@ -735,8 +736,19 @@ fn run<'py>(
         // pool and back (the cost that dominates small calls).
         let parallel = workers > 1 && end - start > 1;
         let result = py.detach(|| {
-            let job =
-                || run_batch_with(net, part, part_labels, part_ids, &config, &cancel, parallel);
+            let checked = start >= first_chunk;
+            let job = || {
+                run_batch_checked(
+                    net,
+                    part,
+                    part_labels,
+                    part_ids,
+                    &config,
+                    &cancel,
+                    parallel,
+                    checked,
+                )
+            };
             match (&pool, parallel) {
                 (Some(p), true) => p.install(job),
                 _ => job(),
