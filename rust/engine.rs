@@ -10,12 +10,17 @@
 //!   always all-zero between forward steps.
 //! - touch tracking: a dense delivery marks its whole target population "full"; a
 //!   conv/pool delivery appends the pixels it reaches to the population's touched list
-//!   (deduplicated with a per-pixel flag). The integrate/fire pass (R4.3.1-2) visits
-//!   only touched populations: the whole range of a full one, the touched pixels (all
-//!   their channels, contiguous slots) of a sparse one. A neuron that received no
-//!   current cannot cross its threshold (after
-//!   every fire phase all non-refractory membranes are `<= threshold`, the leak keeps
-//!   them there and refractory membranes are 0), so this is exactly R4.3.
+//!   (deduplicated with a per-pixel flag), and marks the population full once more
+//!   than 1/8 of its pixels are listed. The integrate/fire pass (R4.3.1-2) visits only
+//!   touched populations: the whole range of a full one, the touched pixels (all their
+//!   channels, contiguous slots) of a sparse one. A neuron that received no current
+//!   cannot cross its threshold (after every fire phase all non-refractory membranes
+//!   are `<= threshold`, the leak keeps them there and refractory membranes are 0), so
+//!   this is exactly R4.3.
+//! - fire (R4.3.2): the integrate pass also resets the neurons that cross (`v_pre`,
+//!   `V <- 0`, refractory flag), which touches only their own state; it leaves their
+//!   ids in increasing order (a bitmap for long lists), and the event loop then does
+//!   what depends on that order: counters, readout, the pending set.
 //! - deferred rows: the latest dense row delivered to a population in a forward step is
 //!   not added to `cur` at once; the integrate pass adds it (`cur[q] + s * w[q]`, then
 //!   `V += ` that) in the same pass that integrates the population, which saves one
