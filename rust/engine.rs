@@ -1329,6 +1329,35 @@ mod tests {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d(
+        source: usize,
+        target: usize,
+        weight: Vec<f32>,
+        c_in: usize,
+        (in_h, in_w): (usize, usize),
+        c_out: usize,
+        (kh, kw): (usize, usize),
+        stride: (usize, usize),
+        padding: (usize, usize),
+    ) -> ProjectionSpec {
+        ProjectionSpec {
+            source,
+            target,
+            kind: ProjectionKind::Conv2d {
+                weight,
+                c_in,
+                in_h,
+                in_w,
+                c_out,
+                kh,
+                kw,
+                stride,
+                padding,
+            },
+        }
+    }
+
     fn cfg(scheduler: Scheduler, f: usize) -> RunConfig {
         RunConfig {
             scheduler,
@@ -1977,24 +2006,6 @@ mod tests {
                 .map(|_| (lo + g.below((hi - lo) as u32) as i32) as f32 / 256.0)
                 .collect()
         };
-        let conv =
-            |source, target, weight, c_in, hw: (usize, usize), c_out, k: (usize, usize), s, pd| {
-                ProjectionSpec {
-                    source,
-                    target,
-                    kind: ProjectionKind::Conv2d {
-                        weight,
-                        c_in,
-                        in_h: hw.0,
-                        in_w: hw.1,
-                        c_out,
-                        kh: k.0,
-                        kw: k.1,
-                        stride: s,
-                        padding: pd,
-                    },
-                }
-            };
         let th1: Vec<f32> = grid(400, 200, 400);
         let pops = vec![
             PopulationSpec {
@@ -2018,7 +2029,7 @@ mod tests {
             pop(4, 2.0, 0.75),
         ];
         let projs = vec![
-            conv(
+            conv2d(
                 0,
                 1,
                 grid(4 * 2 * 9, -60, 160),
@@ -2042,7 +2053,7 @@ mod tests {
                     stride: (2, 2),
                 },
             },
-            conv(
+            conv2d(
                 2,
                 3,
                 grid(2 * 4 * 9, -120, 140),
@@ -2053,7 +2064,7 @@ mod tests {
                 (1, 1),
                 (1, 1),
             ),
-            conv(
+            conv2d(
                 0,
                 3,
                 grid(2 * 2, -40, 120),
@@ -2334,20 +2345,18 @@ mod tests {
         let mut s = good.clone();
         s.projections[0] = dense(0, 1, vec![0.0, 1.0, f32::NAN, 0.0, 0.0, 0.0, 0.0, 0.0]);
         expect_model(s, "weight[2]");
-        let conv = |c_in, in_h, in_w, c_out, kh, kw, stride, padding, wl| ProjectionSpec {
-            source: 0,
-            target: 1,
-            kind: ProjectionKind::Conv2d {
-                weight: vec![0.5; wl],
+        let conv = |c_in, in_h, in_w, c_out, kh, kw, stride, padding, wl| {
+            conv2d(
+                0,
+                1,
+                vec![0.5; wl],
                 c_in,
-                in_h,
-                in_w,
+                (in_h, in_w),
                 c_out,
-                kh,
-                kw,
+                (kh, kw),
                 stride,
                 padding,
-            },
+            )
         };
         let conv_net = |p: ProjectionSpec, size: usize| NetworkSpec {
             input_size: 16,
