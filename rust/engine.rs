@@ -550,11 +550,13 @@ fn deliver(
             rows,
             cols,
             channel_last,
-            coords,
+            in_hw,
+            in_w,
             ..
         } => {
             let (c_out, plane) = (*c_out, *plane);
-            let [c, y, x] = coords[local].map(|v| v as usize);
+            let (c, rem) = (local / in_hw, local % in_hw);
+            let (y, x) = (rem / in_w, rem % in_w);
             let full = touch.pop(p);
             let rr = rows.range(y);
             let cr = cols.range(x);
@@ -593,10 +595,12 @@ fn deliver(
             rows,
             cols,
             channel_last,
-            coords,
+            in_hw,
+            in_w,
             ..
         } => {
-            let [c, y, x] = coords[local].map(|v| v as usize);
+            let (c, rem) = (local / in_hw, local % in_hw);
+            let (y, x) = (rem / in_w, rem % in_w);
             let full = touch.pop(p);
             let rr = rows.range(y);
             let cr = cols.range(x);

@@ -219,8 +219,6 @@ pub(crate) enum ProjKind {
         /// The target is stored channel-last with this projection's plane (see the
         /// module documentation); otherwise its slots are its ids.
         channel_last: bool,
-        /// Per source neuron: its `(channel, y, x)` (saves two divisions per delivery).
-        coords: Vec<[u32; 3]>,
     },
     Pool {
         weight: f32,
@@ -232,8 +230,6 @@ pub(crate) enum ProjKind {
         cols: Taps,
         /// As for `Conv`.
         channel_last: bool,
-        /// As for `Conv`.
-        coords: Vec<[u32; 3]>,
     },
 }
 
@@ -333,22 +329,6 @@ fn check_weights(w: &[f32], location: &str) -> Result<(), EngineError> {
         ));
     }
     Ok(())
-}
-
-/// `(channel, y, x)` of each neuron of a `channels x h x w` source (row-major).
-fn coords_table(channels: usize, h: usize, w: usize) -> Result<Vec<[u32; 3]>, EngineError> {
-    let mut t = Vec::new();
-    t.try_reserve_exact(channels * h * w)
-        .map_err(|_| EngineError::overflow("network", "conv/pool coordinate table (memory)"))?;
-    for c in 0..channels {
-        for y in 0..h {
-            for x in 0..w {
-                // Each is < the source size, which fits a u32 (validated).
-                t.push([c as u32, y as u32, x as u32]);
-            }
-        }
-    }
-    Ok(t)
 }
 
 /// Output size of a conv/pool axis: `(n + 2 pad - k) // s + 1`, or an error.
@@ -600,7 +580,6 @@ impl Network {
                         rows: Taps::new(in_h, oh, kh, stride.0, padding.0),
                         cols: Taps::new(in_w, ow, kw, stride.1, padding.1),
                         channel_last: false, // set below, once all projections are known
-                        coords: coords_table(c_in, in_h, in_w)?,
                     }
                 }
                 ProjectionKind::Pool {
@@ -660,7 +639,6 @@ impl Network {
                         rows: Taps::new(in_h, oh, kh, stride.0, 0),
                         cols: Taps::new(in_w, ow, kw, stride.1, 0),
                         channel_last: false, // set below
-                        coords: coords_table(channels, in_h, in_w)?,
                     }
                 }
             };
