@@ -25,6 +25,13 @@
 //!   not added to `cur` at once; the integrate pass adds it (`cur[q] + s * w[q]`, then
 //!   `V += ` that) in the same pass that integrates the population, which saves one
 //!   pass over the population per forward step and performs the same float operations.
+//! - delivery by runs: a forward group is cut into runs of members of one population (a
+//!   `layered` group is one run), and each run goes through each outgoing projection
+//!   in one call, which matches the projection's kind and loads its tables once per
+//!   run instead of once per member. Where two projections of the population reach the
+//!   same population, the run is delivered member by member instead, so the float sum
+//!   into every neuron keeps the order of R4.3.4 exactly (R8.2 leaves it open; keeping
+//!   it keeps results bit-identical for any weights).
 //! - the pending set and its scheduler structure: [`crate::scheduler`].
 //!
 //! A forward step therefore costs O(synapses delivered + neurons touched + scheduler),
@@ -38,7 +45,7 @@ use rayon::prelude::*;
 use crate::counters::SampleResult;
 use crate::error::EngineError;
 use crate::kernels::{add_row, add_short, has_avx2, prefetch};
-use crate::network::{Network, ProjKind, Projection};
+use crate::network::{source_coords, Network, ProjKind, Projection};
 use crate::rng::{uniform, STREAM_DROPOUT};
 use crate::scheduler::{PendingSet, Scheduler, SelectCtx};
 
@@ -513,33 +520,85 @@ fn dense_row(proj: &Projection, local: usize) -> &[f32] {
     }
 }
 
-/// Delivers source neuron `local` of projection `pi` with scale `s` (the input value x
-/// of R4.2 or the multiplicity m of R4.3.4): `I[q] += s * w` for every synapse. Returns
-/// the fan-out (R1.3, R7.4). A dense row is kept in `touch.deferred` for the integrate
-/// pass (the previously kept row of the same population is added now).
+/// The sources of a delivery run: `(local index in the source population, scale s)`
+/// for `e` in `0..len()`. The scale is the input value x of R4.2 or the multiplicity m
+/// of R4.3.4. (A trait, not a closure: the event loop is compiled a second time with
+/// AVX2 and everything it calls must be inlined into it.)
+trait Sources {
+    fn len(&self) -> usize;
+    fn get(&self, e: usize) -> (usize, f32);
+}
+
+/// One input event: input neuron `.0` with value `.1`.
+struct InputEvent(usize, f32);
+
+impl Sources for InputEvent {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        1
+    }
+    #[inline(always)]
+    fn get(&self, _e: usize) -> (usize, f32) {
+        (self.0, self.1)
+    }
+}
+
+/// Members `(neuron id, multiplicity)` of a forward group, all of the population whose
+/// first id is `offset`.
+struct Members<'a> {
+    run: &'a [(u32, u32)],
+    offset: usize,
+}
+
+impl Sources for Members<'_> {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.run.len()
+    }
+    #[inline(always)]
+    fn get(&self, e: usize) -> (usize, f32) {
+        let (j, m) = self.run[e];
+        (j as usize - self.offset, m as f32)
+    }
+}
+
+/// Delivers the sources `src` (in order) through projection `pi`: `I[q] += s * w` for
+/// every synapse of each. Returns the summed fan-out (R1.3, R7.4), saturating. The kind
+/// of the projection is matched once per run, not once per source.
+///
+/// A dense row is kept in `touch.deferred` for the integrate pass (the previously kept
+/// row of the same population is added now); the rows of the sources `AHEAD` places
+/// later are prefetched.
 #[inline(always)]
-fn deliver(
+fn deliver_run<S: Sources>(
     net: &Network,
     pi: usize,
-    local: usize,
-    s: f32,
+    src: &S,
     cur: &mut [f32],
     touch: &mut Touch,
 ) -> u64 {
     let proj = &net.projections[pi];
     let p = proj.target_pop;
     let base = proj.target_offset;
+    let len = src.len();
     match &proj.kind {
-        ProjKind::Dense { .. } => {
+        ProjKind::Dense { wt } => {
             let n = proj.target_size;
             touch.pop(p);
             touch.pop_full[p] = true;
-            let new = Deferred { proj: pi, local, s };
-            if let Some(d) = touch.deferred[p].replace(new) {
-                let row = dense_row(&net.projections[d.proj], d.local);
-                add_row(&mut cur[base..base + n], row, d.s);
+            for e in 0..len {
+                if e + AHEAD < len {
+                    let a = src.get(e + AHEAD).0;
+                    prefetch(&wt[a * n..(a + 1) * n]);
+                }
+                let (local, s) = src.get(e);
+                let new = Deferred { proj: pi, local, s };
+                if let Some(d) = touch.deferred[p].replace(new) {
+                    let row = dense_row(&net.projections[d.proj], d.local);
+                    add_row(&mut cur[base..base + n], row, d.s);
+                }
             }
-            n as u64
+            (n as u64).saturating_mul(len as u64)
         }
         ProjKind::Conv {
             k,
@@ -555,39 +614,45 @@ fn deliver(
             ..
         } => {
             let (c_out, plane) = (*c_out, *plane);
-            let (c, rem) = (local / in_hw, local % in_hw);
-            let (y, x) = (rem / in_w, rem % in_w);
-            let full = touch.pop(p);
-            let rr = rows.range(y);
-            let cr = cols.range(x);
-            let fan = c_out * rr.len() * cr.len();
-            let cb = c * kh * kw * c_out;
-            for r in rr {
-                // Offsets of the output row and kernel row (`Taps::scale`).
-                let (ro, rk) = (base + rows.out_s[r], cb + rows.tap_s[r]);
-                for sidx in cr.clone() {
-                    let q0 = ro + cols.out_s[sidx];
-                    let kb = rk + cols.tap_s[sidx];
-                    let ks = &k[kb..kb + c_out];
-                    if *channel_last {
-                        // The c_out channels of the pixel are contiguous slots.
-                        add_short(&mut cur[q0..q0 + c_out], ks, s);
-                        if !full {
-                            touch.pixel(p, q0);
-                        }
-                    } else {
-                        // slot = id, one "pixel" per neuron.
-                        for (o, &w) in ks.iter().enumerate() {
-                            let q = q0 + o * plane;
-                            cur[q] += s * w;
+            let kc = kh * kw * c_out;
+            touch.pop(p);
+            let mut fan = 0u64;
+            for e in 0..len {
+                let (local, s) = src.get(e);
+                let (c, y, x) = source_coords(*in_hw, *in_w, local);
+                // A pixel touch can make the population full within the run.
+                let full = touch.pop_full[p];
+                let rr = rows.range(y);
+                let cr = cols.range(x);
+                fan = fan.saturating_add((c_out * rr.len() * cr.len()) as u64);
+                let cb = c * kc;
+                for r in rr {
+                    // Offsets of the output row and kernel row (`Taps::scale`).
+                    let (ro, rk) = (base + rows.out_s[r], cb + rows.tap_s[r]);
+                    for sidx in cr.clone() {
+                        let q0 = ro + cols.out_s[sidx];
+                        let kb = rk + cols.tap_s[sidx];
+                        let ks = &k[kb..kb + c_out];
+                        if *channel_last {
+                            // The c_out channels of the pixel are contiguous slots.
+                            add_short(&mut cur[q0..q0 + c_out], ks, s);
                             if !full {
-                                touch.pixel(p, q);
+                                touch.pixel(p, q0);
+                            }
+                        } else {
+                            // slot = id, one "pixel" per neuron.
+                            for (o, &w) in ks.iter().enumerate() {
+                                let q = q0 + o * plane;
+                                cur[q] += s * w;
+                                if !full {
+                                    touch.pixel(p, q);
+                                }
                             }
                         }
                     }
                 }
             }
-            fan as u64
+            fan
         }
         ProjKind::Pool {
             weight,
@@ -599,29 +664,33 @@ fn deliver(
             in_w,
             ..
         } => {
-            let (c, rem) = (local / in_hw, local % in_hw);
-            let (y, x) = (rem / in_w, rem % in_w);
-            let full = touch.pop(p);
-            let rr = rows.range(y);
-            let cr = cols.range(x);
-            let fan = rr.len() * cr.len();
-            let sw = s * *weight;
-            // Channel-last: pixel `pix` of channel `c` is slot `pix * channels + c`;
-            // otherwise slot = id = `c * plane + pix` (`Taps::scale` holds the pixel
-            // part).
-            let ch_off = if *channel_last { c } else { c * *plane };
-            for r in rr {
-                let ro = base + rows.out_s[r] + ch_off;
-                for sidx in cr.clone() {
-                    let q = ro + cols.out_s[sidx];
-                    cur[q] += sw;
-                    if !full {
-                        // The pixel's channel-0 slot (the neuron itself if slot = id).
-                        touch.pixel(p, if *channel_last { q - c } else { q });
+            touch.pop(p);
+            let mut fan = 0u64;
+            for e in 0..len {
+                let (local, s) = src.get(e);
+                let (c, y, x) = source_coords(*in_hw, *in_w, local);
+                let full = touch.pop_full[p];
+                let rr = rows.range(y);
+                let cr = cols.range(x);
+                fan = fan.saturating_add((rr.len() * cr.len()) as u64);
+                let sw = s * *weight;
+                // Channel-last: pixel `pix` of channel `c` is slot `pix * channels + c`;
+                // otherwise slot = id = `c * plane + pix` (`Taps::scale` holds the pixel
+                // part).
+                let ch_off = if *channel_last { c } else { c * *plane };
+                for r in rr {
+                    let ro = base + rows.out_s[r] + ch_off;
+                    for sidx in cr.clone() {
+                        let q = ro + cols.out_s[sidx];
+                        cur[q] += sw;
+                        if !full {
+                            // The pixel's channel-0 slot (the neuron itself if slot = id).
+                            touch.pixel(p, if *channel_last { q - c } else { q });
+                        }
                     }
                 }
             }
-            fan as u64
+            fan
         }
     }
 }
@@ -986,7 +1055,8 @@ fn run_prepared_body(
                     let (i, x): (usize, f32) = ($i, $x);
                     add(&mut res.input_events, 1, loc, "input_events")?;
                     for &pi in &net.outgoing[0] {
-                        let fo = deliver(net, pi, i, x, &mut ws.cur, &mut ws.touch);
+                        let src = InputEvent(i, x);
+                        let fo = deliver_run(net, pi, &src, &mut ws.cur, &mut ws.touch);
                         add(&mut res.synops_per_projection[pi], fo, loc, "synops")?;
                         ts_synops += fo;
                     }
@@ -1134,25 +1204,35 @@ fn run_prepared_body(
             let mut group = std::mem::take(&mut ws.group);
             ws.pending.select(f, ctx, &ws.v_pre, &mut group);
             debug_assert!(!group.is_empty(), "a non-empty pending set yields a group");
-            // Prefetch the rows of the member AHEAD places later.
+            // Prefetch the rows of the first members (`deliver_run` prefetches ahead).
             prefetch_group(net, &group[..AHEAD.min(group.len())]);
-            for (e, &(j, m)) in group.iter().enumerate() {
-                let ju = j as usize;
-                let p = net.pop_of[ju] as usize;
-                // (Members of a group are mostly of one population: skip the lookups
-                // where this one's has no dense rows.)
-                if net.dense_out[p + 1] {
-                    if let Some(g) = group.get(e + AHEAD) {
-                        prefetch_group(net, std::slice::from_ref(g));
+            // Runs of members of one population (a layered group is one run).
+            let mut e = 0;
+            while e < group.len() {
+                let p = net.pop_of[group[e].0 as usize];
+                let end = e + group[e..]
+                    .iter()
+                    .position(|&(j, _)| net.pop_of[j as usize] != p)
+                    .unwrap_or(group.len() - e);
+                let p = p as usize;
+                let (offset, outs) = (net.pop_offset[p], &net.outgoing[p + 1]);
+                // One projection at a time over the whole run where that keeps the
+                // order of the additions into every neuron (R4.3.4 delivers member by
+                // member): the projections of `p` reach distinct populations.
+                let chunk = if outs.len() == 1 || net.distinct_targets[p + 1] {
+                    end - e
+                } else {
+                    1
+                };
+                for run in group[e..end].chunks(chunk) {
+                    let src = Members { run, offset };
+                    for &pi in outs {
+                        let fo = deliver_run(net, pi, &src, &mut ws.cur, &mut ws.touch);
+                        add(&mut res.synops_per_projection[pi], fo, loc, "synops")?;
+                        ts_synops += fo;
                     }
                 }
-                let local = ju - net.pop_offset[p];
-                let s = m as f32;
-                for &pi in &net.outgoing[p + 1] {
-                    let fo = deliver(net, pi, local, s, &mut ws.cur, &mut ws.touch);
-                    add(&mut res.synops_per_projection[pi], fo, loc, "synops")?;
-                    ts_synops += fo;
-                }
+                e = end;
             }
             ws.group = group;
             k = k
@@ -1408,6 +1488,36 @@ mod tests {
     ];
 
     /// R4.3.2: the threshold test is strict.
+    /// Two projections from one population into one population: the group is delivered
+    /// member by member (each member through its projections in projection order), as
+    /// before the run-wise delivery, so the float sums are unchanged. The weights make
+    /// the two possible orders round differently: with `a` the first projection's and
+    /// `b` the second's weights from members 0 and 1, the summed current is
+    /// `((a0 + b0) + a1) + b1` member by member but `((a0 + a1) + b0) + b1` projection
+    /// by projection; `2^-30` is lost when added to 1 and kept when added to 0.
+    #[test]
+    fn shared_target_projections_keep_member_order() {
+        let tiny = 2f32.powi(-30);
+        // (a, b, whether the output fires member by member)
+        let cases = [
+            (vec![1.0, -1.0], vec![tiny, 0.0], false), // by projection: tiny, fires
+            (vec![1.0, tiny], vec![-1.0, 0.0], true),  // by projection: 0, silent
+        ];
+        for (a, b, fires) in cases {
+            let n = net(
+                1,
+                vec![pop(2, 1.0, 0.5), pop(1, tiny / 2.0, 0.5)],
+                vec![dense(0, 1, vec![2.0, 2.0]), dense(1, 2, a), dense(1, 2, b)],
+            );
+            assert!(!n.distinct_targets[1]);
+            for s in ALL {
+                let r = run_dense(&n, &[1.0], 1, None, &cfg(s, 64));
+                assert_eq!(r.spikes[0], 2, "{s:?}: both hidden neurons fire");
+                assert_eq!(r.output_counts[0] > 0, fires, "{s:?} fires = {fires}");
+            }
+        }
+    }
+
     #[test]
     fn sort_ids_sorts_through_both_paths() {
         let mut rng = 0x9e37_79b9_7f4a_7c15u64;

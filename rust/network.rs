@@ -199,6 +199,14 @@ impl Taps {
     }
 }
 
+/// `(c, y, x)` of source neuron `local` of a conv/pool projection (source read as
+/// `(channels, in_h, in_w)`, R1.2).
+#[inline(always)]
+pub(crate) fn source_coords(in_hw: usize, in_w: usize, local: usize) -> (usize, usize, usize) {
+    let (c, rem) = (local / in_hw, local % in_hw);
+    (c, rem / in_w, rem % in_w)
+}
+
 /// Preprocessed projection kind.
 #[derive(Debug, Clone)]
 pub(crate) enum ProjKind {
@@ -259,8 +267,8 @@ impl Projection {
                 cols,
                 ..
             } => {
-                let rem = local % in_hw;
-                (*c_out * rows.count(rem / in_w) * cols.count(rem % in_w)) as u64
+                let (_, y, x) = source_coords(*in_hw, *in_w, local);
+                (*c_out * rows.count(y) * cols.count(x)) as u64
             }
             ProjKind::Pool {
                 in_hw,
@@ -269,8 +277,8 @@ impl Projection {
                 cols,
                 ..
             } => {
-                let rem = local % in_hw;
-                (rows.count(rem / in_w) * cols.count(rem % in_w)) as u64
+                let (_, y, x) = source_coords(*in_hw, *in_w, local);
+                (rows.count(y) * cols.count(x)) as u64
             }
         }
     }
@@ -304,6 +312,11 @@ pub struct Network {
     /// `dense_out[s]`: some projection from population `s` (0 = input) is dense (its
     /// weight rows are worth prefetching).
     pub(crate) dense_out: Vec<bool>,
+    /// `distinct_targets[s]`: the projections from population `s` (0 = input) have
+    /// distinct target populations, so a run of sources of `s` can be delivered one
+    /// projection at a time without changing the order of the additions into any
+    /// neuron (see `engine::deliver_run`).
+    pub(crate) distinct_targets: Vec<bool>,
 }
 
 fn mul(a: usize, b: usize, location: &str, field: &str) -> Result<usize, EngineError> {
@@ -761,8 +774,17 @@ impl Network {
                     .any(|&pi| matches!(projections[pi].kind, ProjKind::Dense { .. }))
             })
             .collect();
+        let distinct_targets = outgoing
+            .iter()
+            .map(|o| {
+                let mut t: Vec<usize> = o.iter().map(|&pi| projections[pi].target_pop).collect();
+                t.sort_unstable();
+                t.windows(2).all(|w| w[0] != w[1])
+            })
+            .collect();
         Ok(Network {
             dense_out,
+            distinct_targets,
             spec,
             pop_offset,
             pop_of,
@@ -875,9 +897,7 @@ impl Network {
                 cols,
                 ..
             } => {
-                let c = local_index / in_hw;
-                let rem = local_index % in_hw;
-                let (y, x) = (rem / in_w, rem % in_w);
+                let (c, y, x) = source_coords(*in_hw, *in_w, local_index);
                 for r in rows.range(y) {
                     for s in cols.range(x) {
                         let kb = ((c * kh + rows.tap[r]) * kw + cols.tap[s]) * c_out;
@@ -900,9 +920,7 @@ impl Network {
                 cols,
                 ..
             } => {
-                let c = local_index / in_hw;
-                let rem = local_index % in_hw;
-                let (y, x) = (rem / in_w, rem % in_w);
+                let (c, y, x) = source_coords(*in_hw, *in_w, local_index);
                 for r in rows.range(y) {
                     for s in cols.range(x) {
                         out.push((base + c * plane + rows.out[r] * ow + cols.out[s], *weight));
