@@ -25,13 +25,14 @@
 //!   not added to `cur` at once; the integrate pass adds it (`cur[q] + s * w[q]`, then
 //!   `V += ` that) in the same pass that integrates the population, which saves one
 //!   pass over the population per forward step and performs the same float operations.
-//! - delivery by runs: a forward group is cut into runs of members of one population (a
-//!   `layered` group is one run), and each run goes through each outgoing projection
-//!   in one call, which matches the projection's kind and loads its tables once per
-//!   run instead of once per member. Where two projections of the population reach the
-//!   same population, the run is delivered member by member instead, so the float sum
-//!   into every neuron keeps the order of R4.3.4 exactly (R8.2 leaves it open; keeping
-//!   it keeps results bit-identical for any weights).
+//! - delivery by runs: the input events of a timestep are one run, and a forward group
+//!   is cut into runs of members of one population (a `layered` group is one run). Each
+//!   run goes through each outgoing projection in one call, which matches the
+//!   projection's kind and loads its tables once per run instead of once per source.
+//!   Where two projections of the population reach the same population, the run is
+//!   delivered source by source instead, so the float sum into every neuron keeps the
+//!   order of R4.2/R4.3.4 exactly (R8.2 leaves it open; keeping it keeps the results
+//!   bit-identical for any weights).
 //! - the pending set and its scheduler structure: [`crate::scheduler`].
 //!
 //! A forward step therefore costs O(synapses delivered + neurons touched + scheduler),
@@ -524,22 +525,59 @@ fn dense_row(proj: &Projection, local: usize) -> &[f32] {
 /// for `e` in `0..len()`. The scale is the input value x of R4.2 or the multiplicity m
 /// of R4.3.4. (A trait, not a closure: the event loop is compiled a second time with
 /// AVX2 and everything it calls must be inlined into it.)
-trait Sources {
+trait Sources: Sized {
     fn len(&self) -> usize;
     fn get(&self, e: usize) -> (usize, f32);
+    /// The sources `a..b`.
+    fn part(&self, a: usize, b: usize) -> Self;
 }
 
-/// One input event: input neuron `.0` with value `.1`.
-struct InputEvent(usize, f32);
+/// The non-zero inputs of a dense frame: input neuron `nz[e]`, value `frame[nz[e]]`.
+struct DenseInputs<'a> {
+    nz: &'a [u32],
+    frame: &'a [f32],
+}
 
-impl Sources for InputEvent {
+impl Sources for DenseInputs<'_> {
     #[inline(always)]
     fn len(&self) -> usize {
-        1
+        self.nz.len()
     }
     #[inline(always)]
-    fn get(&self, _e: usize) -> (usize, f32) {
-        (self.0, self.1)
+    fn get(&self, e: usize) -> (usize, f32) {
+        let i = self.nz[e] as usize;
+        (i, self.frame[i])
+    }
+    #[inline(always)]
+    fn part(&self, a: usize, b: usize) -> Self {
+        DenseInputs {
+            nz: &self.nz[a..b],
+            frame: self.frame,
+        }
+    }
+}
+
+/// The events of a sparse input at one timestep: input neuron `index[e]`, `value[e]`.
+struct SparseInputs<'a> {
+    index: &'a [u32],
+    value: &'a [f32],
+}
+
+impl Sources for SparseInputs<'_> {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+    #[inline(always)]
+    fn get(&self, e: usize) -> (usize, f32) {
+        (self.index[e] as usize, self.value[e])
+    }
+    #[inline(always)]
+    fn part(&self, a: usize, b: usize) -> Self {
+        SparseInputs {
+            index: &self.index[a..b],
+            value: &self.value[a..b],
+        }
     }
 }
 
@@ -560,6 +598,50 @@ impl Sources for Members<'_> {
         let (j, m) = self.run[e];
         (j as usize - self.offset, m as f32)
     }
+    #[inline(always)]
+    fn part(&self, a: usize, b: usize) -> Self {
+        Members {
+            run: &self.run[a..b],
+            offset: self.offset,
+        }
+    }
+}
+
+/// Delivers the sources `src` of population `s` (0 = input) through all its outgoing
+/// projections, counting the synops of each (R7.4); returns their sum. One projection
+/// at a time over the whole run where that keeps the order of the additions into every
+/// neuron (R4.3.4 delivers source by source): the projections of `s` reach distinct
+/// populations; otherwise source by source.
+#[inline(always)]
+fn deliver_sources<S: Sources>(
+    net: &Network,
+    s: usize,
+    src: &S,
+    cur: &mut [f32],
+    touch: &mut Touch,
+    synops_per_projection: &mut [i64],
+    loc: &str,
+) -> Result<u64, EngineError> {
+    let outs = &net.outgoing[s];
+    let n = src.len();
+    let chunk = if outs.len() <= 1 || net.distinct_targets[s] {
+        n.max(1)
+    } else {
+        1
+    };
+    let mut total = 0u64;
+    let mut a = 0;
+    while a < n {
+        let b = (a + chunk).min(n);
+        let part = src.part(a, b);
+        for &pi in outs {
+            let fo = deliver_run(net, pi, &part, cur, touch);
+            add(&mut synops_per_projection[pi], fo, loc, "synops")?;
+            total = total.saturating_add(fo);
+        }
+        a = b;
+    }
+    Ok(total)
 }
 
 /// Delivers the sources `src` (in order) through projection `pi`: `I[q] += s * w` for
@@ -1049,19 +1131,6 @@ fn run_prepared_body(
 
         // R4.2: forward step 0 delivers the input frame (R2.3), in input index order.
         {
-            // Not a closure: a closure would be compiled once, without AVX2, and called.
-            macro_rules! deliver_input {
-                ($i:expr, $x:expr) => {{
-                    let (i, x): (usize, f32) = ($i, $x);
-                    add(&mut res.input_events, 1, loc, "input_events")?;
-                    for &pi in &net.outgoing[0] {
-                        let src = InputEvent(i, x);
-                        let fo = deliver_run(net, pi, &src, &mut ws.cur, &mut ws.touch);
-                        add(&mut res.synops_per_projection[pi], fo, loc, "synops")?;
-                        ts_synops += fo;
-                    }
-                }};
-            }
             match &ps.input {
                 Prepared::Dense(frames) => {
                     let frame = &frames[t * n_in..(t + 1) * n_in];
@@ -1091,16 +1160,16 @@ fn run_prepared_body(
                         count += (x != 0.0) as usize;
                     }
                     nz.truncate(count);
-                    // Prefetch the rows of the input that comes AHEAD events later.
+                    // Prefetch the rows of the first events (`deliver_run` prefetches
+                    // ahead).
                     for &a in nz.iter().take(AHEAD) {
                         prefetch_input(net, a as usize);
                     }
-                    for (e, &i) in nz.iter().enumerate() {
-                        if let Some(&a) = nz.get(e + AHEAD) {
-                            prefetch_input(net, a as usize);
-                        }
-                        deliver_input!(i as usize, frame[i as usize]);
-                    }
+                    add(&mut res.input_events, nz.len() as u64, loc, "input_events")?;
+                    let src = DenseInputs { nz: &nz, frame };
+                    let spp = &mut res.synops_per_projection;
+                    ts_synops +=
+                        deliver_sources(net, 0, &src, &mut ws.cur, &mut ws.touch, spp, loc)?;
                     ws.nonzero = nz;
                 }
                 Prepared::Sparse {
@@ -1108,10 +1177,19 @@ fn run_prepared_body(
                     index,
                     value,
                 } => {
+                    let a = sparse_cursor;
                     while sparse_cursor < et.len() && et[sparse_cursor] == t32 {
-                        deliver_input!(index[sparse_cursor] as usize, value[sparse_cursor]);
                         sparse_cursor += 1;
                     }
+                    let b = sparse_cursor;
+                    add(&mut res.input_events, (b - a) as u64, loc, "input_events")?;
+                    let src = SparseInputs {
+                        index: &index[a..b],
+                        value: &value[a..b],
+                    };
+                    let spp = &mut res.synops_per_projection;
+                    ts_synops +=
+                        deliver_sources(net, 0, &src, &mut ws.cur, &mut ws.touch, spp, loc)?;
                 }
             }
         }
@@ -1215,23 +1293,13 @@ fn run_prepared_body(
                     .position(|&(j, _)| net.pop_of[j as usize] != p)
                     .unwrap_or(group.len() - e);
                 let p = p as usize;
-                let (offset, outs) = (net.pop_offset[p], &net.outgoing[p + 1]);
-                // One projection at a time over the whole run where that keeps the
-                // order of the additions into every neuron (R4.3.4 delivers member by
-                // member): the projections of `p` reach distinct populations.
-                let chunk = if outs.len() == 1 || net.distinct_targets[p + 1] {
-                    end - e
-                } else {
-                    1
+                let src = Members {
+                    run: &group[e..end],
+                    offset: net.pop_offset[p],
                 };
-                for run in group[e..end].chunks(chunk) {
-                    let src = Members { run, offset };
-                    for &pi in outs {
-                        let fo = deliver_run(net, pi, &src, &mut ws.cur, &mut ws.touch);
-                        add(&mut res.synops_per_projection[pi], fo, loc, "synops")?;
-                        ts_synops += fo;
-                    }
-                }
+                let spp = &mut res.synops_per_projection;
+                ts_synops +=
+                    deliver_sources(net, p + 1, &src, &mut ws.cur, &mut ws.touch, spp, loc)?;
                 e = end;
             }
             ws.group = group;
