@@ -1227,12 +1227,8 @@ fn run_prepared_body(
                             label_hit = true;
                         }
                     }
-                } else if has_out[p] {
-                    for &q in fired {
-                        if !ws.pending.enqueue(q, p, ws.v_pre[q as usize]) {
-                            return Err(EngineError::overflow(loc, "pending multiplicity"));
-                        }
-                    }
+                } else if has_out[p] && !ws.pending.enqueue_all(fired, p, &ws.v_pre) {
+                    return Err(EngineError::overflow(loc, "pending multiplicity"));
                 }
             }
             ts_spikes += ws.fired.len() as u64;

@@ -178,33 +178,62 @@ impl PendingSet {
         self.count == 0
     }
 
+    /// Counts a spike of neuron `q`: `Some(true)` if it was not pending (multiplicity
+    /// 0 -> 1), `Some(false)` if it was (multiplicity + 1), `None` if the multiplicity
+    /// overflows u32.
+    #[inline(always)]
+    fn bump(&mut self, q: u32) -> Option<bool> {
+        let m = &mut self.mult[q as usize];
+        let new = *m == 0;
+        *m = m.checked_add(1)?;
+        self.count += new as usize;
+        self.total += 1;
+        Some(new)
+    }
+
     /// Enqueues a spike of neuron `q` of non-input population `pop` with membrane value
     /// at the spike `v_pre` (R4.3.2). Returns `false` if the multiplicity overflows u32.
     #[inline(always)]
     pub fn enqueue(&mut self, q: u32, pop: usize, v_pre: f32) -> bool {
-        let m = &mut self.mult[q as usize];
-        if *m == 0 {
-            *m = 1;
-            self.count += 1;
-            match self.mode {
-                Mode::Fifo => self.fifo.push_back(q),
-                Mode::Layered => self.layers[pop].push(q),
-                Mode::MomentumHeap => self.heap.push(momentum_key(v_pre, q)),
-                Mode::Random | Mode::MomentumJitter(_) => self.list.push(q),
-            }
-        } else {
-            match m.checked_add(1) {
-                Some(v) => *m = v,
-                None => return false,
-            }
-            if self.mode == Mode::MomentumHeap {
-                // v_pre changed: the new key supersedes the old entry (R5.4 uses the
-                // latest v_pre).
-                self.heap.push(momentum_key(v_pre, q));
-            }
+        let Some(new) = self.bump(q) else {
+            return false;
+        };
+        match self.mode {
+            Mode::Fifo if new => self.fifo.push_back(q),
+            Mode::Layered if new => self.layers[pop].push(q),
+            Mode::Random | Mode::MomentumJitter(_) if new => self.list.push(q),
+            // A new spike of a pending neuron changed v_pre: the new key supersedes the
+            // old entry (R5.4 uses the latest v_pre).
+            Mode::MomentumHeap => self.heap.push(momentum_key(v_pre, q)),
+            _ => {}
         }
-        self.total += 1;
         true
+    }
+
+    /// [`enqueue`](Self::enqueue) of the spikes `qs` of population `pop`, in order, with
+    /// `v_pre` read by neuron id: the scheduler's structure is matched once, not once
+    /// per spike. Returns `false` if a multiplicity overflows u32.
+    #[inline(always)]
+    pub fn enqueue_all(&mut self, qs: &[u32], pop: usize, v_pre: &[f32]) -> bool {
+        match self.mode {
+            Mode::Layered => {
+                let mut layer = std::mem::take(&mut self.layers[pop]);
+                let mut ok = true;
+                for &q in qs {
+                    match self.bump(q) {
+                        Some(true) => layer.push(q),
+                        Some(false) => {}
+                        None => {
+                            ok = false;
+                            break;
+                        }
+                    }
+                }
+                self.layers[pop] = layer;
+                ok
+            }
+            _ => qs.iter().all(|&q| self.enqueue(q, pop, v_pre[q as usize])),
+        }
     }
 
     #[inline(always)]
