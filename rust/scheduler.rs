@@ -217,19 +217,28 @@ impl PendingSet {
     pub fn enqueue_all(&mut self, qs: &[u32], pop: usize, v_pre: &[f32]) -> bool {
         match self.mode {
             Mode::Layered => {
-                let mut layer = std::mem::take(&mut self.layers[pop]);
+                // Counts kept in locals: the pushes may reallocate, and the fields would
+                // otherwise be stored and reloaded at every spike.
+                let (mult, layer) = (&mut self.mult, &mut self.layers[pop]);
+                layer.reserve(qs.len());
+                let (mut new, mut done) = (0usize, 0u64);
                 let mut ok = true;
                 for &q in qs {
-                    match self.bump(q) {
-                        Some(true) => layer.push(q),
-                        Some(false) => {}
-                        None => {
-                            ok = false;
-                            break;
-                        }
+                    let m = &mut mult[q as usize];
+                    if *m == 0 {
+                        *m = 1;
+                        new += 1;
+                        layer.push(q);
+                    } else if let Some(x) = m.checked_add(1) {
+                        *m = x;
+                    } else {
+                        ok = false;
+                        break;
                     }
+                    done += 1;
                 }
-                self.layers[pop] = layer;
+                self.count += new;
+                self.total += done;
                 ok
             }
             _ => qs.iter().all(|&q| self.enqueue(q, pop, v_pre[q as usize])),
@@ -262,12 +271,18 @@ impl PendingSet {
             }
             Mode::Layered => {
                 if let Some(p) = self.layers.iter().position(|l| !l.is_empty()) {
-                    let mut layer = std::mem::take(&mut self.layers[p]);
-                    for &q in &layer {
-                        self.take(q, group);
-                    }
+                    // `take` of every neuron of the layer, with the counts in locals.
+                    let (mult, layer) = (&mut self.mult, &mut self.layers[p]);
+                    let mut total = 0u64;
+                    group.extend(layer.iter().map(|&q| {
+                        let m = std::mem::take(&mut mult[q as usize]);
+                        debug_assert!(m > 0);
+                        total += m as u64;
+                        (q, m)
+                    }));
+                    self.count -= layer.len();
+                    self.total -= total;
                     layer.clear();
-                    self.layers[p] = layer;
                 }
             }
             Mode::MomentumHeap => {
