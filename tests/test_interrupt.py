@@ -9,9 +9,12 @@ import sys
 import time
 
 SCRIPT = r"""
-import sys, time
+import signal, sys, time
 import numpy as np
 import asyncsnn
+# Python maps SIGINT to KeyboardInterrupt only if the parent left it at its default; a
+# parent that ignores it (some job runners do) would make the child ignore it too.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 rng = np.random.default_rng(0)
 sizes = [64, 512, 512, 10]
 net = asyncsnn.Network.sequential(
