@@ -994,14 +994,20 @@ fn integrate_full(
     let mut tc = th.chunks_exact(CH);
     let mut base = lo;
     for (vs, ts) in (&mut vc).zip(&mut tc) {
-        let any = vs.iter().zip(ts).fold(false, |a, (x, t)| a | (*x > *t));
-        if any {
+        // Fixed-size arrays: the compare is vector compares and move-masks.
+        let vs: &[f32; CH] = vs.try_into().expect("chunk");
+        let ts: &[f32; CH] = ts.try_into().expect("chunk");
+        let mut mask = 0u32;
+        for i in 0..CH {
+            mask |= ((vs[i] > ts[i]) as u32) << i;
+        }
+        if mask != 0 {
             // Branch-free compaction of the spiking neurons of the chunk.
             let mut ids = [0u32; CH];
             let mut count = 0;
-            for (i, (x, t)) in vs.iter().zip(ts).enumerate() {
+            for i in 0..CH {
                 ids[count] = (base + i) as u32;
-                count += (*x > *t) as usize;
+                count += (vs[i] > ts[i]) as usize;
             }
             fired.extend_from_slice(&ids[..count]);
         }
