@@ -6,7 +6,7 @@
 //!   the lowest population present.
 //! - `fifo` (R5.2): a queue in order of first enqueue (= sequence number); a neuron
 //!   re-enqueued while pending only gets its multiplicity raised and keeps its place.
-//! - `momentum` without jitter (R5.4): a binary max-heap of `(v_pre bits, !id)`; the key
+//! - `momentum` without jitter (R5.4): a 4-ary max-heap of `(v_pre bits, !id)`; the key
 //!   is pushed again when a pending neuron fires again (refractory dropout) with a new
 //!   `v_pre`, and stale entries are skipped lazily when popped.
 //! - `random` (R5.3) and `momentum` with jitter (R5.4): the keys change at every forward
@@ -17,7 +17,7 @@
 //!   about `2F` of them pass), then one pass that splits the list into the group (keys
 //!   up to that one; keys are distinct) and the rest, both in list order. No sorting.
 
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 
 use crate::rng::{hash_finish, hash_prefix, to_uniform, STREAM_JITTER, STREAM_RANDOM};
 
@@ -105,6 +105,72 @@ fn kth_smallest(keys: &[u64], f: usize, uniform: bool, scratch: &mut Vec<u64>) -
     *scratch.select_nth_unstable(f - 1).1
 }
 
+/// A 4-ary max-heap of `u64` keys (the momentum scheduler's): half the depth of a
+/// binary heap, and the four children of a node share a cache line. Equal keys are the
+/// same neuron with the same `v_pre` (the key contains the id), so any max-heap pops
+/// the same sequence.
+#[derive(Debug, Default)]
+struct Heap4 {
+    v: Vec<u64>,
+}
+
+impl Heap4 {
+    #[inline(always)]
+    fn push(&mut self, x: u64) {
+        let mut i = self.v.len();
+        self.v.push(x);
+        while i > 0 {
+            let parent = (i - 1) / 4;
+            let p = self.v[parent];
+            if p >= x {
+                break;
+            }
+            self.v[i] = p;
+            i = parent;
+        }
+        self.v[i] = x;
+    }
+
+    #[inline(always)]
+    fn pop(&mut self) -> Option<u64> {
+        let last = self.v.pop()?;
+        let n = self.v.len();
+        if n == 0 {
+            return Some(last);
+        }
+        let top = self.v[0];
+        // Sift `last` down from the root: move up the largest child while it is larger.
+        let mut i = 0;
+        loop {
+            let c = 4 * i + 1;
+            if c >= n {
+                break;
+            }
+            let (mut m, mut mv) = (c, self.v[c]);
+            for (j, &x) in self.v[c + 1..(c + 4).min(n)].iter().enumerate() {
+                if x > mv {
+                    (m, mv) = (c + 1 + j, x);
+                }
+            }
+            if mv <= last {
+                break;
+            }
+            self.v[i] = mv;
+            i = m;
+        }
+        self.v[i] = last;
+        Some(top)
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, u64> {
+        self.v.iter()
+    }
+
+    fn clear(&mut self) {
+        self.v.clear();
+    }
+}
+
 /// The pending set of one sample (R3.2), with the structure of its scheduler.
 /// Allocated once per workspace and reused across timesteps and samples.
 #[derive(Debug)]
@@ -118,7 +184,7 @@ pub(crate) struct PendingSet {
     total: u64,
     fifo: VecDeque<u32>,
     layers: Vec<Vec<u32>>,
-    heap: BinaryHeap<u64>,
+    heap: Heap4,
     list: Vec<u32>,
     keys: Vec<u64>,
     scratch: Vec<u64>,
@@ -141,7 +207,7 @@ impl PendingSet {
             total: 0,
             fifo: VecDeque::new(),
             layers: vec![Vec::new(); n_pops],
-            heap: BinaryHeap::new(),
+            heap: Heap4::default(),
             list: Vec::new(),
             keys: Vec::new(),
             scratch: Vec::new(),
@@ -536,6 +602,38 @@ mod tests {
         let mut g = Vec::new();
         p.select(3, CTX, &v, &mut g);
         assert_eq!(g, vec![(0, 1), (1, 1), (2, 1)]);
+    }
+
+    /// The 4-ary heap pops what `std`'s binary heap pops, through interleaved pushes
+    /// and pops with repeated keys.
+    #[test]
+    fn heap4_pops_like_a_binary_heap() {
+        let mut g = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            g ^= g << 13;
+            g ^= g >> 7;
+            g ^= g << 17;
+            g
+        };
+        let (mut h, mut reference) = (Heap4::default(), std::collections::BinaryHeap::new());
+        let mut popped = 0;
+        for step in 0..20_000 {
+            let r = next();
+            if r % 3 != 0 || step < 50 {
+                let key = r % 997; // many repeats
+                h.push(key);
+                reference.push(key);
+            } else {
+                assert_eq!(h.pop(), reference.pop(), "step {step}");
+                popped += 1;
+            }
+            assert_eq!(h.v.len(), reference.len());
+        }
+        while let Some(x) = reference.pop() {
+            assert_eq!(h.pop(), Some(x));
+        }
+        assert_eq!(h.pop(), None);
+        assert!(popped > 5_000);
     }
 
     #[test]
