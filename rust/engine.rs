@@ -39,6 +39,7 @@
 //! independent of the network size; only the leak at the start of a timestep (R4.1) is
 //! a pass over all neurons.
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
@@ -46,7 +47,7 @@ use rayon::prelude::*;
 use crate::counters::SampleResult;
 use crate::error::EngineError;
 use crate::kernels::{add_row, add_short, has_avx2, prefetch};
-use crate::network::{source_coords, Network, ProjKind, Projection};
+use crate::network::{source_coords, Network, ProjKind, Projection, Taps};
 use crate::rng::{uniform, STREAM_DROPOUT};
 use crate::scheduler::{PendingSet, Scheduler, SelectCtx};
 
@@ -446,8 +447,9 @@ pub(crate) struct Workspace {
     fired_bits: Vec<u64>,
     group: Vec<(u32, u32)>,
     pending: PendingSet,
-    /// The non-zero inputs of the current dense frame.
+    /// The non-zero inputs of the current dense frame, and their values.
     nonzero: Vec<u32>,
+    nonzero_values: Vec<f32>,
 }
 
 impl Workspace {
@@ -483,6 +485,7 @@ impl Workspace {
             group: Vec::new(),
             pending: PendingSet::new(n, p),
             nonzero: Vec::with_capacity(net.input_size()),
+            nonzero_values: Vec::with_capacity(net.input_size()),
         }
     }
 
@@ -532,38 +535,14 @@ trait Sources: Sized {
     fn part(&self, a: usize, b: usize) -> Self;
 }
 
-/// The non-zero inputs of a dense frame: input neuron `nz[e]`, value `frame[nz[e]]`.
-struct DenseInputs<'a> {
-    nz: &'a [u32],
-    frame: &'a [f32],
-}
-
-impl Sources for DenseInputs<'_> {
-    #[inline(always)]
-    fn len(&self) -> usize {
-        self.nz.len()
-    }
-    #[inline(always)]
-    fn get(&self, e: usize) -> (usize, f32) {
-        let i = self.nz[e] as usize;
-        (i, self.frame[i])
-    }
-    #[inline(always)]
-    fn part(&self, a: usize, b: usize) -> Self {
-        DenseInputs {
-            nz: &self.nz[a..b],
-            frame: self.frame,
-        }
-    }
-}
-
-/// The events of a sparse input at one timestep: input neuron `index[e]`, `value[e]`.
-struct SparseInputs<'a> {
+/// Input events of one timestep: input neuron `index[e]` with value `value[e]` (the
+/// non-zero values of a dense frame, or a sparse input's events at that timestep).
+struct InputEvents<'a> {
     index: &'a [u32],
     value: &'a [f32],
 }
 
-impl Sources for SparseInputs<'_> {
+impl Sources for InputEvents<'_> {
     #[inline(always)]
     fn len(&self) -> usize {
         self.index.len()
@@ -574,7 +553,7 @@ impl Sources for SparseInputs<'_> {
     }
     #[inline(always)]
     fn part(&self, a: usize, b: usize) -> Self {
-        SparseInputs {
+        InputEvents {
             index: &self.index[a..b],
             value: &self.value[a..b],
         }
@@ -644,6 +623,23 @@ fn deliver_sources<S: Sources>(
     Ok(total)
 }
 
+/// Source `e` of `src` in a conv/pool projection whose source is read as
+/// `(channels, in_h, in_w)`: its scale, its channel, and the ranges of its row and
+/// column taps (`Taps::range`).
+#[inline(always)]
+fn source_taps<S: Sources>(
+    src: &S,
+    e: usize,
+    in_hw: usize,
+    in_w: usize,
+    rows: &Taps,
+    cols: &Taps,
+) -> (f32, usize, Range<usize>, Range<usize>) {
+    let (local, s) = src.get(e);
+    let (c, y, x) = source_coords(in_hw, in_w, local);
+    (s, c, rows.range(y), cols.range(x))
+}
+
 /// Delivers the sources `src` (in order) through projection `pi`: `I[q] += s * w` for
 /// every synapse of each. Returns the summed fan-out (R1.3, R7.4), saturating. The kind
 /// of the projection is matched once per run, not once per source.
@@ -700,12 +696,9 @@ fn deliver_run<S: Sources>(
             touch.pop(p);
             let mut fan = 0u64;
             for e in 0..len {
-                let (local, s) = src.get(e);
-                let (c, y, x) = source_coords(*in_hw, *in_w, local);
+                let (s, c, rr, cr) = source_taps(src, e, *in_hw, *in_w, rows, cols);
                 // A pixel touch can make the population full within the run.
                 let full = touch.pop_full[p];
-                let rr = rows.range(y);
-                let cr = cols.range(x);
                 fan = fan.saturating_add((c_out * rr.len() * cr.len()) as u64);
                 let cb = c * kc;
                 for r in rr {
@@ -749,11 +742,8 @@ fn deliver_run<S: Sources>(
             touch.pop(p);
             let mut fan = 0u64;
             for e in 0..len {
-                let (local, s) = src.get(e);
-                let (c, y, x) = source_coords(*in_hw, *in_w, local);
+                let (s, c, rr, cr) = source_taps(src, e, *in_hw, *in_w, rows, cols);
                 let full = touch.pop_full[p];
-                let rr = rows.range(y);
-                let cr = cols.range(x);
                 fan = fan.saturating_add((rr.len() * cr.len()) as u64);
                 let sw = s * *weight;
                 // Channel-last: pixel `pix` of channel `c` is slot `pix * channels + c`;
@@ -1172,11 +1162,18 @@ fn run_prepared_body(
                         prefetch_input(net, a as usize);
                     }
                     add(&mut res.input_events, nz.len() as u64, loc, "input_events")?;
-                    let src = DenseInputs { nz: &nz, frame };
+                    let mut values = std::mem::take(&mut ws.nonzero_values);
+                    values.clear();
+                    values.extend(nz.iter().map(|&i| frame[i as usize]));
+                    let src = InputEvents {
+                        index: &nz,
+                        value: &values,
+                    };
                     let spp = &mut res.synops_per_projection;
                     ts_synops +=
                         deliver_sources(net, 0, &src, &mut ws.cur, &mut ws.touch, spp, loc)?;
                     ws.nonzero = nz;
+                    ws.nonzero_values = values;
                 }
                 Prepared::Sparse {
                     t: et,
@@ -1189,7 +1186,7 @@ fn run_prepared_body(
                     }
                     let b = sparse_cursor;
                     add(&mut res.input_events, (b - a) as u64, loc, "input_events")?;
-                    let src = SparseInputs {
+                    let src = InputEvents {
                         index: &index[a..b],
                         value: &value[a..b],
                     };
