@@ -664,6 +664,11 @@ fn deliver_run<S: Sources>(
             let n = proj.target_size;
             touch.pop(p);
             touch.pop_full[p] = true;
+            // The rows of the first sources now, then each one `AHEAD` deliveries ahead.
+            for e in 0..AHEAD.min(len) {
+                let a = src.get(e).0;
+                prefetch(&wt[a * n..(a + 1) * n]);
+            }
             for e in 0..len {
                 if e + AHEAD < len {
                     let a = src.get(e + AHEAD).0;
@@ -1013,41 +1018,6 @@ fn integrate_full(
 /// How many deliveries ahead the event loop prefetches weight rows.
 const AHEAD: usize = 4;
 
-/// Prefetches the dense weight rows of a forward group (a cache hint only).
-#[inline(always)]
-fn prefetch_group(net: &Network, group: &[(u32, u32)]) {
-    for &(j, _) in group {
-        let ju = j as usize;
-        let p = net.pop_of[ju] as usize;
-        if !net.dense_out[p + 1] {
-            continue;
-        }
-        let local = ju - net.pop_offset[p];
-        for &pi in &net.outgoing[p + 1] {
-            let proj = &net.projections[pi];
-            if let ProjKind::Dense { wt } = &proj.kind {
-                let n = proj.target_size;
-                prefetch(&wt[local * n..(local + 1) * n]);
-            }
-        }
-    }
-}
-
-/// Prefetches the dense weight rows of input neuron `i` (a cache hint only).
-#[inline(always)]
-fn prefetch_input(net: &Network, i: usize) {
-    if !net.dense_out[0] {
-        return;
-    }
-    for &pi in &net.outgoing[0] {
-        let proj = &net.projections[pi];
-        if let ProjKind::Dense { wt } = &proj.kind {
-            let n = proj.target_size;
-            prefetch(&wt[i * n..(i + 1) * n]);
-        }
-    }
-}
-
 /// Runs one validated sample (R3-R7), with the event loop compiled for AVX2 when the
 /// CPU has it (see `crate::kernels`: the same float operations, bit-identical results).
 fn run_prepared(
@@ -1156,11 +1126,6 @@ fn run_prepared_body(
                         count += (x != 0.0) as usize;
                     }
                     nz.truncate(count);
-                    // Prefetch the rows of the first events (`deliver_run` prefetches
-                    // ahead).
-                    for &a in nz.iter().take(AHEAD) {
-                        prefetch_input(net, a as usize);
-                    }
                     add(&mut res.input_events, nz.len() as u64, loc, "input_events")?;
                     let mut values = std::mem::take(&mut ws.nonzero_values);
                     values.clear();
@@ -1281,8 +1246,6 @@ fn run_prepared_body(
             let mut group = std::mem::take(&mut ws.group);
             ws.pending.select(f, ctx, &ws.v_pre, &mut group);
             debug_assert!(!group.is_empty(), "a non-empty pending set yields a group");
-            // Prefetch the rows of the first members (`deliver_run` prefetches ahead).
-            prefetch_group(net, &group[..AHEAD.min(group.len())]);
             // Runs of members of one population (a layered group is one run).
             let mut e = 0;
             while e < group.len() {
@@ -1587,13 +1550,7 @@ mod tests {
 
     #[test]
     fn sort_ids_sorts_through_both_paths() {
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = crate::rng::test_stream(0x9e37_79b9_7f4a_7c15);
         let mut bits = vec![0u64; 20_000usize.div_ceil(64)];
         // (lo, hi, n): short lists, long lists (bitmap), long lists sparse in a large
         // range (sort), ranges that start and end inside a word.

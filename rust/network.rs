@@ -309,9 +309,6 @@ pub struct Network {
     /// `outgoing[s]`: indices of the projections whose source is population `s`
     /// (0 = input), in projection order.
     pub(crate) outgoing: Vec<Vec<usize>>,
-    /// `dense_out[s]`: some projection from population `s` (0 = input) is dense (its
-    /// weight rows are worth prefetching).
-    pub(crate) dense_out: Vec<bool>,
     /// `distinct_targets[s]`: the projections from population `s` (0 = input) have
     /// distinct target populations, so a run of sources of `s` can be delivered one
     /// projection at a time without changing the order of the additions into any
@@ -767,13 +764,6 @@ impl Network {
                 ProjKind::Dense { .. } => {}
             }
         }
-        let dense_out = outgoing
-            .iter()
-            .map(|o| {
-                o.iter()
-                    .any(|&pi| matches!(projections[pi].kind, ProjKind::Dense { .. }))
-            })
-            .collect();
         let distinct_targets = outgoing
             .iter()
             .map(|o| {
@@ -783,7 +773,6 @@ impl Network {
             })
             .collect();
         Ok(Network {
-            dense_out,
             distinct_targets,
             spec,
             pop_offset,

@@ -60,6 +60,18 @@ pub fn to_uniform(h: u32) -> f32 {
     (h >> 8) as f32 * (1.0 / 16_777_216.0)
 }
 
+/// A xorshift64 stream for the crate's unit tests (test inputs only; not R5.5).
+#[cfg(test)]
+pub(crate) fn test_stream(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = seed;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -608,13 +608,7 @@ mod tests {
     /// and pops with repeated keys.
     #[test]
     fn heap4_pops_like_a_binary_heap() {
-        let mut g = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move || {
-            g ^= g << 13;
-            g ^= g >> 7;
-            g ^= g << 17;
-            g
-        };
+        let mut next = crate::rng::test_stream(0x2545_f491_4f6c_dd1d);
         let (mut h, mut reference) = (Heap4::default(), std::collections::BinaryHeap::new());
         let mut popped = 0;
         for step in 0..20_000 {
