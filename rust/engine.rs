@@ -1103,6 +1103,8 @@ fn run_prepared_body(
                     // The non-zero inputs, in index order: a bit mask per 8 values
                     // (one vector compare), then its set bits; sparse frames are
                     // mostly all-zero chunks.
+                    // `nonzero` keeps `n_in` slots between timesteps (sized once, not
+                    // zeroed again); the first `count` are this frame's.
                     let mut nz = std::mem::take(&mut ws.nonzero);
                     nz.resize(n_in, 0);
                     let mut count = 0;
@@ -1125,13 +1127,13 @@ fn run_prepared_body(
                         nz[count] = base + l as u32;
                         count += (x != 0.0) as usize;
                     }
-                    nz.truncate(count);
-                    add(&mut res.input_events, nz.len() as u64, loc, "input_events")?;
+                    let idx = &nz[..count];
+                    add(&mut res.input_events, count as u64, loc, "input_events")?;
                     let mut values = std::mem::take(&mut ws.nonzero_values);
                     values.clear();
-                    values.extend(nz.iter().map(|&i| frame[i as usize]));
+                    values.extend(idx.iter().map(|&i| frame[i as usize]));
                     let src = InputEvents {
-                        index: &nz,
+                        index: idx,
                         value: &values,
                     };
                     let spp = &mut res.synops_per_projection;
@@ -1344,8 +1346,8 @@ pub fn run_batch_with<'a>(
 }
 
 /// [`run_batch_with`]; with `values_checked`, the caller has already run
-/// [`check_dense_values`] on every dense input (the binding does so for all but the
-/// first part of a batch that it runs in parts), and it is not repeated.
+/// [`check_dense_values`] on every dense input (the binding checks a whole batch, in
+/// parallel, before it runs it in parts), and it is not repeated.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run_batch_checked<'a>(
     net: &'a Network,

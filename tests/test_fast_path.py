@@ -256,8 +256,10 @@ def test_the_fast_path_is_taken_for_plain_float32_frames(monkeypatch: pytest.Mon
         asyncsnn.infer(net, x, seed=3, labels=np.zeros(6, dtype=np.int64))
 
 
-def test_a_bad_value_in_a_late_chunk_fails_before_anything_runs() -> None:
-    """The binding checks the values of every chunk before the first one runs."""
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_bad_value_in_a_late_chunk_fails_before_anything_runs(threads: int) -> None:
+    """The binding checks the values of every chunk before the first one runs (in
+    parallel with several threads) and names the first bad sample."""
     net = asyncsnn.Network.sequential(
         (64,), [asyncsnn.Dense(np.full((64, 64), 0.05)), asyncsnn.Dense(np.ones((2, 64)))]
     )
@@ -266,15 +268,18 @@ def test_a_bad_value_in_a_late_chunk_fails_before_anything_runs() -> None:
     asyncsnn.infer(net, x[:40], threads=1)
     per_sample = (time.perf_counter() - t0) / 40
     x[-1, -1, -1] = np.nan
+    x[399, 0, 0] = -1.0
+    x[250, 7, 3] = np.inf
     t0 = time.perf_counter()
     with pytest.raises(asyncsnn.InputError, match="finite") as info:
         _engine.run(
-            net._engine_network(), x, None, 400, None, None, "fifo", 8, "drain", 0, None, 0, 0.0, None, 1
+            net._engine_network(), x, None, 400, None, None, "fifo", 8, "drain", 0, None, 0, 0.0, None, threads
         )  # fmt: skip
-    assert info.value.location == "sample 399"
-    assert time.perf_counter() - t0 < 100 * per_sample  # not after running 399 samples
-    with pytest.raises(asyncsnn.InputError, match=r"at index \(399, 399, 63\)"):
-        asyncsnn.infer(net, x, threads=1)
+    assert info.value.location == "sample 250"
+    assert "inf at (t=7, i=3)" in str(info.value)
+    assert time.perf_counter() - t0 < 100 * per_sample  # not after running 250 samples
+    with pytest.raises(asyncsnn.InputError, match=r"at index \(250, 7, 3\)"):
+        asyncsnn.infer(net, x, threads=threads)
 
 
 # ===================================================================== the results

@@ -11,6 +11,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
+use rayon::prelude::*;
+
 use numpy::{
     npyffi, Element, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyReadonlyArray1,
     PyReadonlyArray3, PyUntypedArrayMethods, PY_ARRAY_API,
@@ -706,15 +708,30 @@ fn run<'py>(
         .as_ref()
         .map_or_else(rayon::current_num_threads, |p| p.current_num_threads());
     let mut chunk = workers.max(1);
-    // The engine checks the values of the first chunk before it runs any sample; check
-    // the later chunks' values here, so that a bad value anywhere in the batch is an
-    // error before anything runs (`asyncsnn.infer` leaves the values of float32 inputs
-    // to this check), and tell the engine not to check them again.
-    let first_chunk = chunk;
-    for (b, input) in inputs.iter().enumerate().skip(first_chunk) {
-        if let SampleInput::Dense { frames, .. } = input {
-            check_dense_values(frames, n_in, &format!("sample {b}")).map_err(err)?;
+    // Every dense value is checked before any sample runs, so that a bad value anywhere
+    // in the batch is an error before anything runs (`asyncsnn.infer` leaves the values
+    // of float32 inputs to this check); the engine is told not to check them again.
+    // The check runs on the workers with the interpreter released (a serial pass over a
+    // large batch cost a few % of a 2-thread run), and names the first bad sample.
+    let check = |(b, input): (usize, &SampleInput<'_>)| match input {
+        SampleInput::Dense { frames, .. } => {
+            check_dense_values(frames, n_in, &format!("sample {b}")).err()
         }
+        SampleInput::Sparse { .. } => None,
+    };
+    let bad = py.detach(|| {
+        if workers > 1 && batch > 1 {
+            let job = || inputs.par_iter().enumerate().find_map_first(check);
+            match &pool {
+                Some(p) => p.install(job),
+                None => job(),
+            }
+        } else {
+            inputs.iter().enumerate().find_map(check)
+        }
+    });
+    if let Some(e) = bad {
+        return Err(err(e));
     }
     let mut start = 0;
     let mut collected = Collected::with_capacity(
@@ -736,7 +753,6 @@ fn run<'py>(
         // pool and back (the cost that dominates small calls).
         let parallel = workers > 1 && end - start > 1;
         let result = py.detach(|| {
-            let checked = start >= first_chunk;
             let job = || {
                 run_batch_checked(
                     net,
@@ -746,7 +762,7 @@ fn run<'py>(
                     &config,
                     &cancel,
                     parallel,
-                    checked,
+                    true,
                 )
             };
             match (&pool, parallel) {
