@@ -102,8 +102,25 @@ fn kth_smallest(keys: &[u64], f: usize, uniform: bool, scratch: &mut Vec<u64>) -
     } else {
         scratch.extend_from_slice(keys);
     }
+    let c = scratch.len();
+    if c <= RANK_MAX {
+        // Few keys (the usual case after the bar): the one with exactly `f - 1` smaller
+        // keys, found by counting (branch-free inner loops) instead of a partition. (With
+        // equal keys no key may have that count; the partial sort below then decides.)
+        let s = &scratch[..c];
+        for &x in s {
+            let rank: usize = s.iter().map(|&y| (y < x) as usize).sum();
+            if rank == f - 1 {
+                return x;
+            }
+        }
+    }
     *scratch.select_nth_unstable(f - 1).1
 }
+
+/// Most keys [`kth_smallest`] ranks by counting (`c^2 / 2` comparisons on average)
+/// rather than by a partial sort.
+const RANK_MAX: usize = 48;
 
 /// A 4-ary max-heap of `u64` keys (the momentum scheduler's): half the depth of a
 /// binary heap, and the four children of a node share a cache line. Equal keys are the
@@ -188,6 +205,8 @@ pub(crate) struct PendingSet {
     list: Vec<u32>,
     keys: Vec<u64>,
     scratch: Vec<u64>,
+    /// The neurons picked by a `random`/jittered `momentum` selection, in list order.
+    picked: Vec<u32>,
 }
 
 #[inline(always)]
@@ -211,6 +230,7 @@ impl PendingSet {
             list: Vec::new(),
             keys: Vec::new(),
             scratch: Vec::new(),
+            picked: Vec::new(),
         }
     }
 
@@ -403,20 +423,30 @@ impl PendingSet {
                 let uniform = matches!(self.mode, Mode::Random);
                 let kth = kth_smallest(&keys, f, uniform, &mut scratch);
                 self.scratch = scratch;
+                // Exactly `f` keys are <= kth. A branch-free pass (each neuron is written
+                // to both outputs, and only the right cursor advances): the `f` rare
+                // picks would otherwise be mispredicted branches.
                 let mut list = std::mem::take(&mut self.list);
-                let mut kept = 0;
+                let mut picked = std::mem::take(&mut self.picked);
+                picked.clear();
+                picked.resize(f + 1, 0);
+                let (mut g, mut kept) = (0, 0);
                 for i in 0..list.len() {
                     let q = list[i];
-                    if keys[i] <= kth {
-                        self.take(q, group);
-                    } else {
-                        list[kept] = q;
-                        kept += 1;
-                    }
+                    let sel = keys[i] <= kth;
+                    picked[g] = q;
+                    g += sel as usize;
+                    list[kept] = q;
+                    kept += !sel as usize;
                 }
+                debug_assert_eq!(g, f);
                 list.truncate(kept);
+                for &q in &picked[..g] {
+                    self.take(q, group);
+                }
                 self.list = list;
                 self.keys = keys;
+                self.picked = picked;
             }
         }
     }
@@ -640,7 +670,7 @@ mod tests {
             g
         };
         let mut scratch = Vec::new();
-        for n in [2usize, 3, 9, 17, 100, 1000] {
+        for n in [2usize, 3, 9, 17, 48, 49, 100, 1000] {
             // Uniform hashes in the upper bits, the position as the (distinct) lower bits;
             // then keys crowded at the top, where the first bar lets too few pass.
             for crowded in [false, true] {
