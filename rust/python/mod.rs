@@ -775,10 +775,15 @@ fn run<'py>(
             collected.push(r)?;
         }
         py.check_signals()?;
-        // Aim for chunks of about 0.1 s so that an interrupt is seen promptly.
+        // Aim for chunks of about 0.1 s so that an interrupt is seen promptly, growing
+        // at most 16x from one chunk to the next (which bounds how much longer than
+        // planned a chunk runs after unusually fast samples). Each chunk ends with a
+        // barrier where a worker waits for the others' last samples, so few chunks are
+        // better: growing 4x, a 2-thread batch of 256 conv samples ran 5 chunks and took
+        // about 6 % longer than with 3.
         let secs = tic.elapsed().as_secs_f64().max(1e-6);
         let ideal = ((end - start) as f64 * 0.1 / secs) as usize;
-        chunk = ideal.clamp(workers, chunk.saturating_mul(4).max(workers));
+        chunk = ideal.clamp(workers, chunk.saturating_mul(16).max(workers));
         start = end;
     }
 
