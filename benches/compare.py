@@ -21,8 +21,11 @@ at batch 1 and batch 256, on two workloads:
 * ``conv``: 2x34x34 -> conv 8 (k3 s2) -> conv 16 (k3 s2 p1) -> conv 32 (k3 s2 p1) -> 10,
   N-MNIST-like ON/OFF events of a moving edge, 10 timesteps.
 
-Every time is the best of ``--repeats`` runs; the variants are measured round-robin so
-that a load spike on a shared machine hits them alike. The table of ratios is printed
+Every Rust and snnTorch time is the best of ``--repeats`` runs; the variants are measured
+round-robin so that a load spike on a shared machine hits them alike. The torch engine,
+much slower, runs on at most ``TORCH_SAMPLES`` samples, scaled to the batch: the best of
+up to ``TORCH_RUNS`` runs, started while the runs so far took less than
+``TORCH_BUDGET_S`` seconds (the first run is cold). The table of ratios is printed
 and, with ``--write``, put into ``docs/benchmarks.md`` between the markers
 ``<!-- compare:begin -->`` and ``<!-- compare:end -->`` together with the command and
 a description of the machine.
@@ -57,6 +60,8 @@ from asyncsnn.network import Layer
 GRID = 2.0**-12
 BEGIN, END = "<!-- compare:begin -->", "<!-- compare:end -->"
 TORCH_SAMPLES = 4
+TORCH_RUNS = 3  # the best of up to this many torch-engine runs ...
+TORCH_BUDGET_S = 2.0  # ... started while the runs so far took less than this
 
 
 def _grid(rng: np.random.Generator, shape: tuple[int, ...], lo: float, hi: float) -> np.ndarray:
@@ -275,13 +280,19 @@ def measure(wl: Workload, batch: int, repeats: int, quick: bool) -> list[dict[st
     sched: list[SchedulerLike] = ["layered", "momentum"] if quick else ["layered", "fifo", "random", "momentum"]
     for s in sched:
         res = asyncsnn.infer(net, x, scheduler=s, forward_group_size=8)
-        # The torch engine is slow (Python work per forward step): one timed run on at
-        # most TORCH_SAMPLES samples, scaled to the batch; its output is checked too.
+        # The torch engine is slow (Python work per forward step): runs on at most
+        # TORCH_SAMPLES samples, scaled to the batch; the first run's output is checked.
+        # The first run is cold (it builds the engine's tables), so the best of up to
+        # TORCH_RUNS runs is kept, as long as they fit in TORCH_BUDGET_S seconds.
         tb = min(batch, TORCH_SAMPLES)
-        t0 = time.perf_counter()
-        tres = torch_infer(net, x[:tb], scheduler=s, forward_group_size=8)
-        torch_s = (time.perf_counter() - t0) * batch / tb
-        np.testing.assert_array_equal(tres.output_counts, res.output_counts[:tb])
+        runs: list[float] = []
+        while len(runs) < (1 if quick else TORCH_RUNS) and (not runs or sum(runs) < TORCH_BUDGET_S):
+            t0 = time.perf_counter()
+            tres = torch_infer(net, x[:tb], scheduler=s, forward_group_size=8)
+            runs.append(time.perf_counter() - t0)
+            if len(runs) == 1:
+                np.testing.assert_array_equal(tres.output_counts, res.output_counts[:tb])
+        torch_s = min(runs) * batch / tb
         fns: dict[str, Callable[[], Any]] = {
             "rust_1t": functools.partial(asyncsnn.infer, net, x, scheduler=s, forward_group_size=8, threads=1),
             "rust_all": functools.partial(asyncsnn.infer, net, x, scheduler=s, forward_group_size=8, threads=threads),
@@ -338,7 +349,10 @@ def fmt_table(rows: list[dict[str, Any]], roof: tuple[float, str], overhead: flo
         f"- axpy roofline (rows of 512 floats of the dense first projection, {roof[1]} kernel): "
         f"{roof[0] / 1e9:.2f} G adds/s on one core"
     )
-    lines.append(f"- torch engine: timed once on {TORCH_SAMPLES} samples at most, scaled to the batch")
+    lines.append(
+        f"- torch engine: best of up to {TORCH_RUNS} runs (while they took under {TORCH_BUDGET_S:g} s) "
+        f"on {TORCH_SAMPLES} samples at most, scaled to the batch"
+    )
     lines.append(f"- `asyncsnn.infer` on a 1-sample, 10-neuron network: {overhead * 1e6:.1f} us per call (median)")
     return "\n".join(lines)
 
