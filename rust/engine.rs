@@ -1000,6 +1000,8 @@ fn integrate_full(
             // Branch-free compaction of the spiking neurons of the chunk.
             let mut ids = [0u32; CH];
             let mut count = 0;
+            // (The compares again, not the mask's bits: reading the bits back was 10 %
+            // slower for momentum in A/B.)
             for i in 0..CH {
                 ids[count] = (base + i) as u32;
                 count += (vs[i] > ts[i]) as usize;

@@ -188,6 +188,16 @@ impl Heap4 {
     }
 }
 
+/// Raises the multiplicity of neuron `q` by one: `Some(true)` if it was 0 (the neuron
+/// was not pending), `Some(false)` if not, `None` (unchanged) if it would overflow u32.
+#[inline(always)]
+fn bump_mult(mult: &mut [u32], q: u32) -> Option<bool> {
+    let m = &mut mult[q as usize];
+    let new = *m == 0;
+    *m = m.checked_add(1)?;
+    Some(new)
+}
+
 /// The pending set of one sample (R3.2), with the structure of its scheduler.
 /// Allocated once per workspace and reused across timesteps and samples.
 #[derive(Debug)]
@@ -269,9 +279,7 @@ impl PendingSet {
     /// overflows u32.
     #[inline(always)]
     fn bump(&mut self, q: u32) -> Option<bool> {
-        let m = &mut self.mult[q as usize];
-        let new = *m == 0;
-        *m = m.checked_add(1)?;
+        let new = bump_mult(&mut self.mult, q)?;
         self.count += new as usize;
         self.total += 1;
         Some(new)
@@ -310,16 +318,13 @@ impl PendingSet {
                 let (mut new, mut done) = (0usize, 0u64);
                 let mut ok = true;
                 for &q in qs {
-                    let m = &mut mult[q as usize];
-                    if *m == 0 {
-                        *m = 1;
-                        new += 1;
-                        layer.push(q);
-                    } else if let Some(x) = m.checked_add(1) {
-                        *m = x;
-                    } else {
+                    let Some(first) = bump_mult(mult, q) else {
                         ok = false;
                         break;
+                    };
+                    if first {
+                        new += 1;
+                        layer.push(q);
                     }
                     done += 1;
                 }
