@@ -25,6 +25,8 @@
 //!   not added to `cur` at once; the integrate pass adds it (`cur[q] + s * w[q]`, then
 //!   `V += ` that) in the same pass that integrates the population, which saves one
 //!   pass over the population per forward step and performs the same float operations.
+//!   A conv or pool delivery into the population adds the kept row first, so that the
+//!   terms of every neuron keep the order of the group.
 //! - delivery by runs: the input events of a timestep are one run, and a forward group
 //!   is cut into runs of members of one population (a `layered` group is one run). Each
 //!   run goes through each outgoing projection in one call, which matches the
@@ -387,7 +389,8 @@ struct Touch {
     /// Per non-input population: the latest dense row delivered to it in this step, not
     /// yet added to `cur`. It is added by the integrate pass itself (one pass that
     /// computes `cur[q] + s * w[q]`, the same float operations as adding the row first),
-    /// which saves a pass over the population per forward step.
+    /// which saves a pass over the population per forward step. A conv or pool delivery
+    /// into the population adds it first (`flush_deferred`).
     deferred: Vec<Option<Deferred>>,
 }
 
@@ -640,6 +643,24 @@ fn source_taps<S: Sources>(
     (s, c, rows.range(y), cols.range(x))
 }
 
+/// Adds the dense row kept for population `p` (`Touch::deferred`, target slots
+/// `base..base + n`) before a conv or pool delivery adds to the same currents, so that
+/// every neuron still sums its terms in the order of the group (R4.3.4).
+#[inline(always)]
+fn flush_deferred(
+    net: &Network,
+    touch: &mut Touch,
+    cur: &mut [f32],
+    p: usize,
+    base: usize,
+    n: usize,
+) {
+    if let Some(d) = touch.deferred[p].take() {
+        let row = dense_row(&net.projections[d.proj], d.local);
+        add_row(&mut cur[base..base + n], row, d.s);
+    }
+}
+
 /// Delivers the sources `src` (in order) through projection `pi`: `I[q] += s * w` for
 /// every synapse of each. Returns the summed fan-out (R1.3, R7.4), saturating. The kind
 /// of the projection is matched once per run, not once per source.
@@ -699,6 +720,7 @@ fn deliver_run<S: Sources>(
             let (c_out, plane) = (*c_out, *plane);
             let kc = kh * kw * c_out;
             touch.pop(p);
+            flush_deferred(net, touch, cur, p, base, proj.target_size);
             let mut fan = 0u64;
             for e in 0..len {
                 let (s, c, rr, cr) = source_taps(src, e, *in_hw, *in_w, rows, cols);
@@ -745,6 +767,7 @@ fn deliver_run<S: Sources>(
             ..
         } => {
             touch.pop(p);
+            flush_deferred(net, touch, cur, p, base, proj.target_size);
             let mut fan = 0u64;
             for e in 0..len {
                 let (s, c, rr, cr) = source_taps(src, e, *in_hw, *in_w, rows, cols);
@@ -1549,6 +1572,29 @@ mod tests {
                 assert_eq!(r.spikes[0], 2, "{s:?}: both hidden neurons fire");
                 assert_eq!(r.output_counts[0] > 0, fires, "{s:?} fires = {fires}");
             }
+        }
+    }
+
+    /// A population that receives dense rows and a conv delivery in one forward step
+    /// sums them in group order: `(1 + -1) + tiny` keeps `tiny` (the output fires),
+    /// where `(1 + tiny) + -1` would lose it.
+    #[test]
+    fn dense_then_conv_into_one_population_keeps_group_order() {
+        let tiny = 2f32.powi(-30);
+        let n = net(
+            1,
+            vec![pop(2, 1.0, 0.5), pop(1, 1.0, 0.5), pop(1, tiny / 2.0, 0.5)],
+            vec![
+                dense(0, 1, vec![2.0, 2.0]),
+                dense(0, 2, vec![2.0]),
+                dense(1, 3, vec![1.0, -1.0]),
+                conv2d(2, 3, vec![tiny], 1, (1, 1), 1, (1, 1), (1, 1), (0, 0)),
+            ],
+        );
+        for s in ALL.into_iter().filter(|s| *s != Scheduler::Layered) {
+            let r = run_dense(&n, &[1.0], 1, None, &cfg(s, 64));
+            assert_eq!(r.spikes[..2], [2, 1], "{s:?}: the hidden neurons fire");
+            assert_eq!(r.output_counts[0], 1, "{s:?}: the output fires");
         }
     }
 
