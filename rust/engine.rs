@@ -1575,26 +1575,55 @@ mod tests {
         }
     }
 
-    /// A population that receives dense rows and a conv delivery in one forward step
-    /// sums them in group order: `(1 + -1) + tiny` keeps `tiny` (the output fires),
-    /// where `(1 + tiny) + -1` would lose it.
+    /// A population that receives dense rows and then a conv or pool delivery in one
+    /// forward step sums them in group order: `(a + -a) + b` keeps `b` (the output
+    /// fires), where `(a + b) + -a` would lose it.
     #[test]
-    fn dense_then_conv_into_one_population_keeps_group_order() {
+    fn dense_then_conv_or_pool_into_one_population_keeps_group_order() {
         let tiny = 2f32.powi(-30);
-        let n = net(
-            1,
-            vec![pop(2, 1.0, 0.5), pop(1, 1.0, 0.5), pop(1, tiny / 2.0, 0.5)],
-            vec![
-                dense(0, 1, vec![2.0, 2.0]),
-                dense(0, 2, vec![2.0]),
-                dense(1, 3, vec![1.0, -1.0]),
+        let big = 2f32.powi(30);
+        let sum_pool = ProjectionSpec {
+            source: 2,
+            target: 3,
+            kind: ProjectionKind::Pool {
+                kind: PoolKind::Sum,
+                channels: 1,
+                in_h: 1,
+                in_w: 1,
+                kh: 1,
+                kw: 1,
+                stride: (1, 1),
+            },
+        };
+        // (a, the last projection, b)
+        let cases = [
+            (
+                1.0,
                 conv2d(2, 3, vec![tiny], 1, (1, 1), 1, (1, 1), (1, 1), (0, 0)),
-            ],
-        );
-        for s in ALL.into_iter().filter(|s| *s != Scheduler::Layered) {
-            let r = run_dense(&n, &[1.0], 1, None, &cfg(s, 64));
-            assert_eq!(r.spikes[..2], [2, 1], "{s:?}: the hidden neurons fire");
-            assert_eq!(r.output_counts[0], 1, "{s:?}: the output fires");
+                tiny,
+            ),
+            (big, sum_pool, 1.0),
+        ];
+        for (a, last, b) in cases {
+            let n = net(
+                1,
+                vec![pop(2, 1.0, 0.5), pop(1, 1.0, 0.5), pop(1, b / 2.0, 0.5)],
+                vec![
+                    dense(0, 1, vec![2.0, 2.0]),
+                    dense(0, 2, vec![2.0]),
+                    dense(1, 3, vec![a, -a]),
+                    last,
+                ],
+            );
+            for s in ALL.into_iter().filter(|s| *s != Scheduler::Layered) {
+                let r = run_dense(&n, &[1.0], 1, None, &cfg(s, 64));
+                assert_eq!(
+                    r.spikes[..2],
+                    [2, 1],
+                    "{s:?}, b = {b}: the hidden neurons fire"
+                );
+                assert_eq!(r.output_counts[0], 1, "{s:?}, b = {b}: the output fires");
+            }
         }
     }
 
