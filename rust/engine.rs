@@ -644,8 +644,9 @@ fn source_taps<S: Sources>(
 }
 
 /// Adds the dense row kept for population `p` (`Touch::deferred`, target slots
-/// `base..base + n`) before a conv or pool delivery adds to the same currents, so that
-/// every neuron still sums its terms in the order of the group (R4.3.4).
+/// `base..base + n`), if any, before another delivery adds to the same currents: a
+/// dense row that replaces it, or a conv or pool delivery, so that every neuron still
+/// sums its terms in the order of the group (R4.3.4).
 #[inline(always)]
 fn flush_deferred(
     net: &Network,
@@ -680,10 +681,10 @@ fn deliver_run<S: Sources>(
     let p = proj.target_pop;
     let base = proj.target_offset;
     let len = src.len();
+    touch.pop(p);
     match &proj.kind {
         ProjKind::Dense { wt } => {
             let n = proj.target_size;
-            touch.pop(p);
             touch.pop_full[p] = true;
             // The rows of the first sources now, then each one `AHEAD` deliveries ahead.
             for e in 0..AHEAD.min(len) {
@@ -696,11 +697,8 @@ fn deliver_run<S: Sources>(
                     prefetch(&wt[a * n..(a + 1) * n]);
                 }
                 let (local, s) = src.get(e);
-                let new = Deferred { proj: pi, local, s };
-                if let Some(d) = touch.deferred[p].replace(new) {
-                    let row = dense_row(&net.projections[d.proj], d.local);
-                    add_row(&mut cur[base..base + n], row, d.s);
-                }
+                flush_deferred(net, touch, cur, p, base, n);
+                touch.deferred[p] = Some(Deferred { proj: pi, local, s });
             }
             (n as u64).saturating_mul(len as u64)
         }
@@ -719,7 +717,6 @@ fn deliver_run<S: Sources>(
         } => {
             let (c_out, plane) = (*c_out, *plane);
             let kc = kh * kw * c_out;
-            touch.pop(p);
             flush_deferred(net, touch, cur, p, base, proj.target_size);
             let mut fan = 0u64;
             for e in 0..len {
@@ -766,7 +763,6 @@ fn deliver_run<S: Sources>(
             in_w,
             ..
         } => {
-            touch.pop(p);
             flush_deferred(net, touch, cur, p, base, proj.target_size);
             let mut fan = 0u64;
             for e in 0..len {

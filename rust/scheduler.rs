@@ -433,8 +433,7 @@ impl PendingSet {
                 // picks would otherwise be mispredicted branches.
                 let mut list = std::mem::take(&mut self.list);
                 let mut picked = std::mem::take(&mut self.picked);
-                picked.clear();
-                picked.resize(f + 1, 0);
+                picked.resize(f + 1, 0); // (only the length matters: the pass writes what `take` reads)
                 let (mut g, mut kept) = (0, 0);
                 for i in 0..list.len() {
                     let q = list[i];

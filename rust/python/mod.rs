@@ -554,6 +554,19 @@ impl<'py> Collected<'py> {
     }
 }
 
+/// Runs `job` inside `pool` when `parallel` (a requested thread count has its own
+/// pool; without one, rayon's global pool), otherwise on this thread.
+fn on_pool<R: Send>(
+    pool: Option<&rayon::ThreadPool>,
+    parallel: bool,
+    job: impl FnOnce() -> R + Send,
+) -> R {
+    match (pool, parallel) {
+        (Some(p), true) => p.install(job),
+        _ => job(),
+    }
+}
+
 /// Run a batch through the engine; returns a dict of read-only int64 numpy arrays, one
 /// per field of `asyncsnn.result.COUNTER_FIELDS`, in that order.
 ///
@@ -719,16 +732,15 @@ fn run<'py>(
         }
         SampleInput::Sparse { .. } => None,
     };
+    let parallel = workers > 1 && batch > 1;
     let bad = py.detach(|| {
-        if workers > 1 && batch > 1 {
-            let job = || inputs.par_iter().enumerate().find_map_first(check);
-            match &pool {
-                Some(p) => p.install(job),
-                None => job(),
+        on_pool(pool.as_deref(), parallel, || {
+            if parallel {
+                inputs.par_iter().enumerate().find_map_first(check)
+            } else {
+                inputs.iter().enumerate().find_map(check)
             }
-        } else {
-            inputs.iter().enumerate().find_map(check)
-        }
+        })
     });
     if let Some(e) = bad {
         return Err(err(e));
@@ -765,10 +777,7 @@ fn run<'py>(
                     true,
                 )
             };
-            match (&pool, parallel) {
-                (Some(p), true) => p.install(job),
-                _ => job(),
-            }
+            on_pool(pool.as_deref(), parallel, job)
         });
         let results = result.map_err(|e| err(shift_sample(e, start)))?;
         for r in &results {
