@@ -8,12 +8,15 @@ import subprocess
 import sys
 import time
 
+from _background import as_background_job
+
 SCRIPT = r"""
 import signal, sys, time
 import numpy as np
 import asyncsnn
 # Python maps SIGINT to KeyboardInterrupt only if the parent left it at its default; a
-# parent that ignores it (some job runners do) would make the child ignore it too.
+# parent that ignores it (a background job, some job runners) would make the child ignore
+# it too. The test starts this child that way (as_background_job) to check the restore.
 signal.signal(signal.SIGINT, signal.default_int_handler)
 rng = np.random.default_rng(0)
 sizes = [64, 512, 512, 10]
@@ -33,14 +36,18 @@ print("finished", flush=True)
 
 
 def test_ctrl_c_interrupts_a_long_batch_within_a_second() -> None:
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT], stdout=subprocess.PIPE, text=True)
+    # Started with SIGINT ignored, as a background job is: the child restores the handler.
+    proc = subprocess.Popen(as_background_job([sys.executable, "-c", SCRIPT]), stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
     time.sleep(1.5)  # well inside the batch, which takes minutes
     assert proc.poll() is None, "the batch finished before it could be interrupted"
     sent = time.monotonic()
     os.kill(proc.pid, signal.SIGINT)
-    out, _ = proc.communicate(timeout=30)
+    try:
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()  # a child that ignored the signal must not run on for minutes
     waited = time.monotonic() - sent
     assert proc.returncode == 42, out
     assert "interrupted" in out

@@ -42,6 +42,7 @@ import pytest
 
 import asyncsnn
 import asyncsnn.reference
+from _background import as_background_job
 from asyncsnn import Dense, Network
 from asyncsnn.exceptions import AsyncSNNError, InputError, ModelError
 from asyncsnn.result import COUNTER_FIELDS
@@ -1083,7 +1084,10 @@ def test_rust_engine_from_many_threads_with_errors_in_between() -> None:
 
 # ===================================================================== Ctrl-C, train
 TRAIN_SCRIPT = r"""
-import sys, time
+import signal, sys, time
+# Started with SIGINT ignored (as_background_job), as a background job is: restore the
+# handler, as a program that wants Ctrl-C must (Python installs none when it is ignored).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import numpy as np
 import asyncsnn
 from asyncsnn.torch import AsyncSNN, train
@@ -1106,7 +1110,7 @@ print("finished", flush=True)
 def test_ctrl_c_during_training_is_prompt_and_leaves_only_complete_checkpoints(tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt"
     proc = subprocess.Popen(
-        [sys.executable, "-c", TRAIN_SCRIPT, str(ckpt)],
+        as_background_job([sys.executable, "-c", TRAIN_SCRIPT, str(ckpt)]),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -1123,7 +1127,10 @@ def test_ctrl_c_during_training_is_prompt_and_leaves_only_complete_checkpoints(t
     assert proc.poll() is None, "training finished before it could be interrupted"
     sent = time.monotonic()
     os.kill(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # a child that ignored the signal must not train on for 1000 epochs
     waited = time.monotonic() - sent
     assert proc.returncode == 42, err
     assert "interrupted" in out
@@ -1137,7 +1144,10 @@ def test_ctrl_c_during_training_is_prompt_and_leaves_only_complete_checkpoints(t
 
 
 CKPT_INTERRUPT_SCRIPT = r"""
-import sys, time
+import signal, sys, time
+# Started with SIGINT ignored (as_background_job), as a background job is: restore the
+# handler, as a program that wants Ctrl-C must (Python installs none when it is ignored).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import numpy as np
 import torch
 import asyncsnn.torch.training as training
@@ -1166,7 +1176,7 @@ except KeyboardInterrupt:
 def test_ctrl_c_inside_a_checkpoint_write_leaves_no_partial_file(tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt"
     proc = subprocess.Popen(
-        [sys.executable, "-c", CKPT_INTERRUPT_SCRIPT, str(ckpt)],
+        as_background_job([sys.executable, "-c", CKPT_INTERRUPT_SCRIPT, str(ckpt)]),
         env=ONE_THREAD,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -1175,7 +1185,10 @@ def test_ctrl_c_inside_a_checkpoint_write_leaves_no_partial_file(tmp_path: Path)
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "saving"
     os.kill(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
     assert proc.returncode == 42, err
     assert list(ckpt.iterdir()) == []
 
