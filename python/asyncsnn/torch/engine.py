@@ -459,15 +459,35 @@ class _Rows:
         assert self.hash_k is not None
         n_k = self.hash_k.shape[1]
         if k >= n_k:  # computed for a block of steps at a time
-            more = torch.arange(n_k, 2 * n_k + k, dtype=torch.int64, device=self.hash_t.device)
-            self.hash_k = torch.cat([self.hash_k, mix32_t(self.hash_t.unsqueeze(1) ^ more)], 1)
+            self.extend_hash(2 * n_k + k)
         return self.hash_k[:, k]
+
+    def extend_hash(self, width: int) -> None:
+        """Compute the hash states of the steps ``k < width`` (``hash_k`` then has ``width`` columns)."""
+        assert self.hash_t is not None
+        assert self.hash_k is not None
+        n_k = self.hash_k.shape[1]
+        if width > n_k:
+            more = torch.arange(n_k, width, dtype=torch.int64, device=self.hash_t.device)
+            self.hash_k = torch.cat([self.hash_k, mix32_t(self.hash_t.unsqueeze(1) ^ more)], 1)
 
 
 def _merge(parts: list[_Rows]) -> _Rows:
-    """Concatenate retired row sets back into batch order."""
+    """Concatenate retired row sets back into batch order.
+
+    The row sets were set aside at different forward steps, so the per-step scratch
+    state may have different widths: the hash states ``hash_k`` grow in blocks while a
+    set runs past the steps computed so far. Every set is brought to the widest one
+    first (the states are a pure function of the row and ``k``, R5.5), so that the
+    merged rows are one consistent set; a field that is ``None`` in one set must be
+    ``None`` in all.
+    """
     if len(parts) == 1:
         return parts[0]
+    if parts[0].hash_k is not None:
+        width = max(p.hash_k.shape[1] for p in parts if p.hash_k is not None)
+        for p in parts:
+            p.extend_hash(width)
     order = torch.cat([p.rows for p in parts])
     inv = torch.empty_like(order)
     inv[order] = torch.arange(order.numel(), device=order.device)
@@ -476,7 +496,13 @@ def _merge(parts: list[_Rows]) -> _Rows:
         if f.name == "views":
             continue
         vals = [getattr(p, f.name) for p in parts]
-        merged[f.name] = None if vals[0] is None else torch.cat(vals)[inv]
+        present = [v is not None for v in vals]
+        if not any(present):
+            merged[f.name] = None
+            continue
+        if not all(present):  # pragma: no cover - a bug: the row sets disagree on what they hold
+            raise AssertionError(f"_merge: field {f.name} is set in some row sets only")
+        merged[f.name] = torch.cat(vals)[inv]
     return _Rows(**merged)
 
 
