@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import doctest
+import io
+import json
 import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
+import pytest
+
+import asyncsnn
+import asyncsnn.result
 from _background import as_background_job
+from asyncsnn import Network
+from asyncsnn.cli import build_parser, for_the_command_line, main, option_help
+from asyncsnn.reproduce import ReproduceConfig, _write_table, evaluate_cell, load_dataset, run_reproduce
+
+try:
+    import torch
+except ImportError:  # pragma: no cover - the [train] extra is not installed
+    torch = None
+
+needs_torch = pytest.mark.skipif(torch is None, reason="needs torch (pip install asyncsnn[train])")
 
 # ============================================================ item 17: how a test is started
 _PROBE = r"""
@@ -15,8 +36,8 @@ import signal, sys
 print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN, flush=True)
 if "--restore" in sys.argv:
     signal.signal(signal.SIGINT, signal.default_int_handler)
-print("ready", flush=True)
 try:
+    print("ready", flush=True)  # inside the try: the signal may come before the print returns
     sys.stdin.readline()  # blocks until the parent writes, after its SIGINT
 except KeyboardInterrupt:
     sys.exit(42)
@@ -51,3 +72,239 @@ def test_a_background_job_child_ignores_sigint_unless_it_restores_the_handler() 
     Ctrl-C raise KeyboardInterrupt in it (the fix of the Ctrl-C tests of issue 15, item 17)."""
     assert _interrupt(as_background_job([sys.executable, "-c", _PROBE])) == (True, 0)
     assert _interrupt(as_background_job([sys.executable, "-c", _PROBE, "--restore"])) == (True, 42)
+
+
+# ============================================================ item 18: missing optional extras
+_WITHOUT = r"""
+import sys
+for name in sys.argv[1].split(","):
+    sys.modules[name] = None  # "import torch" now raises ImportError, as without the package
+from asyncsnn.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _cli_without(modules: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", _WITHOUT, modules, *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "--max-train", "8", "--epochs", "1"],
+        ["reproduce", "--quick", "--max-train", "8", "--max-test", "8"],
+    ],
+    ids=["train", "reproduce"],
+)
+@pytest.mark.parametrize("missing", ["torch", "tqdm"])
+def test_training_commands_without_the_train_extra_say_so_in_one_line(
+    args: list[str], missing: str, tmp_path: Path
+) -> None:
+    proc = _cli_without(missing, *args, "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"asyncsnn: error: asyncsnn {args[0]} needs {missing}"), lines[0]
+    assert "pip install 'asyncsnn[train]'" in lines[0]
+    assert proc.stdout == ""  # nothing was loaded or trained first
+    assert not (tmp_path / "out").exists()
+
+
+def _random_model(path: Path, seed: int = 0, mean: float = 0.1) -> Network:
+    rng = np.random.default_rng(seed)
+    net = asyncsnn.Network.sequential(
+        (64,),
+        [asyncsnn.Dense(rng.normal(mean, 0.3, (32, 64))), asyncsnn.Dense(rng.normal(mean, 0.3, (10, 32)))],
+        threshold=1.0,
+        beta=0.9,
+    )
+    asyncsnn.save(net, path)
+    return net
+
+
+def test_evaluate_needs_no_torch(tmp_path: Path) -> None:
+    _random_model(tmp_path / "m.safetensors")
+    proc = _cli_without("torch", "evaluate", "m.safetensors", "--max-test", "16", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "accuracy" in proc.stdout
+
+
+@needs_torch
+def test_reproduce_without_matplotlib_writes_the_results_and_skips_the_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")] + ["matplotlib"]:
+        monkeypatch.setitem(sys.modules, name, None)
+    lines: list[str] = []
+    cfg = ReproduceConfig(
+        quick=True, out=str(tmp_path), progress=False, max_train=32, max_test=16, hidden=(8,), epochs=1
+    )
+    report = run_reproduce(cfg, log=lines.append)
+    out = tmp_path / "digits-quick"
+    notices = [line for line in lines if "matplotlib" in line]
+    assert len(notices) == 1, lines
+    assert notices[0].startswith("figures skipped")
+    assert sorted(report.files) == sorted(p.name for p in out.iterdir())
+    assert not any(name.endswith(".png") for name in report.files)
+    data = json.loads((out / "results.json").read_text())
+    assert data["files"] == report.files
+    assert len(data["cells"]) == 18
+    assert (out / "table.md").read_text().count("\n") == 2 + 18
+
+
+@needs_torch
+def test_reproduce_with_matplotlib_lists_its_figures_in_results_json(tmp_path: Path) -> None:
+    cfg = ReproduceConfig(
+        quick=True, out=str(tmp_path), progress=False, max_train=32, max_test=16, hidden=(8,), epochs=1
+    )
+    report = run_reproduce(cfg, log=lambda _line: None)
+    out = tmp_path / "digits-quick"
+    assert sorted(report.files) == sorted(p.name for p in out.iterdir())
+    assert sum(name.endswith(".png") for name in report.files) == 3
+    assert json.loads((out / "results.json").read_text())["files"] == report.files
+
+
+# ============================================================ item 19: the command line
+def _run_main(args: list[str]) -> tuple[int, str, str]:
+    """``asyncsnn ARGS`` in this process: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(args)
+        except SystemExit as exc:  # argparse usage errors
+            code = int(exc.code or 0)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _commands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert len(subs) == 1
+    return {"asyncsnn": parser, **subs[0].choices}
+
+
+def test_every_option_of_every_command_has_help_that_shows_its_default() -> None:
+    commands = _commands()
+    assert set(commands) == {"asyncsnn", "demo", "reproduce", "train", "evaluate", "info"}
+    for name, parser in commands.items():
+        assert parser.description, f"{name} has no description"
+        shown = " ".join(parser.format_help().split())
+        for action in parser._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            what = f"{name} {'/'.join(action.option_strings) or action.dest}"
+            assert action.help, f"{what} has no help"
+            text = option_help(action)
+            assert text is not None
+            if action.option_strings:
+                assert "default" in text, f"{what} does not show its default: {text!r}"
+            assert " ".join(text.split()) in shown, f"{what}: {text!r} is not in --help"
+
+
+def test_help_shows_the_defaults_that_apply() -> None:
+    commands = _commands()
+    train_help = " ".join(commands["train"].format_help().split())
+    assert "Adam learning rate (default: 0.003)" in train_help
+    assert "hidden layer sizes (default: 64 64)" in train_help
+    assert "(default: off)" in train_help  # --resume, --no-progress
+    demo_help = " ".join(commands["demo"].format_help().split())
+    assert "worker threads (default: all cores)" in demo_help
+    assert "(default: None)" not in demo_help
+
+
+@pytest.mark.parametrize(
+    ("args", "shows"),
+    [
+        (["demo", "-F", "0"], "forward_group_size = 0"),
+        (["demo", "--threads", "0"], "threads = 0"),
+        (["demo", "--samples", "1e9"], "--samples: must be <= 1000000, got 1000000000"),
+        (["demo", "--timesteps", "1e6"], "--timesteps: must be <= 100000, got 1000000"),
+        (["demo", "--samples", "100000", "--timesteps", "100"], "10000000 input frames"),
+        (["demo", "--samples", "2.5"], "invalid int value: '2.5'"),
+    ],
+)
+def test_demo_checks_every_option_before_printing_anything(args: list[str], shows: str) -> None:
+    code, out, err = _run_main(args)
+    assert code == 2
+    assert out == ""
+    assert shows in err
+    assert "Traceback" not in err
+
+
+def test_cli_messages_give_command_line_advice_not_python_keywords(tmp_path: Path) -> None:
+    """Python-API advice ("pass root=", "download=True", "checkpoint_dir") is translated."""
+    _random_model(tmp_path / "m.safetensors")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [
+        (["evaluate", str(tmp_path / "m.safetensors"), "--dataset", "fashion-mnist", "--root", str(empty)], "--root"),
+        (["train", "--resume", "--max-train", "8"], "--checkpoint-dir"),
+        (["demo", "--threads", "0"], "threads"),
+    ]
+    try:
+        import tonic  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        model = str(tmp_path / "m.safetensors")
+        cases += [
+            ([*(["evaluate", model, "--dataset", ds, "--root", str(empty)])], "never downloads")
+            for ds in ("nmnist", "shd")
+        ]
+    for args, shows in cases:
+        code, _out, err = _run_main(args)
+        assert code == 2, (args, err)
+        assert shows in err, (args, err)
+        assert len(err.strip().splitlines()) == 1, err
+        for python_advice in ("root=", "download=True", "checkpoint_dir", "or None"):
+            assert python_advice not in err, (args, err)
+
+
+def test_for_the_command_line_rewrites_python_advice() -> None:
+    assert for_the_command_line("put them in $X or pass root=").endswith("pass --root FOLDER")
+    assert "download=True" not in for_the_command_line(
+        "N-MNIST not found: x. Pass download=True to let tonic download it (network needed), or write the files "
+        "with the asyncsnn.data.tonic_datasets.export_* functions"
+    )
+    assert for_the_command_line("invalid resume = True: needs a checkpoint_dir").endswith("needs --checkpoint-dir")
+    assert for_the_command_line("invalid root = None: no such folder") == "invalid root = None: no such folder"
+
+
+# ============================================================ item 20: "steps to 1st output"
+def test_steps_to_first_output_is_the_same_number_in_evaluate_and_reproduce(tmp_path: Path) -> None:
+    net = _random_model(tmp_path / "m.safetensors", seed=0, mean=0.02)  # some timesteps stay silent
+    code, out, err = _run_main(
+        ["evaluate", str(tmp_path / "m.safetensors"), "--max-test", "40", "--json", str(tmp_path / "s.json")]
+    )
+    assert code == 0, err
+    # What reproduce computes for the same model, data and options (evaluate's defaults).
+    ds = load_dataset("digits", seed=0, max_train=1, max_test=40)
+    x = ds.test_x.reshape(len(ds.test_y), ds.test_x.shape[1], -1)
+    cell = evaluate_cell(net, x, ds.test_y, "momentum", "momentum", "drain", 8, 0)
+    res = asyncsnn.infer(net, x, labels=ds.test_y)
+    assert cell.steps_to_first_output == res.mean_steps_to_first_output
+    has = res.first_output_step >= 0
+    assert has.any()
+    assert not has.all()  # silent timesteps are left out, not counted as 0 or -1
+    assert cell.steps_to_first_output == pytest.approx(float(np.mean(res.first_output_step[has] + 1)))
+    # evaluate prints and writes that number; the reproduce table shows it with the same digits.
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["mean_steps_to_first_output"] == cell.steps_to_first_output
+    line = next(line for line in out.splitlines() if "steps to 1st output" in line)
+    assert f" {cell.steps_to_first_output:.2f} " in line
+    table = _write_table(tmp_path / "table.md", [cell])
+    assert f"| {cell.steps_to_first_output:.2f} |" in table
+    # It is not the per-sample latency from the start of the sample (a different quantity).
+    per_sample = res.steps_to_first_output
+    assert float(per_sample[per_sample >= 0].mean()) != cell.steps_to_first_output
+
+
+def test_mean_steps_to_first_output_is_nan_without_output_and_its_docstring_runs() -> None:
+    net = asyncsnn.Network.sequential((2,), [asyncsnn.Dense(np.zeros((2, 2)))])
+    res = asyncsnn.infer(net, np.ones((2, 3, 2), dtype=np.float32))
+    assert np.isnan(res.mean_steps_to_first_output)
+    assert "steps to 1st output" not in res.summary()
+    assert doctest.testmod(asyncsnn.result).failed == 0

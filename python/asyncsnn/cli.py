@@ -5,13 +5,76 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
+
+#: The demo's largest batch, timesteps and input frames (samples x timesteps): its input
+#: is built in memory (8 bytes per value while it is drawn, 64 values per frame).
+DEMO_MAX_SAMPLES = 1_000_000
+DEMO_MAX_TIMESTEPS = 100_000
+DEMO_MAX_FRAMES = 2**20
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """The help layout of every command.
+
+    One-line descriptions are wrapped, the epilogs (examples) keep their line breaks, and
+    every option's help ends with its default (see :func:`option_help`).
+    """
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:  # laid out by hand
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return option_help(action)
+
+
+def option_help(action: argparse.Action) -> str | None:
+    """The help text of one argparse action as ``asyncsnn --help`` shows it (with its default).
+
+    ``(default: X)`` is appended unless the text already names its default (``default:
+    all cores``); flags show ``off``, lists their values; positional arguments and
+    ``--help`` get none.
+    """
+    text = action.help
+    if text is None or text is argparse.SUPPRESS or "default" in text:
+        return text
+    if not action.option_strings or action.default is argparse.SUPPRESS:
+        return text  # a positional argument, --help
+    default = action.default
+    if isinstance(default, bool) and action.nargs == 0:
+        default = "on" if default else "off"
+    elif isinstance(default, (list, tuple)):
+        default = " ".join(str(v) for v in default)
+    return f"{text} (default: {default})"
+
+
+# Advice written for the Python API (keyword arguments), and what it is on the command line.
+_CLI_WORDING: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"\bpass root=(?!\w)"), "pass --root FOLDER"),
+    (
+        re.compile(r"\. Pass download=True to let tonic download it \(network needed\), or write the files with "),
+        "; the asyncsnn command never downloads: let tonic download them, or write them with ",
+    ),
+    (re.compile(r"\bneeds a checkpoint_dir\b"), "needs --checkpoint-dir"),
+    (re.compile(r"must be an int in \[1, 1024\] or None\b"), "must be an int in [1, 1024] (leave it out: all cores)"),
+]
+
+
+def for_the_command_line(message: str) -> str:
+    """``message`` with Python-API advice (``pass root=``, ``download=True``) in command-line terms."""
+    for pattern, replacement in _CLI_WORDING:
+        message = pattern.sub(replacement, message)
+    return message
+
 
 _EPILOG_DEMO = """examples:
   asyncsnn demo                       # 64-128-64-10 network, 256 samples, every scheduler
@@ -20,16 +83,28 @@ _EPILOG_DEMO = """examples:
 """
 
 
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an int >= ``minimum`` (a bad value is a usage error, exit 2)."""
+def _int_at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an int in ``[minimum, maximum]`` (a bad value is a usage error, exit 2).
+
+    Integral numbers in float notation (``1e9``) are read as the int they name, so that a
+    size written that way gets the range error, not a syntax error.
+    """
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+            try:
+                number = float(text)
+            except ValueError:
+                number = math.nan
+            if not (math.isfinite(number) and number == int(number)):
+                raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+            value = int(number)
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be <= {maximum}, got {value}")
         return value
 
     return parse
@@ -57,11 +132,36 @@ def _float_in(low: float, high: float, *, low_open: bool = False) -> Callable[[s
 def _demo(args: argparse.Namespace) -> int:
     """Run a random network under every scheduler and print the counters side by side."""
     import asyncsnn
+    from asyncsnn._prepare import Scheduler, check_threads, prepare_options
+    from asyncsnn.exceptions import ParameterError, invalid
 
+    # Every option is checked before anything is printed or allocated.
+    frames = args.samples * args.timesteps
+    if frames > DEMO_MAX_FRAMES:
+        raise invalid(
+            ParameterError,
+            "samples",
+            args.samples,
+            f"--samples x --timesteps = {frames} input frames is more than the demo's {DEMO_MAX_FRAMES} "
+            f"(its input alone would take {frames * 64 * 8 / 2**30:.1f} GiB while it is drawn)",
+        )
     rng = np.random.default_rng(args.seed)
     sizes = [64, 128, 64, 10]
     layers = [asyncsnn.Dense(rng.normal(0.08, 0.25, (n_out, n_in))) for n_in, n_out in itertools.pairwise(sizes)]
     net = asyncsnn.Network.sequential(input_shape=(64,), layers=layers, threshold=1.0, beta=0.9)
+    for sched in Scheduler:
+        prepare_options(
+            net,
+            scheduler=sched,
+            forward_group_size=args.forward_group_size,
+            stop="drain",
+            extra_steps=0,
+            max_steps=None,
+            seed=args.seed,
+            jitter=0.0,
+            refractory_dropout="off",
+        )
+    check_threads(args.threads)
     x = (rng.random((args.samples, args.timesteps, 64)) < args.density).astype(np.float32)
     print(net.summary())
     print(
@@ -86,15 +186,16 @@ def _demo(args: argparse.Namespace) -> int:
                 threads=args.threads,
             )
             ms = (time.perf_counter() - tic) * 1e3
-            s2o = res.steps_to_first_output
-            s2o_mean = float(s2o[s2o >= 0].mean()) if np.any(s2o >= 0) else float("nan")
+            s2o_mean = res.mean_steps_to_first_output  # "steps to 1st output" (docs/guide.md)
             agree = float(np.mean(res.predictions == layered.predictions))
             print(
                 f"{scheduler:<10} {stop:<13} {res.spikes_total.mean():>11.1f} {res.synops.mean():>11.0f} "
                 f"{res.forward_steps.mean():>10.1f} {s2o_mean:>10.1f} {res.dropped_spikes.mean():>8.1f} "
                 f"{agree:>6.2f} {ms:>7.1f}"
             )
-    print("\nagree = fraction of predictions equal to the layered (layer-synchronous) run.")
+    print("\nsteps->out = steps to 1st output: forward steps from the start of a timestep to its first output")
+    print("             spike, mean over the timesteps that have one (docs/guide.md);")
+    print("agree      = fraction of predictions equal to the layered (layer-synchronous) run.")
     return 0
 
 
@@ -117,7 +218,7 @@ stays the global batch, rank 0 writes the checkpoints and --out):
   torchrun --standalone --nproc_per_node 4 -m asyncsnn train --epochs 10 --out model.safetensors
 """
 
-_DEVICE_HELP = "torch device of the training: auto (CUDA when available, else CPU; default), cpu, cuda or cuda:N"
+_DEVICE_HELP = "torch device of the training: auto (CUDA when available, else CPU), cpu, cuda or cuda:N"
 
 _EPILOG_EVALUATE = """examples:
   asyncsnn evaluate model.safetensors --scheduler random -F 4 --stop first_output
@@ -127,6 +228,8 @@ _EPILOG_EVALUATE = """examples:
 
 def _reproduce(args: argparse.Namespace) -> int:
     from asyncsnn.reproduce import ReproduceConfig, run_reproduce
+
+    # run_reproduce checks the train extra (torch, tqdm) first: one line if it is missing.
 
     cfg = ReproduceConfig(
         dataset=args.dataset,
@@ -150,7 +253,9 @@ def _train(args: argparse.Namespace) -> int:
     import math
 
     import asyncsnn
-    from asyncsnn.reproduce import load_dataset
+    from asyncsnn.reproduce import load_dataset, require_train_extra
+
+    require_train_extra("asyncsnn train")
     from asyncsnn.torch import AsyncSNN, train
     from asyncsnn.torch.training import is_main_process, resolve_device
 
@@ -233,6 +338,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.json:
         summary = {"options": res.options, "accuracy": res.accuracy, "samples": res.batch_size}
         summary.update({f"mean_{n}": float(getattr(res, n).mean()) for n in per_sample[1:]})
+        # "steps to 1st output" as summary() prints it and the reproduce table has it (NaN: null).
+        latency = res.mean_steps_to_first_output
+        summary["mean_steps_to_first_output"] = None if math.isnan(latency) else latency
         with open(args.json, "w") as fh:
             json.dump(summary, fh, indent=1)
     return 0
@@ -254,25 +362,35 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``asyncsnn`` command."""
+    """The argument parser of the ``asyncsnn`` command.
+
+    Every option of every command has a help text that shows its default (see
+    :func:`option_help`); ``asyncsnn COMMAND --help`` lists them with examples.
+    """
     parser = argparse.ArgumentParser(
         prog="asyncsnn",
         description="Asynchronous (event-driven) spiking neural networks: evaluation with exact counters.",
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="store_true", help="print the package and semantics versions")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    schedulers = ["layered", "fifo", "random", "momentum"]
     demo = sub.add_parser(
         "demo",
         help="run a random network under every scheduler and compare the counters",
         description="Run a random dense network on random input under every scheduler and stop mode.",
         epilog=_EPILOG_DEMO,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
-    demo.add_argument("--samples", type=_int_at_least(1), default=256, help="number of samples (default 256)")
-    demo.add_argument("--timesteps", type=_int_at_least(1), default=20, help="timesteps per sample (default 20)")
-    demo.add_argument("--density", type=_float_in(0.0, 1.0), default=0.2, help="input spike probability (default 0.2)")
-    demo.add_argument("-F", "--forward-group-size", type=int, default=8, help="forward group size F (default 8)")
-    demo.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed (default 0)")
+    demo.add_argument(
+        "--samples", type=_int_at_least(1, DEMO_MAX_SAMPLES), default=256, help="number of samples (batch size)"
+    )
+    demo.add_argument(
+        "--timesteps", type=_int_at_least(1, DEMO_MAX_TIMESTEPS), default=20, help="timesteps (frames) per sample"
+    )
+    demo.add_argument("--density", type=_float_in(0.0, 1.0), default=0.2, help="input spike probability per frame")
+    demo.add_argument("-F", "--forward-group-size", type=int, default=8, help="forward group size F")
+    demo.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the network, the input and the runs")
     demo.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
     demo.set_defaults(func=_demo)
 
@@ -284,20 +402,24 @@ def build_parser() -> argparse.ArgumentParser:
         description="The paper's comparison end to end: train the same architecture three ways, evaluate every "
         "model under layered, random and momentum inference (drain and first_output), write tables and figures.",
         epilog=_EPILOG_REPRODUCE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
-    rep.add_argument("--dataset", choices=DATASETS, default="digits", help="dataset (default: embedded digits)")
-    rep.add_argument("--root", default=None, help="folder of the dataset files (Fashion-MNIST, tonic datasets)")
-    rep.add_argument("-F", "--forward-group-size", type=int, default=8, help="forward group size F (default 8)")
-    rep.add_argument("--epochs", type=int, default=None, help="training epochs (default: per dataset)")
-    rep.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of everything (default 0)")
-    rep.add_argument("--out", default="results", help="output folder (default results/)")
-    rep.add_argument("--quick", action="store_true", help="small subset and 1 epoch: a smoke run")
-    rep.add_argument("--max-train", type=_int_at_least(1), default=None, help="cap on training samples")
-    rep.add_argument("--max-test", type=_int_at_least(1), default=None, help="cap on test samples")
+    rep.add_argument("--dataset", choices=DATASETS, default="digits", help="dataset (digits: the embedded 8x8 digits)")
     rep.add_argument(
-        "--hidden", type=_int_at_least(1), nargs="+", default=[64, 64], help="hidden layer sizes (default 64 64)"
+        "--root",
+        default=None,
+        help="folder of the dataset files (Fashion-MNIST, tonic datasets; default: none, digits and randman need none)",
     )
+    rep.add_argument("-F", "--forward-group-size", type=int, default=8, help="forward group size F")
+    rep.add_argument(
+        "--epochs", type=int, default=None, help="training epochs (default: 8 for digits, 30 for randman, else 3)"
+    )
+    rep.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of everything")
+    rep.add_argument("--out", default="results", help="output folder (the results go to OUT/<dataset>/)")
+    rep.add_argument("--quick", action="store_true", help="small subset and 1 epoch: a smoke run")
+    rep.add_argument("--max-train", type=_int_at_least(1), default=None, help="cap on training samples (default: all)")
+    rep.add_argument("--max-test", type=_int_at_least(1), default=None, help="cap on test samples (default: all)")
+    rep.add_argument("--hidden", type=_int_at_least(1), nargs="+", default=[64, 64], help="hidden layer sizes")
     rep.add_argument("--no-progress", action="store_true", help="no progress bars")
     rep.add_argument("--device", default="auto", help=_DEVICE_HELP)
     rep.set_defaults(func=_reproduce)
@@ -305,54 +427,87 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser(
         "train",
         help="train a model with unlayered (or layered) backpropagation and save it",
+        description="Train a dense network on a dataset's training split by backpropagating through the "
+        "asynchronous execution (unlayered backpropagation; --scheduler layered is layered BPTT), evaluate it "
+        "on the test split after every epoch, and save it as a model file. Needs the train extra: "
+        "pip install 'asyncsnn[train]'.",
         epilog=_EPILOG_TRAIN,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
-    tr.add_argument("--dataset", choices=DATASETS, default="digits")
-    tr.add_argument("--root", default=None)
-    tr.add_argument("--scheduler", choices=["layered", "fifo", "random", "momentum"], default="momentum")
-    tr.add_argument("-F", "--forward-group-size", type=int, default=8)
-    tr.add_argument("--epochs", type=int, default=10)
-    tr.add_argument("--lr", type=float, default=3e-3)
+    tr.add_argument("--dataset", choices=DATASETS, default="digits", help="dataset to train on")
     tr.add_argument(
-        "--loss", choices=["count", "rate"], default="count", help="cross-entropy on total or per-timestep counts"
+        "--root", default=None, help="folder of the dataset files (default: none, digits and randman need none)"
     )
-    tr.add_argument("--batch-size", type=int, default=32)
-    tr.add_argument("--hidden", type=int, nargs="+", default=[64, 64], help="hidden layer sizes (default 64 64)")
-    tr.add_argument("--threshold", type=_float_in(0.0, math.inf, low_open=True), default=1.0)
-    tr.add_argument("--beta", type=float, default=0.9)
-    tr.add_argument("--seed", type=_int_at_least(0), default=0)
-    tr.add_argument("--max-train", type=_int_at_least(1), default=None)
-    tr.add_argument("--max-test", type=_int_at_least(1), default=None)
-    tr.add_argument("--checkpoint-dir", default=None, help="write an atomic checkpoint after every epoch here")
+    tr.add_argument(
+        "--scheduler", choices=schedulers, default="momentum", help="scheduler of the training forward passes"
+    )
+    tr.add_argument("-F", "--forward-group-size", type=int, default=8, help="forward group size F of the training")
+    tr.add_argument("--epochs", type=int, default=10, help="total training epochs (a resumed run continues to it)")
+    tr.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
+    tr.add_argument(
+        "--loss",
+        choices=["count", "rate"],
+        default="count",
+        help="cross-entropy on total counts (count) or per-timestep counts (rate)",
+    )
+    tr.add_argument("--batch-size", type=int, default=32, help="samples per optimiser step (the global batch)")
+    tr.add_argument("--hidden", type=int, nargs="+", default=[64, 64], help="hidden layer sizes")
+    tr.add_argument(
+        "--threshold",
+        type=_float_in(0.0, math.inf, low_open=True),
+        default=1.0,
+        help="firing threshold of every neuron",
+    )
+    tr.add_argument("--beta", type=float, default=0.9, help="membrane leak per timestep, in [0, 1]")
+    tr.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the weights, the data order and the runs")
+    tr.add_argument("--max-train", type=_int_at_least(1), default=None, help="cap on training samples (default: all)")
+    tr.add_argument("--max-test", type=_int_at_least(1), default=None, help="cap on test samples (default: all)")
+    tr.add_argument(
+        "--checkpoint-dir",
+        default=None,
+        help="write an atomic checkpoint after every epoch here (default: no checkpoints)",
+    )
     tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --checkpoint-dir")
     tr.add_argument("--out", default="model.safetensors", help="where to save the trained model")
-    tr.add_argument("--no-progress", action="store_true")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
     tr.add_argument("--device", default="auto", help=_DEVICE_HELP + "; under torchrun, cuda is cuda:LOCAL_RANK")
     tr.set_defaults(func=_train)
 
     ev = sub.add_parser(
         "evaluate",
         help="evaluate a saved model on a dataset's test split with the Rust engine",
+        description="Run a saved model on a dataset's test split with the Rust engine under one scheduler, "
+        "forward group size and stop mode, and print the accuracy and the counters (optionally per sample "
+        "to CSV and as a JSON summary).",
         epilog=_EPILOG_EVALUATE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     ev.add_argument("model", help="a model file written by asyncsnn train / asyncsnn.save")
-    ev.add_argument("--dataset", choices=DATASETS, default="digits")
-    ev.add_argument("--root", default=None)
-    ev.add_argument("--scheduler", choices=["layered", "fifo", "random", "momentum"], default="momentum")
-    ev.add_argument("-F", "--forward-group-size", type=int, default=8)
-    ev.add_argument("--stop", choices=["drain", "first_output"], default="drain")
-    ev.add_argument("--extra-steps", type=int, default=0)
-    ev.add_argument("--seed", type=_int_at_least(0), default=0)
-    ev.add_argument("--threads", type=int, default=None)
-    ev.add_argument("--max-test", type=_int_at_least(1), default=None)
-    ev.add_argument("--csv", default=None, help="write per-sample counters to this CSV file")
-    ev.add_argument("--json", default=None, help="write the summary to this JSON file")
+    ev.add_argument("--dataset", choices=DATASETS, default="digits", help="dataset whose test split is evaluated")
+    ev.add_argument(
+        "--root", default=None, help="folder of the dataset files (default: none, digits and randman need none)"
+    )
+    ev.add_argument("--scheduler", choices=schedulers, default="momentum", help="scheduler of the inference")
+    ev.add_argument("-F", "--forward-group-size", type=int, default=8, help="forward group size F")
+    ev.add_argument("--stop", choices=["drain", "first_output"], default="drain", help="stop mode of each timestep")
+    ev.add_argument(
+        "--extra-steps", type=int, default=0, help="forward steps run after the first output spike (first_output)"
+    )
+    ev.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the data encoding and of the run")
+    ev.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
+    ev.add_argument("--max-test", type=_int_at_least(1), default=None, help="cap on test samples (default: all)")
+    ev.add_argument("--csv", default=None, help="write per-sample counters to this CSV file (default: none)")
+    ev.add_argument("--json", default=None, help="write the summary to this JSON file (default: none)")
     ev.set_defaults(func=_evaluate)
 
-    info = sub.add_parser("info", help="print the architecture and metadata of a model file")
-    info.add_argument("model")
+    info = sub.add_parser(
+        "info",
+        help="print the architecture and metadata of a model file",
+        description="Print a model file's architecture (populations, projections, sizes), its number of "
+        "trainable weights and its metadata (training, dataset, ...), without running it.",
+        formatter_class=_HelpFormatter,
+    )
+    info.add_argument("model", help="a model file written by asyncsnn train / asyncsnn.save")
     info.set_defaults(func=_info)
     return parser
 
@@ -374,8 +529,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except (AsyncSNNError, OSError) as exc:
-        # Bad input and missing or unreadable files are the user's to fix: one line, no traceback.
-        print(f"asyncsnn: error: {exc}", file=sys.stderr)
+        # Bad input, a missing extra and missing or unreadable files are the user's to fix:
+        # one line, no traceback, in command-line terms.
+        text = " ".join(str(exc).split())
+        print(f"asyncsnn: error: {for_the_command_line(text)}", file=sys.stderr)
         return 2
 
 

@@ -7,11 +7,17 @@ inference, with ``drain`` and with ``first_output``, and the results are written
 ``<out>/<name>/``: ``table.md``, ``results.json``, ``results.csv``, the trained models
 (``*.safetensors``) and PNG figures. A closing paragraph states what the numbers show;
 it is computed from them, not written in advance.
+
+Training needs the ``train`` extra (torch, tqdm): without it :func:`run_reproduce`
+raises :class:`~asyncsnn.exceptions.MissingDependencyError` before any work. The
+figures need matplotlib (the ``data`` extra); without it the results are written all
+the same and one line says that the figures were skipped.
 """
 
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import math
 import time
@@ -23,16 +29,43 @@ from typing import Any
 import numpy as np
 
 from asyncsnn._prepare import Scheduler, StopMode
-from asyncsnn.exceptions import ParameterError, invalid
+from asyncsnn.exceptions import MissingDependencyError, ParameterError, invalid
 from asyncsnn.network import Network
 
-__all__ = ["DATASETS", "Dataset", "ReproduceConfig", "load_dataset", "run_reproduce"]
+__all__ = ["DATASETS", "Dataset", "ReproduceConfig", "load_dataset", "require_train_extra", "run_reproduce"]
 
 DATASETS = ("digits", "fashion-mnist", "fashion-mnist-events", "randman", "nmnist", "shd", "dvsgesture")
 TRAINING = ("layered", "random", "momentum")
 INFERENCE = ("layered", "random", "momentum")
 STOPS = ("drain", "first_output")
 EXTRA_STEPS_SWEEP = (0, 1, 2, 4, 8, 16, 32, 64)
+TRAIN_EXTRA = "pip install 'asyncsnn[train]'"
+
+
+def require_train_extra(what: str) -> None:
+    """Raise :class:`MissingDependencyError` unless the ``train`` extra (torch, tqdm) imports.
+
+    Parameters
+    ----------
+    what
+        What needs it, for the message (``"asyncsnn train"``, ``"run_reproduce"``).
+
+    Raises
+    ------
+    MissingDependencyError
+        One line naming the missing module and the extra to install (``field`` is the
+        module's name).
+    """
+    for module in ("torch", "tqdm"):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise MissingDependencyError(
+                f"{what} needs {module}, which cannot be imported ({exc}): install the training extra with "
+                f"{TRAIN_EXTRA}",
+                field=module,
+                value=None,
+            ) from exc
 
 
 @dataclass
@@ -264,7 +297,7 @@ def evaluate_cell(
     res = asyncsnn.infer(
         net, x, scheduler=Scheduler(inference), forward_group_size=f, stop=StopMode(stop), seed=seed, labels=y
     )
-    has = res.first_output_step >= 0
+    has = res.first_output_step >= 0  # the timesteps that mean_steps_to_first_output averages over
     return Cell(
         training=training,
         inference=inference,
@@ -273,7 +306,7 @@ def evaluate_cell(
         spikes_per_sample=float(res.spikes_total.mean()),
         synops_per_sample=float(res.synops.mean()),
         forward_steps_per_sample=float(res.forward_steps.mean()),
-        steps_to_first_output=_nanmean(res.first_output_step[has] + 1.0),
+        steps_to_first_output=res.mean_steps_to_first_output,
         spikes_to_first_output=_nanmean(res.first_output_spikes[has].astype(float)),
         synops_to_first_output=_nanmean(res.first_output_synops[has].astype(float)),
         accuracy_at_first_output=float(np.mean(res.decision_class == y)),
@@ -426,9 +459,17 @@ def run_reproduce(config: ReproduceConfig, log: Callable[[str], None] = print) -
     -------
     Report
         The numbers that were written to ``results.json``.
+
+    Raises
+    ------
+    MissingDependencyError
+        Without the ``train`` extra (torch, tqdm), before anything is loaded or trained.
+        A missing matplotlib only skips the figures (one line in ``log``).
     """
     import asyncsnn
     from asyncsnn.reference import currents_before_spike
+
+    require_train_extra("asyncsnn reproduce")
     from asyncsnn.torch import AsyncSNN, train
     from asyncsnn.torch.training import resolve_device
 
@@ -539,19 +580,28 @@ def run_reproduce(config: ReproduceConfig, log: Callable[[str], None] = print) -
         findings=findings_paragraph(cells, config.forward_group_size),
         wall_time_s=0.0,
     )
-    pop_names = [f"hidden {i + 1}" for i in range(len(config.hidden))] + ["output"]
-    report.files = _figures(out, report, pop_names)
+    # The results first: whatever happens to the figures, the numbers are on disk.
     table = _write_table(out / "table.md", cells)
     with (out / "results.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(asdict(cells[0])))
         writer.writeheader()
         for c in cells:
             writer.writerow(asdict(c))
+    models = [f"model_{t}.safetensors" for t in TRAINING]
+    report.files = ["table.md", "results.json", "results.csv", *models]
     report.wall_time_s = time.perf_counter() - tic
-    report.files = ["table.md", "results.json", "results.csv", *report.files] + [
-        f"model_{t}.safetensors" for t in TRAINING
-    ]
     (out / "results.json").write_text(json.dumps(asdict(report), indent=1, default=float))
+    pop_names = [f"hidden {i + 1}" for i in range(len(config.hidden))] + ["output"]
+    try:
+        figures = _figures(out, report, pop_names)
+    except ImportError as exc:
+        if not (exc.name or "").startswith("matplotlib"):
+            raise
+        log(f"figures skipped: matplotlib cannot be imported ({exc}); pip install matplotlib")
+    else:
+        report.files = ["table.md", "results.json", "results.csv", *figures, *models]
+        report.wall_time_s = time.perf_counter() - tic
+        (out / "results.json").write_text(json.dumps(asdict(report), indent=1, default=float))
     log("")
     log(table)
     log(report.findings)

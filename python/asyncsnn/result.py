@@ -165,10 +165,12 @@ class InferenceResult:
 
     @property
     def steps_to_first_output(self) -> np.ndarray:
-        """Forward steps run until (and including) the sample's first output spike, ``[B]``.
+        """Forward steps from the start of the sample to its very first output spike, ``[B]``.
 
         Counts all forward steps of the earlier timesteps plus ``first_output_step + 1``
-        of the first timestep with an output spike; -1 when there is none.
+        of the first timestep with an output spike; -1 when there is none. This is a
+        per-sample latency (what an anytime reader waits for :attr:`decision_class`);
+        the "steps to 1st output" of reports is :attr:`mean_steps_to_first_output`.
         """
         has = self.first_output_step >= 0
         res = np.full(self.batch_size, -1, dtype=np.int64)
@@ -178,6 +180,32 @@ class InferenceResult:
                 t0 = int(ts[0])
                 res[b] = int(self.timestep_forward_steps[b, :t0].sum()) + int(self.first_output_step[b, t0]) + 1
         return res
+
+    @property
+    def mean_steps_to_first_output(self) -> float:
+        """Steps to 1st output: the forward steps from the start of a timestep to its first output spike.
+
+        The mean, over every (sample, timestep) pair that has an output spike, of
+        ``first_output_step + 1`` (the step of the spike counts: a spike in the first
+        forward step of a timestep is 1 step). Timesteps without an output spike are
+        left out (``predictions == -1`` counts the silent samples); NaN when no timestep
+        of the batch has one. Every report uses this one definition: :meth:`summary`,
+        ``asyncsnn evaluate``, ``asyncsnn demo`` and the ``asyncsnn reproduce`` table
+        (``docs/guide.md``, "Read the latency records").
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import asyncsnn
+        >>> net = asyncsnn.Network.sequential((2,), [asyncsnn.Dense(np.array([[2.0, 0.0], [0.0, 2.0]]))])
+        >>> res = asyncsnn.infer(net, np.array([[[0, 0], [0, 1], [1, 1]]], dtype=np.float32), scheduler="fifo")
+        >>> res.first_output_step.tolist(), res.mean_steps_to_first_output
+        ([[-1, 0, 0]], 1.0)
+        """
+        has = self.first_output_step >= 0
+        if not has.any():
+            return float("nan")
+        return float((self.first_output_step[has] + 1.0).mean())
 
     def as_dict(self) -> dict[str, np.ndarray]:
         """All counter arrays by name (copies)."""
@@ -196,9 +224,11 @@ class InferenceResult:
         lines.append(f"  forward steps       {self.forward_steps.mean():.1f} / sample")
         lines.append(f"  dropped spikes      {self.dropped_spikes.mean():.1f} / sample")
         lines.append(f"  queue peak          {self.queue_peak.max() if self.batch_size else 0}")
-        s2o = self.steps_to_first_output
-        if np.any(s2o >= 0):
-            lines.append(f"  steps to 1st output {s2o[s2o >= 0].mean():.1f} (mean over samples with output)")
+        if np.any(self.first_output_step >= 0):
+            lines.append(
+                f"  steps to 1st output {self.mean_steps_to_first_output:.2f} "
+                "(forward steps into a timestep, mean over timesteps with an output spike)"
+            )
         return "\n".join(lines)
 
     def __repr__(self) -> str:
