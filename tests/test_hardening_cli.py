@@ -12,16 +12,20 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 import asyncsnn
+import asyncsnn.reference
 import asyncsnn.result
 from _background import as_background_job
 from asyncsnn import Network
 from asyncsnn.cli import build_parser, for_the_command_line, main, option_help
+from asyncsnn.data import digits_split, encode
 from asyncsnn.reproduce import ReproduceConfig, _write_table, evaluate_cell, load_dataset, run_reproduce
+from asyncsnn.testing import assert_results_equal
 
 try:
     import torch
@@ -308,3 +312,93 @@ def test_mean_steps_to_first_output_is_nan_without_output_and_its_docstring_runs
     assert np.isnan(res.mean_steps_to_first_output)
     assert "steps to 1st output" not in res.summary()
     assert doctest.testmod(asyncsnn.result).failed == 0
+
+
+# ============================================================ item 21: input layouts
+def _digits_net(input_shape: tuple[int, ...]) -> Network:
+    rng = np.random.default_rng(5)
+    return asyncsnn.Network.sequential(
+        input_shape,
+        [asyncsnn.Dense(rng.normal(0.05, 0.3, (24, 64))), asyncsnn.Dense(rng.normal(0.1, 0.3, (10, 24)))],
+        threshold=1.0,
+        beta=0.9,
+    )
+
+
+@pytest.mark.parametrize(
+    ("net_shape", "frame_shape"),
+    [((64,), (1, 8, 8)), ((64,), (8, 8)), ((1, 8, 8), (64,)), ((1, 8, 8), (8, 8)), ((64,), (64, 1))],
+)
+def test_any_frame_shape_of_the_input_size_is_read_in_c_order(
+    engine: Any, net_shape: tuple[int, ...], frame_shape: tuple[int, ...]
+) -> None:
+    img, y, _, _ = digits_split()
+    x = encode(img[:6], "rate", timesteps=4, seed=0)  # [6, 4, 1, 8, 8]
+    assert x.shape == (6, 4, 1, 8, 8)
+    net = _digits_net(net_shape)
+    flat = x.reshape(6, 4, 64)
+    expected = asyncsnn.reference.infer(net, flat, scheduler="fifo", forward_group_size=4, labels=y[:6])
+    got = engine(net, x.reshape(6, 4, *frame_shape), scheduler="fifo", forward_group_size=4, labels=y[:6])
+    assert_results_equal(got, expected)
+    got = engine(net, x.reshape(6, 4, *frame_shape), scheduler="fifo", forward_group_size=4)  # fast path
+    assert np.array_equal(got.output_counts, expected.output_counts)
+
+
+def test_a_frame_of_the_wrong_size_is_still_an_input_error(engine: Any) -> None:
+    net = _digits_net((64,))
+    with pytest.raises(asyncsnn.InputError, match=r"any \[batch, T, \.\.\.\] of 64 values per frame") as info:
+        engine(net, np.zeros((2, 3, 7, 9), dtype=np.float32))
+    assert info.value.field == "inputs"
+
+
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_time_first_inputs_are_an_input_error_when_the_labels_reveal_them(engine: Any, as_tensor: bool) -> None:
+    net = _digits_net((64,))
+    rng = np.random.default_rng(0)
+    x = (rng.random((5, 3, 64)) < 0.3).astype(np.float32)  # [batch 5, T 3, 64]
+    y = rng.integers(0, 10, 5)
+    time_first: Any = np.swapaxes(x, 0, 1)  # [T 3, batch 5, 64], as snnTorch keeps them
+    if as_tensor:
+        if torch is None:
+            pytest.skip("needs torch")
+        time_first = torch.from_numpy(x).transpose(0, 1)
+    with pytest.raises(asyncsnn.InputError, match="time-first") as info:
+        engine(net, time_first, labels=y)
+    assert info.value.field == "inputs"
+    assert "transpose(0, 1)" in str(info.value)
+    assert "(3, 5, 64)" in str(info.value)
+    # The advice works: the transposed tensor is the batch-first input.
+    fixed = time_first.transpose(0, 1) if as_tensor else np.swapaxes(time_first, 0, 1)
+    assert engine(net, fixed, labels=y).batch_size == 5
+    # Labels that fit neither axis keep the usual labels error.
+    with pytest.raises(asyncsnn.InputError, match="one label per sample") as info:
+        engine(net, x, labels=y[:4])
+    assert info.value.field == "labels"
+
+
+@needs_torch
+def test_train_takes_encode_output_as_it_is_and_refuses_time_first_inputs() -> None:
+    from asyncsnn.torch import AsyncSNN, train
+
+    img, y, _, _ = digits_split()
+    x = encode(img[:32], "rate", timesteps=3, seed=1)  # [32, 3, 1, 8, 8]
+    options: dict[str, Any] = {
+        "epochs": 1,
+        "batch_size": 16,
+        "progress": False,
+        "scheduler": "fifo",
+        "forward_group_size": 8,
+    }
+    net_a, _ = train(AsyncSNN.from_sizes([64, 16, 10], seed=0), (x, y[:32]), **options)
+    net_b, _ = train(AsyncSNN.from_sizes([64, 16, 10], seed=0), (x.reshape(32, 3, 64), y[:32]), **options)
+    for pa, pb in zip(net_a.projections, net_b.projections, strict=True):
+        assert np.array_equal(pa.layer.weight, pb.layer.weight)
+    with pytest.raises(asyncsnn.InputError, match="time-first"):
+        train(AsyncSNN.from_sizes([64, 16, 10], seed=0), (np.swapaxes(x, 0, 1), y[:32]), **options)
+    with pytest.raises(asyncsnn.InputError, match="time-first"):
+        train(
+            AsyncSNN.from_sizes([64, 16, 10], seed=0),
+            (x, y[:32]),
+            test_data=(torch.from_numpy(x).transpose(0, 1), y[:32]),
+            **options,
+        )

@@ -238,6 +238,7 @@ ERRORS: list[Case] = [
     Case(I, "label out of range", "infer(net, x, labels=[0, 2])", "InputError", "labels", "2"),
     Case(I, "negative label", "infer(net, x, labels=[-1, 0])", "InputError", "labels", "-1"),
     Case(I, "fewer labels than samples", "infer(net, x, labels=[0])", "InputError", "labels", "(1,)"),
+    Case(I, "time-first inputs", "infer(net, x.swapaxes(0, 1), labels=y)", "InputError", "inputs", "time-first"),
     Case(I, "fractional labels", "infer(net, x, labels=[0.5, 1])", "InputError", "labels", "float64"),
     Case(I, "sample id beyond u32", "infer(net, x, sample_ids=[0, 2**32])", "InputError", "sample_ids", "4294967296"),
     # --- training
@@ -245,6 +246,7 @@ ERRORS: list[Case] = [
     Case(T, "no labels", "train(net, (x, None))", "ParameterError", "train_data", "None"),
     Case(T, "label out of range", "train(net, (x, [0, 2]))", "InputError", "labels", "2"),
     Case(T, "batch and labels of different length", "train(net, (x, [0]))", "InputError", "labels", "(1,)"),
+    Case(T, "time-first inputs", "train(net, (x.swapaxes(0, 1), y))", "InputError", "inputs", "time-first"),
     Case(T, "NaN input", "train(net, (np.full((2, 3, 4), np.nan), y))", "InputError", "inputs", "nan"),
     Case(T, "negative input", "train(net, (-x, y))", "InputError", "inputs", "-1.0"),
     Case(T, "empty batch", "train(net, (x[:0], y[:0]))", "InputError", "inputs", "(0, 3, 4)"),

@@ -319,7 +319,8 @@ def dense_as_given(
     """``inputs`` as the engine takes them (``[batch, T, n_in]``), when no conversion is needed.
 
     That is a plain numpy float32 C-contiguous array of shape ``[batch >= 1, T >= 1,
-    *input_shape]`` (or ``[..., n_in]``), without labels or sample ids, with
+    *frame_shape]`` with ``n_in`` values per frame (``input_shape``, ``(n_in,)`` or any
+    other shape of that size, see :func:`frame_layout_ok`), without labels or sample ids, with
     ``timesteps`` None or the int ``T``: what :func:`prepare_inputs` would pass on as
     ``dense`` unchanged (a reshaped view). Returns None for anything else.
 
@@ -343,9 +344,28 @@ def dense_as_given(
     n_in = network.input_size
     if len(shape) == 3 and shape[2] == n_in:
         return inputs
-    if shape[2:] == network.input_shape:
+    if frame_layout_ok(shape, n_in):
         return inputs.reshape(shape[0], shape[1], n_in)
     return None
+
+
+def frame_layout_ok(shape: tuple[int, ...], n_in: int) -> bool:
+    """Whether dense inputs of ``shape`` are ``[batch, T, *frame_shape]`` frames of ``n_in`` values.
+
+    Any frame shape of ``n_in`` values is read as the flat input in C order: the
+    network's ``input_shape`` (``encode()`` gives ``[n, T, 1, 8, 8]``), ``(n_in,)``, or
+    another one of that size. The first two axes are always the batch and time.
+    """
+    return len(shape) >= 3 and math.prod(shape[2:]) == n_in
+
+
+def _time_first_hint(shape: tuple[int, ...], n_labels: int) -> str:
+    """The error text for inputs whose batch axis is the labels' ``T`` (time-first layout)."""
+    return (
+        f"{shape[0]} samples of T = {shape[1]} but {n_labels} labels: the inputs look time-first "
+        f"[T, batch, ...] (snnTorch's and Norse's layout); asyncsnn takes [batch, T, *input_shape]: "
+        "pass inputs.transpose(0, 1) (torch) or np.swapaxes(inputs, 0, 1) (numpy)"
+    )
 
 
 def prepare_inputs(
@@ -358,9 +378,11 @@ def prepare_inputs(
 ) -> PreparedInputs:
     """Validate inputs, labels and sample ids.
 
-    ``inputs`` is an array or torch tensor ``[batch, T, *input_shape]`` (or
-    ``[batch, T, n_in]``), or a list with one sparse event array ``[n_events, 3]``
-    (columns ``t``, flat input index, value) per sample.
+    ``inputs`` is an array or torch tensor ``[batch, T, *input_shape]`` (or any
+    ``[batch, T, ...]`` with ``n_in`` values per frame, read in C order), or a list with
+    one sparse event array ``[n_events, 3]`` (columns ``t``, flat input index, value) per
+    sample. Time-first inputs ``[T, batch, ...]`` are an ``InputError`` when labels
+    reveal them (``len(labels)`` is ``T``, not the batch).
     """
     n_in = network.input_size
     if isinstance(inputs, (list, tuple)):
@@ -419,13 +441,13 @@ def prepare_inputs(
     else:
         arr = _to_numpy(inputs, "inputs")
         shape = tuple(arr.shape)
-        ok_shape = len(shape) >= 3 and (shape[2:] == network.input_shape or shape[2:] == (n_in,))
-        if not ok_shape:
+        if not frame_layout_ok(shape, n_in):
             raise invalid(
                 InputError,
                 "inputs",
                 f"shape {shape}",
-                f"expected [batch, T, *{network.input_shape}] or [batch, T, {n_in}]",
+                f"expected [batch, T, *{network.input_shape}] or [batch, T, {n_in}] "
+                f"(any [batch, T, ...] of {n_in} values per frame)",
             )
         if shape[0] == 0:
             raise invalid(InputError, "inputs", f"shape {shape}", "the batch is empty")
@@ -439,6 +461,8 @@ def prepare_inputs(
     lab: np.ndarray | None = None
     if labels is not None:
         lab_arr = _to_numpy(labels, "labels")
+        if sparse is None and batch != timesteps and lab_arr.shape == (timesteps,):
+            raise invalid(InputError, "inputs", f"shape {tuple(shape)}", _time_first_hint(tuple(shape), timesteps))
         if lab_arr.shape != (batch,):
             raise invalid(
                 InputError, "labels", f"shape {lab_arr.shape}", f"expected one label per sample, shape ({batch},)"

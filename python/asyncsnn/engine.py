@@ -53,10 +53,13 @@ def infer(
     network
         The network to run.
     inputs
-        Dense frames, a numpy array or torch tensor ``[batch, T, *input_shape]`` (or
-        ``[batch, T, n_in]``) of finite values >= 0 (event counts or graded values);
-        or a list with one sparse event array ``[n_events, 3]`` per sample whose rows
-        are ``(t, flat input index, value)``.
+        Dense frames, a numpy array or torch tensor ``[batch, T, *input_shape]`` of
+        finite values >= 0 (event counts or graded values): the batch axis first, then
+        time. Any frame shape of ``n_in`` values is read as the flat input in C order
+        (``[batch, T, n_in]``, or ``asyncsnn.data.encode``'s ``[n, T, 1, 8, 8]`` for a
+        network of 64 inputs). snnTorch and Norse put time first, ``[T, batch, ...]``:
+        pass ``x.transpose(0, 1)``. Or a list with one sparse event array
+        ``[n_events, 3]`` per sample whose rows are ``(t, flat input index, value)``.
     scheduler
         ``"layered"``, ``"fifo"``, ``"random"`` or ``"momentum"`` (R5).
     forward_group_size
@@ -81,7 +84,8 @@ def infer(
         probability in [0, 1) for every population (R4.6).
     labels
         Optional int array ``[batch]`` of classes; enables ``accuracy`` and the
-        ``first_correct_*`` latency records.
+        ``first_correct_*`` latency records. Labels of length ``T`` (not ``batch``)
+        reveal time-first inputs: an ``InputError`` that says so.
     sample_ids
         Optional int array ``[batch]`` of ids fed to the random function in place of
         the position in the batch, so that results do not depend on batch order.
@@ -98,7 +102,8 @@ def infer(
     Raises
     ------
     InputError
-        Bad inputs, labels or sample ids (shape, dtype, NaN, negative values).
+        Bad inputs, labels or sample ids (shape, dtype, NaN, negative values, a
+        time-first layout revealed by the labels).
     ParameterError
         Bad options (unknown scheduler, ``forward_group_size`` < 1, ...).
 

@@ -1,4 +1,10 @@
-"""Spike encoders: intensities in [0, 1] to frames of event counts."""
+"""Spike encoders: intensities in [0, 1] to frames of event counts.
+
+Every encoder returns ``[n, T, *shape]``: the samples first, then time, the layout that
+``asyncsnn.infer`` and ``asyncsnn.torch.train`` take. A network whose input is flat
+(``n_in`` = the size of ``shape``) takes these frames as they are: any frame shape of
+``n_in`` values is read in C order.
+"""
 
 from __future__ import annotations
 
@@ -39,7 +45,7 @@ def rate_encode(x: np.ndarray, timesteps: int, seed: int = 0, max_rate: float = 
     Returns
     -------
     numpy.ndarray
-        float32 0/1 frames ``[n, T, *shape]``.
+        float32 0/1 frames ``[n, T, *shape]`` (samples first, then time).
 
     Examples
     --------

@@ -390,8 +390,13 @@ def train(
         :class:`AsyncSNN` (trained in place).
     train_data
         ``(inputs, labels)``: inputs ``[N, T, *input_shape]`` (array or tensor, finite,
-        >= 0; spike counts per timestep) and int labels ``[N]``. Under distributed
-        training every rank passes the whole data set (each takes its own shard).
+        >= 0; spike counts per timestep), samples first, then time, and int labels
+        ``[N]``. Any frame shape of ``n_in`` values is read as the flat input in C
+        order (``asyncsnn.data.encode``'s ``[N, T, 1, 8, 8]`` trains a dense network of
+        64 inputs as it is). Time-first inputs ``[T, N, ...]`` (snnTorch's layout) are
+        an ``InputError`` (the labels' length gives them away): pass
+        ``x.transpose(0, 1)``. Under distributed training every rank passes the whole
+        data set (each takes its own shard).
     scheduler, forward_group_size
         Scheduler and ``F`` of the training forward passes (R5); ``"layered"`` is
         ordinary layered BPTT.
@@ -451,7 +456,8 @@ def train(
     Raises
     ------
     ParameterError, InputError
-        Bad options or data (including a CUDA device where none is available).
+        Bad options or data (including a CUDA device where none is available, and
+        time-first inputs).
     """
     model = network if isinstance(network, AsyncSNN) else AsyncSNN.from_network(network)
     net = model.network
