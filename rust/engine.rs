@@ -46,6 +46,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
+use crate::alloc;
 use crate::counters::SampleResult;
 use crate::error::EngineError;
 use crate::kernels::{add_row, add_short, has_avx2, prefetch};
@@ -456,16 +457,27 @@ pub(crate) struct Workspace {
 }
 
 impl Workspace {
-    pub(crate) fn new(net: &Network) -> Workspace {
+    /// The buffers of one worker, sized by `net` (fallible: a network too large for
+    /// memory is an [`EngineError::Memory`], not an abort). The input buffers grow at the
+    /// first dense frame (see `nonzero`), so that a huge input population fed sparse
+    /// events needs no buffer of its size.
+    pub(crate) fn new(net: &Network) -> Result<Workspace, EngineError> {
         let n = net.n_neurons();
         let p = net.n_populations();
-        Workspace {
-            v: vec![0.0; n],
-            cur: vec![0.0; n],
-            v_pre: vec![0.0; n],
-            refractory: vec![false; n],
+        let at = "network";
+        let lists = (0..p)
+            .map(|i| {
+                let size = net.pop_offset[i + 1] - net.pop_offset[i];
+                alloc::with_capacity(size, at, "touched-neuron lists")
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Workspace {
+            v: alloc::filled(n, 0.0, at, "membranes")?,
+            cur: alloc::filled(n, 0.0, at, "currents")?,
+            v_pre: alloc::filled(n, 0.0, at, "spike membranes (v_pre)")?,
+            refractory: alloc::filled(n, false, at, "refractory flags")?,
             touch: Touch {
-                neuron: vec![false; n],
+                neuron: alloc::filled(n, false, at, "touched-neuron flags")?,
                 channels: net.layout_channels.clone(),
                 full_at: (0..p)
                     .map(|i| {
@@ -477,19 +489,17 @@ impl Workspace {
                 pop_touched: vec![false; p],
                 pop_full: vec![false; p],
                 pops: Vec::with_capacity(p),
-                lists: (0..p)
-                    .map(|i| Vec::with_capacity(net.pop_offset[i + 1] - net.pop_offset[i]))
-                    .collect(),
+                lists,
                 deferred: vec![None; p],
             },
-            fired: Vec::with_capacity(n),
+            fired: alloc::with_capacity(n, at, "spike list")?,
             fired_pops: Vec::with_capacity(p),
-            fired_bits: vec![0; n.div_ceil(64)],
+            fired_bits: alloc::filled(n.div_ceil(64), 0, at, "spike bitmap")?,
             group: Vec::new(),
-            pending: PendingSet::new(n, p),
-            nonzero: Vec::with_capacity(net.input_size()),
-            nonzero_values: Vec::with_capacity(net.input_size()),
-        }
+            pending: PendingSet::with_mult(alloc::filled(n, 0, at, "pending set")?, p),
+            nonzero: Vec::new(),
+            nonzero_values: Vec::new(),
+        })
     }
 
     /// R3.3: the state at the start of a sample (also repairs a workspace left dirty by
@@ -819,8 +829,12 @@ struct FireCtx<'a> {
 /// Leaves the ids of the neurons that fired in `ws.fired`, in increasing id order, with
 /// one `(population, start, end)` range of it per population in `ws.fired_pops`, and
 /// clears the current buffer and the touch bookkeeping.
+///
+/// R8.3: if a membrane became non-finite, returns `Err((population, id))` of the first
+/// such neuron (lowest id) at once; the workspace is then left dirty (the caller ends
+/// the sample, and [`Workspace::reset`] repairs it).
 #[inline(always)]
-fn integrate(net: &Network, ws: &mut Workspace, fc: &FireCtx) {
+fn integrate(net: &Network, ws: &mut Workspace, fc: &FireCtx) -> Result<(), (usize, u32)> {
     let touch = &mut ws.touch;
     touch.pops.sort_unstable();
     ws.fired.clear();
@@ -843,15 +857,19 @@ fn integrate(net: &Network, ws: &mut Workspace, fc: &FireCtx) {
             let row = touch.deferred[p]
                 .take()
                 .map(|d| (dense_row(&net.projections[d.proj], d.local), d.s));
-            integrate_full(v, c, r, th, row, lo, &mut ws.fired);
+            let finite = integrate_full(v, c, r, th, row, lo, &mut ws.fired);
+            if !finite {
+                return Err((p, first_non_finite(net, &ws.v, lo..hi)));
+            }
             // In slot order, which is id order if slot = id.
             channels == 1
         } else {
+            let mut finite = true;
             for &q0 in &touch.lists[p] {
                 let q = q0 as usize;
                 touch.neuron[q] = false;
                 let span = q..q + channels;
-                integrate_span(
+                finite &= integrate_span(
                     &mut ws.v[span.clone()],
                     &mut ws.cur[span.clone()],
                     &ws.refractory[span.clone()],
@@ -859,6 +877,9 @@ fn integrate(net: &Network, ws: &mut Workspace, fc: &FireCtx) {
                     q,
                     &mut ws.fired,
                 );
+            }
+            if !finite {
+                return Err((p, first_non_finite(net, &ws.v, lo..hi)));
             }
             touch.lists[p].clear();
             false // in touch order
@@ -885,6 +906,24 @@ fn integrate(net: &Network, ws: &mut Workspace, fc: &FireCtx) {
         ws.fired_pops.push((p, start, ws.fired.len()));
     }
     touch.pops.clear();
+    Ok(())
+}
+
+/// Whether a float32 is finite, as a compare that vectorises (false for NaN).
+#[inline(always)]
+fn is_finite(x: f32) -> bool {
+    x.abs() <= f32::MAX
+}
+
+/// R8.3: the id of the lowest-id neuron in the slots `slots` (one population) whose
+/// membrane is not finite (there is one: the caller saw it).
+#[cold]
+fn first_non_finite(net: &Network, v: &[f32], slots: Range<usize>) -> u32 {
+    slots
+        .filter(|&sq| !is_finite(v[sq]))
+        .map(|sq| net.id_of[sq])
+        .min()
+        .expect("a non-finite membrane was seen")
 }
 
 /// R4.3.1-2 over the contiguous slots `lo..lo + v.len()` (the channels of one pixel of a
@@ -901,10 +940,11 @@ fn integrate_span(
     th: &[f32],
     lo: usize,
     fired: &mut Vec<u32>,
-) {
+) -> bool {
     const L: usize = 8;
     let n = v.len();
     let (c, r, th) = (&mut c[..n], &r[..n], &th[..n]);
+    let mut finite = true;
     let mut base = lo;
     let mut vc = v.chunks_exact_mut(L);
     let mut cc = c.chunks_exact_mut(L);
@@ -916,6 +956,7 @@ fn integrate_span(
             let x = std::mem::take(&mut c8[i]);
             let nv = v8[i] + if r8[i] { 0.0 } else { x };
             v8[i] = nv;
+            finite &= is_finite(nv);
             mask |= ((nv > t8[i]) as u32) << i;
         }
         while mask != 0 {
@@ -931,10 +972,12 @@ fn integrate_span(
     {
         let x = std::mem::take(c);
         *v += if *r { 0.0 } else { x };
+        finite &= is_finite(*v);
         if *v > *t {
             fired.push((base + i) as u32);
         }
     }
+    finite
 }
 
 /// Sorts distinct neuron ids in `lo..hi`. A long list goes through the bitmap `bits`
@@ -983,7 +1026,7 @@ fn integrate_full(
     row: Option<(&[f32], f32)>,
     lo: usize,
     fired: &mut Vec<u32>,
-) {
+) -> bool {
     const CH: usize = 16;
     let n = v.len();
     let (c, r, th) = (&mut c[..n], &r[..n], &th[..n]);
@@ -1007,14 +1050,19 @@ fn integrate_full(
     let mut vc = v.chunks_exact(CH);
     let mut tc = th.chunks_exact(CH);
     let mut base = lo;
+    // R8.3: every lane's finiteness, and-ed over the population.
+    let mut finite = true;
     for (vs, ts) in (&mut vc).zip(&mut tc) {
         // Fixed-size arrays: the compare is vector compares and move-masks.
         let vs: &[f32; CH] = vs.try_into().expect("chunk");
         let ts: &[f32; CH] = ts.try_into().expect("chunk");
         let mut mask = 0u32;
+        let mut fin = 0u32;
         for i in 0..CH {
             mask |= ((vs[i] > ts[i]) as u32) << i;
+            fin |= (is_finite(vs[i]) as u32) << i;
         }
+        finite &= fin == (1 << CH) - 1;
         if mask != 0 {
             // Branch-free compaction of the spiking neurons of the chunk.
             let mut ids = [0u32; CH];
@@ -1030,10 +1078,12 @@ fn integrate_full(
         base += CH;
     }
     for (i, (x, t)) in vc.remainder().iter().zip(tc.remainder()).enumerate() {
+        finite &= is_finite(*x);
         if *x > *t {
             fired.push((base + i) as u32);
         }
     }
+    finite
 }
 
 /// How many deliveries ahead the event loop prefetches weight rows.
@@ -1047,15 +1097,16 @@ fn run_prepared(
     sample: u32,
     config: &RunConfig,
     ws: &mut Workspace,
+    stop: Option<&Interrupt>,
 ) -> Result<SampleResult, EngineError> {
     #[cfg(target_arch = "x86_64")]
     {
         if has_avx2() {
             // SAFETY: the CPU supports AVX2 (checked at run time just above).
-            return unsafe { run_prepared_avx2(net, ps, sample, config, ws) };
+            return unsafe { run_prepared_avx2(net, ps, sample, config, ws, stop) };
         }
     }
-    run_prepared_body(net, ps, sample, config, ws)
+    run_prepared_body(net, ps, sample, config, ws, stop)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -1066,8 +1117,45 @@ unsafe fn run_prepared_avx2(
     sample: u32,
     config: &RunConfig,
     ws: &mut Workspace,
+    stop: Option<&Interrupt>,
 ) -> Result<SampleResult, EngineError> {
-    run_prepared_body(net, ps, sample, config, ws)
+    run_prepared_body(net, ps, sample, config, ws, stop)
+}
+
+/// How a run learns that it should stop early (Ctrl-C): `cancel` is read at every
+/// timestep; `poll`, when given, is called from the running thread at most every
+/// [`POLL_INTERVAL`] (the binding's poll checks Python's signals, which only the
+/// thread that called into the engine may do) and sets `cancel` when it returns true.
+pub struct Interrupt<'a> {
+    /// Set (by anyone) to stop the run: it then returns [`EngineError::Cancelled`].
+    pub cancel: &'a AtomicBool,
+    /// Asked now and then, on the running thread, whether to stop.
+    pub poll: Option<&'a (dyn Fn() -> bool + Sync)>,
+}
+
+/// The least time between two calls of [`Interrupt::poll`] within one sample.
+pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+
+impl Interrupt<'_> {
+    /// Whether the run should stop, at timestep `t`; `last` is the time of the latest
+    /// poll (the clock is read every 16 timesteps only).
+    #[inline(always)]
+    fn stop(&self, t: usize, last: &mut std::time::Instant) -> bool {
+        if self.cancel.load(Ordering::Relaxed) {
+            return true;
+        }
+        match self.poll {
+            Some(poll) if t % 16 == 0 && last.elapsed() >= POLL_INTERVAL => {
+                *last = std::time::Instant::now();
+                let stop = poll();
+                if stop {
+                    self.cancel.store(true, Ordering::Relaxed);
+                }
+                stop
+            }
+            _ => false,
+        }
+    }
 }
 
 #[inline(always)]
@@ -1077,6 +1165,7 @@ fn run_prepared_body(
     sample: u32,
     config: &RunConfig,
     ws: &mut Workspace,
+    stop: Option<&Interrupt>,
 ) -> Result<SampleResult, EngineError> {
     let loc = ps.location.as_str();
     let n_pops = net.n_populations();
@@ -1096,12 +1185,24 @@ fn run_prepared_body(
     let label = ps.label;
 
     ws.reset();
+    if let Prepared::Dense(_) = &ps.input {
+        // Room for a whole frame's non-zero inputs (kept between samples).
+        let nz = &mut ws.nonzero;
+        alloc::reserve(nz, n_in.saturating_sub(nz.len()), loc, "input scan")?;
+        let values = &mut ws.nonzero_values;
+        alloc::reserve(values, n_in.saturating_sub(values.len()), loc, "input scan")?;
+    }
     ws.pending.set_scheduler(config.scheduler);
     let mut sparse_cursor = 0usize;
     let mut synops: u64 = 0;
     let mut spikes_total: u64 = 0;
 
+    let mut last_poll = std::time::Instant::now();
     for t in 0..ps.timesteps {
+        // Ctrl-C inside one long sample, not only between samples.
+        if stop.is_some_and(|s| s.stop(t, &mut last_poll)) {
+            return Err(EngineError::Cancelled);
+        }
         let t32 = t as u32; // timesteps <= 2^32 was validated
                             // R4.1: leak, clear refractory flags and v_pre.
         for (v, b) in ws.v.iter_mut().zip(&net.beta) {
@@ -1194,7 +1295,16 @@ fn run_prepared_body(
                 t: t32,
                 k,
             };
-            integrate(net, ws, &fc);
+            if let Err((p, id)) = integrate(net, ws, &fc) {
+                // R8.3: a membrane overflowed float32.
+                // `p` counts the non-input populations; the location names population
+                // `p + 1` (0 = input, R1.1) and the neuron's index within it.
+                let (pop, i) = (p + 1, id as usize - net.pop_offset[p]);
+                return Err(EngineError::overflow(
+                    format!("{loc}, timestep {t}, forward step {k}, population {pop}, neuron {i}"),
+                    "membrane",
+                ));
+            }
             // R4.3.2 fire, in increasing id order: counters, readout, pending set.
             let mut out_class: Option<usize> = None;
             let mut label_hit = false;
@@ -1324,8 +1434,8 @@ pub fn run_sample(
     validate_config(net, config)?;
     let sample = check_sample_id(sample_id)?;
     let ps = prepare(net, input, label, false, format!("sample {sample_id}"))?;
-    let mut ws = Workspace::new(net);
-    run_prepared(net, &ps, sample, config, &mut ws)
+    let mut ws = Workspace::new(net)?;
+    run_prepared(net, &ps, sample, config, &mut ws, None)
 }
 
 /// Runs samples in parallel with rayon (current pool), results in input order,
@@ -1361,8 +1471,9 @@ pub fn run_batch_with<'a>(
     cancel: &AtomicBool,
     parallel: bool,
 ) -> Result<Vec<SampleResult>, EngineError> {
+    let stop = Interrupt { cancel, poll: None };
     run_batch_checked(
-        net, inputs, labels, sample_ids, config, cancel, parallel, false,
+        net, inputs, labels, sample_ids, config, &stop, parallel, false,
     )
 }
 
@@ -1376,7 +1487,7 @@ pub(crate) fn run_batch_checked<'a>(
     labels: Option<&[Option<usize>]>,
     sample_ids: &[u64],
     config: &RunConfig,
-    cancel: &AtomicBool,
+    stop: &Interrupt,
     parallel: bool,
     values_checked: bool,
 ) -> Result<Vec<SampleResult>, EngineError> {
@@ -1412,14 +1523,16 @@ pub(crate) fn run_batch_checked<'a>(
         inputs.iter().enumerate().map(prep).collect()
     };
     let prepared: Vec<PreparedSample> = prepared.into_iter().collect::<Result<_, _>>()?;
+    let cancel = stop.cancel;
     if cancel.load(Ordering::Relaxed) {
         return Err(EngineError::Cancelled);
     }
-    let one = |ws: &mut Workspace, (ps, &sample): (&PreparedSample, &u32)| {
+    let one = |ws: &mut Result<Workspace, EngineError>, (ps, &sample): (&PreparedSample, &u32)| {
         if cancel.load(Ordering::Relaxed) {
             return Err(EngineError::Cancelled);
         }
-        run_prepared(net, ps, sample, config, ws)
+        let ws = ws.as_mut().map_err(|e| e.clone())?;
+        run_prepared(net, ps, sample, config, ws, Some(stop))
     };
     let results: Vec<Result<SampleResult, EngineError>> = if parallel {
         prepared
@@ -1689,6 +1802,106 @@ mod tests {
         assert_eq!(r.timestep_forward_steps, vec![2, 1]);
         // Input 1 reaches A through a zero weight: still a synapse (R1.3).
         assert_eq!(r.synops_per_projection, vec![2, 2, 1]);
+    }
+
+    /// R8.3: a membrane that becomes non-finite ends the run with an Overflow error
+    /// naming the sample, timestep, forward step, population and neuron; the current a
+    /// refractory neuron discards never does.
+    #[test]
+    fn membrane_overflow_is_an_error() {
+        let big = 3.0e38f32;
+        let overflow = |n: &Network, frames: &[f32], timesteps: usize, s: Scheduler| {
+            run_sample(
+                n,
+                &SampleInput::Dense { frames, timesteps },
+                None,
+                0,
+                &cfg(s, 1),
+            )
+        };
+        for s in ALL {
+            // inf - inf: each product overflows, their sum is NaN in any order.
+            let n = net(
+                2,
+                vec![pop(2, 1.0, 1.0), pop(1, 1.0, 1.0)],
+                vec![
+                    dense(0, 1, vec![0.0, 0.0, big, -big]),
+                    dense(1, 2, vec![1.0, 1.0]),
+                ],
+            );
+            let e = overflow(&n, &[0.0, 0.0, 2.0, 2.0], 2, s).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "sample 0, timestep 1, forward step 0, population 1, neuron 1: membrane overflows",
+                "{s:?}"
+            );
+            // A single input product to +inf in the second population.
+            let two = |w: f32| {
+                net(
+                    1,
+                    vec![pop(1, 0.5, 1.0), pop(2, 1.0, 1.0)],
+                    vec![
+                        dense(0, 1, vec![1.0]),
+                        dense(1, 2, vec![1.0, 1.0]),
+                        dense(0, 2, vec![0.0, w]),
+                    ],
+                )
+            };
+            assert!(overflow(&two(1.0), &[2.0], 1, s).is_ok());
+            let e = overflow(&two(big), &[2.0], 1, s).unwrap_err();
+            assert!(matches!(&e, EngineError::Overflow { what, .. } if what == "membrane"));
+            assert_eq!(
+                e.to_string(),
+                "sample 0, timestep 0, forward step 0, population 2, neuron 1: membrane overflows"
+            );
+            // (big + big = inf after the sum of two currents in one step.)
+            let n = net(
+                1,
+                vec![pop(2, 0.5, 1.0), pop(1, 1.0, 1.0)],
+                vec![dense(0, 1, vec![1.0, 1.0]), dense(1, 2, vec![big, big])],
+            );
+            let e = overflow(&n, &[1.0], 1, Scheduler::Layered).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "sample 0, timestep 0, forward step 1, population 2, neuron 0: membrane overflows"
+            );
+        }
+        // Refractory: the output neuron fires at step 0, then the overflowing current of
+        // step 1 is discarded (R4.6): no error.
+        let n = net(
+            2,
+            vec![pop(1, 0.5, 1.0), pop(1, 1.0, 1.0)],
+            vec![
+                dense(0, 1, vec![1.0, 0.0]),
+                dense(0, 2, vec![2.0, 0.0]),
+                dense(1, 2, vec![big]),
+            ],
+        );
+        let r = overflow(&n, &[1.0, 0.0], 1, Scheduler::Fifo).unwrap();
+        assert_eq!(r.spikes, vec![1, 1]);
+        // A sparse conv target (the per-pixel integrate path).
+        let n = net(
+            4,
+            vec![pop(4, 1.0, 1.0)],
+            vec![conv2d(
+                0,
+                1,
+                vec![big],
+                1,
+                (2, 2),
+                1,
+                (1, 1),
+                (1, 1),
+                (0, 0),
+            )],
+        );
+        let mut frames = vec![0.0f32; 4 * 8];
+        frames[3] = 2.0;
+        let e = overflow(&n, &frames, 8, Scheduler::Fifo).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "sample 0, timestep 0, forward step 0, population 1, neuron 3: membrane overflows"
+        );
     }
 
     /// R4.3.1 / section 10.1: the last group of a timestep is integrated even when it

@@ -50,6 +50,17 @@ pub enum EngineError {
         /// What overflows.
         what: String,
     },
+    /// A buffer sized by the network or the input could not be allocated (the
+    /// allocation is fallible: never an abort).
+    #[error("{location}: cannot allocate {bytes} bytes for {what}")]
+    Memory {
+        /// Where it was needed, e.g. "network" or "sample 3".
+        location: String,
+        /// The buffer, e.g. "per-neuron state".
+        what: String,
+        /// The size asked for, in bytes.
+        bytes: u128,
+    },
     /// The run was cancelled through the cancel flag.
     #[error("cancelled")]
     Cancelled,
@@ -111,6 +122,18 @@ impl EngineError {
         }
     }
 
+    pub(crate) fn memory(
+        location: impl Into<String>,
+        what: impl Into<String>,
+        bytes: u128,
+    ) -> Self {
+        EngineError::Memory {
+            location: location.into(),
+            what: what.into(),
+            bytes,
+        }
+    }
+
     pub(crate) fn overflow(location: impl Into<String>, what: impl Into<String>) -> Self {
         EngineError::Overflow {
             location: location.into(),
@@ -138,6 +161,11 @@ mod tests {
         let e = EngineError::overflow("sample 0", "synops");
         assert_eq!(e.to_string(), "sample 0: synops overflows");
         assert_eq!(EngineError::Cancelled.to_string(), "cancelled");
+        let e = EngineError::memory("network", "per-neuron state", 1 << 40);
+        assert_eq!(
+            e.to_string(),
+            "network: cannot allocate 1099511627776 bytes for per-neuron state"
+        );
         let e = EngineError::ModelFile {
             path: "m.safetensors".into(),
             field: "format".into(),

@@ -6,6 +6,7 @@
 //! dependency unless the `python` feature is enabled (the binding lives in
 //! `rust/python/`).
 
+mod alloc;
 pub mod counters;
 pub mod engine;
 pub mod error;

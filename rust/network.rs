@@ -23,6 +23,7 @@
 //! orders or hashes is the R1.5 id (the table `id_of` converts);
 //! other populations have slot = id. The storage order changes no float operation.
 
+use crate::alloc;
 use crate::error::EngineError;
 
 /// Kind of a pooling projection (R1.2).
@@ -151,41 +152,66 @@ pub(crate) struct Taps {
 }
 
 impl Taps {
-    fn new(n_in: usize, n_out: usize, kernel: usize, stride: usize, pad: usize) -> Taps {
-        let mut offsets = Vec::with_capacity(n_in + 1);
-        let mut out = Vec::new();
-        let mut tap = Vec::new();
-        offsets.push(0);
-        for y in 0..n_in {
-            let yp = y + pad; // ky = yp - i*stride in [0, kernel)
-                              // i <= yp / stride and i*stride > yp - kernel.
+    /// The taps of an axis of `n_in` source positions and `n_out` target positions.
+    /// Counted first, so that the tables are allocated once and fallibly (a kernel and
+    /// padding of tens of thousands make billions of taps: an error, not an abort).
+    fn new(
+        n_in: usize,
+        n_out: usize,
+        kernel: usize,
+        stride: usize,
+        pad: usize,
+        location: &str,
+    ) -> Result<Taps, EngineError> {
+        // i <= yp / stride and i*stride > yp - kernel, with yp = y + pad.
+        let span = |y: usize| {
+            let yp = y + pad;
             let i_hi = (yp / stride).min(n_out.saturating_sub(1));
             let i_lo = if yp + 1 > kernel {
                 (yp + 1 - kernel).div_ceil(stride)
             } else {
                 0
             };
+            (yp, i_lo, i_hi)
+        };
+        let total = (0..n_in)
+            .map(|y| match span(y) {
+                (_, lo, hi) if n_out > 0 && lo <= hi => (hi - lo + 1) as u128,
+                _ => 0,
+            })
+            .sum::<u128>();
+        let total = usize::try_from(total).unwrap_or(usize::MAX);
+        let mut offsets = alloc::with_capacity(n_in + 1, location, "conv/pool tap offsets")?;
+        let mut out = alloc::with_capacity(total, location, "conv/pool taps")?;
+        let mut tap = alloc::with_capacity(total, location, "conv/pool taps")?;
+        offsets.push(0);
+        for y in 0..n_in {
+            let (yp, i_lo, i_hi) = span(y);
             if n_out > 0 && i_lo <= i_hi {
                 for i in i_lo..=i_hi {
                     out.push(i);
-                    tap.push(yp - i * stride);
+                    tap.push(yp - i * stride); // ky in [0, kernel)
                 }
             }
             offsets.push(out.len());
         }
-        Taps {
+        Ok(Taps {
             offsets,
             out,
             tap,
             out_s: Vec::new(),
             tap_s: Vec::new(),
-        }
+        })
     }
 
     /// Sets `out_s = out * out_mul` and `tap_s = tap * tap_mul`.
-    fn scale(&mut self, out_mul: usize, tap_mul: usize) {
-        self.out_s = self.out.iter().map(|&i| i * out_mul).collect();
-        self.tap_s = self.tap.iter().map(|&k| k * tap_mul).collect();
+    fn scale(&mut self, out_mul: usize, tap_mul: usize, location: &str) -> Result<(), EngineError> {
+        let n = self.out.len();
+        self.out_s = alloc::with_capacity(n, location, "conv/pool taps")?;
+        self.tap_s = alloc::with_capacity(n, location, "conv/pool taps")?;
+        self.out_s.extend(self.out.iter().map(|&i| i * out_mul));
+        self.tap_s.extend(self.tap.iter().map(|&k| k * tap_mul));
+        Ok(())
     }
 
     #[inline(always)]
@@ -497,7 +523,7 @@ impl Network {
                         ));
                     }
                     check_weights(weight, &loc)?;
-                    let mut wt = vec![0.0f32; want];
+                    let mut wt = alloc::filled(want, 0.0f32, &loc, "dense weights")?;
                     for (q, row) in weight.chunks_exact(n_s).enumerate() {
                         for (j, &w) in row.iter().enumerate() {
                             wt[j * n_d + q] = w;
@@ -567,7 +593,7 @@ impl Network {
                         ));
                     }
                     check_weights(weight, &loc)?;
-                    let mut k = vec![0.0f32; want];
+                    let mut k = alloc::filled(want, 0.0f32, &loc, "conv kernel")?;
                     for o in 0..c_out {
                         for c in 0..c_in {
                             for ky in 0..kh {
@@ -587,8 +613,8 @@ impl Network {
                         in_w,
                         plane,
                         ow,
-                        rows: Taps::new(in_h, oh, kh, stride.0, padding.0),
-                        cols: Taps::new(in_w, ow, kw, stride.1, padding.1),
+                        rows: Taps::new(in_h, oh, kh, stride.0, padding.0, &loc)?,
+                        cols: Taps::new(in_w, ow, kw, stride.1, padding.1, &loc)?,
                         channel_last: false, // set below, once all projections are known
                     }
                 }
@@ -646,8 +672,8 @@ impl Network {
                         in_w,
                         plane,
                         ow,
-                        rows: Taps::new(in_h, oh, kh, stride.0, 0),
-                        cols: Taps::new(in_w, ow, kw, stride.1, 0),
+                        rows: Taps::new(in_h, oh, kh, stride.0, 0, &loc)?,
+                        cols: Taps::new(in_w, ow, kw, stride.1, 0, &loc)?,
                         channel_last: false, // set below
                     }
                 }
@@ -691,12 +717,12 @@ impl Network {
         let mut beta: Vec<f32> = Vec::new();
         let mut id_of: Vec<u32> = vec![];
         // Fallible allocation: a huge population size is an error, not an abort.
-        let oom = |_| EngineError::overflow("network", "per-neuron arrays (memory)");
-        pop_of.try_reserve_exact(total).map_err(oom)?;
-        id_of.try_reserve_exact(total).map_err(oom)?;
+        let what = "per-neuron arrays";
+        alloc::reserve(&mut pop_of, total, "network", what)?;
+        alloc::reserve(&mut id_of, total, "network", what)?;
         id_of.resize(total, 0);
-        threshold.try_reserve_exact(total).map_err(oom)?;
-        beta.try_reserve_exact(total).map_err(oom)?;
+        alloc::reserve(&mut threshold, total, "network", what)?;
+        alloc::reserve(&mut beta, total, "network", what)?;
         for (p, pop) in spec.populations.iter().enumerate() {
             let (lo, plane, channels) = (pop_offset[p], layout_plane[p], layout_channels[p]);
             pop_of.extend(std::iter::repeat_n(p as u32, pop.size));
@@ -734,8 +760,8 @@ impl Network {
                     // channel-last, else i * ow + j; kernel tap (ky, kx) of input channel
                     // c at (c * kh + ky) * kw + kx) * c_out.
                     let pix_stride = if *channel_last { *c_out } else { 1 };
-                    rows.scale(*ow * pix_stride, *kw * *c_out);
-                    cols.scale(pix_stride, *c_out);
+                    rows.scale(*ow * pix_stride, *kw * *c_out, "network")?;
+                    cols.scale(pix_stride, *c_out, "network")?;
                 }
                 ProjKind::Pool {
                     plane,
@@ -747,13 +773,13 @@ impl Network {
                 } => {
                     *channel_last = *plane == layout_plane[p];
                     let pix_stride = if *channel_last { layout_channels[p] } else { 1 };
-                    rows.scale(*ow * pix_stride, 0);
-                    cols.scale(pix_stride, 0);
+                    rows.scale(*ow * pix_stride, 0, "network")?;
+                    cols.scale(pix_stride, 0, "network")?;
                 }
                 ProjKind::Dense { wt } if layout_channels[p] > 1 => {
                     // Each row (one source neuron) in slot order.
                     let (lo, n) = (proj.target_offset, proj.target_size);
-                    let mut row = vec![0.0f32; n];
+                    let mut row = alloc::filled(n, 0.0f32, "network", "dense weights")?;
                     for r in wt.chunks_exact_mut(n) {
                         for (dst, &id) in row.iter_mut().zip(&id_of[lo..lo + n]) {
                             *dst = r[id as usize - lo];

@@ -228,10 +228,18 @@ fn momentum_key(v: f32, id: u32) -> u64 {
 
 impl PendingSet {
     /// An empty pending set for `n_neurons` neurons in `n_pops` non-input populations.
+    #[cfg(test)]
     pub fn new(n_neurons: usize, n_pops: usize) -> PendingSet {
+        PendingSet::with_mult(vec![0; n_neurons], n_pops)
+    }
+
+    /// [`PendingSet::new`] with its multiplicity table given (all zero, one entry per
+    /// neuron), so that the caller can allocate it fallibly.
+    pub(crate) fn with_mult(mult: Vec<u32>, n_pops: usize) -> PendingSet {
+        debug_assert!(mult.iter().all(|&m| m == 0));
         PendingSet {
             mode: Mode::Fifo,
-            mult: vec![0; n_neurons],
+            mult,
             count: 0,
             total: 0,
             fifo: VecDeque::new(),

@@ -7,9 +7,9 @@
 //! numpy arrays that leave.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
@@ -23,7 +23,9 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyModule, PyString};
 
 use crate::counters::SampleResult;
-use crate::engine::{check_dense_values, run_batch_checked, RunConfig, SampleInput, StopMode};
+use crate::engine::{
+    check_dense_values, run_batch_checked, Interrupt, RunConfig, SampleInput, StopMode,
+};
 use crate::error::EngineError;
 use crate::network::{
     Network, NetworkSpec, PoolKind, PopulationSpec, ProjectionKind, ProjectionSpec,
@@ -70,6 +72,16 @@ fn to_pyerr(py: Python<'_>, err: EngineError) -> PyErr {
             None,
             Some(location.clone()),
         ),
+        EngineError::Memory {
+            location,
+            what,
+            bytes,
+        } => (
+            "EngineError",
+            Some(what.clone()),
+            Some(bytes.to_string()),
+            Some(location.clone()),
+        ),
         EngineError::Cancelled => ("EngineError", None, None, None),
         EngineError::ModelFile {
             path, field, value, ..
@@ -96,13 +108,17 @@ fn to_pyerr(py: Python<'_>, err: EngineError) -> PyErr {
 /// `run_batch` names a failing sample by its position in the chunk it was given;
 /// shift that to its position in the whole batch (`offset` = the chunk's first sample).
 fn shift_sample(err: EngineError, offset: usize) -> EngineError {
+    // "sample {i}" or "sample {i}, timestep ..." (R8.3 names the step after the sample).
     let shift = |location: String| -> String {
-        match location
-            .strip_prefix("sample ")
-            .and_then(|i| i.parse::<usize>().ok())
-        {
-            Some(i) => format!("sample {}", i.saturating_add(offset)),
-            None => location,
+        let Some(rest) = location.strip_prefix("sample ") else {
+            return location;
+        };
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        match rest[..digits].parse::<usize>() {
+            Ok(i) => format!("sample {}{}", i.saturating_add(offset), &rest[digits..]),
+            Err(_) => location,
         }
     };
     match err {
@@ -120,6 +136,15 @@ fn shift_sample(err: EngineError, offset: usize) -> EngineError {
         EngineError::Overflow { location, what } => EngineError::Overflow {
             location: shift(location),
             what,
+        },
+        EngineError::Memory {
+            location,
+            what,
+            bytes,
+        } => EngineError::Memory {
+            location: shift(location),
+            what,
+            bytes,
         },
         other => other,
     }
@@ -556,6 +581,34 @@ impl<'py> Collected<'py> {
 
 /// Runs `job` inside `pool` when `parallel` (a requested thread count has its own
 /// pool; without one, rayon's global pool), otherwise on this thread.
+/// Runs `job` on a scoped thread while this thread asks `poll` every 20 ms whether to
+/// stop; when it says so, sets `cancel` (the engine stops at its next timestep).
+fn watched<R: Send>(
+    job: impl FnOnce() -> R + Send,
+    cancel: &AtomicBool,
+    poll: &(dyn Fn() -> bool + Sync),
+) -> R {
+    let waiter = std::thread::current();
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let handle = s.spawn(|| {
+            let r = job();
+            done.store(true, Ordering::Release);
+            waiter.unpark();
+            r
+        });
+        while !done.load(Ordering::Acquire) {
+            std::thread::park_timeout(Duration::from_millis(20));
+            if !done.load(Ordering::Acquire) && !cancel.load(Ordering::Relaxed) && poll() {
+                cancel.store(true, Ordering::Relaxed);
+            }
+        }
+        handle
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
 fn on_pool<R: Send>(
     pool: Option<&rayon::ThreadPool>,
     parallel: bool,
@@ -764,21 +817,53 @@ fn run<'py>(
         // One sample or one thread: run on this thread, without handing work to the
         // pool and back (the cost that dominates small calls).
         let parallel = workers > 1 && end - start > 1;
+        // Ctrl-C inside a chunk (one long sample): Python's signal handlers run only on
+        // this thread, so this thread checks them while the chunk runs: from inside the
+        // event loop (`poll`, at most every POLL_INTERVAL) when it runs the chunk itself,
+        // or from a wait loop while the pool runs it.
+        let signal: Mutex<Option<PyErr>> = Mutex::new(None);
+        let poll = || {
+            Python::attach(|py| match py.check_signals() {
+                Ok(()) => false,
+                Err(e) => {
+                    *signal.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    true
+                }
+            })
+        };
         let result = py.detach(|| {
-            let job = || {
+            let run = |stop: &Interrupt| {
                 run_batch_checked(
                     net,
                     part,
                     part_labels,
                     part_ids,
                     &config,
-                    &cancel,
+                    stop,
                     parallel,
                     true,
                 )
             };
-            on_pool(pool.as_deref(), parallel, job)
+            if parallel {
+                let stop = Interrupt {
+                    cancel: &cancel,
+                    poll: None,
+                };
+                watched(
+                    || on_pool(pool.as_deref(), true, || run(&stop)),
+                    &cancel,
+                    &poll,
+                )
+            } else {
+                run(&Interrupt {
+                    cancel: &cancel,
+                    poll: Some(&poll),
+                })
+            }
         });
+        if let Some(e) = signal.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
+        }
         let results = result.map_err(|e| err(shift_sample(e, start)))?;
         for r in &results {
             collected.push(r)?;
