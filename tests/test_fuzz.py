@@ -26,7 +26,7 @@ from hypothesis.extra import numpy as hnp
 import asyncsnn
 import asyncsnn.reference
 from asyncsnn.exceptions import AsyncSNNError
-from asyncsnn.network import Network
+from asyncsnn.network import Conv2d, Dense, Network, Projection
 from asyncsnn.result import COUNTER_FIELDS, InferenceResult
 from asyncsnn.testing import assert_results_equal, random_grid_network
 
@@ -131,11 +131,16 @@ def networks(draw: Any) -> Network:
     net = random_grid_network(rng, draw(st.sampled_from(["dense", "conv", "skip"])))
     if draw(st.booleans()):  # off-grid float weights with extreme magnitudes
         scale = draw(st.sampled_from([1e-30, 1e-3, 1.0, 1e3, 1e30]))
-        for proj in net.projections:
-            if hasattr(proj.layer, "weight"):
-                w = (rng.normal(0.1, 1.0, proj.layer.weight.shape) * scale).astype(np.float32)
-                w.setflags(write=False)
-                proj.layer.weight = w
+        projections = []
+        for proj in net.projections:  # (a Network is immutable: new layers, a new network)
+            layer = proj.layer
+            if isinstance(layer, Dense):
+                layer = Dense(rng.normal(0.1, 1.0, layer.weight.shape) * scale)
+            elif isinstance(layer, Conv2d):
+                w = rng.normal(0.1, 1.0, layer.weight.shape) * scale
+                layer = Conv2d(w, stride=layer.stride, padding=layer.padding)
+            projections.append(Projection(proj.source, proj.target, layer))
+        net = Network(net.input_shape, net.populations, projections)
     return net
 
 

@@ -11,6 +11,7 @@ import enum
 import functools
 import math
 import numbers
+import os
 from dataclasses import dataclass
 from typing import Any, Literal, Union
 
@@ -368,6 +369,55 @@ def _time_first_hint(shape: tuple[int, ...], n_labels: int) -> str:
     )
 
 
+@functools.cache
+def _physical_memory() -> int:
+    """Bytes of physical memory (a very large number where the platform does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):
+        return 2**62
+
+
+def _dense_copy(arr: np.ndarray, n_in: int) -> np.ndarray:
+    """``arr`` ``[batch, T, ...]`` as a C-contiguous float32 ``[batch, T, n_in]``, sizes checked first.
+
+    The sizes are checked before any pass over the values: ``T`` and the batch must be
+    at most ``2^32`` (R2.2), and a copy must be allocated before the values are read. A
+    broadcast (zero-stride) input such as ``np.broadcast_to(frame, (1, 10**9, n_in))``
+    takes no memory as given but a contiguous copy of its full size, so it fails at once
+    with an ``EngineError`` naming that size instead of after a scan of 10^9 frames. Its
+    values are checked once per distinct value (along its zero-stride axes only the
+    first entry is read).
+    """
+    batch, timesteps = arr.shape[0], arr.shape[1]
+    if timesteps - 1 > MAX_U32:
+        raise invalid(InputError, "inputs", f"shape {arr.shape}", "T must be <= 2^32 (R2.2)")
+    if batch - 1 > MAX_U32:
+        raise invalid(InputError, "inputs", f"shape {arr.shape}", "too many samples in one call (at most 2^32)")
+    # Only the distinct values: index 0 along every zero-stride (broadcast) axis.
+    distinct = arr[tuple(slice(0, 1) if st == 0 and n > 1 else slice(None) for st, n in zip(arr.strides, arr.shape))]
+    if arr.dtype == np.float32 and arr.flags.c_contiguous:
+        _check_values(arr, "inputs", None)
+        return arr.reshape(batch, timesteps, n_in)
+    nbytes = batch * timesteps * n_in * 4
+    try:
+        if nbytes > _physical_memory():  # np.empty would succeed lazily, the copy then swap or be killed
+            raise MemoryError(f"more than the {_physical_memory()} bytes of physical memory")
+        dense = np.empty((batch, timesteps, n_in), dtype=np.float32)
+    except (MemoryError, ValueError) as exc:
+        raise EngineError(
+            f"inputs: cannot allocate {nbytes} bytes for a float32 copy of inputs of shape {arr.shape} "
+            "(a broadcast or non-float32 input is copied; pass fewer samples or timesteps, or sparse events)",
+            field="inputs",
+            value=nbytes,
+            location=None,
+        ) from exc
+    _check_values(distinct, "inputs", None)
+    with np.errstate(over="ignore", invalid="ignore"):
+        np.copyto(dense.reshape(arr.shape), arr, casting="unsafe")
+    return dense
+
+
 def prepare_inputs(
     network: Network,
     inputs: Any,
@@ -455,8 +505,7 @@ def prepare_inputs(
             raise invalid(InputError, "inputs", f"shape {shape}", "T must be >= 1")
         if timesteps is not None and timesteps != shape[1]:
             raise invalid(InputError, "timesteps", timesteps, f"dense inputs have T = {shape[1]}")
-        arr32 = _check_values(arr, "inputs", None)
-        dense = np.ascontiguousarray(arr32.reshape(shape[0], shape[1], n_in), dtype=np.float32)
+        dense = _dense_copy(arr, n_in)
         batch, timesteps, sparse = shape[0], shape[1], None
     lab: np.ndarray | None = None
     if labels is not None:

@@ -36,13 +36,13 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import FrozenInstanceError, dataclass
 from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import numpy.typing as npt
 
-from asyncsnn.exceptions import ModelError, invalid
+from asyncsnn.exceptions import EngineError, ModelError, invalid
 
 if TYPE_CHECKING:
     from asyncsnn import _engine
@@ -107,7 +107,9 @@ def _weight_array(weight: npt.ArrayLike, ndim: int, location: str) -> np.ndarray
     if arr.size == 0:
         raise invalid(ModelError, "weight", f"shape {arr.shape}", "must not be empty", location)
     with np.errstate(over="ignore", invalid="ignore"):
-        arr32 = np.ascontiguousarray(arr, dtype=np.float32)
+        # Always a copy: the caller's array stays theirs (writable), and changing it
+        # later cannot change a network built from this layer.
+        arr32 = np.array(arr, dtype=np.float32, order="C", copy=True)
     if not np.all(np.isfinite(arr32)):
         bad = tuple(int(b) for b in np.argwhere(~np.isfinite(arr32))[0])
         raise invalid(
@@ -139,7 +141,37 @@ def _pair(value: int | Sequence[int], field: str, minimum: int, location: str) -
     return pair
 
 
-class Dense:
+class _Immutable:
+    """Attributes are set once, in ``__init__``; afterwards they cannot be replaced.
+
+    Networks are validated once, when they are built; a layer, population or network
+    whose weights or shapes changed afterwards would run unvalidated (and differently
+    in each engine). Arrays are read-only copies for the same reason. Build a new object
+    instead (``Dense(new_weights)``).
+    """
+
+    _sealed: bool = False
+
+    def _seal(self) -> None:
+        object.__setattr__(self, "_sealed", True)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if self._sealed:
+            raise FrozenInstanceError(
+                f"cannot assign to field {name!r}: {type(self).__name__} is immutable after validation; "
+                "build a new one instead"
+            )
+        super().__setattr__(name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if self._sealed:
+            raise FrozenInstanceError(
+                f"cannot delete field {name!r}: {type(self).__name__} is immutable after validation"
+            )
+        super().__delattr__(name)
+
+
+class Dense(_Immutable):
     """Fully connected projection over the flattened source population.
 
     Parameters
@@ -158,6 +190,7 @@ class Dense:
 
     def __init__(self, weight: npt.ArrayLike) -> None:
         self.weight = _weight_array(weight, 2, "Dense")
+        self._seal()
 
     def output_shape(self, source_shape: Shape, location: str = "Dense") -> Shape:
         """Shape of the target population for a source of shape ``source_shape``."""
@@ -177,7 +210,7 @@ class Dense:
         return f"Dense({self.weight.shape[1]} -> {self.weight.shape[0]})"
 
 
-class Conv2d:
+class Conv2d(_Immutable):
     """2-D convolution projection (zero padding, no dilation, no groups; R1.2).
 
     Parameters
@@ -206,6 +239,7 @@ class Conv2d:
         self.weight = _weight_array(weight, 4, "Conv2d")
         self.stride = _pair(stride, "stride", 1, "Conv2d")
         self.padding = _pair(padding, "padding", 0, "Conv2d")
+        self._seal()
 
     def output_shape(self, source_shape: Shape, location: str = "Conv2d") -> Shape:
         """Shape ``(c_out, oh, ow)`` of the target for a ``(c_in, h, w)`` source."""
@@ -240,7 +274,7 @@ class Conv2d:
         return f"Conv2d({c_in} -> {c_out}, kernel=({kh}, {kw}), stride={self.stride}, padding={self.padding})"
 
 
-class _Pool2d:
+class _Pool2d(_Immutable):
     kind = "pool"
     weight_name = ""
 
@@ -248,6 +282,7 @@ class _Pool2d:
         name = type(self).__name__
         self.kernel_size = _pair(kernel_size, "kernel_size", 1, name)
         self.stride = self.kernel_size if stride is None else _pair(stride, "stride", 1, name)
+        self._seal()
 
     def output_shape(self, source_shape: Shape, location: str | None = None) -> Shape:
         """Shape ``(c, oh, ow)`` of the target for a ``(c, h, w)`` source."""
@@ -340,7 +375,7 @@ def _param_array(value: ParamLike, shape: Shape, field: str, location: str) -> n
     if arr.ndim == 0:
         arr = np.full(shape, arr, dtype=np.float32)
     elif arr.size == math.prod(shape) and arr.shape in (shape, (math.prod(shape),)):
-        arr = np.ascontiguousarray(arr.reshape(shape), dtype=np.float32)
+        arr = np.array(arr.reshape(shape), dtype=np.float32, order="C", copy=True)  # never the caller's array
     else:
         raise invalid(
             ModelError,
@@ -421,12 +456,26 @@ class Population:
         return math.prod(self.shape)
 
 
+def _owned_read_only(a: object, shape: Shape) -> bool:
+    """Whether ``a`` is a float32 array of ``shape`` that nobody can change.
+
+    That is: read-only and owning its data (a read-only view of a writable array could
+    change through its base).
+    """
+    return (
+        isinstance(a, np.ndarray)
+        and a.dtype == np.float32
+        and a.shape == shape
+        and not a.flags.writeable
+        and a.base is None
+        and a.flags.owndata
+    )
+
+
 def _validated(pop: Population, location: str) -> Population:
     """``pop`` itself when it is already valid and normalised, else a validated copy."""
     shape = pop.shape
-    if isinstance(shape, tuple) and all(
-        isinstance(a, np.ndarray) and a.dtype == np.float32 and a.shape == shape for a in (pop.threshold, pop.beta)
-    ):
+    if isinstance(shape, tuple) and all(_owned_read_only(a, shape) for a in (pop.threshold, pop.beta)):
         _shape(shape, "shape", location)
         _check_lif(pop, location)
         return pop
@@ -466,7 +515,7 @@ def _per_layer(value: Any, n: int, field: str) -> list[Any]:
     return [value] * n
 
 
-class Network:
+class Network(_Immutable):
     """A spiking network: populations of LIF neurons and projections (R1).
 
     Parameters
@@ -566,6 +615,7 @@ class Network:
                     where,
                 )
         self._compiled: _engine.Network | None = None
+        self._seal()
 
     @classmethod
     def sequential(
@@ -671,11 +721,57 @@ class Network:
 
     @property
     def n_synapses(self) -> int:
-        """Number of synapses (R1.3) over all projections."""
-        return sum(int(self.fan_out_counts(n).sum()) for n in range(len(self.projections)))
+        """Number of synapses (R1.3) over all projections (counted, nothing per neuron is allocated)."""
+        return sum(self._synapse_count(n) for n in range(len(self.projections)))
+
+    def _axis_fan_outs(self, projection: int) -> tuple[int, list[int], list[int]]:
+        """``(per_channel, rows, cols)`` of a conv/pool projection.
+
+        The fan-out of source ``(c, y, x)`` is ``per_channel * rows[y] * cols[x]`` (R1.2, R1.3).
+        """
+        proj = self.projections[projection]
+        layer = proj.layer
+        src_shape = self.population_shapes[proj.source]
+        _, h, w = src_shape
+        if isinstance(layer, Conv2d):
+            c_out, _, kh, kw = layer.weight.shape
+            (sh, sw), (ph, pw) = layer.stride, layer.padding
+        else:
+            assert isinstance(layer, (AvgPool2d, SumPool2d))
+            c_out = 1
+            kh, kw = layer.kernel_size
+            sh, sw = layer.stride
+            ph = pw = 0
+        _, oh, ow = layer.output_shape(src_shape)
+
+        def counts(n: int, pad: int, kernel: int, stride: int, n_out: int) -> list[int]:
+            # Target positions i with 0 <= y + pad - i*stride < kernel, 0 <= i < n_out.
+            out = []
+            for y in range(n):
+                yp = y + pad
+                hi = min(yp // stride, n_out - 1)
+                lo = -(-(yp + 1 - kernel) // stride) if yp + 1 > kernel else 0
+                out.append(max(0, hi - lo + 1))
+            return out
+
+        return int(c_out), counts(h, ph, kh, sh, oh), counts(w, pw, kw, sw, ow)
+
+    def _synapse_count(self, projection: int) -> int:
+        """Number of synapses of one projection, in closed form."""
+        proj = self.projections[projection]
+        if isinstance(proj.layer, Dense):
+            return int(proj.layer.weight.shape[0]) * self.population_sizes[proj.source]
+        per_channel, rows, cols = self._axis_fan_outs(projection)
+        channels = self.population_shapes[proj.source][0]
+        return channels * per_channel * sum(rows) * sum(cols)
 
     def fan_out_counts(self, projection: int) -> np.ndarray:
         """Fan-out of every source neuron of a projection (R1.3), shape ``[n_source]``.
+
+        Raises
+        ------
+        EngineError
+            When the array (8 bytes per source neuron) cannot be allocated.
 
         Examples
         --------
@@ -685,24 +781,20 @@ class Network:
         """
         proj = self.projections[projection]
         src_shape = self.population_shapes[proj.source]
-        layer = proj.layer
-        if isinstance(layer, Dense):
-            return np.full(math.prod(src_shape), layer.weight.shape[0], dtype=np.int64)
-        c, h, w = src_shape
-        if isinstance(layer, Conv2d):
-            c_out, _, kh, kw = layer.weight.shape
-            (sh, sw), (ph, pw) = layer.stride, layer.padding
-            _, oh, ow = layer.output_shape(src_shape)
-        else:
-            c_out = 1
-            kh, kw = layer.kernel_size
-            sh, sw = layer.stride
-            ph = pw = 0
-            _, oh, ow = layer.output_shape(src_shape)
-        rows = np.array([sum(1 for i in range(oh) if 0 <= y + ph - i * sh < kh) for y in range(h)])
-        cols = np.array([sum(1 for j in range(ow) if 0 <= x + pw - j * sw < kw) for x in range(w)])
-        per_pos = np.outer(rows, cols) * c_out
-        return np.broadcast_to(per_pos, (c, h, w)).reshape(-1).astype(np.int64)
+        n_source = math.prod(src_shape)
+        try:
+            if isinstance(proj.layer, Dense):
+                return np.full(n_source, proj.layer.weight.shape[0], dtype=np.int64)
+            per_channel, rows, cols = self._axis_fan_outs(projection)
+            per_pos = np.outer(np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64)) * per_channel
+            return np.broadcast_to(per_pos, src_shape).reshape(-1)  # (a copy: not a view)
+        except MemoryError:
+            raise EngineError(
+                f"projection {projection}: cannot allocate {8 * n_source} bytes for fan_out_counts",
+                field="fan_out_counts",
+                value=8 * n_source,
+                location=f"projection {projection}",
+            ) from None
 
     def outgoing(self, population: int) -> list[int]:
         """Indices of the projections whose source is ``population``."""
@@ -714,7 +806,8 @@ class Network:
         if self._compiled is None:
             from asyncsnn._binding import build_engine_network
 
-            self._compiled = build_engine_network(self)
+            object.__setattr__(self, "_compiled", build_engine_network(self))
+        assert self._compiled is not None
         return self._compiled
 
     def summary(self) -> str:
