@@ -172,15 +172,19 @@ def test_lif_discretisation_is_forward_euler_with_the_input_scale_in_the_thresho
     np.testing.assert_array_equal(pop.threshold, np.float32(0.25 / (128 / 1024)))
 
 
-def test_if_node_uses_r_as_the_input_scale() -> None:
+def test_if_node_uses_r_dt_as_the_input_scale() -> None:
+    # dv/dt = r I stepped with dt: v <- v + (r dt) W s (issue 15: r alone ignored dt).
     graph = chain(
         nir.Linear(weight=np.ones((2, 3))),
         nir.IF(r=np.array([2.0, 0.5]), v_threshold=np.array([1.0, 1.0]), v_reset=np.zeros(2)),
         input_shape=(3,),
     )
-    pop = from_nir(graph, dt=0.001).populations[0]
+    pop = from_nir(graph, dt=1.0).populations[0]
     np.testing.assert_array_equal(pop.beta, [1.0, 1.0])
     np.testing.assert_array_equal(pop.threshold, [0.5, 2.0])
+    pop = from_nir(graph, dt=0.25).populations[0]
+    np.testing.assert_array_equal(pop.beta, [1.0, 1.0])
+    np.testing.assert_array_equal(pop.threshold, [2.0, 8.0])
 
 
 def test_cuba_lif_without_synaptic_memory_reduces_to_a_lif() -> None:

@@ -4,7 +4,8 @@ r"""NIR interchange: read and write networks in the Neuromorphic Intermediate Re
 nodes (``Linear``, ``Conv2d``, ``LIF``, ...). :func:`from_nir` turns a NIR graph into a
 :class:`~asyncsnn.network.Network`, :func:`to_nir` does the reverse, and :func:`read` /
 :func:`write` do the same with ``.nir`` files. The ``nir`` package is needed
-(``pip install asyncsnn[nir]``); it is imported only when one of these functions runs.
+(``pip install asyncsnn[nir]``, ``nir >= 1.0.6``); it is imported only when one of these
+functions runs.
 
 Discretisation (forward Euler, the convention of snnTorch's and Norse's NIR support;
 ``docs/nir.md`` has the full table). A NIR ``LIF`` node
@@ -17,14 +18,15 @@ Discretisation (forward Euler, the convention of snnTorch's and Norse's NIR supp
 
 (the input scale ``r dt / tau`` is folded into the threshold, which gives the same spikes
 as scaling every incoming weight; a scale within ``1e-6`` of 1 is taken as exactly 1).
-``v_leak`` and ``v_reset`` must be 0. An ``IF`` node has ``beta = 1`` and input scale
-``r``; a ``CubaLIF`` node is accepted only when its synaptic current has no memory
-(``tau_syn = dt``, so ``alpha = 1 - dt / tau_syn = 0``). :func:`to_nir` writes the inverse:
-``tau = dt / (1 - beta)``, ``r = tau / dt``, ``v_threshold = threshold`` (``IF`` with
-``r = 1`` for a population with ``beta = 1``), so a round trip is exact.
+``v_leak`` and ``v_reset`` must be 0. An ``IF`` node (``dv/dt = r I``) has ``beta = 1``
+and input scale ``r dt``; a ``CubaLIF`` node is accepted only when its synaptic current has
+no memory (``tau_syn = dt``, so ``alpha = 1 - dt / tau_syn = 0``). :func:`to_nir` writes the
+inverse: ``tau = dt / (1 - beta)``, ``r = tau / dt``, ``v_threshold = threshold`` (``IF``
+with ``r = 1 / dt`` for a population with ``beta = 1``), so a round trip is exact.
 
-snnTorch exports with ``dt = 1e-4`` (:data:`SNNTORCH_DT`); pass that ``dt`` to
-:func:`from_nir` for its graphs.
+snnTorch and SpikingJelly export with ``dt = 1e-4`` (:data:`SNNTORCH_DT`), sinabs with
+``dt = 1``, and Norse with the square of its own ``dt`` (``1e-6`` for its default
+``1e-3``); pass that ``dt`` to :func:`from_nir` for their graphs.
 
 Examples
 --------
@@ -46,28 +48,36 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
+import inspect
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from asyncsnn._spec import SPEC_VERSION
-from asyncsnn.exceptions import ModelError, invalid
+from asyncsnn.exceptions import MissingDependencyError, ModelError, invalid
 from asyncsnn.network import AvgPool2d, Conv2d, Dense, Layer, Network, Population, Projection, SumPool2d
 
 if TYPE_CHECKING:
     import nir
 
-__all__ = ["SNNTORCH_DT", "UNIT_TOLERANCE", "from_nir", "read", "to_nir", "write"]
+__all__ = ["NIR_MIN_VERSION", "SNNTORCH_DT", "UNIT_TOLERANCE", "from_nir", "read", "to_nir", "write"]
 
 #: The time step snnTorch's NIR exporter assumes (``tau = 1e-4 / (1 - beta)``).
 SNNTORCH_DT = 1e-4
 
-#: Input scales (``r dt / tau``, ``r``, ``w_in dt / tau_syn``) within this relative
+#: The oldest ``nir`` release these functions work with: ``LIF``, ``IF`` and ``CubaLIF``
+#: nodes have a ``v_reset`` field from nir 1.0.6 on (``to_nir`` writes it).
+NIR_MIN_VERSION = "1.0.6"
+
+#: Input scales (``r dt / tau``, ``r dt``, ``w_in dt / tau_syn``) within this relative
 #: distance of 1, and ``alpha`` within this distance of 0, are taken as exact: exporters
 #: compute ``tau`` and ``r`` in float32, so ``r dt / tau`` is 1 only up to rounding.
 UNIT_TOLERANCE = 1e-6
@@ -82,13 +92,43 @@ _META_DROPOUT = "asyncsnn_refractory_dropout"
 _META_NAME = "asyncsnn_name"
 _META_DT = "asyncsnn_dt"
 _META_OUTPUT = "asyncsnn_output"
+#: Graph metadata written by to_nir: 2 = IF nodes carry r = 1/dt (input scale r dt, like NIR's ODE).
+#: Graphs with asyncsnn metadata but without this key were written with r = 1 and input scale r.
+_META_FORMAT = "asyncsnn_nir_format"
+_FORMAT = 2
+_INSTALL = f"pip install 'nir>={NIR_MIN_VERSION}' (or pip install 'asyncsnn[nir]')"
+
+
+def _version_tuple(text: object) -> tuple[int, ...] | None:
+    """The leading release numbers of a version string (``"1.0.6.dev1"`` -> ``(1, 0, 6)``)."""
+    match = re.match(r"\s*(\d+)(?:\.(\d+))?(?:\.(\d+))?", str(text))
+    return None if match is None else tuple(int(g) for g in match.groups() if g is not None)
 
 
 def _import_nir() -> Any:
+    """Import ``nir``, refusing releases older than :data:`NIR_MIN_VERSION`."""
     try:
         import nir
-    except ImportError as exc:  # pragma: no cover - exercised only without nir
-        raise ImportError("asyncsnn.nir needs the 'nir' package: pip install 'asyncsnn[nir]'") from exc
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"asyncsnn.nir needs the 'nir' package >= {NIR_MIN_VERSION}, which cannot be imported ({exc}): {_INSTALL}",
+            field="nir",
+            value=None,
+        ) from exc
+    found = getattr(nir, "__version__", None)
+    parsed = _version_tuple(found) if found is not None else None
+    lif = getattr(nir, "LIF", None)
+    has_reset = dataclasses.is_dataclass(lif) and "v_reset" in {f.name for f in dataclasses.fields(lif)}
+    minimum = _version_tuple(NIR_MIN_VERSION)
+    assert minimum is not None
+    if (parsed is not None and parsed < minimum) or not has_reset:
+        raise MissingDependencyError(
+            f"asyncsnn.nir needs nir >= {NIR_MIN_VERSION} (LIF, IF and CubaLIF nodes with v_reset), "
+            f"found nir {found or 'of unknown version'}: {_INSTALL}. Some packages pin an older nir "
+            "(sinabs 3.1 pins nir <= 1.0.4): install those in a separate environment",
+            field="nir",
+            value=found,
+        )
     return nir
 
 
@@ -96,11 +136,56 @@ def _where(name: str, node: Any) -> str:
     return f"NIR node {name!r} ({type(node).__name__})"
 
 
-def _array(value: Any) -> np.ndarray:
-    """A float64 numpy array from a numpy array, a torch tensor or a number."""
-    if hasattr(value, "detach"):  # snnTorch stores some weights as torch tensors
-        value = value.detach().cpu().numpy()
-    return np.asarray(value, dtype=np.float64)
+def _array(value: Any, field_name: str, where: str) -> np.ndarray:
+    """A float64 numpy array from a numpy array, a torch tensor or a number.
+
+    Complex values (whose imaginary part a float conversion would drop), strings and
+    anything else that is not real numbers raise a :class:`ModelError` naming the field.
+    """
+    try:
+        if hasattr(value, "detach"):  # snnTorch stores some weights as torch tensors
+            value = value.detach().cpu().numpy()
+        arr = np.asarray(value)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise invalid(ModelError, field_name, value, f"cannot be read as an array of numbers ({exc})", where) from exc
+    if arr.dtype.kind == "c":
+        raise invalid(
+            ModelError,
+            field_name,
+            f"complex array of shape {arr.shape}",
+            "complex values are not supported (NIR parameters are real numbers)",
+            where,
+        )
+    if arr.dtype.kind == "O":  # a ragged or mixed sequence: numbers only
+        try:
+            return arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise invalid(ModelError, field_name, value, f"must be real numbers ({exc})", where) from exc
+    if arr.dtype.kind not in "biuf":
+        raise invalid(ModelError, field_name, value, f"must be real numbers, not {arr.dtype} values", where)
+    return arr.astype(np.float64)
+
+
+def _text(value: Any, field_name: str, where: str) -> str | None:
+    """A metadata string (``bytes`` from HDF5 are decoded as UTF-8); ``None`` stays ``None``."""
+    if value is None:
+        return None
+    if isinstance(value, np.ndarray) and value.size == 1:
+        value = value.reshape(-1)[0]
+    if isinstance(value, (bytes, np.bytes_)):
+        try:
+            return bytes(value).decode()
+        except UnicodeDecodeError as exc:
+            raise invalid(ModelError, field_name, value, "must be UTF-8 text", where) from exc
+    return str(value)
+
+
+def _meta_float(value: Any, field_name: str, where: str) -> float:
+    """A number stored in metadata (a Python or numpy scalar, or a one-element array)."""
+    arr = np.asarray(value) if not isinstance(value, (str, bytes)) else None
+    if arr is None or arr.dtype.kind not in "biuf" or arr.size != 1:
+        raise invalid(ModelError, field_name, value, "must be a real number", where)
+    return float(arr.reshape(-1)[0])
 
 
 def _ints(value: Any, name: str, node: Any, field_name: str) -> tuple[int, int]:
@@ -118,7 +203,7 @@ def _meta_int(node: Any, key: str) -> int | None:
         return None
     try:
         return int(meta[key])
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
@@ -141,8 +226,13 @@ def _shape_of(value: Any) -> tuple[int, ...] | None:
     """A shape from a NIR type entry (None, an empty array or a sequence of ints)."""
     if value is None:
         return None
-    arr = np.asarray(value).reshape(-1)
-    if arr.size == 0 or arr.dtype.kind not in "iuf" or np.any(arr < 1):
+    try:
+        arr = np.asarray(value).reshape(-1)
+    except (TypeError, ValueError):  # ragged
+        return None
+    if arr.size == 0 or arr.dtype.kind not in "iuf" or not np.all(np.isfinite(arr)) or np.any(arr < 1):
+        return None
+    if np.any(arr != np.round(arr)):
         return None
     return tuple(int(v) for v in arr)
 
@@ -161,21 +251,94 @@ def _flatten_shape(shape: tuple[int, ...], node: Any) -> tuple[int, ...]:
     return (*shape[:start], math.prod(shape[start : end + 1]), *shape[end + 1 :])
 
 
+#: Datasets of a node group in a .nir file that are not numbers.
+_TEXT_FIELDS = frozenset({"type", "padding", "edges"})
+
+
+def _check_file(path: Path) -> None:
+    """Refuse a file that is not a NIR graph, or whose node fields are not real numbers.
+
+    ``nir.read`` fails on such files with whatever exception h5py or a node's constructor
+    raises (``OSError``, ``KeyError``, ``AssertionError``, ``AttributeError``...); this
+    check names the file, the node and the field instead.
+    """
+    import h5py
+
+    where = str(path)
+    if not h5py.is_hdf5(path):
+        raise invalid(ModelError, "file", where, "not a NIR file: not an HDF5 file", where)
+    try:
+        with h5py.File(path, "r") as f:
+            root = f.get("node")
+            kind = root.get("type") if isinstance(root, h5py.Group) else None
+            kind = kind[()] if isinstance(kind, h5py.Dataset) else None
+            if not isinstance(root, h5py.Group) or kind not in (b"NIRGraph", "NIRGraph"):
+                raise invalid(
+                    ModelError,
+                    "file",
+                    where,
+                    "an HDF5 file but not a NIR graph (no group 'node' of type NIRGraph)",
+                    where,
+                )
+            _check_group(root, where)
+    except OSError as exc:
+        raise invalid(ModelError, "file", where, f"unreadable HDF5 file ({exc})", where) from exc
+
+
+def _check_group(graph: Any, where: str) -> None:
+    """Check the node groups and the edges of a NIRGraph group (recursively for subgraphs)."""
+    import h5py
+
+    edges = graph.get("edges")
+    if isinstance(edges, h5py.Dataset) and edges.size and (edges.ndim != 2 or edges.shape[1] != 2):
+        raise invalid(
+            ModelError, "edges", f"array of shape {edges.shape}", "must be (source, target) pairs", f"NIR graph {where}"
+        )
+    nodes = graph.get("nodes")
+    if not isinstance(nodes, h5py.Group):
+        return
+    for name, node in nodes.items():
+        if not isinstance(node, h5py.Group) or not isinstance(node.get("type"), h5py.Dataset):
+            raise invalid(ModelError, "type", None, "a node needs a type", f"NIR node {name!r} in {where}")
+        kind = node["type"][()]
+        kind = kind.decode(errors="replace") if isinstance(kind, bytes) else str(kind)
+        if kind == "NIRGraph":
+            _check_group(node, where)
+            continue
+        for key, item in node.items():
+            if key in _TEXT_FIELDS or not isinstance(item, h5py.Dataset):
+                continue
+            if item.dtype.kind not in "biuf":
+                value = item[()] if item.size <= 8 else f"{item.dtype} array of shape {item.shape}"
+                what = "complex values are not supported" if item.dtype.kind == "c" else "must be real numbers"
+                raise invalid(
+                    ModelError, key, value, f"{what} (NIR parameters are real numbers)", f"NIR node {name!r} ({kind})"
+                )
+
+
 def _load_graph(graph_or_path: Any) -> Any:
     nir = _import_nir()
-    if isinstance(graph_or_path, (str, os.PathLike)):
-        try:
-            return nir.read(graph_or_path, type_check=False)
-        except TypeError:  # pragma: no cover - nir < 1.0 has no type_check argument
-            return nir.read(graph_or_path)
-    return graph_or_path
+    if not isinstance(graph_or_path, (str, os.PathLike)):
+        return graph_or_path
+    path = Path(graph_or_path)
+    if not path.exists():
+        raise FileNotFoundError(2, "No such NIR file", str(path))
+    _check_file(path)
+    # nir >= 1.0.7 type-checks by default; snnTorch graphs with missing shapes fail that check.
+    kwargs = {"type_check": False} if "type_check" in inspect.signature(nir.read).parameters else {}
+    try:
+        return nir.read(path, **kwargs)
+    except (OSError, KeyError, ValueError, TypeError, AttributeError, AssertionError, IndexError) as exc:
+        raise invalid(
+            ModelError, "file", str(path), f"not a readable NIR graph ({type(exc).__name__}: {exc})", str(path)
+        ) from exc
 
 
 def _graph_dt(graph: Any, dt: float | None) -> float:
     if dt is None:
         meta = getattr(graph, "metadata", None)
         stored = meta.get(_META_DT) if isinstance(meta, Mapping) else None
-        dt = 1.0 if stored is None else float(stored)
+        dt = 1.0 if stored is None else _meta_float(stored, f"metadata[{_META_DT!r}]", "NIR graph")
     if isinstance(dt, bool) or not isinstance(dt, (int, float, np.floating)) or not math.isfinite(dt) or dt <= 0:
         raise invalid(ModelError, "dt", dt, "must be a finite number > 0")
     return float(dt)
@@ -199,7 +362,7 @@ class _Reader:
         self.succs: dict[str, list[str]] = {name: [] for name in self.nodes}
         seen: set[tuple[str, str]] = set()
         for edge in graph.edges:
-            a, b = (e.decode() if isinstance(e, bytes) else str(e) for e in edge)
+            a, b = self._edge(edge)
             for end in (a, b):
                 if end not in self.nodes:
                     raise invalid(ModelError, "edges", (a, b), f"node {end!r} does not exist", "NIR graph")
@@ -209,8 +372,25 @@ class _Reader:
             self.preds[b].append(a)
             self.succs[a].append(b)
         self.metadata = graph.metadata if isinstance(getattr(graph, "metadata", None), Mapping) else {}
+        # Written by to_nir before IF nodes carried r = 1/dt: their input scale is r, not r dt.
+        self.legacy_if = _META_DT in self.metadata and _META_FORMAT not in self.metadata
         self.input = self._single_input()
         self.output = self._pick_output(output)
+
+    @staticmethod
+    def _edge(edge: Any) -> tuple[str, str]:
+        """An edge as a pair of node names (HDF5 gives bytes)."""
+        ends = list(edge) if isinstance(edge, (tuple, list, np.ndarray)) else None
+        if ends is None or len(ends) != 2:
+            raise invalid(
+                ModelError, "edges", edge, "every edge must be a (source, target) pair of node names", "NIR graph"
+            )
+        a, b = (_text(e, "edges", "NIR graph") for e in ends)
+        if a is None or b is None:
+            raise invalid(
+                ModelError, "edges", edge, "every edge must be a (source, target) pair of node names", "NIR graph"
+            )
+        return a, b
 
     # -- classification and structure -------------------------------------------
     def _classify(self, name: str, node: Any) -> str:
@@ -268,8 +448,7 @@ class _Reader:
                     _where(name, self.nodes[name]),
                 )
         if output is None and len(outputs) > 1:
-            stored = self.metadata.get(_META_OUTPUT)
-            output = stored.decode() if isinstance(stored, bytes) else (None if stored is None else str(stored))
+            output = _text(self.metadata.get(_META_OUTPUT), f"metadata[{_META_OUTPUT!r}]", "NIR graph")
         if output is not None:
             if output not in outputs:
                 raise invalid(ModelError, "output", output, f"must name one of the Output nodes {outputs}", "NIR graph")
@@ -370,6 +549,7 @@ class _Reader:
                             f"an {self.kind[origin]} node",
                             _where(name, self.nodes[name]),
                         )
+        self._refuse_cycles(projs)
         out_node = self.nodes[self.output]
         if len(self.preds[self.output]) != 1:
             raise invalid(
@@ -398,6 +578,43 @@ class _Reader:
                 _where(out_pop, self.nodes[out_pop]),
             )
         return self._order(projs, out_pop), projs
+
+    def _refuse_cycles(self, projs: list[_Proj]) -> None:
+        """Refuse a cycle of populations (a recurrent layer, e.g. snnTorch's ``RLeaky``), naming a node on it."""
+        succ: dict[str, list[tuple[str, str]]] = {}  # population -> (projection, population)
+        for p in projs:
+            if self.kind[p.source] == "neuron":
+                succ.setdefault(p.source, []).extend((p.name, t) for t, _ in p.targets)
+        state: dict[str, int] = {}  # 1: on the current path, 2: done
+        for start in (n for n, k in self.kind.items() if k == "neuron"):
+            if start in state:
+                continue
+            path = [start]  # populations, with the projection between each two
+            stack = [iter(succ.get(start, []))]
+            state[start] = 1
+            while stack:
+                step = next(stack[-1], None)
+                if step is None:
+                    state[path.pop()] = 2
+                    if path:
+                        path.pop()  # the projection that led here
+                    stack.pop()
+                    continue
+                proj, target = step
+                if state.get(target) == 1:
+                    cycle = " -> ".join([*path[path.index(target) :], proj, target])
+                    raise invalid(
+                        ModelError,
+                        "edges",
+                        cycle,
+                        "the graph has a cycle of populations (a recurrent layer): recurrent connections are "
+                        f"not supported in SPEC_VERSION {SPEC_VERSION}",
+                        _where(target, self.nodes[target]),
+                    )
+                if target not in state:
+                    state[target] = 1
+                    path += [proj, target]
+                    stack.append(iter(succ.get(target, [])))
 
     def _order(self, projs: list[_Proj], out_pop: str) -> list[str]:
         """Topological order of the populations; ties by asyncsnn metadata, then node order."""
@@ -439,15 +656,24 @@ class _Reader:
     # -- nodes ------------------------------------------------------------------------
     def input_shape(self, projs: list[_Proj]) -> tuple[int, ...]:
         node = self.nodes[self.input]
-        types = getattr(node, "input_type", None) or getattr(node, "output_type", None) or {}
-        shape = _shape_of(next(iter(types.values()), None) if isinstance(types, Mapping) else None)
+        shape = None
+        for attr in ("input_type", "output_type"):
+            types = getattr(node, attr, None)
+            if isinstance(types, Mapping) and types:
+                shape = _shape_of(next(iter(types.values())))
+                break
         if shape is not None:
+            readers = [type(p.node).__name__ for p in projs if p.source == self.input and not p.pre]
+            if len(shape) == 4 and shape[0] == 1 and any(k not in ("Linear", "Affine") for k in readers):
+                # A leading batch dimension of 1 (Norse's exporter writes the sample's shape): a
+                # Conv2d or pooling layer reads (c, h, w). Dense layers read any shape of the right size.
+                return shape[1:]
             return shape
         for p in projs:  # infer from the first reader (snnTorch issue #410: shapes may be missing)
             if p.source != self.input:
                 continue
             kind = type(p.node).__name__
-            weight = _array(getattr(p.node, "weight", np.zeros(0)))
+            weight = _array(getattr(p.node, "weight", np.zeros(0)), "weight", _where(p.name, p.node))
             if kind in ("Linear", "Affine") and weight.ndim == 2:
                 return (int(weight.shape[1]),)
             hw = _shape_of(getattr(p.node, "input_shape", None))
@@ -469,20 +695,20 @@ class _Reader:
             arriving = _flatten_shape(arriving, self.nodes[f])
         layer: Layer
         if kind in ("Linear", "Affine"):
-            weight = _array(node.weight)
+            weight = _array(node.weight, "weight", where)
             if weight.ndim != 2:
                 raise invalid(ModelError, "weight", f"shape {weight.shape}", "must be 2-D [n_out, n_in]", where)
             if kind == "Affine":
                 self._no_bias(node, where)
             layer = Dense(weight)
         elif kind == "Conv2d":
-            weight = _array(node.weight)
+            weight = _array(node.weight, "weight", where)
             if weight.ndim != 4:
                 raise invalid(ModelError, "weight", f"shape {weight.shape}", "must be 4-D [c_out, c_in, kh, kw]", where)
             if _ints(node.dilation, p.name, node, "dilation") != (1, 1):
                 raise invalid(ModelError, "dilation", node.dilation, "only dilation 1 is supported (R1.2)", where)
-            groups = np.asarray(node.groups).reshape(-1)
-            if groups.size != 1 or int(groups[0]) != 1:
+            groups = _array(node.groups, "groups", where).reshape(-1)
+            if groups.size != 1 or groups[0] != 1:
                 raise invalid(ModelError, "groups", node.groups, "only groups = 1 is supported (R1.2)", where)
             self._no_bias(node, where)
             stride = _ints(node.stride, p.name, node, "stride")
@@ -515,7 +741,7 @@ class _Reader:
         bias = getattr(node, "bias", None)
         if bias is None:
             return
-        b = _array(bias)
+        b = _array(bias, "bias", where)
         if np.any(b != 0):
             raise invalid(
                 ModelError,
@@ -552,7 +778,9 @@ class _Reader:
             "IF": ("v_threshold", "r", "v_reset"),
             "CubaLIF": ("v_threshold", "tau_mem", "tau_syn", "r", "w_in", "v_leak", "v_reset"),
         }[kind]
-        raw = {f: (np.zeros(1) if getattr(node, f, None) is None else _array(getattr(node, f))) for f in fields}
+        raw = {
+            f: (np.zeros(1) if getattr(node, f, None) is None else _array(getattr(node, f), f, where)) for f in fields
+        }
         shape = self._pop_shape(name, raw, arriving, where)
         size = math.prod(shape)
         p: dict[str, np.ndarray] = {}
@@ -580,8 +808,9 @@ class _Reader:
                 raise invalid(ModelError, f, bad, reason, where)
         dt = self.dt
         if kind == "IF":
+            # dv/dt = r I stepped with dt: v <- v + (r dt) W s, so the input scale is r dt.
             beta = np.ones(shape)
-            scale = p["r"].copy()
+            scale = p["r"] * (1.0 if self.legacy_if else dt)
         else:
             tau = p["tau" if kind == "LIF" else "tau_mem"]
             self._positive(tau, "tau" if kind == "LIF" else "tau_mem", where)
@@ -590,8 +819,9 @@ class _Reader:
                     ModelError,
                     "tau" if kind == "LIF" else "tau_mem",
                     float(tau[tau < dt].flat[0]),
-                    f"is below dt = {dt:g}: forward Euler gives beta = 1 - dt/tau < 0 (pass the dt the model was "
-                    f"trained with; snnTorch exports use dt = {SNNTORCH_DT:g})",
+                    f"is below dt = {dt:g}: forward Euler gives beta = 1 - dt/tau < 0 (pass the dt the graph was "
+                    f"exported with: {SNNTORCH_DT:g} for snnTorch and SpikingJelly, the square of Norse's dt for "
+                    "Norse (1e-06 for its default 1e-3); see docs/nir.md)",
                     where,
                 )
             beta = 1.0 - dt / tau
@@ -612,17 +842,18 @@ class _Reader:
                 scale = scale * p["w_in"] * dt / tau_syn
         if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
             bad = float(scale[~(np.isfinite(scale) & (scale > 0))].flat[0])
-            raise invalid(ModelError, "r", bad, "the input scale (r dt / tau, r for IF) must be finite and > 0", where)
+            raise invalid(
+                ModelError, "r", bad, "the input scale (r dt / tau, r dt for IF) must be finite and > 0", where
+            )
         scale = np.where(np.abs(scale - 1.0) <= UNIT_TOLERANCE, 1.0, scale)
         threshold = p["v_threshold"] / scale
         meta = getattr(node, "metadata", None)
         meta = meta if isinstance(meta, Mapping) else {}
-        dropout = float(meta.get(_META_DROPOUT, 0.0))
+        dropout = _meta_float(meta.get(_META_DROPOUT, 0.0), f"metadata[{_META_DROPOUT!r}]", where)
         if foreign_names:
             pop_name: str | None = name
         else:
-            stored = meta.get(_META_NAME)
-            pop_name = stored.decode() if isinstance(stored, bytes) else (None if stored is None else str(stored))
+            pop_name = _text(meta.get(_META_NAME), f"metadata[{_META_NAME!r}]", where)
         return Population.create(
             shape,
             threshold.astype(np.float32),
@@ -683,7 +914,8 @@ def from_nir(
     dt
         The time step of one asyncsnn timestep, in the time unit of the graph's ``tau``.
         ``None``: the ``dt`` stored by :func:`to_nir`, else 1.0. Use :data:`SNNTORCH_DT`
-        for graphs exported by snnTorch.
+        for graphs exported by snnTorch or SpikingJelly, 1.0 for sinabs, and the square of
+        Norse's ``dt`` for Norse (``docs/nir.md``).
     output
         Name of the ``Output`` node to use when the graph has several.
 
@@ -694,9 +926,15 @@ def from_nir(
     Raises
     ------
     ModelError
-        For an unsupported node or structure, a non-zero bias, ``v_leak`` or ``v_reset``,
-        dilation or groups other than 1, ``tau < dt``, or shapes that do not fit; the
-        error names the NIR node and the field.
+        For an unsupported node or structure (a cycle: recurrence), a non-zero bias,
+        ``v_leak`` or ``v_reset``, dilation or groups other than 1, ``tau < dt``, shapes
+        that do not fit, parameters that are not real numbers (complex, strings), bad
+        asyncsnn metadata or malformed edges; the error names the NIR node and the field.
+        For a path: a file that is not HDF5 or not a NIR graph (``field`` is ``"file"``).
+    MissingDependencyError
+        If ``nir`` is missing or older than :data:`NIR_MIN_VERSION`.
+    FileNotFoundError
+        If the path does not exist.
 
     Examples
     --------
@@ -770,8 +1008,8 @@ def _neuron_node(nir: Any, pop: Population, i: int, dt: float) -> tuple[str, Any
     meta: dict[str, Any] = {_META_POP: i, _META_DROPOUT: float(pop.refractory_dropout)}
     if pop.name is not None:
         meta[_META_NAME] = str(pop.name)
-    if np.all(beta == 1.0):
-        return f"if{i}", nir.IF(r=np.ones(pop.shape), v_threshold=threshold, v_reset=zeros, metadata=meta)
+    if np.all(beta == 1.0):  # dv/dt = r I with r = 1/dt: the input scale r dt is 1
+        return f"if{i}", nir.IF(r=np.full(pop.shape, 1.0 / dt), v_threshold=threshold, v_reset=zeros, metadata=meta)
     # beta = 1 next to beta < 1 in one population: tau = 2**60 dt, so that 1 - dt/tau is 1.0 in float64.
     tau = dt / np.where(beta == 1.0, _TINY, 1.0 - beta)
     return f"lif{i}", nir.LIF(
@@ -810,9 +1048,9 @@ def to_nir(network: Network, *, dt: float = 1.0) -> nir.NIRGraph:
     Every population becomes a ``LIF`` node with ``tau = dt / (1 - beta)``,
     ``r = tau / dt`` (so the input scale ``r dt / tau`` is 1), ``v_leak = v_reset = 0``,
     ``v_threshold = threshold``; a population with ``beta = 1`` everywhere becomes an
-    ``IF`` node with ``r = 1``, and a neuron with ``beta = 1`` in a population that also
-    has ``beta < 1`` gets ``tau = 2**60 dt`` (``1 - dt / tau`` rounds to exactly 1 in
-    float32 and float64). Projections become ``Linear``, ``Conv2d`` (zero bias),
+    ``IF`` node with ``r = 1 / dt`` (input scale ``r dt = 1``), and a neuron with
+    ``beta = 1`` in a population that also has ``beta < 1`` gets ``tau = 2**60 dt``
+    (``1 - dt / tau`` rounds to exactly 1 in float32 and float64). Projections become ``Linear``, ``Conv2d`` (zero bias),
     ``SumPool2d`` or ``AvgPool2d`` nodes, with ``Flatten`` nodes where a ``Linear`` reads a
     multi-dimensional population. asyncsnn-only facts (population and projection order,
     refractory dropout, names, ``dt``) go into the nodes' metadata, so
@@ -836,6 +1074,9 @@ def to_nir(network: Network, *, dt: float = 1.0) -> nir.NIRGraph:
         If a projection writes a population whose shape differs from the shape it produces
         and is not flat, e.g. a ``Dense`` into a ``(c, h, w)`` population (NIR has no reshape
         node).
+    MissingDependencyError
+        If ``nir`` is missing or older than :data:`NIR_MIN_VERSION` (``LIF`` nodes without
+        ``v_reset``).
 
     Examples
     --------
@@ -899,7 +1140,7 @@ def to_nir(network: Network, *, dt: float = 1.0) -> nir.NIRGraph:
         nodes[pop_name] = pop_node
     nodes["output"] = nir.Output(output_type=np.array(shapes[-1]))
     edges.append((names[-1], "output"))
-    metadata = {_META_DT: dt, _META_OUTPUT: "output", "asyncsnn_spec_version": SPEC_VERSION}
+    metadata = {_META_DT: dt, _META_OUTPUT: "output", "asyncsnn_spec_version": SPEC_VERSION, _META_FORMAT: _FORMAT}
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
 
 

@@ -1,0 +1,586 @@
+"""Issue 15, NIR items 10, 13-16: typed errors for malformed graphs and files, the nir
+version floor, Norse's conventions, ``IF`` nodes discretised with ``dt``, and interop with
+the exports of Norse, SpikingJelly and sinabs (spike for spike under ``layered``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import re
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+nir = pytest.importorskip("nir")
+h5py = pytest.importorskip("h5py")
+
+import asyncsnn  # noqa: E402
+import asyncsnn.nir as anir  # noqa: E402
+from asyncsnn import Dense, Network  # noqa: E402
+from asyncsnn.exceptions import MissingDependencyError, ModelError  # noqa: E402
+from asyncsnn.nir import NIR_MIN_VERSION, SNNTORCH_DT, from_nir, read, to_nir, write  # noqa: E402
+from asyncsnn.testing import grid_weights, random_count_input  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+def _graph(**replace: Any) -> Any:
+    """input(3) -> fc (Linear 2x3) -> lif (LIF 2) -> output, with nodes replaced by keyword."""
+    nodes = {
+        "input": nir.Input(input_type=np.array([3])),
+        "fc": nir.Linear(weight=np.ones((2, 3))),
+        "lif": nir.LIF(tau=np.full(2, 8.0), r=np.full(2, 8.0), v_leak=np.zeros(2), v_threshold=np.ones(2)),
+        "output": nir.Output(output_type=np.array([2])),
+    }
+    nodes.update(replace)
+    edges = [("input", "fc"), ("fc", "lif"), ("lif", "output")]
+    return nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
+
+
+def _write_good(path: Path) -> None:
+    net = Network.sequential(input_shape=(3,), layers=[Dense(np.full((2, 3), 0.5))], threshold=1.0, beta=0.5)
+    write(path, net)
+
+
+# ----------------------------------------------------------------------------- item 10: in-memory graphs
+
+
+def test_complex_weights_are_refused_not_cut_to_their_real_part() -> None:
+    graph = _graph(fc=nir.Linear(weight=np.ones((2, 3)) + 0.5j))
+    with pytest.raises(ModelError, match="complex") as err:
+        from_nir(graph)
+    assert (err.value.field, err.value.location) == ("weight", "NIR node 'fc' (Linear)")
+
+
+def test_complex_neuron_parameters_are_refused() -> None:
+    lif = nir.LIF(
+        tau=np.full(2, 8.0) + 1j, r=np.full(2, 8.0), v_leak=np.zeros(2), v_threshold=np.ones(2), v_reset=np.zeros(2)
+    )
+    with pytest.raises(ModelError, match="complex") as err:
+        from_nir(_graph(lif=lif))
+    assert (err.value.field, err.value.location) == ("tau", "NIR node 'lif' (LIF)")
+
+
+def test_string_parameter_values_are_refused_even_when_numeric() -> None:
+    # np.asarray(["1.0"], dtype=float64) would have read these silently.
+    lif = nir.LIF(
+        tau=np.full(2, 8.0), r=np.full(2, 8.0), v_leak=np.zeros(2), v_threshold=np.array(["1.0", "1.0"]),
+        v_reset=np.zeros(2),
+    )  # fmt: skip
+    with pytest.raises(ModelError, match="real numbers") as err:
+        from_nir(_graph(lif=lif))
+    assert (err.value.field, err.value.location) == ("v_threshold", "NIR node 'lif' (LIF)")
+    with pytest.raises(ModelError) as err:
+        from_nir(_graph(fc=nir.Linear(weight=np.array([["a", "b", "c"], ["d", "e", "f"]]))))
+    assert (err.value.field, err.value.location) == ("weight", "NIR node 'fc' (Linear)")
+
+
+def test_string_conv_groups_are_refused() -> None:
+    conv = nir.Conv2d(
+        input_shape=(4, 4), weight=np.ones((1, 1, 3, 3)), stride=1, padding=0, dilation=1, groups=1, bias=np.zeros(1)
+    )
+    conv.groups = "one"
+    lif = nir.LIF(tau=np.full(4, 8.0), r=np.full(4, 8.0), v_leak=np.zeros(4), v_threshold=np.ones(4))
+    nodes = {"input": nir.Input(input_type=np.array([1, 4, 4])), "conv": conv, "lif": lif}
+    nodes["output"] = nir.Output(output_type=np.array([4]))
+    graph = nir.NIRGraph(nodes=nodes, edges=[("input", "conv"), ("conv", "lif"), ("lif", "output")], type_check=False)
+    with pytest.raises(ModelError) as err:
+        from_nir(graph)
+    assert (err.value.field, err.value.value) == ("groups", "one")
+
+
+@pytest.mark.parametrize(
+    ("where", "key", "value", "field"),
+    [
+        ("graph", "asyncsnn_dt", "fast", "metadata['asyncsnn_dt']"),
+        ("graph", "asyncsnn_dt", [1.0, 2.0], "metadata['asyncsnn_dt']"),
+        ("node", "asyncsnn_refractory_dropout", "half", "metadata['asyncsnn_refractory_dropout']"),
+        ("node", "asyncsnn_name", b"\xff\xfe", "metadata['asyncsnn_name']"),
+        ("graph", "asyncsnn_output", b"\xff", "metadata['asyncsnn_output']"),
+    ],
+)
+def test_bad_metadata_is_refused(where: str, key: str, value: Any, field: str) -> None:
+    net = Network.sequential(input_shape=(3,), layers=[Dense(np.ones((2, 3)))], threshold=1.0, beta=0.5)
+    graph = to_nir(net)
+    if key == "asyncsnn_output":  # read only when there are several Output nodes
+        graph.nodes["output2"] = nir.Output(output_type=np.array([2]))
+        graph.edges.append(("lif1", "output2"))
+    target = graph.metadata if where == "graph" else graph.nodes["lif1"].metadata
+    target[key] = value
+    with pytest.raises(ModelError) as err:
+        from_nir(graph)
+    assert err.value.field == field
+    assert err.value.value == value
+
+
+@pytest.mark.parametrize("edge", [("input", "fc", "extra"), ("input",), 7, ("input", None)])
+def test_malformed_edge_is_refused(edge: Any) -> None:
+    graph = _graph()
+    graph.edges = [edge, ("fc", "lif"), ("lif", "output")]
+    with pytest.raises(ModelError, match=r"\(source, target\) pair") as err:
+        from_nir(graph)
+    assert err.value.field == "edges"
+    assert err.value.value == edge
+
+
+def test_empty_graph_and_edge_to_a_missing_node_are_refused() -> None:
+    with pytest.raises(ModelError, match="exactly one Input node") as err:
+        from_nir(nir.NIRGraph(nodes={}, edges=[], type_check=False))
+    assert err.value.field == "Input nodes"
+    graph = _graph()
+    graph.edges = [("input", "fc"), ("fc", "ghost"), ("lif", "output")]
+    with pytest.raises(ModelError, match="'ghost' does not exist") as err:
+        from_nir(graph)
+    assert (err.value.field, err.value.value) == ("edges", ("fc", "ghost"))
+
+
+# ----------------------------------------------------------------------------- item 10: files
+
+
+def test_non_hdf5_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "model.nir"
+    path.write_text("this is not HDF5\n")
+    with pytest.raises(ModelError, match="not an HDF5 file") as err:
+        read(path)
+    assert (err.value.field, err.value.value) == ("file", str(path))
+
+
+def test_hdf5_file_that_is_not_nir_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "data.h5"
+    with h5py.File(path, "w") as f:
+        f["x"] = np.ones(3)
+    with pytest.raises(ModelError, match="not a NIR graph") as err:
+        from_nir(path)
+    assert err.value.field == "file"
+    with h5py.File(path, "w") as f:  # a 'node' group of another type
+        f.create_group("node")["type"] = b"Linear"
+    with pytest.raises(ModelError, match="not a NIR graph"):
+        read(path)
+
+
+def test_missing_file_is_file_not_found(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        read(tmp_path / "missing.nir")
+
+
+def _edit(path: Path, dataset: str, value: Any) -> None:
+    with h5py.File(path, "a") as f:
+        del f[dataset]
+        f[dataset] = value
+
+
+def test_file_with_three_element_edges_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "model.nir"
+    _write_good(path)
+    _edit(path, "node/edges", np.array([[b"input", b"proj0", b"x"], [b"proj0", b"lif1", b"y"]]))
+    with pytest.raises(ModelError, match="pairs") as err:
+        read(path)
+    assert err.value.field == "edges"
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [(np.array([b"0.5", b"0.5"]), "real numbers"), (np.full(2, 0.5 + 1j), "complex values are not supported")],
+)
+def test_file_with_string_or_complex_parameters_names_node_and_field(tmp_path: Path, value: Any, match: str) -> None:
+    path = tmp_path / "model.nir"
+    _write_good(path)
+    _edit(path, "node/nodes/lif1/v_threshold", value)
+    with pytest.raises(ModelError, match=match) as err:
+        read(path)
+    assert (err.value.field, err.value.location) == ("v_threshold", "NIR node 'lif1' (LIF)")
+
+
+def test_file_with_complex_weights_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "model.nir"
+    _write_good(path)
+    _edit(path, "node/nodes/proj0/weight", np.full((2, 3), 0.5 + 0.25j))
+    with pytest.raises(ModelError, match="complex") as err:
+        read(path)
+    assert (err.value.field, err.value.location) == ("weight", "NIR node 'proj0' (Linear)")
+
+
+def test_file_with_bad_metadata_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "model.nir"
+    _write_good(path)
+    _edit(path, "node/metadata/asyncsnn_dt", "soon")
+    with pytest.raises(ModelError) as err:
+        read(path)
+    assert err.value.field == "metadata['asyncsnn_dt']"
+
+
+def test_file_with_an_empty_graph_or_a_missing_node_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "empty.nir"
+    nir.write(path, nir.NIRGraph(nodes={}, edges=[], type_check=False))
+    with pytest.raises(ModelError, match="exactly one Input node"):
+        read(path)
+    path = tmp_path / "ghost.nir"
+    _write_good(path)
+    _edit(path, "node/edges", np.array([[b"input", b"proj0"], [b"proj0", b"ghost"], [b"lif1", b"output"]]))
+    with pytest.raises(ModelError, match="'ghost' does not exist"):
+        read(path)
+
+
+def test_file_with_an_unknown_node_type_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "model.nir"
+    _write_good(path)
+    _edit(path, "node/nodes/lif1/type", b"Mystery")
+    with pytest.raises(ModelError, match="not a readable NIR graph") as err:
+        read(path)
+    assert err.value.field == "file"
+
+
+# ----------------------------------------------------------------------------- item 13: nir floor
+
+
+def test_pyproject_floor_matches_the_required_version() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for extra in ("nir", "dev"):
+        assert f"nir>={NIR_MIN_VERSION}" in extras[extra], extra
+    # v_reset is what to_nir needs from 1.0.6 on (nir 1.0.5's LIF has no such field).
+    assert "v_reset" in {f.name for f in dataclasses.fields(nir.LIF)}
+
+
+def _fake_nir(version: str | None, with_reset: bool) -> types.ModuleType:
+    module = types.ModuleType("nir")
+    if version is not None:
+        module.__version__ = version  # type: ignore[attr-defined]
+
+    @dataclasses.dataclass
+    class LIF:
+        tau: Any
+        r: Any
+        v_leak: Any
+        v_threshold: Any
+
+    @dataclasses.dataclass
+    class LIFWithReset(LIF):
+        v_reset: Any = None
+
+    module.LIF = LIFWithReset if with_reset else LIF  # type: ignore[attr-defined]
+    return module
+
+
+@pytest.mark.parametrize(
+    ("version", "with_reset"), [("1.0.4", False), ("1.0.5", False), ("0.9", True), (None, False), ("1.0.5", True)]
+)
+def test_old_nir_gives_a_missing_dependency_error(
+    monkeypatch: pytest.MonkeyPatch, version: str | None, with_reset: bool
+) -> None:
+    monkeypatch.setitem(sys.modules, "nir", _fake_nir(version, with_reset))
+    net = Network.sequential(input_shape=(3,), layers=[Dense(np.ones((2, 3)))], threshold=1.0, beta=0.5)
+    for call in (lambda: to_nir(net), lambda: from_nir(object())):
+        with pytest.raises(MissingDependencyError, match=re.escape(f"nir >= {NIR_MIN_VERSION}")) as err:
+            call()
+        assert err.value.field == "nir"
+        assert err.value.value == version
+        assert "pip install" in str(err.value)
+
+
+def test_missing_nir_gives_a_missing_dependency_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "nir", None)  # import nir raises ImportError
+    net = Network.sequential(input_shape=(3,), layers=[Dense(np.ones((2, 3)))], threshold=1.0, beta=0.5)
+    with pytest.raises(MissingDependencyError, match="asyncsnn\\[nir\\]"):
+        to_nir(net)
+
+
+def test_version_parsing() -> None:
+    assert anir._version_tuple("1.0.6") == (1, 0, 6)
+    assert anir._version_tuple("1.0.10.dev3") == (1, 0, 10)
+    assert anir._version_tuple("2") == (2,)
+    assert anir._version_tuple("unknown") is None
+
+
+# ----------------------------------------------------------------------------- item 15: IF uses dt
+
+
+def test_if_threshold_follows_dt_like_spikingjelly_writes_it() -> None:
+    # SpikingJelly writes IF nodes with r = 1/dt (dt = 1e-4): the input scale r dt is 1.
+    node = nir.IF(r=np.full(2, 1 / SNNTORCH_DT), v_threshold=np.array([0.75, 1.5]), v_reset=np.zeros(2))
+    pop = from_nir(_graph(lif=node), dt=SNNTORCH_DT).populations[0]
+    np.testing.assert_array_equal(pop.threshold, np.array([0.75, 1.5], dtype=np.float32))
+    np.testing.assert_array_equal(pop.beta, [1.0, 1.0])
+
+
+@pytest.mark.parametrize("dt", [1.0, 1e-3, SNNTORCH_DT, 0.3])
+def test_if_population_round_trips_with_any_dt(tmp_path: Path, dt: float) -> None:
+    rng = np.random.default_rng(3)
+    net = Network.sequential(
+        input_shape=(5,),
+        layers=[Dense(grid_weights(rng, (4, 5))), Dense(grid_weights(rng, (3, 4)))],
+        threshold=[np.array([0.5, 0.75, 1.0, 1.25]), 0.625],
+        beta=[1.0, 1.0],
+    )
+    graph = to_nir(net, dt=dt)
+    np.testing.assert_allclose(graph.nodes["if1"].r, 1 / dt)
+    for back in (from_nir(graph), from_nir(graph, dt=dt)):
+        for a, b in zip(net.populations, back.populations, strict=True):
+            np.testing.assert_array_equal(a.threshold, b.threshold)
+            np.testing.assert_array_equal(a.beta, b.beta)
+    path = tmp_path / "if.nir"
+    write(path, net, dt=dt)
+    np.testing.assert_array_equal(read(path).populations[0].threshold, net.populations[0].threshold)
+
+
+def test_if_nodes_written_before_the_dt_fix_keep_their_thresholds() -> None:
+    # Earlier to_nir wrote IF nodes with r = 1 (input scale r) and no format marker.
+    net = Network.sequential(input_shape=(3,), layers=[Dense(np.ones((2, 3)))], threshold=0.75, beta=1.0)
+    graph = to_nir(net, dt=SNNTORCH_DT)
+    graph.nodes["if1"].r = np.ones(2)
+    del graph.metadata["asyncsnn_nir_format"]
+    np.testing.assert_array_equal(from_nir(graph).populations[0].threshold, [0.75, 0.75])
+
+
+def _check_fixture(name: str) -> None:
+    data = np.load(FIXTURES / f"{name}.npz")
+    net = read(FIXTURES / f"{name}.nir", dt=float(data["dt"]))
+    result = asyncsnn.infer(net, data["x"], scheduler="layered")
+    assert data["output"].sum() > 0, "the fixture should spike"
+    assert np.all(data["layer_spikes"].sum(0) > 0), "every layer should spike"
+    np.testing.assert_array_equal(result.timestep_output_counts, data["output"])
+    np.testing.assert_array_equal(result.spikes, data["layer_spikes"])
+
+
+@pytest.mark.parametrize("arch", ["dense", "conv"])
+def test_sinabs_export_reproduces_sinabs_spikes(arch: str) -> None:
+    # Written by sinabs 3.1.3 (nir 1.0.4) through scripts/make_nir_fixtures.py: IF nodes with r = 1, dt = 1.
+    _check_fixture(f"nir_sinabs_{arch}")
+
+
+@pytest.mark.parametrize("arch", ["dense", "conv"])
+def test_spikingjelly_fixture_reproduces_spikingjelly_spikes(arch: str) -> None:
+    # Written by SpikingJelly 2.0 through scripts/make_nir_fixtures.py: IF with r = 1/dt, LIF tau = 2 dt.
+    _check_fixture(f"nir_spikingjelly_{arch}")
+
+
+def _fixture_script() -> Any:
+    spec = importlib.util.spec_from_file_location("make_nir_fixtures", ROOT / "scripts" / "make_nir_fixtures.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.parametrize("arch", ["dense", "conv"])
+def test_spikingjelly_export_reproduces_spikingjelly_spikes_under_layered(arch: str) -> None:
+    pytest.importorskip("spikingjelly")
+    pytest.importorskip("torch")
+    pytest.importorskip("nirtorch")
+    script = _fixture_script()
+    rng = np.random.default_rng(5)
+    model, graph, in_shape = script.spikingjelly_graph(rng, arch)
+    net = from_nir(graph, dt=1e-4)  # SpikingJelly's export dt
+    from spikingjelly.activation_based import neuron  # type: ignore[import-untyped]
+
+    nodes = [m for m in model if isinstance(m, neuron.BaseNode)]
+    for module, pop in zip(nodes, net.populations, strict=True):
+        scale = 1.0 if isinstance(module, neuron.IFNode) else 1 / module.tau  # LIF: r dt / tau = 1 / tau
+        np.testing.assert_array_equal(pop.threshold, np.float32(module.v_threshold / scale))
+    x = script.counts(rng, (8, script.SJ_STEPS, *in_shape))
+    output, layer_spikes = script.run_spikingjelly(model, x)
+    result = asyncsnn.infer(net, x, scheduler="layered")
+    assert output.sum() > 0
+    assert np.all(layer_spikes.sum(0) > 0)
+    np.testing.assert_array_equal(result.timestep_output_counts, output)
+    np.testing.assert_array_equal(result.spikes, layer_spikes)
+
+
+# ----------------------------------------------------------------------------- item 14: Norse
+
+
+def _norse() -> tuple[Any, Any]:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("nirtorch")
+    norse = pytest.importorskip("norse.torch")
+    return torch, norse
+
+
+def _run_norse(torch: Any, norse: Any, model: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Norse's own simulation: output spikes [B, T, n_out] and spikes per LIFBoxCell [B, P]."""
+    batch, steps = x.shape[:2]
+    cells = [m for m in model if isinstance(m, norse.LIFBoxCell)]
+    states: list[Any] = [None] * len(cells)
+    per_layer = np.zeros((batch, len(cells)), dtype=np.int64)
+    out = []
+    with torch.no_grad():
+        for t in range(steps):
+            cur = torch.tensor(x[:, t])
+            k = 0
+            for m in model:
+                if isinstance(m, norse.LIFBoxCell):
+                    cur, states[k] = m(cur, states[k])
+                    per_layer[:, k] += cur.reshape(batch, -1).sum(1).long().numpy()
+                    k += 1
+                else:
+                    cur = m(cur)
+            out.append(cur.reshape(batch, -1).numpy())
+    return np.stack(out, 1).astype(np.int64), per_layer
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.parametrize("arch", ["dense", "conv"])
+def test_norse_export_reproduces_norse_spikes_with_dt_squared(arch: str) -> None:
+    torch, norse = _norse()
+    rng = np.random.default_rng(7)
+    dt = 2.0**-10  # Norse's dt; dt * tau_mem_inv = 1/2 keeps every float32 sum exact
+    tau_mem_inv = 2.0**9
+
+    def cell() -> Any:
+        v_th = torch.tensor(float(rng.integers(64, 160)) / 256)
+        return norse.LIFBoxCell(p=norse.LIFBoxParameters(tau_mem_inv=torch.tensor(tau_mem_inv), v_th=v_th), dt=dt)
+
+    def linear(n_in: int, n_out: int) -> Any:
+        m = torch.nn.Linear(n_in, n_out, bias=False)  # Norse exports an Affine with zero bias
+        m.weight.data = torch.tensor(grid_weights(rng, (n_out, n_in), 0.5, 0.15))
+        return m
+
+    if arch == "dense":
+        in_shape: tuple[int, ...] = (10,)
+        model = norse.SequentialState(linear(10, 8), cell(), linear(8, 4), cell())
+    else:
+        in_shape = (2, 6, 6)
+        conv1 = torch.nn.Conv2d(2, 3, 3, padding=1)  # Norse's exporter needs a bias tensor: zero it
+        conv2 = torch.nn.Conv2d(3, 2, 3, stride=2)
+        for conv in (conv1, conv2):
+            conv.weight.data = torch.tensor(grid_weights(rng, tuple(conv.weight.shape), 0.6, 0.2))
+            conv.bias.data.zero_()
+        model = norse.SequentialState(conv1, cell(), conv2, cell())
+    graph = norse.to_nir(model, torch.zeros(1, *in_shape), dt=dt)  # sample_data is required
+    assert tuple(graph.nodes["input"].input_type["input"]) == (1, *in_shape)  # a leading batch dimension (item 16)
+    with pytest.raises(ModelError, match="Norse") as err:  # Norse's own dt is refused, with a hint for Norse
+        from_nir(graph, dt=dt)
+    assert err.value.field == "tau"
+    net = from_nir(graph, dt=dt**2)  # Norse writes tau = dt / tau_mem_inv
+    assert net.input_shape == ((10,) if arch == "dense" else in_shape) or net.input_shape == (1, 10)
+    cells = [m for m in model if isinstance(m, norse.LIFBoxCell)]
+    for module, pop in zip(cells, net.populations, strict=True):
+        np.testing.assert_array_equal(pop.beta, 1 - dt * tau_mem_inv)
+        np.testing.assert_array_equal(pop.threshold, np.float32(float(module.p.v_th) / (dt * tau_mem_inv)))
+    x = random_count_input(rng, net, batch=8, timesteps=10, density=0.3, max_count=2).reshape(8, 10, *in_shape)
+    output, layer_spikes = _run_norse(torch, norse, model, x)
+    result = asyncsnn.infer(net, x.reshape(8, 10, *net.input_shape), scheduler="layered")
+    assert output.sum() > 0
+    assert np.all(layer_spikes.sum(0) > 0)
+    np.testing.assert_array_equal(result.timestep_output_counts, output)
+    np.testing.assert_array_equal(result.spikes, layer_spikes)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_norse_example_in_the_docs_runs() -> None:
+    _norse()
+    text = (ROOT / "docs" / "nir.md").read_text()
+    section = text.split("## From Norse", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```py\n(.*?)```", section, flags=re.S)
+    assert blocks, "docs/nir.md's Norse section has no ```py example"
+    scope: dict[str, Any] = {}
+    exec(compile(blocks[0], "docs/nir.md", "exec"), scope)
+    pop = scope["net"].populations[0]
+    np.testing.assert_allclose(pop.beta, 0.9, rtol=1e-6)
+    np.testing.assert_allclose(pop.threshold, 10.0, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- item 16
+
+
+def _recurrent_at_output() -> Any:
+    nodes = {
+        "input": nir.Input(input_type=np.array([3])),
+        "fc": nir.Linear(weight=np.ones((2, 3))),
+        "lif": nir.LIF(tau=np.full(2, 8.0), r=np.full(2, 8.0), v_leak=np.zeros(2), v_threshold=np.ones(2)),
+        "w_rec": nir.Linear(weight=np.ones((2, 2))),
+        "output": nir.Output(output_type=np.array([2])),
+    }
+    edges = [("input", "fc"), ("fc", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")]
+    return nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
+
+
+def test_recurrent_output_layer_says_recurrence_is_not_supported() -> None:
+    with pytest.raises(ModelError, match="recurrent connections are not supported in SPEC_VERSION 1") as err:
+        from_nir(_recurrent_at_output())
+    assert err.value.location == "NIR node 'lif' (LIF)"
+    assert err.value.value == "lif -> w_rec -> lif"
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("at_output", [True, False])
+def test_recurrent_snntorch_layer_says_recurrence_is_not_supported(at_output: bool) -> None:
+    snn = pytest.importorskip("snntorch")
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("nirtorch")
+    from snntorch.export_nir import export_to_nir  # type: ignore[import-untyped]
+
+    def rleaky(n: int, output: bool) -> Any:
+        return snn.RLeaky(
+            beta=torch.full((n,), 0.5), threshold=torch.ones(n), linear_features=n, init_hidden=True, output=output,
+            reset_mechanism="zero",
+        )  # fmt: skip
+
+    layers = [torch.nn.Linear(3, 4, bias=False), rleaky(4, at_output)]
+    if not at_output:
+        leaky = snn.Leaky(beta=torch.full((2,), 0.5), threshold=torch.ones(2), init_hidden=True, output=True)
+        layers += [torch.nn.Linear(4, 2, bias=False), leaky]
+    graph = export_to_nir(torch.nn.Sequential(*layers), torch.zeros(1, 3), ignore_dims=[0])
+    with pytest.raises(ModelError, match="not supported in SPEC_VERSION 1") as err:
+        from_nir(graph, dt=SNNTORCH_DT)
+    assert err.value.location == "NIR node '1.lif' (LIF)"
+
+
+@pytest.mark.parametrize("arch", ["dense", "conv", "pool"])
+def test_input_with_a_leading_batch_dimension_of_one(arch: str) -> None:
+    rng = np.random.default_rng(9)
+    if arch == "dense":
+        proj: Any = nir.Linear(weight=grid_weights(rng, (4, 12)))
+        in_shape, out_shape = (12,), (4,)
+    elif arch == "conv":
+        w = grid_weights(rng, (3, 2, 3, 3))
+        proj = nir.Conv2d(input_shape=None, weight=w, stride=1, padding=1, dilation=1, groups=1, bias=np.zeros(3))
+        in_shape, out_shape = (2, 4, 4), (3, 4, 4)
+    else:
+        proj = nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0]))
+        in_shape, out_shape = (2, 4, 4), (2, 2, 2)
+    ones = np.ones(out_shape)
+    nodes = {
+        "input": nir.Input(input_type=np.array([1, *in_shape])),  # Norse writes the sample's batch dimension
+        "proj": proj,
+        "lif": nir.LIF(tau=8 * ones, r=8 * ones, v_leak=0 * ones, v_threshold=0.5 * ones),
+        "output": nir.Output(output_type=np.array([1, *out_shape])),
+    }
+    graph = nir.NIRGraph(nodes=nodes, edges=[("input", "proj"), ("proj", "lif"), ("lif", "output")], type_check=False)
+    net = from_nir(graph)
+    assert math_prod(net.input_shape) == math_prod(in_shape)
+    if arch != "dense":
+        assert net.input_shape == in_shape
+    assert net.population_shapes[1] == out_shape
+    x = random_count_input(rng, net, batch=2, timesteps=4)
+    assert asyncsnn.infer(net, x, scheduler="layered").timestep_output_counts.shape == (2, 4, math_prod(out_shape))
+
+
+def math_prod(shape: tuple[int, ...]) -> int:
+    return int(np.prod(shape))
+
+
+def test_a_real_four_dimensional_input_is_not_squeezed() -> None:
+    # Only a leading 1 read by a Conv2d or pool is a batch dimension; (2, c, h, w) stays an error.
+    w = np.ones((1, 2, 3, 3))
+    conv = nir.Conv2d(input_shape=None, weight=w, stride=1, padding=1, dilation=1, groups=1, bias=np.zeros(1))
+    ones = np.ones((1, 4, 4))
+    nodes = {
+        "input": nir.Input(input_type=np.array([2, 2, 4, 4])),
+        "conv": conv,
+        "lif": nir.LIF(tau=8 * ones, r=8 * ones, v_leak=0 * ones, v_threshold=ones),
+        "output": nir.Output(output_type=np.array([1, 4, 4])),
+    }
+    graph = nir.NIRGraph(nodes=nodes, edges=[("input", "conv"), ("conv", "lif"), ("lif", "output")], type_check=False)
+    with pytest.raises(ModelError):
+        from_nir(graph)
