@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
 from hypothesis import strategies as st
 
-from asyncsnn.testing import random_count_input, random_grid_network
+from asyncsnn.network import Dense, Network
+from asyncsnn.result import COUNTER_FIELDS, InferenceResult
+from asyncsnn.testing import grid_weights, random_count_input, random_grid_network
 
 SCHEDULERS = ["layered", "fifo", "random", "momentum"]
 
@@ -36,3 +39,84 @@ def engine_cases(draw: Any, max_batch: int = 3) -> dict[str, Any]:
     }
     labels = rng.integers(0, net.n_outputs, batch) if draw(st.booleans()) else None
     return {"net": net, "x": x, "opts": opts, "labels": labels}
+
+
+def wide_dense_network(rng: np.random.Generator) -> Network:
+    """A dense grid network of 16-64 inputs and 1-2 hidden layers of 16-64 neurons.
+
+    Wide enough that with ``F = 1`` a timestep often needs more than 32 forward steps
+    (the torch engine computes the random function's states 32 steps at a time) while
+    quiet samples end it after a few.
+    """
+    sizes = [int(rng.integers(16, 65)) for _ in range(int(rng.integers(2, 4)))] + [int(rng.integers(2, 11))]
+    layers = [
+        Dense(grid_weights(rng, (b, a), float(rng.choice([0.5, 0.75, 1.0])), 0.1)) for a, b in itertools.pairwise(sizes)
+    ]
+    th = np.float32(rng.integers(192, 320) / 256)
+    return Network.sequential(
+        (sizes[0],),
+        layers,
+        threshold=th,
+        beta=np.float32(rng.integers(192, 257) / 256),
+        refractory_dropout=float(rng.choice([0.0, 0.5])),
+    )
+
+
+def mixed_count_input(
+    rng: np.random.Generator, network: Network, density: np.ndarray, timesteps: int, max_count: int = 3
+) -> np.ndarray:
+    """Integer event counts ``[batch, timesteps, *input_shape]`` with one density per sample."""
+    shape = (density.size, timesteps, *network.input_shape)
+    mask = rng.random(shape) < density.reshape(-1, *([1] * (len(shape) - 1)))
+    return (mask * rng.integers(1, max_count + 1, shape)).astype(np.float32)
+
+
+@st.composite
+def mixed_batch_cases(draw: Any, max_batch: int = 64) -> dict[str, Any]:
+    """Batches of up to ``max_batch`` samples whose activity differs from sample to sample.
+
+    The input density is drawn per sample (uniform in 0.02-0.6, or from a few levels
+    including silence and saturation), ``F = 1`` is drawn often and the networks
+    include wide dense ones, so that within one timestep some samples end after a few
+    forward steps and others after many: the batch engines (torch) must set finished
+    rows aside and merge them back at any step.
+    """
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    kind = draw(st.sampled_from(["wide", "wide", "dense", "skip", "conv", "conv_wide"]))
+    net = wide_dense_network(rng) if kind == "wide" else random_grid_network(rng, kind)
+    batch = draw(st.one_of(st.integers(1, max_batch), st.integers(min(16, max_batch), max_batch)))
+    timesteps = draw(st.integers(1, 4))
+    if draw(st.booleans()):
+        density = rng.uniform(0.02, 0.6, batch)
+    else:
+        density = rng.choice([0.0, 0.02, 0.1, 0.3, 0.6, 1.0], batch)
+    x = mixed_count_input(rng, net, density, timesteps)
+    scheduler = draw(st.sampled_from(SCHEDULERS))
+    stop = draw(st.sampled_from(["drain", "drain", "first_output", "max_steps"]))
+    opts: dict[str, Any] = {
+        "scheduler": scheduler,
+        "forward_group_size": draw(st.sampled_from([1, 1, 1, 2, 3, 8])),
+        "stop": stop,
+        "extra_steps": draw(st.integers(0, 3)),
+        "max_steps": draw(st.integers(1, 80)) if stop == "max_steps" or draw(st.integers(0, 3)) == 0 else None,
+        "seed": draw(st.integers(0, 2**64 - 1)),
+        "jitter": draw(st.sampled_from([0.0, 0.25, 1.0])) if scheduler == "momentum" else 0.0,
+        "refractory_dropout": draw(st.sampled_from(["off", "network", 0.5])),
+    }
+    labels = rng.integers(0, net.n_outputs, batch) if draw(st.booleans()) else None
+    return {"net": net, "x": x, "opts": opts, "labels": labels}
+
+
+def select_samples(res: InferenceResult, rows: np.ndarray) -> InferenceResult:
+    """``res`` restricted to the samples ``rows`` (in that order)."""
+    arrays = {name: getattr(res, name)[rows] for name in COUNTER_FIELDS}
+    labels = None if res.labels is None else res.labels[rows]
+    return InferenceResult(arrays, labels=labels, engine=res.engine, options=res.options)
+
+
+def spread_samples(res: InferenceResult, n: int = 6) -> np.ndarray:
+    """Up to ``n`` sample indices spread over ``res``'s range of forward steps, ascending."""
+    order = np.argsort(res.forward_steps, kind="stable")
+    picks = np.unique(order[np.linspace(0, order.size - 1, min(n, order.size)).round().astype(int)])
+    return picks

@@ -2,7 +2,10 @@
 
 Hypothesis draws small random networks with grid weights (R8.2: bit-exact agreement)
 and integer count inputs biased toward ties and exact thresholds, on every scheduler,
-forward group size, stop mode and dropout setting, and compares all counters.
+forward group size, stop mode and dropout setting, and compares all counters. A second
+strategy draws batches of up to 64 samples whose activity differs from sample to sample
+(input density per sample, ``F = 1`` often, wide dense networks), on which the torch
+engine -- the one engine that runs a batch in lock step -- must equal the other two.
 """
 
 from __future__ import annotations
@@ -16,8 +19,11 @@ from hypothesis import strategies as st
 
 import asyncsnn
 import asyncsnn.reference
-from _strategies import SCHEDULERS, engine_cases
+import asyncsnn.torch
+from _strategies import SCHEDULERS, engine_cases, mixed_batch_cases, select_samples, spread_samples
 from asyncsnn.testing import assert_results_equal, random_count_input, random_grid_network
+from asyncsnn.torch import _kernels
+from asyncsnn.torch import engine as torch_engine
 
 
 def cases() -> st.SearchStrategy[dict[str, Any]]:
@@ -30,6 +36,33 @@ def test_rust_engine_equals_reference_on_random_grid_networks(case: dict[str, An
     a = asyncsnn.infer(case["net"], case["x"], labels=case["labels"], **case["opts"])
     b = asyncsnn.reference.infer(case["net"], case["x"], labels=case["labels"], **case["opts"])
     assert_results_equal(a, b)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(mixed_batch_cases(), st.sampled_from(["fused", "numpy", "torch"]))
+def test_torch_rust_and_reference_agree_on_batches_of_mixed_activity(case: dict[str, Any], path: str) -> None:
+    """Batches of up to 64 samples whose timesteps end at different forward steps.
+
+    The torch engine sets the rows whose timestep has ended aside and merges them back
+    (issue 15, item 1: it crashed when some rows ran past forward step 32 and others
+    did not). ``path`` picks its CPU code: the fused Rust kernels, their numpy and
+    torch twins, or the torch bookkeeping used off the CPU.
+    """
+    kw = {"labels": case["labels"], **case["opts"]}
+    rust = asyncsnn.infer(case["net"], case["x"], **kw)
+    # The slow reference engine on up to 6 samples, spread from the quietest to the busiest
+    # (a sample's result does not depend on the rest of its batch, R5.5).
+    rows = spread_samples(rust)
+    labels = None if case["labels"] is None else case["labels"][rows]
+    ref_kw = {**kw, "labels": labels, "sample_ids": rows}
+    assert_results_equal(select_samples(rust, rows), asyncsnn.reference.infer(case["net"], case["x"][rows], **ref_kw))
+    saved = _kernels.FUSED_CPU, torch_engine._HOST
+    _kernels.FUSED_CPU, torch_engine._HOST = path == "fused", path != "torch"
+    try:
+        torch_res = asyncsnn.torch.infer(case["net"], case["x"], **kw)
+    finally:
+        _kernels.FUSED_CPU, torch_engine._HOST = saved
+    assert_results_equal(torch_res, rust)
 
 
 @pytest.mark.parametrize("scheduler", SCHEDULERS)

@@ -16,7 +16,7 @@ import torch
 import asyncsnn
 import asyncsnn.reference
 import asyncsnn.torch as at
-from asyncsnn.result import COUNTER_FIELDS, InferenceResult
+from _strategies import select_samples, spread_samples
 from asyncsnn.testing import assert_results_equal, grid_weights
 
 
@@ -63,18 +63,10 @@ def test_torch_infer_on_a_batch_of_mixed_activity(opts: dict[str, Any]) -> None:
     kw = {"forward_group_size": 1, "seed": 5, **opts}
     rust = asyncsnn.infer(net, x, labels=labels, **kw)
     assert_results_equal(at.infer(net, x, labels=labels, **kw), rust)
-    # The reference engine (slow) on a few rows, the longest and the shortest among them.
-    order = np.argsort(rust.forward_steps)
-    rows = np.array([order[0], order[len(order) // 2], order[-1]])
+    # The reference engine (slow) on a few rows, from the quietest to the busiest.
+    rows = spread_samples(rust, 3)
     ref = asyncsnn.reference.infer(net, x[rows], labels=labels[rows], sample_ids=rows, **kw)
-    assert_results_equal(_rows(rust, rows), ref)
-
-
-def _rows(res: InferenceResult, rows: np.ndarray) -> InferenceResult:
-    """``res`` restricted to the samples ``rows``."""
-    arrays = {name: getattr(res, name)[rows] for name in COUNTER_FIELDS}
-    labels = None if res.labels is None else res.labels[rows]
-    return InferenceResult(arrays, labels=labels, engine=res.engine, options=res.options)
+    assert_results_equal(select_samples(rust, rows), ref)
 
 
 @pytest.mark.parametrize("opts", MIXED_OPTIONS, ids=lambda o: "-".join(str(v) for v in o.values()))
