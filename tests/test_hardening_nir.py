@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 import re
 import sys
 import types
@@ -461,7 +462,8 @@ def test_norse_export_reproduces_norse_spikes_with_dt_squared(arch: str) -> None
         from_nir(graph, dt=dt)
     assert err.value.field == "tau"
     net = from_nir(graph, dt=dt**2)  # Norse writes tau = dt / tau_mem_inv
-    assert net.input_shape == ((10,) if arch == "dense" else in_shape) or net.input_shape == (1, 10)
+    # Dense layers read any shape of the right size; a Conv2d needs (c, h, w): the leading 1 goes.
+    assert net.input_shape == ((1, 10) if arch == "dense" else in_shape)
     cells = [m for m in model if isinstance(m, norse.LIFBoxCell)]
     for module, pop in zip(cells, net.populations, strict=True):
         np.testing.assert_array_equal(pop.beta, 1 - dt * tau_mem_inv)
@@ -558,16 +560,12 @@ def test_input_with_a_leading_batch_dimension_of_one(arch: str) -> None:
     }
     graph = nir.NIRGraph(nodes=nodes, edges=[("input", "proj"), ("proj", "lif"), ("lif", "output")], type_check=False)
     net = from_nir(graph)
-    assert math_prod(net.input_shape) == math_prod(in_shape)
+    assert math.prod(net.input_shape) == math.prod(in_shape)
     if arch != "dense":
         assert net.input_shape == in_shape
     assert net.population_shapes[1] == out_shape
     x = random_count_input(rng, net, batch=2, timesteps=4)
-    assert asyncsnn.infer(net, x, scheduler="layered").timestep_output_counts.shape == (2, 4, math_prod(out_shape))
-
-
-def math_prod(shape: tuple[int, ...]) -> int:
-    return int(np.prod(shape))
+    assert asyncsnn.infer(net, x, scheduler="layered").timestep_output_counts.shape == (2, 4, math.prod(out_shape))
 
 
 def test_a_real_four_dimensional_input_is_not_squeezed() -> None:
