@@ -23,7 +23,7 @@ import asyncsnn.reference
 import asyncsnn.result
 from _background import as_background_job
 from asyncsnn import Network
-from asyncsnn.cli import build_parser, for_the_command_line, main, option_help
+from asyncsnn.cli import build_parser, for_the_command_line, main, option_help, printable
 from asyncsnn.data import digits_split, encode
 from asyncsnn.reproduce import ReproduceConfig, _write_table, evaluate_cell, load_dataset, run_reproduce
 from asyncsnn.testing import assert_results_equal
@@ -291,6 +291,27 @@ def test_for_the_command_line_rewrites_python_advice() -> None:
     )
     assert for_the_command_line("invalid resume = True: needs a checkpoint_dir").endswith("needs --checkpoint-dir")
     assert for_the_command_line("invalid root = None: no such folder") == "invalid root = None: no such folder"
+
+
+def test_info_escapes_control_characters_of_the_metadata(tmp_path: Path) -> None:
+    net = _random_model(tmp_path / "plain.safetensors")
+    metadata = {
+        "note": "line one\nforged: line\x1b[2J\u202e",
+        "tab\tkey": "back\\slash",
+        "dataset": "digits é",
+    }
+    asyncsnn.save(net, tmp_path / "m.safetensors", metadata=metadata)
+    code, out, err = _run_main(["info", str(tmp_path / "m.safetensors")])
+    assert code == 0, err
+    assert "\x1b" not in out
+    assert "\u202e" not in out
+    assert "\t" not in out
+    lines = out.splitlines()
+    assert r"note: line one\nforged: line\x1b[2J\u202e" in lines
+    assert r"tab\tkey: back\\slash" in lines
+    assert "dataset: digits é" in lines  # printable text is left as it is
+    assert not any(line.startswith("forged") for line in lines)
+    assert printable("a\rb\x00") == r"a\rb\x00"
 
 
 # ============================================================ item 20: "steps to 1st output"

@@ -357,8 +357,23 @@ def _info(args: argparse.Namespace) -> int:
     print(f"trainable weights: {n_params}")
     for key in sorted(meta):
         if key != "network":
-            print(f"{key}: {meta[key]}")
+            print(f"{printable(key)}: {printable(meta[key])}")
     return 0
+
+
+def printable(value: object) -> str:
+    r"""``str(value)`` with every non-printable character escaped (``\n``, ``\x1b``, ``\u202e``).
+
+    Model metadata is arbitrary text from a file: printed raw, a newline or a terminal
+    escape sequence in it could forge lines of ``asyncsnn info`` or reach the terminal.
+    Backslashes are doubled, so the escaped text reads back unambiguously.
+    """
+    text = str(value)
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(
+        ch if ch.isprintable() and ch != "\\" else ch.encode("unicode_escape").decode("ascii") for ch in text
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
