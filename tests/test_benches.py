@@ -76,3 +76,13 @@ def test_doc_block_is_replaced_in_place(tmp_path: Path) -> None:
     compare.write_doc(doc, "third")
     assert doc.read_text().endswith("\nkept below\n")
     assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_threads_batch1_measures_three_ratios() -> None:
+    pytest.importorskip("snntorch")
+    import threads_batch1
+
+    ratios = threads_batch1.measure(rounds=1, inner=1, timesteps=5)
+    assert set(ratios) == {"alone", "1t after snnTorch", "default after snnTorch"}
+    assert all(r > 0 and np.isfinite(r) for r in ratios.values())
