@@ -22,7 +22,7 @@ import asyncsnn.reference
 import asyncsnn.torch as at
 from _strategies import SCHEDULERS, engine_cases
 from asyncsnn._prepare import prepare_options
-from asyncsnn.exceptions import InputError, ModelError, ParameterError
+from asyncsnn.exceptions import EngineError, InputError, ModelError, ParameterError
 from asyncsnn.rng import hash32_np
 from asyncsnn.testing import assert_results_equal, grid_weights, random_count_input, random_grid_network
 from asyncsnn.torch import _kernels, _rng
@@ -394,10 +394,19 @@ def test_devices_threads_and_overflow() -> None:
             at.infer(net, x, device=device)
         assert info.value.field == "device"
     assert at.infer(net, x, threads=np.int64(2), device="cpu").batch_size == 2
-    # float32 overflow is part of the arithmetic (R8.1): an infinite membrane fires and is
-    # reset to 0, infinite currents reaching refractory neurons are discarded.
+    # Huge finite values are arithmetic like any other (R8.1); a membrane that overflows
+    # float32 fails the run with the same error in every engine (R8.3).
     for value in (1e38, 3.4e38):
         big = np.full((2, 3, 4), value, dtype=np.float32)
         for scheduler in SCHEDULERS:
             kw = {"scheduler": scheduler, "forward_group_size": 1}
-            assert_results_equal(at.infer(net, big, **kw), asyncsnn.reference.infer(net, big, **kw))
+            if value < 2e38:  # 4 * 0.5 * 1e38 = 2e38 stays finite
+                assert_results_equal(at.infer(net, big, **kw), asyncsnn.reference.infer(net, big, **kw))
+                continue
+            errors = []
+            for engine in (at.infer, asyncsnn.reference.infer):
+                with pytest.raises(EngineError) as info:
+                    engine(net, big, **kw)
+                errors.append((info.value.field, info.value.location, str(info.value)))
+            assert errors[0] == errors[1]
+            assert errors[0][0] == "membrane"

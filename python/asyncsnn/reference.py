@@ -53,6 +53,7 @@ from asyncsnn._prepare import (
     prepare_inputs,
     prepare_options,
 )
+from asyncsnn.exceptions import EngineError
 from asyncsnn.network import AvgPool2d, Conv2d, Dense, Network, SumPool2d
 from asyncsnn.result import COUNTER_FIELDS, InferenceResult
 from asyncsnn.rng import STREAM_DROPOUT, STREAM_JITTER, STREAM_RANDOM, hash32_np, uniform, uniform_np
@@ -251,6 +252,13 @@ def _dense_frames(prepared: PreparedInputs, b: int, n_in: int) -> np.ndarray:
     return prepared.dense_sample(b)
 
 
+def _overflow(model: _Model, sample: int, t: int, k: int, q: int) -> EngineError:
+    """The R8.3 error for neuron ``q`` (global id) of the sample at position ``sample``."""
+    pop = int(model.population_of[q])
+    location = f"sample {sample}, timestep {t}, forward step {k}, population {pop}, neuron {q - model.offsets[pop]}"
+    return EngineError(f"{location}: membrane overflows", field="membrane", value=None, location=location)
+
+
 def _run_sample(
     model: _Model,
     frames: np.ndarray,
@@ -258,8 +266,12 @@ def _run_sample(
     sample_id: int,
     opts: RunOptions,
     trace: list[dict[str, Any]] | None = None,
+    position: int = 0,
 ) -> dict[str, Any]:
-    """Run one sample; return its counters by COUNTER_FIELDS name (Python ints / lists)."""
+    """Run one sample; return its counters by COUNTER_FIELDS name (Python ints / lists).
+
+    ``position`` is the sample's index in the call, which an overflow error names (R8.3).
+    """
     n_steps_t = frames.shape[0]
     n = model.n_neurons
     out_pop = model.n_populations
@@ -335,6 +347,12 @@ def _run_sample(
                     trace.append({"event": "integrate", "t": t, "k": k, "neurons": got.tolist()})
             v[live] = (v[live] + current[live]).astype(np.float32)
             current[:] = 0.0
+            # R8.3: a membrane that is not finite (an overflowing product x*w or m*w, sum,
+            # or V + I) ends the run; the lowest neuron id is named. (Membranes of
+            # neurons without current stay finite: they were finite before.)
+            bad = np.flatnonzero(live & ~np.isfinite(v))
+            if bad.size:
+                raise _overflow(model, position, t, k, int(bad[0]))
 
             # R4.3.2 Fire: every non-refractory neuron with V > threshold (strictly),
             # in increasing id order.
@@ -491,9 +509,9 @@ def _infer(
         if trace is not None:
             sample_trace = []
             trace.append(sample_trace)
-        # float32 overflow to inf (and inf - inf = nan) is part of the arithmetic (R8.1), not a warning.
+        # float32 overflow to inf (and inf - inf = nan) is checked at each integration (R8.3), not warned about.
         with np.errstate(over="ignore", invalid="ignore"):
-            rows.append(_run_sample(model, frames, label, int(prepared.sample_ids[b]), opts, sample_trace))
+            rows.append(_run_sample(model, frames, label, int(prepared.sample_ids[b]), opts, sample_trace, b))
     arrays = {name: np.array([row[name] for row in rows], dtype=np.int64) for name in COUNTER_FIELDS}
     # Shape the per-sample arrays even for degenerate sizes (e.g. zero projections).
     shapes = {
@@ -577,6 +595,10 @@ def infer(
     ------
     ParameterError, InputError
         On invalid options or inputs (the same as the Rust engine).
+    EngineError
+        When a membrane stops being finite (float32 overflow, R8.3); ``field`` is
+        ``"membrane"`` and ``location`` names the first failing sample (by position in
+        the call), timestep, forward step, population and neuron.
 
     Examples
     --------

@@ -359,11 +359,11 @@ def step_exact(
     """:func:`step` with selects instead of 0/1 arithmetic, exact for non-finite values.
 
     ``inf * 0`` is NaN, so the arithmetic of :func:`step` would turn an infinite current
-    reaching a refractory neuron, or the reset of an infinite membrane, into NaN where
-    the semantics discard the current or reset to 0 (float32 overflow is part of the
-    arithmetic, R8.1). The engine reruns a step with this version when its membranes
-    are not all finite. Gradients: the spike's surrogate as in :func:`step`; the reset
-    is a select (no ``-U sigma'`` term; an overflowing membrane has no useful gradient).
+    reaching a refractory neuron into NaN where the semantics discard it (R4.6). The
+    engine reruns a step with this version when its membranes are not all finite, and
+    then fails the samples whose non-refractory membranes are not finite (R8.3).
+    Gradients: the spike's surrogate as in :func:`step`; the reset is a select (no
+    ``-U sigma'`` term).
     """
     u = torch.where(live > 0, v + cur, v)
     fired = u > theta

@@ -32,9 +32,17 @@ One timestep ``t`` (R4):
   4. select and deliver (R5), below.
 
 Masks and counts are float tensors (0/1 and small integers are exact in float32):
-boolean and int64 kernels are several times slower on the CPU. Float32 overflow is
-part of the arithmetic (R8.1): a step whose membranes are not all finite is recomputed
-with exact selects (``inf * 0`` would be NaN).
+boolean and int64 kernels are several times slower on the CPU. A step whose membranes
+are not all finite is recomputed with exact selects (``inf * 0`` would be NaN): the
+current of a refractory neuron is discarded whatever it is, and a non-refractory
+membrane that is not finite fails its sample (R8.3). The batch runs in lock step, so
+each sample's first failure (timestep, forward step, lowest neuron) is recorded and
+the run raises for the lowest failing sample once no earlier sample can fail, never
+returning counters. Matrix products may fuse a product into the running sum (FMA) and
+so hide a product ``x * w`` or ``m * w`` that overflows on its own; when the largest
+input value (or, with refractory dropout, twice the largest weight) times the largest
+weight could reach float32's range, the targets of such products are found exactly
+(float64 products of float32 values) and their current is set to NaN.
 
 **Fused CPU kernels.** On the CPU, a forward step's element-wise work costs more in
 kernel launches than in arithmetic, so float32 CPU runs use a few Rust kernels
@@ -134,7 +142,7 @@ from asyncsnn._prepare import (
     prepare_inputs,
     prepare_options,
 )
-from asyncsnn.exceptions import ParameterError, invalid
+from asyncsnn.exceptions import EngineError, ParameterError, invalid
 from asyncsnn.network import AvgPool2d, Conv2d, Dense, Network, SumPool2d
 from asyncsnn.result import COUNTER_FIELDS, InferenceResult
 from asyncsnn.rng import STREAM_DROPOUT, STREAM_JITTER, STREAM_RANDOM
@@ -357,6 +365,61 @@ def network_weights(network: Network, device: torch.device | str | None = None) 
     return out
 
 
+_F32_OVERFLOW = 2.0**128 - 2.0**103
+"""The smallest magnitude that float32 rounds to infinity (half an ulp above the largest float32)."""
+
+
+def _source_weight_max(pp: ProjectionPlan, w: torch.Tensor | None) -> torch.Tensor | None:
+    """float64 ``[n_source]`` (conv: ``[c_in]``): the largest ``|w|`` of each source's synapses."""
+    if w is None:  # pooling: weights <= 1, a product never exceeds its (finite) source value
+        return None
+    wa = w.detach().abs()
+    return (wa.amax(0) if pp.kind == "dense" else wa.amax((0, 2, 3))).to(torch.float64)  # the max is exact
+
+
+def _overflowing_products(
+    pp: ProjectionPlan, w: torch.Tensor, e: torch.Tensor, wmax: torch.Tensor
+) -> torch.Tensor | None:
+    """The targets reached by a product ``e_j * w`` that overflows float32 (R8.3).
+
+    ``e [r, n_source]`` are source values >= 0 (input values or multiplicities) and
+    ``wmax`` is :func:`_source_weight_max`. A float32 product of two float32 is exact
+    in float64, so the test is exact. Matrix products may fuse a product with the
+    running sum (FMA) and so hide its overflow; the engine marks these targets
+    instead. Returns bool ``[r, n_target]``, or ``None`` when no product overflows.
+    """
+    e64 = e.detach().to(torch.float64)
+    r = e64.shape[0]
+    if pp.kind == "dense":
+        emax = e64.amax(0)
+        if not bool((emax * wmax >= _F32_OVERFLOW).any()):
+            return None
+        wa = w.detach().abs().to(torch.float64)
+        q_idx, j_idx = (wa * emax >= _F32_OVERFLOW).nonzero(as_tuple=True)  # the candidate synapses
+        hit = e64[:, j_idx] * wa[q_idx, j_idx] >= _F32_OVERFLOW  # [r, candidates]
+        rows, cand = hit.nonzero(as_tuple=True)
+        flags = torch.zeros(r, wa.shape[0], dtype=torch.bool, device=e.device)
+        flags[rows, q_idx[cand]] = True
+        return flags
+    x = e64.reshape(r, *pp.source_shape)
+    emax = x.amax((0, 2, 3))
+    if not bool((emax * wmax >= _F32_OVERFLOW).any()):
+        return None
+    ka = w.detach().abs().to(torch.float64)
+    c_out, _, kh, kw = ka.shape
+    out: torch.Tensor | None = None
+    for o, c, ky, kx in (ka * emax[None, :, None, None] >= _F32_OVERFLOW).nonzero().tolist():
+        hot = torch.zeros(1, 1, kh, kw, dtype=torch.float64, device=e.device)
+        hot[0, 0, ky, kx] = 1.0
+        src = (x[:, c : c + 1] * ka[o, c, ky, kx] >= _F32_OVERFLOW).to(torch.float64)
+        reached = F.conv2d(src, hot, stride=pp.stride, padding=pp.padding)[:, 0] > 0  # [r, oh, ow]
+        if out is None:
+            out = torch.zeros(r, c_out, *reached.shape[1:], dtype=torch.bool, device=e.device)
+        out[:, o] |= reached
+    assert out is not None
+    return out.reshape(r, -1)
+
+
 def _apply(pp: ProjectionPlan, w: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
     """Currents ``[r, n_target]`` of source activity ``e [r, n_source]`` through one projection."""
     if pp.kind == "dense":
@@ -545,6 +608,52 @@ class _Delivery:
             self.parts = [TablePart(0, 0, span, table)]  # the table as one block
         self._wt: dict[int, torch.Tensor] = {}
         self._specs: dict[tuple[tuple[int, ...], bool], SettleSpec] = {}
+        # R8.3: the largest |w| of each source, and whether a spike delivery can overflow
+        # float32 at all (only a multiplicity m >= 2, i.e. refractory dropout, makes m * w
+        # larger than w).
+        self.wmax = [_source_weight_max(pp, weights[pp.index]) for pp in plan.projections]
+        lif_max = [float(m.max()) for pp, m in zip(plan.projections, self.wmax) if pp.source > 0 and m is not None]
+        self.lif_risk = 2.0 * max(lif_max, default=0.0) >= _F32_OVERFLOW
+
+    def overflow_flags(self, emitted: torch.Tensor, populations: Sequence[int]) -> torch.Tensor | None:
+        """Mark the neurons reached by an overflowing product (R8.3): bool ``[n, N]``, or ``None``.
+
+        ``emitted`` holds the source values: the input frame ``[n, n_in]`` for
+        ``populations = [0]``, else multiplicities ``[n, N]`` by global id.
+        """
+        plan = self.plan
+        flags: torch.Tensor | None = None
+        for p in populations:
+            e_p = emitted if p == 0 else emitted[:, plan.offsets[p] : plan.offsets[p] + plan.sizes[p]]
+            for pp in plan.outgoing[p]:
+                wmax = self.wmax[pp.index]
+                if wmax is None:
+                    continue
+                hit = _overflowing_products(pp, self.weight(pp), e_p, wmax)
+                if hit is None:
+                    continue
+                if flags is None:
+                    flags = torch.zeros(emitted.shape[0], plan.n_neurons, dtype=torch.bool, device=emitted.device)
+                o = plan.offsets[pp.target]
+                flags[:, o : o + plan.sizes[pp.target]] |= hit
+        return flags
+
+    def mark_overflow(self, cur: torch.Tensor, emitted: torch.Tensor, populations: Sequence[int]) -> torch.Tensor:
+        """``cur`` with NaN at the neurons reached by an overflowing product (R8.3)."""
+        flags = self.overflow_flags(emitted, populations)
+        if flags is None:
+            return cur
+        return torch.where(flags, torch.full((), math.nan, dtype=cur.dtype, device=cur.device), cur)
+
+    def mark_overflow_selected(
+        self, cur: torch.Tensor, rows: torch.Tensor, neurons: torch.Tensor, mult: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`mark_overflow` for the selected entries ``(rows, neurons)`` with multiplicities ``mult``."""
+        if not self.lif_risk:
+            return cur
+        emitted = torch.zeros(cur.shape[0], self.plan.n_neurons, dtype=torch.float32, device=cur.device)
+        emitted[rows, neurons] = mult.detach().to(torch.float32)
+        return self.mark_overflow(cur, emitted, self.plan.source_populations)
 
     def weight(self, pp: ProjectionPlan) -> torch.Tensor:
         """The projection's weight tensor (the fixed kernel for pooling)."""
@@ -712,6 +821,7 @@ def run(
     labels: torch.Tensor | None = None,
     sample_ids: torch.Tensor | None = None,
     surrogate: Surrogate | None = None,
+    sample_offset: int = 0,
 ) -> RunOutput:
     """Run a batch through the network, differentiably (see the module docstring).
 
@@ -734,11 +844,21 @@ def run(
         default ``arange(B)``.
     surrogate
         Surrogate derivative of the spike (default ``ATan()``).
+    sample_offset
+        Position in the caller's batch of the first sample, for the error below.
 
     Returns
     -------
     RunOutput
         Differentiable per-timestep output counts ``[B, T, n_out]`` and the counters.
+
+    Raises
+    ------
+    EngineError
+        When the membrane of a non-refractory neuron stops being finite (float32
+        overflow, R8.3). The batch runs in lock step, so each sample's first failure is
+        recorded and the error names the lowest failing sample (``sample_offset`` +
+        its row), its first failing timestep and forward step, and the lowest neuron.
     """
     dev = frames.device
     pt = plan.tensors(dev)
@@ -775,6 +895,10 @@ def run(
     input_events = nonzero.sum((1, 2))
     syn_in = nonzero.to(f64) @ pt["fanout_in_f64"]  # [B, T, n_proj]
     rec = torch.zeros(n_t, n_batch, cols.n, dtype=f64, device=dev)
+    # R8.3: can an input product x * w overflow float32 at all? (Then its targets are marked.)
+    in_wmax = [float(m.max()) for pp, m in zip(plan.projections, delivery.wmax) if pp.source == 0 and m is not None]
+    in_risk = n_t > 0 and float(frames.amax()) * max(in_wmax, default=0.0) >= _F32_OVERFLOW
+    failures: dict[int, tuple[int, int, int]] = {}  # row -> first (t, k, neuron) whose membrane overflowed
     counts_t: list[torch.Tensor] = []
     v = torch.zeros(n_batch, n_neu, dtype=f32, device=dev)
     all_rows = torch.arange(n_batch, device=dev)
@@ -816,6 +940,9 @@ def run(
             lat_open=torch.ones(n_batch, dtype=f32, device=dev),
             cur=delivery.assemble(in_parts, n_batch),
         )
+        if in_risk:
+            assert a.cur is not None
+            a.cur = delivery.mark_overflow(a.cur, x_t, [0])
         retired: list[_Rows] = []
         latency_open = True  # some row may still record a first (correct) output spike
         pend = np.empty(0, dtype=np.int64)  # host bookkeeping: the pending neurons (see _host_iteration)
@@ -845,6 +972,13 @@ def run(
             if exact:
                 a.v, a.q, sd, u, fired = step_exact(v_before, a.cur, a.live, q_before, theta, sur, host)
                 live_new = None
+                # R8.3: a non-refractory membrane that is not finite fails its sample.
+                bad = ~torch.isfinite(u) & (a.live > 0)
+                if bool(bad.any()):
+                    _record_overflow(failures, a.rows, bad, t, k)
+                    if 0 in failures:  # no sample comes before this one
+                        raise _overflow_error(plan, failures, sample_offset)
+                    a.v = torch.where(bad, torch.zeros((), dtype=f32, device=dev), a.v)  # the row's result is void
             a.cur = None
             hash_k = a.step_hash(k) if a.hash_t is not None else None
             if a.vpre is not None and live_new is None:
@@ -972,6 +1106,8 @@ def run(
                 a.delivered = a.delivered + group
                 present = [p for p in plan.source_populations if bool((top == n_pop + 1 - p).any())]
                 a.cur = delivery.dense(emitted, present)
+                if delivery.lif_risk:
+                    a.cur = delivery.mark_overflow(a.cur, emitted, present)
             else:
                 assert pend_rows is not None
                 assert pend_cols is not None
@@ -986,10 +1122,13 @@ def run(
                     groups: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None] = [
                         (rows_sel, cols_sel, offsets)
                     ]
+                    mult = a.q.detach().reshape(-1)[flat] if delivery.lif_risk else None
                     a.q, a.cur = deliver(delivery.holder, delivery.parts, a.q, flat, groups, delivery.col0)
                 else:
                     mult, a.q = take(a.q, rows_sel * n_neu + cols_sel, grad)
                     a.cur = delivery.selected(rows_sel, cols_sel, mult, n_rows=a.rows.numel())
+                if mult is not None:
+                    a.cur = delivery.mark_overflow_selected(a.cur, rows_sel, cols_sel, mult)
                 # R7.4: the synops of the delivered neurons, per projection.
                 a.cnt[:, cols.syn].index_add_(0, rows_sel, pt["fanout_f64"].index_select(0, cols_sel))
             k += 1
@@ -1011,9 +1150,32 @@ def run(
             counts_t.append(m.outd)
         v = m.v
 
+    if failures:
+        raise _overflow_error(plan, failures, sample_offset)
     counters = _finish(plan, torch.round(rec).to(i64), input_events, cols)
     counts = torch.stack(counts_t, 1) if grad else counters["timestep_output_counts"].to(dev, f32)
     return RunOutput(counts=counts, counters={k: t.cpu() for k, t in counters.items()})
+
+
+def _record_overflow(
+    failures: dict[int, tuple[int, int, int]], rows: torch.Tensor, bad: torch.Tensor, t: int, k: int
+) -> None:
+    """Record the first failure (R8.3) of each row of ``bad [n, N]`` (lowest neuron id first)."""
+    r_idx, q_idx = bad.nonzero(as_tuple=True)  # row-major: a row's lowest neuron comes first
+    for r, q in zip(r_idx.tolist(), q_idx.tolist()):
+        failures.setdefault(int(rows[r]), (t, k, q))
+
+
+def _overflow_error(plan: Plan, failures: dict[int, tuple[int, int, int]], sample_offset: int) -> EngineError:
+    """The R8.3 error of the lowest failing row."""
+    row = min(failures)
+    t, k, q = failures[row]
+    pop = int(plan._np["pop_of"][q])
+    location = (
+        f"sample {sample_offset + row}, timestep {t}, forward step {k}, population {pop}, "
+        f"neuron {q - plan.offsets[pop]}"
+    )
+    return EngineError(f"{location}: membrane overflows", field="membrane", value=None, location=location)
 
 
 def _host_iteration(
@@ -1123,12 +1285,17 @@ def _host_iteration(
         offsets_np = np.cumsum(n_sel) - n_sel
     offsets = torch.from_numpy(offsets_np)
     rows_t, neurons_t = torch.from_numpy(sel_rows), torch.from_numpy(sel_neurons)
+    mult: torch.Tensor | None = None
     if delivery.table is not None:
         flat = torch.from_numpy(sel_flat)
+        if delivery.lif_risk:
+            mult = a.q.detach().reshape(-1)[flat]
         a.q, a.cur = deliver(delivery.holder, delivery.parts, a.q, flat, [(rows_t, neurons_t, offsets)], delivery.col0)
     else:
         mult, a.q = take(a.q, torch.from_numpy(sel_flat), grad)
         a.cur = delivery.selected(rows_t, neurons_t, mult, n_rows=n_rows)
+    if mult is not None:
+        a.cur = delivery.mark_overflow_selected(a.cur, rows_t, neurons_t, mult)
     # R7.4: deliveries per neuron (their synops are summed at the end of the timestep).
     a.np("delivered").reshape(-1)[sel_flat] += 1.0
     return a, pend_left
@@ -1518,6 +1685,7 @@ def infer(
                 opts,
                 labels=None if lab is None else lab[lo:hi],
                 sample_ids=ids[lo:hi],
+                sample_offset=lo,
             )
             outs.append(out.counters)
     arrays = {k: torch.cat([o[k] for o in outs]).numpy() for k in COUNTER_FIELDS}
