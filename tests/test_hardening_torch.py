@@ -5,10 +5,14 @@
   (``torch/engine.py::_merge``), and must do so whatever step each row stopped at.
 * Item 3: float32 overflow of a membrane fails the run with the same EngineError in
   every engine (``docs/semantics.md`` R8.3), naming the first failing sample.
+* Item 9: torch tensors of any real dtype and layout are read by one rule
+  (``asyncsnn._prepare.tensor_checked``) in every engine, the module, ``train`` and
+  ``from_nir``; meta, complex, quantized and nested tensors are typed errors.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -19,7 +23,7 @@ import asyncsnn
 import asyncsnn.reference
 import asyncsnn.torch as at
 from _strategies import select_samples, spread_samples
-from asyncsnn.exceptions import EngineError
+from asyncsnn.exceptions import EngineError, InputError, ModelError
 from asyncsnn.result import InferenceResult
 from asyncsnn.testing import assert_results_equal, grid_weights
 from asyncsnn.torch import _kernels
@@ -294,3 +298,194 @@ def test_an_overflowing_product_of_a_conv_input_fails(engine: str, scheduler: st
     _expect(
         _overflow(engine, net, x, scheduler=scheduler), "sample 1, timestep 1, forward step 0, population 1, neuron 3"
     )
+
+
+# ------------------------------------------------------------------------- item 9: torch tensors as data
+ENGINES = {"reference": asyncsnn.reference.infer, "rust": asyncsnn.infer, "torch": at.infer}
+
+
+def _small_net() -> asyncsnn.Network:
+    return asyncsnn.Network.sequential(
+        (2, 3), [asyncsnn.Dense(np.full((3, 6), 0.5)), asyncsnn.Dense(np.ones((2, 3)))], threshold=1.0, beta=0.875
+    )
+
+
+def _counts() -> torch.Tensor:
+    """Integer counts ``[3, 4, 2, 3]`` (exact in every dtype below), some frames empty."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 4, (3, 4, 2, 3), generator=g).to(torch.float32)
+    return x * (torch.rand(3, 4, 2, 3, generator=g) < 0.5)
+
+
+def _same_values() -> dict[str, Any]:
+    """Tensors whose values are exactly those of :func:`_counts` (read as float32)."""
+    x = _counts()
+    return {
+        "bfloat16": x.to(torch.bfloat16),
+        "float16": x.to(torch.float16),
+        "float64": x.to(torch.float64),
+        "float8_e4m3fn": x.to(torch.float8_e4m3fn),
+        "int32": x.to(torch.int32),
+        "int64": x.to(torch.int64),
+        "uint8": x.to(torch.uint8),
+        "uint16": x.to(torch.uint16),
+        "requires_grad": x.clone().requires_grad_(),
+        "non-contiguous": x.transpose(0, 1).contiguous().transpose(0, 1),
+        "sparse_coo": x.to_sparse(),
+        "sparse_coo_hybrid": x.to_sparse(2),
+        "sparse_coo_bfloat16": x.to(torch.bfloat16).to_sparse(),
+    }
+
+
+def _refused() -> dict[str, tuple[Any, str]]:
+    """Tensors that are an InputError, with a word of the message."""
+    x = _counts()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # quantized dtypes are deprecated in torch 2.10+
+        quantized = torch.quantize_per_tensor(x, 1.0, 0, torch.quint8)
+    return {
+        "meta": (x.to("meta"), "meta"),
+        "complex64": (x.to(torch.complex64), "complex"),
+        "complex128 sparse": (x.to(torch.complex128).to_sparse(), "complex"),
+        "quantized": (quantized, "quantized"),
+    }
+
+
+@pytest.mark.parametrize("engine", sorted(ENGINES))
+@pytest.mark.parametrize("form", sorted(_same_values()))
+def test_tensor_inputs_of_any_real_dtype_and_layout(engine: str, form: str) -> None:
+    net, x = _small_net(), _counts()
+    expected = asyncsnn.infer(net, x.numpy(), scheduler="fifo", forward_group_size=2)
+    assert_results_equal(ENGINES[engine](net, _same_values()[form], scheduler="fifo", forward_group_size=2), expected)
+
+
+@pytest.mark.parametrize("engine", sorted(ENGINES))
+def test_sparse_csr_and_bool_tensor_inputs(engine: str) -> None:
+    net, x = _small_net(), _counts()[:1].reshape(1, 4, 6)  # CSR: a batch of one [1, T, n_in]
+    kw: dict[str, Any] = {"scheduler": "momentum", "forward_group_size": 2}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Sparse CSR tensor support is in beta state"
+        csr = x.to_sparse_csr()
+    assert_results_equal(ENGINES[engine](net, csr, **kw), asyncsnn.infer(net, x.numpy(), **kw))
+    bools = _counts() > 0
+    assert_results_equal(ENGINES[engine](net, bools, **kw), asyncsnn.infer(net, bools.numpy().astype(np.float32), **kw))
+
+
+def test_float64_tensors_are_rounded_to_float32_and_checked_for_range() -> None:
+    net = _small_net()
+    x = torch.full((1, 2, 6), 1 / 3, dtype=torch.float64)
+    for infer in ENGINES.values():
+        assert_results_equal(infer(net, x), asyncsnn.infer(net, x.to(torch.float32).numpy()))
+        with pytest.raises(InputError, match="beyond the float32 range") as info:
+            infer(net, torch.full((1, 2, 6), 1e39, dtype=torch.float64))
+        assert info.value.field == "inputs"
+
+
+@pytest.mark.parametrize("engine", sorted(ENGINES))
+@pytest.mark.parametrize("form", sorted(_refused()))
+def test_tensors_without_real_values_are_an_input_error(engine: str, form: str) -> None:
+    tensor, word = _refused()[form]
+    with pytest.raises(InputError, match=word) as info:
+        ENGINES[engine](_small_net(), tensor)
+    err = info.value
+    assert type(err) is InputError
+    assert err.field == "inputs"
+    dtype = str(tensor.dtype).removeprefix("torch.")
+    assert f"{dtype} tensor" in str(err.value)
+    assert f"on device {tensor.device}" in str(err.value)
+    with pytest.raises(InputError, match=word):
+        at.AsyncSNN.from_network(_small_net())(tensor)
+
+
+def test_nested_tensors_are_an_input_error() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "nested tensors are in prototype stage"
+        nested = torch.nested.nested_tensor([torch.zeros(4, 6), torch.zeros(3, 6)])
+    for infer in ENGINES.values():
+        with pytest.raises(InputError, match="nested") as info:
+            infer(_small_net(), nested)
+        assert info.value.field == "inputs"
+
+
+def test_a_sparse_tensor_too_large_to_densify_is_an_engine_error() -> None:
+    empty = torch.zeros((3, 0), dtype=torch.int64)
+    huge = torch.sparse_coo_tensor(empty, torch.zeros(0), (2**20, 2**20, 6), check_invariants=True)
+    for infer in ENGINES.values():
+        with pytest.raises(EngineError, match="cannot densify a sparse tensor") as info:
+            infer(_small_net(), huge)
+        assert info.value.field == "inputs"
+        assert info.value.value == 2**40 * 6 * 4
+
+
+def test_labels_and_sample_ids_as_tensors_of_other_dtypes() -> None:
+    net, x = _small_net(), _counts()
+    labels, ids = np.array([0, 1, 1]), np.array([5, 0, 7])
+    expected = asyncsnn.infer(net, x.numpy(), labels=labels, sample_ids=ids, scheduler="random")
+    for dtype in (torch.bfloat16, torch.int32, torch.uint8):
+        id_dtype = torch.int64 if dtype.is_floating_point else dtype  # sample ids must be ints
+        kw = {"labels": torch.from_numpy(labels).to(dtype), "sample_ids": torch.from_numpy(ids).to(id_dtype)}
+        for infer in ENGINES.values():
+            assert_results_equal(infer(net, x, scheduler="random", **kw), expected)
+        with torch.no_grad():
+            out = at.AsyncSNN.from_network(net)(x.to(dtype), scheduler="random", **kw)
+        assert_results_equal(out.result(labels), expected)
+    for infer in ENGINES.values():
+        with pytest.raises(InputError) as info:
+            infer(net, x, labels=torch.from_numpy(labels).to("meta"))
+        assert info.value.field == "labels"
+
+
+@pytest.mark.parametrize("form", ["bfloat16", "float16", "sparse_coo", "int64"])
+def test_module_forward_and_train_read_tensors_by_the_same_rule(form: str) -> None:
+    net, x = _small_net(), _counts()
+    labels = np.array([0, 1, 1])
+    given = _same_values()[form]
+    model = at.AsyncSNN.from_network(net)
+    out = model(given, labels=torch.from_numpy(labels), scheduler="fifo", forward_group_size=2)
+    expected = asyncsnn.infer(net, x.numpy(), labels=labels, scheduler="fifo", forward_group_size=2)
+    assert_results_equal(out.result(labels), expected)
+
+    def weights(inputs: Any) -> list[np.ndarray]:
+        trained, _ = at.train(net, (inputs, labels), epochs=1, batch_size=3, progress=False, scheduler="fifo")
+        return [np.asarray(p.layer.weight) for p in trained.projections]
+
+    for a, b in zip(weights(x), weights(given)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_train_refuses_meta_and_complex_tensors() -> None:
+    labels = np.array([0, 1, 1])
+    for tensor, word in (_refused()["meta"], _refused()["complex64"]):
+        with pytest.raises(InputError, match=word) as info:
+            at.train(_small_net(), (tensor, labels), epochs=1, batch_size=3, progress=False)
+        assert info.value.field == "inputs"
+
+
+def test_from_nir_reads_tensor_parameters_by_the_same_rule() -> None:
+    nir = pytest.importorskip("nir")
+    from asyncsnn.nir import from_nir
+
+    def graph(weight: Any) -> Any:
+        ones = np.ones(2)
+        nodes = {
+            "input": nir.Input(input_type=np.array([3])),
+            "fc": nir.Linear(weight=weight),
+            "lif": nir.LIF(tau=8 * ones, r=8 * ones, v_leak=0 * ones, v_threshold=ones, v_reset=0 * ones),
+            "output": nir.Output(output_type=np.array([2])),
+        }
+        edges = [("input", "fc"), ("fc", "lif"), ("lif", "output")]
+        return nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
+
+    w = torch.tensor([[0.5, -1.25, 2.0], [0.0, 3.0, -0.75]])
+    expected = from_nir(graph(w.numpy())).projections[0].layer.weight
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Sparse CSR tensor support is in beta state"
+        csr = w.to_sparse_csr()
+    for given in (w.to(torch.bfloat16), w.to(torch.float64), w.to_sparse(), csr, w.requires_grad_()):
+        np.testing.assert_array_equal(from_nir(graph(given)).projections[0].layer.weight, expected)
+    for bad, word in ((w.detach().to("meta"), "meta"), (w.detach().to(torch.complex64), "complex")):
+        with pytest.raises(ModelError, match=word) as info:
+            from_nir(graph(bad))
+        assert info.value.field == "weight"
+        assert info.value.location is not None
+        assert "fc" in info.value.location

@@ -12,13 +12,14 @@ import functools
 import math
 import numbers
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Literal, Union
 
 import numpy as np
 import numpy.typing as npt
 
-from asyncsnn.exceptions import EngineError, InputError, ParameterError, invalid
+from asyncsnn.exceptions import AsyncSNNError, EngineError, InputError, ParameterError, invalid
 from asyncsnn.network import Network
 
 __all__ = [
@@ -28,8 +29,11 @@ __all__ = [
     "StopMode",
     "check_threads",
     "dense_as_given",
+    "is_tensor",
     "prepare_inputs",
     "prepare_options",
+    "tensor_as_numpy",
+    "tensor_checked",
 ]
 
 MAX_U32 = 2**32 - 1
@@ -275,9 +279,113 @@ class PreparedInputs:
     _n_in: int = 0
 
 
+def is_tensor(x: Any) -> bool:
+    """Whether ``x`` is a torch tensor (torch is never imported here)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def tensor_checked(x: Any, field: str, location: str | None = None, error: type[AsyncSNNError] = InputError) -> Any:
+    """A torch tensor as a dense, real, detached tensor of a dtype numpy can hold, on its device.
+
+    The one rule for torch tensors given as data (inputs, labels, sample ids, NIR
+    parameters), the same in every engine:
+
+    * ``float32``, ``float16`` and ``float64`` keep their dtype (numpy holds them;
+      ``float64`` is later rounded to float32, R8.1, and values beyond its range are
+      refused). ``bfloat16`` and the float8 types, which numpy cannot hold, are
+      converted to ``float32``: exactly, since their values are all float32 values.
+    * ``bool`` and integer dtypes keep their dtype; those numpy cannot hold (unsigned
+      16-64 bit) are converted to ``float64`` (exact below ``2^53``).
+    * Sparse layouts (COO, CSR, CSC, BSR, BSC) are densified, after checking that the
+      dense tensor fits in physical memory (else an ``EngineError`` naming the size).
+    * Tensors on the ``meta`` device (no values), complex, quantized and nested
+      tensors raise ``error`` (an ``InputError`` by default) naming the field, dtype,
+      layout and device.
+
+    Parameters
+    ----------
+    x
+        A torch tensor (also one that requires grad, or on a GPU).
+    field, location
+        Named by the errors.
+    error
+        The error class of a refused tensor (``ModelError`` for model parameters).
+
+    Returns
+    -------
+    torch.Tensor
+        Dense (strided), detached, on ``x``'s device.
+    """
+    torch = sys.modules["torch"]
+    dtype = str(x.dtype).removeprefix("torch.")
+    layout = str(x.layout).removeprefix("torch.")
+    desc = f"{dtype} tensor ({layout}) on device {x.device}"
+    if x.is_meta or x.device.type == "meta":
+        raise invalid(
+            error, field, desc, "a meta tensor has a shape but no values; pass one with its data (CPU or GPU)", location
+        )
+    if getattr(x, "is_nested", False):
+        raise invalid(error, field, desc, "nested tensors are not accepted; pad them into one dense tensor", location)
+    if x.is_quantized:
+        raise invalid(error, field, desc, "quantized tensors are not accepted; pass x.dequantize()", location)
+    if x.is_complex():
+        raise invalid(error, field, desc, "complex values are not accepted (the values must be real)", location)
+    x = x.detach()
+    if x.layout != torch.strided:
+        nbytes = x.numel() * max(4, x.element_size())
+        if nbytes > _physical_memory():
+            raise EngineError(
+                f"{field}: cannot densify a sparse tensor of shape {tuple(x.shape)}: {nbytes} bytes "
+                f"exceed the {_physical_memory()} bytes of physical memory (pass fewer samples or timesteps, "
+                "or sparse events)",
+                field=field,
+                value=nbytes,
+                location=location,
+            )
+        try:
+            x = x.to_dense()
+        except (RuntimeError, MemoryError) as exc:
+            raise EngineError(
+                f"{field}: cannot densify a sparse tensor of shape {tuple(x.shape)} ({nbytes} bytes): {exc}",
+                field=field,
+                value=nbytes,
+                location=location,
+            ) from exc
+    if x.dtype not in _numpy_dtypes(torch):
+        x = x.to(torch.float32 if x.dtype.is_floating_point else torch.float64)
+    return x
+
+
+@functools.cache
+def _numpy_dtypes(torch: Any) -> frozenset[Any]:
+    """The torch dtypes that ``Tensor.numpy()`` converts."""
+    return frozenset(
+        {
+            torch.bool,
+            torch.uint8,
+            torch.int8,
+            torch.int16,
+            torch.int32,
+            torch.int64,
+            torch.float16,
+            torch.float32,
+            torch.float64,
+        }
+    )
+
+
+def tensor_as_numpy(
+    x: Any, field: str, location: str | None = None, error: type[AsyncSNNError] = InputError
+) -> np.ndarray:
+    """A torch tensor as a numpy array on the CPU, by the rule of :func:`tensor_checked`."""
+    arr: np.ndarray = tensor_checked(x, field, location, error).cpu().resolve_conj().resolve_neg().numpy()
+    return arr
+
+
 def _to_numpy(x: Any, field: str, location: str | None = None) -> np.ndarray:
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor, without importing torch
-        x = x.detach().cpu().numpy()
+    if is_tensor(x):
+        x = tensor_as_numpy(x, field, location)
     try:
         return np.asarray(x)
     except Exception as exc:

@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from asyncsnn._prepare import is_tensor, tensor_as_numpy
 from asyncsnn._spec import SPEC_VERSION
 from asyncsnn.exceptions import MissingDependencyError, ModelError, invalid
 from asyncsnn.network import AvgPool2d, Conv2d, Dense, Layer, Network, Population, Projection, SumPool2d
@@ -142,9 +143,9 @@ def _array(value: Any, field_name: str, where: str) -> np.ndarray:
     Complex values (whose imaginary part a float conversion would drop), strings and
     anything else that is not real numbers raise a :class:`ModelError` naming the field.
     """
+    if is_tensor(value):  # snnTorch stores some weights as torch tensors: the shared rule of the inputs
+        value = tensor_as_numpy(value, field_name, where, ModelError)
     try:
-        if hasattr(value, "detach"):  # snnTorch stores some weights as torch tensors
-            value = value.detach().cpu().numpy()
         arr = np.asarray(value)
     except (TypeError, ValueError, RuntimeError) as exc:
         raise invalid(ModelError, field_name, value, f"cannot be read as an array of numbers ({exc})", where) from exc
@@ -190,9 +191,10 @@ def _meta_float(value: Any, field_name: str, where: str) -> float:
 
 def _ints(value: Any, name: str, node: Any, field_name: str) -> tuple[int, int]:
     """An int or a pair of ints (numpy arrays and tuples accepted) as a pair."""
-    arr = np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
+    where = _where(name, node)
+    arr = np.asarray(tensor_as_numpy(value, field_name, where, ModelError) if is_tensor(value) else value)
     if arr.dtype.kind not in "iuf" or arr.size not in (1, 2) or not np.all(arr == np.round(arr)):
-        raise invalid(ModelError, field_name, value, "must be an int or a pair of ints", _where(name, node))
+        raise invalid(ModelError, field_name, value, "must be an int or a pair of ints", where)
     flat = [int(v) for v in arr.reshape(-1)]
     return (flat[0], flat[0]) if len(flat) == 1 else (flat[0], flat[1])
 

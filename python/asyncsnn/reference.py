@@ -556,6 +556,9 @@ def infer(
         Dense array ``[B, T, *input_shape]`` or ``[B, T, n_in]`` of finite values >= 0
         (event counts or graded values, R2.1), or a list of ``B`` sparse event arrays
         ``[n_events, 3]`` with columns ``(t, flat input index, value)`` (R2.2).
+        Torch tensors of any real dtype and sparse layout are read as float32
+        (``docs/guide.md``, "Torch tensors"); meta and complex tensors are an
+        ``InputError``.
     scheduler
         ``"layered"``, ``"fifo"``, ``"random"`` or ``"momentum"`` (R5).
     forward_group_size

@@ -1617,6 +1617,9 @@ def infer(
         Dense array or tensor ``[B, T, *input_shape]`` (or ``[B, T, n_in]``) of finite
         values >= 0, or a list of ``B`` sparse event arrays ``[n_events, 3]`` of
         ``(t, flat input index, value)`` (R2.2).
+        Torch tensors of any real dtype and sparse layout are read as float32
+        (``docs/guide.md``, "Torch tensors"); meta and complex tensors are an
+        ``InputError``.
     scheduler, forward_group_size, stop, extra_steps, max_steps, seed, jitter, refractory_dropout
         As for ``asyncsnn.infer`` (R5, R6, R4.6).
     labels

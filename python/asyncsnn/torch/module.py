@@ -34,7 +34,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from asyncsnn._prepare import DropoutLike, SchedulerLike, StopLike, prepare_inputs, prepare_options
+from asyncsnn._prepare import (
+    DropoutLike,
+    SchedulerLike,
+    StopLike,
+    prepare_inputs,
+    prepare_options,
+    tensor_as_numpy,
+    tensor_checked,
+)
 from asyncsnn.exceptions import InputError, ModelError, ParameterError, invalid
 from asyncsnn.network import Conv2d, Dense, Network, ParamLike, Projection
 from asyncsnn.torch.engine import Plan, RunOutput, as_tensor, network_weights, run
@@ -70,7 +78,12 @@ def count_loss(counts: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def _check_frames(x: torch.Tensor, network: Network) -> torch.Tensor:
-    """Validate a dense input tensor like :func:`asyncsnn._prepare.prepare_inputs`, on its device."""
+    """Validate a dense input tensor like :func:`asyncsnn._prepare.prepare_inputs`, on its device.
+
+    The tensor is first read by the shared rule of :func:`asyncsnn._prepare.tensor_checked`
+    (sparse layouts densified, meta and complex tensors refused).
+    """
+    x = tensor_checked(x, "inputs")
     n_in = network.input_size
     shape = tuple(x.shape)
     if len(shape) < 3 or (shape[2:] != network.input_shape and shape[2:] != (n_in,)):
@@ -247,7 +260,10 @@ class AsyncSNN(nn.Module):
         x
             Dense frames ``[B, T, *input_shape]`` or ``[B, T, n_in]``: a tensor (kept on
             its device, which must be the module's) or anything ``asyncsnn.infer``
-            accepts (including sparse event lists).
+            accepts (including sparse event lists). Tensors of any real dtype are
+            read as float32 (bfloat16, float16 and float8 exactly, float64 rounded),
+            sparse layouts are densified, and meta or complex tensors raise
+            ``InputError``, as in ``asyncsnn.infer``.
         scheduler, forward_group_size, stop, extra_steps, max_steps, seed, jitter, refractory_dropout
             As for ``asyncsnn.infer`` (validated the same way).
         labels
@@ -280,8 +296,8 @@ class AsyncSNN(nn.Module):
         ids_t: torch.Tensor | None = None
         if isinstance(x, torch.Tensor):
             frames = _check_frames(x, net)
-            lab_np = None if labels is None else _to_numpy(labels)
-            ids_np = None if sample_ids is None else _to_numpy(sample_ids)
+            lab_np = None if labels is None else _to_numpy(labels, "labels")
+            ids_np = None if sample_ids is None else _to_numpy(sample_ids, "sample_ids")
             if lab_np is not None or ids_np is not None:
                 # Validate labels and ids with the shared code (a 1-frame stand-in input).
                 stub = np.zeros((frames.shape[0], 1, net.input_size), dtype=np.float32)
@@ -292,8 +308,8 @@ class AsyncSNN(nn.Module):
             prep = prepare_inputs(
                 net,
                 x,
-                labels=None if labels is None else _to_numpy(labels),
-                sample_ids=None if sample_ids is None else _to_numpy(sample_ids),
+                labels=None if labels is None else _to_numpy(labels, "labels"),
+                sample_ids=None if sample_ids is None else _to_numpy(sample_ids, "sample_ids"),
             )
             dense = (
                 prep.dense if prep.dense is not None else np.stack([prep.dense_sample(b) for b in range(prep.batch)])
@@ -325,7 +341,7 @@ def _init_scale(threshold: Any) -> float:
     return float(np.mean(th)) if th.size and np.all(np.isfinite(th)) and np.all(th > 0) else 1.0
 
 
-def _to_numpy(x: Any) -> np.ndarray:
+def _to_numpy(x: Any, field: str) -> np.ndarray:
     if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
+        return tensor_as_numpy(x, field)
     return np.asarray(x)
