@@ -91,7 +91,9 @@ def test_two_gloo_ranks_equal_the_single_process_run(tmp_path: Path) -> None:
         assert len(ranks[0]["history"]["loss"]) == 2
     # Rank 0 wrote the checkpoints; the other rank saw them complete when train() returned.
     layered = [json.loads((tmp_path / f"layered.rank{r}.json").read_text()) for r in (0, 1)]
-    assert layered[0]["checkpoints"] == layered[1]["checkpoints"] == ["epoch_0001.pt", "epoch_0002.pt"]
+    assert (
+        layered[0]["checkpoints"] == layered[1]["checkpoints"] == ["epoch_0001.safetensors", "epoch_0002.safetensors"]
+    )
     assert not list((tmp_path / "ckpt").glob(".*"))  # no temporary file left
 
 

@@ -8,6 +8,9 @@
   and ``asyncsnn info``.
 * ``save`` refuses what ``load`` would refuse (a header above 16 MiB), works for file
   names up to 255 bytes, and keeps the permission bits of the file it replaces.
+* Training checkpoints are safetensors and JSON (no pickle); ``load_checkpoint`` gives a
+  ``ModelError`` for anything else, and a resumed run refuses a changed configuration
+  (naming every difference) unless told to accept it.
 """
 
 from __future__ import annotations
@@ -31,9 +34,7 @@ from hypothesis import strategies as st
 
 import asyncsnn
 from asyncsnn.exceptions import ModelError
-from asyncsnn.model_file import read_metadata
-
-MAX_HEADER_BYTES = 16 * 2**20
+from asyncsnn.model_file import MAX_HEADER_BYTES, read_metadata
 
 GiB = 2**30
 
@@ -507,3 +508,241 @@ def test_the_safetensors_library_reads_what_save_writes_after_the_rewrite(tmp_pa
     asyncsnn.save(net, path)
     tensors = st_numpy.load_file(str(path))
     np.testing.assert_array_equal(tensors["projections.2.weight"], net.projections[2].layer.weight)  # type: ignore[union-attr]
+
+
+# ================================================ item 7: checkpoints without pickle
+def _toy(n: int = 48, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    protos = rng.random((3, 12)) < 0.35
+    y = rng.integers(0, 3, n)
+    x = (rng.random((n, 5, 12)) < np.where(protos[y], 0.8, 0.05)[:, None, :]).astype(np.float32)
+    return x, y
+
+
+TRAIN_KW: dict[str, Any] = {
+    "scheduler": "random",
+    "forward_group_size": 2,
+    "lr": 1e-2,
+    "batch_size": 16,
+    "refractory_dropout": 0.2,
+    "seed": 7,
+    "progress": False,
+}
+
+
+@pytest.fixture
+def no_pickle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any unpickling (or torch.load) fails the test."""
+    import pickle
+
+    torch = pytest.importorskip("torch")
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("pickle or torch.load used for a checkpoint")
+
+    class RefusingUnpickler(pickle.Unpickler):
+        def load(self) -> Any:
+            raise AssertionError("pickle used for a checkpoint")
+
+    for name in ("load", "loads"):
+        monkeypatch.setattr(pickle, name, refuse)
+    monkeypatch.setattr(pickle, "Unpickler", RefusingUnpickler)
+    monkeypatch.setattr(torch, "load", refuse)
+    monkeypatch.setattr(torch, "save", refuse)
+
+
+def test_checkpoints_are_safetensors_and_resume_needs_no_pickle(tmp_path: Path, no_pickle: None) -> None:
+    from asyncsnn.torch import AsyncSNN, load_checkpoint, train
+
+    x, y = _toy()
+    full, hist_full = train(AsyncSNN.from_sizes([12, 10, 3], seed=3), (x, y), epochs=2, **TRAIN_KW)
+    ckpt = tmp_path / "ckpt"
+    train(AsyncSNN.from_sizes([12, 10, 3], seed=3), (x, y), epochs=1, checkpoint_dir=ckpt, **TRAIN_KW)
+    resumed, hist = train(
+        AsyncSNN.from_sizes([12, 10, 3], seed=3), (x, y), epochs=2, checkpoint_dir=ckpt, resume=True, **TRAIN_KW
+    )
+    for a, b in zip(full.projections, resumed.projections):
+        np.testing.assert_array_equal(a.layer.weight, b.layer.weight)  # type: ignore[union-attr]
+    assert hist.loss == hist_full.loss
+    assert sorted(p.name for p in ckpt.iterdir()) == ["epoch_0001.safetensors", "epoch_0002.safetensors"]
+    data = load_checkpoint(ckpt / "epoch_0002.safetensors")
+    assert data["epoch"] == 2
+    assert data["history"]["loss"] == hist.loss
+    assert set(data["optimizer"]["state"]) == {0, 1}
+    assert data["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.999)
+    # A plain safetensors file: the safetensors library reads its tensors and metadata.
+    st_numpy = pytest.importorskip("safetensors.numpy")
+    tensors = st_numpy.load_file(str(ckpt / "epoch_0002.safetensors"))
+    np.testing.assert_array_equal(tensors["weights.1"], resumed.projections[1].layer.weight)  # type: ignore[union-attr]
+    assert "optimizer.state.0.exp_avg" in tensors
+    assert read_metadata(ckpt / "epoch_0002.safetensors")["format"] == "asyncsnn.train.checkpoint/2"
+
+
+def test_load_checkpoint_of_other_files_is_a_model_error(tmp_path: Path, no_pickle: None, good: bytes) -> None:
+    import pickle
+    import zipfile
+
+    from asyncsnn.torch import load_checkpoint
+
+    files = {
+        "garbage.safetensors": b"\x00\x01garbage" * 10,
+        "empty.safetensors": b"",
+        "model.safetensors": good,  # a model file is not a checkpoint
+        "pickle.pt": pickle.dumps({"format": "asyncsnn.train.checkpoint/1", "epoch": 1}, protocol=2),
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    with zipfile.ZipFile(tmp_path / "torch_save.pt", "w") as zf:  # the layout torch.save writes
+        zf.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+    files["torch_save.pt"] = b""
+    for name in files:
+        with pytest.raises(ModelError) as info:
+            load_checkpoint(tmp_path / name)
+        assert info.value.field == "checkpoint", name
+        assert str(tmp_path / name)[:40] in str(info.value), name
+    for name in ("pickle.pt", "torch_save.pt"):
+        with pytest.raises(ModelError, match="pickle"):
+            load_checkpoint(tmp_path / name)
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_resume_refuses_a_folder_of_old_pickle_checkpoints(tmp_path: Path, no_pickle: None) -> None:
+    from asyncsnn.torch import AsyncSNN, train
+
+    (tmp_path / "epoch_0001.pt").write_bytes(b"PK\x03\x04 an old torch.save checkpoint")
+    x, y = _toy(16)
+    with pytest.raises(ModelError, match=r"epoch_0001\.pt") as info:
+        train(AsyncSNN.from_sizes([12, 4, 3]), (x, y), epochs=1, checkpoint_dir=tmp_path, resume=True, progress=False)
+    assert info.value.field == "checkpoint"
+
+
+def test_a_damaged_checkpoint_is_skipped_for_the_previous_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from asyncsnn.torch import AsyncSNN, train
+
+    x, y = _toy()
+    ckpt = tmp_path / "ckpt"
+    train(AsyncSNN.from_sizes([12, 10, 3], seed=3), (x, y), epochs=2, checkpoint_dir=ckpt, **TRAIN_KW)
+    last = ckpt / "epoch_0002.safetensors"
+    last.write_bytes(last.read_bytes()[:-10])  # truncated
+    capsys.readouterr()
+    train(AsyncSNN.from_sizes([12, 10, 3], seed=3), (x, y), epochs=2, checkpoint_dir=ckpt, resume=True, **TRAIN_KW)
+    assert f"resuming from {ckpt / 'epoch_0001.safetensors'} at epoch 1 of 2" in capsys.readouterr().err
+
+
+# ====================================== item 12: resume refuses a changed configuration
+@pytest.fixture
+def one_epoch(tmp_path: Path) -> Path:
+    pytest.importorskip("torch")
+    from asyncsnn.torch import AsyncSNN, train
+
+    ckpt = tmp_path / "ckpt"
+    train(AsyncSNN.from_sizes([12, 10, 3], seed=3), _toy(), epochs=1, checkpoint_dir=ckpt, **TRAIN_KW)
+    return ckpt
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"lr": 2e-2}, ["lr: 0.01 -> 0.02"]),
+        ({"scheduler": "momentum"}, ['scheduler: "random" -> "momentum"']),
+        ({"lr": 2e-2, "scheduler": "fifo", "batch_size": 8}, ["lr: 0.01 -> 0.02", "scheduler:", "batch_size: 16 -> 8"]),
+        ({"forward_group_size": 3}, ["forward_group_size: 2 -> 3"]),
+        ({"seed": 8}, ["seed: 7 -> 8"]),
+        ({"loss": "count"}, ['loss: "rate" -> "count"']),
+        ({"weight_decay": 0.1}, ["weight_decay: 0.0 -> 0.1"]),
+        ({"refractory_dropout": 0.0}, ["refractory_dropout:"]),
+        ({"surrogate": "fast_sigmoid"}, ["surrogate:"]),
+        ({"max_steps": 1000}, ["max_steps: null -> 1000"]),
+        ({"data_seed": 1}, ["train_data:"]),
+        ({"threshold": 0.5}, ["network:"]),
+    ],
+)
+def test_resume_with_changed_options_names_every_difference(
+    one_epoch: Path, change: dict[str, Any], named: list[str]
+) -> None:
+    from asyncsnn.exceptions import ParameterError
+    from asyncsnn.torch import AsyncSNN, train
+
+    kw = {**TRAIN_KW, **change}
+    data = _toy(seed=kw.pop("data_seed", 0))
+    module = AsyncSNN.from_sizes([12, 10, 3], seed=3, threshold=kw.pop("threshold", 1.0))
+    before = sorted(p.name for p in one_epoch.iterdir())
+    with pytest.raises(ParameterError) as info:
+        train(module, data, epochs=2, checkpoint_dir=one_epoch, resume=True, **kw)
+    assert info.value.field == "resume"
+    for text in named:
+        assert text in str(info.value), (text, str(info.value))
+    assert "allow_config_change" in str(info.value)
+    assert sorted(p.name for p in one_epoch.iterdir()) == before  # nothing was trained or written
+
+
+def test_resume_with_more_epochs_is_not_a_change(one_epoch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from asyncsnn.torch import AsyncSNN, train
+
+    capsys.readouterr()
+    _, hist = train(
+        AsyncSNN.from_sizes([12, 10, 3], seed=3), _toy(), epochs=3, checkpoint_dir=one_epoch, resume=True, **TRAIN_KW
+    )
+    assert hist.epochs == 3
+    assert f"asyncsnn: resuming from {one_epoch / 'epoch_0001.safetensors'} at epoch 1 of 3" in capsys.readouterr().err
+
+
+def test_allow_config_change_resumes_with_the_new_options(one_epoch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from asyncsnn.torch import AsyncSNN, load_checkpoint, train
+
+    capsys.readouterr()
+    kw = {**TRAIN_KW, "lr": 5e-3, "batch_size": 8}
+    train(
+        AsyncSNN.from_sizes([12, 10, 3], seed=3),
+        _toy(),
+        epochs=2,
+        checkpoint_dir=one_epoch,
+        resume=True,
+        allow_config_change=True,
+        **kw,
+    )
+    err = capsys.readouterr().err
+    assert "resuming from" in err
+    assert "lr: 0.01 -> 0.005" in err
+    assert "batch_size: 16 -> 8" in err
+    data = load_checkpoint(one_epoch / "epoch_0002.safetensors")
+    assert data["optimizer"]["param_groups"][0]["lr"] == 5e-3  # the new lr, not the checkpoint's
+    assert json.loads(data["config"])["lr"] == 5e-3
+    # The network's shape cannot be overridden.
+    with pytest.raises(ModelError, match="do not fit"):
+        train(
+            AsyncSNN.from_sizes([12, 11, 3]),
+            _toy(),
+            epochs=3,
+            checkpoint_dir=one_epoch,
+            resume=True,
+            allow_config_change=True,
+            **TRAIN_KW,
+        )
+
+
+def test_cli_train_resume_refuses_changed_options_unless_allowed(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from asyncsnn.cli import main
+
+    ckpt, out = tmp_path / "ckpt", tmp_path / "m.safetensors"
+    args = ["train", "--max-train", "32", "--max-test", "8", "--hidden", "8", "--batch-size", "16", "--no-progress"]
+    args += ["--checkpoint-dir", str(ckpt), "--out", str(out), "--scheduler", "fifo"]
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main([*args, "--epochs", "1"]) == 0
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main([*args, "--epochs", "2", "--resume", "--lr", "0.01"])
+    assert code == 2
+    lines = err.getvalue().strip().splitlines()
+    assert len(lines) == 1, err.getvalue()
+    assert "lr: 0.003 -> 0.01" in lines[0]
+    assert "--allow-config-change" in lines[0]
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main([*args, "--epochs", "2", "--resume", "--lr", "0.01", "--allow-config-change"])
+    assert code == 0, err.getvalue()
+    assert f"resuming from {ckpt / 'epoch_0001.safetensors'} at epoch 1 of 2" in err.getvalue()

@@ -4,7 +4,7 @@ A real ``asyncsnn train`` subprocess is killed (``SIGKILL``: no handler, no clea
 while it trains; re-running the same command with ``--resume`` continues from the last
 complete checkpoint and must save exactly the weights of a run that was never
 interrupted (same seed). Checkpoints are written through a temporary file and a
-rename, so a kill during a write never leaves a truncated ``epoch_*.pt``.
+rename, so a kill during a write never leaves a truncated ``epoch_*.safetensors``.
 """
 
 from __future__ import annotations
@@ -101,9 +101,9 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _checkpoints_are_complete(ckpt: Path) -> list[int]:
-    """Every ``epoch_*.pt`` loads (a kill may leave only a temporary file); returns the epochs."""
+    """Every ``epoch_*.safetensors`` loads (a kill may leave only a temporary file); returns the epochs."""
     epochs = []
-    for p in sorted(ckpt.glob("epoch_*.pt")):
+    for p in sorted(ckpt.glob("epoch_*.safetensors")):
         epochs.append(int(load_checkpoint(p)["epoch"]))
     return epochs
 
@@ -137,20 +137,20 @@ def test_sigkill_during_training_then_resume_gives_the_uninterrupted_weights(
         proc = subprocess.Popen(_command(ckpt, out), stdout=subprocess.DEVNULL, stderr=err, env=ENV)
         # Kill at a random moment after the first checkpoint: in a later epoch, or while a
         # checkpoint is being written.
-        killed = _kill_when(proc, lambda: (ckpt / "epoch_0001.pt").exists(), extra=rng.uniform(0.0, 0.4))
+        killed = _kill_when(proc, lambda: (ckpt / "epoch_0001.safetensors").exists(), extra=rng.uniform(0.0, 0.4))
     assert killed or proc.returncode == 0, log.read_text()
     done = _checkpoints_are_complete(ckpt)
     assert done
     assert done == list(range(1, len(done) + 1))
-    first = (ckpt / "epoch_0001.pt").stat().st_mtime_ns
+    first = (ckpt / "epoch_0001.safetensors").stat().st_mtime_ns
     # The same command again (in this process, to save an interpreter start).
     _train_here(TRAIN_ARGS, out, ckpt, resume=True)
     # It resumed (epoch 1 was not trained again) and ended where the uninterrupted run did.
-    assert (ckpt / "epoch_0001.pt").stat().st_mtime_ns == first
+    assert (ckpt / "epoch_0001.safetensors").stat().st_mtime_ns == first
     assert _checkpoints_are_complete(ckpt) == list(range(1, EPOCHS + 1))
     _assert_same_weights(reference[0], out)
     # ...and training did move the weights after epoch 1 (the comparison is not vacuous).
-    after_one = load_checkpoint(ckpt / "epoch_0001.pt")["weights"]
+    after_one = load_checkpoint(ckpt / "epoch_0001.safetensors")["weights"]
     assert any(not np.array_equal(w.numpy(), v) for w, v in zip(after_one, _weights(out)))
 
 
@@ -159,8 +159,8 @@ def test_a_damaged_newest_checkpoint_is_skipped(tmp_path: Path, reference: tuple
     ckpt, out = tmp_path / "ckpt", tmp_path / "model.safetensors"
     ckpt.mkdir()
     for epoch in range(1, EPOCHS - 1):
-        shutil.copy(reference[1] / f"epoch_{epoch:04d}.pt", ckpt / f"epoch_{epoch:04d}.pt")
-    last = f"epoch_{EPOCHS:04d}.pt"
+        shutil.copy(reference[1] / f"epoch_{epoch:04d}.safetensors", ckpt / f"epoch_{epoch:04d}.safetensors")
+    last = f"epoch_{EPOCHS:04d}.safetensors"
     (ckpt / last).write_bytes((reference[1] / last).read_bytes()[:100])  # truncated
     (ckpt / f".{last}.tmp.12345").write_bytes(b"partial")  # left by a killed writer
     _train_here(TRAIN_ARGS, out, ckpt, resume=True)

@@ -1129,7 +1129,7 @@ def test_ctrl_c_during_training_is_prompt_and_leaves_only_complete_checkpoints(t
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
     deadline = time.monotonic() + 120
-    while not (ckpt / "epoch_0001.pt").exists():  # interrupt once checkpoints are being written
+    while not (ckpt / "epoch_0001.safetensors").exists():  # interrupt once checkpoints are being written
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.01)
@@ -1148,7 +1148,7 @@ def test_ctrl_c_during_training_is_prompt_and_leaves_only_complete_checkpoints(t
     # CI box while still failing if the run went on to the end (minutes).
     assert waited < 10.0, f"KeyboardInterrupt took {waited:.2f} s"
     leftovers = sorted(p.name for p in ckpt.iterdir())
-    assert all(name.startswith("epoch_") and name.endswith(".pt") for name in leftovers), leftovers
+    assert all(name.startswith("epoch_") and name.endswith(".safetensors") for name in leftovers), leftovers
     for name in leftovers:
         asyncsnn_torch.load_checkpoint(ckpt / name)
 
@@ -1162,15 +1162,13 @@ import numpy as np
 import torch
 import asyncsnn.torch.training as training
 from asyncsnn.torch import AsyncSNN, train
-real_save = torch.save
-def slow_save(obj, f, *args, **kwargs):
-    with open(f, "wb") as fh:
-        fh.write(b"partial")  # a checkpoint write is under way...
-        fh.flush()
-        print("saving", flush=True)
-        time.sleep(30)        # ...when Ctrl-C arrives
-    real_save(obj, f, *args, **kwargs)
-training.torch.save = slow_save
+import os
+real_fsync = os.fsync
+def slow_fsync(fd):
+    print("saving", flush=True)  # a checkpoint write is under way (its temporary file written)...
+    time.sleep(30)               # ...when Ctrl-C arrives
+    real_fsync(fd)
+os.fsync = slow_fsync
 rng = np.random.default_rng(0)
 x = (rng.random((16, 3, 8)) < 0.3).astype(np.float32)
 y = rng.integers(0, 2, 16)

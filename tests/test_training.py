@@ -592,7 +592,7 @@ def test_checkpoint_resume_gives_the_same_weights(tmp_path: Path) -> None:
     full, hist_full = train(AsyncSNN.from_sizes([12, 10, 3], seed=3), (x, y), epochs=3, **kw)
     ckpt = tmp_path / "ckpt"
     train(AsyncSNN.from_sizes([12, 10, 3], seed=3), (x, y), epochs=1, checkpoint_dir=ckpt, **kw)
-    assert sorted(os.listdir(ckpt)) == ["epoch_0001.pt"]
+    assert sorted(os.listdir(ckpt)) == ["epoch_0001.safetensors"]
     resumed, hist = train(
         AsyncSNN.from_sizes([12, 10, 3], seed=3), (x, y), epochs=3, checkpoint_dir=ckpt, resume=True, **kw
     )
@@ -600,13 +600,14 @@ def test_checkpoint_resume_gives_the_same_weights(tmp_path: Path) -> None:
         np.testing.assert_array_equal(a.layer.weight, b.layer.weight)
     assert hist.loss == hist_full.loss
     assert hist.train_accuracy == hist_full.train_accuracy
-    assert sorted(os.listdir(ckpt)) == ["epoch_0001.pt", "epoch_0002.pt", "epoch_0003.pt"]  # no temp files left
-    data = load_checkpoint(ckpt / "epoch_0003.pt")  # weights_only=True
+    # no temp files left
+    assert sorted(os.listdir(ckpt)) == ["epoch_0001.safetensors", "epoch_0002.safetensors", "epoch_0003.safetensors"]
+    data = load_checkpoint(ckpt / "epoch_0003.safetensors")  # safetensors and JSON, no pickle
     assert data["epoch"] == 3
     assert isinstance(data["config"], str)
     np.testing.assert_array_equal(data["weights"][0].numpy(), resumed.projections[0].layer.weight)
     # A damaged newest file is skipped in favour of the previous complete one.
-    (ckpt / "epoch_0004.pt").write_bytes(b"garbage")
+    (ckpt / "epoch_0004.safetensors").write_bytes(b"garbage")
     again, _ = train(AsyncSNN.from_sizes([12, 10, 3], seed=3), (x, y), epochs=3, checkpoint_dir=ckpt, resume=True, **kw)
     np.testing.assert_array_equal(again.projections[1].layer.weight, full.projections[1].layer.weight)
     with pytest.raises(ModelError):
@@ -695,13 +696,10 @@ def test_unlayered_training_on_digits_reaches_90_percent(scheduler: str) -> None
 
 
 def test_checkpoint_write_interrupted_leaves_no_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from asyncsnn.torch import training
-
-    def interrupted_save(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
-        Path(f).write_bytes(b"partial")
+    def interrupted_fsync(fd: int) -> None:  # the temporary file is written, not yet renamed
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(training.torch, "save", interrupted_save)
+    monkeypatch.setattr(os, "fsync", interrupted_fsync)
     x, y = toy_data(8)
     with pytest.raises(KeyboardInterrupt):
         train(AsyncSNN.from_sizes([12, 4, 3]), (x, y), epochs=1, progress=False, checkpoint_dir=tmp_path)

@@ -278,6 +278,7 @@ def _train(args: argparse.Namespace) -> int:
         test_data=test,
         checkpoint_dir=args.checkpoint_dir,
         resume=args.resume,
+        allow_config_change=args.allow_config_change,
         progress=not args.no_progress,
         device=args.device,
     )
@@ -482,7 +483,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="write an atomic checkpoint after every epoch here (default: no checkpoints)",
     )
-    tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --checkpoint-dir")
+    tr.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the last checkpoint in --checkpoint-dir (its options must equal these)",
+    )
+    tr.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="with --resume: continue although options differ from the checkpoint's (the new ones apply)",
+    )
     tr.add_argument("--out", default="model.safetensors", help="where to save the trained model")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
     tr.add_argument("--device", default="auto", help=_DEVICE_HELP + "; under torchrun, cuda is cuda:LOCAL_RANK")

@@ -26,11 +26,20 @@ the same network and the same global figures; only rank 0 shows progress and wri
 checkpoints.
 
 Checkpoints (``checkpoint_dir``) are written after every epoch as
-``epoch_0001.pt``, ``epoch_0002.pt``, ... through a temporary file and ``os.replace``
-(a file with that name is always complete). Each is a ``torch.save`` of plain data only
--- tensors, numbers, strings, lists and dicts -- loadable with ``weights_only=True``:
-the weights, the optimiser state, the history so far and a JSON string of the
-configuration.
+``epoch_0001.safetensors``, ``epoch_0002.safetensors``, ... through a temporary file,
+``fsync`` and ``os.replace`` (a file with that name is always complete). Each is a
+safetensors file, like a model file, and nothing in it is pickled: the weights and the
+optimiser's tensors are tensors, and its ``__metadata__`` holds JSON for the rest (the
+epoch, the history so far, the optimiser's param groups and the configuration). No
+random state needs saving: every draw of epoch ``e`` derives from ``(seed, e)``.
+
+``resume=True`` compares the configuration saved in the checkpoint with the current
+one (scheduler, ``F``, stop, run options, ``lr``, ``weight_decay``, loss, batch size,
+seed, surrogate, the network without its weights and a digest of the training data;
+not ``epochs``, which a resumed run may raise, nor the number of ranks) and refuses a
+difference with a :class:`~asyncsnn.exceptions.ParameterError` naming every changed
+entry (``old -> new``), unless ``allow_config_change=True``; weights that do not fit
+the network are a :class:`~asyncsnn.exceptions.ModelError` either way.
 
 Examples
 --------
@@ -48,11 +57,13 @@ Examples
 from __future__ import annotations
 
 import atexit
+import hashlib
 import json
 import math
 import numbers
 import os
 import re
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -64,6 +75,8 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from asyncsnn import model_file
+from asyncsnn._dictform import network_to_dict
 from asyncsnn._prepare import DropoutLike, RunOptions, SchedulerLike, StopLike, prepare_inputs, prepare_options
 from asyncsnn.exceptions import ModelError, ParameterError, invalid
 from asyncsnn.network import Network
@@ -73,8 +86,9 @@ from asyncsnn.torch.surrogate import Surrogate, make_surrogate
 
 __all__ = ["CHECKPOINT_FORMAT", "History", "is_main_process", "load_checkpoint", "resolve_device", "train"]
 
-CHECKPOINT_FORMAT = "asyncsnn.train.checkpoint/1"
-_CKPT_RE = re.compile(r"^epoch_(\d+)\.pt$")
+CHECKPOINT_FORMAT = "asyncsnn.train.checkpoint/2"
+_CKPT_RE = re.compile(r"^epoch_(\d+)\.safetensors$")
+_OLD_CKPT_RE = re.compile(r"^epoch_(\d+)\.pt$")  # torch.save files of format 1 (not read)
 _GOLDEN = 0x9E3779B97F4A7C15
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -161,43 +175,193 @@ def _predictions(counts: torch.Tensor) -> torch.Tensor:
     return torch.where(total.amax(1) > 0, total.argmax(1), -1)
 
 
+def _ckpt_error(path: str | os.PathLike[str], reason: str) -> ModelError:
+    err = invalid(ModelError, "checkpoint", str(path), reason)
+    assert isinstance(err, ModelError)
+    return err
+
+
+def _checkpoint_chunks(payload: dict[str, Any]) -> list[bytes | memoryview]:
+    """A checkpoint as a safetensors file: tensors for the numbers, JSON for the rest.
+
+    Tensors: ``weights.<i>`` and ``optimizer.state.<param>.<key>`` (the optimiser's
+    per-parameter tensors, e.g. Adam's ``exp_avg``, ``exp_avg_sq`` and ``step``).
+    ``__metadata__``: ``format``, ``epoch``, ``history``, ``config`` and ``optimizer``
+    (the param groups and the non-tensor state, JSON).
+    """
+    tensors: dict[str, np.ndarray] = {}
+    for i, w in enumerate(payload["weights"]):
+        tensors[f"weights.{i}"] = w.detach().cpu().numpy()
+    opt = payload["optimizer"]
+    state: dict[str, dict[str, Any]] = {}
+    for pid, entries in opt["state"].items():
+        out: dict[str, Any] = {}
+        for key, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                name = f"optimizer.state.{pid}.{key}"
+                tensors[name] = value.detach().cpu().numpy()
+                out[key] = {"tensor": name}
+            else:
+                out[key] = {"value": value}
+        state[str(pid)] = out
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "epoch": str(int(payload["epoch"])),
+        "history": json.dumps(payload["history"]),
+        "config": payload["config"],
+        "optimizer": json.dumps({"state": state, "param_groups": opt["param_groups"]}),
+        "asyncsnn_version": model_file._package_version(),
+    }
+    return model_file._encode(tensors, meta, what="checkpoint")
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load one checkpoint file (``weights_only=True``) and check its format tag."""
-    data = torch.load(Path(path), map_location="cpu", weights_only=True)
-    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
-        raise invalid(ModelError, "checkpoint", str(path), f"not an {CHECKPOINT_FORMAT} file")
-    return data
+    """Load one checkpoint file written by :func:`train` (safetensors and JSON; no pickle).
+
+    Parameters
+    ----------
+    path
+        An ``epoch_NNNN.safetensors`` file of a ``checkpoint_dir``.
+
+    Returns
+    -------
+    dict
+        ``format`` (:data:`CHECKPOINT_FORMAT`), ``epoch`` (completed epochs, int),
+        ``weights`` (list of float32 CPU tensors, one per trainable projection),
+        ``optimizer`` (the Adam ``state_dict``), ``history`` (:meth:`History.as_dict`)
+        and ``config`` (the JSON text of the training configuration).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ModelError
+        If the file is not a complete checkpoint of this format (field
+        ``checkpoint``): truncated or damaged, another kind of file, or a
+        ``torch.save`` (pickle) checkpoint of an older asyncsnn, which is not read
+        because unpickling can run code.
+    """
+    where = str(path)
+    try:
+        with model_file._SafetensorsFile(path, model_file._WIDE) as f:
+            meta = f.metadata()
+            if meta.get("format") != CHECKPOINT_FORMAT:
+                raise _ckpt_error(where, f"not an {CHECKPOINT_FORMAT} file (format = {meta.get('format')!r})")
+            arrays = {name: torch.from_numpy(f.read(entry)) for name, entry in f.entries.items()}
+        epoch = int(meta["epoch"])
+        history = json.loads(meta["history"])
+        config = meta["config"]
+        opt = json.loads(meta["optimizer"])
+        n_weights = sum(1 for name in arrays if name.startswith("weights."))
+        weights = [arrays[f"weights.{i}"] for i in range(n_weights)]
+        state: dict[int, dict[str, Any]] = {}
+        for pid, entries in opt["state"].items():
+            state[int(pid)] = {key: arrays[v["tensor"]] if "tensor" in v else v["value"] for key, v in entries.items()}
+        groups = opt["param_groups"]
+        for group in groups:
+            if isinstance(group.get("betas"), list):
+                group["betas"] = tuple(group["betas"])
+        if not isinstance(config, str) or not isinstance(history, dict):
+            raise TypeError("config must be a string and history an object")
+    except ModelError as exc:
+        if exc.field == "checkpoint":
+            raise
+        with open(path, "rb") as fh:
+            magic = fh.read(2)
+        if magic == b"PK" or (magic[:1] == b"\x80" and magic[1:] in (b"\x02", b"\x03", b"\x04", b"\x05")):
+            raise _ckpt_error(
+                where,
+                "a torch.save (pickle) file, as asyncsnn checkpoint format 1 was; it is not read because "
+                "unpickling can run code: delete it and train again, or resume with the asyncsnn that wrote it",
+            ) from exc
+        raise _ckpt_error(where, f"not a readable {CHECKPOINT_FORMAT} file ({exc})") from exc
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError, IndexError) as exc:
+        raise _ckpt_error(where, f"a malformed {CHECKPOINT_FORMAT} file ({type(exc).__name__}: {exc})") from exc
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "epoch": epoch,
+        "weights": weights,
+        "optimizer": {"state": state, "param_groups": groups},
+        "history": history,
+        "config": config,
+    }
 
 
 def _save_checkpoint(directory: Path, epoch: int, payload: dict[str, Any]) -> Path:
-    """Write ``epoch_XXXX.pt`` atomically: a temporary file, then ``os.replace``.
+    """Write ``epoch_XXXX.safetensors`` atomically: a temporary file, ``fsync``, then ``os.replace``.
 
-    The temporary file is removed whatever interrupts the write (``KeyboardInterrupt``
-    included), so the directory only ever holds complete checkpoints.
+    The temporary file (``.epoch_XXXX.<random>.tmp``) is removed whatever interrupts the
+    write (``KeyboardInterrupt`` included), so the directory only ever holds complete
+    checkpoints.
     """
-    directory.mkdir(parents=True, exist_ok=True)
-    final = directory / f"epoch_{epoch:04d}.pt"
-    tmp = directory / f".epoch_{epoch:04d}.pt.tmp.{os.getpid()}"
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    final = directory / f"epoch_{epoch:04d}.safetensors"
+    model_file._atomic_write(final, _checkpoint_chunks(payload), tmp_prefix=f".epoch_{epoch:04d}.")
     return final
 
 
-def _latest_checkpoint(directory: Path) -> dict[str, Any] | None:
-    """The newest checkpoint of ``directory`` that loads, or None."""
+def _latest_checkpoint(directory: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint of ``directory`` that loads (damaged ones are skipped), or None.
+
+    Raises a ModelError when the folder holds only pickle checkpoints of an older
+    asyncsnn (``epoch_NNNN.pt``), which are not read.
+    """
     if not directory.is_dir():
         return None
-    found = sorted(((int(m.group(1)), p) for p in directory.iterdir() if (m := _CKPT_RE.match(p.name))), reverse=True)
+    names = [p for p in directory.iterdir()]
+    found = sorted(((int(m.group(1)), p) for p in names if (m := _CKPT_RE.match(p.name))), reverse=True)
     for _, path in found:
         try:
-            return load_checkpoint(path)
-        except Exception:
+            return path, load_checkpoint(path)
+        except (ModelError, OSError):
             continue
+    old = sorted(p.name for p in names if _OLD_CKPT_RE.match(p.name))
+    if old:
+        raise _ckpt_error(
+            directory,
+            f"holds only torch.save (pickle) checkpoints of an older asyncsnn ({', '.join(old[-3:])}); they are "
+            "not read because unpickling can run code: resume with the asyncsnn that wrote them, or train again",
+        )
     return None
+
+
+def _find_checkpoint(directory: Path) -> tuple[Path, dict[str, Any]] | ModelError | None:
+    """:func:`_latest_checkpoint`, its ModelError returned (to be broadcast to every rank)."""
+    try:
+        return _latest_checkpoint(directory)
+    except ModelError as exc:
+        return exc
+
+
+_IGNORED_ON_RESUME = {"world_size"}  # data parallelism changes only float rounding (see the module docstring)
+
+
+def _config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``key: old -> new`` for every configuration entry that changed (JSON values)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        if key in _IGNORED_ON_RESUME:
+            continue
+        a, b = old.get(key, "(absent)"), new.get(key, "(absent)")
+        if a != b:
+            out.append(f"{key}: {json.dumps(a)} -> {json.dumps(b)}")
+    return out
+
+
+def _network_digest(net: Network) -> str:
+    """A digest of everything but the weights (shapes, kinds, strides, thresholds, beta, dropout)."""
+    d = network_to_dict(net)
+    for entry in d["projections"]:
+        entry.pop("weight", None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _data_digest(x: torch.Tensor, y: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    for t in (x, y):
+        arr = np.ascontiguousarray(t.detach().cpu().numpy())
+        h.update(str((arr.dtype.str, arr.shape)).encode())
+        h.update(arr.data.cast("B"))
+    return h.hexdigest()[:16]
 
 
 def resolve_device(
@@ -377,6 +541,7 @@ def train(
     weight_decay: float = 0.0,
     checkpoint_dir: str | os.PathLike[str] | None = None,
     resume: bool = False,
+    allow_config_change: bool = False,
     progress: bool = True,
     device: torch.device | str | None = None,
     distributed: bool | None = None,
@@ -429,7 +594,14 @@ def train(
         ``None`` for none.
     resume
         Continue from the newest complete checkpoint in ``checkpoint_dir`` (if any;
-        read by rank 0 and broadcast to the other ranks).
+        read by rank 0 and broadcast to the other ranks). Rank 0 prints ``asyncsnn:
+        resuming from <file> at epoch N of E`` on stderr. The checkpoint's
+        configuration must equal this call's (see the module docstring).
+    allow_config_change
+        Resume even where the configuration differs from the checkpoint's: the
+        differences are printed on stderr and this call's options apply from the
+        resumed epoch on (Adam's moments are kept; its ``lr`` and ``weight_decay``
+        become this call's).
     progress
         Show a tqdm progress bar (rank 0 only).
     device
@@ -457,7 +629,11 @@ def train(
     ------
     ParameterError, InputError
         Bad options or data (including a CUDA device where none is available, and
-        time-first inputs).
+        time-first inputs), or a resumed run whose configuration differs from the
+        checkpoint's (without ``allow_config_change``).
+    ModelError
+        Resuming with weights of other shapes than the network's, or from a folder
+        that holds only pickle checkpoints of an older asyncsnn.
     """
     model = network if isinstance(network, AsyncSNN) else AsyncSNN.from_network(network)
     net = model.network
@@ -489,6 +665,9 @@ def train(
     sur = make_surrogate(surrogate)
     if resume and checkpoint_dir is None:
         raise invalid(ParameterError, "resume", resume, "needs a checkpoint_dir")
+    if not isinstance(resume, bool) or not isinstance(allow_config_change, bool):
+        bad = ("resume", resume) if not isinstance(resume, bool) else ("allow_config_change", allow_config_change)
+        raise invalid(ParameterError, bad[0], bad[1], "must be True or False")
     use_dist = _wants_distributed(distributed)
     x_train, y_train = _dataset(net, train_data, "train_data")
     test = None if test_data is None else _dataset(net, test_data, "test_data")
@@ -529,6 +708,7 @@ def train(
         refractory_dropout=refractory_dropout,
         ckpt_dir=None if checkpoint_dir is None else Path(checkpoint_dir),
         resume=resume,
+        allow_config_change=allow_config_change,
         progress=progress,
     )
 
@@ -553,6 +733,7 @@ def _train_loop(
     refractory_dropout: DropoutLike,
     ckpt_dir: Path | None,
     resume: bool,
+    allow_config_change: bool,
     progress: bool,
 ) -> tuple[Network, History]:
     """The epochs of :func:`train` (options validated, model on its device, ranks joined)."""
@@ -571,22 +752,57 @@ def _train_loop(
         "weight_shapes": [list(p.shape) for p in params],
         "world_size": ranks.world,
     }
+    if ckpt_dir is not None:
+        config["network"] = _network_digest(model.network)
+        config["population_shapes"] = [list(s) for s in model.network.population_shapes]
+        config["train_data"] = {"shape": list(x_train.shape), "sha256": _data_digest(x_train, y_train)}
+    config = json.loads(json.dumps(config))  # JSON values (lists, not tuples), as a checkpoint holds them
     start = 0
     main = ranks.rank == 0
     if resume and ckpt_dir is not None:
-        ckpt = ranks.broadcast(_latest_checkpoint(ckpt_dir) if main else None)
-        if ckpt is not None:
+        found = ranks.broadcast(_find_checkpoint(ckpt_dir) if main else None)
+        if isinstance(found, ModelError):  # raised on every rank, not only on rank 0
+            raise found
+        if found is None:
+            if main:
+                print(f"asyncsnn: no checkpoint in {ckpt_dir}; training from epoch 0", file=sys.stderr)
+        else:
+            path, ckpt = found
+            try:
+                saved = json.loads(ckpt["config"])
+            except ValueError:
+                saved = {}
+            changed = _config_differences(saved if isinstance(saved, dict) else {}, config)
             shapes = [list(w.shape) for w in ckpt["weights"]]
             if shapes != config["weight_shapes"]:
                 raise invalid(
-                    ModelError, "checkpoint", shapes, f"weights do not fit the network {config['weight_shapes']}"
+                    ModelError,
+                    "checkpoint",
+                    shapes,
+                    f"weights of {path} do not fit the network {config['weight_shapes']}; the configuration "
+                    f"differs in: {'; '.join(changed)}",
+                )
+            if changed and not allow_config_change:
+                raise ParameterError(
+                    f"cannot resume from {path}: the configuration differs from the checkpoint's in "
+                    f"{'; '.join(changed)} (old -> new). Train with the checkpoint's options, or pass "
+                    "allow_config_change=True (asyncsnn train --allow-config-change) to continue with the new ones",
+                    field="resume",
+                    value=changed,
+                    location=str(path),
                 )
             with torch.no_grad():
                 for p, w in zip(params, ckpt["weights"], strict=False):
                     p.copy_(w.to(p.device))
             optimizer.load_state_dict(ckpt["optimizer"])
+            for group in optimizer.param_groups:  # this call's options (the same unless allowed to change)
+                group["lr"], group["weight_decay"] = lr, weight_decay
             history = History.from_dict(ckpt["history"])
             start = int(ckpt["epoch"])
+            if main:
+                print(f"asyncsnn: resuming from {path} at epoch {start} of {epochs}", file=sys.stderr)
+                if changed:
+                    print(f"asyncsnn: configuration changed on resume: {'; '.join(changed)}", file=sys.stderr)
 
     dev = ranks.device
     forward: Callable[..., Any] = model
