@@ -454,6 +454,8 @@ pub(crate) struct Workspace {
     /// The non-zero inputs of the current dense frame, and their values.
     nonzero: Vec<u32>,
     nonzero_values: Vec<f32>,
+    /// R8.3: the fast path saw a non-finite membrane (see [`run_prepared`]).
+    non_finite: bool,
 }
 
 impl Workspace {
@@ -499,7 +501,16 @@ impl Workspace {
             pending: PendingSet::with_mult(alloc::filled(n, 0, at, "pending set")?, p),
             nonzero: Vec::new(),
             nonzero_values: Vec::new(),
+            non_finite: false,
         })
+    }
+
+    /// Marks the sample for the checked re-run of R8.3 (see [`run_prepared`]); the
+    /// error returned with it is replaced by that run's.
+    #[cold]
+    fn saw_non_finite(&mut self, loc: &str) -> EngineError {
+        self.non_finite = true;
+        EngineError::overflow(loc, "membrane")
     }
 
     /// R3.3: the state at the start of a sample (also repairs a workspace left dirty by
@@ -830,11 +841,16 @@ struct FireCtx<'a> {
 /// one `(population, start, end)` range of it per population in `ws.fired_pops`, and
 /// clears the current buffer and the touch bookkeeping.
 ///
-/// R8.3: if a membrane became non-finite, returns `Err((population, id))` of the first
-/// such neuron (lowest id) at once; the workspace is then left dirty (the caller ends
-/// the sample, and [`Workspace::reset`] repairs it).
+/// R8.3, with `CHECK`: if a membrane became non-finite, returns `Err((population, id))`
+/// of the first such neuron (lowest id) at once; the workspace is then left dirty (the
+/// caller ends the sample, and [`Workspace::reset`] repairs it). Without `CHECK` (the
+/// fast path, see [`run_prepared`]) it never fails.
 #[inline(always)]
-fn integrate(net: &Network, ws: &mut Workspace, fc: &FireCtx) -> Result<(), (usize, u32)> {
+fn integrate<const CHECK: bool>(
+    net: &Network,
+    ws: &mut Workspace,
+    fc: &FireCtx,
+) -> Result<(), (usize, u32)> {
     let touch = &mut ws.touch;
     touch.pops.sort_unstable();
     ws.fired.clear();
@@ -857,8 +873,8 @@ fn integrate(net: &Network, ws: &mut Workspace, fc: &FireCtx) -> Result<(), (usi
             let row = touch.deferred[p]
                 .take()
                 .map(|d| (dense_row(&net.projections[d.proj], d.local), d.s));
-            let finite = integrate_full(v, c, r, th, row, lo, &mut ws.fired);
-            if !finite {
+            let finite = integrate_full::<CHECK>(v, c, r, th, row, lo, &mut ws.fired);
+            if CHECK && !finite {
                 return Err((p, first_non_finite(net, &ws.v, lo..hi)));
             }
             // In slot order, which is id order if slot = id.
@@ -869,7 +885,7 @@ fn integrate(net: &Network, ws: &mut Workspace, fc: &FireCtx) -> Result<(), (usi
                 let q = q0 as usize;
                 touch.neuron[q] = false;
                 let span = q..q + channels;
-                finite &= integrate_span(
+                finite &= integrate_span::<CHECK>(
                     &mut ws.v[span.clone()],
                     &mut ws.cur[span.clone()],
                     &ws.refractory[span.clone()],
@@ -878,7 +894,7 @@ fn integrate(net: &Network, ws: &mut Workspace, fc: &FireCtx) -> Result<(), (usi
                     &mut ws.fired,
                 );
             }
-            if !finite {
+            if CHECK && !finite {
                 return Err((p, first_non_finite(net, &ws.v, lo..hi)));
             }
             touch.lists[p].clear();
@@ -933,7 +949,7 @@ fn first_non_finite(net: &Network, v: &[f32], slots: Range<usize>) -> u32 {
 /// operations. A refractory membrane is 0 (reset at its spike, leaked as 0), so adding
 /// 0 instead of skipping it is the same.
 #[inline(always)]
-fn integrate_span(
+fn integrate_span<const CHECK: bool>(
     v: &mut [f32],
     c: &mut [f32],
     r: &[bool],
@@ -956,7 +972,9 @@ fn integrate_span(
             let x = std::mem::take(&mut c8[i]);
             let nv = v8[i] + if r8[i] { 0.0 } else { x };
             v8[i] = nv;
-            finite &= is_finite(nv);
+            if CHECK {
+                finite &= is_finite(nv);
+            }
             mask |= ((nv > t8[i]) as u32) << i;
         }
         while mask != 0 {
@@ -972,7 +990,9 @@ fn integrate_span(
     {
         let x = std::mem::take(c);
         *v += if *r { 0.0 } else { x };
-        finite &= is_finite(*v);
+        if CHECK {
+            finite &= is_finite(*v);
+        }
         if *v > *t {
             fired.push((base + i) as u32);
         }
@@ -1018,7 +1038,7 @@ fn sort_ids(ids: &mut [u32], lo: usize, hi: usize, bits: &mut [u64]) {
 /// the chunk (it compiles to a vector compare and a move-mask); only a chunk that has a
 /// spike is scanned. Refractory membranes are 0 < threshold: no refractory test needed.
 #[inline(always)]
-fn integrate_full(
+fn integrate_full<const CHECK: bool>(
     v: &mut [f32],
     c: &mut [f32],
     r: &[bool],
@@ -1057,12 +1077,12 @@ fn integrate_full(
         let vs: &[f32; CH] = vs.try_into().expect("chunk");
         let ts: &[f32; CH] = ts.try_into().expect("chunk");
         let mut mask = 0u32;
-        let mut fin = 0u32;
         for i in 0..CH {
             mask |= ((vs[i] > ts[i]) as u32) << i;
-            fin |= (is_finite(vs[i]) as u32) << i;
         }
-        finite &= fin == (1 << CH) - 1;
+        if CHECK {
+            finite &= vs.iter().all(|&x| is_finite(x));
+        }
         if mask != 0 {
             // Branch-free compaction of the spiking neurons of the chunk.
             let mut ids = [0u32; CH];
@@ -1078,7 +1098,9 @@ fn integrate_full(
         base += CH;
     }
     for (i, (x, t)) in vc.remainder().iter().zip(tc.remainder()).enumerate() {
-        finite &= is_finite(*x);
+        if CHECK {
+            finite &= is_finite(*x);
+        }
         if *x > *t {
             fired.push((base + i) as u32);
         }
@@ -1091,7 +1113,30 @@ const AHEAD: usize = 4;
 
 /// Runs one validated sample (R3-R7), with the event loop compiled for AVX2 when the
 /// CPU has it (see `crate::kernels`: the same float operations, bit-identical results).
+///
+/// R8.3 in two passes: the fast path checks that every membrane is finite once per
+/// timestep only (folded into the leak and the clearing of `v_pre`, passes over all
+/// neurons that happen anyway); a non-finite membrane stays non-finite until then (NaN
+/// and -inf never fire; +inf fires and is kept in `v_pre`). Only when it saw one is the
+/// sample run again with the check at every integrate, which names the exact forward
+/// step and neuron. (Checking at every integrate always cost up to 15 % for momentum.)
 fn run_prepared(
+    net: &Network,
+    ps: &PreparedSample,
+    sample: u32,
+    config: &RunConfig,
+    ws: &mut Workspace,
+    stop: Option<&Interrupt>,
+) -> Result<SampleResult, EngineError> {
+    let fast = run_prepared_on_cpu::<false>(net, ps, sample, config, ws, stop);
+    if !std::mem::take(&mut ws.non_finite) {
+        return fast;
+    }
+    run_prepared_on_cpu::<true>(net, ps, sample, config, ws, stop)
+}
+
+#[inline(always)]
+fn run_prepared_on_cpu<const CHECK: bool>(
     net: &Network,
     ps: &PreparedSample,
     sample: u32,
@@ -1103,15 +1148,15 @@ fn run_prepared(
     {
         if has_avx2() {
             // SAFETY: the CPU supports AVX2 (checked at run time just above).
-            return unsafe { run_prepared_avx2(net, ps, sample, config, ws, stop) };
+            return unsafe { run_prepared_avx2::<CHECK>(net, ps, sample, config, ws, stop) };
         }
     }
-    run_prepared_body(net, ps, sample, config, ws, stop)
+    run_prepared_body::<CHECK>(net, ps, sample, config, ws, stop)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn run_prepared_avx2(
+unsafe fn run_prepared_avx2<const CHECK: bool>(
     net: &Network,
     ps: &PreparedSample,
     sample: u32,
@@ -1119,7 +1164,7 @@ unsafe fn run_prepared_avx2(
     ws: &mut Workspace,
     stop: Option<&Interrupt>,
 ) -> Result<SampleResult, EngineError> {
-    run_prepared_body(net, ps, sample, config, ws, stop)
+    run_prepared_body::<CHECK>(net, ps, sample, config, ws, stop)
 }
 
 /// How a run learns that it should stop early (Ctrl-C): `cancel` is read at every
@@ -1159,7 +1204,7 @@ impl Interrupt<'_> {
 }
 
 #[inline(always)]
-fn run_prepared_body(
+fn run_prepared_body<const CHECK: bool>(
     net: &Network,
     ps: &PreparedSample,
     sample: u32,
@@ -1204,12 +1249,25 @@ fn run_prepared_body(
             return Err(EngineError::Cancelled);
         }
         let t32 = t as u32; // timesteps <= 2^32 was validated
-                            // R4.1: leak, clear refractory flags and v_pre.
+                            // R4.1: leak, clear refractory flags and v_pre (R8.3: the fast path checks
+                            // that the membranes of the timestep before were finite on the way).
+        let mut finite = true;
         for (v, b) in ws.v.iter_mut().zip(&net.beta) {
+            if !CHECK {
+                finite &= is_finite(*v);
+            }
             *v *= *b;
         }
         ws.refractory.fill(false);
-        ws.v_pre.fill(0.0);
+        for x in ws.v_pre.iter_mut() {
+            if !CHECK {
+                finite &= is_finite(*x);
+            }
+            *x = 0.0;
+        }
+        if !CHECK && !finite {
+            return Err(ws.saw_non_finite(loc));
+        }
 
         let mut ts_spikes: u64 = 0;
         let mut ts_synops: u64 = 0;
@@ -1295,7 +1353,7 @@ fn run_prepared_body(
                 t: t32,
                 k,
             };
-            if let Err((p, id)) = integrate(net, ws, &fc) {
+            if let Err((p, id)) = integrate::<CHECK>(net, ws, &fc) {
                 // R8.3: a membrane overflowed float32.
                 // `p` counts the non-input populations; the location names population
                 // `p + 1` (0 = input, R1.1) and the neuron's index within it.
@@ -1409,6 +1467,9 @@ fn run_prepared_body(
         synops = synops
             .checked_add(ts_synops)
             .ok_or_else(|| EngineError::overflow(loc, "synops"))?;
+    }
+    if !CHECK && !(ws.v.iter().chain(&ws.v_pre).all(|&x| is_finite(x))) {
+        return Err(ws.saw_non_finite(loc)); // in the last timestep
     }
     res.synops = i64::try_from(synops).map_err(|_| EngineError::overflow(loc, "synops"))?;
     res.spikes_total =
