@@ -489,3 +489,20 @@ def test_from_nir_reads_tensor_parameters_by_the_same_rule() -> None:
         assert info.value.field == "weight"
         assert info.value.location is not None
         assert "fc" in info.value.location
+
+
+def test_train_reads_label_tensors_by_the_same_rule() -> None:
+    net, x = _small_net(), _counts()
+    labels = np.array([0, 1, 1])
+
+    def weights(lab: Any) -> list[np.ndarray]:
+        trained, _ = at.train(net, (x, lab), epochs=1, batch_size=3, progress=False, scheduler="fifo")
+        return [np.asarray(p.layer.weight) for p in trained.projections]
+
+    expected = weights(labels)
+    for dtype in (torch.bfloat16, torch.int32, torch.float64):
+        for a, b in zip(expected, weights(torch.from_numpy(labels).to(dtype))):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(InputError, match="meta") as info:
+        weights(torch.from_numpy(labels).to("meta"))
+    assert info.value.field == "labels"

@@ -158,8 +158,7 @@ def _dataset(net: Network, data: Any, name: str) -> tuple[torch.Tensor, torch.Te
     inputs, labels = data
     if labels is None:
         raise invalid(ParameterError, name, None, "labels are required")
-    if isinstance(labels, torch.Tensor):
-        labels = labels.detach().cpu().numpy()
+    # Tensors (inputs and labels) are read by the shared rule of asyncsnn._prepare.tensor_checked.
     prep = prepare_inputs(net, inputs, labels=labels)
     if prep.dense is None:
         frames = np.stack([prep.dense_sample(b) for b in range(prep.batch)])
