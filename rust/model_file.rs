@@ -169,7 +169,9 @@ fn check_header_size(n: u64, len: u64, where_: &str) -> Result<(), EngineError> 
     Ok(())
 }
 
-/// The whole file, once its header size has been checked against its length.
+/// The header and as much of the data section as its tensors use, once the header size
+/// has been checked against the file's length: a file with a long tail (or a tensor that
+/// no entry names) costs no memory for it.
 fn read_bounded(path: &Path, where_: &str) -> Result<Vec<u8>, EngineError> {
     let io = |e: std::io::Error| file_error(where_, "file", e.kind(), e.to_string());
     let mut file = File::open(path).map_err(io)?;
@@ -184,21 +186,45 @@ fn read_bounded(path: &Path, where_: &str) -> Result<Vec<u8>, EngineError> {
     }
     let mut head = [0u8; 8];
     file.read_exact(&mut head).map_err(io)?;
-    check_header_size(u64::from_le_bytes(head), len, where_)?;
-    let size = usize::try_from(len)
-        .map_err(|_| file_error(where_, "file", format!("{len} bytes"), "too large"))?;
+    let n = u64::from_le_bytes(head);
+    check_header_size(n, len, where_)?;
+    let reserve = |bytes: &mut Vec<u8>, size: u64| {
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        bytes
+            .try_reserve_exact(size.saturating_sub(bytes.len()))
+            .map_err(|_| {
+                file_error(
+                    where_,
+                    "file",
+                    format!("{size} of {len} bytes"),
+                    "cannot allocate memory for it",
+                )
+            })
+    };
     let mut bytes = Vec::new();
-    bytes.try_reserve_exact(size).map_err(|_| {
-        file_error(
-            where_,
-            "file",
-            format!("{len} bytes"),
-            "cannot allocate memory for it",
-        )
-    })?;
+    reserve(&mut bytes, 8 + n)?;
     bytes.extend_from_slice(&head);
-    file.take(len - 8).read_to_end(&mut bytes).map_err(io)?;
-    if bytes.len() as u64 != len {
+    (&mut file).take(n).read_to_end(&mut bytes).map_err(io)?;
+    // The data the tensors use ends at their largest end offset; a malformed entry is
+    // left to `parse_model_file`, which then finds the data too short (or the entry bad).
+    let used = serde_json::from_slice::<Value>(&bytes[8..])
+        .ok()
+        .and_then(|h| {
+            h.as_object().map(|h| {
+                h.iter()
+                    .filter(|(name, _)| name.as_str() != "__metadata__")
+                    .filter_map(|(_, t)| t.get("data_offsets")?.as_array()?.get(1)?.as_u64())
+                    .max()
+                    .unwrap_or(0)
+            })
+        })
+        .unwrap_or(0);
+    let want = (8 + n).saturating_add(used).min(len);
+    reserve(&mut bytes, want)?;
+    file.take(want - bytes.len() as u64)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if (bytes.len() as u64) < want {
         return Err(file_error(
             where_,
             "file",

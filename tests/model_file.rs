@@ -487,3 +487,27 @@ proptest! {
         prop_assert!(read_model_bytes(&bytes[..cut]).is_err());
     }
 }
+
+/// A valid model followed by a 1 TiB sparse tail (no disk used): only the header and the
+/// tensors are read, so it loads (reading the whole file could not even be reserved).
+#[test]
+fn a_long_tail_after_the_tensors_is_not_read() {
+    let path =
+        std::env::temp_dir().join(format!("asyncsnn-tail-{}.safetensors", std::process::id()));
+    let bytes = model_bytes();
+    std::fs::write(&path, &bytes).expect("write");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open");
+    let extended = file.set_len(bytes.len() as u64 + (1u64 << 40));
+    drop(file);
+    let read = read_model_file(&path);
+    std::fs::remove_file(&path).expect("remove");
+    extended.expect("a sparse 1 TiB file (ext4, xfs, btrfs and tmpfs hold one)");
+    let net = read.expect("the model loads");
+    assert_eq!(
+        net.n_outputs(),
+        read_model_bytes(&bytes).expect("model").n_outputs()
+    );
+}
