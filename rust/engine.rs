@@ -1132,6 +1132,21 @@ fn run_prepared(
     if !std::mem::take(&mut ws.non_finite) {
         return fast;
     }
+    run_prepared_checked(net, ps, sample, config, ws, stop)
+}
+
+/// The checked re-run of [`run_prepared`], kept out of line (it runs only for a sample
+/// whose membrane overflowed).
+#[cold]
+#[inline(never)]
+fn run_prepared_checked(
+    net: &Network,
+    ps: &PreparedSample,
+    sample: u32,
+    config: &RunConfig,
+    ws: &mut Workspace,
+    stop: Option<&Interrupt>,
+) -> Result<SampleResult, EngineError> {
     run_prepared_on_cpu::<true>(net, ps, sample, config, ws, stop)
 }
 
