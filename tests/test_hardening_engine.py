@@ -258,3 +258,37 @@ def test_ctrl_c_ends_one_long_sample(batch: int) -> None:
     finally:
         proc.kill()
     assert proc.returncode == 42, out
+
+
+# ------------------------------------------------------------------ tensors as weights and samples (item 9)
+def test_layers_populations_and_streamed_samples_read_tensors_by_the_shared_rule() -> None:
+    torch = pytest.importorskip("torch")
+    from asyncsnn.streaming import infer_iter
+
+    bf16 = Dense(torch.full((3, 4), 0.5, dtype=torch.bfloat16))
+    assert bf16.weight.dtype == np.float32
+    np.testing.assert_array_equal(bf16.weight, np.full((3, 4), 0.5, np.float32))
+    sparse = Conv2d(torch.ones(2, 1, 2, 2).to_sparse())
+    np.testing.assert_array_equal(sparse.weight, np.ones((2, 1, 2, 2), np.float32))
+    assert Population.create((3,), torch.ones(3, dtype=torch.bfloat16), 0.9).threshold.dtype == np.float32
+    for bad in (torch.ones(3, 4, device="meta"), torch.ones(3, 4, dtype=torch.complex64)):
+        with pytest.raises(asyncsnn.ModelError, match=r"^Dense: invalid weight = '\w+ tensor \(strided\) on device"):
+            Dense(bad)
+    net = Network.sequential((1, 2, 2), [Dense(np.ones((3, 4)))])
+    assert infer_iter(net, [torch.ones(3, 1, 2, 2, dtype=torch.bfloat16)]).spikes_total.tolist() == [9]
+    with pytest.raises(InputError, match=r"^sample 0: invalid samples = 'float32 tensor \(strided\) on device meta'"):
+        infer_iter(net, [torch.ones(3, 4, device="meta")])
+
+
+def test_the_torch_module_takes_any_frame_shape_of_n_in_values() -> None:
+    torch = pytest.importorskip("torch")
+    from asyncsnn.torch import AsyncSNN
+
+    net = Network.sequential((1, 2, 2), [Dense(np.full((3, 4), 0.5))], threshold=1.0)
+    module = AsyncSNN.from_network(net)
+    flat, shaped = module(torch.ones(2, 3, 4)), module(torch.ones(2, 3, 1, 2, 2))
+    other = module(torch.ones(2, 3, 2, 2))  # 4 values per frame, not input_shape: read in C order
+    assert torch.equal(flat.counts, shaped.counts)
+    assert torch.equal(flat.counts, other.counts)
+    with pytest.raises(InputError, match=r"any \[batch, T, \.\.\.\] of 4 values per frame"):
+        module(torch.ones(2, 3, 5))

@@ -93,10 +93,20 @@ def beta_from_tau(tau: float, dt: float = 1.0) -> float:
     return math.exp(-dt / tau)
 
 
+def _from_tensor(value: Any, field: str, location: str) -> Any:
+    """A torch tensor as numpy by the shared rule for tensors; anything else as it is.
+
+    The rule is ``_prepare.tensor_checked``'s: bfloat16 converted exactly, sparse
+    densified, meta and complex tensors refused (here with a ``ModelError``).
+    """
+    from asyncsnn._prepare import is_tensor, tensor_as_numpy  # (_prepare imports this module)
+
+    return tensor_as_numpy(value, field, location, ModelError) if is_tensor(value) else value
+
+
 def _weight_array(weight: npt.ArrayLike, ndim: int, location: str) -> np.ndarray:
+    weight = _from_tensor(weight, "weight", location)
     try:
-        if hasattr(weight, "detach"):  # a torch tensor (also one that requires grad)
-            weight = weight.detach().cpu().numpy()  # type: ignore[union-attr]
         arr = np.asarray(weight)
     except Exception as exc:
         raise invalid(ModelError, "weight", type(weight).__name__, f"not an array ({exc})", location) from exc
@@ -362,8 +372,7 @@ _LAYER_TYPES = (Dense, Conv2d, AvgPool2d, SumPool2d)
 
 def _param_array(value: ParamLike, shape: Shape, field: str, location: str) -> np.ndarray:
     """Convert a scalar or per-neuron LIF parameter to a float32 array of ``shape``."""
-    if hasattr(value, "detach"):
-        value = value.detach().cpu().numpy()  # type: ignore[union-attr]
+    value = _from_tensor(value, field, location)
     try:
         given = np.asarray(value)
         if given.dtype.kind not in "fiub":

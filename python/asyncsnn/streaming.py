@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from asyncsnn._prepare import MAX_U32, check_threads, prepare_options
+from asyncsnn._prepare import MAX_U32, check_threads, is_tensor, prepare_options, tensor_as_numpy
 from asyncsnn.exceptions import AsyncSNNError, InputError, ParameterError, invalid
 from asyncsnn.network import Network
 from asyncsnn.result import COUNTER_FIELDS, InferenceResult
@@ -209,8 +209,8 @@ def infer_iter(
             have_labels = label is not None
         elif have_labels != (label is not None):
             raise invalid(InputError, "labels", None, "some samples have a label and some not", f"sample {index}")
-        if hasattr(sample, "detach") and hasattr(sample, "cpu"):  # a torch tensor
-            sample = sample.detach().cpu().numpy()
+        if is_tensor(sample):  # by the shared rule for tensors (bfloat16, sparse, meta...)
+            sample = tensor_as_numpy(sample, "samples", f"sample {index}")
         try:
             arr = np.asarray(sample)
         except Exception as exc:

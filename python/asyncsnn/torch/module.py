@@ -38,6 +38,7 @@ from asyncsnn._prepare import (
     DropoutLike,
     SchedulerLike,
     StopLike,
+    frame_layout_ok,
     prepare_inputs,
     prepare_options,
     tensor_as_numpy,
@@ -86,9 +87,13 @@ def _check_frames(x: torch.Tensor, network: Network) -> torch.Tensor:
     x = tensor_checked(x, "inputs")
     n_in = network.input_size
     shape = tuple(x.shape)
-    if len(shape) < 3 or (shape[2:] != network.input_shape and shape[2:] != (n_in,)):
+    if not frame_layout_ok(shape, n_in):
         raise invalid(
-            InputError, "inputs", f"shape {shape}", f"expected [batch, T, *{network.input_shape}] or [batch, T, {n_in}]"
+            InputError,
+            "inputs",
+            f"shape {shape}",
+            f"expected [batch, T, *{network.input_shape}] or [batch, T, {n_in}] "
+            f"(any [batch, T, ...] of {n_in} values per frame)",
         )
     if shape[0] == 0:
         raise invalid(InputError, "inputs", f"shape {shape}", "the batch is empty")
