@@ -1,0 +1,258 @@
+//! Validation of a [`NetworkSpec`] that needs no lowering: the input size, the LIF
+//! populations (R1.1, R1.4, R1.5) and the endpoints of each projection (R1.2), plus
+//! the small checks the lowering shares (positive sizes, checked products, finite
+//! weights).
+
+use super::{NetworkSpec, PopulationSpec, ProjectionSpec};
+use crate::error::EngineError;
+
+/// `a * b`, or a model error naming `field` at `location`.
+pub(super) fn mul(a: usize, b: usize, location: &str, field: &str) -> Result<usize, EngineError> {
+    a.checked_mul(b)
+        .ok_or_else(|| EngineError::model(location, field, format!("{a} * {b}"), "too large"))
+}
+
+/// `v >= 1`, or a model error naming `field` at `location`.
+pub(super) fn check_pos(v: usize, location: &str, field: &str) -> Result<(), EngineError> {
+    if v == 0 {
+        Err(EngineError::model(location, field, v, "must be >= 1"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Every weight finite, or a model error naming the first one that is not.
+pub(super) fn check_weights(w: &[f32], location: &str) -> Result<(), EngineError> {
+    if let Some((i, x)) = w.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+        return Err(EngineError::model(
+            location,
+            format!("weight[{i}]"),
+            x,
+            "weights must be finite",
+        ));
+    }
+    Ok(())
+}
+
+/// Size of population `p` (0 = input). `p` must be in `0..=P`.
+pub(super) fn pop_size(spec: &NetworkSpec, p: usize) -> usize {
+    if p == 0 {
+        spec.input_size
+    } else {
+        spec.populations[p - 1].size
+    }
+}
+
+/// Checks the input population and every LIF population, in order, and returns
+/// `pop_offset` (R1.5): `pop_offset[p]` is the id of the first neuron of population
+/// `p + 1`, `pop_offset[P]` the number of non-input neurons, which fits the u32 id
+/// space.
+pub(super) fn populations(spec: &NetworkSpec) -> Result<Vec<usize>, EngineError> {
+    let n_pops = spec.populations.len();
+    if spec.input_size == 0 {
+        return Err(EngineError::model(
+            "population 0",
+            "size",
+            0,
+            "the input population must have >= 1 neuron",
+        ));
+    }
+    if spec.input_size > u32::MAX as usize {
+        return Err(EngineError::overflow(
+            "population 0",
+            "input size (u32 index)",
+        ));
+    }
+    if n_pops == 0 {
+        return Err(EngineError::model(
+            "network",
+            "populations",
+            "[]",
+            "there must be at least one non-input population",
+        ));
+    }
+    let mut pop_offset = Vec::with_capacity(n_pops + 1);
+    let mut total: usize = 0;
+    pop_offset.push(0);
+    for (p, pop) in spec.populations.iter().enumerate() {
+        population(pop, &format!("population {}", p + 1))?;
+        total = total
+            .checked_add(pop.size)
+            .ok_or_else(|| EngineError::overflow("network", "neuron count"))?;
+        pop_offset.push(total);
+    }
+    if total >= u32::MAX as usize {
+        return Err(EngineError::overflow(
+            "network",
+            "neuron count (u32 neuron ids)",
+        ));
+    }
+    Ok(pop_offset)
+}
+
+/// One LIF population (R1.4): size, the lengths and values of `threshold` and
+/// `beta`, and `refractory_dropout`.
+fn population(pop: &PopulationSpec, loc: &str) -> Result<(), EngineError> {
+    check_pos(pop.size, loc, "size")?;
+    for (field, vals) in [("threshold", &pop.threshold), ("beta", &pop.beta)] {
+        if vals.len() != 1 && vals.len() != pop.size {
+            return Err(EngineError::model(
+                loc,
+                format!("{field} length"),
+                vals.len(),
+                format!("must be 1 or the population size {}", pop.size),
+            ));
+        }
+    }
+    for (i, &th) in pop.threshold.iter().enumerate() {
+        if !(th.is_finite() && th > 0.0) {
+            return Err(EngineError::model(
+                loc,
+                format!("threshold[{i}]"),
+                th,
+                "must be finite and > 0",
+            ));
+        }
+    }
+    for (i, &b) in pop.beta.iter().enumerate() {
+        if !(b.is_finite() && (0.0..=1.0).contains(&b)) {
+            return Err(EngineError::model(
+                loc,
+                format!("beta[{i}]"),
+                b,
+                "must be finite and in [0, 1]",
+            ));
+        }
+    }
+    let p_drop = pop.refractory_dropout;
+    if !(p_drop.is_finite() && (0.0..1.0).contains(&p_drop)) {
+        return Err(EngineError::model(
+            loc,
+            "refractory_dropout",
+            p_drop,
+            "must be finite and in [0, 1)",
+        ));
+    }
+    Ok(())
+}
+
+/// The endpoints of a projection (R1.2): a non-input target in `1..=n_pops` and a
+/// source below it.
+pub(super) fn endpoints(
+    proj: &ProjectionSpec,
+    n_pops: usize,
+    loc: &str,
+) -> Result<(), EngineError> {
+    if proj.target > n_pops || proj.target == 0 {
+        return Err(EngineError::model(
+            loc,
+            "target",
+            proj.target,
+            format!("must be a non-input population index in 1..={n_pops}"),
+        ));
+    }
+    if proj.source >= proj.target {
+        return Err(EngineError::model(
+            loc,
+            "source",
+            proj.source,
+            format!("must be < target {} (R1.2)", proj.target),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::ProjectionKind;
+
+    fn pop(size: usize) -> PopulationSpec {
+        PopulationSpec {
+            size,
+            threshold: vec![1.0],
+            beta: vec![0.5],
+            refractory_dropout: 0.0,
+        }
+    }
+
+    fn reason(e: EngineError) -> (String, String) {
+        match e {
+            EngineError::Model { field, reason, .. } => (field, reason),
+            other => panic!("not a model error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn offsets_are_r1_5_ids() {
+        let spec = NetworkSpec {
+            input_size: 4,
+            populations: vec![pop(3), pop(5), pop(2)],
+            projections: vec![],
+        };
+        assert_eq!(populations(&spec).unwrap(), vec![0, 3, 8, 10]);
+        assert_eq!((pop_size(&spec, 0), pop_size(&spec, 2)), (4, 5));
+    }
+
+    #[test]
+    fn the_first_bad_population_field_is_named() {
+        let mut p = pop(3);
+        p.threshold = vec![1.0, 0.0, -1.0];
+        p.beta = vec![2.0];
+        let e = population(&p, "population 1").unwrap_err();
+        assert_eq!(
+            reason(e),
+            ("threshold[1]".into(), "must be finite and > 0".into())
+        );
+        p.threshold = vec![1.0, 1.0];
+        let e = population(&p, "population 1").unwrap_err();
+        assert_eq!(
+            reason(e),
+            (
+                "threshold length".into(),
+                "must be 1 or the population size 3".into()
+            )
+        );
+    }
+
+    #[test]
+    fn endpoints_go_forward() {
+        let proj = |source, target| ProjectionSpec {
+            source,
+            target,
+            kind: ProjectionKind::Dense { weight: vec![] },
+        };
+        assert!(endpoints(&proj(0, 2), 2, "p").is_ok());
+        assert_eq!(
+            reason(endpoints(&proj(0, 3), 2, "p").unwrap_err()).0,
+            "target"
+        );
+        assert_eq!(
+            reason(endpoints(&proj(0, 0), 2, "p").unwrap_err()).0,
+            "target"
+        );
+        assert_eq!(
+            reason(endpoints(&proj(2, 2), 2, "p").unwrap_err()).0,
+            "source"
+        );
+    }
+
+    #[test]
+    fn products_and_weights() {
+        assert_eq!(mul(3, 4, "l", "f").unwrap(), 12);
+        assert_eq!(
+            reason(mul(usize::MAX, 2, "l", "f").unwrap_err()).1,
+            "too large"
+        );
+        assert!(check_pos(1, "l", "f").is_ok());
+        assert_eq!(
+            reason(check_pos(0, "l", "f").unwrap_err()).1,
+            "must be >= 1"
+        );
+        let e = check_weights(&[0.0, f32::NAN], "l").unwrap_err();
+        assert_eq!(
+            reason(e),
+            ("weight[1]".into(), "weights must be finite".into())
+        );
+    }
+}
