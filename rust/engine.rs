@@ -68,6 +68,36 @@ pub enum StopMode {
     },
 }
 
+impl StopMode {
+    /// This stop mode with `M = extra_steps` if it is `first_output` (R6.2);
+    /// unchanged otherwise.
+    pub fn with_extra_steps(self, extra_steps: u32) -> StopMode {
+        match self {
+            StopMode::FirstOutput { .. } => StopMode::FirstOutput { extra_steps },
+            other => other,
+        }
+    }
+}
+
+impl std::str::FromStr for StopMode {
+    type Err = EngineError;
+
+    /// Parses a stop mode name: "drain", "first_output" (with `M = 0`; see
+    /// [`StopMode::with_extra_steps`]) or "max_steps" (the cap of R6.3 alone, which is
+    /// `drain` plus `max_steps`). The one place where names are parsed.
+    fn from_str(name: &str) -> Result<StopMode, EngineError> {
+        match name {
+            "drain" | "max_steps" => Ok(StopMode::Drain),
+            "first_output" => Ok(StopMode::FirstOutput { extra_steps: 0 }),
+            other => Err(EngineError::Parameter {
+                field: "stop".to_string(),
+                value: other.to_string(),
+                reason: "must be drain, first_output or max_steps".to_string(),
+            }),
+        }
+    }
+}
+
 /// Options of a run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunConfig {
@@ -1645,6 +1675,23 @@ mod tests {
             beta: vec![beta],
             refractory_dropout: 0.0,
         }
+    }
+
+    #[test]
+    fn stop_names_parse() {
+        assert_eq!("drain".parse::<StopMode>().unwrap(), StopMode::Drain);
+        assert_eq!("max_steps".parse::<StopMode>().unwrap(), StopMode::Drain);
+        let f: StopMode = "first_output".parse().unwrap();
+        assert_eq!(f, StopMode::FirstOutput { extra_steps: 0 });
+        assert_eq!(
+            f.with_extra_steps(3),
+            StopMode::FirstOutput { extra_steps: 3 }
+        );
+        assert_eq!(StopMode::Drain.with_extra_steps(3), StopMode::Drain);
+        let e = "first-output".parse::<StopMode>().unwrap_err();
+        assert!(matches!(&e, EngineError::Parameter { field, value, reason }
+            if field == "stop" && value == "first-output"
+                && reason == "must be drain, first_output or max_steps"));
     }
 
     fn dense(source: usize, target: usize, weight: Vec<f32>) -> ProjectionSpec {

@@ -19,6 +19,7 @@
 
 use std::collections::VecDeque;
 
+use crate::error::EngineError;
 use crate::rng::{hash_finish, hash_prefix, to_uniform, STREAM_JITTER, STREAM_RANDOM};
 
 /// Scheduler that picks which pending spikes are delivered at each forward step (R5).
@@ -47,6 +48,35 @@ impl Scheduler {
             Scheduler::Fifo => "fifo",
             Scheduler::Random => "random",
             Scheduler::Momentum { .. } => "momentum",
+        }
+    }
+
+    /// This scheduler with jitter amplitude `jitter` if it is `momentum` (R5.4);
+    /// unchanged otherwise.
+    pub fn with_jitter(self, jitter: f32) -> Scheduler {
+        match self {
+            Scheduler::Momentum { .. } => Scheduler::Momentum { jitter },
+            other => other,
+        }
+    }
+}
+
+impl std::str::FromStr for Scheduler {
+    type Err = EngineError;
+
+    /// Parses a scheduler name: "layered", "fifo", "random" or "momentum" (with jitter
+    /// 0; see [`Scheduler::with_jitter`]). The one place where names are parsed.
+    fn from_str(name: &str) -> Result<Scheduler, EngineError> {
+        match name {
+            "layered" => Ok(Scheduler::Layered),
+            "fifo" => Ok(Scheduler::Fifo),
+            "random" => Ok(Scheduler::Random),
+            "momentum" => Ok(Scheduler::Momentum { jitter: 0.0 }),
+            other => Err(EngineError::Parameter {
+                field: "scheduler".to_string(),
+                value: other.to_string(),
+                reason: "must be layered, fifo, random or momentum".to_string(),
+            }),
         }
     }
 }
@@ -508,6 +538,25 @@ mod tests {
         let mut v: Vec<u32> = group.iter().map(|g| g.0).collect();
         v.sort_unstable();
         v
+    }
+
+    #[test]
+    fn names_parse_and_round_trip() {
+        for s in [
+            Scheduler::Layered,
+            Scheduler::Fifo,
+            Scheduler::Random,
+            Scheduler::Momentum { jitter: 0.0 },
+        ] {
+            assert_eq!(s.name().parse::<Scheduler>().unwrap(), s);
+        }
+        let m: Scheduler = "momentum".parse().unwrap();
+        assert_eq!(m.with_jitter(0.5), Scheduler::Momentum { jitter: 0.5 });
+        assert_eq!(Scheduler::Fifo.with_jitter(0.5), Scheduler::Fifo);
+        let e = "Layered".parse::<Scheduler>().unwrap_err();
+        assert!(matches!(&e, EngineError::Parameter { field, value, reason }
+            if field == "scheduler" && value == "Layered"
+                && reason == "must be layered, fifo, random or momentum"));
     }
 
     #[test]

@@ -273,23 +273,21 @@ fn run_config(opts: &Value, spec: &NetworkSpec) -> Result<RunConfig, String> {
             .map(str::to_owned)
             .ok_or_else(|| format!("option {key} is not a string"))
     };
-    let scheduler = match text("scheduler")?.as_str() {
-        "layered" => Scheduler::Layered,
-        "fifo" => Scheduler::Fifo,
-        "random" => Scheduler::Random,
-        "momentum" => Scheduler::Momentum {
-            jitter: as_f64(get(opts, "jitter")?)? as f32,
-        },
-        other => return Err(format!("unknown scheduler {other:?}")),
+    // Names are parsed by the engine (FromStr); "max_steps" as a stop mode is the cap
+    // alone (R6.3): drain + max_steps.
+    let scheduler = text("scheduler")?
+        .parse::<Scheduler>()
+        .map_err(|e| e.to_string())?;
+    let scheduler = match scheduler {
+        Scheduler::Momentum { .. } => scheduler.with_jitter(as_f64(get(opts, "jitter")?)? as f32),
+        other => other,
     };
     let extra_steps = u32::try_from(as_usize(get(opts, "extra_steps")?)?)
         .map_err(|e| format!("extra_steps: {e}"))?;
-    // "max_steps" as a stop mode is the cap alone (R6.3): drain + max_steps.
-    let stop = match text("stop")?.as_str() {
-        "drain" | "max_steps" => StopMode::Drain,
-        "first_output" => StopMode::FirstOutput { extra_steps },
-        other => return Err(format!("unknown stop mode {other:?}")),
-    };
+    let stop = text("stop")?
+        .parse::<StopMode>()
+        .map_err(|e| e.to_string())?
+        .with_extra_steps(extra_steps);
     let max_steps = match get(opts, "max_steps")? {
         Value::Null => None,
         v => Some(u32::try_from(as_usize(v)?).map_err(|e| format!("max_steps: {e}"))?),

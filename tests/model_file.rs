@@ -40,21 +40,27 @@ fn usize_of(v: &Value) -> usize {
 }
 
 fn run_config(opts: &Value, dropout: &[f64]) -> RunConfig {
-    let scheduler = match opts["scheduler"].as_str().expect("scheduler") {
-        "layered" => Scheduler::Layered,
-        "fifo" => Scheduler::Fifo,
-        "random" => Scheduler::Random,
-        "momentum" => Scheduler::Momentum {
-            jitter: opts["jitter"].as_f64().expect("jitter") as f32,
-        },
-        other => panic!("unknown scheduler {other}"),
+    let scheduler: Scheduler = opts["scheduler"]
+        .as_str()
+        .expect("scheduler")
+        .parse()
+        .expect("a scheduler name");
+    let scheduler = match scheduler {
+        Scheduler::Momentum { .. } => {
+            scheduler.with_jitter(opts["jitter"].as_f64().expect("jitter") as f32)
+        }
+        other => other,
     };
-    let stop = match opts["stop"].as_str().expect("stop") {
-        "drain" => StopMode::Drain,
-        "first_output" => StopMode::FirstOutput {
-            extra_steps: u32::try_from(usize_of(&opts["extra_steps"])).expect("u32"),
-        },
-        other => panic!("unknown stop mode {other}"),
+    let stop: StopMode = opts["stop"]
+        .as_str()
+        .expect("stop")
+        .parse()
+        .expect("a stop mode");
+    let stop = match stop {
+        StopMode::FirstOutput { .. } => {
+            stop.with_extra_steps(u32::try_from(usize_of(&opts["extra_steps"])).expect("u32"))
+        }
+        other => other,
     };
     let refractory_dropout = match opts["refractory_dropout"].as_str() {
         Some("off") => None,

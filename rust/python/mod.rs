@@ -340,30 +340,8 @@ fn parse_config(
     jitter: f32,
     refractory_dropout: Option<Vec<f64>>,
 ) -> Result<RunConfig, EngineError> {
-    let scheduler = match scheduler {
-        "layered" => Scheduler::Layered,
-        "fifo" => Scheduler::Fifo,
-        "random" => Scheduler::Random,
-        "momentum" => Scheduler::Momentum { jitter },
-        other => {
-            return Err(param_err(
-                "scheduler",
-                other,
-                "must be layered, fifo, random or momentum",
-            ))
-        }
-    };
-    let stop = match stop {
-        "drain" | "max_steps" => StopMode::Drain,
-        "first_output" => StopMode::FirstOutput { extra_steps },
-        other => {
-            return Err(param_err(
-                "stop",
-                other,
-                "must be drain, first_output or max_steps",
-            ))
-        }
-    };
+    let scheduler = scheduler.parse::<Scheduler>()?.with_jitter(jitter);
+    let stop = stop.parse::<StopMode>()?.with_extra_steps(extra_steps);
     Ok(RunConfig {
         scheduler,
         forward_group_size,
