@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write the NIR files exported by other simulators that ``tests/test_hardening_nir.py`` reads.
+"""Write the NIR files exported by other simulators that ``tests/io/test_hardening_nir.py`` reads.
 
 Each fixture is a pair: ``tests/fixtures/nir_<library>_<arch>.nir``, the graph written by
 the library's own NIR exporter, and ``tests/fixtures/nir_<library>_<arch>.npz``, an input

@@ -15,7 +15,7 @@ and much cheaper than boolean kernels):
   identity forward, surrogate gradients backward.
 
 Every backward formula is the exact gradient of the composed primitive operations it
-replaces (``tests/test_training.py`` checks them against autograd).
+replaces (``tests/training/test_training.py`` checks them against autograd).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from asyncsnn.rng import (
     uniform_np,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 infer = asyncsnn.reference.infer
 
 

@@ -18,7 +18,7 @@ import asyncsnn
 from asyncsnn._engine import axpy_roofline
 from asyncsnn.exceptions import ParameterError
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benches"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benches"))
 import compare
 
 

@@ -13,7 +13,7 @@ from asyncsnn import SPEC_VERSION
 from asyncsnn._dictform import network_from_dict
 from asyncsnn.result import COUNTER_FIELDS
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 CASES = sorted(GOLDEN.glob("*.json"))
 
 

@@ -22,7 +22,7 @@ MODULES = [
     "asyncsnn.data.digits",
     "asyncsnn.data.encoding",
 ]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -19,7 +19,7 @@ from asyncsnn.exceptions import ModelError  # noqa: E402
 from asyncsnn.nir import SNNTORCH_DT, from_nir, read, to_nir, write  # noqa: E402
 from asyncsnn.testing import assert_results_equal, grid_weights, random_count_input, random_grid_network  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def assert_networks_equal(a: Network, b: Network) -> None:

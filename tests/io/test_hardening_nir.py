@@ -26,7 +26,7 @@ from asyncsnn.exceptions import MissingDependencyError, ModelError  # noqa: E402
 from asyncsnn.nir import NIR_MIN_VERSION, SNNTORCH_DT, from_nir, read, to_nir, write  # noqa: E402
 from asyncsnn.testing import grid_weights, random_count_input  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
 
 

@@ -1,4 +1,4 @@
-"""Scenarios of ``tests/test_distributed.py``, and the script that torchrun starts.
+"""Scenarios of ``tests/training/test_distributed.py``, and the script that torchrun starts.
 
 ``python -m torch.distributed.run --standalone --nproc_per_node 2 _distributed_worker.py OUT``
 trains every scenario on each rank (gloo, CPU) and writes ``OUT/<scenario>.rank<r>.json``;
