@@ -383,6 +383,11 @@ fn is_request_error(e: &EngineError) -> bool {
     matches!(e, EngineError::Input { .. } | EngineError::Parameter { .. })
 }
 
+/// R8.3: a valid request whose membrane overflows float32 (inputs near `f32::MAX`).
+fn is_membrane_overflow(e: &EngineError) -> bool {
+    matches!(e, EngineError::Overflow { what, .. } if what == "membrane")
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2048, failure_persistence: None, ..ProptestConfig::default() })]
 
@@ -411,6 +416,10 @@ proptest! {
                 check(&net, &r, inp.timesteps(), has_dropout(&cfg), label.is_some())?;
                 // Deterministic: the same request gives the same result.
                 prop_assert_eq!(r, run_sample(&net, &inp.as_sample(), label, id, &cfg).unwrap());
+            }
+            Err(e) if valid && is_membrane_overflow(&e) => {
+                // Deterministic too: the same request fails the same way.
+                prop_assert_eq!(e, run_sample(&net, &inp.as_sample(), label, id, &cfg).unwrap_err());
             }
             Err(e) => {
                 prop_assert!(!valid, "refused a valid request: {} ({:?} {:?})", e, inp, cfg);
@@ -468,6 +477,18 @@ proptest! {
                     let alone = run_sample(net, &samples[b], label, ids[b], &cfg).unwrap();
                     prop_assert_eq!(r, &alone);
                 }
+            }
+            Err(e) if valid && is_membrane_overflow(&e) => {
+                // The first sample that overflows alone is the one the batch names.
+                let first = (0..n).find(|&b| {
+                    let label = labels.as_ref().and_then(|l| l[b]);
+                    run_sample(net, &samples[b], label, ids[b], &cfg).is_err()
+                });
+                let Some(b) = first else {
+                    return Err(TestCaseError::fail(format!("no sample overflows alone: {e}")));
+                };
+                let at = format!("sample {b}, ");
+                prop_assert!(e.to_string().starts_with(&at), "{} does not name sample {}", e, b);
             }
             Err(e) => {
                 prop_assert!(!valid, "refused a valid batch: {}", e);
