@@ -13,30 +13,12 @@ from pathlib import Path
 import pytest
 
 from _background import as_background_job
-
-try:
-    import torch
-
-    import asyncsnn.torch as asyncsnn_torch
-except ImportError:  # pragma: no cover - the [train] extra is not installed
-    torch = None  # type: ignore[assignment]
-    asyncsnn_torch = None  # type: ignore[assignment]
-
-needs_torch = pytest.mark.skipif(torch is None, reason="needs torch (pip install asyncsnn[train])")
-# Torch subprocesses run on one thread: tiny models gain nothing from more, and spinning
-# worker threads make them several times slower on a small shared machine.
-ONE_THREAD = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+from _torch import ONE_THREAD, asyncsnn_torch, needs_torch, one_torch_thread
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_torch_thread() -> Iterator[None]:
-    if torch is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    yield from one_torch_thread()
 
 
 # ===================================================================== Ctrl-C, train
