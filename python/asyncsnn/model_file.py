@@ -127,16 +127,20 @@ def _atomic_write(path: Path, chunks: Iterable[bytes | memoryview], *, tmp_prefi
     except FileNotFoundError:
         mode = 0o666 & ~_umask()
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        tmp = path.parent / f"{tmp_prefix}{secrets.token_hex(4)}.tmp"
-        try:
-            fd = os.open(tmp, flags, 0o600)
-            break
-        except FileExistsError:
-            continue
-    else:  # pragma: no cover - 100 collisions of 32 random bits
-        raise FileExistsError(f"cannot create a temporary file in {path.parent}")
+    # `tmp` names the temporary file from just before it is created, so that an
+    # interrupt (Ctrl-C) at any point, even right after os.open, removes it.
+    tmp: Path | None = None
     try:
+        for _ in range(100):
+            tmp = path.parent / f"{tmp_prefix}{secrets.token_hex(4)}.tmp"
+            try:
+                fd = os.open(tmp, flags, 0o600)
+                break
+            except FileExistsError:
+                tmp = None  # someone else's file: never removed here
+                continue
+        else:  # pragma: no cover - 100 collisions of 32 random bits
+            raise FileExistsError(f"cannot create a temporary file in {path.parent}")
         with os.fdopen(fd, "wb") as fh:
             for chunk in chunks:
                 fh.write(chunk)
@@ -148,7 +152,8 @@ def _atomic_write(path: Path, chunks: Iterable[bytes | memoryview], *, tmp_prefi
             os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
 

@@ -24,7 +24,6 @@ import shlex
 import struct
 import subprocess
 import sys
-import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ import asyncsnn.reference
 
 # Also run as a script (--write-docs): the shared test helpers live one folder up.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _limits import run_limited
 from _torch import needs_torch, one_torch_thread, torch
 from asyncsnn import Dense, Network
 from asyncsnn.exceptions import AsyncSNNError, ModelError
@@ -482,28 +482,10 @@ def test_cli_bad_argument_in_a_real_process_exits_2_with_one_line() -> None:
 
 
 # ======================================================================= model files
-def _run_limited(script: str, limit_gib: float, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run ``script`` in a fresh interpreter whose address space is capped at ``limit_gib``."""
-    prelude = textwrap.dedent(
-        f"""
-        import resource
-        _lim = int({limit_gib} * 2**30)
-        resource.setrlimit(resource.RLIMIT_AS, (_lim, _lim))
-        """
-    )
-    return subprocess.run(
-        [sys.executable, "-c", prelude + textwrap.dedent(script)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 def test_loading_hostile_files_allocates_little_and_unpickles_nothing(tmp_path: Path) -> None:
     make_model_files(tmp_path)
     names = sorted(p.name for p in tmp_path.iterdir() if p.name != "model.safetensors")
-    proc = _run_limited(
+    proc = run_limited(
         f"""
         import os, pickle, builtins, json
         import numpy as np, asyncsnn

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import resource
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
@@ -20,6 +18,7 @@ import pytest
 import asyncsnn
 import asyncsnn.reference
 from _background import as_background_job
+from _limits import run_limited
 from asyncsnn import AvgPool2d, Conv2d, Dense, Network, Population, Projection
 from asyncsnn.exceptions import EngineError, InputError
 
@@ -79,26 +78,9 @@ def test_current_discarded_by_a_refractory_neuron_never_overflows() -> None:
 
 
 # ------------------------------------------------------------------ memory (item 2)
-def _run_limited(code: str, limit_gib: float, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a child whose address space is limited (as ``ulimit -v`` does)."""
-    limit = int(limit_gib * 2**30)
-
-    def cap() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        preexec_fn=cap,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 def test_a_huge_sparse_input_population_neither_aborts_nor_allocates_its_size() -> None:
     """(1, 65535, 65535) inputs pooled to one neuron: 4.3e9 inputs, one event."""
-    proc = _run_limited(
+    proc = run_limited(
         """
         import numpy as np, asyncsnn
         net = asyncsnn.Network.sequential((1, 65535, 65535), [asyncsnn.SumPool2d(65535)], threshold=0.5)
@@ -117,7 +99,7 @@ def test_a_huge_sparse_input_population_neither_aborts_nor_allocates_its_size() 
 
 def test_an_allocation_sized_by_the_network_is_a_typed_error_naming_its_size() -> None:
     """A kernel and padding of 65535 rows: 4.3e9 conv taps (34 GB) cannot be reserved."""
-    proc = _run_limited(
+    proc = run_limited(
         """
         import numpy as np, asyncsnn
         net = asyncsnn.Network.sequential((1, 65535, 1), [asyncsnn.Conv2d(np.ones((1, 1, 65535, 1)), padding=(65534, 0))])

@@ -9,9 +9,6 @@
 from __future__ import annotations
 
 import copy
-import subprocess
-import sys
-import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +18,7 @@ import pytest
 
 import asyncsnn
 import asyncsnn.reference
+from _limits import run_limited
 from _torch import asyncsnn_torch, needs_torch, one_torch_thread, torch
 from asyncsnn import Dense, Network
 from asyncsnn.exceptions import AsyncSNNError, EngineError, InputError, ModelError
@@ -199,27 +197,9 @@ def _check_invariants(net: Network, res: Any, timesteps: int, dropout: bool) -> 
         assert getattr(res, name).dtype == np.int64
 
 
-def _run_limited(script: str, limit_gib: float, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run ``script`` in a fresh interpreter whose address space is capped at ``limit_gib``."""
-    prelude = textwrap.dedent(
-        f"""
-        import resource
-        _lim = int({limit_gib} * 2**30)
-        resource.setrlimit(resource.RLIMIT_AS, (_lim, _lim))
-        """
-    )
-    return subprocess.run(
-        [sys.executable, "-c", prelude + textwrap.dedent(script)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 def test_huge_timesteps_give_a_typed_error_not_an_abort() -> None:
     """T = 2**32 - 1 sparse: the result arrays alone need tens of GiB."""
-    proc = _run_limited(
+    proc = run_limited(
         """
         import numpy as np, asyncsnn, asyncsnn.reference
         net = asyncsnn.Network.sequential((4,), [asyncsnn.Dense(np.ones((2, 4)))])
@@ -239,7 +219,7 @@ def test_huge_timesteps_give_a_typed_error_not_an_abort() -> None:
 
 def test_a_batch_whose_results_do_not_fit_in_memory_is_a_typed_error_not_an_abort() -> None:
     """Each sample fits, all of them do not: the binding reserves the result arrays up front."""
-    proc = _run_limited(
+    proc = run_limited(
         """
         import numpy as np, asyncsnn
         net = asyncsnn.Network.sequential((4,), [asyncsnn.Dense(np.ones((2, 4)))])
@@ -276,7 +256,7 @@ def test_long_sparse_runs_count_exactly() -> None:
 
 def test_huge_sparse_time_with_a_big_value_does_not_allocate_t_by_n() -> None:
     """The float32-overflow check of repeated events works per event, not per (t, i) grid cell."""
-    proc = _run_limited(
+    proc = run_limited(
         """
         import numpy as np, asyncsnn
         from asyncsnn._prepare import prepare_inputs
