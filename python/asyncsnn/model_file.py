@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from asyncsnn._dictform import network_from_dict, network_to_dict
+from asyncsnn._provenance import provenance
 from asyncsnn._spec import SPEC_VERSION
 from asyncsnn.exceptions import ModelError, SpecVersionError, invalid
 from asyncsnn.network import Network
@@ -56,17 +57,12 @@ MAX_HEADER_BYTES = 16 * 2**20
 architecture is small (tensor names stand for the arrays), so this bounds the extra
 metadata a caller can save."""
 _DTYPES: dict[str, tuple[np.dtype[Any], int]] = {"F32": (np.dtype("<f4"), 4)}
-_RESERVED = {"format", "format_version", "spec_version", "asyncsnn_version", "network"}
+_RESERVED = {"format", "format_version", "spec_version", "asyncsnn_version", "asyncsnn_commit", "network"}
 _MAX_INT_DIGITS = 30  # longer JSON integers are kept as text (and refused where a number is needed)
 
 
 def _package_version() -> str:
-    try:
-        from asyncsnn._engine import __version__
-
-        return __version__
-    except ImportError:  # pragma: no cover - the source tree without the extension
-        return "unknown"
+    return provenance()["asyncsnn_version"]
 
 
 class _LongInt(str):
@@ -226,8 +222,10 @@ def save(network: Network, path: str | os.PathLike[str], *, metadata: Mapping[st
         Destination file (conventionally ``*.safetensors``); parent folders are created.
     metadata
         Extra string metadata (for example how the model was trained). The keys
-        ``format``, ``format_version``, ``spec_version``, ``asyncsnn_version`` and
-        ``network`` are reserved. The whole JSON header (the architecture and the
+        ``format``, ``format_version``, ``spec_version``, ``asyncsnn_version``,
+        ``asyncsnn_commit`` and ``network`` are reserved: the file always records the
+        package version and ``SPEC_VERSION``, and the commit of the code when it is
+        known (a git checkout, see :func:`asyncsnn._provenance.git_commit`). The whole JSON header (the architecture and the
         metadata) may hold at most :data:`MAX_HEADER_BYTES` (16 MiB).
 
     Raises
@@ -262,6 +260,9 @@ def save(network: Network, path: str | os.PathLike[str], *, metadata: Mapping[st
         "asyncsnn_version": _package_version(),
         "network": json.dumps(arch, separators=(",", ":")),
     }
+    commit = provenance().get("commit")
+    if commit:
+        meta["asyncsnn_commit"] = commit
     _atomic_write(Path(path), _encode(tensors, meta))
 
 

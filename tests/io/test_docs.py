@@ -17,6 +17,7 @@ MODULES = [
     "asyncsnn.rng",
     "asyncsnn.testing",
     "asyncsnn.model_file",
+    "asyncsnn._provenance",
     "asyncsnn.streaming",
     "asyncsnn.data",
     "asyncsnn.data.digits",
