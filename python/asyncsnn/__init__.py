@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from asyncsnn import data, exceptions, nir, reference, streaming, testing
+from asyncsnn import cost, data, exceptions, nir, reference, streaming, testing
 from asyncsnn._prepare import Scheduler, StopMode
 from asyncsnn._spec import SPEC_VERSION
 from asyncsnn.engine import infer
@@ -72,6 +72,7 @@ __all__ = [
     "SumPool2d",
     "__version__",
     "beta_from_tau",
+    "cost",
     "data",
     "exceptions",
     "from_nir",
