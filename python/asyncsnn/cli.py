@@ -9,10 +9,15 @@ import re
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-__all__ = ["build_parser", "main"]
+if TYPE_CHECKING:
+    from asyncsnn.cost import CostReport, HardwareProfile
+    from asyncsnn.result import InferenceResult
+
+__all__ = ["build_parser", "evaluate_profiles", "main"]
 
 #: The demo's largest batch, timesteps and input frames (samples x timesteps): its input
 #: is built in memory (8 bytes per value while it is drawn, 64 values per frame).
@@ -223,6 +228,12 @@ _DEVICE_HELP = "torch device of the training: auto (CUDA when available, else CP
 _EPILOG_EVALUATE = """examples:
   asyncsnn evaluate model.safetensors --scheduler random -F 4 --stop first_output
   asyncsnn evaluate model.safetensors --csv per_sample.csv --json summary.json
+  asyncsnn evaluate model.safetensors --profile loihi,seneca      # + energy and time (docs/cost.md)
+  asyncsnn evaluate model.safetensors --scheduler layered momentum random -F 1 8 32 --profile all
+
+several schedulers or F values evaluate every combination and print one table, one row
+per scheduler x F; --json then holds one summary per row under "configurations", and
+--csv one row per row x sample, with its scheduler and F in the first two columns.
 """
 
 
@@ -288,13 +299,106 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Per-sample counters of ``asyncsnn evaluate --csv`` (and, but ``predictions``, the means of ``--json``).
+_EVALUATE_PER_SAMPLE = [
+    "predictions",
+    "spikes_total",
+    "input_events",
+    "synops",
+    "forward_steps",
+    "dropped_spikes",
+    "queue_peak",
+]
+
+
+def evaluate_profiles(values: Sequence[str] | None) -> list[HardwareProfile]:
+    """The profiles that ``--profile`` names: shipped names, ``all``, comma lists or JSON files.
+
+    A value ending in ``.json`` is read as a custom profile (a JSON object of
+    :class:`~asyncsnn.cost.HardwareProfile` fields); every other value goes through
+    :func:`~asyncsnn.cost.resolve_profiles`. ``None`` (the option not given) is no profile.
+
+    Raises
+    ------
+    ParameterError
+        An unknown name, a JSON file that is not a valid profile, or two different
+        profiles with the same name.
+    OSError
+        A JSON file that cannot be read.
+    """
+    import json
+
+    from asyncsnn.cost import HardwareProfile, resolve_profiles
+    from asyncsnn.exceptions import ParameterError, invalid
+
+    items: list[str | HardwareProfile] = []
+    for value in values or []:
+        for part in value.split(","):
+            if not part.strip().endswith(".json"):
+                items.append(part)
+                continue
+            with open(part.strip()) as fh:
+                try:
+                    data = json.load(fh)
+                except json.JSONDecodeError as exc:
+                    raise invalid(ParameterError, "profile", part.strip(), f"is not JSON ({exc})") from None
+            items.append(HardwareProfile.from_dict(data))
+    return resolve_profiles(items)
+
+
+def _cost_columns(name: str) -> list[str]:
+    return [f"energy_per_inference_j_{name}", f"time_per_inference_s_{name}", f"time_to_decision_s_{name}"]
+
+
+def _evaluate_summary(res: InferenceResult, costs: Sequence[CostReport]) -> dict[str, object]:
+    """The ``--json`` summary of one configuration (NaN written as null)."""
+    summary: dict[str, object] = {"options": res.options, "accuracy": res.accuracy, "samples": res.batch_size}
+    summary.update({f"mean_{n}": float(getattr(res, n).mean()) for n in _EVALUATE_PER_SAMPLE[1:]})
+    # "steps to 1st output" as summary() prints it and the reproduce table has it (NaN: null).
+    latency = res.mean_steps_to_first_output
+    summary["mean_steps_to_first_output"] = None if math.isnan(latency) else latency
+    summary["cost"] = {c.profile.name: c.as_dict() for c in costs}
+    return summary
+
+
+def _sweep_table(rows: Sequence[tuple[str, int, InferenceResult, Sequence[CostReport]]]) -> str:
+    """One line per configuration: accuracy, counters, latency, then energy and time per profile."""
+    head = (
+        f"{'scheduler':<10} {'F':>5} {'accuracy':>8} {'spikes/smp':>11} {'synops/smp':>11} {'fwd steps':>10} "
+        f"{'steps->out':>10} {'silent':>7}"
+    )
+    # Energy per profile; time per inference and time to decision where the profile has times.
+    for c in rows[0][3] if rows else []:
+        kinds = ("uJ/inf", "us/inf", "us->dec") if c.profile.has_time_model else ("uJ/inf",)
+        head += "".join(f" {kind + ' ' + c.profile.name:>14}" for kind in kinds)
+    lines = [head, "-" * len(head)]
+    for scheduler, f, res, costs in rows:
+        acc = "n/a" if res.accuracy is None else f"{100 * res.accuracy:.1f} %"
+        silent = float(np.mean(res.predictions < 0)) if res.batch_size else float("nan")
+        line = (
+            f"{scheduler:<10} {f:>5} {acc:>8} {res.spikes_total.mean():>11.1f} {res.synops.mean():>11.0f} "
+            f"{res.forward_steps.mean():>10.1f} {res.mean_steps_to_first_output:>10.2f} {100 * silent:>6.1f}%"
+        )
+        for c in costs:
+            values = [c.mean_energy_per_inference]
+            if c.profile.has_time_model:
+                values += [c.mean_time_per_inference, c.mean_time_to_decision]
+            line += "".join(f" {'n/a' if math.isnan(v) else format(v * 1e6, '.4g'):>14}" for v in values)
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     import csv
     import json
 
     import asyncsnn
+    from asyncsnn.cost import estimate
     from asyncsnn.reproduce import load_dataset
 
+    profiles = evaluate_profiles(args.profile)  # a bad --profile fails before the model is read
+    schedulers = list(dict.fromkeys(args.scheduler))
+    sizes = list(dict.fromkeys(args.forward_group_size))
     net = asyncsnn.load(args.model)
     ds = load_dataset(args.dataset, root=args.root, seed=args.seed, max_test=args.max_test, max_train=1)
     if math.prod(ds.test_x.shape[2:]) != net.input_size:
@@ -306,44 +410,72 @@ def _evaluate(args: argparse.Namespace) -> int:
             location=args.model,
         )
     x = ds.test_x.reshape(len(ds.test_y), ds.test_x.shape[1], *net.input_shape)
-    res = asyncsnn.infer(
-        net,
-        x,
-        scheduler=args.scheduler,
-        forward_group_size=args.forward_group_size,
-        stop=args.stop,
-        extra_steps=args.extra_steps,
-        seed=args.seed,
-        labels=ds.test_y,
-        threads=args.threads,
-    )
-    print(res.summary())
-    per_sample = [
-        "predictions",
-        "spikes_total",
-        "input_events",
-        "synops",
-        "forward_steps",
-        "dropped_spikes",
-        "queue_peak",
-    ]
+    configs = list(itertools.product(schedulers, sizes))
+    rows: list[tuple[str, int, InferenceResult, list[CostReport]]] = []
+    for n, (scheduler, f) in enumerate(configs, start=1):
+        tic = time.perf_counter()
+        res = asyncsnn.infer(
+            net,
+            x,
+            scheduler=scheduler,
+            forward_group_size=f,
+            stop=args.stop,
+            extra_steps=args.extra_steps,
+            seed=args.seed,
+            labels=ds.test_y,
+            threads=args.threads,
+        )
+        rows.append((scheduler, f, res, [estimate(res, net, p, scheduler=scheduler) for p in profiles]))
+        if len(configs) > 1 and not args.no_progress:
+            print(
+                f"evaluate: {n}/{len(configs)} {scheduler} F={f} done in {time.perf_counter() - tic:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+    sweep = len(configs) > 1
+    if sweep:
+        print(f"{args.model}: {len(ds.test_y)} samples of {ds.name}, stop={args.stop}")
+        print(_sweep_table(rows))
+        print("\nsteps->out = steps to 1st output (docs/guide.md); uJ/inf, us/inf = energy and time per inference,")
+        print("us->dec = time to decision (from the start of a timestep to its first output spike), per profile")
+        print("(a model estimate: docs/cost.md); layered pays a barrier per forward step, the others none.")
+    else:
+        res, costs = rows[0][2], rows[0][3]
+        print(res.summary())
+        for c in costs:
+            print(c.summary())
     if args.csv:
         with open(args.csv, "w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["sample", "label", *per_sample, "steps_to_first_output", "decision_class"])
-            s2o, dec = res.steps_to_first_output, res.decision_class
-            for b in range(res.batch_size):
-                w.writerow(
-                    [b, int(ds.test_y[b]), *(int(getattr(res, n)[b]) for n in per_sample), int(s2o[b]), int(dec[b])]
-                )
+            lead = ["scheduler", "forward_group_size"] if sweep else []
+            cost_cols = [col for p in profiles for col in _cost_columns(p.name)]
+            w.writerow(
+                [*lead, "sample", "label", *_EVALUATE_PER_SAMPLE, "steps_to_first_output", "decision_class", *cost_cols]
+            )
+            for scheduler, f, res, costs in rows:
+                s2o, dec = res.steps_to_first_output, res.decision_class
+                per_cost = [(c.energy_per_inference, c.time_per_inference, c.time_to_decision) for c in costs]
+                for b in range(res.batch_size):
+                    w.writerow(
+                        [
+                            *([scheduler, f] if sweep else []),
+                            b,
+                            int(ds.test_y[b]),
+                            *(int(getattr(res, n)[b]) for n in _EVALUATE_PER_SAMPLE),
+                            int(s2o[b]),
+                            int(dec[b]),
+                            *(format(float(a[b]), ".10g") for arrays in per_cost for a in arrays),
+                        ]
+                    )
     if args.json:
-        summary = {"options": res.options, "accuracy": res.accuracy, "samples": res.batch_size}
-        summary.update({f"mean_{n}": float(getattr(res, n).mean()) for n in per_sample[1:]})
-        # "steps to 1st output" as summary() prints it and the reproduce table has it (NaN: null).
-        latency = res.mean_steps_to_first_output
-        summary["mean_steps_to_first_output"] = None if math.isnan(latency) else latency
+        summaries = [_evaluate_summary(res, costs) for _, _, res, costs in rows]
+        document: dict[str, object] = (
+            {"model": args.model, "dataset": ds.name, "samples": len(ds.test_y), "configurations": summaries}
+            if sweep
+            else summaries[0]
+        )
         with open(args.json, "w") as fh:
-            json.dump(summary, fh, indent=1)
+            json.dump(document, fh, indent=1)
     return 0
 
 
@@ -501,9 +633,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser(
         "evaluate",
         help="evaluate a saved model on a dataset's test split with the Rust engine",
-        description="Run a saved model on a dataset's test split with the Rust engine under one scheduler, "
-        "forward group size and stop mode, and print the accuracy and the counters (optionally per sample "
-        "to CSV and as a JSON summary).",
+        description="Run a saved model on a dataset's test split with the Rust engine under one stop mode and "
+        "one or several schedulers and forward group sizes, and print the accuracy and the counters (one table "
+        "row per scheduler x F for several), optionally the energy and time on hardware profiles, per sample "
+        "to CSV and as a JSON summary.",
         epilog=_EPILOG_EVALUATE,
         formatter_class=_HelpFormatter,
     )
@@ -512,8 +645,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--root", default=None, help="folder of the dataset files (default: none, digits and randman need none)"
     )
-    ev.add_argument("--scheduler", choices=schedulers, default="momentum", help="scheduler of the inference")
-    ev.add_argument("-F", "--forward-group-size", type=int, default=8, help="forward group size F")
+    ev.add_argument(
+        "--scheduler",
+        choices=schedulers,
+        nargs="+",
+        default=["momentum"],
+        help="scheduler(s) of the inference; several make a sweep, one row each",
+    )
+    ev.add_argument(
+        "-F",
+        "--forward-group-size",
+        type=_int_at_least(1),
+        nargs="+",
+        default=[8],
+        help="forward group size(s) F; several make a sweep, one row each (layered ignores F)",
+    )
     ev.add_argument("--stop", choices=["drain", "first_output"], default="drain", help="stop mode of each timestep")
     ev.add_argument(
         "--extra-steps", type=int, default=0, help="forward steps run after the first output spike (first_output)"
@@ -521,8 +667,28 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the data encoding and of the run")
     ev.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
     ev.add_argument("--max-test", type=_int_at_least(1), default=None, help="cap on test samples (default: all)")
-    ev.add_argument("--csv", default=None, help="write per-sample counters to this CSV file (default: none)")
-    ev.add_argument("--json", default=None, help="write the summary to this JSON file (default: none)")
+    ev.add_argument(
+        "--profile",
+        action="append",
+        default=None,
+        metavar="PROFILE",
+        help="hardware profile whose energy per inference, time per inference and time to decision are added "
+        "(docs/cost.md): loihi, seneca, all, or a JSON file of your own profile; repeat it or give a comma list "
+        "(default: none)",
+    )
+    ev.add_argument(
+        "--csv",
+        default=None,
+        help="write per-sample counters to this CSV file; a sweep writes one row per configuration and sample, "
+        "its scheduler and F in the first two columns (default: none)",
+    )
+    ev.add_argument(
+        "--json",
+        default=None,
+        help='write the summary to this JSON file; a sweep writes one summary per configuration under "configurations" '
+        "(default: none)",
+    )
+    ev.add_argument("--no-progress", action="store_true", help="no progress lines on stderr during a sweep")
     ev.set_defaults(func=_evaluate)
 
     info = sub.add_parser(

@@ -284,21 +284,27 @@ def resolve_profiles(names: Iterable[str | HardwareProfile]) -> list[HardwarePro
     Raises
     ------
     ParameterError
-        An unknown name (``field`` is ``"profile"``; the message lists the shipped ones).
+        An unknown name (``field`` is ``"profile"``; the message lists the shipped ones), or
+        two different profiles with the same name.
     """
     out: dict[str, HardwareProfile] = {}
+
+    def add(profile: HardwareProfile) -> None:
+        if out.setdefault(profile.name, profile) != profile:
+            raise invalid(ParameterError, "profile", profile.name, "names two different profiles: rename one")
+
     for item in names:
         if isinstance(item, HardwareProfile):
-            out.setdefault(item.name, item)
+            add(item)
             continue
         if not isinstance(item, str):
             raise invalid(ParameterError, "profile", item, "must be a profile name or a HardwareProfile")
         for name in (part.strip() for part in item.split(",")):
             if name == "all":
                 for p in PROFILES.values():
-                    out.setdefault(p.name, p)
+                    add(p)
             elif name in PROFILES:
-                out.setdefault(name, PROFILES[name])
+                add(PROFILES[name])
             else:
                 raise invalid(ParameterError, "profile", name, f"must be one of {[*PROFILES, 'all']}")
     return list(out.values())
@@ -414,14 +420,20 @@ class CostReport:
         }
 
     def summary(self) -> str:
-        """Three readable lines: energy per inference, time per inference, time to decision."""
+        """Readable lines: energy per inference, time per inference and time to decision (with a time model): energy per inference, time per inference, time to decision."""
         name = self.profile.name
-        left_out = f"; left out: {', '.join(self.omitted)}" if self.omitted else ""
+        energy_out = [f for f in self.omitted if f in ENERGY_FIELDS]
+        time_out = [f for f in self.omitted if f not in ENERGY_FIELDS]
+        left_out = f"; left out: {', '.join(energy_out)}" if energy_out else ""
         lines = [f"  energy / inference  {_si(self.mean_energy_per_inference, 'J')} on {name}{left_out}"]
+        if not self.profile.has_time_model:
+            lines.append(f"  time / inference    n/a on {name} (the profile gives no synop time)")
+            return "\n".join(lines)
         how = "no barrier" if self.execution == "asynchronous" else "a barrier per forward step"
+        left_out = f"; left out: {', '.join(time_out)}" if time_out else ""
         lines.append(
             f"  time / inference    {_si(self.mean_time_per_inference, 's')} on {name} "
-            f"({self.execution}: {how}, {self.cores_used} core{'s' if self.cores_used != 1 else ''})"
+            f"({self.execution}: {how}, {self.cores_used} core{'s' if self.cores_used != 1 else ''}{left_out})"
         )
         lines.append(
             f"  time to decision    {_si(self.mean_time_to_decision, 's')} on {name} "
