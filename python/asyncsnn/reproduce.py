@@ -261,6 +261,13 @@ class Cell:
     accuracy_at_first_output: float
     silent_fraction: float
     dropped_spikes_per_sample: float
+    #: Per shipped hardware profile (``asyncsnn.cost.PROFILES``): ``energy_per_inference_j``,
+    #: ``time_per_inference_s`` and ``time_to_decision_s`` (None where the profile has no figure).
+    cost: dict[str, dict[str, float | None]] = field(default_factory=dict)
+
+
+#: The cost columns of ``results.csv``, per profile: ``<key>_<profile>``.
+COST_KEYS = ("energy_per_inference_j", "time_per_inference_s", "time_to_decision_s")
 
 
 @dataclass
@@ -282,21 +289,37 @@ class Report:
     findings: str
     wall_time_s: float
     files: list[str] = field(default_factory=list)
+    #: The hardware profiles that priced the cells (``HardwareProfile.as_dict``), by name.
+    profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _nanmean(values: np.ndarray) -> float:
     return float(values.mean()) if values.size else float("nan")
 
 
+def _none_if_nan(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
 def evaluate_cell(
     net: Network, x: np.ndarray, y: np.ndarray, training: str, inference: str, stop: str, f: int, seed: int
 ) -> Cell:
-    """Evaluate ``net`` with the Rust engine under one inference setting."""
+    """Evaluate ``net`` with the Rust engine under one inference setting.
+
+    The cell's ``cost`` prices the run on every shipped profile (:data:`asyncsnn.cost.PROFILES`),
+    layer-synchronous for ``layered`` inference and asynchronous otherwise (``docs/cost.md``).
+    """
     import asyncsnn
+    from asyncsnn.cost import PROFILES, estimate
 
     res = asyncsnn.infer(
         net, x, scheduler=Scheduler(inference), forward_group_size=f, stop=StopMode(stop), seed=seed, labels=y
     )
+    cost = {}
+    for name, profile in PROFILES.items():
+        report = estimate(res, net, profile, scheduler=Scheduler(inference))
+        values = (report.mean_energy_per_inference, report.mean_time_per_inference, report.mean_time_to_decision)
+        cost[name] = {key: _none_if_nan(v) for key, v in zip(COST_KEYS, values)}
     has = res.first_output_step >= 0  # the timesteps that mean_steps_to_first_output averages over
     return Cell(
         training=training,
@@ -312,6 +335,7 @@ def evaluate_cell(
         accuracy_at_first_output=float(np.mean(res.decision_class == y)),
         silent_fraction=float(np.mean(res.predictions < 0)),
         dropped_spikes_per_sample=float(res.dropped_spikes.mean()),
+        cost=cost,
     )
 
 
@@ -359,20 +383,54 @@ def findings_paragraph(cells: Sequence[Cell], f: int) -> str:
     return " ".join(parts) if parts else "Not enough cells to compare."
 
 
+def _cost_names(cells: Sequence[Cell]) -> list[str]:
+    """The profiles that priced the cells, in order of first appearance."""
+    return list(dict.fromkeys(name for c in cells for name in c.cost))
+
+
+def _micro(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 1e6:.4g}"
+
+
 def _write_table(path: Path, cells: Sequence[Cell]) -> str:
+    names = _cost_names(cells)
+    # Energy per inference for every profile; time to decision where the profile has a time model.
+    timed = [n for n in names if any(c.cost.get(n, {}).get("time_to_decision_s") is not None for c in cells)]
+    extra = "".join(f" energy/inf. {n} (µJ) |" for n in names) + "".join(f" time to decision {n} (µs) |" for n in timed)
     head = (
         "| training | inference | stop | accuracy | spikes/sample | synops/sample | fwd steps/sample | "
-        "steps to 1st output | spikes to 1st output | acc. at 1st output | silent |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|\n"
+        f"steps to 1st output | spikes to 1st output | acc. at 1st output | silent |{extra}\n"
+        f"|---|---|---|---|---|---|---|---|---|---|---|{'---|' * (len(names) + len(timed))}\n"
     )
-    rows = "".join(
-        f"| {c.training} | {c.inference} | {c.stop} | {100 * c.accuracy:.1f} % | {c.spikes_per_sample:.0f} | "
-        f"{c.synops_per_sample:.0f} | {c.forward_steps_per_sample:.1f} | {c.steps_to_first_output:.2f} | "
-        f"{c.spikes_to_first_output:.1f} | {100 * c.accuracy_at_first_output:.1f} % | {100 * c.silent_fraction:.1f} % |\n"
-        for c in cells
-    )
+
+    def row(c: Cell) -> str:
+        costs = "".join(f" {_micro(c.cost.get(n, {}).get('energy_per_inference_j'))} |" for n in names)
+        costs += "".join(f" {_micro(c.cost.get(n, {}).get('time_to_decision_s'))} |" for n in timed)
+        return (
+            f"| {c.training} | {c.inference} | {c.stop} | {100 * c.accuracy:.1f} % | {c.spikes_per_sample:.0f} | "
+            f"{c.synops_per_sample:.0f} | {c.forward_steps_per_sample:.1f} | {c.steps_to_first_output:.2f} | "
+            f"{c.spikes_to_first_output:.1f} | {100 * c.accuracy_at_first_output:.1f} % | "
+            f"{100 * c.silent_fraction:.1f} % |{costs}\n"
+        )
+
+    rows = "".join(row(c) for c in cells)
     path.write_text(head + rows)
     return head + rows
+
+
+def _write_csv(path: Path, cells: Sequence[Cell]) -> None:
+    """``results.csv``: the cell's fields, then ``<cost key>_<profile>`` per profile (empty: no figure)."""
+    names = _cost_names(cells)
+    base = [k for k in asdict(cells[0]) if k != "cost"]
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=base + [f"{key}_{n}" for n in names for key in COST_KEYS])
+        writer.writeheader()
+        for c in cells:
+            values: dict[str, Any] = {k: v for k, v in asdict(c).items() if k != "cost"}
+            for n in names:
+                for key in COST_KEYS:
+                    values[f"{key}_{n}"] = c.cost.get(n, {}).get(key)
+            writer.writerow(values)
 
 
 def _figures(out: Path, report: Report, pop_names: list[str]) -> list[str]:
@@ -467,6 +525,7 @@ def run_reproduce(config: ReproduceConfig, log: Callable[[str], None] = print) -
         A missing matplotlib only skips the figures (one line in ``log``).
     """
     import asyncsnn
+    from asyncsnn.cost import PROFILES
     from asyncsnn.reference import currents_before_spike
 
     require_train_extra("asyncsnn reproduce")
@@ -579,14 +638,11 @@ def run_reproduce(config: ReproduceConfig, log: Callable[[str], None] = print) -
         currents_to_spike=currents,
         findings=findings_paragraph(cells, config.forward_group_size),
         wall_time_s=0.0,
+        profiles={name: p.as_dict() for name, p in PROFILES.items()},
     )
     # The results first: whatever happens to the figures, the numbers are on disk.
     table = _write_table(out / "table.md", cells)
-    with (out / "results.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(asdict(cells[0])))
-        writer.writeheader()
-        for c in cells:
-            writer.writerow(asdict(c))
+    _write_csv(out / "results.csv", cells)
     models = [f"model_{t}.safetensors" for t in TRAINING]
     report.files = ["table.md", "results.json", "results.csv", *models]
     report.wall_time_s = time.perf_counter() - tic
