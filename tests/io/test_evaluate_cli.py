@@ -1,0 +1,215 @@
+"""``asyncsnn evaluate``: sweeps over schedulers x F in one table, and hardware-profile columns."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import asyncsnn
+from asyncsnn.cli import build_parser, main
+from asyncsnn.cost import PROFILES, estimate
+from asyncsnn.reproduce import load_dataset
+
+
+def _run(args: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(args)
+        except SystemExit as exc:  # argparse usage errors
+            code = int(exc.code or 0)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, asyncsnn.Network]:
+    rng = np.random.default_rng(3)
+    net = asyncsnn.Network.sequential(
+        (64,),
+        [asyncsnn.Dense(rng.normal(0.05, 0.3, (16, 64))), asyncsnn.Dense(rng.normal(0.1, 0.3, (10, 16)))],
+        threshold=1.0,
+        beta=0.9,
+    )
+    path = tmp_path_factory.mktemp("model") / "m.safetensors"
+    asyncsnn.save(net, path)
+    return path, net
+
+
+def _expected(net: asyncsnn.Network, scheduler: str, f: int, n: int = 24) -> asyncsnn.InferenceResult:
+    """What evaluate runs for one configuration (its defaults: digits, seed 0, drain)."""
+    ds = load_dataset("digits", seed=0, max_train=1, max_test=n)
+    x = ds.test_x.reshape(len(ds.test_y), ds.test_x.shape[1], -1)
+    return asyncsnn.infer(net, x, scheduler=scheduler, forward_group_size=f, labels=ds.test_y)
+
+
+def test_a_sweep_writes_one_row_per_scheduler_and_f(tmp_path: Path, model: tuple[Path, asyncsnn.Network]) -> None:
+    path, net = model
+    js, cs = tmp_path / "s.json", tmp_path / "s.csv"
+    args = ["evaluate", str(path), "--max-test", "24", "--scheduler", "layered", "momentum", "-F", "1", "4"]
+    code, out, err = _run([*args, "--profile", "loihi", "--profile", "seneca", "--json", str(js), "--csv", str(cs)])
+    assert code == 0, err
+    configs = [("layered", 1), ("layered", 4), ("momentum", 1), ("momentum", 4)]
+    # The table: a header, a rule, one row per configuration, in order.
+    lines = out.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("scheduler"))
+    assert "uJ/inf loihi" in lines[head]
+    assert "us->dec loihi" in lines[head]
+    assert "uJ/inf seneca" in lines[head]
+    assert "us/inf seneca" not in lines[head]  # no time figures in the seneca profile
+    rows = lines[head + 2 : head + 2 + len(configs)]
+    assert [tuple(r.split()[:2]) for r in rows] == [(s, str(f)) for s, f in configs]
+    # Progress on stderr, one line per configuration.
+    assert len([line for line in err.splitlines() if line.startswith("evaluate: ")]) == len(configs)
+    # --json: one summary per configuration, equal to a run of that configuration.
+    data = json.loads(js.read_text())
+    assert data["samples"] == 24
+    assert [(c["options"]["scheduler"], c["options"]["forward_group_size"]) for c in data["configurations"]] == configs
+    for (scheduler, f), summary, row in zip(configs, data["configurations"], rows):
+        res = _expected(net, scheduler, f)
+        assert summary["accuracy"] == res.accuracy
+        assert summary["mean_synops"] == float(res.synops.mean())
+        cost = estimate(res, net, PROFILES["loihi"])
+        loihi = summary["cost"]["loihi"]
+        assert loihi["execution"] == ("layered" if scheduler == "layered" else "asynchronous")
+        assert loihi["mean_energy_per_inference_j"] == cost.mean_energy_per_inference
+        assert loihi["mean_time_to_decision_s"] == cost.mean_time_to_decision
+        assert summary["cost"]["seneca"]["mean_time_per_inference_s"] is None
+        cells = row.split()
+        assert cells[-4] == format(cost.mean_energy_per_inference * 1e6, ".4g")
+        assert cells[-2] == format(cost.mean_time_to_decision * 1e6, ".4g")
+    # --csv: scheduler and F first, one row per configuration x sample, cost columns last.
+    with cs.open() as fh:
+        table = list(csv.DictReader(fh))
+    assert len(table) == len(configs) * 24
+    assert next(iter(table[0])) == "scheduler"
+    assert list(table[0])[1] == "forward_group_size"
+    assert list(table[0])[-3:] == [
+        "energy_per_inference_j_seneca",
+        "time_per_inference_s_seneca",
+        "time_to_decision_s_seneca",
+    ]
+    momentum4 = [r for r in table if r["scheduler"] == "momentum" and r["forward_group_size"] == "4"]
+    cost = estimate(_expected(net, "momentum", 4), net, PROFILES["loihi"])
+    got = np.array([float(r["energy_per_inference_j_loihi"]) for r in momentum4])
+    np.testing.assert_allclose(got, cost.energy_per_inference, rtol=1e-9)
+    assert all(math.isnan(float(r["time_per_inference_s_seneca"])) for r in momentum4)
+
+
+def test_layered_is_priced_with_barriers_and_costs_more_time_for_the_same_counters(
+    model: tuple[Path, asyncsnn.Network],
+) -> None:
+    path, net = model
+    code, out, err = _run(["evaluate", str(path), "--max-test", "24", "--scheduler", "layered", "--profile", "loihi"])
+    assert code == 0, err
+    res = _expected(net, "layered", 8)
+    lay, asy = estimate(res, net, "loihi"), estimate(res, net, "loihi", scheduler="momentum")
+    assert lay.mean_time_per_inference > asy.mean_time_per_inference
+    assert "layered: a barrier per forward step" in out
+
+
+def test_one_configuration_prints_the_summary_and_keeps_the_old_files(
+    tmp_path: Path, model: tuple[Path, asyncsnn.Network]
+) -> None:
+    path, net = model
+    js, cs = tmp_path / "s.json", tmp_path / "s.csv"
+    code, out, err = _run(["evaluate", str(path), "--max-test", "24", "--json", str(js), "--csv", str(cs)])
+    assert code == 0, err
+    res = _expected(net, "momentum", 8)
+    assert out.strip() == res.summary()  # no profile: the output is the summary alone
+    assert err == ""  # no progress for one configuration
+    summary = json.loads(js.read_text())
+    assert summary["options"]["scheduler"] == "momentum"
+    assert summary["cost"] == {}
+    assert "configurations" not in summary
+    header = cs.read_text().splitlines()[0].split(",")
+    assert header == [
+        "sample",
+        "label",
+        "predictions",
+        "spikes_total",
+        "input_events",
+        "synops",
+        "forward_steps",
+        "dropped_spikes",
+        "queue_peak",
+        "steps_to_first_output",
+        "decision_class",
+    ]
+    # With a profile: three cost lines after the summary, three columns at the end of the CSV.
+    code, out, err = _run(["evaluate", str(path), "--max-test", "24", "--profile", "loihi", "--csv", str(cs)])
+    assert code == 0, err
+    assert out.startswith(res.summary())
+    cost = estimate(res, net, PROFILES["loihi"])
+    assert out[len(res.summary()) :].strip("\n") == cost.summary()
+    assert cs.read_text().splitlines()[0].split(",")[-3:] == [
+        "energy_per_inference_j_loihi",
+        "time_per_inference_s_loihi",
+        "time_to_decision_s_loihi",
+    ]
+
+
+def test_a_custom_profile_from_a_json_file(tmp_path: Path, model: tuple[Path, asyncsnn.Network]) -> None:
+    path, net = model
+    chip = {"name": "mychip", "energy_per_synop": 1e-12, "cores": 2, "time_per_synop": 1e-9}
+    (tmp_path / "chip.json").write_text(json.dumps(chip))
+    js = tmp_path / "s.json"
+    code, _out, err = _run(
+        ["evaluate", str(path), "--max-test", "24", "--profile", f"all,{tmp_path / 'chip.json'}", "--json", str(js)]
+    )
+    assert code == 0, err
+    cost = json.loads(js.read_text())["cost"]
+    assert list(cost) == ["loihi", "seneca", "mychip"]
+    res = _expected(net, "momentum", 8)
+    assert cost["mychip"]["mean_energy_per_inference_j"] == pytest.approx(float(res.synops.mean()) * 1e-12)
+
+
+@pytest.mark.parametrize(
+    ("args", "shows"),
+    [
+        (["--profile", "truenorth"], "invalid profile = 'truenorth'"),
+        (["--profile", "BAD.json"], "BAD.json"),
+        (["-F", "0"], "--forward-group-size: must be >= 1, got 0"),
+        (["--scheduler", "lifo"], "invalid choice: 'lifo'"),
+    ],
+)
+def test_bad_sweep_or_profile_options_are_one_line_errors(
+    args: list[str], shows: str, tmp_path: Path, model: tuple[Path, asyncsnn.Network]
+) -> None:
+    path, _ = model
+    code, out, err = _run(
+        ["evaluate", str(path), "--max-test", "8", *[a.replace("BAD", str(tmp_path / "no")) for a in args]]
+    )
+    assert code == 2
+    assert out == ""
+    assert shows.replace("BAD", str(tmp_path / "no")) in err
+    assert "Traceback" not in err
+
+
+def test_a_profile_file_that_is_not_a_profile_is_a_parameter_error(
+    tmp_path: Path, model: tuple[Path, asyncsnn.Network]
+) -> None:
+    path, _ = model
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "neg.json").write_text(json.dumps({"name": "neg", "energy_per_synop": -1}))
+    for name, shows in (("bad.json", "is not JSON"), ("neg.json", "invalid energy_per_synop = -1")):
+        code, _out, err = _run(["evaluate", str(path), "--profile", str(tmp_path / name)])
+        assert code == 2, err
+        assert shows in err
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_evaluate_help_documents_sweeps_and_profiles() -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    text = " ".join(sub.choices["evaluate"].format_help().split())  # type: ignore[attr-defined]
+    assert "several make a sweep, one row each (default: momentum)" in text
+    assert "(layered ignores F) (default: 8)" in text
+    assert "loihi, seneca, all, or a JSON file" in text
+    assert "--scheduler layered momentum random -F 1 8 32 --profile all" in text
