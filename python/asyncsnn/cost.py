@@ -329,11 +329,11 @@ def _nan_to_none(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CostReport:
     """Energy and time of one inference run on one hardware profile (a model estimate).
 
-    Every array is float64 with the batch (``B``) first. The formulas are in
+    Every array is a read-only float64 array with the batch (``B``) first. The formulas are in
     ``docs/cost.md``; terms of fields that the profile leaves out count 0 and are named
     in :attr:`omitted`. Times are NaN when the profile has no synop time.
 
@@ -375,6 +375,11 @@ class CostReport:
     time_to_first_output: np.ndarray
     time_to_first_correct: np.ndarray
     omitted: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        for value in [*vars(self).values(), *self.energy_terms.values()]:
+            if isinstance(value, np.ndarray):
+                value.setflags(write=False)
 
     @property
     def mean_energy_per_inference(self) -> float:

@@ -316,3 +316,11 @@ def test_reproduce_cells_carry_the_cost_columns(tmp_path: Path) -> None:
     assert header[:3] == ["training", "inference", "stop"]
     assert "cost" not in header
     assert header[-2 * len(COST_KEYS) :] == [f"{k}_{n}" for n in PROFILES for k in COST_KEYS]
+
+
+def test_report_arrays_are_read_only() -> None:
+    net, x = _two_layer()
+    rep = estimate(asyncsnn.infer(net, x), net, LOIHI)
+    for array in (rep.energy_per_inference, rep.time_to_first_output, rep.barriers, rep.energy_terms["spikes"]):
+        with pytest.raises(ValueError, match="read-only"):
+            array[0] = 1.0
