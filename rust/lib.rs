@@ -8,14 +8,15 @@
 
 mod alloc;
 pub mod counters;
+pub mod dict_form;
 pub mod engine;
 pub mod error;
-pub mod fused;
 pub mod kernels;
 pub mod model_file;
 pub mod network;
 pub mod rng;
 pub mod scheduler;
+pub mod train_kernels;
 
 #[cfg(feature = "python")]
 mod python;

@@ -64,7 +64,7 @@ def axpy_roofline(
     weights: npt.NDArray[np.float32], row_len: int, rows: npt.NDArray[np.uint32], repeats: int
 ) -> tuple[float, int, str]: ...
 
-# Fused kernels of the torch engine's CPU path (rust/python/fused.rs).
+# Kernels of the torch engine's CPU path (rust/python/train_kernels.rs).
 def step_forward(
     v: npt.NDArray[np.float32],
     cur: npt.NDArray[np.float32],

@@ -32,7 +32,7 @@ use crate::network::{
 };
 use crate::scheduler::Scheduler;
 
-mod fused;
+mod train_kernels;
 
 /// Maps an engine error to the matching class of `asyncsnn.exceptions`
 /// (the one place where Rust errors become Python exceptions).
@@ -928,12 +928,12 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(hash32, m)?)?;
     m.add_function(wrap_pyfunction!(default_threads, m)?)?;
     m.add_function(wrap_pyfunction!(axpy_roofline, m)?)?;
-    m.add_function(wrap_pyfunction!(fused::deliver_backward, m)?)?;
-    m.add_function(wrap_pyfunction!(fused::deliver_forward, m)?)?;
-    m.add_function(wrap_pyfunction!(fused::step_forward, m)?)?;
-    m.add_function(wrap_pyfunction!(fused::step_backward, m)?)?;
-    m.add_function(wrap_pyfunction!(fused::merge_pending, m)?)?;
-    m.add_function(wrap_pyfunction!(fused::select_pending, m)?)?;
+    m.add_function(wrap_pyfunction!(train_kernels::deliver_backward, m)?)?;
+    m.add_function(wrap_pyfunction!(train_kernels::deliver_forward, m)?)?;
+    m.add_function(wrap_pyfunction!(train_kernels::step_forward, m)?)?;
+    m.add_function(wrap_pyfunction!(train_kernels::step_backward, m)?)?;
+    m.add_function(wrap_pyfunction!(train_kernels::merge_pending, m)?)?;
+    m.add_function(wrap_pyfunction!(train_kernels::select_pending, m)?)?;
     m.add("SPEC_VERSION", crate::SPEC_VERSION)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

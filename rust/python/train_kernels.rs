@@ -1,4 +1,5 @@
-//! Binding of the torch engine's fused CPU kernels (`crate::fused`).
+//! Binding of the torch engine's CPU kernels (`crate::train_kernels`): numpy views of
+//! the torch tensors in, checked, the kernels run with the interpreter released.
 
 use numpy::{
     PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2,
@@ -7,14 +8,14 @@ use numpy::{
 use pyo3::prelude::*;
 
 use super::{param_err, to_pyerr};
-use crate::fused::{
-    check_deliver, check_keys, deliver_backward as kernel,
+use crate::train_kernels::{
+    check_deliver, check_keys, deliver_backward as deliver_backward_kernel,
     deliver_forward as deliver_forward_kernel, merge_pending as merge_pending_kernel,
     select_pending as select_pending_kernel, step_backward as step_backward_kernel,
     step_forward as step_forward_kernel, DeliverLayout, SelectKeys, StepOutputs,
 };
 
-/// Backward pass of one delivery through a weight table (`crate::fused::deliver_backward`).
+/// Backward pass of one delivery through a weight table (`crate::train_kernels::deliver_backward`).
 ///
 /// `g_cur [n, N]`, `table [R, width]` and `grad [G, S]` are C-contiguous float32;
 /// `rows`, `local` int64 and `mult` float32 `[E]`. Adds `mult[s] * g_cur[rows[s],
@@ -58,7 +59,7 @@ pub(super) fn deliver_backward<'py>(
     check_deliver(&lay, g.len(), r, l, m.len(), t.len(), d.len())
         .map_err(|(field, value, reason)| to_pyerr(py, param_err(field, value, reason)))?;
     let mut out = vec![0.0f32; r.len()];
-    py.detach(|| kernel(&lay, g, r, l, m, t, d, &mut out));
+    py.detach(|| deliver_backward_kernel(&lay, g, r, l, m, t, d, &mut out));
     Ok(PyArray1::from_vec(py, out))
 }
 
@@ -73,7 +74,7 @@ fn same_len(py: Python<'_>, field: &str, len: usize, expected: usize) -> PyResul
     }
 }
 
-/// Integrate, fire, reset and enqueue (`crate::fused::step_forward`).
+/// Integrate, fire, reset and enqueue (`crate::train_kernels::step_forward`).
 ///
 /// `v`, `cur`, `live`, `q` are C-contiguous float32 `[rows, N]`, `theta` `[N]`;
 /// `v_out`, `q_out`, `s_out` and `live_out` (`[rows, N]`) receive `V'`, `Q'`, `s`
@@ -173,7 +174,7 @@ type Delivered<'py> = (Bound<'py, PyArray2<f32>>, Bound<'py, PyArray1<f32>>);
 /// Two `[rows, N]` arrays.
 type Delivered2<'py> = (Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<f32>>);
 
-/// Take the selected entries out of `q` and deliver them (`crate::fused::deliver_forward`).
+/// Take the selected entries out of `q` and deliver them (`crate::train_kernels::deliver_forward`).
 ///
 /// `q` `[rows, N]` float32 (modified in place), `flat`, `rows`, `local` int64 `[E]`,
 /// `table` `[R, width]` float32, all C-contiguous. Returns `(cur [rows, N], mult [E])`.
@@ -222,14 +223,14 @@ pub(super) fn deliver_forward<'py>(
     Ok((cur, PyArray1::from_vec(py, mult)))
 }
 
-/// Pending keys, counts and first neurons of every row (`crate::fused::Pending`).
+/// Pending keys, counts and first neurons of every row (`crate::train_kernels::Pending`).
 type PendingArrays<'py> = (
     Bound<'py, PyArray1<i64>>,
     Bound<'py, PyArray1<i64>>,
     Bound<'py, PyArray1<i64>>,
 );
 
-/// Adds the spikes `fired` to the pending keys `pend` (`crate::fused::merge_pending`).
+/// Adds the spikes `fired` to the pending keys `pend` (`crate::train_kernels::merge_pending`).
 ///
 /// `pend`, `fired`: sorted int64 keys `row * N + neuron` in `[0, n_rows * N)`;
 /// `is_source`: bool `[N]`. Returns `(keys, counts [n_rows], first [n_rows])`.
@@ -268,7 +269,7 @@ pub(super) fn merge_pending<'py>(
     ))
 }
 
-/// Selected rows, neurons, keys, row offsets and the keys left (`crate::fused::Selection`).
+/// Selected rows, neurons, keys, row offsets and the keys left (`crate::train_kernels::Selection`).
 type SelectionArrays<'py> = (
     Bound<'py, PyArray1<i64>>,
     Bound<'py, PyArray1<i64>>,
@@ -277,7 +278,7 @@ type SelectionArrays<'py> = (
     Bound<'py, PyArray1<i64>>,
 );
 
-/// The group of every row (`crate::fused::select_pending`).
+/// The group of every row (`crate::train_kernels::select_pending`).
 ///
 /// `pend`: sorted int64 keys `row * n_neu + neuron`, `counts` `[rows]` of them per
 /// row; `scheduler` is `"fifo"` (with `seq` int64 `[rows, n_neu]`), `"random"` (with
@@ -401,7 +402,7 @@ pub(super) fn select_pending<'py>(
 }
 
 /// Backward of a step that kept the surrogate terms of its spikes only
-/// (`crate::fused::step_backward`).
+/// (`crate::train_kernels::step_backward`).
 ///
 /// `g_v`, `g_q`, `live`: C-contiguous float32 `[rows, N]`; `fired` int64 flat
 /// positions, `u_f` and `d_f` (the surrogate derivative there) float32 `[F]`. Returns

@@ -1,0 +1,32 @@
+//! Kernels of the torch engine's CPU path (float32), the training engine.
+//!
+//! The torch engine (`python/asyncsnn/torch/engine/`) runs the semantics of
+//! docs/semantics.md vectorised over a batch, under autograd (section 9). One forward
+//! step is a handful of element-wise operations on `[rows, N]` tensors and a few
+//! gathers and scatters over the delivered entries; on the CPU, the launches of those
+//! torch kernels cost more than their arithmetic. The functions here do the same
+//! float32 operations, element by element in the same order, in one pass each:
+//!
+//! * [`step`]: the forward step, [`step_forward`]: integrate, fire, reset and enqueue
+//!   (R4.3.1-R4.3.2), with the refractory mask, the momentum keys and the positions of
+//!   the spikes; [`step_backward`]: the gradient of a step whose surrogate terms are
+//!   kept for the neurons that fired only;
+//! * [`deliver`]: [`deliver_forward`] takes the selected entries out of the pending
+//!   values and adds their weight-table rows into the currents (R4.3.4);
+//!   [`deliver_backward`] is its gradient;
+//! * [`pending`]: [`merge_pending`] and [`select_pending`], the unlayered schedulers'
+//!   bookkeeping of the pending set of every row (R3.2, R4.3.2, R4.3.4, R5.2-R5.4).
+//!
+//! They are not the inference engine: `engine.rs` runs one sample as an event loop;
+//! these are the torch engine's batch operations (its "host" backend), and the torch
+//! engine's equivalence tests run its two backends, with and without them, against
+//! the reference engine. The Python side is `asyncsnn.torch._kernels` (autograd
+//! functions), through the binding in `rust/python/train_kernels.rs`.
+
+pub mod deliver;
+pub mod pending;
+pub mod step;
+
+pub use deliver::{check_deliver, deliver_backward, deliver_forward, DeliverLayout, LayoutError};
+pub use pending::{check_keys, merge_pending, select_pending, Pending, SelectKeys, Selection};
+pub use step::{step_backward, step_forward, Fired, StepOutputs};
