@@ -1,4 +1,6 @@
-//! Per-sample readout and counters (R7).
+//! Per-sample readout and counters (R7), and [`COUNTERS`]: the one list of their names
+//! and shapes, which the binding (`_engine.COUNTERS`, hence
+//! `asyncsnn.result.COUNTER_FIELDS`) and the Rust tests read.
 
 use crate::error::EngineError;
 
@@ -48,6 +50,223 @@ pub struct SampleResult {
     pub first_correct_spikes: Vec<i64>,
     /// R7.7: synops integrated in steps `0..=first_correct_step`, -1 = none / no label.
     pub first_correct_synops: Vec<i64>,
+}
+
+/// An axis of a counter's per-sample shape (the batch axis comes before them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Axis {
+    /// One entry per timestep, `T`.
+    Timesteps,
+    /// One entry per output neuron, `n_out`.
+    Outputs,
+    /// One entry per non-input population, `P`.
+    Populations,
+    /// One entry per projection, in projection order, `n_proj`.
+    Projections,
+}
+
+impl Axis {
+    /// The axis as `asyncsnn.result.COUNTER_FIELDS` names it: `"T"`, `"n_out"`, `"P"`,
+    /// `"n_proj"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Axis::Timesteps => "T",
+            Axis::Outputs => "n_out",
+            Axis::Populations => "P",
+            Axis::Projections => "n_proj",
+        }
+    }
+}
+
+/// The lengths of the [`Axis`] kinds for one run (one network, one `T`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AxisSizes {
+    /// `T`.
+    pub timesteps: usize,
+    /// `n_out`.
+    pub outputs: usize,
+    /// `P`.
+    pub populations: usize,
+    /// `n_proj`.
+    pub projections: usize,
+}
+
+impl AxisSizes {
+    /// The length of `axis`.
+    pub const fn of(&self, axis: Axis) -> usize {
+        match axis {
+            Axis::Timesteps => self.timesteps,
+            Axis::Outputs => self.outputs,
+            Axis::Populations => self.populations,
+            Axis::Projections => self.projections,
+        }
+    }
+}
+
+/// One counter of R7: its name, its per-sample shape and where [`SampleResult`] holds it.
+#[derive(Clone, Copy)]
+pub struct Counter {
+    /// The name every engine and `InferenceResult` use (`"predictions"`, `"synops"`, ...).
+    pub name: &'static str,
+    /// The per-sample axes, outermost first (empty: one value per sample).
+    pub axes: &'static [Axis],
+    /// The rule of `docs/semantics.md` that defines it.
+    pub rule: &'static str,
+    values: fn(&SampleResult) -> &[i64],
+}
+
+impl Counter {
+    /// The values of this counter in `r`, flattened row-major (`prod(axes)` values).
+    pub fn values<'r>(&self, r: &'r SampleResult) -> &'r [i64] {
+        (self.values)(r)
+    }
+
+    /// The number of values per sample for `sizes` (`None` if it overflows `usize`).
+    pub fn len_per_sample(&self, sizes: &AxisSizes) -> Option<usize> {
+        self.axes
+            .iter()
+            .try_fold(1usize, |acc, &a| acc.checked_mul(sizes.of(a)))
+    }
+}
+
+impl std::fmt::Debug for Counter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counter")
+            .field("name", &self.name)
+            .field("axes", &self.axes)
+            .field("rule", &self.rule)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The most axes a counter has (`timestep_output_counts`: `[T, n_out]`).
+pub const MAX_AXES: usize = 2;
+
+const NONE: &[Axis] = &[];
+const T: &[Axis] = &[Axis::Timesteps];
+
+/// Every counter of R7, in the order of the result dict of the binding (and of
+/// `asyncsnn.result.COUNTER_FIELDS`, built from it).
+pub const COUNTERS: [Counter; 19] = [
+    Counter {
+        name: "predictions",
+        axes: NONE,
+        rule: "R7.1",
+        values: |r| std::slice::from_ref(&r.prediction),
+    },
+    Counter {
+        name: "output_counts",
+        axes: &[Axis::Outputs],
+        rule: "R7.1",
+        values: |r| &r.output_counts,
+    },
+    Counter {
+        name: "timestep_output_counts",
+        axes: &[Axis::Timesteps, Axis::Outputs],
+        rule: "R7.1",
+        values: |r| &r.timestep_output_counts,
+    },
+    Counter {
+        name: "spikes",
+        axes: &[Axis::Populations],
+        rule: "R7.2",
+        values: |r| &r.spikes,
+    },
+    Counter {
+        name: "spikes_total",
+        axes: NONE,
+        rule: "R7.2",
+        values: |r| std::slice::from_ref(&r.spikes_total),
+    },
+    Counter {
+        name: "input_events",
+        axes: NONE,
+        rule: "R7.3",
+        values: |r| std::slice::from_ref(&r.input_events),
+    },
+    Counter {
+        name: "synops",
+        axes: NONE,
+        rule: "R7.4",
+        values: |r| std::slice::from_ref(&r.synops),
+    },
+    Counter {
+        name: "synops_per_projection",
+        axes: &[Axis::Projections],
+        rule: "R7.4",
+        values: |r| &r.synops_per_projection,
+    },
+    Counter {
+        name: "forward_steps",
+        axes: NONE,
+        rule: "R7.5",
+        values: |r| std::slice::from_ref(&r.forward_steps),
+    },
+    Counter {
+        name: "timestep_forward_steps",
+        axes: T,
+        rule: "R7.5",
+        values: |r| &r.timestep_forward_steps,
+    },
+    Counter {
+        name: "dropped_spikes",
+        axes: NONE,
+        rule: "R7.6",
+        values: |r| std::slice::from_ref(&r.dropped_spikes),
+    },
+    Counter {
+        name: "queue_peak",
+        axes: NONE,
+        rule: "R7.6",
+        values: |r| std::slice::from_ref(&r.queue_peak),
+    },
+    Counter {
+        name: "first_output_step",
+        axes: T,
+        rule: "R7.7",
+        values: |r| &r.first_output_step,
+    },
+    Counter {
+        name: "first_output_class",
+        axes: T,
+        rule: "R7.7",
+        values: |r| &r.first_output_class,
+    },
+    Counter {
+        name: "first_output_spikes",
+        axes: T,
+        rule: "R7.7",
+        values: |r| &r.first_output_spikes,
+    },
+    Counter {
+        name: "first_output_synops",
+        axes: T,
+        rule: "R7.7",
+        values: |r| &r.first_output_synops,
+    },
+    Counter {
+        name: "first_correct_step",
+        axes: T,
+        rule: "R7.7",
+        values: |r| &r.first_correct_step,
+    },
+    Counter {
+        name: "first_correct_spikes",
+        axes: T,
+        rule: "R7.7",
+        values: |r| &r.first_correct_spikes,
+    },
+    Counter {
+        name: "first_correct_synops",
+        axes: T,
+        rule: "R7.7",
+        values: |r| &r.first_correct_synops,
+    },
+];
+
+/// The counter named `name` (one of [`COUNTERS`]).
+pub fn counter(name: &str) -> Option<&'static Counter> {
+    COUNTERS.iter().find(|c| c.name == name)
 }
 
 /// A vector of `n` copies of `fill`, or an Overflow error instead of an allocation
@@ -103,6 +322,16 @@ impl SampleResult {
         })
     }
 
+    /// The sizes of the axes of this result's counters.
+    pub fn axis_sizes(&self) -> AxisSizes {
+        AxisSizes {
+            timesteps: self.timesteps,
+            outputs: self.n_outputs,
+            populations: self.spikes.len(),
+            projections: self.synops_per_projection.len(),
+        }
+    }
+
     /// R7.1: argmax of `output_counts`, ties to the smallest index, -1 if all zero.
     pub(crate) fn compute_prediction(&mut self) {
         let mut best = -1i64;
@@ -131,6 +360,70 @@ mod tests {
         assert_eq!(r.prediction, 1);
         assert_eq!(r.first_output_step, vec![-1, -1]);
         assert_eq!(r.timestep_output_counts.len(), 8);
+    }
+
+    #[test]
+    fn counters_cover_every_field_with_its_shape() {
+        let sizes = AxisSizes {
+            timesteps: 3,
+            outputs: 4,
+            populations: 2,
+            projections: 5,
+        };
+        let r = SampleResult::new(3, 4, 2, 5, "sample 0").unwrap();
+        assert_eq!(r.axis_sizes(), sizes);
+        let mut names = std::collections::HashSet::new();
+        for c in &COUNTERS {
+            assert!(names.insert(c.name), "{} listed twice", c.name);
+            assert!(c.axes.len() <= MAX_AXES, "{}", c.name);
+            assert_eq!(
+                Some(c.values(&r).len()),
+                c.len_per_sample(&sizes),
+                "{}",
+                c.name
+            );
+            assert!(c.rule.starts_with("R7.") || c.rule == "R6.4", "{}", c.rule);
+            assert_eq!(counter(c.name).map(|k| k.name), Some(c.name));
+        }
+        assert!(counter("prediction").is_none());
+        // Every field of SampleResult but the two sizes is one counter: this pattern
+        // has no `..`, so a new field fails to compile here until it is listed in
+        // COUNTERS (and the count below is raised).
+        let SampleResult {
+            timesteps: _,
+            n_outputs: _,
+            output_counts: _,
+            timestep_output_counts: _,
+            prediction: _,
+            spikes: _,
+            spikes_total: _,
+            input_events: _,
+            synops: _,
+            synops_per_projection: _,
+            forward_steps: _,
+            timestep_forward_steps: _,
+            dropped_spikes: _,
+            queue_peak: _,
+            first_output_step: _,
+            first_output_class: _,
+            first_output_spikes: _,
+            first_output_synops: _,
+            first_correct_step: _,
+            first_correct_spikes: _,
+            first_correct_synops: _,
+        } = r;
+        assert_eq!(COUNTERS.len(), 19);
+    }
+
+    #[test]
+    fn counter_values_are_the_fields() {
+        let mut r = SampleResult::new(2, 1, 1, 1, "sample 0").unwrap();
+        r.synops = 7;
+        r.first_correct_synops = vec![3, 4];
+        r.prediction = 0;
+        assert_eq!(counter("synops").unwrap().values(&r), &[7]);
+        assert_eq!(counter("first_correct_synops").unwrap().values(&r), &[3, 4]);
+        assert_eq!(counter("predictions").unwrap().values(&r), &[0]);
     }
 
     #[test]

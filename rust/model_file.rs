@@ -49,10 +49,9 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
+use crate::dict_form::{json_kind, parse_network, Arrays};
 use crate::error::EngineError;
-use crate::network::{
-    Network, NetworkSpec, PoolKind, PopulationSpec, ProjectionKind, ProjectionSpec,
-};
+use crate::network::{Network, NetworkSpec};
 use crate::SPEC_VERSION;
 
 /// The `format` metadata entry of an asyncsnn model file.
@@ -64,10 +63,7 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Largest accepted JSON header, as in `asyncsnn.model_file` (16 MiB).
 pub const MAX_HEADER_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Cap on the per-axis tap table of a convolution or pooling projection (input positions
-/// plus (position, output) pairs along one axis). Real networks need a few thousand; the
-/// cap keeps a small hostile file from making [`Network::new`] allocate gigabytes.
-pub const MAX_AXIS_ENTRIES: u64 = 1 << 22;
+pub use crate::dict_form::MAX_AXIS_ENTRIES;
 
 /// Location used for in-memory buffers.
 const BYTES: &str = "<bytes>";
@@ -309,8 +305,10 @@ impl<'a> Tensors<'a> {
             where_,
         })
     }
+}
 
-    /// The float32 values of tensor `name`, which must hold `expected` values.
+impl Arrays for Tensors<'_> {
+    /// The float32 values of the tensor named by `name`, which must hold `expected` values.
     fn take(&mut self, name: &Value, expected: usize, what: &str) -> Result<Vec<f32>, EngineError> {
         let where_ = self.where_;
         let Some(name) = name.as_str() else {
@@ -451,293 +449,13 @@ pub fn parse_model_file(bytes: &[u8], where_: &str) -> Result<ModelFile, EngineE
     };
     let arch: Value = serde_json::from_str(arch_text)
         .map_err(|e| file_error(where_, "network", "unreadable JSON", e.to_string()))?;
-    let mut model = Arch { where_ }.build(&arch, &mut tensors)?;
-    model.metadata = metadata;
-    Ok(model)
-}
-
-fn json_kind(v: &Value) -> String {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-    .to_owned()
-}
-
-/// Reads the architecture JSON (`asyncsnn._dictform` with tensor names).
-struct Arch<'a> {
-    where_: &'a str,
-}
-
-impl Arch<'_> {
-    fn bad(&self, what: &str, value: impl Display, reason: impl Into<String>) -> EngineError {
-        file_error(self.where_, "network", format!("{what} = {value}"), reason)
-    }
-
-    fn get<'v>(&self, v: &'v Value, key: &str, what: &str) -> Result<&'v Value, EngineError> {
-        v.get(key)
-            .ok_or_else(|| self.bad(what, "missing", format!("the entry needs {key:?}")))
-    }
-
-    fn usize(&self, v: &Value, what: &str) -> Result<usize, EngineError> {
-        v.as_u64()
-            .and_then(|x| usize::try_from(x).ok())
-            .ok_or_else(|| self.bad(what, v, "must be a non-negative integer"))
-    }
-
-    fn usizes(&self, v: &Value, what: &str) -> Result<Vec<usize>, EngineError> {
-        v.as_array()
-            .ok_or_else(|| self.bad(what, v, "must be a list of integers"))?
-            .iter()
-            .map(|x| self.usize(x, what))
-            .collect()
-    }
-
-    fn shape(&self, v: &Value, what: &str) -> Result<(Vec<usize>, usize), EngineError> {
-        let shape = self.usizes(v, what)?;
-        if shape.is_empty() || shape.contains(&0) {
-            return Err(self.bad(what, v, "must be a non-empty list of positive integers"));
-        }
-        let size = shape
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| self.bad(what, v, "too large"))?;
-        Ok((shape, size))
-    }
-
-    fn pair(&self, v: &Value, what: &str) -> Result<(usize, usize), EngineError> {
-        match self.usizes(v, what)?[..] {
-            [a, b] => Ok((a, b)),
-            _ => Err(self.bad(what, v, "must be a pair of integers")),
-        }
-    }
-
-    /// Rejects conv/pool geometry whose per-axis tap table would exceed
-    /// [`MAX_AXIS_ENTRIES`] (see `Taps::new` in `network.rs`).
-    fn check_axis(
-        &self,
-        what: &str,
-        n_in: usize,
-        pad: usize,
-        kernel: usize,
-        stride: usize,
-    ) -> Result<(), EngineError> {
-        let n_in64 = n_in as u64;
-        let padded = (pad as u64)
-            .checked_mul(2)
-            .and_then(|p| p.checked_add(n_in64));
-        let per_position = match padded {
-            Some(padded) if kernel > 0 && stride > 0 && padded >= kernel as u64 => {
-                let n_out = (padded - kernel as u64) / stride as u64 + 1;
-                (kernel as u64).div_ceil(stride as u64).min(n_out)
-            }
-            Some(_) => 0, // invalid geometry: Network::new rejects it before building tables
-            None => u64::MAX,
-        };
-        let entries = per_position
-            .checked_mul(n_in64)
-            .and_then(|e| e.checked_add(n_in64));
-        match entries {
-            Some(e) if e <= MAX_AXIS_ENTRIES => Ok(()),
-            _ => Err(self.bad(
-                what,
-                format!("input {n_in}, kernel {kernel}, stride {stride}, padding {pad}"),
-                format!("the geometry needs more than {MAX_AXIS_ENTRIES} tap-table entries along one axis"),
-            )),
-        }
-    }
-
-    fn build(&self, arch: &Value, tensors: &mut Tensors<'_>) -> Result<ModelFile, EngineError> {
-        let (input_shape, input_size) =
-            self.shape(self.get(arch, "input_shape", "input_shape")?, "input_shape")?;
-        let pops_json = self.get(arch, "populations", "populations")?;
-        let pops_json = pops_json
-            .as_array()
-            .ok_or_else(|| self.bad("populations", json_kind(pops_json), "must be a list"))?;
-        let mut shapes = vec![input_shape.clone()];
-        let mut sizes = vec![input_size];
-        let mut populations = Vec::with_capacity(pops_json.len());
-        let mut names = Vec::with_capacity(pops_json.len());
-        for (i, p) in pops_json.iter().enumerate() {
-            let what = |f: &str| format!("populations[{i}].{f}");
-            let (shape, size) =
-                self.shape(self.get(p, "shape", &what("shape"))?, &what("shape"))?;
-            let threshold = tensors.take(
-                self.get(p, "threshold", &what("threshold"))?,
-                size,
-                &what("threshold"),
-            )?;
-            let beta = tensors.take(self.get(p, "beta", &what("beta"))?, size, &what("beta"))?;
-            let refractory_dropout = match p.get("refractory_dropout") {
-                None => 0.0,
-                Some(v) => v
-                    .as_f64()
-                    .ok_or_else(|| self.bad(&what("refractory_dropout"), v, "must be a number"))?,
-            };
-            names.push(p.get("name").and_then(Value::as_str).map(str::to_owned));
-            populations.push(PopulationSpec {
-                size,
-                threshold,
-                beta,
-                refractory_dropout,
-            });
-            shapes.push(shape);
-            sizes.push(size);
-        }
-        let projs_json = self.get(arch, "projections", "projections")?;
-        let projs_json = projs_json
-            .as_array()
-            .ok_or_else(|| self.bad("projections", json_kind(projs_json), "must be a list"))?;
-        let mut projections = Vec::with_capacity(projs_json.len());
-        for (n, e) in projs_json.iter().enumerate() {
-            let what = |f: &str| format!("projections[{n}].{f}");
-            let source = self.usize(self.get(e, "source", &what("source"))?, &what("source"))?;
-            let target = self.usize(self.get(e, "target", &what("target"))?, &what("target"))?;
-            for (f, idx) in [("source", source), ("target", target)] {
-                if idx >= shapes.len() {
-                    return Err(self.bad(
-                        &what(f),
-                        idx,
-                        format!("population index out of range (0..={})", shapes.len() - 1),
-                    ));
-                }
-            }
-            let kind_v = self.get(e, "kind", &what("kind"))?;
-            let kind = kind_v.as_str().unwrap_or_default();
-            let source_chw = || -> Result<(usize, usize, usize), EngineError> {
-                match shapes[source][..] {
-                    [c, h, w] => Ok((c, h, w)),
-                    _ => Err(self.bad(
-                        &what("source"),
-                        source,
-                        format!(
-                            "a {kind} reads a (c, h, w) population, not {:?}",
-                            shapes[source]
-                        ),
-                    )),
-                }
-            };
-            let kind = match kind {
-                "dense" => {
-                    let ws = self.usizes(
-                        self.get(e, "weight_shape", &what("weight_shape"))?,
-                        &what("weight_shape"),
-                    )?;
-                    if ws != [sizes[target], sizes[source]] {
-                        return Err(self.bad(
-                            &what("weight_shape"),
-                            format!("{ws:?}"),
-                            format!(
-                                "must be [n_target, n_source] = [{}, {}]",
-                                sizes[target], sizes[source]
-                            ),
-                        ));
-                    }
-                    let count = sizes[target].checked_mul(sizes[source]).ok_or_else(|| {
-                        self.bad(&what("weight_shape"), format!("{ws:?}"), "too large")
-                    })?;
-                    let weight = tensors.take(
-                        self.get(e, "weight", &what("weight"))?,
-                        count,
-                        &what("weight"),
-                    )?;
-                    ProjectionKind::Dense { weight }
-                }
-                "conv2d" => {
-                    let ws = self.usizes(
-                        self.get(e, "weight_shape", &what("weight_shape"))?,
-                        &what("weight_shape"),
-                    )?;
-                    let [c_out, c_in, kh, kw] = ws[..] else {
-                        return Err(self.bad(
-                            &what("weight_shape"),
-                            format!("{ws:?}"),
-                            "must be [c_out, c_in, kh, kw]",
-                        ));
-                    };
-                    let count = ws
-                        .iter()
-                        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-                        .ok_or_else(|| {
-                            self.bad(&what("weight_shape"), format!("{ws:?}"), "too large")
-                        })?;
-                    let (_, in_h, in_w) = source_chw()?;
-                    let stride =
-                        self.pair(self.get(e, "stride", &what("stride"))?, &what("stride"))?;
-                    let padding =
-                        self.pair(self.get(e, "padding", &what("padding"))?, &what("padding"))?;
-                    self.check_axis(&what("kind"), in_h, padding.0, kh, stride.0)?;
-                    self.check_axis(&what("kind"), in_w, padding.1, kw, stride.1)?;
-                    let weight = tensors.take(
-                        self.get(e, "weight", &what("weight"))?,
-                        count,
-                        &what("weight"),
-                    )?;
-                    ProjectionKind::Conv2d {
-                        weight,
-                        c_in,
-                        in_h,
-                        in_w,
-                        c_out,
-                        kh,
-                        kw,
-                        stride,
-                        padding,
-                    }
-                }
-                "avgpool2d" | "sumpool2d" => {
-                    let (channels, in_h, in_w) = source_chw()?;
-                    let (kh, kw) = self.pair(
-                        self.get(e, "kernel_size", &what("kernel_size"))?,
-                        &what("kernel_size"),
-                    )?;
-                    let stride =
-                        self.pair(self.get(e, "stride", &what("stride"))?, &what("stride"))?;
-                    self.check_axis(&what("kind"), in_h, 0, kh, stride.0)?;
-                    self.check_axis(&what("kind"), in_w, 0, kw, stride.1)?;
-                    ProjectionKind::Pool {
-                        kind: if kind == "avgpool2d" {
-                            PoolKind::Avg
-                        } else {
-                            PoolKind::Sum
-                        },
-                        channels,
-                        in_h,
-                        in_w,
-                        kh,
-                        kw,
-                        stride,
-                    }
-                }
-                _ => {
-                    return Err(self.bad(
-                        &what("kind"),
-                        kind_v,
-                        r#"must be "dense", "conv2d", "avgpool2d" or "sumpool2d""#,
-                    ))
-                }
-            };
-            projections.push(ProjectionSpec {
-                source,
-                target,
-                kind,
-            });
-        }
-        Ok(ModelFile {
-            path: self.where_.to_owned(),
-            spec: NetworkSpec {
-                input_size,
-                populations,
-                projections,
-            },
-            input_shape,
-            population_shapes: shapes.split_off(1),
-            population_names: names,
-            metadata: BTreeMap::new(),
-        })
-    }
+    let form = parse_network(&arch, &mut tensors, where_)?;
+    Ok(ModelFile {
+        path: where_.to_owned(),
+        spec: form.spec,
+        input_shape: form.input_shape,
+        population_shapes: form.population_shapes,
+        population_names: form.population_names,
+        metadata,
+    })
 }

@@ -13,11 +13,12 @@ use _engine::model_file::{
     load_model_file, parse_model_file, read_model_bytes, read_model_file, MAX_HEADER_BYTES,
 };
 use _engine::{
-    run_batch, EngineError, Network, RunConfig, SampleInput, SampleResult, Scheduler, StopMode,
-    SPEC_VERSION,
+    run_batch, EngineError, Network, RunConfig, SampleInput, Scheduler, StopMode, SPEC_VERSION,
 };
 use proptest::prelude::*;
 use serde_json::{json, Value};
+
+mod support;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -37,78 +38,6 @@ fn expected() -> Value {
 
 fn usize_of(v: &Value) -> usize {
     usize::try_from(v.as_u64().expect("an integer")).expect("fits usize")
-}
-
-fn run_config(opts: &Value, dropout: &[f64]) -> RunConfig {
-    let scheduler: Scheduler = opts["scheduler"]
-        .as_str()
-        .expect("scheduler")
-        .parse()
-        .expect("a scheduler name");
-    let scheduler = match scheduler {
-        Scheduler::Momentum { .. } => {
-            scheduler.with_jitter(opts["jitter"].as_f64().expect("jitter") as f32)
-        }
-        other => other,
-    };
-    let stop: StopMode = opts["stop"]
-        .as_str()
-        .expect("stop")
-        .parse()
-        .expect("a stop mode");
-    let stop = match stop {
-        StopMode::FirstOutput { .. } => {
-            stop.with_extra_steps(u32::try_from(usize_of(&opts["extra_steps"])).expect("u32"))
-        }
-        other => other,
-    };
-    let refractory_dropout = match opts["refractory_dropout"].as_str() {
-        Some("off") => None,
-        Some("network") => Some(dropout.to_vec()),
-        other => panic!("unexpected refractory_dropout {other:?}"),
-    };
-    RunConfig {
-        scheduler,
-        forward_group_size: usize_of(&opts["forward_group_size"]),
-        stop,
-        max_steps: opts["max_steps"]
-            .as_u64()
-            .map(|m| u32::try_from(m).expect("u32")),
-        seed: opts["seed"].as_u64().expect("seed"),
-        refractory_dropout,
-    }
-}
-
-fn field(r: &SampleResult, name: &str) -> Vec<i64> {
-    match name {
-        "predictions" => vec![r.prediction],
-        "output_counts" => r.output_counts.clone(),
-        "timestep_output_counts" => r.timestep_output_counts.clone(),
-        "spikes" => r.spikes.clone(),
-        "spikes_total" => vec![r.spikes_total],
-        "input_events" => vec![r.input_events],
-        "synops" => vec![r.synops],
-        "synops_per_projection" => r.synops_per_projection.clone(),
-        "forward_steps" => vec![r.forward_steps],
-        "timestep_forward_steps" => r.timestep_forward_steps.clone(),
-        "dropped_spikes" => vec![r.dropped_spikes],
-        "queue_peak" => vec![r.queue_peak],
-        "first_output_step" => r.first_output_step.clone(),
-        "first_output_class" => r.first_output_class.clone(),
-        "first_output_spikes" => r.first_output_spikes.clone(),
-        "first_output_synops" => r.first_output_synops.clone(),
-        "first_correct_step" => r.first_correct_step.clone(),
-        "first_correct_spikes" => r.first_correct_spikes.clone(),
-        "first_correct_synops" => r.first_correct_synops.clone(),
-        other => panic!("unknown counter {other}"),
-    }
-}
-
-fn flatten_i64(v: &Value, out: &mut Vec<i64>) {
-    match v {
-        Value::Array(items) => items.iter().for_each(|x| flatten_i64(x, out)),
-        other => out.push(other.as_i64().expect("an integer counter")),
-    }
 }
 
 /// Runs `net` on the fixture's inputs under every stored configuration and returns the
@@ -144,7 +73,7 @@ fn mismatches(net: &Network, dropout: &[f64]) -> Vec<String> {
     let ids: Vec<u64> = (0..samples.len() as u64).collect();
     let mut out = Vec::new();
     for run in doc["runs"].as_array().expect("runs") {
-        let config = run_config(&run["options"], dropout);
+        let config = support::run_config(&run["options"], dropout).expect("run options");
         let results = run_batch(
             net,
             &samples,
@@ -154,25 +83,13 @@ fn mismatches(net: &Network, dropout: &[f64]) -> Vec<String> {
             &AtomicBool::new(false),
         )
         .expect("run_batch");
-        for (name, per_sample) in run["expected"].as_object().expect("expected") {
-            for (s, (want, got)) in per_sample
-                .as_array()
-                .expect("per sample")
-                .iter()
-                .zip(&results)
-                .enumerate()
-            {
-                let mut flat = Vec::new();
-                flatten_i64(want, &mut flat);
-                if flat != field(got, name) {
-                    out.push(format!(
-                        "{:?}: sample {s}: {name}: expected {flat:?}, got {:?}",
-                        run["options"]["scheduler"],
-                        field(got, name)
-                    ));
-                }
-            }
-        }
+        let scheduler = &run["options"]["scheduler"];
+        out.extend(
+            support::counter_mismatches(&run["expected"], &results)
+                .expect("expected counters")
+                .into_iter()
+                .map(|m| format!("{scheduler}: {m}")),
+        );
     }
     out
 }
