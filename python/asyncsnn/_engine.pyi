@@ -6,6 +6,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "COUNTERS",
     "SPEC_VERSION",
     "Network",
     "__version__",
@@ -22,6 +23,9 @@ __all__ = [
 ]
 
 SPEC_VERSION: Final[int]
+#: The counters of docs/semantics.md section 7 as ``(name, per-sample axes)``, in the order
+#: of ``run``'s result dict (``rust/counters.rs::COUNTERS``).
+COUNTERS: Final[tuple[tuple[str, tuple[str, ...]], ...]]
 __version__: Final[str]
 
 @final

@@ -512,6 +512,8 @@ def _infer(
         # float32 overflow to inf (and inf - inf = nan) is checked at each integration (R8.3), not warned about.
         with np.errstate(over="ignore", invalid="ignore"):
             rows.append(_run_sample(model, frames, label, int(prepared.sample_ids[b]), opts, sample_trace, b))
+    if rows and list(rows[0]) != list(COUNTER_FIELDS):  # the one list: rust/counters.rs::COUNTERS
+        raise AssertionError(f"reference counters {list(rows[0])} are not COUNTER_FIELDS {list(COUNTER_FIELDS)}")
     arrays = {name: np.array([row[name] for row in rows], dtype=np.int64) for name in COUNTER_FIELDS}
     # Shape the per-sample arrays even for degenerate sizes (e.g. zero projections).
     shapes = {

@@ -7,31 +7,14 @@ from typing import Any
 
 import numpy as np
 
+from asyncsnn import _engine
+
 __all__ = ["COUNTER_FIELDS", "InferenceResult"]
 
-#: Per-sample arrays every engine returns, with their trailing shape
+#: Per-sample arrays every engine returns (R7), in order, with their trailing shape
 #: (``"T"``, ``"n_out"``, ``"P"`` populations, ``"n_proj"`` projections). All int64.
-COUNTER_FIELDS: dict[str, tuple[str, ...]] = {
-    "predictions": (),
-    "output_counts": ("n_out",),
-    "timestep_output_counts": ("T", "n_out"),
-    "spikes": ("P",),
-    "spikes_total": (),
-    "input_events": (),
-    "synops": (),
-    "synops_per_projection": ("n_proj",),
-    "forward_steps": (),
-    "timestep_forward_steps": ("T",),
-    "dropped_spikes": (),
-    "queue_peak": (),
-    "first_output_step": ("T",),
-    "first_output_class": ("T",),
-    "first_output_spikes": ("T",),
-    "first_output_synops": ("T",),
-    "first_correct_step": ("T",),
-    "first_correct_spikes": ("T",),
-    "first_correct_synops": ("T",),
-}
+#: The one list is ``rust/counters.rs::COUNTERS``, exposed as ``_engine.COUNTERS``.
+COUNTER_FIELDS: dict[str, tuple[str, ...]] = dict(_engine.COUNTERS)
 
 
 _FIELD_ORDER = list(COUNTER_FIELDS)

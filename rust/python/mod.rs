@@ -20,9 +20,9 @@ use numpy::{
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyModule, PyString};
+use pyo3::types::{PyDict, PyModule, PyString, PyTuple};
 
-use crate::counters::SampleResult;
+use crate::counters::{AxisSizes, SampleResult, COUNTERS, MAX_AXES};
 use crate::engine::{
     check_dense_values, run_batch_checked, Interrupt, RunConfig, SampleInput, StopMode,
 };
@@ -352,78 +352,12 @@ fn parse_config(
     })
 }
 
-/// Per-sample shape of a result field.
-#[derive(Clone, Copy)]
-enum Per {
-    /// One value.
-    One,
-    /// `[n_out]`.
-    Out,
-    /// `[T, n_out]`.
-    TimeOut,
-    /// `[P]` non-input populations.
-    Pop,
-    /// `[n_proj]` projections.
-    Proj,
-    /// `[T]`.
-    Time,
-}
-
-/// The result fields, in the order of `asyncsnn.result.COUNTER_FIELDS` (the order of
-/// the returned dict), with their per-sample shape.
-const FIELDS: [(&str, Per); 19] = [
-    ("predictions", Per::One),
-    ("output_counts", Per::Out),
-    ("timestep_output_counts", Per::TimeOut),
-    ("spikes", Per::Pop),
-    ("spikes_total", Per::One),
-    ("input_events", Per::One),
-    ("synops", Per::One),
-    ("synops_per_projection", Per::Proj),
-    ("forward_steps", Per::One),
-    ("timestep_forward_steps", Per::Time),
-    ("dropped_spikes", Per::One),
-    ("queue_peak", Per::One),
-    ("first_output_step", Per::Time),
-    ("first_output_class", Per::Time),
-    ("first_output_spikes", Per::Time),
-    ("first_output_synops", Per::Time),
-    ("first_correct_step", Per::Time),
-    ("first_correct_spikes", Per::Time),
-    ("first_correct_synops", Per::Time),
-];
-
-/// The values of every field of `r`, in the order of [`FIELDS`].
-fn field_values(r: &SampleResult) -> [&[i64]; 19] {
-    [
-        std::slice::from_ref(&r.prediction),
-        &r.output_counts,
-        &r.timestep_output_counts,
-        &r.spikes,
-        std::slice::from_ref(&r.spikes_total),
-        std::slice::from_ref(&r.input_events),
-        std::slice::from_ref(&r.synops),
-        &r.synops_per_projection,
-        std::slice::from_ref(&r.forward_steps),
-        &r.timestep_forward_steps,
-        std::slice::from_ref(&r.dropped_spikes),
-        std::slice::from_ref(&r.queue_peak),
-        &r.first_output_step,
-        &r.first_output_class,
-        &r.first_output_spikes,
-        &r.first_output_synops,
-        &r.first_correct_step,
-        &r.first_correct_spikes,
-        &r.first_correct_synops,
-    ]
-}
-
 /// The results of a batch, collected in input order straight into one numpy array per
 /// field (`[batch, *per-sample shape]`, C order): sample `b`'s values of field `f` are
 /// elements `b * per_sample[f]..(b + 1) * per_sample[f]` of `arrays[f]`.
 struct Collected<'py> {
     arrays: Vec<Bound<'py, PyArrayDyn<i64>>>,
-    per_sample: [usize; 19],
+    per_sample: [usize; COUNTERS.len()],
     batch: usize,
     filled: usize,
 }
@@ -442,27 +376,27 @@ impl<'py> Collected<'py> {
     ) -> Result<Collected<'py>, EngineError> {
         let oom = || EngineError::overflow("batch", "result arrays (memory)");
         let dtype = i64::get_dtype(py);
-        let mut per_sample = [0usize; 19];
-        let mut arrays = Vec::with_capacity(FIELDS.len());
-        for (f, (_, per)) in FIELDS.iter().enumerate() {
-            let dims: &[usize] = match per {
-                Per::One => &[batch],
-                Per::Out => &[batch, n_out],
-                Per::TimeOut => &[batch, timesteps, n_out],
-                Per::Pop => &[batch, n_pop],
-                Per::Proj => &[batch, n_proj],
-                Per::Time => &[batch, timesteps],
-            };
-            let k = dims[1..]
-                .iter()
-                .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-                .ok_or_else(oom)?;
+        let mut per_sample = [0usize; COUNTERS.len()];
+        let mut arrays = Vec::with_capacity(COUNTERS.len());
+        let sizes = AxisSizes {
+            timesteps,
+            outputs: n_out,
+            populations: n_pop,
+            projections: n_proj,
+        };
+        for (f, counter) in COUNTERS.iter().enumerate() {
+            let mut dims = [batch; 1 + MAX_AXES];
+            for (d, &axis) in dims[1..].iter_mut().zip(counter.axes) {
+                *d = sizes.of(axis);
+            }
+            let dims = &dims[..1 + counter.axes.len()];
+            let k = counter.len_per_sample(&sizes).ok_or_else(oom)?;
             k.checked_mul(batch)
                 .and_then(|n| n.checked_mul(std::mem::size_of::<i64>()))
                 .filter(|&bytes| isize::try_from(bytes).is_ok())
                 .ok_or_else(oom)?;
             per_sample[f] = k;
-            let mut shape = [0 as npyffi::npy_intp; 3];
+            let mut shape = [0 as npyffi::npy_intp; 1 + MAX_AXES];
             for (s, &d) in shape.iter_mut().zip(dims) {
                 *s = npyffi::npy_intp::try_from(d).map_err(|_| oom())?;
             }
@@ -507,12 +441,8 @@ impl<'py> Collected<'py> {
                 "internal: more results than samples",
             ));
         }
-        for ((array, values), &k) in self
-            .arrays
-            .iter()
-            .zip(field_values(r))
-            .zip(&self.per_sample)
-        {
+        for ((array, counter), &k) in self.arrays.iter().zip(&COUNTERS).zip(&self.per_sample) {
+            let values = counter.values(r);
             if values.len() != k {
                 return Err(PyRuntimeError::new_err(format!(
                     "internal: a result field has {} values per sample, expected {k}",
@@ -529,7 +459,7 @@ impl<'py> Collected<'py> {
         Ok(())
     }
 
-    /// The fields as a dict of read-only arrays, in the order of [`FIELDS`].
+    /// The fields as a dict of read-only arrays, in the order of [`COUNTERS`].
     fn into_dict(self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         static NAMES: PyOnceLock<Vec<Py<PyString>>> = PyOnceLock::new();
         if self.filled != self.batch {
@@ -538,9 +468,9 @@ impl<'py> Collected<'py> {
             ));
         }
         let names = NAMES.get_or_init(py, || {
-            FIELDS
+            COUNTERS
                 .iter()
-                .map(|(name, _)| PyString::intern(py, name).unbind())
+                .map(|c| PyString::intern(py, c.name).unbind())
                 .collect()
         });
         let dict = PyDict::new(py);
@@ -599,7 +529,7 @@ fn on_pool<R: Send>(
 }
 
 /// Run a batch through the engine; returns a dict of read-only int64 numpy arrays, one
-/// per field of `asyncsnn.result.COUNTER_FIELDS`, in that order.
+/// per counter of [`COUNTERS`] (`asyncsnn.result.COUNTER_FIELDS`), in that order.
 ///
 /// Arguments are validated by `asyncsnn._prepare` first; the engine validates again
 /// and raises the matching `asyncsnn.exceptions` class. `sample_ids` None means the
@@ -935,6 +865,14 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(train_kernels::merge_pending, m)?)?;
     m.add_function(wrap_pyfunction!(train_kernels::select_pending, m)?)?;
     m.add("SPEC_VERSION", crate::SPEC_VERSION)?;
+    // The counters of R7 with their per-sample axes, a tuple of (name, axes) tuples:
+    // asyncsnn.result.COUNTER_FIELDS is built from it.
+    let py = m.py();
+    let counters = COUNTERS
+        .iter()
+        .map(|c| Ok((c.name, PyTuple::new(py, c.axes.iter().map(|a| a.name()))?)))
+        .collect::<PyResult<Vec<_>>>()?;
+    m.add("COUNTERS", PyTuple::new(py, counters)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
