@@ -264,13 +264,13 @@ def _train(args: argparse.Namespace) -> int:
     import math
 
     import asyncsnn
-    from asyncsnn.reproduce import load_dataset, require_train_extra
+    from asyncsnn.reproduce import load_dataset, require_train_extra, training_metadata
 
     require_train_extra("asyncsnn train")
     from asyncsnn.torch import AsyncSNN, train
     from asyncsnn.torch.training import is_main_process, resolve_device
 
-    resolve_device(args.device)  # a bad --device fails here, before the data is loaded
+    device = resolve_device(args.device)  # a bad --device fails here, before the data is loaded
     ds = load_dataset(args.dataset, root=args.root, seed=args.seed, max_train=args.max_train, max_test=args.max_test)
     sizes = [math.prod(ds.input_shape), *args.hidden, ds.n_classes]
     module = AsyncSNN.from_sizes(sizes, threshold=args.threshold, beta=args.beta, seed=args.seed)
@@ -294,7 +294,25 @@ def _train(args: argparse.Namespace) -> int:
         device=args.device,
     )
     if is_main_process():  # under torchrun every rank holds the same network; rank 0 writes it
-        asyncsnn.save(net, args.out, metadata={"training": args.scheduler, "dataset": ds.name, "flatten_input": "1"})
+        meta = training_metadata(
+            training=args.scheduler,
+            dataset=ds.name,
+            forward_group_size=args.forward_group_size,
+            lr=args.lr,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            hidden=list(args.hidden),
+            loss=args.loss,
+            beta=args.beta,
+            threshold=args.threshold,
+            seed=args.seed,
+            max_train=args.max_train,
+            max_test=args.max_test,
+            train_samples=len(ds.train_y),
+            device=str(device),
+            flatten_input="1",
+        )
+        asyncsnn.save(net, args.out, metadata=meta)
         print(f"saved {args.out}; test accuracy per epoch: {[round(a or 0.0, 4) for a in hist.test_accuracy]}")
     return 0
 
@@ -361,6 +379,35 @@ def _evaluate_summary(res: InferenceResult, costs: Sequence[CostReport]) -> dict
     return summary
 
 
+def _evaluate_settings(
+    args: argparse.Namespace,
+    schedulers: Sequence[str],
+    sizes: Sequence[int],
+    profiles: Sequence[HardwareProfile],
+    samples: int,
+) -> dict[str, object]:
+    """Every setting of an ``evaluate`` run, for its ``--json`` (with the model's training settings)."""
+    from asyncsnn.model_file import read_metadata
+
+    model_meta = {k: v for k, v in read_metadata(args.model).items() if k != "network"}
+    return {
+        "model": args.model,
+        "dataset": args.dataset,
+        "root": args.root,
+        "max_test": args.max_test,
+        "samples": samples,
+        "engine": "rust",
+        "schedulers": list(schedulers),
+        "forward_group_sizes": list(sizes),
+        "stop": args.stop,
+        "extra_steps": args.extra_steps,
+        "seed": args.seed,
+        "threads": args.threads,
+        "profiles": [p.name for p in profiles],
+        "model_metadata": model_meta,
+    }
+
+
 def _sweep_table(rows: Sequence[tuple[str, int, InferenceResult, Sequence[CostReport]]]) -> str:
     """One line per configuration: accuracy, counters, latency, then energy and time per profile."""
     head = (
@@ -393,6 +440,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     import json
 
     import asyncsnn
+    from asyncsnn._provenance import provenance
     from asyncsnn.cost import estimate
     from asyncsnn.reproduce import load_dataset
 
@@ -474,6 +522,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             if sweep
             else summaries[0]
         )
+        document["settings"] = _evaluate_settings(args, schedulers, sizes, profiles, len(ds.test_y))
+        document["provenance"] = provenance()
         with open(args.json, "w") as fh:
             json.dump(document, fh, indent=1)
     return 0
@@ -482,16 +532,30 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     import asyncsnn
     from asyncsnn.model_file import read_metadata
+    from asyncsnn.reproduce import TRAINING_METADATA_KEYS
 
     net = asyncsnn.load(args.model)
     meta = read_metadata(args.model)
     print(net.summary())
     n_params = sum(int(p.layer.weight.size) for p in net.projections if hasattr(p.layer, "weight"))
     print(f"trainable weights: {n_params}")
-    for key in sorted(meta):
-        if key != "network":
+    # Three groups, a blank line before each: the file and where it came from, the training
+    # settings (asyncsnn train / reproduce, in their order), any other metadata (sorted).
+    groups = [
+        [k for k in _INFO_PROVENANCE if k in meta],
+        [k for k in TRAINING_METADATA_KEYS if k in meta and k not in _INFO_PROVENANCE],
+    ]
+    groups.append(sorted(k for k in meta if k != "network" and not any(k in g for g in groups)))
+    for keys in groups:
+        if keys:
+            print()
+        for key in keys:
             print(f"{printable(key)}: {printable(meta[key])}")
     return 0
+
+
+#: The metadata ``asyncsnn info`` prints first: the format and the provenance of the file.
+_INFO_PROVENANCE = ("format", "format_version", "spec_version", "asyncsnn_version", "asyncsnn_commit")
 
 
 def printable(value: object) -> str:

@@ -3,10 +3,14 @@
 The same architecture is trained three ways (layered BPTT, unlayered with ``random``,
 unlayered with ``momentum``; same forward group size, seed and epochs), every trained
 model is evaluated with the Rust engine under ``layered``, ``random`` and ``momentum``
-inference, with ``drain`` and with ``first_output``, and the results are written to
-``<out>/<name>/``: ``table.md``, ``results.json``, ``results.csv``, the trained models
-(``*.safetensors``) and PNG figures. A closing paragraph states what the numbers show;
-it is computed from them, not written in advance.
+inference, with ``drain`` and with ``first_output``, and re-evaluated under ``random``
+and ``momentum`` inference over a few forward group sizes (:data:`F_SWEEP`). The results
+are written to ``<out>/<name>/``: ``table.md`` (a header with the provenance and every
+setting, then the table), ``results.json`` (everything, with ``provenance`` and
+``settings`` keys), ``results.csv``, the trained models (``*.safetensors``, their
+training settings in the metadata: :func:`training_metadata`), and the PNG figures of
+:mod:`asyncsnn.figures` with ``figures.md``. The closing paragraph and every figure's
+caption state what the numbers show; they are computed from them, not written in advance.
 
 Training needs the ``train`` extra (torch, tqdm): without it :func:`run_reproduce`
 raises :class:`~asyncsnn.exceptions.MissingDependencyError` before any work. The
@@ -32,13 +36,45 @@ from asyncsnn._prepare import Scheduler, StopMode
 from asyncsnn.exceptions import MissingDependencyError, ParameterError, invalid
 from asyncsnn.network import Network
 
-__all__ = ["DATASETS", "Dataset", "ReproduceConfig", "load_dataset", "require_train_extra", "run_reproduce"]
+__all__ = [
+    "DATASETS",
+    "F_SWEEP",
+    "TRAINING_METADATA_KEYS",
+    "Dataset",
+    "ReproduceConfig",
+    "load_dataset",
+    "require_train_extra",
+    "run_reproduce",
+    "training_metadata",
+]
 
 DATASETS = ("digits", "fashion-mnist", "fashion-mnist-events", "randman", "nmnist", "shd", "dvsgesture")
 TRAINING = ("layered", "random", "momentum")
 INFERENCE = ("layered", "random", "momentum")
 STOPS = ("drain", "first_output")
 EXTRA_STEPS_SWEEP = (0, 1, 2, 4, 8, 16, 32, 64)
+#: Forward group sizes of the F sweep (the trained models re-evaluated, ``random`` and
+#: ``momentum`` inference, drain); the run's own F is added when it is not among them.
+F_SWEEP = (1, 2, 4, 8, 16, 32)
+#: The training settings that :func:`training_metadata` records in a model file.
+TRAINING_METADATA_KEYS = (
+    "training",
+    "dataset",
+    "forward_group_size",
+    "lr",
+    "epochs",
+    "batch_size",
+    "hidden",
+    "loss",
+    "beta",
+    "threshold",
+    "seed",
+    "max_train",
+    "max_test",
+    "train_samples",
+    "device",
+    "flatten_input",
+)
 TRAIN_EXTRA = "pip install 'asyncsnn[train]'"
 
 
@@ -66,6 +102,52 @@ def require_train_extra(what: str) -> None:
                 field=module,
                 value=None,
             ) from exc
+
+
+def _metadata_value(value: Any) -> str:
+    """A setting as model-file metadata text: ``null``, ``true``/``false``, JSON lists, else ``str``."""
+    if value is None or isinstance(value, (bool, list, tuple)):
+        return json.dumps(list(value) if isinstance(value, tuple) else value)
+    return str(value)
+
+
+def training_metadata(**settings: Any) -> dict[str, str]:
+    """The training settings of a model as model-file metadata (every value a string).
+
+    ``asyncsnn train`` and ``asyncsnn reproduce`` save their models with these entries
+    (:data:`TRAINING_METADATA_KEYS`: ``training`` is the training scheduler) and
+    ``asyncsnn info`` prints them. Numbers are written as Python writes them
+    (``0.003``), lists as JSON (``[64, 64]``), ``None`` as ``null``.
+
+    Parameters
+    ----------
+    **settings
+        Every key of :data:`TRAINING_METADATA_KEYS`, no other.
+
+    Returns
+    -------
+    dict of str to str
+
+    Raises
+    ------
+    ParameterError
+        A missing or unknown key (``field`` names it).
+
+    Examples
+    --------
+    >>> from asyncsnn.reproduce import TRAINING_METADATA_KEYS, training_metadata
+    >>> values = dict.fromkeys(TRAINING_METADATA_KEYS, None)
+    >>> meta = training_metadata(**{**values, "lr": 0.003, "hidden": (64, 64), "training": "momentum"})
+    >>> meta["lr"], meta["hidden"], meta["training"], meta["max_train"]
+    ('0.003', '[64, 64]', 'momentum', 'null')
+    """
+    for key in TRAINING_METADATA_KEYS:
+        if key not in settings:
+            raise invalid(ParameterError, key, None, "is a training setting that the metadata must record")
+    for key in settings:
+        if key not in TRAINING_METADATA_KEYS:
+            raise invalid(ParameterError, key, settings[key], f"is not a training setting ({TRAINING_METADATA_KEYS})")
+    return {key: _metadata_value(settings[key]) for key in TRAINING_METADATA_KEYS}
 
 
 @dataclass
@@ -291,6 +373,17 @@ class Report:
     files: list[str] = field(default_factory=list)
     #: The hardware profiles that priced the cells (``HardwareProfile.as_dict``), by name.
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Where the numbers came from: :func:`asyncsnn._provenance.provenance` (version, commit,
+    #: SPEC_VERSION, python, numpy, torch, platform).
+    provenance: dict[str, str] = field(default_factory=dict)
+    #: Every training and evaluation setting of the run (:func:`run_settings`).
+    settings: dict[str, Any] = field(default_factory=dict)
+    #: The F sweep: one row per training x inference (``random``, ``momentum``) x F, drain:
+    #: ``training``, ``inference``, ``forward_group_size``, ``accuracy``,
+    #: ``spikes_per_sample``, ``synops_per_sample``, ``steps_to_first_output`` (None: no output spike).
+    f_sweep: list[dict[str, Any]] = field(default_factory=list)
+    #: The caption of every figure drawn (file name to caption, :func:`asyncsnn.figures.captions`).
+    figures: dict[str, str] = field(default_factory=dict)
 
 
 def _nanmean(values: np.ndarray) -> float:
@@ -392,7 +485,151 @@ def _micro(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 1e6:.4g}"
 
 
-def _write_table(path: Path, cells: Sequence[Cell]) -> str:
+def run_settings(config: ReproduceConfig, ds: Dataset, *, epochs: int, device: str) -> dict[str, Any]:
+    """Every training and evaluation setting of a run, as ``results.json`` and ``table.md`` record them.
+
+    Parameters
+    ----------
+    config
+        The run's options.
+    ds
+        The loaded dataset (its name, description and sizes).
+    epochs
+        The epochs trained (:meth:`ReproduceConfig.resolved_epochs`).
+    device
+        The torch device the training ran on (resolved: ``cpu``, ``cuda:0``).
+
+    Returns
+    -------
+    dict
+        JSON-safe values: the dataset and its subset sizes (``max_train`` / ``max_test``
+        are the caps applied, ``--quick`` included; ``n_train`` / ``n_test`` the samples
+        used), the architecture and neuron parameters, the training options, the
+        schedulers and stop modes, the sweeps, and the engine and profiles of the evaluation.
+    """
+    from asyncsnn.cost import PROFILES
+
+    cap_train = min(config.max_train or 256, 256) if config.quick else config.max_train
+    cap_test = min(config.max_test or 128, 128) if config.quick else config.max_test
+    f_values = sorted({*F_SWEEP, config.forward_group_size})
+    return {
+        "dataset": ds.name,
+        "dataset_description": ds.description,
+        "root": config.root,
+        "quick": config.quick,
+        "max_train": cap_train,
+        "max_test": cap_test,
+        "n_train": len(ds.train_y),
+        "n_test": len(ds.test_y),
+        "input_shape": list(ds.input_shape),
+        "architecture": [math.prod(ds.input_shape), *config.hidden, ds.n_classes],
+        "hidden": list(config.hidden),
+        "threshold": config.threshold,
+        "beta": config.beta,
+        "forward_group_size": config.forward_group_size,
+        "lr": config.lr,
+        "epochs": epochs,
+        "batch_size": config.batch_size,
+        "loss": config.loss,
+        "seed": config.seed,
+        "device": device,
+        "training_schedulers": list(TRAINING),
+        "inference_schedulers": list(INFERENCE),
+        "stops": list(STOPS),
+        "evaluation_engine": "rust",
+        "anytime_scheduler": "momentum",
+        "extra_steps_sweep": list(EXTRA_STEPS_SWEEP),
+        "f_sweep": f_values,
+        "f_sweep_schedulers": ["random", "momentum"],
+        "profiles": list(PROFILES),
+    }
+
+
+def _setting_text(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return str(value)
+
+
+#: How ``table.md`` groups the settings (a setting in no group is listed under "other").
+_SETTING_GROUPS = {
+    "data": ("dataset", "dataset_description", "root", "quick", "max_train", "max_test", "n_train", "n_test"),
+    "network": ("input_shape", "architecture", "hidden", "threshold", "beta"),
+    "training": (
+        "training_schedulers",
+        "forward_group_size",
+        "epochs",
+        "lr",
+        "batch_size",
+        "loss",
+        "seed",
+        "device",
+    ),
+    "evaluation": (
+        "evaluation_engine",
+        "inference_schedulers",
+        "stops",
+        "anytime_scheduler",
+        "extra_steps_sweep",
+        "f_sweep",
+        "f_sweep_schedulers",
+        "profiles",
+    ),
+}
+
+
+def table_header(report: Report) -> str:
+    """The header of ``table.md``: what was run, every setting (grouped) and the provenance."""
+    settings = dict(report.settings)
+    lines = [
+        f"# asyncsnn reproduce: {report.dataset}",
+        "",
+        f"{report.description}; {report.n_train} train / {report.n_test} test samples; architecture "
+        f"{' -> '.join(map(str, report.architecture))}.",
+        "",
+    ]
+    for group, keys in [*_SETTING_GROUPS.items(), ("other", tuple(settings))]:
+        items = [f"{k} = {_setting_text(settings.pop(k))}" for k in keys if k in settings]
+        if items:
+            lines.append(f"- {group}: " + ", ".join(items))
+    lines.append("- provenance: " + ", ".join(f"{k} = {v}" for k, v in report.provenance.items()))
+    return "\n".join(lines) + "\n\n"
+
+
+def sweep_forward_group_sizes(
+    nets: dict[str, Network], x: np.ndarray, y: np.ndarray, sizes: Sequence[int], seed: int
+) -> list[dict[str, Any]]:
+    """Evaluate every trained model under ``random`` and ``momentum`` inference for each F (drain).
+
+    Returns
+    -------
+    list of dict
+        One row per training x inference x F: ``training``, ``inference``,
+        ``forward_group_size``, ``accuracy``, ``spikes_per_sample``, ``synops_per_sample``,
+        ``steps_to_first_output`` (None where no timestep has an output spike).
+    """
+    import asyncsnn
+
+    rows = []
+    for training, net in nets.items():
+        for inference in ("random", "momentum"):
+            for f in sizes:
+                res = asyncsnn.infer(net, x, scheduler=inference, forward_group_size=f, seed=seed, labels=y)
+                rows.append(
+                    {
+                        "training": training,
+                        "inference": inference,
+                        "forward_group_size": int(f),
+                        "accuracy": float(res.accuracy or 0.0),
+                        "spikes_per_sample": float(res.spikes_total.mean()),
+                        "synops_per_sample": float(res.synops.mean()),
+                        "steps_to_first_output": _none_if_nan(res.mean_steps_to_first_output),
+                    }
+                )
+    return rows
+
+
+def _write_table(path: Path, cells: Sequence[Cell], header: str = "") -> str:
     names = _cost_names(cells)
     # Energy per inference for every profile; time to decision where the profile has a time model.
     timed = [n for n in names if any(c.cost.get(n, {}).get("time_to_decision_s") is not None for c in cells)]
@@ -414,8 +651,8 @@ def _write_table(path: Path, cells: Sequence[Cell]) -> str:
         )
 
     rows = "".join(row(c) for c in cells)
-    path.write_text(head + rows)
-    return head + rows
+    path.write_text(header + head + rows)
+    return header + head + rows
 
 
 def _write_csv(path: Path, cells: Sequence[Cell]) -> None:
@@ -431,76 +668,6 @@ def _write_csv(path: Path, cells: Sequence[Cell]) -> None:
                 for key in COST_KEYS:
                     values[f"{key}_{n}"] = c.cost.get(n, {}).get(key)
             writer.writerow(values)
-
-
-def _figures(out: Path, report: Report, pop_names: list[str]) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    files = []
-    colors = {"layered": "tab:gray", "random": "tab:blue", "momentum": "tab:orange"}
-    # 1. currents integrated before a spike
-    fig, ax = plt.subplots(figsize=(6, 4))
-    maxc = max([max(v, default=1) for v in report.currents_to_spike.values()] + [1])
-    bins = [b - 0.5 for b in range(1, min(maxc, 30) + 2)]
-    for training, counts in report.currents_to_spike.items():
-        if counts:
-            ax.hist(
-                np.clip(counts, 1, bins[-1] - 0.5),
-                bins=bins,
-                density=True,
-                histtype="step",
-                lw=2,
-                label=f"trained {training}",
-                color=colors[training],
-            )
-    ax.set_xlabel("currents integrated before spiking (forward steps with input, per spike)")
-    ax.set_ylabel("fraction of hidden spikes")
-    ax.set_title("How reactive are the neurons? (momentum inference)")
-    ax.legend()
-    fig.tight_layout()
-    files.append("currents_to_spike.png")
-    fig.savefig(out / files[-1], dpi=120)
-    plt.close(fig)
-    # 2. mean spikes per neuron per population
-    fig, ax = plt.subplots(figsize=(6, 4))
-    width = 0.8 / max(len(report.spikes_per_neuron), 1)
-    for i, (training, vals) in enumerate(report.spikes_per_neuron.items()):
-        ax.bar(np.arange(len(vals)) + i * width, vals, width=width, label=f"trained {training}", color=colors[training])
-    ax.set_xticks(np.arange(len(pop_names)) + width * (len(report.spikes_per_neuron) - 1) / 2, pop_names)
-    ax.set_ylabel("spikes per neuron per sample")
-    ax.set_title("Activity per population (momentum inference, drain)")
-    ax.legend()
-    fig.tight_layout()
-    files.append("spikes_per_neuron.png")
-    fig.savefig(out / files[-1], dpi=120)
-    plt.close(fig)
-    # 3. accuracy vs extra forward steps after the first output spike
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for training, curve in report.sweep.items():
-        ax.plot(
-            EXTRA_STEPS_SWEEP,
-            [100 * a for a in curve["accuracy"]],
-            marker="o",
-            color=colors[training],
-            label=f"trained {training}",
-        )
-        ax.axhline(100 * curve["drained"][0], ls="--", color=colors[training], alpha=0.6)
-    ax.set_xscale("symlog", linthresh=1)
-    ax.set_xlim(0, EXTRA_STEPS_SWEEP[-1] * 1.1)
-    ax.set_xlabel(
-        f"forward steps after the first output spike (each delivers up to F = {report.config['forward_group_size']})"
-    )
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Anytime accuracy under momentum inference (dashed: drained)")
-    ax.legend()
-    fig.tight_layout()
-    files.append("accuracy_vs_extra_steps.png")
-    fig.savefig(out / files[-1], dpi=120)
-    plt.close(fig)
-    return files
 
 
 def run_reproduce(config: ReproduceConfig, log: Callable[[str], None] = print) -> Report:
@@ -525,6 +692,7 @@ def run_reproduce(config: ReproduceConfig, log: Callable[[str], None] = print) -
         A missing matplotlib only skips the figures (one line in ``log``).
     """
     import asyncsnn
+    from asyncsnn._provenance import provenance
     from asyncsnn.cost import PROFILES
     from asyncsnn.reference import currents_before_spike
 
@@ -535,7 +703,7 @@ def run_reproduce(config: ReproduceConfig, log: Callable[[str], None] = print) -
     tic = time.perf_counter()
     if config.forward_group_size < 1:
         raise invalid(ParameterError, "forward_group_size", config.forward_group_size, "must be >= 1")
-    resolve_device(config.device)  # a bad device fails before the data is loaded
+    device = resolve_device(config.device)  # a bad device fails before the data is loaded
     ds = load_dataset(
         config.dataset,
         root=config.root,
@@ -549,6 +717,7 @@ def run_reproduce(config: ReproduceConfig, log: Callable[[str], None] = print) -
     out.mkdir(parents=True, exist_ok=True)
     sizes = [math.prod(ds.input_shape), *config.hidden, ds.n_classes]
     epochs = config.resolved_epochs()
+    settings = run_settings(config, ds, epochs=epochs, device=str(device))
     log(f"dataset: {ds.description}; {len(ds.train_y)} train / {len(ds.test_y)} test samples")
     log(
         f"architecture: {' -> '.join(map(str, sizes))}, F = {config.forward_group_size}, {epochs} epochs, seed {config.seed}"
@@ -570,13 +739,32 @@ def run_reproduce(config: ReproduceConfig, log: Callable[[str], None] = print) -
             loss=config.loss,
             batch_size=config.batch_size,
             seed=config.seed,
+            test_data=(test_x, ds.test_y),
             progress=config.progress,
             device=config.device,
             distributed=False,
         )
         nets[training] = net
         history[training] = {k: list(v) for k, v in asdict(hist).items()}
-        asyncsnn.save(net, out / f"model_{training}.safetensors", metadata={"training": training, "dataset": ds.name})
+        meta = training_metadata(
+            training=training,
+            dataset=ds.name,
+            forward_group_size=config.forward_group_size,
+            lr=config.lr,
+            epochs=epochs,
+            batch_size=config.batch_size,
+            hidden=list(config.hidden),
+            loss=config.loss,
+            beta=config.beta,
+            threshold=config.threshold,
+            seed=config.seed,
+            max_train=settings["max_train"],
+            max_test=settings["max_test"],
+            train_samples=len(ds.train_y),
+            device=str(device),
+            flatten_input="1",
+        )
+        asyncsnn.save(net, out / f"model_{training}.safetensors", metadata=meta)
     cells: list[Cell] = []
     for training in TRAINING:
         for inference in INFERENCE:
@@ -623,6 +811,7 @@ def run_reproduce(config: ReproduceConfig, log: Callable[[str], None] = print) -
             net, test_x[:n_trace], scheduler="momentum", forward_group_size=config.forward_group_size, seed=config.seed
         )
         currents[training] = np.concatenate(per_pop[:-1]).tolist() if len(per_pop) > 1 else []
+    f_sweep = sweep_forward_group_sizes(nets, test_x, ds.test_y, settings["f_sweep"], config.seed)
     report = Report(
         config={**asdict(config), "epochs": epochs},
         dataset=ds.name,
@@ -639,23 +828,27 @@ def run_reproduce(config: ReproduceConfig, log: Callable[[str], None] = print) -
         findings=findings_paragraph(cells, config.forward_group_size),
         wall_time_s=0.0,
         profiles={name: p.as_dict() for name, p in PROFILES.items()},
+        provenance=provenance(),
+        settings=settings,
+        f_sweep=f_sweep,
     )
     # The results first: whatever happens to the figures, the numbers are on disk.
-    table = _write_table(out / "table.md", cells)
+    table = _write_table(out / "table.md", cells, header=table_header(report))
     _write_csv(out / "results.csv", cells)
     models = [f"model_{t}.safetensors" for t in TRAINING]
     report.files = ["table.md", "results.json", "results.csv", *models]
     report.wall_time_s = time.perf_counter() - tic
     (out / "results.json").write_text(json.dumps(asdict(report), indent=1, default=float))
-    pop_names = [f"hidden {i + 1}" for i in range(len(config.hidden))] + ["output"]
     try:
-        figures = _figures(out, report, pop_names)
+        from asyncsnn.figures import draw_figures
+
+        report.figures = draw_figures(asdict(report), out)
     except ImportError as exc:
         if not (exc.name or "").startswith("matplotlib"):
             raise
         log(f"figures skipped: matplotlib cannot be imported ({exc}); pip install matplotlib")
     else:
-        report.files = ["table.md", "results.json", "results.csv", *figures, *models]
+        report.files = ["table.md", "results.json", "results.csv", *report.figures, "figures.md", *models]
         report.wall_time_s = time.perf_counter() - tic
         (out / "results.json").write_text(json.dumps(asdict(report), indent=1, default=float))
     log("")

@@ -2,22 +2,51 @@
 
 from __future__ import annotations
 
+import dataclasses
+import doctest
+import importlib
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 import asyncsnn
-from asyncsnn.reproduce import ReproduceConfig, findings_paragraph, run_reproduce
+from asyncsnn.figures import FIGURES, captions, redraw
+from asyncsnn.model_file import read_metadata
+from asyncsnn.reproduce import (
+    F_SWEEP,
+    TRAINING_METADATA_KEYS,
+    Report,
+    ReproduceConfig,
+    findings_paragraph,
+    run_reproduce,
+)
+
+QUICK = ReproduceConfig(
+    quick=True, progress=False, max_train=96, max_test=48, hidden=(24, 24), epochs=2, device="cpu", lr=4e-3
+)
 
 
-def test_reproduce_quick_writes_tables_figures_and_models(tmp_path: Path) -> None:
-    cfg = ReproduceConfig(quick=True, out=str(tmp_path), progress=False, max_train=96, max_test=48, hidden=(24, 24))
-    report = run_reproduce(cfg, log=lambda _line: None)
-    out = tmp_path / "digits-quick"
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Report, Path]:
+    """One ``reproduce --quick`` run (2 epochs, so that the training curves are curves) shared by the tests."""
+    pytest.importorskip("torch")
+    out = tmp_path_factory.mktemp("reproduce")
+    report = run_reproduce(dataclasses.replace(QUICK, out=str(out)), log=lambda _line: None)
+    return report, out / "digits-quick"
+
+
+def _by(cells: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    return {(c["training"], c["inference"], c["stop"]): c for c in cells}
+
+
+def test_reproduce_quick_writes_tables_figures_and_models(quick_run: tuple[Report, Path]) -> None:
+    report, out = quick_run
+    assert sorted(report.files) == sorted(p.name for p in out.iterdir())
     for name in report.files:
         assert (out / name).is_file(), name
         assert (out / name).stat().st_size > 0
@@ -25,7 +54,7 @@ def test_reproduce_quick_writes_tables_figures_and_models(tmp_path: Path) -> Non
     assert len(data["cells"]) == 3 * 3 * 2
     assert {c["training"] for c in data["cells"]} == {"layered", "random", "momentum"}
     table = (out / "table.md").read_text()
-    assert table.count("\n") == 2 + 18
+    assert sum(line.startswith("| ") for line in table.splitlines()) == 1 + 18  # the column names and 18 cells
     # The findings paragraph is computed from the numbers in the table.
     for cell in report.cells:
         if (cell.training, cell.inference, cell.stop) == ("momentum", "momentum", "drain"):
@@ -37,6 +66,162 @@ def test_reproduce_quick_writes_tables_figures_and_models(tmp_path: Path) -> Non
     lay = next(c for c in report.cells if (c.training, c.inference, c.stop) == ("layered", "layered", "drain"))
     assert 0.0 <= lay.accuracy <= 1.0
     assert lay.forward_steps_per_sample > 0
+
+
+def test_results_record_the_provenance_and_every_setting(quick_run: tuple[Report, Path]) -> None:
+    _, out = quick_run
+    data = json.loads((out / "results.json").read_text())
+    prov = data["provenance"]
+    assert prov["asyncsnn_version"] == asyncsnn.__version__
+    assert prov["spec_version"] == str(asyncsnn.SPEC_VERSION)
+    assert prov["numpy"] == np.__version__
+    assert prov["torch"] == sys.modules["torch"].__version__
+    assert {"python", "platform"} <= set(prov)
+    settings = data["settings"]
+    expected = {
+        "dataset": "digits",
+        "forward_group_size": QUICK.forward_group_size,
+        "lr": QUICK.lr,
+        "epochs": 2,
+        "seed": QUICK.seed,
+        "loss": QUICK.loss,
+        "batch_size": QUICK.batch_size,
+        "hidden": [24, 24],
+        "threshold": QUICK.threshold,
+        "beta": QUICK.beta,
+        "max_train": 96,
+        "max_test": 48,
+        "n_train": 96,
+        "n_test": 48,
+        "quick": True,
+        "device": "cpu",
+        "training_schedulers": ["layered", "random", "momentum"],
+        "inference_schedulers": ["layered", "random", "momentum"],
+        "stops": ["drain", "first_output"],
+        "f_sweep": sorted({*F_SWEEP, QUICK.forward_group_size}),
+    }
+    assert {k: settings[k] for k in expected} == expected
+    # table.md names them too, and the provenance, above the table.
+    header = (out / "table.md").read_text().split("\n| ")[0]
+    for key in ("forward_group_size", "lr", "epochs", "seed", "loss", "batch_size", "threshold", "beta", "device"):
+        assert f"{key} = {settings[key]}" in header, key
+    assert "hidden = [24, 24]" in header
+    assert "training_schedulers = [layered, random, momentum]" in header
+    assert f"asyncsnn_version = {asyncsnn.__version__}" in header
+    assert f"spec_version = {asyncsnn.SPEC_VERSION}" in header
+    if "commit" in prov:
+        assert f"commit = {prov['commit']}" in header
+
+
+def test_saved_models_record_their_training_settings(quick_run: tuple[Report, Path]) -> None:
+    _, out = quick_run
+    for training in ("layered", "random", "momentum"):
+        meta = read_metadata(out / f"model_{training}.safetensors")
+        assert set(TRAINING_METADATA_KEYS) <= set(meta)
+        assert {k: meta[k] for k in ("training", "dataset", "forward_group_size", "lr", "epochs", "hidden")} == {
+            "training": training,
+            "dataset": "digits",
+            "forward_group_size": "8",
+            "lr": str(QUICK.lr),
+            "epochs": "2",
+            "hidden": "[24, 24]",
+        }
+        assert (meta["loss"], meta["beta"], meta["threshold"], meta["seed"]) == ("count", "0.9", "1.0", "0")
+        assert (meta["batch_size"], meta["max_train"], meta["train_samples"], meta["device"]) == (
+            "32",
+            "96",
+            "96",
+            "cpu",
+        )
+
+
+def test_the_f_sweep_is_in_results_json_and_agrees_with_the_table(quick_run: tuple[Report, Path]) -> None:
+    _, out = quick_run
+    data = json.loads((out / "results.json").read_text())
+    rows = data["f_sweep"]
+    sizes = data["settings"]["f_sweep"]
+    assert len(rows) == 3 * 2 * len(sizes)
+    keys = {(r["training"], r["inference"], r["forward_group_size"]) for r in rows}
+    assert keys == {(t, i, f) for t in ("layered", "random", "momentum") for i in ("random", "momentum") for f in sizes}
+    cells = _by(data["cells"])
+    for r in rows:
+        if r["forward_group_size"] == QUICK.forward_group_size:  # the same run as the table's drained cell
+            cell = cells[(r["training"], r["inference"], "drain")]
+            assert r["accuracy"] == cell["accuracy"]
+            assert r["spikes_per_sample"] == cell["spikes_per_sample"]
+            assert r["steps_to_first_output"] == cell["steps_to_first_output"]
+    # F = 1 delivers one spike per forward step: never fewer steps to the first output than F = 32.
+    for t in ("random", "momentum"):
+        one = next(r for r in rows if (r["training"], r["inference"], r["forward_group_size"]) == (t, t, 1))
+        big = next(r for r in rows if (r["training"], r["inference"], r["forward_group_size"]) == (t, t, 32))
+        assert one["steps_to_first_output"] >= big["steps_to_first_output"]
+
+
+def test_figures_are_pngs_with_captions_computed_from_the_results(quick_run: tuple[Report, Path]) -> None:
+    _, out = quick_run
+    data = json.loads((out / "results.json").read_text())
+    assert list(data["figures"]) == list(FIGURES)
+    assert data["figures"] == captions(data)  # the captions are a function of results.json alone
+    figures_md = (out / "figures.md").read_text()
+    for name, caption in data["figures"].items():
+        png = (out / name).read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n"), name
+        assert len(png) > 10_000, name  # drawn, not an empty canvas
+        assert f"![{name}]({name})" in figures_md
+        assert caption in figures_md
+    cells = _by(data["cells"])
+    mm, ll = cells[("momentum", "momentum", "drain")], cells[("layered", "layered", "drain")]
+    table_caption = data["figures"]["accuracy_vs_cost.png"]
+    assert f"({mm['spikes_per_sample']:.0f} vs {ll['spikes_per_sample']:.0f})" in table_caption
+    assert f"({100 * mm['accuracy']:.1f} % vs {100 * ll['accuracy']:.1f} %)" in table_caption
+    points = 100 * (mm["accuracy"] - ll["accuracy"])
+    assert f"at {points:+.1f} points of accuracy" in table_caption
+    anytime = data["figures"]["accuracy_vs_extra_steps.png"]
+    assert f"layered training and inference: {100 * ll['accuracy']:.1f} %" in anytime
+    assert f"trained momentum: {100 * data['sweep']['momentum']['accuracy'][0]:.1f} % at the first" in anytime
+    loss = data["history"]["random"]["loss"]
+    assert f"random: loss {loss[0]:.3f} -> {loss[-1]:.3f}" in data["figures"]["training_curves.png"]
+    f1 = next(
+        r
+        for r in data["f_sweep"]
+        if (r["training"], r["inference"], r["forward_group_size"]) == ("momentum", "momentum", 1)
+    )
+    assert f"accuracy {100 * f1['accuracy']:.1f} % at F = 1" in data["figures"]["f_sweep.png"]
+    e_mm = mm["cost"]["loihi"]["energy_per_inference_j"] * 1e6
+    e_ll = ll["cost"]["loihi"]["energy_per_inference_j"] * 1e6
+    assert (
+        f"unlayered/momentum {e_mm:.3g} µJ per inference vs {e_ll:.3g} µJ layered" in data["figures"]["energy_time.png"]
+    )
+
+
+def test_redraw_draws_the_figures_of_a_results_json(quick_run: tuple[Report, Path], tmp_path: Path) -> None:
+    _, out = quick_run
+    data = json.loads((out / "results.json").read_text())
+    # Only the training history: only the training curves are drawn (a figure without data is left out).
+    (tmp_path / "results.json").write_text(json.dumps({"dataset": "digits", "history": data["history"]}))
+    drawn = redraw(tmp_path)
+    assert drawn == {"training_curves.png": data["figures"]["training_curves.png"]}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figures.md", "results.json", "training_curves.png"]
+    assert (tmp_path / "training_curves.png").read_bytes().startswith(b"\x89PNG")
+    (tmp_path / "results.json").write_text("[1, 2]")
+    with pytest.raises(asyncsnn.InputError, match="JSON object"):
+        redraw(tmp_path)
+
+
+def test_captions_leave_out_figures_without_data() -> None:
+    assert captions({}) == {}
+    only_history = {"history": {"momentum": {"loss": [2.0, 1.5], "train_accuracy": [0.5, 0.625]}}}
+    assert captions(only_history) == {
+        "training_curves.png": "Training curves over 2 epochs (first -> last epoch): momentum: loss 2.000 -> 1.500, "
+        "training accuracy 62.5 %."
+    }
+
+
+@pytest.mark.parametrize("module", ["asyncsnn.figures", "asyncsnn.reproduce"])
+def test_docstring_examples_run(module: str) -> None:
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0
+    assert result.attempted > 0
 
 
 def test_findings_paragraph_reports_signs_from_numbers() -> None:
@@ -84,6 +269,22 @@ def test_cli_train_evaluate_info_round_trip(tmp_path: Path) -> None:
             "16",
             "--scheduler",
             "random",
+            "-F",
+            "4",
+            "--lr",
+            "0.002",
+            "--batch-size",
+            "16",
+            "--loss",
+            "rate",
+            "--beta",
+            "0.8",
+            "--threshold",
+            "1.5",
+            "--seed",
+            "3",
+            "--device",
+            "cpu",
             "--out",
             str(model),
             "--no-progress",
@@ -104,8 +305,35 @@ def test_cli_train_evaluate_info_round_trip(tmp_path: Path) -> None:
     assert len(rows) == 21
     summary = json.loads(json_path.read_text())
     assert summary["samples"] == 20
+    assert summary["settings"]["model_metadata"]["training"] == "random"  # the model's training settings
+    assert summary["provenance"]["asyncsnn_version"] == asyncsnn.__version__
+    # The model file records every training setting, and info prints them.
+    meta = read_metadata(model)
+    settings = {
+        "training": "random",
+        "dataset": "digits",
+        "forward_group_size": "4",
+        "lr": "0.002",
+        "epochs": "1",
+        "batch_size": "16",
+        "hidden": "[16]",
+        "loss": "rate",
+        "beta": "0.8",
+        "threshold": "1.5",
+        "seed": "3",
+        "max_train": "64",
+        "max_test": "32",
+        "train_samples": "64",
+        "device": "cpu",
+        "flatten_input": "1",
+    }
+    assert set(settings) == set(TRAINING_METADATA_KEYS)
+    assert {k: meta[k] for k in settings} == settings
     info = subprocess.run([*run, "info", str(model)], check=True, capture_output=True, text=True)
-    assert "training: random" in info.stdout
+    lines = info.stdout.splitlines()
+    for key, value in settings.items():
+        assert f"{key}: {value}" in lines, key
+    assert f"asyncsnn_version: {asyncsnn.__version__}" in lines
     assert "(16,)" in info.stdout
 
 

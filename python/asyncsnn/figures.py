@@ -1,0 +1,668 @@
+"""The figures of ``asyncsnn reproduce``, drawn from its ``results.json``, with computed captions.
+
+Every figure states one claim in its caption, and every number of that claim is computed
+from the run's results (never written in advance): :func:`captions` builds them from the
+``results.json`` mapping alone (no matplotlib needed), :func:`draw_figures` draws the PNGs
+(matplotlib, imported when called, Agg backend), prints each caption under its figure and
+writes ``figures.md`` (each figure with its caption) next to them. :func:`redraw` draws
+them again from a results folder, without training anything.
+
+The figures (:data:`FIGURES`, in order):
+
+``accuracy_vs_cost.png``
+    The results table as a plot: accuracy against spikes per sample, steps to the first
+    output spike and synaptic operations to the first output spike, one marker per
+    training x inference x stop cell.
+``accuracy_vs_extra_steps.png``
+    Anytime accuracy under ``momentum`` inference: accuracy when each timestep stops
+    ``k`` forward steps after its first output spike, per training, with the
+    layered-trained, layered-inference accuracy as the reference line.
+``training_curves.png``
+    Training loss and training accuracy per epoch, per training scheduler.
+``f_sweep.png``
+    Accuracy, spikes per sample and steps to the first output spike against the forward
+    group size F, for the asynchronous schedulers (the trained models, re-evaluated).
+``energy_time.png``
+    Energy per inference and time to decision on every shipped hardware profile,
+    layer-synchronous (layered training and inference) against asynchronous.
+``spikes_per_neuron.png``
+    Spikes per neuron per sample in each population (``momentum`` inference, drained).
+``currents_to_spike.png``
+    How many forward steps with input a hidden neuron integrates before it spikes.
+
+A figure whose data the results do not hold (an older ``results.json``) is left out.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from asyncsnn.exceptions import InputError, invalid
+
+__all__ = ["FIGURES", "captions", "draw_figures", "redraw"]
+
+FIGURES = (
+    "accuracy_vs_cost.png",
+    "accuracy_vs_extra_steps.png",
+    "training_curves.png",
+    "f_sweep.png",
+    "energy_time.png",
+    "spikes_per_neuron.png",
+    "currents_to_spike.png",
+)
+#: Extra forward steps of the anytime-accuracy sweep, where ``results.json`` does not name them.
+DEFAULT_EXTRA_STEPS = (0, 1, 2, 4, 8, 16, 32, 64)
+_COLORS = {"layered": "tab:gray", "random": "tab:blue", "momentum": "tab:orange"}
+_MARKERS = {"layered": "o", "random": "s", "momentum": "^"}
+_ASYNC = ("momentum", "random")
+
+
+# ----------------------------------------------------------------------------- numbers
+def _num(value: Any) -> float:
+    """A results value as a float (``None``, from a JSON null, is NaN)."""
+    return float("nan") if value is None else float(value)
+
+
+def _cells(results: Mapping[str, Any]) -> dict[tuple[str, str, str], Mapping[str, Any]]:
+    return {(c["training"], c["inference"], c["stop"]): c for c in results.get("cells", [])}
+
+
+def _pct_change(new: float, old: float) -> float:
+    return 100.0 * (new - old) / old if old else float("nan")
+
+
+def _pct(change: float) -> str:
+    """``abs(change)`` in percent: no decimals from 10 % on, one below (``38 %``, ``0.4 %``)."""
+    return f"{abs(change):.0f} %" if abs(change) >= 10 else f"{abs(change):.1f} %"
+
+
+def _fewer(new: float, old: float, noun: str, fewer: str = "fewer", more: str = "more") -> str:
+    """``"38 % fewer spikes"`` / ``"0.4 % more spikes"`` (``new`` against ``old``)."""
+    change = _pct_change(new, old)
+    if math.isnan(change):
+        return f"n/a change in {noun}"
+    return f"{_pct(change)} {fewer if change < 0 else more} {noun}".rstrip()
+
+
+def _ratio(old: float, new: float) -> str:
+    """``"2.10x"``: how many times ``new`` is smaller than ``old`` (n/a when undefined)."""
+    return f"{old / new:.2f}x" if new and not (math.isnan(old) or math.isnan(new)) else "n/a"
+
+
+def _acc(value: Any) -> str:
+    return f"{100 * _num(value):.1f} %"
+
+
+def _micro(value: Any) -> str:
+    v = _num(value)
+    return "n/a" if math.isnan(v) else f"{v * 1e6:.3g}"
+
+
+def _forward_group_size(results: Mapping[str, Any]) -> int:
+    settings = results.get("settings") or results.get("config") or {}
+    return int(settings.get("forward_group_size", 0))
+
+
+def _extra_steps(results: Mapping[str, Any]) -> list[int]:
+    settings = results.get("settings") or {}
+    return [int(k) for k in settings.get("extra_steps_sweep", DEFAULT_EXTRA_STEPS)]
+
+
+def _population_names(results: Mapping[str, Any]) -> list[str]:
+    hidden = max(len(results.get("architecture", [])) - 2, 0)
+    return [f"hidden {i + 1}" for i in range(hidden)] + ["output"]
+
+
+# ----------------------------------------------------------------------------- captions
+def _caption_table(results: Mapping[str, Any]) -> str | None:
+    by = _cells(results)
+    base = by.get(("layered", "layered", "drain"))
+    if base is None:
+        return None
+    parts = []
+    for t in _ASYNC:
+        c = by.get((t, t, "drain"))
+        if c is None:
+            continue
+        points = 100 * (_num(c["accuracy"]) - _num(base["accuracy"]))
+        parts.append(
+            f"unlayered/{t} under {t} inference: {_fewer(_num(c['spikes_per_sample']), _num(base['spikes_per_sample']), 'spikes')} "
+            f"per sample than layered/layered ({_num(c['spikes_per_sample']):.0f} vs "
+            f"{_num(base['spikes_per_sample']):.0f}) at {points:+.1f} points of accuracy ({_acc(c['accuracy'])} vs "
+            f"{_acc(base['accuracy'])}), {_num(c['synops_to_first_output']):.0f} vs "
+            f"{_num(base['synops_to_first_output']):.0f} synaptic operations to the first output spike of a timestep"
+        )
+    if not parts:
+        return None
+    return (
+        f"Accuracy against cost, one marker per training x inference x stop (F = {_forward_group_size(results)}): "
+        + ("; ".join(parts) + ".")
+    )
+
+
+def _caption_anytime(results: Mapping[str, Any]) -> str | None:
+    sweep = results.get("sweep") or {}
+    base = _cells(results).get(("layered", "layered", "drain"))
+    if not sweep:
+        return None
+    extra = _extra_steps(results)
+    ref = _num(base["accuracy"]) if base is not None else float("nan")
+    parts = []
+    for training, curve in sweep.items():
+        accs = [_num(a) for a in curve["accuracy"]]
+        text = (
+            f"trained {training}: {_acc(accs[0])} at the first output spike (+{extra[0]} steps), "
+            f"{_acc(accs[-1])} after +{extra[-1]}, {_acc(curve['drained'][0])} drained"
+        )
+        if not math.isnan(ref):
+            reach = next((k for k, a in zip(extra, accs) if a >= ref - 0.01), None)
+            text += (
+                f", within 1 point of the layered baseline after +{reach} steps"
+                if reach is not None
+                else f", never within 1 point of the layered baseline up to +{extra[-1]}"
+            )
+        parts.append(text)
+    head = (
+        "Anytime accuracy under momentum inference, each timestep stopped k forward steps after its first output spike"
+    )
+    if not math.isnan(ref):
+        head += f" (layered baseline, layered training and inference: {_acc(ref)})"
+    return head + ": " + "; ".join(parts) + "."
+
+
+def _caption_training(results: Mapping[str, Any]) -> str | None:
+    history = results.get("history") or {}
+    parts = []
+    for training, h in history.items():
+        if not h.get("loss"):
+            continue
+        parts.append(
+            f"{training}: loss {_num(h['loss'][0]):.3f} -> {_num(h['loss'][-1]):.3f}, training accuracy "
+            f"{_acc(h['train_accuracy'][-1])}"
+        )
+    if not parts:
+        return None
+    epochs = max(len(h.get("loss", [])) for h in history.values())
+    return f"Training curves over {epochs} epoch{'s' if epochs != 1 else ''} (first -> last epoch): " + (
+        "; ".join(parts) + "."
+    )
+
+
+def _sweep_rows(results: Mapping[str, Any], training: str, inference: str) -> list[Mapping[str, Any]]:
+    rows = [r for r in results.get("f_sweep", []) if r["training"] == training and r["inference"] == inference]
+    return sorted(rows, key=lambda r: int(r["forward_group_size"]))
+
+
+def _caption_f_sweep(results: Mapping[str, Any]) -> str | None:
+    if not results.get("f_sweep"):
+        return None
+    parts = []
+    for t in _ASYNC:
+        rows = _sweep_rows(results, t, t)
+        if len(rows) < 2:
+            continue
+        lo, hi = rows[0], rows[-1]
+        f_lo, f_hi = lo["forward_group_size"], hi["forward_group_size"]
+        best = max(rows, key=lambda r: _num(r["accuracy"]))
+        parts.append(
+            f"unlayered/{t} under {t} inference: accuracy {_acc(lo['accuracy'])} at F = {f_lo}, "
+            f"{_acc(hi['accuracy'])} at F = {f_hi} (best {_acc(best['accuracy'])} at F = {best['forward_group_size']}), "
+            f"spikes per sample {_num(lo['spikes_per_sample']):.0f} -> {_num(hi['spikes_per_sample']):.0f}, "
+            f"steps to 1st output {_num(lo['steps_to_first_output']):.2f} -> {_num(hi['steps_to_first_output']):.2f}"
+        )
+    if not parts:
+        return None
+    base = _cells(results).get(("layered", "layered", "drain"))
+    tail = f" Layered/layered (F plays no part): {_acc(base['accuracy'])}." if base is not None else ""
+    return (
+        f"Forward group size F at inference (models trained with F = {_forward_group_size(results)}): "
+        + "; ".join(parts)
+        + "."
+        + tail
+    )
+
+
+def _caption_energy(results: Mapping[str, Any]) -> str | None:
+    by = _cells(results)
+    base = by.get(("layered", "layered", "drain"))
+    profiles = list(dict.fromkeys(name for c in by.values() for name in c.get("cost", {})))
+    if base is None or not profiles:
+        return None
+    parts = []
+    for name in profiles:
+        b = base["cost"].get(name, {})
+        items = []
+        for t in _ASYNC:
+            c = by.get((t, t, "drain"))
+            if c is None:
+                continue
+            a = c["cost"].get(name, {})
+            e_new, e_old = _num(a.get("energy_per_inference_j")), _num(b.get("energy_per_inference_j"))
+            text = (
+                f"unlayered/{t} {_micro(e_new)} µJ per inference vs {_micro(e_old)} µJ layered "
+                f"({_fewer(e_new, e_old, '', 'less', 'more')})"
+            )
+            d_new, d_old = _num(a.get("time_to_decision_s")), _num(b.get("time_to_decision_s"))
+            if not (math.isnan(d_new) or math.isnan(d_old)):
+                text += f", time to decision {_micro(d_new)} µs vs {_micro(d_old)} µs ({_ratio(d_old, d_new)} faster)"
+            items.append(text)
+        if not math.isnan(_num(b.get("energy_per_inference_j"))) and math.isnan(_num(b.get("time_to_decision_s"))):
+            items.append("no time model")
+        parts.append(f"{name}: " + ", ".join(items))
+    return (
+        "Energy per inference and time to decision (a model estimate, docs/cost.md), layer-synchronous "
+        "(layered training and inference, a barrier per forward step) vs asynchronous (drain): "
+        + "; ".join(parts)
+        + "."
+    )
+
+
+def _caption_spikes_per_neuron(results: Mapping[str, Any]) -> str | None:
+    per = results.get("spikes_per_neuron") or {}
+    if not per:
+        return None
+    names = _population_names(results)
+    parts = [
+        f"{training}: " + ", ".join(f"{n} {_num(v):.2f}" for n, v in zip(names, values))
+        for training, values in per.items()
+    ]
+    return "Spikes per neuron per sample by population (momentum inference, drain): " + "; ".join(parts) + "."
+
+
+def _caption_currents(results: Mapping[str, Any]) -> str | None:
+    counts = {t: c for t, c in (results.get("currents_to_spike") or {}).items() if c}
+    if not counts:
+        return None
+    parts = [
+        f"trained {t}: median {np.median(c):.0f}, {100 * np.mean(np.asarray(c) == 1):.0f} % of the spikes after one"
+        for t, c in counts.items()
+    ]
+    return (
+        "Forward steps with input that a hidden neuron integrates before it spikes (momentum inference): "
+        + "; ".join(parts)
+        + "."
+    )
+
+
+_CAPTIONS: dict[str, Callable[[Mapping[str, Any]], str | None]] = {
+    "accuracy_vs_cost.png": _caption_table,
+    "accuracy_vs_extra_steps.png": _caption_anytime,
+    "training_curves.png": _caption_training,
+    "f_sweep.png": _caption_f_sweep,
+    "energy_time.png": _caption_energy,
+    "spikes_per_neuron.png": _caption_spikes_per_neuron,
+    "currents_to_spike.png": _caption_currents,
+}
+
+
+def captions(results: Mapping[str, Any]) -> dict[str, str]:
+    """The caption of every figure that ``results`` has the data for, computed from it.
+
+    Parameters
+    ----------
+    results
+        The contents of a ``results.json`` written by ``asyncsnn reproduce``.
+
+    Returns
+    -------
+    dict of str to str
+        File name (in :data:`FIGURES` order) to caption; figures without data are left out.
+
+    Examples
+    --------
+    >>> from asyncsnn.figures import captions
+    >>> cell = dict(stop="drain", accuracy=0.9, spikes_per_sample=1000.0, synops_to_first_output=50.0, cost={})
+    >>> cells = [dict(cell, training="layered", inference="layered"),
+    ...          dict(cell, training="momentum", inference="momentum", spikes_per_sample=620.0, accuracy=0.895)]
+    >>> text = captions({"cells": cells, "settings": {"forward_group_size": 8}})["accuracy_vs_cost.png"]
+    >>> print(text)  # doctest: +NORMALIZE_WHITESPACE
+    Accuracy against cost, one marker per training x inference x stop (F = 8): unlayered/momentum under momentum
+    inference: 38 % fewer spikes per sample than layered/layered (620 vs 1000) at -0.5 points of accuracy
+    (89.5 % vs 90.0 %), 50 vs 50 synaptic operations to the first output spike of a timestep.
+    """
+    out = {}
+    for name in FIGURES:
+        text = _CAPTIONS[name](results)
+        if text is not None:
+            out[name] = text
+    return out
+
+
+# ----------------------------------------------------------------------------- drawing
+def _short(training: str, inference: str, stop: str) -> str:
+    return f"{training[0].upper()}/{inference[0].upper()}" + ("·1st" if stop == "first_output" else "")
+
+
+def _draw_table(plt: Any, results: Mapping[str, Any]) -> Any:
+    from matplotlib.lines import Line2D
+
+    cells = list(_cells(results).values())
+    axes_spec = [
+        ("spikes_per_sample", "spikes per sample"),
+        ("steps_to_first_output", "forward steps to the first output spike (per timestep)"),
+        ("synops_to_first_output", "synaptic operations to the first output spike (per timestep)"),
+    ]
+    fig, axes = plt.subplots(1, len(axes_spec), figsize=(15, 4.8), sharey=True)
+    for ax, (key, label) in zip(axes, axes_spec):
+        for c in cells:
+            x, y = _num(c[key]), 100 * _num(c["accuracy"])
+            if math.isnan(x):
+                continue
+            color = _COLORS.get(c["training"], "black")
+            filled = c["stop"] == "drain"
+            ax.scatter(
+                x,
+                y,
+                marker=_MARKERS.get(c["inference"], "o"),
+                s=60,
+                facecolors=color if filled else "none",
+                edgecolors=color,
+                linewidths=1.5,
+            )
+            ax.annotate(
+                _short(c["training"], c["inference"], c["stop"]),
+                (x, y),
+                xytext=(4, 3),
+                textcoords="offset points",
+                fontsize=7,
+            )
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test accuracy (%)")
+    handles = [Line2D([], [], color=c, lw=0, marker="o", label=f"trained {t}") for t, c in _COLORS.items()]
+    handles += [
+        Line2D([], [], color="black", lw=0, marker=m, markerfacecolor="none", label=f"{t} inference")
+        for t, m in _MARKERS.items()
+    ]
+    handles += [
+        Line2D([], [], color="black", lw=0, marker="o", label="drain (filled)"),
+        Line2D([], [], color="black", lw=0, marker="o", markerfacecolor="none", label="first_output (hollow)"),
+    ]
+    axes[-1].legend(handles=handles, fontsize=7, loc="best")
+    fig.suptitle("The results table as a plot (labels: training/inference, ·1st = stopped at the first output)")
+    return fig
+
+
+def _draw_anytime(plt: Any, results: Mapping[str, Any]) -> Any:
+    extra = _extra_steps(results)
+    pos = np.arange(len(extra))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for training, curve in results["sweep"].items():
+        color = _COLORS.get(training, "black")
+        ax.plot(pos, [100 * _num(a) for a in curve["accuracy"]], marker="o", color=color, label=f"trained {training}")
+        ax.axhline(100 * _num(curve["drained"][0]), ls=":", color=color, alpha=0.7)
+    base = _cells(results).get(("layered", "layered", "drain"))
+    if base is not None:
+        ax.axhline(
+            100 * _num(base["accuracy"]), ls="--", lw=2, color="black", label="layered baseline (layered/layered)"
+        )
+    ax.set_xticks(pos, [f"+{k}" for k in extra])
+    f = _forward_group_size(results)
+    ax.set_xlabel(f"forward steps run after the first output spike of each timestep (each delivers up to F = {f})")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Anytime accuracy, momentum inference (dotted: drained)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _draw_training(plt: Any, results: Mapping[str, Any]) -> Any:
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for training, h in results["history"].items():
+        color = _COLORS.get(training, "black")
+        epochs = np.arange(1, len(h.get("loss", [])) + 1)
+        if not len(epochs):
+            continue
+        ax_loss.plot(epochs, [_num(v) for v in h["loss"]], marker="o", color=color, label=f"{training}")
+        ax_acc.plot(
+            epochs, [100 * _num(v) for v in h["train_accuracy"]], marker="o", color=color, label=f"{training} (train)"
+        )
+        test = [100 * _num(v) for v in h.get("test_accuracy", [])]
+        if test and not all(math.isnan(v) for v in test):
+            ax_acc.plot(epochs, test, marker="s", ls="--", color=color, label=f"{training} (test)")
+    n_epochs = max((len(h.get("loss", [])) for h in results["history"].values()), default=0)
+    for ax in (ax_loss, ax_acc):
+        ax.set_xlabel("epoch")
+        if n_epochs <= 20:
+            ax.set_xticks(np.arange(1, n_epochs + 1))
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    ax_loss.set_ylabel("training loss")
+    ax_acc.set_ylabel("accuracy (%)")
+    fig.suptitle("Training curves per training scheduler")
+    return fig
+
+
+def _draw_f_sweep(plt: Any, results: Mapping[str, Any]) -> Any:
+    rows = results["f_sweep"]
+    trainings = list(dict.fromkeys(r["training"] for r in rows))
+    inferences = list(dict.fromkeys(r["inference"] for r in rows))
+    sizes = sorted({int(r["forward_group_size"]) for r in rows})
+    pos = {f: i for i, f in enumerate(sizes)}
+    panels = [
+        ("accuracy", "test accuracy (%)", 100.0),
+        ("spikes_per_sample", "spikes per sample", 1.0),
+        ("steps_to_first_output", "steps to 1st output (per timestep)", 1.0),
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(15, 4.5))
+    base = _cells(results).get(("layered", "layered", "drain"))
+    styles = {"momentum": "-", "random": "--"}
+    for ax, (key, label, scale) in zip(axes, panels):
+        for training in trainings:
+            for inference in inferences:
+                sel = _sweep_rows(results, training, inference)
+                if not sel:
+                    continue
+                ax.plot(
+                    [pos[int(r["forward_group_size"])] for r in sel],
+                    [scale * _num(r[key]) for r in sel],
+                    marker=_MARKERS.get(inference, "o"),
+                    ls=styles.get(inference, "-"),
+                    color=_COLORS.get(training, "black"),
+                    label=f"trained {training}, {inference} inference",
+                )
+        if base is not None and key in base:
+            ax.axhline(scale * _num(base[key]), color="black", lw=1.5, ls=":", label="layered/layered")
+        ax.set_xticks(list(pos.values()), [str(f) for f in sizes])
+        ax.set_xlabel("forward group size F at inference")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"Forward group size F (models trained with F = {_forward_group_size(results)}), drain")
+    return fig
+
+
+def _draw_energy(plt: Any, results: Mapping[str, Any]) -> Any:
+    by = _cells(results)
+    keys = [
+        ("layered", "layered", "drain"),
+        ("random", "random", "drain"),
+        ("momentum", "momentum", "drain"),
+        ("random", "random", "first_output"),
+        ("momentum", "momentum", "first_output"),
+    ]
+    keys = [k for k in keys if k in by]
+    profiles = list(dict.fromkeys(name for c in by.values() for name in c.get("cost", {})))
+    quantities = [
+        ("energy_per_inference_j", "energy per inference (µJ)"),
+        ("time_to_decision_s", "time to decision (µs)"),
+    ]
+    fig, axes = plt.subplots(len(profiles), 2, figsize=(11, 3.2 * len(profiles)), squeeze=False)
+    labels = [f"{t}\n{'drain' if s == 'drain' else '1st output'}" for t, _, s in keys]
+    for row, name in enumerate(profiles):
+        for col, (key, label) in enumerate(quantities):
+            ax = axes[row][col]
+            values = [1e6 * _num(by[k]["cost"].get(name, {}).get(key)) for k in keys]
+            if all(math.isnan(v) for v in values):
+                ax.text(0.5, 0.5, f"{name} gives no time model", ha="center", va="center", transform=ax.transAxes)
+                ax.set_xticks([])
+                ax.set_yticks([])
+            else:
+                colors = [_COLORS.get(k[0], "black") for k in keys]
+                hatches = ["" if k[2] == "drain" else "//" for k in keys]
+                bars = ax.bar(np.arange(len(keys)), np.nan_to_num(values), color=colors)
+                for bar, hatch in zip(bars, hatches):
+                    bar.set_hatch(hatch)
+                ax.bar_label(bars, labels=[f"{v:.3g}" for v in values], fontsize=7)
+                ax.set_xticks(np.arange(len(keys)), labels, fontsize=8)
+                ax.set_xlabel("training = inference scheduler, stop", fontsize=8)
+                ax.grid(alpha=0.3, axis="y")
+            ax.set_ylabel(label)
+            ax.set_title(f"{name}: {label.split(' (')[0]}", fontsize=10)
+    fig.suptitle("Layer-synchronous (layered/layered) vs asynchronous execution on hardware profiles")
+    return fig
+
+
+def _draw_spikes_per_neuron(plt: Any, results: Mapping[str, Any]) -> Any:
+    per = results["spikes_per_neuron"]
+    names = _population_names(results)
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    width = 0.8 / max(len(per), 1)
+    for i, (training, vals) in enumerate(per.items()):
+        ax.bar(
+            np.arange(len(vals)) + i * width,
+            [_num(v) for v in vals],
+            width=width,
+            label=f"trained {training}",
+            color=_COLORS.get(training, "black"),
+        )
+    ax.set_xticks(np.arange(len(names)) + width * (len(per) - 1) / 2, names)
+    ax.set_ylabel("spikes per neuron per sample")
+    ax.set_title("Activity per population (momentum inference, drain)")
+    ax.legend()
+    return fig
+
+
+def _draw_currents(plt: Any, results: Mapping[str, Any]) -> Any:
+    counts = {t: c for t, c in results["currents_to_spike"].items() if c}
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    maxc = max([max(c) for c in counts.values()] + [1])
+    bins = [b - 0.5 for b in range(1, min(maxc, 30) + 2)]
+    for training, c in counts.items():
+        ax.hist(
+            np.clip(c, 1, bins[-1] - 0.5),
+            bins=bins,
+            density=True,
+            histtype="step",
+            lw=2,
+            label=f"trained {training}",
+            color=_COLORS.get(training, "black"),
+        )
+    ax.set_xlabel("currents integrated before spiking (forward steps with input, per spike)")
+    ax.set_ylabel("fraction of hidden spikes")
+    ax.set_title("How reactive are the neurons? (momentum inference)")
+    ax.legend()
+    return fig
+
+
+_DRAW: dict[str, Callable[[Any, Mapping[str, Any]], Any]] = {
+    "accuracy_vs_cost.png": _draw_table,
+    "accuracy_vs_extra_steps.png": _draw_anytime,
+    "training_curves.png": _draw_training,
+    "f_sweep.png": _draw_f_sweep,
+    "energy_time.png": _draw_energy,
+    "spikes_per_neuron.png": _draw_spikes_per_neuron,
+    "currents_to_spike.png": _draw_currents,
+}
+
+
+def _save(fig: Any, path: Path, caption: str) -> None:
+    """Print ``caption`` under the figure and save it (a PNG, 120 dpi)."""
+    width_in = fig.get_figwidth()
+    # No line break inside "12.5 %" or "0.91 µs" (a no-break space; figures.md keeps plain spaces).
+    unbroken = caption.replace(" %", "\u00a0%").replace(" µ", "\u00a0µ")
+    lines = textwrap.wrap(unbroken, width=int(width_in * 15))
+    height = (0.16 * len(lines) + 0.15) / fig.get_figheight()
+    fig.text(0.01, 0.01, "\n".join(lines), fontsize=8, va="bottom", ha="left", wrap=False)
+    fig.tight_layout(rect=(0.0, min(height, 0.5), 1.0, 1.0))
+    fig.savefig(path, dpi=120)
+
+
+def draw_figures(results: Mapping[str, Any], out: str | Path) -> dict[str, str]:
+    """Draw every figure that ``results`` has the data for, and write ``figures.md``.
+
+    Parameters
+    ----------
+    results
+        The contents of a ``results.json`` written by ``asyncsnn reproduce``.
+    out
+        The folder the PNGs and ``figures.md`` are written to (it must exist).
+
+    Returns
+    -------
+    dict of str to str
+        File name to caption of each figure drawn (in :data:`FIGURES` order); ``figures.md``
+        lists the same.
+
+    Raises
+    ------
+    ImportError
+        matplotlib cannot be imported (nothing is written).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(out)
+    texts = captions(results)
+    drawn: dict[str, str] = {}
+    for name, caption in texts.items():
+        fig = _DRAW[name](plt, results)
+        try:
+            _save(fig, folder / name, caption)
+        finally:
+            plt.close(fig)
+        drawn[name] = caption
+    title = f"# Figures: {results.get('dataset', 'reproduce')}\n\n"
+    body = "".join(f"## {name}\n\n![{name}]({name})\n\n{caption}\n\n" for name, caption in drawn.items())
+    (folder / "figures.md").write_text(title + body)
+    return drawn
+
+
+def redraw(folder: str | Path) -> dict[str, str]:
+    """Draw the figures of a results folder again from its ``results.json`` (no training).
+
+    Parameters
+    ----------
+    folder
+        A folder written by ``asyncsnn reproduce``.
+
+    Returns
+    -------
+    dict of str to str
+        File name to caption of each figure drawn.
+
+    Raises
+    ------
+    InputError
+        ``results.json`` is not a JSON object.
+    OSError
+        ``results.json`` cannot be read.
+    ImportError
+        matplotlib cannot be imported.
+    """
+    path = Path(folder) / "results.json"
+    try:
+        results = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise invalid(InputError, "results.json", str(path), f"is not JSON ({exc})") from None
+    if not isinstance(results, dict):
+        raise invalid(InputError, "results.json", str(path), "must hold a JSON object")
+    return draw_figures(results, folder)
+
+
+def figure_files(drawn: Sequence[str]) -> list[str]:
+    """The files :func:`draw_figures` wrote for the figures ``drawn``: the PNGs, then ``figures.md``."""
+    return [*drawn, "figures.md"]
