@@ -210,7 +210,7 @@ _EPILOG_REPRODUCE = """examples:
   asyncsnn reproduce --dataset fashion-mnist --epochs 3
   asyncsnn reproduce --dataset nmnist --root ~/data   # tonic's folder with NMNIST/
 
-writes results/<name>/{table.md,results.json,results.csv,*.png,model_*.safetensors}
+writes results/<name>/{table.md,results.json,results.csv,*.png,figures.md,model_*.safetensors}
 """
 
 _EPILOG_TRAIN = """examples:
