@@ -22,8 +22,6 @@ import asyncsnn.reference
 import asyncsnn.torch
 from _strategies import SCHEDULERS, engine_cases, mixed_batch_cases, select_samples, spread_samples
 from asyncsnn.testing import assert_results_equal, random_count_input, random_grid_network
-from asyncsnn.torch import _kernels
-from asyncsnn.torch import engine as torch_engine
 
 
 def cases() -> st.SearchStrategy[dict[str, Any]]:
@@ -39,14 +37,14 @@ def test_rust_engine_equals_reference_on_random_grid_networks(case: dict[str, An
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(mixed_batch_cases(), st.sampled_from(["fused", "numpy", "torch"]))
-def test_torch_rust_and_reference_agree_on_batches_of_mixed_activity(case: dict[str, Any], path: str) -> None:
+@given(mixed_batch_cases(), st.sampled_from(["host", "torch"]))
+def test_torch_rust_and_reference_agree_on_batches_of_mixed_activity(case: dict[str, Any], backend: str) -> None:
     """Batches of up to 64 samples whose timesteps end at different forward steps.
 
     The torch engine sets the rows whose timestep has ended aside and merges them back
     (issue 15, item 1: it crashed when some rows ran past forward step 32 and others
-    did not). ``path`` picks its CPU code: the fused Rust kernels, their numpy and
-    torch twins, or the torch bookkeeping used off the CPU.
+    did not). ``backend`` picks its CPU code: the Rust kernels and numpy of the host
+    backend, or the torch backend used off the CPU.
     """
     kw = {"labels": case["labels"], **case["opts"]}
     rust = asyncsnn.infer(case["net"], case["x"], **kw)
@@ -56,12 +54,7 @@ def test_torch_rust_and_reference_agree_on_batches_of_mixed_activity(case: dict[
     labels = None if case["labels"] is None else case["labels"][rows]
     ref_kw = {**kw, "labels": labels, "sample_ids": rows}
     assert_results_equal(select_samples(rust, rows), asyncsnn.reference.infer(case["net"], case["x"][rows], **ref_kw))
-    saved = _kernels.FUSED_CPU, torch_engine._HOST
-    _kernels.FUSED_CPU, torch_engine._HOST = path == "fused", path != "torch"
-    try:
-        torch_res = asyncsnn.torch.infer(case["net"], case["x"], **kw)
-    finally:
-        _kernels.FUSED_CPU, torch_engine._HOST = saved
+    torch_res = asyncsnn.torch.infer(case["net"], case["x"], backend=backend, **kw)
     assert_results_equal(torch_res, rust)
 
 

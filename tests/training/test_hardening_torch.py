@@ -26,8 +26,6 @@ from _strategies import select_samples, spread_samples
 from asyncsnn.exceptions import EngineError, InputError, ModelError
 from asyncsnn.result import InferenceResult
 from asyncsnn.testing import assert_results_equal, grid_weights
-from asyncsnn.torch import _kernels
-from asyncsnn.torch import engine as torch_engine
 
 
 # ------------------------------------------------------------------------- item 1
@@ -99,25 +97,16 @@ def test_one_training_step_on_a_batch_of_mixed_activity(opts: dict[str, Any]) ->
 
 # ------------------------------------------------------------------------- item 3 (R8.3)
 def _infer_fns() -> dict[str, Any]:
-    """Every engine's ``infer``, and the torch engine's CPU variants (fused kernels off, torch bookkeeping)."""
+    """Every engine's ``infer``, the torch engine on each of its backends (host: the CPU's default)."""
 
-    def torch_variant(fused: bool, host: bool) -> Any:
-        def run(*args: Any, **kwargs: Any) -> InferenceResult:
-            saved = _kernels.FUSED_CPU, torch_engine._HOST
-            _kernels.FUSED_CPU, torch_engine._HOST = fused, host
-            try:
-                return at.infer(*args, **kwargs)
-            finally:
-                _kernels.FUSED_CPU, torch_engine._HOST = saved
-
-        return run
+    def torch_backend(*args: Any, **kwargs: Any) -> InferenceResult:
+        return at.infer(*args, backend="torch", **kwargs)
 
     return {
         "reference": asyncsnn.reference.infer,
         "rust": asyncsnn.infer,
         "torch": at.infer,
-        "torch-unfused": torch_variant(False, True),
-        "torch-bookkeeping": torch_variant(True, False),
+        "torch-backend-torch": torch_backend,
     }
 
 

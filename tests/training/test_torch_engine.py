@@ -25,7 +25,7 @@ from asyncsnn._prepare import prepare_options
 from asyncsnn.exceptions import EngineError, InputError, ModelError, ParameterError
 from asyncsnn.rng import hash32_np
 from asyncsnn.testing import assert_results_equal, grid_weights, random_count_input, random_grid_network
-from asyncsnn.torch import _kernels, _rng
+from asyncsnn.torch import _rng
 from asyncsnn.torch import engine as torch_engine
 
 
@@ -97,29 +97,12 @@ def test_torch_engine_equals_reference_on_random_grid_networks(case: dict[str, A
     assert_results_equal(a, b)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(cases())
-def test_unfused_torch_engine_equals_reference_on_random_grid_networks(case: dict[str, Any]) -> None:
-    """The torch and numpy code that the fused Rust kernels replace on the CPU (_kernels.FUSED_CPU)."""
-    saved = _kernels.FUSED_CPU
-    _kernels.FUSED_CPU = False
-    try:
-        a = at.infer(case["net"], case["x"], labels=case["labels"], **case["opts"])
-    finally:
-        _kernels.FUSED_CPU = saved
-    assert_results_equal(a, asyncsnn.reference.infer(case["net"], case["x"], labels=case["labels"], **case["opts"]))
-
-
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(cases())
-def test_torch_bookkeeping_equals_reference_on_random_grid_networks(case: dict[str, Any]) -> None:
-    """The unlayered schedulers' bookkeeping in torch (used off the CPU), forced on the CPU."""
-    saved = torch_engine._HOST
-    torch_engine._HOST = False
-    try:
-        a = at.infer(case["net"], case["x"], labels=case["labels"], **case["opts"])
-    finally:
-        torch_engine._HOST = saved
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases(), st.sampled_from(["host", "torch"]))
+def test_both_backends_equal_reference_on_random_grid_networks(case: dict[str, Any], backend: str) -> None:
+    """Each backend named: the host one (Rust kernels and numpy, the CPU's default) and the
+    torch one (used off the CPU), forced on the CPU."""
+    a = at.infer(case["net"], case["x"], labels=case["labels"], backend=backend, **case["opts"])
     assert_results_equal(a, asyncsnn.reference.infer(case["net"], case["x"], labels=case["labels"], **case["opts"]))
 
 
@@ -224,9 +207,9 @@ def test_internal_chunking_and_per_population_delivery(monkeypatch: pytest.Monke
     x = random_count_input(rng, net, batch=7, timesteps=4, density=0.5)
     kw = {"scheduler": "momentum", "forward_group_size": 2, "jitter": 0.25}
     expected = asyncsnn.reference.infer(net, x, **kw)
-    monkeypatch.setattr(torch_engine, "_INFER_CHUNK", 3)
+    monkeypatch.setattr(torch_engine.inference, "_INFER_CHUNK", 3)
     assert_results_equal(at.infer(net, x, **kw), expected)
-    monkeypatch.setattr(torch_engine._Delivery, "TABLE_LIMIT", 0)  # no global weight table
+    monkeypatch.setattr(torch_engine.Delivery, "TABLE_LIMIT", 0)  # no global weight table
     assert_results_equal(at.infer(net, x, **kw), expected)
 
 
@@ -347,6 +330,37 @@ def test_other_argument_errors() -> None:
     with pytest.raises(ModelError):
         at.AsyncSNN("not a network")  # type: ignore[arg-type]
     assert at.infer(net, x, threads=2).batch_size == 1
+
+
+def test_backend_argument_is_checked() -> None:
+    net = grid_conv_net()
+    x = np.zeros((1, 2, 2, 8, 8), dtype=np.float32)
+    for backend in ("gpu", "", None):
+        with pytest.raises(ParameterError) as info:
+            at.infer(net, x, backend=backend)  # type: ignore[arg-type]
+        assert info.value.field == "backend"
+    # The host backend's numpy views and Rust kernels need CPU tensors.
+    with pytest.raises(ParameterError, match="host backend") as info:
+        at.infer(net, x, backend="host", device="meta")
+    assert info.value.field == "backend"
+    frames = torch.zeros(1, 2, 128, device="meta")
+    with pytest.raises(ParameterError, match="host backend"):
+        at.run(at.Plan(net), torch_engine.network_weights(net), frames, _options(net), backend="host")
+    assert at.infer(net, x, backend="torch").batch_size == 1
+
+
+def _options(net: asyncsnn.Network, **kw: Any) -> Any:
+    base: dict[str, Any] = {
+        "scheduler": "momentum",
+        "forward_group_size": 8,
+        "stop": "drain",
+        "extra_steps": 0,
+        "max_steps": None,
+        "seed": 0,
+        "jitter": 0.0,
+        "refractory_dropout": "off",
+    }
+    return prepare_options(net, **{**base, **kw})
 
 
 def test_options_and_result_metadata() -> None:

@@ -137,8 +137,8 @@ def test_table_and_per_population_delivery_give_the_same_gradients(monkeypatch: 
 
     net, ws, x, y = dense_problem(5)
     results = []
-    for limit in (engine._Delivery.TABLE_LIMIT, 0):
-        monkeypatch.setattr(engine._Delivery, "TABLE_LIMIT", limit)
+    for limit in (engine.Delivery.TABLE_LIMIT, 0):
+        monkeypatch.setattr(engine.Delivery, "TABLE_LIMIT", limit)
         w = [torch.tensor(a, requires_grad=True) for a in ws]
         opts = options(net, scheduler="random", forward_group_size=2, refractory_dropout=0.5, seed=3)
         out = run(Plan(net), w, x, opts, surrogate=FastSigmoid())
@@ -150,13 +150,9 @@ def test_table_and_per_population_delivery_give_the_same_gradients(monkeypatch: 
 
 @pytest.mark.parametrize("scheduler", ["layered", "fifo", "random", "momentum"])
 @pytest.mark.parametrize("dropout", ["off", 0.4])
-def test_fused_numpy_and_torch_bookkeeping_give_the_same_gradients(
-    monkeypatch: pytest.MonkeyPatch, scheduler: str, dropout: Any
-) -> None:
-    """The CPU runs steps, deliveries and the unlayered bookkeeping in fused Rust kernels
-    (``_kernels.FUSED_CPU``), or in numpy and torch; other devices in torch: same results."""
-    from asyncsnn.torch import engine
-
+def test_host_and_torch_backends_give_the_same_gradients(scheduler: str, dropout: Any) -> None:
+    """The CPU runs steps, deliveries and the unlayered bookkeeping in Rust kernels and
+    numpy (``backend="host"``); other devices in torch (``backend="torch"``): same results."""
     net, ws, x, y = dense_problem(6)
     ws = [np.round(w * 256) / 256 for w in ws]  # grid weights: sums exact in any order (R8.2)
     net = asyncsnn.Network.sequential(
@@ -168,11 +164,9 @@ def test_fused_numpy_and_torch_bookkeeping_give_the_same_gradients(
     jitter = 0.25 if scheduler == "momentum" else 0.0
     opts = options(net, scheduler=scheduler, forward_group_size=2, refractory_dropout=dropout, seed=5, jitter=jitter)
     results = []
-    for host, fused in ((True, True), (True, False), (False, False)):
-        monkeypatch.setattr(engine, "_HOST", host)
-        monkeypatch.setattr(_kernels, "FUSED_CPU", fused)
+    for backend in ("host", "torch"):
         w = [torch.tensor(a, requires_grad=True) for a in ws]
-        out = run(Plan(net), w, x, opts, labels=y, surrogate=ATan())
+        out = run(Plan(net), w, x, opts, labels=y, surrogate=ATan(), backend=backend)
         results.append((out, torch.autograd.grad(rate_loss(out.counts, y), w)))
     a, grads_a = results[0]
     for b, grads_b in results[1:]:
@@ -315,14 +309,10 @@ def test_fused_kernels_equal_the_torch_operations() -> None:
     step_grads = []
     gv, gq = torch.randn(n, big_n), torch.randn(n, big_n)
     for fused in (True, False):
-        _kernels.FUSED_CPU = fused
-        try:
-            vv, cc, qq = (t.clone().requires_grad_() for t in (v, cur, q))
-            outs = _kernels.step_fused(vv, cc, live, qq, theta, ATan(), True) if fused else None  # sparse terms
-            v_new, q_new = (outs[0], outs[1]) if outs else _kernels.step(vv, cc, live, qq, theta, ATan(), True)[:2]
-            step_grads.append(torch.autograd.grad((v_new * gv).sum() + (q_new * gq).sum(), (vv, cc, qq)))
-        finally:
-            _kernels.FUSED_CPU = True
+        vv, cc, qq = (t.clone().requires_grad_() for t in (v, cur, q))
+        outs = _kernels.step_fused(vv, cc, live, qq, theta, ATan(), True) if fused else None  # sparse terms
+        v_new, q_new = (outs[0], outs[1]) if outs else _kernels.step(vv, cc, live, qq, theta, ATan(), True)[:2]
+        step_grads.append(torch.autograd.grad((v_new * gv).sum() + (q_new * gq).sum(), (vv, cc, qq)))
     for a, b in zip(*step_grads):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
     # A membrane that is not finite is reported (the engine then redoes the step with selects).
@@ -337,17 +327,14 @@ def test_fused_kernels_equal_the_torch_operations() -> None:
     parts = [_kernels.TablePart(0, 0, 25, table)]
     results = []
     for fused in (True, False):
-        _kernels.FUSED_CPU = fused
-        try:
-            w = table.t().clone().requires_grad_()
-            holder = _kernels.TableGrad(table, [(0, 0)], [w])
-            qq = q.clone().requires_grad_()
-            q_out, cur_out = _kernels.deliver(holder, parts, qq.clone(), flat, [(rows, neurons, offsets)], big_n - 25)
-            g_cur = torch.randn(n, big_n, generator=torch.Generator().manual_seed(4))
-            grads = torch.autograd.grad((cur_out * g_cur).sum() + q_out.sum(), (w, qq))
-            results.append((q_out.detach(), cur_out.detach(), *grads))
-        finally:
-            _kernels.FUSED_CPU = True
+        w = table.t().clone().requires_grad_()
+        holder = _kernels.TableGrad(table, [(0, 0)], [w])
+        qq = q.clone().requires_grad_()
+        groups = [(rows, neurons, offsets)]
+        q_out, cur_out = _kernels.deliver(holder, parts, qq.clone(), flat, groups, big_n - 25, rust=fused)
+        g_cur = torch.randn(n, big_n, generator=torch.Generator().manual_seed(4))
+        grads = torch.autograd.grad((cur_out * g_cur).sum() + q_out.sum(), (w, qq))
+        results.append((q_out.detach(), cur_out.detach(), *grads))
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
     assert results[0][1].abs().sum() > 0

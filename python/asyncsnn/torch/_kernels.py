@@ -16,6 +16,12 @@ and much cheaper than boolean kernels):
 
 Every backward formula is the exact gradient of the composed primitive operations it
 replaces (``tests/training/test_training.py`` checks them against autograd).
+
+On float32 CPU tensors, :func:`step_fused` and, with ``rust=True``, :func:`step`'s
+backward pass and :func:`deliver` (forward and backward) run the Rust kernels of
+``rust/train_kernels/`` (through ``asyncsnn._engine``): the same float32 operations as
+the torch code, in one pass each. The torch engine's host backend asks for them; its
+torch backend, and every other device and dtype, run the torch code.
 """
 
 from __future__ import annotations
@@ -44,13 +50,10 @@ __all__ = [
     "take",
 ]
 
-FUSED_CPU = True
-"""Run float32 CPU steps and deliveries through the fused Rust kernels of ``_engine``
-(:func:`step_fused`, :func:`deliver`); tests turn it off to check the torch code."""
 
-
-def _fused_cpu(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return FUSED_CPU and a.device.type == "cpu" and a.dtype == torch.float32 == b.dtype and b.is_contiguous()
+def _rust_applies(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether a Rust kernel can read ``a`` (float32 on the CPU) and ``b`` (float32, C-contiguous)."""
+    return a.device.type == "cpu" and a.dtype == torch.float32 == b.dtype and b.is_contiguous()
 
 
 def fire_values(u: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
@@ -98,26 +101,28 @@ class _Step(torch.autograd.Function):
         theta: torch.Tensor,
         surrogate: Surrogate,
         sparse: bool,
+        rust: bool,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         u, s, v_new, q_new = _step_values(v, cur, live, q, theta)
         if sparse:
             # Only the neurons that fired (a few per row) have a surrogate term: keep those.
             fired, u_f, theta_f = _fired_entries(u, s, theta)
-            _save_step(ctx, surrogate, live, (fired, u_f, theta_f))
+            _save_step(ctx, surrogate, rust, live, (fired, u_f, theta_f))
         else:
             fired = torch.empty(0, dtype=torch.int64, device=u.device)
-            _save_step(ctx, surrogate, live, None, u, s, theta)
+            _save_step(ctx, surrogate, rust, live, None, u, s, theta)
         ctx.mark_non_differentiable(s, u, fired)
         return v_new, q_new, s, u, fired
 
     @staticmethod
     def backward(ctx: Any, g_v: torch.Tensor | None, g_q: torch.Tensor | None, *_: Any) -> tuple[Any, ...]:
-        return (*_step_backward(ctx, g_v, g_q), None, None)
+        return (*_step_backward(ctx, g_v, g_q), None, None, None)
 
 
 def _save_step(
     ctx: Any,
     surrogate: Surrogate,
+    rust: bool,
     live: torch.Tensor,
     fired: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
     u: torch.Tensor | None = None,
@@ -127,10 +132,11 @@ def _save_step(
     """Save what :func:`_step_backward` needs.
 
     That is the spikes' ``(positions, U, theta)`` (sparse), or the dense ``U``, ``s``
-    and ``theta``.
+    and ``theta``; ``rust``: the sparse backward may run the Rust kernel.
     """
     ctx.sparse = fired is not None
     ctx.surrogate = surrogate
+    ctx.rust = rust
     ctx.save_for_backward(live, *(fired if fired is not None else (u, s, theta)))
     ctx.set_materialize_grads(False)
 
@@ -152,7 +158,8 @@ def _step_backward(ctx: Any, g_v: torch.Tensor | None, g_q: torch.Tensor | None)
         return g_u, g_u * live, None, g_q, None
     # Sparse: dU differs from gV at the neurons that fired only.
     fired, u_f, theta_f = saved
-    if not torch.is_grad_enabled() and _fused_cpu(g_v, g_v) and _fused_cpu(g_q, g_q) and _fused_cpu(live, live):
+    rust = ctx.rust and _rust_applies(g_v, g_v) and _rust_applies(g_q, g_q) and _rust_applies(live, live)
+    if rust and not torch.is_grad_enabled():
         d_f = ctx.surrogate.derivative(u_f - theta_f).contiguous()
         g_u_np, g_cur_np = _engine.step_backward(
             g_v.numpy(), g_q.numpy(), live.numpy(), fired.numpy(), u_f.numpy(), d_f.numpy()
@@ -193,7 +200,7 @@ class _StepFused(torch.autograd.Function):
         )
         info.append(finite)
         info.append(u)
-        _save_step(ctx, surrogate, live, (fired, u_f, theta_f) if sparse else None, u, s, theta)
+        _save_step(ctx, surrogate, True, live, (fired, u_f, theta_f) if sparse else None, u, s, theta)
         ctx.mark_non_differentiable(s, live_new, fired)
         return v_new, q_new, s, live_new, fired
 
@@ -251,8 +258,8 @@ def _step_fused_values(
 
 
 def fused_step_applies(*tensors: torch.Tensor | None) -> bool:
-    """Whether :func:`step_fused` can run: fused kernels on, float32 C-contiguous CPU tensors."""
-    return FUSED_CPU and all(
+    """Whether :func:`step_fused` can run: float32 C-contiguous CPU tensors (``None`` is skipped)."""
+    return all(
         t is None or (t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous()) for t in tensors
     )
 
@@ -302,6 +309,7 @@ def step(
     theta: torch.Tensor,
     surrogate: Surrogate | None,
     with_fired: bool = False,
+    rust: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Integrate, fire, reset and enqueue (R4.3.1-R4.3.2).
 
@@ -326,6 +334,9 @@ def step(
         and thresholds) for its backward pass, which is cheaper when few neurons fire
         per step (unlayered schedulers); otherwise it keeps the dense membranes and
         spikes.
+    rust
+        Let the backward pass of the sparse case run the Rust kernel when its tensors
+        are float32 on the CPU (the same values as the torch code).
 
     Returns
     -------
@@ -343,7 +354,7 @@ def step(
         u, s, v_new, q_new = _step_values(v, cur, live, q, theta)
         fired = s.reshape(-1).nonzero().squeeze(1) if with_fired else None
         return v_new, q_new, s, u, fired
-    v_new, q_new, s, u, fired = _Step.apply(v, cur, live, q, theta, surrogate, with_fired)
+    v_new, q_new, s, u, fired = _Step.apply(v, cur, live, q, theta, surrogate, with_fired, rust)
     return v_new, q_new, s, u, fired if with_fired else None
 
 
@@ -503,9 +514,10 @@ def _deliver_values(
     flat: torch.Tensor,
     groups: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None],
     col0: int,
+    rust: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     part = parts[0]
-    if len(parts) == 1 and groups[0] is not None and q.is_contiguous() and _fused_cpu(q, part.table):
+    if rust and len(parts) == 1 and groups[0] is not None and q.is_contiguous() and _rust_applies(q, part.table):
         # Take and deliver in one Rust call (the same products and sums, in entry order).
         rows, local, _ = groups[0]
         cur_np, mult_np = _engine.deliver_forward(
@@ -544,10 +556,11 @@ class _Deliver(torch.autograd.Function):
         flat: torch.Tensor,
         groups: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None],
         col0: int,
+        rust: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        cur, mult = _deliver_values(parts, q, flat, groups, col0)
+        cur, mult = _deliver_values(parts, q, flat, groups, col0, rust)
         ctx.mark_dirty(q)
-        ctx.holder, ctx.parts, ctx.col0 = holder, parts, col0
+        ctx.holder, ctx.parts, ctx.col0, ctx.rust = holder, parts, col0, rust
         ctx.present = [group is not None for group in groups]
         ctx.save_for_backward(flat, mult, *[t for group in groups if group is not None for t in group[:2]])
         return q, cur
@@ -567,7 +580,7 @@ class _Deliver(torch.autograd.Function):
             saved = saved[2:]
             s1 = s0 + rows.numel()
             # d/d mult[s] = <g[rows[s]], table[s]>;  d/d table[s] += mult[s] g[rows[s]].
-            if not torch.is_grad_enabled() and _fused_cpu(g_cur, holder.grad):
+            if ctx.rust and not torch.is_grad_enabled() and _rust_applies(g_cur, holder.grad):
                 g_mults.append(
                     torch.from_numpy(
                         _engine.deliver_backward(
@@ -593,7 +606,7 @@ class _Deliver(torch.autograd.Function):
             s0 = s1
         g_mult = g_mults[0] if len(g_mults) == 1 else torch.cat(g_mults)
         # Q' = Q except 0 at the selected entries, whose values went into the currents.
-        return None, None, None, _put(g_q, flat, g_mult), None, None, None
+        return None, None, None, _put(g_q, flat, g_mult), None, None, None, None
 
 
 def deliver(
@@ -603,6 +616,7 @@ def deliver(
     flat: torch.Tensor,
     groups: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None],
     col0: int,
+    rust: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Take the selected neurons out of ``Q`` and deliver them through a weight table (R4.3.4).
 
@@ -617,12 +631,13 @@ def deliver(
     over the entries of row ``b`` in each block of ``Q[entry] * table[local, j]``.
     Differentiable in ``Q`` and, through ``holder`` (whose table the blocks were cut
     from), in the weights of the table; without a holder (no graph) the same values
-    are computed directly.
+    are computed directly. With ``rust``, a delivery through one block and its backward
+    pass run the Rust kernels when the tensors are float32 on the CPU.
     """
     if holder is None:
-        cur, _ = _deliver_values(parts, q, flat, groups, col0)
+        cur, _ = _deliver_values(parts, q, flat, groups, col0, rust)
         return q, cur
-    q_new, cur = _Deliver.apply(holder.token, holder, parts, q, flat, groups, col0)
+    q_new, cur = _Deliver.apply(holder.token, holder, parts, q, flat, groups, col0, rust)
     return q_new, cur
 
 

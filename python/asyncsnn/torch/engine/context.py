@@ -1,0 +1,86 @@
+"""What every phase of one :func:`~asyncsnn.torch.engine.run` call reads: the run's constants."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from asyncsnn._prepare import RunOptions, Scheduler
+from asyncsnn.exceptions import EngineError
+from asyncsnn.torch.engine.counters import CounterColumns
+from asyncsnn.torch.engine.delivery import Delivery
+from asyncsnn.torch.engine.plan import Plan
+from asyncsnn.torch.surrogate import Surrogate
+
+__all__ = ["RunContext"]
+
+
+@dataclass
+class RunContext:
+    """The constants of one run, and the overflow failures it has recorded (R8.3).
+
+    Attributes
+    ----------
+    plan, pt
+        The network and its constant tables on the run's device.
+    opts
+        The validated options.
+    columns
+        The layout of the per-timestep counter tables.
+    delivery
+        Currents of input frames and selected groups.
+    surrogate
+        The surrogate derivative when the run records a graph, else ``None``.
+    drop_p
+        float64 ``[N]``: the refractory dropout probability of each neuron (R4.6), or
+        ``None`` when dropout is off.
+    rust_kernels
+        Run the forward step and the table deliveries through the Rust kernels where
+        they apply (the host backend).
+    sample_offset
+        Position in the caller's batch of the run's first sample (error messages).
+    failures
+        Row -> the first ``(t, k, neuron)`` whose membrane overflowed (R8.3).
+    """
+
+    plan: Plan
+    pt: dict[str, torch.Tensor]
+    opts: RunOptions
+    columns: CounterColumns
+    delivery: Delivery
+    surrogate: Surrogate | None
+    drop_p: torch.Tensor | None
+    rust_kernels: bool
+    sample_offset: int
+    failures: dict[int, tuple[int, int, int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        plan = self.plan
+        self.grad = self.surrogate is not None
+        self.layered = self.opts.scheduler is Scheduler.LAYERED
+        self.fifo = self.opts.scheduler is Scheduler.FIFO
+        self.momentum = self.opts.scheduler is Scheduler.MOMENTUM
+        self.jitter = self.opts.jitter if self.momentum else 0.0
+        self.out_slice = slice(plan.out_offset, plan.out_offset + plan.n_outputs)
+        # The smallest rank P + 1 - p of a source population (silent spikes).
+        self.min_source_rank = float(self.pt["src_rank_f"].min()) if plan.source_populations else math.inf
+
+    def record_overflow(self, batch_rows: torch.Tensor, bad: torch.Tensor, t: int, k: int) -> None:
+        """Record the first failure (R8.3) of each row of ``bad [n, N]`` (lowest neuron id first)."""
+        r_idx, q_idx = bad.nonzero(as_tuple=True)  # row-major: a row's lowest neuron comes first
+        for r, q in zip(r_idx.tolist(), q_idx.tolist()):
+            self.failures.setdefault(int(batch_rows[r]), (t, k, q))
+
+    def overflow_error(self) -> EngineError:
+        """The R8.3 error of the lowest failing row."""
+        row = min(self.failures)
+        t, k, q = self.failures[row]
+        plan = self.plan
+        pop = plan.population_of(q)
+        location = (
+            f"sample {self.sample_offset + row}, timestep {t}, forward step {k}, population {pop}, "
+            f"neuron {q - plan.offsets[pop]}"
+        )
+        return EngineError(f"{location}: membrane overflows", field="membrane", value=None, location=location)

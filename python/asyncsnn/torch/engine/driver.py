@@ -1,0 +1,280 @@
+"""The driver: :func:`run` executes the timesteps of a batch over a bookkeeping backend.
+
+Each timestep ``t`` (R4) is the leak (R4.1), the input frame (R4.2) and forward steps
+``k = 0, 1, ...`` (R4.3) until every row's timestep has ended (R6); then its counters
+are reduced (section 7) and, under autograd, the silent spikes of the end of the
+timestep are emitted (section 9). The phases of a forward step are
+:func:`~asyncsnn.torch.engine.step.forward_step` (integrate and fire) and the
+:class:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping`'s enqueue, stop check,
+set-aside, silent spikes, and selection and delivery.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from asyncsnn._prepare import RunOptions, Scheduler
+from asyncsnn.result import InferenceResult
+from asyncsnn.torch._rng import mix32_t, prefix
+from asyncsnn.torch.engine.bookkeeping import Bookkeeping, resolve_backend
+from asyncsnn.torch.engine.context import RunContext
+from asyncsnn.torch.engine.counters import CounterColumns, finish_counters, reduce_timestep
+from asyncsnn.torch.engine.delivery import Delivery
+from asyncsnn.torch.engine.host_bookkeeping import HostBookkeeping
+from asyncsnn.torch.engine.plan import Plan
+from asyncsnn.torch.engine.rows import RowSet, merge_rows
+from asyncsnn.torch.engine.silent import emit_at_end
+from asyncsnn.torch.engine.step import forward_step
+from asyncsnn.torch.engine.torch_bookkeeping import LayeredBookkeeping, TorchBookkeeping
+from asyncsnn.torch.surrogate import Surrogate, make_surrogate
+
+__all__ = ["RunOutput", "gc_paused", "run"]
+
+_HASH_STEPS = 32  # forward steps whose hash states are computed at once
+
+
+@dataclass
+class RunOutput:
+    """What :func:`run` returns.
+
+    Attributes
+    ----------
+    counts
+        float32 ``[B, T, n_out]`` output spikes per timestep, differentiable when the run
+        recorded a graph (the values equal ``counters["timestep_output_counts"]``).
+    counters
+        Every field of :data:`asyncsnn.result.COUNTER_FIELDS`, int64 tensors on the CPU
+        with the batch first.
+    """
+
+    counts: torch.Tensor
+    counters: dict[str, torch.Tensor]
+
+    def result(self, labels: npt.ArrayLike | None = None, options: dict[str, Any] | None = None) -> InferenceResult:
+        """The counters as an :class:`~asyncsnn.result.InferenceResult` (``engine="torch"``)."""
+        arrays = {k: v.numpy() for k, v in self.counters.items()}
+        lab = None if labels is None else np.asarray(labels, dtype=np.int64)
+        return InferenceResult(arrays, labels=lab, engine="torch", options=options or {})
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for a block (or a function, as a decorator).
+
+    A forward or backward pass creates thousands of short-lived autograd objects (a
+    few per forward step); each generation-0 collection then walks them all for
+    nothing, since they free themselves by reference counting. The collector's state
+    is restored on exit (a collection may follow at the next allocation).
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+@gc_paused()  # the run creates thousands of autograd objects (see gc_paused)
+def run(
+    plan: Plan,
+    weights: Sequence[torch.Tensor | None],
+    frames: torch.Tensor,
+    opts: RunOptions,
+    *,
+    labels: torch.Tensor | None = None,
+    sample_ids: torch.Tensor | None = None,
+    surrogate: Surrogate | None = None,
+    sample_offset: int = 0,
+    backend: str = "auto",
+) -> RunOutput:
+    """Run a batch through the network, differentiably (see :mod:`asyncsnn.torch.engine`).
+
+    Parameters
+    ----------
+    plan
+        The network geometry (:class:`~asyncsnn.torch.engine.plan.Plan`).
+    weights
+        One tensor per projection: ``[n_target, n_source]`` for Dense,
+        ``[c_out, c_in, kh, kw]`` for Conv2d, ``None`` for pooling. Gradients reach
+        them when they require grad and grad mode is on.
+    frames
+        float32 ``[B, T, n_in]`` input frames (finite, >= 0), on the device to run on.
+    opts
+        Validated options (:func:`asyncsnn._prepare.prepare_options`).
+    labels
+        Optional int64 ``[B]`` classes, for the ``first_correct_*`` records (R7.7).
+    sample_ids
+        Optional int64 ``[B]`` ids in ``[0, 2**32)`` for the random function (R5.5);
+        default ``arange(B)``.
+    surrogate
+        Surrogate derivative of the spike (default ``ATan()``).
+    sample_offset
+        Position in the caller's batch of the first sample, for the error below.
+    backend
+        ``"host"``: the forward steps, table deliveries and unlayered bookkeeping in
+        the Rust kernels and numpy (CPU tensors only); ``"torch"``: everything in
+        torch (any device); ``"auto"`` (default): host on the CPU, torch elsewhere.
+        Both give the same counters and output counts, and the same gradients up to
+        float32 summation order.
+
+    Returns
+    -------
+    RunOutput
+        Differentiable per-timestep output counts ``[B, T, n_out]`` and the counters.
+
+    Raises
+    ------
+    EngineError
+        When the membrane of a non-refractory neuron stops being finite (float32
+        overflow, R8.3). The batch runs in lock step, so each sample's first failure is
+        recorded and the error names the lowest failing sample (``sample_offset`` +
+        its row), its first failing timestep and forward step, and the lowest neuron.
+    ParameterError
+        An unknown ``backend``, or ``"host"`` off the CPU.
+    """
+    dev = frames.device
+    host = resolve_backend(backend, dev) == "host"
+    pt = plan.tensors(dev)
+    n_batch, n_t, _ = frames.shape
+    grad = torch.is_grad_enabled() and any(w is not None and w.requires_grad for w in weights)
+    drop_p: torch.Tensor | None = None
+    if opts.refractory_dropout is not None:
+        p_pop = torch.tensor((0.0, *opts.refractory_dropout), dtype=torch.float64, device=dev)
+        drop_p = p_pop[pt["pop_of"]]  # float64 [N]
+    ctx = RunContext(
+        plan=plan,
+        pt=pt,
+        opts=opts,
+        columns=CounterColumns(plan.n_populations, len(plan.projections), plan.n_outputs),
+        delivery=Delivery(plan, pt, weights, rust=host),
+        surrogate=make_surrogate(surrogate) if grad else None,
+        drop_p=drop_p,
+        rust_kernels=host,
+        sample_offset=sample_offset,
+    )
+    book = _bookkeeping(ctx, host)
+    hash0: torch.Tensor | None = None
+    if opts.scheduler is Scheduler.RANDOM or ctx.jitter > 0 or drop_p is not None:  # R5.5 draws
+        ids = torch.arange(n_batch, dtype=torch.int64, device=dev) if sample_ids is None else sample_ids
+        hash0 = prefix(opts.seed, ids.to(dev, torch.int64))
+    if labels is not None:
+        labels = labels.to(dev, torch.int64)
+    # R7.3 / R7.4: input events and the input deliveries' synops, for every timestep at once.
+    nonzero = frames != 0
+    input_events = nonzero.sum((1, 2))
+    syn_in = nonzero.to(torch.float64) @ pt["fanout_in_f64"]  # [B, T, n_proj]
+    rec = torch.zeros(n_t, n_batch, ctx.columns.n, dtype=torch.float64, device=dev)
+    in_risk = ctx.delivery.input_risk(frames)  # R8.3: can an input product x * w overflow?
+    counts_t: list[torch.Tensor] = []
+    v = torch.zeros(n_batch, plan.n_neurons, dtype=torch.float32, device=dev)
+    for t in range(n_t):
+        v = v * pt["beta"]  # R4.1 (1): leak, one float32 multiply
+        rows = _start_timestep(ctx, book, v, t, hash0, labels, syn_in[:, t])
+        rows.cur = ctx.delivery.frame(frames[:, t], in_risk)  # R4.2: step 0 integrates the frame
+        rows = _forward_steps(ctx, book, rows, t)
+        reduce_timestep(rows, ctx.columns, pt, ctx.out_slice)  # section 7
+        rec[t] = rows.counters
+        if grad:
+            rows.output_counts = rows.q[:, ctx.out_slice]
+            emit_at_end(ctx, rows)  # section 9
+            counts_t.append(rows.output_counts)
+        v = rows.v
+    if ctx.failures:
+        raise ctx.overflow_error()
+    counters = finish_counters(torch.round(rec).to(torch.int64), input_events, ctx.columns)
+    counts = torch.stack(counts_t, 1) if grad else counters["timestep_output_counts"].to(dev, torch.float32)
+    return RunOutput(counts=counts, counters={k: t.cpu() for k, t in counters.items()})
+
+
+def _bookkeeping(ctx: RunContext, host: bool) -> Bookkeeping:
+    """The bookkeeping of the run's scheduler on its backend."""
+    if ctx.layered:
+        return LayeredBookkeeping(ctx)
+    return HostBookkeeping(ctx) if host else TorchBookkeeping(ctx)
+
+
+def _start_timestep(
+    ctx: RunContext,
+    book: Bookkeeping,
+    v: torch.Tensor,
+    t: int,
+    hash0: torch.Tensor | None,
+    labels: torch.Tensor | None,
+    input_synops: torch.Tensor,
+) -> RowSet:
+    """R4.1 (2): every row with no refractory flag, ``v_pre`` or pending neuron; fresh counters.
+
+    The pending multiplicities ``Q`` and the sequence numbers are cleared: the pending
+    set is empty at every timestep start (R6), so restarting the fifo counter changes
+    no order. ``input_synops`` are the synops of the row's input delivery (R7.4).
+    """
+    n_batch, n_neu = v.shape
+    dev = v.device
+    f32 = torch.float32
+    cnt = torch.zeros(n_batch, ctx.columns.n, dtype=torch.float64, device=dev)
+    cnt[:, ctx.columns.latency] = -1
+    cnt[:, ctx.columns.synops] = input_synops
+
+    def zeros() -> torch.Tensor:
+        return torch.zeros(n_batch, n_neu, dtype=f32, device=dev)
+
+    hash_t = hash_k = None
+    if hash0 is not None:  # R5.5: the hash states after (seed, sample, t) and (seed, sample, t, k)
+        hash_t = mix32_t(hash0 ^ t)
+        hash_k = mix32_t(hash_t.unsqueeze(1) ^ torch.arange(_HASH_STEPS, dtype=torch.int64, device=dev))
+    return RowSet(
+        batch_rows=torch.arange(n_batch, device=dev),
+        v=v,
+        live=torch.ones(n_batch, n_neu, dtype=f32, device=dev),
+        q=zeros(),
+        fired=zeros() if ctx.drop_p is not None else None,
+        delivered=zeros() if book.tracks_deliveries else None,
+        steps=torch.zeros(n_batch, dtype=f32, device=dev),
+        queue_peak=torch.zeros(n_batch, dtype=f32, device=dev),
+        done=torch.zeros(n_batch, dtype=torch.bool, device=dev),
+        counters=cnt,
+        vpre=zeros() if ctx.momentum else None,
+        settled=torch.full((n_batch,), ctx.plan.n_populations + 1.0, dtype=f32, device=dev) if ctx.grad else None,
+        seq=torch.zeros(n_batch, n_neu, dtype=torch.int64, device=dev) if ctx.fifo else None,
+        next_seq=torch.zeros(n_batch, dtype=torch.int64, device=dev) if ctx.fifo else None,
+        labels=labels,
+        hash_t=hash_t,
+        hash_k=hash_k,
+        latency_open=torch.ones(n_batch, dtype=f32, device=dev),
+    )
+
+
+def _forward_steps(ctx: RunContext, book: Bookkeeping, rows: RowSet, t: int) -> RowSet:
+    """R4.3: the forward steps of timestep ``t`` until every row's timestep has ended (R6).
+
+    Returns the rows back in batch order, with their state at the end of the timestep.
+    """
+    retired: list[RowSet] = []
+    book.start_timestep()
+    latency_open = True  # some row may still record a first (correct) output spike
+    k = 0
+    while True:
+        book.count_step(rows, k)  # R7.5
+        spikes, fired = forward_step(ctx, rows, t, k, book.needs_fired)  # R4.3.1-R4.3.2
+        if latency_open:
+            latency_open = book.record_latency(rows, k, spikes[:, ctx.out_slice])  # R7.7
+        book.enqueue(rows, fired)  # R4.3.2 pending set, R7.6 queue peak
+        book.stop(rows, k)  # R4.3.3, R6
+        running = book.set_aside(rows, retired)
+        if running is None:
+            break
+        rows = running
+        if ctx.grad:
+            book.settle(rows)  # section 9: silent spikes of the settled populations
+        book.select_and_deliver(rows, k)  # R4.3.4, R5
+        k += 1
+    return merge_rows(retired)

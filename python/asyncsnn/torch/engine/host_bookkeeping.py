@@ -1,0 +1,159 @@
+"""The host backend of the bookkeeping: numpy and the Rust kernels, on CPU tensors.
+
+See :mod:`asyncsnn.torch.engine.bookkeeping` for the interface. The unlayered
+schedulers' bookkeeping -- the pending set, pending counts, queue peaks, the stop
+check, the rows' retirement, the settled populations, the selection and the synops --
+works on small integer arrays; here it runs in numpy on zero-copy views of the row
+tensors (:meth:`~asyncsnn.torch.engine.rows.RowSet.np`), whose per-call cost is a
+fraction of a torch kernel launch. The pending set is kept as the sorted keys ``row *
+N + neuron``: the neurons with outgoing projections among the spikes of a step join
+it (``_engine.merge_pending``), the delivered ones leave it (``_engine.select_pending``,
+which also selects each row's group; within a row the group is then delivered in id
+order). It computes what :class:`~asyncsnn.torch.engine.torch_bookkeeping.TorchBookkeeping`
+computes; the tests run both against the reference engine.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from asyncsnn import _engine
+from asyncsnn._prepare import Scheduler
+from asyncsnn.torch.engine.bookkeeping import MIN_SET_ASIDE, Bookkeeping, stop_rule
+from asyncsnn.torch.engine.context import RunContext
+from asyncsnn.torch.engine.counters import record_latency_host
+from asyncsnn.torch.engine.rows import RowSet
+from asyncsnn.torch.engine.silent import emit_settled_host
+
+__all__ = ["HostBookkeeping"]
+
+_NO_KEYS = np.empty(0, dtype=np.int64)
+
+
+class HostBookkeeping(Bookkeeping):
+    """Unlayered schedulers (R5.2-R5.4) in numpy and Rust (CPU tensors).
+
+    Between the calls of a step, :attr:`keys` are the pending keys ``row * N +
+    neuron`` (sorted), :attr:`counts` the pending count of each row and :attr:`first`
+    its lowest pending neuron (-1: none). Deliveries are counted per neuron and turned
+    into synops at the end of the timestep (R7.4).
+    """
+
+    needs_fired = True
+
+    def __init__(self, run: RunContext) -> None:
+        super().__init__(run)
+        self.host = run.plan.host_arrays()
+        self.keys = _NO_KEYS
+        self.counts = _NO_KEYS
+        self.first = _NO_KEYS
+
+    def start_timestep(self) -> None:
+        """See :meth:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping.start_timestep`."""
+        self.keys = _NO_KEYS
+
+    def count_step(self, rows: RowSet, k: int) -> None:
+        """See :meth:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping.count_step`."""
+        rows.np("steps")[~rows.np("done")] = k + 1
+
+    def record_latency(self, rows: RowSet, k: int, out_spikes: torch.Tensor) -> bool:
+        """See :meth:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping.record_latency`."""
+        return record_latency_host(rows, self.run.columns, self.host, k, out_spikes)
+
+    def enqueue(self, rows: RowSet, fired: torch.Tensor | None) -> None:
+        """See :meth:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping.enqueue`."""
+        # R4.3.2: a neuron already pending (refractory dropout) keeps its entry.
+        assert fired is not None
+        self.keys, self.counts, self.first = _engine.merge_pending(
+            self.keys, fired.numpy(), self.host["has_out"], rows.size
+        )
+        queue_peak = rows.np("queue_peak")
+        np.maximum(queue_peak, self.counts, out=queue_peak)  # R7.6
+
+    def stop(self, rows: RowSet, k: int) -> None:
+        """See :meth:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping.stop`."""
+        run = self.run
+        plan, pt = run.plan, run.pt
+        cnt = rows.np("counters")
+        rule = stop_rule(run.opts, k, cnt[:, run.columns.first_output_step])
+        if rule is None:
+            return
+        stop = np.ones(rows.size, dtype=bool) if rule is True else rule
+        if stop.any():
+            # R6.4: the pending spikes of a stopped row are dropped.
+            qd = rows.q.detach()
+            q_src = qd[:, : plan.src_prefix] if plan.src_prefix is not None else qd * pt["has_out_f"]
+            cnt[:, run.columns.dropped] += q_src.numpy().sum(1, dtype=np.float64) * stop
+            stop_f = torch.from_numpy(stop.astype(np.float32))
+            rows.q = rows.q * (1.0 - stop_f.unsqueeze(1) * pt["has_out_f"])
+            self.keys = self.keys[~stop[self.keys // plan.n_neurons]]
+            self.counts[stop] = 0
+            self.first[stop] = -1
+
+    def set_aside(self, rows: RowSet, retired: list[RowSet]) -> RowSet | None:
+        """See :meth:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping.set_aside`."""
+        done = self.counts == 0
+        rows.np("done")[:] = done
+        n_active = int(np.count_nonzero(self.counts))
+        if n_active == 0:
+            retired.append(rows)
+            return None
+        n_rows = rows.size
+        if 2 * (n_rows - n_active) >= n_rows >= MIN_SET_ASIDE:
+            # Rows whose timestep ended are set aside (they have no pending entries).
+            retired.append(rows.take(torch.from_numpy(np.flatnonzero(done))))
+            keep = np.flatnonzero(~done)
+            n_neu = self.run.plan.n_neurons
+            key_rows, neurons = np.divmod(self.keys, n_neu)
+            self.keys = (np.cumsum(~done) - 1)[key_rows] * n_neu + neurons
+            self.counts, self.first = self.counts[keep], self.first[keep]
+            rows = rows.take(torch.from_numpy(keep))
+        return rows
+
+    def settle(self, rows: RowSet) -> None:
+        """See :meth:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping.settle`."""
+        # A row's first entry is its lowest pending neuron, of the lowest pending population.
+        top = np.where(self.first >= 0, self.host["rank_f"][self.first], np.float32(0.0))
+        emit_settled_host(self.run, rows, top)
+
+    def select_and_deliver(self, rows: RowSet, k: int) -> None:
+        """See :meth:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping.select_and_deliver`."""
+        run = self.run
+        state = None if rows.hash_t is None else np.ascontiguousarray(rows.step_hash(k).numpy())
+        group_rows, group_neurons, flat, offsets, self.keys = self._select(rows, state)
+        run.delivery.deliver_group(
+            rows,
+            torch.from_numpy(group_rows),
+            torch.from_numpy(group_neurons),
+            torch.from_numpy(flat),
+            torch.from_numpy(offsets),
+            run.grad,
+        )
+        # R7.4: deliveries per neuron (their synops are summed at the end of the timestep).
+        rows.np("delivered").reshape(-1)[flat] += 1.0
+
+    def _select(self, rows: RowSet, state: np.ndarray | None) -> tuple[np.ndarray, ...]:
+        """Each row's group (R5.2-R5.4) and the split of the pending keys, in one Rust call.
+
+        ``state`` holds the rows' hash states after ``(seed, sample, t, k)``. Returns
+        the selected entries' rows, neurons and keys (sorted by key), the index of each
+        row's first selected entry, and the pending keys left.
+        """
+        opts, n_neu = self.run.opts, self.run.plan.n_neurons
+        f = opts.forward_group_size
+        if opts.scheduler is Scheduler.FIFO:
+            return _engine.select_pending(self.keys, self.counts, f, n_neu, "fifo", seq=rows.np("seq"))
+        if opts.scheduler is Scheduler.RANDOM:
+            return _engine.select_pending(self.keys, self.counts, f, n_neu, "random", state=state)
+        jitter = opts.jitter
+        return _engine.select_pending(
+            self.keys,
+            self.counts,
+            f,
+            n_neu,
+            "momentum",
+            state=state if jitter > 0 else None,
+            vpre=np.ascontiguousarray(rows.np("vpre")),
+            jitter=jitter,
+        )
