@@ -38,7 +38,7 @@ from __future__ import annotations
 import json
 import math
 import textwrap
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -661,8 +661,3 @@ def redraw(folder: str | Path) -> dict[str, str]:
     if not isinstance(results, dict):
         raise invalid(InputError, "results.json", str(path), "must hold a JSON object")
     return draw_figures(results, folder)
-
-
-def figure_files(drawn: Sequence[str]) -> list[str]:
-    """The files :func:`draw_figures` wrote for the figures ``drawn``: the PNGs, then ``figures.md``."""
-    return [*drawn, "figures.md"]
