@@ -183,10 +183,14 @@ def _caption_training(results: Mapping[str, Any]) -> str | None:
     for training, h in history.items():
         if not h.get("loss"):
             continue
-        parts.append(
+        text = (
             f"{training}: loss {_num(h['loss'][0]):.3f} -> {_num(h['loss'][-1]):.3f}, training accuracy "
             f"{_acc(h['train_accuracy'][-1])}"
         )
+        test = h.get("test_accuracy") or [None]
+        if test[-1] is not None:
+            text += f", test accuracy {_acc(test[-1])}"
+        parts.append(text)
     if not parts:
         return None
     epochs = max(len(h.get("loss", [])) for h in history.values())

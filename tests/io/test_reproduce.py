@@ -181,6 +181,8 @@ def test_figures_are_pngs_with_captions_computed_from_the_results(quick_run: tup
     assert f"trained momentum: {100 * data['sweep']['momentum']['accuracy'][0]:.1f} % at the first" in anytime
     loss = data["history"]["random"]["loss"]
     assert f"random: loss {loss[0]:.3f} -> {loss[-1]:.3f}" in data["figures"]["training_curves.png"]
+    test_acc = data["history"]["random"]["test_accuracy"][-1]
+    assert f"test accuracy {100 * test_acc:.1f} %" in data["figures"]["training_curves.png"]
     f1 = next(
         r
         for r in data["f_sweep"]
