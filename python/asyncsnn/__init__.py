@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from asyncsnn import cost, data, exceptions, nir, reference, streaming, testing
-from asyncsnn._prepare import Scheduler, StopMode
+from asyncsnn._prepare import RunOptions, Scheduler, StopMode
 from asyncsnn._spec import SPEC_VERSION
 from asyncsnn.engine import infer
 from asyncsnn.exceptions import (
@@ -66,6 +66,7 @@ __all__ = [
     "ParameterError",
     "Population",
     "Projection",
+    "RunOptions",
     "Scheduler",
     "SpecVersionError",
     "StopMode",

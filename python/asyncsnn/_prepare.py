@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import inspect
 import math
 import numbers
 import os
@@ -23,15 +24,20 @@ from asyncsnn.exceptions import AsyncSNNError, EngineError, InputError, Paramete
 from asyncsnn.network import Network
 
 __all__ = [
+    "RUN_OPTION_DEFAULTS",
+    "RUN_OPTION_NAMES",
     "PreparedInputs",
+    "PreparedOptions",
     "RunOptions",
     "Scheduler",
     "StopMode",
     "check_threads",
     "dense_as_given",
     "is_tensor",
+    "prepare_given_options",
     "prepare_inputs",
     "prepare_options",
+    "resolve_options",
     "tensor_as_numpy",
     "tensor_checked",
 ]
@@ -62,31 +68,19 @@ StopLike = Union[StopMode, Literal["drain", "first_output", "max_steps"]]
 DropoutLike = Union[Literal["off", "network"], float]
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    """Validated run options (one value per call)."""
+#: The run options of the semantics, in the order of every ``infer`` signature.
+RUN_OPTION_NAMES: tuple[str, ...] = (
+    "scheduler",
+    "forward_group_size",
+    "stop",
+    "extra_steps",
+    "max_steps",
+    "seed",
+    "jitter",
+    "refractory_dropout",
+)
 
-    scheduler: Scheduler
-    forward_group_size: int
-    stop: StopMode
-    extra_steps: int
-    max_steps: int | None
-    seed: int
-    jitter: float
-    refractory_dropout: tuple[float, ...] | None  # per non-input population, None = off
-
-    def as_dict(self) -> dict[str, Any]:
-        """The options as plain values (for results and reports)."""
-        return {
-            "scheduler": self.scheduler.value,
-            "forward_group_size": self.forward_group_size,
-            "stop": self.stop.value,
-            "extra_steps": self.extra_steps,
-            "max_steps": self.max_steps,
-            "seed": self.seed,
-            "jitter": self.jitter,
-            "refractory_dropout": None if self.refractory_dropout is None else list(self.refractory_dropout),
-        }
+_DROPOUT_REASON = 'must be "off", "network" or a number in [0, 1)'
 
 
 def _int(value: Any, field: str, minimum: int, maximum: int = MAX_U32) -> int:
@@ -112,13 +106,325 @@ def _enum(cls: type[enum.Enum], value: Any, field: str) -> Any:
     raise invalid(ParameterError, field, value, f"must be one of {list(members)}")
 
 
-#: Options already validated, by their values: see ``prepare_options``.
-_OPTIONS_SEEN: dict[tuple[Any, ...], RunOptions] = {}
+def _jitter(jitter: Any) -> float:
+    """R5.4's ``lambda``: a finite number >= 0 that stays finite in float32."""
+    if isinstance(jitter, bool) or not isinstance(jitter, numbers.Real) or not math.isfinite(jitter) or jitter < 0:
+        raise invalid(ParameterError, "jitter", jitter, "must be a finite number >= 0")
+    if jitter != 0:
+        with np.errstate(over="ignore"):
+            if not np.isfinite(np.float32(jitter)):  # the engines compute the key in float32 (R5.4)
+                raise invalid(ParameterError, "jitter", jitter, "must be a finite number >= 0 (in float32)")
+    return float(jitter)
+
+
+def _dropout(refractory_dropout: Any) -> str | float:
+    """R4.6's ``p``: ``"off"``, ``"network"`` or one probability in [0, 1) for every population."""
+    if isinstance(refractory_dropout, str):
+        if refractory_dropout in ("off", "network"):
+            return str(refractory_dropout)
+        raise invalid(ParameterError, "refractory_dropout", refractory_dropout, _DROPOUT_REASON)
+    if isinstance(refractory_dropout, numbers.Real) and not isinstance(refractory_dropout, bool):
+        p = float(refractory_dropout)
+        if not (math.isfinite(p) and 0.0 <= p < 1.0):
+            raise invalid(ParameterError, "refractory_dropout", refractory_dropout, "must be in [0, 1)")
+        return p
+    raise invalid(ParameterError, "refractory_dropout", refractory_dropout, _DROPOUT_REASON)
+
+
+#: How each option alone is checked and normalised (the checks between options are
+#: in ``RunOptions.__init__``).
+_FIELD_CHECKS: dict[str, Any] = {
+    "scheduler": lambda v: _enum(Scheduler, v, "scheduler"),
+    "forward_group_size": lambda v: _int(v, "forward_group_size", 1),
+    "stop": lambda v: _enum(StopMode, v, "stop"),
+    "extra_steps": lambda v: _int(v, "extra_steps", 0),
+    "max_steps": lambda v: None if v is None else _int(v, "max_steps", 1),
+    "seed": lambda v: _int(v, "seed", 0, MAX_SEED),
+    "jitter": _jitter,
+    "refractory_dropout": _dropout,
+}
+
+
+@dataclass(frozen=True, init=False, repr=False)
+class RunOptions:
+    """The run options of an inference run (docs/semantics.md R4.6, R5, R6), validated.
+
+    Every ``infer`` (``asyncsnn.infer``, ``asyncsnn.reference.infer``,
+    ``asyncsnn.torch.infer``) and ``asyncsnn.infer_iter`` takes them either as keyword
+    arguments or as one ``options=RunOptions(...)`` value; giving both an option keyword
+    (other than at its default value) and an ``options`` that holds another value for it
+    is a :class:`~asyncsnn.exceptions.ParameterError`. The value is immutable and
+    hashable: change it with :meth:`replace`.
+
+    Parameters
+    ----------
+    scheduler : {"layered", "fifo", "random", "momentum"} or Scheduler, default "momentum"
+        Which pending spikes a forward step delivers (R5).
+    forward_group_size : int, default 8
+        ``F >= 1``: the most pending neurons delivered per forward step (ignored by
+        ``"layered"``).
+    stop : {"drain", "first_output", "max_steps"} or StopMode, default "drain"
+        When a timestep ends (R6).
+    extra_steps : int, default 0
+        ``M >= 0`` forward steps run after the first output spike with
+        ``stop="first_output"`` (R6.2).
+    max_steps : int or None, default None
+        ``K >= 1`` forward steps per timestep at most (R6.3); required with
+        ``stop="max_steps"``, a cap otherwise.
+    seed : int, default 0
+        ``0 .. 2**64 - 1``: seed of the random function (random scheduler, jitter,
+        dropout; R5.5).
+    jitter : float, default 0.0
+        ``lambda >= 0`` of the momentum key jitter (R5.4; ``"momentum"`` only), finite
+        in float32.
+    refractory_dropout : "off", "network" or float, default "off"
+        ``"off"`` (p = 0), ``"network"`` (each population's own value) or one
+        probability in [0, 1) for every population (R4.6).
+
+    Attributes
+    ----------
+    scheduler : Scheduler
+    forward_group_size : int
+    stop : StopMode
+    extra_steps : int
+    max_steps : int or None
+    seed : int
+    jitter : float
+    refractory_dropout : str or float
+        The values as given, names as :class:`Scheduler` / :class:`StopMode` members
+        and numbers as Python ``int`` / ``float``.
+
+    Raises
+    ------
+    ParameterError
+        For an invalid value (``field`` names the option, ``value`` holds it), in the
+        order of the parameters: an unknown name, ``F < 1``, ``stop="max_steps"``
+        without ``max_steps``, a seed outside ``[0, 2**64)``, a jitter that is negative,
+        not finite (also in float32) or given to another scheduler than
+        ``"momentum"``, a dropout outside ``[0, 1)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import asyncsnn
+    >>> opts = asyncsnn.RunOptions(scheduler="fifo", forward_group_size=2)
+    >>> opts
+    RunOptions(scheduler='fifo', forward_group_size=2, stop='drain', extra_steps=0, max_steps=None, seed=0, jitter=0.0, refractory_dropout='off')
+    >>> opts.replace(stop="first_output", extra_steps=1).stop
+    <StopMode.FIRST_OUTPUT: 'first_output'>
+    >>> asyncsnn.RunOptions(**opts.as_dict()) == opts
+    True
+    >>> net = asyncsnn.Network.sequential((2,), [asyncsnn.Dense(np.array([[2.0, 2.0]]))])
+    >>> x = np.ones((1, 3, 2), dtype=np.float32)
+    >>> a = asyncsnn.infer(net, x, options=opts)
+    >>> b = asyncsnn.infer(net, x, scheduler="fifo", forward_group_size=2)
+    >>> a.synops.tolist() == b.synops.tolist(), a.options == b.options
+    (True, True)
+    >>> asyncsnn.RunOptions(forward_group_size=0)
+    Traceback (most recent call last):
+    ...
+    asyncsnn.exceptions.ParameterError: invalid forward_group_size = 0: must be in [1, 4294967295]
+    """
+
+    scheduler: Scheduler
+    forward_group_size: int
+    stop: StopMode
+    extra_steps: int
+    max_steps: int | None
+    seed: int
+    jitter: float
+    refractory_dropout: str | float
+
+    def __init__(
+        self,
+        *,
+        scheduler: SchedulerLike = "momentum",
+        forward_group_size: int = 8,
+        stop: StopLike = "drain",
+        extra_steps: int = 0,
+        max_steps: int | None = None,
+        seed: int = 0,
+        jitter: float = 0.0,
+        refractory_dropout: DropoutLike = "off",
+    ) -> None:
+        check = _FIELD_CHECKS
+        sched = check["scheduler"](scheduler)
+        stop_mode = check["stop"](stop)
+        values = {
+            "scheduler": sched,
+            "forward_group_size": check["forward_group_size"](forward_group_size),
+            "stop": stop_mode,
+            "extra_steps": check["extra_steps"](extra_steps),
+            "max_steps": check["max_steps"](max_steps),
+        }
+        if stop_mode is StopMode.MAX_STEPS and values["max_steps"] is None:
+            raise invalid(ParameterError, "max_steps", None, 'stop="max_steps" needs max_steps >= 1')
+        values["seed"] = check["seed"](seed)
+        values["jitter"] = check["jitter"](jitter)
+        if values["jitter"] > 0 and sched is not Scheduler.MOMENTUM:
+            raise invalid(ParameterError, "jitter", jitter, "only the momentum scheduler takes a jitter")
+        values["refractory_dropout"] = check["refractory_dropout"](refractory_dropout)
+        for name in RUN_OPTION_NAMES:
+            object.__setattr__(self, name, values[name])
+
+    def replace(self, **changes: Any) -> RunOptions:
+        """A copy with the options named in ``changes`` set to new values (validated again).
+
+        Raises
+        ------
+        ParameterError
+            For a name that is not a run option, or an invalid value.
+        """
+        for name in changes:
+            if name not in RUN_OPTION_NAMES:
+                raise invalid(
+                    ParameterError, name, changes[name], f"is not a run option (one of {list(RUN_OPTION_NAMES)})"
+                )
+        return RunOptions(**{**self.as_dict(), **changes})
+
+    def as_dict(self) -> dict[str, Any]:
+        """The options as plain values (names as strings): ``RunOptions(**d)`` rebuilds them."""
+        return {
+            name: value.value if isinstance(value, enum.Enum) else value
+            for name, value in ((name, getattr(self, name)) for name in RUN_OPTION_NAMES)
+        }
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{name}={value!r}" for name, value in self.as_dict().items())
+        return f"RunOptions({args})"
+
+
+#: The default of every run option (``RunOptions()``'s values, as given).
+RUN_OPTION_DEFAULTS: dict[str, Any] = {
+    name: p.default for name, p in inspect.signature(RunOptions.__init__).parameters.items() if name != "self"
+}
+
+
+@dataclass(frozen=True)
+class PreparedOptions:
+    """Run options resolved for one network: what the engines run with.
+
+    As :class:`RunOptions`, except that ``refractory_dropout`` is the probability of each
+    non-input population (None when every one is 0: dropout off) and ``jitter`` is
+    rounded to float32 (R5.4 computes the key in float32).
+    """
+
+    scheduler: Scheduler
+    forward_group_size: int
+    stop: StopMode
+    extra_steps: int
+    max_steps: int | None
+    seed: int
+    jitter: float
+    refractory_dropout: tuple[float, ...] | None  # per non-input population, None = off
+
+    @classmethod
+    def resolve(cls, options: RunOptions, network: Network) -> PreparedOptions:
+        """``options`` for ``network`` (``"network"`` dropout reads its populations)."""
+        p = options.refractory_dropout
+        dropout: tuple[float, ...] | None
+        if p == "network":
+            dropout = tuple(float(pop.refractory_dropout) for pop in network.populations)
+            if not any(dropout):
+                dropout = None
+        elif isinstance(p, float) and p > 0:
+            dropout = (p,) * len(network.populations)
+        else:
+            dropout = None
+        jitter = 0.0
+        if options.jitter != 0:
+            with np.errstate(over="ignore"):
+                jitter = float(np.float32(options.jitter))
+        return cls(
+            options.scheduler,
+            options.forward_group_size,
+            options.stop,
+            options.extra_steps,
+            options.max_steps,
+            options.seed,
+            jitter,
+            dropout,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The options as plain values (for results and reports)."""
+        return {
+            "scheduler": self.scheduler.value,
+            "forward_group_size": self.forward_group_size,
+            "stop": self.stop.value,
+            "extra_steps": self.extra_steps,
+            "max_steps": self.max_steps,
+            "seed": self.seed,
+            "jitter": self.jitter,
+            "refractory_dropout": None if self.refractory_dropout is None else list(self.refractory_dropout),
+        }
+
+
+def resolve_options(options: RunOptions | None, **keywords: Any) -> RunOptions:
+    """The :class:`RunOptions` of an ``infer`` call given ``options`` and/or option keywords.
+
+    Parameters
+    ----------
+    options
+        The ``options`` argument (None: the keywords alone).
+    **keywords
+        The option keywords of the call (any of :data:`RUN_OPTION_NAMES`; missing ones
+        take their defaults).
+
+    Returns
+    -------
+    RunOptions
+        ``RunOptions(**keywords)`` without ``options``; otherwise ``options``, after
+        checking that every keyword not at its default value holds the same value.
+
+    Raises
+    ------
+    ParameterError
+        An invalid value, ``options`` that is not a :class:`RunOptions`, or a keyword
+        that conflicts with ``options`` (``field`` names the option).
+    """
+    unknown = [name for name in keywords if name not in RUN_OPTION_DEFAULTS]
+    if unknown:
+        raise invalid(ParameterError, unknown[0], keywords[unknown[0]], "is not a run option")
+    if options is None:
+        return RunOptions(**keywords)
+    if not isinstance(options, RunOptions):
+        raise invalid(ParameterError, "options", type(options).__name__, "must be an asyncsnn.RunOptions or None")
+    for name, value in keywords.items():
+        default = RUN_OPTION_DEFAULTS[name]
+        if value is default or (type(value) is type(default) and value == default):
+            continue  # left at its default: options decides
+        given = _FIELD_CHECKS[name](value)
+        held = getattr(options, name)
+        if given != held or type(given) is not type(held):
+            shown = held.value if isinstance(held, enum.Enum) else held
+            raise invalid(
+                ParameterError,
+                name,
+                value,
+                f"conflicts with options.{name} = {shown!r}: give it once (options.replace({name}=...) changes it)",
+            )
+    return options
+
+
+def _validate_options(network: Network, *values: Any) -> PreparedOptions:
+    """:func:`prepare_options` without its cache (the options cache must agree with it).
+
+    ``values`` are the eight options in the order of :data:`RUN_OPTION_NAMES`.
+    """
+    return PreparedOptions.resolve(RunOptions(**dict(zip(RUN_OPTION_NAMES, values))), network)
+
+
+#: Options already validated, by their values or their RunOptions: see ``prepare_options``.
+_OPTIONS_SEEN: dict[tuple[Any, ...], PreparedOptions] = {}
+_DEFAULT_VALUES = tuple(RUN_OPTION_DEFAULTS.values())
+_DEFAULT_TYPES = tuple(map(type, _DEFAULT_VALUES))
 _OPTIONS_SEEN_MAX = 256
 
 
 def prepare_options(
     network: Network,
+    options: RunOptions | None = None,
     *,
     scheduler: SchedulerLike,
     forward_group_size: int,
@@ -128,14 +434,38 @@ def prepare_options(
     seed: int,
     jitter: float,
     refractory_dropout: DropoutLike,
-) -> RunOptions:
-    """Validate the run options of ``infer`` (see its docstring)."""
+) -> PreparedOptions:
+    """Validate the run options of an ``infer`` call and resolve them for ``network``.
+
+    Every ``infer`` passes its ``options`` and all eight option keywords (its defaults
+    are :data:`RUN_OPTION_DEFAULTS`); they are combined by :func:`resolve_options` and
+    validated by :class:`RunOptions`. The eight are explicit parameters, not
+    ``**keywords``, because this runs on every call: the cached path below then costs
+    about a third (2.5 us instead of 7 us on a shared 2-core machine).
+    :func:`prepare_given_options` takes only the keywords that were given.
+    """
     if not isinstance(network, Network):
         raise invalid(ParameterError, "network", type(network).__name__, "must be an asyncsnn.Network")
+    values = (scheduler, forward_group_size, stop, extra_steps, max_steps, seed, jitter, refractory_dropout)
+    if options is not None:
+        if not (values == _DEFAULT_VALUES and tuple(map(type, values)) == _DEFAULT_TYPES):
+            options = resolve_options(options, **dict(zip(RUN_OPTION_NAMES, values)))
+        elif not isinstance(options, RunOptions):
+            options = resolve_options(options)  # raises
+        if options.refractory_dropout == "network":
+            return PreparedOptions.resolve(options, network)
+        option_key = (options, len(network.populations))
+        prepared = _OPTIONS_SEEN.get(option_key)
+        if prepared is None:
+            prepared = PreparedOptions.resolve(options, network)
+            if len(_OPTIONS_SEEN) >= _OPTIONS_SEEN_MAX:
+                _OPTIONS_SEEN.clear()
+            _OPTIONS_SEEN[option_key] = prepared
+        return prepared
     # Options that are plain str / int / float / None values (no bool, no subclass), other
     # than refractory_dropout="network": equal values of these types validate alike for
     # networks with as many populations (a number p gives one p per population), so the
-    # RunOptions (immutable) of values accepted before is reused. Errors are never cached.
+    # PreparedOptions (immutable) of values accepted before is reused. Errors are never cached.
     key: tuple[Any, ...] | None = None
     if (
         type(scheduler) is str
@@ -150,23 +480,11 @@ def prepare_options(
             or (type(refractory_dropout) is str and refractory_dropout == "off")
         )
     ):
-        key = (
-            scheduler,
-            forward_group_size,
-            stop,
-            extra_steps,
-            max_steps,
-            seed,
-            jitter,
-            refractory_dropout,
-            len(network.populations),
-        )
+        key = (*values, len(network.populations))
         seen = _OPTIONS_SEEN.get(key)
         if seen is not None:
             return seen
-    opts = _validate_options(
-        network, scheduler, forward_group_size, stop, extra_steps, max_steps, seed, jitter, refractory_dropout
-    )
+    opts = _validate_options(network, *values)
     if key is not None:
         if len(_OPTIONS_SEEN) >= _OPTIONS_SEEN_MAX:
             _OPTIONS_SEEN.clear()
@@ -174,61 +492,18 @@ def prepare_options(
     return opts
 
 
-def _validate_options(
-    network: Network,
-    scheduler: SchedulerLike,
-    forward_group_size: int,
-    stop: StopLike,
-    extra_steps: int,
-    max_steps: int | None,
-    seed: int,
-    jitter: float,
-    refractory_dropout: DropoutLike,
-) -> RunOptions:
-    sched = _enum(Scheduler, scheduler, "scheduler")
-    stop_mode = _enum(StopMode, stop, "stop")
-    f = _int(forward_group_size, "forward_group_size", 1)
-    extra = _int(extra_steps, "extra_steps", 0)
-    ms = None if max_steps is None else _int(max_steps, "max_steps", 1)
-    if stop_mode is StopMode.MAX_STEPS and ms is None:
-        raise invalid(ParameterError, "max_steps", None, 'stop="max_steps" needs max_steps >= 1')
-    s = _int(seed, "seed", 0, MAX_SEED)
-    if isinstance(jitter, bool) or not isinstance(jitter, numbers.Real) or not math.isfinite(jitter) or jitter < 0:
-        raise invalid(ParameterError, "jitter", jitter, "must be a finite number >= 0")
-    if jitter == 0:
-        jitter32 = np.float32(0.0)
-    else:
-        with np.errstate(over="ignore"):
-            jitter32 = np.float32(jitter)
-    if not np.isfinite(jitter32):  # the engines compute the key in float32 (R5.4)
-        raise invalid(ParameterError, "jitter", jitter, "must be a finite number >= 0 (in float32)")
-    if jitter > 0 and sched is not Scheduler.MOMENTUM:
-        raise invalid(ParameterError, "jitter", jitter, "only the momentum scheduler takes a jitter")
-    dropout: tuple[float, ...] | None
-    if isinstance(refractory_dropout, str):
-        if refractory_dropout == "off":
-            dropout = None
-        elif refractory_dropout == "network":
-            dropout = tuple(float(p.refractory_dropout) for p in network.populations)
-            if not any(dropout):
-                dropout = None
-        else:
-            raise invalid(
-                ParameterError,
-                "refractory_dropout",
-                refractory_dropout,
-                'must be "off", "network" or a number in [0, 1)',
-            )
-    elif isinstance(refractory_dropout, numbers.Real) and not isinstance(refractory_dropout, bool):
-        p = float(refractory_dropout)
-        if not (math.isfinite(p) and 0.0 <= p < 1.0):
-            raise invalid(ParameterError, "refractory_dropout", refractory_dropout, "must be in [0, 1)")
-        dropout = (p,) * len(network.populations) if p > 0 else None
-    else:
-        raise invalid(
-            ParameterError, "refractory_dropout", refractory_dropout, 'must be "off", "network" or a number in [0, 1)'
-        )
-    return RunOptions(sched, f, stop_mode, extra, ms, s, float(jitter32), dropout)
+def prepare_given_options(network: Network, options: RunOptions | None = None, **keywords: Any) -> PreparedOptions:
+    """:func:`prepare_options` for the option keywords a caller was given (the others at their defaults).
+
+    Raises
+    ------
+    ParameterError
+        As :func:`prepare_options`, and for a keyword that is not a run option.
+    """
+    unknown = [name for name in keywords if name not in RUN_OPTION_DEFAULTS]
+    if unknown:
+        raise invalid(ParameterError, unknown[0], keywords[unknown[0]], "is not a run option")
+    return prepare_options(network, options, **{**RUN_OPTION_DEFAULTS, **keywords})
 
 
 def check_threads(threads: int | None) -> int | None:

@@ -137,7 +137,7 @@ def _float_in(low: float, high: float, *, low_open: bool = False) -> Callable[[s
 def _demo(args: argparse.Namespace) -> int:
     """Run a random network under every scheduler and print the counters side by side."""
     import asyncsnn
-    from asyncsnn._prepare import Scheduler, check_threads, prepare_options
+    from asyncsnn._prepare import RunOptions, check_threads
     from asyncsnn.exceptions import ParameterError, invalid
 
     # Every option is checked before anything is printed or allocated.
@@ -154,18 +154,7 @@ def _demo(args: argparse.Namespace) -> int:
     sizes = [64, 128, 64, 10]
     layers = [asyncsnn.Dense(rng.normal(0.08, 0.25, (n_out, n_in))) for n_in, n_out in itertools.pairwise(sizes)]
     net = asyncsnn.Network.sequential(input_shape=(64,), layers=layers, threshold=1.0, beta=0.9)
-    for sched in Scheduler:
-        prepare_options(
-            net,
-            scheduler=sched,
-            forward_group_size=args.forward_group_size,
-            stop="drain",
-            extra_steps=0,
-            max_steps=None,
-            seed=args.seed,
-            jitter=0.0,
-            refractory_dropout="off",
-        )
+    RunOptions(forward_group_size=args.forward_group_size, seed=args.seed)  # as every scheduler checks them
     check_threads(args.threads)
     x = (rng.random((args.samples, args.timesteps, 64)) < args.density).astype(np.float32)
     print(net.summary())

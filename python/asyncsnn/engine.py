@@ -9,6 +9,8 @@ import numpy.typing as npt
 
 from asyncsnn._prepare import (
     DropoutLike,
+    PreparedInputs,
+    PreparedOptions,
     RunOptions,
     SchedulerLike,
     StopLike,
@@ -35,6 +37,7 @@ def infer(
     seed: int = 0,
     jitter: float = 0.0,
     refractory_dropout: DropoutLike = "off",
+    options: RunOptions | None = None,
     labels: npt.ArrayLike | None = None,
     sample_ids: npt.ArrayLike | None = None,
     timesteps: int | None = None,
@@ -82,6 +85,10 @@ def infer(
     refractory_dropout
         ``"off"`` (default, p = 0), ``"network"`` (the populations' own values) or a
         probability in [0, 1) for every population (R4.6).
+    options
+        The eight options above as one :class:`~asyncsnn.RunOptions` value, instead of
+        keywords. An option keyword given together with it must be left at its default
+        or hold the same value.
     labels
         Optional int array ``[batch]`` of classes; enables ``accuracy`` and the
         ``first_correct_*`` latency records. Labels of length ``T`` (not ``batch``)
@@ -105,7 +112,8 @@ def infer(
         Bad inputs, labels or sample ids (shape, dtype, NaN, negative values, a
         time-first layout revealed by the labels).
     ParameterError
-        Bad options (unknown scheduler, ``forward_group_size`` < 1, ...).
+        Bad options (unknown scheduler, ``forward_group_size`` < 1, ..., an option
+        keyword that conflicts with ``options``).
 
     Examples
     --------
@@ -125,6 +133,7 @@ def infer(
     """
     opts = prepare_options(
         network,
+        options,
         scheduler=scheduler,
         forward_group_size=forward_group_size,
         stop=stop,
@@ -138,7 +147,11 @@ def infer(
     if dense is not None and (threads is None or (type(threads) is int and 1 <= threads <= 1024)):
         return _infer_dense(network, dense, opts, threads, inputs, timesteps)
     prepared = prepare_inputs(network, inputs, labels=labels, sample_ids=sample_ids, timesteps=timesteps)
-    threads = check_threads(threads)
+    return _run(network, prepared, opts, check_threads(threads))
+
+
+def _run(network: Network, prepared: PreparedInputs, opts: PreparedOptions, threads: int | None) -> InferenceResult:
+    """The Rust engine on validated inputs and options: the body of :func:`infer`."""
     arrays = _run_engine(
         network,
         opts,
@@ -154,7 +167,7 @@ def infer(
 
 def _run_engine(
     network: Network,
-    opts: RunOptions,
+    opts: PreparedOptions,
     threads: int | None,
     dense: np.ndarray | None,
     sparse: Any,
@@ -185,7 +198,7 @@ def _run_engine(
 
 
 def _infer_dense(
-    network: Network, dense: np.ndarray, opts: RunOptions, threads: int | None, inputs: Any, timesteps: int | None
+    network: Network, dense: np.ndarray, opts: PreparedOptions, threads: int | None, inputs: Any, timesteps: int | None
 ) -> InferenceResult:
     """``infer`` of float32 frames that need no conversion (``dense_as_given``), nor labels or ids.
 

@@ -44,12 +44,14 @@ import numpy.typing as npt
 from asyncsnn._prepare import (
     DropoutLike,
     PreparedInputs,
+    PreparedOptions,
     RunOptions,
     Scheduler,
     SchedulerLike,
     StopLike,
     StopMode,
     check_threads,
+    prepare_given_options,
     prepare_inputs,
     prepare_options,
 )
@@ -187,7 +189,7 @@ class _Model:
 # Schedulers (section 5)
 # ---------------------------------------------------------------------------------------
 def _select(
-    opts: RunOptions,
+    opts: PreparedOptions,
     model: _Model,
     pending: dict[int, list[int]],
     v_pre: np.ndarray,
@@ -264,7 +266,7 @@ def _run_sample(
     frames: np.ndarray,
     label: int | None,
     sample_id: int,
-    opts: RunOptions,
+    opts: PreparedOptions,
     trace: list[dict[str, Any]] | None = None,
     position: int = 0,
 ) -> dict[str, Any]:
@@ -474,32 +476,30 @@ def _infer(
     network: Network,
     inputs: Any,
     *,
-    scheduler: SchedulerLike = "momentum",
-    forward_group_size: int = 8,
-    stop: StopLike = "drain",
-    extra_steps: int = 0,
-    max_steps: int | None = None,
-    seed: int = 0,
-    jitter: float = 0.0,
-    refractory_dropout: DropoutLike = "off",
     labels: npt.ArrayLike | None = None,
     sample_ids: npt.ArrayLike | None = None,
     timesteps: int | None = None,
     trace: list[list[dict[str, Any]]] | None = None,
+    options: RunOptions | None = None,
+    **option_keywords: Any,
 ) -> InferenceResult:
-    """:func:`infer` with an optional event trace (one list of events per sample) for tests."""
-    opts = prepare_options(
-        network,
-        scheduler=scheduler,
-        forward_group_size=forward_group_size,
-        stop=stop,
-        extra_steps=extra_steps,
-        max_steps=max_steps,
-        seed=seed,
-        jitter=jitter,
-        refractory_dropout=refractory_dropout,
-    )
+    """:func:`infer` with an optional event trace (one list of events per sample) for tests.
+
+    ``options`` and ``option_keywords`` (the run options of :func:`infer`) are combined
+    as by :func:`infer`.
+    """
+    opts = prepare_given_options(network, options, **option_keywords)
     prepared = prepare_inputs(network, inputs, labels=labels, sample_ids=sample_ids, timesteps=timesteps)
+    return _run(network, prepared, opts, trace)
+
+
+def _run(
+    network: Network,
+    prepared: PreparedInputs,
+    opts: PreparedOptions,
+    trace: list[list[dict[str, Any]]] | None = None,
+) -> InferenceResult:
+    """The reference engine on validated inputs and options (the body of :func:`infer`)."""
     model = _Model.build(network)
     rows: list[dict[str, Any]] = []
     for b in range(prepared.batch):
@@ -539,6 +539,7 @@ def infer(
     seed: int = 0,
     jitter: float = 0.0,
     refractory_dropout: DropoutLike = "off",
+    options: RunOptions | None = None,
     labels: npt.ArrayLike | None = None,
     sample_ids: npt.ArrayLike | None = None,
     timesteps: int | None = None,
@@ -580,6 +581,9 @@ def infer(
     refractory_dropout
         ``"off"`` (default, p = 0), ``"network"`` (each population's value) or a
         probability in [0, 1) for every population (R4.6).
+    options
+        The eight options above as one :class:`~asyncsnn.RunOptions` value (as for
+        ``asyncsnn.infer``: a keyword given with it must agree with it).
     labels
         Optional class per sample ``[B]``, for ``first_correct_*`` (R7.7) and accuracy.
     sample_ids
@@ -619,9 +623,9 @@ def infer(
     ([[1]], [[3]], [6])
     """
     check_threads(threads)  # validated like every engine; the reference is single-threaded
-    return _infer(
+    opts = prepare_options(
         network,
-        inputs,
+        options,
         scheduler=scheduler,
         forward_group_size=forward_group_size,
         stop=stop,
@@ -630,10 +634,9 @@ def infer(
         seed=seed,
         jitter=jitter,
         refractory_dropout=refractory_dropout,
-        labels=labels,
-        sample_ids=sample_ids,
-        timesteps=timesteps,
     )
+    prepared = prepare_inputs(network, inputs, labels=labels, sample_ids=sample_ids, timesteps=timesteps)
+    return _run(network, prepared, opts)
 
 
 def currents_before_spike(network: Network, inputs: Any, **options: Any) -> list[np.ndarray]:

@@ -35,23 +35,20 @@ from typing import Any
 
 import numpy as np
 
-from asyncsnn._prepare import MAX_U32, check_threads, is_tensor, prepare_options, tensor_as_numpy
+from asyncsnn._prepare import (
+    MAX_U32,
+    RUN_OPTION_NAMES,
+    check_threads,
+    is_tensor,
+    prepare_given_options,
+    tensor_as_numpy,
+)
 from asyncsnn.exceptions import AsyncSNNError, InputError, ParameterError, invalid
 from asyncsnn.network import Network
 from asyncsnn.result import COUNTER_FIELDS, InferenceResult
 
 __all__ = ["infer_iter"]
 
-_OPTION_DEFAULTS: dict[str, Any] = {
-    "scheduler": "momentum",
-    "forward_group_size": 8,
-    "stop": "drain",
-    "extra_steps": 0,
-    "max_steps": None,
-    "seed": 0,
-    "jitter": 0.0,
-    "refractory_dropout": "off",
-}
 _END = object()
 
 
@@ -115,7 +112,8 @@ def infer_iter(
     **infer_options
         Run options passed to every chunk: ``scheduler``, ``forward_group_size``,
         ``stop``, ``extra_steps``, ``max_steps``, ``seed``, ``jitter``,
-        ``refractory_dropout``, ``threads`` (and ``device`` for the torch engine).
+        ``refractory_dropout`` or ``options`` (an :class:`~asyncsnn.RunOptions`),
+        ``threads`` (and ``device`` for the torch engine).
         ``sample_ids`` is not accepted: the ids are the running index of the samples.
 
     Returns
@@ -155,7 +153,9 @@ def infer_iter(
         if name not in accepted:
             raise invalid(ParameterError, name, infer_options[name], f"is not an option of {run.__name__}")
     # Validate the run options once, before reading anything from the stream.
-    prepare_options(network, **{k: infer_options.get(k, v) for k, v in _OPTION_DEFAULTS.items()})
+    prepare_given_options(
+        network, infer_options.get("options"), **{k: v for k, v in infer_options.items() if k in RUN_OPTION_NAMES}
+    )
     if "threads" in infer_options:
         check_threads(infer_options["threads"])
     if not isinstance(samples, Iterable):

@@ -12,6 +12,7 @@ import pytest
 MODULES = [
     "asyncsnn.exceptions",
     "asyncsnn.network",
+    "asyncsnn._prepare",
     "asyncsnn.engine",
     "asyncsnn.reference",
     "asyncsnn.rng",

@@ -77,7 +77,7 @@ from tqdm.auto import tqdm
 
 from asyncsnn import model_file
 from asyncsnn._dictform import network_to_dict
-from asyncsnn._prepare import DropoutLike, RunOptions, SchedulerLike, StopLike, prepare_inputs, prepare_options
+from asyncsnn._prepare import DropoutLike, PreparedOptions, SchedulerLike, StopLike, prepare_inputs, prepare_options
 from asyncsnn.exceptions import ModelError, ParameterError, invalid
 from asyncsnn.network import Network
 from asyncsnn.torch.engine import as_tensor, gc_paused, torch_device
@@ -720,7 +720,7 @@ def _train_loop(
     y_train: torch.Tensor,
     test: tuple[torch.Tensor, torch.Tensor] | None,
     *,
-    opts: RunOptions,
+    opts: PreparedOptions,
     loss_fn: LossFn,
     sur: Surrogate,
     config_extra: dict[str, Any],

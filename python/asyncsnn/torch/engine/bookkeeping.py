@@ -51,7 +51,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from asyncsnn._prepare import RunOptions, StopMode
+from asyncsnn._prepare import PreparedOptions, StopMode
 from asyncsnn.exceptions import ParameterError, invalid
 from asyncsnn.torch.engine.context import RunContext
 from asyncsnn.torch.engine.rows import RowSet
@@ -82,7 +82,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
-def stop_rule(opts: RunOptions, k: int, first_output_step: Any) -> Any:
+def stop_rule(opts: PreparedOptions, k: int, first_output_step: Any) -> Any:
     """R6: the rows that stop at the stop check of forward step ``k``.
 
     ``first_output_step`` is the rows' first output step of the timestep (-1: none

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from asyncsnn._prepare import RunOptions, Scheduler
+from asyncsnn._prepare import PreparedOptions, Scheduler
 from asyncsnn.exceptions import EngineError
 from asyncsnn.torch.engine.counters import CounterColumns
 from asyncsnn.torch.engine.delivery import Delivery
@@ -47,7 +47,7 @@ class RunContext:
 
     plan: Plan
     pt: dict[str, torch.Tensor]
-    opts: RunOptions
+    opts: PreparedOptions
     columns: CounterColumns
     delivery: Delivery
     surrogate: Surrogate | None

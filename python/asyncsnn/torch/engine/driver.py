@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from asyncsnn._prepare import RunOptions, Scheduler
+from asyncsnn._prepare import PreparedOptions, Scheduler
 from asyncsnn.result import InferenceResult
 from asyncsnn.torch._rng import mix32_t, prefix
 from asyncsnn.torch.engine.bookkeeping import Bookkeeping, resolve_backend
@@ -88,7 +88,7 @@ def run(
     plan: Plan,
     weights: Sequence[torch.Tensor | None],
     frames: torch.Tensor,
-    opts: RunOptions,
+    opts: PreparedOptions,
     *,
     labels: torch.Tensor | None = None,
     sample_ids: torch.Tensor | None = None,

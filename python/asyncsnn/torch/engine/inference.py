@@ -10,6 +10,7 @@ import torch
 
 from asyncsnn._prepare import (
     DropoutLike,
+    RunOptions,
     SchedulerLike,
     StopLike,
     check_threads,
@@ -39,6 +40,7 @@ def infer(
     seed: int = 0,
     jitter: float = 0.0,
     refractory_dropout: DropoutLike = "off",
+    options: RunOptions | None = None,
     labels: npt.ArrayLike | None = None,
     sample_ids: npt.ArrayLike | None = None,
     timesteps: int | None = None,
@@ -64,6 +66,9 @@ def infer(
         ``InputError``.
     scheduler, forward_group_size, stop, extra_steps, max_steps, seed, jitter, refractory_dropout
         As for ``asyncsnn.infer`` (R5, R6, R4.6).
+    options
+        The eight options above as one :class:`~asyncsnn.RunOptions` (as for
+        ``asyncsnn.infer``: a keyword given with it must agree with it).
     labels
         Optional classes ``[B]`` (accuracy and ``first_correct_*``, R7.7).
     sample_ids
@@ -101,6 +106,7 @@ def infer(
     """
     opts = prepare_options(
         network,
+        options,
         scheduler=scheduler,
         forward_group_size=forward_group_size,
         stop=stop,
