@@ -198,8 +198,10 @@ _EPILOG_REPRODUCE = """examples:
   asyncsnn reproduce --quick                          # a 1-minute smoke run
   asyncsnn reproduce --dataset fashion-mnist --epochs 3
   asyncsnn reproduce --dataset nmnist --root ~/data   # tonic's folder with NMNIST/
+  asyncsnn reproduce --seeds 0 1 2                    # three runs, then the mean ± std over them
 
 writes results/<name>/{table.md,results.json,results.csv,*.png,figures.md,model_*.safetensors}
+with --seeds: each seed's run in results/<name>/seed_<S>/, the mean and spread in results/<name>/
 """
 
 _EPILOG_TRAIN = """examples:
@@ -227,16 +229,21 @@ per scheduler x F; --json then holds one summary per row under "configurations",
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from asyncsnn.reproduce import ReproduceConfig, run_reproduce
+    from asyncsnn.exceptions import ParameterError, invalid
+    from asyncsnn.reproduce import ReproduceConfig, run_reproduce, run_reproduce_seeds
 
     # run_reproduce checks the train extra (torch, tqdm) first: one line if it is missing.
-
+    seeds = list(dict.fromkeys(args.seeds)) if args.seeds is not None else [args.seed]
+    if args.seeds is not None and len(seeds) != len(args.seeds):
+        raise invalid(ParameterError, "--seeds", args.seeds, "names a seed twice")
+    if args.resume and len(seeds) < 2:
+        raise invalid(ParameterError, "--resume", True, "reuses seed folders: it needs --seeds with two seeds or more")
     cfg = ReproduceConfig(
         dataset=args.dataset,
         root=args.root,
         forward_group_size=args.forward_group_size,
         epochs=args.epochs,
-        seed=args.seed,
+        seed=seeds[0],
         out=args.out,
         quick=args.quick,
         max_train=args.max_train,
@@ -245,7 +252,10 @@ def _reproduce(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         device=args.device,
     )
-    run_reproduce(cfg)
+    if len(seeds) > 1:
+        run_reproduce_seeds(cfg, seeds, resume=args.resume)
+    else:
+        run_reproduce(cfg)
     return 0
 
 
@@ -615,7 +625,23 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--epochs", type=int, default=None, help="training epochs (default: 8 for digits, 30 for randman, else 3)"
     )
-    rep.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of everything")
+    seeding = rep.add_mutually_exclusive_group()
+    seeding.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of everything")
+    seeding.add_argument(
+        "--seeds",
+        type=_int_at_least(0),
+        nargs="+",
+        default=None,
+        metavar="S",
+        help="run once per seed (OUT/<dataset>/seed_<S>/) and write the mean and spread over them to "
+        "OUT/<dataset>/ (default: one run, --seed)",
+    )
+    rep.add_argument(
+        "--resume",
+        action="store_true",
+        help="with several --seeds: reuse each complete seed_<S>/ folder of an earlier run with the same settings "
+        "and code instead of training it again",
+    )
     rep.add_argument("--out", default="results", help="output folder (the results go to OUT/<dataset>/)")
     rep.add_argument("--quick", action="store_true", help="small subset and 1 epoch: a smoke run")
     rep.add_argument("--max-train", type=_int_at_least(1), default=None, help="cap on training samples (default: all)")

@@ -31,6 +31,12 @@ The figures (:data:`FIGURES`, in order):
     How many forward steps with input a hidden neuron integrates before it spikes.
 
 A figure whose data the results do not hold (an older ``results.json``) is left out.
+
+The same functions draw the aggregate of ``asyncsnn reproduce --seeds``, whose numbers are
+stats over the seeds (``asyncsnn._spread``): every line and marker is then the mean,
+with ± one standard deviation as error bars or a band (the training curves: the min to
+max band), each caption gives ``mean ± std`` and on how many seeds each comparison
+holds, and the histogram of ``currents_to_spike.png`` pools the seeds.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from asyncsnn import _spread
 from asyncsnn.exceptions import InputError, invalid
 
 __all__ = ["FIGURES", "captions", "draw_figures", "redraw"]
@@ -65,44 +72,77 @@ _ASYNC = ("momentum", "random")
 
 
 # ----------------------------------------------------------------------------- numbers
+# A value of results.json is a number (one seed) or a stat over seeds (asyncsnn._spread):
+# the helpers read both, so that one seed's captions are what they always were and several
+# seeds' captions give the mean ± std and on how many seeds a claim holds.
 def _num(value: Any) -> float:
-    """A results value as a float (``None``, from a JSON null, is NaN)."""
-    return float("nan") if value is None else float(value)
+    """A results value as a float: a number, or a stat's mean (``None``, a JSON null, is NaN)."""
+    return _spread.mean(value)
 
 
 def _cells(results: Mapping[str, Any]) -> dict[tuple[str, str, str], Mapping[str, Any]]:
     return {(c["training"], c["inference"], c["stop"]): c for c in results.get("cells", [])}
 
 
-def _pct_change(new: float, old: float) -> float:
-    return 100.0 * (new - old) / old if old else float("nan")
+def _pct_change(new: np.ndarray, old: np.ndarray) -> np.ndarray:
+    safe = np.where(old == 0, np.nan, old)
+    return np.asarray(100.0 * (new - old) / safe, dtype=float)
 
 
-def _pct(change: float) -> str:
-    """``abs(change)`` in percent: no decimals from 10 % on, one below (``38 %``, ``0.4 %``)."""
-    return f"{abs(change):.0f} %" if abs(change) >= 10 else f"{abs(change):.1f} %"
+def _pct(change: np.ndarray) -> str:
+    """``abs(mean)`` in percent: no decimals from 10 % on, one below (``38 %``, ``0.4 %``, ``15 ± 2 %``)."""
+    have = change[~np.isnan(change)]
+    m = float(have.mean())
+    return _spread.summary(change, ".0f" if abs(m) >= 10 else ".1f", absolute=True, unit=" %")
 
 
-def _fewer(new: float, old: float, noun: str, fewer: str = "fewer", more: str = "more") -> str:
-    """``"38 % fewer spikes"`` / ``"0.4 % more spikes"`` (``new`` against ``old``)."""
-    change = _pct_change(new, old)
-    if math.isnan(change):
+def _fewer(new: Any, old: Any, noun: str, fewer: str = "fewer", more: str = "more") -> str:
+    """``"38 % fewer spikes"`` / ``"0.4 % more spikes"`` / ``"15 ± 2 % fewer spikes"`` (over seeds)."""
+    change = _spread.paired(_pct_change, new, old)
+    if np.all(np.isnan(change)):
         return f"n/a change in {noun}"
-    return f"{_pct(change)} {fewer if change < 0 else more} {noun}".rstrip()
+    word = fewer if float(np.nanmean(change)) < 0 else more
+    return f"{_pct(change)} {word} {noun}".rstrip()
 
 
-def _ratio(old: float, new: float) -> str:
-    """``"2.10x"``: how many times ``new`` is smaller than ``old`` (n/a when undefined)."""
-    return f"{old / new:.2f}x" if new and not (math.isnan(old) or math.isnan(new)) else "n/a"
+def _held(new: Any, old: Any) -> str:
+    """``" on 2 of 3 seeds"``: on how many seeds the change of :func:`_fewer` has its sign ("" for one seed)."""
+    return _spread.held(_spread.paired(_pct_change, new, old))
+
+
+def _ratio(old: Any, new: Any, word: str) -> str:
+    """``"2.10x faster"``: how many times ``new`` is smaller than ``old``, per seed (n/a when undefined)."""
+    ratio = _spread.paired(lambda o, n: np.where(n == 0, np.nan, o / np.where(n == 0, 1.0, n)), old, new)
+    if np.all(np.isnan(ratio)):
+        return "n/a"
+    return _spread.summary(ratio, ".2f", unit="x") + f" {word}" + _spread.held(ratio - 1.0)
+
+
+def _points(new: Any, old: Any) -> tuple[str, str]:
+    """The accuracy of ``new`` minus that of ``old`` in points (``"+1.5"``), and on how many seeds it holds."""
+    diff = _spread.paired(lambda a, b: 100.0 * (a - b), new, old)
+    return _spread.summary(diff, "+.1f"), _spread.on_seeds(diff, "higher", "lower")
 
 
 def _acc(value: Any) -> str:
-    return f"{100 * _num(value):.1f} %"
+    return _spread.fmt(value, ".1f", scale=100.0, unit=" %", missing="nan %")
 
 
 def _micro(value: Any) -> str:
-    v = _num(value)
-    return "n/a" if math.isnan(v) else f"{v * 1e6:.3g}"
+    return _spread.fmt(value, ".3g", scale=1e6)
+
+
+def _seeds(results: Mapping[str, Any]) -> list[int]:
+    """The seeds of an aggregate ``results.json`` (empty for a single run)."""
+    return [int(s) for s in results.get("seeds") or []]
+
+
+def _over_seeds(results: Mapping[str, Any], band: str = "error bars and bands: ± one standard deviation") -> str:
+    """The sentence that ends a caption of several seeds ("" for one seed)."""
+    seeds = _seeds(results)
+    if len(seeds) < 2:
+        return ""
+    return f" Over {len(seeds)} seeds ({', '.join(map(str, seeds))}): mean ± standard deviation (ddof = 1); {band}."
 
 
 def _forward_group_size(results: Mapping[str, Any]) -> int:
@@ -121,6 +161,10 @@ def _population_names(results: Mapping[str, Any]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- captions
+def _count(value: Any) -> str:
+    return _spread.fmt(value, ".0f")
+
+
 def _caption_table(results: Mapping[str, Any]) -> str | None:
     by = _cells(results)
     base = by.get(("layered", "layered", "drain"))
@@ -131,19 +175,22 @@ def _caption_table(results: Mapping[str, Any]) -> str | None:
         c = by.get((t, t, "drain"))
         if c is None:
             continue
-        points = 100 * (_num(c["accuracy"]) - _num(base["accuracy"]))
+        points, where = _points(c["accuracy"], base["accuracy"])
+        accs = f"{_acc(c['accuracy'])} vs {_acc(base['accuracy'])}"
         parts.append(
-            f"unlayered/{t} under {t} inference: {_fewer(_num(c['spikes_per_sample']), _num(base['spikes_per_sample']), 'spikes')} "
-            f"per sample than layered/layered ({_num(c['spikes_per_sample']):.0f} vs "
-            f"{_num(base['spikes_per_sample']):.0f}) at {points:+.1f} points of accuracy ({_acc(c['accuracy'])} vs "
-            f"{_acc(base['accuracy'])}), {_num(c['synops_to_first_output']):.0f} vs "
-            f"{_num(base['synops_to_first_output']):.0f} synaptic operations to the first output spike of a timestep"
+            f"unlayered/{t} under {t} inference: {_fewer(c['spikes_per_sample'], base['spikes_per_sample'], 'spikes')} "
+            f"per sample than layered/layered{_held(c['spikes_per_sample'], base['spikes_per_sample'])} "
+            f"({_count(c['spikes_per_sample'])} vs "
+            f"{_count(base['spikes_per_sample'])}) at {points} points of accuracy "
+            f"({where + '; ' if where else ''}{accs}), {_count(c['synops_to_first_output'])} vs "
+            f"{_count(base['synops_to_first_output'])} synaptic operations to the first output spike of a timestep"
         )
     if not parts:
         return None
     return (
         f"Accuracy against cost, one marker per training x inference x stop (F = {_forward_group_size(results)}): "
         + ("; ".join(parts) + ".")
+        + _over_seeds(results)
     )
 
 
@@ -156,13 +203,13 @@ def _caption_anytime(results: Mapping[str, Any]) -> str | None:
     ref = _num(base["accuracy"]) if base is not None else float("nan")
     parts = []
     for training, curve in sweep.items():
-        accs = [_num(a) for a in curve["accuracy"]]
+        accs = curve["accuracy"]
         text = (
             f"trained {training}: {_acc(accs[0])} at the first output spike (+{extra[0]} steps), "
             f"{_acc(accs[-1])} after +{extra[-1]}, {_acc(curve['drained'][0])} drained"
         )
         if not math.isnan(ref):
-            reach = next((k for k, a in zip(extra, accs) if a >= ref - 0.01), None)
+            reach = next((k for k, a in zip(extra, accs) if _num(a) >= ref - 0.01), None)
             text += (
                 f", within 1 point of the layered baseline after +{reach} steps"
                 if reach is not None
@@ -172,9 +219,10 @@ def _caption_anytime(results: Mapping[str, Any]) -> str | None:
     head = (
         "Anytime accuracy under momentum inference, each timestep stopped k forward steps after its first output spike"
     )
-    if not math.isnan(ref):
-        head += f" (layered baseline, layered training and inference: {_acc(ref)})"
-    return head + ": " + "; ".join(parts) + "."
+    if base is not None and not math.isnan(ref):
+        head += f" (layered baseline, layered training and inference: {_acc(base['accuracy'])})"
+    band = "the bands: ± one standard deviation; within 1 point: the means compared"
+    return head + ": " + "; ".join(parts) + "." + _over_seeds(results, band=band)
 
 
 def _caption_training(results: Mapping[str, Any]) -> str | None:
@@ -183,19 +231,19 @@ def _caption_training(results: Mapping[str, Any]) -> str | None:
     for training, h in history.items():
         if not h.get("loss"):
             continue
-        text = (
-            f"{training}: loss {_num(h['loss'][0]):.3f} -> {_num(h['loss'][-1]):.3f}, training accuracy "
-            f"{_acc(h['train_accuracy'][-1])}"
-        )
+        loss = f"{_spread.fmt(h['loss'][0], '.3f')} -> {_spread.fmt(h['loss'][-1], '.3f')}"
+        text = f"{training}: loss {loss}, training accuracy {_acc(h['train_accuracy'][-1])}"
         test = h.get("test_accuracy") or [None]
-        if test[-1] is not None:
+        if not math.isnan(_num(test[-1])):
             text += f", test accuracy {_acc(test[-1])}"
         parts.append(text)
     if not parts:
         return None
     epochs = max(len(h.get("loss", [])) for h in history.values())
-    return f"Training curves over {epochs} epoch{'s' if epochs != 1 else ''} (first -> last epoch): " + (
-        "; ".join(parts) + "."
+    return (
+        f"Training curves over {epochs} epoch{'s' if epochs != 1 else ''} (first -> last epoch): "
+        + ("; ".join(parts) + ".")
+        + _over_seeds(results, band="the bands span the min to the max over the seeds")
     )
 
 
@@ -215,11 +263,14 @@ def _caption_f_sweep(results: Mapping[str, Any]) -> str | None:
         lo, hi = rows[0], rows[-1]
         f_lo, f_hi = lo["forward_group_size"], hi["forward_group_size"]
         best = max(rows, key=lambda r: _num(r["accuracy"]))
+        steps = (
+            f"{_spread.fmt(lo['steps_to_first_output'], '.2f')} -> {_spread.fmt(hi['steps_to_first_output'], '.2f')}"
+        )
         parts.append(
             f"unlayered/{t} under {t} inference: accuracy {_acc(lo['accuracy'])} at F = {f_lo}, "
             f"{_acc(hi['accuracy'])} at F = {f_hi} (best {_acc(best['accuracy'])} at F = {best['forward_group_size']}), "
-            f"spikes per sample {_num(lo['spikes_per_sample']):.0f} -> {_num(hi['spikes_per_sample']):.0f}, "
-            f"steps to 1st output {_num(lo['steps_to_first_output']):.2f} -> {_num(hi['steps_to_first_output']):.2f}"
+            f"spikes per sample {_count(lo['spikes_per_sample'])} -> {_count(hi['spikes_per_sample'])}, "
+            f"steps to 1st output {steps}"
         )
     if not parts:
         return None
@@ -230,6 +281,7 @@ def _caption_f_sweep(results: Mapping[str, Any]) -> str | None:
         + "; ".join(parts)
         + "."
         + tail
+        + _over_seeds(results, band="the bands: ± one standard deviation; best: the highest mean")
     )
 
 
@@ -248,14 +300,16 @@ def _caption_energy(results: Mapping[str, Any]) -> str | None:
             if c is None:
                 continue
             a = c["cost"].get(name, {})
-            e_new, e_old = _num(a.get("energy_per_inference_j")), _num(b.get("energy_per_inference_j"))
+            e_new, e_old = a.get("energy_per_inference_j"), b.get("energy_per_inference_j")
             text = (
                 f"unlayered/{t} {_micro(e_new)} µJ per inference vs {_micro(e_old)} µJ layered "
-                f"({_fewer(e_new, e_old, '', 'less', 'more')})"
+                f"({_fewer(e_new, e_old, '', 'less', 'more')}{_held(e_new, e_old)})"
             )
-            d_new, d_old = _num(a.get("time_to_decision_s")), _num(b.get("time_to_decision_s"))
-            if not (math.isnan(d_new) or math.isnan(d_old)):
-                text += f", time to decision {_micro(d_new)} µs vs {_micro(d_old)} µs ({_ratio(d_old, d_new)} faster)"
+            d_new, d_old = a.get("time_to_decision_s"), b.get("time_to_decision_s")
+            if not (math.isnan(_num(d_new)) or math.isnan(_num(d_old))):
+                text += (
+                    f", time to decision {_micro(d_new)} µs vs {_micro(d_old)} µs ({_ratio(d_old, d_new, 'faster')})"
+                )
             items.append(text)
         if not math.isnan(_num(b.get("energy_per_inference_j"))) and math.isnan(_num(b.get("time_to_decision_s"))):
             items.append("no time model")
@@ -265,6 +319,7 @@ def _caption_energy(results: Mapping[str, Any]) -> str | None:
         "(layered training and inference, a barrier per forward step) vs asynchronous (drain): "
         + "; ".join(parts)
         + "."
+        + _over_seeds(results)
     )
 
 
@@ -274,10 +329,15 @@ def _caption_spikes_per_neuron(results: Mapping[str, Any]) -> str | None:
         return None
     names = _population_names(results)
     parts = [
-        f"{training}: " + ", ".join(f"{n} {_num(v):.2f}" for n, v in zip(names, values))
+        f"{training}: " + ", ".join(f"{n} {_spread.fmt(v, '.2f')}" for n, v in zip(names, values))
         for training, values in per.items()
     ]
-    return "Spikes per neuron per sample by population (momentum inference, drain): " + "; ".join(parts) + "."
+    return (
+        "Spikes per neuron per sample by population (momentum inference, drain): "
+        + "; ".join(parts)
+        + "."
+        + _over_seeds(results)
+    )
 
 
 def _caption_currents(results: Mapping[str, Any]) -> str | None:
@@ -288,10 +348,13 @@ def _caption_currents(results: Mapping[str, Any]) -> str | None:
         f"trained {t}: median {np.median(c):.0f}, {100 * np.mean(np.asarray(c) == 1):.0f} % of the spikes after one"
         for t, c in counts.items()
     ]
+    seeds = _seeds(results)
+    pooled = f" Pooled over {len(seeds)} seeds ({', '.join(map(str, seeds))})." if len(seeds) > 1 else ""
     return (
         "Forward steps with input that a hidden neuron integrates before it spikes (momentum inference): "
         + "; ".join(parts)
         + "."
+        + pooled
     )
 
 
@@ -340,6 +403,37 @@ def captions(results: Mapping[str, Any]) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------- drawing
+def _std_or_zero(value: Any, scale: float = 1.0) -> float:
+    s = _spread.std(value)
+    return 0.0 if math.isnan(s) else scale * s
+
+
+def _errors(items: list[Any], scale: float = 1.0) -> list[float] | None:
+    """± one standard deviation of each stat (an error bar), or None when none is a stat (one seed)."""
+    if not any(_spread.is_stat(v) for v in items):
+        return None
+    return [_std_or_zero(v, scale) for v in items]
+
+
+def _band(ax: Any, x: Any, items: list[Any], scale: float, color: str, *, minmax: bool = False) -> None:
+    """Shade mean ± std (or min to max) of stats around their line; nothing for plain numbers."""
+    if not any(_spread.is_stat(v) for v in items):
+        return
+    if minmax:
+        lo = [scale * _num(v["min"]) if _spread.is_stat(v) else scale * _num(v) for v in items]
+        hi = [scale * _num(v["max"]) if _spread.is_stat(v) else scale * _num(v) for v in items]
+    else:
+        mid = np.array([scale * _num(v) for v in items])
+        err = np.array([_std_or_zero(v, scale) for v in items])
+        lo, hi = list(mid - err), list(mid + err)
+    ax.fill_between(x, lo, hi, color=color, alpha=0.15, lw=0)
+
+
+def _title_seeds(results: Mapping[str, Any], what: str = "mean ± std") -> str:
+    seeds = _seeds(results)
+    return f" ({what} over {len(seeds)} seeds)" if len(seeds) > 1 else ""
+
+
 def _short(training: str, inference: str, stop: str) -> str:
     return f"{training[0].upper()}/{inference[0].upper()}" + ("·1st" if stop == "first_output" else "")
 
@@ -361,6 +455,17 @@ def _draw_table(plt: Any, results: Mapping[str, Any]) -> Any:
                 continue
             color = _COLORS.get(c["training"], "black")
             filled = c["stop"] == "drain"
+            if _spread.is_stat(c[key]) or _spread.is_stat(c["accuracy"]):
+                ax.errorbar(
+                    x,
+                    y,
+                    xerr=_std_or_zero(c[key]),
+                    yerr=_std_or_zero(c["accuracy"], 100.0),
+                    fmt="none",
+                    ecolor=color,
+                    elinewidth=1,
+                    alpha=0.6,
+                )
             ax.scatter(
                 x,
                 y,
@@ -390,7 +495,10 @@ def _draw_table(plt: Any, results: Mapping[str, Any]) -> Any:
         Line2D([], [], color="black", lw=0, marker="o", markerfacecolor="none", label="first_output (hollow)"),
     ]
     axes[-1].legend(handles=handles, fontsize=7, loc="best")
-    fig.suptitle("The results table as a plot (labels: training/inference, ·1st = stopped at the first output)")
+    fig.suptitle(
+        "The results table as a plot (labels: training/inference, ·1st = stopped at the first output)"
+        + _title_seeds(results)
+    )
     return fig
 
 
@@ -401,6 +509,7 @@ def _draw_anytime(plt: Any, results: Mapping[str, Any]) -> Any:
     for training, curve in results["sweep"].items():
         color = _COLORS.get(training, "black")
         ax.plot(pos, [100 * _num(a) for a in curve["accuracy"]], marker="o", color=color, label=f"trained {training}")
+        _band(ax, pos, list(curve["accuracy"]), 100.0, color)
         ax.axhline(100 * _num(curve["drained"][0]), ls=":", color=color, alpha=0.7)
     base = _cells(results).get(("layered", "layered", "drain"))
     if base is not None:
@@ -411,7 +520,7 @@ def _draw_anytime(plt: Any, results: Mapping[str, Any]) -> Any:
     f = _forward_group_size(results)
     ax.set_xlabel(f"forward steps run after the first output spike of each timestep (each delivers up to F = {f})")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Anytime accuracy, momentum inference (dotted: drained)")
+    ax.set_title("Anytime accuracy, momentum inference (dotted: drained)" + _title_seeds(results))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
@@ -427,12 +536,15 @@ def _draw_training(plt: Any, results: Mapping[str, Any]) -> Any:
         if not len(epochs):
             continue
         ax_loss.plot(epochs, [_num(v) for v in h["loss"]], marker="o", color=color, label=f"{training}")
+        _band(ax_loss, epochs, list(h["loss"]), 1.0, color, minmax=True)
         ax_acc.plot(
             epochs, [100 * _num(v) for v in h["train_accuracy"]], marker="o", color=color, label=f"{training} (train)"
         )
+        _band(ax_acc, epochs, list(h["train_accuracy"]), 100.0, color, minmax=True)
         test = [100 * _num(v) for v in h.get("test_accuracy", [])]
         if test and not all(math.isnan(v) for v in test):
             ax_acc.plot(epochs, test, marker="s", ls="--", color=color, label=f"{training} (test)")
+            _band(ax_acc, epochs, list(h["test_accuracy"]), 100.0, color, minmax=True)
     n_epochs = max((len(h.get("loss", [])) for h in results["history"].values()), default=0)
     for ax in (ax_loss, ax_acc):
         ax.set_xlabel("epoch")
@@ -444,7 +556,7 @@ def _draw_training(plt: Any, results: Mapping[str, Any]) -> Any:
         ax.legend(fontsize=8)
     ax_loss.set_ylabel("training loss")
     ax_acc.set_ylabel("accuracy (%)")
-    fig.suptitle("Training curves per training scheduler")
+    fig.suptitle("Training curves per training scheduler" + _title_seeds(results, "mean, min-max band"))
     return fig
 
 
@@ -468,14 +580,17 @@ def _draw_f_sweep(plt: Any, results: Mapping[str, Any]) -> Any:
                 sel = _sweep_rows(results, training, inference)
                 if not sel:
                     continue
+                xs = [pos[int(r["forward_group_size"])] for r in sel]
+                color = _COLORS.get(training, "black")
                 ax.plot(
-                    [pos[int(r["forward_group_size"])] for r in sel],
+                    xs,
                     [scale * _num(r[key]) for r in sel],
                     marker=_MARKERS.get(inference, "o"),
                     ls=styles.get(inference, "-"),
-                    color=_COLORS.get(training, "black"),
+                    color=color,
                     label=f"trained {training}, {inference} inference",
                 )
+                _band(ax, xs, [r[key] for r in sel], scale, color)
         if base is not None and key in base:
             ax.axhline(scale * _num(base[key]), color="black", lw=1.5, ls=":", label="layered/layered")
         ax.set_xticks(list(pos.values()), [str(f) for f in sizes])
@@ -483,7 +598,9 @@ def _draw_f_sweep(plt: Any, results: Mapping[str, Any]) -> Any:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"Forward group size F (models trained with F = {_forward_group_size(results)}), drain")
+    fig.suptitle(
+        f"Forward group size F (models trained with F = {_forward_group_size(results)}), drain" + _title_seeds(results)
+    )
     return fig
 
 
@@ -507,7 +624,8 @@ def _draw_energy(plt: Any, results: Mapping[str, Any]) -> Any:
     for row, name in enumerate(profiles):
         for col, (key, label) in enumerate(quantities):
             ax = axes[row][col]
-            values = [1e6 * _num(by[k]["cost"].get(name, {}).get(key)) for k in keys]
+            items = [by[k]["cost"].get(name, {}).get(key) for k in keys]
+            values = [1e6 * _num(v) for v in items]
             if all(math.isnan(v) for v in values):
                 ax.text(0.5, 0.5, f"{name} gives no time model", ha="center", va="center", transform=ax.transAxes)
                 ax.set_xticks([])
@@ -515,7 +633,9 @@ def _draw_energy(plt: Any, results: Mapping[str, Any]) -> Any:
             else:
                 colors = [_COLORS.get(k[0], "black") for k in keys]
                 hatches = ["" if k[2] == "drain" else "//" for k in keys]
-                bars = ax.bar(np.arange(len(keys)), np.nan_to_num(values), color=colors)
+                bars = ax.bar(
+                    np.arange(len(keys)), np.nan_to_num(values), color=colors, yerr=_errors(items, 1e6), capsize=3
+                )
                 for bar, hatch in zip(bars, hatches):
                     bar.set_hatch(hatch)
                 ax.bar_label(bars, labels=[f"{v:.3g}" for v in values], fontsize=7)
@@ -524,7 +644,9 @@ def _draw_energy(plt: Any, results: Mapping[str, Any]) -> Any:
                 ax.grid(alpha=0.3, axis="y")
             ax.set_ylabel(label)
             ax.set_title(f"{name}: {label.split(' (')[0]}", fontsize=10)
-    fig.suptitle("Layer-synchronous (layered/layered) vs asynchronous execution on hardware profiles")
+    fig.suptitle(
+        "Layer-synchronous (layered/layered) vs asynchronous execution on hardware profiles" + _title_seeds(results)
+    )
     return fig
 
 
@@ -537,13 +659,15 @@ def _draw_spikes_per_neuron(plt: Any, results: Mapping[str, Any]) -> Any:
         ax.bar(
             np.arange(len(vals)) + i * width,
             [_num(v) for v in vals],
+            yerr=_errors(list(vals)),
+            capsize=3,
             width=width,
             label=f"trained {training}",
             color=_COLORS.get(training, "black"),
         )
     ax.set_xticks(np.arange(len(names)) + width * (len(per) - 1) / 2, names)
     ax.set_ylabel("spikes per neuron per sample")
-    ax.set_title("Activity per population (momentum inference, drain)")
+    ax.set_title("Activity per population (momentum inference, drain)" + _title_seeds(results))
     ax.legend()
     return fig
 

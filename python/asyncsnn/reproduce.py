@@ -12,6 +12,13 @@ training settings in the metadata: :func:`training_metadata`), and the PNG figur
 :mod:`asyncsnn.figures` with ``figures.md``. The closing paragraph and every figure's
 caption state what the numbers show; they are computed from them, not written in advance.
 
+:func:`run_reproduce_seeds` (``asyncsnn reproduce --seeds 0 1 2``) runs it once per seed,
+each seed's complete output in ``<out>/<name>/seed_<seed>/``, then writes the mean,
+standard deviation (ddof = 1), min and max over the seeds of every number to
+``<out>/<name>/`` (:func:`aggregate_results`): ``results.json``, ``table.md`` (``mean ±
+std``), ``results.csv``, the figures with error bars or bands, and a findings paragraph
+that says on how many seeds each claim holds (:func:`findings_over_seeds`).
+
 Training needs the ``train`` extra (torch, tqdm): without it :func:`run_reproduce`
 raises :class:`~asyncsnn.exceptions.MissingDependencyError` before any work. The
 figures need matplotlib (the ``data`` extra); without it the results are written all
@@ -24,16 +31,17 @@ import csv
 import importlib
 import json
 import math
+import shutil
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from asyncsnn._prepare import Scheduler, StopMode
-from asyncsnn.exceptions import MissingDependencyError, ParameterError, invalid
+from asyncsnn.exceptions import InputError, MissingDependencyError, ParameterError, invalid
 from asyncsnn.network import Network
 
 __all__ = [
@@ -42,9 +50,14 @@ __all__ = [
     "TRAINING_METADATA_KEYS",
     "Dataset",
     "ReproduceConfig",
+    "SeedsReport",
+    "aggregate_results",
+    "findings_over_seeds",
     "load_dataset",
+    "report_from_dict",
     "require_train_extra",
     "run_reproduce",
+    "run_reproduce_seeds",
     "training_metadata",
 ]
 
@@ -481,10 +494,6 @@ def _cost_names(cells: Sequence[Cell]) -> list[str]:
     return list(dict.fromkeys(name for c in cells for name in c.cost))
 
 
-def _micro(value: float | None) -> str:
-    return "n/a" if value is None else f"{value * 1e6:.4g}"
-
-
 def run_settings(config: ReproduceConfig, ds: Dataset, *, epochs: int, device: str) -> dict[str, Any]:
     """Every training and evaluation setting of a run, as ``results.json`` and ``table.md`` record them.
 
@@ -563,6 +572,7 @@ _SETTING_GROUPS = {
         "batch_size",
         "loss",
         "seed",
+        "seeds",
         "device",
     ),
     "evaluation": (
@@ -578,21 +588,33 @@ _SETTING_GROUPS = {
 }
 
 
-def table_header(report: Report) -> str:
-    """The header of ``table.md``: what was run, every setting (grouped) and the provenance."""
-    settings = dict(report.settings)
-    lines = [
-        f"# asyncsnn reproduce: {report.dataset}",
-        "",
-        f"{report.description}; {report.n_train} train / {report.n_test} test samples; architecture "
-        f"{' -> '.join(map(str, report.architecture))}.",
+def table_header(report: Report | Mapping[str, Any]) -> str:
+    """The header of ``table.md``: what was run, every setting (grouped) and the provenance.
+
+    ``report`` is a :class:`Report` or a ``results.json`` mapping; an aggregate over
+    seeds (``seeds`` holds two or more) says so in its title and first line.
+    """
+    data: Mapping[str, Any] = asdict(report) if isinstance(report, Report) else report
+    settings = dict(data.get("settings") or {})
+    seeds = list(data.get("seeds") or [])
+    title = f"# asyncsnn reproduce: {data['dataset']}"
+    lines = [title + (f", {len(seeds)} seeds" if len(seeds) > 1 else ""), ""]
+    if len(seeds) > 1:
+        lines += [
+            f"Every number is the mean ± standard deviation (ddof = 1) over {len(seeds)} seeds "
+            f"({', '.join(map(str, seeds))}); each seed's own results are in seed_<seed>/.",
+            "",
+        ]
+    lines += [
+        f"{data['description']}; {data['n_train']} train / {data['n_test']} test samples; architecture "
+        f"{' -> '.join(map(str, data['architecture']))}.",
         "",
     ]
     for group, keys in [*_SETTING_GROUPS.items(), ("other", tuple(settings))]:
         items = [f"{k} = {_setting_text(settings.pop(k))}" for k in keys if k in settings]
         if items:
             lines.append(f"- {group}: " + ", ".join(items))
-    lines.append("- provenance: " + ", ".join(f"{k} = {v}" for k, v in report.provenance.items()))
+    lines.append("- provenance: " + ", ".join(f"{k} = {v}" for k, v in (data.get("provenance") or {}).items()))
     return "\n".join(lines) + "\n\n"
 
 
@@ -629,30 +651,64 @@ def sweep_forward_group_sizes(
     return rows
 
 
-def _write_table(path: Path, cells: Sequence[Cell], header: str = "") -> str:
-    names = _cost_names(cells)
+#: The numeric columns of ``table.md`` before the cost columns: (title, cell field, format,
+#: scale, unit). One seed writes ``format(value * scale) + unit``, several ``mean ± std``.
+_TABLE_COLUMNS: tuple[tuple[str, str, str, float, str], ...] = (
+    ("accuracy", "accuracy", ".1f", 100.0, " %"),
+    ("spikes/sample", "spikes_per_sample", ".0f", 1.0, ""),
+    ("synops/sample", "synops_per_sample", ".0f", 1.0, ""),
+    ("fwd steps/sample", "forward_steps_per_sample", ".1f", 1.0, ""),
+    ("steps to 1st output", "steps_to_first_output", ".2f", 1.0, ""),
+    ("spikes to 1st output", "spikes_to_first_output", ".1f", 1.0, ""),
+    ("acc. at 1st output", "accuracy_at_first_output", ".1f", 100.0, " %"),
+    ("silent", "silent_fraction", ".1f", 100.0, " %"),
+)
+
+
+def _cost_names_of(cells: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The profiles that priced the cells, in order of first appearance."""
+    return list(dict.fromkeys(name for c in cells for name in c.get("cost", {})))
+
+
+def _table_text(cells: Sequence[Mapping[str, Any]]) -> str:
+    """The table of ``table.md`` (column names and one row per cell) from ``results.json`` cells.
+
+    A cell's numbers are plain (one seed) or stats over seeds (:func:`asyncsnn._spread.stat`),
+    written as ``mean ± std``.
+    """
+    from asyncsnn._spread import fmt, mean
+
+    names = _cost_names_of(cells)
     # Energy per inference for every profile; time to decision where the profile has a time model.
-    timed = [n for n in names if any(c.cost.get(n, {}).get("time_to_decision_s") is not None for c in cells)]
+    timed = [
+        n
+        for n in names
+        if any(not math.isnan(mean(c.get("cost", {}).get(n, {}).get("time_to_decision_s"))) for c in cells)
+    ]
     extra = "".join(f" energy/inf. {n} (µJ) |" for n in names) + "".join(f" time to decision {n} (µs) |" for n in timed)
+    titles = "".join(f" {title} |" for title, *_ in _TABLE_COLUMNS)
     head = (
-        "| training | inference | stop | accuracy | spikes/sample | synops/sample | fwd steps/sample | "
-        f"steps to 1st output | spikes to 1st output | acc. at 1st output | silent |{extra}\n"
-        f"|---|---|---|---|---|---|---|---|---|---|---|{'---|' * (len(names) + len(timed))}\n"
+        f"| training | inference | stop |{titles}{extra}\n"
+        f"|---|---|---|{'---|' * len(_TABLE_COLUMNS)}{'---|' * (len(names) + len(timed))}\n"
     )
 
-    def row(c: Cell) -> str:
-        costs = "".join(f" {_micro(c.cost.get(n, {}).get('energy_per_inference_j'))} |" for n in names)
-        costs += "".join(f" {_micro(c.cost.get(n, {}).get('time_to_decision_s'))} |" for n in timed)
-        return (
-            f"| {c.training} | {c.inference} | {c.stop} | {100 * c.accuracy:.1f} % | {c.spikes_per_sample:.0f} | "
-            f"{c.synops_per_sample:.0f} | {c.forward_steps_per_sample:.1f} | {c.steps_to_first_output:.2f} | "
-            f"{c.spikes_to_first_output:.1f} | {100 * c.accuracy_at_first_output:.1f} % | "
-            f"{100 * c.silent_fraction:.1f} % |{costs}\n"
+    def row(c: Mapping[str, Any]) -> str:
+        values = "".join(
+            f" {fmt(c[key], spec, scale=scale, unit=unit, missing='nan')} |"
+            for _, key, spec, scale, unit in _TABLE_COLUMNS
         )
+        cost = c.get("cost", {})
+        values += "".join(f" {fmt(cost.get(n, {}).get('energy_per_inference_j'), '.4g', scale=1e6)} |" for n in names)
+        values += "".join(f" {fmt(cost.get(n, {}).get('time_to_decision_s'), '.4g', scale=1e6)} |" for n in timed)
+        return f"| {c['training']} | {c['inference']} | {c['stop']} |{values}\n"
 
-    rows = "".join(row(c) for c in cells)
-    path.write_text(header + head + rows)
-    return header + head + rows
+    return head + "".join(row(c) for c in cells)
+
+
+def _write_table(path: Path, cells: Sequence[Cell], header: str = "") -> str:
+    text = header + _table_text([asdict(c) for c in cells])
+    path.write_text(text)
+    return text
 
 
 def _write_csv(path: Path, cells: Sequence[Cell]) -> None:
@@ -670,8 +726,45 @@ def _write_csv(path: Path, cells: Sequence[Cell]) -> None:
             writer.writerow(values)
 
 
+@dataclass
+class _Prepared:
+    """A run's data and resolved settings, before any training."""
+
+    ds: Dataset
+    device: str
+    epochs: int
+    settings: dict[str, Any]
+
+
+def _prepare(config: ReproduceConfig) -> _Prepared:
+    """Check the options, resolve the device and load the dataset of ``config.seed``."""
+    from asyncsnn.torch.training import resolve_device
+
+    if config.forward_group_size < 1:
+        raise invalid(ParameterError, "forward_group_size", config.forward_group_size, "must be >= 1")
+    device = str(resolve_device(config.device))  # a bad device fails before the data is loaded
+    ds = load_dataset(
+        config.dataset,
+        root=config.root,
+        quick=config.quick,
+        seed=config.seed,
+        max_train=config.max_train,
+        max_test=config.max_test,
+    )
+    epochs = config.resolved_epochs()
+    return _Prepared(ds, device, epochs, run_settings(config, ds, epochs=epochs, device=device))
+
+
+def _folder_name(config: ReproduceConfig) -> str:
+    return config.name or (config.dataset + ("-quick" if config.quick else ""))
+
+
 def run_reproduce(config: ReproduceConfig, log: Callable[[str], None] = print) -> Report:
     """Train three ways, evaluate every combination, write tables and figures.
+
+    The results go to ``<config.out>/<name>/`` (``name``: ``config.name``, else the
+    dataset, with ``-quick`` for a quick run). :func:`run_reproduce_seeds` runs it once
+    per seed and writes the spread.
 
     Parameters
     ----------
@@ -691,33 +784,31 @@ def run_reproduce(config: ReproduceConfig, log: Callable[[str], None] = print) -
         Without the ``train`` extra (torch, tqdm), before anything is loaded or trained.
         A missing matplotlib only skips the figures (one line in ``log``).
     """
+    require_train_extra("asyncsnn reproduce")
+    tic = time.perf_counter()
+    prepared = _prepare(config)
+    out = Path(config.out) / _folder_name(config)
+    out.mkdir(parents=True, exist_ok=True)
+    report = _train_evaluate_write(config, prepared, out, log, tic=tic)
+    log("")
+    log((out / "table.md").read_text())
+    log(report.findings)
+    log(f"\nwrote {', '.join(report.files)} to {out} in {report.wall_time_s:.0f} s")
+    return report
+
+
+def _train_evaluate_write(
+    config: ReproduceConfig, prepared: _Prepared, out: Path, log: Callable[[str], None], *, tic: float
+) -> Report:
+    """Train, evaluate and write one seed's results to ``out`` (an existing folder)."""
     import asyncsnn
     from asyncsnn._provenance import provenance
     from asyncsnn.cost import PROFILES
     from asyncsnn.reference import currents_before_spike
-
-    require_train_extra("asyncsnn reproduce")
     from asyncsnn.torch import AsyncSNN, train
-    from asyncsnn.torch.training import resolve_device
 
-    tic = time.perf_counter()
-    if config.forward_group_size < 1:
-        raise invalid(ParameterError, "forward_group_size", config.forward_group_size, "must be >= 1")
-    device = resolve_device(config.device)  # a bad device fails before the data is loaded
-    ds = load_dataset(
-        config.dataset,
-        root=config.root,
-        quick=config.quick,
-        seed=config.seed,
-        max_train=config.max_train,
-        max_test=config.max_test,
-    )
-    name = config.name or (config.dataset + ("-quick" if config.quick else ""))
-    out = Path(config.out) / name
-    out.mkdir(parents=True, exist_ok=True)
+    ds, device, epochs, settings = prepared.ds, prepared.device, prepared.epochs, prepared.settings
     sizes = [math.prod(ds.input_shape), *config.hidden, ds.n_classes]
-    epochs = config.resolved_epochs()
-    settings = run_settings(config, ds, epochs=epochs, device=str(device))
     log(f"dataset: {ds.description}; {len(ds.train_y)} train / {len(ds.test_y)} test samples")
     log(
         f"architecture: {' -> '.join(map(str, sizes))}, F = {config.forward_group_size}, {epochs} epochs, seed {config.seed}"
@@ -833,26 +924,440 @@ def run_reproduce(config: ReproduceConfig, log: Callable[[str], None] = print) -
         f_sweep=f_sweep,
     )
     # The results first: whatever happens to the figures, the numbers are on disk.
-    table = _write_table(out / "table.md", cells, header=table_header(report))
+    _write_table(out / "table.md", cells, header=table_header(report))
     _write_csv(out / "results.csv", cells)
     models = [f"model_{t}.safetensors" for t in TRAINING]
     report.files = ["table.md", "results.json", "results.csv", *models]
     report.wall_time_s = time.perf_counter() - tic
     (out / "results.json").write_text(json.dumps(asdict(report), indent=1, default=float))
+    figures = _draw(asdict(report), out, log)
+    if figures is not None:
+        report.figures = figures
+        report.files = ["table.md", "results.json", "results.csv", *report.figures, "figures.md", *models]
+        report.wall_time_s = time.perf_counter() - tic
+        (out / "results.json").write_text(json.dumps(asdict(report), indent=1, default=float))
+    return report
+
+
+def _draw(results: Mapping[str, Any], out: Path, log: Callable[[str], None]) -> dict[str, str] | None:
+    """Draw the figures of ``results`` into ``out``; None (and one line in ``log``) without matplotlib."""
     try:
         from asyncsnn.figures import draw_figures
 
-        report.figures = draw_figures(asdict(report), out)
+        return draw_figures(results, out)
     except ImportError as exc:
         if not (exc.name or "").startswith("matplotlib"):
             raise
         log(f"figures skipped: matplotlib cannot be imported ({exc}); pip install matplotlib")
-    else:
-        report.files = ["table.md", "results.json", "results.csv", *report.figures, "figures.md", *models]
-        report.wall_time_s = time.perf_counter() - tic
-        (out / "results.json").write_text(json.dumps(asdict(report), indent=1, default=float))
+        return None
+
+
+# ============================================================================ several seeds
+#: The keys that name a row of ``cells`` and of ``f_sweep`` (kept as they are over seeds).
+_CELL_KEYS = ("training", "inference", "stop")
+_SWEEP_KEYS = ("training", "inference", "forward_group_size")
+
+
+@dataclass
+class SeedsReport:
+    """What :func:`run_reproduce_seeds` produced."""
+
+    #: The aggregate ``results.json`` (every number a stat over the seeds, :func:`aggregate_results`).
+    results: dict[str, Any]
+    #: Each seed's own report (also in ``seed_<seed>/results.json``).
+    reports: dict[int, Report]
+    #: The folder of the aggregate (``<out>/<name>``).
+    folder: Path
+    #: The seeds whose complete earlier folder was reused (``resume=True``).
+    reused: list[int] = field(default_factory=list)
+
+
+def report_from_dict(data: Mapping[str, Any]) -> Report:
+    """The :class:`Report` of a single run's ``results.json`` mapping.
+
+    Raises
+    ------
+    InputError
+        A key of :class:`Report` without a default is missing, or a cell lacks a field
+        (``field`` is ``results.json``).
+    """
+    from dataclasses import fields
+
+    names = {f.name for f in fields(Report)}
+    kwargs = {k: v for k, v in data.items() if k in names}
+    try:
+        kwargs["cells"] = [Cell(**c) for c in data["cells"]]
+        return Report(**kwargs)
+    except (KeyError, TypeError) as exc:
+        raise invalid(InputError, "results.json", None, f"is not a results.json of one run ({exc})") from None
+
+
+def _stat_tree(per_seed: Sequence[Any]) -> Any:
+    """Numbers to a stat, mappings key by key, lists element by element (one value per seed)."""
+    from asyncsnn._spread import stat
+
+    first = next((v for v in per_seed if v is not None), None)
+    if isinstance(first, Mapping):
+        return {k: _stat_tree([None if v is None else v.get(k) for v in per_seed]) for k in first}
+    if isinstance(first, list):
+        lengths = {len(v) for v in per_seed if v is not None}
+        if len(lengths) != 1:
+            raise ValueError(f"the seeds' lists differ in length ({sorted(lengths)})")
+        return [_stat_tree([None if v is None else v[i] for v in per_seed]) for i in range(len(first))]
+    return stat(per_seed)
+
+
+def _merge_rows(rows_per_seed: Sequence[Sequence[Mapping[str, Any]]], keys: Sequence[str]) -> list[dict[str, Any]]:
+    """The rows of every seed matched by ``keys``, each other field a stat (in the first seed's order)."""
+    index = [{tuple(r[k] for k in keys): r for r in rows} for rows in rows_per_seed]
+    merged = []
+    for row in rows_per_seed[0]:
+        ident = tuple(row[k] for k in keys)
+        same = [idx.get(ident) for idx in index]
+        if any(r is None for r in same):
+            raise ValueError(f"the row {ident} is missing in a seed's results")
+        out = {k: row[k] for k in keys}
+        out.update({k: _stat_tree([r[k] for r in same if r is not None]) for k in row if k not in keys})
+        merged.append(out)
+    return merged
+
+
+def _merge_settings(per_seed: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> dict[str, Any]:
+    """The seeds' settings: ``seed`` becomes ``seeds``; a setting that differs is listed per seed."""
+    merged: dict[str, Any] = {}
+    for key in per_seed[0]:
+        if key == "seed":
+            merged["seeds"] = list(seeds)
+            continue
+        vals = [s.get(key) for s in per_seed]
+        merged[key] = vals[0] if all(v == vals[0] for v in vals) else vals
+    return merged
+
+
+def aggregate_results(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
+    """The aggregate ``results.json`` of several seeds' ``results.json`` mappings.
+
+    Every number of ``cells``, ``f_sweep``, ``sweep``, ``history`` and
+    ``spikes_per_neuron`` becomes a stat over the seeds (:func:`asyncsnn._spread.stat`:
+    ``mean``, ``std`` with ddof = 1, ``min``, ``max``, ``n``, ``values`` in the order of
+    ``seeds``); the rows keep their names (training, inference, stop, F).
+    ``currents_to_spike`` pools the seeds' counts. ``settings`` has ``seeds`` in place of
+    ``seed``; ``provenance``, ``profiles`` and the dataset fields are the first seed's
+    (equal for every seed of one run). ``findings`` is :func:`findings_over_seeds`.
+
+    Parameters
+    ----------
+    per_seed
+        Seed to that seed's ``results.json`` (as :func:`run_reproduce` writes it), two or more.
+
+    Returns
+    -------
+    dict
+        The aggregate, without ``files``, ``figures`` and ``wall_time_s`` (the caller's).
+    """
+    seeds = list(per_seed)
+    runs = [per_seed[s] for s in seeds]
+    first = runs[0]
+    currents: dict[str, list[int]] = {}
+    for run in runs:
+        for training, counts in (run.get("currents_to_spike") or {}).items():
+            currents.setdefault(training, []).extend(int(c) for c in counts)
+    cells = _merge_rows([r["cells"] for r in runs], _CELL_KEYS)
+    f = int(first["settings"].get("forward_group_size", first.get("config", {}).get("forward_group_size", 0)))
+    return {
+        "seeds": seeds,
+        "seed_folders": [f"seed_{s}" for s in seeds],
+        "config": {**{k: v for k, v in first.get("config", {}).items() if k != "seed"}, "seeds": seeds},
+        "dataset": first["dataset"],
+        "description": first["description"],
+        "n_train": first["n_train"],
+        "n_test": first["n_test"],
+        "input_shape": first["input_shape"],
+        "architecture": first["architecture"],
+        "settings": _merge_settings([r["settings"] for r in runs], seeds),
+        "provenance": dict(first.get("provenance") or {}),
+        "profiles": dict(first.get("profiles") or {}),
+        "cells": cells,
+        "f_sweep": _merge_rows([r.get("f_sweep", []) for r in runs], _SWEEP_KEYS),
+        "sweep": _stat_tree([r.get("sweep", {}) for r in runs]),
+        "history": _stat_tree([r.get("history", {}) for r in runs]),
+        "spikes_per_neuron": _stat_tree([r.get("spikes_per_neuron", {}) for r in runs]),
+        "currents_to_spike": currents,
+        "seed_wall_time_s": [float(r.get("wall_time_s", float("nan"))) for r in runs],
+        "findings": findings_over_seeds(cells, f, seeds),
+    }
+
+
+def findings_over_seeds(cells: Sequence[Mapping[str, Any]], f: int, seeds: Sequence[int]) -> str:
+    """The findings paragraph of several seeds: each claim as mean ± std and on how many seeds it holds.
+
+    Computed seed by seed from the aggregate cells (:func:`aggregate_results`: each
+    number a stat with one value per seed), never pre-written.
+
+    Examples
+    --------
+    >>> from asyncsnn._spread import stat
+    >>> def cell(t, i, acc, spikes, steps):
+    ...     return dict(training=t, inference=i, stop="drain", accuracy=stat(acc), spikes_per_sample=stat(spikes),
+    ...                 steps_to_first_output=stat(steps), synops_per_sample=stat([1.0, 1.0, 1.0]))
+    >>> cells = [cell("layered", "momentum", [0.80, 0.82, 0.84], [1000, 1000, 1000], [3.0, 3.0, 3.0]),
+    ...          cell("momentum", "momentum", [0.85, 0.81, 0.86], [600, 800, 1100], [2.0, 2.5, 3.5])]
+    >>> print(findings_over_seeds(cells, 8, [0, 1, 2]))  # doctest: +NORMALIZE_WHITESPACE
+    Over 3 seeds (0, 1, 2), mean ± standard deviation (ddof = 1): Under momentum inference (F = 8), the model
+    trained with unlayered/momentum used 17 ± 25 % fewer spikes per sample than the layered-trained model on 2 of
+    3 seeds (833 ± 252 vs 1000 ± 0), at +2.0 ± 3.0 points of accuracy (higher on 2 of 3 seeds; 84.0 ± 2.6 % vs
+    82.0 ± 2.0 %), and reached its first output spike of a timestep after 2.7 ± 0.8 forward steps vs 3.0 ± 0.0
+    (1.19 ± 0.32x, sooner on 2 of 3 seeds).
+    """
+    from asyncsnn._spread import fmt, held, on_seeds, paired, summary
+
+    by = {(c["training"], c["inference"], c["stop"]): c for c in cells}
+
+    def pct(new: np.ndarray, old: np.ndarray) -> np.ndarray:
+        return np.asarray(100.0 * (new - old) / np.where(old == 0, np.nan, old), dtype=float)
+
+    def pct_text(change: np.ndarray) -> str:
+        return summary(change, ".0f", absolute=True, unit=" %")
+
+    def acc(value: Any) -> str:
+        return fmt(value, ".1f", scale=100.0, unit=" %")
+
+    def word(change: np.ndarray, down: str, up: str) -> str:
+        return down if float(np.nanmean(change)) < 0 else up
+
+    parts = []
+    for inf in ("momentum", "random"):
+        base, same = by.get(("layered", inf, "drain")), by.get((inf, inf, "drain"))
+        if base is None or same is None:
+            continue
+        spikes = paired(pct, same["spikes_per_sample"], base["spikes_per_sample"])
+        points = paired(lambda a, b: 100.0 * (a - b), same["accuracy"], base["accuracy"])
+        ratio = paired(
+            lambda b, a: b / np.where(a == 0, np.nan, a), base["steps_to_first_output"], same["steps_to_first_output"]
+        )
+        higher = on_seeds(points, "higher", "lower")
+        sooner = on_seeds(ratio - 1.0, "sooner", "later")
+        parts.append(
+            f"Under {inf} inference (F = {f}), the model trained with unlayered/{inf} used "
+            f"{pct_text(spikes)} {word(spikes, 'fewer', 'more')} spikes per sample than the layered-trained model"
+            f"{held(spikes)} ({fmt(same['spikes_per_sample'], '.0f')} vs {fmt(base['spikes_per_sample'], '.0f')}), at "
+            f"{summary(points, '+.1f')} points of accuracy ({higher}; {acc(same['accuracy'])} vs "
+            f"{acc(base['accuracy'])}), and reached its first output spike of a timestep after "
+            f"{fmt(same['steps_to_first_output'], '.1f')} forward steps vs {fmt(base['steps_to_first_output'], '.1f')} "
+            f"({summary(ratio, '.2f')}x, {sooner})."
+        )
+    lay = by.get(("layered", "layered", "drain"))
+    lay_async = [by[k] for k in (("layered", "random", "drain"), ("layered", "momentum", "drain")) if k in by]
+    if lay is not None and lay_async:
+        worst = paired(lambda *accs: np.minimum.reduce(accs), *[c["accuracy"] for c in lay_async])
+        lost = paired(lambda a, w: 100.0 * (a - w), lay["accuracy"], worst)
+        names = " and ".join(c["inference"] for c in lay_async)
+        parts.append(
+            f"The layered-trained model lost {summary(lost, '.1f')} points when run asynchronously (the worse of "
+            f"{names} inference on each seed: {summary(100.0 * worst, '.1f')} % vs {acc(lay['accuracy'])} "
+            f"layer-synchronous; {on_seeds(lost, 'lower asynchronously', 'higher asynchronously')})."
+        )
+    for t in ("random", "momentum"):
+        early, full = by.get((t, t, "first_output")), by.get((t, t, "drain"))
+        if early is None or full is None:
+            continue
+        synops = paired(pct, early["synops_per_sample"], full["synops_per_sample"])
+        parts.append(
+            f"Stopping each timestep at the first output spike, unlayered/{t} kept {acc(early['accuracy'])} accuracy "
+            f"(drained: {acc(full['accuracy'])}) with {pct_text(synops)} {word(synops, 'fewer', 'more')} synaptic "
+            f"operations{held(synops)}."
+        )
+    if not parts:
+        return "Not enough cells to compare."
+    head = f"Over {len(seeds)} seeds ({', '.join(map(str, seeds))}), mean ± standard deviation (ddof = 1): "
+    return head + " ".join(parts)
+
+
+def _aggregate_table(results: Mapping[str, Any]) -> str:
+    return table_header(results) + _table_text(results["cells"])
+
+
+def _write_aggregate_csv(path: Path, cells: Sequence[Mapping[str, Any]], n_seeds: int) -> None:
+    """``results.csv`` of several seeds: per numeric column ``<col>_mean``, ``_std``, ``_min``, ``_max``."""
+    names = _cost_names_of(cells)
+    numeric = [k for k in cells[0] if k not in (*_CELL_KEYS, "cost")]
+    columns = [(k, None, None) for k in numeric] + [(f"{key}_{n}", n, key) for n in names for key in COST_KEYS]
+    stats = ("mean", "std", "min", "max")
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow([*_CELL_KEYS, "n_seeds", *[f"{col}_{s}" for col, _, _ in columns for s in stats]])
+        for c in cells:
+            row: list[Any] = [c[k] for k in _CELL_KEYS] + [n_seeds]
+            for col, profile, key in columns:
+                value = c[col] if profile is None else c.get("cost", {}).get(profile, {}).get(key or "")
+                row += [None if value is None else value[s] for s in stats]
+            writer.writerow(row)
+
+
+def _check_seeds(seeds: Sequence[int]) -> list[int]:
+    seeds = [int(s) for s in seeds]
+    if len(seeds) < 2:
+        raise invalid(ParameterError, "seeds", seeds, "needs two seeds or more (run_reproduce runs one)")
+    if len(set(seeds)) != len(seeds):
+        raise invalid(ParameterError, "seeds", seeds, "names a seed twice")
+    if min(seeds) < 0:
+        raise invalid(ParameterError, "seeds", seeds, "must be >= 0")
+    return seeds
+
+
+def _reuse(folder: Path, settings: Mapping[str, Any], prov: Mapping[str, str]) -> tuple[Report | None, str]:
+    """The report of a complete earlier seed folder with these settings and this code, or why not."""
+    path = folder / "results.json"
+    if not path.is_file():
+        return None, "no earlier results"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        return None, f"its results.json cannot be read ({exc})"
+    if not isinstance(data, dict):
+        return None, "its results.json is not a JSON object"
+    ours = json.loads(json.dumps(settings, default=float))
+    theirs = data.get("settings") or {}
+    for key in dict.fromkeys([*ours, *theirs]):
+        if ours.get(key) != theirs.get(key):
+            return None, f"other settings ({key} = {theirs.get(key)!r} there, {ours.get(key)!r} now)"
+    missing = [name for name in data.get("files") or [] if not (folder / name).is_file()]
+    if missing or not data.get("files"):
+        return None, f"incomplete (missing {', '.join(missing) or 'its file list'})"
+    commit = str(prov.get("commit", ""))
+    if commit.endswith("+dirty"):
+        return None, "the code has uncommitted changes (commit ...+dirty): it may differ from the earlier run's"
+    there = data.get("provenance") or {}
+    for key in dict.fromkeys([*prov, *there]):
+        if prov.get(key) != there.get(key):
+            return None, f"other code or environment ({key} = {there.get(key)!r} there, {prov.get(key)!r} now)"
+    try:
+        return report_from_dict(data), ""
+    except InputError as exc:
+        return None, str(exc)
+
+
+def _prefixed(log: Callable[[str], None], tag: str) -> Callable[[str], None]:
+    """``log`` with every line starting with ``tag``."""
+
+    def prefixed(line: str) -> None:
+        log(f"{tag} {line}")
+
+    return prefixed
+
+
+def _replace_folder(partial: Path, folder: Path) -> None:
+    """Move the completed ``partial`` folder to ``folder``, replacing an earlier one."""
+    old = folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    partial.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def run_reproduce_seeds(
+    config: ReproduceConfig,
+    seeds: Sequence[int],
+    *,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+) -> SeedsReport:
+    """:func:`run_reproduce` once per seed, then the mean, spread and figures over the seeds.
+
+    Each seed's complete output (what :func:`run_reproduce` writes for ``config`` with that
+    ``seed``) goes to ``<out>/<name>/seed_<seed>/``: it is written to a hidden
+    ``.seed_<seed>.partial/`` folder and renamed when complete, so a ``seed_<seed>/``
+    folder is always a finished run, and an interruption or a failure in a later seed
+    leaves the earlier seeds' folders as they are. When every seed is done, the
+    aggregate is written to ``<out>/<name>/``: ``results.json``
+    (:func:`aggregate_results`, with ``files``, ``figures`` and ``wall_time_s``),
+    ``table.md`` (each number as ``mean ± std``), ``results.csv`` (``_mean``, ``_std``,
+    ``_min``, ``_max`` per column) and the figures with error bars or bands.
+
+    Parameters
+    ----------
+    config
+        The options of every seed's run (its ``seed`` is replaced by each of ``seeds``).
+    seeds
+        Two or more distinct seeds, in the order they run.
+    resume
+        Reuse a ``seed_<seed>/`` folder of an earlier run instead of training that seed
+        again when it is complete and was made with the same settings (every entry of
+        its ``settings``) by the same code and environment (its ``provenance``: version,
+        commit, Python, NumPy, torch, platform); never from a checkout with uncommitted
+        changes (``+dirty``). Any other folder is trained again and replaced, with one
+        line in ``log`` saying why. Without ``resume`` every seed is trained.
+    log
+        Where progress lines go; the lines of one seed's run start with ``[seed S]``.
+
+    Returns
+    -------
+    SeedsReport
+
+    Raises
+    ------
+    ParameterError
+        Fewer than two seeds, a seed named twice or a negative seed (``field``: ``seeds``).
+    MissingDependencyError
+        Without the ``train`` extra, before anything is loaded or trained.
+    """
+    from asyncsnn._provenance import provenance
+
+    require_train_extra("asyncsnn reproduce")
+    seeds = _check_seeds(seeds)
+    tic = time.perf_counter()
+    root = Path(config.out) / _folder_name(config)
+    root.mkdir(parents=True, exist_ok=True)
+    reports: dict[int, Report] = {}
+    reused: list[int] = []
+    for i, seed in enumerate(seeds):
+        cfg = replace(config, seed=seed)
+        folder = root / f"seed_{seed}"
+        tag = f"[seed {seed}]"
+        log(f"{tag} seed {seed} ({i + 1} of {len(seeds)}) -> {folder}")
+        prepared = _prepare(cfg)
+        if resume:
+            earlier, why = _reuse(folder, prepared.settings, provenance())
+            if earlier is not None:
+                log(f"{tag} reused: {folder} is complete, with the same settings and code")
+                reports[seed], reused = earlier, [*reused, seed]
+                continue
+            log(f"{tag} trained again: {why}")
+        partial = root / f".seed_{seed}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir()
+        seed_tic = time.perf_counter()
+        try:
+            report = _train_evaluate_write(cfg, prepared, partial, _prefixed(log, tag), tic=seed_tic)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        _replace_folder(partial, folder)
+        reports[seed] = report
+        log(f"{tag} done in {report.wall_time_s:.0f} s: {folder}")
+    per_seed = {s: asdict(r) for s, r in reports.items()}
+    results = aggregate_results(per_seed)
+    # The numbers first (table, CSV, JSON), then the figures, as for one seed.
+    table = _aggregate_table(results)
+    (root / "table.md").write_text(table)
+    _write_aggregate_csv(root / "results.csv", results["cells"], len(seeds))
+    folders = [f"seed_{s}" for s in seeds]
+    results["files"] = ["table.md", "results.json", "results.csv", *folders]
+    results["figures"] = {}
+    results["wall_time_s"] = time.perf_counter() - tic
+    (root / "results.json").write_text(json.dumps(results, indent=1, default=float))
+    figures = _draw(results, root, log)
+    if figures is not None:
+        results["figures"] = figures
+        results["files"] = ["table.md", "results.json", "results.csv", *figures, "figures.md", *folders]
+        results["wall_time_s"] = time.perf_counter() - tic
+        (root / "results.json").write_text(json.dumps(results, indent=1, default=float))
+    others = sorted(p.name for p in root.iterdir() if p.name not in results["files"] and not p.name.startswith("."))
     log("")
     log(table)
-    log(report.findings)
-    log(f"\nwrote {', '.join(report.files)} to {out} in {report.wall_time_s:.0f} s")
-    return report
+    log(results["findings"])
+    log(f"\nwrote {', '.join(results['files'])} to {root} in {results['wall_time_s']:.0f} s")
+    if others:
+        log(f"also in {root}, not from this run: {', '.join(others)}")
+    return SeedsReport(results=results, reports=reports, folder=root, reused=reused)
