@@ -137,7 +137,7 @@ def _seeds(results: Mapping[str, Any]) -> list[int]:
     return [int(s) for s in results.get("seeds") or []]
 
 
-def _over_seeds(results: Mapping[str, Any], band: str = "error bars and bands: ± one standard deviation") -> str:
+def _over_seeds(results: Mapping[str, Any], band: str = "error bars: ± one standard deviation") -> str:
     """The sentence that ends a caption of several seeds ("" for one seed)."""
     seeds = _seeds(results)
     if len(seeds) < 2:
@@ -429,9 +429,9 @@ def _band(ax: Any, x: Any, items: list[Any], scale: float, color: str, *, minmax
     ax.fill_between(x, lo, hi, color=color, alpha=0.15, lw=0)
 
 
-def _title_seeds(results: Mapping[str, Any], what: str = "mean ± std") -> str:
+def _title_seeds(results: Mapping[str, Any], what: str = "mean ± std", *, newline: bool = False) -> str:
     seeds = _seeds(results)
-    return f" ({what} over {len(seeds)} seeds)" if len(seeds) > 1 else ""
+    return f"{chr(10) if newline else ' '}({what} over {len(seeds)} seeds)" if len(seeds) > 1 else ""
 
 
 def _short(training: str, inference: str, stop: str) -> str:
@@ -520,7 +520,7 @@ def _draw_anytime(plt: Any, results: Mapping[str, Any]) -> Any:
     f = _forward_group_size(results)
     ax.set_xlabel(f"forward steps run after the first output spike of each timestep (each delivers up to F = {f})")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Anytime accuracy, momentum inference (dotted: drained)" + _title_seeds(results))
+    ax.set_title("Anytime accuracy, momentum inference (dotted: drained)" + _title_seeds(results, newline=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
@@ -667,7 +667,7 @@ def _draw_spikes_per_neuron(plt: Any, results: Mapping[str, Any]) -> Any:
         )
     ax.set_xticks(np.arange(len(names)) + width * (len(per) - 1) / 2, names)
     ax.set_ylabel("spikes per neuron per sample")
-    ax.set_title("Activity per population (momentum inference, drain)" + _title_seeds(results))
+    ax.set_title("Activity per population (momentum inference, drain)" + _title_seeds(results, newline=True))
     ax.legend()
     return fig
 
