@@ -82,17 +82,17 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
-def stop_rule(opts: PreparedOptions, k: int, first_output_step: Any) -> Any:
+def stop_rule(opts: PreparedOptions, k: int, counters: Any, column: int) -> Any:
     """R6: the rows that stop at the stop check of forward step ``k``.
 
-    ``first_output_step`` is the rows' first output step of the timestep (-1: none
-    yet), a torch tensor or a numpy array. Returns a boolean array like it, ``True``
-    when every row stops (R6.3), or ``None`` when no row can stop (``drain``).
+    ``counters[:, column]`` holds the rows' first output step of the timestep (-1:
+    none yet), in a torch tensor or a numpy array. Returns a boolean array like it,
+    ``True`` when every row stops (R6.3), or ``None`` when no row can stop (``drain``).
     """
     if opts.max_steps is not None and k + 1 >= opts.max_steps:
         return True  # R6.3 (also as a cap on drain and first_output)
     if opts.stop is StopMode.FIRST_OUTPUT:
-        fo = first_output_step
+        fo = counters[:, column]
         return (fo >= 0) & (k - fo >= opts.extra_steps)  # R6.2
     return None
 

@@ -76,7 +76,7 @@ class HostBookkeeping(Bookkeeping):
         run = self.run
         plan, pt = run.plan, run.pt
         cnt = rows.np("counters")
-        rule = stop_rule(run.opts, k, cnt[:, run.columns.first_output_step])
+        rule = stop_rule(run.opts, k, cnt, run.columns.first_output_step)
         if rule is None:
             return
         stop = np.ones(rows.size, dtype=bool) if rule is True else rule

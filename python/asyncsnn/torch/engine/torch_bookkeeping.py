@@ -58,7 +58,7 @@ class _TorchRows(Bookkeeping):
         removes them from its own pending set.
         """
         self.ended = self.n_pending == 0
-        rule = stop_rule(self.run.opts, k, rows.counters[:, self.run.columns.first_output_step])
+        rule = stop_rule(self.run.opts, k, rows.counters, self.run.columns.first_output_step)
         if rule is None:
             return None
         stop: torch.Tensor = torch.ones_like(self.ended) if rule is True else rule
