@@ -2,7 +2,7 @@
 
 * Item 1: batches whose samples' activity differs end their timesteps at different
   forward steps; the torch engine sets finished rows aside and merges them back
-  (``torch/engine.py::_merge``), and must do so whatever step each row stopped at.
+  (``torch/engine/rows.py::merge_rows``), and must do so whatever step each row stopped at.
 * Item 3: float32 overflow of a membrane fails the run with the same EngineError in
   every engine (``docs/semantics.md`` R8.3), naming the first failing sample.
 * Item 9: torch tensors of any real dtype and layout are read by one rule
