@@ -3,7 +3,7 @@
 //! The crate is compiled for the baseline of its target (SSE2 on x86-64) so that one
 //! wheel runs everywhere. The row additions that dominate the event loop (R4.3.4:
 //! `I[q] += s * w` over a fan-out row) are also compiled with AVX2 and picked at run
-//! time when the CPU has it (the whole event loop, `engine::run_prepared`, is compiled
+//! time when the CPU has it (the whole event loop, `engine/event_loop.rs`, is compiled
 //! twice that way). Both versions perform the same IEEE-754 operations
 //! element by element (one multiply, then one add; never a fused multiply-add, which
 //! would round differently), so results are bit-identical whichever is used.
@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 pub type RowKernel = fn(&mut [f32], &[f32], f32);
 
 /// `c[i] += w[i]` (`s == 1`) or `c[i] += s * w[i]`: inlined into the event loop, which
-/// is itself compiled for the baseline and for AVX2 (`engine::run_prepared`).
+/// is itself compiled for the baseline and for AVX2 (`engine/event_loop.rs`).
 #[inline(always)]
 pub fn add_row(c: &mut [f32], w: &[f32], s: f32) {
     if s == 1.0 {

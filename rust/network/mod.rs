@@ -252,7 +252,7 @@ pub struct Network {
     /// `distinct_targets[s]`: the projections from population `s` (0 = input) have
     /// distinct target populations, so a run of sources of `s` can be delivered one
     /// projection at a time without changing the order of the additions into any
-    /// neuron (see `engine::deliver_run`).
+    /// neuron (see `engine/deliver.rs`).
     pub(crate) distinct_targets: Vec<bool>,
 }
 

@@ -1,0 +1,397 @@
+//! Deliveries (R4.2, R4.3.4): `I[q] += s * w` for every synapse of a run of sources,
+//! through each projection kind (dense rows, conv kernel taps, pool windows), with the
+//! synops of R7.4 and the touch bookkeeping of the integrate pass.
+//!
+//! A run is the input events of a timestep ([`InputEvents`]) or the members of a
+//! forward group that belong to one population ([`Members`]); each goes through each
+//! outgoing projection in one call ([`deliver_run`]), which matches the projection's
+//! kind and loads its tables once per run. Where two projections of the population
+//! reach the same population, the run is delivered source by source instead, so that
+//! the float sum into every neuron keeps the order of R4.2/R4.3.4.
+
+use std::ops::Range;
+
+use super::add;
+use super::workspace::{Deferred, Touch};
+use crate::error::EngineError;
+use crate::kernels::{add_row, add_short, prefetch};
+use crate::network::{source_coords, Network, ProjKind, Projection, Taps};
+
+/// The dense weight row of source neuron `local` of projection `proj`.
+#[inline(always)]
+pub(super) fn dense_row(proj: &Projection, local: usize) -> &[f32] {
+    match &proj.kind {
+        ProjKind::Dense { wt } => {
+            let n = proj.target_size;
+            &wt[local * n..(local + 1) * n]
+        }
+        _ => &[],
+    }
+}
+
+/// The sources of a delivery run: `(local index in the source population, scale s)`
+/// for `e` in `0..len()`. The scale is the input value x of R4.2 or the multiplicity m
+/// of R4.3.4. (A trait, not a closure: the event loop is compiled a second time with
+/// AVX2 and everything it calls must be inlined into it.)
+pub(super) trait Sources: Sized {
+    fn len(&self) -> usize;
+    fn get(&self, e: usize) -> (usize, f32);
+    /// The sources `a..b`.
+    fn part(&self, a: usize, b: usize) -> Self;
+}
+
+/// Input events of one timestep: input neuron `index[e]` with value `value[e]` (the
+/// non-zero values of a dense frame, or a sparse input's events at that timestep).
+pub(super) struct InputEvents<'a> {
+    pub(super) index: &'a [u32],
+    pub(super) value: &'a [f32],
+}
+
+impl Sources for InputEvents<'_> {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+    #[inline(always)]
+    fn get(&self, e: usize) -> (usize, f32) {
+        (self.index[e] as usize, self.value[e])
+    }
+    #[inline(always)]
+    fn part(&self, a: usize, b: usize) -> Self {
+        InputEvents {
+            index: &self.index[a..b],
+            value: &self.value[a..b],
+        }
+    }
+}
+
+/// Members `(neuron id, multiplicity)` of a forward group, all of the population whose
+/// first id is `offset`.
+pub(super) struct Members<'a> {
+    pub(super) run: &'a [(u32, u32)],
+    pub(super) offset: usize,
+}
+
+impl Sources for Members<'_> {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.run.len()
+    }
+    #[inline(always)]
+    fn get(&self, e: usize) -> (usize, f32) {
+        let (j, m) = self.run[e];
+        (j as usize - self.offset, m as f32)
+    }
+    #[inline(always)]
+    fn part(&self, a: usize, b: usize) -> Self {
+        Members {
+            run: &self.run[a..b],
+            offset: self.offset,
+        }
+    }
+}
+
+/// Delivers the sources `src` of population `s` (0 = input) through all its outgoing
+/// projections, counting the synops of each (R7.4); returns their sum. One projection
+/// at a time over the whole run where that keeps the order of the additions into every
+/// neuron (R4.3.4 delivers source by source): the projections of `s` reach distinct
+/// populations; otherwise source by source.
+#[inline(always)]
+pub(super) fn deliver_sources<S: Sources>(
+    net: &Network,
+    s: usize,
+    src: &S,
+    cur: &mut [f32],
+    touch: &mut Touch,
+    synops_per_projection: &mut [i64],
+    loc: &str,
+) -> Result<u64, EngineError> {
+    let outs = &net.outgoing[s];
+    let n = src.len();
+    let chunk = if outs.len() <= 1 || net.distinct_targets[s] {
+        n.max(1)
+    } else {
+        1
+    };
+    let mut total = 0u64;
+    let mut a = 0;
+    while a < n {
+        let b = (a + chunk).min(n);
+        let part = src.part(a, b);
+        for &pi in outs {
+            let fo = deliver_run(net, pi, &part, cur, touch);
+            add(&mut synops_per_projection[pi], fo, loc, "synops")?;
+            total = total.saturating_add(fo);
+        }
+        a = b;
+    }
+    Ok(total)
+}
+
+/// Source `e` of `src` in a conv/pool projection whose source is read as
+/// `(channels, in_h, in_w)`: its scale, its channel, and the ranges of its row and
+/// column taps (`Taps::range`).
+#[inline(always)]
+fn source_taps<S: Sources>(
+    src: &S,
+    e: usize,
+    in_hw: usize,
+    in_w: usize,
+    rows: &Taps,
+    cols: &Taps,
+) -> (f32, usize, Range<usize>, Range<usize>) {
+    let (local, s) = src.get(e);
+    let (c, y, x) = source_coords(in_hw, in_w, local);
+    (s, c, rows.range(y), cols.range(x))
+}
+
+/// Adds the dense row kept for population `p` (`Touch::deferred`, target slots
+/// `base..base + n`), if any, before another delivery adds to the same currents: a
+/// dense row that replaces it, or a conv or pool delivery, so that every neuron still
+/// sums its terms in the order of the group (R4.3.4).
+#[inline(always)]
+fn flush_deferred(
+    net: &Network,
+    touch: &mut Touch,
+    cur: &mut [f32],
+    p: usize,
+    base: usize,
+    n: usize,
+) {
+    if let Some(d) = touch.deferred[p].take() {
+        let row = dense_row(&net.projections[d.proj], d.local);
+        add_row(&mut cur[base..base + n], row, d.s);
+    }
+}
+
+/// Delivers the sources `src` (in order) through projection `pi`: `I[q] += s * w` for
+/// every synapse of each. Returns the summed fan-out (R1.3, R7.4), saturating. The kind
+/// of the projection is matched once per run, not once per source.
+///
+/// A dense row is kept in `touch.deferred` for the integrate pass (the previously kept
+/// row of the same population is added now); the rows of the sources `AHEAD` places
+/// later are prefetched.
+#[inline(always)]
+fn deliver_run<S: Sources>(
+    net: &Network,
+    pi: usize,
+    src: &S,
+    cur: &mut [f32],
+    touch: &mut Touch,
+) -> u64 {
+    let proj = &net.projections[pi];
+    let p = proj.target_pop;
+    let base = proj.target_offset;
+    let len = src.len();
+    touch.pop(p);
+    match &proj.kind {
+        ProjKind::Dense { wt } => {
+            let n = proj.target_size;
+            touch.pop_full[p] = true;
+            // The rows of the first sources now, then each one `AHEAD` deliveries ahead.
+            for e in 0..AHEAD.min(len) {
+                let a = src.get(e).0;
+                prefetch(&wt[a * n..(a + 1) * n]);
+            }
+            for e in 0..len {
+                if e + AHEAD < len {
+                    let a = src.get(e + AHEAD).0;
+                    prefetch(&wt[a * n..(a + 1) * n]);
+                }
+                let (local, s) = src.get(e);
+                flush_deferred(net, touch, cur, p, base, n);
+                touch.deferred[p] = Some(Deferred { proj: pi, local, s });
+            }
+            (n as u64).saturating_mul(len as u64)
+        }
+        ProjKind::Conv {
+            k,
+            c_out,
+            kh,
+            kw,
+            plane,
+            rows,
+            cols,
+            channel_last,
+            in_hw,
+            in_w,
+            ..
+        } => {
+            let (c_out, plane) = (*c_out, *plane);
+            let kc = kh * kw * c_out;
+            flush_deferred(net, touch, cur, p, base, proj.target_size);
+            let mut fan = 0u64;
+            for e in 0..len {
+                let (s, c, rr, cr) = source_taps(src, e, *in_hw, *in_w, rows, cols);
+                // A pixel touch can make the population full within the run.
+                let full = touch.pop_full[p];
+                fan = fan.saturating_add((c_out * rr.len() * cr.len()) as u64);
+                let cb = c * kc;
+                for r in rr {
+                    // Offsets of the output row and kernel row (`Taps::scale`).
+                    let (ro, rk) = (base + rows.out_s[r], cb + rows.tap_s[r]);
+                    for sidx in cr.clone() {
+                        let q0 = ro + cols.out_s[sidx];
+                        let kb = rk + cols.tap_s[sidx];
+                        let ks = &k[kb..kb + c_out];
+                        if *channel_last {
+                            // The c_out channels of the pixel are contiguous slots.
+                            add_short(&mut cur[q0..q0 + c_out], ks, s);
+                            if !full {
+                                touch.pixel(p, q0);
+                            }
+                        } else {
+                            // slot = id, one "pixel" per neuron.
+                            for (o, &w) in ks.iter().enumerate() {
+                                let q = q0 + o * plane;
+                                cur[q] += s * w;
+                                if !full {
+                                    touch.pixel(p, q);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            fan
+        }
+        ProjKind::Pool {
+            weight,
+            plane,
+            rows,
+            cols,
+            channel_last,
+            in_hw,
+            in_w,
+            ..
+        } => {
+            flush_deferred(net, touch, cur, p, base, proj.target_size);
+            let mut fan = 0u64;
+            for e in 0..len {
+                let (s, c, rr, cr) = source_taps(src, e, *in_hw, *in_w, rows, cols);
+                let full = touch.pop_full[p];
+                fan = fan.saturating_add((rr.len() * cr.len()) as u64);
+                let sw = s * *weight;
+                // Channel-last: pixel `pix` of channel `c` is slot `pix * channels + c`;
+                // otherwise slot = id = `c * plane + pix` (`Taps::scale` holds the pixel
+                // part).
+                let ch_off = if *channel_last { c } else { c * *plane };
+                for r in rr {
+                    let ro = base + rows.out_s[r] + ch_off;
+                    for sidx in cr.clone() {
+                        let q = ro + cols.out_s[sidx];
+                        cur[q] += sw;
+                        if !full {
+                            // The pixel's channel-0 slot (the neuron itself if slot = id).
+                            touch.pixel(p, if *channel_last { q - c } else { q });
+                        }
+                    }
+                }
+            }
+            fan
+        }
+    }
+}
+
+/// How many deliveries ahead the event loop prefetches weight rows.
+const AHEAD: usize = 4;
+
+/// The end-to-end checks of the delivery order live in `tests/engine_rules.rs`; this one
+/// also reads the private `Network::distinct_targets`.
+#[cfg(test)]
+mod tests {
+    use crate::network::{NetworkSpec, PopulationSpec, ProjectionKind, ProjectionSpec};
+    use crate::{run_sample, Network, RunConfig, SampleInput, SampleResult, Scheduler, StopMode};
+
+    fn pop(size: usize, th: f32, beta: f32) -> PopulationSpec {
+        PopulationSpec {
+            size,
+            threshold: vec![th],
+            beta: vec![beta],
+            refractory_dropout: 0.0,
+        }
+    }
+
+    fn dense(source: usize, target: usize, weight: Vec<f32>) -> ProjectionSpec {
+        ProjectionSpec {
+            source,
+            target,
+            kind: ProjectionKind::Dense { weight },
+        }
+    }
+
+    fn cfg(scheduler: Scheduler, f: usize) -> RunConfig {
+        RunConfig {
+            scheduler,
+            forward_group_size: f,
+            stop: StopMode::Drain,
+            max_steps: None,
+            seed: 0,
+            refractory_dropout: None,
+        }
+    }
+
+    fn net(input_size: usize, pops: Vec<PopulationSpec>, projs: Vec<ProjectionSpec>) -> Network {
+        Network::new(NetworkSpec {
+            input_size,
+            populations: pops,
+            projections: projs,
+        })
+        .expect("valid network")
+    }
+
+    fn run_dense(
+        net: &Network,
+        frames: &[f32],
+        timesteps: usize,
+        label: Option<usize>,
+        config: &RunConfig,
+    ) -> SampleResult {
+        run_sample(
+            net,
+            &SampleInput::Dense { frames, timesteps },
+            label,
+            0,
+            config,
+        )
+        .expect("run")
+    }
+
+    const ALL: [Scheduler; 5] = [
+        Scheduler::Layered,
+        Scheduler::Fifo,
+        Scheduler::Random,
+        Scheduler::Momentum { jitter: 0.0 },
+        Scheduler::Momentum { jitter: 0.5 },
+    ];
+
+    /// Two projections from one population into one population: the group is delivered
+    /// member by member (each member through its projections in projection order), as
+    /// before the run-wise delivery, so the float sums are unchanged. The weights make
+    /// the two possible orders round differently: with `a` the first projection's and
+    /// `b` the second's weights from members 0 and 1, the summed current is
+    /// `((a0 + b0) + a1) + b1` member by member but `((a0 + a1) + b0) + b1` projection
+    /// by projection; `2^-30` is lost when added to 1 and kept when added to 0.
+    #[test]
+    fn shared_target_projections_keep_member_order() {
+        let tiny = 2f32.powi(-30);
+        // (a, b, whether the output fires member by member)
+        let cases = [
+            (vec![1.0, -1.0], vec![tiny, 0.0], false), // by projection: tiny, fires
+            (vec![1.0, tiny], vec![-1.0, 0.0], true),  // by projection: 0, silent
+        ];
+        for (a, b, fires) in cases {
+            let n = net(
+                1,
+                vec![pop(2, 1.0, 0.5), pop(1, tiny / 2.0, 0.5)],
+                vec![dense(0, 1, vec![2.0, 2.0]), dense(1, 2, a), dense(1, 2, b)],
+            );
+            assert!(!n.distinct_targets[1]);
+            for s in ALL {
+                let r = run_dense(&n, &[1.0], 1, None, &cfg(s, 64));
+                assert_eq!(r.spikes[0], 2, "{s:?}: both hidden neurons fire");
+                assert_eq!(r.output_counts[0] > 0, fires, "{s:?} fires = {fires}");
+            }
+        }
+    }
+}

@@ -1,0 +1,559 @@
+//! The event loop of one sample (R3-R7): [`run_prepared`] picks the build (baseline or
+//! AVX2) and the R8.3 pass, and `run_prepared_body` drives the phases of each timestep,
+//! each a function named after its rule:
+//!
+//! ```text
+//! for each timestep t:                 start_timestep         R4.1
+//!     forward step 0:                  deliver_input_frame    R4.2
+//!     for k = 0, 1, ...:               integrate_fire         R4.3.1-2 (+ R7.1-2)
+//!                                      record_latency         R7.7
+//!                                      stop_check             R4.3.3, R6
+//!                                      select                 R5
+//!                                      deliver_group          R4.3.4
+//!     the timestep's counters:         end_timestep           R7.5
+//! ```
+//!
+//! Every phase is `#[inline(always)]`: the loop is compiled twice (for the baseline and
+//! with AVX2 enabled), and whatever it calls must be inlined into the AVX2 copy to be
+//! compiled with AVX2. Cold paths (errors) are kept out of line.
+
+use super::add;
+use super::config::{RunConfig, StopMode};
+use super::deliver::{deliver_sources, InputEvents, Members};
+use super::fire::{integrate, is_finite, FireCtx};
+use super::input::{nonzero_inputs, Prepared, PreparedSample};
+use super::interrupt::Interrupt;
+use super::workspace::Workspace;
+use crate::alloc;
+use crate::counters::SampleResult;
+use crate::error::EngineError;
+use crate::kernels::has_avx2;
+use crate::network::Network;
+use crate::scheduler::SelectCtx;
+
+/// Runs one validated sample (R3-R7), with the event loop compiled for AVX2 when the
+/// CPU has it (see `crate::kernels`: the same float operations, bit-identical results).
+///
+/// R8.3 in two passes: the fast path checks that every membrane is finite once per
+/// timestep only (folded into the leak and the clearing of `v_pre`, passes over all
+/// neurons that happen anyway); a non-finite membrane stays non-finite until then (NaN
+/// and -inf never fire; +inf fires and is kept in `v_pre`). Only when it saw one is the
+/// sample run again with the check at every integrate, which names the exact forward
+/// step and neuron. (Checking at every integrate always cost up to 15 % for momentum.)
+pub(super) fn run_prepared(
+    net: &Network,
+    ps: &PreparedSample,
+    sample: u32,
+    config: &RunConfig,
+    ws: &mut Workspace,
+    stop: Option<&Interrupt>,
+) -> Result<SampleResult, EngineError> {
+    let fast = run_prepared_on_cpu::<false>(net, ps, sample, config, ws, stop);
+    if !std::mem::take(&mut ws.non_finite) {
+        return fast;
+    }
+    run_prepared_checked(net, ps, sample, config, ws, stop)
+}
+
+/// The checked re-run of [`run_prepared`], kept out of line (it runs only for a sample
+/// whose membrane overflowed).
+#[cold]
+#[inline(never)]
+fn run_prepared_checked(
+    net: &Network,
+    ps: &PreparedSample,
+    sample: u32,
+    config: &RunConfig,
+    ws: &mut Workspace,
+    stop: Option<&Interrupt>,
+) -> Result<SampleResult, EngineError> {
+    run_prepared_on_cpu::<true>(net, ps, sample, config, ws, stop)
+}
+
+#[inline(always)]
+fn run_prepared_on_cpu<const CHECK: bool>(
+    net: &Network,
+    ps: &PreparedSample,
+    sample: u32,
+    config: &RunConfig,
+    ws: &mut Workspace,
+    stop: Option<&Interrupt>,
+) -> Result<SampleResult, EngineError> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx2() {
+            // SAFETY: the CPU supports AVX2 (checked at run time just above).
+            return unsafe { run_prepared_avx2::<CHECK>(net, ps, sample, config, ws, stop) };
+        }
+    }
+    run_prepared_body::<CHECK>(net, ps, sample, config, ws, stop)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn run_prepared_avx2<const CHECK: bool>(
+    net: &Network,
+    ps: &PreparedSample,
+    sample: u32,
+    config: &RunConfig,
+    ws: &mut Workspace,
+    stop: Option<&Interrupt>,
+) -> Result<SampleResult, EngineError> {
+    run_prepared_body::<CHECK>(net, ps, sample, config, ws, stop)
+}
+
+/// What the phases of one sample read and do not change.
+struct Run<'a> {
+    net: &'a Network,
+    config: &'a RunConfig,
+    /// The `sample` argument of R5.5.
+    sample: u32,
+    /// The location that errors name (`"sample {i}"`).
+    loc: &'a str,
+    label: Option<usize>,
+    /// R4.6: the refractory dropout probability of each non-input population.
+    dropout: Vec<f64>,
+    /// Per non-input population: it has an outgoing projection (its spikes are
+    /// enqueued, R4.3.2).
+    has_out: Vec<bool>,
+    /// The output population (non-input index), the id of its first neuron and its
+    /// size.
+    out_pop: usize,
+    out_off: usize,
+    n_out: usize,
+}
+
+impl<'a> Run<'a> {
+    // Inlined, as the phases are, so that the fields stay in registers (a `Run` whose
+    // address escapes into a call would be read from memory).
+    #[inline(always)]
+    fn new(
+        net: &'a Network,
+        ps: &'a PreparedSample,
+        sample: u32,
+        config: &'a RunConfig,
+    ) -> Run<'a> {
+        let n_pops = net.n_populations();
+        let out_pop = n_pops - 1;
+        Run {
+            net,
+            config,
+            sample,
+            loc: ps.location.as_str(),
+            label: ps.label,
+            dropout: match &config.refractory_dropout {
+                Some(p) => p.clone(),
+                None => vec![0.0; n_pops],
+            },
+            has_out: (0..n_pops)
+                .map(|p| !net.outgoing[p + 1].is_empty())
+                .collect(),
+            out_pop,
+            out_off: net.pop_offset[out_pop],
+            n_out: net.n_outputs(),
+        }
+    }
+}
+
+/// The forward step being run and the counters of its timestep that R7.7 reads.
+struct Timestep {
+    t: usize,
+    /// The forward step `k`.
+    k: u32,
+    /// The forward step of the first output spike of the timestep (R6.2, R7.7).
+    k0: Option<u32>,
+    /// The label's output neuron has spiked in this timestep (R7.7).
+    correct_seen: bool,
+    /// Spikes fired in the timestep so far.
+    spikes: u64,
+    /// Synops of the deliveries of the timestep so far.
+    synops: u64,
+}
+
+impl Timestep {
+    /// Forward step 0 of timestep `t`.
+    #[inline(always)]
+    fn new(t: usize) -> Timestep {
+        Timestep {
+            t,
+            k: 0,
+            k0: None,
+            correct_seen: false,
+            spikes: 0,
+            synops: 0,
+        }
+    }
+
+    /// On to forward step `k + 1`.
+    #[inline(always)]
+    fn next_step(&mut self, loc: &str) -> Result<(), EngineError> {
+        self.k = self
+            .k
+            .checked_add(1)
+            .ok_or_else(|| EngineError::overflow(loc, "forward step index"))?;
+        Ok(())
+    }
+}
+
+/// What the fire phase of a forward step saw of the output population (R7.7).
+struct Fired {
+    /// The smallest output index that spiked.
+    class: Option<usize>,
+    /// The label's output neuron spiked.
+    label_hit: bool,
+}
+
+/// The driver of one sample: the phases of R4 in order (see the module documentation),
+/// then the sample's totals (R7) and the prediction. With `CHECK`, R8.3 is checked at
+/// every integrate; without, once per timestep (see [`run_prepared`]).
+#[inline(always)]
+fn run_prepared_body<const CHECK: bool>(
+    net: &Network,
+    ps: &PreparedSample,
+    sample: u32,
+    config: &RunConfig,
+    ws: &mut Workspace,
+    interrupt: Option<&Interrupt>,
+) -> Result<SampleResult, EngineError> {
+    let run = Run::new(net, ps, sample, config);
+    let loc = run.loc;
+    let mut res = SampleResult::new(
+        ps.timesteps,
+        run.n_out,
+        net.n_populations(),
+        net.n_projections(),
+        loc,
+    )?;
+    start_sample(&run, ps, ws)?;
+    let mut sparse_cursor = 0usize;
+    let mut synops: u64 = 0;
+    let mut spikes_total: u64 = 0;
+    let mut last_poll = std::time::Instant::now();
+    for t in 0..ps.timesteps {
+        // Ctrl-C inside one long sample, not only between samples.
+        if interrupt.is_some_and(|i| i.stop(t, &mut last_poll)) {
+            return Err(EngineError::Cancelled);
+        }
+        start_timestep::<CHECK>(net, ws, loc)?;
+        let mut ts = Timestep::new(t);
+        deliver_input_frame(&run, &ps.input, ws, &mut res, &mut ts, &mut sparse_cursor)?;
+        loop {
+            let fired = integrate_fire::<CHECK>(&run, ws, &mut res, &ts)?;
+            ts.spikes += ws.fired.len() as u64;
+            spikes_total += ws.fired.len() as u64;
+            record_latency(&mut res, &mut ts, &fired);
+            // R7.6
+            res.queue_peak = res.queue_peak.max(ws.pending.len() as i64);
+            if stop_check(config, &ts) {
+                // R6.4
+                let dropped = ws.pending.drop_all();
+                add(&mut res.dropped_spikes, dropped, loc, "dropped_spikes")?;
+                break;
+            }
+            if ws.pending.is_empty() {
+                break;
+            }
+            let mut group = std::mem::take(&mut ws.group);
+            select(&run, ws, &ts, &mut group);
+            deliver_group(net, ws, &mut res, &group, &mut ts.synops, loc)?;
+            ws.group = group;
+            ts.next_step(loc)?;
+        }
+        end_timestep(&mut res, &ts, &mut synops, loc)?;
+    }
+    if !CHECK && !(ws.v.iter().chain(&ws.v_pre).all(|&x| is_finite(x))) {
+        return Err(ws.saw_non_finite(loc)); // in the last timestep
+    }
+    res.synops = i64::try_from(synops).map_err(|_| EngineError::overflow(loc, "synops"))?;
+    res.spikes_total =
+        i64::try_from(spikes_total).map_err(|_| EngineError::overflow(loc, "spikes_total"))?;
+    res.compute_prediction();
+    Ok(res)
+}
+
+/// R3.3: the state at the start of a sample, the scheduler's queue, and room for a
+/// whole dense frame's non-zero inputs (kept between samples).
+#[inline(always)]
+fn start_sample(run: &Run, ps: &PreparedSample, ws: &mut Workspace) -> Result<(), EngineError> {
+    ws.reset();
+    if let Prepared::Dense(_) = &ps.input {
+        let n_in = run.net.input_size();
+        let nz = &mut ws.nonzero;
+        alloc::reserve(nz, n_in.saturating_sub(nz.len()), run.loc, "input scan")?;
+        let values = &mut ws.nonzero_values;
+        alloc::reserve(
+            values,
+            n_in.saturating_sub(values.len()),
+            run.loc,
+            "input scan",
+        )?;
+    }
+    ws.pending.set_scheduler(run.config.scheduler);
+    Ok(())
+}
+
+/// R4.1: leak, clear the refractory flags and `v_pre`. R8.3: the fast path checks on
+/// the way that the membranes of the timestep before were finite.
+#[inline(always)]
+fn start_timestep<const CHECK: bool>(
+    net: &Network,
+    ws: &mut Workspace,
+    loc: &str,
+) -> Result<(), EngineError> {
+    let mut finite = true;
+    for (v, b) in ws.v.iter_mut().zip(&net.beta) {
+        if !CHECK {
+            finite &= is_finite(*v);
+        }
+        *v *= *b;
+    }
+    ws.refractory.fill(false);
+    for x in ws.v_pre.iter_mut() {
+        if !CHECK {
+            finite &= is_finite(*x);
+        }
+        *x = 0.0;
+    }
+    if !CHECK && !finite {
+        return Err(ws.saw_non_finite(loc));
+    }
+    Ok(())
+}
+
+/// R4.2: forward step 0 delivers the input frame of timestep `ts.t` (R2.3), in input
+/// index order; counts its events (R7.3). `sparse_cursor` is the first sparse event of
+/// the timestep (events are sorted by time).
+#[inline(always)]
+fn deliver_input_frame(
+    run: &Run,
+    input: &Prepared,
+    ws: &mut Workspace,
+    res: &mut SampleResult,
+    ts: &mut Timestep,
+    sparse_cursor: &mut usize,
+) -> Result<(), EngineError> {
+    let (net, loc) = (run.net, run.loc);
+    match input {
+        Prepared::Dense(frames) => {
+            let n_in = net.input_size();
+            let frame = &frames[ts.t * n_in..(ts.t + 1) * n_in];
+            // `nonzero` keeps `n_in` slots between timesteps (sized once, not zeroed
+            // again); the first `count` are this frame's.
+            let mut nz = std::mem::take(&mut ws.nonzero);
+            nz.resize(n_in, 0);
+            let count = nonzero_inputs(frame, &mut nz);
+            let idx = &nz[..count];
+            add(&mut res.input_events, count as u64, loc, "input_events")?;
+            let mut values = std::mem::take(&mut ws.nonzero_values);
+            values.clear();
+            values.extend(idx.iter().map(|&i| frame[i as usize]));
+            let src = InputEvents {
+                index: idx,
+                value: &values,
+            };
+            let spp = &mut res.synops_per_projection;
+            ts.synops += deliver_sources(net, 0, &src, &mut ws.cur, &mut ws.touch, spp, loc)?;
+            ws.nonzero = nz;
+            ws.nonzero_values = values;
+        }
+        Prepared::Sparse {
+            t: et,
+            index,
+            value,
+        } => {
+            let t32 = ts.t as u32; // timesteps <= 2^32 was validated
+            let a = *sparse_cursor;
+            while *sparse_cursor < et.len() && et[*sparse_cursor] == t32 {
+                *sparse_cursor += 1;
+            }
+            let b = *sparse_cursor;
+            add(&mut res.input_events, (b - a) as u64, loc, "input_events")?;
+            let src = InputEvents {
+                index: &index[a..b],
+                value: &value[a..b],
+            };
+            let spp = &mut res.synops_per_projection;
+            ts.synops += deliver_sources(net, 0, &src, &mut ws.cur, &mut ws.touch, spp, loc)?;
+        }
+    }
+    Ok(())
+}
+
+/// R4.3.1 integrate and R4.3.2 fire: the threshold test and reset (`fire::integrate`),
+/// then, in increasing id order, the spike counters (R7.2), the readout of the output
+/// population (R7.1) and the pending set (the spikes of populations with an outgoing
+/// projection). The spikes are left in `ws.fired`.
+#[inline(always)]
+fn integrate_fire<const CHECK: bool>(
+    run: &Run,
+    ws: &mut Workspace,
+    res: &mut SampleResult,
+    ts: &Timestep,
+) -> Result<Fired, EngineError> {
+    let fc = FireCtx {
+        dropout: &run.dropout,
+        seed: run.config.seed,
+        sample: run.sample,
+        t: ts.t as u32,
+        k: ts.k,
+    };
+    if let Err((p, id)) = integrate::<CHECK>(run.net, ws, &fc) {
+        let i = id as usize - run.net.pop_offset[p];
+        return Err(membrane_overflow(run.loc, ts.t, ts.k, p + 1, i));
+    }
+    let loc = run.loc;
+    let mut fired = Fired {
+        class: None,
+        label_hit: false,
+    };
+    for &(p, a, b) in &ws.fired_pops {
+        add(&mut res.spikes[p], (b - a) as u64, loc, "spikes")?;
+        let ids = &ws.fired[a..b];
+        if p == run.out_pop {
+            read_out(run, res, ts.t, ids, &mut fired)?;
+        } else if run.has_out[p] && !ws.pending.enqueue_all(ids, p, &ws.v_pre) {
+            return Err(EngineError::overflow(loc, "pending multiplicity"));
+        }
+    }
+    Ok(fired)
+}
+
+/// R7.1: the spikes `ids` of the output population at timestep `t`, in id order.
+#[inline(always)]
+fn read_out(
+    run: &Run,
+    res: &mut SampleResult,
+    t: usize,
+    ids: &[u32],
+    fired: &mut Fired,
+) -> Result<(), EngineError> {
+    let (loc, n_out) = (run.loc, run.n_out);
+    for &q in ids {
+        let c = q as usize - run.out_off;
+        add(&mut res.output_counts[c], 1, loc, "output_counts")?;
+        add(
+            &mut res.timestep_output_counts[t * n_out + c],
+            1,
+            loc,
+            "output_counts",
+        )?;
+        if fired.class.is_none() {
+            fired.class = Some(c);
+        }
+        if run.label == Some(c) {
+            fired.label_hit = true;
+        }
+    }
+    Ok(())
+}
+
+/// R8.3: the error of a membrane that overflowed float32 at timestep `t`, forward step
+/// `k`, in neuron `i` of population `pop` (counted with the input as 0, R1.1). (Plain
+/// values, not the `Run` and `Timestep`: their address would escape into this call.)
+#[cold]
+#[inline(never)]
+fn membrane_overflow(loc: &str, t: usize, k: u32, pop: usize, i: usize) -> EngineError {
+    EngineError::overflow(
+        format!("{loc}, timestep {t}, forward step {k}, population {pop}, neuron {i}"),
+        "membrane",
+    )
+}
+
+/// R7.7: the latency records of the timestep, at the first forward step with an output
+/// spike and at the first one in which the label's neuron spikes (spikes of steps
+/// `0..=k`, synops integrated so far).
+#[inline(always)]
+fn record_latency(res: &mut SampleResult, ts: &mut Timestep, fired: &Fired) {
+    let (t, k) = (ts.t, ts.k);
+    if let Some(c) = fired.class {
+        if ts.k0.is_none() {
+            ts.k0 = Some(k);
+            res.first_output_step[t] = k as i64;
+            res.first_output_class[t] = c as i64;
+            res.first_output_spikes[t] = ts.spikes as i64;
+            res.first_output_synops[t] = ts.synops as i64;
+        }
+    }
+    if fired.label_hit && !ts.correct_seen {
+        ts.correct_seen = true;
+        res.first_correct_step[t] = k as i64;
+        res.first_correct_spikes[t] = ts.spikes as i64;
+        res.first_correct_synops[t] = ts.synops as i64;
+    }
+}
+
+/// R4.3.3, the stop check (R6): whether the timestep ends after forward step `ts.k`,
+/// by `first_output` (R6.2) or by the `max_steps` cap (R6.3).
+#[inline(always)]
+fn stop_check(config: &RunConfig, ts: &Timestep) -> bool {
+    let mut stop = match (config.stop, ts.k0) {
+        (StopMode::FirstOutput { extra_steps }, Some(k0)) => ts.k - k0 >= extra_steps,
+        _ => false,
+    };
+    if let Some(kmax) = config.max_steps {
+        stop |= ts.k as u64 + 1 >= kmax as u64;
+    }
+    stop
+}
+
+/// R5: the scheduler picks the group of forward step `ts.k` (non-empty: the pending
+/// set is not) and removes it from the pending set.
+#[inline(always)]
+fn select(run: &Run, ws: &mut Workspace, ts: &Timestep, group: &mut Vec<(u32, u32)>) {
+    let ctx = SelectCtx {
+        seed: run.config.seed,
+        sample: run.sample,
+        t: ts.t as u32,
+        k: ts.k,
+    };
+    let f = run.config.forward_group_size;
+    ws.pending.select(f, ctx, &ws.v_pre, group);
+    debug_assert!(!group.is_empty(), "a non-empty pending set yields a group");
+}
+
+/// R4.3.4: delivers the group, cut into runs of members of one population (a
+/// `layered` group is one run), adding the synops to `synops` (R7.4).
+#[inline(always)]
+fn deliver_group(
+    net: &Network,
+    ws: &mut Workspace,
+    res: &mut SampleResult,
+    group: &[(u32, u32)],
+    synops: &mut u64,
+    loc: &str,
+) -> Result<(), EngineError> {
+    let mut e = 0;
+    while e < group.len() {
+        let p = net.pop_of[group[e].0 as usize];
+        let end = e + group[e..]
+            .iter()
+            .position(|&(j, _)| net.pop_of[j as usize] != p)
+            .unwrap_or(group.len() - e);
+        let p = p as usize;
+        let src = Members {
+            run: &group[e..end],
+            offset: net.pop_offset[p],
+        };
+        let spp = &mut res.synops_per_projection;
+        *synops += deliver_sources(net, p + 1, &src, &mut ws.cur, &mut ws.touch, spp, loc)?;
+        e = end;
+    }
+    Ok(())
+}
+
+/// R7.5: the forward steps of the timestep; its synops join the sample's.
+#[inline(always)]
+fn end_timestep(
+    res: &mut SampleResult,
+    ts: &Timestep,
+    synops: &mut u64,
+    loc: &str,
+) -> Result<(), EngineError> {
+    let steps = ts.k as i64 + 1;
+    res.timestep_forward_steps[ts.t] = steps;
+    add(&mut res.forward_steps, steps as u64, loc, "forward_steps")?;
+    *synops = synops
+        .checked_add(ts.synops)
+        .ok_or_else(|| EngineError::overflow(loc, "synops"))?;
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! The state of one sample and its reusable buffers ([`Workspace`]: membranes,
+//! currents, refractory flags, `v_pre`, the spikes of a forward step, the pending set),
+//! and the touch bookkeeping of a forward step ([`Touch`]): which populations and
+//! pixels received current, and the dense row kept for the integrate pass
+//! ([`Deferred`]).
+
+use crate::alloc;
+use crate::error::EngineError;
+use crate::network::Network;
+use crate::scheduler::PendingSet;
+
+/// Touched-neuron bookkeeping of one forward step.
+#[derive(Debug)]
+pub(super) struct Touch {
+    /// Per slot: already in its population's `lists` entry (only the slot of channel 0
+    /// of a pixel is used: it stands for all channels of that pixel).
+    pub(super) neuron: Vec<bool>,
+    /// Per non-input population: channels of its storage layout (`Network::layout_channels`).
+    pub(super) channels: Vec<usize>,
+    /// Per non-input population: the number of touched pixels at which it is integrated
+    /// whole instead ([`FULL_FRACTION`]).
+    pub(super) full_at: Vec<usize>,
+    /// Per non-input population: in `pops`.
+    pub(super) pop_touched: Vec<bool>,
+    /// Per non-input population: received a dense delivery (integrate it whole).
+    pub(super) pop_full: Vec<bool>,
+    /// Touched populations of this step.
+    pub(super) pops: Vec<usize>,
+    /// Per non-input population: pixels touched by conv/pool deliveries, as the slot of
+    /// their channel-0 neuron. Integration visits every channel of a listed pixel: a
+    /// superset of the touched neurons, which is exact because an untouched neuron has
+    /// no current and cannot cross its threshold (its membrane only leaked towards 0).
+    pub(super) lists: Vec<Vec<u32>>,
+    /// Per non-input population: the latest dense row delivered to it in this step, not
+    /// yet added to `cur`. It is added by the integrate pass itself (one pass that
+    /// computes `cur[q] + s * w[q]`, the same float operations as adding the row first),
+    /// which saves a pass over the population per forward step. A conv or pool delivery
+    /// into the population adds it first (`deliver::flush_deferred`).
+    pub(super) deferred: Vec<Option<Deferred>>,
+}
+
+/// A dense row delivery kept for the integrate pass: `cur[q] += s * wt[local * n + q]`
+/// of projection `proj`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Deferred {
+    pub(super) proj: usize,
+    pub(super) local: usize,
+    pub(super) s: f32,
+}
+
+impl Touch {
+    /// Marks population `p` touched; returns whether it is full already.
+    #[inline(always)]
+    pub(super) fn pop(&mut self, p: usize) -> bool {
+        if !self.pop_touched[p] {
+            self.pop_touched[p] = true;
+            self.pops.push(p);
+        }
+        self.pop_full[p]
+    }
+
+    /// Marks the pixel whose channel-0 neuron is in slot `q0` touched; past `full_at`
+    /// pixels the population is marked full (later deliveries skip this bookkeeping).
+    #[inline(always)]
+    pub(super) fn pixel(&mut self, p: usize, q0: usize) {
+        if !self.neuron[q0] {
+            self.neuron[q0] = true;
+            let list = &mut self.lists[p];
+            list.push(q0 as u32);
+            if list.len() >= self.full_at[p] {
+                self.pop_full[p] = true;
+            }
+        }
+    }
+}
+
+/// A population with more than `1 / FULL_FRACTION` of its pixels touched in a forward
+/// step is integrated whole: one vector pass over it is cheaper than visiting that many
+/// pixels one by one (and the bookkeeping of further touches is skipped). The result is
+/// the same (an untouched neuron has no current and cannot fire).
+const FULL_FRACTION: usize = 8;
+
+/// Reusable per-sample state (see the documentation of `crate::engine`).
+#[derive(Debug)]
+pub(crate) struct Workspace {
+    pub(super) v: Vec<f32>,
+    pub(super) cur: Vec<f32>,
+    pub(super) v_pre: Vec<f32>,
+    pub(super) refractory: Vec<bool>,
+    pub(super) touch: Touch,
+    pub(super) fired: Vec<u32>,
+    /// `(population, start, end)`: the range of `fired` of each population that fired.
+    pub(super) fired_pops: Vec<(usize, usize, usize)>,
+    /// One bit per neuron id, all clear between uses (see `fire::sort_ids`).
+    pub(super) fired_bits: Vec<u64>,
+    pub(super) group: Vec<(u32, u32)>,
+    pub(super) pending: PendingSet,
+    /// The non-zero inputs of the current dense frame, and their values.
+    pub(super) nonzero: Vec<u32>,
+    pub(super) nonzero_values: Vec<f32>,
+    /// R8.3: the fast path saw a non-finite membrane (see `event_loop::run_prepared`).
+    pub(super) non_finite: bool,
+}
+
+impl Workspace {
+    /// The buffers of one worker, sized by `net` (fallible: a network too large for
+    /// memory is an [`EngineError::Memory`], not an abort). The input buffers grow at the
+    /// first dense frame (see `nonzero`), so that a huge input population fed sparse
+    /// events needs no buffer of its size.
+    pub(crate) fn new(net: &Network) -> Result<Workspace, EngineError> {
+        let n = net.n_neurons();
+        let p = net.n_populations();
+        let at = "network";
+        let lists = (0..p)
+            .map(|i| {
+                let size = net.pop_offset[i + 1] - net.pop_offset[i];
+                alloc::with_capacity(size, at, "touched-neuron lists")
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Workspace {
+            v: alloc::filled(n, 0.0, at, "membranes")?,
+            cur: alloc::filled(n, 0.0, at, "currents")?,
+            v_pre: alloc::filled(n, 0.0, at, "spike membranes (v_pre)")?,
+            refractory: alloc::filled(n, false, at, "refractory flags")?,
+            touch: Touch {
+                neuron: alloc::filled(n, false, at, "touched-neuron flags")?,
+                channels: net.layout_channels.clone(),
+                full_at: (0..p)
+                    .map(|i| {
+                        let pixels =
+                            (net.pop_offset[i + 1] - net.pop_offset[i]) / net.layout_channels[i];
+                        (pixels / FULL_FRACTION).max(1)
+                    })
+                    .collect(),
+                pop_touched: vec![false; p],
+                pop_full: vec![false; p],
+                pops: Vec::with_capacity(p),
+                lists,
+                deferred: vec![None; p],
+            },
+            fired: alloc::with_capacity(n, at, "spike list")?,
+            fired_pops: Vec::with_capacity(p),
+            fired_bits: alloc::filled(n.div_ceil(64), 0, at, "spike bitmap")?,
+            group: Vec::new(),
+            pending: PendingSet::with_mult(alloc::filled(n, 0, at, "pending set")?, p),
+            nonzero: Vec::new(),
+            nonzero_values: Vec::new(),
+            non_finite: false,
+        })
+    }
+
+    /// Marks the sample for the checked re-run of R8.3 (see `event_loop::run_prepared`); the
+    /// error returned with it is replaced by that run's.
+    #[cold]
+    pub(super) fn saw_non_finite(&mut self, loc: &str) -> EngineError {
+        self.non_finite = true;
+        EngineError::overflow(loc, "membrane")
+    }
+
+    /// R3.3: the state at the start of a sample (also repairs a workspace left dirty by
+    /// an error).
+    pub(super) fn reset(&mut self) {
+        self.v.fill(0.0);
+        self.cur.fill(0.0);
+        self.v_pre.fill(0.0);
+        self.refractory.fill(false);
+        self.touch.neuron.fill(false);
+        self.touch.pop_touched.fill(false);
+        self.touch.pop_full.fill(false);
+        self.touch.pops.clear();
+        for l in &mut self.touch.lists {
+            l.clear();
+        }
+        self.touch.deferred.fill(None);
+        self.fired.clear();
+        self.fired_pops.clear();
+        self.fired_bits.fill(0);
+        self.group.clear();
+        self.pending.drop_all();
+    }
+}
