@@ -206,7 +206,13 @@ _WIDE: dict[str, tuple[np.dtype[Any], int]] = {
 _CODES = {dt.str: code for code, (dt, _) in _WIDE.items()}
 
 
-def save(network: Network, path: str | os.PathLike[str], *, metadata: Mapping[str, str] | None = None) -> None:
+def save(
+    network: Network,
+    path: str | os.PathLike[str],
+    *,
+    metadata: Mapping[str, str] | None = None,
+    record_commit: bool = True,
+) -> None:
     """Save ``network`` to a safetensors model file, atomically.
 
     The file is written to a temporary file in the destination's folder, flushed to
@@ -227,6 +233,10 @@ def save(network: Network, path: str | os.PathLike[str], *, metadata: Mapping[st
         package version and ``SPEC_VERSION``, and the commit of the code when it is
         known (a git checkout, see :func:`asyncsnn._provenance.git_commit`). The whole JSON header (the architecture and the
         metadata) may hold at most :data:`MAX_HEADER_BYTES` (16 MiB).
+    record_commit
+        Record ``asyncsnn_commit`` when the commit is known (default). Pass False for
+        files whose bytes must not depend on the checkout that wrote them (fixtures,
+        files compared byte for byte).
 
     Raises
     ------
@@ -260,7 +270,7 @@ def save(network: Network, path: str | os.PathLike[str], *, metadata: Mapping[st
         "asyncsnn_version": _package_version(),
         "network": json.dumps(arch, separators=(",", ":")),
     }
-    commit = provenance().get("commit")
+    commit = provenance().get("commit") if record_commit else None
     if commit:
         meta["asyncsnn_commit"] = commit
     _atomic_write(Path(path), _encode(tensors, meta))

@@ -72,3 +72,16 @@ def test_commit_key_is_reserved(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="asyncsnn_commit"):
         asyncsnn.save(_net(), tmp_path / "m.safetensors", metadata={"asyncsnn_commit": "forged"})
     assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_record_commit_false_makes_the_bytes_independent_of_the_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    written = []
+    for commit in ("0123abcd", "4567ef01+dirty", None):
+        monkeypatch.setattr(_provenance, "_package_commit", lambda c=commit: c)
+        path = tmp_path / f"m{len(written)}.safetensors"
+        asyncsnn.save(_net(), path, record_commit=False)
+        assert "asyncsnn_commit" not in read_metadata(path)
+        written.append(path.read_bytes())
+    assert written[0] == written[1] == written[2]  # what scripts/make_fixtures.py --check relies on
