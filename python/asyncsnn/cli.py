@@ -572,20 +572,32 @@ def printable(value: object) -> str:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``asyncsnn`` command.
+_SCHEDULERS = ["layered", "fifo", "random", "momentum"]
+_MODEL_FILE_HELP = "a model file written by asyncsnn train / asyncsnn.save"
+_ROOT_HELP = "folder of the dataset files (default: none, digits and randman need none)"
 
-    Every option of every command has a help text that shows its default (see
-    :func:`option_help`); ``asyncsnn COMMAND --help`` lists them with examples.
-    """
-    parser = argparse.ArgumentParser(
-        prog="asyncsnn",
-        description="Asynchronous (event-driven) spiking neural networks: evaluation with exact counters.",
-        formatter_class=_HelpFormatter,
-    )
-    parser.add_argument("--version", action="store_true", help="print the package and semantics versions")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    schedulers = ["layered", "fifo", "random", "momentum"]
+
+def _add_root_option(parser: argparse.ArgumentParser, help_text: str = _ROOT_HELP) -> None:
+    """``--root``: the folder of the dataset files (reproduce, train, evaluate)."""
+    parser.add_argument("--root", default=None, help=help_text)
+
+
+def _add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads``: worker threads of the Rust engine (demo, evaluate)."""
+    parser.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
+
+
+def _add_sample_caps(parser: argparse.ArgumentParser, *, train: bool = True) -> None:
+    """``--max-train`` (with ``train``) and ``--max-test``: caps on the samples used."""
+    if train:
+        parser.add_argument(
+            "--max-train", type=_int_at_least(1), default=None, help="cap on training samples (default: all)"
+        )
+    parser.add_argument("--max-test", type=_int_at_least(1), default=None, help="cap on test samples (default: all)")
+
+
+def _add_demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``demo`` subcommand."""
     demo = sub.add_parser(
         "demo",
         help="run a random network under every scheduler and compare the counters",
@@ -602,11 +614,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--density", type=_float_in(0.0, 1.0), default=0.2, help="input spike probability per frame")
     demo.add_argument("-F", "--forward-group-size", type=int, default=8, help="forward group size F")
     demo.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the network, the input and the runs")
-    demo.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
+    _add_threads_option(demo)
     demo.set_defaults(func=_demo)
 
-    from asyncsnn.reproduce import DATASETS
 
+def _add_reproduce_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], datasets: Sequence[str]) -> None:
+    """The ``reproduce`` subcommand."""
     rep = sub.add_parser(
         "reproduce",
         help="train layered / unlayered-random / unlayered-momentum and compare them under async inference",
@@ -615,11 +628,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG_REPRODUCE,
         formatter_class=_HelpFormatter,
     )
-    rep.add_argument("--dataset", choices=DATASETS, default="digits", help="dataset (digits: the embedded 8x8 digits)")
-    rep.add_argument(
-        "--root",
-        default=None,
-        help="folder of the dataset files (Fashion-MNIST, tonic datasets; default: none, digits and randman need none)",
+    rep.add_argument("--dataset", choices=datasets, default="digits", help="dataset (digits: the embedded 8x8 digits)")
+    _add_root_option(
+        rep,
+        help_text="folder of the dataset files (Fashion-MNIST, tonic datasets; default: none, digits and randman need none)",
     )
     rep.add_argument("-F", "--forward-group-size", type=int, default=8, help="forward group size F")
     rep.add_argument(
@@ -644,13 +656,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--out", default="results", help="output folder (the results go to OUT/<dataset>/)")
     rep.add_argument("--quick", action="store_true", help="small subset and 1 epoch: a smoke run")
-    rep.add_argument("--max-train", type=_int_at_least(1), default=None, help="cap on training samples (default: all)")
-    rep.add_argument("--max-test", type=_int_at_least(1), default=None, help="cap on test samples (default: all)")
+    _add_sample_caps(rep)
     rep.add_argument("--hidden", type=_int_at_least(1), nargs="+", default=[64, 64], help="hidden layer sizes")
     rep.add_argument("--no-progress", action="store_true", help="no progress bars")
     rep.add_argument("--device", default="auto", help=_DEVICE_HELP)
     rep.set_defaults(func=_reproduce)
 
+
+def _add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], datasets: Sequence[str]) -> None:
+    """The ``train`` subcommand."""
     tr = sub.add_parser(
         "train",
         help="train a model with unlayered (or layered) backpropagation and save it",
@@ -661,12 +675,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG_TRAIN,
         formatter_class=_HelpFormatter,
     )
-    tr.add_argument("--dataset", choices=DATASETS, default="digits", help="dataset to train on")
+    tr.add_argument("--dataset", choices=datasets, default="digits", help="dataset to train on")
+    _add_root_option(tr)
     tr.add_argument(
-        "--root", default=None, help="folder of the dataset files (default: none, digits and randman need none)"
-    )
-    tr.add_argument(
-        "--scheduler", choices=schedulers, default="momentum", help="scheduler of the training forward passes"
+        "--scheduler", choices=_SCHEDULERS, default="momentum", help="scheduler of the training forward passes"
     )
     tr.add_argument("-F", "--forward-group-size", type=int, default=8, help="forward group size F of the training")
     tr.add_argument("--epochs", type=int, default=10, help="total training epochs (a resumed run continues to it)")
@@ -687,8 +699,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--beta", type=float, default=0.9, help="membrane leak per timestep, in [0, 1]")
     tr.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the weights, the data order and the runs")
-    tr.add_argument("--max-train", type=_int_at_least(1), default=None, help="cap on training samples (default: all)")
-    tr.add_argument("--max-test", type=_int_at_least(1), default=None, help="cap on test samples (default: all)")
+    _add_sample_caps(tr)
     tr.add_argument(
         "--checkpoint-dir",
         default=None,
@@ -709,6 +720,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", default="auto", help=_DEVICE_HELP + "; under torchrun, cuda is cuda:LOCAL_RANK")
     tr.set_defaults(func=_train)
 
+
+def _add_evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], datasets: Sequence[str]) -> None:
+    """The ``evaluate`` subcommand."""
     ev = sub.add_parser(
         "evaluate",
         help="evaluate a saved model on a dataset's test split with the Rust engine",
@@ -719,14 +733,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG_EVALUATE,
         formatter_class=_HelpFormatter,
     )
-    ev.add_argument("model", help="a model file written by asyncsnn train / asyncsnn.save")
-    ev.add_argument("--dataset", choices=DATASETS, default="digits", help="dataset whose test split is evaluated")
-    ev.add_argument(
-        "--root", default=None, help="folder of the dataset files (default: none, digits and randman need none)"
-    )
+    ev.add_argument("model", help=_MODEL_FILE_HELP)
+    ev.add_argument("--dataset", choices=datasets, default="digits", help="dataset whose test split is evaluated")
+    _add_root_option(ev)
     ev.add_argument(
         "--scheduler",
-        choices=schedulers,
+        choices=_SCHEDULERS,
         nargs="+",
         default=["momentum"],
         help="scheduler(s) of the inference; several make a sweep, one row each",
@@ -744,8 +756,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--extra-steps", type=int, default=0, help="forward steps run after the first output spike (first_output)"
     )
     ev.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the data encoding and of the run")
-    ev.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
-    ev.add_argument("--max-test", type=_int_at_least(1), default=None, help="cap on test samples (default: all)")
+    _add_threads_option(ev)
+    _add_sample_caps(ev, train=False)
     ev.add_argument(
         "--profile",
         action="append",
@@ -770,6 +782,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-progress", action="store_true", help="no progress lines on stderr during a sweep")
     ev.set_defaults(func=_evaluate)
 
+
+def _add_info_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``info`` subcommand."""
     info = sub.add_parser(
         "info",
         help="print the architecture and metadata of a model file",
@@ -777,8 +792,31 @@ def build_parser() -> argparse.ArgumentParser:
         "trainable weights and its metadata (training, dataset, ...), without running it.",
         formatter_class=_HelpFormatter,
     )
-    info.add_argument("model", help="a model file written by asyncsnn train / asyncsnn.save")
+    info.add_argument("model", help=_MODEL_FILE_HELP)
     info.set_defaults(func=_info)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``asyncsnn`` command.
+
+    Every option of every command has a help text that shows its default (see
+    :func:`option_help`); ``asyncsnn COMMAND --help`` lists them with examples.
+    """
+    parser = argparse.ArgumentParser(
+        prog="asyncsnn",
+        description="Asynchronous (event-driven) spiking neural networks: evaluation with exact counters.",
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("--version", action="store_true", help="print the package and semantics versions")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_demo_parser(sub)
+
+    from asyncsnn.reproduce import DATASETS
+
+    _add_reproduce_parser(sub, DATASETS)
+    _add_train_parser(sub, DATASETS)
+    _add_evaluate_parser(sub, DATASETS)
+    _add_info_parser(sub)
     return parser
 
 
