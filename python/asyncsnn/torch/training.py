@@ -635,7 +635,91 @@ def train(
         that holds only pickle checkpoints of an older asyncsnn.
     """
     model = network if isinstance(network, AsyncSNN) else AsyncSNN.from_network(network)
-    net = model.network
+    run = _train_options(
+        model.network,
+        scheduler=scheduler,
+        forward_group_size=forward_group_size,
+        epochs=epochs,
+        lr=lr,
+        loss=loss,
+        batch_size=batch_size,
+        seed=seed,
+        refractory_dropout=refractory_dropout,
+        surrogate=surrogate,
+        stop=stop,
+        extra_steps=extra_steps,
+        max_steps=max_steps,
+        jitter=jitter,
+        weight_decay=weight_decay,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        allow_config_change=allow_config_change,
+        progress=progress,
+    )
+    use_dist = _wants_distributed(distributed)
+    x_train, y_train = _dataset(model.network, train_data, "train_data")
+    test = None if test_data is None else _dataset(model.network, test_data, "test_data")
+    params = list(model.parameters())
+    if not params:
+        raise invalid(ParameterError, "network", repr(model.network), "has no trainable projection")
+    ranks = _place(model, params, device, use_dist)
+    return _train_loop(model, params, ranks, x_train, y_train, test, run)
+
+
+@dataclass(frozen=True)
+class _TrainOptions:
+    """The validated options of one :func:`train` call, as its epochs use them."""
+
+    opts: PreparedOptions
+    loss_fn: LossFn
+    sur: Surrogate
+    config_extra: dict[str, Any]
+    epochs: int
+    lr: float
+    weight_decay: float
+    batch_size: int
+    seed: int
+    refractory_dropout: DropoutLike
+    ckpt_dir: Path | None
+    resume: bool
+    allow_config_change: bool
+    progress: bool
+
+
+def _loss_function(loss: str | LossFn) -> LossFn:
+    """The loss callable of :func:`train`'s ``loss`` option."""
+    if callable(loss):
+        return loss
+    if loss == "rate":
+        return rate_loss
+    if loss == "count":
+        return count_loss
+    raise invalid(ParameterError, "loss", loss, 'must be "rate", "count" or a callable')
+
+
+def _train_options(
+    net: Network,
+    *,
+    scheduler: SchedulerLike,
+    forward_group_size: int,
+    epochs: int,
+    lr: float,
+    loss: str | LossFn,
+    batch_size: int,
+    seed: int,
+    refractory_dropout: DropoutLike,
+    surrogate: Union[Surrogate, str, dict[str, Any], None],
+    stop: StopLike,
+    extra_steps: int,
+    max_steps: int | None,
+    jitter: float,
+    weight_decay: float,
+    checkpoint_dir: str | os.PathLike[str] | None,
+    resume: bool,
+    allow_config_change: bool,
+    progress: bool,
+) -> _TrainOptions:
+    """Validate the options of :func:`train` (run options, numbers, loss, surrogate, resume flags)."""
     opts = prepare_options(
         net,
         scheduler=scheduler,
@@ -652,43 +736,14 @@ def train(
     _check_positive(lr, "lr", integer=False)
     if isinstance(weight_decay, bool) or not isinstance(weight_decay, numbers.Real) or not weight_decay >= 0:
         raise invalid(ParameterError, "weight_decay", weight_decay, "must be a number >= 0")
-    loss_fn: LossFn
-    if callable(loss):
-        loss_fn = loss
-    elif loss == "rate":
-        loss_fn = rate_loss
-    elif loss == "count":
-        loss_fn = count_loss
-    else:
-        raise invalid(ParameterError, "loss", loss, 'must be "rate", "count" or a callable')
+    loss_fn = _loss_function(loss)
     sur = make_surrogate(surrogate)
     if resume and checkpoint_dir is None:
         raise invalid(ParameterError, "resume", resume, "needs a checkpoint_dir")
     if not isinstance(resume, bool) or not isinstance(allow_config_change, bool):
         bad = ("resume", resume) if not isinstance(resume, bool) else ("allow_config_change", allow_config_change)
         raise invalid(ParameterError, bad[0], bad[1], "must be True or False")
-    use_dist = _wants_distributed(distributed)
-    x_train, y_train = _dataset(net, train_data, "train_data")
-    test = None if test_data is None else _dataset(net, test_data, "test_data")
-    params = list(model.parameters())
-    if not params:
-        raise invalid(ParameterError, "network", repr(net), "has no trainable projection")
-    local_rank = None
-    if use_dist:
-        local_rank = _env_int("LOCAL_RANK", -1)
-        if local_rank < 0:
-            rank = dist.get_rank() if dist.is_initialized() else _env_int("RANK", 0)
-            local_rank = rank % max(torch.cuda.device_count(), 1)
-    dev = resolve_device(device, default=params[0].device, local_rank=local_rank)
-    model.to(dev)
-    ranks = _start_distributed(dev) if use_dist else _Ranks(device=dev)
-    return _train_loop(
-        model,
-        params,
-        ranks,
-        x_train,
-        y_train,
-        test,
+    return _TrainOptions(
         opts=opts,
         loss_fn=loss_fn,
         sur=sur,
@@ -712,6 +767,21 @@ def train(
     )
 
 
+def _place(
+    model: AsyncSNN, params: list[torch.nn.Parameter], device: torch.device | str | None, use_dist: bool
+) -> _Ranks:
+    """Move ``model`` to its training device and join the process group when distributed."""
+    local_rank = None
+    if use_dist:
+        local_rank = _env_int("LOCAL_RANK", -1)
+        if local_rank < 0:
+            rank = dist.get_rank() if dist.is_initialized() else _env_int("RANK", 0)
+            local_rank = rank % max(torch.cuda.device_count(), 1)
+    dev = resolve_device(device, default=params[0].device, local_rank=local_rank)
+    model.to(dev)
+    return _start_distributed(dev) if use_dist else _Ranks(device=dev)
+
+
 def _train_loop(
     model: AsyncSNN,
     params: list[torch.nn.Parameter],
@@ -719,171 +789,25 @@ def _train_loop(
     x_train: torch.Tensor,
     y_train: torch.Tensor,
     test: tuple[torch.Tensor, torch.Tensor] | None,
-    *,
-    opts: PreparedOptions,
-    loss_fn: LossFn,
-    sur: Surrogate,
-    config_extra: dict[str, Any],
-    epochs: int,
-    lr: float,
-    weight_decay: float,
-    batch_size: int,
-    seed: int,
-    refractory_dropout: DropoutLike,
-    ckpt_dir: Path | None,
-    resume: bool,
-    allow_config_change: bool,
-    progress: bool,
+    run: _TrainOptions,
 ) -> tuple[Network, History]:
     """The epochs of :func:`train` (options validated, model on its device, ranks joined)."""
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    history = History()
-    config = {
-        "scheduler": opts.scheduler.value,
-        "forward_group_size": opts.forward_group_size,
-        "stop": opts.stop.value,
-        "extra_steps": opts.extra_steps,
-        "max_steps": opts.max_steps,
-        "jitter": opts.jitter,
-        "refractory_dropout": None if opts.refractory_dropout is None else list(opts.refractory_dropout),
-        **config_extra,
-        "surrogate": sur.to_dict(),
-        "weight_shapes": [list(p.shape) for p in params],
-        "world_size": ranks.world,
-    }
-    if ckpt_dir is not None:
-        config["network"] = _network_digest(model.network)
-        config["population_shapes"] = [list(s) for s in model.network.population_shapes]
-        config["train_data"] = {"shape": list(x_train.shape), "sha256": _data_digest(x_train, y_train)}
-    config = json.loads(json.dumps(config))  # JSON values (lists, not tuples), as a checkpoint holds them
-    start = 0
-    main = ranks.rank == 0
-    if resume and ckpt_dir is not None:
-        found = ranks.broadcast(_find_checkpoint(ckpt_dir) if main else None)
-        if isinstance(found, ModelError):  # raised on every rank, not only on rank 0
-            raise found
-        if found is None:
-            if main:
-                print(f"asyncsnn: no checkpoint in {ckpt_dir}; training from epoch 0", file=sys.stderr)
-        else:
-            path, ckpt = found
-            try:
-                saved = json.loads(ckpt["config"])
-            except ValueError:
-                saved = {}
-            changed = _config_differences(saved if isinstance(saved, dict) else {}, config)
-            shapes = [list(w.shape) for w in ckpt["weights"]]
-            if shapes != config["weight_shapes"]:
-                raise invalid(
-                    ModelError,
-                    "checkpoint",
-                    shapes,
-                    f"weights of {path} do not fit the network {config['weight_shapes']}; the configuration "
-                    f"differs in: {'; '.join(changed)}",
-                )
-            if changed and not allow_config_change:
-                raise ParameterError(
-                    f"cannot resume from {path}: the configuration differs from the checkpoint's in "
-                    f"{'; '.join(changed)} (old -> new). Train with the checkpoint's options, or pass "
-                    "allow_config_change=True (asyncsnn train --allow-config-change) to continue with the new ones",
-                    field="resume",
-                    value=changed,
-                    location=str(path),
-                )
-            with torch.no_grad():
-                for p, w in zip(params, ckpt["weights"], strict=False):
-                    p.copy_(w.to(p.device))
-            optimizer.load_state_dict(ckpt["optimizer"])
-            for group in optimizer.param_groups:  # this call's options (the same unless allowed to change)
-                group["lr"], group["weight_decay"] = lr, weight_decay
-            history = History.from_dict(ckpt["history"])
-            start = int(ckpt["epoch"])
-            if main:
-                print(f"asyncsnn: resuming from {path} at epoch {start} of {epochs}", file=sys.stderr)
-                if changed:
-                    print(f"asyncsnn: configuration changed on resume: {'; '.join(changed)}", file=sys.stderr)
-
-    dev = ranks.device
-    forward: Callable[..., Any] = model
-    if ranks.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        # DDP broadcasts rank 0's weights now and averages the gradients in backward().
-        forward = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    n = x_train.shape[0]
-    n_batches = (n + batch_size - 1) // batch_size
-    run_kw: dict[str, Any] = {
-        "scheduler": opts.scheduler,
-        "forward_group_size": opts.forward_group_size,
-        "stop": opts.stop,
-        "extra_steps": opts.extra_steps,
-        "max_steps": opts.max_steps,
-        "jitter": opts.jitter,
-    }
-    dropout: DropoutLike = "off" if opts.refractory_dropout is None else refractory_dropout
-    show = progress and main
-    for epoch in range(start, epochs):
+    optimizer = torch.optim.Adam(params, lr=run.lr, weight_decay=run.weight_decay)
+    config = _run_config(model, params, ranks, x_train, y_train, run)
+    resumed = None
+    if run.resume and run.ckpt_dir is not None:
+        resumed = _resume(run.ckpt_dir, ranks, config, params, optimizer, run)
+    start, history = (0, History()) if resumed is None else resumed
+    forward = _parallel_forward(model, ranks)  # after the resume: DDP broadcasts rank 0's weights
+    run_kw = _run_kwargs(run.opts)
+    show = run.progress and ranks.rank == 0
+    for epoch in range(start, run.epochs):
         t0 = time.perf_counter()
-        perm = torch.from_numpy(np.random.default_rng([seed, epoch]).permutation(n))
-        model.train()
-        loss_sum = correct = spikes = steps = 0.0
-        seen = 0
-        bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{epochs}", disable=not show, leave=False)
-        for b in range(n_batches):
-            idx = perm[b * batch_size : (b + 1) * batch_size]
-            lo, hi = ranks.shard(len(idx))
-            # A rank with no sample in this (short) batch still joins DDP's gradient
-            # average: it runs one sample with weight 0 (a zero gradient).
-            local = idx[lo:hi] if hi > lo else idx[:1]
-            xb, yb = x_train[local].to(dev), y_train[local].to(dev)
-            with gc_paused():  # the graph's objects free themselves (see gc_paused)
-                out = forward(
-                    xb,
-                    seed=_epoch_seed(seed, epoch),
-                    sample_ids=local,
-                    refractory_dropout=dropout,
-                    surrogate=sur,
-                    **run_kw,
-                )
-                batch_loss = loss_fn(out.counts, yb)
-                objective = batch_loss
-                if ranks.enabled:
-                    # DDP averages over W ranks: weighting by n_r * W / n makes the average the
-                    # gradient of the mean over the n samples of the global batch.
-                    objective = batch_loss * ((hi - lo) * ranks.world / len(idx))
-                optimizer.zero_grad(set_to_none=True)
-                torch.autograd.backward(objective)
-                optimizer.step()
-            if hi > lo:
-                loss_sum += float(batch_loss.detach()) * (hi - lo)
-                correct += float((_predictions(out.counts.detach()) == yb).sum())
-                spikes += float(out.counters["spikes_total"].sum())
-                steps += float(out.counters["forward_steps"].sum())
-                seen += hi - lo
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.4f}")
-        bar.close()
-        loss_sum, correct, spikes, steps = ranks.all_sum([loss_sum, correct, spikes, steps])
-        test_acc: float | None = None
-        test_spk: float | None = None
-        if test is not None:
-            test_correct, test_spikes = ranks.all_sum(_evaluate(model, test, run_kw, seed, max(batch_size, 256), ranks))
-            test_acc, test_spk = test_correct / test[0].shape[0], test_spikes / test[0].shape[0]
-        history.loss.append(loss_sum / n)
-        history.train_accuracy.append(correct / n)
-        history.test_accuracy.append(test_acc)
-        history.spikes_per_sample.append(spikes / n)
-        history.test_spikes_per_sample.append(test_spk)
-        history.forward_steps_per_sample.append(steps / n)
-        history.wall_time.append(ranks.all_sum([time.perf_counter() - t0], op="max")[0])
-        if show:
-            msg = f"epoch {epoch + 1}/{epochs}: loss {history.loss[-1]:.4f}, train acc {history.train_accuracy[-1]:.4f}"
-            if test_acc is not None:
-                msg += f", test acc {test_acc:.4f}"
-            tqdm.write(msg + f", {history.wall_time[-1]:.1f} s")
-        if ckpt_dir is not None and main:
+        sums = _train_epoch(model, forward, optimizer, ranks, x_train, y_train, epoch, run, run_kw, show)
+        _record_epoch(history, model, ranks, sums, x_train.shape[0], test, run_kw, run, epoch, t0, show)
+        if run.ckpt_dir is not None and ranks.rank == 0:
             _save_checkpoint(
-                ckpt_dir,
+                run.ckpt_dir,
                 epoch + 1,
                 {
                     "format": CHECKPOINT_FORMAT,
@@ -898,6 +822,214 @@ def _train_loop(
     ranks.barrier()
     model.eval()
     return model.to_network(), history
+
+
+def _run_config(
+    model: AsyncSNN,
+    params: list[torch.nn.Parameter],
+    ranks: _Ranks,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    run: _TrainOptions,
+) -> dict[str, Any]:
+    """The configuration a checkpoint records and a resumed run must match (JSON values)."""
+    opts = run.opts
+    config = {
+        "scheduler": opts.scheduler.value,
+        "forward_group_size": opts.forward_group_size,
+        "stop": opts.stop.value,
+        "extra_steps": opts.extra_steps,
+        "max_steps": opts.max_steps,
+        "jitter": opts.jitter,
+        "refractory_dropout": None if opts.refractory_dropout is None else list(opts.refractory_dropout),
+        **run.config_extra,
+        "surrogate": run.sur.to_dict(),
+        "weight_shapes": [list(p.shape) for p in params],
+        "world_size": ranks.world,
+    }
+    if run.ckpt_dir is not None:
+        config["network"] = _network_digest(model.network)
+        config["population_shapes"] = [list(s) for s in model.network.population_shapes]
+        config["train_data"] = {"shape": list(x_train.shape), "sha256": _data_digest(x_train, y_train)}
+    # JSON values (lists, not tuples), as a checkpoint holds them
+    result: dict[str, Any] = json.loads(json.dumps(config))
+    return result
+
+
+def _resume(
+    ckpt_dir: Path,
+    ranks: _Ranks,
+    config: dict[str, Any],
+    params: list[torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    run: _TrainOptions,
+) -> tuple[int, History] | None:
+    """Load the newest checkpoint into ``params`` and ``optimizer``: its epoch and history (``None``: none)."""
+    main = ranks.rank == 0
+    found = ranks.broadcast(_find_checkpoint(ckpt_dir) if main else None)
+    if isinstance(found, ModelError):  # raised on every rank, not only on rank 0
+        raise found
+    if found is None:
+        if main:
+            print(f"asyncsnn: no checkpoint in {ckpt_dir}; training from epoch 0", file=sys.stderr)
+        return None
+    path, ckpt = found
+    try:
+        saved = json.loads(ckpt["config"])
+    except ValueError:
+        saved = {}
+    changed = _config_differences(saved if isinstance(saved, dict) else {}, config)
+    shapes = [list(w.shape) for w in ckpt["weights"]]
+    if shapes != config["weight_shapes"]:
+        raise invalid(
+            ModelError,
+            "checkpoint",
+            shapes,
+            f"weights of {path} do not fit the network {config['weight_shapes']}; the configuration "
+            f"differs in: {'; '.join(changed)}",
+        )
+    if changed and not run.allow_config_change:
+        raise ParameterError(
+            f"cannot resume from {path}: the configuration differs from the checkpoint's in "
+            f"{'; '.join(changed)} (old -> new). Train with the checkpoint's options, or pass "
+            "allow_config_change=True (asyncsnn train --allow-config-change) to continue with the new ones",
+            field="resume",
+            value=changed,
+            location=str(path),
+        )
+    with torch.no_grad():
+        for p, w in zip(params, ckpt["weights"], strict=False):
+            p.copy_(w.to(p.device))
+    optimizer.load_state_dict(ckpt["optimizer"])
+    for group in optimizer.param_groups:  # this call's options (the same unless allowed to change)
+        group["lr"], group["weight_decay"] = run.lr, run.weight_decay
+    history = History.from_dict(ckpt["history"])
+    start = int(ckpt["epoch"])
+    if main:
+        print(f"asyncsnn: resuming from {path} at epoch {start} of {run.epochs}", file=sys.stderr)
+        if changed:
+            print(f"asyncsnn: configuration changed on resume: {'; '.join(changed)}", file=sys.stderr)
+    return start, history
+
+
+def _parallel_forward(model: AsyncSNN, ranks: _Ranks) -> Callable[..., Any]:
+    """The training forward pass: ``model``, wrapped in ``DistributedDataParallel`` when distributed."""
+    forward: Callable[..., Any] = model
+    if ranks.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # DDP broadcasts rank 0's weights now and averages the gradients in backward().
+        dev = ranks.device
+        forward = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    return forward
+
+
+def _run_kwargs(opts: PreparedOptions) -> dict[str, Any]:
+    """The run options of the training (and test) forward passes, as the module's keywords."""
+    return {
+        "scheduler": opts.scheduler,
+        "forward_group_size": opts.forward_group_size,
+        "stop": opts.stop,
+        "extra_steps": opts.extra_steps,
+        "max_steps": opts.max_steps,
+        "jitter": opts.jitter,
+    }
+
+
+def _train_epoch(
+    model: AsyncSNN,
+    forward: Callable[..., Any],
+    optimizer: torch.optim.Optimizer,
+    ranks: _Ranks,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    epoch: int,
+    run: _TrainOptions,
+    run_kw: dict[str, Any],
+    show: bool,
+) -> list[float]:
+    """One epoch's optimiser steps: loss, correct predictions, spikes and forward steps summed over all ranks."""
+    dev = ranks.device
+    n = x_train.shape[0]
+    batch_size, seed = run.batch_size, run.seed
+    n_batches = (n + batch_size - 1) // batch_size
+    dropout: DropoutLike = "off" if run.opts.refractory_dropout is None else run.refractory_dropout
+    perm = torch.from_numpy(np.random.default_rng([seed, epoch]).permutation(n))
+    model.train()
+    loss_sum = correct = spikes = steps = 0.0
+    seen = 0
+    bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{run.epochs}", disable=not show, leave=False)
+    for b in range(n_batches):
+        idx = perm[b * batch_size : (b + 1) * batch_size]
+        lo, hi = ranks.shard(len(idx))
+        # A rank with no sample in this (short) batch still joins DDP's gradient
+        # average: it runs one sample with weight 0 (a zero gradient).
+        local = idx[lo:hi] if hi > lo else idx[:1]
+        xb, yb = x_train[local].to(dev), y_train[local].to(dev)
+        with gc_paused():  # the graph's objects free themselves (see gc_paused)
+            out = forward(
+                xb,
+                seed=_epoch_seed(seed, epoch),
+                sample_ids=local,
+                refractory_dropout=dropout,
+                surrogate=run.sur,
+                **run_kw,
+            )
+            batch_loss = run.loss_fn(out.counts, yb)
+            objective = batch_loss
+            if ranks.enabled:
+                # DDP averages over W ranks: weighting by n_r * W / n makes the average the
+                # gradient of the mean over the n samples of the global batch.
+                objective = batch_loss * ((hi - lo) * ranks.world / len(idx))
+            optimizer.zero_grad(set_to_none=True)
+            torch.autograd.backward(objective)
+            optimizer.step()
+        if hi > lo:
+            loss_sum += float(batch_loss.detach()) * (hi - lo)
+            correct += float((_predictions(out.counts.detach()) == yb).sum())
+            spikes += float(out.counters["spikes_total"].sum())
+            steps += float(out.counters["forward_steps"].sum())
+            seen += hi - lo
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.4f}")
+    bar.close()
+    return ranks.all_sum([loss_sum, correct, spikes, steps])
+
+
+def _record_epoch(
+    history: History,
+    model: AsyncSNN,
+    ranks: _Ranks,
+    sums: list[float],
+    n: int,
+    test: tuple[torch.Tensor, torch.Tensor] | None,
+    run_kw: dict[str, Any],
+    run: _TrainOptions,
+    epoch: int,
+    t0: float,
+    show: bool,
+) -> None:
+    """Evaluate the test data (if any), append the epoch's figures to ``history`` and report them."""
+    loss_sum, correct, spikes, steps = sums
+    test_acc: float | None = None
+    test_spk: float | None = None
+    if test is not None:
+        test_correct, test_spikes = ranks.all_sum(
+            _evaluate(model, test, run_kw, run.seed, max(run.batch_size, 256), ranks)
+        )
+        test_acc, test_spk = test_correct / test[0].shape[0], test_spikes / test[0].shape[0]
+    history.loss.append(loss_sum / n)
+    history.train_accuracy.append(correct / n)
+    history.test_accuracy.append(test_acc)
+    history.spikes_per_sample.append(spikes / n)
+    history.test_spikes_per_sample.append(test_spk)
+    history.forward_steps_per_sample.append(steps / n)
+    history.wall_time.append(ranks.all_sum([time.perf_counter() - t0], op="max")[0])
+    if show:
+        msg = f"epoch {epoch + 1}/{run.epochs}: loss {history.loss[-1]:.4f}, train acc {history.train_accuracy[-1]:.4f}"
+        if test_acc is not None:
+            msg += f", test acc {test_acc:.4f}"
+        tqdm.write(msg + f", {history.wall_time[-1]:.1f} s")
 
 
 def _evaluate(
