@@ -133,6 +133,30 @@ def infer_iter(
     from asyncsnn.engine import infer as rust_infer
 
     run = rust_infer if engine is None else engine
+    _check_options(network, run, engine, batch_size, infer_options)
+    if not isinstance(samples, Iterable):
+        raise invalid(InputError, "samples", type(samples).__name__, "must be an iterable of samples")
+    label_iter: Iterator[Any] | None = None if labels is None else iter(labels)
+    stream = _Stream(network, run, infer_options)
+    for index, item in enumerate(samples):
+        stream.add(index, item, label_iter)
+        if len(stream.chunk) == batch_size:
+            stream.flush()
+    if label_iter is not None and next(label_iter, _END) is not _END:
+        raise invalid(InputError, "labels", stream.offset + len(stream.chunk), "more labels than samples")
+    if stream.chunk:
+        stream.flush()
+    return stream.result()
+
+
+def _check_options(
+    network: Network,
+    run: Any,
+    engine: Callable[..., InferenceResult] | None,
+    batch_size: int,
+    infer_options: dict[str, Any],
+) -> None:
+    """Check the engine, ``batch_size`` and the run options of :func:`infer_iter`, before the stream is read."""
     if not callable(run):
         raise invalid(ParameterError, "engine", type(engine).__name__, "must be an infer function")
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or not 1 <= batch_size <= MAX_U32:
@@ -158,90 +182,101 @@ def infer_iter(
     )
     if "threads" in infer_options:
         check_threads(infer_options["threads"])
-    if not isinstance(samples, Iterable):
-        raise invalid(InputError, "samples", type(samples).__name__, "must be an iterable of samples")
-    label_iter: Iterator[Any] | None = None if labels is None else iter(labels)
 
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in COUNTER_FIELDS}
-    label_parts: list[np.ndarray] = []
-    result_meta: dict[str, Any] = {}
-    frame_shape: tuple[int, ...] | None = None
-    paired: bool | None = None
-    have_labels: bool | None = None
-    offset = 0
-    chunk: list[np.ndarray] = []
-    chunk_labels: list[int] = []
 
-    def flush() -> None:
-        nonlocal offset
-        n = len(chunk)
+def _sample_array(sample: Any, index: int) -> np.ndarray:
+    """Sample ``index`` of the stream as a numpy array."""
+    if is_tensor(sample):  # by the shared rule for tensors (bfloat16, sparse, meta...)
+        sample = tensor_as_numpy(sample, "samples", f"sample {index}")
+    try:
+        return np.asarray(sample)
+    except Exception as exc:
+        raise invalid(
+            InputError,
+            "samples",
+            type(sample).__name__,
+            f"cannot be converted to an array ({exc})",
+            f"sample {index}",
+        ) from exc
+
+
+class _Stream:
+    """The chunk of :func:`infer_iter` being filled and the counters of the chunks run so far."""
+
+    def __init__(self, network: Network, run: Callable[..., InferenceResult], infer_options: dict[str, Any]) -> None:
+        self.network = network
+        self.run = run
+        self.infer_options = infer_options
+        self.parts: dict[str, list[np.ndarray]] = {name: [] for name in COUNTER_FIELDS}
+        self.label_parts: list[np.ndarray] = []
+        self.result_meta: dict[str, Any] = {}
+        self.frame_shape: tuple[int, ...] | None = None
+        self.paired: bool | None = None
+        self.have_labels: bool | None = None
+        self.offset = 0
+        self.chunk: list[np.ndarray] = []
+        self.chunk_labels: list[int] = []
+
+    def add(self, index: int, item: Any, label_iter: Iterator[Any] | None) -> None:
+        """Check stream item ``index`` (a sample or a pair) and its label, and append them to the chunk."""
+        sample, label, self.paired = _split(item, self.paired, index)
+        if label_iter is not None:
+            if self.paired:
+                raise invalid(ParameterError, "labels", "given", "the samples are (sample, label) pairs already")
+            try:
+                label = next(label_iter)
+            except StopIteration:
+                raise invalid(InputError, "labels", index, "fewer labels than samples", f"sample {index}") from None
+        if self.have_labels is None:
+            self.have_labels = label is not None
+        elif self.have_labels != (label is not None):
+            raise invalid(InputError, "labels", None, "some samples have a label and some not", f"sample {index}")
+        arr = _sample_array(sample, index)
+        if self.frame_shape is None:
+            self.frame_shape = arr.shape
+        elif arr.shape != self.frame_shape:
+            raise invalid(
+                InputError,
+                "samples",
+                f"shape {arr.shape}",
+                f"every sample must have the shape of the first one, {self.frame_shape} ([T, *input_shape])",
+                f"sample {index}",
+            )
+        if self.have_labels:
+            self.chunk_labels.append(_label(label, index, self.network.n_outputs))
+        self.chunk.append(arr)
+
+    def flush(self) -> None:
+        """Run the engine on the chunk and keep its counters (and labels)."""
+        offset = self.offset
+        n = len(self.chunk)
         if offset + n - 1 > MAX_U32:
             raise invalid(InputError, "samples", offset + n, f"more than {MAX_U32 + 1} samples (ids are u32)")
         ids = np.arange(offset, offset + n, dtype=np.int64)
-        lab = np.asarray(chunk_labels, dtype=np.int64) if have_labels else None
+        lab = np.asarray(self.chunk_labels, dtype=np.int64) if self.have_labels else None
         try:
-            res = run(network, np.stack(chunk), labels=lab, sample_ids=ids, **infer_options)
+            res = self.run(self.network, np.stack(self.chunk), labels=lab, sample_ids=ids, **self.infer_options)
         except AsyncSNNError as exc:
             where = f"samples {offset}..{offset + n - 1}"
             raise type(exc)(
                 f"{exc} (in the chunk of {where})", field=exc.field, value=exc.value, location=exc.location or where
             ) from exc
         for name in COUNTER_FIELDS:
-            parts[name].append(np.asarray(getattr(res, name)))
+            self.parts[name].append(np.asarray(getattr(res, name)))
         if lab is not None:
-            label_parts.append(lab)
-        if not result_meta:
-            result_meta.update(engine=res.engine, options=res.options)
-        offset += n
-        chunk.clear()
-        chunk_labels.clear()
+            self.label_parts.append(lab)
+        if not self.result_meta:
+            self.result_meta.update(engine=res.engine, options=res.options)
+        self.offset += n
+        self.chunk.clear()
+        self.chunk_labels.clear()
 
-    for index, item in enumerate(samples):
-        sample, label, paired = _split(item, paired, index)
-        if label_iter is not None:
-            if paired:
-                raise invalid(ParameterError, "labels", "given", "the samples are (sample, label) pairs already")
-            try:
-                label = next(label_iter)
-            except StopIteration:
-                raise invalid(InputError, "labels", index, "fewer labels than samples", f"sample {index}") from None
-        if have_labels is None:
-            have_labels = label is not None
-        elif have_labels != (label is not None):
-            raise invalid(InputError, "labels", None, "some samples have a label and some not", f"sample {index}")
-        if is_tensor(sample):  # by the shared rule for tensors (bfloat16, sparse, meta...)
-            sample = tensor_as_numpy(sample, "samples", f"sample {index}")
-        try:
-            arr = np.asarray(sample)
-        except Exception as exc:
-            raise invalid(
-                InputError,
-                "samples",
-                type(sample).__name__,
-                f"cannot be converted to an array ({exc})",
-                f"sample {index}",
-            ) from exc
-        if frame_shape is None:
-            frame_shape = arr.shape
-        elif arr.shape != frame_shape:
-            raise invalid(
-                InputError,
-                "samples",
-                f"shape {arr.shape}",
-                f"every sample must have the shape of the first one, {frame_shape} ([T, *input_shape])",
-                f"sample {index}",
-            )
-        if have_labels:
-            chunk_labels.append(_label(label, index, network.n_outputs))
-        chunk.append(arr)
-        if len(chunk) == batch_size:
-            flush()
-    if label_iter is not None and next(label_iter, _END) is not _END:
-        raise invalid(InputError, "labels", offset + len(chunk), "more labels than samples")
-    if chunk:
-        flush()
-    if offset == 0:
-        raise invalid(InputError, "samples", "[]", "the stream is empty")
-    arrays = {name: np.concatenate(parts[name]) for name in COUNTER_FIELDS}
-    all_labels = np.concatenate(label_parts) if have_labels else None
-    return InferenceResult(arrays, labels=all_labels, engine=result_meta["engine"], options=result_meta["options"])
+    def result(self) -> InferenceResult:
+        """The concatenated result of the chunks run (the stream must not be empty)."""
+        if self.offset == 0:
+            raise invalid(InputError, "samples", "[]", "the stream is empty")
+        arrays = {name: np.concatenate(self.parts[name]) for name in COUNTER_FIELDS}
+        all_labels = np.concatenate(self.label_parts) if self.have_labels else None
+        return InferenceResult(
+            arrays, labels=all_labels, engine=self.result_meta["engine"], options=self.result_meta["options"]
+        )
