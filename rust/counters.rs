@@ -50,6 +50,19 @@ pub struct SampleResult {
     pub first_correct_spikes: Vec<i64>,
     /// R7.7: synops integrated in steps `0..=first_correct_step`, -1 = none / no label.
     pub first_correct_synops: Vec<i64>,
+    /// R7.9: spikes (all populations) per timestep, `[T]` (sum: `spikes_total`).
+    pub timestep_spikes: Vec<i64>,
+    /// R7.9: synops per timestep, `[T]` (sum: `synops`).
+    pub timestep_synops: Vec<i64>,
+    /// R7.9: global forward step (counted across timesteps from 0) after which the
+    /// running prediction last changed, -1 = no output spike.
+    pub decision_step: i64,
+    /// R7.9: the timestep of `decision_step`, -1 = none.
+    pub decision_timestep: i64,
+    /// R7.9: spikes of the sample in steps `0..=decision_step`, -1 = none.
+    pub decision_spikes: i64,
+    /// R7.9: synops integrated in steps `0..=decision_step`, -1 = none.
+    pub decision_synops: i64,
 }
 
 /// An axis of a counter's per-sample shape (the batch axis comes before them).
@@ -147,7 +160,7 @@ const T: &[Axis] = &[Axis::Timesteps];
 
 /// Every counter of R7, in the order of the result dict of the binding (and of
 /// `asyncsnn.result.COUNTER_FIELDS`, built from it).
-pub const COUNTERS: [Counter; 19] = [
+pub const COUNTERS: [Counter; 25] = [
     Counter {
         name: "predictions",
         axes: NONE,
@@ -262,6 +275,42 @@ pub const COUNTERS: [Counter; 19] = [
         rule: "R7.7",
         values: |r| &r.first_correct_synops,
     },
+    Counter {
+        name: "timestep_spikes",
+        axes: T,
+        rule: "R7.9",
+        values: |r| &r.timestep_spikes,
+    },
+    Counter {
+        name: "timestep_synops",
+        axes: T,
+        rule: "R7.9",
+        values: |r| &r.timestep_synops,
+    },
+    Counter {
+        name: "decision_step",
+        axes: NONE,
+        rule: "R7.9",
+        values: |r| std::slice::from_ref(&r.decision_step),
+    },
+    Counter {
+        name: "decision_timestep",
+        axes: NONE,
+        rule: "R7.9",
+        values: |r| std::slice::from_ref(&r.decision_timestep),
+    },
+    Counter {
+        name: "decision_spikes",
+        axes: NONE,
+        rule: "R7.9",
+        values: |r| std::slice::from_ref(&r.decision_spikes),
+    },
+    Counter {
+        name: "decision_synops",
+        axes: NONE,
+        rule: "R7.9",
+        values: |r| std::slice::from_ref(&r.decision_synops),
+    },
 ];
 
 /// The counter named `name` (one of [`COUNTERS`]).
@@ -319,6 +368,12 @@ impl SampleResult {
             first_correct_step: per_t(-1)?,
             first_correct_spikes: per_t(-1)?,
             first_correct_synops: per_t(-1)?,
+            timestep_spikes: per_t(0)?,
+            timestep_synops: per_t(0)?,
+            decision_step: -1,
+            decision_timestep: -1,
+            decision_spikes: -1,
+            decision_synops: -1,
         })
     }
 
@@ -411,8 +466,14 @@ mod tests {
             first_correct_step: _,
             first_correct_spikes: _,
             first_correct_synops: _,
+            timestep_spikes: _,
+            timestep_synops: _,
+            decision_step: _,
+            decision_timestep: _,
+            decision_spikes: _,
+            decision_synops: _,
         } = r;
-        assert_eq!(COUNTERS.len(), 19);
+        assert_eq!(COUNTERS.len(), 25);
     }
 
     #[test]

@@ -1036,6 +1036,46 @@ def case_prediction_ties() -> Case:
     )
 
 
+def case_stable_decision() -> Case:
+    # input (3) -> hidden (3) -> output (3), identity weights 2: with fifo F = 1 each
+    # hidden spike reaches its output neuron in a forward step of its own, in id order.
+    net = Network(
+        (3,),
+        [pop(3, 1.0, 0.0), pop(3, 1.0, 0.0)],
+        [Projection(0, 1, dense(np.eye(3) * 2)), Projection(1, 2, dense(np.eye(3) * 2))],
+    )
+    changing = [[1, 1, 0], [0, 1, 1], [1, 0, 1], [0, 0, 1], [1, 1, 0]]
+    x = frames([changing], [[[0, 0, 0]] * 5], [[[0, 0, 1], [0, 0, 0], [0, 0, 0], [0, 0, 0], [0, 0, 0]]])
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        # Sample 0, counts after each output spike (global step): [1,0,0] 0 (1), [1,1,0]
+        # tie, still 0 (2), [1,2,0] 1 (4), [1,2,1] (5), [2,2,1] tie -> 0 (7), [2,2,2]
+        # (8), [2,2,3] 2 (10), [3,2,3] tie -> 0 (12), [3,3,3] (13): decided at step 12.
+        assert res.timestep_forward_steps[0].tolist() == [3, 3, 3, 2, 3]
+        assert res.predictions.tolist() == [0, -1, 2]
+        assert res.decision_step.tolist() == [12, -1, 1]
+        assert res.decision_timestep.tolist() == [4, -1, 0]
+        # Spikes 4 + 4 + 4 + 2 + (2 hidden + 1 output); synops (fan-out 3, zero weights
+        # count, R1.3) 12 + 12 + 12 + 6 + (input 6 + one group 3).
+        assert res.decision_spikes.tolist() == [17, -1, 2]
+        assert res.decision_synops.tolist() == [51, -1, 6]
+        assert (res.timestep_spikes.sum(1) == res.spikes_total).all()
+        assert (res.timestep_synops.sum(1) == res.synops).all()
+
+    return Case(
+        "r7_9_stable_decision_changes_and_ties",
+        ["R7.9", "R7.1", "R5.2"],
+        "The running prediction changes several times, also through ties (to the smallest "
+        "index); the stable decision is the global forward step of its last change, with the "
+        "spikes and synops up to it; a silent sample has -1.",
+        net,
+        x,
+        options={"scheduler": "fifo", "forward_group_size": 1},
+        labels=[0, 1, 2],
+        check=check,
+    )
+
+
 def case_random_network(n: int, kind: str, options: dict[str, Any], rules: list[str]) -> Case:
     rng = np.random.default_rng(1000 + n)
     if kind == "dense":
@@ -1149,6 +1189,7 @@ def all_cases() -> list[Case]:
         case_zero_weight_synapses(),
         case_dead_end(),
         case_prediction_ties(),
+        case_stable_decision(),
     ]
     random_specs: list[tuple[str, dict[str, Any], list[str]]] = [
         ("dense", {"scheduler": "layered"}, ["R4.5", "R5.1"]),

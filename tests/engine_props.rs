@@ -300,7 +300,14 @@ fn oracle(
         first_correct_step: vec![-1; timesteps],
         first_correct_spikes: vec![-1; timesteps],
         first_correct_synops: vec![-1; timesteps],
+        timestep_spikes: vec![0; timesteps],
+        timestep_synops: vec![0; timesteps],
+        decision_step: -1,
+        decision_timestep: -1,
+        decision_spikes: -1,
+        decision_synops: -1,
     };
+    let mut running = -1i64;
     let mut v = vec![0.0f32; n];
     let mut refr = vec![false; n];
     let mut vpre = vec![0.0f32; n];
@@ -383,6 +390,19 @@ fn oracle(
                 r.first_correct_spikes[t] = ts_spikes;
                 r.first_correct_synops[t] = ts_synops;
             }
+            // R7.9: the argmax of the counts so far, re-evaluated after every fire phase.
+            let best = r.output_counts.iter().copied().max().unwrap_or(0);
+            let now = match r.output_counts.iter().position(|&c| c == best) {
+                Some(i) if best > 0 => i as i64,
+                _ => -1,
+            };
+            if now != running {
+                running = now;
+                r.decision_step = r.forward_steps + k as i64;
+                r.decision_timestep = t as i64;
+                r.decision_spikes = r.spikes.iter().sum();
+                r.decision_synops = r.synops + ts_synops;
+            }
             let pending: Vec<usize> = (0..n).filter(|&q| mult[q] > 0).collect();
             r.queue_peak = r.queue_peak.max(pending.len() as i64);
             let mut stop = false;
@@ -448,6 +468,8 @@ fn oracle(
         r.timestep_forward_steps[t] = k as i64 + 1;
         r.forward_steps += k as i64 + 1;
         r.synops += ts_synops;
+        r.timestep_spikes[t] = ts_spikes;
+        r.timestep_synops[t] = ts_synops;
     }
     r.spikes_total = r.spikes.iter().sum();
     let best = r.output_counts.iter().copied().max().unwrap_or(0);

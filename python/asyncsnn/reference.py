@@ -261,6 +261,272 @@ def _overflow(model: _Model, sample: int, t: int, k: int, q: int) -> EngineError
     return EngineError(f"{location}: membrane overflows", field="membrane", value=None, location=location)
 
 
+@dataclass
+class _Sample:
+    """The state of one sample (R3) and its counters (section 7), shared by the phases.
+
+    The phase functions below take it first and are named after the rules they
+    implement; :func:`_run_sample` calls them in the order of section 4.
+    """
+
+    model: _Model
+    opts: PreparedOptions
+    label: int | None
+    sample_id: int
+    position: int  # the sample's index in the call, named by an overflow error (R8.3)
+    trace: list[dict[str, Any]] | None
+    n_t: int
+    # R3.1 / R3.2 state
+    v: np.ndarray = field(init=False)
+    refractory: np.ndarray = field(init=False)
+    v_pre: np.ndarray = field(init=False)
+    current: np.ndarray = field(init=False)  # I, summed within one forward step
+    pending: dict[int, list[int]] = field(default_factory=dict)  # neuron -> [multiplicity, sequence number]
+    next_seq: int = 0
+    # Section 7 counters.
+    output_counts: list[int] = field(init=False)
+    ts_output_counts: list[list[int]] = field(init=False)
+    spikes: list[int] = field(init=False)
+    input_events: int = 0
+    synops_per_projection: list[int] = field(init=False)
+    ts_forward_steps: list[int] = field(init=False)
+    dropped: int = 0
+    queue_peak: int = 0
+    latency: dict[str, list[int]] = field(init=False)  # R7.7 records by counter name
+    ts_spikes: list[int] = field(init=False)  # R7.9
+    ts_synops: list[int] = field(init=False)
+    running: int = -1  # R7.9: the running prediction (-1 before any output spike)
+    decision: list[int] = field(default_factory=lambda: [-1, -1, -1, -1])  # R7.9: step, timestep, spikes, synops
+    steps_before: int = 0  # forward steps of the earlier timesteps (R7.9)
+    synops_before: int = 0  # synops of the earlier timesteps (R7.9)
+    spikes_t: int = 0  # spikes fired so far in this timestep (R7.7)
+    synops_t: int = 0  # synops delivered so far in this timestep (R7.7)
+
+    def __post_init__(self) -> None:
+        # R3.3: start of the sample.
+        n, n_t = self.model.n_neurons, self.n_t
+        n_out = self.model.sizes[self.model.n_populations]
+        self.v = np.zeros(n, dtype=np.float32)  # membrane V (R3.1)
+        self.refractory = np.zeros(n, dtype=bool)
+        self.v_pre = np.zeros(n, dtype=np.float32)
+        self.current = np.zeros(n, dtype=np.float32)
+        self.output_counts = [0] * n_out
+        self.ts_output_counts = [[0] * n_out for _ in range(n_t)]
+        self.spikes = [0] * self.model.n_populations
+        self.synops_per_projection = [0] * self.model.n_projections
+        self.ts_forward_steps = [0] * n_t
+        self.latency = {name: [-1] * n_t for name in _LATENCY_FIELDS}
+        self.ts_spikes = [0] * n_t
+        self.ts_synops = [0] * n_t
+
+    def counters(self) -> dict[str, Any]:
+        """The counters by COUNTER_FIELDS name (Python ints / lists)."""
+        # R7.1 prediction: argmax of output_counts, ties to the smallest index, -1 without spikes.
+        best = max(self.output_counts)
+        prediction = self.output_counts.index(best) if best > 0 else -1
+        return {
+            "predictions": prediction,
+            "output_counts": self.output_counts,
+            "timestep_output_counts": self.ts_output_counts,
+            "spikes": self.spikes,
+            "spikes_total": sum(self.spikes),
+            "input_events": self.input_events,
+            "synops": sum(self.synops_per_projection),
+            "synops_per_projection": self.synops_per_projection,
+            "forward_steps": sum(self.ts_forward_steps),
+            "timestep_forward_steps": self.ts_forward_steps,
+            "dropped_spikes": self.dropped,
+            "queue_peak": self.queue_peak,
+            **self.latency,
+            "timestep_spikes": self.ts_spikes,
+            "timestep_synops": self.ts_synops,
+            "decision_step": self.decision[0],
+            "decision_timestep": self.decision[1],
+            "decision_spikes": self.decision[2],
+            "decision_synops": self.decision[3],
+        }
+
+
+_LATENCY_FIELDS = (
+    "first_output_step",
+    "first_output_class",
+    "first_output_spikes",
+    "first_output_synops",
+    "first_correct_step",
+    "first_correct_spikes",
+    "first_correct_synops",
+)
+
+
+def start_timestep(s: _Sample) -> None:
+    """R4.1: (1) leak, one float32 multiply; (2) clear refractory flags and ``v_pre``."""
+    s.v = (s.model.beta * s.v).astype(np.float32)
+    s.refractory[:] = False
+    s.v_pre[:] = 0.0
+    assert not s.pending  # R4.1: the pending set is always empty here (R6)
+    s.current = np.zeros(s.model.n_neurons, dtype=np.float32)
+    s.spikes_t = 0
+    s.synops_t = 0
+
+
+def deliver_input_frame(s: _Sample, frame: np.ndarray) -> None:
+    """R4.2 / R2.3: forward step 0 delivers the whole input frame, no scheduling slot."""
+    for i in np.flatnonzero(frame):
+        x = _F32(frame[i])
+        s.input_events += 1  # R7.3
+        for proj in s.model.outgoing[0]:
+            targets, weights = proj.synapses(int(i))
+            s.current[targets] = s.current[targets] + (x * weights).astype(np.float32)  # float32 product and sum
+            s.synops_per_projection[proj.index] += len(targets)  # R7.4: fan-out of input neuron i
+            s.synops_t += len(targets)
+
+
+def integrate_fire(s: _Sample, t: int, k: int) -> list[int]:
+    """R4.3.1 integrate and R4.3.2 fire; returns the output classes that spiked, in id order."""
+    model, trace, refractory, current, v = s.model, s.trace, s.refractory, s.current, s.v
+    # R4.3.1 Integrate: refractory neurons discard their current; the others add the
+    # summed current of this step in one float32 addition. Then I is cleared.
+    if trace is not None:
+        lost = np.flatnonzero(refractory & (current != 0))
+        if lost.size:
+            trace.append(
+                {"event": "discard", "t": t, "k": k, "neurons": lost.tolist(), "current": current[lost].tolist()}
+            )
+    live = ~refractory
+    if trace is not None:
+        got = np.flatnonzero(live & (current != 0))
+        if got.size:
+            trace.append({"event": "integrate", "t": t, "k": k, "neurons": got.tolist()})
+    v[live] = (v[live] + current[live]).astype(np.float32)
+    current[:] = 0.0
+    # R8.3: a membrane that is not finite (an overflowing product x*w or m*w, sum, or
+    # V + I) ends the run; the lowest neuron id is named. (Membranes of neurons without
+    # current stay finite: they were finite before.)
+    bad = np.flatnonzero(live & ~np.isfinite(v))
+    if bad.size:
+        raise _overflow(model, s.position, t, k, int(bad[0]))
+
+    # R4.3.2 Fire: every non-refractory neuron with V > threshold (strictly), in
+    # increasing id order.
+    out_pop = model.n_populations
+    dropout = s.opts.refractory_dropout  # None, or p per non-input population (R4.6)
+    fired = np.flatnonzero(~refractory & (v > model.threshold))
+    output_fired: list[int] = []
+    for q in fired.tolist():
+        pop = int(model.population_of[q])
+        s.v_pre[q] = v[q]
+        v[q] = 0.0
+        # R4.6: refractory unless u(seed, sample, t, k, q, 1) < p (compared in float64).
+        stays_open = (
+            dropout is not None
+            and dropout[pop - 1] > 0.0
+            and uniform(s.opts.seed, s.sample_id, t, k, q, STREAM_DROPOUT) < dropout[pop - 1]
+        )
+        refractory[q] = not stays_open
+        s.spikes[pop - 1] += 1  # R7.2: every spike counts
+        s.spikes_t += 1
+        if pop == out_pop:  # R7.1
+            c = q - model.offsets[out_pop]
+            s.output_counts[c] += 1
+            s.ts_output_counts[t][c] += 1
+            output_fired.append(c)
+        if model.outgoing[pop]:
+            # R3.2: multiplicity +1 if already pending (keeping the sequence number).
+            if q in s.pending:
+                s.pending[q][0] += 1
+            else:
+                s.pending[q] = [1, s.next_seq]
+                s.next_seq += 1
+        if trace is not None:
+            trace.append(
+                {
+                    "event": "fire",
+                    "t": t,
+                    "k": k,
+                    "neuron": q,
+                    "population": pop,
+                    "v": float(s.v_pre[q]),
+                    "refractory": bool(refractory[q]),
+                }
+            )
+    s.queue_peak = max(s.queue_peak, len(s.pending))  # R7.6: after every fire phase
+    return output_fired
+
+
+def record_latency(s: _Sample, t: int, k: int, output_fired: list[int]) -> None:
+    """R7.7 latency records and R7.9 stable decision after the fire phase of step ``k``.
+
+    Spikes of steps 0..k (this step included) and synops of the deliveries integrated
+    in steps 0..k (made before this step's delivery).
+    """
+    lat = s.latency
+    if output_fired and lat["first_output_step"][t] < 0:
+        lat["first_output_step"][t] = k
+        lat["first_output_class"][t] = min(output_fired)
+        lat["first_output_spikes"][t] = s.spikes_t
+        lat["first_output_synops"][t] = s.synops_t
+    if s.label is not None and s.label in output_fired and lat["first_correct_step"][t] < 0:
+        lat["first_correct_step"][t] = k
+        lat["first_correct_spikes"][t] = s.spikes_t
+        lat["first_correct_synops"][t] = s.synops_t
+    # R7.9: re-evaluate the running prediction (argmax of the output counts so far,
+    # ties to the smallest index); only an output spike can change it.
+    if output_fired:
+        now = s.output_counts.index(max(s.output_counts))
+        if now != s.running:
+            s.running = now
+            s.decision = [s.steps_before + k, t, sum(s.spikes), s.synops_before + s.synops_t]
+
+
+def stop_check(s: _Sample, t: int, k: int) -> bool:
+    """R4.3.3 stop check (R6); on a stop the pending spikes are dropped (R6.4)."""
+    opts = s.opts
+    first = s.latency["first_output_step"][t]
+    stop_now = False
+    if opts.stop is StopMode.FIRST_OUTPUT and first >= 0:
+        stop_now = k - first >= opts.extra_steps  # R6.2
+    if opts.max_steps is not None and k + 1 >= opts.max_steps:
+        stop_now = True  # R6.3 (a stop mode of its own, or a cap)
+    if stop_now:
+        # R6.4: drop every pending spike (sum of multiplicities).
+        lost_spikes = sum(m for m, _ in s.pending.values())
+        s.dropped += lost_spikes
+        if s.trace is not None:
+            s.trace.append({"event": "stop", "t": t, "k": k, "dropped": lost_spikes})
+        s.pending.clear()
+    return stop_now
+
+
+def select(s: _Sample, t: int, k: int) -> list[int]:
+    """R5: the group delivered at the end of forward step ``k`` (the pending set is not empty)."""
+    return _select(s.opts, s.model, s.pending, s.v_pre, s.sample_id, t, k, s.trace)
+
+
+def deliver_group(s: _Sample, group: list[int], t: int, k: int) -> None:
+    """R4.3.4: each member leaves the pending set and delivers ``m * w`` to every synapse."""
+    model = s.model
+    for j in group:
+        m, _ = s.pending.pop(j)
+        pop = int(model.population_of[j])
+        local = j - model.offsets[pop]
+        for proj in model.outgoing[pop]:
+            targets, weights = proj.synapses(local)
+            s.current[targets] = s.current[targets] + (_F32(m) * weights).astype(np.float32)
+            s.synops_per_projection[proj.index] += len(targets)  # R7.4: fan-out, whatever m
+            s.synops_t += len(targets)
+        if s.trace is not None:
+            s.trace.append({"event": "deliver", "t": t, "k": k, "neuron": j, "multiplicity": m})
+
+
+def end_timestep(s: _Sample, t: int, k: int) -> None:
+    """R7.5 forward steps and R7.9 spikes and synops of timestep ``t`` (its last step ``k``)."""
+    s.ts_forward_steps[t] = k + 1
+    s.ts_spikes[t] = s.spikes_t
+    s.ts_synops[t] = s.synops_t
+    s.steps_before += k + 1
+    s.synops_before += s.synops_t
+
+
 def _run_sample(
     model: _Model,
     frames: np.ndarray,
@@ -273,203 +539,25 @@ def _run_sample(
     """Run one sample; return its counters by COUNTER_FIELDS name (Python ints / lists).
 
     ``position`` is the sample's index in the call, which an overflow error names (R8.3).
+    The phases of section 4 in order, each a function named after its rule.
     """
-    n_steps_t = frames.shape[0]
-    n = model.n_neurons
-    out_pop = model.n_populations
-    out_offset = model.offsets[out_pop]
-    n_out = model.sizes[out_pop]
-    has_outgoing = [bool(model.outgoing[p]) for p in range(len(model.sizes))]
-    dropout = opts.refractory_dropout  # None, or p per non-input population (R4.6)
-
-    # R3.3: start of the sample.
-    v = np.zeros(n, dtype=np.float32)  # membrane V (R3.1)
-    refractory = np.zeros(n, dtype=bool)
-    v_pre = np.zeros(n, dtype=np.float32)
-    pending: dict[int, list[int]] = {}  # R3.2: neuron -> [multiplicity, sequence number]
-    next_seq = 0
-
-    # Section 7 counters.
-    output_counts = [0] * n_out
-    ts_output_counts = [[0] * n_out for _ in range(n_steps_t)]
-    spikes = [0] * model.n_populations
-    input_events = 0
-    synops_per_projection = [0] * model.n_projections
-    ts_forward_steps = [0] * n_steps_t
-    dropped = 0
-    queue_peak = 0
-    first_output_step = [-1] * n_steps_t
-    first_output_class = [-1] * n_steps_t
-    first_output_spikes = [-1] * n_steps_t
-    first_output_synops = [-1] * n_steps_t
-    first_correct_step = [-1] * n_steps_t
-    first_correct_spikes = [-1] * n_steps_t
-    first_correct_synops = [-1] * n_steps_t
-
-    for t in range(n_steps_t):
-        # R4.1 (1) leak, one float32 multiply; (2) clear refractory flags and v_pre.
-        v = (model.beta * v).astype(np.float32)
-        refractory[:] = False
-        v_pre[:] = 0.0
-        assert not pending  # R4.1: the pending set is always empty here (R6)
-        current = np.zeros(n, dtype=np.float32)  # I, summed within one forward step
-        spikes_t = 0  # spikes fired so far in this timestep (R7.7)
-        synops_t = 0  # synops delivered so far in this timestep (R7.7)
-
-        # R4.2 / R2.3: forward step 0 delivers the whole input frame, no scheduling slot.
-        for i in np.flatnonzero(frames[t]):
-            x = _F32(frames[t, i])
-            input_events += 1  # R7.3
-            for proj in model.outgoing[0]:
-                targets, weights = proj.synapses(int(i))
-                current[targets] = current[targets] + (x * weights).astype(np.float32)  # float32 product and sum
-                synops_per_projection[proj.index] += len(targets)  # R7.4: fan-out of input neuron i
-                synops_t += len(targets)
-
+    s = _Sample(model, opts, label, sample_id, position, trace, frames.shape[0])
+    for t in range(frames.shape[0]):
+        start_timestep(s)  # R4.1
+        deliver_input_frame(s, frames[t])  # R4.2
         k = 0
         while True:
-            # R4.3.1 Integrate: refractory neurons discard their current; the others add
-            # the summed current of this step in one float32 addition. Then I is cleared.
-            if trace is not None:
-                lost = np.flatnonzero(refractory & (current != 0))
-                if lost.size:
-                    trace.append(
-                        {
-                            "event": "discard",
-                            "t": t,
-                            "k": k,
-                            "neurons": lost.tolist(),
-                            "current": current[lost].tolist(),
-                        }
-                    )
-            live = ~refractory
-            if trace is not None:
-                got = np.flatnonzero(live & (current != 0))
-                if got.size:
-                    trace.append({"event": "integrate", "t": t, "k": k, "neurons": got.tolist()})
-            v[live] = (v[live] + current[live]).astype(np.float32)
-            current[:] = 0.0
-            # R8.3: a membrane that is not finite (an overflowing product x*w or m*w, sum,
-            # or V + I) ends the run; the lowest neuron id is named. (Membranes of
-            # neurons without current stay finite: they were finite before.)
-            bad = np.flatnonzero(live & ~np.isfinite(v))
-            if bad.size:
-                raise _overflow(model, position, t, k, int(bad[0]))
-
-            # R4.3.2 Fire: every non-refractory neuron with V > threshold (strictly),
-            # in increasing id order.
-            fired = np.flatnonzero(~refractory & (v > model.threshold))
-            output_fired: list[int] = []
-            for q in fired.tolist():
-                pop = int(model.population_of[q])
-                v_pre[q] = v[q]
-                v[q] = 0.0
-                # R4.6: refractory unless u(seed, sample, t, k, q, 1) < p (compared in float64).
-                stays_open = (
-                    dropout is not None
-                    and dropout[pop - 1] > 0.0
-                    and uniform(opts.seed, sample_id, t, k, q, STREAM_DROPOUT) < dropout[pop - 1]
-                )
-                refractory[q] = not stays_open
-                spikes[pop - 1] += 1  # R7.2: every spike counts
-                spikes_t += 1
-                if pop == out_pop:  # R7.1
-                    c = q - out_offset
-                    output_counts[c] += 1
-                    ts_output_counts[t][c] += 1
-                    output_fired.append(c)
-                if has_outgoing[pop]:
-                    # R3.2: multiplicity +1 if already pending (keeping the sequence number).
-                    if q in pending:
-                        pending[q][0] += 1
-                    else:
-                        pending[q] = [1, next_seq]
-                        next_seq += 1
-                if trace is not None:
-                    trace.append(
-                        {
-                            "event": "fire",
-                            "t": t,
-                            "k": k,
-                            "neuron": q,
-                            "population": pop,
-                            "v": float(v_pre[q]),
-                            "refractory": bool(refractory[q]),
-                        }
-                    )
-            queue_peak = max(queue_peak, len(pending))  # R7.6: after every fire phase
-
-            # R7.7 latency records: spikes of steps 0..k (this step included) and synops
-            # of the deliveries integrated in steps 0..k (made before this step's delivery).
-            if output_fired and first_output_step[t] < 0:
-                first_output_step[t] = k
-                first_output_class[t] = min(output_fired)
-                first_output_spikes[t] = spikes_t
-                first_output_synops[t] = synops_t
-            if label is not None and label in output_fired and first_correct_step[t] < 0:
-                first_correct_step[t] = k
-                first_correct_spikes[t] = spikes_t
-                first_correct_synops[t] = synops_t
-
-            # R4.3.3 Stop check (R6).
-            stop_now = False
-            if opts.stop is StopMode.FIRST_OUTPUT and first_output_step[t] >= 0:
-                stop_now = k - first_output_step[t] >= opts.extra_steps  # R6.2
-            if opts.max_steps is not None and k + 1 >= opts.max_steps:
-                stop_now = True  # R6.3 (a stop mode of its own, or a cap)
-            if stop_now:
-                # R6.4: drop every pending spike (sum of multiplicities).
-                lost_spikes = sum(m for m, _ in pending.values())
-                dropped += lost_spikes
-                if trace is not None:
-                    trace.append({"event": "stop", "t": t, "k": k, "dropped": lost_spikes})
-                pending.clear()
+            output_fired = integrate_fire(s, t, k)  # R4.3.1-2
+            record_latency(s, t, k, output_fired)  # R7.7, R7.9
+            if stop_check(s, t, k):  # R4.3.3, R6
                 break
-
             # R4.3.4 Select and deliver; an empty pending set ends the timestep (R6.1).
-            if not pending:
+            if not s.pending:
                 break
-            group = _select(opts, model, pending, v_pre, sample_id, t, k, trace)
-            for j in group:
-                m, _ = pending.pop(j)
-                pop = int(model.population_of[j])
-                local = j - model.offsets[pop]
-                for proj in model.outgoing[pop]:
-                    targets, weights = proj.synapses(local)
-                    current[targets] = current[targets] + (_F32(m) * weights).astype(np.float32)
-                    synops_per_projection[proj.index] += len(targets)  # R7.4: fan-out, whatever m
-                    synops_t += len(targets)
-                if trace is not None:
-                    trace.append({"event": "deliver", "t": t, "k": k, "neuron": j, "multiplicity": m})
+            deliver_group(s, select(s, t, k), t, k)  # R5, R4.3.4
             k += 1  # R4.4: one more forward step per delivered group
-
-        ts_forward_steps[t] = k + 1  # R7.5
-
-    # R7.1 prediction: argmax of output_counts, ties to the smallest index, -1 without spikes.
-    best = max(output_counts)
-    prediction = output_counts.index(best) if best > 0 else -1
-    synops = sum(synops_per_projection)
-    return {
-        "predictions": prediction,
-        "output_counts": output_counts,
-        "timestep_output_counts": ts_output_counts,
-        "spikes": spikes,
-        "spikes_total": sum(spikes),
-        "input_events": input_events,
-        "synops": synops,
-        "synops_per_projection": synops_per_projection,
-        "forward_steps": sum(ts_forward_steps),
-        "timestep_forward_steps": ts_forward_steps,
-        "dropped_spikes": dropped,
-        "queue_peak": queue_peak,
-        "first_output_step": first_output_step,
-        "first_output_class": first_output_class,
-        "first_output_spikes": first_output_spikes,
-        "first_output_synops": first_output_synops,
-        "first_correct_step": first_correct_step,
-        "first_correct_spikes": first_correct_spikes,
-        "first_correct_synops": first_correct_synops,
-    }
+        end_timestep(s, t, k)  # R7.5, R7.9
+    return s.counters()
 
 
 def _infer(

@@ -43,6 +43,14 @@ class InferenceResult:
         Latency to the first output spike of each timestep (-1 where none, R7.7).
     ``first_correct_step / _spikes / _synops [B, T]``
         The same for the labelled class (all -1 without labels).
+    ``timestep_spikes / timestep_synops [B, T]``
+        Spikes (all populations) and synops of each timestep (R7.9); they sum to
+        ``spikes_total`` and ``synops``.
+    ``decision_step / _timestep / _spikes / _synops [B]``
+        The stable decision (R7.9): the global forward step (counted across timesteps
+        from 0) after which the running prediction last changed, its timestep, and the
+        spikes and synops of the sample up to and including that step (-1 without
+        output spike).
 
     Attributes
     ----------
@@ -73,6 +81,12 @@ class InferenceResult:
     first_correct_step: np.ndarray
     first_correct_spikes: np.ndarray
     first_correct_synops: np.ndarray
+    timestep_spikes: np.ndarray
+    timestep_synops: np.ndarray
+    decision_step: np.ndarray
+    decision_timestep: np.ndarray
+    decision_spikes: np.ndarray
+    decision_synops: np.ndarray
 
     def __init__(
         self,

@@ -7,10 +7,11 @@
 //!     forward step 0:                  deliver_input_frame    R4.2
 //!     for k = 0, 1, ...:               integrate_fire         R4.3.1-2 (+ R7.1-2)
 //!                                      record_latency         R7.7
+//!                                      record_decision        R7.9
 //!                                      stop_check             R4.3.3, R6
 //!                                      select                 R5
 //!                                      deliver_group          R4.3.4
-//!     the timestep's counters:         end_timestep           R7.5
+//!     the timestep's counters:         end_timestep           R7.5, R7.9
 //! ```
 //!
 //! Every phase is `#[inline(always)]`: the loop is compiled twice (for the baseline and
@@ -195,6 +196,29 @@ impl Timestep {
     }
 }
 
+/// R7.9: the running prediction of the sample, kept up to date by the output spikes
+/// as they are counted (argmax of `output_counts`, ties to the smallest index, -1
+/// before any output spike).
+struct Running {
+    prediction: i64,
+}
+
+impl Running {
+    /// The running prediction after output neuron `c` spiked once more (`counts` holds
+    /// the counts with that spike). Only `c` changed, by one: it takes over when its
+    /// count now exceeds the leader's, or equals it with a smaller index.
+    #[inline(always)]
+    fn count(&mut self, counts: &[i64], c: usize) {
+        let takes_over = match usize::try_from(self.prediction) {
+            Ok(b) => counts[c] > counts[b] || (counts[c] == counts[b] && c < b),
+            Err(_) => true,
+        };
+        if takes_over {
+            self.prediction = c as i64;
+        }
+    }
+}
+
 /// What the fire phase of a forward step saw of the output population (R7.7).
 struct Fired {
     /// The smallest output index that spiked.
@@ -228,6 +252,7 @@ fn run_prepared_body<const CHECK: bool>(
     let mut sparse_cursor = 0usize;
     let mut synops: u64 = 0;
     let mut spikes_total: u64 = 0;
+    let mut running = Running { prediction: -1 };
     let mut last_poll = std::time::Instant::now();
     for t in 0..ps.timesteps {
         // Ctrl-C inside one long sample, not only between samples.
@@ -238,10 +263,14 @@ fn run_prepared_body<const CHECK: bool>(
         let mut ts = Timestep::new(t);
         deliver_input_frame(&run, &ps.input, ws, &mut res, &mut ts, &mut sparse_cursor)?;
         loop {
-            let fired = integrate_fire::<CHECK>(&run, ws, &mut res, &ts)?;
+            let before = running.prediction;
+            let fired = integrate_fire::<CHECK>(&run, ws, &mut res, &ts, &mut running)?;
             ts.spikes += ws.fired.len() as u64;
             spikes_total += ws.fired.len() as u64;
             record_latency(&mut res, &mut ts, &fired);
+            if running.prediction != before {
+                record_decision(&mut res, &ts, spikes_total, synops);
+            }
             // R7.6
             res.queue_peak = res.queue_peak.max(ws.pending.len() as i64);
             if stop_check(config, &ts) {
@@ -389,6 +418,7 @@ fn integrate_fire<const CHECK: bool>(
     ws: &mut Workspace,
     res: &mut SampleResult,
     ts: &Timestep,
+    running: &mut Running,
 ) -> Result<Fired, EngineError> {
     let fc = FireCtx {
         dropout: &run.dropout,
@@ -410,7 +440,7 @@ fn integrate_fire<const CHECK: bool>(
         add(&mut res.spikes[p], (b - a) as u64, loc, "spikes")?;
         let ids = &ws.fired[a..b];
         if p == run.out_pop {
-            read_out(run, res, ts.t, ids, &mut fired)?;
+            read_out(run, res, ts.t, ids, &mut fired, running)?;
         } else if run.has_out[p] && !ws.pending.enqueue_all(ids, p, &ws.v_pre) {
             return Err(EngineError::overflow(loc, "pending multiplicity"));
         }
@@ -418,7 +448,8 @@ fn integrate_fire<const CHECK: bool>(
     Ok(fired)
 }
 
-/// R7.1: the spikes `ids` of the output population at timestep `t`, in id order.
+/// R7.1: the spikes `ids` of the output population at timestep `t`, in id order, and
+/// the running prediction of R7.9.
 #[inline(always)]
 fn read_out(
     run: &Run,
@@ -426,11 +457,13 @@ fn read_out(
     t: usize,
     ids: &[u32],
     fired: &mut Fired,
+    running: &mut Running,
 ) -> Result<(), EngineError> {
     let (loc, n_out) = (run.loc, run.n_out);
     for &q in ids {
         let c = q as usize - run.out_off;
         add(&mut res.output_counts[c], 1, loc, "output_counts")?;
+        running.count(&res.output_counts, c);
         add(
             &mut res.timestep_output_counts[t * n_out + c],
             1,
@@ -480,6 +513,18 @@ fn record_latency(res: &mut SampleResult, ts: &mut Timestep, fired: &Fired) {
         res.first_correct_spikes[t] = ts.spikes as i64;
         res.first_correct_synops[t] = ts.synops as i64;
     }
+}
+
+/// R7.9: the running prediction changed in forward step `ts.k` of timestep `ts.t`:
+/// the stable decision is (so far) this step. `spikes_total` holds the spikes of the
+/// sample up to this step included, `synops` those of the earlier timesteps (this
+/// timestep's integrated deliveries are `ts.synops`, as for R7.7).
+#[inline(always)]
+fn record_decision(res: &mut SampleResult, ts: &Timestep, spikes_total: u64, synops: u64) {
+    res.decision_step = res.forward_steps + ts.k as i64;
+    res.decision_timestep = ts.t as i64;
+    res.decision_spikes = spikes_total as i64;
+    res.decision_synops = synops.saturating_add(ts.synops) as i64;
 }
 
 /// R4.3.3, the stop check (R6): whether the timestep ends after forward step `ts.k`,
@@ -541,7 +586,8 @@ fn deliver_group(
     Ok(())
 }
 
-/// R7.5: the forward steps of the timestep; its synops join the sample's.
+/// R7.5: the forward steps of the timestep; R7.9: its spikes and synops; its synops
+/// join the sample's.
 #[inline(always)]
 fn end_timestep(
     res: &mut SampleResult,
@@ -551,6 +597,8 @@ fn end_timestep(
 ) -> Result<(), EngineError> {
     let steps = ts.k as i64 + 1;
     res.timestep_forward_steps[ts.t] = steps;
+    res.timestep_spikes[ts.t] = ts.spikes as i64;
+    res.timestep_synops[ts.t] = ts.synops as i64;
     add(&mut res.forward_steps, steps as u64, loc, "forward_steps")?;
     *synops = synops
         .checked_add(ts.synops)

@@ -1,4 +1,4 @@
-"""The 19 counters of R7 are listed once (``rust/counters.rs::COUNTERS``); every user agrees.
+"""The 25 counters of R7 are listed once (``rust/counters.rs::COUNTERS``); every user agrees.
 
 ``_engine.COUNTERS`` exposes the Rust list, ``asyncsnn.result.COUNTER_FIELDS`` is built
 from it, and the Python engines (the reference engine is the oracle: it keeps its own
@@ -28,7 +28,7 @@ def test_counter_fields_are_the_rust_list_in_its_order() -> None:
     assert isinstance(rust, tuple)
     assert [name for name, _ in rust] == list(COUNTER_FIELDS)
     assert dict(rust) == COUNTER_FIELDS
-    assert len(COUNTER_FIELDS) == 19
+    assert len(COUNTER_FIELDS) == 25
     assert all(set(axes) <= AXES and isinstance(axes, tuple) for axes in COUNTER_FIELDS.values())
 
 

@@ -101,7 +101,8 @@ class Bookkeeping(ABC):
     """The per-step bookkeeping of the running rows of one timestep (module docstring).
 
     The driver calls, at every forward step ``k``: :meth:`count_step`, the forward
-    step itself, :meth:`record_latency` (while it returns True), :meth:`enqueue`,
+    step itself, :meth:`record_latency` (while it returns True), :meth:`record_decision`,
+    :meth:`enqueue`,
     :meth:`stop`, :meth:`set_aside`, then (with a graph) :meth:`settle` and
     :meth:`select_and_deliver`. The pending set lives in the bookkeeping between
     these calls; :meth:`start_timestep` empties it.
@@ -131,6 +132,10 @@ class Bookkeeping(ABC):
 
         Returns whether some running row may still record one.
         """
+
+    @abstractmethod
+    def record_decision(self, rows: RowSet, k: int, out_spikes: torch.Tensor) -> None:
+        """R7.9: the running prediction after step ``k`` (:func:`~asyncsnn.torch.engine.counters.record_decision`)."""
 
     @abstractmethod
     def enqueue(self, rows: RowSet, fired: torch.Tensor | None) -> None:

@@ -3,7 +3,9 @@
 Each row set holds a float64 table ``[rows, C]`` of the counters of the running
 timestep (:class:`CounterColumns`); the latency records (R7.7) are written into it as
 the first output spikes happen (:func:`record_latency` in torch,
-:func:`record_latency_host` in numpy for the host backend), the per-neuron counts are
+:func:`record_latency_host` in numpy for the host backend), and so is the step of the
+timestep in which the running prediction last changed (R7.9, :func:`record_decision`,
+:func:`record_decision_host`), the per-neuron counts are
 reduced into it when the timestep ends (:func:`reduce_timestep`), and the tables of
 every timestep become the arrays of :data:`asyncsnn.result.COUNTER_FIELDS`
 (:func:`finish_counters`).
@@ -17,7 +19,15 @@ import torch
 from asyncsnn.result import COUNTER_FIELDS
 from asyncsnn.torch.engine.rows import RowSet
 
-__all__ = ["CounterColumns", "finish_counters", "record_latency", "record_latency_host", "reduce_timestep"]
+__all__ = [
+    "CounterColumns",
+    "finish_counters",
+    "record_decision",
+    "record_decision_host",
+    "record_latency",
+    "record_latency_host",
+    "reduce_timestep",
+]
 
 
 class CounterColumns:
@@ -26,6 +36,13 @@ class CounterColumns:
     ``spikes``, ``synops`` and ``outputs`` are slices (per population, per projection,
     per output neuron); the other attributes are single columns named after the
     counter they hold; ``latency`` spans the seven latency records (R7.7).
+
+    The stable decision (R7.9) is kept per timestep: ``decision`` spans
+    ``decision_k``, ``decision_spikes`` and ``decision_synops``, the forward step of the
+    timestep in which the running prediction last changed and the spikes and synops of
+    the timestep up to it (-1: it did not change in this timestep); ``running`` is the
+    running prediction and ``totals`` (per output neuron) the output counts of the
+    sample so far, both carried from one timestep to the next.
     """
 
     def __init__(self, n_pop: int, n_proj: int, n_out: int) -> None:
@@ -47,9 +64,16 @@ class CounterColumns:
             self.dropped,
             self.queue_peak,
             self.forward_steps,
-        ) = range(c, c + 10)
+            self.decision_k,
+            self.decision_spikes,
+            self.decision_synops,
+            self.running,
+        ) = range(c, c + 14)
         self.latency = slice(self.first_output_step, self.first_correct_synops + 1)
-        self.n = c + 10
+        self.decision = slice(self.decision_k, self.decision_synops + 1)
+        c += 14
+        self.totals = slice(c, c + n_out)
+        self.n = c + n_out
 
 
 def record_latency(
@@ -127,6 +151,61 @@ def record_latency_host(
     return bool((still & ~rows.np("done")).any())  # rows whose timestep ended spike no more
 
 
+def record_decision(
+    rows: RowSet, columns: CounterColumns, pt: dict[str, torch.Tensor], k: int, out_spikes: torch.Tensor
+) -> None:
+    """R7.9: re-evaluate the running prediction after the fire phase of step ``k``.
+
+    ``out_spikes`` is the float ``[n, n_out]`` spike vector of the output population at
+    forward step ``k``; it is added to the ``totals`` columns. Where the argmax of the
+    totals (ties to the smallest index) differs from the ``running`` column, the step,
+    and the spikes and synops of the timestep so far (counted as by
+    :func:`record_latency`), replace the timestep's ``decision`` columns.
+    """
+    f64 = torch.float64
+    cnt, col = rows.counters, columns
+    tot = cnt[:, col.totals] + out_spikes.detach().to(f64)
+    cnt[:, col.totals] = tot
+    now = torch.where(tot.amax(1) > 0, tot.argmax(1).to(f64), -1.0)  # argmax: the first maximum
+    changed = now != cnt[:, col.running]
+    if not bool(changed.any()):
+        return
+    spk_t = rows.spikes().sum(1).to(f64)  # spikes of steps 0..k (this step included)
+    syn_t = cnt[:, col.synops].sum(1)  # synops of the deliveries integrated in steps 0..k
+    if rows.delivered is not None:
+        syn_t = syn_t + rows.delivered.to(f64) @ pt["fanout_total_f64"]
+    rec = torch.stack([torch.full_like(spk_t, k), spk_t, syn_t], 1)
+    cnt[:, col.decision] = torch.where(changed.unsqueeze(1), rec, cnt[:, col.decision])
+    cnt[:, col.running] = now
+
+
+def record_decision_host(
+    rows: RowSet, columns: CounterColumns, host: dict[str, np.ndarray], k: int, out_spikes: torch.Tensor
+) -> None:
+    """:func:`record_decision` in numpy (CPU tensors; ``host``: :meth:`Plan.host_arrays`)."""
+    out_np = out_spikes.detach().numpy()
+    if not out_np.any():  # no output spike: the running prediction stays
+        return
+    cnt, col = rows.np("counters"), columns
+    cnt[:, col.totals] += out_np
+    tot = cnt[:, col.totals]
+    now = np.where(tot.max(1) > 0, tot.argmax(1), -1)  # argmax: the first maximum
+    changed = now != cnt[:, col.running]
+    if not changed.any():
+        return
+    idx = np.flatnonzero(changed)
+    if rows.fired is None:  # spikes of steps 0..k (this step included)
+        spk_t = rows.live.shape[1] - rows.np("live")[idx].sum(1, dtype=np.float64)
+    else:
+        spk_t = rows.np("fired")[idx].sum(1, dtype=np.float64)
+    # synops of the deliveries integrated in steps 0..k: input + deliveries made so far.
+    syn_t = cnt[idx][:, col.synops].sum(1) + rows.np("delivered")[idx] @ host["fanout_total_f64"]
+    cnt[idx, col.decision_k] = k
+    cnt[idx, col.decision_spikes] = spk_t
+    cnt[idx, col.decision_synops] = syn_t
+    cnt[idx, col.running] = now[idx]
+
+
 def reduce_timestep(rows: RowSet, columns: CounterColumns, pt: dict[str, torch.Tensor], out_slice: slice) -> None:
     """Reduce the per-neuron counts of the timestep into ``rows.counters`` (R7.1, R7.2, R7.4-R7.6)."""
     f64 = torch.float64
@@ -150,6 +229,19 @@ def finish_counters(rec: torch.Tensor, input_events: torch.Tensor, columns: Coun
     spikes = per_t[:, :, col.spikes].sum(1)
     syn = per_t[:, :, col.synops].sum(1)
     steps = per_t[:, :, col.forward_steps]
+    ts_spikes = per_t[:, :, col.spikes].sum(2)
+    ts_synops = per_t[:, :, col.synops].sum(2)
+    # R7.9: the last timestep in which the running prediction changed, and the step,
+    # spikes and synops of that change counted from the start of the sample.
+    changed = per_t[:, :, col.decision_k] >= 0
+    t_index = torch.arange(per_t.shape[1], device=per_t.device)
+    last = torch.where(changed, t_index, -1).amax(1)  # T >= 1
+    at = last.clamp(min=0).unsqueeze(1)
+
+    def decided(before: torch.Tensor, column: int) -> torch.Tensor:
+        earlier = (before.cumsum(1) - before).gather(1, at).squeeze(1)
+        return torch.where(last >= 0, earlier + per_t[:, :, column].gather(1, at).squeeze(1), -1)
+
     res = {
         "predictions": torch.where(best.values > 0, out_counts.argmax(1), -1),
         "output_counts": out_counts,
@@ -170,6 +262,12 @@ def finish_counters(rec: torch.Tensor, input_events: torch.Tensor, columns: Coun
         "first_correct_step": per_t[:, :, col.first_correct_step],
         "first_correct_spikes": per_t[:, :, col.first_correct_spikes],
         "first_correct_synops": per_t[:, :, col.first_correct_synops],
+        "timestep_spikes": ts_spikes,
+        "timestep_synops": ts_synops,
+        "decision_step": decided(steps, col.decision_k),
+        "decision_timestep": last,
+        "decision_spikes": decided(ts_spikes, col.decision_spikes),
+        "decision_synops": decided(ts_synops, col.decision_synops),
     }
     assert set(res) == set(COUNTER_FIELDS)
     return {k: v.contiguous() for k, v in res.items()}

@@ -176,13 +176,15 @@ def run(
     in_risk = ctx.delivery.input_risk(frames)  # R8.3: can an input product x * w overflow?
     counts_t: list[torch.Tensor] = []
     v = torch.zeros(n_batch, plan.n_neurons, dtype=torch.float32, device=dev)
+    totals = torch.zeros(n_batch, plan.n_outputs, dtype=torch.float64, device=dev)  # R7.9: output counts so far
     for t in range(n_t):
         v = v * pt["beta"]  # R4.1 (1): leak, one float32 multiply
-        rows = _start_timestep(ctx, book, v, t, hash0, labels, syn_in[:, t])
+        rows = _start_timestep(ctx, book, v, t, hash0, labels, syn_in[:, t], totals)
         rows.cur = ctx.delivery.frame(frames[:, t], in_risk)  # R4.2: step 0 integrates the frame
         rows = _forward_steps(ctx, book, rows, t)
         reduce_timestep(rows, ctx.columns, pt, ctx.out_slice)  # section 7
         rec[t] = rows.counters
+        totals = rows.counters[:, ctx.columns.totals]
         if grad:
             rows.output_counts = rows.q[:, ctx.out_slice]
             emit_at_end(ctx, rows)  # section 9
@@ -210,19 +212,25 @@ def _start_timestep(
     hash0: torch.Tensor | None,
     labels: torch.Tensor | None,
     input_synops: torch.Tensor,
+    totals: torch.Tensor,
 ) -> RowSet:
     """R4.1 (2): every row with no refractory flag, ``v_pre`` or pending neuron; fresh counters.
 
     The pending multiplicities ``Q`` and the sequence numbers are cleared: the pending
     set is empty at every timestep start (R6), so restarting the fifo counter changes
-    no order. ``input_synops`` are the synops of the row's input delivery (R7.4).
+    no order. ``input_synops`` are the synops of the row's input delivery (R7.4);
+    ``totals`` the output counts of the earlier timesteps, which the running prediction
+    of R7.9 starts from.
     """
     n_batch, n_neu = v.shape
     dev = v.device
     f32 = torch.float32
     cnt = torch.zeros(n_batch, ctx.columns.n, dtype=torch.float64, device=dev)
     cnt[:, ctx.columns.latency] = -1
+    cnt[:, ctx.columns.decision] = -1
     cnt[:, ctx.columns.synops] = input_synops
+    cnt[:, ctx.columns.totals] = totals
+    cnt[:, ctx.columns.running] = torch.where(totals.amax(1) > 0, totals.argmax(1).to(totals.dtype), -1.0)
 
     def zeros() -> torch.Tensor:
         return torch.zeros(n_batch, n_neu, dtype=f32, device=dev)
@@ -267,6 +275,7 @@ def _forward_steps(ctx: RunContext, book: Bookkeeping, rows: RowSet, t: int) -> 
         spikes, fired = forward_step(ctx, rows, t, k, book.needs_fired)  # R4.3.1-R4.3.2
         if latency_open:
             latency_open = book.record_latency(rows, k, spikes[:, ctx.out_slice])  # R7.7
+        book.record_decision(rows, k, spikes[:, ctx.out_slice])  # R7.9
         book.enqueue(rows, fired)  # R4.3.2 pending set, R7.6 queue peak
         book.stop(rows, k)  # R4.3.3, R6
         running = book.set_aside(rows, retired)

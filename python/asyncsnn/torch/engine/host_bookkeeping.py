@@ -22,7 +22,7 @@ from asyncsnn import _engine
 from asyncsnn._prepare import Scheduler
 from asyncsnn.torch.engine.bookkeeping import MIN_SET_ASIDE, Bookkeeping, stop_rule
 from asyncsnn.torch.engine.context import RunContext
-from asyncsnn.torch.engine.counters import record_latency_host
+from asyncsnn.torch.engine.counters import record_decision_host, record_latency_host
 from asyncsnn.torch.engine.rows import RowSet
 from asyncsnn.torch.engine.silent import emit_settled_host
 
@@ -60,6 +60,10 @@ class HostBookkeeping(Bookkeeping):
     def record_latency(self, rows: RowSet, k: int, out_spikes: torch.Tensor) -> bool:
         """See :meth:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping.record_latency`."""
         return record_latency_host(rows, self.run.columns, self.host, k, out_spikes)
+
+    def record_decision(self, rows: RowSet, k: int, out_spikes: torch.Tensor) -> None:
+        """See :meth:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping.record_decision`."""
+        record_decision_host(rows, self.run.columns, self.host, k, out_spikes)
 
     def enqueue(self, rows: RowSet, fired: torch.Tensor | None) -> None:
         """See :meth:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping.enqueue`."""

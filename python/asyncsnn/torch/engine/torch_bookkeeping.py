@@ -17,7 +17,7 @@ from asyncsnn.rng import STREAM_JITTER, STREAM_RANDOM
 from asyncsnn.torch._rng import hash_neurons, uniform24
 from asyncsnn.torch.engine.bookkeeping import MIN_SET_ASIDE, Bookkeeping, stop_rule
 from asyncsnn.torch.engine.context import RunContext
-from asyncsnn.torch.engine.counters import record_latency
+from asyncsnn.torch.engine.counters import record_decision, record_latency
 from asyncsnn.torch.engine.rows import RowSet
 from asyncsnn.torch.engine.silent import emit_settled
 
@@ -50,6 +50,10 @@ class _TorchRows(Bookkeeping):
     def record_latency(self, rows: RowSet, k: int, out_spikes: torch.Tensor) -> bool:
         """See :meth:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping.record_latency`."""
         return record_latency(rows, self.run.columns, self.run.pt, k, out_spikes)
+
+    def record_decision(self, rows: RowSet, k: int, out_spikes: torch.Tensor) -> None:
+        """See :meth:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping.record_decision`."""
+        record_decision(rows, self.run.columns, self.run.pt, k, out_spikes)
 
     def _stop(self, rows: RowSet, k: int) -> torch.Tensor | None:
         """R6 on the rows: sets :attr:`ended` and returns the stopped rows (bool ``[n]``, or ``None``).
