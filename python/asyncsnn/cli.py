@@ -15,6 +15,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from asyncsnn.cost import CostReport, HardwareProfile
+    from asyncsnn.network import Network
     from asyncsnn.result import InferenceResult
 
 __all__ = ["build_parser", "evaluate_profiles", "main"]
@@ -367,13 +368,26 @@ def _cost_columns(name: str) -> list[str]:
     return [f"energy_per_inference_j_{name}", f"time_per_inference_s_{name}", f"time_to_decision_s_{name}"]
 
 
-def _evaluate_summary(res: InferenceResult, costs: Sequence[CostReport]) -> dict[str, object]:
-    """The ``--json`` summary of one configuration (NaN written as null)."""
+def _evaluate_summary(
+    res: InferenceResult, costs: Sequence[CostReport], layered: InferenceResult | None = None
+) -> dict[str, object]:
+    """The ``--json`` summary of one configuration (NaN written as null).
+
+    ``layered`` is the same model and input under ``layered`` inference, the baseline of
+    the decision-latency ratios (default: ``res`` itself).
+    """
+    from asyncsnn.latency import compare_layered, decision_latency
+
     summary: dict[str, object] = {"options": res.options, "accuracy": res.accuracy, "samples": res.batch_size}
     summary.update({f"mean_{n}": float(getattr(res, n).mean()) for n in _EVALUATE_PER_SAMPLE[1:]})
     # "steps to 1st output" as summary() prints it and the reproduce table has it (NaN: null).
     latency = res.mean_steps_to_first_output
     summary["mean_steps_to_first_output"] = None if math.isnan(latency) else latency
+    ratios = compare_layered(res, res if layered is None else layered)
+    summary["decision_latency"] = {
+        "mean": {k: None if math.isnan(v) else v for k, v in decision_latency(res).means().items()},
+        "layered_over_async": {k: None if math.isnan(v) else v for k, v in ratios.items()},
+    }
     summary["cost"] = {c.profile.name: c.as_dict() for c in costs}
     return summary
 
@@ -407,11 +421,22 @@ def _evaluate_settings(
     }
 
 
-def _sweep_table(rows: Sequence[tuple[str, int, InferenceResult, Sequence[CostReport]]]) -> str:
-    """One line per configuration: accuracy, counters, latency, then energy and time per profile."""
+def _sweep_table(
+    rows: Sequence[tuple[str, int, InferenceResult, Sequence[CostReport]]], layered: InferenceResult | None = None
+) -> str:
+    """One line per configuration: accuracy, counters, latency, then energy and time per profile.
+
+    The decision-latency columns (``docs/guide.md``): mean steps to the first correct
+    output spike and to the stable decision, synops to the stable decision, and the
+    ratios layered / this row of the steps and synops to the stable decision, against
+    ``layered`` (the same model and input under ``layered`` inference; default: the row).
+    """
+    from asyncsnn.latency import compare_layered, decision_latency
+
     head = (
         f"{'scheduler':<10} {'F':>5} {'accuracy':>8} {'spikes/smp':>11} {'synops/smp':>11} {'fwd steps':>10} "
-        f"{'steps->out':>10} {'silent':>7}"
+        f"{'steps->out':>10} {'silent':>7} {'steps->ok':>9} {'steps->dec':>10} {'syn->dec':>9} "
+        f"{'lay/dec st':>10} {'lay/dec syn':>11}"
     )
     # Energy per profile; time per inference and time to decision where the profile has times.
     for c in rows[0][3] if rows else []:
@@ -425,6 +450,12 @@ def _sweep_table(rows: Sequence[tuple[str, int, InferenceResult, Sequence[CostRe
             f"{scheduler:<10} {f:>5} {acc:>8} {res.spikes_total.mean():>11.1f} {res.synops.mean():>11.0f} "
             f"{res.forward_steps.mean():>10.1f} {res.mean_steps_to_first_output:>10.2f} {100 * silent:>6.1f}%"
         )
+        means = decision_latency(res).means()
+        ratios = compare_layered(res, res if layered is None else layered)
+        line += (
+            f" {means['steps_to_correct']:>9.2f} {means['steps_to_decision']:>10.2f} {means['synops_to_decision']:>9.0f}"
+            f" {ratios['steps_to_decision']:>9.2f}x {ratios['synops_to_decision']:>10.2f}x"
+        )
         for c in costs:
             values = [c.mean_energy_per_inference]
             if c.profile.has_time_model:
@@ -434,6 +465,35 @@ def _sweep_table(rows: Sequence[tuple[str, int, InferenceResult, Sequence[CostRe
     return "\n".join(lines)
 
 
+def _layered_baseline(
+    args: argparse.Namespace,
+    net: Network,
+    x: np.ndarray,
+    y: np.ndarray,
+    rows: Sequence[tuple[str, int, InferenceResult, Sequence[CostReport]]],
+) -> InferenceResult:
+    """The decision-latency baseline of ``evaluate``: the model on ``x`` under ``layered``.
+
+    Run with the same stop mode and seed (a configuration already run with ``layered``
+    is reused: ``layered`` ignores F).
+    """
+    import asyncsnn
+
+    for scheduler, _, res, _ in rows:
+        if scheduler == "layered":
+            return res
+    return asyncsnn.infer(
+        net,
+        x,
+        scheduler="layered",
+        stop=args.stop,
+        extra_steps=args.extra_steps,
+        seed=args.seed,
+        labels=y,
+        threads=args.threads,
+    )
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     import csv
     import json
@@ -441,6 +501,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     import asyncsnn
     from asyncsnn._provenance import provenance
     from asyncsnn.cost import estimate
+    from asyncsnn.latency import QUANTITIES, decision_latency
     from asyncsnn.reproduce import load_dataset
 
     profiles = evaluate_profiles(args.profile)  # a bad --profile fails before the model is read
@@ -479,16 +540,22 @@ def _evaluate(args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
+    layered = _layered_baseline(args, net, x, ds.test_y, rows)
     sweep = len(configs) > 1
     if sweep:
         print(f"{args.model}: {len(ds.test_y)} samples of {ds.name}, stop={args.stop}")
-        print(_sweep_table(rows))
+        print(_sweep_table(rows, layered))
         print("\nsteps->out = steps to 1st output (docs/guide.md); uJ/inf, us/inf = energy and time per inference,")
         print("us->dec = time to decision (from the start of a timestep to its first output spike), per profile")
         print("(a model estimate: docs/cost.md); layered pays a barrier per forward step, the others none.")
+        print("steps->ok, steps->dec, syn->dec = forward steps to the first correct output spike and steps and synops")
+        print("to the stable decision, per sample; lay/dec = layered / this row (docs/guide.md, Decision latency).")
     else:
+        from asyncsnn.latency import describe
+
         res, costs = rows[0][2], rows[0][3]
         print(res.summary())
+        print(describe(res, layered))
         for c in costs:
             print(c.summary())
     if args.csv:
@@ -497,10 +564,20 @@ def _evaluate(args: argparse.Namespace) -> int:
             lead = ["scheduler", "forward_group_size"] if sweep else []
             cost_cols = [col for p in profiles for col in _cost_columns(p.name)]
             w.writerow(
-                [*lead, "sample", "label", *_EVALUATE_PER_SAMPLE, "steps_to_first_output", "decision_class", *cost_cols]
+                [
+                    *lead,
+                    "sample",
+                    "label",
+                    *_EVALUATE_PER_SAMPLE,
+                    "steps_to_first_output",
+                    "decision_class",
+                    *QUANTITIES,
+                    *cost_cols,
+                ]
             )
             for scheduler, f, res, costs in rows:
                 s2o, dec = res.steps_to_first_output, res.decision_class
+                lat = decision_latency(res)
                 per_cost = [(c.energy_per_inference, c.time_per_inference, c.time_to_decision) for c in costs]
                 for b in range(res.batch_size):
                     w.writerow(
@@ -511,11 +588,12 @@ def _evaluate(args: argparse.Namespace) -> int:
                             *(int(getattr(res, n)[b]) for n in _EVALUATE_PER_SAMPLE),
                             int(s2o[b]),
                             int(dec[b]),
+                            *(int(getattr(lat, n)[b]) for n in QUANTITIES),
                             *(format(float(a[b]), ".10g") for arrays in per_cost for a in arrays),
                         ]
                     )
     if args.json:
-        summaries = [_evaluate_summary(res, costs) for _, _, res, costs in rows]
+        summaries = [_evaluate_summary(res, costs, layered) for _, _, res, costs in rows]
         document: dict[str, object] = (
             {"model": args.model, "dataset": ds.name, "samples": len(ds.test_y), "configurations": summaries}
             if sweep

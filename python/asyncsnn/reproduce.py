@@ -36,13 +36,16 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from asyncsnn._prepare import Scheduler, StopMode
 from asyncsnn.exceptions import InputError, MissingDependencyError, ParameterError, invalid
 from asyncsnn.network import Network
+
+if TYPE_CHECKING:
+    from asyncsnn.result import InferenceResult
 
 __all__ = [
     "DATASETS",
@@ -356,6 +359,22 @@ class Cell:
     accuracy_at_first_output: float
     silent_fraction: float
     dropped_spikes_per_sample: float
+    #: Decision latency (:mod:`asyncsnn.latency`, ``docs/guide.md`` "Decision latency"):
+    #: means over the samples that have it (NaN: none has).
+    steps_to_correct: float = math.nan
+    spikes_to_correct: float = math.nan
+    synops_to_correct: float = math.nan
+    steps_to_decision: float = math.nan
+    spikes_to_decision: float = math.nan
+    synops_to_decision: float = math.nan
+    #: The same under layered inference of the same model and stop mode over this cell's
+    #: (:func:`asyncsnn.latency.compare_layered`, paired means): above 1, this cell decides sooner.
+    vs_layered_steps_to_correct: float = math.nan
+    vs_layered_spikes_to_correct: float = math.nan
+    vs_layered_synops_to_correct: float = math.nan
+    vs_layered_steps_to_decision: float = math.nan
+    vs_layered_spikes_to_decision: float = math.nan
+    vs_layered_synops_to_decision: float = math.nan
     #: Per shipped hardware profile (``asyncsnn.cost.PROFILES``): ``energy_per_inference_j``,
     #: ``time_per_inference_s`` and ``time_to_decision_s`` (None where the profile has no figure).
     cost: dict[str, dict[str, float | None]] = field(default_factory=dict)
@@ -414,13 +433,22 @@ def evaluate_cell(
 
     The cell's ``cost`` prices the run on every shipped profile (:data:`asyncsnn.cost.PROFILES`),
     layer-synchronous for ``layered`` inference and asynchronous otherwise (``docs/cost.md``).
+    Its decision latency is compared with ``net`` on ``x`` under ``layered`` inference
+    with the same stop mode (:func:`asyncsnn.latency.compare_layered`).
     """
     import asyncsnn
     from asyncsnn.cost import PROFILES, estimate
+    from asyncsnn.latency import compare_layered, decision_latency
 
-    res = asyncsnn.infer(
-        net, x, scheduler=Scheduler(inference), forward_group_size=f, stop=StopMode(stop), seed=seed, labels=y
-    )
+    def run(scheduler: str) -> InferenceResult:
+        return asyncsnn.infer(
+            net, x, scheduler=Scheduler(scheduler), forward_group_size=f, stop=StopMode(stop), seed=seed, labels=y
+        )
+
+    res = run(inference)
+    layered = res if inference == "layered" else run("layered")
+    latency = decision_latency(res).means()
+    ratios = {f"vs_layered_{k}": v for k, v in compare_layered(res, layered).items()}
     cost = {}
     for name, profile in PROFILES.items():
         report = estimate(res, net, profile, scheduler=Scheduler(inference))
@@ -441,6 +469,8 @@ def evaluate_cell(
         accuracy_at_first_output=float(np.mean(res.decision_class == y)),
         silent_fraction=float(np.mean(res.predictions < 0)),
         dropped_spikes_per_sample=float(res.dropped_spikes.mean()),
+        **latency,
+        **ratios,
         cost=cost,
     )
 
@@ -469,6 +499,11 @@ def findings_paragraph(cells: Sequence[Cell], f: int) -> str:
             f"reached its first output spike of a timestep after {same.steps_to_first_output:.1f} forward steps vs "
             f"{base.steps_to_first_output:.1f} ({steps:.2f}x)."
         )
+    for inf in ("momentum", "random"):
+        cell = by.get((inf, inf, "drain"))
+        if cell is not None and not math.isnan(cell.steps_to_decision):
+            parts.append(decision_sentence(cell))
+
     lay = by.get(("layered", "layered", "drain"))
     lay_async = [by[k] for k in (("layered", "random", "drain"), ("layered", "momentum", "drain")) if k in by]
     if lay is not None and lay_async:
@@ -487,6 +522,26 @@ def findings_paragraph(cells: Sequence[Cell], f: int) -> str:
             f"{abs(_pct(c.synops_per_sample, full.synops_per_sample)):.0f} % fewer synaptic operations."
         )
     return " ".join(parts) if parts else "Not enough cells to compare."
+
+
+def decision_sentence(cell: Cell) -> str:
+    """The decision-latency comparison of one cell with layered inference, as a sentence.
+
+    Ratios are layered / this cell (``docs/guide.md``, "Decision latency"): above 1, the
+    asynchronous run decides with fewer forward steps or synaptic operations.
+    """
+
+    def ratio(value: float) -> str:
+        return "n/a" if math.isnan(value) else f"{value:.2f}x"
+
+    return (
+        f"Against layered inference of the same model, unlayered/{cell.training} under {cell.inference} reached "
+        f"its stable decision after {cell.steps_to_decision:.1f} forward steps and {cell.synops_to_decision:.0f} "
+        f"synaptic operations per sample (layered/async: {ratio(cell.vs_layered_steps_to_decision)} steps, "
+        f"{ratio(cell.vs_layered_synops_to_decision)} synops), and its first correct output spike after "
+        f"{cell.steps_to_correct:.1f} steps ({ratio(cell.vs_layered_steps_to_correct)} steps, "
+        f"{ratio(cell.vs_layered_synops_to_correct)} synops)."
+    )
 
 
 def _cost_names(cells: Sequence[Cell]) -> list[str]:
@@ -661,6 +716,11 @@ _TABLE_COLUMNS: tuple[tuple[str, str, str, float, str], ...] = (
     ("steps to 1st output", "steps_to_first_output", ".2f", 1.0, ""),
     ("spikes to 1st output", "spikes_to_first_output", ".1f", 1.0, ""),
     ("acc. at 1st output", "accuracy_at_first_output", ".1f", 100.0, " %"),
+    ("steps to correct", "steps_to_correct", ".1f", 1.0, ""),
+    ("steps to decision", "steps_to_decision", ".1f", 1.0, ""),
+    ("synops to decision", "synops_to_decision", ".0f", 1.0, ""),
+    ("layered/async steps to dec.", "vs_layered_steps_to_decision", ".2f", 1.0, "x"),
+    ("layered/async synops to dec.", "vs_layered_synops_to_decision", ".2f", 1.0, "x"),
     ("silent", "silent_fraction", ".1f", 100.0, " %"),
 )
 
