@@ -15,6 +15,7 @@ import pytest
 import asyncsnn
 from asyncsnn.cli import build_parser, main
 from asyncsnn.cost import PROFILES, estimate
+from asyncsnn.latency import QUANTITIES, compare_layered, decision_latency, describe
 from asyncsnn.reproduce import load_dataset
 
 
@@ -122,7 +123,9 @@ def test_one_configuration_prints_the_summary_and_keeps_the_old_files(
     code, out, err = _run(["evaluate", str(path), "--max-test", "24", "--json", str(js), "--csv", str(cs)])
     assert code == 0, err
     res = _expected(net, "momentum", 8)
-    assert out.strip() == res.summary()  # no profile: the output is the summary alone
+    layered = _expected(net, "layered", 8)  # the decision-latency baseline
+    # No profile: the summary and the decision latency against layered inference.
+    assert out.strip() == res.summary() + "\n" + describe(res, layered)
     assert err == ""  # no progress for one configuration
     summary = json.loads(js.read_text())
     assert summary["options"]["scheduler"] == "momentum"
@@ -141,13 +144,24 @@ def test_one_configuration_prints_the_summary_and_keeps_the_old_files(
         "queue_peak",
         "steps_to_first_output",
         "decision_class",
+        *QUANTITIES,
     ]
+    rows = list(csv.DictReader(cs.read_text().splitlines()))
+    lat = decision_latency(res)
+    for name in QUANTITIES:
+        assert [int(r[name]) for r in rows] == getattr(lat, name).tolist(), name
+    ratios = compare_layered(res, layered)
+    for name in QUANTITIES:
+        got = summary["decision_latency"]["layered_over_async"][name]
+        assert got == (None if math.isnan(ratios[name]) else ratios[name]), name
+        assert summary["decision_latency"]["mean"][name] == lat.means()[name], name
     # With a profile: three cost lines after the summary, three columns at the end of the CSV.
     code, out, err = _run(["evaluate", str(path), "--max-test", "24", "--profile", "loihi", "--csv", str(cs)])
     assert code == 0, err
-    assert out.startswith(res.summary())
+    head = res.summary() + "\n" + describe(res, layered)
+    assert out.startswith(head)
     cost = estimate(res, net, PROFILES["loihi"])
-    assert out[len(res.summary()) :].strip("\n") == cost.summary()
+    assert out[len(head) :].strip("\n") == cost.summary()
     assert cs.read_text().splitlines()[0].split(",")[-3:] == [
         "energy_per_inference_j_loihi",
         "time_per_inference_s_loihi",

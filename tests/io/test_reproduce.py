@@ -6,6 +6,7 @@ import dataclasses
 import doctest
 import importlib
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -355,3 +356,24 @@ def test_decision_class_is_first_output_spike_class() -> None:
     res = asyncsnn.infer(net, x, scheduler="fifo")
     assert res.decision_class.tolist() == [1]
     assert res.steps_to_first_output.tolist() == [2]
+
+
+def test_cells_carry_the_decision_latency_against_layered_inference() -> None:
+    from asyncsnn.latency import compare_layered, decision_latency
+    from asyncsnn.reproduce import decision_sentence, evaluate_cell
+
+    rng = np.random.default_rng(5)
+    net = asyncsnn.Network.sequential(
+        (6,), [asyncsnn.Dense(rng.integers(-2, 6, (5, 6)) / 4), asyncsnn.Dense(rng.integers(-2, 6, (3, 5)) / 4)]
+    )
+    x = rng.integers(0, 2, (8, 4, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 8)
+    cell = evaluate_cell(net, x, y, "momentum", "momentum", "drain", 2, 0)
+    res = asyncsnn.infer(net, x, scheduler="momentum", forward_group_size=2, labels=y)
+    lay = asyncsnn.infer(net, x, scheduler="layered", forward_group_size=2, labels=y)
+    for name, value in decision_latency(res).means().items():
+        assert getattr(cell, name) == value or (math.isnan(value) and math.isnan(getattr(cell, name)))
+    for name, value in compare_layered(res, lay).items():
+        got = getattr(cell, f"vs_layered_{name}")
+        assert got == value or (math.isnan(value) and math.isnan(got))
+    assert "stable decision" in decision_sentence(cell)
