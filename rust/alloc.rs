@@ -2,12 +2,12 @@
 //! (populations, weights, timesteps, events): a size that cannot be reserved is an
 //! [`EngineError::Memory`] naming the buffer and its size in bytes, never an abort.
 
-use crate::error::EngineError;
+use crate::error::{EngineError, Location};
 
 /// An empty vector with room for `n` elements.
 pub(crate) fn with_capacity<T>(
     n: usize,
-    location: &str,
+    location: &Location,
     what: &str,
 ) -> Result<Vec<T>, EngineError> {
     let mut v = Vec::new();
@@ -19,7 +19,7 @@ pub(crate) fn with_capacity<T>(
 pub(crate) fn filled<T: Clone>(
     n: usize,
     fill: T,
-    location: &str,
+    location: &Location,
     what: &str,
 ) -> Result<Vec<T>, EngineError> {
     let mut v = with_capacity(n, location, what)?;
@@ -31,7 +31,7 @@ pub(crate) fn filled<T: Clone>(
 pub(crate) fn reserve<T>(
     v: &mut Vec<T>,
     additional: usize,
-    location: &str,
+    location: &Location,
     what: &str,
 ) -> Result<(), EngineError> {
     v.try_reserve_exact(additional).map_err(|_| {
@@ -46,18 +46,21 @@ mod tests {
 
     #[test]
     fn an_impossible_size_is_an_error_naming_it() {
-        let e = filled(usize::MAX / 2, 0u64, "network", "per-neuron state").unwrap_err();
+        let e = filled(usize::MAX / 2, 0u64, &Location::Network, "per-neuron state").unwrap_err();
         assert_eq!(
             e,
             EngineError::Memory {
-                location: "network".into(),
+                location: Location::Network,
                 what: "per-neuron state".into(),
                 bytes: (usize::MAX / 2) as u128 * 8,
             }
         );
-        assert_eq!(filled(3, 7u8, "x", "y").unwrap(), vec![7, 7, 7]);
+        assert_eq!(
+            filled(3, 7u8, &Location::Batch, "y").unwrap(),
+            vec![7, 7, 7]
+        );
         let mut v = vec![1u32];
-        assert!(reserve(&mut v, usize::MAX, "x", "y").is_err());
+        assert!(reserve(&mut v, usize::MAX, &Location::Batch, "y").is_err());
         assert_eq!(v, vec![1]);
     }
 }

@@ -2,7 +2,7 @@
 //! and shapes, which the binding (`_engine.COUNTERS`, hence
 //! `asyncsnn.result.COUNTER_FIELDS`) and the Rust tests read.
 
-use crate::error::EngineError;
+use crate::error::{EngineError, Location};
 
 /// Readout and counters of one sample (R7). All counters are i64 (R7.8); per-timestep
 /// vectors have one entry per timestep, `-1` marking "none" in the latency records.
@@ -323,7 +323,7 @@ pub fn counter(name: &str) -> Option<&'static Counter> {
 pub(crate) fn try_vec(
     n: usize,
     fill: i64,
-    location: &str,
+    location: &Location,
     what: &str,
 ) -> Result<Vec<i64>, EngineError> {
     let mut v = Vec::new();
@@ -340,7 +340,7 @@ impl SampleResult {
         n_outputs: usize,
         n_pops: usize,
         n_proj: usize,
-        location: &str,
+        location: &Location,
     ) -> Result<SampleResult, EngineError> {
         let tn = timesteps
             .checked_mul(n_outputs)
@@ -407,7 +407,7 @@ mod tests {
 
     #[test]
     fn prediction_ties_and_none() {
-        let mut r = SampleResult::new(2, 4, 1, 1, "sample 0").unwrap();
+        let mut r = SampleResult::new(2, 4, 1, 1, &Location::Sample(0)).unwrap();
         r.compute_prediction();
         assert_eq!(r.prediction, -1);
         r.output_counts = vec![0, 3, 1, 3];
@@ -425,7 +425,7 @@ mod tests {
             populations: 2,
             projections: 5,
         };
-        let r = SampleResult::new(3, 4, 2, 5, "sample 0").unwrap();
+        let r = SampleResult::new(3, 4, 2, 5, &Location::Sample(0)).unwrap();
         assert_eq!(r.axis_sizes(), sizes);
         let mut names = std::collections::HashSet::new();
         for c in &COUNTERS {
@@ -478,7 +478,7 @@ mod tests {
 
     #[test]
     fn counter_values_are_the_fields() {
-        let mut r = SampleResult::new(2, 1, 1, 1, "sample 0").unwrap();
+        let mut r = SampleResult::new(2, 1, 1, 1, &Location::Sample(0)).unwrap();
         r.synops = 7;
         r.first_correct_synops = vec![3, 4];
         r.prediction = 0;
@@ -489,7 +489,7 @@ mod tests {
 
     #[test]
     fn huge_timesteps_is_an_error_not_an_abort() {
-        let e = SampleResult::new(usize::MAX / 2, 4, 1, 1, "sample 0").unwrap_err();
+        let e = SampleResult::new(usize::MAX / 2, 4, 1, 1, &Location::Sample(0)).unwrap_err();
         assert!(matches!(e, EngineError::Overflow { .. }));
     }
 }

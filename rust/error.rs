@@ -1,18 +1,138 @@
 //! Error type of the engine.
 //!
 //! Every invalid network description, input, label or run option is reported as an
-//! [`EngineError`]; the engine never panics on user input.
+//! [`EngineError`]; the engine never panics on user input. Where an error happened is a
+//! structured [`Location`] (its `Display` is the text that messages show).
+
+use std::fmt;
+
+/// Where an error happened. `Display` gives the text of the messages ("population 2",
+/// "projection 1 (conv2d)", "sample 3", ...); the binding hands that text to Python as
+/// the exception's `location`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// `"network"`: the network as a whole (sizes, allocations).
+    Network,
+    /// `"batch"`: a batch as a whole (the binding's result arrays).
+    Batch,
+    /// `"population {0}"`: a non-input population, by its R1.5 index (`1..=P`).
+    Population(usize),
+    /// `"projection {index}"`, or `"projection {index} ({kind})"` once its kind is known.
+    Projection {
+        /// Index in the network's projection list.
+        index: usize,
+        /// Kind name ("dense", "conv2d", "avgpool2d", "sumpool2d").
+        kind: Option<&'static str>,
+    },
+    /// `"sample {0}"`: a sample, by its position in the batch (or by its id, for
+    /// [`crate::run_sample`]).
+    Sample(u64),
+    /// `"sample {sample}, timestep {timestep}, forward step {forward_step}, population
+    /// {population}, neuron {neuron}"`: one neuron at one forward step (R8.3).
+    Neuron {
+        /// The sample, as in [`Location::Sample`].
+        sample: u64,
+        /// Timestep `t` (a u32 in R5.5).
+        timestep: u32,
+        /// Forward step `k` within the timestep.
+        forward_step: u32,
+        /// Population index (the input counted as 0, R1.1).
+        population: u32,
+        /// Neuron index within the population (neuron ids are u32).
+        neuron: u32,
+    },
+    /// `"{path}: {inner}"`: a location inside a model file (or `"<bytes>"`).
+    File {
+        /// The file.
+        path: String,
+        /// Where inside the network it describes.
+        inner: Box<Location>,
+    },
+}
+
+impl Location {
+    /// The same location with its sample index shifted by `offset` (a batch run in
+    /// chunks names a sample by its position in the chunk; `offset` is the chunk's
+    /// first sample in the whole batch). Other locations are returned unchanged.
+    pub fn offset_sample(self, offset: usize) -> Location {
+        let shift = |s: u64| s.saturating_add(offset as u64);
+        match self {
+            Location::Sample(s) => Location::Sample(shift(s)),
+            Location::Neuron {
+                sample,
+                timestep,
+                forward_step,
+                population,
+                neuron,
+            } => Location::Neuron {
+                sample: shift(sample),
+                timestep,
+                forward_step,
+                population,
+                neuron,
+            },
+            other => other,
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Network => f.write_str("network"),
+            Location::Batch => f.write_str("batch"),
+            Location::Population(p) => write!(f, "population {p}"),
+            Location::Projection { index, kind: None } => write!(f, "projection {index}"),
+            Location::Projection {
+                index,
+                kind: Some(kind),
+            } => write!(f, "projection {index} ({kind})"),
+            Location::Sample(s) => write!(f, "sample {s}"),
+            Location::Neuron {
+                sample,
+                timestep,
+                forward_step,
+                population,
+                neuron,
+            } => write!(
+                f,
+                "sample {sample}, timestep {timestep}, forward step {forward_step}, \
+                 population {population}, neuron {neuron}"
+            ),
+            Location::File { path, inner } => write!(f, "{path}: {inner}"),
+        }
+    }
+}
+
+impl From<&Location> for Location {
+    fn from(location: &Location) -> Location {
+        location.clone()
+    }
+}
+
+/// Compares the text of a location (`location == "sample 3"`), for tests.
+impl PartialEq<str> for Location {
+    fn eq(&self, other: &str) -> bool {
+        self.to_string().as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Location {
+    fn eq(&self, other: &&str) -> bool {
+        self.to_string().as_str() == *other
+    }
+}
 
 /// Errors returned by [`crate::Network::new`], [`crate::run_sample`] and
 /// [`crate::run_batch`].
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EngineError {
-    /// Invalid network description (R1.*). `location` e.g. "population 2" /
-    /// "projection 1 (conv2d)".
+    /// Invalid network description (R1.*). `location` e.g. population 2 /
+    /// projection 1 (conv2d).
     #[error("{location}: invalid {field} = {value}: {reason}")]
     Model {
-        /// Where the problem is, e.g. "population 2" or "projection 1 (conv2d)".
-        location: String,
+        /// Where the problem is, e.g. population 2 or projection 1 (conv2d).
+        location: Location,
         /// The offending field.
         field: String,
         /// The offending value, formatted.
@@ -23,8 +143,8 @@ pub enum EngineError {
     /// Invalid input data or labels (R2.*). `location` e.g. "sample 3".
     #[error("{location}: invalid {field} = {value}: {reason}")]
     Input {
-        /// Where the problem is, e.g. "sample 3".
-        location: String,
+        /// Where the problem is, e.g. sample 3.
+        location: Location,
         /// The offending field ("inputs", "timesteps", "labels", ...).
         field: String,
         /// The offending value, formatted (with its position where useful).
@@ -45,8 +165,8 @@ pub enum EngineError {
     /// A counter would overflow i64 / u32 index spaces (R7.8).
     #[error("{location}: {what} overflows")]
     Overflow {
-        /// Where it happened, e.g. "sample 3" or "network".
-        location: String,
+        /// Where it happened, e.g. sample 3 or the network.
+        location: Location,
         /// What overflows.
         what: String,
     },
@@ -54,8 +174,8 @@ pub enum EngineError {
     /// allocation is fallible: never an abort).
     #[error("{location}: cannot allocate {bytes} bytes for {what}")]
     Memory {
-        /// Where it was needed, e.g. "network" or "sample 3".
-        location: String,
+        /// Where it was needed, e.g. the network or sample 3.
+        location: Location,
         /// The buffer, e.g. "per-neuron state".
         what: String,
         /// The size asked for, in bytes.
@@ -64,6 +184,10 @@ pub enum EngineError {
     /// The run was cancelled through the cancel flag.
     #[error("cancelled")]
     Cancelled,
+    /// An internal invariant does not hold (a bug, not bad input): e.g. a buffer that the
+    /// binding expects contiguous is not. The message is `what` itself.
+    #[error("{0}")]
+    Internal(String),
     /// A model file (written by `asyncsnn.save`, read by [`crate::model_file`]) cannot be
     /// read: I/O error, not an asyncsnn model file, truncated or corrupted, or written for
     /// a newer `format_version` / `spec_version` (then `field` names the version).
@@ -82,8 +206,33 @@ pub enum EngineError {
 }
 
 impl EngineError {
+    /// Where the error happened, if it names a place ([`EngineError::ModelFile`] names
+    /// its file in `path` instead).
+    pub fn location(&self) -> Option<&Location> {
+        match self {
+            EngineError::Model { location, .. }
+            | EngineError::Input { location, .. }
+            | EngineError::Overflow { location, .. }
+            | EngineError::Memory { location, .. } => Some(location),
+            _ => None,
+        }
+    }
+
+    /// The same error with the sample it names shifted by `offset`
+    /// ([`Location::offset_sample`]).
+    pub fn offset_sample(mut self, offset: usize) -> EngineError {
+        if let EngineError::Model { location, .. }
+        | EngineError::Input { location, .. }
+        | EngineError::Overflow { location, .. }
+        | EngineError::Memory { location, .. } = &mut self
+        {
+            *location = std::mem::replace(location, Location::Network).offset_sample(offset);
+        }
+        self
+    }
+
     pub(crate) fn model(
-        location: impl Into<String>,
+        location: impl Into<Location>,
         field: impl Into<String>,
         value: impl ToString,
         reason: impl Into<String>,
@@ -97,7 +246,7 @@ impl EngineError {
     }
 
     pub(crate) fn input(
-        location: impl Into<String>,
+        location: impl Into<Location>,
         field: impl Into<String>,
         value: impl ToString,
         reason: impl Into<String>,
@@ -123,7 +272,7 @@ impl EngineError {
     }
 
     pub(crate) fn memory(
-        location: impl Into<String>,
+        location: impl Into<Location>,
         what: impl Into<String>,
         bytes: u128,
     ) -> Self {
@@ -134,7 +283,7 @@ impl EngineError {
         }
     }
 
-    pub(crate) fn overflow(location: impl Into<String>, what: impl Into<String>) -> Self {
+    pub(crate) fn overflow(location: impl Into<Location>, what: impl Into<String>) -> Self {
         EngineError::Overflow {
             location: location.into(),
             what: what.into(),
@@ -148,7 +297,11 @@ mod tests {
 
     #[test]
     fn messages() {
-        let e = EngineError::model("projection 1 (conv2d)", "kernel", "0", "must be >= 1");
+        let at = Location::Projection {
+            index: 1,
+            kind: Some("conv2d"),
+        };
+        let e = EngineError::model(at, "kernel", "0", "must be >= 1");
         assert_eq!(
             e.to_string(),
             "projection 1 (conv2d): invalid kernel = 0: must be >= 1"
@@ -158,10 +311,10 @@ mod tests {
             e.to_string(),
             "invalid forward_group_size = 0: must be >= 1"
         );
-        let e = EngineError::overflow("sample 0", "synops");
+        let e = EngineError::overflow(Location::Sample(0), "synops");
         assert_eq!(e.to_string(), "sample 0: synops overflows");
         assert_eq!(EngineError::Cancelled.to_string(), "cancelled");
-        let e = EngineError::memory("network", "per-neuron state", 1 << 40);
+        let e = EngineError::memory(Location::Network, "per-neuron state", 1 << 40);
         assert_eq!(
             e.to_string(),
             "network: cannot allocate 1099511627776 bytes for per-neuron state"
@@ -176,5 +329,38 @@ mod tests {
             e.to_string(),
             "m.safetensors: invalid format = \"onnx\": not an asyncsnn model file"
         );
+    }
+
+    #[test]
+    fn locations_read_as_before_and_shift_their_sample() {
+        let neuron = Location::Neuron {
+            sample: 2,
+            timestep: 4,
+            forward_step: 1,
+            population: 3,
+            neuron: 7,
+        };
+        assert_eq!(
+            neuron.to_string(),
+            "sample 2, timestep 4, forward step 1, population 3, neuron 7"
+        );
+        assert_eq!(
+            neuron.offset_sample(10).to_string(),
+            "sample 12, timestep 4, forward step 1, population 3, neuron 7"
+        );
+        assert_eq!(Location::Sample(3).offset_sample(5), "sample 8");
+        assert_eq!(Location::Network.offset_sample(5), "network");
+        assert_eq!(Location::Population(2), "population 2");
+        let file = Location::File {
+            path: "<bytes>".into(),
+            inner: Box::new(Location::Projection {
+                index: 0,
+                kind: None,
+            }),
+        };
+        assert_eq!(file, "<bytes>: projection 0");
+        let e = EngineError::input(Location::Sample(1), "inputs", -1, "bad").offset_sample(4);
+        assert_eq!(e.to_string(), "sample 5: invalid inputs = -1: bad");
+        assert_eq!(e.location(), Some(&Location::Sample(5)));
     }
 }

@@ -50,7 +50,7 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use crate::dict_form::{json_kind, parse_network, Arrays};
-use crate::error::EngineError;
+use crate::error::{EngineError, Location};
 use crate::network::{Network, NetworkSpec};
 use crate::SPEC_VERSION;
 
@@ -97,7 +97,10 @@ impl ModelFile {
                 value,
                 reason,
             } => EngineError::Model {
-                location: format!("{path}: {location}"),
+                location: Location::File {
+                    path,
+                    inner: Box::new(location),
+                },
                 field,
                 value,
                 reason,

@@ -307,7 +307,10 @@ fn bad_architectures_are_refused() {
     let invalid = with_network(|a| a["projections"][0]["source"] = json!(1));
     match read_model_bytes(&invalid) {
         Err(EngineError::Model { location, .. }) => {
-            assert!(location.starts_with("<bytes>: projection 0"), "{location}")
+            assert!(
+                location.to_string().starts_with("<bytes>: projection 0"),
+                "{location}"
+            )
         }
         other => panic!("expected a Model error, got {other:?}"),
     }

@@ -12,7 +12,7 @@ use super::input::{check_sample_id, prepare, PreparedSample, SampleInput};
 use super::interrupt::Interrupt;
 use super::workspace::Workspace;
 use crate::counters::SampleResult;
-use crate::error::EngineError;
+use crate::error::{EngineError, Location};
 use crate::network::Network;
 
 /// Runs one sample (R3-R7) and returns its readout and counters.
@@ -31,7 +31,7 @@ pub fn run_sample(
 ) -> Result<SampleResult, EngineError> {
     validate_config(net, config)?;
     let sample = check_sample_id(sample_id)?;
-    let ps = prepare(net, input, label, false, format!("sample {sample_id}"))?;
+    let ps = prepare(net, input, label, false, Location::Sample(sample_id))?;
     let mut ws = Workspace::new(net)?;
     run_prepared(net, &ps, sample, config, &mut ws, None)
 }
@@ -76,8 +76,8 @@ pub fn run_batch_with<'a>(
 }
 
 /// [`run_batch_with`]; with `values_checked`, the caller has already run
-/// [`check_dense_values`](super::check_dense_values) on every dense input (the binding checks a whole batch, in
-/// parallel, before it runs it in parts), and it is not repeated.
+/// [`check_dense_values`](super::check_dense_values) on every dense input ([`BatchRunner`](super::BatchRunner) checks a whole
+/// batch, in parallel, before it runs it in parts), and it is not repeated.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run_batch_checked<'a>(
     net: &'a Network,
@@ -113,7 +113,13 @@ pub(crate) fn run_batch_checked<'a>(
         .collect::<Result<_, _>>()?;
     let prep = |(i, input): (usize, &SampleInput<'a>)| {
         let label = labels.and_then(|l| l[i]);
-        prepare(net, input, label, values_checked, format!("sample {i}"))
+        prepare(
+            net,
+            input,
+            label,
+            values_checked,
+            Location::Sample(i as u64),
+        )
     };
     let prepared: Vec<Result<PreparedSample, EngineError>> = if parallel {
         inputs.par_iter().enumerate().map(prep).collect()

@@ -13,7 +13,7 @@ use std::ops::Range;
 
 use super::add;
 use super::workspace::{Deferred, Touch};
-use crate::error::EngineError;
+use crate::error::{EngineError, Location};
 use crate::kernels::{add_row, add_short, prefetch};
 use crate::network::{source_coords, Network, ProjKind, Projection, Taps};
 
@@ -104,7 +104,7 @@ pub(super) fn deliver_sources<S: Sources>(
     cur: &mut [f32],
     touch: &mut Touch,
     synops_per_projection: &mut [i64],
-    loc: &str,
+    loc: &Location,
 ) -> Result<u64, EngineError> {
     let outs = &net.outgoing[s];
     let n = src.len();

@@ -27,7 +27,7 @@ use super::interrupt::Interrupt;
 use super::workspace::Workspace;
 use crate::alloc;
 use crate::counters::SampleResult;
-use crate::error::EngineError;
+use crate::error::{EngineError, Location};
 use crate::kernels::has_avx2;
 use crate::network::Network;
 use crate::scheduler::SelectCtx;
@@ -110,7 +110,7 @@ struct Run<'a> {
     /// The `sample` argument of R5.5.
     sample: u32,
     /// The location that errors name (`"sample {i}"`).
-    loc: &'a str,
+    loc: &'a Location,
     label: Option<usize>,
     /// R4.6: the refractory dropout probability of each non-input population.
     dropout: Vec<f64>,
@@ -140,7 +140,7 @@ impl<'a> Run<'a> {
             net,
             config,
             sample,
-            loc: ps.location.as_str(),
+            loc: &ps.location,
             label: ps.label,
             dropout: match &config.refractory_dropout {
                 Some(p) => p.clone(),
@@ -187,7 +187,7 @@ impl Timestep {
 
     /// On to forward step `k + 1`.
     #[inline(always)]
-    fn next_step(&mut self, loc: &str) -> Result<(), EngineError> {
+    fn next_step(&mut self, loc: &Location) -> Result<(), EngineError> {
         self.k = self
             .k
             .checked_add(1)
@@ -327,7 +327,7 @@ fn start_sample(run: &Run, ps: &PreparedSample, ws: &mut Workspace) -> Result<()
 fn start_timestep<const CHECK: bool>(
     net: &Network,
     ws: &mut Workspace,
-    loc: &str,
+    loc: &Location,
 ) -> Result<(), EngineError> {
     let mut finite = true;
     for (v, b) in ws.v.iter_mut().zip(&net.beta) {
@@ -485,11 +485,19 @@ fn read_out(
 /// values, not the `Run` and `Timestep`: their address would escape into this call.)
 #[cold]
 #[inline(never)]
-fn membrane_overflow(loc: &str, t: usize, k: u32, pop: usize, i: usize) -> EngineError {
-    EngineError::overflow(
-        format!("{loc}, timestep {t}, forward step {k}, population {pop}, neuron {i}"),
-        "membrane",
-    )
+fn membrane_overflow(loc: &Location, t: usize, k: u32, pop: usize, i: usize) -> EngineError {
+    let at = match *loc {
+        // t < 2^32 (R2.1) and neuron ids are u32 (R7.8): the casts are exact.
+        Location::Sample(sample) => Location::Neuron {
+            sample,
+            timestep: t as u32,
+            forward_step: k,
+            population: pop as u32,
+            neuron: i as u32,
+        },
+        ref other => other.clone(), // a sample is always named by Location::Sample
+    };
+    EngineError::overflow(at, "membrane")
 }
 
 /// R7.7: the latency records of the timestep, at the first forward step with an output
@@ -565,7 +573,7 @@ fn deliver_group(
     res: &mut SampleResult,
     group: &[(u32, u32)],
     synops: &mut u64,
-    loc: &str,
+    loc: &Location,
 ) -> Result<(), EngineError> {
     let mut e = 0;
     while e < group.len() {
@@ -593,7 +601,7 @@ fn end_timestep(
     res: &mut SampleResult,
     ts: &Timestep,
     synops: &mut u64,
-    loc: &str,
+    loc: &Location,
 ) -> Result<(), EngineError> {
     let steps = ts.k as i64 + 1;
     res.timestep_forward_steps[ts.t] = steps;

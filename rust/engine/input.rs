@@ -3,7 +3,7 @@
 //! ([`prepare`]), the scan of a dense frame for its non-zero inputs, and the check of
 //! sample ids (R5.5).
 
-use crate::error::EngineError;
+use crate::error::{EngineError, Location};
 use crate::network::Network;
 
 /// The input of one sample (R2).
@@ -47,10 +47,10 @@ pub(super) struct PreparedSample<'a> {
     pub(super) input: Prepared<'a>,
     pub(super) timesteps: usize,
     pub(super) label: Option<usize>,
-    pub(super) location: String,
+    pub(super) location: Location,
 }
 
-fn check_timesteps(timesteps: usize, location: &str) -> Result<(), EngineError> {
+fn check_timesteps(timesteps: usize, location: &Location) -> Result<(), EngineError> {
     if timesteps == 0 {
         return Err(EngineError::input(
             location,
@@ -75,7 +75,11 @@ fn check_timesteps(timesteps: usize, location: &str) -> Result<(), EngineError> 
 ///
 /// `run_batch` does this for every sample; it is public so that a caller that runs a
 /// batch in parts can check all of it before any part runs.
-pub fn check_dense_values(frames: &[f32], n_in: usize, location: &str) -> Result<(), EngineError> {
+pub fn check_dense_values(
+    frames: &[f32],
+    n_in: usize,
+    location: &Location,
+) -> Result<(), EngineError> {
     // Fast path: a branch-free test of all values (it vectorises); `0 <= x < inf` is
     // false exactly for NaN, infinities and negative values (-0.0 passes, as it
     // should). Only when it fails, the scalar search below finds the first bad value.
@@ -111,7 +115,7 @@ pub(super) fn prepare<'a>(
     input: &SampleInput<'a>,
     label: Option<usize>,
     values_checked: bool,
-    location: String,
+    location: Location,
 ) -> Result<PreparedSample<'a>, EngineError> {
     if let Some(c) = label {
         if c >= net.n_outputs() {
@@ -159,7 +163,7 @@ fn check_dense(
     frames: &[f32],
     timesteps: usize,
     values_checked: bool,
-    location: &str,
+    location: &Location,
 ) -> Result<(), EngineError> {
     check_timesteps(timesteps, location)?;
     let want = timesteps.checked_mul(n_in);
@@ -185,7 +189,7 @@ fn check_sparse(
     index: &[u32],
     value: &[f32],
     timesteps: usize,
-    location: &str,
+    location: &Location,
 ) -> Result<(), EngineError> {
     check_timesteps(timesteps, location)?;
     if t.len() != index.len() || t.len() != value.len() {
@@ -238,7 +242,7 @@ fn merge_events<'a>(
     t: &[u32],
     index: &[u32],
     value: &[f32],
-    location: &str,
+    location: &Location,
 ) -> Result<Prepared<'a>, EngineError> {
     // Stable sort by (t, index): repeated (t, index) stay in list order (R2.2).
     let mut order: Vec<usize> = (0..t.len()).collect();

@@ -11,7 +11,10 @@
 //! - `event_loop.rs`: the per-sample driver, one function per phase of a timestep, and
 //!   its baseline/AVX2 builds;
 //! - `interrupt.rs`: cancellation ([`Interrupt`], Ctrl-C);
-//! - `batch.rs`: [`run_sample`], [`run_batch`] and its variants, the validation order.
+//! - `batch.rs`: [`run_sample`], [`run_batch`] and its variants, the validation order;
+//! - `runner.rs`: [`BatchRunner`], a batch run in chunks with a cancel flag and a poll
+//!   (Ctrl-C), on a cached thread pool, its dense values checked first (the binding's
+//!   batch policy, without Python).
 //!
 //! Data layout of one sample's state (the private `Workspace`, allocated once per
 //! worker and reused; nothing is allocated inside the event loop once its buffers have
@@ -60,21 +63,21 @@ mod event_loop;
 mod fire;
 mod input;
 mod interrupt;
+mod runner;
 mod workspace;
 
-#[cfg(feature = "python")]
-pub(crate) use batch::run_batch_checked; // the binding's entry
 pub use batch::{run_batch, run_batch_with, run_sample};
 pub use config::{validate_config, RunConfig, StopMode};
 pub use input::{check_dense_values, SampleInput};
 pub use interrupt::{Interrupt, POLL_INTERVAL};
+pub use runner::{BatchRunner, Poll};
 
-use crate::error::EngineError;
+use crate::error::{EngineError, Location};
 
 /// Adds `x` to a counter of R7, or fails with [`EngineError::Overflow`] naming `what`
 /// (R7.8).
 #[inline(always)]
-fn add(counter: &mut i64, x: u64, location: &str, what: &str) -> Result<(), EngineError> {
+fn add(counter: &mut i64, x: u64, location: &Location, what: &str) -> Result<(), EngineError> {
     *counter = i64::try_from(x)
         .ok()
         .and_then(|x| counter.checked_add(x))

@@ -5,7 +5,7 @@
 //! ([`Deferred`]).
 
 use crate::alloc;
-use crate::error::EngineError;
+use crate::error::{EngineError, Location};
 use crate::network::Network;
 use crate::scheduler::PendingSet;
 
@@ -110,7 +110,7 @@ impl Workspace {
     pub(crate) fn new(net: &Network) -> Result<Workspace, EngineError> {
         let n = net.n_neurons();
         let p = net.n_populations();
-        let at = "network";
+        let at = &Location::Network;
         let lists = (0..p)
             .map(|i| {
                 let size = net.pop_offset[i + 1] - net.pop_offset[i];
@@ -152,7 +152,7 @@ impl Workspace {
     /// Marks the sample for the checked re-run of R8.3 (see `event_loop::run_prepared`); the
     /// error returned with it is replaced by that run's.
     #[cold]
-    pub(super) fn saw_non_finite(&mut self, loc: &str) -> EngineError {
+    pub(super) fn saw_non_finite(&mut self, loc: &Location) -> EngineError {
         self.non_finite = true;
         EngineError::overflow(loc, "membrane")
     }

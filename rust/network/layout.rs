@@ -5,7 +5,7 @@
 
 use super::{NetworkSpec, ProjKind, Projection};
 use crate::alloc;
-use crate::error::EngineError;
+use crate::error::{EngineError, Location};
 
 /// Slot of the neuron with id `lo + l` of a population whose first id is `lo`,
 /// stored with `plane` pixels of `channels` channels (`l = o * plane + pix`):
@@ -69,11 +69,11 @@ pub(super) fn per_neuron(
     let mut beta: Vec<f32> = Vec::new();
     let mut id_of: Vec<u32> = vec![];
     let what = "per-neuron arrays";
-    alloc::reserve(&mut pop_of, total, "network", what)?;
-    alloc::reserve(&mut id_of, total, "network", what)?;
+    alloc::reserve(&mut pop_of, total, &Location::Network, what)?;
+    alloc::reserve(&mut id_of, total, &Location::Network, what)?;
     id_of.resize(total, 0);
-    alloc::reserve(&mut threshold, total, "network", what)?;
-    alloc::reserve(&mut beta, total, "network", what)?;
+    alloc::reserve(&mut threshold, total, &Location::Network, what)?;
+    alloc::reserve(&mut beta, total, &Location::Network, what)?;
     for (p, pop) in spec.populations.iter().enumerate() {
         let lo = pop_offset[p];
         pop_of.extend(std::iter::repeat_n(p as u32, pop.size));
@@ -128,8 +128,8 @@ pub(super) fn apply(
                 // channel-last, else i * ow + j; kernel tap (ky, kx) of input channel
                 // c at (c * kh + ky) * kw + kx) * c_out.
                 let pix_stride = if *channel_last { *c_out } else { 1 };
-                rows.scale(*ow * pix_stride, *kw * *c_out, "network")?;
-                cols.scale(pix_stride, *c_out, "network")?;
+                rows.scale(*ow * pix_stride, *kw * *c_out, &Location::Network)?;
+                cols.scale(pix_stride, *c_out, &Location::Network)?;
             }
             ProjKind::Pool {
                 plane,
@@ -141,13 +141,13 @@ pub(super) fn apply(
             } => {
                 *channel_last = *plane == planes[p];
                 let pix_stride = if *channel_last { channels[p] } else { 1 };
-                rows.scale(*ow * pix_stride, 0, "network")?;
-                cols.scale(pix_stride, 0, "network")?;
+                rows.scale(*ow * pix_stride, 0, &Location::Network)?;
+                cols.scale(pix_stride, 0, &Location::Network)?;
             }
             ProjKind::Dense { wt } if channels[p] > 1 => {
                 // Each row (one source neuron) in slot order.
                 let (lo, n) = (proj.target_offset, proj.target_size);
-                let mut row = alloc::filled(n, 0.0f32, "network", "dense weights")?;
+                let mut row = alloc::filled(n, 0.0f32, &Location::Network, "dense weights")?;
                 for r in wt.chunks_exact_mut(n) {
                     for (dst, &id) in row.iter_mut().zip(&id_of[lo..lo + n]) {
                         *dst = r[id as usize - lo];
@@ -215,8 +215,8 @@ mod tests {
                     in_w: 1,
                     plane,
                     ow: 1,
-                    rows: crate::network::Taps::new(1, 1, 1, 1, 0, "t").unwrap(),
-                    cols: crate::network::Taps::new(1, 1, 1, 1, 0, "t").unwrap(),
+                    rows: crate::network::Taps::new(1, 1, 1, 1, 0, &Location::Network).unwrap(),
+                    cols: crate::network::Taps::new(1, 1, 1, 1, 0, &Location::Network).unwrap(),
                     channel_last: false,
                 },
                 None => ProjKind::Dense { wt: vec![] },

@@ -7,7 +7,7 @@ use super::taps::Taps;
 use super::validate::{check_pos, check_weights, mul};
 use super::{PoolKind, ProjKind, ProjectionKind};
 use crate::alloc;
-use crate::error::EngineError;
+use crate::error::{EngineError, Location};
 
 /// Lowers a projection of kind `kind` from a population of `n_s` neurons to one of
 /// `n_d` neurons; `loc` names it in errors.
@@ -15,7 +15,7 @@ pub(super) fn lower(
     kind: &ProjectionKind,
     n_s: usize,
     n_d: usize,
-    loc: &str,
+    loc: &Location,
 ) -> Result<ProjKind, EngineError> {
     match kind {
         ProjectionKind::Dense { weight } => dense(weight, n_s, n_d, loc),
@@ -67,7 +67,7 @@ pub(super) fn lower(
 }
 
 /// Dense: `W[q, j]` transposed to `wt[j * n_d + q]`.
-fn dense(weight: &[f32], n_s: usize, n_d: usize, loc: &str) -> Result<ProjKind, EngineError> {
+fn dense(weight: &[f32], n_s: usize, n_d: usize, loc: &Location) -> Result<ProjKind, EngineError> {
     let want = mul(n_d, n_s, loc, "weight length")?;
     if weight.len() != want {
         return Err(EngineError::model(
@@ -93,7 +93,7 @@ fn conv(
     g: &Geometry,
     n_s: usize,
     n_d: usize,
-    loc: &str,
+    loc: &Location,
 ) -> Result<ProjKind, EngineError> {
     let s = g.check(n_s, n_d, loc)?;
     let (c_in, c_out, kh, kw) = (g.c_in.1, g.c_out.1, g.kh, g.kw);
@@ -145,7 +145,7 @@ fn pool(
     g: &Geometry,
     n_s: usize,
     n_d: usize,
-    loc: &str,
+    loc: &Location,
 ) -> Result<ProjKind, EngineError> {
     let s = g.check(n_s, n_d, loc)?;
     let weight = match kind {
@@ -196,7 +196,12 @@ impl Geometry {
     /// Checks the geometry against a source of `n_s` and a target of `n_d` neurons:
     /// every size and stride >= 1, `c_in * in_h * in_w = n_s`, output size >= 1 on
     /// both axes, `c_out * oh * ow = n_d`, and no product overflows.
-    pub(super) fn check(&self, n_s: usize, n_d: usize, loc: &str) -> Result<Shape, EngineError> {
+    pub(super) fn check(
+        &self,
+        n_s: usize,
+        n_d: usize,
+        loc: &Location,
+    ) -> Result<Shape, EngineError> {
         let ((ci_name, c_in), (co_name, c_out)) = (self.c_in, self.c_out);
         for (f, v) in [
             (ci_name, c_in),
@@ -259,7 +264,7 @@ impl Geometry {
     }
 
     /// The row and column tap tables of a checked geometry.
-    fn taps(&self, s: &Shape, loc: &str) -> Result<(Taps, Taps), EngineError> {
+    fn taps(&self, s: &Shape, loc: &Location) -> Result<(Taps, Taps), EngineError> {
         let rows = Taps::new(self.in_h, s.oh, self.kh, self.stride.0, self.padding.0, loc)?;
         let cols = Taps::new(self.in_w, s.ow, self.kw, self.stride.1, self.padding.1, loc)?;
         Ok((rows, cols))
@@ -272,7 +277,7 @@ fn out_size(
     pad: usize,
     k: usize,
     s: usize,
-    location: &str,
+    location: &Location,
     field: &str,
 ) -> Result<usize, EngineError> {
     let padded = pad
@@ -335,7 +340,7 @@ mod tests {
 
     #[test]
     fn geometry_computes_the_output_plane() {
-        let s = conv_geometry().check(50, 18, "p").unwrap();
+        let s = conv_geometry().check(50, 18, &Location::Network).unwrap();
         let want = Shape {
             in_hw: 25,
             oh: 3,
@@ -344,31 +349,37 @@ mod tests {
             khw: 9,
         };
         assert_eq!(s, want);
-        let s = pool_geometry(2).check(48, 8, "p").unwrap();
+        let s = pool_geometry(2).check(48, 8, &Location::Network).unwrap();
         assert_eq!((s.oh, s.ow, s.plane, s.khw), (2, 2, 4, 6));
     }
 
     #[test]
     fn geometry_errors_name_the_kind_fields() {
-        let e = conv_geometry().check(51, 18, "p").unwrap_err();
+        let e = conv_geometry()
+            .check(51, 18, &Location::Network)
+            .unwrap_err();
         let want = (
             "c_in * in_h * in_w",
             "50",
             "must equal the source population size 51",
         );
         assert_eq!(model_err(e), (want.0.into(), want.1.into(), want.2.into()));
-        let e = pool_geometry(2).check(48, 9, "p").unwrap_err();
+        let e = pool_geometry(2)
+            .check(48, 9, &Location::Network)
+            .unwrap_err();
         let want = (
             "channels * oh * ow",
             "2 * 2 * 2 = 8",
             "must equal the target population size 9",
         );
         assert_eq!(model_err(e), (want.0.into(), want.1.into(), want.2.into()));
-        let e = pool_geometry(0).check(48, 8, "p").unwrap_err();
+        let e = pool_geometry(0)
+            .check(48, 8, &Location::Network)
+            .unwrap_err();
         assert_eq!(model_err(e).0, "channels");
         let mut g = conv_geometry();
         g.kw = 7;
-        let e = g.check(50, 18, "p").unwrap_err();
+        let e = g.check(50, 18, &Location::Network).unwrap_err();
         let want = (
             "in_w",
             "input 5 + 2*padding 0 < kernel 7",
@@ -377,14 +388,18 @@ mod tests {
         assert_eq!(model_err(e), (want.0.into(), want.1.into(), want.2.into()));
         g.kw = 3;
         g.stride.1 = 0;
-        assert_eq!(model_err(g.check(50, 18, "p").unwrap_err()).0, "stride[1]");
+        assert_eq!(
+            model_err(g.check(50, 18, &Location::Network).unwrap_err()).0,
+            "stride[1]"
+        );
     }
 
     #[test]
     fn conv_kernel_is_laid_out_by_input_channel_and_tap() {
         let g = conv_geometry();
         let weight: Vec<f32> = (0..3 * 2 * 9).map(|i| i as f32).collect();
-        let ProjKind::Conv { k, .. } = conv(&weight, &g, 50, 18, "p").unwrap() else {
+        let ProjKind::Conv { k, .. } = conv(&weight, &g, 50, 18, &Location::Network).unwrap()
+        else {
             panic!("not a conv");
         };
         // K[o=2, c=1, ky=0, kx=2] at ((c*kh + ky)*kw + kx)*c_out + o.
@@ -394,11 +409,14 @@ mod tests {
     #[test]
     fn pool_weight_and_dense_transpose() {
         let g = pool_geometry(2);
-        let ProjKind::Pool { weight, .. } = pool(PoolKind::Avg, &g, 48, 8, "p").unwrap() else {
+        let ProjKind::Pool { weight, .. } =
+            pool(PoolKind::Avg, &g, 48, 8, &Location::Network).unwrap()
+        else {
             panic!("not a pool");
         };
         assert_eq!(weight, 1.0f32 / 6.0);
-        let ProjKind::Dense { wt } = dense(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 3, 2, "p").unwrap()
+        let ProjKind::Dense { wt } =
+            dense(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 3, 2, &Location::Network).unwrap()
         else {
             panic!("not dense");
         };

@@ -34,7 +34,7 @@ mod validate;
 
 pub(crate) use taps::{source_coords, Taps};
 
-use crate::error::EngineError;
+use crate::error::{EngineError, Location};
 
 /// Kind of a pooling projection (R1.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,7 +276,10 @@ impl Network {
         let mut projections = Vec::with_capacity(spec.projections.len());
         let mut outgoing = vec![Vec::new(); n_pops + 1];
         for (pi, proj) in spec.projections.iter().enumerate() {
-            let loc = format!("projection {pi} ({})", proj.kind.name());
+            let loc = Location::Projection {
+                index: pi,
+                kind: Some(proj.kind.name()),
+            };
             validate::endpoints(proj, n_pops, &loc)?;
             let n_s = validate::pop_size(&spec, proj.source);
             let n_d = validate::pop_size(&spec, proj.target);

@@ -2,7 +2,7 @@
 //! kernel indices a source coordinate reaches, computed from the geometry.
 
 use crate::alloc;
-use crate::error::EngineError;
+use crate::error::{EngineError, Location};
 
 /// Per-axis tap table of a conv/pool projection: for source coordinate `y`, the entries
 /// `offsets[y]..offsets[y+1]` of `out` / `tap` are the output coordinates `i` and kernel
@@ -28,7 +28,7 @@ impl Taps {
         kernel: usize,
         stride: usize,
         pad: usize,
-        location: &str,
+        location: &Location,
     ) -> Result<Taps, EngineError> {
         // i <= yp / stride and i*stride > yp - kernel, with yp = y + pad.
         let span = |y: usize| {
@@ -76,7 +76,7 @@ impl Taps {
         &mut self,
         out_mul: usize,
         tap_mul: usize,
-        location: &str,
+        location: &Location,
     ) -> Result<(), EngineError> {
         let n = self.out.len();
         self.out_s = alloc::with_capacity(n, location, "conv/pool taps")?;
@@ -116,7 +116,7 @@ mod tests {
     #[test]
     fn taps_follow_the_formula_of_r1_2() {
         // n = 5, kernel 3, stride 1, padding 1 -> 5 outputs; ky = y + 1 - i.
-        let t = Taps::new(5, 5, 3, 1, 1, "test").unwrap();
+        let t = Taps::new(5, 5, 3, 1, 1, &Location::Network).unwrap();
         assert_eq!(rows(&t, 0), vec![(0, 1), (1, 0)]);
         assert_eq!(rows(&t, 2), vec![(1, 2), (2, 1), (3, 0)]);
         assert_eq!(rows(&t, 4), vec![(3, 2), (4, 1)]);
@@ -127,7 +127,7 @@ mod tests {
         // Brute force over every (y, i) for a strided, padded axis.
         let (n, k, s, p) = (7, 3, 2, 1);
         let n_out = (n + 2 * p - k) / s + 1;
-        let t = Taps::new(n, n_out, k, s, p, "test").unwrap();
+        let t = Taps::new(n, n_out, k, s, p, &Location::Network).unwrap();
         for y in 0..n {
             let want: Vec<(usize, usize)> = (0..n_out)
                 .filter_map(|i| {
@@ -143,8 +143,8 @@ mod tests {
 
     #[test]
     fn scale_multiplies_outputs_and_taps() {
-        let mut t = Taps::new(4, 2, 2, 2, 0, "test").unwrap();
-        t.scale(10, 3, "test").unwrap();
+        let mut t = Taps::new(4, 2, 2, 2, 0, &Location::Network).unwrap();
+        t.scale(10, 3, &Location::Network).unwrap();
         let out_s: Vec<usize> = t.out.iter().map(|&i| i * 10).collect();
         let tap_s: Vec<usize> = t.tap.iter().map(|&k| k * 3).collect();
         assert_eq!((t.out_s, t.tap_s), (out_s, tap_s));

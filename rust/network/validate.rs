@@ -4,16 +4,21 @@
 //! weights).
 
 use super::{NetworkSpec, PopulationSpec, ProjectionSpec};
-use crate::error::EngineError;
+use crate::error::{EngineError, Location};
 
 /// `a * b`, or a model error naming `field` at `location`.
-pub(super) fn mul(a: usize, b: usize, location: &str, field: &str) -> Result<usize, EngineError> {
+pub(super) fn mul(
+    a: usize,
+    b: usize,
+    location: &Location,
+    field: &str,
+) -> Result<usize, EngineError> {
     a.checked_mul(b)
         .ok_or_else(|| EngineError::model(location, field, format!("{a} * {b}"), "too large"))
 }
 
 /// `v >= 1`, or a model error naming `field` at `location`.
-pub(super) fn check_pos(v: usize, location: &str, field: &str) -> Result<(), EngineError> {
+pub(super) fn check_pos(v: usize, location: &Location, field: &str) -> Result<(), EngineError> {
     if v == 0 {
         Err(EngineError::model(location, field, v, "must be >= 1"))
     } else {
@@ -22,7 +27,7 @@ pub(super) fn check_pos(v: usize, location: &str, field: &str) -> Result<(), Eng
 }
 
 /// Every weight finite, or a model error naming the first one that is not.
-pub(super) fn check_weights(w: &[f32], location: &str) -> Result<(), EngineError> {
+pub(super) fn check_weights(w: &[f32], location: &Location) -> Result<(), EngineError> {
     if let Some((i, x)) = w.iter().enumerate().find(|(_, x)| !x.is_finite()) {
         return Err(EngineError::model(
             location,
@@ -51,7 +56,7 @@ pub(super) fn populations(spec: &NetworkSpec) -> Result<Vec<usize>, EngineError>
     let n_pops = spec.populations.len();
     if spec.input_size == 0 {
         return Err(EngineError::model(
-            "population 0",
+            Location::Population(0),
             "size",
             0,
             "the input population must have >= 1 neuron",
@@ -59,13 +64,13 @@ pub(super) fn populations(spec: &NetworkSpec) -> Result<Vec<usize>, EngineError>
     }
     if spec.input_size > u32::MAX as usize {
         return Err(EngineError::overflow(
-            "population 0",
+            Location::Population(0),
             "input size (u32 index)",
         ));
     }
     if n_pops == 0 {
         return Err(EngineError::model(
-            "network",
+            Location::Network,
             "populations",
             "[]",
             "there must be at least one non-input population",
@@ -75,15 +80,15 @@ pub(super) fn populations(spec: &NetworkSpec) -> Result<Vec<usize>, EngineError>
     let mut total: usize = 0;
     pop_offset.push(0);
     for (p, pop) in spec.populations.iter().enumerate() {
-        population(pop, &format!("population {}", p + 1))?;
+        population(pop, &Location::Population(p + 1))?;
         total = total
             .checked_add(pop.size)
-            .ok_or_else(|| EngineError::overflow("network", "neuron count"))?;
+            .ok_or_else(|| EngineError::overflow(Location::Network, "neuron count"))?;
         pop_offset.push(total);
     }
     if total >= u32::MAX as usize {
         return Err(EngineError::overflow(
-            "network",
+            Location::Network,
             "neuron count (u32 neuron ids)",
         ));
     }
@@ -92,7 +97,7 @@ pub(super) fn populations(spec: &NetworkSpec) -> Result<Vec<usize>, EngineError>
 
 /// One LIF population (R1.4): size, the lengths and values of `threshold` and
 /// `beta`, and `refractory_dropout`.
-fn population(pop: &PopulationSpec, loc: &str) -> Result<(), EngineError> {
+fn population(pop: &PopulationSpec, loc: &Location) -> Result<(), EngineError> {
     check_pos(pop.size, loc, "size")?;
     for (field, vals) in [("threshold", &pop.threshold), ("beta", &pop.beta)] {
         if vals.len() != 1 && vals.len() != pop.size {
@@ -141,7 +146,7 @@ fn population(pop: &PopulationSpec, loc: &str) -> Result<(), EngineError> {
 pub(super) fn endpoints(
     proj: &ProjectionSpec,
     n_pops: usize,
-    loc: &str,
+    loc: &Location,
 ) -> Result<(), EngineError> {
     if proj.target > n_pops || proj.target == 0 {
         return Err(EngineError::model(
@@ -199,13 +204,13 @@ mod tests {
         let mut p = pop(3);
         p.threshold = vec![1.0, 0.0, -1.0];
         p.beta = vec![2.0];
-        let e = population(&p, "population 1").unwrap_err();
+        let e = population(&p, &Location::Population(1)).unwrap_err();
         assert_eq!(
             reason(e),
             ("threshold[1]".into(), "must be finite and > 0".into())
         );
         p.threshold = vec![1.0, 1.0];
-        let e = population(&p, "population 1").unwrap_err();
+        let e = population(&p, &Location::Population(1)).unwrap_err();
         assert_eq!(
             reason(e),
             (
@@ -222,34 +227,34 @@ mod tests {
             target,
             kind: ProjectionKind::Dense { weight: vec![] },
         };
-        assert!(endpoints(&proj(0, 2), 2, "p").is_ok());
+        assert!(endpoints(&proj(0, 2), 2, &Location::Network).is_ok());
         assert_eq!(
-            reason(endpoints(&proj(0, 3), 2, "p").unwrap_err()).0,
+            reason(endpoints(&proj(0, 3), 2, &Location::Network).unwrap_err()).0,
             "target"
         );
         assert_eq!(
-            reason(endpoints(&proj(0, 0), 2, "p").unwrap_err()).0,
+            reason(endpoints(&proj(0, 0), 2, &Location::Network).unwrap_err()).0,
             "target"
         );
         assert_eq!(
-            reason(endpoints(&proj(2, 2), 2, "p").unwrap_err()).0,
+            reason(endpoints(&proj(2, 2), 2, &Location::Network).unwrap_err()).0,
             "source"
         );
     }
 
     #[test]
     fn products_and_weights() {
-        assert_eq!(mul(3, 4, "l", "f").unwrap(), 12);
+        assert_eq!(mul(3, 4, &Location::Network, "f").unwrap(), 12);
         assert_eq!(
-            reason(mul(usize::MAX, 2, "l", "f").unwrap_err()).1,
+            reason(mul(usize::MAX, 2, &Location::Network, "f").unwrap_err()).1,
             "too large"
         );
-        assert!(check_pos(1, "l", "f").is_ok());
+        assert!(check_pos(1, &Location::Network, "f").is_ok());
         assert_eq!(
-            reason(check_pos(0, "l", "f").unwrap_err()).1,
+            reason(check_pos(0, &Location::Network, "f").unwrap_err()).1,
             "must be >= 1"
         );
-        let e = check_weights(&[0.0, f32::NAN], "l").unwrap_err();
+        let e = check_weights(&[0.0, f32::NAN], &Location::Network).unwrap_err();
         assert_eq!(
             reason(e),
             ("weight[1]".into(), "weights must be finite".into())

@@ -28,5 +28,7 @@ pub mod pending;
 pub mod step;
 
 pub use deliver::{check_deliver, deliver_backward, deliver_forward, DeliverLayout, LayoutError};
-pub use pending::{check_keys, merge_pending, select_pending, Pending, SelectKeys, Selection};
+pub use pending::{
+    check_keys, check_pending, merge_pending, select_pending, Pending, SelectKeys, Selection,
+};
 pub use step::{step_backward, step_forward, Fired, StepOutputs};

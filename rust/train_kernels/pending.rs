@@ -66,6 +66,37 @@ pub fn check_keys(keys: &[i64], n_rows: usize, n_neu: usize) -> Result<(), i64> 
     }
 }
 
+/// Checks the arguments of [`select_pending`] that do not depend on the scheduler: `f
+/// >= 1`, `counts >= 0` summing to `pend.len()`, every row's keys its own, sorted and
+/// distinct. The error is `(field, value, reason)`.
+pub fn check_pending(
+    pend: &[i64],
+    counts: &[i64],
+    f: usize,
+    n_neu: usize,
+) -> Result<(), crate::train_kernels::LayoutError> {
+    if f == 0 {
+        return Err(("f", f.to_string(), "must be >= 1"));
+    }
+    if counts.iter().any(|&x| x < 0) || counts.iter().sum::<i64>() != pend.len() as i64 {
+        let reason = "must be >= 0 and sum to len(pend)";
+        return Err(("counts", format!("{counts:?}"), reason));
+    }
+    check_keys(pend, counts.len(), n_neu)
+        .map_err(|k| ("pend", k.to_string(), "key out of range"))?;
+    let mut start = 0usize;
+    for (r, &n) in counts.iter().enumerate() {
+        let row = &pend[start..start + n as usize];
+        start += n as usize;
+        let (lo, hi) = ((r * n_neu) as i64, ((r + 1) * n_neu) as i64);
+        if row.iter().any(|&k| k < lo || k >= hi) || row.windows(2).any(|w| w[0] >= w[1]) {
+            let reason = "keys must be sorted, distinct and in their row";
+            return Err(("pend", format!("row {r}"), reason));
+        }
+    }
+    Ok(())
+}
+
 /// The priority of the pending neurons of one row in [`select_pending`].
 #[derive(Clone, Copy, Debug)]
 pub enum SelectKeys<'a> {
