@@ -7,13 +7,38 @@ use numpy::{
 };
 use pyo3::prelude::*;
 
-use super::{param_err, to_pyerr};
-use crate::train_kernels::{
-    check_deliver, check_keys, deliver_backward as deliver_backward_kernel,
-    deliver_forward as deliver_forward_kernel, merge_pending as merge_pending_kernel,
-    select_pending as select_pending_kernel, step_backward as step_backward_kernel,
-    step_forward as step_forward_kernel, DeliverLayout, SelectKeys, StepOutputs,
-};
+use super::errors::{contiguous, param_err};
+use crate::scheduler::Scheduler;
+use crate::train_kernels::{self as kernels, DeliverLayout, LayoutError, SelectKeys};
+
+/// A `(field, value, reason)` error of the kernels' checks as a `ParameterError`.
+fn layout_err((field, value, reason): LayoutError) -> PyErr {
+    param_err(field, value, reason).into()
+}
+
+/// `len == expected` (the element count of `v`), or an error naming `field`.
+fn same_len(field: &str, len: usize, expected: usize) -> PyResult<()> {
+    if len == expected {
+        return Ok(());
+    }
+    Err(param_err(field, len, "must have as many elements as v").into())
+}
+
+/// The slice of an array, checked to have `n` elements.
+fn input<'a>(field: &str, a: &'a PyReadonlyArray2<'_, f32>, n: usize) -> PyResult<&'a [f32]> {
+    let s = a.as_slice().map_err(contiguous(field))?;
+    same_len(field, s.len(), n).map(|()| s)
+}
+
+/// The mutable slice of an array, checked to have `n` elements.
+fn output<'a>(
+    field: &str,
+    a: &'a mut PyReadwriteArray2<'_, f32>,
+    n: usize,
+) -> PyResult<&'a mut [f32]> {
+    let s = a.as_slice_mut().map_err(contiguous(field))?;
+    same_len(field, s.len(), n).map(|()| s)
+}
 
 /// Backward pass of one delivery through a weight table (`crate::train_kernels::deliver_backward`).
 ///
@@ -36,12 +61,6 @@ pub(super) fn deliver_backward<'py>(
     grad_row0: usize,
     grad_col0: usize,
 ) -> PyResult<Bound<'py, PyArray1<f32>>> {
-    let contiguous = |field: &str| {
-        to_pyerr(
-            py,
-            param_err(field, "non-contiguous", "must be C-contiguous"),
-        )
-    };
     let lay = DeliverLayout {
         g_stride: g_cur.shape()[1],
         g_col0,
@@ -50,28 +69,16 @@ pub(super) fn deliver_backward<'py>(
         grad_row0,
         grad_col0,
     };
-    let g = g_cur.as_slice().map_err(|_| contiguous("g_cur"))?;
-    let r = rows.as_slice().map_err(|_| contiguous("rows"))?;
-    let l = local.as_slice().map_err(|_| contiguous("local"))?;
-    let m = mult.as_slice().map_err(|_| contiguous("mult"))?;
-    let t = table.as_slice().map_err(|_| contiguous("table"))?;
-    let d = grad.as_slice_mut().map_err(|_| contiguous("grad"))?;
-    check_deliver(&lay, g.len(), r, l, m.len(), t.len(), d.len())
-        .map_err(|(field, value, reason)| to_pyerr(py, param_err(field, value, reason)))?;
+    let g = g_cur.as_slice().map_err(contiguous("g_cur"))?;
+    let r = rows.as_slice().map_err(contiguous("rows"))?;
+    let l = local.as_slice().map_err(contiguous("local"))?;
+    let m = mult.as_slice().map_err(contiguous("mult"))?;
+    let t = table.as_slice().map_err(contiguous("table"))?;
+    let d = grad.as_slice_mut().map_err(contiguous("grad"))?;
+    kernels::check_deliver(&lay, g.len(), r, l, m.len(), t.len(), d.len()).map_err(layout_err)?;
     let mut out = vec![0.0f32; r.len()];
-    py.detach(|| deliver_backward_kernel(&lay, g, r, l, m, t, d, &mut out));
+    py.detach(|| kernels::deliver_backward(&lay, g, r, l, m, t, d, &mut out));
     Ok(PyArray1::from_vec(py, out))
-}
-
-fn same_len(py: Python<'_>, field: &str, len: usize, expected: usize) -> PyResult<()> {
-    if len == expected {
-        Ok(())
-    } else {
-        Err(to_pyerr(
-            py,
-            param_err(field, len, "must have as many elements as v"),
-        ))
-    }
 }
 
 /// Integrate, fire, reset and enqueue (`crate::train_kernels::step_forward`).
@@ -95,71 +102,35 @@ pub(super) fn step_forward<'py>(
     mut q_out: PyReadwriteArray2<'py, f32>,
     mut s_out: PyReadwriteArray2<'py, f32>,
     mut live_out: PyReadwriteArray2<'py, f32>,
-    u_out: Option<PyReadwriteArray2<'py, f32>>,
-    vpre: Option<PyReadwriteArray2<'py, f32>>,
+    mut u_out: Option<PyReadwriteArray2<'py, f32>>,
+    mut vpre: Option<PyReadwriteArray2<'py, f32>>,
 ) -> PyResult<(
     Bound<'py, PyArray1<i64>>,
     Bound<'py, PyArray1<f32>>,
     Bound<'py, PyArray1<f32>>,
     bool,
 )> {
-    let contiguous = |field: &str| {
-        to_pyerr(
-            py,
-            param_err(field, "non-contiguous", "must be C-contiguous"),
-        )
-    };
-    let th = theta.as_slice().map_err(|_| contiguous("theta"))?;
+    let th = theta.as_slice().map_err(contiguous("theta"))?;
     if v.shape()[1] != th.len() {
-        return Err(to_pyerr(
-            py,
-            param_err("theta", th.len(), "must have one value per column of v"),
-        ));
+        let reason = "must have one value per column of v";
+        return Err(param_err("theta", th.len(), reason).into());
     }
-    let vs = v.as_slice().map_err(|_| contiguous("v"))?;
+    let vs = v.as_slice().map_err(contiguous("v"))?;
     let n = vs.len();
-    let c = cur.as_slice().map_err(|_| contiguous("cur"))?;
-    let l = live.as_slice().map_err(|_| contiguous("live"))?;
-    let qq = q.as_slice().map_err(|_| contiguous("q"))?;
-    same_len(py, "cur", c.len(), n)?;
-    same_len(py, "live", l.len(), n)?;
-    same_len(py, "q", qq.len(), n)?;
-    let vo = v_out.as_slice_mut().map_err(|_| contiguous("v_out"))?;
-    let qo = q_out.as_slice_mut().map_err(|_| contiguous("q_out"))?;
-    let so = s_out.as_slice_mut().map_err(|_| contiguous("s_out"))?;
-    let lo = live_out
-        .as_slice_mut()
-        .map_err(|_| contiguous("live_out"))?;
-    same_len(py, "v_out", vo.len(), n)?;
-    same_len(py, "q_out", qo.len(), n)?;
-    same_len(py, "s_out", so.len(), n)?;
-    same_len(py, "live_out", lo.len(), n)?;
-    let mut u_out = u_out;
-    let uo = match u_out.as_mut() {
-        Some(a) => {
-            let sl = a.as_slice_mut().map_err(|_| contiguous("u_out"))?;
-            same_len(py, "u_out", sl.len(), n)?;
-            Some(sl)
-        }
-        None => None,
+    let (c, l, qq) = (
+        input("cur", &cur, n)?,
+        input("live", &live, n)?,
+        input("q", &q, n)?,
+    );
+    let outputs = kernels::StepOutputs {
+        v: output("v_out", &mut v_out, n)?,
+        q: output("q_out", &mut q_out, n)?,
+        s: output("s_out", &mut s_out, n)?,
+        live: output("live_out", &mut live_out, n)?,
+        u: u_out.as_mut().map(|a| output("u_out", a, n)).transpose()?,
     };
-    let mut vpre = vpre;
-    let vp = match vpre.as_mut() {
-        Some(a) => {
-            let sl = a.as_slice_mut().map_err(|_| contiguous("vpre"))?;
-            same_len(py, "vpre", sl.len(), n)?;
-            Some(sl)
-        }
-        None => None,
-    };
-    let outputs = StepOutputs {
-        v: vo,
-        q: qo,
-        s: so,
-        u: uo,
-        live: lo,
-    };
-    let (fired, finite) = py.detach(|| step_forward_kernel(vs, c, l, qq, th, outputs, vp));
+    let vp = vpre.as_mut().map(|a| output("vpre", a, n)).transpose()?;
+    let (fired, finite) = py.detach(|| kernels::step_forward(vs, c, l, qq, th, outputs, vp));
     Ok((
         PyArray1::from_vec(py, fired.pos),
         PyArray1::from_vec(py, fired.u),
@@ -170,9 +141,6 @@ pub(super) fn step_forward<'py>(
 
 /// Currents `[rows, N]` and multiplicities `[E]` of a delivery.
 type Delivered<'py> = (Bound<'py, PyArray2<f32>>, Bound<'py, PyArray1<f32>>);
-
-/// Two `[rows, N]` arrays.
-type Delivered2<'py> = (Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<f32>>);
 
 /// Take the selected entries out of `q` and deliver them (`crate::train_kernels::deliver_forward`).
 ///
@@ -188,37 +156,27 @@ pub(super) fn deliver_forward<'py>(
     table: PyReadonlyArray2<'py, f32>,
     col0: usize,
 ) -> PyResult<Delivered<'py>> {
-    let contiguous = |field: &str| {
-        to_pyerr(
-            py,
-            param_err(field, "non-contiguous", "must be C-contiguous"),
-        )
-    };
-    let (n_rows, n_neu) = (q.shape()[0], q.shape()[1]);
+    let (n_rows, n_neu, width) = (q.shape()[0], q.shape()[1], table.shape()[1]);
     let lay = DeliverLayout {
         g_stride: n_neu,
         g_col0: col0,
-        width: table.shape()[1],
-        grad_stride: table.shape()[1],
+        width,
+        grad_stride: width,
         grad_row0: 0,
         grad_col0: 0,
     };
-    let f = flat.as_slice().map_err(|_| contiguous("flat"))?;
-    let r = rows.as_slice().map_err(|_| contiguous("rows"))?;
-    let l = local.as_slice().map_err(|_| contiguous("local"))?;
-    let t = table.as_slice().map_err(|_| contiguous("table"))?;
-    let qs = q.as_slice_mut().map_err(|_| contiguous("q"))?;
-    check_deliver(&lay, qs.len(), r, l, f.len(), t.len(), t.len())
-        .map_err(|(field, value, reason)| to_pyerr(py, param_err(field, value, reason)))?;
+    let f = flat.as_slice().map_err(contiguous("flat"))?;
+    let r = rows.as_slice().map_err(contiguous("rows"))?;
+    let l = local.as_slice().map_err(contiguous("local"))?;
+    let t = table.as_slice().map_err(contiguous("table"))?;
+    let qs = q.as_slice_mut().map_err(contiguous("q"))?;
+    kernels::check_deliver(&lay, qs.len(), r, l, f.len(), t.len(), t.len()).map_err(layout_err)?;
     if let Some(bad) = f.iter().find(|&&x| x < 0 || x as usize >= qs.len()) {
-        return Err(to_pyerr(
-            py,
-            param_err("flat", bad, "position out of range"),
-        ));
+        return Err(param_err("flat", bad, "position out of range").into());
     }
     let mut cur = vec![0.0f32; n_rows * n_neu];
     let mut mult = vec![0.0f32; f.len()];
-    py.detach(|| deliver_forward_kernel(&lay, qs, f, r, l, t, &mut cur, &mut mult));
+    py.detach(|| kernels::deliver_forward(&lay, qs, f, r, l, t, &mut cur, &mut mult));
     let cur = PyArray1::from_vec(py, cur).reshape([n_rows, n_neu])?;
     Ok((cur, PyArray1::from_vec(py, mult)))
 }
@@ -242,30 +200,23 @@ pub(super) fn merge_pending<'py>(
     is_source: PyReadonlyArray1<'py, bool>,
     n_rows: usize,
 ) -> PyResult<PendingArrays<'py>> {
-    let contiguous = |field: &str| {
-        to_pyerr(
-            py,
-            param_err(field, "non-contiguous", "must be C-contiguous"),
-        )
-    };
-    let p = pend.as_slice().map_err(|_| contiguous("pend"))?;
-    let f = fired.as_slice().map_err(|_| contiguous("fired"))?;
-    let src = is_source.as_slice().map_err(|_| contiguous("is_source"))?;
+    let p = pend.as_slice().map_err(contiguous("pend"))?;
+    let f = fired.as_slice().map_err(contiguous("fired"))?;
+    let src = is_source.as_slice().map_err(contiguous("is_source"))?;
     for (name, keys) in [("pend", p), ("fired", f)] {
-        check_keys(keys, n_rows, src.len())
-            .map_err(|bad| to_pyerr(py, param_err(name, bad, "key out of range")))?;
+        kernels::check_keys(keys, n_rows, src.len())
+            .map_err(|bad| param_err(name, bad, "key out of range"))?;
         if keys.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(to_pyerr(
-                py,
-                param_err(name, "unsorted", "keys must be sorted and distinct"),
-            ));
+            let reason = "keys must be sorted and distinct";
+            return Err(param_err(name, "unsorted", reason).into());
         }
     }
-    let out = py.detach(|| merge_pending_kernel(p, f, src, n_rows));
+    let out = py.detach(|| kernels::merge_pending(p, f, src, n_rows));
+    let (keys, counts, first) = (out.keys, out.counts, out.first);
     Ok((
-        PyArray1::from_vec(py, out.keys),
-        PyArray1::from_vec(py, out.counts),
-        PyArray1::from_vec(py, out.first),
+        PyArray1::from_vec(py, keys),
+        PyArray1::from_vec(py, counts),
+        PyArray1::from_vec(py, first),
     ))
 }
 
@@ -299,99 +250,48 @@ pub(super) fn select_pending<'py>(
     vpre: Option<PyReadonlyArray2<'py, f32>>,
     jitter: f32,
 ) -> PyResult<SelectionArrays<'py>> {
-    let bad =
-        |field: &str, value: String, reason: &str| to_pyerr(py, param_err(field, value, reason));
-    let contiguous = |field: &str| bad(field, "non-contiguous".into(), "must be C-contiguous");
-    let p = pend.as_slice().map_err(|_| contiguous("pend"))?;
-    let c = counts.as_slice().map_err(|_| contiguous("counts"))?;
-    let n_rows = c.len();
-    if f == 0 {
-        return Err(bad("f", f.to_string(), "must be >= 1"));
-    }
-    if c.iter().any(|&x| x < 0) || c.iter().sum::<i64>() != p.len() as i64 {
-        return Err(bad(
-            "counts",
-            format!("{c:?}"),
-            "must be >= 0 and sum to len(pend)",
-        ));
-    }
-    check_keys(p, n_rows, n_neu).map_err(|k| bad("pend", k.to_string(), "key out of range"))?;
-    // Each row's entries must be its own keys, sorted and distinct.
-    let mut start = 0usize;
-    for (r, &n) in c.iter().enumerate() {
-        let row = &p[start..start + n as usize];
-        start += n as usize;
-        let (lo, hi) = ((r * n_neu) as i64, ((r + 1) * n_neu) as i64);
-        if row.iter().any(|&k| k < lo || k >= hi) || row.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(bad(
-                "pend",
-                format!("row {r}"),
-                "keys must be sorted, distinct and in their row",
-            ));
-        }
-    }
-    let grid = n_rows * n_neu;
-    let sized = |field: &str, len: usize, want: usize| {
-        if len == want {
-            Ok(())
-        } else {
-            Err(bad(
-                field,
-                len.to_string(),
-                "has the wrong number of elements",
-            ))
-        }
+    let p = pend.as_slice().map_err(contiguous("pend"))?;
+    let c = counts.as_slice().map_err(contiguous("counts"))?;
+    kernels::check_pending(p, c, f, n_neu).map_err(layout_err)?;
+    let (n_rows, grid) = (c.len(), c.len() * n_neu);
+    let seq = (seq.as_ref().map(|a| a.as_slice()).transpose()).map_err(contiguous("seq"))?;
+    let state = (state.as_ref().map(|a| a.as_slice()).transpose()).map_err(contiguous("state"))?;
+    let vpre = (vpre.as_ref().map(|a| a.as_slice()).transpose()).map_err(contiguous("vpre"))?;
+    let sized = |field: &str, len: usize, want: usize| match len == want {
+        true => Ok(()),
+        false => Err(param_err(field, len, "has the wrong number of elements")),
     };
-    let seq_s = seq
-        .as_ref()
-        .map(|a| a.as_slice())
-        .transpose()
-        .map_err(|_| contiguous("seq"))?;
-    let state_s = state
-        .as_ref()
-        .map(|a| a.as_slice())
-        .transpose()
-        .map_err(|_| contiguous("state"))?;
-    let vpre_s = vpre
-        .as_ref()
-        .map(|a| a.as_slice())
-        .transpose()
-        .map_err(|_| contiguous("vpre"))?;
-    let keys = match (scheduler, seq_s, state_s, vpre_s) {
-        ("fifo", Some(s), _, _) => {
-            sized("seq", s.len(), grid)?;
-            SelectKeys::Fifo { seq: s }
+    let keys = match (scheduler.parse::<Scheduler>().ok(), seq, state, vpre) {
+        (Some(Scheduler::Fifo), Some(seq), _, _) => {
+            sized("seq", seq.len(), grid)?;
+            SelectKeys::Fifo { seq }
         }
-        ("random", _, Some(s), _) => {
-            sized("state", s.len(), n_rows)?;
-            SelectKeys::Random { state: s }
+        (Some(Scheduler::Random), _, Some(state), _) => {
+            sized("state", state.len(), n_rows)?;
+            SelectKeys::Random { state }
         }
-        ("momentum", _, st, Some(v)) => {
-            sized("vpre", v.len(), grid)?;
-            if let Some(s) = st {
-                sized("state", s.len(), n_rows)?;
-            } else if jitter > 0.0 {
-                return Err(bad(
-                    "state",
-                    "None".into(),
-                    "momentum with jitter > 0 needs the hash states",
-                ));
+        (Some(Scheduler::Momentum { .. }), _, state, Some(vpre)) => {
+            sized("vpre", vpre.len(), grid)?;
+            match state {
+                Some(s) => sized("state", s.len(), n_rows)?,
+                None if jitter > 0.0 => {
+                    let reason = "momentum with jitter > 0 needs the hash states";
+                    return Err(param_err("state", "None", reason).into());
+                }
+                None => {}
             }
             SelectKeys::Momentum {
-                vpre: v,
-                state: st,
+                vpre,
+                state,
                 jitter,
             }
         }
         _ => {
-            return Err(bad(
-                "scheduler",
-                scheduler.to_string(),
-                "must be fifo (with seq), random (with state) or momentum (with vpre)",
-            ))
+            let reason = "must be fifo (with seq), random (with state) or momentum (with vpre)";
+            return Err(param_err("scheduler", scheduler, reason).into());
         }
     };
-    let sel = py.detach(|| select_pending_kernel(p, c, f, n_neu, keys));
+    let sel = py.detach(|| kernels::select_pending(p, c, f, n_neu, keys));
     Ok((
         PyArray1::from_vec(py, sel.rows),
         PyArray1::from_vec(py, sel.neurons),
@@ -400,6 +300,9 @@ pub(super) fn select_pending<'py>(
         PyArray1::from_vec(py, sel.left),
     ))
 }
+
+/// Two `[rows, N]` arrays.
+type Delivered2<'py> = (Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<f32>>);
 
 /// Backward of a step that kept the surrogate terms of its spikes only
 /// (`crate::train_kernels::step_backward`).
@@ -417,36 +320,24 @@ pub(super) fn step_backward<'py>(
     u_f: PyReadonlyArray1<'py, f32>,
     d_f: PyReadonlyArray1<'py, f32>,
 ) -> PyResult<Delivered2<'py>> {
-    let contiguous = |field: &str| {
-        to_pyerr(
-            py,
-            param_err(field, "non-contiguous", "must be C-contiguous"),
-        )
-    };
     let (n_rows, n_neu) = (g_v.shape()[0], g_v.shape()[1]);
-    let gv = g_v.as_slice().map_err(|_| contiguous("g_v"))?;
-    let gq = g_q.as_slice().map_err(|_| contiguous("g_q"))?;
-    let l = live.as_slice().map_err(|_| contiguous("live"))?;
-    same_len(py, "g_q", gq.len(), gv.len())?;
-    same_len(py, "live", l.len(), gv.len())?;
-    let f = fired.as_slice().map_err(|_| contiguous("fired"))?;
-    let u = u_f.as_slice().map_err(|_| contiguous("u_f"))?;
-    let d = d_f.as_slice().map_err(|_| contiguous("d_f"))?;
+    let gv = g_v.as_slice().map_err(contiguous("g_v"))?;
+    let (gq, l) = (
+        input("g_q", &g_q, gv.len())?,
+        input("live", &live, gv.len())?,
+    );
+    let f = fired.as_slice().map_err(contiguous("fired"))?;
+    let u = u_f.as_slice().map_err(contiguous("u_f"))?;
+    let d = d_f.as_slice().map_err(contiguous("d_f"))?;
     if u.len() != f.len() || d.len() != f.len() {
-        return Err(to_pyerr(
-            py,
-            param_err(
-                "u_f",
-                u.len(),
-                "fired, u_f and d_f must have the same length",
-            ),
-        ));
+        let reason = "fired, u_f and d_f must have the same length";
+        return Err(param_err("u_f", u.len(), reason).into());
     }
-    check_keys(f, n_rows, n_neu)
-        .map_err(|bad| to_pyerr(py, param_err("fired", bad, "position out of range")))?;
+    kernels::check_keys(f, n_rows, n_neu)
+        .map_err(|bad| param_err("fired", bad, "position out of range"))?;
     let mut g_u = vec![0.0f32; gv.len()];
     let mut g_cur = vec![0.0f32; gv.len()];
-    py.detach(|| step_backward_kernel(gv, gq, l, f, u, d, &mut g_u, &mut g_cur));
+    py.detach(|| kernels::step_backward(gv, gq, l, f, u, d, &mut g_u, &mut g_cur));
     let g_u = PyArray1::from_vec(py, g_u).reshape([n_rows, n_neu])?;
     let g_cur = PyArray1::from_vec(py, g_cur).reshape([n_rows, n_neu])?;
     Ok((g_u, g_cur))

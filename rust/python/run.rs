@@ -1,0 +1,137 @@
+//! `_engine.run`: numpy buffers in, [`BatchRunner`] with the interpreter released,
+//! numpy arrays out.
+
+use std::sync::Mutex;
+
+use numpy::{PyReadonlyArray1, PyReadonlyArray3, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::errors::{internal, param_err};
+use super::network::PyNetwork;
+use super::results::Collected;
+use crate::engine::{BatchRunner, RunConfig, SampleInput, StopMode};
+use crate::scheduler::Scheduler;
+
+type SparseSample<'py> = (
+    PyReadonlyArray1<'py, u32>,
+    PyReadonlyArray1<'py, u32>,
+    PyReadonlyArray1<'py, f32>,
+);
+
+/// The samples of a batch as slices of the numpy buffers: one dense array
+/// `[batch, timesteps, input_size]` or one `(t, index, value)` triple per sample.
+fn samples<'a>(
+    dense: &'a Option<PyReadonlyArray3<'_, f32>>,
+    sparse: &'a Option<Vec<SparseSample<'_>>>,
+    timesteps: usize,
+    n_in: usize,
+) -> PyResult<Vec<SampleInput<'a>>> {
+    match (dense, sparse) {
+        (Some(arr), None) => {
+            let shape = arr.shape();
+            if shape[1] != timesteps || shape[2] != n_in {
+                let reason = "shape does not match the network";
+                return Err(param_err("inputs", format!("{shape:?}"), reason).into());
+            }
+            let frames = arr
+                .as_slice()
+                .map_err(internal("inputs are not contiguous"))?;
+            let stride = timesteps * n_in;
+            let frames = |b: usize| &frames[b * stride..(b + 1) * stride];
+            let sample = |b| SampleInput::Dense {
+                frames: frames(b),
+                timesteps,
+            };
+            Ok((0..shape[0]).map(sample).collect())
+        }
+        (None, Some(list)) => list
+            .iter()
+            .map(|(t, index, value)| {
+                Ok(SampleInput::Sparse {
+                    t: t.as_slice().map_err(internal("sparse t not contiguous"))?,
+                    index: (index.as_slice()).map_err(internal("sparse index not contiguous"))?,
+                    value: (value.as_slice()).map_err(internal("sparse values not contiguous"))?,
+                    timesteps,
+                })
+            })
+            .collect(),
+        _ => {
+            let reason = "give exactly one of dense or sparse";
+            Err(param_err("inputs", "both/none", reason).into())
+        }
+    }
+}
+
+/// Run a batch through the engine; returns a dict of read-only int64 numpy arrays, one
+/// per counter of `COUNTERS` (`asyncsnn.result.COUNTER_FIELDS`), in that order.
+///
+/// Arguments are validated by `asyncsnn._prepare` first; the engine validates again
+/// and raises the matching `asyncsnn.exceptions` class. `sample_ids` None means the
+/// positions in the batch.
+#[pyfunction]
+#[pyo3(signature = (network, dense, sparse, timesteps, labels, sample_ids, scheduler, forward_group_size,
+                    stop, extra_steps, max_steps, seed, jitter, refractory_dropout, threads))]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run<'py>(
+    py: Python<'py>,
+    network: &Bound<'py, PyNetwork>,
+    dense: Option<PyReadonlyArray3<'py, f32>>,
+    sparse: Option<Vec<SparseSample<'py>>>,
+    timesteps: usize,
+    labels: Option<PyReadonlyArray1<'py, i64>>,
+    sample_ids: Option<PyReadonlyArray1<'py, u64>>,
+    scheduler: &str,
+    forward_group_size: usize,
+    stop: &str,
+    extra_steps: u32,
+    max_steps: Option<u32>,
+    seed: u64,
+    jitter: f32,
+    refractory_dropout: Option<Vec<f64>>,
+    threads: Option<usize>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let net = &network.get().inner;
+    let config = RunConfig {
+        scheduler: scheduler.parse::<Scheduler>()?.with_jitter(jitter),
+        forward_group_size,
+        stop: stop.parse::<StopMode>()?.with_extra_steps(extra_steps),
+        max_steps,
+        seed,
+        refractory_dropout,
+    };
+    let inputs = samples(&dense, &sparse, timesteps, net.input_size())?;
+    let ids = (sample_ids.as_ref().map(|a| a.as_slice()).transpose())
+        .map_err(internal("sample_ids not contiguous"))?;
+    let labels = (labels.as_ref().map(|a| a.as_slice()).transpose())
+        .map_err(internal("labels not contiguous"))?
+        .map(|l| {
+            l.iter()
+                .map(|&c| usize::try_from(c).ok())
+                .collect::<Vec<_>>()
+        });
+    let mut runner = BatchRunner::new(net, &inputs, labels.as_deref(), ids, config, threads)?;
+    py.detach(|| runner.check_values())?;
+    let (n_out, n_pop, n_proj) = (net.n_outputs(), net.n_populations(), net.n_projections());
+    let mut collected =
+        Collected::with_capacity(py, inputs.len(), timesteps, n_out, n_pop, n_proj)?;
+    // Ctrl-C: Python's signal handlers run only on this thread, so the runner asks this
+    // thread (`poll`) while a chunk runs; a signal's exception is kept and raised here.
+    let signal: Mutex<Option<PyErr>> = Mutex::new(None);
+    let poll = || {
+        Python::attach(|py| py.check_signals()).is_err_and(|e| {
+            *signal.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+            true
+        })
+    };
+    while let Some(chunk) = py.detach(|| runner.next_chunk(&poll)) {
+        if let Some(e) = signal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(e);
+        }
+        for r in &chunk? {
+            collected.push(r)?;
+        }
+        py.check_signals()?;
+    }
+    collected.into_dict(py)
+}
