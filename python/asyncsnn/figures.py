@@ -10,9 +10,10 @@ them again from a results folder, without training anything.
 The figures (:data:`FIGURES`, in order):
 
 ``accuracy_vs_cost.png``
-    The results table as a plot: accuracy against spikes per sample, steps to the first
-    output spike and synaptic operations to the first output spike, one marker per
-    training x inference x stop cell.
+    The results table as a plot: accuracy against spikes per sample, forward steps to
+    the first output spike of a timestep, and the decision latency (forward steps and
+    synaptic operations per sample to the stable decision, ``docs/guide.md``), one
+    marker per training x inference x stop cell.
 ``accuracy_vs_extra_steps.png``
     Anytime accuracy under ``momentum`` inference: accuracy when each timestep stops
     ``k`` forward steps after its first output spike, per training, with the
@@ -20,8 +21,10 @@ The figures (:data:`FIGURES`, in order):
 ``training_curves.png``
     Training loss and training accuracy per epoch, per training scheduler.
 ``f_sweep.png``
-    Accuracy, spikes per sample and steps to the first output spike against the forward
-    group size F, for the asynchronous schedulers (the trained models, re-evaluated).
+    Accuracy, spikes per sample, steps to the first output spike and the ratio of the
+    synaptic operations to the stable decision under layered inference of the same model
+    over the asynchronous run's, against the forward group size F, for the asynchronous
+    schedulers (the trained models, re-evaluated).
 ``energy_time.png``
     Energy per inference and time to decision on every shipped hardware profile,
     layer-synchronous (layered training and inference) against asynchronous.
@@ -184,6 +187,7 @@ def _caption_table(results: Mapping[str, Any]) -> str | None:
             f"{_count(base['spikes_per_sample'])}) at {points} points of accuracy "
             f"({where + '; ' if where else ''}{accs}), {_count(c['synops_to_first_output'])} vs "
             f"{_count(base['synops_to_first_output'])} synaptic operations to the first output spike of a timestep"
+            + _decision_clause(c)
         )
     if not parts:
         return None
@@ -191,6 +195,25 @@ def _caption_table(results: Mapping[str, Any]) -> str | None:
         f"Accuracy against cost, one marker per training x inference x stop (F = {_forward_group_size(results)}): "
         + ("; ".join(parts) + ".")
         + _over_seeds(results)
+    )
+
+
+def _decision_clause(cell: Mapping[str, Any]) -> str:
+    """``", stable decision after ... (layered inference of the same model: ...)"`` ("" without the data)."""
+    if math.isnan(_num(cell.get("steps_to_decision"))):
+        return ""
+
+    def ratio(name: str) -> str:
+        per_seed = _spread.paired(lambda r: r, cell.get(f"vs_layered_{name}"))
+        if np.all(np.isnan(per_seed)):
+            return "n/a"
+        held = _spread.on_seeds(per_seed - 1.0, "sooner", "later")
+        return _spread.summary(per_seed, ".2f", unit="x") + (f", {held}" if held else "")
+
+    return (
+        f", stable decision after {_spread.fmt(cell['steps_to_decision'], '.1f')} forward steps and "
+        f"{_count(cell.get('synops_to_decision'))} synaptic operations per sample (layered inference of the same "
+        f"model / this: {ratio('steps_to_decision')} in steps, {ratio('synops_to_decision')} in synops)"
     )
 
 
@@ -270,7 +293,7 @@ def _caption_f_sweep(results: Mapping[str, Any]) -> str | None:
             f"unlayered/{t} under {t} inference: accuracy {_acc(lo['accuracy'])} at F = {f_lo}, "
             f"{_acc(hi['accuracy'])} at F = {f_hi} (best {_acc(best['accuracy'])} at F = {best['forward_group_size']}), "
             f"spikes per sample {_count(lo['spikes_per_sample'])} -> {_count(hi['spikes_per_sample'])}, "
-            f"steps to 1st output {steps}"
+            f"steps to 1st output {steps}" + _sweep_decision_clause(lo, hi)
         )
     if not parts:
         return None
@@ -282,6 +305,16 @@ def _caption_f_sweep(results: Mapping[str, Any]) -> str | None:
         + "."
         + tail
         + _over_seeds(results, band="the bands: ± one standard deviation; best: the highest mean")
+    )
+
+
+def _sweep_decision_clause(lo: Mapping[str, Any], hi: Mapping[str, Any]) -> str:
+    """``", layered/async synops to the stable decision 0.95x -> 1.10x"`` ("" without the data)."""
+    key = "vs_layered_synops_to_decision"
+    if math.isnan(_num(lo.get(key))) and math.isnan(_num(hi.get(key))):
+        return ""
+    return f", layered/async synops to the stable decision {_spread.fmt(lo.get(key), '.2f')}x -> " + (
+        f"{_spread.fmt(hi.get(key), '.2f')}x"
     )
 
 
@@ -445,12 +478,13 @@ def _draw_table(plt: Any, results: Mapping[str, Any]) -> Any:
     axes_spec = [
         ("spikes_per_sample", "spikes per sample"),
         ("steps_to_first_output", "forward steps to the first output spike (per timestep)"),
-        ("synops_to_first_output", "synaptic operations to the first output spike (per timestep)"),
+        ("steps_to_decision", "forward steps to the stable decision (per sample)"),
+        ("synops_to_decision", "synaptic operations to the stable decision (per sample)"),
     ]
-    fig, axes = plt.subplots(1, len(axes_spec), figsize=(15, 4.8), sharey=True)
+    fig, axes = plt.subplots(1, len(axes_spec), figsize=(19, 4.8), sharey=True)
     for ax, (key, label) in zip(axes, axes_spec):
         for c in cells:
-            x, y = _num(c[key]), 100 * _num(c["accuracy"])
+            x, y = _num(c.get(key)), 100 * _num(c["accuracy"])
             if math.isnan(x):
                 continue
             color = _COLORS.get(c["training"], "black")
@@ -570,8 +604,11 @@ def _draw_f_sweep(plt: Any, results: Mapping[str, Any]) -> Any:
         ("accuracy", "test accuracy (%)", 100.0),
         ("spikes_per_sample", "spikes per sample", 1.0),
         ("steps_to_first_output", "steps to 1st output (per timestep)", 1.0),
+        ("vs_layered_synops_to_decision", "layered/async synops to stable decision", 1.0),
     ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(15, 4.5))
+    if not any(panels[-1][0] in r for r in rows):  # a results.json from before the decision counters
+        panels = panels[:-1]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5))
     base = _cells(results).get(("layered", "layered", "drain"))
     styles = {"momentum": "-", "random": "--"}
     for ax, (key, label, scale) in zip(axes, panels):
@@ -584,13 +621,13 @@ def _draw_f_sweep(plt: Any, results: Mapping[str, Any]) -> Any:
                 color = _COLORS.get(training, "black")
                 ax.plot(
                     xs,
-                    [scale * _num(r[key]) for r in sel],
+                    [scale * _num(r.get(key)) for r in sel],
                     marker=_MARKERS.get(inference, "o"),
                     ls=styles.get(inference, "-"),
                     color=color,
                     label=f"trained {training}, {inference} inference",
                 )
-                _band(ax, xs, [r[key] for r in sel], scale, color)
+                _band(ax, xs, [r.get(key) for r in sel], scale, color)
         if base is not None and key in base:
             ax.axhline(scale * _num(base[key]), color="black", lw=1.5, ls=":", label="layered/layered")
         ax.set_xticks(list(pos.values()), [str(f) for f in sizes])

@@ -412,7 +412,8 @@ class Report:
     settings: dict[str, Any] = field(default_factory=dict)
     #: The F sweep: one row per training x inference (``random``, ``momentum``) x F, drain:
     #: ``training``, ``inference``, ``forward_group_size``, ``accuracy``,
-    #: ``spikes_per_sample``, ``synops_per_sample``, ``steps_to_first_output`` (None: no output spike).
+    #: ``spikes_per_sample``, ``synops_per_sample``, ``steps_to_first_output`` (None: no output spike),
+    #: and the decision latency with its ratios to layered inference (:func:`sweep_forward_group_sizes`).
     f_sweep: list[dict[str, Any]] = field(default_factory=list)
     #: The caption of every figure drawn (file name to caption, :func:`asyncsnn.figures.captions`).
     figures: dict[str, str] = field(default_factory=dict)
@@ -683,15 +684,23 @@ def sweep_forward_group_sizes(
     list of dict
         One row per training x inference x F: ``training``, ``inference``,
         ``forward_group_size``, ``accuracy``, ``spikes_per_sample``, ``synops_per_sample``,
-        ``steps_to_first_output`` (None where no timestep has an output spike).
+        ``steps_to_first_output``, and the decision latency ``steps_to_decision``,
+        ``synops_to_decision``, ``synops_to_correct`` with the ratios of the same model
+        under ``layered`` inference over them, ``vs_layered_steps_to_decision``,
+        ``vs_layered_synops_to_decision``, ``vs_layered_synops_to_correct``
+        (:mod:`asyncsnn.latency`; None where undefined).
     """
     import asyncsnn
+    from asyncsnn.latency import compare_layered, decision_latency
 
     rows = []
     for training, net in nets.items():
+        layered = asyncsnn.infer(net, x, scheduler="layered", seed=seed, labels=y)
         for inference in ("random", "momentum"):
             for f in sizes:
                 res = asyncsnn.infer(net, x, scheduler=inference, forward_group_size=f, seed=seed, labels=y)
+                latency = decision_latency(res).means()
+                ratios = compare_layered(res, layered)
                 rows.append(
                     {
                         "training": training,
@@ -701,9 +710,15 @@ def sweep_forward_group_sizes(
                         "spikes_per_sample": float(res.spikes_total.mean()),
                         "synops_per_sample": float(res.synops.mean()),
                         "steps_to_first_output": _none_if_nan(res.mean_steps_to_first_output),
+                        **{k: _none_if_nan(latency[k]) for k in _SWEEP_LATENCY},
+                        **{f"vs_layered_{k}": _none_if_nan(ratios[k]) for k in _SWEEP_LATENCY},
                     }
                 )
     return rows
+
+
+#: The decision-latency quantities of an F-sweep row (each also as ``vs_layered_<name>``).
+_SWEEP_LATENCY = ("steps_to_decision", "synops_to_decision", "synops_to_correct")
 
 
 #: The numeric columns of ``table.md`` before the cost columns: (title, cell field, format,
@@ -1152,7 +1167,10 @@ def findings_over_seeds(cells: Sequence[Mapping[str, Any]], f: int, seeds: Seque
     """The findings paragraph of several seeds: each claim as mean ± std and on how many seeds it holds.
 
     Computed seed by seed from the aggregate cells (:func:`aggregate_results`: each
-    number a stat with one value per seed), never pre-written.
+    number a stat with one value per seed), never pre-written. Where the cells have the
+    decision latency (:mod:`asyncsnn.latency`), one sentence per asynchronous scheduler
+    sets the unlayered-trained model's against layered inference of the same model (the
+    ``vs_layered_*`` ratios, per seed: above 1, the asynchronous run decides sooner).
 
     Examples
     --------
@@ -1206,6 +1224,10 @@ def findings_over_seeds(cells: Sequence[Mapping[str, Any]], f: int, seeds: Seque
             f"{fmt(same['steps_to_first_output'], '.1f')} forward steps vs {fmt(base['steps_to_first_output'], '.1f')} "
             f"({summary(ratio, '.2f')}x, {sooner})."
         )
+    for inf in ("momentum", "random"):
+        cell = by.get((inf, inf, "drain"))
+        if cell is not None and "steps_to_decision" in cell:
+            parts.append(_decision_over_seeds(cell))
     lay = by.get(("layered", "layered", "drain"))
     lay_async = [by[k] for k in (("layered", "random", "drain"), ("layered", "momentum", "drain")) if k in by]
     if lay is not None and lay_async:
@@ -1231,6 +1253,31 @@ def findings_over_seeds(cells: Sequence[Mapping[str, Any]], f: int, seeds: Seque
         return "Not enough cells to compare."
     head = f"Over {len(seeds)} seeds ({', '.join(map(str, seeds))}), mean ± standard deviation (ddof = 1): "
     return head + " ".join(parts)
+
+
+def _decision_over_seeds(cell: Mapping[str, Any]) -> str:
+    """:func:`decision_sentence` over seeds: means ± std, each ratio's spread and on how many seeds it holds.
+
+    The ratios are the cell's ``vs_layered_*`` (layered inference of the same model over
+    this cell, per seed): above 1, the asynchronous run decides sooner.
+    """
+    from asyncsnn._spread import fmt, on_seeds, paired, summary
+
+    def ratios(what: str) -> str:
+        texts = []
+        for unit in ("steps", "synops"):
+            per_seed = paired(lambda r: r, cell.get(f"vs_layered_{unit}_to_{what}"))
+            held = on_seeds(per_seed - 1.0, "sooner", "later")
+            texts.append(f"{summary(per_seed, '.2f')}x in {unit}" + (f", {held}" if held else ""))
+        return "layered/async: " + "; ".join(texts)
+
+    return (
+        f"Against layered inference of the same model, unlayered/{cell['training']} under {cell['inference']} "
+        f"inference reached its stable decision after {fmt(cell['steps_to_decision'], '.1f')} forward steps and "
+        f"{fmt(cell.get('synops_to_decision'), '.0f')} synaptic operations per sample ({ratios('decision')}), "
+        f"and its first correct output spike after {fmt(cell.get('steps_to_correct'), '.1f')} forward steps "
+        f"({ratios('correct')})."
+    )
 
 
 def _aggregate_table(results: Mapping[str, Any]) -> str:

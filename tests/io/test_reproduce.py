@@ -151,6 +151,11 @@ def test_the_f_sweep_is_in_results_json_and_agrees_with_the_table(quick_run: tup
             assert r["accuracy"] == cell["accuracy"]
             assert r["spikes_per_sample"] == cell["spikes_per_sample"]
             assert r["steps_to_first_output"] == cell["steps_to_first_output"]
+            # The decision latency and its layered baseline are the table's (None: NaN there).
+            for key in ("steps_to_decision", "synops_to_decision", "synops_to_correct"):
+                for name in (key, f"vs_layered_{key}"):
+                    want = cell[name]
+                    assert r[name] == want or (r[name] is None and math.isnan(want)), name
     # F = 1 delivers one spike per forward step: never fewer steps to the first output than F = 32.
     for t in ("random", "momentum"):
         one = next(r for r in rows if (r["training"], r["inference"], r["forward_group_size"]) == (t, t, 1))
@@ -177,6 +182,11 @@ def test_figures_are_pngs_with_captions_computed_from_the_results(quick_run: tup
     assert f"({100 * mm['accuracy']:.1f} % vs {100 * ll['accuracy']:.1f} %)" in table_caption
     points = 100 * (mm["accuracy"] - ll["accuracy"])
     assert f"at {points:+.1f} points of accuracy" in table_caption
+    ratio = mm["vs_layered_steps_to_decision"]
+    assert (
+        f"stable decision after {mm['steps_to_decision']:.1f} forward steps and {mm['synops_to_decision']:.0f} "
+        f"synaptic operations per sample (layered inference of the same model / this: {ratio:.2f}x in steps"
+    ) in table_caption
     anytime = data["figures"]["accuracy_vs_extra_steps.png"]
     assert f"layered training and inference: {100 * ll['accuracy']:.1f} %" in anytime
     assert f"trained momentum: {100 * data['sweep']['momentum']['accuracy'][0]:.1f} % at the first" in anytime

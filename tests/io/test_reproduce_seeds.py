@@ -223,6 +223,38 @@ def test_findings_over_seeds_say_on_how_many_seeds_a_claim_holds() -> None:
     assert "with 16 ± 1 % fewer synaptic operations on 3 of 3 seeds." in text
 
 
+def test_findings_over_seeds_state_the_decision_latency_against_layered_inference() -> None:
+    def cell(training: str, inference: str, **numbers: list[float]) -> dict[str, Any]:
+        base = {"accuracy": [0.9] * 3, "spikes_per_sample": [500.0] * 3, "synops_per_sample": [5000.0] * 3}
+        base["steps_to_first_output"] = [3.0] * 3
+        return {"training": training, "inference": inference, "stop": "drain"} | {
+            k: stat(v) for k, v in (base | numbers).items()
+        }
+
+    latency = {
+        "steps_to_decision": [30.0, 40.0, 50.0],
+        "synops_to_decision": [1000.0, 1200.0, 1400.0],
+        "steps_to_correct": [10.0, 12.0, 14.0],
+        "vs_layered_steps_to_decision": [0.5, 0.6, 0.7],
+        "vs_layered_synops_to_decision": [1.2, 1.0, 0.9],
+        "vs_layered_steps_to_correct": [0.8, 0.9, 1.6],
+        "vs_layered_synops_to_correct": [2.0, 2.0, 2.3],
+    }
+    cells = [cell("layered", "momentum"), cell("momentum", "momentum", **latency)]
+    text = findings_over_seeds(cells, 8, [0, 1, 2])
+    assert (
+        "Against layered inference of the same model, unlayered/momentum under momentum inference reached its "
+        "stable decision after 40.0 ± 10.0 forward steps and 1200 ± 200 synaptic operations per sample "
+        "(layered/async: 0.60 ± 0.10x in steps, later on 3 of 3 seeds; 1.03 ± 0.15x in synops, sooner on 1 of 3 "
+        "seeds), and its first correct output spike after 12.0 ± 2.0 forward steps (layered/async: 1.10 ± 0.44x "
+        "in steps, sooner on 1 of 3 seeds; 2.10 ± 0.17x in synops, sooner on 3 of 3 seeds)."
+    ) in text
+    # Cells of a results.json from before the decision counters: no sentence, no error.
+    assert "stable decision" not in findings_over_seeds(
+        [cell("layered", "momentum"), cell("momentum", "momentum")], 8, [0, 1, 2]
+    )
+
+
 def test_aggregate_figures_have_error_bars_and_computed_captions(seeds_run: tuple[Path, str]) -> None:
     folder, _ = seeds_run
     agg = _load(folder / "results.json")
