@@ -14,6 +14,9 @@
 //!     the timestep's counters:         end_timestep           R7.5, R7.9
 //! ```
 //!
+//! With `ws.trace` set, the input frame, the fire phase and the group of each forward
+//! step are also recorded (R7.10, `trace.rs`, out of line).
+//!
 //! Every phase is `#[inline(always)]`: the loop is compiled twice (for the baseline and
 //! with AVX2 enabled), and whatever it calls must be inlined into the AVX2 copy to be
 //! compiled with AVX2. Cold paths (errors) are kept out of line.
@@ -24,6 +27,7 @@ use super::deliver::{deliver_sources, InputEvents, Members};
 use super::fire::{integrate, is_finite, FireCtx};
 use super::input::{nonzero_inputs, Prepared, PreparedSample};
 use super::interrupt::Interrupt;
+use super::trace::{self, record_group, record_inputs, record_spikes};
 use super::workspace::Workspace;
 use crate::alloc;
 use crate::counters::SampleResult;
@@ -284,6 +288,9 @@ fn run_prepared_body<const CHECK: bool>(
             }
             let mut group = std::mem::take(&mut ws.group);
             select(&run, ws, &ts, &mut group);
+            if let Some(trace) = ws.trace.as_mut() {
+                record_group(trace, net, ts.t, ts.k, &group);
+            }
             deliver_group(net, ws, &mut res, &group, &mut ts.synops, loc)?;
             ws.group = group;
             ts.next_step(loc)?;
@@ -376,6 +383,9 @@ fn deliver_input_frame(
             let mut values = std::mem::take(&mut ws.nonzero_values);
             values.clear();
             values.extend(idx.iter().map(|&i| frame[i as usize]));
+            if let Some(trace) = ws.trace.as_mut() {
+                record_inputs(trace, ts.t, idx, &values);
+            }
             let src = InputEvents {
                 index: idx,
                 value: &values,
@@ -397,6 +407,9 @@ fn deliver_input_frame(
             }
             let b = *sparse_cursor;
             add(&mut res.input_events, (b - a) as u64, loc, "input_events")?;
+            if let Some(trace) = ws.trace.as_mut() {
+                record_inputs(trace, ts.t, &index[a..b], &value[a..b]);
+            }
             let src = InputEvents {
                 index: &index[a..b],
                 value: &value[a..b],
@@ -432,6 +445,16 @@ fn integrate_fire<const CHECK: bool>(
         return Err(membrane_overflow(run.loc, ts.t, ts.k, p + 1, i));
     }
     let loc = run.loc;
+    if let Some(trace) = ws.trace.as_mut() {
+        let seen = trace::Fired {
+            t: ts.t,
+            k: ts.k,
+            ids: &ws.fired,
+            pops: &ws.fired_pops,
+            v_pre: &ws.v_pre,
+        };
+        record_spikes(trace, run.net, seen);
+    }
     let mut fired = Fired {
         class: None,
         label_hit: false,

@@ -12,6 +12,7 @@
 //!   its baseline/AVX2 builds;
 //! - `interrupt.rs`: cancellation ([`Interrupt`], Ctrl-C);
 //! - `batch.rs`: [`run_sample`], [`run_batch`] and its variants, the validation order;
+//! - `trace.rs`: the event trace of a sample (R7.10), [`trace_batch`];
 //! - `runner.rs`: [`BatchRunner`], a batch run in chunks with a cancel flag and a poll
 //!   (Ctrl-C), on a cached thread pool, its dense values checked first (the binding's
 //!   batch policy, without Python).
@@ -64,6 +65,7 @@ mod fire;
 mod input;
 mod interrupt;
 mod runner;
+mod trace;
 mod workspace;
 
 pub use batch::{run_batch, run_batch_with, run_sample};
@@ -71,6 +73,7 @@ pub use config::{validate_config, RunConfig, StopMode};
 pub use input::{check_dense_values, SampleInput};
 pub use interrupt::{Interrupt, POLL_INTERVAL};
 pub use runner::{BatchRunner, Poll};
+pub use trace::{trace_batch, EventKind, TraceEvent};
 
 use crate::error::{EngineError, Location};
 

@@ -100,6 +100,8 @@ pub(crate) struct Workspace {
     pub(super) nonzero_values: Vec<f32>,
     /// R8.3: the fast path saw a non-finite membrane (see `event_loop::run_prepared`).
     pub(super) non_finite: bool,
+    /// R7.10: the events of the sample, recorded only when `Some` (see `trace.rs`).
+    pub(super) trace: Option<Vec<super::trace::TraceEvent>>,
 }
 
 impl Workspace {
@@ -146,6 +148,7 @@ impl Workspace {
             nonzero: Vec::new(),
             nonzero_values: Vec::new(),
             non_finite: false,
+            trace: None,
         })
     }
 

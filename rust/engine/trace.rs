@@ -1,0 +1,174 @@
+//! The event trace of a sample (R7.10): every input event, spike and delivery, in the
+//! order of the semantics, for rasters and for checking one engine against another.
+//!
+//! Tracing is off in the ordinary run (`Workspace::trace` is `None`; each phase of the
+//! event loop tests it once per forward step, a predicted branch). [`trace_batch`] runs
+//! the batch as [`run_batch`](super::run_batch) does (same validation, same errors,
+//! same results) and then runs each sample again with a trace buffer.
+
+use std::sync::atomic::AtomicBool;
+
+use rayon::prelude::*;
+
+use super::batch::run_batch_with;
+use super::config::RunConfig;
+use super::event_loop::run_prepared;
+use super::input::{check_sample_id, prepare, SampleInput};
+use super::workspace::Workspace;
+use crate::counters::SampleResult;
+use crate::error::{EngineError, Location};
+use crate::network::Network;
+
+/// What an event of R7.10 is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// A non-zero input `x_i(t)` delivered in forward step 0 (R4.2); the value is
+    /// `x_i(t)`.
+    Input,
+    /// A spike of a non-input neuron in the fire phase of a forward step (R4.3.2); the
+    /// value is its membrane before the reset (`v_pre`).
+    Spike,
+    /// A pending neuron delivered at the end of a forward step (R4.3.4); the value is
+    /// its multiplicity.
+    Delivery,
+}
+
+impl EventKind {
+    /// The name used in Python and in files: `input`, `spike`, `delivery`.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Input => "input",
+            EventKind::Spike => "spike",
+            EventKind::Delivery => "delivery",
+        }
+    }
+}
+
+/// One event of a sample's trace (R7.10).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TraceEvent {
+    /// The timestep `t`.
+    pub timestep: u32,
+    /// The forward step `k` within the timestep.
+    pub step: u32,
+    pub kind: EventKind,
+    /// The population, counted with the input as 0 (R1.1).
+    pub population: u32,
+    /// The neuron's index within its population.
+    pub neuron: u32,
+    /// The input value, the membrane before the reset, or the multiplicity (see
+    /// [`EventKind`]); float32 values are exact in float64.
+    pub value: f64,
+}
+
+/// Runs `inputs` as [`run_batch`](super::run_batch) does (the same validation, errors
+/// and results, in input order) and returns, with the results, the trace of every
+/// sample (R7.10). A trace holds one event per input event, spike and delivery, so it
+/// is as long as `input_events + spikes_total + deliveries` of the sample.
+pub fn trace_batch(
+    net: &Network,
+    inputs: &[SampleInput],
+    labels: Option<&[Option<usize>]>,
+    sample_ids: &[u64],
+    config: &RunConfig,
+    cancel: &AtomicBool,
+) -> Result<(Vec<SampleResult>, Vec<Vec<TraceEvent>>), EngineError> {
+    let results = run_batch_with(net, inputs, labels, sample_ids, config, cancel, true)?;
+    let one = |ws: &mut Result<Workspace, EngineError>, i: usize| {
+        let ws = ws.as_mut().map_err(|e| e.clone())?;
+        let label = labels.and_then(|l| l[i]);
+        let ps = prepare(net, &inputs[i], label, true, Location::Sample(i as u64))?;
+        let sample = check_sample_id(sample_ids[i])?;
+        ws.trace = Some(Vec::new());
+        let traced = run_prepared(net, &ps, sample, config, ws, None);
+        let events = ws.trace.take().unwrap_or_default();
+        let res = traced?;
+        if res != results[i] {
+            // The traced run is the same run: anything else is a bug of the engine.
+            return Err(EngineError::Internal(format!(
+                "the traced run of sample {i} differs from the untraced one"
+            )));
+        }
+        Ok(events)
+    };
+    let traces = (0..inputs.len())
+        .into_par_iter()
+        .map_init(|| Workspace::new(net), one)
+        .collect::<Result<Vec<_>, EngineError>>()?;
+    Ok((results, traces))
+}
+
+/// R7.10: the input events of forward step 0 of timestep `t` (`index`, in index order,
+/// with their values).
+#[cold]
+#[inline(never)]
+pub(super) fn record_inputs(trace: &mut Vec<TraceEvent>, t: usize, index: &[u32], value: &[f32]) {
+    trace.extend(index.iter().zip(value).map(|(&i, &x)| TraceEvent {
+        timestep: t as u32,
+        step: 0,
+        kind: EventKind::Input,
+        population: 0,
+        neuron: i,
+        value: f64::from(x),
+    }));
+}
+
+/// R7.10: the spikes of forward step `k` (`fired`, neuron ids in increasing order, by
+/// population ranges `fired_pops`), with their membranes before the reset.
+#[cold]
+#[inline(never)]
+pub(super) fn record_spikes(trace: &mut Vec<TraceEvent>, net: &Network, ws_fired: Fired<'_>) {
+    let Fired {
+        t,
+        k,
+        ids,
+        pops,
+        v_pre,
+    } = ws_fired;
+    for &(p, a, b) in pops {
+        let offset = net.pop_offset[p];
+        trace.extend(ids[a..b].iter().map(|&id| TraceEvent {
+            timestep: t as u32,
+            step: k,
+            kind: EventKind::Spike,
+            population: p as u32 + 1,
+            neuron: (id as usize - offset) as u32,
+            value: f64::from(v_pre[id as usize]),
+        }));
+    }
+}
+
+/// What [`record_spikes`] reads of a fire phase.
+pub(super) struct Fired<'a> {
+    pub(super) t: usize,
+    pub(super) k: u32,
+    pub(super) ids: &'a [u32],
+    pub(super) pops: &'a [(usize, usize, usize)],
+    pub(super) v_pre: &'a [f32],
+}
+
+/// R7.10: the group delivered at the end of forward step `k` (`(neuron id,
+/// multiplicity)` pairs in any order), recorded by population and neuron.
+#[cold]
+#[inline(never)]
+pub(super) fn record_group(
+    trace: &mut Vec<TraceEvent>,
+    net: &Network,
+    t: usize,
+    k: u32,
+    group: &[(u32, u32)],
+) {
+    let start = trace.len();
+    trace.extend(group.iter().map(|&(id, m)| {
+        let p = net.pop_of[id as usize] as usize;
+        TraceEvent {
+            timestep: t as u32,
+            step: k,
+            kind: EventKind::Delivery,
+            population: p as u32 + 1,
+            neuron: (id as usize - net.pop_offset[p]) as u32,
+            value: f64::from(m),
+        }
+    }));
+    trace[start..].sort_by_key(|e| (e.population, e.neuron));
+}
