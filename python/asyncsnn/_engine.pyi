@@ -1,6 +1,6 @@
 """Type stubs of the compiled Rust engine (``rust/python/mod.rs``)."""
 
-from typing import Final, final
+from typing import Any, Final, final
 
 import numpy as np
 import numpy.typing as npt
@@ -61,7 +61,8 @@ def run(
     jitter: float,
     refractory_dropout: list[float] | None,
     threads: int | None,
-) -> dict[str, npt.NDArray[np.int64]]: ...
+    trace: bool = False,
+) -> dict[str, npt.NDArray[Any]]: ...
 def hash32(seed: int, sample: int, t: int, k: int, neuron: int, stream: int) -> int: ...
 def default_threads() -> int: ...
 def axpy_roofline(

@@ -16,6 +16,7 @@ import numpy as np
 if TYPE_CHECKING:
     from asyncsnn.cost import CostReport, HardwareProfile
     from asyncsnn.network import Network
+    from asyncsnn.reproduce import Dataset
     from asyncsnn.result import InferenceResult
 
 __all__ = ["build_parser", "evaluate_profiles", "main"]
@@ -226,6 +227,15 @@ _EPILOG_EVALUATE = """examples:
 several schedulers or F values evaluate every combination and print one table, one row
 per scheduler x F; --json then holds one summary per row under "configurations", and
 --csv one row per row x sample, with its scheduler and F in the first two columns.
+"""
+
+
+_EPILOG_TRACE = """examples:
+  asyncsnn trace model.safetensors --sample 3                  # layered vs momentum, F = 8
+  asyncsnn trace model.safetensors --sample 3 --scheduler random momentum -F 1 --format parquet
+
+sample N is row N of what `asyncsnn evaluate` runs with the same --dataset, --seed and
+--max-test (and the random function sees the same sample id), so the two agree.
 """
 
 
@@ -494,19 +504,11 @@ def _layered_baseline(
     )
 
 
-def _evaluate(args: argparse.Namespace) -> int:
-    import csv
-    import json
-
+def _test_set(args: argparse.Namespace) -> tuple[Network, Dataset, np.ndarray]:
+    """The model of ``args.model`` and the test split of ``args.dataset`` shaped for it (evaluate, trace)."""
     import asyncsnn
-    from asyncsnn._provenance import provenance
-    from asyncsnn.cost import estimate
-    from asyncsnn.latency import QUANTITIES, decision_latency
     from asyncsnn.reproduce import load_dataset
 
-    profiles = evaluate_profiles(args.profile)  # a bad --profile fails before the model is read
-    schedulers = list(dict.fromkeys(args.scheduler))
-    sizes = list(dict.fromkeys(args.forward_group_size))
     net = asyncsnn.load(args.model)
     ds = load_dataset(args.dataset, root=args.root, seed=args.seed, max_test=args.max_test, max_train=1)
     if math.prod(ds.test_x.shape[2:]) != net.input_size:
@@ -517,7 +519,22 @@ def _evaluate(args: argparse.Namespace) -> int:
             value=args.dataset,
             location=args.model,
         )
-    x = ds.test_x.reshape(len(ds.test_y), ds.test_x.shape[1], *net.input_shape)
+    return net, ds, ds.test_x.reshape(len(ds.test_y), ds.test_x.shape[1], *net.input_shape)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import csv
+    import json
+
+    import asyncsnn
+    from asyncsnn._provenance import provenance
+    from asyncsnn.cost import estimate
+    from asyncsnn.latency import QUANTITIES, decision_latency
+
+    profiles = evaluate_profiles(args.profile)  # a bad --profile fails before the model is read
+    schedulers = list(dict.fromkeys(args.scheduler))
+    sizes = list(dict.fromkeys(args.forward_group_size))
+    net, ds, x = _test_set(args)
     configs = list(itertools.product(schedulers, sizes))
     rows: list[tuple[str, int, InferenceResult, list[CostReport]]] = []
     for n, (scheduler, f) in enumerate(configs, start=1):
@@ -603,6 +620,56 @@ def _evaluate(args: argparse.Namespace) -> int:
         document["provenance"] = provenance()
         with open(args.json, "w") as fh:
             json.dump(document, fh, indent=1)
+    return 0
+
+
+def _trace(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import asyncsnn
+    from asyncsnn.exceptions import InputError, invalid
+    from asyncsnn.trace import draw_raster
+
+    if args.format == "parquet":
+        from asyncsnn.trace import _pyarrow
+
+        _pyarrow()  # a missing pyarrow fails before anything runs
+    net, ds, x = _test_set(args)
+    n = args.sample
+    if n >= len(ds.test_y):
+        raise invalid(
+            InputError, "--sample", n, f"the test split has {len(ds.test_y)} samples (0..{len(ds.test_y) - 1})"
+        )
+    label = int(ds.test_y[n])
+    runs = {}
+    for scheduler in dict.fromkeys(["layered", *args.scheduler]):
+        runs[scheduler] = asyncsnn.infer(
+            net,
+            x[n : n + 1],
+            scheduler=scheduler,
+            forward_group_size=args.forward_group_size,
+            stop=args.stop,
+            extra_steps=args.extra_steps,
+            seed=args.seed,
+            labels=[label],
+            sample_ids=[n],  # the random function sees what evaluate's run of this sample sees
+            trace=True,
+        )
+    out = Path(args.out)
+    traces = {s: r.trace for s, r in runs.items() if r.trace is not None}
+    for scheduler, tr in traces.items():
+        path = out / f"{scheduler}.{args.format}"
+        tr.to_csv(path) if args.format == "csv" else tr.to_parquet(path)
+        print(f"wrote {path} ({len(tr)} events)")
+    title = f"sample {n} of {ds.name} (label {label}), F = {args.forward_group_size}, stop = {args.stop}"
+    caption = draw_raster(traces, out / "raster.png", network=net, results=runs, title=title)
+    print(f"wrote {out / 'raster.png'}: {caption}")
+    for scheduler, r in runs.items():
+        print(
+            f"{scheduler:>9}: prediction {int(r.predictions[0])} (label {label}), {int(r.forward_steps[0])} forward "
+            f"steps, {int(r.spikes_total[0])} spikes, {int(r.synops[0])} synops, stable decision at step "
+            f"{int(r.decision_step[0])}"
+        )
     return 0
 
 
@@ -861,6 +928,40 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser
     ev.set_defaults(func=_evaluate)
 
 
+def _add_trace_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], datasets: Sequence[str]) -> None:
+    """The ``trace`` subcommand."""
+    tr = sub.add_parser(
+        "trace",
+        help="record every spike and delivery of one test sample; draw its raster, layered vs asynchronous",
+        description="Run one sample of a dataset's test split under layered execution and under one or several "
+        "asynchronous schedulers with the event trace on (docs/semantics.md R7.10), write each run's events as "
+        "CSV or Parquet and draw the rasters side by side, coloured by population (raster.png).",
+        epilog=_EPILOG_TRACE,
+        formatter_class=_HelpFormatter,
+    )
+    tr.add_argument("model", help=_MODEL_FILE_HELP)
+    tr.add_argument("--sample", type=_int_at_least(0), default=0, help="which test sample (its position in the split)")
+    tr.add_argument("--dataset", choices=datasets, default="digits", help="dataset whose test split holds the sample")
+    _add_root_option(tr)
+    tr.add_argument(
+        "--scheduler",
+        choices=[s for s in _SCHEDULERS if s != "layered"],
+        nargs="+",
+        default=["momentum"],
+        help="asynchronous scheduler(s) drawn beside layered",
+    )
+    tr.add_argument("-F", "--forward-group-size", type=_int_at_least(1), default=8, help="forward group size F")
+    tr.add_argument("--stop", choices=["drain", "first_output"], default="drain", help="stop mode of each timestep")
+    tr.add_argument(
+        "--extra-steps", type=int, default=0, help="forward steps run after the first output spike (first_output)"
+    )
+    tr.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the data encoding and of the run")
+    _add_sample_caps(tr, train=False)
+    tr.add_argument("--format", choices=["csv", "parquet"], default="csv", help="file format of the events")
+    tr.add_argument("--out", default="trace", help="folder for the event files and raster.png")
+    tr.set_defaults(func=_trace)
+
+
 def _add_info_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The ``info`` subcommand."""
     info = sub.add_parser(
@@ -894,6 +995,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reproduce_parser(sub, DATASETS)
     _add_train_parser(sub, DATASETS)
     _add_evaluate_parser(sub, DATASETS)
+    _add_trace_parser(sub, DATASETS)
     _add_info_parser(sub)
     return parser
 

@@ -19,6 +19,7 @@ from asyncsnn._prepare import (
     prepare_inputs,
     prepare_options,
 )
+from asyncsnn.exceptions import ParameterError, invalid
 from asyncsnn.network import Network
 from asyncsnn.result import InferenceResult
 
@@ -42,6 +43,7 @@ def infer(
     sample_ids: npt.ArrayLike | None = None,
     timesteps: int | None = None,
     threads: int | None = None,
+    trace: bool = False,
 ) -> InferenceResult:
     """Run ``network`` asynchronously on a batch and count everything it does.
 
@@ -100,11 +102,17 @@ def infer(
         Number of timesteps for sparse inputs (default: last event time + 1).
     threads
         Number of worker threads (default: all cores).
+    trace
+        Also record every input event, spike and delivery of every sample (R7.10) in
+        ``result.trace`` (an :class:`asyncsnn.trace.Trace`, one row per event). For a
+        few samples: the samples run once more with the recorder (the results are
+        those of the ordinary run), and the call cannot be interrupted inside.
 
     Returns
     -------
     InferenceResult
-        Predictions, output counts and every counter of R7 as int64 arrays.
+        Predictions, output counts and every counter of R7 as int64 arrays
+        (``result.trace`` with ``trace=True``).
 
     Raises
     ------
@@ -143,14 +151,18 @@ def infer(
         jitter=jitter,
         refractory_dropout=refractory_dropout,
     )
+    if type(trace) is not bool:
+        raise invalid(ParameterError, "trace", trace, "must be True or False")
     dense = dense_as_given(network, inputs, labels, sample_ids, timesteps)
-    if dense is not None and (threads is None or (type(threads) is int and 1 <= threads <= 1024)):
+    if not trace and dense is not None and (threads is None or (type(threads) is int and 1 <= threads <= 1024)):
         return _infer_dense(network, dense, opts, threads, inputs, timesteps)
     prepared = prepare_inputs(network, inputs, labels=labels, sample_ids=sample_ids, timesteps=timesteps)
-    return _run(network, prepared, opts, check_threads(threads))
+    return _run(network, prepared, opts, check_threads(threads), trace=trace)
 
 
-def _run(network: Network, prepared: PreparedInputs, opts: PreparedOptions, threads: int | None) -> InferenceResult:
+def _run(
+    network: Network, prepared: PreparedInputs, opts: PreparedOptions, threads: int | None, *, trace: bool = False
+) -> InferenceResult:
     """The Rust engine on validated inputs and options: the body of :func:`infer`."""
     arrays = _run_engine(
         network,
@@ -161,8 +173,15 @@ def _run(network: Network, prepared: PreparedInputs, opts: PreparedOptions, thre
         prepared.timesteps,
         prepared.labels,
         prepared.sample_ids,
+        trace=trace,
     )
-    return InferenceResult(arrays, labels=prepared.labels, engine="rust", options=opts.as_dict())
+    events = {name: arrays.pop(name) for name in [n for n in arrays if n.startswith("trace_")]}
+    result = InferenceResult(arrays, labels=prepared.labels, engine="rust", options=opts.as_dict())
+    if trace:
+        from asyncsnn.trace import Trace
+
+        result.trace = Trace._from_engine(events, result.timestep_forward_steps)
+    return result
 
 
 def _run_engine(
@@ -174,6 +193,8 @@ def _run_engine(
     timesteps: int,
     labels: np.ndarray | None,
     sample_ids: np.ndarray | None,
+    *,
+    trace: bool = False,
 ) -> dict[str, np.ndarray]:
     """One call of the Rust engine with validated options (``_engine.run``)."""
     from asyncsnn import _engine
@@ -194,6 +215,7 @@ def _run_engine(
         opts.jitter,
         None if opts.refractory_dropout is None else list(opts.refractory_dropout),
         threads,
+        trace,
     )
 
 

@@ -36,7 +36,7 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -55,10 +55,13 @@ from asyncsnn._prepare import (
     prepare_inputs,
     prepare_options,
 )
-from asyncsnn.exceptions import EngineError
+from asyncsnn.exceptions import EngineError, ParameterError, invalid
 from asyncsnn.network import AvgPool2d, Conv2d, Dense, Network, SumPool2d
 from asyncsnn.result import COUNTER_FIELDS, InferenceResult
 from asyncsnn.rng import STREAM_DROPOUT, STREAM_JITTER, STREAM_RANDOM, hash32_np, uniform, uniform_np
+
+if TYPE_CHECKING:
+    from asyncsnn.trace import Trace
 
 __all__ = ["infer"]
 
@@ -369,11 +372,13 @@ def start_timestep(s: _Sample) -> None:
     s.synops_t = 0
 
 
-def deliver_input_frame(s: _Sample, frame: np.ndarray) -> None:
+def deliver_input_frame(s: _Sample, frame: np.ndarray, t: int) -> None:
     """R4.2 / R2.3: forward step 0 delivers the whole input frame, no scheduling slot."""
     for i in np.flatnonzero(frame):
         x = _F32(frame[i])
         s.input_events += 1  # R7.3
+        if s.trace is not None:
+            s.trace.append({"event": "input", "t": t, "k": 0, "neuron": int(i), "value": float(x)})
         for proj in s.model.outgoing[0]:
             targets, weights = proj.synapses(int(i))
             s.current[targets] = s.current[targets] + (x * weights).astype(np.float32)  # float32 product and sum
@@ -544,7 +549,7 @@ def _run_sample(
     s = _Sample(model, opts, label, sample_id, position, trace, frames.shape[0])
     for t in range(frames.shape[0]):
         start_timestep(s)  # R4.1
-        deliver_input_frame(s, frames[t])  # R4.2
+        deliver_input_frame(s, frames[t], t)  # R4.2
         k = 0
         while True:
             output_fired = integrate_fire(s, t, k)  # R4.3.1-2
@@ -632,6 +637,7 @@ def infer(
     sample_ids: npt.ArrayLike | None = None,
     timesteps: int | None = None,
     threads: int | None = None,
+    trace: bool = False,
 ) -> InferenceResult:
     """Run event-driven inference with the pure-Python reference engine.
 
@@ -681,6 +687,9 @@ def infer(
         ``T`` for sparse inputs (default: last event's ``t`` + 1).
     threads
         Accepted for signature compatibility with the Rust engine and ignored.
+    trace
+        Also record every input event, spike and delivery (R7.10) in ``result.trace``,
+        event for event what the Rust engine records.
 
     Returns
     -------
@@ -723,8 +732,47 @@ def infer(
         jitter=jitter,
         refractory_dropout=refractory_dropout,
     )
+    if type(trace) is not bool:
+        raise invalid(ParameterError, "trace", trace, "must be True or False")
     prepared = prepare_inputs(network, inputs, labels=labels, sample_ids=sample_ids, timesteps=timesteps)
-    return _run(network, prepared, opts)
+    if not trace:
+        return _run(network, prepared, opts)
+    events: list[list[dict[str, Any]]] = []
+    result = _run(network, prepared, opts, events)
+    result.trace = _r7_10_trace(_Model.build(network), events, result.timestep_forward_steps)
+    return result
+
+
+def _r7_10_trace(model: _Model, samples: list[list[dict[str, Any]]], steps: np.ndarray) -> Trace:
+    """The R7.10 trace (input, spike and delivery events) of the reference's event lists."""
+    from asyncsnn.trace import Trace
+
+    rows: list[tuple[int, int, int, int, str, int, int, float]] = []
+    for b, events in enumerate(samples):
+        before = np.concatenate([[0], np.cumsum(steps[b])[:-1]]) if len(steps[b]) else np.zeros(0, dtype=np.int64)
+        group: list[tuple[int, int, int, int, str, int, int, float]] = []
+        for ev in events:
+            kind = {"input": "input", "fire": "spike", "deliver": "delivery"}.get(ev["event"])
+            if kind is None:
+                continue
+            t, k = ev["t"], ev["k"]
+            if kind == "input":
+                pop, neuron, value = 0, ev["neuron"], ev["value"]
+            else:
+                q = ev["neuron"]
+                pop = int(model.population_of[q])
+                neuron, value = q - int(model.offsets[pop]), ev["v"] if kind == "spike" else ev["multiplicity"]
+            row = (b, t, k, int(before[t]) + k, kind, pop, neuron, float(value))
+            if kind == "delivery":
+                group.append(row)  # a group is recorded by population and neuron (R7.10)
+                continue
+            rows.extend(sorted(group, key=lambda r: (r[1], r[2], r[5], r[6])))
+            group = []
+            rows.append(row)
+        rows.extend(sorted(group, key=lambda r: (r[1], r[2], r[5], r[6])))
+    names = ("sample", "timestep", "step", "global_step", "kind", "population", "neuron", "value")
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+    return Trace.from_columns({n: np.asarray(c) for n, c in zip(names, columns, strict=True)}, where="reference trace")
 
 
 def currents_before_spike(network: Network, inputs: Any, **options: Any) -> list[np.ndarray]:

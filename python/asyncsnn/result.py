@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from asyncsnn import _engine
+from asyncsnn.trace import Trace
 
 __all__ = ["COUNTER_FIELDS", "InferenceResult"]
 
@@ -60,6 +61,9 @@ class InferenceResult:
         Which engine produced the result (``"rust"``, ``"reference"``, ``"torch"``).
     options : dict
         The run options (scheduler, forward group size, stop mode, seed...).
+    trace : asyncsnn.trace.Trace or None
+        The events of every sample (R7.10) when ``infer`` was called with
+        ``trace=True``, else None.
     """
 
     predictions: np.ndarray
@@ -87,6 +91,7 @@ class InferenceResult:
     decision_timestep: np.ndarray
     decision_spikes: np.ndarray
     decision_synops: np.ndarray
+    trace: Trace | None
 
     def __init__(
         self,
@@ -108,6 +113,7 @@ class InferenceResult:
         self.labels = labels
         self.engine = engine
         self.options = dict(options)
+        self.trace = None
 
     @classmethod
     def _from_engine(
@@ -133,6 +139,7 @@ class InferenceResult:
         attrs["labels"] = labels
         attrs["engine"] = engine
         attrs["options"] = dict(options)
+        attrs["trace"] = None
         return self
 
     @property

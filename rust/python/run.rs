@@ -1,6 +1,7 @@
 //! `_engine.run`: numpy buffers in, [`BatchRunner`] with the interpreter released,
 //! numpy arrays out.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 
 use numpy::{PyReadonlyArray1, PyReadonlyArray3, PyUntypedArrayMethods};
@@ -10,7 +11,8 @@ use pyo3::types::PyDict;
 use super::errors::{internal, param_err};
 use super::network::PyNetwork;
 use super::results::Collected;
-use crate::engine::{BatchRunner, RunConfig, SampleInput, StopMode};
+use super::trace::add_trace_columns;
+use crate::engine::{trace_batch, BatchRunner, RunConfig, SampleInput, StopMode};
 use crate::scheduler::Scheduler;
 
 type SparseSample<'py> = (
@@ -66,12 +68,15 @@ fn samples<'a>(
 /// Run a batch through the engine; returns a dict of read-only int64 numpy arrays, one
 /// per counter of `COUNTERS` (`asyncsnn.result.COUNTER_FIELDS`), in that order.
 ///
+/// With `trace`, the dict also holds the events of every sample (R7.10, see
+/// `trace.rs`).
+///
 /// Arguments are validated by `asyncsnn._prepare` first; the engine validates again
 /// and raises the matching `asyncsnn.exceptions` class. `sample_ids` None means the
 /// positions in the batch.
 #[pyfunction]
 #[pyo3(signature = (network, dense, sparse, timesteps, labels, sample_ids, scheduler, forward_group_size,
-                    stop, extra_steps, max_steps, seed, jitter, refractory_dropout, threads))]
+                    stop, extra_steps, max_steps, seed, jitter, refractory_dropout, threads, trace=false))]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn run<'py>(
     py: Python<'py>,
@@ -90,6 +95,7 @@ pub(super) fn run<'py>(
     jitter: f32,
     refractory_dropout: Option<Vec<f64>>,
     threads: Option<usize>,
+    trace: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let net = &network.get().inner;
     let config = RunConfig {
@@ -110,11 +116,24 @@ pub(super) fn run<'py>(
                 .map(|&c| usize::try_from(c).ok())
                 .collect::<Vec<_>>()
         });
-    let mut runner = BatchRunner::new(net, &inputs, labels.as_deref(), ids, config, threads)?;
-    py.detach(|| runner.check_values())?;
     let (n_out, n_pop, n_proj) = (net.n_outputs(), net.n_populations(), net.n_projections());
     let mut collected =
         Collected::with_capacity(py, inputs.len(), timesteps, n_out, n_pop, n_proj)?;
+    if trace {
+        // R7.10, for a few samples: one call, not in chunks (no Ctrl-C inside it).
+        let ids = ids.map_or_else(|| (0..inputs.len() as u64).collect(), <[u64]>::to_vec);
+        let cancel = AtomicBool::new(false);
+        let (results, traces) =
+            py.detach(|| trace_batch(net, &inputs, labels.as_deref(), &ids, &config, &cancel))?;
+        for r in &results {
+            collected.push(r)?;
+        }
+        let dict = collected.into_dict(py)?;
+        add_trace_columns(py, &dict, &traces)?;
+        return Ok(dict);
+    }
+    let mut runner = BatchRunner::new(net, &inputs, labels.as_deref(), ids, config, threads)?;
+    py.detach(|| runner.check_values())?;
     // Ctrl-C: Python's signal handlers run only on this thread, so the runner asks this
     // thread (`poll`) while a chunk runs; a signal's exception is kept and raised here.
     let signal: Mutex<Option<PyErr>> = Mutex::new(None);

@@ -20,6 +20,7 @@ MODULES = [
     "asyncsnn.model_file",
     "asyncsnn._provenance",
     "asyncsnn.streaming",
+    "asyncsnn.trace",
     "asyncsnn.data",
     "asyncsnn.data.digits",
     "asyncsnn.data.encoding",

@@ -209,7 +209,7 @@ def _commands() -> dict[str, argparse.ArgumentParser]:
 
 def test_every_option_of_every_command_has_help_that_shows_its_default() -> None:
     commands = _commands()
-    assert set(commands) == {"asyncsnn", "demo", "reproduce", "train", "evaluate", "info"}
+    assert set(commands) == {"asyncsnn", "demo", "reproduce", "train", "evaluate", "trace", "info"}
     for name, parser in commands.items():
         assert parser.description, f"{name} has no description"
         shown = " ".join(parser.format_help().split())

@@ -1,0 +1,77 @@
+"""``asyncsnn trace``: one test sample under layered and asynchronous execution, its events and raster."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import asyncsnn
+from asyncsnn.cli import main
+from asyncsnn.reproduce import load_dataset
+from asyncsnn.trace import Trace
+
+
+def _run(args: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(args)
+        except SystemExit as exc:  # argparse usage errors
+            code = int(exc.code or 0)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, asyncsnn.Network]:
+    rng = np.random.default_rng(4)
+    net = asyncsnn.Network.sequential(
+        (64,),
+        [asyncsnn.Dense(rng.normal(0.05, 0.3, (16, 64))), asyncsnn.Dense(rng.normal(0.1, 0.3, (10, 16)))],
+        threshold=1.0,
+        beta=0.9,
+    )
+    path = tmp_path_factory.mktemp("model") / "m.safetensors"
+    asyncsnn.save(net, path)
+    return path, net
+
+
+def test_trace_writes_the_events_of_evaluates_sample_and_a_raster(
+    tmp_path: Path, model: tuple[Path, asyncsnn.Network]
+) -> None:
+    pytest.importorskip("matplotlib")
+    path, net = model
+    out = tmp_path / "t"
+    args = ["trace", str(path), "--sample", "5", "--max-test", "20", "--scheduler", "random", "-F", "2"]
+    code, text, err = _run([*args, "--seed", "3", "--out", str(out)])
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["layered.csv", "random.csv", "raster.png"]
+    # The sample is row 5 of what `evaluate --max-test 20 --seed 3` runs, with its id.
+    ds = load_dataset("digits", seed=3, max_train=1, max_test=20)
+    x = ds.test_x.reshape(20, ds.test_x.shape[1], -1)
+    for scheduler in ("layered", "random"):
+        whole = asyncsnn.infer(net, x, scheduler=scheduler, forward_group_size=2, seed=3, labels=ds.test_y)
+        one = asyncsnn.infer(net, x[5:6], scheduler=scheduler, forward_group_size=2, seed=3, sample_ids=[5], trace=True)
+        assert one.trace is not None
+        assert Trace.read_csv(out / f"{scheduler}.csv") == one.trace
+        assert int(one.forward_steps[0]) == int(whole.forward_steps[5])
+        assert f"{int(whole.forward_steps[5])} forward steps, {int(whole.spikes_total[5])} spikes" in text
+        assert f"prediction {int(whole.predictions[5])} (label {int(ds.test_y[5])})" in text
+    assert (out / "raster.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_trace_parquet_and_bad_sample(tmp_path: Path, model: tuple[Path, asyncsnn.Network]) -> None:
+    pytest.importorskip("pyarrow")
+    pytest.importorskip("matplotlib")
+    path, _ = model
+    code, _, err = _run(["trace", str(path), "--max-test", "4", "--format", "parquet", "--out", str(tmp_path)])
+    assert code == 0, err
+    assert len(Trace.read_parquet(tmp_path / "momentum.parquet")) > 0
+    code, _, err = _run(["trace", str(path), "--max-test", "4", "--sample", "4", "--out", str(tmp_path / "x")])
+    assert code == 2
+    assert "--sample = 4" in err
+    assert "4 samples" in err
+    assert not (tmp_path / "x").exists()
