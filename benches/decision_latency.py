@@ -2,12 +2,13 @@
 
 Koopman et al. claim that asynchronous execution reaches "a correct decision faster
 without integrating all spikes" (up to 2x). This script measures that on the embedded
-digits (64-64-10, T = 8) with the decision latency of ``asyncsnn.latency``
+digits (64-64-64-10, T = 8) with the decision latency of ``asyncsnn.latency``
 (``docs/guide.md``, "Decision latency"), changing one factor at a time from the
 ``asyncsnn reproduce`` default (rate code, F = 8, threshold 1, beta 0.9, count loss,
 8 epochs, Adam lr 3e-3, batch 32):
 
 * the forward group size F (training and inference at the same F);
+* the depth (one, two or four hidden layers of 64);
 * the threshold and the membrane decay beta;
 * the input encoding (``rate``: Bernoulli spikes in every frame; ``latency``: one spike
   per pixel, brighter first);
@@ -73,6 +74,7 @@ class Setting:
     beta: float = 0.9
     encoding: str = "rate"
     loss: str = "count"
+    hidden: tuple[int, ...] = (64, 64)
 
 
 #: Each setting changes one factor of the default (``base``).
@@ -88,6 +90,8 @@ SETTINGS = [  # in the order they run: the most telling first
     replace(BASE, name="beta=0.5", beta=0.5),
     replace(BASE, name="beta=1", beta=1.0),
     replace(BASE, name="loss=rate", loss="rate"),
+    replace(BASE, name="hidden=64", hidden=(64,)),
+    replace(BASE, name="hidden=64x4", hidden=(64, 64, 64, 64)),
 ]
 #: Evaluation-only variants of the base models: (name, inference F, stop).
 EVAL_VARIANTS = [
@@ -128,7 +132,7 @@ def _train(setting: Setting, scheduler: Any, seed: int, train: tuple[np.ndarray,
     from asyncsnn.torch import AsyncSNN
     from asyncsnn.torch import train as fit
 
-    module = AsyncSNN.from_sizes([64, 64, 64, 10], threshold=setting.threshold, beta=setting.beta, seed=seed)
+    module = AsyncSNN.from_sizes([64, *setting.hidden, 10], threshold=setting.threshold, beta=setting.beta, seed=seed)
     loss: Any = cumulative_loss if setting.loss == "cumulative" else setting.loss
     net, _ = fit(
         module,
