@@ -45,7 +45,8 @@ def test_readme_quickstart_runs() -> None:
 
 
 @pytest.mark.parametrize("name", ["guide.md"])
-def test_docs_code_blocks_run(name: str) -> None:
+def test_docs_code_blocks_run(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # files the examples write (model files, traces, plots) land here
     text = (ROOT / "docs" / name).read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     assert blocks, f"{name} has no python example"
