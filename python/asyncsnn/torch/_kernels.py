@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -43,17 +44,49 @@ __all__ = [
     "deliver",
     "fire_values",
     "fused_step_applies",
+    "host_array",
+    "host_tensor",
     "settle",
     "step",
     "step_exact",
     "step_fused",
     "take",
+    "zeros_f32",
 ]
 
 
 def _rust_applies(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Whether a Rust kernel can read ``a`` (float32 on the CPU) and ``b`` (float32, C-contiguous)."""
-    return a.device.type == "cpu" and a.dtype == torch.float32 == b.dtype and b.is_contiguous()
+    return a.is_cpu and a.dtype is torch.float32 and b.dtype is torch.float32 and b.is_contiguous()
+
+
+_HOST = "_asyncsnn_host"  # the attribute of a tensor made by host_tensor: its numpy array
+
+
+def host_tensor(a: np.ndarray) -> torch.Tensor:
+    """``torch.from_numpy(a)``, remembering ``a`` on the tensor for :func:`host_array`.
+
+    The host backend hands the same tensors to several Rust calls of a forward step and
+    of its backward pass; ``Tensor.numpy()`` costs about as much as a small kernel (a
+    few microseconds), the remembered array nothing. The tensor already holds ``a``
+    (it shares its memory), so this adds no reference cycle and keeps nothing alive.
+    """
+    t = torch.from_numpy(a)
+    setattr(t, _HOST, a)
+    return t
+
+
+def zeros_f32(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """float32 zeros; on the CPU made by :func:`host_tensor` (for the Rust kernels)."""
+    if device.type == "cpu":
+        return host_tensor(np.zeros(shape, dtype=np.float32))
+    return torch.zeros(shape, dtype=torch.float32, device=device)
+
+
+def host_array(t: torch.Tensor) -> np.ndarray:
+    """``t.detach().numpy()`` of a CPU tensor (the array remembered by :func:`host_tensor`)."""
+    a = getattr(t, _HOST, None)
+    return t.detach().numpy() if a is None else a
 
 
 def fire_values(u: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
@@ -162,9 +195,9 @@ def _step_backward(ctx: Any, g_v: torch.Tensor | None, g_q: torch.Tensor | None)
     if rust and not torch.is_grad_enabled():
         d_f = ctx.surrogate.derivative(u_f - theta_f).contiguous()
         g_u_np, g_cur_np = _engine.step_backward(
-            g_v.numpy(), g_q.numpy(), live.numpy(), fired.numpy(), u_f.numpy(), d_f.numpy()
+            host_array(g_v), host_array(g_q), host_array(live), host_array(fired), host_array(u_f), d_f.numpy()
         )
-        return torch.from_numpy(g_u_np), torch.from_numpy(g_cur_np), None, g_q, None
+        return host_tensor(g_u_np), host_tensor(g_cur_np), None, g_q, None
     g_u = g_v.clone(memory_format=torch.contiguous_format)
     if fired.numel():
         gv_f = g_u.view(-1).index_select(0, fired)
@@ -228,40 +261,43 @@ def _step_fused_values(
     torch.Tensor,
     bool,
 ]:
-    # Every output has its own storage: the next step's node saves live'.
-    v_new, q_new, s, live_new = (torch.empty_like(v) for _ in range(4))
-    u = torch.empty_like(v) if want_u else None
+    # Every output has its own storage: the next step's node saves live'. (numpy buffers
+    # wrapped by torch cost less per step than torch.empty_like(...).numpy().)
+    shape = tuple(v.shape)
+    v_np, q_np, s_np, live_np = (np.empty(shape, dtype=np.float32) for _ in range(4))
+    u_np = np.empty(shape, dtype=np.float32) if want_u else None
     fired, u_f, theta_f, finite = _engine.step_forward(
-        v.detach().numpy(),
-        cur.detach().numpy(),
-        live.numpy(),
-        q.detach().numpy(),
-        theta.numpy(),
-        v_new.numpy(),
-        q_new.numpy(),
-        s.numpy(),
-        live_new.numpy(),
-        None if u is None else u.numpy(),
-        None if vpre is None else vpre.numpy(),
+        host_array(v),
+        host_array(cur),
+        host_array(live),
+        host_array(q),
+        host_array(theta),
+        v_np,
+        q_np,
+        s_np,
+        live_np,
+        u_np,
+        None if vpre is None else host_array(vpre),
     )
     return (
-        v_new,
-        q_new,
-        s,
-        u,
-        live_new,
-        torch.from_numpy(fired),
-        torch.from_numpy(u_f),
-        torch.from_numpy(theta_f),
+        host_tensor(v_np),
+        host_tensor(q_np),
+        host_tensor(s_np),
+        None if u_np is None else host_tensor(u_np),
+        host_tensor(live_np),
+        host_tensor(fired),
+        host_tensor(u_f),
+        host_tensor(theta_f),
         finite,
     )
 
 
 def fused_step_applies(*tensors: torch.Tensor | None) -> bool:
     """Whether :func:`step_fused` can run: float32 C-contiguous CPU tensors (``None`` is skipped)."""
-    return all(
-        t is None or (t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous()) for t in tensors
-    )
+    for t in tensors:  # a loop, not all(...): this runs at every forward step
+        if t is not None and not (t.is_cpu and t.dtype is torch.float32 and t.is_contiguous()):
+            return False
+    return True
 
 
 def step_fused(
@@ -521,9 +557,9 @@ def _deliver_values(
         # Take and deliver in one Rust call (the same products and sums, in entry order).
         rows, local, _ = groups[0]
         cur_np, mult_np = _engine.deliver_forward(
-            q.detach().numpy(), flat.numpy(), rows.numpy(), local.numpy(), part.table.numpy(), col0 + part.lo
+            host_array(q), host_array(flat), host_array(rows), host_array(local), host_array(part.table), col0 + part.lo
         )
-        return torch.from_numpy(cur_np), torch.from_numpy(mult_np)
+        return host_tensor(cur_np), host_tensor(mult_np)
     q_flat = q.view(-1)
     mult = q_flat.index_select(0, flat)
     q_flat.index_fill_(0, flat, 0.0)
@@ -570,7 +606,11 @@ class _Deliver(torch.autograd.Function):
         holder: TableGrad = ctx.holder
         flat, mult, *saved = ctx.saved_tensors
         if holder.grad is None:
-            holder.grad = torch.zeros_like(holder.table)
+            holder.grad = (
+                zeros_f32(tuple(holder.table.shape), holder.table.device)
+                if holder.table.dtype is torch.float32
+                else torch.zeros_like(holder.table)
+            )
         g_mults = []
         s0 = 0
         for part, present in zip(ctx.parts, ctx.present):
@@ -584,13 +624,13 @@ class _Deliver(torch.autograd.Function):
                 g_mults.append(
                     torch.from_numpy(
                         _engine.deliver_backward(
-                            g_cur.contiguous().numpy(),
+                            host_array(g_cur.contiguous()),
                             ctx.col0 + part.lo,
-                            rows.numpy(),
-                            local.numpy(),
-                            mult[s0:s1].contiguous().numpy(),
-                            part.table.numpy(),
-                            holder.grad.numpy(),
+                            host_array(rows),
+                            host_array(local),
+                            host_array(mult if s0 == 0 and s1 == mult.numel() else mult[s0:s1].contiguous()),
+                            host_array(part.table),
+                            host_array(holder.grad),
                             part.row0,
                             part.lo,
                         )

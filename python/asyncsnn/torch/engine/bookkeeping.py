@@ -101,8 +101,8 @@ class Bookkeeping(ABC):
     """The per-step bookkeeping of the running rows of one timestep (module docstring).
 
     The driver calls, at every forward step ``k``: :meth:`count_step`, the forward
-    step itself, :meth:`record_latency` (while it returns True), :meth:`record_decision`,
-    :meth:`enqueue`,
+    step itself, :meth:`record_latency` (while it returns True) and
+    :meth:`record_decision` (both only when :meth:`outputs_fired`), :meth:`enqueue`,
     :meth:`stop`, :meth:`set_aside`, then (with a graph) :meth:`settle` and
     :meth:`select_and_deliver`. The pending set lives in the bookkeeping between
     these calls; :meth:`start_timestep` empties it.
@@ -125,6 +125,15 @@ class Bookkeeping(ABC):
     @abstractmethod
     def count_step(self, rows: RowSet, k: int) -> None:
         """R7.5: the running rows have run ``k + 1`` forward steps."""
+
+    def outputs_fired(self, fired: torch.Tensor | None) -> bool:
+        """Whether an output neuron may have fired in the step (``fired``: as for :meth:`enqueue`).
+
+        When it returns False, the driver skips :meth:`record_latency` and
+        :meth:`record_decision`, which record nothing in a step without output spikes.
+        This default always returns True.
+        """
+        return True
 
     @abstractmethod
     def record_latency(self, rows: RowSet, k: int, out_spikes: torch.Tensor) -> bool:

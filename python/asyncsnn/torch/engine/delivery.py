@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from asyncsnn.torch._kernels import SettleSpec, TableGrad, TablePart, deliver, take
+from asyncsnn.torch._kernels import SettleSpec, TableGrad, TablePart, deliver, take, zeros_f32
 from asyncsnn.torch.engine.plan import Plan, ProjectionPlan, apply_projection
 from asyncsnn.torch.engine.rows import RowSet
 from asyncsnn.torch.surrogate import Surrogate
@@ -135,7 +135,7 @@ class Delivery:
                 assert w is not None
                 ws.append(w)
                 blocks.append((plan.offsets[pp.source], plan.offsets[pp.target] - self.col0))
-            table = torch.zeros(plan.n_neurons, span, dtype=torch.float32, device=ws[0].device)
+            table = zeros_f32((plan.n_neurons, span), ws[0].device)
             for w, (r0, c0) in zip(ws, blocks):
                 table[r0 : r0 + w.shape[1], c0 : c0 + w.shape[0]] += w.detach().t()
             self.table = table

@@ -273,9 +273,11 @@ def _forward_steps(ctx: RunContext, book: Bookkeeping, rows: RowSet, t: int) -> 
     while True:
         book.count_step(rows, k)  # R7.5
         spikes, fired = forward_step(ctx, rows, t, k, book.needs_fired)  # R4.3.1-R4.3.2
-        if latency_open:
-            latency_open = book.record_latency(rows, k, spikes[:, ctx.out_slice])  # R7.7
-        book.record_decision(rows, k, spikes[:, ctx.out_slice])  # R7.9
+        if book.outputs_fired(fired):  # else neither record changes
+            out_spikes = spikes[:, ctx.out_slice]
+            if latency_open:
+                latency_open = book.record_latency(rows, k, out_spikes)  # R7.7
+            book.record_decision(rows, k, out_spikes)  # R7.9
         book.enqueue(rows, fired)  # R4.3.2 pending set, R7.6 queue peak
         book.stop(rows, k)  # R4.3.3, R6
         running = book.set_aside(rows, retired)

@@ -20,6 +20,7 @@ import torch
 
 from asyncsnn import _engine
 from asyncsnn._prepare import Scheduler
+from asyncsnn.torch._kernels import host_array, host_tensor
 from asyncsnn.torch.engine.bookkeeping import MIN_SET_ASIDE, Bookkeeping, stop_rule
 from asyncsnn.torch.engine.context import RunContext
 from asyncsnn.torch.engine.counters import record_decision_host, record_latency_host
@@ -57,6 +58,14 @@ class HostBookkeeping(Bookkeeping):
         """See :meth:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping.count_step`."""
         rows.np("steps")[~rows.np("done")] = k + 1
 
+    def outputs_fired(self, fired: torch.Tensor | None) -> bool:
+        """See :meth:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping.outputs_fired`."""
+        # The output population is the last one: its neurons are the columns out_offset..N-1.
+        assert fired is not None
+        plan = self.run.plan
+        pos = host_array(fired)
+        return pos.size > 0 and bool((pos % plan.n_neurons >= plan.out_offset).any())
+
     def record_latency(self, rows: RowSet, k: int, out_spikes: torch.Tensor) -> bool:
         """See :meth:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping.record_latency`."""
         return record_latency_host(rows, self.run.columns, self.host, k, out_spikes)
@@ -70,7 +79,7 @@ class HostBookkeeping(Bookkeeping):
         # R4.3.2: a neuron already pending (refractory dropout) keeps its entry.
         assert fired is not None
         self.keys, self.counts, self.first = _engine.merge_pending(
-            self.keys, fired.numpy(), self.host["has_out"], rows.size
+            self.keys, host_array(fired), self.host["has_out"], rows.size
         )
         queue_peak = rows.np("queue_peak")
         np.maximum(queue_peak, self.counts, out=queue_peak)  # R7.6
@@ -128,10 +137,10 @@ class HostBookkeeping(Bookkeeping):
         group_rows, group_neurons, flat, offsets, self.keys = self._select(rows, state)
         run.delivery.deliver_group(
             rows,
-            torch.from_numpy(group_rows),
-            torch.from_numpy(group_neurons),
-            torch.from_numpy(flat),
-            torch.from_numpy(offsets),
+            host_tensor(group_rows),
+            host_tensor(group_neurons),
+            host_tensor(flat),
+            host_tensor(offsets),
             run.grad,
         )
         # R7.4: deliveries per neuron (their synops are summed at the end of the timestep).

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from asyncsnn.torch._kernels import host_array
 from asyncsnn.torch._rng import mix32_t
 
 __all__ = ["RowSet", "merge_rows"]
@@ -68,7 +69,7 @@ class RowSet:
         tensor = getattr(self, name)
         cached = self.views.get(name)
         if cached is None or cached[0] is not tensor:
-            cached = (tensor, tensor.numpy())
+            cached = (tensor, host_array(tensor))
             self.views[name] = cached
         return cached[1]
 

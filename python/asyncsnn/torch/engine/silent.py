@@ -79,12 +79,11 @@ def emit_settled_host(run: RunContext, rows: RowSet, top: np.ndarray) -> None:
     """:func:`emit_settled` with the bookkeeping in numpy (the host backend)."""
     assert rows.settled is not None
     assert run.surrogate is not None
-    host = run.plan.host_arrays()
     settled = rows.np("settled")
-    ranks = host["src_rank_f"]
     # Some population settles when a source rank r has top <= r < settled.
-    if not (np.maximum(top, ranks.min(initial=np.inf)) < settled).any():
+    if not (np.maximum(top, np.float32(run.min_source_rank)) < settled).any():
         return
+    ranks = run.plan.host_arrays()["src_rank_f"]
     need = (top[:, None] <= ranks) & (settled[:, None] > ranks)  # [n, source populations]
     np.minimum(settled, np.maximum(top, np.float32(1.0)), out=settled)
     pops, emitting = [], []
