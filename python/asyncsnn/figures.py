@@ -113,12 +113,19 @@ def _held(new: Any, old: Any) -> str:
     return _spread.held(_spread.paired(_pct_change, new, old))
 
 
-def _ratio(old: Any, new: Any, word: str) -> str:
-    """``"2.10x faster"``: how many times ``new`` is smaller than ``old``, per seed (n/a when undefined)."""
+def _ratio(old: Any, new: Any, word: str, opposite: str) -> str:
+    """``"2.10x faster"``: how many times ``new`` is smaller than ``old``, per seed (n/a when undefined).
+
+    ``word`` follows a mean ratio of 1 or more, ``opposite`` one below 1 (``"0.98x slower on 3 of 3 seeds"``).
+
+    >>> _ratio(2.0, 1.0, "faster", "slower"), _ratio(0.98, 1.0, "faster", "slower")
+    ('2.00x faster', '0.98x slower')
+    """
     ratio = _spread.paired(lambda o, n: np.where(n == 0, np.nan, o / np.where(n == 0, 1.0, n)), old, new)
     if np.all(np.isnan(ratio)):
         return "n/a"
-    return _spread.summary(ratio, ".2f", unit="x") + f" {word}" + _spread.held(ratio - 1.0)
+    below = float(np.nanmean(ratio)) < 1.0
+    return _spread.summary(ratio, ".2f", unit="x") + f" {opposite if below else word}" + _spread.held(ratio - 1.0)
 
 
 def _points(new: Any, old: Any) -> tuple[str, str]:
@@ -340,9 +347,7 @@ def _caption_energy(results: Mapping[str, Any]) -> str | None:
             )
             d_new, d_old = a.get("time_to_decision_s"), b.get("time_to_decision_s")
             if not (math.isnan(_num(d_new)) or math.isnan(_num(d_old))):
-                text += (
-                    f", time to decision {_micro(d_new)} µs vs {_micro(d_old)} µs ({_ratio(d_old, d_new, 'faster')})"
-                )
+                text += f", time to decision {_micro(d_new)} µs vs {_micro(d_old)} µs ({_ratio(d_old, d_new, 'faster', 'slower')})"
             items.append(text)
         if not math.isnan(_num(b.get("energy_per_inference_j"))) and math.isnan(_num(b.get("time_to_decision_s"))):
             items.append("no time model")
