@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// [`POLL_INTERVAL`] (the binding's poll checks Python's signals, which only the
 /// thread that called into the engine may do) and sets `cancel` when it returns true.
 pub struct Interrupt<'a> {
-    /// Set (by anyone) to stop the run: it then returns [`EngineError::Cancelled`].
+    /// Set (by anyone) to stop the run: it then returns [`EngineError::Cancelled`](crate::EngineError::Cancelled).
     pub cancel: &'a AtomicBool,
     /// Asked now and then, on the running thread, whether to stop.
     pub poll: Option<&'a (dyn Fn() -> bool + Sync)>,

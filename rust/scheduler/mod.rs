@@ -1,17 +1,17 @@
 //! Schedulers (R5.1-R5.4) and the pending set (R3.2).
 //!
-//! The pending set ([`PendingSet`]) is a table of multiplicities shared by every
+//! The pending set (`PendingSet`) is a table of multiplicities shared by every
 //! scheduler (per neuron its multiplicity `m >= 1`, 0 = not pending) plus a queue that
-//! orders the pending neurons, one variant per scheduler ([`Queue`]):
+//! orders the pending neurons, one variant per scheduler (`Queue`):
 //! - `layered` (R5.1): one pending list per population; a group is the whole list of
 //!   the lowest population present (here).
 //! - `fifo` (R5.2): a queue in order of first enqueue (= sequence number); a neuron
 //!   re-enqueued while pending only gets its multiplicity raised and keeps its place
 //!   (here).
 //! - `momentum` without jitter (R5.4): a 4-ary max-heap of `(v_pre bits, !id)`
-//!   ([`heap`]).
+//!   (`heap.rs`).
 //! - `random` (R5.3) and `momentum` with jitter (R5.4): keys drawn afresh at every
-//!   forward step over the pending list ([`keyed`]).
+//!   forward step over the pending list (`keyed.rs`).
 //!
 //! The queue is an enum matched once per call (no `dyn`), and its buffers are kept
 //! across timesteps and samples: a workspace runs one batch, whose samples share one
