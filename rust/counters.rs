@@ -1,6 +1,7 @@
 //! Per-sample readout and counters (R7), and [`COUNTERS`]: the one list of their names
 //! and shapes, which the binding (`_engine.COUNTERS`, hence
-//! `asyncsnn.result.COUNTER_FIELDS`) and the Rust tests read.
+//! `asyncsnn.result.COUNTER_FIELDS`) and the Rust tests read; [`BatchLayout`]: the
+//! shapes of a batch's arrays of them, which the binding allocates and fills.
 
 use crate::error::{EngineError, Location};
 
@@ -105,6 +106,16 @@ pub struct AxisSizes {
 }
 
 impl AxisSizes {
+    /// The sizes for a run of `net` with `timesteps` timesteps.
+    pub fn of_run(net: &crate::network::Network, timesteps: usize) -> AxisSizes {
+        AxisSizes {
+            timesteps,
+            outputs: net.n_outputs(),
+            populations: net.n_populations(),
+            projections: net.n_projections(),
+        }
+    }
+
     /// The length of `axis`.
     pub const fn of(&self, axis: Axis) -> usize {
         match axis {
@@ -318,6 +329,78 @@ pub fn counter(name: &str) -> Option<&'static Counter> {
     COUNTERS.iter().find(|c| c.name == name)
 }
 
+/// The arrays of a batch's counters: one C-ordered `[batch, *axes]` int64 array per
+/// counter of [`COUNTERS`], in that order (the binding's result dict). Sample `b`'s
+/// values of counter `f` are elements `b * k..(b + 1) * k` of array `f`, `k` its
+/// values per sample.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchLayout {
+    batch: usize,
+    /// Per counter: the array's dimensions (the first `1 + axes` of them are used).
+    dims: [[usize; 1 + MAX_AXES]; COUNTERS.len()],
+    per_sample: [usize; COUNTERS.len()],
+}
+
+impl BatchLayout {
+    /// The layout for `batch` samples with axes of `sizes`, or an [`EngineError::Overflow`]
+    /// of the batch when an array's size in bytes does not fit an `isize` (R7.8: a typed
+    /// error before anything runs, not an abort in the allocator).
+    pub fn new(batch: usize, sizes: &AxisSizes) -> Result<BatchLayout, EngineError> {
+        let oom = || EngineError::overflow(Location::Batch, "result arrays (memory)");
+        let mut layout = BatchLayout {
+            batch,
+            dims: [[batch; 1 + MAX_AXES]; COUNTERS.len()],
+            per_sample: [0; COUNTERS.len()],
+        };
+        for (f, counter) in COUNTERS.iter().enumerate() {
+            for (d, &axis) in layout.dims[f][1..].iter_mut().zip(counter.axes) {
+                *d = sizes.of(axis);
+            }
+            let k = counter.len_per_sample(sizes).ok_or_else(oom)?;
+            k.checked_mul(batch)
+                .and_then(|n| n.checked_mul(std::mem::size_of::<i64>()))
+                .filter(|&bytes| isize::try_from(bytes).is_ok())
+                .ok_or_else(oom)?;
+            layout.per_sample[f] = k;
+        }
+        Ok(layout)
+    }
+
+    /// The number of samples.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// The dimensions of counter `f`'s array, `[batch, *axes]`.
+    pub fn shape(&self, f: usize) -> &[usize] {
+        &self.dims[f][..1 + COUNTERS[f].axes.len()]
+    }
+
+    /// Writes sample `b`'s values of counter `f` from `r` into `out`, the data of
+    /// counter `f`'s array. An internal error if `b`, `out` or `r` do not fit the layout.
+    pub fn write(
+        &self,
+        f: usize,
+        b: usize,
+        r: &SampleResult,
+        out: &mut [i64],
+    ) -> Result<(), EngineError> {
+        let (k, values) = (self.per_sample[f], COUNTERS[f].values(r));
+        if b >= self.batch {
+            return Err(EngineError::Internal(
+                "internal: more results than samples".into(),
+            ));
+        }
+        if values.len() != k || out.len() != k * self.batch {
+            let n = values.len();
+            let what = format!("internal: a result field has {n} values per sample, expected {k}");
+            return Err(EngineError::Internal(what));
+        }
+        out[b * k..(b + 1) * k].copy_from_slice(values);
+        Ok(())
+    }
+}
+
 /// A vector of `n` copies of `fill`, or an Overflow error instead of an allocation
 /// failure (huge `timesteps`).
 pub(crate) fn try_vec(
@@ -485,6 +568,58 @@ mod tests {
         assert_eq!(counter("synops").unwrap().values(&r), &[7]);
         assert_eq!(counter("first_correct_synops").unwrap().values(&r), &[3, 4]);
         assert_eq!(counter("predictions").unwrap().values(&r), &[0]);
+    }
+
+    #[test]
+    fn batch_layout_shapes_and_writes_each_counter() {
+        let sizes = AxisSizes {
+            timesteps: 3,
+            outputs: 4,
+            populations: 2,
+            projections: 5,
+        };
+        let layout = BatchLayout::new(2, &sizes).unwrap();
+        assert_eq!(layout.batch(), 2);
+        let f = |name| COUNTERS.iter().position(|c| c.name == name).unwrap();
+        assert_eq!(layout.shape(f("predictions")), &[2]);
+        assert_eq!(layout.shape(f("timestep_output_counts")), &[2, 3, 4]);
+        assert_eq!(layout.shape(f("synops_per_projection")), &[2, 5]);
+        assert_eq!(layout.shape(f("first_correct_step")), &[2, 3]);
+        let mut r = SampleResult::new(3, 4, 2, 5, &Location::Sample(0)).unwrap();
+        r.timestep_synops = vec![1, 2, 3];
+        let mut out = vec![0i64; 6];
+        layout.write(f("timestep_synops"), 1, &r, &mut out).unwrap();
+        assert_eq!(out, vec![0, 0, 0, 1, 2, 3]);
+        let internal = |e| matches!(e, EngineError::Internal(_));
+        assert!(internal(
+            layout
+                .write(f("timestep_synops"), 2, &r, &mut out)
+                .unwrap_err()
+        ));
+        assert!(internal(
+            layout.write(f("synops"), 0, &r, &mut out).unwrap_err()
+        ));
+        let short = SampleResult::new(2, 4, 2, 5, &Location::Sample(0)).unwrap();
+        let e = layout.write(f("timestep_synops"), 0, &short, &mut out);
+        assert!(internal(e.unwrap_err()));
+    }
+
+    #[test]
+    fn a_batch_too_large_for_memory_is_an_overflow_of_the_batch() {
+        let sizes = AxisSizes {
+            timesteps: usize::MAX / 4,
+            outputs: 1,
+            populations: 1,
+            projections: 1,
+        };
+        let e = BatchLayout::new(1, &sizes).unwrap_err();
+        assert_eq!(e.to_string(), "batch: result arrays (memory) overflows");
+        let sizes = AxisSizes {
+            timesteps: 1 << 20,
+            ..sizes
+        };
+        assert!(BatchLayout::new(1 << 20, &sizes).is_ok());
+        assert!(BatchLayout::new(usize::MAX / 2, &sizes).is_err());
     }
 
     #[test]

@@ -123,6 +123,34 @@ impl PartialEq<&str> for Location {
     }
 }
 
+/// The class of `asyncsnn.exceptions` that an [`EngineError`] is raised as (the
+/// binding maps each to its class).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// `ModelError`: [`EngineError::Model`] and [`EngineError::ModelFile`].
+    Model,
+    /// `InputError`: [`EngineError::Input`].
+    Input,
+    /// `ParameterError`: [`EngineError::Parameter`].
+    Parameter,
+    /// `EngineError`: overflow, memory, cancelled and internal errors.
+    Engine,
+}
+
+/// An error as the binding raises it ([`EngineError::parts`]): the class and the
+/// exception's `field`, `value` and `location` attributes (`None` where it has none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorParts {
+    /// The class of `asyncsnn.exceptions`.
+    pub class: ErrorClass,
+    /// The offending field (or what overflows / what could not be allocated).
+    pub field: Option<String>,
+    /// The offending value (or the bytes asked for).
+    pub value: Option<String>,
+    /// The text of the [`Location`] (or a model file's path).
+    pub location: Option<String>,
+}
+
 /// Errors returned by [`crate::Network::new`], [`crate::run_sample`] and
 /// [`crate::run_batch`].
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -231,6 +259,61 @@ impl EngineError {
         self
     }
 
+    /// The class of `asyncsnn.exceptions` that this error is raised as, with its
+    /// `field`, `value` and `location` attributes (a model file's `location` is its path).
+    pub fn parts(&self) -> ErrorParts {
+        let text = |s: &String| Some(s.clone());
+        let (class, field, value, location) = match self {
+            EngineError::Model {
+                location,
+                field,
+                value,
+                ..
+            } => (ErrorClass::Model, text(field), text(value), Some(location)),
+            EngineError::Input {
+                location,
+                field,
+                value,
+                ..
+            } => (ErrorClass::Input, text(field), text(value), Some(location)),
+            EngineError::Parameter { field, value, .. } => {
+                (ErrorClass::Parameter, text(field), text(value), None)
+            }
+            EngineError::Overflow { location, what } => {
+                (ErrorClass::Engine, text(what), None, Some(location))
+            }
+            EngineError::Memory {
+                location,
+                what,
+                bytes,
+            } => (
+                ErrorClass::Engine,
+                text(what),
+                Some(bytes.to_string()),
+                Some(location),
+            ),
+            EngineError::Cancelled | EngineError::Internal(_) => {
+                (ErrorClass::Engine, None, None, None)
+            }
+            EngineError::ModelFile {
+                path, field, value, ..
+            } => {
+                return ErrorParts {
+                    class: ErrorClass::Model,
+                    field: text(field),
+                    value: text(value),
+                    location: text(path),
+                }
+            }
+        };
+        ErrorParts {
+            class,
+            field,
+            value,
+            location: location.map(Location::to_string),
+        }
+    }
+
     pub(crate) fn model(
         location: impl Into<Location>,
         field: impl Into<String>,
@@ -259,7 +342,8 @@ impl EngineError {
         }
     }
 
-    pub(crate) fn parameter(
+    /// An [`EngineError::Parameter`].
+    pub fn parameter(
         field: impl Into<String>,
         value: impl ToString,
         reason: impl Into<String>,
@@ -329,6 +413,65 @@ mod tests {
             e.to_string(),
             "m.safetensors: invalid format = \"onnx\": not an asyncsnn model file"
         );
+    }
+
+    #[test]
+    fn parts_give_the_class_and_attributes() {
+        let parts = |e: EngineError| e.parts();
+        let e = EngineError::model(Location::Population(2), "beta", 2, "must be in [0, 1]");
+        let want =
+            |class, field: Option<&str>, value: Option<&str>, location: Option<&str>| ErrorParts {
+                class,
+                field: field.map(String::from),
+                value: value.map(String::from),
+                location: location.map(String::from),
+            };
+        let population = Some("population 2");
+        let model = want(ErrorClass::Model, Some("beta"), Some("2"), population);
+        assert_eq!(parts(e), model);
+        let e = EngineError::input(Location::Sample(3), "inputs", "nan", "must be finite");
+        let input = want(
+            ErrorClass::Input,
+            Some("inputs"),
+            Some("nan"),
+            Some("sample 3"),
+        );
+        assert_eq!(parts(e), input);
+        let e = EngineError::parameter("threads", 0, "must be >= 1");
+        let param = want(ErrorClass::Parameter, Some("threads"), Some("0"), None);
+        assert_eq!(parts(e), param);
+        let e = EngineError::overflow(Location::Batch, "result arrays (memory)");
+        let overflow = want(
+            ErrorClass::Engine,
+            Some("result arrays (memory)"),
+            None,
+            Some("batch"),
+        );
+        assert_eq!(parts(e), overflow);
+        let e = EngineError::memory(Location::Network, "weights", 64);
+        let memory = want(
+            ErrorClass::Engine,
+            Some("weights"),
+            Some("64"),
+            Some("network"),
+        );
+        assert_eq!(parts(e), memory);
+        let engine = want(ErrorClass::Engine, None, None, None);
+        assert_eq!(parts(EngineError::Cancelled), engine);
+        assert_eq!(parts(EngineError::Internal("broken".into())), engine);
+        let e = EngineError::ModelFile {
+            path: "m.safetensors".into(),
+            field: "format".into(),
+            value: "x".into(),
+            reason: "bad".into(),
+        };
+        let file = want(
+            ErrorClass::Model,
+            Some("format"),
+            Some("x"),
+            Some("m.safetensors"),
+        );
+        assert_eq!(parts(e), file);
     }
 
     #[test]

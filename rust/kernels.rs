@@ -12,6 +12,9 @@
 //! row additions as an inference run, with nothing else around them.
 
 use std::sync::OnceLock;
+use std::time::Instant;
+
+use crate::error::EngineError;
 
 /// `c[i] += w[i]` (`s == 1`) or `c[i] += s * w[i]` for every `i`.
 pub type RowKernel = fn(&mut [f32], &[f32], f32);
@@ -158,6 +161,41 @@ pub fn axpy_rows(weights: &[f32], rows: &[u32], acc: &mut [f32]) -> u64 {
     done
 }
 
+/// The roofline measurement of `benches/compare.py` (`_engine.axpy_roofline`): adds
+/// the rows of `weights` (`[n_rows, row_len]`, row-major) listed in `rows` into a
+/// zeroed accumulator of `row_len` floats, `repeats` times. Returns `(seconds, float
+/// additions)`; `row_len` must divide the length of `weights` and every row be in range.
+pub fn axpy_roofline(
+    weights: &[f32],
+    row_len: usize,
+    rows: &[u32],
+    repeats: usize,
+) -> Result<(f64, u64), EngineError> {
+    if row_len == 0 || weights.len() % row_len != 0 {
+        let reason = "must be > 0 and divide the length of weights";
+        return Err(EngineError::parameter("row_len", row_len, reason));
+    }
+    let n_rows = weights.len() / row_len;
+    if let Some(bad) = rows.iter().find(|&&x| x as usize >= n_rows) {
+        return Err(EngineError::parameter(
+            "rows",
+            bad,
+            "row index out of range",
+        ));
+    }
+    let mut acc = vec![0.0f32; row_len];
+    let start = Instant::now();
+    let mut adds = 0u64;
+    for _ in 0..repeats {
+        acc.fill(0.0);
+        adds += axpy_rows(weights, rows, &mut acc);
+        std::hint::black_box(&mut acc);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    std::hint::black_box(acc.iter().sum::<f32>());
+    Ok((secs, adds))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,5 +236,14 @@ mod tests {
         assert_eq!(axpy_rows(&w, &[0, 2, 2, 9], &mut acc), 12);
         assert_eq!(acc, vec![16.0, 19.0, 22.0, 25.0]);
         assert!(["avx2", "portable"].contains(&row_kernel_name()));
+        let (_, adds) = axpy_roofline(&w, 4, &[0, 2], 3).unwrap();
+        assert_eq!(adds, 24);
+        let field = |e: EngineError| match e {
+            EngineError::Parameter { field, .. } => field,
+            other => panic!("{other}"),
+        };
+        assert_eq!(field(axpy_roofline(&w, 5, &[0], 1).unwrap_err()), "row_len");
+        assert_eq!(field(axpy_roofline(&w, 0, &[0], 1).unwrap_err()), "row_len");
+        assert_eq!(field(axpy_roofline(&w, 4, &[3], 1).unwrap_err()), "rows");
     }
 }

@@ -23,7 +23,7 @@ mod python;
 
 pub use counters::SampleResult;
 pub use engine::{run_batch, run_sample, BatchRunner, RunConfig, SampleInput, StopMode};
-pub use error::{EngineError, Location};
+pub use error::{EngineError, ErrorClass, ErrorParts, Location};
 pub use model_file::{read_model_bytes, read_model_file};
 pub use network::{Network, NetworkSpec, PoolKind, PopulationSpec, ProjectionKind, ProjectionSpec};
 pub use scheduler::Scheduler;

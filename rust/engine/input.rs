@@ -30,6 +30,68 @@ pub enum SampleInput<'a> {
     },
 }
 
+/// The events of one sparse sample, `(t, index, value)` ([`SampleInput::Sparse`]).
+pub type SparseEvents<'a> = (&'a [u32], &'a [u32], &'a [f32]);
+
+impl<'a> SampleInput<'a> {
+    /// The samples of a batch of `timesteps` timesteps, given as exactly one of: one
+    /// dense array (`frames`, row-major `[batch, timesteps, n_in]` as `shape` says) or
+    /// one [`SparseEvents`] per sample. A parameter error if both or neither is given or
+    /// the dense shape does not match `timesteps` and `n_in`; the samples themselves are
+    /// validated by the engine.
+    pub fn batch(
+        dense: Option<(&'a [f32], [usize; 3])>,
+        sparse: Option<Vec<SparseEvents<'a>>>,
+        timesteps: usize,
+        n_in: usize,
+    ) -> Result<Vec<SampleInput<'a>>, EngineError> {
+        match (dense, sparse) {
+            (Some((frames, shape)), None) => {
+                if shape[1] != timesteps || shape[2] != n_in {
+                    let reason = "shape does not match the network";
+                    return Err(EngineError::parameter(
+                        "inputs",
+                        format!("{shape:?}"),
+                        reason,
+                    ));
+                }
+                if shape[0] == 0 {
+                    return Ok(Vec::new());
+                }
+                let stride = timesteps.saturating_mul(n_in);
+                if Some(frames.len()) != shape[0].checked_mul(stride) {
+                    let what = "internal: inputs do not have the values of their shape";
+                    return Err(EngineError::Internal(what.into()));
+                }
+                let sample = |b: usize| SampleInput::Dense {
+                    frames: &frames[b * stride..(b + 1) * stride],
+                    timesteps,
+                };
+                Ok((0..shape[0]).map(sample).collect())
+            }
+            (None, Some(events)) => Ok(events
+                .into_iter()
+                .map(|(t, index, value)| SampleInput::Sparse {
+                    t,
+                    index,
+                    value,
+                    timesteps,
+                })
+                .collect()),
+            _ => {
+                let reason = "give exactly one of dense or sparse";
+                Err(EngineError::parameter("inputs", "both/none", reason))
+            }
+        }
+    }
+}
+
+/// Class labels as the binding passes them (int64, one per sample): a negative label
+/// is "no label".
+pub fn labels_from_i64(labels: &[i64]) -> Vec<Option<usize>> {
+    labels.iter().map(|&c| usize::try_from(c).ok()).collect()
+}
+
 /// A validated sample input.
 pub(super) enum Prepared<'a> {
     Dense(&'a [f32]),
@@ -313,4 +375,50 @@ pub(super) fn check_sample_id(id: u64) -> Result<u32, EngineError> {
     u32::try_from(id).map_err(|_| {
         EngineError::parameter("sample_ids", id, "must be < 2^32 (sample is a u32 in R5.5)")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_dense_or_sparse_and_the_dense_shape_fits_the_network() {
+        let frames = [0.0f32; 12];
+        let samples = SampleInput::batch(Some((&frames, [2, 3, 2])), None, 3, 2).unwrap();
+        assert_eq!(samples.len(), 2);
+        assert!(
+            matches!(samples[1], SampleInput::Dense { frames, timesteps: 3 } if frames.len() == 6)
+        );
+        let e = SampleInput::batch(Some((&frames, [2, 2, 3])), None, 3, 2).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid inputs = [2, 2, 3]: shape does not match the network"
+        );
+        let e = SampleInput::batch(Some((&frames[..6], [2, 3, 2])), None, 3, 2).unwrap_err();
+        assert!(matches!(e, EngineError::Internal(_)));
+        let empty = SampleInput::batch(Some((&[], [4, 0, 2])), None, 0, 2).unwrap();
+        assert_eq!(empty.len(), 4);
+        let events: Vec<SparseEvents<'_>> = vec![(&[0], &[1], &[0.5]), (&[], &[], &[])];
+        let sparse = SampleInput::batch(None, Some(events.clone()), 3, 2).unwrap();
+        assert!(matches!(
+            sparse[0],
+            SampleInput::Sparse {
+                t: [0],
+                timesteps: 3,
+                ..
+            }
+        ));
+        for (dense, sparse) in [(Some((&frames[..], [2, 3, 2])), Some(events)), (None, None)] {
+            let e = SampleInput::batch(dense, sparse, 3, 2).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "invalid inputs = both/none: give exactly one of dense or sparse"
+            );
+        }
+    }
+
+    #[test]
+    fn negative_labels_are_none() {
+        assert_eq!(labels_from_i64(&[2, -1, 0]), vec![Some(2), None, Some(0)]);
+    }
 }

@@ -70,7 +70,7 @@ mod workspace;
 
 pub use batch::{run_batch, run_batch_with, run_sample};
 pub use config::{validate_config, RunConfig, StopMode};
-pub use input::{check_dense_values, SampleInput};
+pub use input::{check_dense_values, labels_from_i64, SampleInput, SparseEvents};
 pub use interrupt::{Interrupt, POLL_INTERVAL};
 pub use runner::{BatchRunner, Poll};
 pub use trace::{trace_batch, EventKind, TraceEvent};

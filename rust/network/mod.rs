@@ -25,8 +25,10 @@
 //!
 //! Submodules: `validate` (populations, projection endpoints, shared checks), `lower`
 //! (per-kind lowering; one geometry check for conv and pool), `taps` (per-axis tap
-//! tables), `layout` (slots, `id_of`, per-slot parameters, scaled tap tables).
+//! tables), `layout` (slots, `id_of`, per-slot parameters, scaled tap tables), `flat`
+//! (a projection from the binding's flat description).
 
+mod flat;
 mod layout;
 mod lower;
 mod taps;
@@ -254,6 +256,21 @@ pub struct Network {
     /// projection at a time without changing the order of the additions into any
     /// neuron (see `engine/deliver.rs`).
     pub(crate) distinct_targets: Vec<bool>,
+}
+
+/// `Network(input_size=.., neurons=.., outputs=.., projections=..)`, the sizes of the
+/// network (the binding's `repr`).
+impl std::fmt::Display for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Network(input_size={}, neurons={}, outputs={}, projections={})",
+            self.input_size(),
+            self.n_neurons(),
+            self.n_outputs(),
+            self.n_projections()
+        )
+    }
 }
 
 impl Network {

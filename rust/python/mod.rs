@@ -10,14 +10,13 @@
 //! - `results.rs`: the counters written straight into read-only numpy arrays;
 //! - `train_kernels.rs`: the torch engine's CPU kernels.
 
-use std::time::Instant;
-
 use numpy::PyReadonlyArray1;
 use pyo3::prelude::*;
 use pyo3::types::{PyModule, PyTuple};
 
 use crate::counters::COUNTERS;
-use errors::param_err;
+use crate::kernels;
+use errors::contiguous;
 
 mod errors;
 mod network;
@@ -38,7 +37,7 @@ fn default_threads() -> usize {
     rayon::current_num_threads()
 }
 
-/// Roofline reference of `benches/compare.py` (see `crate::kernels::axpy_rows`):
+/// Roofline reference of `benches/compare.py` (see `crate::kernels::axpy_roofline`):
 /// adds the rows of `weights` (`[n_rows, row_len]`, row-major) listed in `rows` into a
 /// zeroed accumulator of `row_len` floats, `repeats` times, with the interpreter
 /// released. Returns `(seconds, float additions, kernel name)`.
@@ -50,36 +49,10 @@ fn axpy_roofline(
     rows: PyReadonlyArray1<'_, u32>,
     repeats: usize,
 ) -> PyResult<(f64, u64, &'static str)> {
-    let bad =
-        |field: &str, value: String, reason: &str| PyErr::from(param_err(field, value, reason));
-    let contiguous = |field| bad(field, "non-contiguous".into(), "must be contiguous");
-    let w = weights.as_slice().map_err(|_| contiguous("weights"))?;
-    let r = rows.as_slice().map_err(|_| contiguous("rows"))?;
-    if row_len == 0 || w.len() % row_len != 0 {
-        return Err(bad(
-            "row_len",
-            row_len.to_string(),
-            "must be > 0 and divide the length of weights",
-        ));
-    }
-    let n_rows = w.len() / row_len;
-    if let Some(bad_row) = r.iter().find(|&&x| x as usize >= n_rows) {
-        return Err(bad("rows", bad_row.to_string(), "row index out of range"));
-    }
-    let (w, r) = (w.to_vec(), r.to_vec());
-    let (secs, adds, sink) = py.detach(move || {
-        let mut acc = vec![0.0f32; row_len];
-        let start = Instant::now();
-        let mut adds = 0u64;
-        for _ in 0..repeats {
-            acc.fill(0.0);
-            adds += crate::kernels::axpy_rows(&w, &r, &mut acc);
-            std::hint::black_box(&mut acc);
-        }
-        (start.elapsed().as_secs_f64(), adds, acc.iter().sum::<f32>())
-    });
-    std::hint::black_box(sink);
-    Ok((secs, adds, crate::kernels::row_kernel_name()))
+    let w = weights.as_slice().map_err(contiguous("weights"))?;
+    let r = rows.as_slice().map_err(contiguous("rows"))?;
+    let (secs, adds) = py.detach(|| kernels::axpy_roofline(w, row_len, r, repeats))?;
+    Ok((secs, adds, kernels::row_kernel_name()))
 }
 
 #[pymodule]

@@ -8,11 +8,12 @@ use numpy::{PyReadonlyArray1, PyReadonlyArray3, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::errors::{internal, param_err};
+use super::errors::internal;
 use super::network::PyNetwork;
 use super::results::Collected;
 use super::trace::add_trace_columns;
-use crate::engine::{trace_batch, BatchRunner, RunConfig, SampleInput, StopMode};
+use crate::counters::{AxisSizes, BatchLayout};
+use crate::engine::{labels_from_i64, trace_batch, BatchRunner, RunConfig, SampleInput, StopMode};
 use crate::scheduler::Scheduler;
 
 type SparseSample<'py> = (
@@ -20,50 +21,6 @@ type SparseSample<'py> = (
     PyReadonlyArray1<'py, u32>,
     PyReadonlyArray1<'py, f32>,
 );
-
-/// The samples of a batch as slices of the numpy buffers: one dense array
-/// `[batch, timesteps, input_size]` or one `(t, index, value)` triple per sample.
-fn samples<'a>(
-    dense: &'a Option<PyReadonlyArray3<'_, f32>>,
-    sparse: &'a Option<Vec<SparseSample<'_>>>,
-    timesteps: usize,
-    n_in: usize,
-) -> PyResult<Vec<SampleInput<'a>>> {
-    match (dense, sparse) {
-        (Some(arr), None) => {
-            let shape = arr.shape();
-            if shape[1] != timesteps || shape[2] != n_in {
-                let reason = "shape does not match the network";
-                return Err(param_err("inputs", format!("{shape:?}"), reason).into());
-            }
-            let frames = arr
-                .as_slice()
-                .map_err(internal("inputs are not contiguous"))?;
-            let stride = timesteps * n_in;
-            let frames = |b: usize| &frames[b * stride..(b + 1) * stride];
-            let sample = |b| SampleInput::Dense {
-                frames: frames(b),
-                timesteps,
-            };
-            Ok((0..shape[0]).map(sample).collect())
-        }
-        (None, Some(list)) => list
-            .iter()
-            .map(|(t, index, value)| {
-                Ok(SampleInput::Sparse {
-                    t: t.as_slice().map_err(internal("sparse t not contiguous"))?,
-                    index: (index.as_slice()).map_err(internal("sparse index not contiguous"))?,
-                    value: (value.as_slice()).map_err(internal("sparse values not contiguous"))?,
-                    timesteps,
-                })
-            })
-            .collect(),
-        _ => {
-            let reason = "give exactly one of dense or sparse";
-            Err(param_err("inputs", "both/none", reason).into())
-        }
-    }
-}
 
 /// Run a batch through the engine; returns a dict of read-only int64 numpy arrays, one
 /// per counter of `COUNTERS` (`asyncsnn.result.COUNTER_FIELDS`), in that order.
@@ -106,19 +63,26 @@ pub(super) fn run<'py>(
         seed,
         refractory_dropout,
     };
-    let inputs = samples(&dense, &sparse, timesteps, net.input_size())?;
+    let dense = (dense.as_ref())
+        .map(|a| Ok((a.as_slice()?, [a.shape()[0], a.shape()[1], a.shape()[2]])))
+        .transpose()
+        .map_err(internal("inputs are not contiguous"))?;
+    let sparse = (sparse.as_ref())
+        .map(|list| {
+            (list.iter())
+                .map(|(t, index, value)| Ok((t.as_slice()?, index.as_slice()?, value.as_slice()?)))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()
+        .map_err(internal("sparse events not contiguous"))?;
+    let inputs = SampleInput::batch(dense, sparse, timesteps, net.input_size())?;
     let ids = (sample_ids.as_ref().map(|a| a.as_slice()).transpose())
         .map_err(internal("sample_ids not contiguous"))?;
     let labels = (labels.as_ref().map(|a| a.as_slice()).transpose())
         .map_err(internal("labels not contiguous"))?
-        .map(|l| {
-            l.iter()
-                .map(|&c| usize::try_from(c).ok())
-                .collect::<Vec<_>>()
-        });
-    let (n_out, n_pop, n_proj) = (net.n_outputs(), net.n_populations(), net.n_projections());
-    let mut collected =
-        Collected::with_capacity(py, inputs.len(), timesteps, n_out, n_pop, n_proj)?;
+        .map(labels_from_i64);
+    let sizes = AxisSizes::of_run(net, timesteps);
+    let mut collected = Collected::new(py, BatchLayout::new(inputs.len(), &sizes)?)?;
     if trace {
         // R7.10, for a few samples: one call, not in chunks (no Ctrl-C inside it).
         let ids = ids.map_or_else(|| (0..inputs.len() as u64).collect(), <[u64]>::to_vec);

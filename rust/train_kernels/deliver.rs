@@ -1,11 +1,13 @@
 //! Take-and-deliver of a group through the weight table (R4.3.4) and its backward.
 
+use crate::error::EngineError;
+
 /// Take the entries `flat` out of the pending values `q` (`[rows, N]`, set to 0 there)
 /// and add their weight-table rows into the currents (R4.3.4): for each entry `s`,
 /// `mult[s] = q[flat[s]]` and `cur[rows[s], col0 ..] += mult[s] * table[local[s]]`
 /// (`cur`: `[rows, N]`, zero outside the entries' rows and columns), in entry order.
-/// The arguments must satisfy [`check_deliver`] (with `g_stride = N`, `g_col0 = col0`)
-/// and `flat[s] = rows[s] * N + neuron`, distinct, in range.
+/// The arguments must satisfy [`check_deliver_forward`] and `flat[s] = rows[s] * N +
+/// neuron`, distinct.
 #[allow(clippy::too_many_arguments)]
 pub fn deliver_forward(
     lay: &DeliverLayout,
@@ -49,8 +51,25 @@ pub struct DeliverLayout {
     pub grad_col0: usize,
 }
 
-/// Why the arguments of [`deliver_backward`] do not fit together: `(field, value, reason)`.
-pub type LayoutError = (&'static str, String, &'static str);
+impl DeliverLayout {
+    /// The layout of [`deliver_forward`]: the currents `[rows, n_neu]`, the table's
+    /// columns from `col0` on (the table is its own "gradient" for [`check_deliver`]).
+    pub fn forward(n_neu: usize, col0: usize, width: usize) -> DeliverLayout {
+        DeliverLayout {
+            g_stride: n_neu,
+            g_col0: col0,
+            width,
+            grad_stride: width,
+            grad_row0: 0,
+            grad_col0: 0,
+        }
+    }
+}
+
+/// The error of an argument of the torch engine's kernels: a [`EngineError::Parameter`].
+pub(crate) fn bad(field: &str, value: impl ToString, reason: &str) -> EngineError {
+    EngineError::parameter(field, value, reason)
+}
 
 /// Checks every index that [`deliver_backward`] will use, so that it cannot go out of
 /// bounds.
@@ -63,53 +82,56 @@ pub fn check_deliver(
     mult_len: usize,
     table_len: usize,
     grad_len: usize,
-) -> Result<(), LayoutError> {
+) -> Result<(), EngineError> {
     let n = rows.len();
     if local.len() != n || mult_len != n {
-        return Err((
-            "local",
-            local.len().to_string(),
-            "rows, local and mult must have the same length",
-        ));
+        let reason = "rows, local and mult must have the same length";
+        return Err(bad("local", local.len(), reason));
     }
     if lay.width == 0 || table_len % lay.width != 0 {
-        return Err((
-            "width",
-            lay.width.to_string(),
-            "must be > 0 and divide the table's size",
-        ));
+        let reason = "must be > 0 and divide the table's size";
+        return Err(bad("width", lay.width, reason));
     }
     if lay.g_stride == 0 || g_len % lay.g_stride != 0 || lay.g_col0 + lay.width > lay.g_stride {
-        return Err((
-            "g_col0",
-            lay.g_col0.to_string(),
-            "the table's columns do not fit in g_cur",
-        ));
+        let reason = "the table's columns do not fit in g_cur";
+        return Err(bad("g_col0", lay.g_col0, reason));
     }
     if lay.grad_col0 + lay.width > lay.grad_stride {
-        return Err((
-            "grad_col0",
-            lay.grad_col0.to_string(),
-            "the table's columns do not fit in grad",
-        ));
+        let reason = "the table's columns do not fit in grad";
+        return Err(bad("grad_col0", lay.grad_col0, reason));
     }
     let table_rows = table_len / lay.width;
     let g_rows = g_len / lay.g_stride;
     let grad_rows = grad_len.checked_div(lay.grad_stride).unwrap_or(0);
     if lay.grad_row0 + table_rows > grad_rows {
-        return Err((
-            "grad_row0",
-            lay.grad_row0.to_string(),
-            "the table's rows do not fit in grad",
-        ));
+        let reason = "the table's rows do not fit in grad";
+        return Err(bad("grad_row0", lay.grad_row0, reason));
     }
     if let Some(r) = rows.iter().find(|&&r| r < 0 || r as usize >= g_rows) {
-        return Err(("rows", r.to_string(), "row index out of range"));
+        return Err(bad("rows", r, "row index out of range"));
     }
     if let Some(l) = local.iter().find(|&&l| l < 0 || l as usize >= table_rows) {
-        return Err(("local", l.to_string(), "table row index out of range"));
+        return Err(bad("local", l, "table row index out of range"));
     }
     Ok(())
+}
+
+/// Checks the arguments of [`deliver_forward`] (layout [`DeliverLayout::forward`]):
+/// [`check_deliver`] with the pending values `q` in the place of the current gradient,
+/// and every position of `flat` in `q`.
+pub fn check_deliver_forward(
+    lay: &DeliverLayout,
+    q_len: usize,
+    flat: &[i64],
+    rows: &[i64],
+    local: &[i64],
+    table_len: usize,
+) -> Result<(), EngineError> {
+    check_deliver(lay, q_len, rows, local, flat.len(), table_len, table_len)?;
+    match flat.iter().find(|&&x| x < 0 || x as usize >= q_len) {
+        Some(bad_pos) => Err(bad("flat", bad_pos, "position out of range")),
+        None => Ok(()),
+    }
 }
 
 /// Backward of a delivery `cur[rows[s], g_col0 + j] += mult[s] * table[local[s], j]`.
@@ -207,6 +229,7 @@ fn dot8(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train_kernels::tests::field;
 
     fn lcg(seed: u64) -> impl FnMut() -> f32 {
         let mut g = seed;
@@ -287,29 +310,38 @@ mod tests {
             grad_row0: 0,
             grad_col0: 0,
         };
+        assert_eq!(field(check_deliver(&lay, 8, &[2], &[0], 1, 8, 8)), "rows");
+        assert_eq!(field(check_deliver(&lay, 8, &[1], &[-1], 1, 8, 8)), "local");
         assert_eq!(
-            check_deliver(&lay, 8, &[2], &[0], 1, 8, 8).unwrap_err().0,
-            "rows"
-        );
-        assert_eq!(
-            check_deliver(&lay, 8, &[1], &[-1], 1, 8, 8).unwrap_err().0,
+            field(check_deliver(&lay, 8, &[1], &[0, 1], 1, 8, 8)),
             "local"
         );
         assert_eq!(
-            check_deliver(&lay, 8, &[1], &[0, 1], 1, 8, 8)
-                .unwrap_err()
-                .0,
-            "local"
-        );
-        assert_eq!(
-            check_deliver(&lay, 8, &[1], &[1], 1, 8, 4).unwrap_err().0,
+            field(check_deliver(&lay, 8, &[1], &[1], 1, 8, 4)),
             "grad_row0"
         );
         let wide = DeliverLayout { g_col0: 1, ..lay };
         assert_eq!(
-            check_deliver(&wide, 8, &[1], &[1], 1, 8, 8).unwrap_err().0,
+            field(check_deliver(&wide, 8, &[1], &[1], 1, 8, 8)),
             "g_col0"
         );
         assert!(check_deliver(&lay, 8, &[1, 0], &[1, 1], 2, 8, 8).is_ok());
+    }
+
+    #[test]
+    fn deliver_forward_checks_its_positions() {
+        // 2 rows of 4 neurons; a table of 2 rows of 2 columns delivered at column 1.
+        let lay = DeliverLayout::forward(4, 1, 2);
+        let check = |flat: &[i64], rows: &[i64], local: &[i64]| {
+            check_deliver_forward(&lay, 8, flat, rows, local, 4)
+        };
+        assert!(check(&[0, 7], &[0, 1], &[1, 0]).is_ok());
+        assert_eq!(field(check(&[0, 8], &[0, 1], &[1, 0])), "flat");
+        assert_eq!(field(check(&[-1], &[0], &[1])), "flat");
+        assert_eq!(field(check(&[0], &[0, 1], &[1, 0])), "local");
+        assert_eq!(field(check(&[0], &[0], &[2])), "local");
+        let wide = DeliverLayout::forward(4, 3, 2);
+        let e = check_deliver_forward(&wide, 8, &[0], &[0], &[0], 4);
+        assert_eq!(field(e), "g_col0");
     }
 }

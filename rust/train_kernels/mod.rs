@@ -17,7 +17,11 @@
 //! * [`pending`]: [`merge_pending`] and [`select_pending`], the unlayered schedulers'
 //!   bookkeeping of the pending set of every row (R3.2, R4.3.2, R4.3.4, R5.2-R5.4).
 //!
-//! They are not the inference engine: `engine.rs` runs one sample as an event loop;
+//! Each kernel has a check of its arguments (`check_*`, [`StepInputs::check`],
+//! [`StepGrads::check`], [`SelectKeys::new`]) that returns an [`crate::EngineError`]
+//! naming the bad argument, so that the kernel itself cannot index out of bounds.
+//!
+//! They are not the inference engine: `engine/` runs one sample as an event loop;
 //! these are the torch engine's batch operations (its "host" backend), and the torch
 //! engine's equivalence tests run its two backends, with and without them, against
 //! the reference engine. The Python side is `asyncsnn.torch._kernels` (autograd
@@ -27,8 +31,24 @@ pub mod deliver;
 pub mod pending;
 pub mod step;
 
-pub use deliver::{check_deliver, deliver_backward, deliver_forward, DeliverLayout, LayoutError};
-pub use pending::{
-    check_keys, check_pending, merge_pending, select_pending, Pending, SelectKeys, Selection,
+pub use deliver::{
+    check_deliver, check_deliver_forward, deliver_backward, deliver_forward, DeliverLayout,
 };
-pub use step::{step_backward, step_forward, Fired, StepOutputs};
+pub use pending::{
+    check_keys, check_merge, check_pending, merge_pending, select_pending, Pending, SelectKeys,
+    Selection,
+};
+pub use step::{step_backward, step_forward, Fired, StepGrads, StepInputs, StepOutputs};
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use crate::error::EngineError;
+
+    /// The field named by the parameter error of a failed check.
+    pub(crate) fn field<T: std::fmt::Debug>(r: Result<T, EngineError>) -> String {
+        match r {
+            Err(EngineError::Parameter { field, .. }) => field,
+            other => panic!("not a parameter error: {other:?}"),
+        }
+    }
+}

@@ -2,6 +2,10 @@
 //! a step's spikes into the sorted pending keys (R3.2, R4.3.2) and the selection of
 //! each row's group (R4.3.4, R5.2-R5.4).
 
+use super::deliver::bad;
+use crate::error::EngineError;
+use crate::scheduler::Scheduler;
+
 /// The pending set of every row after a fire phase (R4.3.2), as sorted keys
 /// `row * N + neuron`.
 #[derive(Debug, Default, PartialEq)]
@@ -66,24 +70,40 @@ pub fn check_keys(keys: &[i64], n_rows: usize, n_neu: usize) -> Result<(), i64> 
     }
 }
 
-/// Checks the arguments of [`select_pending`] that do not depend on the scheduler: `f
-/// >= 1`, `counts >= 0` summing to `pend.len()`, every row's keys its own, sorted and
-/// distinct. The error is `(field, value, reason)`.
+/// Checks the arguments of [`merge_pending`]: the keys of `pend` and of `fired` in
+/// `[0, n_rows * n_neu)` ([`check_keys`]), each sorted and distinct.
+pub fn check_merge(
+    pend: &[i64],
+    fired: &[i64],
+    n_rows: usize,
+    n_neu: usize,
+) -> Result<(), EngineError> {
+    for (name, keys) in [("pend", pend), ("fired", fired)] {
+        check_keys(keys, n_rows, n_neu).map_err(|k| bad(name, k, "key out of range"))?;
+        if keys.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(bad(name, "unsorted", "keys must be sorted and distinct"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks the arguments of [`select_pending`] that do not depend on the scheduler:
+/// `f >= 1`, `counts >= 0` summing to `pend.len()`, every row's keys its own, sorted
+/// and distinct.
 pub fn check_pending(
     pend: &[i64],
     counts: &[i64],
     f: usize,
     n_neu: usize,
-) -> Result<(), crate::train_kernels::LayoutError> {
+) -> Result<(), EngineError> {
     if f == 0 {
-        return Err(("f", f.to_string(), "must be >= 1"));
+        return Err(bad("f", f, "must be >= 1"));
     }
     if counts.iter().any(|&x| x < 0) || counts.iter().sum::<i64>() != pend.len() as i64 {
         let reason = "must be >= 0 and sum to len(pend)";
-        return Err(("counts", format!("{counts:?}"), reason));
+        return Err(bad("counts", format!("{counts:?}"), reason));
     }
-    check_keys(pend, counts.len(), n_neu)
-        .map_err(|k| ("pend", k.to_string(), "key out of range"))?;
+    check_keys(pend, counts.len(), n_neu).map_err(|k| bad("pend", k, "key out of range"))?;
     let mut start = 0usize;
     for (r, &n) in counts.iter().enumerate() {
         let row = &pend[start..start + n as usize];
@@ -91,7 +111,7 @@ pub fn check_pending(
         let (lo, hi) = ((r * n_neu) as i64, ((r + 1) * n_neu) as i64);
         if row.iter().any(|&k| k < lo || k >= hi) || row.windows(2).any(|w| w[0] >= w[1]) {
             let reason = "keys must be sorted, distinct and in their row";
-            return Err(("pend", format!("row {r}"), reason));
+            return Err(bad("pend", format!("row {r}"), reason));
         }
     }
     Ok(())
@@ -123,7 +143,58 @@ pub enum SelectKeys<'a> {
     },
 }
 
-impl SelectKeys<'_> {
+impl<'a> SelectKeys<'a> {
+    /// The keys of `scheduler` (`"fifo"` with `seq`, `"random"` with `state`,
+    /// `"momentum"` with `vpre`, and `state` when `jitter > 0`) for `n_rows` rows of
+    /// `n_neu` neurons, each array checked to have one value per row (`state`) or per
+    /// neuron of every row (`seq`, `vpre`); arrays that the scheduler does not use are
+    /// ignored.
+    pub fn new(
+        scheduler: &str,
+        seq: Option<&'a [i64]>,
+        state: Option<&'a [i64]>,
+        vpre: Option<&'a [f32]>,
+        jitter: f32,
+        n_rows: usize,
+        n_neu: usize,
+    ) -> Result<SelectKeys<'a>, EngineError> {
+        let grid = n_rows * n_neu;
+        let sized = |field: &str, len: usize, want: usize| match len == want {
+            true => Ok(()),
+            false => Err(bad(field, len, "has the wrong number of elements")),
+        };
+        match (scheduler.parse::<Scheduler>().ok(), seq, state, vpre) {
+            (Some(Scheduler::Fifo), Some(seq), _, _) => {
+                sized("seq", seq.len(), grid)?;
+                Ok(SelectKeys::Fifo { seq })
+            }
+            (Some(Scheduler::Random), _, Some(state), _) => {
+                sized("state", state.len(), n_rows)?;
+                Ok(SelectKeys::Random { state })
+            }
+            (Some(Scheduler::Momentum { .. }), _, state, Some(vpre)) => {
+                sized("vpre", vpre.len(), grid)?;
+                match state {
+                    Some(s) => sized("state", s.len(), n_rows)?,
+                    None if jitter > 0.0 => {
+                        let reason = "momentum with jitter > 0 needs the hash states";
+                        return Err(bad("state", "None", reason));
+                    }
+                    None => {}
+                }
+                Ok(SelectKeys::Momentum {
+                    vpre,
+                    state,
+                    jitter,
+                })
+            }
+            _ => {
+                let reason = "must be fifo (with seq), random (with state) or momentum (with vpre)";
+                Err(bad("scheduler", scheduler, reason))
+            }
+        }
+    }
+
     /// Smaller is delivered first; equal keys go to the smaller neuron id.
     #[inline]
     fn key(&self, row: usize, neuron: usize, n_neu: usize) -> i64 {
@@ -230,6 +301,7 @@ pub fn select_pending(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train_kernels::tests::field;
 
     #[test]
     fn merge_and_select_pending() {
@@ -276,5 +348,57 @@ mod tests {
         assert_eq!(s.flat, vec![best0, best1]);
         assert_eq!(check_keys(&[0, 14], 3, 5), Ok(()));
         assert_eq!(check_keys(&[15], 3, 5), Err(15));
+    }
+
+    #[test]
+    fn checks_name_the_bad_argument() {
+        assert!(check_merge(&[1, 7], &[1, 3, 9], 2, 5).is_ok());
+        assert_eq!(field(check_merge(&[1, 10], &[], 2, 5)), "pend");
+        assert_eq!(field(check_merge(&[7, 1], &[], 2, 5)), "pend");
+        assert_eq!(field(check_merge(&[], &[3, 3], 2, 5)), "fired");
+        assert_eq!(field(check_merge(&[], &[-1], 2, 5)), "fired");
+        assert!(check_pending(&[1, 7], &[1, 1], 1, 5).is_ok());
+        assert_eq!(field(check_pending(&[1, 7], &[1, 1], 0, 5)), "f");
+        assert_eq!(field(check_pending(&[1, 7], &[2, 1], 1, 5)), "counts");
+        assert_eq!(field(check_pending(&[1, 7], &[0, 2], 1, 5)), "pend");
+    }
+
+    #[test]
+    fn select_keys_take_the_arrays_of_their_scheduler() {
+        let (seq, state, vpre) = ([0i64; 10], [0i64; 2], [0.0f32; 10]);
+        let keys =
+            |name, seq, state, vpre, jitter| SelectKeys::new(name, seq, state, vpre, jitter, 2, 5);
+        let fifo = keys("fifo", Some(&seq[..]), None, None, 0.0).unwrap();
+        assert!(matches!(fifo, SelectKeys::Fifo { .. }));
+        let random = keys("random", Some(&seq[..]), Some(&state[..]), None, 0.0).unwrap();
+        assert!(matches!(random, SelectKeys::Random { .. }));
+        let momentum = keys("momentum", None, None, Some(&vpre[..]), 0.0).unwrap();
+        assert!(matches!(momentum, SelectKeys::Momentum { state: None, .. }));
+        let jitter = keys("momentum", None, Some(&state[..]), Some(&vpre[..]), 0.5).unwrap();
+        assert!(matches!(
+            jitter,
+            SelectKeys::Momentum { state: Some(_), .. }
+        ));
+        assert_eq!(
+            field(keys("momentum", None, None, Some(&vpre[..]), 0.5)),
+            "state"
+        );
+        assert_eq!(field(keys("fifo", Some(&seq[..5]), None, None, 0.0)), "seq");
+        assert_eq!(
+            field(keys("random", None, Some(&state[..1]), None, 0.0)),
+            "state"
+        );
+        assert_eq!(
+            field(keys("momentum", None, None, Some(&vpre[..9]), 0.0)),
+            "vpre"
+        );
+        assert_eq!(
+            field(keys("fifo", None, Some(&state[..]), None, 0.0)),
+            "scheduler"
+        );
+        assert_eq!(
+            field(keys("layered", Some(&seq[..]), None, None, 0.0)),
+            "scheduler"
+        );
     }
 }
