@@ -6,7 +6,7 @@
 #[path = "support/nets.rs"]
 mod nets;
 
-use _engine::engine::{trace_batch, EventKind, TraceEvent};
+use _engine::engine::{trace_batch, EventKind, TraceColumns, TraceEvent};
 use _engine::{run_batch, Network, SampleInput, Scheduler};
 use nets::*;
 
@@ -52,7 +52,8 @@ fn trace_agrees_with_the_counters_on_every_scheduler() {
         for f in [1, 2, 8] {
             let config = cfg(s, f);
             let want = run_batch(&net, &inputs, None, &ids, &config, &cancel).unwrap();
-            let (got, traces) = trace_batch(&net, &inputs, None, &ids, &config, &cancel).unwrap();
+            let (got, traces) =
+                trace_batch(&net, &inputs, None, Some(&ids), &config, &cancel).unwrap();
             assert_eq!(got, want, "{s:?} F={f}");
             let mut spiked_any = false;
             for (r, events) in want.iter().zip(&traces) {
@@ -115,7 +116,7 @@ fn events_come_in_the_order_of_the_semantics() {
         &net,
         &inputs,
         None,
-        &[7, 8],
+        Some(&[7, 8]),
         &cfg(Scheduler::Fifo, 2),
         &Default::default(),
     )
@@ -141,4 +142,41 @@ fn events_come_in_the_order_of_the_semantics() {
             }
         }
     }
+}
+
+#[test]
+fn columns_flatten_the_samples_in_order() {
+    let net = three_layers();
+    let data = frames(3, 3);
+    let inputs: Vec<SampleInput> = (data.iter())
+        .map(|f| SampleInput::Dense {
+            frames: f,
+            timesteps: 3,
+        })
+        .collect();
+    let config = cfg(Scheduler::Random, 2);
+    let (_, traces) = trace_batch(&net, &inputs, None, None, &config, &Default::default()).unwrap();
+    let cols = TraceColumns::new(&traces);
+    let n: usize = traces.iter().map(Vec::len).sum();
+    assert!(n > 0);
+    assert!(cols.ints.iter().all(|c| c.len() == n) && cols.value.len() == n);
+    let mut row = 0;
+    for (b, events) in traces.iter().enumerate() {
+        for e in events {
+            let want = [
+                b as i64,
+                e.timestep.into(),
+                e.step.into(),
+                e.kind.code(),
+                e.population.into(),
+                e.neuron.into(),
+            ];
+            let got: Vec<i64> = cols.ints.iter().map(|c| c[row]).collect();
+            assert_eq!(got, want);
+            assert_eq!(cols.value[row], e.value);
+            row += 1;
+        }
+    }
+    assert_eq!(TraceColumns::INT_NAMES[3], "kind");
+    assert_eq!(EventKind::Spike.code(), 1);
 }

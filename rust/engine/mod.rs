@@ -73,7 +73,7 @@ pub use config::{validate_config, RunConfig, StopMode};
 pub use input::{check_dense_values, labels_from_i64, SampleInput, SparseEvents};
 pub use interrupt::{Interrupt, POLL_INTERVAL};
 pub use runner::{BatchRunner, Poll};
-pub use trace::{trace_batch, EventKind, TraceEvent};
+pub use trace::{trace_batch, EventKind, TraceColumns, TraceEvent};
 
 use crate::error::{EngineError, Location};
 

@@ -42,6 +42,55 @@ impl EventKind {
             EventKind::Delivery => "delivery",
         }
     }
+
+    /// The code of the `kind` column of [`TraceColumns`]: 0, 1, 2 in the order above.
+    pub fn code(self) -> i64 {
+        match self {
+            EventKind::Input => 0,
+            EventKind::Spike => 1,
+            EventKind::Delivery => 2,
+        }
+    }
+}
+
+/// The traces of a batch as columns, one entry per event, samples in input order (the
+/// form `asyncsnn.trace.Trace` reads: `trace_<name>` arrays).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TraceColumns {
+    /// `sample` (position in the batch), `timestep`, `step`, `kind` ([`EventKind::code`]),
+    /// `population`, `neuron`, named by [`TraceColumns::INT_NAMES`].
+    pub ints: [Vec<i64>; 6],
+    pub value: Vec<f64>,
+}
+
+impl TraceColumns {
+    /// The names of [`TraceColumns::ints`], in order.
+    pub const INT_NAMES: [&'static str; 6] =
+        ["sample", "timestep", "step", "kind", "population", "neuron"];
+
+    /// The events of `traces` (one list per sample), flattened.
+    pub fn new(traces: &[Vec<TraceEvent>]) -> TraceColumns {
+        let n: usize = traces.iter().map(Vec::len).sum();
+        let mut ints: [Vec<i64>; 6] = std::array::from_fn(|_| Vec::with_capacity(n));
+        let mut value = Vec::with_capacity(n);
+        for (b, events) in traces.iter().enumerate() {
+            for e in events {
+                let row = [
+                    b as i64,
+                    e.timestep.into(),
+                    e.step.into(),
+                    e.kind.code(),
+                    e.population.into(),
+                    e.neuron.into(),
+                ];
+                for (column, x) in ints.iter_mut().zip(row) {
+                    column.push(x);
+                }
+                value.push(e.value);
+            }
+        }
+        TraceColumns { ints, value }
+    }
 }
 
 /// One event of a sample's trace (R7.10).
@@ -63,16 +112,25 @@ pub struct TraceEvent {
 
 /// Runs `inputs` as [`run_batch`](super::run_batch) does (the same validation, errors
 /// and results, in input order) and returns, with the results, the trace of every
-/// sample (R7.10). A trace holds one event per input event, spike and delivery, so it
-/// is as long as `input_events + spikes_total + deliveries` of the sample.
+/// sample (R7.10). `sample_ids` None means the positions in the batch. A trace holds one
+/// event per input event, spike and delivery, so it is as long as `input_events +
+/// spikes_total + deliveries` of the sample.
 pub fn trace_batch(
     net: &Network,
     inputs: &[SampleInput],
     labels: Option<&[Option<usize>]>,
-    sample_ids: &[u64],
+    sample_ids: Option<&[u64]>,
     config: &RunConfig,
     cancel: &AtomicBool,
 ) -> Result<(Vec<SampleResult>, Vec<Vec<TraceEvent>>), EngineError> {
+    let positions: Vec<u64>;
+    let sample_ids = match sample_ids {
+        Some(ids) => ids,
+        None => {
+            positions = (0..inputs.len() as u64).collect();
+            &positions
+        }
+    };
     let results = run_batch_with(net, inputs, labels, sample_ids, config, cancel, true)?;
     let one = |ws: &mut Result<Workspace, EngineError>, i: usize| {
         let ws = ws.as_mut().map_err(|e| e.clone())?;

@@ -6,7 +6,6 @@
 //! - `errors.rs`: `EngineError` -> `asyncsnn.exceptions` (the one conversion);
 //! - `network.rs`: `_engine.Network`;
 //! - `run.rs`: `_engine.run` (a batch through [`crate::engine::BatchRunner`]);
-//! - `trace.rs`: the event trace columns of `_engine.run(..., trace=True)`;
 //! - `results.rs`: the counters written straight into read-only numpy arrays;
 //! - `train_kernels.rs`: the torch engine's CPU kernels.
 
@@ -22,7 +21,6 @@ mod errors;
 mod network;
 mod results;
 mod run;
-mod trace;
 mod train_kernels;
 
 /// The shared counter-based random function of docs/semantics.md R5.5 (for tests).

@@ -4,16 +4,17 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 
-use numpy::{PyReadonlyArray1, PyReadonlyArray3, PyUntypedArrayMethods};
+use numpy::{IntoPyArray, PyReadonlyArray1, PyReadonlyArray3, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::errors::internal;
 use super::network::PyNetwork;
 use super::results::Collected;
-use super::trace::add_trace_columns;
 use crate::counters::{AxisSizes, BatchLayout};
-use crate::engine::{labels_from_i64, trace_batch, BatchRunner, RunConfig, SampleInput, StopMode};
+use crate::engine::{
+    labels_from_i64, trace_batch, BatchRunner, RunConfig, SampleInput, StopMode, TraceColumns,
+};
 use crate::scheduler::Scheduler;
 
 type SparseSample<'py> = (
@@ -25,8 +26,8 @@ type SparseSample<'py> = (
 /// Run a batch through the engine; returns a dict of read-only int64 numpy arrays, one
 /// per counter of `COUNTERS` (`asyncsnn.result.COUNTER_FIELDS`), in that order.
 ///
-/// With `trace`, the dict also holds the events of every sample (R7.10, see
-/// `trace.rs`).
+/// With `trace`, the dict also holds the events of every sample as `trace_<column>`
+/// arrays (R7.10, [`TraceColumns`]).
 ///
 /// Arguments are validated by `asyncsnn._prepare` first; the engine validates again
 /// and raises the matching `asyncsnn.exceptions` class. `sample_ids` None means the
@@ -85,15 +86,18 @@ pub(super) fn run<'py>(
     let mut collected = Collected::new(py, BatchLayout::new(inputs.len(), &sizes)?)?;
     if trace {
         // R7.10, for a few samples: one call, not in chunks (no Ctrl-C inside it).
-        let ids = ids.map_or_else(|| (0..inputs.len() as u64).collect(), <[u64]>::to_vec);
         let cancel = AtomicBool::new(false);
         let (results, traces) =
-            py.detach(|| trace_batch(net, &inputs, labels.as_deref(), &ids, &config, &cancel))?;
+            py.detach(|| trace_batch(net, &inputs, labels.as_deref(), ids, &config, &cancel))?;
         for r in &results {
             collected.push(r)?;
         }
         let dict = collected.into_dict(py)?;
-        add_trace_columns(py, &dict, &traces)?;
+        let columns = TraceColumns::new(&traces);
+        for (name, column) in TraceColumns::INT_NAMES.into_iter().zip(columns.ints) {
+            dict.set_item(format!("trace_{name}"), column.into_pyarray(py))?;
+        }
+        dict.set_item("trace_value", columns.value.into_pyarray(py))?;
         return Ok(dict);
     }
     let mut runner = BatchRunner::new(net, &inputs, labels.as_deref(), ids, config, threads)?;
