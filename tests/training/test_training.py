@@ -231,6 +231,25 @@ def test_spike_is_heaviside_forward_and_surrogate_backward(surrogate: Any) -> No
     torch.testing.assert_close(g, surrogate.derivative(x.detach()))
 
 
+@pytest.mark.parametrize("surrogate", SURROGATES, ids=repr)
+def test_numpy_surrogate_derivative_is_bit_for_bit_the_torch_one(surrogate: Any) -> None:
+    """The host backend's step gradient evaluates the surrogate in numpy: the same float32 bits."""
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.standard_normal(4000).astype(np.float32) * s for s in (1e-4, 1e-2, 1.0, 1e2, 1e6)])
+    x = np.concatenate([x, np.array([0.0, -0.0, 1e-38, -3e38, 3.4e38, np.inf, -np.inf], dtype=np.float32)])
+    want = surrogate.derivative(torch.from_numpy(x.copy())).numpy()
+    got = surrogate._derivative_np(x.copy())
+    assert got.dtype == np.float32
+    assert np.array_equal(got.view(np.int32), want.view(np.int32))
+
+    class Custom(type(surrogate)):  # type: ignore[misc]
+        def derivative(self, x: torch.Tensor) -> torch.Tensor:
+            return super().derivative(x) * 2.0
+
+    custom = Custom()  # a subclass that redefines derivative() is evaluated in torch
+    assert np.array_equal(custom._derivative_np(x.copy()), custom.derivative(torch.from_numpy(x.copy())).numpy())
+
+
 def test_surrogate_formulas_and_parsing() -> None:
     x = torch.tensor([0.0, 0.25, -0.5], dtype=torch.float64)
     a = ATan(alpha=2.0, scale=1.5)

@@ -193,9 +193,10 @@ def _step_backward(ctx: Any, g_v: torch.Tensor | None, g_q: torch.Tensor | None)
     fired, u_f, theta_f = saved
     rust = ctx.rust and _rust_applies(g_v, g_v) and _rust_applies(g_q, g_q) and _rust_applies(live, live)
     if rust and not torch.is_grad_enabled():
-        d_f = ctx.surrogate.derivative(u_f - theta_f).contiguous()
+        u_np = host_array(u_f)
+        d_f = ctx.surrogate._derivative_np(u_np - host_array(theta_f))
         g_u_np, g_cur_np = _engine.step_backward(
-            host_array(g_v), host_array(g_q), host_array(live), host_array(fired), host_array(u_f), d_f.numpy()
+            host_array(g_v), host_array(g_q), host_array(live), host_array(fired), u_np, d_f
         )
         return host_tensor(g_u_np), host_tensor(g_cur_np), None, g_q, None
     g_u = g_v.clone(memory_format=torch.contiguous_format)
