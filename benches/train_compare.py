@@ -1,16 +1,17 @@
 """Time and memory of one training epoch: layered BPTT vs unlayered (random, momentum).
 
-Trains the same 784-256-256-10 network (``AsyncSNN.from_sizes``, seed 0) for one epoch
-on random rate-coded input (512 samples, T = 10, batch 64, Adam, rate loss) with the
-``layered`` scheduler and with ``random`` and ``momentum`` at F = 8, each in a fresh
-subprocess with ``torch.set_num_threads(--threads)`` (default 2), and prints per
-scheduler:
+Trains the same network (``AsyncSNN.from_sizes``, seed 0; ``--sizes``, default
+784-256-256-10) for one epoch on random rate-coded input (512 samples, T = 10, batch
+64, Adam, rate loss) with the ``layered`` scheduler and with ``random`` and
+``momentum`` at F = 8, each in a fresh subprocess with
+``torch.set_num_threads(--threads)`` (default 2), and prints per scheduler:
 
-* ``epoch s``: wall time of the epoch (``History.wall_time``), best of ``--repeats``;
+* ``epoch s``: wall time of the epoch (``History.wall_time``), best of ``--repeats``,
+  and ``samples/s``, the training samples per second of that epoch;
 * ``cpu s``: CPU time of the process during the epoch (all threads; on a shared
   machine it is less disturbed by other processes than the wall time);
-* ``ratio``: wall time divided by the layered wall time (target: unlayered <= 4x),
-  and the same for CPU time;
+* ``ratio``: wall time divided by the layered wall time (issue 19's target: unlayered
+  <= 1.5x), and the same for CPU time;
 * ``steps/sample``, ``spikes/sample``: forward steps and spikes of the training passes;
 * ``graph MiB``: bytes of the tensors autograd saves for the backward pass of one batch
   (counted with ``torch.autograd.graph.saved_tensors_hooks``, each storage once): the
@@ -23,7 +24,8 @@ scheduler:
 
 Usage::
 
-    python benches/train_compare.py [--samples 512] [--timesteps 10] [--repeats 1] [--threads 2]
+    python benches/train_compare.py [--sizes 784,256,256,10] [--samples 512] [--timesteps 10]
+        [--repeats 1] [--threads 2]
 """
 
 from __future__ import annotations
@@ -58,6 +60,11 @@ def _graph_mib(model: Any, x: Any, y: Any, scheduler: str, loss_fn: Any) -> floa
     return sum(seen.values()) / 2**20
 
 
+def _sizes(text: str) -> list[int]:
+    """``"784,256,256,10"`` -> ``[784, 256, 256, 10]``."""
+    return [int(v) for v in text.split(",")]
+
+
 def child(args: argparse.Namespace) -> None:
     import numpy as np
     import torch
@@ -69,15 +76,17 @@ def child(args: argparse.Namespace) -> None:
 
     rng = np.random.default_rng(0)
     # Rate-coded input: every sample has its own intensity map (mean rate ~0.17/frame).
-    rates = rng.beta(0.6, 3.0, (args.samples, 1, 784)).astype(np.float32)
-    x = np.empty((args.samples, args.timesteps, 784), dtype=np.float32)
+    sizes = _sizes(args.sizes)
+    n_in = sizes[0]
+    rates = rng.beta(0.6, 3.0, (args.samples, 1, n_in)).astype(np.float32)
+    x = np.empty((args.samples, args.timesteps, n_in), dtype=np.float32)
     for t in range(args.timesteps):  # frame by frame: no large temporaries before rss0
-        x[:, t] = rng.random((args.samples, 784), dtype=np.float32) < rates[:, 0]
+        x[:, t] = rng.random((args.samples, n_in), dtype=np.float32) < rates[:, 0]
     y = rng.integers(0, 10, args.samples)
     best: dict[str, Any] | None = None
     first_peak = 0.0
     for rep in range(args.repeats):
-        model = AsyncSNN.from_sizes([784, 256, 256, 10], threshold=1.0, beta=0.9, seed=0)
+        model = AsyncSNN.from_sizes(sizes, threshold=1.0, beta=0.9, seed=0)
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         t0, c0 = time.perf_counter(), time.process_time()
         _, hist = train(
@@ -106,14 +115,13 @@ def child(args: argparse.Namespace) -> None:
             best = row
     assert best is not None
     best["peak_mib"] = first_peak
-    best["graph_mib"] = _graph_mib(
-        AsyncSNN.from_sizes([784, 256, 256, 10], seed=0), x[:64], y[:64], args.child, rate_loss
-    )
+    best["graph_mib"] = _graph_mib(AsyncSNN.from_sizes(sizes, seed=0), x[:64], y[:64], args.child, rate_loss)
     print(json.dumps(best))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="784,256,256,10", help="layer sizes, input first")
     parser.add_argument("--samples", type=int, default=512)
     parser.add_argument("--timesteps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=1)
@@ -125,17 +133,19 @@ def main() -> None:
         return
     rows = []
     for sched in SCHEDULERS:
-        cmd = [sys.executable, __file__, "--child", sched, "--samples", str(args.samples)]
+        cmd = [sys.executable, __file__, "--child", sched, "--samples", str(args.samples), "--sizes", args.sizes]
         cmd += ["--timesteps", str(args.timesteps), "--repeats", str(args.repeats), "--threads", str(args.threads)]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ.copy())
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     base, base_cpu = rows[0]["epoch_s"], rows[0]["cpu_s"]
-    print(f"784-256-256-10, {args.samples} samples, T={args.timesteps}, batch 64, F=8, {args.threads} threads")
-    head = f"{'scheduler':10} {'epoch s':>8} {'ratio':>6} {'cpu s':>7} {'ratio':>6}"
+    net = "-".join(str(n) for n in _sizes(args.sizes))
+    print(f"{net}, {args.samples} samples, T={args.timesteps}, batch 64, F=8, {args.threads} threads")
+    head = f"{'scheduler':10} {'epoch s':>8} {'samples/s':>9} {'ratio':>6} {'cpu s':>7} {'ratio':>6}"
     print(f"{head} {'steps/sample':>13} {'spikes/sample':>14} {'graph MiB':>10} {'peak MiB':>9}")
     for r in rows:
         print(
-            f"{r['scheduler']:10} {r['epoch_s']:8.2f} {r['epoch_s'] / base:6.2f} {r['cpu_s']:7.2f} "
+            f"{r['scheduler']:10} {r['epoch_s']:8.2f} {args.samples / r['epoch_s']:9.0f} "
+            f"{r['epoch_s'] / base:6.2f} {r['cpu_s']:7.2f} "
             f"{r['cpu_s'] / base_cpu:6.2f} {r['steps']:13.1f} {r['spikes']:14.1f} {r['graph_mib']:10.1f} "
             f"{r['peak_mib']:9.1f}"
         )
