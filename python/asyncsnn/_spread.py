@@ -118,11 +118,15 @@ def fmt(value: Any, spec: str, *, scale: float = 1.0, unit: str = "", missing: s
     ('85.3 %', '85.0 ± 1.4 %')
     >>> fmt(None, ".2f"), fmt(stat([3.0]), ".2f"), fmt(stat([0.16, 0.165]), ".3g")
     ('n/a', '3.00', '0.163 ± 0.004')
+    >>> fmt(stat([41.9, 42.1]), "#.3g"), fmt(stat([0.99, 1.01]), "#.3g"), fmt(stat([419.0, 421.0]), "#.3g")
+    ('42.0 ± 0.1', '1.00 ± 0.01', '420 ± 1')
     """
     m = mean(value)
     if math.isnan(m):
         return missing
     text = format(m * scale, spec)
+    if "#" in spec:  # "#.3g" keeps significant zeros (42.0, 1.00) but writes "420." for 420
+        text = text.rstrip(".")
     s = std(value)
     if not math.isnan(s):
         text += " ± " + _std_text(text, s * scale, spec)

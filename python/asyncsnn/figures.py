@@ -139,7 +139,7 @@ def _acc(value: Any) -> str:
 
 
 def _micro(value: Any) -> str:
-    return _spread.fmt(value, ".3g", scale=1e6)
+    return _spread.fmt(value, "#.3g", scale=1e6)  # three significant digits, also for 42.0 and 1.00
 
 
 def _seeds(results: Mapping[str, Any]) -> list[int]:
@@ -680,7 +680,7 @@ def _draw_energy(plt: Any, results: Mapping[str, Any]) -> Any:
                 )
                 for bar, hatch in zip(bars, hatches):
                     bar.set_hatch(hatch)
-                ax.bar_label(bars, labels=[f"{v:.3g}" for v in values], fontsize=7)
+                ax.bar_label(bars, labels=[f"{v:#.3g}".rstrip(".") for v in values], fontsize=7)
                 ax.set_xticks(np.arange(len(keys)), labels, fontsize=8)
                 ax.set_xlabel("training = inference scheduler, stop", fontsize=8)
                 ax.grid(alpha=0.3, axis="y")

@@ -19,6 +19,7 @@ MODULES = [
     "asyncsnn.testing",
     "asyncsnn.model_file",
     "asyncsnn._provenance",
+    "asyncsnn._spread",
     "asyncsnn.streaming",
     "asyncsnn.trace",
     "asyncsnn.data",
