@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 
@@ -11,20 +9,10 @@ import numpy as np
 import pytest
 
 import asyncsnn
+from _cli import run_cli
 from asyncsnn import _provenance
-from asyncsnn.cli import main
 from asyncsnn.exceptions import ParameterError
 from asyncsnn.reproduce import TRAINING_METADATA_KEYS, training_metadata
-
-
-def _run(args: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(args)
-        except SystemExit as exc:  # argparse usage errors
-            code = int(exc.code or 0)
-    return code, out.getvalue(), err.getvalue()
 
 
 def _settings(**changes: object) -> dict[str, object]:
@@ -67,7 +55,7 @@ def model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_evaluate_json_records_provenance_and_settings(model: Path, tmp_path: Path) -> None:
     js = tmp_path / "one.json"
     args = ["evaluate", str(model), "--max-test", "12", "--stop", "first_output", "--extra-steps", "2", "--seed", "5"]
-    code, _, err = _run([*args, "--profile", "loihi", "--json", str(js)])
+    code, _, err = run_cli([*args, "--profile", "loihi", "--json", str(js)])
     assert code == 0, err
     summary = json.loads(js.read_text())
     assert summary["provenance"] == _provenance.provenance()
@@ -94,7 +82,9 @@ def test_evaluate_json_records_provenance_and_settings(model: Path, tmp_path: Pa
     assert {k: settings["model_metadata"][k] for k in TRAINING_METADATA_KEYS} == training_metadata(**_settings())
     # A sweep records the same, once, beside its configurations.
     js = tmp_path / "sweep.json"
-    code, _, err = _run([*args, "--scheduler", "layered", "random", "-F", "1", "4", "--no-progress", "--json", str(js)])
+    code, _, err = run_cli(
+        [*args, "--scheduler", "layered", "random", "-F", "1", "4", "--no-progress", "--json", str(js)]
+    )
     assert code == 0, err
     sweep = json.loads(js.read_text())
     assert len(sweep["configurations"]) == 4
@@ -104,7 +94,7 @@ def test_evaluate_json_records_provenance_and_settings(model: Path, tmp_path: Pa
 
 
 def test_info_prints_provenance_then_training_settings(model: Path) -> None:
-    code, out, err = _run(["info", str(model)])
+    code, out, err = run_cli(["info", str(model)])
     assert code == 0, err
     lines = out.splitlines()
     meta = training_metadata(**_settings())

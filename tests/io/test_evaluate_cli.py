@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 import math
 from pathlib import Path
@@ -13,20 +11,11 @@ import numpy as np
 import pytest
 
 import asyncsnn
-from asyncsnn.cli import build_parser, main
+from _cli import run_cli
+from asyncsnn.cli import build_parser
 from asyncsnn.cost import PROFILES, estimate
 from asyncsnn.latency import QUANTITIES, compare_layered, decision_latency, describe
 from asyncsnn.reproduce import load_dataset
-
-
-def _run(args: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(args)
-        except SystemExit as exc:  # argparse usage errors
-            code = int(exc.code or 0)
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +43,7 @@ def test_a_sweep_writes_one_row_per_scheduler_and_f(tmp_path: Path, model: tuple
     path, net = model
     js, cs = tmp_path / "s.json", tmp_path / "s.csv"
     args = ["evaluate", str(path), "--max-test", "24", "--scheduler", "layered", "momentum", "-F", "1", "4"]
-    code, out, err = _run([*args, "--profile", "loihi", "--profile", "seneca", "--json", str(js), "--csv", str(cs)])
+    code, out, err = run_cli([*args, "--profile", "loihi", "--profile", "seneca", "--json", str(js), "--csv", str(cs)])
     assert code == 0, err
     configs = [("layered", 1), ("layered", 4), ("momentum", 1), ("momentum", 4)]
     # The table: a header, a rule, one row per configuration, in order.
@@ -107,7 +96,9 @@ def test_layered_is_priced_with_barriers_and_costs_more_time_for_the_same_counte
     model: tuple[Path, asyncsnn.Network],
 ) -> None:
     path, net = model
-    code, out, err = _run(["evaluate", str(path), "--max-test", "24", "--scheduler", "layered", "--profile", "loihi"])
+    code, out, err = run_cli(
+        ["evaluate", str(path), "--max-test", "24", "--scheduler", "layered", "--profile", "loihi"]
+    )
     assert code == 0, err
     res = _expected(net, "layered", 8)
     lay, asy = estimate(res, net, "loihi"), estimate(res, net, "loihi", scheduler="momentum")
@@ -120,7 +111,7 @@ def test_one_configuration_prints_the_summary_and_keeps_the_old_files(
 ) -> None:
     path, net = model
     js, cs = tmp_path / "s.json", tmp_path / "s.csv"
-    code, out, err = _run(["evaluate", str(path), "--max-test", "24", "--json", str(js), "--csv", str(cs)])
+    code, out, err = run_cli(["evaluate", str(path), "--max-test", "24", "--json", str(js), "--csv", str(cs)])
     assert code == 0, err
     res = _expected(net, "momentum", 8)
     layered = _expected(net, "layered", 8)  # the decision-latency baseline
@@ -156,7 +147,7 @@ def test_one_configuration_prints_the_summary_and_keeps_the_old_files(
         assert got == (None if math.isnan(ratios[name]) else ratios[name]), name
         assert summary["decision_latency"]["mean"][name] == lat.means()[name], name
     # With a profile: three cost lines after the summary, three columns at the end of the CSV.
-    code, out, err = _run(["evaluate", str(path), "--max-test", "24", "--profile", "loihi", "--csv", str(cs)])
+    code, out, err = run_cli(["evaluate", str(path), "--max-test", "24", "--profile", "loihi", "--csv", str(cs)])
     assert code == 0, err
     head = res.summary() + "\n" + describe(res, layered)
     assert out.startswith(head)
@@ -174,7 +165,7 @@ def test_a_custom_profile_from_a_json_file(tmp_path: Path, model: tuple[Path, as
     chip = {"name": "mychip", "energy_per_synop": 1e-12, "cores": 2, "time_per_synop": 1e-9}
     (tmp_path / "chip.json").write_text(json.dumps(chip))
     js = tmp_path / "s.json"
-    code, _out, err = _run(
+    code, _out, err = run_cli(
         ["evaluate", str(path), "--max-test", "24", "--profile", f"all,{tmp_path / 'chip.json'}", "--json", str(js)]
     )
     assert code == 0, err
@@ -197,7 +188,7 @@ def test_bad_sweep_or_profile_options_are_one_line_errors(
     args: list[str], shows: str, tmp_path: Path, model: tuple[Path, asyncsnn.Network]
 ) -> None:
     path, _ = model
-    code, out, err = _run(
+    code, out, err = run_cli(
         ["evaluate", str(path), "--max-test", "8", *[a.replace("BAD", str(tmp_path / "no")) for a in args]]
     )
     assert code == 2
@@ -213,7 +204,7 @@ def test_a_profile_file_that_is_not_a_profile_is_a_parameter_error(
     (tmp_path / "bad.json").write_text("{not json")
     (tmp_path / "neg.json").write_text(json.dumps({"name": "neg", "energy_per_synop": -1}))
     for name, shows in (("bad.json", "is not JSON"), ("neg.json", "invalid energy_per_synop = -1")):
-        code, _out, err = _run(["evaluate", str(path), "--profile", str(tmp_path / name)])
+        code, _out, err = run_cli(["evaluate", str(path), "--profile", str(tmp_path / name)])
         assert code == 2, err
         assert shows in err
         assert len(err.strip().splitlines()) == 1

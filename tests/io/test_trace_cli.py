@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import asyncsnn
-from asyncsnn.cli import main
+from _cli import run_cli
 from asyncsnn.reproduce import load_dataset
 from asyncsnn.trace import Trace
-
-
-def _run(args: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(args)
-        except SystemExit as exc:  # argparse usage errors
-            code = int(exc.code or 0)
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +34,7 @@ def test_trace_writes_the_events_of_evaluates_sample_and_a_raster(
     path, net = model
     out = tmp_path / "t"
     args = ["trace", str(path), "--sample", "5", "--max-test", "20", "--scheduler", "random", "-F", "2"]
-    code, text, err = _run([*args, "--seed", "3", "--out", str(out)])
+    code, text, err = run_cli([*args, "--seed", "3", "--out", str(out)])
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == ["layered.csv", "random.csv", "raster.png"]
     # The sample is row 5 of what `evaluate --max-test 20 --seed 3` runs, with its id.
@@ -67,10 +55,10 @@ def test_trace_parquet_and_bad_sample(tmp_path: Path, model: tuple[Path, asyncsn
     pytest.importorskip("pyarrow")
     pytest.importorskip("matplotlib")
     path, _ = model
-    code, _, err = _run(["trace", str(path), "--max-test", "4", "--format", "parquet", "--out", str(tmp_path)])
+    code, _, err = run_cli(["trace", str(path), "--max-test", "4", "--format", "parquet", "--out", str(tmp_path)])
     assert code == 0, err
     assert len(Trace.read_parquet(tmp_path / "momentum.parquet")) > 0
-    code, _, err = _run(["trace", str(path), "--max-test", "4", "--sample", "4", "--out", str(tmp_path / "x")])
+    code, _, err = run_cli(["trace", str(path), "--max-test", "4", "--sample", "4", "--out", str(tmp_path / "x")])
     assert code == 2
     assert "--sample = 4" in err
     assert "4 samples" in err
