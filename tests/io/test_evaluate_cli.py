@@ -18,20 +18,6 @@ from asyncsnn.latency import QUANTITIES, compare_layered, decision_latency, desc
 from asyncsnn.reproduce import load_dataset
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, asyncsnn.Network]:
-    rng = np.random.default_rng(3)
-    net = asyncsnn.Network.sequential(
-        (64,),
-        [asyncsnn.Dense(rng.normal(0.05, 0.3, (16, 64))), asyncsnn.Dense(rng.normal(0.1, 0.3, (10, 16)))],
-        threshold=1.0,
-        beta=0.9,
-    )
-    path = tmp_path_factory.mktemp("model") / "m.safetensors"
-    asyncsnn.save(net, path)
-    return path, net
-
-
 def _expected(net: asyncsnn.Network, scheduler: str, f: int, n: int = 24) -> asyncsnn.InferenceResult:
     """What evaluate runs for one configuration (its defaults: digits, seed 0, drain)."""
     ds = load_dataset("digits", seed=0, max_train=1, max_test=n)
@@ -39,8 +25,8 @@ def _expected(net: asyncsnn.Network, scheduler: str, f: int, n: int = 24) -> asy
     return asyncsnn.infer(net, x, scheduler=scheduler, forward_group_size=f, labels=ds.test_y)
 
 
-def test_a_sweep_writes_one_row_per_scheduler_and_f(tmp_path: Path, model: tuple[Path, asyncsnn.Network]) -> None:
-    path, net = model
+def test_a_sweep_writes_one_row_per_scheduler_and_f(tmp_path: Path, cli_model: tuple[Path, asyncsnn.Network]) -> None:
+    path, net = cli_model
     js, cs = tmp_path / "s.json", tmp_path / "s.csv"
     args = ["evaluate", str(path), "--max-test", "24", "--scheduler", "layered", "momentum", "-F", "1", "4"]
     code, out, err = run_cli([*args, "--profile", "loihi", "--profile", "seneca", "--json", str(js), "--csv", str(cs)])
@@ -93,9 +79,9 @@ def test_a_sweep_writes_one_row_per_scheduler_and_f(tmp_path: Path, model: tuple
 
 
 def test_layered_is_priced_with_barriers_and_costs_more_time_for_the_same_counters(
-    model: tuple[Path, asyncsnn.Network],
+    cli_model: tuple[Path, asyncsnn.Network],
 ) -> None:
-    path, net = model
+    path, net = cli_model
     code, out, err = run_cli(
         ["evaluate", str(path), "--max-test", "24", "--scheduler", "layered", "--profile", "loihi"]
     )
@@ -107,9 +93,9 @@ def test_layered_is_priced_with_barriers_and_costs_more_time_for_the_same_counte
 
 
 def test_one_configuration_prints_the_summary_and_keeps_the_old_files(
-    tmp_path: Path, model: tuple[Path, asyncsnn.Network]
+    tmp_path: Path, cli_model: tuple[Path, asyncsnn.Network]
 ) -> None:
-    path, net = model
+    path, net = cli_model
     js, cs = tmp_path / "s.json", tmp_path / "s.csv"
     code, out, err = run_cli(["evaluate", str(path), "--max-test", "24", "--json", str(js), "--csv", str(cs)])
     assert code == 0, err
@@ -160,8 +146,8 @@ def test_one_configuration_prints_the_summary_and_keeps_the_old_files(
     ]
 
 
-def test_a_custom_profile_from_a_json_file(tmp_path: Path, model: tuple[Path, asyncsnn.Network]) -> None:
-    path, net = model
+def test_a_custom_profile_from_a_json_file(tmp_path: Path, cli_model: tuple[Path, asyncsnn.Network]) -> None:
+    path, net = cli_model
     chip = {"name": "mychip", "energy_per_synop": 1e-12, "cores": 2, "time_per_synop": 1e-9}
     (tmp_path / "chip.json").write_text(json.dumps(chip))
     js = tmp_path / "s.json"
@@ -185,9 +171,9 @@ def test_a_custom_profile_from_a_json_file(tmp_path: Path, model: tuple[Path, as
     ],
 )
 def test_bad_sweep_or_profile_options_are_one_line_errors(
-    args: list[str], shows: str, tmp_path: Path, model: tuple[Path, asyncsnn.Network]
+    args: list[str], shows: str, tmp_path: Path, cli_model: tuple[Path, asyncsnn.Network]
 ) -> None:
-    path, _ = model
+    path, _ = cli_model
     code, out, err = run_cli(
         ["evaluate", str(path), "--max-test", "8", *[a.replace("BAD", str(tmp_path / "no")) for a in args]]
     )
@@ -198,9 +184,9 @@ def test_bad_sweep_or_profile_options_are_one_line_errors(
 
 
 def test_a_profile_file_that_is_not_a_profile_is_a_parameter_error(
-    tmp_path: Path, model: tuple[Path, asyncsnn.Network]
+    tmp_path: Path, cli_model: tuple[Path, asyncsnn.Network]
 ) -> None:
-    path, _ = model
+    path, _ = cli_model
     (tmp_path / "bad.json").write_text("{not json")
     (tmp_path / "neg.json").write_text(json.dumps({"name": "neg", "energy_per_synop": -1}))
     for name, shows in (("bad.json", "is not JSON"), ("neg.json", "invalid energy_per_synop = -1")):

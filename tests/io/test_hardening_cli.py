@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import doctest
-import io
 import json
 import os
 import re
@@ -22,8 +20,9 @@ import asyncsnn
 import asyncsnn.reference
 import asyncsnn.result
 from _background import as_background_job
+from _cli import run_cli
 from asyncsnn import Network
-from asyncsnn.cli import build_parser, for_the_command_line, main, option_help, printable
+from asyncsnn.cli import build_parser, for_the_command_line, option_help, printable
 from asyncsnn.data import digits_split, encode
 from asyncsnn.figures import FIGURES
 from asyncsnn.reproduce import ReproduceConfig, _write_table, evaluate_cell, load_dataset, run_reproduce
@@ -189,17 +188,6 @@ def test_reproduce_with_matplotlib_lists_its_figures_in_results_json(tmp_path: P
 
 
 # ============================================================ item 19: the command line
-def _run_main(args: list[str]) -> tuple[int, str, str]:
-    """``asyncsnn ARGS`` in this process: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(args)
-        except SystemExit as exc:  # argparse usage errors
-            code = int(exc.code or 0)
-    return code, out.getvalue(), err.getvalue()
-
-
 def _commands() -> dict[str, argparse.ArgumentParser]:
     parser = build_parser()
     subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
@@ -248,7 +236,7 @@ def test_help_shows_the_defaults_that_apply() -> None:
     ],
 )
 def test_demo_checks_every_option_before_printing_anything(args: list[str], shows: str) -> None:
-    code, out, err = _run_main(args)
+    code, out, err = run_cli(args)
     assert code == 2
     assert out == ""
     assert shows in err
@@ -276,7 +264,7 @@ def test_cli_messages_give_command_line_advice_not_python_keywords(tmp_path: Pat
             for ds in ("nmnist", "shd")
         ]
     for args, shows in cases:
-        code, _out, err = _run_main(args)
+        code, _out, err = run_cli(args)
         assert code == 2, (args, err)
         assert shows in err, (args, err)
         assert len(err.strip().splitlines()) == 1, err
@@ -302,7 +290,7 @@ def test_info_escapes_control_characters_of_the_metadata(tmp_path: Path) -> None
         "dataset": "digits é",
     }
     asyncsnn.save(net, tmp_path / "m.safetensors", metadata=metadata)
-    code, out, err = _run_main(["info", str(tmp_path / "m.safetensors")])
+    code, out, err = run_cli(["info", str(tmp_path / "m.safetensors")])
     assert code == 0, err
     assert "\x1b" not in out
     assert "\u202e" not in out
@@ -318,7 +306,7 @@ def test_info_escapes_control_characters_of_the_metadata(tmp_path: Path) -> None
 # ============================================================ item 20: "steps to 1st output"
 def test_steps_to_first_output_is_the_same_number_in_evaluate_and_reproduce(tmp_path: Path) -> None:
     net = _random_model(tmp_path / "m.safetensors", seed=0, mean=0.02)  # some timesteps stay silent
-    code, out, err = _run_main(
+    code, out, err = run_cli(
         ["evaluate", str(tmp_path / "m.safetensors"), "--max-test", "40", "--json", str(tmp_path / "s.json")]
     )
     assert code == 0, err

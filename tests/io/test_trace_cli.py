@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import asyncsnn
@@ -13,25 +12,11 @@ from asyncsnn.reproduce import load_dataset
 from asyncsnn.trace import Trace
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, asyncsnn.Network]:
-    rng = np.random.default_rng(4)
-    net = asyncsnn.Network.sequential(
-        (64,),
-        [asyncsnn.Dense(rng.normal(0.05, 0.3, (16, 64))), asyncsnn.Dense(rng.normal(0.1, 0.3, (10, 16)))],
-        threshold=1.0,
-        beta=0.9,
-    )
-    path = tmp_path_factory.mktemp("model") / "m.safetensors"
-    asyncsnn.save(net, path)
-    return path, net
-
-
 def test_trace_writes_the_events_of_evaluates_sample_and_a_raster(
-    tmp_path: Path, model: tuple[Path, asyncsnn.Network]
+    tmp_path: Path, cli_model: tuple[Path, asyncsnn.Network]
 ) -> None:
     pytest.importorskip("matplotlib")
-    path, net = model
+    path, net = cli_model
     out = tmp_path / "t"
     args = ["trace", str(path), "--sample", "5", "--max-test", "20", "--scheduler", "random", "-F", "2"]
     code, text, err = run_cli([*args, "--seed", "3", "--out", str(out)])
@@ -51,10 +36,10 @@ def test_trace_writes_the_events_of_evaluates_sample_and_a_raster(
     assert (out / "raster.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_trace_parquet_and_bad_sample(tmp_path: Path, model: tuple[Path, asyncsnn.Network]) -> None:
+def test_trace_parquet_and_bad_sample(tmp_path: Path, cli_model: tuple[Path, asyncsnn.Network]) -> None:
     pytest.importorskip("pyarrow")
     pytest.importorskip("matplotlib")
-    path, _ = model
+    path, _ = cli_model
     code, _, err = run_cli(["trace", str(path), "--max-test", "4", "--format", "parquet", "--out", str(tmp_path)])
     assert code == 0, err
     assert len(Trace.read_parquet(tmp_path / "momentum.parquet")) > 0
