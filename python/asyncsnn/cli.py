@@ -223,6 +223,7 @@ _EPILOG_EVALUATE = """examples:
   asyncsnn evaluate model.safetensors --csv per_sample.csv --json summary.json
   asyncsnn evaluate model.safetensors --profile loihi,seneca      # + energy and time (docs/cost.md)
   asyncsnn evaluate model.safetensors --scheduler layered momentum random -F 1 8 32 --profile all
+  asyncsnn evaluate model.safetensors --scheduler layered momentum --profile loihi --plot compare.png
 
 several schedulers or F values evaluate every combination and print one table, one row
 per scheduler x F; --json then holds one summary per row under "configurations", and
@@ -609,8 +610,13 @@ def _evaluate(args: argparse.Namespace) -> int:
                             *(format(float(a[b]), ".10g") for arrays in per_cost for a in arrays),
                         ]
                     )
+    summaries = [_evaluate_summary(res, costs, layered) for _, _, res, costs in rows]
+    if args.plot:
+        from asyncsnn.figures import draw_evaluate
+
+        title = f"{args.model}: {len(ds.test_y)} samples of {ds.name}, stop={args.stop}"
+        print(f"wrote {args.plot}: {draw_evaluate(summaries, args.plot, title=title)}")
     if args.json:
-        summaries = [_evaluate_summary(res, costs, layered) for _, _, res, costs in rows]
         document: dict[str, object] = (
             {"model": args.model, "dataset": ds.name, "samples": len(ds.test_y), "configurations": summaries}
             if sweep
@@ -923,6 +929,12 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser
         default=None,
         help='write the summary to this JSON file; a sweep writes one summary per configuration under "configurations" '
         "(default: none)",
+    )
+    ev.add_argument(
+        "--plot",
+        default=None,
+        help="draw the configurations side by side to this PNG: accuracy, spikes, synops to the stable decision, "
+        "energy on the first --profile (default: none)",
     )
     ev.add_argument("--no-progress", action="store_true", help="no progress lines on stderr during a sweep")
     ev.set_defaults(func=_evaluate)

@@ -47,7 +47,7 @@ from __future__ import annotations
 import json
 import math
 import textwrap
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ import numpy as np
 from asyncsnn import _spread
 from asyncsnn.exceptions import InputError, invalid
 
-__all__ = ["FIGURES", "captions", "draw_figures", "redraw"]
+__all__ = ["FIGURES", "captions", "draw_evaluate", "draw_figures", "evaluate_caption", "redraw"]
 
 FIGURES = (
     "accuracy_vs_cost.png",
@@ -831,3 +831,105 @@ def redraw(folder: str | Path) -> dict[str, str]:
     if not isinstance(results, dict):
         raise invalid(InputError, "results.json", str(path), "must hold a JSON object")
     return draw_figures(results, folder)
+
+
+def _config_label(summary: Mapping[str, Any]) -> str:
+    opts = summary["options"]
+    if opts["scheduler"] == "layered":
+        return "layered"
+    return f"{opts['scheduler']}\nF={opts['forward_group_size']}"
+
+
+def evaluate_caption(summaries: Sequence[Mapping[str, Any]]) -> str:
+    """The caption of :func:`draw_evaluate`, computed from the summaries alone.
+
+    Each asynchronous configuration is compared with the layered one of the same call
+    (the first ``layered`` summary, if any): accuracy, spikes per sample, and the
+    layered/asynchronous ratio of synops to the stable decision (above 1x: sooner).
+    """
+    layered = next((s for s in summaries if s["options"]["scheduler"] == "layered"), None)
+    parts = []
+    for s in summaries:
+        if s is layered:
+            continue
+        text = f"{_config_label(s).replace(chr(10), ' ')}: accuracy {_acc(s['accuracy'])}"
+        if layered is not None:
+            text += f" vs {_acc(layered['accuracy'])} layered"
+            text += ", " + _fewer(s["mean_spikes_total"], layered["mean_spikes_total"], "spikes per sample")
+        ratio = s["decision_latency"]["layered_over_async"].get("synops_to_decision")
+        if ratio is not None:
+            text += f", layered/async synops to the stable decision {ratio:.2f}x"
+        parts.append(text)
+    head = "Accuracy, spikes, synops to the stable decision and energy per configuration"
+    return head + (": " + "; ".join(parts) + "." if parts else ".")
+
+
+def draw_evaluate(summaries: Sequence[Mapping[str, Any]], path: str | Path, *, title: str = "") -> str:
+    """Draw ``asyncsnn evaluate``'s configurations side by side, save a PNG; return its caption.
+
+    One bar per configuration (scheduler x F; layered in grey) in four panels: accuracy,
+    spikes per sample, synaptic operations to the stable decision (R7.9), and energy per
+    inference on the first hardware profile of the summaries (steps to the stable
+    decision when there is none).
+
+    Parameters
+    ----------
+    summaries
+        The ``--json`` summaries of the configurations (``asyncsnn evaluate``).
+    path
+        The PNG file to write.
+    title
+        The figure's title.
+
+    Raises
+    ------
+    ParameterError
+        No summary.
+    """
+    from asyncsnn.exceptions import ParameterError
+
+    if not summaries:
+        raise invalid(ParameterError, "summaries", [], "give at least one configuration")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def mean(s: Mapping[str, Any], key: str) -> float:
+        value = s["decision_latency"]["mean"].get(key)
+        return float("nan") if value is None else float(value)
+
+    profile = next(iter(summaries[0].get("cost") or {}), None)
+    panels: list[tuple[str, Callable[[Mapping[str, Any]], float]]] = [
+        ("accuracy (%)", lambda s: 100.0 * _num(s["accuracy"])),
+        ("spikes per sample", lambda s: float(s["mean_spikes_total"])),
+        ("synops to the stable decision", lambda s: mean(s, "synops_to_decision")),
+    ]
+    if profile is not None:
+        panels.append(
+            (
+                f"{profile}: energy per inference (µJ)",
+                lambda s: 1e6 * _num(s["cost"][profile]["mean_energy_per_inference_j"]),
+            )
+        )
+    else:
+        panels.append(("forward steps to the stable decision", lambda s: mean(s, "steps_to_decision")))
+    labels = [_config_label(s) for s in summaries]
+    colours = ["0.5" if s["options"]["scheduler"] == "layered" else "C0" for s in summaries]
+    fig, axes = plt.subplots(2, 2, figsize=(max(7.0, 1.1 * len(summaries) + 4), 6.5))
+    for ax, (name, value) in zip(axes.flat, panels, strict=True):
+        values = [value(s) for s in summaries]
+        bars = ax.bar(range(len(values)), values, color=colours)
+        texts = [f"{v:.0f}" if abs(v) >= 1000 else f"{v:#.3g}".rstrip(".") for v in values]
+        ax.bar_label(bars, labels=texts, fontsize=7)
+        ax.set_xticks(range(len(values)), labels, fontsize=7)
+        ax.set_title(name, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    caption = evaluate_caption(summaries)
+    try:
+        _save(fig, Path(path), caption)
+    finally:
+        plt.close(fig)
+    return caption

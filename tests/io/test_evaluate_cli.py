@@ -204,3 +204,24 @@ def test_evaluate_help_documents_sweeps_and_profiles() -> None:
     assert "(layered ignores F) (default: 8)" in text
     assert "loihi, seneca, all, or a JSON file" in text
     assert "--scheduler layered momentum random -F 1 8 32 --profile all" in text
+
+
+def test_plot_draws_the_configurations_with_a_caption_from_the_json(
+    tmp_path: Path, cli_model: tuple[Path, asyncsnn.Network]
+) -> None:
+    pytest.importorskip("matplotlib")
+    from asyncsnn.figures import evaluate_caption
+
+    path, _ = cli_model
+    png, js = tmp_path / "c.png", tmp_path / "c.json"
+    args = ["evaluate", str(path), "--max-test", "24", "--scheduler", "layered", "momentum", "-F", "2"]
+    code, out, err = run_cli([*args, "--profile", "loihi", "--plot", str(png), "--json", str(js), "--no-progress"])
+    assert code == 0, err
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    summaries = json.loads(js.read_text())["configurations"]
+    caption = evaluate_caption(summaries)
+    assert f"wrote {png}: {caption}" in out
+    momentum = summaries[1]
+    ratio = momentum["decision_latency"]["layered_over_async"]["synops_to_decision"]
+    assert f"momentum F=2: accuracy {100 * momentum['accuracy']:.1f} %" in caption
+    assert f"{ratio:.2f}x" in caption
