@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import doctest
 import importlib
-import io
 import json
 import re
 import sys
@@ -18,8 +16,8 @@ import numpy as np
 import pytest
 
 import asyncsnn
+from _cli import run_cli
 from asyncsnn._spread import held, on_seeds, stat
-from asyncsnn.cli import main
 from asyncsnn.figures import FIGURES, captions
 from asyncsnn.reproduce import ReproduceConfig, _reuse, findings_over_seeds, run_reproduce_seeds
 
@@ -29,24 +27,13 @@ ARGS = ["--quick", "--max-train", "96", "--max-test", "48", "--hidden", "24", "2
 TINY = ReproduceConfig(quick=True, progress=False, max_train=32, max_test=16, hidden=(8,), epochs=1, device="cpu")
 
 
-def _run_main(args: list[str]) -> tuple[int, str, str]:
-    """``asyncsnn ARGS`` in this process: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(args)
-        except SystemExit as exc:  # argparse usage errors
-            code = int(exc.code or 0)
-    return code, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="module")
 def seeds_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """``asyncsnn reproduce --quick ... --seeds 0 1`` through the command line, shared by the tests."""
     pytest.importorskip("torch")
     pytest.importorskip("matplotlib")
     out = tmp_path_factory.mktemp("seeds")
-    code, stdout, stderr = _run_main(
+    code, stdout, stderr = run_cli(
         ["reproduce", *ARGS, "--no-progress", "--out", str(out), "--seeds", *map(str, SEEDS)]
     )
     assert code == 0, stderr
@@ -276,13 +263,13 @@ def test_aggregate_figures_have_error_bars_and_computed_captions(seeds_run: tupl
 
 
 def test_seed_and_seeds_together_is_a_command_line_error(tmp_path: Path) -> None:
-    code, stdout, stderr = _run_main(["reproduce", "--seed", "1", "--seeds", "0", "1", "--out", str(tmp_path)])
+    code, stdout, stderr = run_cli(["reproduce", "--seed", "1", "--seeds", "0", "1", "--out", str(tmp_path)])
     assert code == 2
     assert "argument --seeds: not allowed with argument --seed" in stderr
     assert stdout == ""
-    code, _, stderr = _run_main(["reproduce", "--seeds", "0", "0", "--out", str(tmp_path)])
+    code, _, stderr = run_cli(["reproduce", "--seeds", "0", "0", "--out", str(tmp_path)])
     assert (code, stderr.strip()) == (2, "asyncsnn: error: invalid --seeds = [0, 0]: names a seed twice")
-    code, _, stderr = _run_main(["reproduce", "--resume", "--out", str(tmp_path)])
+    code, _, stderr = run_cli(["reproduce", "--resume", "--out", str(tmp_path)])
     assert code == 2
     assert stderr.startswith("asyncsnn: error: invalid --resume = True: reuses seed folders: it needs --seeds")
     assert list(tmp_path.iterdir()) == []
