@@ -421,11 +421,7 @@ impl Reader<'_> {
                 self.check_axis(&what("kind"), in_h, 0, kh, stride.0)?;
                 self.check_axis(&what("kind"), in_w, 0, kw, stride.1)?;
                 ProjectionKind::Pool {
-                    kind: if kind == "avgpool2d" {
-                        PoolKind::Avg
-                    } else {
-                        PoolKind::Sum
-                    },
+                    kind: PoolKind::from_name(kind).expect("matched by this arm"),
                     channels,
                     in_h,
                     in_w,

@@ -57,12 +57,8 @@ impl ProjectionSpec {
                 },
                 _ => unreachable!("geometry checked the length"),
             },
-            name @ ("avgpool2d" | "sumpool2d") => {
-                let (pool, name) = match name {
-                    "avgpool2d" => (PoolKind::Avg, "avgpool2d"),
-                    _ => (PoolKind::Sum, "sumpool2d"),
-                };
-                match *geometry(name, index, geo, 7)? {
+            other => match PoolKind::from_name(other) {
+                Some(pool) => match *geometry(pool.name(), index, geo, 7)? {
                     [channels, in_h, in_w, kh, kw, s0, s1] => ProjectionKind::Pool {
                         kind: pool,
                         channels,
@@ -73,13 +69,13 @@ impl ProjectionSpec {
                         stride: (s0, s1),
                     },
                     _ => unreachable!("geometry checked the length"),
+                },
+                None => {
+                    let at = Location::Projection { index, kind: None };
+                    let reason = "must be dense, conv2d, avgpool2d or sumpool2d";
+                    return Err(EngineError::model(at, "kind", other, reason));
                 }
-            }
-            other => {
-                let at = Location::Projection { index, kind: None };
-                let reason = "must be dense, conv2d, avgpool2d or sumpool2d";
-                return Err(EngineError::model(at, "kind", other, reason));
-            }
+            },
         };
         Ok(ProjectionSpec {
             source,

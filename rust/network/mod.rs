@@ -47,6 +47,24 @@ pub enum PoolKind {
     Sum,
 }
 
+impl PoolKind {
+    /// The projection kind's name in the dict form and the flat description:
+    /// `avgpool2d` or `sumpool2d`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PoolKind::Avg => "avgpool2d",
+            PoolKind::Sum => "sumpool2d",
+        }
+    }
+
+    /// The pool kind named `name` ([`PoolKind::name`]), if it is one.
+    pub fn from_name(name: &str) -> Option<PoolKind> {
+        [PoolKind::Avg, PoolKind::Sum]
+            .into_iter()
+            .find(|p| p.name() == name)
+    }
+}
+
 /// Kind and weights of a projection (R1.2).
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProjectionKind {
