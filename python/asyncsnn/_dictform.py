@@ -11,7 +11,10 @@ The form::
     {"input_shape": [int, ...],
      "populations": [{"shape": [int, ...], "threshold": [float, ...] (flat, C order),
                       "beta": [float, ...] (flat), "refractory_dropout": float,
-                      "name": str | None}, ...],          # populations 1..P
+                      "name": str | None,
+                      # SPEC_VERSION 2, written only when not the default:
+                      "bias": [float, ...] (flat, default all 0),
+                      "reset": "zero" | "subtract" | "subtract_delayed" | "none"}, ...]
      "projections": [{"source": int, "target": int, "kind": "dense" | "conv2d" |
                       "avgpool2d" | "sumpool2d",
                       # dense / conv2d:
@@ -61,16 +64,20 @@ def network_to_dict(net: Network) -> dict[str, Any]:
     >>> network_to_dict(network_from_dict(d)) == d
     True
     """
-    pops = [
-        {
+    pops: list[dict[str, Any]] = []
+    for p in net.populations:
+        entry: dict[str, Any] = {
             "shape": list(p.shape),
             "threshold": _floats(p.threshold),
             "beta": _floats(p.beta),
             "refractory_dropout": float(p.refractory_dropout),
             "name": p.name,
         }
-        for p in net.populations
-    ]
+        if p.bias is not None and np.any(p.bias != 0):
+            entry["bias"] = _floats(p.bias)
+        if p.reset != "zero":
+            entry["reset"] = p.reset
+        pops.append(entry)
     projs: list[dict[str, Any]] = []
     for proj in net.projections:
         layer = proj.layer
@@ -232,6 +239,10 @@ def network_from_dict(d: dict[str, Any], *, tensors: TensorSource | None = None)
         name = p.get("name")
         if name is not None and not isinstance(name, str):
             raise _bad(f"{path}.name", name, "must be a string or null", where)
+        bias = _values(p, "bias", size, path, where, tensors) if "bias" in p else None
+        reset = p.get("reset", "zero")
+        if not isinstance(reset, str):
+            raise _bad(f"{path}.reset", reset, "must be a string", where)
         pops.append(
             Population.create(
                 tuple(shape),
@@ -240,6 +251,8 @@ def network_from_dict(d: dict[str, Any], *, tensors: TensorSource | None = None)
                 dropout,
                 name,
                 location=where,
+                bias=None if bias is None else bias.astype(np.float32, copy=False),
+                reset=reset,
             )
         )
     projs = []

@@ -1,3 +1,3 @@
 """The version of ``docs/semantics.md`` implemented by every engine of this package."""
 
-SPEC_VERSION: int = 1
+SPEC_VERSION: int = 2

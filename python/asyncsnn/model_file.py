@@ -2,9 +2,10 @@
 
 A model file is a plain safetensors file. Its tensors are the float32 arrays of the
 network (``projections.<n>.weight``, ``populations.<i>.threshold``,
-``populations.<i>.beta``); its ``__metadata__`` holds the architecture as JSON plus
-``format`` (``"asyncsnn"``), ``format_version``, ``spec_version`` (of
-``docs/semantics.md``) and the writing package's version. Nothing is unpickled or
+``populations.<i>.beta``, and ``populations.<i>.bias`` where a bias is not 0); its
+``__metadata__`` holds the architecture as JSON plus ``format`` (``"asyncsnn"``),
+``format_version``, ``spec_version`` (the lowest version of ``docs/semantics.md`` that
+runs the network, :attr:`Network.spec_version`) and the writing package's version. Nothing is unpickled or
 executed when a file is read; reading takes the header (at most
 :data:`MAX_HEADER_BYTES`), checks every tensor's byte range against the file's size
 and its ``dtype x shape``, and then reads only the tensors the architecture uses, so
@@ -258,6 +259,9 @@ def save(
         tensors[f"populations.{i}.beta"] = pop.beta
         entry["threshold"] = f"populations.{i}.threshold"
         entry["beta"] = f"populations.{i}.beta"
+        if "bias" in entry:  # SPEC_VERSION 2, only when not all 0
+            tensors[f"populations.{i}.bias"] = pop.bias  # type: ignore[assignment]
+            entry["bias"] = f"populations.{i}.bias"
     for n, (proj, entry) in enumerate(zip(network.projections, arch["projections"])):
         if "weight" in entry:
             tensors[f"projections.{n}.weight"] = proj.layer.weight  # type: ignore[union-attr]
@@ -266,7 +270,7 @@ def save(
         **extra,
         "format": "asyncsnn",
         "format_version": str(FORMAT_VERSION),
-        "spec_version": str(SPEC_VERSION),
+        "spec_version": str(network.spec_version),
         "asyncsnn_version": _package_version(),
         "network": json.dumps(arch, separators=(",", ":")),
     }

@@ -55,6 +55,7 @@ __all__ = [
     "Network",
     "Population",
     "Projection",
+    "RESET_MODES",
     "SumPool2d",
     "beta_from_tau",
 ]
@@ -397,6 +398,10 @@ def _param_array(value: ParamLike, shape: Shape, field: str, location: str) -> n
     return arr
 
 
+#: The reset modes of R4.8, in the order of their engine codes (0 = ``"zero"``).
+RESET_MODES: tuple[str, ...] = ("zero", "subtract", "subtract_delayed", "none")
+
+
 def _check_lif(pop: Population, location: str) -> None:
     th, beta = pop.threshold, pop.beta
     if not np.all(np.isfinite(th)) or np.any(th <= 0):
@@ -408,6 +413,20 @@ def _check_lif(pop: Population, location: str) -> None:
     p = pop.refractory_dropout
     if not isinstance(p, (int, float)) or isinstance(p, bool) or not math.isfinite(p) or not 0.0 <= p < 1.0:
         raise invalid(ModelError, "refractory_dropout", p, "must be a number in [0, 1)", location)
+    bias = pop.bias
+    assert bias is not None  # Population.create and _validated always set it
+    if not np.all(np.isfinite(bias)):
+        raise invalid(ModelError, "bias", float(bias[~np.isfinite(bias)].flat[0]), "must be finite", location)
+    if not isinstance(pop.reset, str) or pop.reset not in RESET_MODES:
+        raise invalid(ModelError, "reset", pop.reset, f"must be one of {', '.join(RESET_MODES)}", location)
+    if p > 0 and pop.reset != "zero":
+        raise invalid(
+            ModelError,
+            "refractory_dropout",
+            p,
+            f"refractory dropout needs reset 'zero' (R4.6), not {pop.reset!r}",
+            location,
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -424,9 +443,16 @@ class Population:
         Per-timestep leak factor in [0, 1]: a scalar or an array of ``shape``.
     refractory_dropout
         Probability in [0, 1) that a spike leaves the neuron non-refractory (R4.6).
-        Used in training; inference ignores it unless asked.
+        Used in training; inference ignores it unless asked. Needs ``reset="zero"``.
     name
         Optional label used in summaries.
+    bias
+        Current added once per timestep when the population settles (R1.4, R4.7), in
+        units of the membrane: a scalar or an array of ``shape`` (float32), default 0.
+    reset
+        What a spike does to the membrane (R4.8): ``"zero"`` (default), ``"subtract"``
+        (``V -= threshold`` at once), ``"subtract_delayed"`` (snnTorch's default:
+        the threshold is subtracted in the next timestep) or ``"none"``.
     """
 
     shape: Shape
@@ -434,6 +460,8 @@ class Population:
     beta: np.ndarray
     refractory_dropout: float = 0.0
     name: str | None = None
+    bias: np.ndarray | None = None  # None only before validation: engines see an array
+    reset: str = "zero"
 
     @classmethod
     def create(
@@ -444,6 +472,9 @@ class Population:
         refractory_dropout: float = 0.0,
         name: str | None = None,
         location: str = "population",
+        *,
+        bias: ParamLike | None = None,
+        reset: str = "zero",
     ) -> Population:
         """Validate and build a population (scalars are broadcast to ``shape``)."""
         shp = _shape(shape, "shape", location)
@@ -455,6 +486,8 @@ class Population:
             if isinstance(refractory_dropout, (int, float, np.floating)) and not isinstance(refractory_dropout, bool)
             else refractory_dropout,  # type: ignore[arg-type]
             name,
+            _param_array(0.0 if bias is None else bias, shp, "bias", location),
+            reset,
         )
         _check_lif(pop, location)
         return pop
@@ -463,6 +496,12 @@ class Population:
     def size(self) -> int:
         """Number of neurons."""
         return math.prod(self.shape)
+
+    @property
+    def settling(self) -> bool:
+        """Whether the population settles every timestep (R1.6): a bias or a reset other than zero."""
+        assert self.bias is not None
+        return self.reset != "zero" or bool(np.any(self.bias != 0))
 
 
 def _owned_read_only(a: object, shape: Shape) -> bool:
@@ -484,11 +523,20 @@ def _owned_read_only(a: object, shape: Shape) -> bool:
 def _validated(pop: Population, location: str) -> Population:
     """``pop`` itself when it is already valid and normalised, else a validated copy."""
     shape = pop.shape
-    if isinstance(shape, tuple) and all(_owned_read_only(a, shape) for a in (pop.threshold, pop.beta)):
+    if isinstance(shape, tuple) and all(_owned_read_only(a, shape) for a in (pop.threshold, pop.beta, pop.bias)):
         _shape(shape, "shape", location)
         _check_lif(pop, location)
         return pop
-    return Population.create(shape, pop.threshold, pop.beta, pop.refractory_dropout, pop.name, location=location)
+    return Population.create(
+        shape,
+        pop.threshold,
+        pop.beta,
+        pop.refractory_dropout,
+        pop.name,
+        location=location,
+        bias=pop.bias,
+        reset=pop.reset,
+    )
 
 
 @dataclass(frozen=True)
@@ -636,6 +684,8 @@ class Network(_Immutable):
         beta: ParamLike | Sequence[ParamLike] = 0.9,
         refractory_dropout: float | Sequence[float] = 0.0,
         skips: Sequence[tuple[int, int, Layer]] = (),
+        bias: ParamLike | Sequence[ParamLike] = 0.0,
+        reset: str | Sequence[str] = "zero",
     ) -> Network:
         """Build a feed-forward network, one LIF population after each layer.
 
@@ -651,6 +701,12 @@ class Network(_Immutable):
             (scalar or per-neuron array) per layer.
         refractory_dropout
             One value, or one per layer, in [0, 1).
+        bias
+            Per-neuron bias (R1.4): one scalar for all populations, or a list with one
+            entry (scalar or per-neuron array) per layer. Default 0.
+        reset
+            Reset mode (R4.8): one of :data:`RESET_MODES` for all populations, or one per
+            layer. Default ``"zero"``.
         skips
             Extra projections ``(source, target, layer)`` by population index
             (0 = input, ``i`` = output of ``layers[i-1]``).
@@ -679,6 +735,8 @@ class Network(_Immutable):
         thresholds = _per_layer(threshold, len(layers), "threshold")
         betas = _per_layer(beta, len(layers), "beta")
         dropouts = _per_layer(refractory_dropout, len(layers), "refractory_dropout")
+        biases = _per_layer(bias, len(layers), "bias")
+        resets = [reset] * len(layers) if isinstance(reset, str) else _per_layer(reset, len(layers), "reset")
         pops: list[Population] = []
         projs: list[Projection] = []
         for i, layer in enumerate(layers):
@@ -688,7 +746,11 @@ class Network(_Immutable):
                     ModelError, "layers", type(layer).__name__, "must be Dense, Conv2d, AvgPool2d or SumPool2d", where
                 )
             shape = layer.output_shape(shape, where)
-            pops.append(Population.create(shape, thresholds[i], betas[i], dropouts[i], location=where))
+            pops.append(
+                Population.create(
+                    shape, thresholds[i], betas[i], dropouts[i], location=where, bias=biases[i], reset=resets[i]
+                )
+            )
             projs.append(Projection(i, i + 1, layer))
         try:
             skip_list = list(skips)
@@ -712,6 +774,16 @@ class Network(_Immutable):
     def population_sizes(self) -> list[int]:
         """Number of neurons of every population, the input first."""
         return [math.prod(s) for s in self.population_shapes]
+
+    @property
+    def spec_version(self) -> int:
+        """The lowest ``SPEC_VERSION`` whose semantics run this network.
+
+        1 unless a population settles (a bias or a reset other than zero, R1.6), 2 then.
+        Model files record it, so a network without version-2 features still loads in
+        an asyncsnn that knows only version 1.
+        """
+        return 2 if any(p.settling for p in self.populations) else 1
 
     @property
     def input_size(self) -> int:
@@ -829,8 +901,13 @@ class Network(_Immutable):
             th = f"{float(p.threshold.flat[0]):.6g}" if np.all(p.threshold == p.threshold.flat[0]) else "per-neuron"
             be = f"{float(p.beta.flat[0]):.6g}" if np.all(p.beta == p.beta.flat[0]) else "per-neuron"
             role = "output" if i == len(self.populations) else "hidden"
+            extra = ""
+            if p.bias is not None and np.any(p.bias != 0):
+                extra += " bias=" + (f"{float(p.bias.flat[0]):.6g}" if np.all(p.bias == p.bias.flat[0]) else "per-neuron")
+            if p.reset != "zero":
+                extra += f" reset={p.reset}"
             lines.append(
-                f"  pop {i}  {role:6}  shape={p.shape} threshold={th} beta={be} dropout={p.refractory_dropout}"
+                f"  pop {i}  {role:6}  shape={p.shape} threshold={th} beta={be} dropout={p.refractory_dropout}{extra}"
             )
         for n, pr in enumerate(self.projections):
             lines.append(f"  proj {n}: {pr.source} -> {pr.target}  {pr.layer!r}")

@@ -31,7 +31,7 @@ def small_net(seed: int = 0) -> asyncsnn.Network:
 
 
 def test_versions_agree() -> None:
-    assert asyncsnn.SPEC_VERSION == asyncsnn._engine.SPEC_VERSION == 1
+    assert asyncsnn.SPEC_VERSION == asyncsnn._engine.SPEC_VERSION == 2
     assert asyncsnn.__version__ == asyncsnn._engine.__version__
     assert asyncsnn.__version__.count(".") == 2
 
