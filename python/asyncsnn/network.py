@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from asyncsnn import _engine
 
 __all__ = [
+    "RESET_MODES",
     "AvgPool2d",
     "Conv2d",
     "Dense",
@@ -55,7 +56,6 @@ __all__ = [
     "Network",
     "Population",
     "Projection",
-    "RESET_MODES",
     "SumPool2d",
     "beta_from_tau",
 ]
@@ -903,7 +903,9 @@ class Network(_Immutable):
             role = "output" if i == len(self.populations) else "hidden"
             extra = ""
             if p.bias is not None and np.any(p.bias != 0):
-                extra += " bias=" + (f"{float(p.bias.flat[0]):.6g}" if np.all(p.bias == p.bias.flat[0]) else "per-neuron")
+                extra += " bias=" + (
+                    f"{float(p.bias.flat[0]):.6g}" if np.all(p.bias == p.bias.flat[0]) else "per-neuron"
+                )
             if p.reset != "zero":
                 extra += f" reset={p.reset}"
             lines.append(
