@@ -13,7 +13,9 @@ Usage::
     python scripts/regen_golden.py            # rewrite tests/golden/*.json
     python scripts/regen_golden.py --check    # regenerate in memory; exit 1 listing drifted files
 
-The JSON format (``spec_version`` 1, ``generator_version`` 1)::
+The JSON format (``generator_version`` 1; ``spec_version`` is the network's
+``Network.spec_version``: 1 without settling populations, 2 with a bias or a reset
+other than ``"zero"``)::
 
     {"spec_version", "generator_version", "name", "rules", "description",
      "network": asyncsnn._dictform.network_to_dict(...),
@@ -1268,8 +1270,10 @@ def case_to_json(case: Case) -> dict[str, Any]:
         inputs = {"dense": arr.reshape(arr.shape[0], arr.shape[1], -1).astype(np.float64).tolist()}
     opts = case.full_options()
     opts["jitter"] = float(opts["jitter"])
+    # The lowest version that runs the network: version-1 files stay byte-identical.
+    assert 1 <= case.network.spec_version <= SPEC_VERSION
     return {
-        "spec_version": SPEC_VERSION,
+        "spec_version": case.network.spec_version,
         "generator_version": GENERATOR_VERSION,
         "name": case.name,
         "rules": case.rules,

@@ -422,6 +422,28 @@ _DEFAULT_TYPES = tuple(map(type, _DEFAULT_VALUES))
 _OPTIONS_SEEN_MAX = 256
 
 
+def _check_dropout_reset(network: Network, options: RunOptions | None, dropout: Any, prepared: PreparedOptions) -> None:
+    """R4.6: refractory dropout is defined for reset ``"zero"`` only.
+
+    A run that asks for p > 0 (a number, or ``"network"`` where a population has
+    p > 0, which the model refuses already) on a network with a population whose reset
+    is not ``"zero"`` is a :class:`ParameterError` naming the first such population.
+    """
+    p = prepared.refractory_dropout
+    if p is None:
+        return
+    for i, (pop, p_pop) in enumerate(zip(network.populations, p, strict=True), 1):
+        if p_pop > 0 and pop.reset != "zero":
+            given = options.refractory_dropout if options is not None else dropout
+            raise invalid(
+                ParameterError,
+                "refractory_dropout",
+                given,
+                f"refractory dropout needs reset 'zero' (R4.6), not {pop.reset!r}",
+                f"population {i}",
+            )
+
+
 def prepare_options(
     network: Network,
     options: RunOptions | None = None,
@@ -440,10 +462,48 @@ def prepare_options(
     Every ``infer`` passes its ``options`` and all eight option keywords (its defaults
     are :data:`RUN_OPTION_DEFAULTS`); they are combined by :func:`resolve_options` and
     validated by :class:`RunOptions`. The eight are explicit parameters, not
-    ``**keywords``, because this runs on every call: the cached path below then costs
+    ``**keywords``, because this runs on every call: the cached path inside costs
     about a third (2.5 us instead of 7 us on a shared 2-core machine).
     :func:`prepare_given_options` takes only the keywords that were given.
+
+    Raises
+    ------
+    ParameterError
+        An invalid option (see :class:`RunOptions`), and refractory dropout p > 0 on a
+        network with a population whose reset is not ``"zero"`` (R4.6; ``field``
+        ``"refractory_dropout"``, the message names the population).
     """
+    prepared = _prepare_options(
+        network,
+        options,
+        scheduler=scheduler,
+        forward_group_size=forward_group_size,
+        stop=stop,
+        extra_steps=extra_steps,
+        max_steps=max_steps,
+        seed=seed,
+        jitter=jitter,
+        refractory_dropout=refractory_dropout,
+    )
+    if prepared.refractory_dropout is not None:  # the cache is keyed by sizes, not resets
+        _check_dropout_reset(network, options, refractory_dropout, prepared)
+    return prepared
+
+
+def _prepare_options(
+    network: Network,
+    options: RunOptions | None = None,
+    *,
+    scheduler: SchedulerLike,
+    forward_group_size: int,
+    stop: StopLike,
+    extra_steps: int,
+    max_steps: int | None,
+    seed: int,
+    jitter: float,
+    refractory_dropout: DropoutLike,
+) -> PreparedOptions:
+    """:func:`prepare_options` without the check of R4.6 (which the cache does not key)."""
     if not isinstance(network, Network):
         raise invalid(ParameterError, "network", type(network).__name__, "must be an asyncsnn.Network")
     values = (scheduler, forward_group_size, stop, extra_steps, max_steps, seed, jitter, refractory_dropout)

@@ -8,16 +8,28 @@ the one the rules prescribe (R8.1).
 
 In short, for every timestep ``t`` (section 4):
 
-1. **Leak** (R4.1): ``V <- beta * V``; refractory flags and ``v_pre`` are cleared.
+1. **Start** (R4.1): leak ``V <- beta * V``; refractory flags and ``v_pre`` are cleared;
+   every settling population (R1.6: a bias or a reset other than ``"zero"``) becomes
+   *due*.
 2. **Input** (R4.2, R2.3): forward step 0 delivers the whole input frame.
 3. **Forward step k** (R4.3): *integrate* the summed current of the step (refractory
-   neurons discard theirs); *fire* every neuron with ``V > threshold`` (reset to 0,
-   refractory unless refractory dropout R4.6 says otherwise, enqueued in the pending
-   set unless it has no outgoing projection); *stop check* (R6); *select* a group of at
-   most ``F`` pending neurons with the scheduler (R5) and *deliver* their spikes
-   (``multiplicity * weight`` to every synapse), which forward step ``k + 1`` integrates.
-   The timestep ends when the pending set is empty or a stop check ends it (the pending
-   spikes are then dropped, R6.4).
+   neurons discard theirs); a due population that receives a delivery in this step
+   (from the input in step 0, R4.7) *settles*: its bias is added to its current, every
+   one of its neurons is integrated and pays its ``"subtract_delayed"`` debt
+   (``V <- V - threshold``). *Fire* every integrated, non-refractory neuron with
+   ``V > threshold`` (reset by the population's mode, R4.8; refractory unless
+   refractory dropout R4.6 says otherwise; enqueued in the pending set unless it has
+   no outgoing projection); *stop check* (R6); *select* a group of at most ``F``
+   pending neurons with the scheduler (R5) and *deliver* their spikes
+   (``multiplicity * weight`` to every synapse), which forward step ``k + 1``
+   integrates. When the pending set is empty and a population is still due, forward
+   step ``k + 1`` delivers nothing and settles the lowest due population (a
+   settle-only step, R4.3.4). The timestep ends when the pending set is empty and no
+   population is due, or when a stop check ends it (the pending spikes are then
+   dropped, R6.4, and due populations stay unsettled).
+
+A network without settling populations never has a due population: it runs exactly
+as in version 1 of the rules.
 
 Counters and latency records follow section 7. The result is the same
 :class:`~asyncsnn.result.InferenceResult` the Rust engine returns, with
@@ -154,9 +166,16 @@ class _Model:
     population_of: np.ndarray  # [n_neurons] population index of every neuron
     threshold: np.ndarray  # [n_neurons] float32
     beta: np.ndarray  # [n_neurons] float32
+    bias: np.ndarray  # [n_neurons] float32 (R1.4)
+    reset: list[str]  # reset[p], the reset mode of population p (R4.8); reset[0] is unused
+    settling: list[bool]  # settling[p] (R1.6); settling[0] (the input) is False
     outgoing: list[list[_Projection]]  # outgoing[p] = projections with source p, in projection order
     n_projections: int
     n_populations: int  # non-input populations P
+
+    def neurons(self, p: int) -> slice:
+        """The global ids (R1.5) of population ``p >= 1``."""
+        return slice(self.offsets[p], self.offsets[p] + self.sizes[p])
 
     @classmethod
     def build(cls, net: Network) -> _Model:
@@ -182,6 +201,9 @@ class _Model:
             population_of=pop_of,
             threshold=np.concatenate([p.threshold.reshape(-1) for p in net.populations]).astype(np.float32),
             beta=np.concatenate([p.beta.reshape(-1) for p in net.populations]).astype(np.float32),
+            bias=np.concatenate([np.asarray(p.bias).reshape(-1) for p in net.populations]).astype(np.float32),
+            reset=["zero"] + [p.reset for p in net.populations],
+            settling=[False] + [p.settling for p in net.populations],
             outgoing=outgoing,
             n_projections=len(projs),
             n_populations=len(net.populations),
@@ -284,6 +306,10 @@ class _Sample:
     refractory: np.ndarray = field(init=False)
     v_pre: np.ndarray = field(init=False)
     current: np.ndarray = field(init=False)  # I, summed within one forward step
+    debt: np.ndarray = field(init=False)  # R3.1: "subtract_delayed" threshold owed (R4.8)
+    received: np.ndarray = field(init=False)  # neurons some synapse delivered to in this step
+    due: list[bool] = field(init=False)  # R3.1: due[p] per population (R4.7); due[0] is False
+    settle_now: set[int] = field(default_factory=set)  # due populations that settle in this step (R4.7)
     pending: dict[int, list[int]] = field(default_factory=dict)  # neuron -> [multiplicity, sequence number]
     next_seq: int = 0
     # Section 7 counters.
@@ -313,6 +339,9 @@ class _Sample:
         self.refractory = np.zeros(n, dtype=bool)
         self.v_pre = np.zeros(n, dtype=np.float32)
         self.current = np.zeros(n, dtype=np.float32)
+        self.debt = np.zeros(n, dtype=bool)
+        self.received = np.zeros(n, dtype=bool)
+        self.due = [False] * (self.model.n_populations + 1)
         self.output_counts = [0] * n_out
         self.ts_output_counts = [[0] * n_out for _ in range(n_t)]
         self.spikes = [0] * self.model.n_populations
@@ -362,18 +391,32 @@ _LATENCY_FIELDS = (
 
 
 def start_timestep(s: _Sample) -> None:
-    """R4.1: (1) leak, one float32 multiply; (2) clear refractory flags and ``v_pre``."""
+    """R4.1: leak, clear refractory flags and ``v_pre``, make settling populations due.
+
+    (1) One float32 multiply; (2) flags cleared, ``v_pre`` set to 0; (3) every settling
+    population becomes due (one left due by an early stop stays due, R6.4).
+    """
     s.v = (s.model.beta * s.v).astype(np.float32)
     s.refractory[:] = False
     s.v_pre[:] = 0.0
+    for p in range(1, s.model.n_populations + 1):
+        if s.model.settling[p]:
+            s.due[p] = True
     assert not s.pending  # R4.1: the pending set is always empty here (R6)
     s.current = np.zeros(s.model.n_neurons, dtype=np.float32)
+    s.received[:] = False
+    s.settle_now = set()
     s.spikes_t = 0
     s.synops_t = 0
 
 
 def deliver_input_frame(s: _Sample, frame: np.ndarray, t: int) -> None:
     """R4.2 / R2.3: forward step 0 delivers the whole input frame, no scheduling slot."""
+    # R4.7: a due population targeted by a projection from the input settles in step 0,
+    # whether or not the frame has non-zero values.
+    for proj in s.model.outgoing[0]:
+        if s.due[proj.target]:
+            s.settle_now.add(proj.target)
     for i in np.flatnonzero(frame):
         x = _F32(frame[i])
         s.input_events += 1  # R7.3
@@ -382,6 +425,7 @@ def deliver_input_frame(s: _Sample, frame: np.ndarray, t: int) -> None:
         for proj in s.model.outgoing[0]:
             targets, weights = proj.synapses(int(i))
             s.current[targets] = s.current[targets] + (x * weights).astype(np.float32)  # float32 product and sum
+            s.received[targets] = True
             s.synops_per_projection[proj.index] += len(targets)  # R7.4: fan-out of input neuron i
             s.synops_t += len(targets)
 
@@ -389,39 +433,69 @@ def deliver_input_frame(s: _Sample, frame: np.ndarray, t: int) -> None:
 def integrate_fire(s: _Sample, t: int, k: int) -> list[int]:
     """R4.3.1 integrate and R4.3.2 fire; returns the output classes that spiked, in id order."""
     model, trace, refractory, current, v = s.model, s.trace, s.refractory, s.current, s.v
-    # R4.3.1 Integrate: refractory neurons discard their current; the others add the
-    # summed current of this step in one float32 addition. Then I is cleared.
+    # R4.3.1 Integrate. First the due populations that settle in this step (R4.7) add
+    # their bias to the current of their neurons, all of which are integrated.
+    integrated = s.received.copy()
+    for p in sorted(s.settle_now):
+        nrn = model.neurons(p)
+        current[nrn] = (current[nrn] + model.bias[nrn]).astype(np.float32)
+        integrated[nrn] = True
+        s.due[p] = False  # R4.7: settles once per timestep
+        if trace is not None:
+            trace.append({"event": "settle", "t": t, "k": k, "population": p})
+    s.settle_now = set()
+    # Refractory neurons discard their current; the other integrated neurons add the
+    # summed current of this step in one float32 addition.
     if trace is not None:
-        lost = np.flatnonzero(refractory & (current != 0))
+        lost = np.flatnonzero(refractory & integrated & (current != 0))
         if lost.size:
             trace.append(
                 {"event": "discard", "t": t, "k": k, "neurons": lost.tolist(), "current": current[lost].tolist()}
             )
-    live = ~refractory
+    live = integrated & ~refractory
     if trace is not None:
         got = np.flatnonzero(live & (current != 0))
         if got.size:
             trace.append({"event": "integrate", "t": t, "k": k, "neurons": got.tolist()})
     v[live] = (v[live] + current[live]).astype(np.float32)
+    # R4.3.1 / R4.8: a debtor ("subtract_delayed") then pays the threshold, a second
+    # float32 operation, and its debt is cleared. (Debts are only paid when the
+    # population settles: a neuron that fired is refractory for the rest of the
+    # timestep, and in the next one its population is due until it settles.)
+    pay = live & s.debt
+    if pay.any():
+        v[pay] = (v[pay] - model.threshold[pay]).astype(np.float32)
+        s.debt[pay] = False
     current[:] = 0.0
+    s.received[:] = False
     # R8.3: a membrane that is not finite (an overflowing product x*w or m*w, sum, or
-    # V + I) ends the run; the lowest neuron id is named. (Membranes of neurons without
-    # current stay finite: they were finite before.)
+    # V + I, or the paid debt) ends the run; the lowest neuron id is named. (Membranes of
+    # neurons not integrated stay finite: they were finite before.)
     bad = np.flatnonzero(live & ~np.isfinite(v))
     if bad.size:
         raise _overflow(model, s.position, t, k, int(bad[0]))
 
-    # R4.3.2 Fire: every non-refractory neuron with V > threshold (strictly), in
-    # increasing id order.
+    # R4.3.2 Fire: every integrated, non-refractory neuron with V > threshold (strictly),
+    # in increasing id order. (A neuron of a due population waits for its settle, R4.7.)
     out_pop = model.n_populations
     dropout = s.opts.refractory_dropout  # None, or p per non-input population (R4.6)
-    fired = np.flatnonzero(~refractory & (v > model.threshold))
+    fired = np.flatnonzero(live & (v > model.threshold))
     output_fired: list[int] = []
     for q in fired.tolist():
         pop = int(model.population_of[q])
         s.v_pre[q] = v[q]
-        v[q] = 0.0
-        # R4.6: refractory unless u(seed, sample, t, k, q, 1) < p (compared in float64).
+        # R4.8: the population's reset mode.
+        mode = model.reset[pop]
+        if mode == "zero":
+            v[q] = 0.0
+        elif mode == "subtract":
+            v[q] = _F32(v[q] - model.threshold[q])  # one float32 subtraction, now
+        elif mode == "subtract_delayed":
+            s.debt[q] = True  # V stays; the threshold is paid at the next settle
+        else:
+            assert mode == "none"  # V stays
+        # R4.6: refractory unless u(seed, sample, t, k, q, 1) < p (compared in float64);
+        # p > 0 needs reset "zero" (the model and the run options refuse it otherwise).
         stays_open = (
             dropout is not None
             and dropout[pop - 1] > 0.0
@@ -508,19 +582,38 @@ def select(s: _Sample, t: int, k: int) -> list[int]:
 
 
 def deliver_group(s: _Sample, group: list[int], t: int, k: int) -> None:
-    """R4.3.4: each member leaves the pending set and delivers ``m * w`` to every synapse."""
+    """R4.3.4: each member leaves the pending set and delivers ``m * w`` to every synapse.
+
+    A due population with a projection from a member's population settles in step
+    ``k + 1`` (R4.7), whether or not one of the member's synapses reaches a given neuron.
+    """
     model = s.model
     for j in group:
         m, _ = s.pending.pop(j)
         pop = int(model.population_of[j])
         local = j - model.offsets[pop]
         for proj in model.outgoing[pop]:
+            if s.due[proj.target]:
+                s.settle_now.add(proj.target)
             targets, weights = proj.synapses(local)
             s.current[targets] = s.current[targets] + (_F32(m) * weights).astype(np.float32)
+            s.received[targets] = True
             s.synops_per_projection[proj.index] += len(targets)  # R7.4: fan-out, whatever m
             s.synops_t += len(targets)
         if s.trace is not None:
             s.trace.append({"event": "deliver", "t": t, "k": k, "neuron": j, "multiplicity": m})
+
+
+def settle_only(s: _Sample, t: int, k: int) -> None:
+    """R4.3.4: nothing pending but a population due: a settle-only step follows.
+
+    Forward step ``k + 1`` delivers nothing and settles the due population of the
+    lowest index (R4.7).
+    """
+    lowest = s.due.index(True)
+    s.settle_now.add(lowest)
+    if s.trace is not None:
+        s.trace.append({"event": "settle_only", "t": t, "k": k, "population": lowest})
 
 
 def end_timestep(s: _Sample, t: int, k: int) -> None:
@@ -554,13 +647,16 @@ def _run_sample(
         while True:
             output_fired = integrate_fire(s, t, k)  # R4.3.1-2
             record_latency(s, t, k, output_fired)  # R7.7, R7.9
-            if stop_check(s, t, k):  # R4.3.3, R6
+            if stop_check(s, t, k):  # R4.3.3, R6 (due populations stay due, R6.4)
                 break
-            # R4.3.4 Select and deliver; an empty pending set ends the timestep (R6.1).
-            if not s.pending:
-                break
-            deliver_group(s, select(s, t, k), t, k)  # R5, R4.3.4
-            k += 1  # R4.4: one more forward step per delivered group
+            # R4.3.4 Select and deliver.
+            if s.pending:
+                deliver_group(s, select(s, t, k), t, k)  # R5, R4.3.4
+            elif any(s.due):
+                settle_only(s, t, k)  # R4.3.4, R4.7: a settle-only step follows
+            else:
+                break  # R6.1: nothing pending, nothing due: the timestep ends
+            k += 1  # R4.4: one more forward step per delivered group or settle-only step
         end_timestep(s, t, k)  # R7.5, R7.9
     return s.counters()
 

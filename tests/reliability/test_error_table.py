@@ -100,6 +100,17 @@ ERRORS: list[Case] = [
         N, "per-neuron threshold of the wrong size", f"{SEQ}, threshold=np.ones(4))", "ModelError", "threshold", "(4,)"
     ),
     Case(N, "refractory dropout 1", f"{SEQ}, refractory_dropout=1.0)", "ModelError", "refractory_dropout", "1.0"),
+    Case(N, "unknown reset mode", f"{SEQ}, reset='soft')", "ModelError", "reset", "'soft'"),
+    Case(N, "NaN bias", f"{SEQ}, bias=np.nan)", "ModelError", "bias", "nan"),
+    Case(N, "infinite per-neuron bias", f"{SEQ}, bias=[[0.0, np.inf, 0.0]])", "ModelError", "bias", "inf"),
+    Case(
+        N,
+        "refractory dropout with reset 'subtract' (R4.6)",
+        f"{SEQ}, reset='subtract', refractory_dropout=0.5)",
+        "ModelError",
+        "refractory_dropout",
+        "not 'subtract'",
+    ),
     Case(
         N,
         "empty input shape",
@@ -222,6 +233,14 @@ ERRORS: list[Case] = [
         "ParameterError",
         "refractory_dropout",
         "1.0",
+    ),
+    Case(
+        I,
+        "refractory dropout on a network with reset 'none' (R4.6)",
+        f"infer({SEQ}, reset='none'), x, refractory_dropout=0.5)",
+        "ParameterError",
+        "refractory_dropout",
+        "population 1",
     ),
     Case(I, "negative seed", "infer(net, x, seed=-1)", "ParameterError", "seed", "-1"),
     Case(I, "threads = 0", "infer(net, x, threads=0)", "ParameterError", "threads", "0"),
