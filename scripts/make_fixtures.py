@@ -103,7 +103,7 @@ def build() -> tuple[bytes, str]:
     doc = {
         "description": "written by scripts/make_fixtures.py; read by tests/model_file.rs",
         "model": MODEL,
-        "spec_version": asyncsnn.SPEC_VERSION,
+        "spec_version": net.spec_version,  # the lowest version that runs it (1: no settling population)
         "input_shape": list(net.input_shape),
         "population_shapes": [list(s) for s in net.population_shapes[1:]],
         "refractory_dropout": [p.refractory_dropout for p in net.populations],

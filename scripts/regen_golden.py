@@ -1078,6 +1078,407 @@ def case_stable_decision() -> Case:
     )
 
 
+# ----------------------------------------------------------------------------- version 2: bias, reset, settling
+def spop(shape: Any, threshold: Any = 1.0, beta: Any = 1.0, bias: Any = 0.0, reset: str = "zero") -> Population:
+    """A population with a bias and a reset mode (R1.4, R1.6)."""
+    return Population.create(shape if isinstance(shape, tuple) else (shape,), threshold, beta, bias=bias, reset=reset)
+
+
+def per_layer(*values: Any) -> list[Any]:
+    """One parameter per layer for ``Network.sequential`` (scalars and arrays mixed)."""
+    return list(values)
+
+
+def fires(trace: Trace, population: int, sample: int = 0) -> list[tuple[int, int, int]]:
+    """``(t, k, neuron)`` of every spike of ``population`` (neuron: global id) in ``sample``."""
+    return [(e["t"], e["k"], e["neuron"]) for e in events(trace, "fire", sample) if e["population"] == population]
+
+
+def settles(trace: Trace, sample: int = 0) -> list[tuple[int, int, int]]:
+    """``(t, k, population)`` of every settle (R4.7) in ``sample``."""
+    return [(e["t"], e["k"], e["population"]) for e in events(trace, "settle", sample)]
+
+
+def relays(n: int, weights: Any = 2.0) -> tuple[Population, Projection]:
+    """``n`` relay neurons (threshold 1, beta 1) fed one to one from ``n`` inputs with weight 2."""
+    return pop(n, 1.0, 1.0), Projection(0, 1, dense(np.diag(np.broadcast_to(np.float32(weights), (n,)))))
+
+
+def case_bias_settles_with_first_delivery() -> Case:
+    # in (2) -> relays (w = 2) -> out (bias 0.25, weights 0.375 each, threshold 1, beta 1);
+    # fifo, F = 1. t0: the relays fire at step 0; out settles at step 1 with the first
+    # relay's 0.375 + 0.25 = 0.625 (not at step 0: no input projection reaches it), then
+    # integrates 0.375 more at step 2: V = 1.0, no spike (a bias added with every
+    # delivery, as asynctorch does, would give 1.25). t1: silent input, nothing pending,
+    # out is due: a settle-only step 1 adds the bias alone: 1.25 > 1, it fires.
+    r, rp = relays(2)
+    net = Network((2,), [r, spop(1, bias=0.25)], [rp, Projection(1, 2, dense([[0.375, 0.375]]))])
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        assert settles(trace) == [(0, 1, 2), (1, 1, 2)], settles(trace)
+        assert fires(trace, 2) == [(1, 1, 2)], fires(trace, 2)
+        assert res.timestep_forward_steps[0].tolist() == [3, 2]
+        assert res.synops[0] == 4 + 2  # the bias counts no synop (R1.4)
+
+    return Case(
+        "r4_7_bias_settles_with_first_delivery",
+        ["R4.7", "R4.3", "R1.4", "R1.6", "R10.6"],
+        "A bias is added once per timestep, together with the first delivery into its "
+        "population (step 1 here), not with every delivery; with silent sources it is added "
+        "alone in a settle-only step.",
+        net,
+        frames([[[1, 1], [0, 0]]]),
+        options={"scheduler": "fifo", "forward_group_size": 1},
+        check=check,
+    )
+
+
+def case_settle_only_steps() -> Case:
+    # in (1) -> relay (w = 2) -> h (bias 0.375, w 0.5) -> out (bias 0.25, beta 0.5, w 2).
+    # Sample 0 has silent input: every timestep runs step 0, a settle-only step 1 for h
+    # (the lowest due population) and a settle-only step 2 for out; h reaches 1.125 at
+    # t2 and fires at step 1, so out settles with its delivery at step 2 instead.
+    # Sample 1: the relay fires at t0, h settles with its delivery at step 1.
+    r, rp = relays(1)
+    net = Network(
+        (1,),
+        [r, spop(1, bias=0.375), spop(1, beta=0.5, bias=0.25)],
+        [rp, Projection(1, 2, dense([[0.5]])), Projection(2, 3, dense([[2.0]]))],
+    )
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        only = [(e["t"], e["k"], e["population"]) for e in events(trace, "settle_only", 0)]
+        assert only[:6] == [(0, 0, 2), (0, 1, 3), (1, 0, 2), (1, 1, 3), (2, 0, 2), (3, 0, 2)], only
+        assert fires(trace, 2) == [(2, 1, 1)], fires(trace, 2)
+        assert fires(trace, 3) == [(2, 2, 2)], fires(trace, 3)
+        assert res.timestep_forward_steps.tolist() == [[3, 3, 3, 3], [3, 3, 3, 3]]
+        assert res.forward_steps.tolist() == [12, 12]
+        assert res.input_events.tolist() == [0, 1]
+        assert (0, 1, 2) in settles(trace, 1)
+        assert not [e for e in events(trace, "settle_only", 1) if e["t"] == 0 and e["population"] == 2]
+
+    return Case(
+        "r4_7_settle_only_step_when_sources_silent",
+        ["R4.7", "R4.3", "R4.4", "R7.5"],
+        "With nothing pending and populations still due, settle-only forward steps settle "
+        "them one by one, lowest index first; they count as forward steps.",
+        net,
+        frames([[[0.0]] * 4], [[[1.0]] + [[0.0]] * 3]),
+        options={"scheduler": "fifo", "forward_group_size": 1},
+        check=check,
+    )
+
+
+def layer_synchronous(net: Network, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """R4.5 on a dense chain: spikes ``[B, P]`` and output spikes ``[B, T, n_out]``.
+
+    ``U = beta V + (W s + b) - theta d; s = H(U - theta)``; ``V`` per reset mode.
+    """
+    pops = net.populations
+    spikes = np.zeros((x.shape[0], len(pops)), dtype=np.int64)
+    outs = np.zeros((x.shape[0], x.shape[1], net.n_outputs), dtype=np.int64)
+    for b in range(x.shape[0]):
+        v = [np.zeros(p.size, np.float32) for p in pops]
+        d = [np.zeros(p.size, np.float32) for p in pops]
+        for t in range(x.shape[1]):
+            s = x[b, t].astype(np.float32)
+            for n, (p, proj) in enumerate(zip(pops, net.projections, strict=True)):
+                th = p.threshold.reshape(-1)
+                cur = (proj.layer.weight @ s).astype(np.float32) + p.bias.reshape(-1)  # type: ignore[union-attr]
+                u = ((p.beta.reshape(-1) * v[n]).astype(np.float32) + cur).astype(np.float32)
+                u = (u - th * d[n]).astype(np.float32)
+                s = (u > th).astype(np.float32)
+                v[n] = {"zero": u * (1 - s), "subtract": u - th * s}.get(p.reset, u).astype(np.float32)
+                d[n] = s if p.reset == "subtract_delayed" else 0 * s
+                spikes[b, n] += int(s.sum())
+            outs[b, t] = s.astype(np.int64)
+    return spikes, outs
+
+
+def case_layered_every_population() -> Case:
+    # A dense chain whose populations all settle (biases, every reset mode): under
+    # layered each one settles exactly once per timestep, with its sources' spikes or in
+    # a settle-only step, which is the layer-synchronous network of R4.5.
+    rng = np.random.default_rng(2024)
+    net = Network.sequential(
+        (6,),
+        [
+            Dense(grid(rng, (5, 6), -64, 256)),
+            Dense(grid(rng, (5, 5), -96, 288)),
+            Dense(grid(rng, (3, 5), -96, 320)),
+        ],
+        threshold=[1.0, 0.75, 1.25],
+        beta=[0.875, 0.75, 0.9375],
+        bias=per_layer(grid(rng, (5,), -32, 64), 0.125, np.asarray([0.25, 0.0, -0.125], np.float32)),
+        reset=["subtract_delayed", "subtract", "none"],
+    )
+    x = counts(np.random.default_rng(7), (3, 6, 6), 0.25)
+    x[2] = 0  # a silent sample: every population still computes every timestep
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        spikes, outs = layer_synchronous(net, x)
+        assert res.spikes.tolist() == spikes.tolist()
+        assert res.timestep_output_counts.tolist() == outs.tolist()
+        for b in range(3):
+            s = settles(trace, b)
+            assert sorted(s) == sorted({(t, k, p) for t, k, p in s}), s
+            assert [sum(1 for e in s if e[0] == t) for t in range(6)] == [3] * 6
+        assert events(trace, "settle_only", 2)
+        assert res.spikes[2].sum() > 0  # biases alone drive the silent sample
+
+    return Case(
+        "r4_7_layered_computes_every_population",
+        ["R4.5", "R4.7", "R5.1", "R4.8"],
+        "Under layered every settling population settles once per timestep, with its "
+        "sources' spikes or in a settle-only step when they are silent: the result is the "
+        "layer-synchronous network U = beta V + (W s + b) - theta d of R4.5.",
+        net,
+        x,
+        options={"scheduler": "layered"},
+        check=check,
+    )
+
+
+def case_reset_subtract() -> Case:
+    # in (1) -> out (2 neurons, reset "subtract", threshold 1, beta 1), w = [0.75, 2.5].
+    # out0: 0.75, 1.5 (fires, -> 0.5), 0.5, 0.5, 0.5: "zero" would leave 0.
+    # out1: 2.5 (fires, -> 1.5: still above threshold but refractory), 4.0 (-> 3.0), then
+    # silent input: out settles at step 0 anyway (a projection from the input reaches
+    # it) and out1 fires from its membrane alone, 3.0 (-> 2.0), 2.0 (-> 1.0), 1.0 (no).
+    net = Network((1,), [spop(2, reset="subtract")], [Projection(0, 1, dense([[0.75], [2.5]]))])
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        assert res.timestep_output_counts[0].tolist() == [[0, 1], [1, 1], [0, 1], [0, 1], [0, 0]]
+        assert [e["v"] for e in events(trace, "fire") if e["neuron"] == 1] == [2.5, 4.0, 3.0, 2.0]
+        assert res.timestep_forward_steps[0].tolist() == [1] * 5
+        zero = Network((1,), [spop(2)], [Projection(0, 1, dense([[0.75], [2.5]]))])
+        other, _ = run(Case("", [], "", zero, case.inputs))
+        assert other.output_counts[0].tolist() == [1, 2]
+
+    case = Case(
+        "r4_8_reset_subtract",
+        ["R4.8", "R4.7", "R4.3", "R4.6"],
+        "Reset 'subtract' takes the threshold off at the spike; a membrane left above the "
+        "threshold fires again in the next timestep (once per timestep), also without input, "
+        "when its population settles at step 0.",
+        net,
+        frames([[[1.0], [1.0], [0.0], [0.0], [0.0]]]),
+        check=check,
+    )
+    return case
+
+
+def case_reset_subtract_delayed() -> Case:
+    # in (2) -> relays -> out (reset "subtract_delayed", beta 0.5, w [0.75, 0.5]); fifo F = 1.
+    # t0: out settles at step 1 (0.75), 1.25 at step 2: spike, debt. t1: leak 0.625;
+    # out settles at step 1: (0.625 + 0.75) - 1 = 0.375, +0.5 = 0.875. t2: 0.4375 + 0.75
+    # = 1.1875: spike; relay 1's 0.5 is discarded. t3: (0.59375 + 0.75) - 1 = 0.34375.
+    # With "subtract" (the threshold taken at once, before the leak) out fires at t1.
+    r, rp = relays(2)
+    net = Network((2,), [r, spop(1, beta=0.5, reset="subtract_delayed")], [rp, Projection(1, 2, dense([[0.75, 0.5]]))])
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        assert fires(trace, 2) == [(0, 2, 2), (2, 1, 2)], fires(trace, 2)
+        assert settles(trace) == [(0, 1, 2), (1, 1, 2), (2, 1, 2), (3, 1, 2)]
+        now = Network((2,), [r, spop(1, beta=0.5, reset="subtract")], [rp, Projection(1, 2, dense([[0.75, 0.5]]))])
+        _, tr = run(Case("", [], "", now, case.inputs, case.options))
+        assert fires(tr, 2)[:2] == [(0, 2, 2), (1, 2, 2)], fires(tr, 2)
+
+    case = Case(
+        "r4_8_reset_subtract_delayed_debt_after_current",
+        ["R4.8", "R4.3", "R4.7", "R3.1"],
+        "Reset 'subtract_delayed' leaves the membrane and owes the threshold: it is paid when "
+        "the population next settles, after that step's current (and after the leak), "
+        "(beta V + I) - threshold as snnTorch's delayed reset.",
+        net,
+        frames([[[1, 1], [1, 1], [1, 1], [1, 0]]]),
+        options={"scheduler": "fifo", "forward_group_size": 1},
+        check=check,
+    )
+    return case
+
+
+def case_reset_none() -> Case:
+    # in (2) -> relays -> out (reset "none", beta 0.875, w [1.25, 0.25]); fifo F = 1.
+    # t0: 1.25 at step 1: spike; relay 1's 0.25 at step 2 is discarded (refractory).
+    # t1: silent input, out is due: it does not fire at step 0 (not integrated, R4.3.2)
+    # but in the settle-only step 1: 1.09375. t2: 0.95703125 + 0.25 = 1.20703125 at step
+    # 1. t3: 1.05615234375 at the settle-only step 1. t4: 0.924133..., no spike.
+    r, rp = relays(2)
+    net = Network((2,), [r, spop(1, beta=0.875, reset="none")], [rp, Projection(1, 2, dense([[1.25, 0.25]]))])
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        assert fires(trace, 2) == [(0, 1, 2), (1, 1, 2), (2, 1, 2), (3, 1, 2)], fires(trace, 2)
+        assert [e["v"] for e in events(trace, "fire") if e["population"] == 2] == [
+            1.25,
+            1.09375,
+            1.20703125,
+            1.05615234375,
+        ]
+        assert res.timestep_forward_steps[0].tolist() == [3, 2, 2, 2, 2]
+
+    return Case(
+        "r4_8_reset_none_fires_next_timestep",
+        ["R4.8", "R4.3", "R4.6", "R4.7"],
+        "Reset 'none' leaves the membrane above the threshold: the neuron is refractory for "
+        "the rest of the timestep and fires again only in a later timestep, when its "
+        "population settles (a settle-only step here), never before.",
+        net,
+        frames([[[1, 1], [0, 0], [0, 1], [0, 0], [0, 0]]]),
+        options={"scheduler": "fifo", "forward_group_size": 1},
+        check=check,
+    )
+
+
+def case_early_stop_unsettled() -> Case:
+    # in0 -> relay (w 2) -> h (bias 0.5, "subtract_delayed", w 0.75) -> out (w 2); in1 -> out (w 2).
+    # stop first_output, extra 0. t0: relay fires; h settles at step 1: 1.25, spike, debt;
+    # out fires at step 2. t1: in1 makes out fire at step 0: the timestep stops, h is still
+    # due: its bias is lost and its debt waits. t2: h settles in a settle-only step:
+    # (1.25 + 0.5) - 1 = 0.75. t3: 1.25, spike, out fires at step 2.
+    # Draining instead, h settles at t1 (0.75) and fires at t2.
+    net = Network(
+        (2,),
+        [pop(1), spop(1, bias=0.5, reset="subtract_delayed"), pop(1)],
+        [
+            Projection(0, 1, dense([[2.0, 0.0]])),
+            Projection(0, 3, dense([[0.0, 2.0]])),
+            Projection(1, 2, dense([[0.75]])),
+            Projection(2, 3, dense([[2.0]])),
+        ],
+    )
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        assert settles(trace) == [(0, 1, 2), (2, 1, 2), (3, 1, 2)], settles(trace)
+        assert fires(trace, 2) == [(0, 1, 1), (3, 1, 1)], fires(trace, 2)
+        assert res.timestep_forward_steps[0].tolist() == [3, 1, 2, 3]
+        drained, tr = run(case, stop="drain")
+        assert fires(tr, 2) == [(0, 1, 1), (2, 1, 1)], fires(tr, 2)
+        assert differs(res, drained)
+
+    case = Case(
+        "r6_4_early_stop_leaves_population_unsettled",
+        ["R6.4", "R4.7", "R6.2", "R4.8"],
+        "A timestep ended by an early stop before a due population settled leaves it "
+        "unsettled: its bias for that timestep is lost and its subtract_delayed debt waits "
+        "for its next settle.",
+        net,
+        frames([[[1, 0], [0, 1], [0, 0], [0, 0]]]),
+        options={"scheduler": "fifo", "forward_group_size": 1, "stop": "first_output", "extra_steps": 0},
+        check=check,
+    )
+    return case
+
+
+def case_async_bias(scheduler: str) -> Case:
+    # in (2) -> relays (w [2, 3]) -> out (bias 0.25, beta 0), F = 1; out weights
+    # [0.875, -0.5] for fifo and [-0.5, 0.875] for momentum, so that the first group each
+    # delivers (fifo: relay 0, the smaller sequence number; momentum: relay 1, v_pre 3)
+    # is the excitatory one. out settles with it: 0.875 + 0.25 = 1.125 fires at step 1
+    # and the inhibitory -0.5 arrives while it is refractory. Under layered out settles
+    # with both relays at once: 0.875 - 0.5 + 0.25 = 0.625, no spike. Without the bias
+    # 0.875 alone would not fire either.
+    w = [[0.875, -0.5]] if scheduler == "fifo" else [[-0.5, 0.875]]
+    r, rp = relays(2, [2.0, 3.0])
+    net = Network((2,), [r, spop(1, beta=0.0, bias=0.25)], [rp, Projection(1, 2, dense(w))])
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        layered, tr = run(case, scheduler="layered")
+        assert fires(tr, 2) == []
+        assert settles(tr) == [(t, 1, 2) for t in range(3)]
+        assert settles(trace) == [(t, 1, 2) for t in range(3)]
+        first = events(trace, "deliver")[0]["neuron"]
+        assert first == (0 if scheduler == "fifo" else 1)
+        assert fires(trace, 2) == [(t, 1, 2) for t in range(3)], fires(trace, 2)
+        assert differs(res, layered)
+        assert [e["neurons"] for e in events(trace, "discard")] == [[2]] * 3
+
+    case = Case(
+        f"r4_7_{scheduler}_bias_settles_with_first_group",
+        ["R4.7", "R5.2" if scheduler == "fifo" else "R5.4", "R4.5", "R4.6"],
+        "With F = 1 the bias settles with the first group delivered into the population "
+        f"({'fifo: the first enqueued relay' if scheduler == 'fifo' else 'momentum: the relay with the larger v_pre'}, "
+        "excitatory here), and the neuron fires on it before the inhibitory group arrives; "
+        "under layered both arrive with the bias in one step and it stays silent.",
+        net,
+        frames([[[1, 1]] * 3]),
+        options={"scheduler": scheduler, "forward_group_size": 1},
+        check=check,
+    )
+    return case
+
+
+def case_random_settling(n: int, kind: str, options: dict[str, Any], rules: list[str]) -> Case:
+    """Seeded random grid networks whose populations settle (biases, every reset mode)."""
+    rng = np.random.default_rng(3000 + n)
+    if kind == "dense_settling":
+        net = Network.sequential(
+            (12,),
+            [
+                Dense(grid(rng, (10, 12), -96, 256)),
+                Dense(grid(rng, (8, 10), -96, 288)),
+                Dense(grid(rng, (4, 8), -192, 288)),
+            ],
+            threshold=[1.0, 0.875, 1.25],
+            beta=[0.875, 0.9375, 0.75],
+            bias=per_layer(grid(rng, (10,), -48, 64), 0.0, grid(rng, (4,), -32, 96)),
+            reset=["zero", "subtract", "subtract_delayed"],
+            refractory_dropout=[0.5, 0.0, 0.0],
+        )
+    elif kind == "skip_settling":
+        net = Network.sequential(
+            (10,),
+            [
+                Dense(grid(rng, (8, 10), -96, 288)),
+                Dense(grid(rng, (6, 8), -96, 320)),
+                Dense(grid(rng, (4, 6), -224, 288)),
+            ],
+            threshold=[1.0, 0.75, 1.25],
+            beta=0.875,
+            bias=per_layer(0.0, grid(rng, (6,), -32, 80), 0.0625),
+            reset=["none", "subtract_delayed", "subtract"],
+            skips=[(0, 2, Dense(grid(rng, (6, 10), -64, 192))), (1, 3, Dense(grid(rng, (4, 8), -64, 192)))],
+        )
+    else:
+        conv = Conv2d(grid(rng, (3, 2, 3, 3), -128, 192), stride=1, padding=1)
+        s1 = conv.output_shape((2, 6, 6))
+        pool = SumPool2d(2)
+        s2 = pool.output_shape(s1)
+        net = Network.sequential(
+            (2, 6, 6),
+            [conv, pool, Dense(grid(rng, (4, int(np.prod(s2))), -256, 320))],
+            threshold=[1.0, 1.5, 1.0],
+            beta=[0.875, 0.75, 0.875],
+            bias=per_layer(grid(rng, s1, -32, 48), 0.0, grid(rng, (4,), -16, 64)),
+            reset=["subtract", "zero", "none"],
+        )
+    x = counts(np.random.default_rng(4000 + n), (3, 4, net.input_size), 0.3)
+    x[0, 1] = 0  # a silent frame
+    labels = [int(v) for v in rng.integers(0, net.n_outputs, 3)]
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        assert (res.spikes.sum(axis=0) > 0).all(), res.spikes.tolist()
+        assert res.output_counts.sum() > 0
+        assert events(trace, "settle")
+        layered, _ = run(case, scheduler="layered", jitter=0.0)
+        assert differs(res, layered)
+        if options.get("stop", "drain") != "drain" or options.get("max_steps"):
+            assert res.dropped_spikes.sum() > 0
+
+    case = Case(
+        f"random_{n}_{kind}_{options['scheduler']}",
+        [*rules, "R4.7", "R4.8", "R8.2"],
+        f"Seeded random {kind.replace('_', ' ')} network (biases k/256, reset modes "
+        f"{', '.join(p.reset for p in net.populations)}) with integer count inputs; options {options}.",
+        net,
+        x,
+        options=options,
+        labels=labels,
+        check=check,
+    )
+    return case
+
+
 def case_random_network(n: int, kind: str, options: dict[str, Any], rules: list[str]) -> Case:
     rng = np.random.default_rng(1000 + n)
     if kind == "dense":
@@ -1243,6 +1644,37 @@ def all_cases() -> list[Case]:
     ]
     for n, (kind, opts, rules) in enumerate(random_specs):
         cases.append(case_random_network(n, kind, opts, rules))
+    # SPEC_VERSION 2: bias, reset modes and settling populations (R1.6, R4.7, R4.8).
+    cases += [
+        case_bias_settles_with_first_delivery(),
+        case_settle_only_steps(),
+        case_layered_every_population(),
+        case_reset_subtract(),
+        case_reset_subtract_delayed(),
+        case_reset_none(),
+        case_early_stop_unsettled(),
+        case_async_bias("fifo"),
+        case_async_bias("momentum"),
+    ]
+    settling_specs: list[tuple[str, dict[str, Any], list[str]]] = [
+        (
+            "dense_settling",
+            {"scheduler": "fifo", "forward_group_size": 2, "refractory_dropout": "network", "seed": 5},
+            ["R5.2", "R4.6"],
+        ),
+        (
+            "skip_settling",
+            {"scheduler": "momentum", "forward_group_size": 2, "jitter": 0.25, "seed": 8, "stop": "first_output"},
+            ["R5.4", "R6.2", "R6.4"],
+        ),
+        (
+            "conv_settling",
+            {"scheduler": "random", "forward_group_size": 6, "seed": 11, "max_steps": 7},
+            ["R5.3", "R6.3"],
+        ),
+    ]
+    for n, (kind, opts, rules) in enumerate(settling_specs, start=len(random_specs)):
+        cases.append(case_random_settling(n, kind, opts, rules))
     return cases
 
 

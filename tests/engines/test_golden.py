@@ -51,6 +51,8 @@ def test_golden_directory_is_populated() -> None:
 def test_engine_matches_golden_vector(engine: Any, path: Path) -> None:
     case = load_case(path)
     assert 1 <= case["spec_version"] <= SPEC_VERSION  # version-1 vectors stay valid (docs/semantics.md)
+    # A file records the lowest version that runs its network: 2 exactly when a population settles (R1.6).
+    assert case["spec_version"] == network_from_dict(case["network"]).spec_version
     res = run_case(engine, case)
     for field in COUNTER_FIELDS:
         expected = np.asarray(case["expected"][field], dtype=np.int64)

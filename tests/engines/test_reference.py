@@ -784,6 +784,47 @@ def _spikes_per_timestep(net: Network, res: InferenceResult, sample: int) -> np.
     return out
 
 
+def test_debt_is_paid_after_the_current_in_float32() -> None:
+    # R4.3.1 / R4.8: a debtor computes (V + I) - threshold, two float32 operations in this
+    # order. t0: V = 1 + 2^-23 fires (debt). t1: (V + 2^-24) rounds to 1 + 2^-22, minus 1 is
+    # 2^-22 ((V - 1) + 2^-24 would be 1.5 * 2^-23). t2: + (1 - 2^-23) gives 1 + 2^-23 > 1,
+    # a spike (1 + 2^-24 would round to 1.0: none).
+    w = np.array([[1 + 2**-23, 2**-24, 1 - 2**-23]], dtype=np.float32)
+    net = Network((3,), [Population.create((1,), 1.0, 1.0, reset="subtract_delayed")], [Projection(0, 1, Dense(w))])
+    res = infer(net, x_of([1, 0, 0], [0, 1, 0], [0, 0, 1]))
+    assert res.timestep_output_counts[0, :, 0].tolist() == [1, 0, 1]
+
+
+def test_settling_population_fires_only_when_it_settles() -> None:
+    # R4.3.2 / R4.7: with reset "none" the membrane stays above the threshold; in the next
+    # timestep the neuron is not checked at step 0 (its population is due, not settled)
+    # but at the step its population settles (a settle-only step when nothing arrives).
+    net = Network(
+        (1,),
+        [pop(1), Population.create((1,), 1.0, 1.0, reset="none")],
+        [Projection(0, 1, dense([[2.0]])), Projection(1, 2, dense([[1.5]]))],
+    )
+    res = infer(net, x_of([1], [0], [0]), scheduler="fifo", forward_group_size=1)
+    assert res.timestep_output_counts[0, :, 0].tolist() == [1, 1, 1]
+    assert res.timestep_forward_steps[0].tolist() == [2, 2, 2]
+    # first_output_step: step 1 each time (the delivery at t0, settle-only steps after).
+    assert res.first_output_step[0].tolist() == [1, 1, 1]
+    # A population that does not settle (reset "zero", no bias) has no settle-only step.
+    v1 = Network((1,), [pop(1), pop(1)], [Projection(0, 1, dense([[2.0]])), Projection(1, 2, dense([[1.5]]))])
+    assert infer(v1, x_of([1], [0], [0])).timestep_forward_steps[0].tolist() == [2, 1, 1]
+
+
+def test_bias_with_refractory_dropout_on_reset_zero() -> None:
+    # R4.6 allows dropout with a bias (reset "zero"); the run option is refused for other resets.
+    net = Network.sequential((2,), [Dense(np.eye(2) * 2), Dense([[0.75, 0.75]])], bias=[0.5, 0.0])
+    res = infer(net, np.ones((2, 4, 2), np.float32), refractory_dropout=0.5, scheduler="fifo", forward_group_size=1)
+    assert res.spikes[:, 0].sum() > 0
+    sub = Network.sequential((2,), [Dense(np.eye(2) * 2), Dense([[0.75, 0.75]])], reset=["zero", "subtract"])
+    with pytest.raises(ParameterError, match="population 2"):
+        infer(sub, np.ones((1, 1, 2), np.float32), refractory_dropout=0.5)
+    assert infer(sub, np.ones((1, 1, 2), np.float32), refractory_dropout="network").spikes.sum() > 0
+
+
 @pytest.mark.parametrize("with_bias", [False, True])
 @pytest.mark.parametrize("reset", RESET_MODES)
 @pytest.mark.parametrize("seed", range(3))
