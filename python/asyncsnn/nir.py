@@ -18,7 +18,10 @@ Discretisation (forward Euler, the convention of snnTorch's and Norse's NIR supp
 
 (the input scale ``r dt / tau`` is folded into the threshold, which gives the same spikes
 as scaling every incoming weight; a scale within ``1e-6`` of 1 is taken as exactly 1).
-``v_leak`` and ``v_reset`` must be 0. An ``IF`` node (``dv/dt = r I``) has ``beta = 1``
+``v_leak`` and ``v_reset`` must be 0. The bias of an ``Affine`` (or ``Conv2d``) node becomes
+the bias of the population it feeds (R1.4). NIR 1.0 has no field for the reset mode: it is
+``"zero"`` unless :func:`from_nir` is told otherwise (``reset=``) or the graph was written by
+:func:`to_nir`, which records it. An ``IF`` node (``dv/dt = r I``) has ``beta = 1``
 and input scale ``r dt``; a ``CubaLIF`` node is accepted only when its synaptic current has
 no memory (``tau_syn = dt``, so ``alpha = 1 - dt / tau_syn = 0``). :func:`to_nir` writes the
 inverse: ``tau = dt / (1 - beta)``, ``r = tau / dt``, ``v_threshold = threshold`` (``IF``
@@ -26,7 +29,9 @@ with ``r = 1 / dt`` for a population with ``beta = 1``), so a round trip is exac
 
 snnTorch and SpikingJelly export with ``dt = 1e-4`` (:data:`SNNTORCH_DT`), sinabs with
 ``dt = 1``, and Norse with the square of its own ``dt`` (``1e-6`` for its default
-``1e-3``); pass that ``dt`` to :func:`from_nir` for their graphs.
+``1e-3``); pass that ``dt`` to :func:`from_nir` for their graphs, and the reset their
+neurons use (``reset="subtract_delayed"`` for snnTorch's default ``Leaky``,
+``"subtract"`` for sinabs' default ``IAF`` and SpikingJelly's soft reset).
 
 Examples
 --------
@@ -54,6 +59,7 @@ import inspect
 import math
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,8 +69,18 @@ import numpy as np
 
 from asyncsnn._prepare import is_tensor, tensor_as_numpy
 from asyncsnn._spec import SPEC_VERSION
-from asyncsnn.exceptions import MissingDependencyError, ModelError, invalid
-from asyncsnn.network import AvgPool2d, Conv2d, Dense, Layer, Network, Population, Projection, SumPool2d
+from asyncsnn.exceptions import MissingDependencyError, ModelError, ParameterError, invalid
+from asyncsnn.network import (
+    RESET_MODES,
+    AvgPool2d,
+    Conv2d,
+    Dense,
+    Layer,
+    Network,
+    Population,
+    Projection,
+    SumPool2d,
+)
 
 if TYPE_CHECKING:
     import nir
@@ -93,6 +109,10 @@ _META_DROPOUT = "asyncsnn_refractory_dropout"
 _META_NAME = "asyncsnn_name"
 _META_DT = "asyncsnn_dt"
 _META_OUTPUT = "asyncsnn_output"
+#: Neuron-node metadata written by to_nir: the reset mode (R4.8) when it is not "zero", and
+#: a bias that no projection node of the graph can carry (see _bias_home).
+_META_RESET = "asyncsnn_reset"
+_META_BIAS = "asyncsnn_bias"
 #: Graph metadata written by to_nir: 2 = IF nodes carry r = 1/dt (input scale r dt, like NIR's ODE).
 #: Graphs with asyncsnn metadata but without this key were written with r = 1 and input scale r.
 _META_FORMAT = "asyncsnn_nir_format"
@@ -222,6 +242,7 @@ class _Proj:
     pre: list[str]  # Flatten nodes between the source and this node
     targets: list[tuple[str, list[str]]] = field(default_factory=list)  # (neuron, Flatten path)
     layer: Layer | None = None
+    bias: np.ndarray | None = None  # float64, the layer's output shape; None: no bias or all zero
 
 
 def _shape_of(value: Any) -> tuple[int, ...] | None:
@@ -257,12 +278,14 @@ def _flatten_shape(shape: tuple[int, ...], node: Any) -> tuple[int, ...]:
 _TEXT_FIELDS = frozenset({"type", "padding", "edges"})
 
 
-def _check_file(path: Path) -> None:
+def _check_file(path: Path) -> list[str]:
     """Refuse a file that is not a NIR graph, or whose node fields are not real numbers.
 
     ``nir.read`` fails on such files with whatever exception h5py or a node's constructor
     raises (``OSError``, ``KeyError``, ``AssertionError``, ``AttributeError``...); this
-    check names the file, the node and the field instead.
+    check names the file, the node and the field instead. Returns the names of the
+    top-level neuron nodes stored without ``v_reset`` (files written with nir < 1.0.6,
+    e.g. by sinabs 3.1), which ``nir.read`` fills in with 0.
     """
     import h5py
 
@@ -282,13 +305,16 @@ def _check_file(path: Path) -> None:
                     "an HDF5 file but not a NIR graph (no group 'node' of type NIRGraph)",
                     where,
                 )
-            _check_group(root, where)
+            return _check_group(root, where)
     except OSError as exc:
         raise invalid(ModelError, "file", where, f"unreadable HDF5 file ({exc})", where) from exc
 
 
-def _check_group(graph: Any, where: str) -> None:
-    """Check the node groups and the edges of a NIRGraph group (recursively for subgraphs)."""
+def _check_group(graph: Any, where: str) -> list[str]:
+    """Check the node groups and the edges of a NIRGraph group (recursively for subgraphs).
+
+    Returns the neuron nodes of this group that have no ``v_reset`` dataset.
+    """
     import h5py
 
     edges = graph.get("edges")
@@ -297,8 +323,9 @@ def _check_group(graph: Any, where: str) -> None:
             ModelError, "edges", f"array of shape {edges.shape}", "must be (source, target) pairs", f"NIR graph {where}"
         )
     nodes = graph.get("nodes")
+    no_reset: list[str] = []
     if not isinstance(nodes, h5py.Group):
-        return
+        return no_reset
     for name, node in nodes.items():
         if not isinstance(node, h5py.Group) or not isinstance(node.get("type"), h5py.Dataset):
             raise invalid(ModelError, "type", None, "a node needs a type", f"NIR node {name!r} in {where}")
@@ -307,6 +334,8 @@ def _check_group(graph: Any, where: str) -> None:
         if kind == "NIRGraph":
             _check_group(node, where)
             continue
+        if kind in _NEURONS and "v_reset" not in node:
+            no_reset.append(str(name))
         for key, item in node.items():
             if key in _TEXT_FIELDS or not isinstance(item, h5py.Dataset):
                 continue
@@ -316,20 +345,22 @@ def _check_group(graph: Any, where: str) -> None:
                 raise invalid(
                     ModelError, key, value, f"{what} (NIR parameters are real numbers)", f"NIR node {name!r} ({kind})"
                 )
+    return no_reset
 
 
-def _load_graph(graph_or_path: Any) -> Any:
+def _load_graph(graph_or_path: Any) -> tuple[Any, str | None, list[str]]:
+    """The graph, the file it came from (None for a graph) and its neuron nodes without ``v_reset``."""
     nir = _import_nir()
     if not isinstance(graph_or_path, (str, os.PathLike)):
-        return graph_or_path
+        return graph_or_path, None, []
     path = Path(graph_or_path)
     if not path.exists():
         raise FileNotFoundError(2, "No such NIR file", str(path))
-    _check_file(path)
+    no_reset = _check_file(path)
     # nir >= 1.0.7 type-checks by default; snnTorch graphs with missing shapes fail that check.
     kwargs = {"type_check": False} if "type_check" in inspect.signature(nir.read).parameters else {}
     try:
-        return nir.read(path, **kwargs)
+        return nir.read(path, **kwargs), str(path), no_reset
     except (OSError, KeyError, ValueError, TypeError, AttributeError, AssertionError, IndexError) as exc:
         raise invalid(
             ModelError, "file", str(path), f"not a readable NIR graph ({type(exc).__name__}: {exc})", str(path)
@@ -650,7 +681,7 @@ class _Reader:
                 ModelError,
                 "edges",
                 stuck,
-                "the graph has a cycle (recurrent connections are not supported in SPEC_VERSION 1)",
+                f"the graph has a cycle (recurrent connections are not supported in SPEC_VERSION {SPEC_VERSION})",
                 "NIR graph",
             )
         return [*order, out_pop]
@@ -689,8 +720,13 @@ class _Reader:
             _where(self.input, node),
         )
 
-    def layer(self, p: _Proj, source_shape: tuple[int, ...]) -> tuple[Layer, tuple[int, ...]]:
-        """The asyncsnn layer of projection node ``p`` and its output shape."""
+    def layer(self, p: _Proj, source_shape: tuple[int, ...]) -> tuple[Layer, tuple[int, ...], np.ndarray | None]:
+        """The asyncsnn layer of projection node ``p``, its output shape and its bias (None if zero).
+
+        The bias of an ``Affine`` (one value per output) or a ``Conv2d`` (one per output
+        channel, the same at every position) is returned in the layer's output shape: it
+        becomes a per-neuron bias of the population the node feeds (R1.4).
+        """
         node, where, kind = p.node, _where(p.name, p.node), type(p.node).__name__
         arriving = source_shape
         for f in p.pre:
@@ -700,9 +736,8 @@ class _Reader:
             weight = _array(node.weight, "weight", where)
             if weight.ndim != 2:
                 raise invalid(ModelError, "weight", f"shape {weight.shape}", "must be 2-D [n_out, n_in]", where)
-            if kind == "Affine":
-                self._no_bias(node, where)
             layer = Dense(weight)
+            bias_width = int(weight.shape[0])
         elif kind == "Conv2d":
             weight = _array(node.weight, "weight", where)
             if weight.ndim != 4:
@@ -712,7 +747,7 @@ class _Reader:
             groups = _array(node.groups, "groups", where).reshape(-1)
             if groups.size != 1 or groups[0] != 1:
                 raise invalid(ModelError, "groups", node.groups, "only groups = 1 is supported (R1.2)", where)
-            self._no_bias(node, where)
+            bias_width = int(weight.shape[0])
             stride = _ints(node.stride, p.name, node, "stride")
             padding = self._conv_padding(node, weight.shape, stride, p.name, where)
             hw = _shape_of(getattr(node, "input_shape", None))
@@ -736,23 +771,38 @@ class _Reader:
                 f"a {kind} must read a (c, h, w) population directly, not through a Flatten",
                 where,
             )
-        return layer, layer.output_shape(source_shape, where)
+        out_shape = layer.output_shape(source_shape, where)
+        bias = None
+        if kind in ("Affine", "Conv2d"):
+            bias = self._bias(node, bias_width, out_shape, where)
+        return layer, out_shape, bias
 
     @staticmethod
-    def _no_bias(node: Any, where: str) -> None:
-        bias = getattr(node, "bias", None)
-        if bias is None:
-            return
-        b = _array(bias, "bias", where)
-        if np.any(b != 0):
+    def _bias(node: Any, width: int, out_shape: tuple[int, ...], where: str) -> np.ndarray | None:
+        """The node's bias spread over its output shape, or None when it is absent or zero."""
+        raw = getattr(node, "bias", None)
+        if raw is None:
+            return None
+        b = _array(raw, "bias", where).reshape(-1)
+        if b.size not in (1, width):
+            what = "output" if len(out_shape) == 1 else "output channel"
             raise invalid(
                 ModelError,
                 "bias",
-                f"non-zero bias (max |b| = {float(np.max(np.abs(b))):.6g})",
-                f"asyncsnn has no biases in SPEC_VERSION {SPEC_VERSION} (docs/semantics.md R1.4); "
-                "train without bias or fold it away",
+                f"array of {b.size} values",
+                f"must have one value per {what} ({width}) to be a per-neuron bias of the population it feeds",
                 where,
             )
+        if not np.all(np.isfinite(b)):
+            raise invalid(ModelError, "bias", float(b[~np.isfinite(b)][0]), "must be finite", where)
+        if not np.any(b != 0):
+            return None
+        per_output: np.ndarray = np.array(np.broadcast_to(b, (width,)), dtype=np.float64)
+        if len(out_shape) == 1:  # Affine: one value per output neuron
+            return per_output
+        # Conv2d: one value per output channel, the same at every position (c_out, oh, ow)
+        spread: np.ndarray = np.array(np.broadcast_to(per_output.reshape(-1, 1, 1), out_shape))
+        return spread
 
     @staticmethod
     def _conv_padding(
@@ -772,8 +822,21 @@ class _Reader:
             )
         return _ints(pad, name, node, "padding")
 
-    def population(self, name: str, arriving: tuple[int, ...] | None, ordinal: int, foreign_names: bool) -> Population:
-        """The asyncsnn population of neuron node ``name`` (``arriving``: the shape it receives)."""
+    def population(
+        self,
+        name: str,
+        arriving: tuple[int, ...] | None,
+        ordinal: int,
+        foreign_names: bool,
+        bias: np.ndarray | None,
+        reset: str | None,
+    ) -> Population:
+        """The asyncsnn population of neuron node ``name``.
+
+        ``arriving``: the shape it receives; ``bias``: the flat sum of the biases of the
+        projection nodes feeding it (None: none); ``reset``: the mode asked for by the
+        caller (None: the node's asyncsnn metadata, else ``"zero"``).
+        """
         node, where, kind = self.nodes[name], _where(name, self.nodes[name]), type(self.nodes[name]).__name__
         fields = {
             "LIF": ("v_threshold", "tau", "r", "v_leak", "v_reset"),
@@ -805,7 +868,8 @@ class _Reader:
                 reason = (
                     "must be 0: asyncsnn neurons leak towards 0"
                     if f == "v_leak"
-                    else "must be 0: asyncsnn resets to 0 (R4.3)"
+                    else "must be 0: asyncsnn resets to 0 or by subtracting the threshold (reset=..., R4.8), "
+                    "never to another value"
                 )
                 raise invalid(ModelError, f, bad, reason, where)
         dt = self.dt
@@ -838,7 +902,7 @@ class _Reader:
                         "tau_syn",
                         float(tau_syn[np.abs(alpha) > UNIT_TOLERANCE].flat[0]),
                         f"a CubaLIF is supported only without synaptic memory (tau_syn = dt = {dt:g}, alpha = 0); "
-                        "asyncsnn has no synaptic current state in SPEC_VERSION 1",
+                        f"asyncsnn has no synaptic current state in SPEC_VERSION {SPEC_VERSION}",
                         where,
                     )
                 scale = scale * p["w_in"] * dt / tau_syn
@@ -856,6 +920,22 @@ class _Reader:
             pop_name: str | None = name
         else:
             pop_name = _text(meta.get(_META_NAME), f"metadata[{_META_NAME!r}]", where)
+        if reset is None:
+            stored = _text(meta.get(_META_RESET), f"metadata[{_META_RESET!r}]", where)
+            if stored is not None and stored not in RESET_MODES:
+                raise invalid(
+                    ModelError, f"metadata[{_META_RESET!r}]", stored, f"must be one of {', '.join(RESET_MODES)}", where
+                )
+            reset = "zero" if stored is None else stored
+        total = np.zeros(size) if bias is None else bias.astype(np.float64)
+        if _META_BIAS in meta:  # written by to_nir where no projection node could carry the bias
+            field_name = f"metadata[{_META_BIAS!r}]"
+            extra = _array(meta[_META_BIAS], field_name, where).reshape(-1)
+            if extra.size not in (1, size) or not np.all(np.isfinite(extra)):
+                raise invalid(
+                    ModelError, field_name, f"array of {extra.size} values", f"must be {size} finite numbers", where
+                )
+            total = total + extra
         return Population.create(
             shape,
             threshold.astype(np.float32),
@@ -863,6 +943,8 @@ class _Reader:
             refractory_dropout=dropout,
             name=pop_name,
             location=f"{where}, population {ordinal}",
+            bias=total.reshape(shape).astype(np.float32),
+            reset=reset,
         )
 
     @staticmethod
@@ -891,22 +973,50 @@ class _Reader:
         return arriving
 
 
+def _reset_choice(reset: Any, neurons: list[str]) -> dict[str, str]:
+    """The reset mode the caller asked for, per neuron node (absent: read from the graph)."""
+
+    def check(mode: Any, where: str) -> str:
+        if not isinstance(mode, str) or mode not in RESET_MODES:
+            raise invalid(ParameterError, "reset", mode, f"must be one of {', '.join(RESET_MODES)} (R4.8)", where)
+        return mode
+
+    if reset is None:
+        return {}
+    if isinstance(reset, str):
+        mode = check(reset, "from_nir")
+        return dict.fromkeys(neurons, mode)
+    if isinstance(reset, Mapping):
+        unknown = sorted(str(k) for k in reset if k not in neurons)
+        if unknown:
+            raise invalid(
+                ParameterError, "reset", unknown, f"names no neuron node of the graph (they are: {neurons})", "from_nir"
+            )
+        return {str(k): check(v, f"from_nir, node {k!r}") for k, v in reset.items()}
+    raise invalid(
+        ParameterError, "reset", reset, "must be None, a reset mode or a dict of node name -> reset mode", "from_nir"
+    )
+
+
 def from_nir(
     graph_or_path: Any,
     *,
     dt: float | None = None,
     output: str | None = None,
+    reset: str | Mapping[str, str] | None = None,
 ) -> Network:
     """Build a :class:`~asyncsnn.network.Network` from a NIR graph.
 
     The graph must have the shape of an asyncsnn network (R1): one ``Input``, projections
-    (``Linear``, ``Affine`` with zero bias, ``Conv2d``, ``SumPool2d``, ``AvgPool2d``), each
-    followed by a population (``LIF``, ``IF``, or ``CubaLIF`` without synaptic memory),
-    ``Flatten`` nodes anywhere between them (reshapes are implicit), skip connections
-    (several projections into one population) but no cycles, and one ``Output`` fed by the
-    last population. Populations are ordered topologically (ties: the order written by
-    :func:`to_nir`, then the graph's node order). See ``docs/nir.md`` for the
-    discretisation.
+    (``Linear``, ``Affine``, ``Conv2d``, ``SumPool2d``, ``AvgPool2d``), each followed by a
+    population (``LIF``, ``IF``, or ``CubaLIF`` without synaptic memory), ``Flatten`` nodes
+    anywhere between them (reshapes are implicit), skip connections (several projections
+    into one population) but no cycles, and one ``Output`` fed by the last population.
+    Populations are ordered topologically (ties: the order written by :func:`to_nir`, then
+    the graph's node order). The bias of an ``Affine`` node (one value per output), or of a
+    ``Conv2d`` node (one per output channel), becomes the per-neuron bias of the
+    population it feeds (R1.4); the biases of several nodes feeding one population add.
+    See ``docs/nir.md`` for the discretisation.
 
     Parameters
     ----------
@@ -920,6 +1030,16 @@ def from_nir(
         Norse's ``dt`` for Norse (``docs/nir.md``).
     output
         Name of the ``Output`` node to use when the graph has several.
+    reset
+        The reset mode of the populations (R4.8), which NIR 1.0 cannot express (its
+        ``v_reset`` is a reset *to* a value): ``None`` reads the mode :func:`to_nir`
+        stored in a node's metadata and takes ``"zero"`` (NIR's reset to ``v_reset = 0``)
+        for every other node; a mode (``"zero"``, ``"subtract"``, ``"subtract_delayed"``,
+        ``"none"``) sets every population; a dict maps neuron node names to modes (the
+        nodes it leaves out are read as with ``None``). snnTorch's default ``Leaky``
+        (``reset_mechanism="subtract"``, ``reset_delay=True``) needs
+        ``"subtract_delayed"``, sinabs' default ``IAF`` (``MembraneSubtract``) and
+        SpikingJelly's soft reset ``"subtract"``: their exporters do not record it.
 
     Returns
     -------
@@ -928,15 +1048,25 @@ def from_nir(
     Raises
     ------
     ModelError
-        For an unsupported node or structure (a cycle: recurrence), a non-zero bias,
-        ``v_leak`` or ``v_reset``, dilation or groups other than 1, ``tau < dt``, shapes
-        that do not fit, parameters that are not real numbers (complex, strings), bad
-        asyncsnn metadata or malformed edges; the error names the NIR node and the field.
-        For a path: a file that is not HDF5 or not a NIR graph (``field`` is ``"file"``).
+        For an unsupported node or structure (a cycle: recurrence), a bias that cannot be
+        a per-neuron bias (wrong size, not finite), a non-zero ``v_leak`` or ``v_reset``,
+        dilation or groups other than 1, ``tau < dt``, shapes that do not fit, parameters
+        that are not real numbers (complex, strings), bad asyncsnn metadata or malformed
+        edges; the error names the NIR node and the field. For a path: a file that is not
+        HDF5 or not a NIR graph (``field`` is ``"file"``).
+    ParameterError
+        For a ``reset`` that is not a reset mode, or a dict naming no neuron node.
     MissingDependencyError
         If ``nir`` is missing or older than :data:`NIR_MIN_VERSION`.
     FileNotFoundError
         If the path does not exist.
+
+    Warns
+    -----
+    UserWarning
+        When ``reset`` is ``None`` and a ``.nir`` file stores neuron nodes without
+        ``v_reset`` (written with nir < 1.0.6, as sinabs 3.1 does, whose default neurons
+        reset by subtraction): they are read with ``reset="zero"``.
 
     Examples
     --------
@@ -947,18 +1077,31 @@ def from_nir(
     >>> net = from_nir(g)  # beta = 1 - 1/8, threshold = 1 / (r dt / tau) = 2
     >>> float(net.populations[0].beta[0]), float(net.populations[0].threshold[0])
     (0.875, 2.0)
-    >>> g.nodes["linear"] = nir.Affine(weight=np.array([[0.5, 0.25]]), bias=np.array([0.1]))
-    >>> from_nir(g)
-    Traceback (most recent call last):
-    ...
-    asyncsnn.exceptions.ModelError: NIR node 'linear' (Affine): invalid bias = ...
+    >>> g.nodes["linear"] = nir.Affine(weight=np.array([[0.5, 0.25]]), bias=np.array([0.125]))
+    >>> pop = from_nir(g, reset="subtract_delayed").populations[0]  # snnTorch's default Leaky
+    >>> float(pop.bias[0]), pop.reset
+    (0.125, 'subtract_delayed')
     """
-    graph = _load_graph(graph_or_path)
+    graph, path, no_reset = _load_graph(graph_or_path)
     reader = _Reader(graph, _graph_dt(graph, dt), output)
     order, projs = reader.structure()
+    chosen = _reset_choice(reset, [n for n, k in reader.kind.items() if k == "neuron"])
     ours = any(_meta_int(reader.nodes[n], _META_POP) is not None for n in order)
     index = {reader.input: 0} | {n: i for i, n in enumerate(order, start=1)}
     shapes: dict[str, tuple[int, ...]] = {reader.input: reader.input_shape(projs)}
+    unrecorded = [
+        n
+        for n in order
+        if n in no_reset and n not in chosen and _META_RESET not in (getattr(reader.nodes[n], "metadata", None) or {})
+    ]
+    if unrecorded:
+        warnings.warn(
+            f"NIR file {path}: the neuron nodes {unrecorded} have no v_reset (the file was written with "
+            "nir < 1.0.6, e.g. by sinabs 3.1, whose default IAF resets by subtracting the threshold); they are "
+            "read with reset='zero': pass reset='subtract' (or 'zero') to from_nir/read to choose (docs/nir.md)",
+            UserWarning,
+            stacklevel=2,
+        )
 
     def proj_key(p: _Proj) -> tuple[float, int, int, int]:
         meta = _meta_int(p.node, _META_PROJ)
@@ -968,17 +1111,18 @@ def from_nir(
     projs.sort(key=proj_key)
     incoming: dict[str, list[tuple[_Proj, list[str]]]] = {n: [] for n in order}
     for p in projs:
-        for target, path in p.targets:
-            incoming[target].append((p, path))
+        for target, path_ in p.targets:
+            incoming[target].append((p, path_))
     populations: list[Population] = []
     out_shapes: dict[str, tuple[int, ...]] = {}
     for i, name in enumerate(order, start=1):
         arriving: tuple[int, ...] | None = None
-        for p, path in incoming[name]:
+        bias: np.ndarray | None = None
+        for p, path_ in incoming[name]:
             if p.name not in out_shapes:
-                p.layer, out_shapes[p.name] = reader.layer(p, shapes[p.source])
+                p.layer, out_shapes[p.name], p.bias = reader.layer(p, shapes[p.source])
             shape = out_shapes[p.name]
-            for f in path:
+            for f in path_:
                 shape = _flatten_shape(shape, reader.nodes[f])
             if arriving is None:
                 arriving = shape
@@ -991,7 +1135,9 @@ def from_nir(
                     f"{math.prod(arriving)} {arriving}",
                     _where(name, reader.nodes[name]),
                 )
-        pop = reader.population(name, arriving, i, foreign_names=not ours)
+            if p.bias is not None:  # biases of several nodes into one population add (in float64)
+                bias = p.bias.reshape(-1) if bias is None else bias + p.bias.reshape(-1)
+        pop = reader.population(name, arriving, i, not ours, bias, chosen.get(name))
         shapes[name] = pop.shape
         populations.append(pop)
     projections = [
@@ -1010,6 +1156,8 @@ def _neuron_node(nir: Any, pop: Population, i: int, dt: float) -> tuple[str, Any
     meta: dict[str, Any] = {_META_POP: i, _META_DROPOUT: float(pop.refractory_dropout)}
     if pop.name is not None:
         meta[_META_NAME] = str(pop.name)
+    if pop.reset != "zero":  # NIR has no field for it (v_reset = 0 is the closest for other tools)
+        meta[_META_RESET] = pop.reset
     if np.all(beta == 1.0):  # dv/dt = r I with r = 1/dt: the input scale r dt is 1
         return f"if{i}", nir.IF(r=np.full(pop.shape, 1.0 / dt), v_threshold=threshold, v_reset=zeros, metadata=meta)
     # beta = 1 next to beta < 1 in one population: tau = 2**60 dt, so that 1 - dt/tau is 1.0 in float64.
@@ -1019,9 +1167,41 @@ def _neuron_node(nir: Any, pop: Population, i: int, dt: float) -> tuple[str, Any
     )
 
 
-def _projection_node(nir: Any, layer: Layer, source_shape: tuple[int, ...], n: int) -> Any:
+def _bias_home(network: Network, target: int) -> tuple[int | None, np.ndarray | None]:
+    """Where :func:`to_nir` writes the bias of population ``target`` (1-based).
+
+    Returns ``(projection index, bias in that node's form)``: the first ``Dense``
+    projection into the population (an ``Affine`` with the per-neuron bias), else the
+    first ``Conv2d`` one when the bias is the same at every position of each output
+    channel (the ``Conv2d``'s per-channel bias). ``(None, None)`` when the bias is zero or
+    no projection node can carry it: it then goes into the neuron node's metadata only.
+    """
+    pop = network.populations[target - 1]
+    assert pop.bias is not None
+    if not np.any(pop.bias != 0):
+        return None, None
+    flat = pop.bias.astype(np.float32).reshape(-1)
+    shapes = network.population_shapes
+    incoming = [(n, proj) for n, proj in enumerate(network.projections) if proj.target == target]
+    for n, proj in incoming:
+        if isinstance(proj.layer, Dense):
+            return n, flat.copy()
+    for n, proj in incoming:
+        if isinstance(proj.layer, Conv2d):
+            per_position = flat.reshape(proj.layer.output_shape(shapes[proj.source]))
+            per_channel = per_position[:, :1, :1]
+            if np.array_equal(per_position, np.broadcast_to(per_channel, per_position.shape)):
+                return n, per_channel.reshape(-1).copy()
+    return None, None
+
+
+def _projection_node(
+    nir: Any, layer: Layer, source_shape: tuple[int, ...], n: int, bias: np.ndarray | None = None
+) -> Any:
     meta = {_META_PROJ: n}
     if isinstance(layer, Dense):
+        if bias is not None:
+            return nir.Affine(weight=layer.weight.copy(), bias=bias, metadata=meta)
         return nir.Linear(weight=layer.weight.copy(), metadata=meta)
     if isinstance(layer, Conv2d):
         c_out = int(layer.weight.shape[0])
@@ -1032,7 +1212,7 @@ def _projection_node(nir: Any, layer: Layer, source_shape: tuple[int, ...], n: i
             padding=layer.padding,
             dilation=(1, 1),
             groups=1,
-            bias=np.zeros(c_out, dtype=np.float32),
+            bias=np.zeros(c_out, dtype=np.float32) if bias is None else bias,
             metadata=meta,
         )
     cls = nir.AvgPool2d if isinstance(layer, AvgPool2d) else nir.SumPool2d
@@ -1052,11 +1232,20 @@ def to_nir(network: Network, *, dt: float = 1.0) -> nir.NIRGraph:
     ``v_threshold = threshold``; a population with ``beta = 1`` everywhere becomes an
     ``IF`` node with ``r = 1 / dt`` (input scale ``r dt = 1``), and a neuron with
     ``beta = 1`` in a population that also has ``beta < 1`` gets ``tau = 2**60 dt``
-    (``1 - dt / tau`` rounds to exactly 1 in float32 and float64). Projections become ``Linear``, ``Conv2d`` (zero bias),
-    ``SumPool2d`` or ``AvgPool2d`` nodes, with ``Flatten`` nodes where a ``Linear`` reads a
-    multi-dimensional population. asyncsnn-only facts (population and projection order,
-    refractory dropout, names, ``dt``) go into the nodes' metadata, so
-    ``from_nir(to_nir(net))`` rebuilds ``net`` exactly.
+    (``1 - dt / tau`` rounds to exactly 1 in float32 and float64). Projections become
+    ``Linear``, ``Conv2d``, ``SumPool2d`` or ``AvgPool2d`` nodes, with ``Flatten`` nodes
+    where a ``Linear`` reads a multi-dimensional population.
+
+    A population's bias (R1.4) is written where other NIR tools see it: as an ``Affine``
+    (instead of a ``Linear``) for the first ``Dense`` projection into it, else as the
+    ``Conv2d`` bias of the first convolution into it when it is the same at every position
+    of a channel; a bias that no node can carry (e.g. one fed only by pooling) goes into the
+    neuron node's metadata only. The reset mode (R4.8), which NIR 1.0 cannot express, is
+    written as ``v_reset = 0`` plus the mode in the node's metadata. asyncsnn-only facts
+    (population and projection order, refractory dropout, names, reset modes, such biases,
+    ``dt``) go into the nodes' metadata, so ``from_nir(to_nir(net))`` rebuilds ``net``
+    exactly; other tools read a population with ``reset="zero"`` and the biases that are in
+    nodes.
 
     Parameters
     ----------
@@ -1102,8 +1291,14 @@ def to_nir(network: Network, *, dt: float = 1.0) -> nir.NIRGraph:
     edges: list[tuple[str, str]] = []
     names = ["input"]
     pop_nodes = []
+    homes: dict[int, np.ndarray] = {}  # projection index -> the bias its node carries
     for i, pop in enumerate(network.populations, start=1):
         name, node = _neuron_node(nir, pop, i, dt)
+        home, carried = _bias_home(network, i)
+        if home is not None and carried is not None:
+            homes[home] = carried
+        elif pop.bias is not None and np.any(pop.bias != 0):  # no node can carry it: asyncsnn metadata only
+            node.metadata[_META_BIAS] = np.asarray(pop.bias, dtype=np.float32).copy()
         names.append(name)
         pop_nodes.append((name, node))
     incoming: dict[int, list[int]] = {}
@@ -1120,7 +1315,7 @@ def to_nir(network: Network, *, dt: float = 1.0) -> nir.NIRGraph:
                 nodes[fname] = nir.Flatten(input_type={"input": np.array(src_shape)}, start_dim=0, end_dim=-1)
                 edges.append((head, fname))
                 head = fname
-            nodes[pname] = _projection_node(nir, layer, src_shape, n)
+            nodes[pname] = _projection_node(nir, layer, src_shape, n, homes.get(n))
             edges.append((head, pname))
             produced = layer.output_shape(src_shape)
             tail = pname
@@ -1142,7 +1337,12 @@ def to_nir(network: Network, *, dt: float = 1.0) -> nir.NIRGraph:
         nodes[pop_name] = pop_node
     nodes["output"] = nir.Output(output_type=np.array(shapes[-1]))
     edges.append((names[-1], "output"))
-    metadata = {_META_DT: dt, _META_OUTPUT: "output", "asyncsnn_spec_version": SPEC_VERSION, _META_FORMAT: _FORMAT}
+    metadata = {
+        _META_DT: dt,
+        _META_OUTPUT: "output",
+        "asyncsnn_spec_version": network.spec_version,
+        _META_FORMAT: _FORMAT,
+    }
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
 
 
@@ -1161,18 +1361,24 @@ def write(path: str | os.PathLike[str], network: Network, *, dt: float = 1.0) ->
     _import_nir().write(path, to_nir(network, dt=dt))
 
 
-def read(path: str | os.PathLike[str], *, dt: float | None = None, output: str | None = None) -> Network:
+def read(
+    path: str | os.PathLike[str],
+    *,
+    dt: float | None = None,
+    output: str | None = None,
+    reset: str | Mapping[str, str] | None = None,
+) -> Network:
     """Read a ``.nir`` file into a :class:`~asyncsnn.network.Network` (see :func:`from_nir`).
 
     Parameters
     ----------
     path
         The ``.nir`` file.
-    dt, output
+    dt, output, reset
         As in :func:`from_nir`.
 
     Returns
     -------
     Network
     """
-    return from_nir(_load_graph(path), dt=dt, output=output)
+    return from_nir(Path(path), dt=dt, output=output, reset=reset)
