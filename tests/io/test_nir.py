@@ -643,7 +643,8 @@ def _linear(torch: Any, rng: np.random.Generator, n_in: int, n_out: int, spread:
 
 def _run_snntorch(snn: Any, torch: Any, model: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Output spikes [B, T, n_out], spikes per Leaky layer [B, P] of an snnTorch Sequential, and per
-    sample whether a membrane was left above its threshold after a step (snnTorch's double reset, R4.8)."""
+    sample whether a membrane was left above its threshold after a step (where snnTorch's "subtract"
+    without delay differs from asyncsnn's, R4.8)."""
     from snntorch import utils as snn_utils  # type: ignore[import-untyped]
 
     snn_utils.reset(model)
@@ -695,9 +696,9 @@ def _snntorch_case(arch: str, mode: str) -> tuple[Network, np.ndarray, np.ndarra
     """An snnTorch model with biased layers, exported by snnTorch, imported, and run by snnTorch.
 
     Returns the imported network, the input and snnTorch's output spikes and spikes per layer. For
-    ``"subtract_now"`` only the samples in which no membrane was left above its threshold after a
-    step: snnTorch subtracts the threshold once more in the next step there (R4.8), asyncsnn does not
-    (test_snntorch_double_reset_corner_... shows that corner on its own).
+    ``"subtract_now"`` the thresholds are raised so that no membrane is left above its threshold
+    after a step (_no_double_reset), where snnTorch and asyncsnn differ (R4.8; that corner on its own:
+    test_snntorch_subtract_without_delay_differs_only_above_twice_the_threshold).
     """
     snn, torch = _snntorch()
     from snntorch.export_nir import export_to_nir  # type: ignore[import-untyped]
@@ -791,23 +792,32 @@ def test_snntorch_export_runs_like_snntorch_under_layered(arch: str, mode: str, 
     np.testing.assert_array_equal(result.spikes, layer_spikes)
 
 
-def test_snntorch_double_reset_corner_is_the_only_difference_of_subtract_without_delay() -> None:
-    # snnTorch's Leaky(reset_mechanism="subtract", reset_delay=False) subtracts theta once more in the step after a
-    # membrane was left above theta (R4.8); "subtract" does not. One neuron, no leak, current 2.5 theta once.
+@pytest.mark.parametrize("engine", [None, "reference", "rust"])
+def test_snntorch_subtract_without_delay_differs_only_above_twice_the_threshold(engine: str | None) -> None:
+    # snnTorch's Leaky(reset_mechanism="subtract", reset_delay=False) computes its reset signal from the stored
+    # membrane: while that is still above theta after a spike's subtraction, every later step first subtracts
+    # theta before the spike check, and adds it back when no spike follows (do_reset = spk - reset = -1). The
+    # membrane stays where it is and the neuron is silent until a step brings it above 2 theta; asyncsnn's
+    # "subtract" (R4.8) fires again at once. One neuron, no leak, one current of 2.5 theta.
     snn, torch = _snntorch()
     leaky = snn.Leaky(beta=1.0, threshold=1.0, reset_mechanism="subtract", reset_delay=False)
     mem = torch.zeros(1)
-    spikes = []
+    spikes, mems = [], []
     for current in (2.5, 0.0, 0.0, 0.0):
         spk, mem = leaky(torch.tensor([current]), mem)
         spikes.append(int(spk.item()))
+        mems.append(float(mem.item()))
+    assert spikes == [1, 0, 0, 0]
+    assert mems == [1.5, 1.5, 1.5, 1.5]
     net = Network.sequential(
         input_shape=(1,), layers=[Dense(np.ones((1, 1)))], threshold=1.0, beta=1.0, reset="subtract"
     )
-    out, _ = FIXTURE_SCRIPT.layer_synchronous(net, np.array([[[2.5], [0.0], [0.0], [0.0]]], np.float32))
-    # asyncsnn: 2.5 -> spike, 1.5 -> spike, 0.5; snnTorch: 2.5 -> spike, 1.5 - 1 (double reset) = 0.5 -> silent.
-    assert out[0, :, 0].tolist() == [1, 1, 0, 0]
-    assert spikes == [1, 0, 0, 0]
+    x = np.array([[[2.5], [0.0], [0.0], [0.0]]], np.float32)
+    if engine is None:
+        out = FIXTURE_SCRIPT.layer_synchronous(net, x)[0]
+    else:
+        out = settling_engine(engine)(net, x, scheduler="layered").timestep_output_counts
+    assert out[0, :, 0].tolist() == [1, 1, 0, 0]  # 2.5 -> spike, 1.5 -> spike, 0.5 stays
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
