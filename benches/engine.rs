@@ -4,6 +4,8 @@
 //!
 //! - `dense/{density}/{scheduler}/F{f}`, density `5pct`, `10pct`, `30pct`;
 //! - `conv/{scheduler}/F{f}`;
+//! - `dense_settling/10pct/{scheduler}/F{f}` (SPEC_VERSION 2: biases and reset
+//!   `subtract`);
 //!
 //! with scheduler `layered`, `fifo`, `random`, `momentum` (jitter 0) and forward group
 //! size F in {1, 8, 64}. `layered` ignores F (R5.1), so its three ids per workload run the
@@ -28,6 +30,11 @@
 //!   The network is the same at every density, so activity follows the input: at 5 %
 //!   the second layer spikes about 15 times per timestep and the output almost never; at
 //!   30 % about half of the hidden neurons spike every timestep.
+//! - `dense_settling`: the `dense` network and 10 % input, with every population
+//!   settling (R1.6): bias -0.02 on every neuron and reset `subtract` (R4.8). The bias
+//!   compensates the charge that `subtract` keeps: about 79 / 78 / 1.4 spikes per
+//!   timestep (`dense/10pct`: 79 / 83 / 1.6). Its cost per synop against `dense/10pct`
+//!   is the price of settling (a pass over each population per timestep, the reset).
 //! - `conv`: 2x34x34 -> conv 8 (k3 s2) -> conv 16 (k3 s2 p1) -> conv 32 (k3 s2 p1) ->
 //!   dense 10, threshold 1, beta 0.9, **loaded from `benches/models/conv.safetensors`**,
 //!   a file written by the Python side (`asyncsnn.save`) with seeded weights by
@@ -58,11 +65,19 @@
 //! criterion's estimates (`target/criterion/**/new/estimates.json`, median time per
 //! iteration) into the table of `docs/benchmarks.md`.
 //!
+//! # Instruction counts
+//!
+//! `ASYNCSNN_BENCH_ONCE={id}` skips criterion and runs the batch of benchmark `{id}`
+//! `ASYNCSNN_BENCH_REPEAT` times (default 1), then prints its activity line. Under
+//! `valgrind --tool=callgrind`, the difference between the instruction counts of repeat
+//! 1 and repeat 0 is the cost of one iteration, independent of the machine's load (the
+//! A/B comparisons of `docs/benchmarks.md`).
+//!
 //! # Run time
 //!
 //! Every benchmark: flat sampling, 10 samples, 1 s warm-up, 3 s measurement (a sample is
 //! at least one iteration, so the slowest benchmarks run 10 iterations and a little
-//! longer). 48 benchmarks: the run takes about 4 minutes on a loaded 2-core machine, plus
+//! longer). 60 benchmarks: the run takes about 5 minutes on a loaded 2-core machine, plus
 //! about 4 minutes for a fresh release build (fat LTO). The activity of every benchmark
 //! is computed at setup (one batch each, a few seconds in all), also when a filter
 //! leaves it out; only the selected ones print it.
@@ -74,12 +89,11 @@ use std::time::Duration;
 
 use _engine::model_file::load_model_file;
 use _engine::{
-    run_batch, Network, NetworkSpec, PopulationSpec, ProjectionKind, ProjectionSpec, RunConfig,
-    SampleInput, SampleResult, Scheduler, StopMode,
+    run_batch, Network, NetworkSpec, PopulationSpec, ProjectionKind, ProjectionSpec, ResetMode,
+    RunConfig, SampleInput, SampleResult, Scheduler, StopMode,
 };
 use criterion::{
-    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode,
-    Throughput,
+    criterion_group, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
 
 const SCHEDULERS: [Scheduler; 4] = [
@@ -97,6 +111,9 @@ const DENSE_W_LO: f32 = -0.044;
 const DENSE_W_HI: f32 = 0.05;
 /// (id, probability of an on-pixel per timestep).
 const DENSITIES: [(&str, f32); 3] = [("5pct", 0.05), ("10pct", 0.1), ("30pct", 0.3)];
+/// Bias of the `dense_settling` workload: with reset `subtract` the activity of the
+/// 10 % input stays close to that of `dense/10pct`.
+const SETTLING_BIAS: f32 = -0.02;
 
 const CONV_MODEL: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -165,7 +182,8 @@ struct Workload {
     timesteps: usize,
 }
 
-fn dense_network() -> Network {
+/// The `dense` network; every neuron with bias `bias` and reset `reset` (R1.4, R4.8).
+fn dense_network(bias: f32, reset: ResetMode) -> Network {
     let mut g = Lcg(0x5eed);
     let populations = DENSE_SIZES[1..]
         .iter()
@@ -174,6 +192,8 @@ fn dense_network() -> Network {
             threshold: vec![1.0],
             beta: vec![0.9],
             refractory_dropout: 0.0,
+            bias: vec![bias],
+            reset,
         })
         .collect();
     let projections = (0..DENSE_SIZES.len() - 1)
@@ -331,14 +351,9 @@ fn configure(group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>) {
         .measurement_time(Duration::from_secs(3));
 }
 
-/// One benchmark per scheduler and F on `w`.
-fn bench_workload(
-    group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>,
-    pool: &rayon::ThreadPool,
-    w: &Workload,
-) {
-    let inputs: Vec<SampleInput> = w
-        .samples
+/// The inputs of a workload's batch.
+fn sample_inputs(w: &Workload) -> Vec<SampleInput<'_>> {
+    w.samples
         .iter()
         .map(|e| SampleInput::Sparse {
             t: &e.t,
@@ -346,7 +361,24 @@ fn bench_workload(
             value: &e.value,
             timesteps: w.timesteps,
         })
-        .collect();
+        .collect()
+}
+
+/// The benchmark id of `w` under `scheduler` and F = `f` (see the module doc).
+fn bench_id(w: &Workload, scheduler: Scheduler, f: usize) -> String {
+    match w.variant {
+        Some(v) => format!("{}/{v}/{}/F{f}", w.group, scheduler.name()),
+        None => format!("{}/{}/F{f}", w.group, scheduler.name()),
+    }
+}
+
+/// One benchmark per scheduler and F on `w`.
+fn bench_workload(
+    group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    pool: &rayon::ThreadPool,
+    w: &Workload,
+) {
+    let inputs = sample_inputs(w);
     let ids: Vec<u64> = (0..inputs.len() as u64).collect();
     for scheduler in SCHEDULERS {
         for f in GROUP_SIZES {
@@ -355,7 +387,7 @@ fn bench_workload(
                 Some(v) => format!("{v}/{}", scheduler.name()),
                 None => scheduler.name().to_string(),
             };
-            let id = format!("{}/{function}/F{f}", w.group);
+            let id = bench_id(w, scheduler, f);
             // Deterministic: every iteration does exactly this work.
             let (line, synops) = activity(&id, w, &pool.install(|| run(w, &inputs, &ids, &cfg)));
             group.throughput(Throughput::Elements(synops));
@@ -388,9 +420,10 @@ fn run_group(c: &mut Criterion, workloads: &[Workload]) {
     g.finish();
 }
 
-fn dense(c: &mut Criterion) {
-    let net = dense_network();
-    let workloads: Vec<Workload> = DENSITIES
+/// The three `dense` workloads (one network, one input per density).
+fn dense_workloads() -> Vec<Workload> {
+    let net = dense_network(0.0, ResetMode::Zero);
+    DENSITIES
         .iter()
         .map(|&(variant, density)| Workload {
             group: "dense",
@@ -399,21 +432,90 @@ fn dense(c: &mut Criterion) {
             samples: rate_coded(density),
             timesteps: DENSE_TIMESTEPS,
         })
-        .collect();
-    run_group(c, &workloads);
+        .collect()
 }
 
-fn conv(c: &mut Criterion) {
+/// The `dense_settling` workload: the `dense` network at 10 %, every population settling
+/// (bias [`SETTLING_BIAS`], reset `subtract`).
+fn settling_workloads() -> Vec<Workload> {
+    vec![Workload {
+        group: "dense_settling",
+        variant: Some("10pct"),
+        net: dense_network(SETTLING_BIAS, ResetMode::Subtract),
+        samples: rate_coded(0.1),
+        timesteps: DENSE_TIMESTEPS,
+    }]
+}
+
+/// The `conv` workload.
+fn conv_workloads() -> Vec<Workload> {
     let mut g = Lcg(0xe7e7);
-    let workload = Workload {
+    vec![Workload {
         group: "conv",
         variant: None,
         net: conv_network(),
         samples: (0..CONV_BATCH).map(|_| saccade_events(&mut g)).collect(),
         timesteps: CONV_TIMESTEPS,
-    };
-    run_group(c, &[workload]);
+    }]
 }
 
-criterion_group!(benches, dense, conv);
-criterion_main!(benches);
+fn dense(c: &mut Criterion) {
+    run_group(c, &dense_workloads());
+}
+
+fn conv(c: &mut Criterion) {
+    run_group(c, &conv_workloads());
+}
+
+fn dense_settling(c: &mut Criterion) {
+    run_group(c, &settling_workloads());
+}
+
+/// `ASYNCSNN_BENCH_ONCE=<benchmark id>`: no criterion; builds the workload of that one
+/// benchmark and runs its batch `ASYNCSNN_BENCH_REPEAT` times (default 1), as one
+/// iteration does, then prints its activity line. For instruction counts, which do not
+/// depend on the load of the machine: the difference between `callgrind` runs with
+/// repeat 1 and 0 is the cost of one iteration (see `docs/benchmarks.md`).
+fn once(id: &str, repeat: usize) {
+    let workloads = match id.split('/').next() {
+        Some("dense") => dense_workloads(),
+        Some("dense_settling") => settling_workloads(),
+        Some("conv") => conv_workloads(),
+        _ => panic!("unknown benchmark group in {id:?}"),
+    };
+    let pool = one_thread();
+    for w in &workloads {
+        let inputs = sample_inputs(w);
+        let ids: Vec<u64> = (0..inputs.len() as u64).collect();
+        for scheduler in SCHEDULERS {
+            for f in GROUP_SIZES {
+                if bench_id(w, scheduler, f) != id {
+                    continue;
+                }
+                let cfg = config(scheduler, f);
+                let mut results = Vec::new();
+                for _ in 0..repeat {
+                    results = black_box(pool.install(|| run(w, &inputs, &ids, &cfg)));
+                }
+                if !results.is_empty() {
+                    eprintln!("{}", activity(id, w, &results).0);
+                }
+                return;
+            }
+        }
+    }
+    panic!("no benchmark {id:?}");
+}
+
+criterion_group!(benches, dense, conv, dense_settling);
+
+fn main() {
+    if let Ok(id) = std::env::var("ASYNCSNN_BENCH_ONCE") {
+        let repeat = std::env::var("ASYNCSNN_BENCH_REPEAT")
+            .map_or(1, |r| r.parse().expect("ASYNCSNN_BENCH_REPEAT: an integer"));
+        once(&id, repeat);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

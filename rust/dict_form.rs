@@ -5,7 +5,10 @@
 //! ```text
 //! {"input_shape": [int, ...],
 //!  "populations": [{"shape": [int, ...], "threshold": ARRAY, "beta": ARRAY,
-//!                   "refractory_dropout": float (default 0), "name": str | null}, ...],
+//!                   "refractory_dropout": float (default 0), "name": str | null,
+//!                   "bias": ARRAY (default all 0),
+//!                   "reset": "zero" | "subtract" | "subtract_delayed" | "none"
+//!                            (default "zero")}, ...],
 //!  "projections": [{"source": int, "target": int,
 //!                   "kind": "dense" | "conv2d" | "avgpool2d" | "sumpool2d",
 //!                   dense / conv2d: "weight": ARRAY, "weight_shape": [int, ...],
@@ -29,7 +32,9 @@ use std::fmt::Display;
 use serde_json::Value;
 
 use crate::error::EngineError;
-use crate::network::{NetworkSpec, PoolKind, PopulationSpec, ProjectionKind, ProjectionSpec};
+use crate::network::{
+    NetworkSpec, PoolKind, PopulationSpec, ProjectionKind, ProjectionSpec, ResetMode,
+};
 
 /// Cap on the per-axis tap table of a convolution or pooling projection (input positions
 /// plus (position, output) pairs along one axis). Real networks need a few thousand; the
@@ -300,11 +305,27 @@ impl Reader<'_> {
                 .ok_or_else(|| self.bad(&what("refractory_dropout"), v, "must be a number"))?,
         };
         let name = p.get("name").and_then(Value::as_str).map(str::to_owned);
+        let bias = match p.get("bias") {
+            None => vec![0.0],
+            Some(v) => arrays.take(v, size, &what("bias"))?,
+        };
+        let reset = match p.get("reset") {
+            None => ResetMode::Zero,
+            Some(v) => v.as_str().and_then(ResetMode::from_name).ok_or_else(|| {
+                self.bad(
+                    &what("reset"),
+                    v,
+                    r#"must be "zero", "subtract", "subtract_delayed" or "none""#,
+                )
+            })?,
+        };
         let population = PopulationSpec {
             size,
             threshold,
             beta,
             refractory_dropout,
+            bias,
+            reset,
         };
         Ok((population, shape, name))
     }

@@ -25,8 +25,10 @@ pub use counters::SampleResult;
 pub use engine::{run_batch, run_sample, BatchRunner, RunConfig, SampleInput, StopMode};
 pub use error::{EngineError, ErrorClass, ErrorParts, Location};
 pub use model_file::{read_model_bytes, read_model_file};
-pub use network::{Network, NetworkSpec, PoolKind, PopulationSpec, ProjectionKind, ProjectionSpec};
+pub use network::{
+    Network, NetworkSpec, PoolKind, PopulationSpec, ProjectionKind, ProjectionSpec, ResetMode,
+};
 pub use scheduler::Scheduler;
 
 /// Version of `docs/semantics.md` that this engine implements.
-pub const SPEC_VERSION: u32 = 1;
+pub const SPEC_VERSION: u32 = 2;

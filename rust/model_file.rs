@@ -8,8 +8,10 @@
 //! data section, little-endian float32) and holds `"__metadata__"`, a map of strings:
 //! `format` (`"asyncsnn"`), `format_version`, `spec_version` (of `docs/semantics.md`),
 //! `asyncsnn_version`, `network` (the architecture as JSON, in the form of
-//! `asyncsnn._dictform` with tensor names where the arrays would be) and any extra
-//! metadata the caller saved.
+//! `asyncsnn._dictform` with tensor names where the arrays would be: a population's
+//! bias, written only when not 0, is the tensor `populations.<i>.bias`) and any extra
+//! metadata the caller saved. Files of every `spec_version` up to [`SPEC_VERSION`] are
+//! read (a version-1 file is a version-2 network without biases or resets).
 //!
 //! The reader never panics on a file and never allocates more than the file itself
 //! holds: the header size is checked against the file length (and

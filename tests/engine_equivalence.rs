@@ -34,18 +34,24 @@ fn storage_layout_matches_dense_expansion() {
             threshold: th1,
             beta: vec![0.75],
             refractory_dropout: 0.5,
+            bias: vec![0.0],
+            reset: _engine::ResetMode::Zero,
         },
         PopulationSpec {
             size: 100, // 4 x 5 x 5 (sum pool), channel-last
             threshold: vec![1.5],
             beta: vec![0.5],
             refractory_dropout: 0.5,
+            bias: vec![0.0],
+            reset: _engine::ResetMode::Zero,
         },
         PopulationSpec {
             size: 50, // 2 x 5 x 5 and 1 x 10 x 5: planes disagree, stored by id
             threshold: vec![2.0],
             beta: vec![1.0],
             refractory_dropout: 0.0,
+            bias: vec![0.0],
+            reset: _engine::ResetMode::Zero,
         },
         pop(4, 2.0, 0.75),
     ];

@@ -296,6 +296,8 @@ fn invalid_networks() {
                 threshold: vec![1.0],
                 beta: vec![1.0],
                 refractory_dropout: 0.0,
+                bias: vec![0.0],
+                reset: _engine::ResetMode::Zero,
             },
             pop(usize::MAX, 1.0, 1.0),
         ],

@@ -1,5 +1,6 @@
-//! Property tests of the engine on random small networks (dense, conv, pool, skip)
-//! with grid weights `k/256` and small integer inputs, so that every float32 sum is
+//! Property tests of the engine on random small networks (dense, conv, pool, skip; half
+//! of them with biases and reset modes, SPEC_VERSION 2) with grid weights and biases
+//! `k/256` and small integer inputs, so that every float32 sum is
 //! exact and the results do not depend on summation order (R8.2).
 //!
 //! Besides invariants (counter consistency, spikes <= neurons * T without dropout,
@@ -15,7 +16,7 @@ use std::sync::OnceLock;
 use _engine::rng::{hash, uniform};
 use _engine::{
     run_batch, run_sample, Network, NetworkSpec, PoolKind, PopulationSpec, ProjectionKind,
-    ProjectionSpec, RunConfig, SampleInput, SampleResult, Scheduler, StopMode,
+    ProjectionSpec, ResetMode, RunConfig, SampleInput, SampleResult, Scheduler, StopMode,
 };
 use proptest::prelude::*;
 
@@ -41,17 +42,31 @@ impl Lcg {
     }
 }
 
-fn lif(g: &mut Lcg, size: usize) -> PopulationSpec {
+/// A LIF population; with `v2` also a bias (on the grid, 0 a third of the time,
+/// scalar or per neuron) and a reset mode (R1.4, R4.8), each drawn independently.
+fn lif(g: &mut Lcg, size: usize, v2: bool) -> PopulationSpec {
     let per_neuron = g.range(0, 3) == 0;
     let n = if per_neuron { size } else { 1 };
-    PopulationSpec {
+    let mut pop = PopulationSpec {
         size,
         threshold: (0..n).map(|_| g.range(64, 255) as f32 / 256.0).collect(),
         beta: (0..n)
             .map(|_| [1.0, 0.5, 0.75, 0.875, 0.0][g.range(0, 4)])
             .collect(),
         refractory_dropout: 0.0,
+        bias: vec![0.0],
+        reset: ResetMode::Zero,
+    };
+    if v2 {
+        if g.range(0, 2) > 0 {
+            let nb = if g.range(0, 1) == 0 { size } else { 1 };
+            pop.bias = (0..nb)
+                .map(|_| (g.range(0, 96) as f32 - 40.0) / 256.0)
+                .collect();
+        }
+        pop.reset = ResetMode::ALL[g.range(0, 3)];
     }
+    pop
 }
 
 fn dense(g: &mut Lcg, source: usize, target: usize, n_s: usize, n_d: usize) -> ProjectionSpec {
@@ -132,8 +147,9 @@ fn pool(
     (spec, (c, oh, ow))
 }
 
-/// Random network of architecture `arch`; `skips` adds skip connections.
-fn build(arch: u8, seed: u64, skips: bool) -> NetworkSpec {
+/// Random network of architecture `arch`; `skips` adds skip connections, `v2` biases and
+/// reset modes.
+fn build(arch: u8, seed: u64, skips: bool, v2: bool) -> NetworkSpec {
     let mut g = Lcg(seed);
     let mut populations = Vec::new();
     let mut projections = Vec::new();
@@ -148,7 +164,7 @@ fn build(arch: u8, seed: u64, skips: bool) -> NetworkSpec {
             }
             input_size = sizes[0];
             for l in 0..nl {
-                populations.push(lif(&mut g, sizes[l + 1]));
+                populations.push(lif(&mut g, sizes[l + 1], v2));
                 projections.push(dense(&mut g, l, l + 1, sizes[l], sizes[l + 1]));
             }
             if skips {
@@ -166,17 +182,17 @@ fn build(arch: u8, seed: u64, skips: bool) -> NetworkSpec {
             let shape = (g.range(1, 2), g.range(2, 5), g.range(2, 5));
             input_size = shape.0 * shape.1 * shape.2;
             let (p1, s1) = conv(&mut g, 0, 1, shape);
-            populations.push(lif(&mut g, s1.0 * s1.1 * s1.2));
+            populations.push(lif(&mut g, s1.0 * s1.1 * s1.2, v2));
             projections.push(p1);
             let mut last = (1, s1.0 * s1.1 * s1.2);
             if arch == 1 {
                 let (p2, s2) = pool(&mut g, 1, 2, s1);
-                populations.push(lif(&mut g, s2.0 * s2.1 * s2.2));
+                populations.push(lif(&mut g, s2.0 * s2.1 * s2.2, v2));
                 projections.push(p2);
                 last = (2, s2.0 * s2.1 * s2.2);
             }
             let n_out = g.range(1, 4);
-            populations.push(lif(&mut g, n_out));
+            populations.push(lif(&mut g, n_out, v2));
             projections.push(dense(&mut g, last.0, last.0 + 1, last.1, n_out));
             if skips {
                 projections.push(dense(&mut g, 0, last.0 + 1, input_size, n_out));
@@ -187,14 +203,14 @@ fn build(arch: u8, seed: u64, skips: bool) -> NetworkSpec {
             let shape = (g.range(1, 2), g.range(2, 5), g.range(2, 5));
             input_size = shape.0 * shape.1 * shape.2;
             let (p1, s1) = pool(&mut g, 0, 1, shape);
-            populations.push(lif(&mut g, s1.0 * s1.1 * s1.2));
+            populations.push(lif(&mut g, s1.0 * s1.1 * s1.2, v2));
             projections.push(p1);
             let (p2, s2) = conv(&mut g, 1, 2, s1);
             let n2 = s2.0 * s2.1 * s2.2;
-            populations.push(lif(&mut g, n2));
+            populations.push(lif(&mut g, n2, v2));
             projections.push(p2);
             let n_out = g.range(1, 4);
-            populations.push(lif(&mut g, n_out));
+            populations.push(lif(&mut g, n_out, v2));
             projections.push(dense(&mut g, 2, 3, n2, n_out));
             if skips {
                 let (p3, _) = conv(&mut g, 0, 2, shape);
@@ -228,7 +244,8 @@ fn frames(seed: u64, n_in: usize, timesteps: usize) -> Vec<f32> {
 }
 
 /// Straightforward implementation of docs/semantics.md (R3-R7), independent of the
-/// engine's data structures.
+/// engine's data structures: every neuron every forward step, the settling populations
+/// of R4.7 as explicit sets, the neurons reached by a delivery as explicit flags.
 fn oracle(
     net: &Network,
     frames: &[f32],
@@ -265,6 +282,22 @@ fn oracle(
                 q - offset[pop_of(q)]
             }]
         })
+        .collect();
+    let bias: Vec<f32> = (0..n)
+        .map(|q| {
+            let p = &spec.populations[pop_of(q)];
+            p.bias[if p.bias.len() == 1 {
+                0
+            } else {
+                q - offset[pop_of(q)]
+            }]
+        })
+        .collect();
+    // R1.6
+    let settling: Vec<bool> = spec
+        .populations
+        .iter()
+        .map(|p| p.reset != ResetMode::Zero || p.bias.iter().any(|&b| b != 0.0))
         .collect();
     let drop: Vec<f64> = cfg
         .refractory_dropout
@@ -314,13 +347,26 @@ fn oracle(
     let mut mult = vec![0u32; n];
     let mut seq = vec![0u64; n];
     let mut seq_ctr = 0u64;
+    let mut debt = vec![false; n];
+    // The populations (0-based) that projections from population `s` (0 = input) target.
+    let targets = |s: usize| -> Vec<usize> {
+        spec.projections
+            .iter()
+            .filter(|pr| pr.source == s)
+            .map(|pr| pr.target - 1)
+            .collect()
+    };
     for t in 0..timesteps {
         for q in 0..n {
             v[q] *= beta[q];
             refr[q] = false;
             vpre[q] = 0.0;
         }
+        // R4.1 (3)
+        let mut due = settling.clone();
         let mut cur = vec![0.0f32; n];
+        // Neurons that a synapse reached in the deliveries of this step (R4.3.1).
+        let mut reached = vec![false; n];
         let mut ts_spikes = 0i64;
         let mut ts_synops = 0i64;
         for i in 0..n_in {
@@ -331,29 +377,60 @@ fn oracle(
                     let syn = net.synapses(pi, i);
                     for &(q, w) in &syn {
                         cur[q] += x * w;
+                        reached[q] = true;
                     }
                     r.synops_per_projection[pi] += syn.len() as i64;
                     ts_synops += syn.len() as i64;
                 }
             }
         }
+        // R4.7: the populations that settle in the next integrate phase.
+        let mut settle: Vec<bool> = vec![false; np];
+        for p in targets(0) {
+            settle[p] = due[p];
+        }
         let mut k = 0u32;
         let mut k0: Option<u32> = None;
         let mut correct = false;
         loop {
+            // R4.3.1: the bias of the settling populations joins their current; then
+            // V += I (unless refractory) and the debts are paid.
             for q in 0..n {
+                let p = pop_of(q);
+                if settle[p] {
+                    cur[q] += bias[q];
+                }
                 if !refr[q] {
                     v[q] += cur[q];
+                    if settle[p] && debt[q] {
+                        v[q] -= th[q];
+                        debt[q] = false;
+                    }
                 }
                 cur[q] = 0.0;
             }
+            let integrated: Vec<bool> = (0..n).map(|q| reached[q] || settle[pop_of(q)]).collect();
+            for p in 0..np {
+                if settle[p] {
+                    due[p] = false;
+                }
+            }
+            settle = vec![false; np];
+            reached = vec![false; n];
             let mut first_class = None;
             let mut hit = false;
             for q in 0..n {
-                if !refr[q] && v[q] > th[q] {
+                // R4.3.2: only integrated neurons are checked.
+                if integrated[q] && !refr[q] && v[q] > th[q] {
                     let p = pop_of(q);
                     vpre[q] = v[q];
-                    v[q] = 0.0;
+                    // R4.8
+                    match spec.populations[p].reset {
+                        ResetMode::Zero => v[q] = 0.0,
+                        ResetMode::Subtract => v[q] -= th[q],
+                        ResetMode::SubtractDelayed => debt[q] = true,
+                        ResetMode::None => {}
+                    }
                     refr[q] = !(drop[p] > 0.0
                         && (uniform(cfg.seed, sample, t as u32, k, q as u32, 1) as f64) < drop[p]);
                     r.spikes[p] += 1;
@@ -420,7 +497,15 @@ fn oracle(
                 break;
             }
             if pending.is_empty() {
-                break;
+                // R4.3.4: a settle-only step for the lowest due population.
+                match due.iter().position(|&d| d) {
+                    Some(p) => {
+                        settle[p] = true;
+                        k += 1;
+                        continue;
+                    }
+                    None => break,
+                }
             }
             let f = cfg.forward_group_size;
             let group: Vec<usize> = match cfg.scheduler {
@@ -454,10 +539,14 @@ fn oracle(
             for j in group {
                 let m = std::mem::take(&mut mult[j]);
                 let p = pop_of(j);
+                for d in targets(p + 1) {
+                    settle[d] = due[d];
+                }
                 for &pi in &outgoing[p + 1] {
                     let syn = net.synapses(pi, j - offset[p]);
                     for &(q, w) in &syn {
                         cur[q] += m as f32 * w;
+                        reached[q] = true;
                     }
                     r.synops_per_projection[pi] += syn.len() as i64;
                     ts_synops += syn.len() as i64;
@@ -523,6 +612,8 @@ fn to_sparse(frames: &[f32], n_in: usize) -> (Vec<u32>, Vec<u32>, Vec<f32>) {
 #[derive(Debug, Clone)]
 struct Case {
     arch: u8,
+    /// Biases and reset modes (SPEC_VERSION 2).
+    v2: bool,
     net_seed: u64,
     skips: bool,
     timesteps: usize,
@@ -541,14 +632,17 @@ fn case() -> impl Strategy<Value = Case> {
         (0u8..4, any::<u64>(), any::<bool>(), 1usize..6),
         (0u8..5, 1usize..6, 0u8..4, prop::option::of(1u32..6)),
         (prop::bool::weighted(0.3), any::<u64>(), 0u8..4, 1usize..5),
+        any::<bool>(),
     )
         .prop_map(
             |(
                 (arch, net_seed, skips, timesteps),
                 (sched, f, stop, max_steps),
                 (dropout, seed, j, batch),
+                v2,
             )| Case {
                 arch,
+                v2,
                 net_seed,
                 skips,
                 timesteps,
@@ -565,13 +659,19 @@ fn case() -> impl Strategy<Value = Case> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     #[test]
     fn engine_properties(c in case()) {
-        let spec = build(c.arch, c.net_seed, c.skips);
+        let spec = build(c.arch, c.net_seed, c.skips, c.v2);
         let net = Network::new(spec.clone()).expect("generated network is valid");
         let np = net.n_populations();
+        // R4.6: dropout only where the reset is zero.
+        let dropout: Vec<f64> = spec
+            .populations
+            .iter()
+            .map(|p| if p.reset == ResetMode::Zero { 0.5 } else { 0.0 })
+            .collect();
         let n_in = net.input_size();
         let scheduler = scheduler_of(c.sched, c.jitter);
         let stop = match c.stop {
@@ -584,7 +684,7 @@ proptest! {
             stop,
             max_steps: c.max_steps,
             seed: c.seed,
-            refractory_dropout: if c.dropout { Some(vec![0.5; np]) } else { None },
+            refractory_dropout: if c.dropout { Some(dropout) } else { None },
         };
         let frame_sets: Vec<Vec<f32>> =
             (0..c.batch).map(|b| frames(c.net_seed ^ (b as u64 * 7919), n_in, c.timesteps)).collect();
@@ -666,7 +766,7 @@ proptest! {
     /// Fan-outs reported by `Network::fan_out` equal the synapse lists (R1.3).
     #[test]
     fn fan_out_matches_synapses(arch in 0u8..4, seed in any::<u64>(), skips in any::<bool>()) {
-        let net = Network::new(build(arch, seed, skips)).unwrap();
+        let net = Network::new(build(arch, seed, skips, false)).unwrap();
         let spec = net.spec();
         for s in 0..=net.n_populations() {
             let size = if s == 0 { spec.input_size } else { spec.populations[s - 1].size };

@@ -1,17 +1,19 @@
 //! The rules of docs/semantics.md through the public API (`run_sample`, `run_batch`,
 //! `Network`): thresholds, refractoriness, leak, schedulers, stop modes, dropout and
 //! multiplicities, conv/pool synapses and fan-outs, skip connections, sparse input,
-//! sample ids.
+//! sample ids; and the settling populations of `SPEC_VERSION` 2 (bias, reset modes,
+//! settle-only steps).
 
 #[path = "support/nets.rs"]
 mod nets;
 
 use std::sync::atomic::AtomicBool;
 
+use _engine::engine::{trace_batch, EventKind, TraceEvent};
 use _engine::rng::{uniform, STREAM_DROPOUT};
 use _engine::{
-    run_batch, run_sample, Network, PoolKind, ProjectionKind, ProjectionSpec, SampleInput,
-    Scheduler, StopMode,
+    run_batch, run_sample, EngineError, Network, NetworkSpec, PoolKind, PopulationSpec,
+    ProjectionKind, ProjectionSpec, ResetMode, SampleInput, Scheduler, StopMode,
 };
 use nets::*;
 
@@ -599,4 +601,368 @@ fn sample_id_and_batch_agree() {
             r.fan_out_check();
         }
     }
+}
+
+// ------------------------------------------------------------------ SPEC_VERSION 2: settling
+
+/// The result and the trace (R7.10) of one dense sample.
+fn traced(
+    n: &Network,
+    frames: &[f32],
+    timesteps: usize,
+    config: &_engine::RunConfig,
+) -> (_engine::SampleResult, Vec<TraceEvent>) {
+    let inputs = [SampleInput::Dense { frames, timesteps }];
+    let (mut results, mut traces) =
+        trace_batch(n, &inputs, None, None, config, &AtomicBool::new(false)).expect("trace");
+    (results.remove(0), traces.remove(0))
+}
+
+/// The spikes of a trace as `(t, k, population, neuron, v_pre)`.
+fn spikes_of(events: &[TraceEvent]) -> Vec<(u32, u32, u32, u32, f64)> {
+    events
+        .iter()
+        .filter(|e| e.kind == EventKind::Spike)
+        .map(|e| (e.timestep, e.step, e.population, e.neuron, e.value))
+        .collect()
+}
+
+/// R4.7 / R4.3.1: a bias is added once per timestep, in the step of the first delivery
+/// into its population (not at every delivery); with silent sources the population
+/// settles in a settle-only step (R4.3.4), which counts as a forward step (R7.5).
+#[test]
+fn bias_settles_once_per_timestep_with_the_first_delivery() {
+    let n = net(
+        1,
+        vec![pop(2, 1.0, 1.0), pop_v2(1, 1.0, 1.0, 0.25, ResetMode::Zero)],
+        vec![dense(0, 1, vec![2.0, 2.0]), dense(1, 2, vec![0.25, 0.25])],
+    );
+    assert!(n.is_settling());
+    // fifo, F = 1: t0 settles at step 1 (0.25 + 0.25), step 2 adds 0.25: 0.75. t1 and
+    // t2: settle-only steps add the bias alone: 1.0 (not above 1), then 1.25.
+    // layered: one group, ((0.25 + 0.25) + 0.25) = 0.75 at step 1.
+    for (s, steps) in [
+        (Scheduler::Fifo, [3, 2, 2]),
+        (Scheduler::Layered, [2, 2, 2]),
+    ] {
+        let (r, events) = traced(&n, &[1.0, 0.0, 0.0], 3, &cfg(s, 1));
+        assert_eq!(r.timestep_forward_steps, steps, "{s:?}");
+        assert_eq!(r.timestep_output_counts, [0, 0, 1], "{s:?}");
+        assert_eq!(r.first_output_step, [-1, -1, 1], "{s:?}");
+        assert_eq!(r.spikes, [2, 1], "{s:?}");
+        assert_eq!(r.timestep_synops, [4, 0, 0], "{s:?}");
+        let out: Vec<_> = spikes_of(&events)
+            .into_iter()
+            .filter(|e| e.2 == 2)
+            .collect();
+        assert_eq!(out, [(2, 1, 2, 0, 1.25)], "{s:?}");
+        r.fan_out_check();
+    }
+}
+
+/// R4.7: a population that the input targets settles in forward step 0 of every
+/// timestep, also when the frame is all zero (no settle-only step).
+#[test]
+fn input_target_settles_in_step_0_of_a_silent_frame() {
+    let n = net(
+        1,
+        vec![pop_v2(1, 1.0, 1.0, 0.5, ResetMode::Zero)],
+        vec![dense(0, 1, vec![1.0])],
+    );
+    for s in ALL {
+        let r = run_dense(&n, &[0.0; 3], 3, None, &cfg(s, 1));
+        assert_eq!(r.timestep_forward_steps, [1, 1, 1], "{s:?}");
+        assert_eq!(r.timestep_output_counts, [0, 0, 1], "{s:?}");
+        assert_eq!((r.input_events, r.synops), (0, 0), "{s:?}");
+    }
+}
+
+/// Two biased populations behind a silent one.
+fn silent_chain() -> Network {
+    net(
+        1,
+        vec![
+            pop(1, 1.0, 1.0),
+            pop_v2(1, 1.0, 1.0, 0.6, ResetMode::Zero),
+            pop_v2(1, 1.0, 1.0, 0.5, ResetMode::Zero),
+        ],
+        vec![
+            dense(0, 1, vec![1.0]),
+            dense(1, 2, vec![1.0]),
+            dense(2, 3, vec![1.0]),
+        ],
+    )
+}
+
+/// R4.3.4: when nothing is pending, the due population of the lowest index settles in
+/// a settle-only step; its spike is then delivered (settling the next population with
+/// that delivery) or the next due population settles alone. Spikes of settle-only steps
+/// are traced like any spike (R7.10).
+#[test]
+fn settle_only_steps_go_lowest_index_first() {
+    let n = silent_chain();
+    for s in ALL {
+        let (r, events) = traced(&n, &[0.0; 3], 3, &cfg(s, 1));
+        // t0: step 1 settles population 2 (0.6), step 2 population 3 (0.5). t1: step 1
+        // 1.2 fires; its delivery settles population 3 in step 2: 0.5 + (1 + 0.5).
+        assert_eq!(r.timestep_forward_steps, [3, 3, 3], "{s:?}");
+        assert_eq!(r.spikes, [0, 1, 1], "{s:?}");
+        assert_eq!(r.timestep_output_counts, [0, 1, 0], "{s:?}");
+        assert_eq!(r.first_output_step, [-1, 2, -1], "{s:?}");
+        assert_eq!(r.timestep_synops, [0, 1, 0], "{s:?}");
+        assert_eq!(
+            spikes_of(&events),
+            [(1, 1, 2, 0, 1.2000000476837158), (1, 2, 3, 0, 2.0)],
+            "{s:?}"
+        );
+        let deliveries: Vec<(u32, u32, u32)> = events
+            .iter()
+            .filter(|e| e.kind == EventKind::Delivery)
+            .map(|e| (e.timestep, e.step, e.population))
+            .collect();
+        assert_eq!(deliveries, [(1, 1, 2)], "{s:?}");
+    }
+}
+
+/// R6.4 / R4.7: a population still due at an early stop does not settle in that
+/// timestep (its bias is lost); with `max_steps = 1` no population behind the input
+/// ever settles.
+#[test]
+fn early_stop_leaves_due_populations_unsettled() {
+    let n = silent_chain();
+    let mut c = cfg(Scheduler::Fifo, 1);
+    c.max_steps = Some(2);
+    let r = run_dense(&n, &[0.0; 3], 3, None, &c);
+    // Step 1 settles population 2 in each timestep; population 3 never settles.
+    assert_eq!(r.timestep_forward_steps, [2, 2, 2]);
+    assert_eq!(r.spikes, [0, 1, 0]);
+    assert_eq!(r.dropped_spikes, 1);
+    c.max_steps = Some(1);
+    let r = run_dense(&n, &[0.0; 3], 3, None, &c);
+    assert_eq!(r.timestep_forward_steps, [1, 1, 1]);
+    assert_eq!(r.spikes, [0, 0, 0]);
+}
+
+/// R4.8: each reset mode on one neuron driven by the input at t = 0 only (weight 1,
+/// threshold 1): the spikes per timestep and the membranes before the resets.
+#[test]
+fn each_reset_mode() {
+    /// (beta, x, mode, spikes per timestep, v_pre of the spikes)
+    type Case = (f32, f32, ResetMode, &'static [i64], &'static [f64]);
+    let cases: [Case; 8] = [
+        (1.0, 2.5, ResetMode::Zero, &[1, 0, 0, 0], &[2.5]),
+        (1.0, 2.5, ResetMode::Subtract, &[1, 1, 0, 0], &[2.5, 1.5]),
+        (
+            1.0,
+            2.5,
+            ResetMode::SubtractDelayed,
+            &[1, 1, 0, 0],
+            &[2.5, 1.5],
+        ),
+        (1.0, 2.5, ResetMode::None, &[1, 1, 1, 1], &[2.5; 4]),
+        // With a leak the delayed debt is paid after it: beta * V - 1, not
+        // beta * (V - 1).
+        (0.5, 3.5, ResetMode::Zero, &[1, 0, 0, 0], &[3.5]),
+        (0.5, 3.5, ResetMode::Subtract, &[1, 1, 0, 0], &[3.5, 1.25]),
+        (0.5, 3.5, ResetMode::SubtractDelayed, &[1, 0, 0, 0], &[3.5]),
+        (0.5, 3.5, ResetMode::None, &[1, 1, 0, 0], &[3.5, 1.75]),
+    ];
+    for (beta, x, mode, spikes, v_pre) in cases {
+        let n = net(
+            1,
+            vec![pop_v2(1, 1.0, beta, 0.0, mode)],
+            vec![dense(0, 1, vec![1.0])],
+        );
+        assert_eq!(n.is_settling(), mode != ResetMode::Zero);
+        for s in ALL {
+            let (r, events) = traced(&n, &[x, 0.0, 0.0, 0.0], 4, &cfg(s, 1));
+            assert_eq!(r.timestep_output_counts, spikes, "{mode:?} {beta} {s:?}");
+            let seen: Vec<f64> = spikes_of(&events).iter().map(|e| e.4).collect();
+            assert_eq!(seen, v_pre, "{mode:?} {beta} {s:?}");
+            assert_eq!(r.timestep_forward_steps, [1; 4], "{mode:?} {s:?}");
+        }
+    }
+}
+
+/// R4.3.1 / R4.8: `subtract_delayed` pays its debt after the step's current has been
+/// added, `(V + I) - threshold`, and the bias is part of that current,
+/// `V + (I + b)`: at 2^24 the other orders round differently.
+#[test]
+fn delayed_debt_is_paid_after_the_current_and_bias_is_in_the_current() {
+    let big = 16_777_216.0f32; // 2^24
+                               // Debt: (2^24 + 1) - 1 = 2^24 - 1; (2^24 - 1) + 1 would be 2^24.
+    let n = net(
+        1,
+        vec![pop_v2(1, 1.0, 1.0, 0.0, ResetMode::SubtractDelayed)],
+        vec![dense(0, 1, vec![1.0])],
+    );
+    let (_, events) = traced(&n, &[big, 1.0], 2, &cfg(Scheduler::Fifo, 1));
+    let seen: Vec<f64> = spikes_of(&events).iter().map(|e| e.4).collect();
+    assert_eq!(seen, [16_777_216.0, 16_777_215.0]);
+    // Bias: 2^24 + (1 + 1) = 2^24 + 2; (2^24 + 1) + 1 would be 2^24.
+    let n = net(
+        1,
+        vec![pop_v2(1, 1.0, 1.0, 1.0, ResetMode::None)],
+        vec![dense(0, 1, vec![1.0])],
+    );
+    let (_, events) = traced(&n, &[big - 1.0, 1.0], 2, &cfg(Scheduler::Fifo, 1));
+    let seen: Vec<f64> = spikes_of(&events).iter().map(|e| e.4).collect();
+    assert_eq!(seen, [16_777_216.0, 16_777_218.0]);
+}
+
+/// R4.6 / R4.8: a neuron whose reset leaves it above its threshold is refractory for
+/// the rest of the timestep: later deliveries neither integrate nor fire it, on the
+/// whole-population pass (dense) and on the touched-pixel pass (conv); it fires again
+/// when its population settles in the next timestep.
+#[test]
+fn a_refractory_neuron_left_above_threshold_does_not_fire_again() {
+    let n = net(
+        1,
+        vec![pop(2, 1.0, 1.0), pop_v2(1, 1.0, 1.0, 0.0, ResetMode::None)],
+        vec![dense(0, 1, vec![2.0, 2.0]), dense(1, 2, vec![1.5, 1.5])],
+    );
+    for s in ALL {
+        let r = run_dense(&n, &[1.0, 0.0], 2, None, &cfg(s, 1));
+        assert_eq!(r.timestep_output_counts, [1, 1], "{s:?}");
+    }
+    // 1x8x8 -> conv 8 x (1x2) -> 8x8x7 (56 pixels: a delivery of 2 pixels stays on the
+    // touched-pixel pass). Sources 0 and 1 both reach pixel 0; source 1 also pixel 1.
+    let mut w = vec![0.0; 64 * 2];
+    w[0] = 2.0; // W[0, 0]
+    w[2] = 2.0; // W[1, 0]
+    let n = net(
+        2,
+        vec![
+            pop(64, 1.0, 1.0),
+            pop_v2(8 * 56, 1.0, 1.0, 0.0, ResetMode::None),
+        ],
+        vec![
+            dense(0, 1, w),
+            conv2d(1, 2, vec![1.5; 16], 1, (8, 8), 8, (1, 2), (1, 1), (0, 0)),
+        ],
+    );
+    for s in ALL.into_iter().filter(|s| *s != Scheduler::Layered) {
+        let r = run_dense(&n, &[1.0, 0.0], 1, None, &cfg(s, 1));
+        // Pixel 0 fires at the first delivery (8 neurons), pixel 1 at the second.
+        assert_eq!(r.spikes, [2, 16], "{s:?}");
+    }
+}
+
+/// R4.7: a settling population is integrated whole when it settles, also where no
+/// synapse reaches (the padding border of a conv) and when the input touched one pixel.
+#[test]
+fn a_settling_conv_population_integrates_every_neuron() {
+    let n = net(
+        9,
+        vec![pop_v2(25, 1.0, 1.0, 0.75, ResetMode::Zero)],
+        vec![conv2d(
+            0,
+            1,
+            vec![1.0],
+            1,
+            (3, 3),
+            1,
+            (1, 1),
+            (1, 1),
+            (1, 1),
+        )],
+    );
+    let mut frames = vec![0.0; 4 * 9];
+    for t in 0..4 {
+        frames[t * 9 + 4] = 1.0;
+    }
+    for s in ALL {
+        let r = run_dense(&n, &frames, 4, None, &cfg(s, 1));
+        // The centre fires every timestep (1 + 0.75); the 24 others every second one.
+        assert_eq!(r.timestep_spikes, [1, 25, 1, 25], "{s:?}");
+        assert_eq!(r.timestep_forward_steps, [1; 4], "{s:?}");
+    }
+}
+
+/// R1.4 / R4.6: refractory dropout needs reset zero, in the network (a model error)
+/// and in a run's override (a parameter error); a bias must be finite and of length 1
+/// or the population size.
+#[test]
+fn refractory_dropout_with_a_non_zero_reset_is_refused() {
+    let build = |p: PopulationSpec| {
+        Network::new(NetworkSpec {
+            input_size: 1,
+            populations: vec![p],
+            projections: vec![dense(0, 1, vec![1.0, 1.0])],
+        })
+    };
+    let model_field = |r: Result<Network, EngineError>| match r {
+        Err(EngineError::Model { field, reason, .. }) => (field, reason),
+        other => panic!("expected a model error, got {other:?}"),
+    };
+    for mode in [
+        ResetMode::Subtract,
+        ResetMode::SubtractDelayed,
+        ResetMode::None,
+    ] {
+        let mut p = pop_v2(2, 1.0, 1.0, 0.0, mode);
+        p.refractory_dropout = 0.5;
+        let (field, reason) = model_field(build(p));
+        assert_eq!(field, "refractory_dropout");
+        assert!(reason.contains(mode.name()), "{reason}");
+    }
+    let mut p = pop_v2(2, 1.0, 1.0, 0.25, ResetMode::Zero);
+    p.refractory_dropout = 0.5;
+    assert!(build(p).is_ok(), "a bias with reset zero may have dropout");
+    let mut p = pop(2, 1.0, 1.0);
+    p.bias = vec![0.0, f32::NAN];
+    assert_eq!(model_field(build(p)).0, "bias[1]");
+    let mut p = pop(2, 1.0, 1.0);
+    p.bias = vec![0.0; 3];
+    assert_eq!(model_field(build(p)).0, "bias length");
+
+    let n = build(pop_v2(2, 1.0, 1.0, 0.0, ResetMode::Subtract)).unwrap();
+    let mut c = cfg(Scheduler::Fifo, 1);
+    c.refractory_dropout = Some(vec![0.5]);
+    let input = SampleInput::Dense {
+        frames: &[1.0],
+        timesteps: 1,
+    };
+    match run_sample(&n, &input, None, 0, &c) {
+        Err(EngineError::Parameter { field, .. }) => assert_eq!(field, "refractory_dropout[0]"),
+        other => panic!("expected a parameter error, got {other:?}"),
+    }
+    c.refractory_dropout = Some(vec![0.0]);
+    assert!(run_sample(&n, &input, None, 0, &c).is_ok());
+}
+
+/// R1.6: zero biases (scalar, per neuron, negative zero) with reset zero do not make a
+/// population settling, and the network runs exactly as in version 1.
+#[test]
+fn a_network_without_settling_populations_runs_as_in_version_1() {
+    let build = |bias: Vec<f32>| {
+        let mut hidden = pop(3, 0.5, 0.75);
+        hidden.bias = bias;
+        net(
+            2,
+            vec![hidden, pop(2, 0.5, 0.9)],
+            vec![
+                dense(0, 1, vec![0.5, 0.25, 0.75, 0.5, 0.125, 1.0]),
+                dense(1, 2, vec![0.5, -0.25, 0.75, 0.25, 0.5, 0.625]),
+            ],
+        )
+    };
+    let v1 = build(vec![0.0]);
+    let frames: Vec<f32> = (0..12).map(|i| ((i * 7) % 4) as f32 * 0.5).collect();
+    for bias in [vec![0.0; 3], vec![-0.0]] {
+        let n = build(bias);
+        assert!(!n.is_settling());
+        for s in ALL {
+            for f in [1, 2, 8] {
+                let c = cfg(s, f);
+                assert_eq!(
+                    run_dense(&n, &frames, 6, Some(1), &c),
+                    run_dense(&v1, &frames, 6, Some(1), &c)
+                );
+            }
+        }
+    }
+    // No settle-only steps: a silent input is one forward step per timestep.
+    let r = run_dense(&v1, &[0.0; 12], 6, None, &cfg(Scheduler::Fifo, 1));
+    assert_eq!(r.timestep_forward_steps, [1; 6]);
 }

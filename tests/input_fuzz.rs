@@ -24,6 +24,8 @@ fn network(arch: u8) -> Network {
         threshold: vec![th],
         beta: vec![0.75],
         refractory_dropout: 0.25,
+        bias: vec![0.0],
+        reset: _engine::ResetMode::Zero,
     };
     let dense = |source, target, n: usize| ProjectionSpec {
         source,
@@ -506,11 +508,16 @@ proptest! {
         th in value(),
         beta in value(),
         p in prop::sample::select(vec![0.0f64, 0.5, 1.0, -1.0, f64::NAN]),
+        // Finite biases too small to overflow a membrane in two timesteps, and
+        // non-finite ones (refused).
+        bias in prop::sample::select(vec![0.0f32, -0.0, 0.5, -1.0, 7.0, 1e-45, f32::NAN, f32::INFINITY, f32::NEG_INFINITY]),
+        reset in 0u8..4,
         kinds in prop::collection::vec((0u8..4, 0usize..5, 0usize..5, 0usize..40, prop::collection::vec(0usize..5, 0..11)), 0..4),
     ) {
+        let reset = _engine::ResetMode::from_code(reset).unwrap();
         let populations: Vec<PopulationSpec> = sizes
             .iter()
-            .map(|&size| PopulationSpec { size, threshold: vec![th], beta: vec![beta], refractory_dropout: p })
+            .map(|&size| PopulationSpec { size, threshold: vec![th], beta: vec![beta], refractory_dropout: p, bias: vec![bias], reset })
             .collect();
         let projections: Vec<ProjectionSpec> = kinds
             .iter()

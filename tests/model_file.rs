@@ -13,7 +13,8 @@ use _engine::model_file::{
     load_model_file, parse_model_file, read_model_bytes, read_model_file, MAX_HEADER_BYTES,
 };
 use _engine::{
-    run_batch, EngineError, Network, RunConfig, SampleInput, Scheduler, StopMode, SPEC_VERSION,
+    run_batch, EngineError, Network, ResetMode, RunConfig, SampleInput, Scheduler, StopMode,
+    SPEC_VERSION,
 };
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -98,7 +99,7 @@ fn mismatches(net: &Network, dropout: &[f64]) -> Vec<String> {
 fn fixture_runs_like_asyncsnn_infer() {
     let model = load_model_file(fixture("model.safetensors")).expect("the fixture loads");
     let doc = expected();
-    assert_eq!(usize_of(&doc["spec_version"]), SPEC_VERSION as usize);
+    assert!((1..=SPEC_VERSION as usize).contains(&usize_of(&doc["spec_version"])));
     let shapes: Vec<Vec<usize>> = doc["population_shapes"]
         .as_array()
         .expect("shapes")
@@ -436,4 +437,119 @@ fn a_long_tail_after_the_tensors_is_not_read() {
         net.n_outputs(),
         read_model_bytes(&bytes).expect("model").n_outputs()
     );
+}
+
+// ----------------------------------------------------------------------------- SPEC_VERSION 2
+
+/// The fixture with a bias for population 1 (the tensor `populations.1.bias`, the data of
+/// `populations.1.threshold` under a second name) and reset `reset`, written as
+/// `asyncsnn.save` writes a version-2 network (`spec_version` 2).
+fn with_bias_and_reset(reset: Value) -> Vec<u8> {
+    let bytes = with_header(|h| {
+        let threshold = h["populations.1.threshold"].clone();
+        h["populations.1.bias"] = threshold;
+        h["__metadata__"]["spec_version"] = json!("2");
+    });
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let mut header: Value = serde_json::from_slice(&bytes[8..8 + n]).expect("header JSON");
+    let text = header["__metadata__"]["network"]
+        .as_str()
+        .expect("network")
+        .to_owned();
+    let mut arch: Value = serde_json::from_str(&text).expect("arch");
+    arch["populations"][0]["bias"] = json!("populations.1.bias");
+    arch["populations"][0]["reset"] = reset;
+    header["__metadata__"]["network"] = Value::String(arch.to_string());
+    let mut raw = serde_json::to_vec(&header).expect("encode");
+    raw.resize(raw.len().div_ceil(8) * 8, b' ');
+    let mut out = (raw.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&raw);
+    out.extend_from_slice(&bytes[8 + n..]);
+    out
+}
+
+#[test]
+fn a_version_2_file_reads_its_bias_tensor_and_reset() {
+    let fixture = parse_model_file(&model_bytes(), "<bytes>").expect("reads");
+    // The fixture is a version-1 network: no bias, reset zero, not settling.
+    let p0 = &fixture.spec.populations[0];
+    assert_eq!(p0.bias, vec![0.0f32]);
+    assert_eq!(p0.reset, ResetMode::Zero);
+    assert!(!Network::new(fixture.spec.clone()).unwrap().is_settling());
+    for (name, mode) in [
+        ("subtract", ResetMode::Subtract),
+        ("subtract_delayed", ResetMode::SubtractDelayed),
+        ("none", ResetMode::None),
+        ("zero", ResetMode::Zero),
+    ] {
+        let file = parse_model_file(&with_bias_and_reset(json!(name)), "<bytes>").expect("reads");
+        assert_eq!(file.metadata["spec_version"], "2");
+        let p = &file.spec.populations[0];
+        assert_eq!(
+            p.bias, p.threshold,
+            "the bias tensor holds the threshold's data"
+        );
+        assert_eq!(p.reset, mode);
+        assert_eq!(file.spec.populations[1].reset, ResetMode::Zero);
+        let net = file.into_network().expect("valid");
+        assert!(net.is_settling());
+        let mut config = RunConfig {
+            scheduler: Scheduler::Layered,
+            forward_group_size: 1,
+            stop: StopMode::Drain,
+            max_steps: None,
+            seed: 0,
+            refractory_dropout: None,
+        };
+        let frames = vec![1.0f32; net.input_size() * 3];
+        let input = [SampleInput::Dense {
+            frames: &frames,
+            timesteps: 3,
+        }];
+        run_batch(&net, &input, None, &[0], &config, &AtomicBool::new(false)).expect("runs");
+        // R4.6: the run's refractory dropout needs reset zero.
+        config.refractory_dropout = Some(vec![0.25; net.n_populations()]);
+        let dropout = run_batch(&net, &input, None, &[0], &config, &AtomicBool::new(false));
+        match (mode, dropout) {
+            (ResetMode::Zero, Ok(_)) => {}
+            (_, Err(EngineError::Parameter { field, .. })) => {
+                assert_eq!(field, "refractory_dropout[0]")
+            }
+            (_, other) => panic!("{name}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn bad_bias_and_reset_entries_are_refused() {
+    let bogus = with_bias_and_reset(json!("soft"));
+    assert_eq!(file_error_field(&bogus), "network");
+    match read_model_bytes(&with_bias_and_reset(json!(3))) {
+        Err(EngineError::ModelFile { value, .. }) => {
+            assert_eq!(value, "populations[0].reset = 3")
+        }
+        other => panic!("expected a ModelFile error, got {other:?}"),
+    }
+    let missing = with_network(|a| a["populations"][0]["bias"] = json!("no such tensor"));
+    assert_eq!(file_error_field(&missing), "tensor");
+    let reused = with_network(|a| a["populations"][0]["bias"] = json!("populations.1.threshold"));
+    assert_eq!(file_error_field(&reused), "tensor");
+    // Refractory dropout with a reset other than zero: the network is invalid (R4.6).
+    let dropout = with_network(|a| {
+        a["populations"][0]["reset"] = json!("none");
+        a["populations"][0]["refractory_dropout"] = json!(0.5);
+    });
+    match read_model_bytes(&dropout) {
+        Err(EngineError::Model { field, .. }) => assert_eq!(field, "refractory_dropout"),
+        other => panic!("expected a Model error, got {other:?}"),
+    }
+    // A version-1 file and a version-2 file load; a version-3 file is refused.
+    for (version, ok) in [("1", true), ("2", true), ("3", false)] {
+        let bytes = with_header(|h| h["__metadata__"]["spec_version"] = json!(version));
+        assert_eq!(
+            read_model_bytes(&bytes).is_ok(),
+            ok,
+            "spec_version {version}"
+        );
+    }
 }

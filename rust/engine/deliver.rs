@@ -309,6 +309,8 @@ mod tests {
             threshold: vec![th],
             beta: vec![beta],
             refractory_dropout: 0.0,
+            bias: vec![0.0],
+            reset: crate::network::ResetMode::Zero,
         }
     }
 

@@ -5,10 +5,13 @@
 //! ```text
 //! for each timestep t:                 start_timestep         R4.1
 //!     forward step 0:                  deliver_input_frame    R4.2
+//!                                      settle_input_targets   R4.7
 //!     for k = 0, 1, ...:               integrate_fire         R4.3.1-2 (+ R7.1-2)
 //!                                      record_latency         R7.7
 //!                                      record_decision        R7.9
 //!                                      stop_check             R4.3.3, R6
+//!                                      settle_only            R4.3.4 (nothing pending,
+//!                                                             a population due)
 //!                                      select                 R5
 //!                                      deliver_group          R4.3.4
 //!     the timestep's counters:         end_timestep           R7.5, R7.9
@@ -266,6 +269,9 @@ fn run_prepared_body<const CHECK: bool>(
         start_timestep::<CHECK>(net, ws, loc)?;
         let mut ts = Timestep::new(t);
         deliver_input_frame(&run, &ps.input, ws, &mut res, &mut ts, &mut sparse_cursor)?;
+        if net.any_settling {
+            settle_input_targets(net, ws);
+        }
         loop {
             let before = running.prediction;
             let fired = integrate_fire::<CHECK>(&run, ws, &mut res, &ts, &mut running)?;
@@ -284,7 +290,12 @@ fn run_prepared_body<const CHECK: bool>(
                 break;
             }
             if ws.pending.is_empty() {
-                break;
+                if ws.n_due == 0 {
+                    break;
+                }
+                settle_only(ws);
+                ts.next_step(loc)?;
+                continue;
             }
             let mut group = std::mem::take(&mut ws.group);
             select(&run, ws, &ts, &mut group);
@@ -328,8 +339,9 @@ fn start_sample(run: &Run, ps: &PreparedSample, ws: &mut Workspace) -> Result<()
     Ok(())
 }
 
-/// R4.1: leak, clear the refractory flags and `v_pre`. R8.3: the fast path checks on
-/// the way that the membranes of the timestep before were finite.
+/// R4.1: leak, clear the refractory flags and `v_pre`, and make every settling
+/// population due. R8.3: the fast path checks on the way that the membranes of the
+/// timestep before were finite.
 #[inline(always)]
 fn start_timestep<const CHECK: bool>(
     net: &Network,
@@ -344,6 +356,11 @@ fn start_timestep<const CHECK: bool>(
         *v *= *b;
     }
     ws.refractory.fill(false);
+    if net.any_settling {
+        // R4.1 (3): every settling population becomes due (R4.7).
+        ws.due.copy_from_slice(&net.settling);
+        ws.n_due = net.settling.iter().filter(|&&s| s).count();
+    }
     for x in ws.v_pre.iter_mut() {
         if !CHECK {
             finite &= is_finite(*x);
@@ -354,6 +371,28 @@ fn start_timestep<const CHECK: bool>(
         return Err(ws.saw_non_finite(loc));
     }
     Ok(())
+}
+
+/// R4.7: the due populations that a projection from the input targets settle in
+/// forward step 0, whether or not the frame has non-zero values: they are touched, and
+/// the integrate pass settles every touched due population.
+#[inline(always)]
+fn settle_input_targets(net: &Network, ws: &mut Workspace) {
+    for &p in &net.input_settling_targets {
+        if ws.due[p] {
+            ws.touch.pop(p);
+        }
+    }
+}
+
+/// R4.3.4: the pending set is empty and a population is still due: the next forward
+/// step delivers nothing and settles the due population of the lowest index (touched
+/// here; the integrate pass settles it, R4.7).
+#[inline(always)]
+fn settle_only(ws: &mut Workspace) {
+    if let Some(p) = ws.due.iter().position(|&d| d) {
+        ws.touch.pop(p);
+    }
 }
 
 /// R4.2: forward step 0 delivers the input frame of timestep `ts.t` (R2.3), in input

@@ -1,13 +1,15 @@
 //! Integrate and fire (R4.3.1-2): `V += I` over the touched populations (whole, or the
 //! touched pixels of a sparse conv/pool target), the strict threshold test, and the
-//! reset of the neurons that fire (`v_pre`, `V <- 0`, refractory flag with its dropout
-//! draw, R4.6); their ids are left in increasing order. The finiteness checks of R8.3.
+//! reset of the neurons that fire (`v_pre`, the reset mode of R4.8, refractory flag with
+//! its dropout draw, R4.6); their ids are left in increasing order. A settling
+//! population (R1.6) that settles in the step is integrated whole, with its bias and
+//! debts (R4.7). The finiteness checks of R8.3.
 
 use std::ops::Range;
 
 use super::deliver::dense_row;
 use super::workspace::Workspace;
-use crate::network::Network;
+use crate::network::{Network, ResetMode};
 use crate::rng::{uniform, STREAM_DROPOUT};
 
 /// What the fire phase (R4.3.2) needs besides the neurons' state: the refractory
@@ -21,10 +23,11 @@ pub(super) struct FireCtx<'a> {
 }
 
 /// R4.3.1 (integrate), the threshold test of R4.3.2 and the reset of the neurons that
-/// fire (`v_pre <- V`, `V <- 0`, refractory flag with its dropout draw). These touch
-/// only each firing neuron's own state, so they are done population by population as
-/// the spikes are found; the counters and the pending set, which depend on the order
-/// of the spikes, are left to the caller.
+/// fire (`v_pre <- V`, the reset of R4.8, refractory flag with its dropout draw). These
+/// touch only each firing neuron's own state, so they are done population by population
+/// as the spikes are found; the counters and the pending set, which depend on the order
+/// of the spikes, are left to the caller. A due population that is touched settles
+/// (R4.7): it is integrated whole with its bias and debts, and is no longer due.
 ///
 /// Leaves the ids of the neurons that fired in `ws.fired`, in increasing id order, with
 /// one `(population, start, end)` range of it per population in `ws.fired_pops`, and
@@ -49,8 +52,18 @@ pub(super) fn integrate<const CHECK: bool>(
         let hi = net.pop_offset[p + 1];
         let channels = touch.channels[p];
         let start = ws.fired.len();
+        // R1.6, R4.7: a settling population settles in the first step of the timestep
+        // that delivers into it (the event loop also touches it in step 0 when the
+        // input projects into it, and in a settle-only step); then it is integrated
+        // whole, bias and debts included.
+        let settling = net.settling[p];
+        let settles = settling && ws.due[p];
+        if settles {
+            ws.due[p] = false;
+            ws.n_due -= 1;
+        }
         // The slots of the neurons that cross their threshold go to `ws.fired`.
-        let sorted = if touch.pop_full[p] {
+        let sorted = if touch.pop_full[p] || settles {
             for &q in &touch.lists[p] {
                 touch.neuron[q as usize] = false;
             }
@@ -62,7 +75,16 @@ pub(super) fn integrate<const CHECK: bool>(
             let row = touch.deferred[p]
                 .take()
                 .map(|d| (dense_row(&net.projections[d.proj], d.local), d.s));
-            let finite = integrate_full::<CHECK>(v, c, r, th, row, lo, &mut ws.fired);
+            let finite = if settling {
+                let settle = settles.then(|| Settle {
+                    bias: &net.bias[lo..hi],
+                    debt: (net.reset[p] == ResetMode::SubtractDelayed)
+                        .then(|| &mut ws.debt[lo..hi]),
+                });
+                integrate_settling::<CHECK>(v, c, r, th, row, settle, lo, &mut ws.fired)
+            } else {
+                integrate_full::<CHECK>(v, c, r, th, row, lo, &mut ws.fired)
+            };
             if CHECK && !finite {
                 return Err((p, first_non_finite(net, &ws.v, lo..hi)));
             }
@@ -74,14 +96,13 @@ pub(super) fn integrate<const CHECK: bool>(
                 let q = q0 as usize;
                 touch.neuron[q] = false;
                 let span = q..q + channels;
-                finite &= integrate_span::<CHECK>(
-                    &mut ws.v[span.clone()],
-                    &mut ws.cur[span.clone()],
-                    &ws.refractory[span.clone()],
-                    &net.threshold[span],
-                    q,
-                    &mut ws.fired,
-                );
+                let (v, c) = (&mut ws.v[span.clone()], &mut ws.cur[span.clone()]);
+                let (r, th) = (&ws.refractory[span.clone()], &net.threshold[span]);
+                finite &= if settling {
+                    integrate_span::<CHECK, true>(v, c, r, th, q, &mut ws.fired)
+                } else {
+                    integrate_span::<CHECK, false>(v, c, r, th, q, &mut ws.fired)
+                };
             }
             if CHECK && !finite {
                 return Err((p, first_non_finite(net, &ws.v, lo..hi)));
@@ -94,16 +115,33 @@ pub(super) fn integrate<const CHECK: bool>(
         if ws.fired.len() == start {
             continue;
         }
-        // R4.3.2 reset and refractory flag; slots to ids.
+        // R4.3.2 reset (R4.8) and refractory flag (R4.6); slots to ids.
         let pd = fc.dropout[p];
-        for f in &mut ws.fired[start..] {
-            let sq = *f as usize;
-            let id = net.id_of[sq];
-            ws.v_pre[id as usize] = ws.v[sq];
-            ws.v[sq] = 0.0;
-            ws.refractory[sq] = !(pd > 0.0
-                && (uniform(fc.seed, fc.sample, fc.t, fc.k, id, STREAM_DROPOUT) as f64) < pd);
-            *f = id;
+        let mode = net.reset[p];
+        if mode == ResetMode::Zero {
+            for f in &mut ws.fired[start..] {
+                let sq = *f as usize;
+                let id = net.id_of[sq];
+                ws.v_pre[id as usize] = ws.v[sq];
+                ws.v[sq] = 0.0;
+                ws.refractory[sq] = !(pd > 0.0
+                    && (uniform(fc.seed, fc.sample, fc.t, fc.k, id, STREAM_DROPOUT) as f64) < pd);
+                *f = id;
+            }
+        } else {
+            // Refractory dropout needs reset zero (R4.6, validated): refractory.
+            for f in &mut ws.fired[start..] {
+                let sq = *f as usize;
+                let id = net.id_of[sq];
+                ws.v_pre[id as usize] = ws.v[sq];
+                match mode {
+                    ResetMode::Subtract => ws.v[sq] -= net.threshold[sq],
+                    ResetMode::SubtractDelayed => ws.debt[sq] = true,
+                    ResetMode::Zero | ResetMode::None => {}
+                }
+                ws.refractory[sq] = true;
+                *f = id;
+            }
         }
         if !sorted {
             sort_ids(&mut ws.fired[start..], lo, hi, &mut ws.fired_bits);
@@ -135,10 +173,11 @@ fn first_non_finite(net: &Network, v: &[f32], slots: Range<usize>) -> u32 {
 /// channel-last population): `V += I` unless refractory, `I <- 0`, and the slots with
 /// `V > threshold` pushed to `fired` in increasing order. Eight lanes at a time with a
 /// bit mask of the crossings, so that a pixel of 8-32 channels is a few vector
-/// operations. A refractory membrane is 0 (reset at its spike, leaked as 0), so adding
-/// 0 instead of skipping it is the same.
+/// operations. In a population that is not `SETTLING` a refractory membrane is 0 (reset
+/// at its spike, leaked as 0) and cannot fire; in a settling one (R1.6) it may be left
+/// above its threshold by its reset (R4.8), and the test excludes refractory neurons.
 #[inline(always)]
-fn integrate_span<const CHECK: bool>(
+fn integrate_span<const CHECK: bool, const SETTLING: bool>(
     v: &mut [f32],
     c: &mut [f32],
     r: &[bool],
@@ -164,7 +203,7 @@ fn integrate_span<const CHECK: bool>(
             if CHECK {
                 finite &= is_finite(nv);
             }
-            mask |= ((nv > t8[i]) as u32) << i;
+            mask |= (((nv > t8[i]) & !(SETTLING & r8[i])) as u32) << i;
         }
         while mask != 0 {
             fired.push((base + mask.trailing_zeros() as usize) as u32);
@@ -182,7 +221,7 @@ fn integrate_span<const CHECK: bool>(
         if CHECK {
             finite &= is_finite(*v);
         }
-        if *v > *t {
+        if *v > *t && !(SETTLING && *r) {
             fired.push((base + i) as u32);
         }
     }
@@ -295,6 +334,125 @@ fn integrate_full<const CHECK: bool>(
         }
     }
     finite
+}
+
+/// What a population that settles in this step (R4.7) adds to R4.3.1: its bias, and
+/// the debts of its neurons when its reset is `subtract_delayed` (R4.8).
+pub(super) struct Settle<'a> {
+    pub(super) bias: &'a [f32],
+    pub(super) debt: Option<&'a mut [bool]>,
+}
+
+/// R4.3.1-2 over a whole settling population (R1.6), `lo` the slot of its first neuron.
+/// As [`integrate_full`], and with `settle` (the population settles in this step,
+/// R4.7) the current of neuron `i` is the summed deliveries plus `bias[i]`, and a
+/// neuron that owes its threshold pays it after `V += I` (`V <- V - threshold`, R4.8).
+/// A refractory membrane may be above its threshold here (its reset left it there), so
+/// the threshold test excludes refractory neurons. R8.3, with `CHECK`: the membranes
+/// after the debts are checked (a non-finite `V + I` stays non-finite).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn integrate_settling<const CHECK: bool>(
+    v: &mut [f32],
+    c: &mut [f32],
+    r: &[bool],
+    th: &[f32],
+    row: Option<(&[f32], f32)>,
+    settle: Option<Settle>,
+    lo: usize,
+    fired: &mut Vec<u32>,
+) -> bool {
+    const CH: usize = 16;
+    let n = v.len();
+    let (c, r, th) = (&mut c[..n], &r[..n], &th[..n]);
+    match settle {
+        Some(Settle { bias, debt }) => {
+            add_current::<true>(v, c, r, row, &bias[..n]);
+            if let Some(d) = debt {
+                let d = &mut d[..n];
+                for i in 0..n {
+                    let pay = d[i] & !r[i];
+                    v[i] = if pay { v[i] - th[i] } else { v[i] };
+                    d[i] &= r[i];
+                }
+            }
+        }
+        None => add_current::<false>(v, c, r, row, &[]),
+    }
+    let v = &*v;
+    let mut vc = v.chunks_exact(CH);
+    let mut tc = th.chunks_exact(CH);
+    let mut rc = r.chunks_exact(CH);
+    let mut base = lo;
+    let mut finite = true;
+    for ((vs, ts), rs) in (&mut vc).zip(&mut tc).zip(&mut rc) {
+        let vs: &[f32; CH] = vs.try_into().expect("chunk");
+        let ts: &[f32; CH] = ts.try_into().expect("chunk");
+        let rs: &[bool; CH] = rs.try_into().expect("chunk");
+        let mut mask = 0u32;
+        for i in 0..CH {
+            mask |= (((vs[i] > ts[i]) & !rs[i]) as u32) << i;
+        }
+        if CHECK {
+            finite &= vs.iter().all(|&x| is_finite(x));
+        }
+        while mask != 0 {
+            fired.push((base + mask.trailing_zeros() as usize) as u32);
+            mask &= mask - 1;
+        }
+        base += CH;
+    }
+    let rest = vc
+        .remainder()
+        .iter()
+        .zip(tc.remainder())
+        .zip(rc.remainder());
+    for (i, ((x, t), rf)) in rest.enumerate() {
+        if CHECK {
+            finite &= is_finite(*x);
+        }
+        if *x > *t && !*rf {
+            fired.push((base + i) as u32);
+        }
+    }
+    finite
+}
+
+/// R4.3.1 for a whole population: `V += I` (the current `cur[i]`, plus `s * w[i]` of
+/// the deferred row `row`, plus `bias[i]` when `BIAS`), unless refractory; `I <- 0`.
+#[inline(always)]
+fn add_current<const BIAS: bool>(
+    v: &mut [f32],
+    c: &mut [f32],
+    r: &[bool],
+    row: Option<(&[f32], f32)>,
+    bias: &[f32],
+) {
+    let n = v.len();
+    let (c, r) = (&mut c[..n], &r[..n]);
+    let b = if BIAS { &bias[..n] } else { bias };
+    match row {
+        Some((w, s)) => {
+            let w = &w[..n];
+            for i in 0..n {
+                let mut x = c[i] + s * w[i];
+                if BIAS {
+                    x += b[i];
+                }
+                c[i] = 0.0;
+                v[i] += if r[i] { 0.0 } else { x };
+            }
+        }
+        None => {
+            for i in 0..n {
+                let mut x = std::mem::take(&mut c[i]);
+                if BIAS {
+                    x += b[i];
+                }
+                v[i] += if r[i] { 0.0 } else { x };
+            }
+        }
+    }
 }
 
 #[cfg(test)]

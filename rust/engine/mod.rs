@@ -20,9 +20,10 @@
 //! Data layout of one sample's state (the private `Workspace`, allocated once per
 //! worker and reused; nothing is allocated inside the event loop once its buffers have
 //! grown):
-//! - `v`, `cur`, `refractory`: one entry per non-input neuron (R3.1), indexed by its
-//!   storage slot (channel-last in conv/pool targets, see `crate::network`); `v_pre`,
-//!   read by the scheduler, by neuron id. `cur` is the current buffer `I` of R4.2/R4.3,
+//! - `v`, `cur`, `refractory`, `debt`: one entry per non-input neuron (R3.1; `debt`
+//!   only for a network with settling populations), indexed by its storage slot
+//!   (channel-last in conv/pool targets, see `crate::network`); `v_pre`, read by the
+//!   scheduler, by neuron id. `cur` is the current buffer `I` of R4.2/R4.3,
 //!   always all-zero between forward steps.
 //! - touch tracking: a dense delivery marks its whole target population "full"; a
 //!   conv/pool delivery appends the pixels it reaches to the population's touched list
@@ -33,8 +34,18 @@
 //!   cannot cross its threshold (after every fire phase all non-refractory membranes
 //!   are `<= threshold`, the leak keeps them there and refractory membranes are 0), so
 //!   this is exactly R4.3.
+//! - settling populations (R1.6, R4.7; only when the network has some,
+//!   `Network::any_settling`, otherwise none of this runs): `due` flags per population
+//!   and sample, set at the start of a timestep. A due population that a step touches
+//!   settles: it is integrated whole (bias added to its current, debts paid) and is no
+//!   longer due. Deliveries touch their targets; forward step 0 also touches the due
+//!   targets of the input (a silent frame still settles them), and a settle-only step
+//!   touches the lowest due population. A due population's neurons are never checked
+//!   before it settles, and the resets that leave a membrane above its threshold also
+//!   leave it refractory, so in a settling population the threshold test excludes
+//!   refractory neurons; for every other neuron the invariant above holds unchanged.
 //! - fire (R4.3.2): the integrate pass also resets the neurons that cross (`v_pre`,
-//!   `V <- 0`, refractory flag), which touches only their own state; it leaves their
+//!   the reset of R4.8, refractory flag), which touches only their own state; it leaves their
 //!   ids in increasing order (a bitmap for long lists), and the event loop then does
 //!   what depends on that order: counters, readout, the pending set.
 //! - deferred rows: the latest dense row delivered to a population in a forward step is

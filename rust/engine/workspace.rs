@@ -1,5 +1,6 @@
 //! The state of one sample and its reusable buffers ([`Workspace`]: membranes,
-//! currents, refractory flags, `v_pre`, the spikes of a forward step, the pending set),
+//! currents, refractory flags, `v_pre`, debts and due populations, the spikes of a
+//! forward step, the pending set),
 //! and the touch bookkeeping of a forward step ([`Touch`]): which populations and
 //! pixels received current, and the dense row kept for the integrate pass
 //! ([`Deferred`]).
@@ -87,6 +88,14 @@ pub(crate) struct Workspace {
     pub(super) cur: Vec<f32>,
     pub(super) v_pre: Vec<f32>,
     pub(super) refractory: Vec<bool>,
+    /// R3.1, R4.8: per slot, the neuron owes its threshold (`subtract_delayed`). Empty
+    /// unless the network has settling populations.
+    pub(super) debt: Vec<bool>,
+    /// R4.7: per non-input population, it is due (settles at its next delivery, or in a
+    /// settle-only step). Always false for a population that is not settling.
+    pub(super) due: Vec<bool>,
+    /// The number of `due` populations.
+    pub(super) n_due: usize,
     pub(super) touch: Touch,
     pub(super) fired: Vec<u32>,
     /// `(population, start, end)`: the range of `fired` of each population that fired.
@@ -124,6 +133,14 @@ impl Workspace {
             cur: alloc::filled(n, 0.0, at, "currents")?,
             v_pre: alloc::filled(n, 0.0, at, "spike membranes (v_pre)")?,
             refractory: alloc::filled(n, false, at, "refractory flags")?,
+            debt: alloc::filled(
+                if net.any_settling { n } else { 0 },
+                false,
+                at,
+                "reset debts",
+            )?,
+            due: vec![false; p],
+            n_due: 0,
             touch: Touch {
                 neuron: alloc::filled(n, false, at, "touched-neuron flags")?,
                 channels: net.layout_channels.clone(),
@@ -167,6 +184,9 @@ impl Workspace {
         self.cur.fill(0.0);
         self.v_pre.fill(0.0);
         self.refractory.fill(false);
+        self.debt.fill(false);
+        self.due.fill(false);
+        self.n_due = 0;
         self.touch.neuron.fill(false);
         self.touch.pop_touched.fill(false);
         self.touch.pop_full.fill(false);

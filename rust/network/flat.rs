@@ -147,6 +147,8 @@ mod tests {
             threshold: vec![1.0],
             beta: vec![1.0],
             refractory_dropout: 0.0,
+            bias: vec![0.0],
+            reset: crate::network::ResetMode::Zero,
         };
         // A 1x4x4 input, a 2x3x3 conv output, a 2x1x1 sum pool of it.
         let conv = ProjectionSpec::from_flat(

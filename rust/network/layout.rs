@@ -53,6 +53,8 @@ pub(super) struct PerNeuron {
     pub threshold: Vec<f32>,
     /// Per slot β, broadcast.
     pub beta: Vec<f32>,
+    /// Per slot bias, broadcast.
+    pub bias: Vec<f32>,
 }
 
 /// Builds [`PerNeuron`] for the layout `planes` / `channels`. Allocated fallibly:
@@ -67,6 +69,7 @@ pub(super) fn per_neuron(
     let mut pop_of: Vec<u32> = Vec::new();
     let mut threshold: Vec<f32> = Vec::new();
     let mut beta: Vec<f32> = Vec::new();
+    let mut bias: Vec<f32> = Vec::new();
     let mut id_of: Vec<u32> = vec![];
     let what = "per-neuron arrays";
     alloc::reserve(&mut pop_of, total, &Location::Network, what)?;
@@ -74,13 +77,18 @@ pub(super) fn per_neuron(
     id_of.resize(total, 0);
     alloc::reserve(&mut threshold, total, &Location::Network, what)?;
     alloc::reserve(&mut beta, total, &Location::Network, what)?;
+    alloc::reserve(&mut bias, total, &Location::Network, what)?;
     for (p, pop) in spec.populations.iter().enumerate() {
         let lo = pop_offset[p];
         pop_of.extend(std::iter::repeat_n(p as u32, pop.size));
         for l in 0..pop.size {
             id_of[slot(lo, l, planes[p], channels[p])] = (lo + l) as u32;
         }
-        for (dst, src) in [(&mut threshold, &pop.threshold), (&mut beta, &pop.beta)] {
+        for (dst, src) in [
+            (&mut threshold, &pop.threshold),
+            (&mut beta, &pop.beta),
+            (&mut bias, &pop.bias),
+        ] {
             if src.len() == 1 {
                 dst.extend(std::iter::repeat_n(src[0], pop.size));
             } else {
@@ -97,6 +105,7 @@ pub(super) fn per_neuron(
         id_of,
         threshold,
         beta,
+        bias,
     })
 }
 
@@ -182,6 +191,8 @@ mod tests {
             threshold,
             beta: vec![0.5],
             refractory_dropout: 0.0,
+            bias: vec![0.0],
+            reset: crate::network::ResetMode::Zero,
         };
         let spec = NetworkSpec {
             input_size: 1,

@@ -142,6 +142,57 @@ pub struct ProjectionSpec {
     pub kind: ProjectionKind,
 }
 
+/// Reset mode of a population (R4.8), applied by the fire phase to a neuron that spikes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum ResetMode {
+    /// `V <- 0` (version 1).
+    #[default]
+    Zero,
+    /// `V <- V - threshold`, immediately.
+    Subtract,
+    /// `V` is left as it is and the neuron owes the threshold (`debt`), subtracted when
+    /// its population next settles, after that step's current and bias (R4.3.1).
+    SubtractDelayed,
+    /// `V` is left as it is.
+    None,
+}
+
+impl ResetMode {
+    /// Every mode, in the order of [`ResetMode::code`].
+    pub const ALL: [ResetMode; 4] = [
+        ResetMode::Zero,
+        ResetMode::Subtract,
+        ResetMode::SubtractDelayed,
+        ResetMode::None,
+    ];
+
+    /// The mode's name in the dict form and in Python (`asyncsnn.network.RESET_MODES`):
+    /// `zero`, `subtract`, `subtract_delayed`, `none`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ResetMode::Zero => "zero",
+            ResetMode::Subtract => "subtract",
+            ResetMode::SubtractDelayed => "subtract_delayed",
+            ResetMode::None => "none",
+        }
+    }
+
+    /// The mode's code, its index in `asyncsnn.network.RESET_MODES` (0 = `zero`).
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The mode with code `code` ([`ResetMode::code`]), if it is one.
+    pub fn from_code(code: u8) -> Option<ResetMode> {
+        ResetMode::ALL.get(usize::from(code)).copied()
+    }
+
+    /// The mode named `name` ([`ResetMode::name`]), if it is one.
+    pub fn from_name(name: &str) -> Option<ResetMode> {
+        ResetMode::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
 /// A LIF population (R1.1, R1.4).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PopulationSpec {
@@ -152,8 +203,35 @@ pub struct PopulationSpec {
     /// Leak factor β, len 1 (broadcast) or `size`; in [0, 1].
     pub beta: Vec<f32>,
     /// The network's refractory dropout p in [0, 1) (R4.6); used only when the caller
-    /// passes it in [`crate::RunConfig::refractory_dropout`].
+    /// passes it in [`crate::RunConfig::refractory_dropout`]. `p > 0` needs
+    /// `reset = Zero`.
     pub refractory_dropout: f64,
+    /// Bias b (R1.4), len 1 (broadcast) or `size`; finite. Added once per timestep when
+    /// the population settles (R4.7).
+    pub bias: Vec<f32>,
+    /// Reset mode (R4.8).
+    pub reset: ResetMode,
+}
+
+impl PopulationSpec {
+    /// A version-1 population of `size` neurons: scalar `threshold` and `beta`, no
+    /// dropout, bias 0, reset `zero`.
+    pub fn new(size: usize, threshold: f32, beta: f32) -> PopulationSpec {
+        PopulationSpec {
+            size,
+            threshold: vec![threshold],
+            beta: vec![beta],
+            refractory_dropout: 0.0,
+            bias: vec![0.0],
+            reset: ResetMode::Zero,
+        }
+    }
+
+    /// Whether the population settles every timestep (R1.6): a non-zero bias or a
+    /// reset other than `zero`.
+    pub fn is_settling(&self) -> bool {
+        self.reset != ResetMode::Zero || self.bias.iter().any(|&b| b != 0.0)
+    }
 }
 
 /// Description of a whole network (R1.*).
@@ -260,6 +338,18 @@ pub struct Network {
     pub(crate) threshold: Vec<f32>,
     /// Per slot leak β (R1.4), broadcast.
     pub(crate) beta: Vec<f32>,
+    /// Per slot bias b (R1.4), broadcast.
+    pub(crate) bias: Vec<f32>,
+    /// Per non-input population: its reset mode (R4.8).
+    pub(crate) reset: Vec<ResetMode>,
+    /// Per non-input population: it is settling (R1.6).
+    pub(crate) settling: Vec<bool>,
+    /// Some population is settling: the event loop tracks `due` populations (R4.7).
+    /// Without, it runs exactly the version-1 loop.
+    pub(crate) any_settling: bool,
+    /// The settling populations that a projection from the input targets (they settle
+    /// in forward step 0 of every timestep, R4.7), in increasing order.
+    pub(crate) input_settling_targets: Vec<usize>,
     /// Per non-input population: channels of its storage layout (`size / plane`, with
     /// `plane` the one its conv/pool projections agree on; 1 otherwise).
     pub(crate) layout_channels: Vec<usize>,
@@ -295,8 +385,9 @@ impl Network {
     /// Validates `spec` (R1.1-R1.5) and preprocesses it.
     ///
     /// Checks: input size and population sizes > 0; at least one non-input population;
-    /// `threshold`/`beta` of length 1 or `size`, threshold finite and > 0, beta finite in
-    /// [0, 1]; `refractory_dropout` finite in [0, 1); projections with
+    /// `threshold`/`beta`/`bias` of length 1 or `size`, threshold finite and > 0, beta
+    /// finite in [0, 1], bias finite; `refractory_dropout` finite in [0, 1), and 0 unless
+    /// the reset is `zero` (R4.6); projections with
     /// `source < target <= P`, weights finite and of the right length, conv/pool geometry
     /// valid (kernel, stride >= 1, output size >= 1, source and target sizes equal to
     /// what the geometry reads and produces). The number of non-input neurons must fit
@@ -340,13 +431,26 @@ impl Network {
             &per_neuron.id_of,
         )?;
         let distinct_targets = distinct_targets(&outgoing, &projections);
+        let settling: Vec<bool> = spec.populations.iter().map(|p| p.is_settling()).collect();
+        let mut input_settling_targets: Vec<usize> = outgoing[0]
+            .iter()
+            .map(|&pi| projections[pi].target_pop)
+            .filter(|&p| settling[p])
+            .collect();
+        input_settling_targets.sort_unstable();
+        input_settling_targets.dedup();
         Ok(Network {
             distinct_targets,
+            reset: spec.populations.iter().map(|p| p.reset).collect(),
+            any_settling: settling.iter().any(|&s| s),
+            settling,
+            input_settling_targets,
             spec,
             pop_offset,
             pop_of: per_neuron.pop_of,
             threshold: per_neuron.threshold,
             beta: per_neuron.beta,
+            bias: per_neuron.bias,
             layout_channels,
             id_of: per_neuron.id_of,
             projections,
@@ -382,6 +486,11 @@ impl Network {
     /// Number of projections.
     pub fn n_projections(&self) -> usize {
         self.spec.projections.len()
+    }
+
+    /// Whether some population is settling (R1.6): the network needs `SPEC_VERSION` 2.
+    pub fn is_settling(&self) -> bool {
+        self.any_settling
     }
 
     /// Global id (R1.5) of the first neuron of population `population` (1..=P).

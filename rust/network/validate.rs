@@ -3,7 +3,7 @@
 //! the small checks the lowering shares (positive sizes, checked products, finite
 //! weights).
 
-use super::{NetworkSpec, PopulationSpec, ProjectionSpec};
+use super::{NetworkSpec, PopulationSpec, ProjectionSpec, ResetMode};
 use crate::error::{EngineError, Location};
 
 /// `a * b`, or a model error naming `field` at `location`.
@@ -95,11 +95,15 @@ pub(super) fn populations(spec: &NetworkSpec) -> Result<Vec<usize>, EngineError>
     Ok(pop_offset)
 }
 
-/// One LIF population (R1.4): size, the lengths and values of `threshold` and
-/// `beta`, and `refractory_dropout`.
+/// One LIF population (R1.4): size, the lengths and values of `threshold`, `beta` and
+/// `bias`, and `refractory_dropout` (0 unless the reset is `zero`, R4.6).
 fn population(pop: &PopulationSpec, loc: &Location) -> Result<(), EngineError> {
     check_pos(pop.size, loc, "size")?;
-    for (field, vals) in [("threshold", &pop.threshold), ("beta", &pop.beta)] {
+    for (field, vals) in [
+        ("threshold", &pop.threshold),
+        ("beta", &pop.beta),
+        ("bias", &pop.bias),
+    ] {
         if vals.len() != 1 && vals.len() != pop.size {
             return Err(EngineError::model(
                 loc,
@@ -136,6 +140,25 @@ fn population(pop: &PopulationSpec, loc: &Location) -> Result<(), EngineError> {
             "refractory_dropout",
             p_drop,
             "must be finite and in [0, 1)",
+        ));
+    }
+    if let Some((i, b)) = pop.bias.iter().enumerate().find(|(_, b)| !b.is_finite()) {
+        return Err(EngineError::model(
+            loc,
+            format!("bias[{i}]"),
+            b,
+            "must be finite",
+        ));
+    }
+    if p_drop > 0.0 && pop.reset != ResetMode::Zero {
+        return Err(EngineError::model(
+            loc,
+            "refractory_dropout",
+            p_drop,
+            format!(
+                "refractory dropout needs reset 'zero' (R4.6), not '{}'",
+                pop.reset.name()
+            ),
         ));
     }
     Ok(())
@@ -178,6 +201,8 @@ mod tests {
             threshold: vec![1.0],
             beta: vec![0.5],
             refractory_dropout: 0.0,
+            bias: vec![0.0],
+            reset: crate::network::ResetMode::Zero,
         }
     }
 

@@ -5,8 +5,8 @@
 #![allow(dead_code)] // each test crate uses a part
 
 use _engine::{
-    run_sample, Network, NetworkSpec, PopulationSpec, ProjectionKind, ProjectionSpec, RunConfig,
-    SampleInput, SampleResult, Scheduler, StopMode,
+    run_sample, Network, NetworkSpec, PopulationSpec, ProjectionKind, ProjectionSpec, ResetMode,
+    RunConfig, SampleInput, SampleResult, Scheduler, StopMode,
 };
 
 pub fn pop(size: usize, th: f32, beta: f32) -> PopulationSpec {
@@ -15,6 +15,17 @@ pub fn pop(size: usize, th: f32, beta: f32) -> PopulationSpec {
         threshold: vec![th],
         beta: vec![beta],
         refractory_dropout: 0.0,
+        bias: vec![0.0],
+        reset: ResetMode::Zero,
+    }
+}
+
+/// A population with a scalar bias and a reset mode (R1.4, R4.8).
+pub fn pop_v2(size: usize, th: f32, beta: f32, bias: f32, reset: ResetMode) -> PopulationSpec {
+    PopulationSpec {
+        bias: vec![bias],
+        reset,
+        ..pop(size, th, beta)
     }
 }
 
