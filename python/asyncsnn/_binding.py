@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from asyncsnn import _engine
-from asyncsnn.network import AvgPool2d, Conv2d, Dense, Network, SumPool2d
+from asyncsnn.network import RESET_MODES, AvgPool2d, Conv2d, Dense, Network, SumPool2d
 
-__all__ = ["build_engine_network", "flat_projections"]
+__all__ = ["build_engine_network", "flat_populations", "flat_projections"]
 
 
 def flat_projections(net: Network) -> list[tuple[str, int, int, np.ndarray, list[int]]]:
@@ -35,7 +36,24 @@ def flat_projections(net: Network) -> list[tuple[str, int, int, np.ndarray, list
     return out
 
 
+#: ``(size, threshold, beta, refractory_dropout, bias, reset code)`` of one population.
+PopulationTuple = tuple[int, npt.NDArray[np.float32], npt.NDArray[np.float32], float, npt.NDArray[np.float32], int]
+
+
+def flat_populations(net: Network) -> list[PopulationTuple]:
+    """``(size, threshold, beta, refractory_dropout, bias, reset code)`` for every population.
+
+    The arrays are flat float32; the reset code is the index of the population's reset
+    mode in :data:`~asyncsnn.network.RESET_MODES` (0 = ``"zero"``).
+    """
+    out: list[PopulationTuple] = []
+    for p in net.populations:
+        bias = np.zeros(1, dtype=np.float32) if p.bias is None else p.bias.reshape(-1)
+        reset = RESET_MODES.index(p.reset)
+        out.append((p.size, p.threshold.reshape(-1), p.beta.reshape(-1), float(p.refractory_dropout), bias, reset))
+    return out
+
+
 def build_engine_network(net: Network) -> _engine.Network:
     """Validate ``net`` in the Rust engine and return its compiled form."""
-    pops = [(p.size, p.threshold.reshape(-1), p.beta.reshape(-1), float(p.refractory_dropout)) for p in net.populations]
-    return _engine.Network(net.input_size, pops, flat_projections(net))
+    return _engine.Network(net.input_size, flat_populations(net), flat_projections(net))

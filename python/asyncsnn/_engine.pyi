@@ -1,5 +1,6 @@
 """Type stubs of the compiled Rust engine (``rust/python/mod.rs``)."""
 
+from collections.abc import Sequence
 from typing import Any, Final, final
 
 import numpy as np
@@ -35,7 +36,10 @@ class Network:
     def __new__(
         cls,
         input_size: int,
-        populations: list[tuple[int, npt.NDArray[np.float32], npt.NDArray[np.float32], float]],
+        populations: Sequence[
+            tuple[int, npt.NDArray[np.float32], npt.NDArray[np.float32], float]
+            | tuple[int, npt.NDArray[np.float32], npt.NDArray[np.float32], float, npt.NDArray[np.float32], int]
+        ],
         projections: list[tuple[str, int, int, npt.NDArray[np.float32], list[int]]],
     ) -> Network: ...
     @property

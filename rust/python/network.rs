@@ -3,7 +3,8 @@
 use numpy::PyReadonlyArray1;
 use pyo3::prelude::*;
 
-use crate::network::{Network, NetworkSpec, PopulationSpec, ProjectionSpec};
+use crate::error::{EngineError, Location};
+use crate::network::{Network, NetworkSpec, PopulationSpec, ProjectionSpec, ResetMode};
 
 /// A validated network held by the engine (built once per `asyncsnn.Network`).
 #[pyclass(frozen, name = "Network", module = "asyncsnn._engine")]
@@ -11,12 +12,59 @@ pub struct PyNetwork {
     pub(super) inner: Network,
 }
 
-type PopulationTuple<'py> = (
-    usize,
-    PyReadonlyArray1<'py, f32>,
-    PyReadonlyArray1<'py, f32>,
-    f64,
-);
+/// A population of the flat description: `(size, threshold, beta, refractory_dropout,
+/// bias, reset code)`, the reset code being the index of the mode in
+/// `asyncsnn.network.RESET_MODES` ([`ResetMode::code`]); the version-1 form without
+/// the last two (bias 0, reset `zero`) is accepted too.
+#[derive(FromPyObject)]
+enum PopulationTuple<'py> {
+    V2(
+        (
+            usize,
+            PyReadonlyArray1<'py, f32>,
+            PyReadonlyArray1<'py, f32>,
+            f64,
+            PyReadonlyArray1<'py, f32>,
+            u8,
+        ),
+    ),
+    V1(
+        (
+            usize,
+            PyReadonlyArray1<'py, f32>,
+            PyReadonlyArray1<'py, f32>,
+            f64,
+        ),
+    ),
+}
+
+impl PopulationTuple<'_> {
+    /// Population `index` (1-based, as in errors) as a [`PopulationSpec`].
+    fn spec(&self, index: usize) -> Result<PopulationSpec, EngineError> {
+        let (size, th, beta, p, bias, code) = match self {
+            PopulationTuple::V2((size, th, beta, p, bias, code)) => {
+                (*size, th, beta, *p, values(bias), *code)
+            }
+            PopulationTuple::V1((size, th, beta, p)) => (*size, th, beta, *p, vec![0.0], 0),
+        };
+        let reset = ResetMode::from_code(code).ok_or_else(|| {
+            EngineError::model(
+                Location::Population(index),
+                "reset",
+                code,
+                "must be a reset code 0..=3 (zero, subtract, subtract_delayed, none)",
+            )
+        })?;
+        Ok(PopulationSpec {
+            size,
+            threshold: values(th),
+            beta: values(beta),
+            refractory_dropout: p,
+            bias,
+            reset,
+        })
+    }
+}
 type ProjectionTuple<'py> = (String, usize, usize, PyReadonlyArray1<'py, f32>, Vec<usize>);
 
 /// The values of a float32 array, whatever its strides.
@@ -35,13 +83,9 @@ impl PyNetwork {
     ) -> PyResult<Self> {
         let populations = populations
             .iter()
-            .map(|(size, th, beta, p)| PopulationSpec {
-                size: *size,
-                threshold: values(th),
-                beta: values(beta),
-                refractory_dropout: *p,
-            })
-            .collect();
+            .enumerate()
+            .map(|(i, p)| p.spec(i + 1))
+            .collect::<Result<Vec<_>, _>>()?;
         let projections = projections
             .iter()
             .enumerate()
