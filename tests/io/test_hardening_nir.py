@@ -353,16 +353,11 @@ def _fixture_script() -> Any:
 SCRIPT = _fixture_script()
 
 
-def _engine(name: str, net: Network) -> Any:
-    """``infer`` of engine ``name``; skips for a settling network while the engine does not settle yet (R4.7)."""
+def _engine(name: str) -> Any:
+    """``infer`` of engine ``name`` (``"reference"`` or ``"rust"``)."""
     from asyncsnn import reference
 
-    infer = {"reference": reference.infer, "rust": asyncsnn.infer}[name]
-    if net.spec_version >= 2:
-        probe = Network.sequential(input_shape=(1,), layers=[Dense(np.zeros((1, 1)))], threshold=0.5, beta=1.0, bias=1)
-        if infer(probe, np.zeros((1, 1, 1), np.float32), scheduler="layered").timestep_output_counts.sum() != 1:
-            pytest.skip(f"the {name} engine does not settle populations yet (SPEC_VERSION 2, R4.7)")
-    return infer
+    return {"reference": reference.infer, "rust": asyncsnn.infer}[name]
 
 
 def _check(net: Network, x: np.ndarray, output: np.ndarray, layer_spikes: np.ndarray, engine: str | None) -> None:
@@ -372,7 +367,7 @@ def _check(net: Network, x: np.ndarray, output: np.ndarray, layer_spikes: np.nda
     if engine is None:
         got_output, got_layers = SCRIPT.layer_synchronous(net, x)
     else:
-        result = _engine(engine, net)(net, x, scheduler="layered")
+        result = _engine(engine)(net, x, scheduler="layered")
         got_output, got_layers = result.timestep_output_counts, result.spikes
     np.testing.assert_array_equal(got_output, output)
     np.testing.assert_array_equal(got_layers, layer_spikes)

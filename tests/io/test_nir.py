@@ -765,19 +765,11 @@ def test_snntorch_export_is_the_layer_synchronous_formula(arch: str, mode: str) 
     np.testing.assert_array_equal(expected_layers, layer_spikes)
 
 
-def settling_engine(name: str) -> Any:
-    """``infer`` of engine ``name`` (``"reference"`` or ``"rust"``); skips while it does not settle yet.
-
-    Populations with a bias or a reset other than zero settle every timestep (SPEC_VERSION 2,
-    R4.7); an engine that predates that leaves a biased neuron without input silent.
-    """
+def engine_infer(name: str) -> Any:
+    """``infer`` of engine ``name`` (``"reference"`` or ``"rust"``)."""
     from asyncsnn import reference
 
-    infer = {"reference": reference.infer, "rust": asyncsnn.infer}[name]
-    probe = Network.sequential(input_shape=(1,), layers=[Dense(np.zeros((1, 1)))], threshold=0.5, beta=1.0, bias=0.75)
-    if infer(probe, np.zeros((1, 1, 1), np.float32), scheduler="layered").timestep_output_counts.sum() != 1:
-        pytest.skip(f"the {name} engine does not settle populations yet (SPEC_VERSION 2, R4.7)")
-    return infer
+    return {"reference": reference.infer, "rust": asyncsnn.infer}[name]
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -785,7 +777,7 @@ def settling_engine(name: str) -> Any:
 @pytest.mark.parametrize("mode", list(SNNTORCH_RESETS))
 @pytest.mark.parametrize("arch", ["dense", "conv"])
 def test_snntorch_export_runs_like_snntorch_under_layered(arch: str, mode: str, engine: str) -> None:
-    infer = settling_engine(engine)
+    infer = engine_infer(engine)
     net, x, out_spikes, layer_spikes = _snntorch_case(arch, mode)
     result = infer(net, x, scheduler="layered")
     np.testing.assert_array_equal(result.timestep_output_counts, out_spikes)
@@ -816,7 +808,7 @@ def test_snntorch_subtract_without_delay_differs_only_above_twice_the_threshold(
     if engine is None:
         out = FIXTURE_SCRIPT.layer_synchronous(net, x)[0]
     else:
-        out = settling_engine(engine)(net, x, scheduler="layered").timestep_output_counts
+        out = engine_infer(engine)(net, x, scheduler="layered").timestep_output_counts
     assert out[0, :, 0].tolist() == [1, 1, 0, 0]  # 2.5 -> spike, 1.5 -> spike, 0.5 stays
 
 
@@ -880,7 +872,7 @@ def test_to_nir_loads_into_snntorch_with_its_biases() -> None:
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.parametrize("engine", ["reference", "rust"])
 def test_to_nir_loads_into_snntorch_and_spikes_the_same(engine: str) -> None:
-    infer = settling_engine(engine)
+    infer = engine_infer(engine)
     net, x, expected = _snntorch_import_case()
     np.testing.assert_array_equal(infer(net, x, scheduler="layered").timestep_output_counts, expected)
 
