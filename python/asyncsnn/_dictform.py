@@ -66,7 +66,7 @@ def network_to_dict(net: Network) -> dict[str, Any]:
     """
     pops: list[dict[str, Any]] = []
     for p in net.populations:
-        entry: dict[str, Any] = {
+        pop: dict[str, Any] = {
             "shape": list(p.shape),
             "threshold": _floats(p.threshold),
             "beta": _floats(p.beta),
@@ -74,10 +74,10 @@ def network_to_dict(net: Network) -> dict[str, Any]:
             "name": p.name,
         }
         if p.bias is not None and np.any(p.bias != 0):
-            entry["bias"] = _floats(p.bias)
+            pop["bias"] = _floats(p.bias)
         if p.reset != "zero":
-            entry["reset"] = p.reset
-        pops.append(entry)
+            pop["reset"] = p.reset
+        pops.append(pop)
     projs: list[dict[str, Any]] = []
     for proj in net.projections:
         layer = proj.layer

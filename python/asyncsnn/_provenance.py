@@ -90,7 +90,7 @@ def provenance() -> dict[str, str]:
     >>> from asyncsnn._provenance import provenance
     >>> info = provenance()
     >>> info["spec_version"]
-    '1'
+    '2'
     >>> sorted(set(info) - {"commit", "torch"})
     ['asyncsnn_version', 'numpy', 'platform', 'python', 'spec_version']
     """
