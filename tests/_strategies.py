@@ -8,20 +8,59 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from asyncsnn.network import Dense, Network
+from asyncsnn.network import RESET_MODES, Dense, Network, Population
 from asyncsnn.result import COUNTER_FIELDS, InferenceResult
 from asyncsnn.testing import grid_weights, random_count_input, random_grid_network
 
 SCHEDULERS = ["layered", "fifo", "random", "momentum"]
 
+#: How a drawn network settles (R1.6): "v1" (no bias, reset "zero": half the draws),
+#: biases only, reset modes only, or both.
+SETTLING = ["v1", "v1", "v1", "bias", "reset", "both"]
+
+
+def with_settling(rng: np.random.Generator, net: Network, how: str) -> Network:
+    """``net`` with grid biases and/or reset modes on some of its populations (R1.4, R4.8).
+
+    ``how`` is one of :data:`SETTLING`. Biases are multiples of 1/256 (R8.2: exact sums),
+    scalar or per neuron (some neurons 0), on each population with probability 2/3;
+    reset modes are drawn per population among all four of R4.8. A population with a
+    reset other than ``"zero"`` gets no refractory dropout (R4.6); the others keep theirs.
+    """
+    if how == "v1":
+        return net
+    pops = []
+    for p in net.populations:
+        bias: Any = 0.0
+        if how in ("bias", "both") and rng.random() < 2 / 3:
+            if rng.random() < 0.5:
+                bias = float(rng.integers(-48, 97)) / 256
+            else:
+                bias = (rng.integers(-48, 97, p.shape) * (rng.random(p.shape) < 0.7) / 256).astype(np.float32)
+        reset = str(rng.choice(RESET_MODES)) if how in ("reset", "both") else "zero"
+        dropout = p.refractory_dropout if reset == "zero" else 0.0
+        pops.append(Population.create(p.shape, p.threshold, p.beta, dropout, bias=bias, reset=reset))
+    return Network(net.input_shape, pops, net.projections)
+
+
+def draw_dropout(draw: Any, net: Network) -> Any:
+    """A ``refractory_dropout`` option the network accepts (p > 0 needs reset "zero", R4.6)."""
+    if all(p.reset == "zero" for p in net.populations):
+        return draw(st.sampled_from(["off", "network", 0.5]))
+    return draw(st.sampled_from(["off", "network"]))
+
 
 @st.composite
 def engine_cases(draw: Any, max_batch: int = 3) -> dict[str, Any]:
-    """A random grid network (dense, conv or skip), a count input and every run option."""
+    """A random grid network (dense, conv or skip), a count input and every run option.
+
+    Half the networks settle (R1.6): biases on some populations, reset modes other than
+    ``"zero"``, or both (:func:`with_settling`).
+    """
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     kind = draw(st.sampled_from(["dense", "conv", "skip", "conv_wide"]))
-    net = random_grid_network(rng, kind)
+    net = with_settling(rng, random_grid_network(rng, kind), draw(st.sampled_from(SETTLING)))
     batch = draw(st.integers(1, max_batch))
     timesteps = draw(st.integers(1, 5))
     x = random_count_input(rng, net, batch, timesteps, density=draw(st.sampled_from([0.0, 0.2, 0.5, 1.0])))
@@ -35,7 +74,7 @@ def engine_cases(draw: Any, max_batch: int = 3) -> dict[str, Any]:
         "max_steps": draw(st.integers(1, 6)) if stop == "max_steps" or draw(st.booleans()) else None,
         "seed": draw(st.integers(0, 2**64 - 1)),
         "jitter": draw(st.sampled_from([0.0, 0.25, 1.0])) if scheduler == "momentum" else 0.0,
-        "refractory_dropout": draw(st.sampled_from(["off", "network", 0.5])),
+        "refractory_dropout": draw_dropout(draw, net),
     }
     labels = rng.integers(0, net.n_outputs, batch) if draw(st.booleans()) else None
     return {"net": net, "x": x, "opts": opts, "labels": labels}
@@ -72,19 +111,22 @@ def mixed_count_input(
 
 
 @st.composite
-def mixed_batch_cases(draw: Any, max_batch: int = 64) -> dict[str, Any]:
+def mixed_batch_cases(draw: Any, max_batch: int = 64, settling: bool = False) -> dict[str, Any]:
     """Batches of up to ``max_batch`` samples whose activity differs from sample to sample.
 
     The input density is drawn per sample (uniform in 0.02-0.6, or from a few levels
     including silence and saturation), ``F = 1`` is drawn often and the networks
     include wide dense ones, so that within one timestep some samples end after a few
     forward steps and others after many: the batch engines (torch) must set finished
-    rows aside and merge them back at any step.
+    rows aside and merge them back at any step. With ``settling`` half the networks get
+    biases and reset modes (:func:`with_settling`).
     """
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     kind = draw(st.sampled_from(["wide", "wide", "dense", "skip", "conv", "conv_wide"]))
     net = wide_dense_network(rng) if kind == "wide" else random_grid_network(rng, kind)
+    if settling:
+        net = with_settling(rng, net, draw(st.sampled_from(SETTLING)))
     batch = draw(st.one_of(st.integers(1, max_batch), st.integers(min(16, max_batch), max_batch)))
     timesteps = draw(st.integers(1, 4))
     if draw(st.booleans()):
@@ -102,7 +144,7 @@ def mixed_batch_cases(draw: Any, max_batch: int = 64) -> dict[str, Any]:
         "max_steps": draw(st.integers(1, 80)) if stop == "max_steps" or draw(st.integers(0, 3)) == 0 else None,
         "seed": draw(st.integers(0, 2**64 - 1)),
         "jitter": draw(st.sampled_from([0.0, 0.25, 1.0])) if scheduler == "momentum" else 0.0,
-        "refractory_dropout": draw(st.sampled_from(["off", "network", 0.5])),
+        "refractory_dropout": draw_dropout(draw, net),
     }
     labels = rng.integers(0, net.n_outputs, batch) if draw(st.booleans()) else None
     return {"net": net, "x": x, "opts": opts, "labels": labels}

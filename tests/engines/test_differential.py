@@ -2,7 +2,8 @@
 
 Hypothesis draws small random networks with grid weights (R8.2: bit-exact agreement)
 and integer count inputs biased toward ties and exact thresholds, on every scheduler,
-forward group size, stop mode and dropout setting, and compares all counters. A second
+forward group size, stop mode and dropout setting, and compares all counters; half of
+its networks settle (SPEC_VERSION 2: biases and reset modes, R1.6, R4.7, R4.8). A second
 strategy draws batches of up to 64 samples whose activity differs from sample to sample
 (input density per sample, ``F = 1`` often, wide dense networks), on which the torch
 engine -- the one engine that runs a batch in lock step -- must equal the other two.
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 import asyncsnn
 import asyncsnn.reference
 import asyncsnn.torch
-from _strategies import SCHEDULERS, engine_cases, mixed_batch_cases, select_samples, spread_samples
+from _strategies import SCHEDULERS, engine_cases, mixed_batch_cases, select_samples, spread_samples, with_settling
 from asyncsnn.testing import assert_results_equal, random_count_input, random_grid_network
 
 
@@ -69,6 +70,31 @@ def test_engines_agree_on_every_scheduler(scheduler: str, kind: str) -> None:
             a = asyncsnn.infer(net, x, scheduler=scheduler, forward_group_size=f, seed=7)
             b = asyncsnn.reference.infer(net, x, scheduler=scheduler, forward_group_size=f, seed=7)
             assert_results_equal(a, b)
+
+
+@pytest.mark.parametrize("how", ["bias", "reset", "both"])
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+@pytest.mark.parametrize("kind", ["dense", "conv", "skip"])
+def test_engines_agree_on_settling_networks(scheduler: str, kind: str, how: str) -> None:
+    """Biases and reset modes (R4.7, R4.8): counters and R7.10 traces are identical.
+
+    The trace pins the forward step of every spike, so a population settled in another
+    step than the reference's (R4.7) or a missing settle-only step (R4.3.4) shows even
+    where the counters happen to agree. Early stops leave populations unsettled (R6.4).
+    """
+    rng = np.random.default_rng(
+        ["bias", "reset", "both"].index(how) * 100 + SCHEDULERS.index(scheduler) * 10 + len(kind)
+    )
+    stops: list[dict[str, Any]] = [{}, {"stop": "first_output", "extra_steps": 1}, {"max_steps": 3}]
+    for n in range(3):
+        net = with_settling(rng, random_grid_network(rng, kind), how)
+        x = random_count_input(rng, net, batch=3, timesteps=6, density=[0.0, 0.2, 0.4][n])
+        for f in (1, 4):
+            opts: dict[str, Any] = {"scheduler": scheduler, "forward_group_size": f, "seed": 7, **stops[(n + f) % 3]}
+            a = asyncsnn.infer(net, x, trace=True, **opts)
+            b = asyncsnn.reference.infer(net, x, trace=True, **opts)
+            assert_results_equal(a, b)
+            assert a.trace == b.trace, f"{net.summary()}\n{opts}"
 
 
 def test_threshold_ties_are_exact() -> None:
