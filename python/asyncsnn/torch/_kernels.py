@@ -703,12 +703,16 @@ class SettleSpec:
         Tensors that receive a zero gradient (the weights through which the silent
         spikes travel, or the token of their weight table), so that every weight of the
         network is part of the graph even when no spike is ever delivered.
+    resets
+        The reset mode (R4.8) of each emitting population, then of the output
+        population when it emits; empty: all ``"zero"``.
     """
 
     sources: tuple[tuple[slice, torch.Tensor, tuple[tuple[slice, Callable[[torch.Tensor], torch.Tensor]], ...]], ...]
     output: tuple[slice, torch.Tensor] | None
     surrogate: Surrogate
     anchors: tuple[torch.Tensor, ...] = ()
+    resets: tuple[str, ...] = ()
 
 
 class _Settle(torch.autograd.Function):
@@ -732,13 +736,16 @@ class _Settle(torch.autograd.Function):
         v, live, *rows = ctx.saved_tensors
         sur = spec.surrogate
         g = g_v.clone(memory_format=torch.contiguous_format)
+        resets = spec.resets or ("zero",) * (len(spec.sources) + 1)
         # In reverse order of emission: a population's membrane gradient is complete once
         # every later emission (its own included) has been differentiated.
         if spec.output is not None:
             sl, theta = spec.output
             gv = g[:, sl]
-            g[:, sl] = _silent_grad(gv, g_out[0], v[:, sl], theta, live[:, sl], sur)
-        for (sl, theta, targets), idx in zip(reversed(spec.sources), reversed(rows)):
+            g[:, sl] = _silent_grad(gv, g_out[0], v[:, sl], theta, live[:, sl], sur, resets[len(spec.sources)])
+        for (sl, theta, targets), idx, reset in zip(
+            reversed(spec.sources), reversed(rows), reversed(resets[: len(spec.sources)])
+        ):
             # Only the emitting rows: the others' silent spikes of this population come later.
             g_r, live_r = g.index_select(0, idx), live.index_select(0, idx)
             g_c: torch.Tensor | None = None
@@ -747,18 +754,33 @@ class _Settle(torch.autograd.Function):
                 g_c = gc if g_c is None else g_c + gc
             assert g_c is not None
             v_r = v.index_select(0, idx)[:, sl]
-            g[:, sl].index_copy_(0, idx, _silent_grad(g_r[:, sl], g_c, v_r, theta, live_r[:, sl], sur))
+            g[:, sl].index_copy_(0, idx, _silent_grad(g_r[:, sl], g_c, v_r, theta, live_r[:, sl], sur, reset))
         zeros = [torch.zeros_like(a) for a in spec.anchors]
         return (None, g, g_out[0] if g_out else None, None, *([None] * len(rows)), *zeros)
 
 
 def _silent_grad(
-    g_v: torch.Tensor, g_c: torch.Tensor, v: torch.Tensor, theta: torch.Tensor, mask: torch.Tensor, sur: Surrogate
+    g_v: torch.Tensor,
+    g_c: torch.Tensor,
+    v: torch.Tensor,
+    theta: torch.Tensor,
+    mask: torch.Tensor,
+    sur: Surrogate,
+    reset: str = "zero",
 ) -> torch.Tensor:
-    """The gradient of ``V`` through ``c = H(V - theta)`` (= 0) and ``V' = V (1 - c)`` on ``mask``."""
-    # dV = gV + (gc - gV V) d mask, with d the surrogate derivative at V - theta.
+    """The gradient of ``V`` through ``c = H(V - theta)`` (= 0) and the reset on ``mask``.
+
+    The reset (R4.8, section 9) is ``V' = V (1 - c)`` for ``"zero"``, ``V' = V - theta c``
+    for ``"subtract"`` and ``V' = V`` otherwise (the delayed debt is a constant).
+    """
+    # dV = gV + (gc - gV R) d mask, with d the surrogate derivative at V - theta and
+    # R = dV'/dc: V ("zero"), theta ("subtract"), 0.
     d = sur.derivative(v - theta) * mask
-    return torch.addcmul(g_v, torch.addcmul(g_c, g_v, v, value=-1.0), d)
+    if reset == "zero":
+        return torch.addcmul(g_v, torch.addcmul(g_c, g_v, v, value=-1.0), d)
+    if reset == "subtract":
+        return torch.addcmul(g_v, g_c - g_v * theta, d)
+    return torch.addcmul(g_v, g_c, d)
 
 
 def settle(

@@ -1,7 +1,8 @@
 """``AsyncSNN``: a trainable ``nn.Module`` view of a :class:`~asyncsnn.network.Network`.
 
 The module holds one ``nn.Parameter`` per ``Dense`` / ``Conv2d`` projection (float32,
-same layout as the network's weights); pooling projections are fixed. Its forward pass
+same layout as the network's weights) and one per population with a bias (R1.4);
+pooling projections are fixed. Its forward pass
 is :func:`asyncsnn.torch.engine.run`: the asynchronous semantics of
 ``docs/semantics.md`` under autograd (section 9), so training through it is unlayered
 backpropagation (or layered BPTT with ``scheduler="layered"``).
@@ -22,6 +23,7 @@ torch.Size([8, 5, 4])
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import numbers
@@ -115,27 +117,48 @@ def _check_frames(x: torch.Tensor, network: Network) -> torch.Tensor:
 
 
 class AsyncSNN(nn.Module):
-    r"""A network whose Dense and Conv2d weights are ``nn.Parameter``\\ s.
+    r"""A network whose Dense and Conv2d weights and biases are ``nn.Parameter``\\ s.
 
     Parameters
     ----------
     network
-        The network to copy: populations (LIF parameters, fixed), projections and
-        weights (copied into parameters, float32).
+        The network to copy: populations (thresholds, leaks and reset modes fixed,
+        biases trainable, see below), projections and weights (copied into
+        parameters, float32).
+    train_zero_biases
+        Also make the biases of the populations whose bias is 0 trainable (like
+        ``nn.Linear(bias=True)``). By default only a population with a non-zero bias
+        has a bias parameter: a network without biases trains exactly as in version 1
+        (same parameters, same results, same speed). With this option every LIF
+        population has one, initialised from the network (0), and settles every
+        timestep (R1.6, R4.7) as if its bias were not 0: no spike changes while the
+        bias is 0, but the settle-only steps count as forward steps (R7.5), so the
+        step counters can differ from those of the network itself until its bias
+        moves. The module's forward and the engines agree again on the exported
+        network (:meth:`to_network`) as soon as its bias is not 0.
 
     Attributes
     ----------
     weights : torch.nn.ParameterList
         One parameter per Dense/Conv2d projection, in projection order.
+    biases : torch.nn.ParameterDict
+        The trainable biases (R1.4), float32 of the population's shape, keyed by the
+        population index as a string (``"1"`` for the first LIF population). Parameters
+        of the module: the optimiser of :func:`~asyncsnn.torch.train` trains them with
+        the weights, and section 9's gradients reach them through every settle.
     plan : asyncsnn.torch.engine.Plan
         The geometry used by the engine.
     """
 
-    def __init__(self, network: Network) -> None:
+    def __init__(self, network: Network, *, train_zero_biases: bool = False) -> None:
         super().__init__()
         if not isinstance(network, Network):
             raise invalid(ModelError, "network", type(network).__name__, "must be an asyncsnn.Network")
-        self.plan = Plan(network)
+        if not isinstance(train_zero_biases, bool):
+            raise invalid(ParameterError, "train_zero_biases", train_zero_biases, "must be True or False")
+        pops = network.populations
+        trained = [p for p in range(1, len(pops) + 1) if train_zero_biases or np.any(pops[p - 1].bias != 0)]
+        self.plan = Plan(network, settle_also=tuple(trained) if train_zero_biases else ())
         self.weights = nn.ParameterList()
         self._param_of: list[int | None] = []
         for w in network_weights(network):
@@ -144,6 +167,9 @@ class AsyncSNN(nn.Module):
             else:
                 self._param_of.append(len(self.weights))
                 self.weights.append(nn.Parameter(w))
+        self.biases = nn.ParameterDict(
+            {str(p): nn.Parameter(torch.tensor(np.asarray(pops[p - 1].bias), dtype=torch.float32)) for p in trained}
+        )
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -161,6 +187,9 @@ class AsyncSNN(nn.Module):
         refractory_dropout: float | Sequence[float] = 0.0,
         seed: int = 0,
         gain: float = 3.0,
+        bias: ParamLike | Sequence[ParamLike] = 0.0,
+        reset: str | Sequence[str] = "zero",
+        train_zero_biases: bool = False,
     ) -> AsyncSNN:
         """A fully connected network ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``.
 
@@ -178,6 +207,11 @@ class AsyncSNN(nn.Module):
             Seed of the weight initialisation, ``0 .. 2**64 - 1``.
         gain
             Scale of the initial weights (see above).
+        bias, reset
+            Biases and reset modes (R1.4, R4.8), one value or one per layer (see
+            ``Network.sequential``).
+        train_zero_biases
+            As for :class:`AsyncSNN`.
 
         Returns
         -------
@@ -212,8 +246,10 @@ class AsyncSNN(nn.Module):
             threshold=threshold,
             beta=beta,
             refractory_dropout=refractory_dropout,
+            bias=bias,
+            reset=reset,
         )
-        return cls(net)
+        return cls(net, train_zero_biases=train_zero_biases)
 
     # ------------------------------------------------------------------ views
     @property
@@ -225,8 +261,29 @@ class AsyncSNN(nn.Module):
         """One tensor per projection: the parameter, or ``None`` for pooling."""
         return [None if i is None else self.weights[i] for i in self._param_of]
 
+    def bias_vector(self) -> torch.Tensor | None:
+        """float32 ``[N]``: the bias of every LIF neuron (the parameters where trained), in id order.
+
+        ``None`` when no population settles (R1.6): the engine then adds no bias.
+        """
+        plan = self.plan
+        if not plan.any_settling:
+            return None
+        device = self.weights[0].device if len(self.weights) else torch.device("cpu")
+        parts = []
+        for p, pop in enumerate(plan.network.populations, 1):
+            b = self.biases.get(str(p), None)
+            parts.append(
+                b.reshape(-1) if b is not None else torch.tensor(np.asarray(pop.bias).reshape(-1), device=device)
+            )
+        return torch.cat(parts)
+
     def to_network(self) -> Network:
-        """An :class:`~asyncsnn.network.Network` with the current weights (float32 copies)."""
+        """An :class:`~asyncsnn.network.Network` with the current weights and biases (float32 copies).
+
+        Thresholds, leaks, reset modes and dropouts are the network's; each trained
+        bias is the parameter's value.
+        """
         base = self.plan.network
         projections = []
         for pr, w in zip(base.projections, self.projection_weights(), strict=False):
@@ -239,7 +296,13 @@ class AsyncSNN(nn.Module):
                     assert isinstance(layer, Conv2d)
                     layer = Conv2d(arr, stride=layer.stride, padding=layer.padding)
             projections.append(Projection(pr.source, pr.target, layer))
-        return Network(base.input_shape, base.populations, projections)
+        populations = [
+            dataclasses.replace(pop, bias=self.biases[str(p)].detach().cpu().numpy().copy())
+            if str(p) in self.biases
+            else pop
+            for p, pop in enumerate(base.populations, 1)
+        ]
+        return Network(base.input_shape, populations, projections)
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -331,6 +394,7 @@ class AsyncSNN(nn.Module):
             labels=lab_t,
             sample_ids=ids_t,
             surrogate=surrogate,
+            bias=self.bias_vector(),
         )
 
 

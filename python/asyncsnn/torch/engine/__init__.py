@@ -27,6 +27,15 @@ One timestep ``t`` (R4), in :mod:`~asyncsnn.torch.engine.driver`:
   4. select and deliver (R5, :mod:`~asyncsnn.torch.engine.bookkeeping` and
      :mod:`~asyncsnn.torch.engine.delivery`).
 
+**Settling** (R1.6, R4.7, R4.8). In a network with a bias or a reset other than
+``"zero"`` the rows also carry their due populations, the populations that settle at
+the next integration and the ``"subtract_delayed"`` debts; the forward step adds the
+biases, pays the debts, applies the population's reset mode and fires the integrated
+neurons only, a row with nothing pending and a due population runs a settle-only
+step, and the silent spikes of a population wait until it and the populations below
+it have settled (:mod:`~asyncsnn.torch.engine.settling`). Other networks run the
+version-1 code unchanged.
+
 Masks and counts are float tensors (0/1 and small integers are exact in float32):
 boolean and int64 kernels are several times slower on the CPU. A step whose membranes
 are not all finite is recomputed with exact selects, and the run raises ``EngineError``
@@ -65,6 +74,7 @@ weights), :mod:`~asyncsnn.torch.engine.rows` (the state of the running rows),
 :mod:`~asyncsnn.torch.engine.bookkeeping` (the interface) with
 :mod:`~asyncsnn.torch.engine.host_bookkeeping` and
 :mod:`~asyncsnn.torch.engine.torch_bookkeeping`, :mod:`~asyncsnn.torch.engine.silent`,
+:mod:`~asyncsnn.torch.engine.settling`,
 :mod:`~asyncsnn.torch.engine.counters`, :mod:`~asyncsnn.torch.engine.driver`
 (:func:`run`) and :mod:`~asyncsnn.torch.engine.inference`.
 """

@@ -41,6 +41,9 @@ class RunContext:
         they apply (the host backend).
     sample_offset
         Position in the caller's batch of the run's first sample (error messages).
+    bias
+        float32 ``[N]``: the bias of every neuron (R1.4; differentiable when trained),
+        ``None`` when no population settles.
     failures
         Row -> the first ``(t, k, neuron)`` whose membrane overflowed (R8.3).
     """
@@ -54,6 +57,7 @@ class RunContext:
     drop_p: torch.Tensor | None
     rust_kernels: bool
     sample_offset: int
+    bias: torch.Tensor | None = None
     failures: dict[int, tuple[int, int, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

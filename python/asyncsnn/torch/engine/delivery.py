@@ -330,7 +330,8 @@ class Delivery:
                 anchors.append(self.holder.token)
             out = plan.n_populations
             output = (columns(out), theta[columns(out)]) if end else None
-            self._specs[key] = SettleSpec(tuple(sources), output, surrogate, tuple(anchors))
+            resets = tuple(plan.resets[p] for p in (*populations, out))
+            self._specs[key] = SettleSpec(tuple(sources), output, surrogate, tuple(anchors), resets)
         return self._specs[key]
 
     def _transposed_map(self, pp: ProjectionPlan) -> Callable[[torch.Tensor], torch.Tensor]:

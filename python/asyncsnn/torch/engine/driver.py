@@ -31,6 +31,7 @@ from asyncsnn.torch.engine.delivery import Delivery
 from asyncsnn.torch.engine.host_bookkeeping import HostBookkeeping
 from asyncsnn.torch.engine.plan import Plan
 from asyncsnn.torch.engine.rows import RowSet, merge_rows
+from asyncsnn.torch.engine.settling import start_due
 from asyncsnn.torch.engine.silent import emit_at_end
 from asyncsnn.torch.engine.step import forward_step
 from asyncsnn.torch.engine.torch_bookkeeping import LayeredBookkeeping, TorchBookkeeping
@@ -95,6 +96,7 @@ def run(
     surrogate: Surrogate | None = None,
     sample_offset: int = 0,
     backend: str = "auto",
+    bias: torch.Tensor | None = None,
 ) -> RunOutput:
     """Run a batch through the network, differentiably (see :mod:`asyncsnn.torch.engine`).
 
@@ -125,6 +127,10 @@ def run(
         torch (any device); ``"auto"`` (default): host on the CPU, torch elsewhere.
         Both give the same counters and output counts, and the same gradients up to
         float32 summation order.
+    bias
+        float32 ``[N]``: the bias of every neuron (R1.4), differentiable; default the
+        network's. Used only when a population settles (R1.6, ``plan.any_settling``):
+        a population that does not settle has bias 0.
 
     Returns
     -------
@@ -145,7 +151,13 @@ def run(
     host = resolve_backend(backend, dev) == "host"
     pt = plan.tensors(dev)
     n_batch, n_t, _ = frames.shape
-    grad = torch.is_grad_enabled() and any(w is not None and w.requires_grad for w in weights)
+    if plan.any_settling and bias is None:
+        bias = pt["bias"]
+    elif not plan.any_settling:
+        bias = None
+    grad = torch.is_grad_enabled() and (
+        any(w is not None and w.requires_grad for w in weights) or (bias is not None and bias.requires_grad)
+    )
     drop_p: torch.Tensor | None = None
     if opts.refractory_dropout is not None:
         p_pop = torch.tensor((0.0, *opts.refractory_dropout), dtype=torch.float64, device=dev)
@@ -160,6 +172,7 @@ def run(
         drop_p=drop_p,
         rust_kernels=host,
         sample_offset=sample_offset,
+        bias=bias,
     )
     book = _bookkeeping(ctx, host)
     hash0: torch.Tensor | None = None
@@ -177,9 +190,13 @@ def run(
     counts_t: list[torch.Tensor] = []
     v = torch.zeros(n_batch, plan.n_neurons, dtype=torch.float32, device=dev)
     totals = torch.zeros(n_batch, plan.n_outputs, dtype=torch.float64, device=dev)  # R7.9: output counts so far
+    debt = torch.zeros_like(v) if plan.any_settling else None  # R3.3, R4.8
     for t in range(n_t):
         v = v * pt["beta"]  # R4.1 (1): leak, one float32 multiply
         rows = _start_timestep(ctx, book, v, t, hash0, labels, syn_in[:, t], totals)
+        if debt is not None:
+            rows.debt = debt
+            start_due(ctx, rows)  # R4.1 (3)
         rows.cur = ctx.delivery.frame(frames[:, t], in_risk)  # R4.2: step 0 integrates the frame
         rows = _forward_steps(ctx, book, rows, t)
         reduce_timestep(rows, ctx.columns, pt, ctx.out_slice)  # section 7
@@ -189,7 +206,7 @@ def run(
             rows.output_counts = rows.q[:, ctx.out_slice]
             emit_at_end(ctx, rows)  # section 9
             counts_t.append(rows.output_counts)
-        v = rows.v
+        v, debt = rows.v, rows.debt
     if ctx.failures:
         raise ctx.overflow_error()
     counters = finish_counters(torch.round(rec).to(torch.int64), input_events, ctx.columns)

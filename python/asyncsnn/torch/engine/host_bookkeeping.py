@@ -25,6 +25,7 @@ from asyncsnn.torch.engine.bookkeeping import MIN_SET_ASIDE, Bookkeeping, stop_r
 from asyncsnn.torch.engine.context import RunContext
 from asyncsnn.torch.engine.counters import record_decision_host, record_latency_host
 from asyncsnn.torch.engine.rows import RowSet
+from asyncsnn.torch.engine.settling import any_due, next_settle, stop_due
 from asyncsnn.torch.engine.silent import emit_settled_host
 
 __all__ = ["HostBookkeeping"]
@@ -100,6 +101,8 @@ class HostBookkeeping(Bookkeeping):
             cnt[:, run.columns.dropped] += q_src.numpy().sum(1, dtype=np.float64) * stop
             stop_f = torch.from_numpy(stop.astype(np.float32))
             rows.q = rows.q * (1.0 - stop_f.unsqueeze(1) * pt["has_out_f"])
+            if rows.due is not None:
+                stop_due(rows, stop_f)
             self.keys = self.keys[~stop[self.keys // plan.n_neurons]]
             self.counts[stop] = 0
             self.first[stop] = -1
@@ -107,8 +110,12 @@ class HostBookkeeping(Bookkeeping):
     def set_aside(self, rows: RowSet, retired: list[RowSet]) -> RowSet | None:
         """See :meth:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping.set_aside`."""
         done = self.counts == 0
+        if rows.due is None:
+            n_active = int(np.count_nonzero(self.counts))
+        else:  # R4.3.4: a due population keeps the timestep going
+            done &= ~any_due(rows).numpy()
+            n_active = int(np.count_nonzero(~done))
         rows.np("done")[:] = done
-        n_active = int(np.count_nonzero(self.counts))
         if n_active == 0:
             retired.append(rows)
             return None
@@ -143,6 +150,9 @@ class HostBookkeeping(Bookkeeping):
             host_tensor(offsets),
             run.grad,
         )
+        if rows.due is not None:  # R4.7: the populations these groups settle
+            run_pop = torch.from_numpy(self.host["pop_of"][group_neurons])
+            next_settle(run, rows, torch.from_numpy(group_rows), run_pop)
         # R7.4: deliveries per neuron (their synops are summed at the end of the timestep).
         rows.np("delivered").reshape(-1)[flat] += 1.0
 

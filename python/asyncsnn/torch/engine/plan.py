@@ -65,9 +65,20 @@ class Plan:
     src_prefix
         The number of neurons with outgoing projections when they are exactly the first
         ids (their columns are then a prefix of every ``[rows, N]`` tensor), else ``None``.
+    settling
+        ``settling[p]``: population ``p`` settles every timestep (R1.6; index 0, the
+        input, is ``False``). ``settle_also`` adds populations that the run treats as
+        settling although their bias is 0 and their reset ``"zero"`` (trainable zero
+        biases, :class:`~asyncsnn.torch.AsyncSNN`): they then settle every timestep as
+        if their bias were not 0, which changes no spike, only the settle-only steps.
+    any_settling
+        Some population settles: the runs track due populations, debts and biases
+        (R4.7, R4.8); otherwise they run exactly the version-1 code.
+    resets
+        ``resets[p]``: the reset mode of population ``p`` (R4.8; ``"zero"`` for the input).
     """
 
-    def __init__(self, network: Network) -> None:
+    def __init__(self, network: Network, settle_also: tuple[int, ...] = ()) -> None:
         self.network = network
         self.input_shape = network.input_shape
         self.shapes = network.population_shapes
@@ -110,8 +121,31 @@ class Plan:
             "fanout": fan,
             "fanout_in": fan_in,
         }
+        pops = network.populations
+        self.resets = ["zero", *(p.reset for p in pops)]
+        self.settling = [False, *(p.settling or i + 1 in settle_also for i, p in enumerate(pops))]
+        self.any_settling = any(self.settling)
+        self._np["bias"] = np.concatenate([np.asarray(p.bias).reshape(-1) for p in pops]).astype(np.float32)
+        if self.any_settling:
+            self._settling_tables(network)
         self._cache: dict[str, dict[str, torch.Tensor]] = {}
         self._host: dict[str, np.ndarray] | None = None
+
+    def _settling_tables(self, network: Network) -> None:
+        """The constant tables of settling (R4.7) and the reset modes (R4.8)."""
+        n_pop = self.n_populations
+        per_neuron = [np.full(self.sizes[p], 1.0, dtype=np.float32) for p in range(1, n_pop + 1)]
+        for name, mode in (("reset_zero", "zero"), ("reset_sub", "subtract"), ("reset_delayed", "subtract_delayed")):
+            self._np[name] = np.concatenate([m * (self.resets[p] == mode) for p, m in enumerate(per_neuron, 1)])
+        self._np["settling_f"] = np.array(self.settling[1:], dtype=np.float32)
+        # targets_f[s, d - 1] = 1 when a projection s -> d exists (s = 0: the input); the
+        # extra last row (s = P + 1) is zeros, for "no group".
+        targets = np.zeros((n_pop + 2, n_pop), dtype=np.float32)
+        for pr in network.projections:
+            targets[pr.source, pr.target - 1] = 1.0
+        self._np["targets_f"] = targets
+        self._np["pop_rank_f"] = np.arange(n_pop, 0, -1, dtype=np.float32)  # rank P + 1 - p of population p
+        self._np["pop_idx"] = self._np["pop_of"] - 1
 
     def population_of(self, neuron: int) -> int:
         """The population of a global neuron id."""

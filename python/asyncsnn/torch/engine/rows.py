@@ -52,6 +52,10 @@ class RowSet:
     latency_open: torch.Tensor  # float32 [n] 1.0 = a first (correct) output spike may still be recorded
     cur: torch.Tensor | None = None  # float32 [n, N] currents of the next integration
     output_counts: torch.Tensor | None = None  # float32 [n, n_out] differentiable output counts (end of timestep)
+    # Settling (R4.7, R4.8), only when some population settles:
+    due: torch.Tensor | None = None  # float32 [n, P] 1.0 = the population is due (R3.1)
+    settle: torch.Tensor | None = None  # float32 [n, P] 1.0 = the population settles at the next integration
+    debt: torch.Tensor | None = None  # float32 [n, N] 1.0 = a "subtract_delayed" neuron owes its threshold
     views: dict[str, tuple[torch.Tensor, np.ndarray]] = field(default_factory=dict, repr=False)
 
     def take(self, idx: torch.Tensor) -> RowSet:

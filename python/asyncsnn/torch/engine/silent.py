@@ -4,9 +4,9 @@ A neuron that does not fire must still pass a surrogate gradient (as ``s = 0`` d
 BPTT). The engine gives each non-refractory neuron one **silent spike** per timestep:
 a spike of value exactly 0 whose backward is that of ``H(V - theta)`` and of the reset
 ``V (1 - s)``, emitted when the neuron's population is *settled* -- at the end of the
-first fire phase after which no neuron of a lower population is pending, so that no
-current can reach it any more and ``V`` is its final membrane of the timestep -- or at
-the end of the timestep. Its (zero) currents go straight into the targets' membranes,
+first fire phase after which no neuron of a lower population is pending and neither it
+nor a lower population is due (R4.7), so that no current can reach it any more and
+``V`` is its final membrane of the timestep -- or at the end of the timestep. Its (zero) currents go straight into the targets' membranes,
 population by population, before the targets emit theirs; output neurons add theirs
 to the differentiable output counts. The forward is unchanged (every value added is
 0), so the silent spikes are one autograd node with an identity forward
@@ -27,6 +27,7 @@ import torch
 from asyncsnn.torch._kernels import settle
 from asyncsnn.torch.engine.context import RunContext
 from asyncsnn.torch.engine.rows import RowSet
+from asyncsnn.torch.engine.settling import due_rank
 
 __all__ = ["emit_at_end", "emit_settled", "emit_settled_host"]
 
@@ -42,9 +43,21 @@ def emit_settled(run: RunContext, rows: RowSet, top: torch.Tensor) -> None:
     at the same time emits after receiving them.
     """
     assert rows.settled is not None
+    if rows.due is not None:
+        top = torch.maximum(top, _due_top(run, rows))
     # Some population settles when a source rank r has top <= r < settled.
     if bool((torch.clamp(top, min=run.min_source_rank) < rows.settled).any()):
         _emit(run, rows, top)
+
+
+def _due_top(run: RunContext, rows: RowSet) -> torch.Tensor:
+    """float32 ``[n]``: one more than the largest rank of a due population (R4.7), 0 if none.
+
+    A due population has yet to settle (its bias and debts, R4.7, R4.8) and may still
+    fire; neither it nor a population above it has its final membrane.
+    """
+    rank = due_rank(run, rows)
+    return torch.where(rank > 0, rank + 1.0, rank)
 
 
 def emit_at_end(run: RunContext, rows: RowSet) -> None:
@@ -80,6 +93,8 @@ def emit_settled_host(run: RunContext, rows: RowSet, top: np.ndarray) -> None:
     assert rows.settled is not None
     assert run.surrogate is not None
     settled = rows.np("settled")
+    if rows.due is not None:
+        top = np.maximum(top, _due_top(run, rows).numpy())
     # Some population settles when a source rank r has top <= r < settled.
     if not (np.maximum(top, np.float32(run.min_source_rank)) < settled).any():
         return

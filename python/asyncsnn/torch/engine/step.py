@@ -29,6 +29,7 @@ from asyncsnn.torch._kernels import fused_step_applies, step, step_exact, step_f
 from asyncsnn.torch._rng import hash_neurons, uniform24
 from asyncsnn.torch.engine.context import RunContext
 from asyncsnn.torch.engine.rows import RowSet
+from asyncsnn.torch.engine.settling import settling_step
 
 __all__ = ["forward_step"]
 
@@ -53,6 +54,8 @@ def forward_step(
         When the first row of the batch has a non-refractory membrane that is not
         finite (R8.3; later rows' failures are raised by the driver at the end).
     """
+    if run.plan.any_settling:
+        return _settling_forward_step(run, rows, t, k, with_fired)
     theta, sur = run.pt["theta"], run.surrogate
     cur = rows.cur
     assert cur is not None
@@ -92,16 +95,37 @@ def forward_step(
             rows.vpre = torch.addcmul(rows.vpre * (1.0 - sd), u, sd)
     rows.live = _refractory(run, rows, sd, live_new, hash_k)
     if run.fifo:
-        # R3.2: a sequence number for each neuron entering the pending set, in id order.
-        assert rows.seq is not None
-        assert rows.next_seq is not None
-        new = (sd * run.pt["has_out_f"] > 0) & (q_before.detach() == 0)
-        csum = new.cumsum(1)
-        rows.seq = torch.where(new, rows.next_seq.unsqueeze(1) + csum - 1, rows.seq)
-        rows.next_seq = rows.next_seq + csum[:, -1]
+        _sequence_numbers(run, rows, sd, q_before)
     if rows.fired is not None:
         rows.fired = rows.fired + sd
     return sd, fired
+
+
+def _settling_forward_step(
+    run: RunContext, rows: RowSet, t: int, k: int, with_fired: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`forward_step` of a network with settling populations (:mod:`~asyncsnn.torch.engine.settling`)."""
+    q_before = rows.q
+    u, sd, fired = settling_step(run, rows, t, k, with_fired)
+    hash_k = rows.step_hash(k) if rows.hash_t is not None else None
+    if rows.vpre is not None:  # R5.4 key: the membrane at the latest spike
+        rows.vpre = torch.where(sd > 0, u, rows.vpre)
+    rows.live = _refractory(run, rows, sd, None, hash_k)
+    if run.fifo:
+        _sequence_numbers(run, rows, sd, q_before)
+    if rows.fired is not None:
+        rows.fired = rows.fired + sd
+    return sd, fired
+
+
+def _sequence_numbers(run: RunContext, rows: RowSet, sd: torch.Tensor, q_before: torch.Tensor) -> None:
+    """R3.2: a sequence number for each neuron entering the pending set, in id order."""
+    assert rows.seq is not None
+    assert rows.next_seq is not None
+    new = (sd * run.pt["has_out_f"] > 0) & (q_before.detach() == 0)
+    csum = new.cumsum(1)
+    rows.seq = torch.where(new, rows.next_seq.unsqueeze(1) + csum - 1, rows.seq)
+    rows.next_seq = rows.next_seq + csum[:, -1]
 
 
 def _refractory(

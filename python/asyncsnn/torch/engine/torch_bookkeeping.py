@@ -19,6 +19,7 @@ from asyncsnn.torch.engine.bookkeeping import MIN_SET_ASIDE, Bookkeeping, stop_r
 from asyncsnn.torch.engine.context import RunContext
 from asyncsnn.torch.engine.counters import record_decision, record_latency
 from asyncsnn.torch.engine.rows import RowSet
+from asyncsnn.torch.engine.settling import any_due, next_settle, stop_due
 from asyncsnn.torch.engine.silent import emit_settled
 
 __all__ = ["LayeredBookkeeping", "TorchBookkeeping", "select"]
@@ -62,12 +63,16 @@ class _TorchRows(Bookkeeping):
         removes them from its own pending set.
         """
         self.ended = self.n_pending == 0
+        if rows.due is not None:  # R4.3.4: a due population keeps the timestep going
+            self.ended = self.ended & ~any_due(rows)
         rule = stop_rule(self.run.opts, k, rows.counters, self.run.columns.first_output_step)
         if rule is None:
             return None
         stop: torch.Tensor = torch.ones_like(self.ended) if rule is True else rule
         has_out = self.run.pt["has_out_f"]
         stop_f = stop.to(torch.float32)
+        if rows.due is not None:
+            stop_due(rows, stop_f)
         rows.counters[:, self.run.columns.dropped] += ((rows.q.detach() * has_out).sum(1) * stop_f).to(torch.float64)
         rows.q = rows.q * (1.0 - stop_f.unsqueeze(1) * has_out)
         self.n_pending = self.n_pending * (1.0 - stop_f)
@@ -159,6 +164,8 @@ class TorchBookkeeping(_TorchRows):
         offsets = torch.cumsum(n_sel, 0) - n_sel
         flat = group_rows * n_neu + group_neurons
         run.delivery.deliver_group(rows, group_rows, group_neurons, flat, offsets, run.grad)
+        if rows.due is not None:  # R4.7: the populations these groups settle
+            next_settle(run, rows, group_rows, run.pt["pop_of"].index_select(0, group_neurons))
         # R7.4: the synops of the delivered neurons, per projection.
         rows.counters[:, run.columns.synops].index_add_(
             0, group_rows, run.pt["fanout_f64"].index_select(0, group_neurons)
@@ -219,6 +226,10 @@ class LayeredBookkeeping(_TorchRows):
         rows.cur = run.delivery.dense(emitted, present)
         if run.delivery.lif_risk:
             rows.cur = run.delivery.mark_overflow(rows.cur, emitted, present)
+        if rows.due is not None:  # R4.7: the populations these groups settle
+            with_group = (top > 0).nonzero().squeeze(1)
+            group_pops = (plan.n_populations + 1 - top.index_select(0, with_group)).to(torch.int64)
+            next_settle(run, rows, with_group, group_pops)
 
 
 def select(

@@ -1,0 +1,154 @@
+"""Settling populations (R1.6, R4.7) and the reset modes (R4.8), for the torch engine.
+
+Only networks with a settling population (a bias or a reset other than ``"zero"``) run
+this code; the others run the version-1 code unchanged. The rows then carry:
+
+* ``due [n, P]``: the populations that have not settled in this timestep (R3.1);
+  every settling population becomes due at the timestep start (R4.1 (3));
+* ``settle [n, P]``: the due populations that settle at the next integration (R4.7):
+  at step 0 those targeted by a projection from the input, at step ``k + 1`` those
+  targeted by a population with a neuron in the group selected at the end of step
+  ``k``, and in a row whose pending set is empty the lowest due population (the
+  settle-only step, R4.3.4);
+* ``debt [n, N]``: the ``"subtract_delayed"`` neurons that owe their threshold, kept
+  from one timestep to the next like the membranes (R4.8).
+
+The integration of a settling population adds its bias to the summed current, then
+``V += I`` and a debtor's ``V -= theta`` (R4.3.1); the fire phase checks the integrated
+non-refractory neurons only (R4.3.2): a neuron of a due population waits for its
+population to settle, and a refractory neuron whose reset left its membrane above the
+threshold does not fire again (R4.6). All of it is per row, so samples settle
+independently, at their own forward steps. The forward step is :func:`settling_step`,
+in torch on both backends (the Rust kernels implement the version-1 step only).
+
+Gradients (section 9): the bias is part of the current (trainable like the weights);
+the resets ``"zero"`` (``U (1 - s)``) and ``"subtract"`` (``U - theta s``) keep the spike
+in the graph; the debt of ``"subtract_delayed"`` is a constant.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from asyncsnn.torch.engine.context import RunContext
+from asyncsnn.torch.engine.rows import RowSet
+from asyncsnn.torch.surrogate import spike
+
+__all__ = ["due_rank", "next_settle", "settling_step", "start_due", "stop_due"]
+
+
+def start_due(run: RunContext, rows: RowSet) -> None:
+    """R4.1 (3): every settling population is due; step 0 settles those the input reaches (R4.7)."""
+    pt = run.pt
+    due = pt["settling_f"].expand(rows.size, -1)
+    rows.settle = due * pt["targets_f"][0]
+    rows.due = due - rows.settle
+
+
+def stop_due(rows: RowSet, stop_f: torch.Tensor) -> None:
+    """Rows stopped by R6 end their timestep with their due populations unsettled (R4.7, R6.4).
+
+    (Every settling population is due again at the next timestep start, so the flags
+    are simply cleared.)
+    """
+    assert rows.due is not None
+    rows.due = rows.due * (1.0 - stop_f.unsqueeze(1))
+
+
+def any_due(rows: RowSet) -> torch.Tensor:
+    """Bool ``[n]``: the rows with a due population."""
+    assert rows.due is not None
+    return rows.due.amax(1) > 0
+
+
+def due_rank(run: RunContext, rows: RowSet) -> torch.Tensor:
+    """float32 ``[n]``: the largest rank ``P + 1 - p`` of a due population ``p`` of each row, 0 if none."""
+    assert rows.due is not None
+    return (rows.due * run.pt["pop_rank_f"]).amax(1)
+
+
+def next_settle(run: RunContext, rows: RowSet, group_rows: torch.Tensor, group_pops: torch.Tensor) -> None:
+    """The populations that settle at the next integration (R4.7), out of ``rows.due``.
+
+    ``(group_rows[s], group_pops[s])``: the rows of the entries of the selected groups
+    and their populations (any order, repetitions allowed). A due population settles
+    when a population of its row's group projects into it; a row without a group whose
+    pending set is empty settles its lowest due population (the settle-only step,
+    R4.3.4; the driver has ended the rows with neither).
+    """
+    pt = run.pt
+    due = rows.due
+    assert due is not None
+    reach = torch.zeros_like(due)
+    has_group = torch.zeros(due.shape[0], dtype=due.dtype, device=due.device)
+    if group_rows.numel():
+        reach.index_add_(0, group_rows, pt["targets_f"].index_select(0, group_pops))
+        has_group.index_add_(0, group_rows, torch.ones_like(group_rows, dtype=due.dtype))
+    settle = due * (reach > 0)
+    # Settle-only rows: the lowest due population (the largest rank).
+    lone = (has_group == 0) & (due.amax(1) > 0)
+    if bool(lone.any()):
+        lowest = (due * pt["pop_rank_f"]).argmax(1)
+        settle = settle.index_put(
+            (lone.nonzero().squeeze(1), lowest[lone]), torch.ones((), dtype=due.dtype, device=due.device)
+        )
+    rows.settle = settle
+    rows.due = due - settle
+
+
+def settling_step(
+    run: RunContext, rows: RowSet, t: int, k: int, with_fired: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Integrate and fire with biases, debts, reset modes and due populations (R4.3.1-R4.3.2).
+
+    Consumes ``rows.cur`` and ``rows.settle``; updates ``rows.v``, ``rows.q``,
+    ``rows.debt``, the momentum keys and records R8.3 overflows (the caller raises).
+    Returns ``(u, sd, fired)``: the membranes before the reset (no graph), the 0/1
+    spikes (no graph) and their flat positions (``None`` unless ``with_fired``).
+    """
+    pt = run.pt
+    theta = pt["theta"]
+    pop_idx = pt["pop_idx"]
+    cur = rows.cur
+    assert cur is not None
+    assert rows.due is not None
+    assert rows.debt is not None
+    live = rows.live
+    settle = rows.settle
+    pay: torch.Tensor | None = None
+    if settle is not None and bool(settle.any()):
+        cols = settle.index_select(1, pop_idx)  # [n, N] 1.0 = the neuron's population settles now
+        assert run.bias is not None
+        cur = cur + run.bias * cols  # R4.3.1: the bias joins the summed current
+        pay = rows.debt * cols  # R4.8: the debtors among them pay their threshold
+    # R4.3.1: V + I for the non-refractory neurons (a select: a discarded current may be
+    # anything, R4.6), then a debtor's V - theta.
+    u = torch.where(live > 0, rows.v + cur, rows.v)
+    if pay is not None:
+        u = u - theta * pay
+        rows.debt = rows.debt - pay
+    u_d = u.detach()
+    if not math.isfinite(float(u_d.sum())):  # some membrane overflowed float32 (or a false alarm)
+        bad = ~torch.isfinite(u_d) & (live > 0)
+        if bool(bad.any()):
+            run.record_overflow(rows.batch_rows, bad, t, k)
+            if 0 in run.failures:  # no sample comes before this one
+                raise run.overflow_error()
+            zero = torch.zeros((), dtype=u.dtype, device=u.device)
+            u = torch.where(bad, zero, u)  # the failing rows are void
+            u_d = u.detach()
+    # R4.3.2: only integrated, non-refractory neurons fire; a due population waits.
+    gate = live * (1.0 - rows.due.index_select(1, pop_idx))
+    fire = (u_d > theta) & (gate > 0)
+    sd = fire.to(u.dtype)
+    s = spike(u - theta, run.surrogate) * sd if run.surrogate is not None else sd
+    # R4.8: "zero" U - U s, "subtract" U - theta s, "subtract_delayed" and "none" U.
+    rows.v = u - s * (u * pt["reset_zero"] + theta * pt["reset_sub"])
+    rows.debt = rows.debt + sd * pt["reset_delayed"]
+    rows.q = rows.q + s
+    rows.cur = None
+    rows.settle = None
+    fired = fire.reshape(-1).nonzero().squeeze(1) if with_fired else None
+    return u_d, sd, fired
