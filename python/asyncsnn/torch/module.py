@@ -173,9 +173,9 @@ class AsyncSNN(nn.Module):
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_network(cls, network: Network) -> AsyncSNN:
-        """A module with a copy of ``network``'s weights as parameters."""
-        return cls(network)
+    def from_network(cls, network: Network, *, train_zero_biases: bool = False) -> AsyncSNN:
+        """A module with a copy of ``network``'s weights and biases as parameters (see :class:`AsyncSNN`)."""
+        return cls(network, train_zero_biases=train_zero_biases)
 
     @classmethod
     def from_sizes(

@@ -226,7 +226,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     -------
     dict
         ``format`` (:data:`CHECKPOINT_FORMAT`), ``epoch`` (completed epochs, int),
-        ``weights`` (list of float32 CPU tensors, one per trainable projection),
+        ``weights`` (list of float32 CPU tensors, one per parameter of the module: each
+        trainable projection's, then each trained bias', :class:`~asyncsnn.torch.AsyncSNN`),
         ``optimizer`` (the Adam ``state_dict``), ``history`` (:meth:`History.as_dict`)
         and ``config`` (the JSON text of the training configuration).
 
@@ -618,8 +619,8 @@ def train(
     Returns
     -------
     network : Network
-        The trained network (float32 weights), ready for ``asyncsnn.infer``; the same
-        on every rank.
+        The trained network (float32 weights and trained biases, R1.4), ready for
+        ``asyncsnn.infer``; the same on every rank.
     history : History
         Per-epoch loss, accuracies, spikes per sample and wall time (global figures,
         the same on every rank; the wall time is the slowest rank's).

@@ -211,6 +211,10 @@ def run(
         raise ctx.overflow_error()
     counters = finish_counters(torch.round(rec).to(torch.int64), input_events, ctx.columns)
     counts = torch.stack(counts_t, 1) if grad else counters["timestep_output_counts"].to(dev, torch.float32)
+    if grad and bias is not None and bias.requires_grad:
+        # The biases are part of the graph even when no population settled (a zero
+        # gradient, like the weights' anchors of the silent spikes; the values are unchanged).
+        counts = counts + 0.0 * bias.sum()
     return RunOutput(counts=counts, counters={k: t.cpu() for k, t in counters.items()})
 
 

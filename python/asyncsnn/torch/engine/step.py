@@ -10,6 +10,9 @@ neurons that fire (R5.4). Integrate, fire, reset and enqueue are one fused autog
 node (:func:`asyncsnn.torch._kernels.step`, or one Rust call,
 :func:`~asyncsnn.torch._kernels.step_fused`, on the host backend).
 
+A network with settling populations (biases, reset modes, R4.7, R4.8) runs
+:func:`~asyncsnn.torch.engine.settling.settling_step` instead, in torch on both backends.
+
 A step whose membranes are not all finite is recomputed with exact selects (``inf *
 0`` would be NaN): the current of a refractory neuron is discarded whatever it is, and
 a non-refractory membrane that is not finite fails its sample (R8.3). The batch runs
