@@ -366,3 +366,13 @@ def test_training_lowers_the_loss_and_trains_the_biases(scheduler: str) -> None:
     assert [p.reset for p in net.populations] == ["subtract_delayed", "subtract"]
     for i, p in enumerate(net.populations, 1):
         assert not np.array_equal(p.bias, before[str(i)].numpy())  # gradients reached the biases
+
+
+def test_a_bias_that_never_settles_gets_a_zero_gradient() -> None:
+    # max_steps=1 stops every timestep before population 2's settle-only step (R4.7).
+    model = AsyncSNN(chain([0.0, 0.75, 0.0], ["zero", "zero", "zero"]))
+    out = model(torch.zeros(2, 3, 1), max_steps=1)
+    out.counts.sum().backward()
+    grad = model.biases["2"].grad
+    assert grad is not None
+    assert torch.equal(grad, torch.zeros(1))
