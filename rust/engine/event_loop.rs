@@ -479,7 +479,12 @@ fn integrate_fire<const CHECK: bool>(
         t: ts.t as u32,
         k: ts.k,
     };
-    if let Err((p, id)) = integrate::<CHECK>(run.net, ws, &fc) {
+    let integrated = if run.net.any_settling {
+        integrate::<CHECK, true>(run.net, ws, &fc)
+    } else {
+        integrate::<CHECK, false>(run.net, ws, &fc)
+    };
+    if let Err((p, id)) = integrated {
         let i = id as usize - run.net.pop_offset[p];
         return Err(membrane_overflow(run.loc, ts.t, ts.k, p + 1, i));
     }
@@ -640,10 +645,11 @@ fn deliver_group(
     let mut e = 0;
     while e < group.len() {
         let p = net.pop_of[group[e].0 as usize];
-        let end = e + group[e..]
-            .iter()
-            .position(|&(j, _)| net.pop_of[j as usize] != p)
-            .unwrap_or(group.len() - e);
+        // The run of members of population `p` (a plain loop: inlined in every build).
+        let mut end = e + 1;
+        while end < group.len() && net.pop_of[group[end].0 as usize] == p {
+            end += 1;
+        }
         let p = p as usize;
         let src = Members {
             run: &group[e..end],

@@ -37,8 +37,11 @@ pub(super) struct FireCtx<'a> {
 /// of the first such neuron (lowest id) at once; the workspace is then left dirty (the
 /// caller ends the sample, and [`Workspace::reset`] repairs it). Without `CHECK` (the
 /// fast path, see `event_loop::run_prepared`) it never fails.
+///
+/// `SETTLING` is `net.any_settling`: without it the settling code is compiled out, and a
+/// version-1 network runs exactly the version-1 pass.
 #[inline(always)]
-pub(super) fn integrate<const CHECK: bool>(
+pub(super) fn integrate<const CHECK: bool, const SETTLING: bool>(
     net: &Network,
     ws: &mut Workspace,
     fc: &FireCtx,
@@ -56,7 +59,7 @@ pub(super) fn integrate<const CHECK: bool>(
         // that delivers into it (the event loop also touches it in step 0 when the
         // input projects into it, and in a settle-only step); then it is integrated
         // whole, bias and debts included.
-        let settling = net.settling[p];
+        let settling = SETTLING && net.settling[p];
         let settles = settling && ws.due[p];
         if settles {
             ws.due[p] = false;
@@ -117,7 +120,11 @@ pub(super) fn integrate<const CHECK: bool>(
         }
         // R4.3.2 reset (R4.8) and refractory flag (R4.6); slots to ids.
         let pd = fc.dropout[p];
-        let mode = net.reset[p];
+        let mode = if SETTLING {
+            net.reset[p]
+        } else {
+            ResetMode::Zero
+        };
         if mode == ResetMode::Zero {
             for f in &mut ws.fired[start..] {
                 let sq = *f as usize;
@@ -388,16 +395,20 @@ fn integrate_settling<const CHECK: bool>(
     for ((vs, ts), rs) in (&mut vc).zip(&mut tc).zip(&mut rc) {
         let vs: &[f32; CH] = vs.try_into().expect("chunk");
         let ts: &[f32; CH] = ts.try_into().expect("chunk");
-        let rs: &[bool; CH] = rs.try_into().expect("chunk");
+        // The compare alone is vector compares and move-masks; the refractory flags
+        // are read only in a chunk with a membrane above its threshold.
         let mut mask = 0u32;
         for i in 0..CH {
-            mask |= (((vs[i] > ts[i]) & !rs[i]) as u32) << i;
+            mask |= ((vs[i] > ts[i]) as u32) << i;
         }
         if CHECK {
             finite &= vs.iter().all(|&x| is_finite(x));
         }
         while mask != 0 {
-            fired.push((base + mask.trailing_zeros() as usize) as u32);
+            let i = mask.trailing_zeros() as usize;
+            if !rs[i] {
+                fired.push((base + i) as u32);
+            }
             mask &= mask - 1;
         }
         base += CH;
