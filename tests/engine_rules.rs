@@ -966,3 +966,37 @@ fn a_network_without_settling_populations_runs_as_in_version_1() {
     let r = run_dense(&v1, &[0.0; 12], 6, None, &cfg(Scheduler::Fifo, 1));
     assert_eq!(r.timestep_forward_steps, [1; 6]);
 }
+
+/// R8.3: a debtor whose payment overflows (`V - threshold` to -inf) fails the run like a
+/// membrane that overflows at `V + I`, naming the step of the payment.
+#[test]
+fn a_paid_debt_that_overflows_is_a_membrane_error() {
+    // beta 0: t0 fires at 2e38 (> 1e38) and owes 1e38; t1: 0 + (-3.4e38) is finite,
+    // paying 1e38 overflows.
+    let n = net(
+        2,
+        vec![pop_v2(1, 1e38, 0.0, 0.0, ResetMode::SubtractDelayed)],
+        vec![dense(0, 1, vec![1.0, -1.0])],
+    );
+    for s in ALL {
+        let frames = [2e38, 0.0, 0.0, 3.4e38];
+        let input = SampleInput::Dense {
+            frames: &frames,
+            timesteps: 2,
+        };
+        let e = run_sample(&n, &input, None, 0, &cfg(s, 1)).unwrap_err();
+        assert!(matches!(&e, EngineError::Overflow { what, .. } if what == "membrane"));
+        assert_eq!(
+            e.to_string(),
+            "sample 0, timestep 1, forward step 0, population 1, neuron 0: membrane overflows",
+            "{s:?}"
+        );
+        // Without the debt (reset none) the same run is fine.
+        let none = net(
+            2,
+            vec![pop_v2(1, 1e38, 0.0, 0.0, ResetMode::None)],
+            vec![dense(0, 1, vec![1.0, -1.0])],
+        );
+        assert!(run_sample(&none, &input, None, 0, &cfg(s, 1)).is_ok());
+    }
+}
