@@ -386,17 +386,16 @@ fn integrate_settling<const CHECK: bool>(
         }
         None => add_current::<false>(v, c, r, row, &[]),
     }
-    let v = &*v;
     let mut vc = v.chunks_exact(CH);
     let mut tc = th.chunks_exact(CH);
-    let mut rc = r.chunks_exact(CH);
-    let mut base = lo;
+    let mut base = 0;
     let mut finite = true;
-    for ((vs, ts), rs) in (&mut vc).zip(&mut tc).zip(&mut rc) {
+    for (vs, ts) in (&mut vc).zip(&mut tc) {
+        // As in `integrate_full`: a branch-free "any above threshold" test of the chunk
+        // (only tested against 0, the compares become vector compares), then, in a
+        // chunk that has one, the compaction with the refractory flags.
         let vs: &[f32; CH] = vs.try_into().expect("chunk");
         let ts: &[f32; CH] = ts.try_into().expect("chunk");
-        // The compare alone is vector compares and move-masks; the refractory flags
-        // are read only in a chunk with a membrane above its threshold.
         let mut mask = 0u32;
         for i in 0..CH {
             mask |= ((vs[i] > ts[i]) as u32) << i;
@@ -404,26 +403,25 @@ fn integrate_settling<const CHECK: bool>(
         if CHECK {
             finite &= vs.iter().all(|&x| is_finite(x));
         }
-        while mask != 0 {
-            let i = mask.trailing_zeros() as usize;
-            if !rs[i] {
-                fired.push((base + i) as u32);
+        if mask != 0 {
+            let rs: &[bool; CH] = r[base..base + CH].try_into().expect("chunk");
+            let mut ids = [0u32; CH];
+            let mut count = 0;
+            for i in 0..CH {
+                ids[count] = (lo + base + i) as u32;
+                count += ((vs[i] > ts[i]) & !rs[i]) as usize;
             }
-            mask &= mask - 1;
+            fired.extend_from_slice(&ids[..count]);
         }
         base += CH;
     }
-    let rest = vc
-        .remainder()
-        .iter()
-        .zip(tc.remainder())
-        .zip(rc.remainder());
-    for (i, ((x, t), rf)) in rest.enumerate() {
+    let rest = vc.remainder().iter().zip(tc.remainder());
+    for (i, (x, t)) in rest.enumerate() {
         if CHECK {
             finite &= is_finite(*x);
         }
-        if *x > *t && !*rf {
-            fired.push((base + i) as u32);
+        if *x > *t && !r[base + i] {
+            fired.push((lo + base + i) as u32);
         }
     }
     finite
