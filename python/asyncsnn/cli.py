@@ -688,7 +688,8 @@ def _info(args: argparse.Namespace) -> int:
     meta = read_metadata(args.model)
     print(net.summary())
     n_params = sum(int(p.layer.weight.size) for p in net.projections if hasattr(p.layer, "weight"))
-    print(f"trainable weights: {n_params}")
+    n_biases = sum(p.size for p in net.populations if p.bias is not None and np.any(p.bias != 0))
+    print(f"trainable weights: {n_params}" + (f", biases: {n_biases}" if n_biases else ""))
     # Three groups, a blank line before each: the file and where it came from, the training
     # settings (asyncsnn train / reproduce, in their order), any other metadata (sorted).
     groups = [

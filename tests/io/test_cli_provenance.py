@@ -117,3 +117,23 @@ def test_training_metadata_needs_every_setting_and_only_those() -> None:
     with pytest.raises(ParameterError, match="surrogate") as unknown:
         training_metadata(**_settings(surrogate="fast_sigmoid"))
     assert unknown.value.field == "surrogate"
+
+
+def test_info_shows_biases_and_reset_modes(tmp_path: Path) -> None:
+    import numpy as np
+
+    net = asyncsnn.Network.sequential(
+        (4,),
+        [asyncsnn.Dense(np.full((3, 4), 0.25)), asyncsnn.Dense(np.full((2, 3), 0.5))],
+        bias=[np.array([0.0, 0.125, 0.25]), 0.0],
+        reset=["subtract_delayed", "none"],
+    )
+    path = tmp_path / "biased.safetensors"
+    asyncsnn.save(net, path)
+    code, out, err = run_cli(["info", str(path)])
+    assert code == 0, err
+    lines = out.splitlines()
+    assert "trainable weights: 18, biases: 3" in lines
+    assert any("bias=per-neuron reset=subtract_delayed" in line for line in lines)
+    assert any(line.strip().startswith("pop 2") and line.endswith("reset=none") for line in lines)
+    assert "spec_version: 2" in lines
