@@ -320,6 +320,7 @@ class AsyncSNN(nn.Module):
         labels: npt.ArrayLike | torch.Tensor | None = None,
         sample_ids: npt.ArrayLike | torch.Tensor | None = None,
         surrogate: Surrogate | None = None,
+        surrogate_terms: str = "fired",
     ) -> RunOutput:
         """Run a batch asynchronously; differentiable when grad mode is on.
 
@@ -340,6 +341,11 @@ class AsyncSNN(nn.Module):
             Optional ids ``[B]`` for the random function (R5.5).
         surrogate
             Surrogate derivative (default ``ATan()``).
+        surrogate_terms
+            Which surrogate terms the gradient keeps (docs/semantics.md section 9):
+            ``"fired"`` (default) or ``"every_step"`` (asynctorch's: also a term at
+            every other forward step in which a neuron is integrated). The forward
+            values are the same under both.
 
         Returns
         -------
@@ -395,6 +401,7 @@ class AsyncSNN(nn.Module):
             sample_ids=ids_t,
             surrogate=surrogate,
             bias=self.bias_vector(),
+            surrogate_terms=surrogate_terms,
         )
 
 

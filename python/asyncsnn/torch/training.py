@@ -81,6 +81,7 @@ from asyncsnn._prepare import DropoutLike, PreparedOptions, SchedulerLike, StopL
 from asyncsnn.exceptions import ModelError, ParameterError, invalid
 from asyncsnn.network import Network
 from asyncsnn.torch.engine import as_tensor, gc_paused, torch_device
+from asyncsnn.torch.engine.driver import SURROGATE_TERMS
 from asyncsnn.torch.module import AsyncSNN, count_loss, rate_loss
 from asyncsnn.torch.surrogate import Surrogate, make_surrogate
 
@@ -534,6 +535,7 @@ def train(
     test_data: Any = None,
     refractory_dropout: DropoutLike = 0.0,
     surrogate: Union[Surrogate, str, dict[str, Any], None] = None,
+    surrogate_terms: str = "fired",
     stop: StopLike = "drain",
     extra_steps: int = 0,
     max_steps: int | None = None,
@@ -587,6 +589,12 @@ def train(
     surrogate
         Surrogate derivative: a :class:`~asyncsnn.torch.surrogate.Surrogate`, ``"atan"``,
         ``"fast_sigmoid"`` or a dict (default ``ATan(alpha=2.0)``).
+    surrogate_terms
+        Which surrogate terms the gradient keeps (docs/semantics.md section 9):
+        ``"fired"`` (default; the spikes that fire and one zero-valued spike per
+        non-firing neuron and timestep, at its final membrane) or ``"every_step"``
+        (also a term at every other forward step in which a neuron is integrated, as
+        the asynctorch code does). The forward passes are the same under both.
     stop, extra_steps, max_steps, jitter
         Further run options of the training forward passes (R5.4, R6).
     checkpoint_dir
@@ -647,6 +655,7 @@ def train(
         seed=seed,
         refractory_dropout=refractory_dropout,
         surrogate=surrogate,
+        surrogate_terms=surrogate_terms,
         stop=stop,
         extra_steps=extra_steps,
         max_steps=max_steps,
@@ -685,6 +694,7 @@ class _TrainOptions:
     resume: bool
     allow_config_change: bool
     progress: bool
+    surrogate_terms: str = "fired"
 
 
 def _loss_function(loss: str | LossFn) -> LossFn:
@@ -710,6 +720,7 @@ def _train_options(
     seed: int,
     refractory_dropout: DropoutLike,
     surrogate: Union[Surrogate, str, dict[str, Any], None],
+    surrogate_terms: str,
     stop: StopLike,
     extra_steps: int,
     max_steps: int | None,
@@ -739,6 +750,9 @@ def _train_options(
         raise invalid(ParameterError, "weight_decay", weight_decay, "must be a number >= 0")
     loss_fn = _loss_function(loss)
     sur = make_surrogate(surrogate)
+    if surrogate_terms not in SURROGATE_TERMS:
+        raise invalid(ParameterError, "surrogate_terms", surrogate_terms, "must be 'fired' or 'every_step'")
+    extra: dict[str, Any] = {} if surrogate_terms == "fired" else {"surrogate_terms": surrogate_terms}
     if resume and checkpoint_dir is None:
         raise invalid(ParameterError, "resume", resume, "needs a checkpoint_dir")
     if not isinstance(resume, bool) or not isinstance(allow_config_change, bool):
@@ -754,6 +768,7 @@ def _train_options(
             "loss": loss if isinstance(loss, str) else getattr(loss, "__name__", "callable"),
             "batch_size": int(batch_size),
             "seed": int(seed),
+            **extra,  # absent for the default, so that earlier checkpoints still resume
         },
         epochs=int(epochs),
         lr=float(lr),
@@ -765,6 +780,7 @@ def _train_options(
         resume=resume,
         allow_config_change=allow_config_change,
         progress=progress,
+        surrogate_terms=surrogate_terms,
     )
 
 
@@ -974,6 +990,7 @@ def _train_epoch(
                 sample_ids=local,
                 refractory_dropout=dropout,
                 surrogate=run.sur,
+                surrogate_terms=run.surrogate_terms,
                 **run_kw,
             )
             batch_loss = run.loss_fn(out.counts, yb)

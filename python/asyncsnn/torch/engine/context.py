@@ -44,6 +44,9 @@ class RunContext:
     bias
         float32 ``[N]``: the bias of every neuron (R1.4; differentiable when trained),
         ``None`` when no population settles.
+    surrogate_terms
+        ``"fired"`` (default) or ``"every_step"``: which surrogate terms the graph keeps
+        (section 9, :func:`~asyncsnn.torch.engine.step.open_terms`).
     failures
         Row -> the first ``(t, k, neuron)`` whose membrane overflowed (R8.3).
     """
@@ -58,11 +61,13 @@ class RunContext:
     rust_kernels: bool
     sample_offset: int
     bias: torch.Tensor | None = None
+    surrogate_terms: str = "fired"
     failures: dict[int, tuple[int, int, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         plan = self.plan
         self.grad = self.surrogate is not None
+        self.every_step = self.grad and self.surrogate_terms == "every_step"
         self.layered = self.opts.scheduler is Scheduler.LAYERED
         self.fifo = self.opts.scheduler is Scheduler.FIFO
         self.momentum = self.opts.scheduler is Scheduler.MOMENTUM

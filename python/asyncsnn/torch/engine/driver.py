@@ -22,6 +22,7 @@ import numpy.typing as npt
 import torch
 
 from asyncsnn._prepare import PreparedOptions, Scheduler
+from asyncsnn.exceptions import ParameterError, invalid
 from asyncsnn.result import InferenceResult
 from asyncsnn.torch._rng import mix32_t, prefix
 from asyncsnn.torch.engine.bookkeeping import Bookkeeping, resolve_backend
@@ -37,7 +38,10 @@ from asyncsnn.torch.engine.step import forward_step
 from asyncsnn.torch.engine.torch_bookkeeping import LayeredBookkeeping, TorchBookkeeping
 from asyncsnn.torch.surrogate import Surrogate, make_surrogate
 
-__all__ = ["RunOutput", "gc_paused", "run"]
+__all__ = ["SURROGATE_TERMS", "RunOutput", "gc_paused", "run"]
+
+SURROGATE_TERMS = ("fired", "every_step")
+"""The values of ``surrogate_terms`` (docs/semantics.md section 9)."""
 
 _HASH_STEPS = 32  # forward steps whose hash states are computed at once
 
@@ -97,6 +101,7 @@ def run(
     sample_offset: int = 0,
     backend: str = "auto",
     bias: torch.Tensor | None = None,
+    surrogate_terms: str = "fired",
 ) -> RunOutput:
     """Run a batch through the network, differentiably (see :mod:`asyncsnn.torch.engine`).
 
@@ -131,6 +136,13 @@ def run(
         float32 ``[N]``: the bias of every neuron (R1.4), differentiable; default the
         network's. Used only when a population settles (R1.6, ``plan.any_settling``):
         a population that does not settle has bias 0.
+    surrogate_terms
+        Which surrogate terms the gradient keeps (docs/semantics.md section 9):
+        ``"fired"`` (default): the spikes that fire, and one zero-valued (silent)
+        spike per non-firing neuron and timestep at its final membrane;
+        ``"every_step"``: in addition, a term at every other forward step in which a
+        non-refractory neuron is integrated (as asynctorch, which takes one at every
+        forward step). The forward values are the same under both.
 
     Returns
     -------
@@ -147,6 +159,8 @@ def run(
     ParameterError
         An unknown ``backend``, or ``"host"`` off the CPU.
     """
+    if surrogate_terms not in SURROGATE_TERMS:
+        raise invalid(ParameterError, "surrogate_terms", surrogate_terms, "must be 'fired' or 'every_step'")
     dev = frames.device
     host = resolve_backend(backend, dev) == "host"
     pt = plan.tensors(dev)
@@ -173,6 +187,7 @@ def run(
         rust_kernels=host,
         sample_offset=sample_offset,
         bias=bias,
+        surrogate_terms=surrogate_terms,
     )
     book = _bookkeeping(ctx, host)
     hash0: torch.Tensor | None = None
@@ -279,6 +294,7 @@ def _start_timestep(
         hash_t=hash_t,
         hash_k=hash_k,
         latency_open=torch.ones(n_batch, dtype=f32, device=dev),
+        open_terms=zeros() if ctx.every_step else None,
     )
 
 

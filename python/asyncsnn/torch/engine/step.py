@@ -33,8 +33,9 @@ from asyncsnn.torch._rng import hash_neurons, uniform24
 from asyncsnn.torch.engine.context import RunContext
 from asyncsnn.torch.engine.rows import RowSet
 from asyncsnn.torch.engine.settling import settling_step
+from asyncsnn.torch.surrogate import spike
 
-__all__ = ["forward_step"]
+__all__ = ["forward_step", "open_terms"]
 
 
 def forward_step(
@@ -57,8 +58,58 @@ def forward_step(
         When the first row of the batch has a non-refractory membrane that is not
         finite (R8.3; later rows' failures are raised by the driver at the end).
     """
+    integ = open_terms(run, rows) if run.every_step else None
     if run.plan.any_settling:
-        return _settling_forward_step(run, rows, t, k, with_fired)
+        sd, fired = _settling_forward_step(run, rows, t, k, with_fired)
+    else:
+        sd, fired = _plain_forward_step(run, rows, t, k, with_fired)
+    if integ is not None:  # the membranes integrated now and not fired still owe their term
+        assert rows.open_terms is not None
+        rows.open_terms = torch.maximum(rows.open_terms, integ) * (1.0 - sd)
+    return sd, fired
+
+
+def open_terms(run: RunContext, rows: RowSet) -> torch.Tensor:
+    """``surrogate_terms="every_step"``: the surrogate terms of the membranes about to change.
+
+    Section 9: a non-refractory neuron takes a surrogate term of ``H(V - theta)`` at every
+    forward step in which it is integrated with a non-zero current or its population
+    settles, also when it does not fire. The term of the spike that fires, and the term
+    of the final membrane of the timestep (the silent spike, :mod:`~asyncsnn.torch.engine.silent`),
+    are those of ``"fired"``; every other membrane of the timestep is one that the
+    neuron leaves by a further integration. So, just before the integration, each
+    integrated neuron whose current membrane has no term yet (``rows.open_terms``)
+    takes one: a zero-valued spike ``s = H(V - theta)`` with the surrogate backward,
+    which joins the reset (``V (1 - s)``, or ``V - theta s``) and the pending
+    multiplicity ``Q`` (so the output counts, and the delivery if the neuron fires
+    later in the timestep). The forward values are unchanged.
+
+    Returns float32 ``[n, N]``: 1.0 = integrated in this step (non-refractory).
+    """
+    cur = rows.cur
+    assert cur is not None
+    assert rows.open_terms is not None
+    integ = (cur != 0) & (rows.live > 0)
+    if rows.settle is not None and bool(rows.settle.any()):
+        integ = integ | ((rows.settle.index_select(1, run.pt["pop_idx"]) > 0) & (rows.live > 0))
+    integ_f = integ.to(torch.float32)
+    again = rows.open_terms * integ_f
+    if bool(again.any()):
+        theta = run.pt["theta"]
+        s = spike(rows.v - theta, run.surrogate) * again  # value 0: these neurons did not fire
+        if run.plan.any_settling:
+            pt = run.pt
+            rows.v = rows.v - s * (rows.v * pt["reset_zero"] + theta * pt["reset_sub"])
+        else:
+            rows.v = rows.v - rows.v * s
+        rows.q = rows.q + s
+    return integ_f
+
+
+def _plain_forward_step(
+    run: RunContext, rows: RowSet, t: int, k: int, with_fired: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`forward_step` of a network without settling populations."""
     theta, sur = run.pt["theta"], run.surrogate
     cur = rows.cur
     assert cur is not None
