@@ -278,3 +278,20 @@ def test_train_accepts_every_step() -> None:
     )
     assert len(history.loss) == 1
     assert not np.array_equal(trained.projections[0].layer.weight, ws[0])
+
+
+# ------------------------------------------------------------------------- the bench script
+def test_surrogate_terms_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    import runpy
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benches" / "surrogate_terms.py"
+    bench = runpy.run_path(str(path))
+    with pytest.raises(SystemExit):
+        bench["main"](["--help"])
+    assert "surrogate_terms" in capsys.readouterr().out
+    bench["main"](["--seeds", "0", "--epochs", "1", "--train-samples", "64", "--test-samples", "32", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert "seed 0 fired" in out
+    assert "seed 0 every_step" in out
+    assert "mean every_step" in out

@@ -65,7 +65,10 @@ scheduler training is layered BPTT (R4.5: each neuron contributes ``s_t = H(U_t 
 theta)`` once per timestep at its final membrane ``U_t``); any scheduler with ``F`` at
 least the widest population gives the same gradients on a network without skip
 connections. Spike evaluations of steps in which a neuron neither fires nor emits its
-silent spike carry no gradient.
+silent spike carry no gradient with ``surrogate_terms="fired"`` (the default); with
+``"every_step"`` (asynctorch's) every forward step in which a non-refractory neuron is
+integrated adds the term of ``H(V - theta)``, also when it does not fire
+(:func:`~asyncsnn.torch.engine.step.open_terms`).
 
 Modules: :mod:`~asyncsnn.torch.engine.plan` (the network laid out, devices,
 weights), :mod:`~asyncsnn.torch.engine.rows` (the state of the running rows),
