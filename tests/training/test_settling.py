@@ -21,7 +21,7 @@ import asyncsnn
 import asyncsnn.reference
 import asyncsnn.torch as at
 from _strategies import SCHEDULERS
-from asyncsnn._prepare import prepare_options
+from asyncsnn._prepare import prepare_given_options
 from asyncsnn.network import RESET_MODES, Dense, Network, Population, Projection
 from asyncsnn.testing import assert_results_equal, grid_weights, random_count_input, random_grid_network
 from asyncsnn.torch import AsyncSNN, rate_loss, train
@@ -63,17 +63,7 @@ def chain(bias: list[float], reset: list[str], threshold: float = 1.0, beta: flo
 
 def options(net: Network, **kw: Any) -> Any:
     """Validated run options (the defaults of ``asyncsnn.infer``, layered, except ``kw``)."""
-    base: dict[str, Any] = {
-        "scheduler": "layered",
-        "forward_group_size": 8,
-        "stop": "drain",
-        "extra_steps": 0,
-        "max_steps": None,
-        "seed": 0,
-        "jitter": 0.0,
-        "refractory_dropout": "off",
-    }
-    return prepare_options(net, **{**base, **kw})
+    return prepare_given_options(net, **{"scheduler": "layered", "forward_group_size": 8, **kw})
 
 
 def infer_all(net: Network, x: np.ndarray, **kw: Any) -> list[asyncsnn.InferenceResult]:

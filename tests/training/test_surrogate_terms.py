@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import asyncsnn
-from asyncsnn._prepare import prepare_options
+from asyncsnn._prepare import prepare_given_options
 from asyncsnn.exceptions import ParameterError
 from asyncsnn.testing import assert_results_equal
 from asyncsnn.torch import AsyncSNN, ATan, FastSigmoid, Plan, rate_loss, run, train
@@ -32,18 +32,7 @@ TERMS = ("fired", "every_step")
 
 
 def options(net: asyncsnn.Network, **kw: Any) -> Any:
-    base: dict[str, Any] = {
-        "scheduler": "layered",
-        "forward_group_size": 1,
-        "stop": "drain",
-        "extra_steps": 0,
-        "max_steps": None,
-        "seed": 0,
-        "jitter": 0.0,
-        "refractory_dropout": "off",
-    }
-    base.update(kw)
-    return prepare_options(net, **base)
+    return prepare_given_options(net, **{"scheduler": "layered", "forward_group_size": 1, **kw})
 
 
 def dense_problem(

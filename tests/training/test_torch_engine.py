@@ -21,7 +21,7 @@ import asyncsnn
 import asyncsnn.reference
 import asyncsnn.torch as at
 from _strategies import SCHEDULERS, engine_cases
-from asyncsnn._prepare import prepare_options
+from asyncsnn._prepare import prepare_given_options, prepare_options
 from asyncsnn.exceptions import EngineError, InputError, ModelError, ParameterError
 from asyncsnn.rng import hash32_np
 from asyncsnn.testing import assert_results_equal, grid_weights, random_count_input, random_grid_network
@@ -350,17 +350,7 @@ def test_backend_argument_is_checked() -> None:
 
 
 def _options(net: asyncsnn.Network, **kw: Any) -> Any:
-    base: dict[str, Any] = {
-        "scheduler": "momentum",
-        "forward_group_size": 8,
-        "stop": "drain",
-        "extra_steps": 0,
-        "max_steps": None,
-        "seed": 0,
-        "jitter": 0.0,
-        "refractory_dropout": "off",
-    }
-    return prepare_options(net, **{**base, **kw})
+    return prepare_given_options(net, **{"scheduler": "momentum", "forward_group_size": 8, **kw})
 
 
 def test_options_and_result_metadata() -> None:
