@@ -590,11 +590,8 @@ def train(
         Surrogate derivative: a :class:`~asyncsnn.torch.surrogate.Surrogate`, ``"atan"``,
         ``"fast_sigmoid"`` or a dict (default ``ATan(alpha=2.0)``).
     surrogate_terms
-        Which surrogate terms the gradient keeps (docs/semantics.md section 9):
-        ``"fired"`` (default; the spikes that fire and one zero-valued spike per
-        non-firing neuron and timestep, at its final membrane) or ``"every_step"``
-        (also a term at every other forward step in which a neuron is integrated, as
-        the asynctorch code does). The forward passes are the same under both.
+        ``"fired"`` (default) or ``"every_step"`` (the asynctorch code's surrogate terms,
+        the same forward passes): see :meth:`AsyncSNN.forward`, docs/semantics.md section 9.
     stop, extra_steps, max_steps, jitter
         Further run options of the training forward passes (R5.4, R6).
     checkpoint_dir
