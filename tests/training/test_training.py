@@ -620,6 +620,31 @@ def test_checkpoint_resume_gives_the_same_weights(tmp_path: Path) -> None:
         train(AsyncSNN.from_sizes([12, 11, 3]), (x, y), epochs=4, checkpoint_dir=ckpt, resume=True, **kw)
 
 
+def test_checkpoint_resume_of_a_biased_network(tmp_path: Path) -> None:
+    """Biases are saved and restored like weights; the resume check knows the reset modes."""
+    x, y = toy_data(32)
+    kw: dict[str, Any] = {"scheduler": "fifo", "forward_group_size": 2, "lr": 1e-2, "batch_size": 16, "progress": False}
+
+    def net(reset: str = "subtract_delayed") -> asyncsnn.Network:
+        return AsyncSNN.from_sizes([12, 10, 3], seed=3, bias=[0.05, -0.02], reset=reset).to_network()
+
+    full, hist_full = train(net(), (x, y), epochs=2, **kw)
+    ckpt = tmp_path / "ckpt"
+    first, _ = train(net(), (x, y), epochs=1, checkpoint_dir=ckpt, **kw)
+    # The network given to the resumed call may hold other bias values (here: the ones
+    # trained in the first epoch): like weights, they come from the checkpoint.
+    assert not np.array_equal(first.populations[0].bias, net().populations[0].bias)
+    resumed, hist = train(first, (x, y), epochs=2, checkpoint_dir=ckpt, resume=True, **kw)
+    for a, b in zip(full.populations, resumed.populations):
+        np.testing.assert_array_equal(a.bias, b.bias)
+        assert a.reset == b.reset == "subtract_delayed"
+    for a, b in zip(full.projections, resumed.projections):
+        np.testing.assert_array_equal(a.layer.weight, b.layer.weight)
+    assert hist.loss == hist_full.loss
+    with pytest.raises(ParameterError, match="network"):  # another reset mode is another network
+        train(net("subtract"), (x, y), epochs=3, checkpoint_dir=ckpt, resume=True, **kw)
+
+
 # ------------------------------------------------------------------------- module
 def test_from_network_to_network_round_trip_is_exact() -> None:
     rng = np.random.default_rng(9)

@@ -349,10 +349,17 @@ def _config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def _network_digest(net: Network) -> str:
-    """A digest of everything but the weights (shapes, kinds, strides, thresholds, beta, dropout)."""
+    """A digest of everything but the trained values (shapes, kinds, strides, thresholds, beta, dropout, resets).
+
+    Weights and bias values are left out: a resumed run takes them from the checkpoint.
+    Which populations have a bias stays in (it decides the module's parameters).
+    """
     d = network_to_dict(net)
     for entry in d["projections"]:
         entry.pop("weight", None)
+    for pop in d["populations"]:
+        if "bias" in pop:
+            pop["bias"] = "trained"
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
