@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from asyncsnn.network import RESET_MODES
+
 if TYPE_CHECKING:
     from asyncsnn.cost import CostReport, HardwareProfile
     from asyncsnn.network import Network
@@ -115,6 +117,17 @@ def _int_at_least(minimum: int, maximum: int | None = None) -> Callable[[str], i
         return value
 
     return parse
+
+
+def _finite_float(text: str) -> float:
+    """An argparse type: any finite float."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
 
 
 def _float_in(low: float, high: float, *, low_open: bool = False) -> Callable[[str], float]:
@@ -284,7 +297,9 @@ def _train(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)  # a bad --device fails here, before the data is loaded
     ds = load_dataset(args.dataset, root=args.root, seed=args.seed, max_train=args.max_train, max_test=args.max_test)
     sizes = [math.prod(ds.input_shape), *args.hidden, ds.n_classes]
-    module = AsyncSNN.from_sizes(sizes, threshold=args.threshold, beta=args.beta, seed=args.seed)
+    module = AsyncSNN.from_sizes(
+        sizes, threshold=args.threshold, beta=args.beta, seed=args.seed, bias=args.bias, reset=args.reset
+    )
     flat = ds.train_x.reshape(len(ds.train_y), ds.train_x.shape[1], -1)
     test = (ds.test_x.reshape(len(ds.test_y), ds.test_x.shape[1], -1), ds.test_y)
     net, hist = train(
@@ -850,6 +865,19 @@ def _add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], 
         help="firing threshold of every neuron",
     )
     tr.add_argument("--beta", type=float, default=0.9, help="membrane leak per timestep, in [0, 1]")
+    tr.add_argument(
+        "--reset",
+        choices=RESET_MODES,
+        default="zero",
+        help="what a spike does to the membrane (docs/semantics.md R4.8): zero, subtract (at once), "
+        "subtract_delayed (in the next timestep, as snnTorch's Leaky) or none",
+    )
+    tr.add_argument(
+        "--bias",
+        type=_finite_float,
+        default=0.0,
+        help="initial bias of every neuron (R1.4); a non-zero bias is trained with the weights",
+    )
     tr.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the weights, the data order and the runs")
     _add_sample_caps(tr)
     tr.add_argument(

@@ -387,3 +387,27 @@ def test_cells_carry_the_decision_latency_against_layered_inference() -> None:
         got = getattr(cell, f"vs_layered_{name}")
         assert got == value or (math.isnan(value) and math.isnan(got))
     assert "stable decision" in decision_sentence(cell)
+
+
+def test_cli_train_with_biases_and_a_reset_mode(tmp_path: Path) -> None:
+    from _cli import run_cli
+
+    model = tmp_path / "m.safetensors"
+    args = ["train", "--max-train", "48", "--max-test", "16", "--epochs", "1", "--hidden", "12"]
+    args += ["--batch-size", "16", "--lr", "0.01", "--device", "cpu", "--no-progress", "--out", str(model)]
+    code, _, err = run_cli([*args, "--reset", "subtract_delayed", "--bias", "0.05"])
+    assert code == 0, err
+    net = asyncsnn.load(model)
+    assert [p.reset for p in net.populations] == ["subtract_delayed", "subtract_delayed"]
+    for pop in net.populations:  # trained from 0.05: moved, and still one value per neuron
+        assert pop.bias is not None
+        assert pop.bias.shape == pop.shape
+        assert np.all(np.isfinite(pop.bias))
+        assert np.any(pop.bias != np.float32(0.05))
+    assert read_metadata(model)["spec_version"] == "2"
+    code, _, err = run_cli([*args, "--reset", "halfway"])
+    assert code == 2
+    assert "invalid choice: 'halfway'" in err
+    code, _, err = run_cli([*args, "--bias", "inf"])
+    assert code == 2
+    assert "--bias: must be a finite number, got inf" in err
