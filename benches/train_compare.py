@@ -22,10 +22,14 @@ Trains the same network (``AsyncSNN.from_sizes``, seed 0; ``--sizes``, default
   are invisible to tracemalloc; ``ru_maxrss`` sees them (CPU only). Each scheduler runs
   in its own process so that one run's peak does not hide another's.
 
+``--bias B`` and ``--reset MODE`` give every population that initial bias (trained) and
+reset mode (docs/semantics.md R1.4, R4.8): run once with and once without them to see
+what settling populations (R4.7) cost in training.
+
 Usage::
 
     python benches/train_compare.py [--sizes 784,256,256,10] [--samples 512] [--timesteps 10]
-        [--repeats 1] [--threads 2]
+        [--repeats 1] [--threads 2] [--bias 0.0] [--reset zero]
 """
 
 from __future__ import annotations
@@ -86,7 +90,7 @@ def child(args: argparse.Namespace) -> None:
     best: dict[str, Any] | None = None
     first_peak = 0.0
     for rep in range(args.repeats):
-        model = AsyncSNN.from_sizes(sizes, threshold=1.0, beta=0.9, seed=0)
+        model = AsyncSNN.from_sizes(sizes, threshold=1.0, beta=0.9, seed=0, bias=args.bias, reset=args.reset)
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         t0, c0 = time.perf_counter(), time.process_time()
         _, hist = train(
@@ -115,7 +119,8 @@ def child(args: argparse.Namespace) -> None:
             best = row
     assert best is not None
     best["peak_mib"] = first_peak
-    best["graph_mib"] = _graph_mib(AsyncSNN.from_sizes(sizes, seed=0), x[:64], y[:64], args.child, rate_loss)
+    graph_model = AsyncSNN.from_sizes(sizes, seed=0, bias=args.bias, reset=args.reset)
+    best["graph_mib"] = _graph_mib(graph_model, x[:64], y[:64], args.child, rate_loss)
     print(json.dumps(best))
 
 
@@ -126,6 +131,8 @@ def main() -> None:
     parser.add_argument("--timesteps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--bias", type=float, default=0.0, help="initial bias of every neuron (trained when not 0)")
+    parser.add_argument("--reset", default="zero", choices=["zero", "subtract", "subtract_delayed", "none"])
     parser.add_argument("--child", choices=SCHEDULERS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -135,11 +142,13 @@ def main() -> None:
     for sched in SCHEDULERS:
         cmd = [sys.executable, __file__, "--child", sched, "--samples", str(args.samples), "--sizes", args.sizes]
         cmd += ["--timesteps", str(args.timesteps), "--repeats", str(args.repeats), "--threads", str(args.threads)]
+        cmd += ["--bias", str(args.bias), "--reset", args.reset]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ.copy())
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     base, base_cpu = rows[0]["epoch_s"], rows[0]["cpu_s"]
     net = "-".join(str(n) for n in _sizes(args.sizes))
-    print(f"{net}, {args.samples} samples, T={args.timesteps}, batch 64, F=8, {args.threads} threads")
+    neurons = f", bias {args.bias:g}, reset {args.reset}" if args.bias or args.reset != "zero" else ""
+    print(f"{net}, {args.samples} samples, T={args.timesteps}, batch 64, F=8, {args.threads} threads{neurons}")
     head = f"{'scheduler':10} {'epoch s':>8} {'samples/s':>9} {'ratio':>6} {'cpu s':>7} {'ratio':>6}"
     print(f"{head} {'steps/sample':>13} {'spikes/sample':>14} {'graph MiB':>10} {'peak MiB':>9}")
     for r in rows:
