@@ -19,7 +19,10 @@ non-refractory neurons only (R4.3.2): a neuron of a due population waits for its
 population to settle, and a refractory neuron whose reset left its membrane above the
 threshold does not fire again (R4.6). All of it is per row, so samples settle
 independently, at their own forward steps. The forward step is :func:`settling_step`,
-in torch on both backends (the Rust kernels implement the version-1 step only).
+in torch on both backends (the Rust kernels implement the version-1 step only); under
+autograd its bias and its fire-and-reset are two custom nodes that save the settling
+flags ``[n, P]`` and the values at the neurons that fire, not dense ``[n, N]`` tensors
+(the same float32 operations in the same order, so the same gradients).
 
 Gradients (section 9): the bias is part of the current (trainable like the weights);
 the resets ``"zero"`` (``U (1 - s)``) and ``"subtract"`` (``U - theta s``) keep the spike
@@ -29,12 +32,13 @@ in the graph; the debt of ``"subtract_delayed"`` is a constant.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
 from asyncsnn.torch.engine.context import RunContext
 from asyncsnn.torch.engine.rows import RowSet
-from asyncsnn.torch.surrogate import spike
+from asyncsnn.torch.surrogate import Surrogate, spike
 
 __all__ = ["due_rank", "next_settle", "settling_step", "start_due", "stop_due"]
 
@@ -121,7 +125,10 @@ def settling_step(
     if settle is not None and bool(settle.any()):
         cols = settle.index_select(1, pop_idx)  # [n, N] 1.0 = the neuron's population settles now
         assert run.bias is not None
-        cur = cur + run.bias * cols  # R4.3.1: the bias joins the summed current
+        if torch.is_grad_enabled() and (cur.requires_grad or run.bias.requires_grad):
+            cur = _BiasCurrent.apply(cur, run.bias, settle, pop_idx)  # keeps settle [n, P], not cols
+        else:
+            cur = cur + run.bias * cols  # R4.3.1: the bias joins the summed current
         pay = rows.debt * cols  # R4.8: the debtors among them pay their threshold
     # R4.3.1: V + I for the non-refractory neurons (a select: a discarded current may be
     # anything, R4.6), then a debtor's V - theta.
@@ -143,12 +150,121 @@ def settling_step(
     gate = live * (1.0 - rows.due.index_select(1, pop_idx))
     fire = (u_d > theta) & (gate > 0)
     sd = fire.to(u.dtype)
-    s = spike(u - theta, run.surrogate) * sd if run.surrogate is not None else sd
+    in_graph = run.surrogate is not None and u.requires_grad
+    flat = fire.reshape(-1).nonzero().squeeze(1) if with_fired or in_graph else None
     # R4.8: "zero" U - U s, "subtract" U - theta s, "subtract_delayed" and "none" U.
-    rows.v = u - s * (u * pt["reset_zero"] + theta * pt["reset_sub"])
+    if in_graph:
+        assert flat is not None
+        assert run.surrogate is not None
+        rows.v, s = _FireReset.apply(u, sd, flat, theta, pt["reset_zero"], pt["reset_sub"], run.surrogate)
+    else:
+        s = spike(u - theta, run.surrogate) * sd if run.surrogate is not None else sd
+        rows.v = u - s * (u * pt["reset_zero"] + theta * pt["reset_sub"])
     rows.debt = rows.debt + sd * pt["reset_delayed"]
     rows.q = rows.q + s
     rows.cur = None
     rows.settle = None
-    fired = fire.reshape(-1).nonzero().squeeze(1) if with_fired else None
+    fired = flat if with_fired else None
     return u_d, sd, fired
+
+
+class _BiasCurrent(torch.autograd.Function):
+    """``cur + bias * cols`` with ``cols = settle[:, pop_idx]``, saving ``settle [n, P]`` only.
+
+    The gradients are those of the two torch operations it replaces: ``g`` for ``cur``
+    and ``sum_0(g * cols)`` for ``bias`` (the same float32 operations, so the same bits).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, cur: torch.Tensor, bias: torch.Tensor, settle: torch.Tensor, pop_idx: torch.Tensor
+    ) -> torch.Tensor:
+        ctx.save_for_backward(settle, pop_idx)
+        ctx.set_materialize_grads(False)
+        return cur + bias * settle.index_select(1, pop_idx)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor | None) -> tuple[Any, ...]:
+        if g is None:
+            return None, None, None, None
+        g_bias = None
+        if ctx.needs_input_grad[1]:
+            settle, pop_idx = ctx.saved_tensors
+            g_bias = (g * settle.index_select(1, pop_idx)).sum(0)
+        return g if ctx.needs_input_grad[0] else None, g_bias, None, None
+
+
+class _FireReset(torch.autograd.Function):
+    """Fire and reset of a settling step: ``s = H(U - theta) sd``, ``V' = U - s (U z + theta b)``.
+
+    ``fired``: the flat positions where ``sd`` is 1, ascending.
+
+    (``z``, ``b``: the 0/1 ``"zero"`` and ``"subtract"`` reset columns.) One autograd node
+    for the seven torch operations it replaces, saving the values at the neurons that
+    fire (a few per row) instead of five dense ``[n, N]`` tensors. The backward computes
+    the same float32 operations in the same order as those nodes did: at a neuron that
+    fires, ``dU = (gV + (-gV s) z) + ((gS + (-gV) (U z + theta b)) sd) sigma'(U - theta)``;
+    elsewhere (``s = sd = 0``) every term but ``gV`` is a signed zero, so ``dU`` is ``gV``
+    with ``-0`` made ``+0`` (and NaN where a term is not finite), written as
+    ``(gV - 0 gV) + 0 gS``.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        u: torch.Tensor,
+        sd: torch.Tensor,
+        fired: torch.Tensor,
+        theta: torch.Tensor,
+        reset_zero: torch.Tensor,
+        reset_sub: torch.Tensor,
+        surrogate: Surrogate,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        x = u - theta
+        s = (x > 0).to(u.dtype) * sd
+        inner = u * reset_zero + theta * reset_sub
+        v_new = u - s * inner
+        col = fired % u.shape[1]
+        ctx.save_for_backward(
+            fired,
+            x.reshape(-1).index_select(0, fired),
+            s.reshape(-1).index_select(0, fired),
+            sd.reshape(-1).index_select(0, fired),
+            inner.reshape(-1).index_select(0, fired),
+            reset_zero.index_select(0, col),
+        )
+        ctx.surrogate = surrogate
+        ctx.set_materialize_grads(False)
+        return v_new, s
+
+    @staticmethod
+    def backward(ctx: Any, g_v: torch.Tensor | None, g_s: torch.Tensor | None) -> tuple[Any, ...]:
+        none = (None, None, None, None, None, None)
+        if g_v is None and g_s is None:
+            return (None, *none)
+        fired, x_f, s_f, sd_f, inner_f, z_f = ctx.saved_tensors
+        # The neurons that do not fire.
+        g_u: torch.Tensor | None = None
+        if g_v is not None:
+            g_u = g_v - g_v * 0.0
+        if g_s is not None:
+            g_u = g_s * 0.0 if g_u is None else g_u + g_s * 0.0
+        assert g_u is not None
+        g_u = g_u.contiguous()
+        if fired.numel():
+            # The neurons that fire, in the order of the replaced nodes.
+            d_f = ctx.surrogate.derivative(x_f)
+            buf: torch.Tensor | None = None
+            gs_f: torch.Tensor | None = None
+            if g_v is not None:
+                gv_f = g_v.reshape(-1).index_select(0, fired)
+                ngv = -gv_f
+                buf = gv_f + (ngv * s_f) * z_f
+                gs_f = ngv * inner_f
+            if g_s is not None:
+                gq_f = g_s.reshape(-1).index_select(0, fired)
+                gs_f = gq_f if gs_f is None else gq_f + gs_f
+            assert gs_f is not None
+            b_f = (gs_f * sd_f) * d_f
+            g_u.view(-1).index_copy_(0, fired, b_f if buf is None else buf + b_f)
+        return (g_u, *none)
