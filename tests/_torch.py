@@ -2,7 +2,8 @@
 
 ``torch`` and ``asyncsnn_torch`` are None when torch is missing; ``needs_torch`` marks a
 test that needs it; ``ONE_THREAD`` is the environment for torch subprocesses;
-``one_torch_thread`` runs a test module's tests with torch on one thread.
+``one_torch_thread`` runs a test module's tests with torch on one thread;
+``bptt_counts`` is plain layer-by-layer BPTT, the gradient oracle of ``layered``.
 """
 
 from __future__ import annotations
@@ -38,3 +39,19 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def bptt_counts(net: Any, weights: list[Any], x: Any, surrogate: Any) -> Any:
+    """Plain layer-by-layer BPTT (R4.5): U = beta V + W s; s = H(U - theta); V = U (1 - s)."""
+    pops = net.populations
+    v = [torch.zeros(x.shape[0], p.size) for p in pops]
+    out = []
+    for t in range(x.shape[1]):
+        inp = x[:, t]
+        for i, (pop, w) in enumerate(zip(pops, weights)):
+            u = torch.tensor(pop.beta.reshape(-1)) * v[i] + inp @ w.t()
+            s = asyncsnn_torch.surrogate.spike(u - torch.tensor(pop.threshold.reshape(-1)), surrogate)
+            v[i] = u * (1 - s)
+            inp = s
+        out.append(inp)
+    return torch.stack(out, 1)

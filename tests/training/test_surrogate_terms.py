@@ -22,6 +22,7 @@ import pytest
 import torch
 
 import asyncsnn
+from _torch import bptt_counts
 from asyncsnn._prepare import prepare_given_options
 from asyncsnn.exceptions import ParameterError
 from asyncsnn.testing import assert_results_equal
@@ -60,22 +61,6 @@ def engine_grads(
     w = [torch.tensor(a, requires_grad=True) for a in ws]
     out = run(Plan(net), w, x, options(net, **kw), labels=y, surrogate=sur, backend=backend, surrogate_terms=terms)
     return out, torch.autograd.grad(rate_loss(out.counts, y), w)
-
-
-def bptt_counts(net: asyncsnn.Network, weights: list[torch.Tensor], x: torch.Tensor, surrogate: Any) -> torch.Tensor:
-    """Plain layer-by-layer BPTT (R4.5): U = beta V + W s; s = H(U - theta); V = U (1 - s)."""
-    pops = net.populations
-    v = [torch.zeros(x.shape[0], p.size) for p in pops]
-    out = []
-    for t in range(x.shape[1]):
-        inp = x[:, t]
-        for i, (pop, w) in enumerate(zip(pops, weights)):
-            u = torch.tensor(pop.beta.reshape(-1)) * v[i] + inp @ w.t()
-            s = spike(u - torch.tensor(pop.threshold.reshape(-1)), surrogate)
-            v[i] = u * (1 - s)
-            inp = s
-        out.append(inp)
-    return torch.stack(out, 1)
 
 
 def async_counts(

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 import asyncsnn
 import asyncsnn.reference
+from _torch import bptt_counts
 from asyncsnn import _engine
 from asyncsnn._prepare import prepare_options
 from asyncsnn.exceptions import InputError, ModelError, ParameterError
@@ -73,22 +74,6 @@ def dense_problem(seed: int = 1) -> tuple[asyncsnn.Network, list[np.ndarray], to
     x = torch.from_numpy(((rng.random((6, 7, 12)) < 0.4) * rng.integers(1, 3, (6, 7, 12))).astype(np.float32))
     y = torch.from_numpy(rng.integers(0, 4, 6))
     return net, ws, x, y
-
-
-def bptt_counts(net: asyncsnn.Network, weights: list[torch.Tensor], x: torch.Tensor, surrogate: Any) -> torch.Tensor:
-    """Plain layer-by-layer BPTT (R4.5): U = beta V + W s; s = H(U - theta); V = U (1 - s)."""
-    pops = net.populations
-    v = [torch.zeros(x.shape[0], p.size) for p in pops]
-    out = []
-    for t in range(x.shape[1]):
-        inp = x[:, t]
-        for i, (pop, w) in enumerate(zip(pops, weights)):
-            u = torch.tensor(pop.beta.reshape(-1)) * v[i] + inp @ w.t()
-            s = spike(u - torch.tensor(pop.threshold.reshape(-1)), surrogate)
-            v[i] = u * (1 - s)
-            inp = s
-        out.append(inp)
-    return torch.stack(out, 1)
 
 
 # ------------------------------------------------------------------------- BPTT equivalence
