@@ -320,7 +320,15 @@ class PreparedOptions:
 
     @classmethod
     def resolve(cls, options: RunOptions, network: Network) -> PreparedOptions:
-        """``options`` for ``network`` (``"network"`` dropout reads its populations)."""
+        """``options`` for ``network`` (``"network"`` dropout reads its populations).
+
+        Raises
+        ------
+        ParameterError
+            Refractory dropout p > 0 on a network with a population whose reset is not
+            ``"zero"`` (R4.6; ``field`` ``"refractory_dropout"``, the message names the
+            population).
+        """
         p = options.refractory_dropout
         dropout: tuple[float, ...] | None
         if p == "network":
@@ -331,6 +339,11 @@ class PreparedOptions:
             dropout = (p,) * len(network.populations)
         else:
             dropout = None
+        if dropout is not None:  # R4.6: refractory dropout is defined for reset "zero" only
+            for i, (pop, p_pop) in enumerate(zip(network.populations, dropout, strict=True), 1):
+                if p_pop > 0 and pop.reset != "zero":
+                    reason = f"refractory dropout needs reset 'zero' (R4.6), not {pop.reset!r}"
+                    raise invalid(ParameterError, "refractory_dropout", p, reason, f"population {i}")
         jitter = 0.0
         if options.jitter != 0:
             with np.errstate(over="ignore"):
@@ -422,28 +435,6 @@ _DEFAULT_TYPES = tuple(map(type, _DEFAULT_VALUES))
 _OPTIONS_SEEN_MAX = 256
 
 
-def _check_dropout_reset(network: Network, options: RunOptions | None, dropout: Any, prepared: PreparedOptions) -> None:
-    """R4.6: refractory dropout is defined for reset ``"zero"`` only.
-
-    A run that asks for p > 0 (a number, or ``"network"`` where a population has
-    p > 0, which the model refuses already) on a network with a population whose reset
-    is not ``"zero"`` is a :class:`ParameterError` naming the first such population.
-    """
-    p = prepared.refractory_dropout
-    if p is None:
-        return
-    for i, (pop, p_pop) in enumerate(zip(network.populations, p, strict=True), 1):
-        if p_pop > 0 and pop.reset != "zero":
-            given = options.refractory_dropout if options is not None else dropout
-            raise invalid(
-                ParameterError,
-                "refractory_dropout",
-                given,
-                f"refractory dropout needs reset 'zero' (R4.6), not {pop.reset!r}",
-                f"population {i}",
-            )
-
-
 def prepare_options(
     network: Network,
     options: RunOptions | None = None,
@@ -473,37 +464,6 @@ def prepare_options(
         network with a population whose reset is not ``"zero"`` (R4.6; ``field``
         ``"refractory_dropout"``, the message names the population).
     """
-    prepared = _prepare_options(
-        network,
-        options,
-        scheduler=scheduler,
-        forward_group_size=forward_group_size,
-        stop=stop,
-        extra_steps=extra_steps,
-        max_steps=max_steps,
-        seed=seed,
-        jitter=jitter,
-        refractory_dropout=refractory_dropout,
-    )
-    if prepared.refractory_dropout is not None:  # the cache is keyed by sizes, not resets
-        _check_dropout_reset(network, options, refractory_dropout, prepared)
-    return prepared
-
-
-def _prepare_options(
-    network: Network,
-    options: RunOptions | None = None,
-    *,
-    scheduler: SchedulerLike,
-    forward_group_size: int,
-    stop: StopLike,
-    extra_steps: int,
-    max_steps: int | None,
-    seed: int,
-    jitter: float,
-    refractory_dropout: DropoutLike,
-) -> PreparedOptions:
-    """:func:`prepare_options` without the check of R4.6 (which the cache does not key)."""
     if not isinstance(network, Network):
         raise invalid(ParameterError, "network", type(network).__name__, "must be an asyncsnn.Network")
     values = (scheduler, forward_group_size, stop, extra_steps, max_steps, seed, jitter, refractory_dropout)
@@ -514,7 +474,7 @@ def _prepare_options(
             options = resolve_options(options)  # raises
         if options.refractory_dropout == "network":
             return PreparedOptions.resolve(options, network)
-        option_key = (options, len(network.populations))
+        option_key = (options, len(network.populations), network._resets_all_zero)
         prepared = _OPTIONS_SEEN.get(option_key)
         if prepared is None:
             prepared = PreparedOptions.resolve(options, network)
@@ -524,7 +484,8 @@ def _prepare_options(
         return prepared
     # Options that are plain str / int / float / None values (no bool, no subclass), other
     # than refractory_dropout="network": equal values of these types validate alike for
-    # networks with as many populations (a number p gives one p per population), so the
+    # networks with as many populations and, where every reset is "zero", the same
+    # answer to R4.6 (a number p gives one p per population), so the
     # PreparedOptions (immutable) of values accepted before is reused. Errors are never cached.
     key: tuple[Any, ...] | None = None
     if (
@@ -540,7 +501,7 @@ def _prepare_options(
             or (type(refractory_dropout) is str and refractory_dropout == "off")
         )
     ):
-        key = (*values, len(network.populations))
+        key = (*values, len(network.populations), network._resets_all_zero)
         seen = _OPTIONS_SEEN.get(key)
         if seen is not None:
             return seen

@@ -671,6 +671,9 @@ class Network(_Immutable):
                     f"{proj.target} has shape {shapes[proj.target]}",
                     where,
                 )
+        #: Whether every population resets to zero: refractory dropout is allowed (R4.6).
+        #: Kept here because the run-option cache of every ``infer`` call keys on it.
+        self._resets_all_zero: bool = all(pop.reset == "zero" for pop in self.populations)
         self._compiled: _engine.Network | None = None
         self._seal()
 

@@ -220,3 +220,19 @@ def test_cached_options_follow_the_network() -> None:
     for p in (0.0, 0.5, 0.25):
         net = asyncsnn.Network.sequential((2,), [asyncsnn.Dense(np.ones((1, 2)))], refractory_dropout=p)
         assert prepare_given_options(net, own).refractory_dropout == ((p,) if p else None)
+
+
+@pytest.mark.parametrize("engine", [asyncsnn.infer, asyncsnn.reference.infer])
+def test_cached_dropout_options_are_checked_against_the_reset_modes(engine: Any) -> None:
+    """R4.6: options accepted for a network that resets to zero are refused for one with another reset."""
+    layers = [asyncsnn.Dense(np.full((3, 4), 0.5)), asyncsnn.Dense(np.full((2, 3), 0.5))]
+    zero = asyncsnn.Network.sequential((4,), layers)
+    subtract = asyncsnn.Network.sequential((4,), layers, reset=["zero", "subtract"])
+    x = np.ones((1, 2, 4), np.float32)
+    opts = RunOptions(refractory_dropout=0.5)
+    for kwargs in ({"refractory_dropout": 0.5}, {"options": opts}):
+        engine(zero, x, **kwargs)  # accepted, and remembered by the options cache
+        with pytest.raises(asyncsnn.ParameterError, match="needs reset 'zero'") as err:
+            engine(subtract, x, **kwargs)
+        assert err.value.field == "refractory_dropout"
+        assert err.value.location == "population 2"
