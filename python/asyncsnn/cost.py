@@ -6,8 +6,10 @@ figures of a chip. A :class:`HardwareProfile` gives the energy of one synaptic o
 one neuron update, one routed spike and one membrane-state access, and a throughput model
 (cores, the time of a synaptic operation and of a neuron update, the cost of one
 synchronisation barrier). :func:`estimate` turns an :class:`~asyncsnn.InferenceResult`
-into a :class:`CostReport`: energy per inference, time per inference and time to decision
-(per sample, and their means), for layer-synchronous or asynchronous execution.
+into a :class:`CostReport`: energy and time per inference, and the time and energy from
+the start of each sample to its first correct output spike and to its stable decision
+(the decision latencies of ``docs/guide.md``, :mod:`asyncsnn.latency`), per sample and
+their means, for layer-synchronous or asynchronous execution.
 
 Every quantity, formula and shipped number (with its source) is in ``docs/cost.md``. The
 counts are exact; the energies and times are a model: no static power, no placement
@@ -52,6 +54,7 @@ import numpy as np
 
 from asyncsnn._prepare import SchedulerLike
 from asyncsnn.exceptions import ParameterError, invalid
+from asyncsnn.latency import decision_latency
 from asyncsnn.network import Network
 from asyncsnn.result import InferenceResult
 
@@ -316,15 +319,6 @@ def _mean(values: np.ndarray) -> float:
     return float(finite.mean()) if finite.size else float("nan")
 
 
-def _row_means(values: np.ndarray) -> np.ndarray:
-    """Per-row mean of the finite entries of ``[B, T]`` (NaN for a row without one)."""
-    ok = np.isfinite(values)
-    n = ok.sum(axis=1)
-    total = np.where(ok, values, 0.0).sum(axis=1)
-    out: np.ndarray = np.divide(total, n, out=np.full(values.shape[0], np.nan), where=n > 0)
-    return out
-
-
 def _nan_to_none(value: float) -> float | None:
     return None if math.isnan(value) else value
 
@@ -355,9 +349,20 @@ class CostReport:
         Their sum, ``[B]``, J.
     time_per_inference : numpy.ndarray
         Time of each sample, ``[B]``, s.
-    time_to_first_output, time_to_first_correct : numpy.ndarray
-        Time from the start of each timestep to its first output spike (to the first
-        spike of the labelled class), ``[B, T]``, s; NaN where there is none.
+    time_to_first_output : numpy.ndarray
+        Time to the first output spike *within a timestep*, ``[B, T]``, s: from the start
+        of timestep ``t`` to its first output spike (whatever its class), NaN where the
+        timestep has none. The time counterpart of "steps to 1st output".
+    time_to_correct, time_to_decision : numpy.ndarray
+        Time from the start of the *sample* to its first correct output spike and to its
+        stable decision, ``[B]``, s (the decision latencies of ``docs/guide.md``,
+        :func:`asyncsnn.latency.decision_latency`): every earlier timestep and forward step
+        included, with a barrier per forward step when layered. NaN where the sample has
+        no correct output spike (or no labels) / no output spike.
+    energy_to_correct, energy_to_decision : numpy.ndarray
+        Energy of the same stretch of the sample, ``[B]``, J: its synops, membrane accesses
+        and neuron updates; routed spikes are left out (the counters do not say how many
+        fall before the decision), so it is a lower bound. NaN where the time is.
     omitted : tuple of str
         The profile fields left out of the estimate (``HardwareProfile.omitted``).
     """
@@ -373,7 +378,10 @@ class CostReport:
     energy_per_inference: np.ndarray
     time_per_inference: np.ndarray
     time_to_first_output: np.ndarray
-    time_to_first_correct: np.ndarray
+    time_to_correct: np.ndarray
+    time_to_decision: np.ndarray
+    energy_to_correct: np.ndarray
+    energy_to_decision: np.ndarray
     omitted: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -392,23 +400,34 @@ class CostReport:
         return _mean(self.time_per_inference)
 
     @property
-    def mean_time_to_decision(self) -> float:
-        """Time to decision, s: :attr:`time_to_first_output` averaged over every (sample, timestep) with an output spike.
+    def mean_time_to_first_output(self) -> float:
+        """Time to 1st output in a timestep, s: :attr:`time_to_first_output` averaged over every (sample, timestep) with an output spike.
 
         The same average as "steps to 1st output" (:attr:`InferenceResult.mean_steps_to_first_output`);
-        NaN without any output spike or without a time model.
+        NaN without any output spike or without a time model. Not a decision latency:
+        see :attr:`mean_time_to_correct` and :attr:`mean_time_to_decision`.
         """
         return _mean(self.time_to_first_output)
 
     @property
-    def mean_time_to_first_correct(self) -> float:
-        """:attr:`time_to_first_correct` averaged over every (sample, timestep) with a correct output spike, s."""
-        return _mean(self.time_to_first_correct)
+    def mean_time_to_correct(self) -> float:
+        """:attr:`time_to_correct` averaged over the samples with a correct output spike, s (NaN if none)."""
+        return _mean(self.time_to_correct)
 
     @property
-    def time_to_decision(self) -> np.ndarray:
-        """Per-sample time to decision, ``[B]``, s: the mean of its timesteps with an output spike (NaN if none)."""
-        return _row_means(self.time_to_first_output)
+    def mean_time_to_decision(self) -> float:
+        """:attr:`time_to_decision` averaged over the samples with an output spike, s (NaN if none)."""
+        return _mean(self.time_to_decision)
+
+    @property
+    def mean_energy_to_correct(self) -> float:
+        """:attr:`energy_to_correct` averaged over the samples with a correct output spike, J (NaN if none)."""
+        return _mean(self.energy_to_correct)
+
+    @property
+    def mean_energy_to_decision(self) -> float:
+        """:attr:`energy_to_decision` averaged over the samples with an output spike, J (NaN if none)."""
+        return _mean(self.energy_to_decision)
 
     def as_dict(self) -> dict[str, Any]:
         """The means and the model's settings as JSON-safe values (NaN becomes None)."""
@@ -418,19 +437,27 @@ class CostReport:
             "cores_used": self.cores_used,
             "mean_energy_per_inference_j": _nan_to_none(self.mean_energy_per_inference),
             "mean_time_per_inference_s": _nan_to_none(self.mean_time_per_inference),
+            "mean_time_to_first_output_s": _nan_to_none(self.mean_time_to_first_output),
+            "mean_time_to_correct_s": _nan_to_none(self.mean_time_to_correct),
             "mean_time_to_decision_s": _nan_to_none(self.mean_time_to_decision),
-            "mean_time_to_first_correct_s": _nan_to_none(self.mean_time_to_first_correct),
+            "mean_energy_to_correct_j": _nan_to_none(self.mean_energy_to_correct),
+            "mean_energy_to_decision_j": _nan_to_none(self.mean_energy_to_decision),
             "mean_energy_terms_j": {k: _nan_to_none(_mean(v)) for k, v in self.energy_terms.items()},
             "omitted": list(self.omitted),
         }
 
     def summary(self) -> str:
-        """Readable lines: energy per inference, time per inference and time to decision (with a time model): energy per inference, time per inference, time to decision."""
+        """Readable lines: energy per inference and to the decision; with a time model, the times too."""
         name = self.profile.name
         energy_out = [f for f in self.omitted if f in ENERGY_FIELDS]
         time_out = [f for f in self.omitted if f not in ENERGY_FIELDS]
         left_out = f"; left out: {', '.join(energy_out)}" if energy_out else ""
-        lines = [f"  energy / inference  {_si(self.mean_energy_per_inference, 'J')} on {name}{left_out}"]
+        lines = [
+            f"  energy / inference  {_si(self.mean_energy_per_inference, 'J')} on {name}{left_out}",
+            f"  energy to decision  {_si(self.mean_energy_to_correct, 'J')} to the 1st correct output spike, "
+            f"{_si(self.mean_energy_to_decision, 'J')} to the stable decision (from the start of the sample, "
+            "routed spikes left out)",
+        ]
         if not self.profile.has_time_model:
             lines.append(f"  time / inference    n/a on {name} (the profile gives no synop time)")
             return "\n".join(lines)
@@ -441,8 +468,12 @@ class CostReport:
             f"({self.execution}: {how}, {self.cores_used} core{'s' if self.cores_used != 1 else ''}{left_out})"
         )
         lines.append(
-            f"  time to decision    {_si(self.mean_time_to_decision, 's')} on {name} "
-            "(from the start of a timestep to its first output spike, mean over timesteps with one)"
+            f"  time to decision    {_si(self.mean_time_to_correct, 's')} to the 1st correct output spike, "
+            f"{_si(self.mean_time_to_decision, 's')} to the stable decision (from the start of the sample)"
+        )
+        lines.append(
+            f"  time to 1st output  {_si(self.mean_time_to_first_output, 's')} in a timestep "
+            "(from its start to its first output spike, mean over timesteps with one)"
         )
         return "\n".join(lines)
 
@@ -455,6 +486,56 @@ def _si(value: float, unit: str) -> str:
         if abs(value) >= scale:
             return f"{value / scale:.4g} {prefix}{unit}"
     return f"{value / 1e-15:.4g} f{unit}" if value else f"0 {unit}"
+
+
+@dataclass(frozen=True)
+class _SampleStretch:
+    """The start of each sample up to and including one forward step: the counts that time it.
+
+    ``steps`` are forward steps run (``-1``: the sample has no such step), ``synops`` the
+    synaptic operations integrated in them and ``timestep`` the timestep of the last one
+    (its leak and those of every earlier timestep are in the stretch).
+    """
+
+    steps: np.ndarray
+    synops: np.ndarray
+    timestep: np.ndarray
+
+
+@dataclass(frozen=True)
+class _StretchPricer:
+    """Time and energy of a :class:`_SampleStretch` on one profile (``docs/cost.md``)."""
+
+    profile: HardwareProfile
+    n_neurons: int
+    cores: int
+    barrier_time: float  # 0 for asynchronous execution
+
+    def time(self, stretch: _SampleStretch) -> np.ndarray:
+        """``(synops * t_syn + N * (timestep + 1) * t_upd) / C + steps * t_bar``, NaN where undefined."""
+        t_syn = self.profile.synop_time
+        if t_syn is None:
+            return np.full(stretch.steps.shape, np.nan)
+        updates = self.n_neurons * (stretch.timestep + 1.0)
+        work = stretch.synops * t_syn + updates * (self.profile.time_per_neuron_update or 0.0)
+        out: np.ndarray = np.where(stretch.steps >= 0, work / self.cores + stretch.steps * self.barrier_time, np.nan)
+        return out
+
+    def energy(self, stretch: _SampleStretch) -> np.ndarray:
+        """``synops * (e_syn + e_mem) + N * (timestep + 1) * e_upd``, NaN where undefined."""
+        p = self.profile
+        per_synop = (p.energy_per_synop or 0.0) + (p.energy_per_membrane_access or 0.0)
+        updates = self.n_neurons * (stretch.timestep + 1.0)
+        value = stretch.synops * per_synop + updates * (p.energy_per_neuron_update or 0.0)
+        out: np.ndarray = np.where(stretch.steps >= 0, value, np.nan)
+        return out
+
+
+def _first_timestep(per_timestep_step: np.ndarray) -> np.ndarray:
+    """Per sample, the first timestep whose entry of ``[B, T]`` is ``>= 0`` (-1 if none)."""
+    has = per_timestep_step >= 0
+    out: np.ndarray = np.where(has.any(axis=1), has.argmax(axis=1), -1)
+    return out
 
 
 def _execution(result: InferenceResult, scheduler: object) -> Execution:
@@ -497,6 +578,8 @@ def estimate(
     -------
     CostReport
         Per-sample energies ``[B]`` (J), times ``[B]`` and ``[B, T]`` (s), and their means.
+        The times and energies to the first correct output spike and to the stable
+        decision use the counters of :func:`asyncsnn.latency.decision_latency`.
 
     Raises
     ------
@@ -533,14 +616,14 @@ def estimate(
     routed = (result.input_events + delivered).astype(np.float64)
     membrane = synops.copy()  # one read-modify-write of the target's state per synaptic operation
 
-    def price(count: np.ndarray, per_event: float | None) -> np.ndarray:
+    def price_all(count: np.ndarray, per_event: float | None) -> np.ndarray:
         return count * (per_event or 0.0)
 
     terms = {
-        "synops": price(synops, profile.energy_per_synop),
-        "neuron_updates": price(neuron_updates, profile.energy_per_neuron_update),
-        "spikes": price(routed, profile.energy_per_spike),
-        "membrane_accesses": price(membrane, profile.energy_per_membrane_access),
+        "synops": price_all(synops, profile.energy_per_synop),
+        "neuron_updates": price_all(neuron_updates, profile.energy_per_neuron_update),
+        "spikes": price_all(routed, profile.energy_per_spike),
+        "membrane_accesses": price_all(membrane, profile.energy_per_membrane_access),
     }
     energy = terms["synops"] + terms["neuron_updates"] + terms["spikes"] + terms["membrane_accesses"]
 
@@ -548,24 +631,24 @@ def estimate(
     layered = execution == "layered"
     barriers = result.forward_steps.astype(np.float64) if layered else np.zeros(result.batch_size)
     t_syn = profile.synop_time
-    nan_bt = np.full(result.first_output_step.shape, np.nan)
+    t_upd = profile.time_per_neuron_update or 0.0
+    t_bar = (profile.barrier_time or 0.0) if layered else 0.0
     if t_syn is None:
         time = np.full(result.batch_size, np.nan)
-        to_output, to_correct = nan_bt, nan_bt.copy()
+        to_output = np.full(result.first_output_step.shape, np.nan)
     else:
-        t_upd = profile.time_per_neuron_update or 0.0
-        t_bar = (profile.barrier_time or 0.0) if layered else 0.0
         time = (synops * t_syn + neuron_updates * t_upd) / cores + barriers * t_bar
-
-        def partial(step: np.ndarray, step_synops: np.ndarray) -> np.ndarray:
-            # Work of one timestep up to the spike: its leak and the synops integrated in
-            # steps 0..k0 (R7.7), plus k0 + 1 barriers when layered.
-            work = step_synops * t_syn + network.n_neurons * t_upd
-            out = work / cores + (step + 1.0) * t_bar
-            return np.where(step >= 0, out, np.nan)
-
-        to_output = partial(result.first_output_step, result.first_output_synops)
-        to_correct = partial(result.first_correct_step, result.first_correct_synops)
+        # Work of one timestep up to its first output spike: its leak and the synops
+        # integrated in steps 0..k0 (R7.7), plus k0 + 1 barriers when layered.
+        step = result.first_output_step
+        work = result.first_output_synops * t_syn + network.n_neurons * t_upd
+        to_output = np.where(step >= 0, work / cores + (step + 1.0) * t_bar, np.nan)
+    latency = decision_latency(result)
+    correct = _SampleStretch(
+        latency.steps_to_correct, latency.synops_to_correct, _first_timestep(result.first_correct_step)
+    )
+    decision = _SampleStretch(latency.steps_to_decision, latency.synops_to_decision, result.decision_timestep)
+    price = _StretchPricer(profile, network.n_neurons, cores, t_bar)
     return CostReport(
         profile=profile,
         execution=execution,
@@ -578,6 +661,9 @@ def estimate(
         energy_per_inference=energy,
         time_per_inference=time,
         time_to_first_output=to_output,
-        time_to_first_correct=to_correct,
+        time_to_correct=price.time(correct),
+        time_to_decision=price.time(decision),
+        energy_to_correct=price.energy(correct),
+        energy_to_decision=price.energy(decision),
         omitted=profile.omitted,
     )

@@ -26,8 +26,9 @@ The figures (:data:`FIGURES`, in order):
     over the asynchronous run's, against the forward group size F, for the asynchronous
     schedulers (the trained models, re-evaluated).
 ``energy_time.png``
-    Energy per inference and time to decision on every shipped hardware profile,
-    layer-synchronous (layered training and inference) against asynchronous.
+    Energy per inference and time to the stable decision (from the start of the sample,
+    ``docs/cost.md``) on every shipped hardware profile, layer-synchronous (layered
+    training and inference) against asynchronous.
 ``spikes_per_neuron.png``
     Spikes per neuron per sample in each population (``momentum`` inference, drained).
 ``currents_to_spike.png``
@@ -347,13 +348,17 @@ def _caption_energy(results: Mapping[str, Any]) -> str | None:
             )
             d_new, d_old = a.get("time_to_decision_s"), b.get("time_to_decision_s")
             if not (math.isnan(_num(d_new)) or math.isnan(_num(d_old))):
-                text += f", time to decision {_micro(d_new)} µs vs {_micro(d_old)} µs ({_ratio(d_old, d_new, 'faster', 'slower')})"
+                text += (
+                    f", time to the stable decision {_micro(d_new)} µs vs {_micro(d_old)} µs "
+                    f"({_ratio(d_old, d_new, 'faster', 'slower')})"
+                )
             items.append(text)
         if not math.isnan(_num(b.get("energy_per_inference_j"))) and math.isnan(_num(b.get("time_to_decision_s"))):
             items.append("no time model")
         parts.append(f"{name}: " + ", ".join(items))
     return (
-        "Energy per inference and time to decision (a model estimate, docs/cost.md), layer-synchronous "
+        "Energy per inference and time from the start of the sample to the stable decision (a model estimate, "
+        "docs/cost.md), layer-synchronous "
         "(layered training and inference, a barrier per forward step) vs asynchronous (drain): "
         + "; ".join(parts)
         + "."
@@ -659,7 +664,7 @@ def _draw_energy(plt: Any, results: Mapping[str, Any]) -> Any:
     profiles = list(dict.fromkeys(name for c in by.values() for name in c.get("cost", {})))
     quantities = [
         ("energy_per_inference_j", "energy per inference (µJ)"),
-        ("time_to_decision_s", "time to decision (µs)"),
+        ("time_to_decision_s", "time to stable decision (µs)"),
     ]
     fig, axes = plt.subplots(len(profiles), 2, figsize=(11, 3.2 * len(profiles)), squeeze=False)
     labels = [f"{t}\n{'drain' if s == 'drain' else '1st output'}" for t, _, s in keys]

@@ -375,13 +375,24 @@ class Cell:
     vs_layered_steps_to_decision: float = math.nan
     vs_layered_spikes_to_decision: float = math.nan
     vs_layered_synops_to_decision: float = math.nan
-    #: Per shipped hardware profile (``asyncsnn.cost.PROFILES``): ``energy_per_inference_j``,
-    #: ``time_per_inference_s`` and ``time_to_decision_s`` (None where the profile has no figure).
+    #: Per shipped hardware profile (``asyncsnn.cost.PROFILES``): the means of :data:`COST_KEYS`
+    #: (None where the profile has no figure or no sample has the quantity).
     cost: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
 
-#: The cost columns of ``results.csv``, per profile: ``<key>_<profile>``.
-COST_KEYS = ("energy_per_inference_j", "time_per_inference_s", "time_to_decision_s")
+#: The cost columns of ``results.csv``, per profile: ``<key>_<profile>``; the means of the
+#: :class:`asyncsnn.cost.CostReport` quantities of the same names (``docs/cost.md``): time to the
+#: first output spike within a timestep, and time and energy from the start of the sample to
+#: the first correct output spike and to the stable decision.
+COST_KEYS = (
+    "energy_per_inference_j",
+    "time_per_inference_s",
+    "time_to_first_output_s",
+    "time_to_correct_s",
+    "time_to_decision_s",
+    "energy_to_correct_j",
+    "energy_to_decision_j",
+)
 
 
 @dataclass
@@ -453,8 +464,7 @@ def evaluate_cell(
     cost = {}
     for name, profile in PROFILES.items():
         report = estimate(res, net, profile, scheduler=Scheduler(inference))
-        values = (report.mean_energy_per_inference, report.mean_time_per_inference, report.mean_time_to_decision)
-        cost[name] = {key: _none_if_nan(v) for key, v in zip(COST_KEYS, values)}
+        cost[name] = {key: _none_if_nan(getattr(report, f"mean_{key[:-2]}")) for key in COST_KEYS}
     has = res.first_output_step >= 0  # the timesteps that mean_steps_to_first_output averages over
     return Cell(
         training=training,

@@ -17,6 +17,7 @@ import asyncsnn
 import asyncsnn.cost
 import asyncsnn.result
 from asyncsnn.cost import PROFILES, CostReport, HardwareProfile, estimate, resolve_profiles
+from asyncsnn.latency import decision_latency
 from asyncsnn.testing import random_count_input, random_grid_network
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,15 +67,112 @@ def test_hand_computed_energy_and_time_on_a_two_layer_network(engine: Any) -> No
     # t0 until its output spike: (3 synops x 3.5 + 3 leaks x 8.4 ns) / 2 cores; t1 has none
     assert rep.time_to_first_output[0, 0] == pytest.approx(17.85e-9, rel=1e-12)
     assert math.isnan(rep.time_to_first_output[0, 1])
+    assert rep.mean_time_to_first_output == pytest.approx(17.85e-9, rel=1e-12)
+    # The decision falls in t0 too: the same stretch, counted from the start of the sample.
+    assert rep.time_to_correct[0] == pytest.approx(17.85e-9, rel=1e-12)
     assert rep.mean_time_to_decision == pytest.approx(17.85e-9, rel=1e-12)
-    assert rep.mean_time_to_first_correct == pytest.approx(17.85e-9, rel=1e-12)
-    assert rep.time_to_decision[0] == pytest.approx(17.85e-9, rel=1e-12)
+    # 3 synops x 23.6 pJ + 3 leaks x 81 pJ (the routed spikes are left out)
+    assert rep.energy_to_decision[0] == pytest.approx(313.8e-12, rel=1e-12)
 
     lay = estimate(res, net, "loihi", scheduler="layered")
     assert lay.barriers.tolist() == [3.0]
     assert lay.time_per_inference[0] == pytest.approx(30.45e-9 + 3 * 113e-9, rel=1e-12)
     assert lay.time_to_first_output[0, 0] == pytest.approx(17.85e-9 + 2 * 113e-9, rel=1e-12)
+    assert lay.time_to_decision[0] == pytest.approx(17.85e-9 + 2 * 113e-9, rel=1e-12)
     np.testing.assert_array_equal(lay.energy_per_inference, rep.energy_per_inference)
+    np.testing.assert_array_equal(lay.energy_to_decision, rep.energy_to_decision)
+
+
+def _late_decision() -> tuple[asyncsnn.Network, np.ndarray]:
+    """1 input -> 2 hidden -> 2 outputs, beta = 1; sample 0 has an input event in each of T = 3 frames, sample 1 none.
+
+    The outputs integrate 0.6 per timestep (class 0: 0.3 from each hidden neuron; class 1:
+    0.6 from h0) and first cross the threshold 1 in t1.
+    """
+    net = asyncsnn.Network.sequential(
+        (1,),
+        [asyncsnn.Dense(np.array([[2.0], [2.0]])), asyncsnn.Dense(np.array([[0.3, 0.3], [0.6, 0.0]]))],
+        threshold=1.0,
+        beta=1.0,
+    )
+    x = np.zeros((2, 3, 1), dtype=np.float32)
+    x[0, :, 0] = 1.0
+    return net, x
+
+
+def test_time_and_energy_to_correct_and_decision_count_from_the_start_of_the_sample() -> None:
+    """Worked by hand for fifo and layered; equal to the guide's decision latency priced on Loihi."""
+    net, x = _late_decision()
+    labels = np.array([1, 1])
+    fifo = asyncsnn.infer(net, x, scheduler="fifo", forward_group_size=1, labels=labels)
+    lay = asyncsnn.infer(net, x, scheduler="layered", labels=labels)
+    # fifo, t = 0 and 2: input (2 synops), both hidden fire, h0 then h1 delivered (2 + 2): 3 steps, 6 synops.
+    # t1 as well, but the outputs are at 0.6: h0's delivery brings class 1 to 1.2 (it fires in step 1, label 1:
+    # correct after 3 + 2 steps, 6 + 4 synops), h1's brings class 0 to 1.2 (step 2: counts [1, 1], the running
+    # prediction changes to 0, the stable decision after 3 + 3 steps and 6 + 6 synops, in timestep 1).
+    assert fifo.timestep_forward_steps[0].tolist() == [3, 3, 3]
+    lat = decision_latency(fifo)
+    assert (lat.steps_to_correct.tolist(), lat.synops_to_correct.tolist()) == ([5, -1], [10, -1])
+    assert (lat.steps_to_decision.tolist(), lat.synops_to_decision.tolist()) == ([6, -1], [12, -1])
+    assert fifo.decision_timestep.tolist() == [1, -1]
+    # layered: 2 steps per timestep; both outputs fire in step 1 of t1: correct = decision = 4 steps, 12 synops.
+    lat_lay = decision_latency(lay)
+    assert (lat_lay.steps_to_correct.tolist(), lat_lay.synops_to_correct.tolist()) == ([4, -1], [12, -1])
+    assert (lat_lay.steps_to_decision.tolist(), lat_lay.synops_to_decision.tolist()) == ([4, -1], [12, -1])
+
+    # Loihi, 2 cores (two populations); t0 and t1 leak 4 neurons each: 8 updates x 8.4 ns = 67.2 ns.
+    asy = estimate(fifo, net, LOIHI)
+    assert asy.cores_used == 2
+    assert asy.time_to_correct[0] == pytest.approx((10 * 3.5e-9 + 67.2e-9) / 2, rel=1e-12)  # 51.1 ns
+    assert asy.time_to_decision[0] == pytest.approx((12 * 3.5e-9 + 67.2e-9) / 2, rel=1e-12)  # 54.6 ns
+    assert asy.energy_to_correct[0] == pytest.approx(10 * 23.6e-12 + 8 * 81e-12, rel=1e-12)  # 884 pJ
+    assert asy.energy_to_decision[0] == pytest.approx(12 * 23.6e-12 + 8 * 81e-12, rel=1e-12)  # 931.2 pJ
+    # Sample 1 has no output spike: NaN per sample, left out of the means.
+    for values in (asy.time_to_correct, asy.time_to_decision, asy.energy_to_correct, asy.energy_to_decision):
+        assert math.isnan(values[1])
+    assert asy.mean_time_to_decision == pytest.approx(54.6e-9, rel=1e-12)
+    assert asy.mean_energy_to_correct == pytest.approx(884e-12, rel=1e-12)
+    # Layered execution of the layered run: a 113 ns barrier after each of the 4 forward steps.
+    layered = estimate(lay, net, LOIHI)
+    assert layered.execution == "layered"
+    assert layered.time_to_correct[0] == pytest.approx(54.6e-9 + 4 * 113e-9, rel=1e-12)  # 506.6 ns
+    assert layered.time_to_decision[0] == pytest.approx(54.6e-9 + 4 * 113e-9, rel=1e-12)
+    assert layered.energy_to_decision[0] == pytest.approx(931.2e-12, rel=1e-12)
+    # The fifo run on a layered chip: a barrier for each step before the decision, earlier timesteps included.
+    barriers = estimate(fifo, net, LOIHI, scheduler="layered")
+    assert barriers.time_to_correct[0] == pytest.approx(51.1e-9 + 5 * 113e-9, rel=1e-12)
+    assert barriers.time_to_decision[0] == pytest.approx(54.6e-9 + 6 * 113e-9, rel=1e-12)
+    # Not the time to 1st output within a timestep: that one restarts at t1 (2 synops + 1 hidden delivery).
+    assert np.isnan(asy.time_to_first_output[0, [0, 2]]).all()
+    assert asy.time_to_first_output[0, 1] == pytest.approx((4 * 3.5e-9 + 4 * 8.4e-9) / 2, rel=1e-12)
+    document = asy.as_dict()
+    assert document["mean_time_to_correct_s"] == asy.mean_time_to_correct
+    assert document["mean_energy_to_decision_j"] == asy.mean_energy_to_decision
+    assert document["mean_time_to_first_output_s"] == asy.mean_time_to_first_output
+
+
+def test_a_run_without_output_spikes_or_labels_has_no_decision_time() -> None:
+    net, x = _late_decision()
+    silent = asyncsnn.infer(net, x[1:], scheduler="momentum", labels=np.array([0]))  # no input, no output spike
+    unlabelled = asyncsnn.infer(net, x[:1], scheduler="momentum")  # a decision, but nothing to be correct about
+    for profile in (LOIHI, PROFILES["seneca"]):
+        rep = estimate(silent, net, profile)
+        assert np.isnan(rep.time_to_decision).all()
+        assert np.isnan(rep.energy_to_decision).all()
+        doc = rep.as_dict()
+        for key in ("mean_time_to_correct_s", "mean_time_to_decision_s", "mean_energy_to_correct_j"):
+            assert doc[key] is None, key
+        assert doc["mean_energy_to_decision_j"] is None
+        json.dumps(doc)
+        assert "n/a to the stable decision" in rep.summary()
+        rep = estimate(unlabelled, net, profile)
+        assert np.isnan(rep.energy_to_correct).all()
+        assert rep.as_dict()["mean_energy_to_correct_j"] is None
+        assert rep.energy_to_decision[0] > 0
+    # SENeCa prices the stretch to the decision by its synops only, and has no time for it.
+    seneca = estimate(unlabelled, net, "seneca")
+    assert seneca.energy_to_decision[0] == pytest.approx(decision_latency(unlabelled).synops_to_decision[0] * 2.8e-12)
+    assert np.isnan(seneca.time_to_decision).all()
 
 
 def test_seneca_prices_synops_only_and_has_no_time() -> None:
@@ -117,10 +215,40 @@ def test_layered_costs_at_least_asynchronous_time_and_the_same_energy(kind: str)
                 has = res.first_output_step >= 0
                 assert (lay.time_to_first_output[has] >= asy.time_to_first_output[has]).all()
                 assert np.isnan(lay.time_to_first_output[~has]).all()
+                lat = decision_latency(res)
                 for rep in (asy, lay):
                     per_sample = rep.time_per_inference[:, None] * np.ones_like(rep.time_to_first_output)
                     assert (rep.time_to_first_output[has] <= per_sample[has] * (1 + 1e-12)).all()
                     assert (rep.energy_per_inference >= rep.energy_terms["synops"]).all()
+                    _check_decision_stretches(rep, res, lat, net.n_neurons)
+                for name in ("time_to_correct", "time_to_decision"):
+                    a, b = getattr(asy, name), getattr(lay, name)
+                    assert (np.isnan(a) == np.isnan(b)).all()
+                    assert (b[~np.isnan(b)] >= a[~np.isnan(a)]).all()
+
+
+def _check_decision_stretches(rep: CostReport, res: asyncsnn.InferenceResult, lat: Any, n_neurons: int) -> None:
+    """The docs/cost.md formulas from the latency counters, NaN exactly where they are -1, within the sample's totals."""
+    p = rep.profile
+    t_bar = (p.barrier_time or 0.0) if rep.execution == "layered" else 0.0
+    first_correct = np.array(
+        [np.flatnonzero(row >= 0)[0] if (row >= 0).any() else -1 for row in res.first_correct_step]
+    )
+    for what, timestep in (("correct", first_correct), ("decision", res.decision_timestep)):
+        steps, synops = getattr(lat, f"steps_to_{what}"), getattr(lat, f"synops_to_{what}")
+        time, energy = getattr(rep, f"time_to_{what}"), getattr(rep, f"energy_to_{what}")
+        has = steps >= 0
+        assert (np.isnan(time) == ~has).all()
+        assert (np.isnan(energy) == ~has).all()
+        updates = n_neurons * (timestep[has] + 1)
+        want_e = synops[has] * ((p.energy_per_synop or 0) + (p.energy_per_membrane_access or 0))
+        want_e = want_e + updates * (p.energy_per_neuron_update or 0)
+        np.testing.assert_allclose(energy[has], want_e, rtol=1e-12)
+        assert (energy[has] <= rep.energy_per_inference[has] * (1 + 1e-12)).all()
+        if p.synop_time is not None:
+            work = synops[has] * p.synop_time + updates * (p.time_per_neuron_update or 0)
+            np.testing.assert_allclose(time[has], work / rep.cores_used + steps[has] * t_bar, rtol=1e-12)
+            assert (time[has] <= rep.time_per_inference[has] * (1 + 1e-12)).all()
 
 
 def test_the_default_execution_follows_the_run() -> None:
@@ -296,7 +424,8 @@ def test_reproduce_cells_carry_the_cost_columns(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     net = random_grid_network(rng, "dense")
     x = random_count_input(rng, net, batch=6, timesteps=3)
-    y = np.zeros(6, dtype=np.int64)
+    # Labels the layered run predicts (class 0 where silent): the times to correct exist.
+    y = np.maximum(asyncsnn.infer(net, x, scheduler="layered").predictions, 0)
     cells = [evaluate_cell(net, x, y, "layered", inference, "drain", 2, 0) for inference in ("layered", "momentum")]
     for cell in cells:
         assert list(cell.cost) == list(PROFILES)
@@ -305,6 +434,11 @@ def test_reproduce_cells_carry_the_cost_columns(tmp_path: Path) -> None:
         assert cell.cost["loihi"]["energy_per_inference_j"] == rep.mean_energy_per_inference
         assert cell.cost["loihi"]["time_per_inference_s"] == rep.mean_time_per_inference
         assert cell.cost["seneca"]["time_to_decision_s"] is None
+        assert list(cell.cost["loihi"]) == list(COST_KEYS)
+        assert cell.cost["loihi"]["time_to_first_output_s"] == rep.mean_time_to_first_output
+        assert cell.cost["loihi"]["time_to_correct_s"] == rep.mean_time_to_correct > 0
+        assert cell.cost["loihi"]["time_to_decision_s"] == rep.mean_time_to_decision
+        assert cell.cost["seneca"]["energy_to_decision_j"] == estimate(res, net, "seneca").mean_energy_to_decision
     table = _write_table(tmp_path / "table.md", cells).splitlines()
     head = [h.strip() for h in table[0].strip("|").split("|")]
     assert head[:3] == ["training", "inference", "stop"]
@@ -316,6 +450,7 @@ def test_reproduce_cells_carry_the_cost_columns(tmp_path: Path) -> None:
     assert header[:3] == ["training", "inference", "stop"]
     assert "cost" not in header
     assert header[-2 * len(COST_KEYS) :] == [f"{k}_{n}" for n in PROFILES for k in COST_KEYS]
+    assert {"time_to_correct_s_loihi", "time_to_decision_s_loihi", "energy_to_decision_j_seneca"} <= set(header)
 
 
 def test_report_arrays_are_read_only() -> None:

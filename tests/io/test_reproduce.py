@@ -205,6 +205,31 @@ def test_figures_are_pngs_with_captions_computed_from_the_results(quick_run: tup
     assert (
         f"unlayered/momentum {e_mm:.3g} µJ per inference vs {e_ll:.3g} µJ layered" in data["figures"]["energy_time.png"]
     )
+    d_mm = mm["cost"]["loihi"]["time_to_decision_s"] * 1e6
+    d_ll = ll["cost"]["loihi"]["time_to_decision_s"] * 1e6
+    assert f"time to the stable decision {d_mm:.3g} µs vs {d_ll:.3g} µs" in data["figures"]["energy_time.png"]
+
+
+def test_results_csv_prices_the_decision_latency_on_every_profile(quick_run: tuple[Report, Path]) -> None:
+    """results.csv: per profile the times to the first output of a timestep, to correct and to decision, as results.json."""
+    import csv
+
+    from asyncsnn.reproduce import COST_KEYS
+
+    _, out = quick_run
+    data = json.loads((out / "results.json").read_text())
+    with (out / "results.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == len(data["cells"])
+    for name in ("loihi", "seneca"):
+        for key in ("time_to_first_output_s", "time_to_correct_s", "time_to_decision_s", "energy_to_decision_j"):
+            assert key in COST_KEYS
+            for row, cell in zip(rows, data["cells"]):
+                value = cell["cost"][name][key]
+                assert row[f"{key}_{name}"] == ("" if value is None else str(value)), (name, key)
+    loihi = [c["cost"]["loihi"] for c in data["cells"]]
+    assert all(c["time_to_decision_s"] is not None and c["time_to_decision_s"] > 0 for c in loihi)
+    assert all(c["time_to_decision_s"] is None for c in (c["cost"]["seneca"] for c in data["cells"]))
 
 
 def test_redraw_draws_the_figures_of_a_results_json(quick_run: tuple[Report, Path], tmp_path: Path) -> None:
