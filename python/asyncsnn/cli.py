@@ -390,8 +390,20 @@ def evaluate_profiles(values: Sequence[str] | None) -> list[HardwareProfile]:
     return resolve_profiles(items)
 
 
+#: The per-sample ``CostReport`` arrays in ``evaluate --csv``, as ``<key>_<profile>`` (the key
+#: is the attribute name and its unit: ``_j`` joules, ``_s`` seconds; docs/cost.md).
+_COST_PER_SAMPLE = (
+    "energy_per_inference_j",
+    "time_per_inference_s",
+    "time_to_correct_s",
+    "time_to_decision_s",
+    "energy_to_correct_j",
+    "energy_to_decision_j",
+)
+
+
 def _cost_columns(name: str) -> list[str]:
-    return [f"energy_per_inference_j_{name}", f"time_per_inference_s_{name}", f"time_to_decision_s_{name}"]
+    return [f"{key}_{name}" for key in _COST_PER_SAMPLE]
 
 
 def _evaluate_summary(
@@ -464,9 +476,11 @@ def _sweep_table(
         f"{'steps->out':>10} {'silent':>7} {'steps->ok':>9} {'steps->dec':>10} {'syn->dec':>9} "
         f"{'lay/dec st':>10} {'lay/dec syn':>11}"
     )
-    # Energy per profile; time per inference and time to decision where the profile has times.
+    # Energy per inference and to the stable decision per profile; where the profile has
+    # times, time per inference and from the start of the sample to the first correct output
+    # spike and to the stable decision.
     for c in rows[0][3] if rows else []:
-        kinds = ("uJ/inf", "us/inf", "us->dec") if c.profile.has_time_model else ("uJ/inf",)
+        kinds = ("uJ/inf", "uJ->dec") + (("us/inf", "us->ok", "us->dec") if c.profile.has_time_model else ())
         head += "".join(f" {kind + ' ' + c.profile.name:>14}" for kind in kinds)
     lines = [head, "-" * len(head)]
     for scheduler, f, res, costs in rows:
@@ -483,9 +497,9 @@ def _sweep_table(
             f" {ratios['steps_to_decision']:>9.2f}x {ratios['synops_to_decision']:>10.2f}x"
         )
         for c in costs:
-            values = [c.mean_energy_per_inference]
+            values = [c.mean_energy_per_inference, c.mean_energy_to_decision]
             if c.profile.has_time_model:
-                values += [c.mean_time_per_inference, c.mean_time_to_decision]
+                values += [c.mean_time_per_inference, c.mean_time_to_correct, c.mean_time_to_decision]
             line += "".join(f" {'n/a' if math.isnan(v) else format(v * 1e6, '.4g'):>14}" for v in values)
         lines.append(line)
     return "\n".join(lines)
@@ -579,8 +593,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"{args.model}: {len(ds.test_y)} samples of {ds.name}, stop={args.stop}")
         print(_sweep_table(rows, layered))
         print("\nsteps->out = steps to 1st output (docs/guide.md); uJ/inf, us/inf = energy and time per inference,")
-        print("us->dec = time to decision (from the start of a timestep to its first output spike), per profile")
-        print("(a model estimate: docs/cost.md); layered pays a barrier per forward step, the others none.")
+        print("us->ok, us->dec, uJ->dec = time from the start of the sample to the first correct output spike and")
+        print("to the stable decision, and energy to the stable decision, per profile (a model estimate:")
+        print("docs/cost.md); layered pays a barrier per forward step, the others none.")
         print("steps->ok, steps->dec, syn->dec = forward steps to the first correct output spike and steps and synops")
         print("to the stable decision, per sample; lay/dec = layered / this row (docs/guide.md, Decision latency).")
     else:
@@ -591,6 +606,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(describe(res, layered))
         for c in costs:
             print(c.summary())
+        if costs and rows[0][0] != "layered":
+            print("layered baseline (the same model and input under layered inference, a barrier per forward step):")
+            for c in costs:
+                print(estimate(layered, net, c.profile, scheduler="layered").summary())
     if args.csv:
         with open(args.csv, "w", newline="") as fh:
             w = csv.writer(fh)
@@ -611,7 +630,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             for scheduler, f, res, costs in rows:
                 s2o, dec = res.steps_to_first_output, res.decision_class
                 lat = decision_latency(res)
-                per_cost = [(c.energy_per_inference, c.time_per_inference, c.time_to_decision) for c in costs]
+                per_cost = [[getattr(c, key[:-2]) for key in _COST_PER_SAMPLE] for c in costs]
                 for b in range(res.batch_size):
                     w.writerow(
                         [
@@ -943,7 +962,8 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser
         action="append",
         default=None,
         metavar="PROFILE",
-        help="hardware profile whose energy per inference, time per inference and time to decision are added "
+        help="hardware profile whose energy and time per inference and to the first correct output and the "
+        "stable decision are added "
         "(docs/cost.md): loihi, seneca, all, or a JSON file of your own profile; repeat it or give a comma list "
         "(default: none)",
     )

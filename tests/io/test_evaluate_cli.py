@@ -35,10 +35,25 @@ def test_a_sweep_writes_one_row_per_scheduler_and_f(tmp_path: Path, cli_model: t
     # The table: a header, a rule, one row per configuration, in order.
     lines = out.splitlines()
     head = next(i for i, line in enumerate(lines) if line.startswith("scheduler"))
-    assert "uJ/inf loihi" in lines[head]
-    assert "us->dec loihi" in lines[head]
-    assert "uJ/inf seneca" in lines[head]
-    assert "us/inf seneca" not in lines[head]  # no time figures in the seneca profile
+    cost_head = lines[head].split("lay/dec syn", 1)[1].split()
+    assert cost_head == [
+        "uJ/inf",
+        "loihi",
+        "uJ->dec",
+        "loihi",
+        "us/inf",
+        "loihi",
+        "us->ok",
+        "loihi",
+        "us->dec",
+        "loihi",
+        "uJ/inf",
+        "seneca",
+        "uJ->dec",
+        "seneca",
+    ]
+    assert "us->ok" in out
+    assert "stable decision" in out
     rows = lines[head + 2 : head + 2 + len(configs)]
     assert [tuple(r.split()[:2]) for r in rows] == [(s, str(f)) for s, f in configs]
     # Progress on stderr, one line per configuration.
@@ -56,26 +71,55 @@ def test_a_sweep_writes_one_row_per_scheduler_and_f(tmp_path: Path, cli_model: t
         assert loihi["execution"] == ("layered" if scheduler == "layered" else "asynchronous")
         assert loihi["mean_energy_per_inference_j"] == cost.mean_energy_per_inference
         assert loihi["mean_time_to_decision_s"] == cost.mean_time_to_decision
+        assert loihi["mean_time_to_correct_s"] == cost.mean_time_to_correct
+        assert loihi["mean_time_to_first_output_s"] == cost.mean_time_to_first_output
         assert summary["cost"]["seneca"]["mean_time_per_inference_s"] is None
-        cells = row.split()
-        assert cells[-4] == format(cost.mean_energy_per_inference * 1e6, ".4g")
-        assert cells[-2] == format(cost.mean_time_to_decision * 1e6, ".4g")
+        seneca = estimate(res, net, PROFILES["seneca"])
+        assert summary["cost"]["seneca"]["mean_energy_to_decision_j"] == seneca.mean_energy_to_decision
+        # The last 7 cells: loihi's energy, energy to decision, time, time to correct and to decision, then seneca's two.
+        want = [
+            cost.mean_energy_per_inference,
+            cost.mean_energy_to_decision,
+            cost.mean_time_per_inference,
+            cost.mean_time_to_correct,
+            cost.mean_time_to_decision,
+            seneca.mean_energy_per_inference,
+            seneca.mean_energy_to_decision,
+        ]
+        assert row.split()[-7:] == [format(v * 1e6, ".4g") for v in want]
+        # The decision latency the guide defines, priced: steps and synops to the stable decision from the sample's start.
+        lat = decision_latency(res)
+        has = lat.steps_to_decision >= 0
+        t_bar = 113e-9 if scheduler == "layered" else 0.0
+        updates = net.n_neurons * (res.decision_timestep[has] + 1)
+        by_hand = (lat.synops_to_decision[has] * 3.5e-9 + updates * 8.4e-9) / cost.cores_used
+        assert cost.mean_time_to_decision == pytest.approx(float((by_hand + lat.steps_to_decision[has] * t_bar).mean()))
     # --csv: scheduler and F first, one row per configuration x sample, cost columns last.
     with cs.open() as fh:
         table = list(csv.DictReader(fh))
     assert len(table) == len(configs) * 24
     assert next(iter(table[0])) == "scheduler"
     assert list(table[0])[1] == "forward_group_size"
-    assert list(table[0])[-3:] == [
-        "energy_per_inference_j_seneca",
-        "time_per_inference_s_seneca",
-        "time_to_decision_s_seneca",
+    assert list(table[0])[-12:] == [
+        f"{key}_{name}"
+        for name in ("loihi", "seneca")
+        for key in (
+            "energy_per_inference_j",
+            "time_per_inference_s",
+            "time_to_correct_s",
+            "time_to_decision_s",
+            "energy_to_correct_j",
+            "energy_to_decision_j",
+        )
     ]
     momentum4 = [r for r in table if r["scheduler"] == "momentum" and r["forward_group_size"] == "4"]
     cost = estimate(_expected(net, "momentum", 4), net, PROFILES["loihi"])
     got = np.array([float(r["energy_per_inference_j_loihi"]) for r in momentum4])
     np.testing.assert_allclose(got, cost.energy_per_inference, rtol=1e-9)
     assert all(math.isnan(float(r["time_per_inference_s_seneca"])) for r in momentum4)
+    for key in ("time_to_correct_s", "time_to_decision_s", "energy_to_decision_j"):
+        got = np.array([float(r[f"{key}_loihi"]) for r in momentum4])
+        np.testing.assert_allclose(got, getattr(cost, key[:-2]), rtol=1e-9, equal_nan=True)
 
 
 def test_layered_is_priced_with_barriers_and_costs_more_time_for_the_same_counters(
@@ -132,17 +176,29 @@ def test_one_configuration_prints_the_summary_and_keeps_the_old_files(
         got = summary["decision_latency"]["layered_over_async"][name]
         assert got == (None if math.isnan(ratios[name]) else ratios[name]), name
         assert summary["decision_latency"]["mean"][name] == lat.means()[name], name
-    # With a profile: three cost lines after the summary, three columns at the end of the CSV.
+    # With a profile: the cost lines after the summary, for the run and for the layered baseline;
+    # six columns at the end of the CSV.
     code, out, err = run_cli(["evaluate", str(path), "--max-test", "24", "--profile", "loihi", "--csv", str(cs)])
     assert code == 0, err
     head = res.summary() + "\n" + describe(res, layered)
     assert out.startswith(head)
     cost = estimate(res, net, PROFILES["loihi"])
-    assert out[len(head) :].strip("\n") == cost.summary()
-    assert cs.read_text().splitlines()[0].split(",")[-3:] == [
+    baseline = estimate(layered, net, PROFILES["loihi"])
+    assert baseline.execution == "layered"
+    assert out[len(head) :].strip("\n").split("\n") == [
+        *cost.summary().split("\n"),
+        "layered baseline (the same model and input under layered inference, a barrier per forward step):",
+        *baseline.summary().split("\n"),
+    ]
+    assert "time to decision" in cost.summary()
+    assert "to the stable decision" in cost.summary()
+    assert cs.read_text().splitlines()[0].split(",")[-6:] == [
         "energy_per_inference_j_loihi",
         "time_per_inference_s_loihi",
+        "time_to_correct_s_loihi",
         "time_to_decision_s_loihi",
+        "energy_to_correct_j_loihi",
+        "energy_to_decision_j_loihi",
     ]
 
 
@@ -225,3 +281,27 @@ def test_plot_draws_the_configurations_with_a_caption_from_the_json(
     ratio = momentum["decision_latency"]["layered_over_async"]["synops_to_decision"]
     assert f"momentum F=2: accuracy {100 * momentum['accuracy']:.1f} %" in caption
     assert f"{ratio:.2f}x" in caption
+
+
+def test_profile_all_answers_spikes_decision_time_and_energy_layered_vs_asynchronous(
+    tmp_path: Path, cli_model: tuple[Path, asyncsnn.Network]
+) -> None:
+    """The issue's one command: spikes, time to a correct decision and energy on every profile, both executions."""
+    path, net = cli_model
+    js = tmp_path / "s.json"
+    code, out, err = run_cli(["evaluate", str(path), "--max-test", "24", "--profile", "all", "--json", str(js)])
+    assert code == 0, err
+    res, layered = _expected(net, "momentum", 8), _expected(net, "layered", 8)
+    assert out.startswith(res.summary())
+    assert f"spikes / sample     {res.spikes_total.mean():.1f}" in out
+    assert describe(res, layered) in out  # steps to the first correct output spike and the stable decision
+    for name in PROFILES:
+        asy, lay = estimate(res, net, PROFILES[name]), estimate(layered, net, PROFILES[name])
+        assert (asy.execution, lay.execution) == ("asynchronous", "layered")
+        assert asy.summary() in out
+        assert lay.summary() in out
+        assert out.index(asy.summary()) < out.index("layered baseline") < out.index(lay.summary())
+        assert json.loads(js.read_text())["cost"][name]["mean_energy_to_decision_j"] == asy.mean_energy_to_decision
+    loihi = estimate(res, net, PROFILES["loihi"])
+    assert not math.isnan(loihi.mean_time_to_correct)  # the model answers a time to the first correct output
+    assert "n/a on seneca (the profile gives no synop time)" in out
