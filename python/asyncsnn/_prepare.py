@@ -55,6 +55,10 @@ class Scheduler(str, enum.Enum):
     MOMENTUM = "momentum"
 
 
+#: The scheduler names, in the order of docs/semantics.md section 5.
+SCHEDULER_NAMES: tuple[str, ...] = tuple(s.value for s in Scheduler)
+
+
 class StopMode(str, enum.Enum):
     """Per-timestep stop modes of docs/semantics.md section 6."""
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from asyncsnn._prepare import SCHEDULER_NAMES
 from asyncsnn.network import RESET_MODES
 
 if TYPE_CHECKING:
@@ -182,7 +183,7 @@ def _demo(args: argparse.Namespace) -> int:
     print(header)
     print("-" * len(header))
     layered = asyncsnn.infer(net, x, scheduler="layered", threads=args.threads)
-    for scheduler in ("layered", "fifo", "random", "momentum"):
+    for scheduler in SCHEDULER_NAMES:
         for stop in ("drain", "first_output"):
             tic = time.perf_counter()
             res = asyncsnn.infer(
@@ -758,7 +759,7 @@ def printable(value: object) -> str:
     )
 
 
-_SCHEDULERS = ["layered", "fifo", "random", "momentum"]
+_SCHEDULERS = list(SCHEDULER_NAMES)
 _MODEL_FILE_HELP = "a model file written by asyncsnn train / asyncsnn.save"
 _ROOT_HELP = "folder of the dataset files (default: none, digits and randman need none)"
 

@@ -52,7 +52,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from asyncsnn._prepare import SchedulerLike
+from asyncsnn._prepare import SCHEDULER_NAMES, SchedulerLike
 from asyncsnn.exceptions import ParameterError, invalid
 from asyncsnn.latency import decision_latency
 from asyncsnn.network import Network
@@ -544,10 +544,8 @@ def _execution(result: InferenceResult, scheduler: object) -> Execution:
         if scheduler is None:
             raise invalid(ParameterError, "scheduler", None, "the result names no scheduler: pass scheduler=")
     value = getattr(scheduler, "value", scheduler)
-    if value not in ("layered", "fifo", "random", "momentum"):
-        raise invalid(
-            ParameterError, "scheduler", scheduler, "must be one of ['layered', 'fifo', 'random', 'momentum']"
-        )
+    if value not in SCHEDULER_NAMES:
+        raise invalid(ParameterError, "scheduler", scheduler, f"must be one of {list(SCHEDULER_NAMES)}")
     return "layered" if value == "layered" else "asynchronous"
 
 
