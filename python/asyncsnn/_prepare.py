@@ -343,10 +343,13 @@ class PreparedOptions:
             dropout = (p,) * len(network.populations)
         else:
             dropout = None
-        if dropout is not None:  # R4.6: refractory dropout is defined for reset "zero" only
+        if dropout is not None:  # R4.6: refractory dropout needs reset "zero", no recurrent input
             for i, (pop, p_pop) in enumerate(zip(network.populations, dropout, strict=True), 1):
                 if p_pop > 0 and pop.reset != "zero":
                     reason = f"refractory dropout needs reset 'zero' (R4.6), not {pop.reset!r}"
+                    raise invalid(ParameterError, "refractory_dropout", p, reason, f"population {i}")
+                if p_pop > 0 and i in network._recurrent_targets:
+                    reason = "refractory dropout is refused on the target of a recurrent projection (R4.6)"
                     raise invalid(ParameterError, "refractory_dropout", p, reason, f"population {i}")
         jitter = 0.0
         if options.jitter != 0:
@@ -465,8 +468,9 @@ def prepare_options(
     ------
     ParameterError
         An invalid option (see :class:`RunOptions`), and refractory dropout p > 0 on a
-        network with a population whose reset is not ``"zero"`` (R4.6; ``field``
-        ``"refractory_dropout"``, the message names the population).
+        network with a population whose reset is not ``"zero"`` or that a recurrent
+        projection targets (R4.6; ``field`` ``"refractory_dropout"``, the message names
+        the population).
     """
     if not isinstance(network, Network):
         raise invalid(ParameterError, "network", type(network).__name__, "must be an asyncsnn.Network")
@@ -478,7 +482,7 @@ def prepare_options(
             options = resolve_options(options)  # raises
         if options.refractory_dropout == "network":
             return PreparedOptions.resolve(options, network)
-        option_key = (options, len(network.populations), network._resets_all_zero)
+        option_key = (options, len(network.populations), network._dropout_allowed)
         prepared = _OPTIONS_SEEN.get(option_key)
         if prepared is None:
             prepared = PreparedOptions.resolve(options, network)
@@ -488,7 +492,7 @@ def prepare_options(
         return prepared
     # Options that are plain str / int / float / None values (no bool, no subclass), other
     # than refractory_dropout="network": equal values of these types validate alike for
-    # networks with as many populations and, where every reset is "zero", the same
+    # networks with as many populations and, where every population allows dropout, the same
     # answer to R4.6 (a number p gives one p per population), so the
     # PreparedOptions (immutable) of values accepted before is reused. Errors are never cached.
     key: tuple[Any, ...] | None = None
@@ -505,7 +509,7 @@ def prepare_options(
             or (type(refractory_dropout) is str and refractory_dropout == "off")
         )
     ):
-        key = (*values, len(network.populations), network._resets_all_zero)
+        key = (*values, len(network.populations), network._dropout_allowed)
         seen = _OPTIONS_SEEN.get(key)
         if seen is not None:
             return seen

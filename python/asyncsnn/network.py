@@ -541,11 +541,20 @@ def _validated(pop: Population, location: str) -> Population:
 
 @dataclass(frozen=True)
 class Projection:
-    """A projection from population ``source`` to population ``target`` (0 = input)."""
+    """A projection from population ``source`` to population ``target`` (0 = input).
+
+    ``source < target`` is a forward projection; ``source >= target`` a recurrent one
+    (self, lateral or backward, R1.2), whose current arrives as R4.9 says.
+    """
 
     source: int
     target: int
     layer: Layer
+
+    @property
+    def recurrent(self) -> bool:
+        """Whether this is a recurrent projection (``source >= target``, R1.2)."""
+        return self.source >= self.target
 
 
 def _shape(shape: Sequence[int] | int, field: str, location: str) -> Shape:
@@ -561,6 +570,10 @@ def _shape(shape: Sequence[int] | int, field: str, location: str) -> Shape:
     if math.prod(shp) > MAX_SIZE:
         raise invalid(ModelError, field, shape, f"more than {MAX_SIZE} neurons (ids are u32, R1.5)", location)
     return shp
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
 
 
 def _per_layer(value: Any, n: int, field: str) -> list[Any]:
@@ -583,13 +596,14 @@ class Network(_Immutable):
         The non-input populations, in topological order; population ``i + 1`` is
         ``populations[i]``. The last one is the output population.
     projections
-        Projections between populations, each with ``source < target``.
+        Projections between populations: forward (``source < target``) or recurrent
+        (``source >= target``, R1.2).
 
     Raises
     ------
     ModelError
         When shapes do not match, weights are not finite, LIF parameters are out of
-        range or the graph is not a DAG in population order; the error names the
+        range, or refractory dropout is set where R4.6 refuses it; the error names the
         projection or population and the field.
 
     See Also
@@ -653,14 +667,6 @@ class Network(_Immutable):
                 raise invalid(
                     ModelError, "source/target", (proj.source, proj.target), "population index out of range", where
                 )
-            if proj.source >= proj.target:
-                raise invalid(
-                    ModelError,
-                    "source/target",
-                    (proj.source, proj.target),
-                    "source must come before target (no recurrence)",
-                    where,
-                )
             produced = proj.layer.output_shape(shapes[proj.source], where)
             if math.prod(produced) != math.prod(shapes[proj.target]):
                 raise invalid(
@@ -671,9 +677,23 @@ class Network(_Immutable):
                     f"{proj.target} has shape {shapes[proj.target]}",
                     where,
                 )
-        #: Whether every population resets to zero: refractory dropout is allowed (R4.6).
-        #: Kept here because the run-option cache of every ``infer`` call keys on it.
-        self._resets_all_zero: bool = all(pop.reset == "zero" for pop in self.populations)
+        #: Populations (1-based) that a recurrent projection targets (R1.2, R4.9).
+        self._recurrent_targets: frozenset[int] = frozenset(p.target for p in self.projections if p.recurrent)
+        for i in sorted(self._recurrent_targets):
+            if self.populations[i - 1].refractory_dropout > 0:
+                raise invalid(
+                    ModelError,
+                    "refractory_dropout",
+                    self.populations[i - 1].refractory_dropout,
+                    "refractory dropout is refused on the target of a recurrent projection (R4.6)",
+                    f"population {i}",
+                )
+        #: Whether every population may take refractory dropout (R4.6): every reset is zero
+        #: and no recurrent projection targets it. Kept here because the run-option cache
+        #: of every ``infer`` call keys on it.
+        self._dropout_allowed: bool = not self._recurrent_targets and all(
+            pop.reset == "zero" for pop in self.populations
+        )
         self._compiled: _engine.Network | None = None
         self._seal()
 
@@ -689,6 +709,7 @@ class Network(_Immutable):
         skips: Sequence[tuple[int, int, Layer]] = (),
         bias: ParamLike | Sequence[ParamLike] = 0.0,
         reset: str | Sequence[str] = "zero",
+        recurrent: Sequence[tuple[int, int, Layer]] = (),
     ) -> Network:
         """Build a feed-forward network, one LIF population after each layer.
 
@@ -711,8 +732,12 @@ class Network(_Immutable):
             Reset mode (R4.8): one of :data:`RESET_MODES` for all populations, or one per
             layer. Default ``"zero"``.
         skips
-            Extra projections ``(source, target, layer)`` by population index
-            (0 = input, ``i`` = output of ``layers[i-1]``).
+            Extra forward projections ``(source, target, layer)`` by population index
+            (0 = input, ``i`` = output of ``layers[i-1]``), ``source < target``.
+        recurrent
+            Recurrent projections ``(source, target, layer)`` with ``source >= target``
+            (R1.2): ``(i, i, Dense(w))`` connects population ``i`` to itself, as
+            snnTorch's ``RLeaky``. Their current arrives as R4.9 says.
 
         Returns
         -------
@@ -764,7 +789,25 @@ class Network(_Immutable):
         for n, skip in enumerate(skip_list):
             if not isinstance(skip, (tuple, list)) or len(skip) != 3:
                 raise invalid(ModelError, "skips", skip, "each skip must be (source, target, layer)", f"skip {n}")
+            if _is_int(skip[0]) and _is_int(skip[1]) and skip[0] >= skip[1]:
+                reason = "a skip goes forward (source < target); give recurrent projections in recurrent="
+                raise invalid(ModelError, "source/target", (skip[0], skip[1]), reason, f"skip {n}")
             projs.append(Projection(skip[0], skip[1], skip[2]))
+        try:
+            rec_list = list(recurrent)
+        except TypeError:
+            raise invalid(
+                ModelError, "recurrent", recurrent, "must be a sequence of (source, target, layer)", "network"
+            ) from None
+        for n, rec in enumerate(rec_list):
+            if not isinstance(rec, (tuple, list)) or len(rec) != 3:
+                raise invalid(
+                    ModelError, "recurrent", rec, "each recurrent projection must be (source, target, layer)", "network"
+                )
+            if _is_int(rec[0]) and _is_int(rec[1]) and rec[0] < rec[1]:
+                reason = "a recurrent projection has source >= target (R1.2); give forward ones in skips="
+                raise invalid(ModelError, "source/target", (rec[0], rec[1]), reason, f"recurrent {n}")
+            projs.append(Projection(rec[0], rec[1], rec[2]))
         return cls(input_shape, pops, projs)
 
     # ------------------------------------------------------------------ properties
@@ -782,11 +825,26 @@ class Network(_Immutable):
     def spec_version(self) -> int:
         """The lowest ``SPEC_VERSION`` whose semantics run this network.
 
-        1 unless a population settles (a bias or a reset other than zero, R1.6), 2 then.
+        1 unless a population settles (a bias, a reset other than zero, or a recurrent
+        projection into it, R1.6), 2 then.
         Model files record it, so a network without version-2 features still loads in
         an asyncsnn that knows only version 1.
         """
-        return 2 if any(p.settling for p in self.populations) else 1
+        return 2 if any(self.settling) else 1
+
+    @property
+    def settling(self) -> tuple[bool, ...]:
+        """Whether each non-input population settles (R1.6), population 1 first.
+
+        :attr:`Population.settling` (a bias or a reset other than zero), or a recurrent
+        projection targets it.
+        """
+        return tuple(p.settling or i in self._recurrent_targets for i, p in enumerate(self.populations, 1))
+
+    @property
+    def recurrent(self) -> bool:
+        """Whether any projection is recurrent (R1.2)."""
+        return bool(self._recurrent_targets)
 
     @property
     def input_size(self) -> int:
