@@ -29,10 +29,11 @@ other than ``"zero"``)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ try:
 except ImportError:  # pragma: no cover - running from a bare checkout
     sys.path.insert(0, str(ROOT / "python"))
 
+from asyncsnn import reference  # noqa: E402
 from asyncsnn._dictform import network_to_dict  # noqa: E402
 from asyncsnn._spec import SPEC_VERSION  # noqa: E402
 from asyncsnn.network import AvgPool2d, Conv2d, Dense, Network, Population, Projection, SumPool2d  # noqa: E402
@@ -1552,6 +1554,454 @@ def case_random_network(n: int, kind: str, options: dict[str, Any], rules: list[
     )
 
 
+# ----------------------------------------------------------------------------- R4.9
+@contextlib.contextmanager
+def recurrent_delivery(carried: bool) -> Iterator[None]:
+    """Run the reference with every recurrent delivery carried (``True``) or none.
+
+    The contrast a check uses to show that R4.9's choice (carried under ``layered``,
+    delivered in the timestep otherwise) decides its case.
+    """
+    saved = reference._carried
+    reference._carried = lambda opts, proj: carried and proj.recurrent
+    try:
+        yield
+    finally:
+        reference._carried = saved
+
+
+def run_carried(case: Case, carried: bool, **override: Any) -> tuple[InferenceResult, Trace]:
+    """:func:`run` with every recurrent delivery carried, or none (see :func:`recurrent_delivery`)."""
+    with recurrent_delivery(carried):
+        return run(case, **override)
+
+
+def layer_synchronous_rec(net: Network, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """R4.5 with recurrent projections, on a dense chain with dense recurrent projections.
+
+    ``U = beta V + (W s_t + b + R s_{t-1}) - theta d; s = H(U - theta)`` (R4.9: the
+    recurrent projections into a population bring its sources' spikes of the previous
+    timestep). Returns spikes ``[B, P]`` and output spikes ``[B, T, n_out]``.
+    """
+    pops = net.populations
+    forward = [p for p in net.projections if not p.recurrent]
+    recurrent = [p for p in net.projections if p.recurrent]
+    assert [(p.source, p.target) for p in forward] == [(n, n + 1) for n in range(len(pops))]
+    spikes = np.zeros((x.shape[0], len(pops)), dtype=np.int64)
+    outs = np.zeros((x.shape[0], x.shape[1], net.n_outputs), dtype=np.int64)
+    for b in range(x.shape[0]):
+        v = [np.zeros(p.size, np.float32) for p in pops]
+        d = [np.zeros(p.size, np.float32) for p in pops]
+        prev = [np.zeros(p.size, np.float32) for p in pops]  # s_{t-1} of every population
+        for t in range(x.shape[1]):
+            s = x[b, t].astype(np.float32)
+            now: list[np.ndarray] = []
+            for n, (p, proj) in enumerate(zip(pops, forward, strict=True)):
+                th = p.threshold.reshape(-1)
+                cur = ((proj.layer.weight @ s).astype(np.float32) + p.bias.reshape(-1)).astype(np.float32)  # type: ignore[union-attr]
+                for r in recurrent:
+                    if r.target == n + 1:
+                        cur = (cur + (r.layer.weight @ prev[r.source - 1]).astype(np.float32)).astype(np.float32)  # type: ignore[union-attr]
+                u = ((p.beta.reshape(-1) * v[n]).astype(np.float32) + cur).astype(np.float32)
+                u = (u - th * d[n]).astype(np.float32)
+                s = (u > th).astype(np.float32)
+                v[n] = {"zero": u * (1 - s), "subtract": u - th * s}.get(p.reset, u).astype(np.float32)
+                d[n] = s if p.reset == "subtract_delayed" else 0 * s
+                spikes[b, n] += int(s.sum())
+                now.append(s)
+            prev = now
+            outs[b, t] = s.astype(np.int64)
+    return spikes, outs
+
+
+def case_layered_self_recurrence() -> Case:
+    # in (1) -> h (2 neurons, threshold 1, beta 1; w [2, 0]); recurrent h -> h with
+    # W = [[0.75, 0], [1.5, 0]] (h0 to itself 0.75, h0 to h1 1.5). layered.
+    # t0: h0 fires at step 0 (2.0); its delivery is carried: C = [0.75, 1.5], 2 synops
+    # counted in t0. t1: h settles at step 0 (input projection): h0 = 2 + 0.75 fires,
+    # h1 = 1.5 fires. t2: silent input, h0 = 0.75 does not fire, h1 = 1.5 does. t3: h0
+    # stays at 0.75. Delivered in the timestep instead, h0's self-current reaches it
+    # while refractory (discarded) and h1 fires at t0 step 1.
+    net = Network.sequential(
+        (1,),
+        [dense([[2.0], [0.0]])],
+        threshold=1.0,
+        beta=1.0,
+        recurrent=[(1, 1, dense([[0.75, 0.0], [1.5, 0.0]]))],
+    )
+    x = frames([[[1.0], [1.0], [0.0], [0.0]]])
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        assert res.timestep_output_counts[0].tolist() == [[1, 0], [1, 1], [0, 1], [0, 0]]
+        assert res.timestep_synops[0].tolist() == [2 + 2, 2 + 2 + 2, 2, 0]
+        assert res.timestep_forward_steps[0].tolist() == [2, 2, 2, 1]
+        assert settles(trace) == [(t, 0, 1) for t in range(4)], settles(trace)
+        spikes, outs = layer_synchronous_rec(net, x)
+        assert res.spikes.tolist() == spikes.tolist()
+        assert res.timestep_output_counts.tolist() == outs.tolist()
+        now, _ = run_carried(case, carried=False)
+        assert now.timestep_output_counts[0].tolist() == [[1, 1], [1, 1], [0, 0], [0, 0]]
+
+    case = Case(
+        "r4_9_layered_self_recurrence_carried",
+        ["R4.9", "R4.3", "R4.5", "R7.4", "R7.9", "R1.2"],
+        "Under layered a recurrent projection of a population to itself carries its current "
+        "to the population's next settle (the next timestep): U = beta V + W x_t + R s_{t-1} "
+        "as snnTorch's RLeaky. Its synops count in the timestep of the delivery.",
+        net,
+        x,
+        options={"scheduler": "layered"},
+        check=check,
+    )
+    return case
+
+
+def _lateral_net() -> Network:
+    # in (2) -> relays r0, r1 (w 2, 3: v_pre 2, 3) ; r1 -> m (w 4: v_pre 4);
+    # r0 -> h0 (w 2.5) and m -> h1 (w 2.5); lateral inhibition h -> h, W = [[0, -3], [-3, 0]].
+    return Network(
+        (2,),
+        [pop(2), pop(1), pop(2)],
+        [
+            Projection(0, 1, dense(np.diag([2.0, 3.0]))),
+            Projection(1, 2, dense([[0.0, 4.0]])),
+            Projection(1, 3, dense([[2.5, 0.0], [0.0, 0.0]])),
+            Projection(2, 3, dense([[0.0], [2.5]])),
+            Projection(3, 3, dense([[0.0, -3.0], [-3.0, 0.0]])),
+        ],
+    )
+
+
+LATERAL_RANDOM_SEED = 7  # checked: h0 wins in sample 0, h1 in sample 1
+
+
+def case_lateral_inhibition(scheduler: str, rule: str, seed: int = 0) -> Case:
+    # F = 1. fifo: r0, r1 fire at step 0; r0 is delivered first: h settles at step 1 and
+    # h0 fires (2.5); then r1 (m fires at step 2), then h0's -3 reaches h1 (step 3) before
+    # m's 2.5 (step 4): h1 = -0.5, h0 alone wins. momentum: r1 (v_pre 3), then m (4): h1
+    # fires at step 2 with v_pre 2.5 > 2 (r0), so its -3 reaches h0 before r0's 2.5: h1
+    # alone wins. Carried (as under layered), the inhibition arrives only in the next
+    # timestep and both fire.
+    # The single winner of t0 in each sample (ids 3, 4 are h0, h1); random draws
+    # another order for each sample (R5.5: the sample id is in the key).
+    winners = {"fifo": [3, 3], "momentum": [4, 4], "random": [3, 4]}[scheduler]
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        for b in range(2):
+            t0 = [q for t, _, q in fires(trace, 3, b) if t == 0]
+            assert t0 == [winners[b]], (b, t0)
+            # the loser integrated the inhibition within the timestep (R4.9), not refractory
+            assert [e for e in events(trace, "integrate", b) if e["t"] == 0 and 7 - winners[b] in e["neurons"]]
+        carried, tr = run_carried(case, carried=True)
+        for b in range(2):
+            assert sorted(q for t, _, q in fires(tr, 3, b) if t == 0) == [3, 4]
+        assert differs(res, carried)
+
+    desc = {
+        "fifo": "fifo delivers r0's group first: h0 fires and its inhibition reaches h1 before h1's excitation.",
+        "momentum": "momentum delivers the largest v_pre first: h1 fires first and inhibits h0.",
+        "random": "random (this seed) draws an order in which h0 wins in sample 0 and h1 in sample 1.",
+    }[scheduler]
+    case = Case(
+        f"r4_9_lateral_inhibition_{scheduler}",
+        ["R4.9", rule, "R1.2", "R4.7", "R4.3"],
+        "Lateral inhibition within a population (a recurrent projection of a population to "
+        "itself) is delivered in the same timestep under every scheduler but layered, so the "
+        "delivery order decides which neuron wins: " + desc,
+        _lateral_net(),
+        frames([[[1, 1], [1, 1]]], [[[1, 1], [0, 1]]]),
+        options={"scheduler": scheduler, "forward_group_size": 1, "seed": seed},
+        check=check,
+    )
+    return case
+
+
+def _backward_net() -> Network:
+    # in (1) -> a (2; w [2, 0]) -> b (2; identity w 2); backward b -> a, W = [[0, 0], [1.5, 0]]
+    # (b0 drives a1, whose spike drives b1).
+    return Network(
+        (1,),
+        [pop(2), pop(2)],
+        [
+            Projection(0, 1, dense([[2.0], [0.0]])),
+            Projection(1, 2, dense(np.eye(2) * 2)),
+            Projection(2, 1, dense([[0.0, 0.0], [1.5, 0.0]])),
+        ],
+    )
+
+
+def case_backward(scheduler: str) -> Case:
+    # layered: t0: a0 (step 0), b0 (step 1); b0's delivery to a is carried. t1: a settles
+    # at step 0 with C: a1 fires (1.5), b1 at step 1. fifo: a1 fires at step 2 of t0 and
+    # b1 at step 3: b gets both spikes in t0.
+    expected = {
+        "layered": [[1, 0], [0, 1], [0, 0]],
+        "fifo": [[1, 1], [0, 0], [0, 0]],
+    }[scheduler]
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        assert res.timestep_output_counts[0].tolist() == expected, res.timestep_output_counts[0].tolist()
+        # R7.4: input, a0, b0 (carried or not: counted in t0), and under fifo a1, b1
+        assert res.timestep_synops[0, 0] == {"layered": 6, "fifo": 10}[scheduler]
+        other, _ = run_carried(case, carried=scheduler != "layered")
+        assert differs(res, other)
+        if scheduler == "layered":
+            assert fires(trace, 1)[1] == (1, 0, 1), fires(trace, 1)
+
+    case = Case(
+        f"r4_9_backward_projection_{scheduler}",
+        ["R4.9", "R1.2", "R4.7", "R7.4"] + (["R5.1"] if scheduler == "layered" else ["R5.2"]),
+        "A backward projection (source > target) under "
+        + (
+            "layered: its current is carried to the target's settle in the next timestep."
+            if scheduler == "layered"
+            else "fifo: its current is delivered in the same timestep, like a forward projection."
+        ),
+        _backward_net(),
+        frames([[[1.0], [0.0], [0.0]]]),
+        options={"scheduler": scheduler, "forward_group_size": 1},
+        check=check,
+    )
+    return case
+
+
+def case_layered_carry_into_due_population() -> Case:
+    # in (2): in0 -> r (w 2) -> a (w 2) -> out (w 0.5); skip in1 -> out (w 2); backward
+    # out -> a (w 1.5). layered, t0 with input [0, 1]: r is silent, out fires at step 0;
+    # its delivery to a is carried (C = 1.5) and settles nothing; the pending set empties
+    # with a still due, so a settles in the settle-only step 2 and takes C (R4.3.1): it
+    # fires in t0. a's 0.5 then reaches out (refractory).
+    net = Network(
+        (2,),
+        [pop(1), pop(1), pop(1)],
+        [
+            Projection(0, 1, dense([[2.0, 0.0]])),
+            Projection(1, 2, dense([[2.0]])),
+            Projection(2, 3, dense([[0.5]])),
+            Projection(0, 3, dense([[0.0, 2.0]])),
+            Projection(3, 2, dense([[1.5]])),
+        ],
+    )
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        assert fires(trace, 3) == [(0, 0, 2), (1, 0, 2)], fires(trace, 3)
+        assert fires(trace, 2) == [(0, 2, 1), (1, 2, 1)], fires(trace, 2)
+        assert settles(trace) == [(0, 2, 2), (1, 2, 2)], settles(trace)
+        assert events(trace, "settle_only")
+        now, tr = run_carried(case, carried=False)
+        assert settles(tr)[0] == (0, 1, 2), settles(tr)
+        assert differs(res, now)
+
+    case = Case(
+        "r4_9_layered_carry_taken_by_later_settle",
+        ["R4.9", "R4.3", "R4.7", "R5.1", "R1.2"],
+        "Under layered a carried current is taken when its target next settles (R4.3.1): a "
+        "backward delivery that reaches a population still due in this timestep (its "
+        "sources silent, a skip drove the output first) does not settle it, but the "
+        "settle-only step that follows adds it.",
+        net,
+        frames([[[0, 1], [0, 1]]]),
+        options={"scheduler": "layered"},
+        check=check,
+    )
+    return case
+
+
+def case_recurrent_conv() -> Case:
+    # in (1, 3, 3) -> h (1, 3, 3) one to one (w 2); recurrent Conv2d 3x3, padding 1, with
+    # 1.5 to the four direct neighbours. layered, the centre pixel at t0 only: a wave
+    # spreads one ring per timestep: t0 the centre, t1 the 4 edges, t2 the 4 corners
+    # (2 * 1.5) and the centre (4 * 1.5), t3 the edges (1.5 + 2 * 1.5). Delivered in the
+    # timestep (fifo) all 9 fire in t0.
+    kernel = np.zeros((1, 1, 3, 3), np.float32)
+    kernel[0, 0] = [[0.0, 1.5, 0.0], [1.5, 0.0, 1.5], [0.0, 1.5, 0.0]]
+    net = Network(
+        (1, 3, 3),
+        [pop((1, 3, 3))],
+        [Projection(0, 1, dense(np.eye(9) * 2)), Projection(1, 1, Conv2d(kernel, stride=1, padding=1))],
+    )
+    x = np.zeros((1, 4, 9), np.float32)
+    x[0, 0, 4] = 1.0
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        assert res.timestep_output_counts[0].sum(axis=1).tolist() == [1, 4, 5, 4]
+        # R7.4 fan-outs of the recurrent Conv2d (R1.3: zero weights count): centre 9,
+        # edge 6, corner 4; spikes: centre, 4 edges, 4 corners + centre, 4 edges.
+        assert res.synops_per_projection[0].tolist() == [9, 9 + 24 + 16 + 9 + 24]
+        fifo, _ = run(case, scheduler="fifo")
+        assert fifo.timestep_output_counts[0].sum(axis=1).tolist() == [9, 0, 0, 0]
+        now, _ = run_carried(case, carried=False)
+        assert differs(res, now)
+
+    case = Case(
+        "r4_9_recurrent_conv2d_wave",
+        ["R4.9", "R1.2", "R5.1", "R7.4"],
+        "A recurrent Conv2d (lateral excitation to the four neighbours) under layered: each "
+        "ring of the wave fires one timestep after the previous one.",
+        net,
+        x,
+        options={"scheduler": "layered"},
+        check=check,
+    )
+    return case
+
+
+def case_early_stop_carry_waits() -> Case:
+    # in (2): in0 -> r (w 2) -> h (w 2; self w 1.5) -> out (w 2); skip in1 -> out (w 2).
+    # layered, stop first_output, extra 0. t0: r fires; h settles at step 1 (2.0), fires;
+    # its group gives out 2 (fires at step 2, stop) and carries 1.5 to h. t1: in1 makes
+    # out fire at step 0: the timestep stops with h still due and C = 1.5 waiting (R6.4).
+    # t2: h settles in the settle-only step 1 and takes C: 1.5 fires. t3 the same.
+    # Draining, h settles and fires at t1 already.
+    net = Network(
+        (2,),
+        [pop(1), pop(1), pop(1)],
+        [
+            Projection(0, 1, dense([[2.0, 0.0]])),
+            Projection(1, 2, dense([[2.0]])),
+            Projection(2, 3, dense([[2.0]])),
+            Projection(0, 3, dense([[0.0, 2.0]])),
+            Projection(2, 2, dense([[1.5]])),
+        ],
+    )
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        assert fires(trace, 2) == [(0, 1, 1), (2, 1, 1), (3, 1, 1)], fires(trace, 2)
+        assert settles(trace) == [(0, 1, 2), (2, 1, 2), (3, 1, 2)], settles(trace)
+        assert res.timestep_forward_steps[0].tolist() == [3, 1, 3, 3]
+        drained, tr = run(case, stop="drain")
+        assert fires(tr, 2) == [(0, 1, 1), (1, 1, 1), (2, 1, 1), (3, 1, 1)], fires(tr, 2)
+        assert differs(res, drained)
+        _, tr = run_carried(case, carried=False)
+        assert fires(tr, 2) == [(0, 1, 1)], fires(tr, 2)
+
+    case = Case(
+        "r6_4_early_stop_carried_current_waits",
+        ["R6.4", "R4.9", "R4.7", "R6.2"],
+        "A timestep ended by an early stop before a recurrent target settled leaves its "
+        "carried current waiting: it is added at the target's next settle, a timestep later.",
+        net,
+        frames([[[1, 0], [0, 1], [0, 0], [0, 0]]]),
+        options={"scheduler": "layered", "stop": "first_output", "extra_steps": 0},
+        check=check,
+    )
+    return case
+
+
+def _recurrent_chain(rng: np.random.Generator) -> Network:
+    return Network.sequential(
+        (6,),
+        [Dense(grid(rng, (5, 6), -64, 288)), Dense(grid(rng, (3, 5), -96, 320))],
+        threshold=[1.0, 0.875],
+        beta=[0.875, 0.75],
+        bias=per_layer(grid(rng, (5,), -32, 64), 0.125),
+        reset=["subtract_delayed", "zero"],
+        recurrent=[
+            (1, 1, Dense(grid(rng, (5, 5), -128, 192))),
+            (2, 2, Dense(np.asarray(-np.ones((3, 3)) + np.eye(3), np.float32) * 0.5)),
+            (2, 1, Dense(grid(rng, (5, 3), -64, 128))),
+        ],
+    )
+
+
+def case_recurrent_bias_delayed(scheduler: str) -> Case:
+    # A dense chain whose first population has a bias, reset subtract_delayed and a
+    # recurrent projection to itself; the output inhibits itself laterally and projects
+    # back to the first population.
+    rng = np.random.default_rng(4242)
+    net = _recurrent_chain(rng)
+    x = counts(np.random.default_rng(17), (3, 6, 6), 0.3)
+    x[2, 3:] = 0  # silent frames: the populations still settle, with C and bias
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        assert (res.spikes.sum(axis=0) > 0).all(), res.spikes.tolist()
+        assert any(e["neuron"] < 5 for e in events(trace, "fire") if e["t"] >= 3 and e["population"] == 1)
+        if scheduler == "layered":
+            spikes, outs = layer_synchronous_rec(net, x)
+            assert res.spikes.tolist() == spikes.tolist()
+            assert res.timestep_output_counts.tolist() == outs.tolist()
+        other, _ = run_carried(case, carried=scheduler != "layered")
+        assert differs(res, other)
+
+    case = Case(
+        f"r4_9_recurrent_bias_subtract_delayed_{scheduler}",
+        ["R4.9", "R4.8", "R4.7", "R4.3", "R1.6"] + (["R4.5", "R5.1"] if scheduler == "layered" else ["R5.4"]),
+        "A recurrent target with a bias and reset subtract_delayed (self, lateral and backward "
+        "projections): it adds bias and carried current when it settles, then pays its debt"
+        + (
+            "; under layered this is U = beta V + (W s_t + b + R s_{t-1}) - theta d (R4.5)."
+            if scheduler == "layered"
+            else "; momentum delivers the recurrent currents within the timestep."
+        ),
+        net,
+        x,
+        options={"scheduler": scheduler, "forward_group_size": 2},
+        check=check,
+    )
+    return case
+
+
+def case_random_recurrent(n: int, kind: str, options: dict[str, Any], rules: list[str]) -> Case:
+    """Seeded random grid networks with recurrent projections (self, lateral, backward)."""
+    rng = np.random.default_rng(5000 + n)
+    if kind == "skip_recurrent":
+        net = Network.sequential(
+            (10,),
+            [
+                Dense(grid(rng, (8, 10), -96, 288)),
+                Dense(grid(rng, (6, 8), -96, 320)),
+                Dense(grid(rng, (4, 6), -224, 288)),
+            ],
+            threshold=[1.0, 0.75, 1.25],
+            beta=0.875,
+            bias=per_layer(0.0, grid(rng, (6,), -32, 80), 0.0),
+            reset=["zero", "subtract", "zero"],
+            skips=[(0, 2, Dense(grid(rng, (6, 10), -64, 192))), (1, 3, Dense(grid(rng, (4, 8), -64, 192)))],
+            recurrent=[
+                (2, 2, Dense(grid(rng, (6, 6), -160, 160))),
+                (3, 1, Dense(grid(rng, (8, 4), -64, 160))),
+                (3, 3, Dense(grid(rng, (4, 4), -256, 0))),
+            ],
+            refractory_dropout=[0.0, 0.0, 0.0],
+        )
+    else:
+        conv = Conv2d(grid(rng, (3, 2, 3, 3), -128, 192), stride=1, padding=1)
+        s1 = conv.output_shape((2, 6, 6))
+        pool = SumPool2d(2)
+        s2 = pool.output_shape(s1)
+        net = Network.sequential(
+            (2, 6, 6),
+            [conv, pool, Dense(grid(rng, (4, int(np.prod(s2))), -256, 320))],
+            threshold=[1.0, 1.5, 1.0],
+            beta=[0.875, 0.75, 0.875],
+            recurrent=[(1, 1, Conv2d(grid(rng, (3, 3, 3, 3), -96, 96), stride=1, padding=1))],
+        )
+    x = counts(np.random.default_rng(6000 + n), (3, 4, net.input_size), 0.3)
+    labels = [int(v) for v in rng.integers(0, net.n_outputs, 3)]
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        assert (res.spikes.sum(axis=0) > 0).all(), res.spikes.tolist()
+        assert res.output_counts.sum() > 0
+        other, _ = run_carried(case, carried=options["scheduler"] != "layered")
+        assert differs(res, other)
+        if options.get("stop", "drain") != "drain" or options.get("max_steps"):
+            assert res.dropped_spikes.sum() > 0
+
+    case = Case(
+        f"random_{n}_{kind}_{options['scheduler']}",
+        [*rules, "R4.9", "R1.2", "R8.2"],
+        f"Seeded random {kind.replace('_', ' ')} network (recurrent projections "
+        f"{[(p.source, p.target) for p in net.projections if p.recurrent]}) with integer count "
+        f"inputs; options {options}.",
+        net,
+        x,
+        options=options,
+        labels=labels,
+        check=check,
+    )
+    return case
+
+
 def all_cases() -> list[Case]:
     cases = [
         case_exact_threshold(),
@@ -1675,6 +2125,33 @@ def all_cases() -> list[Case]:
     ]
     for n, (kind, opts, rules) in enumerate(settling_specs, start=len(random_specs)):
         cases.append(case_random_settling(n, kind, opts, rules))
+    # R4.9: recurrent projections (self, lateral, backward), carried under layered.
+    cases += [
+        case_layered_self_recurrence(),
+        case_lateral_inhibition("fifo", "R5.2"),
+        case_lateral_inhibition("momentum", "R5.4"),
+        case_lateral_inhibition("random", "R5.3", seed=LATERAL_RANDOM_SEED),
+        case_backward("layered"),
+        case_backward("fifo"),
+        case_layered_carry_into_due_population(),
+        case_recurrent_conv(),
+        case_early_stop_carry_waits(),
+        case_recurrent_bias_delayed("layered"),
+        case_recurrent_bias_delayed("momentum"),
+    ]
+    recurrent_specs: list[tuple[str, dict[str, Any], list[str]]] = [
+        ("skip_recurrent", {"scheduler": "layered"}, ["R5.1"]),
+        (
+            "skip_recurrent",
+            {"scheduler": "random", "forward_group_size": 3, "seed": 21, "stop": "first_output", "extra_steps": 2},
+            ["R5.3", "R6.2"],
+        ),
+        ("conv_recurrent", {"scheduler": "layered"}, ["R5.1"]),
+        ("conv_recurrent", {"scheduler": "fifo", "forward_group_size": 4}, ["R5.2"]),
+    ]
+    start = len(random_specs) + len(settling_specs)
+    for n, (kind, opts, rules) in enumerate(recurrent_specs, start=start):
+        cases.append(case_random_recurrent(n, kind, opts, rules))
     return cases
 
 

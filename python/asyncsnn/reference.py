@@ -9,24 +9,27 @@ the one the rules prescribe (R8.1).
 In short, for every timestep ``t`` (section 4):
 
 1. **Start** (R4.1): leak ``V <- beta * V``; refractory flags and ``v_pre`` are cleared;
-   every settling population (R1.6: a bias or a reset other than ``"zero"``) becomes
-   *due*.
+   every settling population (R1.6: a bias, a reset other than ``"zero"`` or a
+   recurrent projection into it) becomes *due*.
 2. **Input** (R4.2, R2.3): forward step 0 delivers the whole input frame.
 3. **Forward step k** (R4.3): *integrate* the summed current of the step (refractory
    neurons discard theirs); a due population that receives a delivery in this step
-   (from the input in step 0, R4.7) *settles*: its bias is added to its current, every
-   one of its neurons is integrated and pays its ``"subtract_delayed"`` debt
-   (``V <- V - threshold``). *Fire* every integrated, non-refractory neuron with
-   ``V > threshold`` (reset by the population's mode, R4.8; refractory unless
-   refractory dropout R4.6 says otherwise; enqueued in the pending set unless it has
-   no outgoing projection); *stop check* (R6); *select* a group of at most ``F``
-   pending neurons with the scheduler (R5) and *deliver* their spikes
+   (from the input in step 0, R4.7) *settles*: its bias and its carried current ``C``
+   (R4.9) are added to its current, every one of its neurons is integrated and pays its
+   ``"subtract_delayed"`` debt (``V <- V - threshold``). *Fire* every integrated,
+   non-refractory neuron with ``V > threshold`` (reset by the population's mode, R4.8;
+   refractory unless refractory dropout R4.6 says otherwise; enqueued in the pending set
+   unless it has no outgoing projection); *stop check* (R6); *select* a group of at
+   most ``F`` pending neurons with the scheduler (R5) and *deliver* their spikes
    (``multiplicity * weight`` to every synapse), which forward step ``k + 1``
-   integrates. When the pending set is empty and a population is still due, forward
-   step ``k + 1`` delivers nothing and settles the lowest due population (a
-   settle-only step, R4.3.4). The timestep ends when the pending set is empty and no
-   population is due, or when a stop check ends it (the pending spikes are then
-   dropped, R6.4, and due populations stay unsettled).
+   integrates. Under ``layered`` a recurrent projection's (``source >= target``)
+   delivery goes to ``C`` instead, taken when its target next settles (R4.9); under
+   the other schedulers it is delivered like a forward one. When the pending set is
+   empty and a population is still due, forward step ``k + 1`` delivers nothing and
+   settles the lowest due population (a settle-only step, R4.3.4). The timestep ends
+   when the pending set is empty and no population is due, or when a stop check ends
+   it (the pending spikes are then dropped, R6.4, due populations stay unsettled and
+   ``C`` waits for their next settle).
 
 A network without settling populations never has a due population: it runs exactly
 as in version 1 of the rules.
@@ -94,6 +97,7 @@ class _Projection:
     source_shape: tuple[int, ...]
     target_shape: tuple[int, ...]
     target_offset: int  # global id (R1.5) of the first neuron of the target population
+    recurrent: bool  # source >= target (R1.2): its current arrives as R4.9 says
     _table: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     def synapses(self, j: int) -> tuple[np.ndarray, np.ndarray]:
@@ -168,7 +172,7 @@ class _Model:
     beta: np.ndarray  # [n_neurons] float32
     bias: np.ndarray  # [n_neurons] float32 (R1.4)
     reset: list[str]  # reset[p], the reset mode of population p (R4.8); reset[0] is unused
-    settling: list[bool]  # settling[p] (R1.6); settling[0] (the input) is False
+    settling: list[bool]  # settling[p] (R1.6, recurrent targets included); settling[0] (the input) is False
     outgoing: list[list[_Projection]]  # outgoing[p] = projections with source p, in projection order
     n_projections: int
     n_populations: int  # non-input populations P
@@ -187,7 +191,16 @@ class _Model:
             acc += sizes[p]
         shapes = net.population_shapes
         projs = [
-            _Projection(n, pr.source, pr.target, pr.layer, shapes[pr.source], shapes[pr.target], offsets[pr.target])
+            _Projection(
+                n,
+                pr.source,
+                pr.target,
+                pr.layer,
+                shapes[pr.source],
+                shapes[pr.target],
+                offsets[pr.target],
+                pr.recurrent,
+            )
             for n, pr in enumerate(net.projections)
         ]
         outgoing: list[list[_Projection]] = [[] for _ in sizes]
@@ -203,7 +216,7 @@ class _Model:
             beta=np.concatenate([p.beta.reshape(-1) for p in net.populations]).astype(np.float32),
             bias=np.concatenate([np.asarray(p.bias).reshape(-1) for p in net.populations]).astype(np.float32),
             reset=["zero"] + [p.reset for p in net.populations],
-            settling=[False] + [p.settling for p in net.populations],
+            settling=[False, *net.settling],
             outgoing=outgoing,
             n_projections=len(projs),
             n_populations=len(net.populations),
@@ -306,6 +319,7 @@ class _Sample:
     refractory: np.ndarray = field(init=False)
     v_pre: np.ndarray = field(init=False)
     current: np.ndarray = field(init=False)  # I, summed within one forward step
+    carried: np.ndarray = field(init=False)  # R3.1 / R4.9: C, carried to the target's next settle
     debt: np.ndarray = field(init=False)  # R3.1: "subtract_delayed" threshold owed (R4.8)
     received: np.ndarray = field(init=False)  # neurons some synapse delivered to in this step
     due: list[bool] = field(init=False)  # R3.1: due[p] per population (R4.7); due[0] is False
@@ -339,6 +353,7 @@ class _Sample:
         self.refractory = np.zeros(n, dtype=bool)
         self.v_pre = np.zeros(n, dtype=np.float32)
         self.current = np.zeros(n, dtype=np.float32)
+        self.carried = np.zeros(n, dtype=np.float32)  # C = 0 (R3.3)
         self.debt = np.zeros(n, dtype=bool)
         self.received = np.zeros(n, dtype=bool)
         self.due = [False] * (self.model.n_populations + 1)
@@ -434,11 +449,14 @@ def integrate_fire(s: _Sample, t: int, k: int) -> list[int]:
     """R4.3.1 integrate and R4.3.2 fire; returns the output classes that spiked, in id order."""
     model, trace, refractory, current, v = s.model, s.trace, s.refractory, s.current, s.v
     # R4.3.1 Integrate. First the due populations that settle in this step (R4.7) add
-    # their bias to the current of their neurons, all of which are integrated.
+    # their bias, then their carried current C (R4.9), to the current of their neurons,
+    # all of which are integrated; C is then 0.
     integrated = s.received.copy()
     for p in sorted(s.settle_now):
         nrn = model.neurons(p)
         current[nrn] = (current[nrn] + model.bias[nrn]).astype(np.float32)
+        current[nrn] = (current[nrn] + s.carried[nrn]).astype(np.float32)
+        s.carried[nrn] = 0.0
         integrated[nrn] = True
         s.due[p] = False  # R4.7: settles once per timestep
         if trace is not None:
@@ -581,11 +599,23 @@ def select(s: _Sample, t: int, k: int) -> list[int]:
     return _select(s.opts, s.model, s.pending, s.v_pre, s.sample_id, t, k, s.trace)
 
 
+def _carried(opts: PreparedOptions, proj: _Projection) -> bool:
+    """R4.9: whether a delivery over ``proj`` is carried (to ``C``) rather than delivered to ``I``.
+
+    Under ``layered`` a recurrent projection's current is carried; under every other
+    scheduler every projection delivers into ``I`` in the same timestep.
+    """
+    return proj.recurrent and opts.scheduler is Scheduler.LAYERED
+
+
 def deliver_group(s: _Sample, group: list[int], t: int, k: int) -> None:
     """R4.3.4: each member leaves the pending set and delivers ``m * w`` to every synapse.
 
     A due population with a projection from a member's population settles in step
     ``k + 1`` (R4.7), whether or not one of the member's synapses reaches a given neuron.
+    Under ``layered`` a recurrent projection's current is carried instead (R4.9): it is
+    added to ``C`` of its targets, integrates nothing and settles nothing in this
+    timestep; its synops count now (R7.4).
     """
     model = s.model
     for j in group:
@@ -593,11 +623,15 @@ def deliver_group(s: _Sample, group: list[int], t: int, k: int) -> None:
         pop = int(model.population_of[j])
         local = j - model.offsets[pop]
         for proj in model.outgoing[pop]:
-            if s.due[proj.target]:
-                s.settle_now.add(proj.target)
             targets, weights = proj.synapses(local)
-            s.current[targets] = s.current[targets] + (_F32(m) * weights).astype(np.float32)
-            s.received[targets] = True
+            if _carried(s.opts, proj):
+                # R4.9: C[q] += m * w (float32), taken at the target's next settle.
+                s.carried[targets] = s.carried[targets] + (_F32(m) * weights).astype(np.float32)
+            else:
+                if s.due[proj.target]:
+                    s.settle_now.add(proj.target)  # R4.7
+                s.current[targets] = s.current[targets] + (_F32(m) * weights).astype(np.float32)
+                s.received[targets] = True
             s.synops_per_projection[proj.index] += len(targets)  # R7.4: fan-out, whatever m
             s.synops_t += len(targets)
         if s.trace is not None:
