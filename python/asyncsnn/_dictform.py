@@ -17,6 +17,8 @@ The form::
                       "reset": "zero" | "subtract" | "subtract_delayed" | "none"}, ...]
      "projections": [{"source": int, "target": int, "kind": "dense" | "conv2d" |
                       "avgpool2d" | "sumpool2d",
+                      # source < target: forward; source >= target: recurrent (R1.2,
+                      # SPEC_VERSION 2), any kind
                       # dense / conv2d:
                       "weight": [float, ...] (flat, C order), "weight_shape": [int, ...],
                       # conv2d: "stride": [sh, sw], "padding": [ph, pw]

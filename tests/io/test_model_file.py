@@ -100,3 +100,60 @@ def test_failed_save_keeps_the_previous_file(tmp_path: Path) -> None:
         asyncsnn.save("not a network", path)  # type: ignore[arg-type]
     assert path.read_bytes() == before
     assert list(tmp_path.iterdir()) == [path]
+
+
+def _recurrent_network(kind: str) -> asyncsnn.Network:
+    """A small network with a recurrent projection (R1.2): self, backward, or a recurrent Conv2d."""
+    rng = np.random.default_rng(7)
+    if kind == "conv":
+        conv = asyncsnn.Conv2d(rng.integers(-64, 160, (2, 1, 3, 3)) / 128.0, padding=1)
+        return asyncsnn.Network.sequential(
+            (1, 4, 4),
+            [conv, asyncsnn.Dense(rng.integers(-64, 192, (3, 32)) / 128.0)],
+            threshold=1.0,
+            beta=0.875,
+            recurrent=[(1, 1, asyncsnn.Conv2d(rng.integers(-96, 96, (2, 2, 3, 3)) / 128.0, padding=1))],
+        )
+    recurrent = {
+        "self": [(1, 1, asyncsnn.Dense(rng.integers(-128, 128, (5, 5)) / 128.0))],
+        "backward": [
+            (2, 1, asyncsnn.Dense(rng.integers(-64, 128, (5, 3)) / 128.0)),
+            (2, 2, asyncsnn.Dense(-np.ones((3, 3)) + np.eye(3))),
+        ],
+    }[kind]
+    return asyncsnn.Network.sequential(
+        (4,),
+        [
+            asyncsnn.Dense(rng.integers(-64, 256, (5, 4)) / 128.0),
+            asyncsnn.Dense(rng.integers(-64, 256, (3, 5)) / 128.0),
+        ],
+        threshold=1.0,
+        beta=0.875,
+        bias=[0.0, 0.125],
+        recurrent=recurrent,
+    )
+
+
+@pytest.mark.parametrize("kind", ["self", "backward", "conv"])
+def test_recurrent_network_round_trips_as_spec_version_2(tmp_path: Path, kind: str) -> None:
+    from asyncsnn import reference
+    from asyncsnn._dictform import network_from_dict, network_to_dict
+
+    net = _recurrent_network(kind)
+    assert net.recurrent
+    assert net.spec_version == 2
+    path = tmp_path / "rec.safetensors"
+    asyncsnn.save(net, path)
+    assert read_metadata(path)["spec_version"] == "2", "a recurrent network needs version 2 (R1.6)"
+    back = asyncsnn.load(path)
+    assert network_to_dict(back) == network_to_dict(net)
+    assert network_to_dict(network_from_dict(network_to_dict(net))) == network_to_dict(net)
+    assert [(p.source, p.target, p.recurrent) for p in back.projections] == [
+        (p.source, p.target, p.recurrent) for p in net.projections
+    ]
+    assert back.settling == net.settling
+    x = random_count_input(np.random.default_rng(8), net, batch=2, timesteps=4)
+    for scheduler in ("layered", "fifo"):  # carried and delivered in the timestep (R4.9)
+        res = reference.infer(back, x, scheduler=scheduler)
+        assert res.spikes_total.sum() > 0
+        assert_results_equal(reference.infer(net, x, scheduler=scheduler), res)
