@@ -276,6 +276,72 @@ BAD_NETWORKS = [
     ),
 ]
 
+_TWO_LAYERS = [asyncsnn.Dense(np.ones((3, 4))), asyncsnn.Dense(np.ones((2, 3)))]
+
+#: ``Network.sequential(recurrent=...)`` mistakes (R1.2) and the field each error names.
+BAD_RECURRENT: list[tuple[Any, str]] = [
+    ([(1, 2, asyncsnn.Dense(np.ones((2, 3))))], "source/target"),  # forward: belongs in skips=
+    ([(0, 0, asyncsnn.Dense(np.ones((4, 4))))], "source/target"),  # the input is never a target
+    ([(1, 0, asyncsnn.Dense(np.ones((4, 3))))], "source/target"),
+    ([(3, 1, asyncsnn.Dense(np.ones((3, 2))))], "source/target"),  # no population 3
+    ([(2, 1, asyncsnn.Dense(np.ones((3, 3))))], "weight"),  # population 2 has 2 neurons
+    ([(1, 1, asyncsnn.Conv2d(np.ones((1, 1, 3, 3))))], "source shape"),
+    ([(1, 1)], "recurrent"),
+    ([[1, 1, asyncsnn.Dense(np.ones((3, 3))), 0]], "recurrent"),
+    (5, "recurrent"),
+    ([(1.0, 1, asyncsnn.Dense(np.ones((3, 3))))], "source/target"),
+    ([(1, 1, np.ones((3, 3)))], "projections"),  # not a layer
+]
+
+
+@pytest.mark.parametrize(("recurrent", "field"), BAD_RECURRENT)
+def test_sequential_refuses_bad_recurrent_projections(recurrent: Any, field: str) -> None:
+    with pytest.raises(ModelError) as info:
+        asyncsnn.Network.sequential((4,), _TWO_LAYERS, recurrent=recurrent)
+    assert info.value.field == field, str(info.value)
+
+
+def test_sequential_builds_recurrent_projections_after_layers_and_skips() -> None:
+    """R1.2: ``recurrent=`` projections come last, in order; their targets settle (R1.6)."""
+    self_w, back_w = np.full((3, 3), 0.25), np.full((3, 2), -0.5)
+    net = asyncsnn.Network.sequential(
+        (4,),
+        _TWO_LAYERS,
+        skips=[(0, 2, asyncsnn.Dense(np.ones((2, 4))))],
+        recurrent=[(1, 1, asyncsnn.Dense(self_w)), (2, 1, asyncsnn.Dense(back_w))],
+    )
+    assert [(p.source, p.target, p.recurrent) for p in net.projections] == [
+        (0, 1, False),
+        (1, 2, False),
+        (0, 2, False),
+        (1, 1, True),
+        (2, 1, True),
+    ]
+    np.testing.assert_array_equal(net.projections[4].layer.weight, back_w)
+    assert net.recurrent
+    assert net.settling == (True, False)  # population 1 is a recurrent target
+    assert [p.settling for p in net.populations] == [False, False]  # no bias, reset "zero"
+    assert net.spec_version == 2
+    plain = asyncsnn.Network.sequential((4,), _TWO_LAYERS)
+    assert not plain.recurrent
+    assert plain.settling == (False, False)
+    assert plain.spec_version == 1
+    # A recurrent target refuses refractory dropout (R4.6); another population keeps it.
+    net = asyncsnn.Network.sequential(
+        (4,), _TWO_LAYERS, refractory_dropout=[0.0, 0.5], recurrent=[(1, 1, asyncsnn.Dense(self_w))]
+    )
+    assert net.populations[1].refractory_dropout == 0.5
+    with pytest.raises(ModelError, match="recurrent") as info:
+        asyncsnn.Network.sequential(
+            (4,), _TWO_LAYERS, refractory_dropout=[0.0, 0.5], recurrent=[(2, 2, asyncsnn.Dense(np.ones((2, 2))))]
+        )
+    assert info.value.field == "refractory_dropout"
+    assert info.value.location == "population 2"
+    with pytest.raises(ParameterError, match="population 1"):
+        asyncsnn.reference.infer(net, np.ones((1, 2, 4)), refractory_dropout=0.5)
+    res = asyncsnn.reference.infer(net, np.ones((1, 2, 4)), refractory_dropout="network")
+    assert res.spikes[0, 1] > 0
+
 
 @pytest.mark.parametrize(("build", "field"), BAD_NETWORKS)
 def test_invalid_networks_raise_model_error_naming_the_field(build: Any, field: str) -> None:
