@@ -854,6 +854,96 @@ def test_layered_equals_layer_synchronous_with_bias_and_reset_modes(reset: str, 
     assert checked > 0
 
 
+# ----------------------------------------------------------------------------- R4.5 / R4.9 recurrent
+def _with_recurrent(rng: np.random.Generator, net: Network) -> Network:
+    """``net`` (a chain) plus recurrent projections (R1.2) with grid weights.
+
+    Population 1 to itself (a same-size Conv2d on a channel population, dense
+    otherwise), lateral inhibition in the output, and the output back to population 1.
+    """
+    shapes, sizes = net.population_shapes, net.population_sizes
+    n_pop = len(net.populations)
+    first: Any
+    if len(shapes[1]) == 3:
+        c = shapes[1][0]
+        first = Conv2d(_grid(rng, (c, c, 3, 3), -64, 80), stride=1, padding=1)
+    else:
+        first = Dense(_grid(rng, (sizes[1], sizes[1]), -96, 128))
+    lateral = -_grid(rng, (sizes[n_pop], sizes[n_pop]), 32, 256)
+    np.fill_diagonal(lateral, 0.0)
+    back = Dense(_grid(rng, (sizes[1], sizes[n_pop]), -64, 192))
+    extra = [Projection(1, 1, first), Projection(n_pop, n_pop, Dense(lateral)), Projection(n_pop, 1, back)]
+    return Network(net.input_shape, list(net.populations), [*net.projections, *extra])
+
+
+def _layer_synchronous_rec(net: Network, frames: np.ndarray) -> np.ndarray:
+    """R4.5 with recurrent projections: spikes ``[T, n_neurons]`` of one sample.
+
+    ``U_t = beta V_{t-1} + (W s_t + b + R s_{t-1}) - theta d_t`` per population in
+    order, the recurrent projections (R4.9) taking their sources' spikes of the
+    previous timestep; resets as in :func:`_layer_synchronous_v2`. float32 throughout.
+    """
+    pops, shapes = net.populations, net.population_shapes
+    v = [np.zeros(p.size, np.float32) for p in pops]
+    d = [np.zeros(p.size, np.float32) for p in pops]
+    prev = [np.zeros(math.prod(sh), np.float32) for sh in shapes]  # s_{t-1}, population 0 unused
+    rows = []
+    for x in frames:
+        act = [x.astype(np.float32).reshape(-1)]
+        for n, p in enumerate(pops, 1):
+            th, beta = p.threshold.reshape(-1), p.beta.reshape(-1)
+            current = np.zeros(p.size, np.float32)
+            for proj in net.projections:
+                if proj.target == n and not proj.recurrent:
+                    current = (current + _apply(proj.layer, shapes[proj.source], act[proj.source])).astype(np.float32)
+            current = (current + np.asarray(p.bias, np.float32).reshape(-1)).astype(np.float32)
+            for proj in net.projections:
+                if proj.target == n and proj.recurrent:
+                    current = (current + _apply(proj.layer, shapes[proj.source], prev[proj.source])).astype(np.float32)
+            u = ((beta * v[n - 1]).astype(np.float32) + current).astype(np.float32)
+            u = (u - th * d[n - 1]).astype(np.float32)
+            fired = (u > th).astype(np.float32)
+            v[n - 1] = {"zero": u * (1 - fired), "subtract": u - th * fired}.get(p.reset, u).astype(np.float32)
+            d[n - 1] = fired if p.reset == "subtract_delayed" else np.zeros_like(fired)
+            act.append(fired)
+        prev = act
+        rows.append(np.concatenate(act[1:]))
+    return np.asarray(rows, dtype=bool)
+
+
+@pytest.mark.parametrize("kind", ["dense", "dense_v2", "conv", "conv_sum"])
+@pytest.mark.parametrize("seed", range(3))
+def test_layered_equals_layer_synchronous_with_recurrent_projections(kind: str, seed: int) -> None:
+    """R4.5/R4.9: under ``layered`` a recurrent projection brings ``R s_{t-1}``, spike for spike.
+
+    Chains with a recurrent projection of population 1 to itself (dense, or a Conv2d),
+    lateral inhibition in the output and a backward projection from the output to
+    population 1; ``dense_v2`` adds biases and mixed reset modes. Delivered in the
+    timestep instead (every other scheduler), the result differs.
+    """
+    rng = np.random.default_rng(7000 + 10 * seed + len(kind))
+    if kind.startswith("dense"):
+        resets = [str(m) for m in rng.choice(RESET_MODES, 3)] if kind == "dense_v2" else ["zero"] * 3
+        chain = _dense_chain(rng, resets, with_bias=kind == "dense_v2")
+    else:
+        chain = _random_chain(rng, kind)
+    net = _with_recurrent(rng, chain)
+    x = _counts(rng, (2, 8, net.input_size), float(rng.choice([0.2, 0.4])))
+    res = infer(net, x, scheduler="layered", trace=True)
+    checked = 0
+    for b in range(x.shape[0]):
+        want = _layer_synchronous_rec(net, x[b])
+        got = _spikes_per_timestep(net, res, b)
+        np.testing.assert_array_equal(got.astype(bool), want, err_msg=f"sample {b}")
+        assert got.max(initial=0) <= 1  # at most one spike per neuron and timestep (R4.6, R4.9)
+        checked += int(want.sum())
+    assert checked > 0
+    assert res.spikes[:, 0].sum() > 0
+    assert res.spikes[:, -1].sum() > 0
+    without = _layer_synchronous_rec(chain, x[0])
+    assert not np.array_equal(without, _layer_synchronous_rec(net, x[0])), "the recurrence changes nothing"
+
+
 # ----------------------------------------------------------------------------- dict form, golden
 def test_network_dict_form_round_trips_exactly() -> None:
     rng = np.random.default_rng(1)
