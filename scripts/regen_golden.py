@@ -14,8 +14,8 @@ Usage::
     python scripts/regen_golden.py --check    # regenerate in memory; exit 1 listing drifted files
 
 The JSON format (``generator_version`` 1; ``spec_version`` is the network's
-``Network.spec_version``: 1 without settling populations, 2 with a bias or a reset
-other than ``"zero"``)::
+``Network.spec_version``: 1 without settling populations, 2 with a bias, a reset
+other than ``"zero"`` or a recurrent projection, R1.6)::
 
     {"spec_version", "generator_version", "name", "rules", "description",
      "network": asyncsnn._dictform.network_to_dict(...),
