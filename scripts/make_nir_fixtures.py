@@ -124,7 +124,9 @@ def layer_synchronous(net: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     population's reset mode (``d_t = s_{t-1}`` for ``"subtract_delayed"``, else 0), every
     operation in float32 as the engines (R8.1) and snnTorch compute it; the current ``W s + b``
     is summed in float64, which is exact for weights on the grid of R8.2. Populations are
-    computed in index order, so skip connections read the current timestep's spikes.
+    computed in index order, so skip connections read the current timestep's spikes; a
+    recurrent projection (``source >= target``, R1.2) reads its source's spikes of the
+    previous timestep (``R s_{t-1}``, R4.5 and R4.9: snnTorch's ``RLeaky``).
     """
     batch, steps = x.shape[:2]
     shapes = net.population_shapes
@@ -135,13 +137,14 @@ def layer_synchronous(net: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     debt = [np.zeros((batch, p.size), bool) for p in pops]
     per_pop = np.zeros((batch, len(pops)), np.int64)
     out = np.zeros((batch, steps, pops[-1].size), np.int64)
+    spikes: list[np.ndarray] = [np.zeros((batch, int(np.prod(shape)))) for shape in shapes]  # s_{-1} = 0
     for t in range(steps):
-        spikes: list[np.ndarray] = [x[:, t].reshape(batch, -1).astype(np.float64)]
+        previous, spikes = spikes, [x[:, t].reshape(batch, -1).astype(np.float64)]
         for k, pop in enumerate(pops):
             current = np.broadcast_to(pop.bias.reshape(-1).astype(np.float64), (batch, pop.size)).copy()
             for source, target, matrix in mats:
                 if target == k + 1:
-                    current += spikes[source] @ matrix.T
+                    current += (spikes[source] if source < target else previous[source]) @ matrix.T
             theta, beta = pop.threshold.reshape(-1), pop.beta.reshape(-1)
             u = (beta * v[k]).astype(f32) + current.astype(f32)
             u = np.where(debt[k], u - theta, u).astype(f32)

@@ -27,6 +27,9 @@ no memory (``tau_syn = dt``, so ``alpha = 1 - dt / tau_syn = 0``). :func:`to_nir
 inverse: ``tau = dt / (1 - beta)``, ``r = tau / dt``, ``v_threshold = threshold`` (``IF``
 with ``r = 1 / dt`` for a population with ``beta = 1``), so a round trip is exact.
 
+A cycle through populations (snnTorch's ``RLeaky``, as a nested graph or inlined) imports
+as recurrent projections (R1.2, R4.9), and :func:`to_nir` writes them as cycles.
+
 snnTorch and SpikingJelly export with ``dt = 1e-4`` (:data:`SNNTORCH_DT`), sinabs with
 ``dt = 1``, and Norse with the square of its own ``dt`` (``1e-6`` for its default
 ``1e-3``); pass that ``dt`` to :func:`from_nir` for their graphs, and the reset their
@@ -284,8 +287,8 @@ def _check_file(path: Path) -> list[str]:
     ``nir.read`` fails on such files with whatever exception h5py or a node's constructor
     raises (``OSError``, ``KeyError``, ``AssertionError``, ``AttributeError``...); this
     check names the file, the node and the field instead. Returns the names of the
-    top-level neuron nodes stored without ``v_reset`` (files written with nir < 1.0.6,
-    e.g. by sinabs 3.1), which ``nir.read`` fills in with 0.
+    neuron nodes stored without ``v_reset`` (files written with nir < 1.0.6, e.g. by
+    sinabs 3.1; ``<graph>.<node>`` in nested graphs), which ``nir.read`` fills in with 0.
     """
     import h5py
 
@@ -331,8 +334,8 @@ def _check_group(graph: Any, where: str) -> list[str]:
             raise invalid(ModelError, "type", None, "a node needs a type", f"NIR node {name!r} in {where}")
         kind = node["type"][()]
         kind = kind.decode(errors="replace") if isinstance(kind, bytes) else str(kind)
-        if kind == "NIRGraph":
-            _check_group(node, where)
+        if kind == "NIRGraph":  # inlined by from_nir as <graph>.<node>
+            no_reset += [f"{name}.{inner}" for inner in _check_group(node, where)]
             continue
         if kind in _NEURONS and "v_reset" not in node:
             no_reset.append(str(name))
@@ -386,7 +389,7 @@ class _Reader:
             raise invalid(ModelError, "graph", type(graph).__name__, "must be a nir.NIRGraph or a path to a .nir file")
         self.nir = nir
         self.dt = dt
-        self.nodes: dict[str, Any] = {str(k): v for k, v in graph.nodes.items()}
+        self.nodes, edges = self._inline(graph, "NIR graph")
         self.position = {name: i for i, name in enumerate(self.nodes)}
         self.kind: dict[str, str] = {}
         for name, node in self.nodes.items():
@@ -394,8 +397,7 @@ class _Reader:
         self.preds: dict[str, list[str]] = {name: [] for name in self.nodes}
         self.succs: dict[str, list[str]] = {name: [] for name in self.nodes}
         seen: set[tuple[str, str]] = set()
-        for edge in graph.edges:
-            a, b = self._edge(edge)
+        for a, b in edges:
             for end in (a, b):
                 if end not in self.nodes:
                     raise invalid(ModelError, "edges", (a, b), f"node {end!r} does not exist", "NIR graph")
@@ -409,6 +411,57 @@ class _Reader:
         self.legacy_if = _META_DT in self.metadata and _META_FORMAT not in self.metadata
         self.input = self._single_input()
         self.output = self._pick_output(output)
+
+    def _inline(self, graph: Any, where: str) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        """The nodes and edges of ``graph`` with its nested graphs inlined, recursively.
+
+        A nested ``NIRGraph`` (snnTorch's ``RLeaky`` exported without nirtorch's own
+        flattening, for instance) is replaced by its nodes, named ``<graph>.<node>``; an
+        edge to the nested graph reaches what its single ``Input`` feeds, and an edge from it
+        leaves from what feeds its single ``Output`` (those two nodes only pass values on).
+        Edges may also name inner nodes directly (``"<graph>.<node>"``).
+        """
+        nodes: dict[str, Any] = {}
+        edges = [self._edge(edge) for edge in graph.edges]
+        ends: dict[str, tuple[str, str]] = {}  # nested graph -> (its Input, its Output), inlined names
+        for name, node in ((str(k), v) for k, v in graph.nodes.items()):
+            if not isinstance(node, self.nir.NIRGraph):
+                if name in nodes:
+                    raise invalid(
+                        ModelError, "nodes", name, "two nodes have this name once nested graphs are inlined", where
+                    )
+                nodes[name] = node
+                continue
+            inner, inner_edges = self._inline(node, _where(name, node))
+            ins = [k for k, v in inner.items() if isinstance(v, self.nir.Input)]
+            outs = [k for k, v in inner.items() if isinstance(v, self.nir.Output)]
+            if len(ins) != 1 or len(outs) != 1:
+                raise invalid(
+                    ModelError,
+                    "nodes",
+                    f"{len(ins)} Input and {len(outs)} Output nodes",
+                    "a nested graph needs exactly one Input and one Output node to be inlined",
+                    _where(name, node),
+                )
+            for k, v in inner.items():
+                if f"{name}.{k}" in nodes:
+                    raise invalid(
+                        ModelError,
+                        "nodes",
+                        f"{name}.{k}",
+                        "two nodes have this name once nested graphs are inlined",
+                        where,
+                    )
+                nodes[f"{name}.{k}"] = v
+            edges += [(f"{name}.{a}", f"{name}.{b}") for a, b in inner_edges]
+            ends[name] = (f"{name}.{ins[0]}", f"{name}.{outs[0]}")
+        edges = [(ends[a][1] if a in ends else a, ends[b][0] if b in ends else b) for a, b in edges]
+        for through in (end for pair in ends.values() for end in pair):
+            preds = [a for a, b in edges if b == through]
+            succs = [b for a, b in edges if a == through]
+            edges = [e for e in edges if through not in e] + [(a, b) for a in preds for b in succs]
+            del nodes[through]
+        return nodes, edges
 
     @staticmethod
     def _edge(edge: Any) -> tuple[str, str]:
@@ -440,8 +493,8 @@ class _Reader:
         if kind in _NEURONS and isinstance(node, getattr(nir, kind)):
             return "neuron"
         hint = ""
-        if isinstance(node, nir.NIRGraph):
-            hint = " (a nested graph, e.g. a recurrent snnTorch layer: recurrence is not supported)"
+        if node is None:  # nirtorch keeps a module its exporter could not convert as None
+            hint = " (None: the exporter could not convert this module; Norse 1.1 writes its recurrent cells so)"
         raise invalid(
             ModelError,
             "type",
@@ -582,7 +635,6 @@ class _Reader:
                             f"an {self.kind[origin]} node",
                             _where(name, self.nodes[name]),
                         )
-        self._refuse_cycles(projs)
         out_node = self.nodes[self.output]
         if len(self.preds[self.output]) != 1:
             raise invalid(
@@ -601,70 +653,43 @@ class _Reader:
                 "the Output node must be fed by a LIF/IF population (the class scores are spikes)",
                 _where(self.output, out_node),
             )
-        if any(p.source == out_pop for p in projs):
-            feeds = [p.name for p in projs if p.source == out_pop]
-            raise invalid(
-                ModelError,
-                "outputs",
-                feeds,
-                "the output population must be the last population: it cannot feed projections",
-                _where(out_pop, self.nodes[out_pop]),
-            )
         return self._order(projs, out_pop), projs
 
-    def _refuse_cycles(self, projs: list[_Proj]) -> None:
-        """Refuse a cycle of populations (a recurrent layer, e.g. snnTorch's ``RLeaky``), naming a node on it."""
-        succ: dict[str, list[tuple[str, str]]] = {}  # population -> (projection, population)
-        for p in projs:
-            if self.kind[p.source] == "neuron":
-                succ.setdefault(p.source, []).extend((p.name, t) for t, _ in p.targets)
-        state: dict[str, int] = {}  # 1: on the current path, 2: done
-        for start in (n for n, k in self.kind.items() if k == "neuron"):
-            if start in state:
-                continue
-            path = [start]  # populations, with the projection between each two
-            stack = [iter(succ.get(start, []))]
-            state[start] = 1
-            while stack:
-                step = next(stack[-1], None)
-                if step is None:
-                    state[path.pop()] = 2
-                    if path:
-                        path.pop()  # the projection that led here
-                    stack.pop()
-                    continue
-                proj, target = step
-                if state.get(target) == 1:
-                    cycle = " -> ".join([*path[path.index(target) :], proj, target])
-                    raise invalid(
-                        ModelError,
-                        "edges",
-                        cycle,
-                        "the graph has a cycle of populations (a recurrent layer): recurrent connections are "
-                        f"not supported in SPEC_VERSION {SPEC_VERSION}",
-                        _where(target, self.nodes[target]),
-                    )
-                if target not in state:
-                    state[target] = 1
-                    path += [proj, target]
-                    stack.append(iter(succ.get(target, [])))
-
     def _order(self, projs: list[_Proj], out_pop: str) -> list[str]:
-        """Topological order of the populations; ties by asyncsnn metadata, then node order."""
+        """Population order: a topological order of the forward part of the graph.
+
+        The edges that close a cycle of populations become recurrent projections (R1.2):
+        in a graph written by :func:`to_nir`, those whose source comes at or after their
+        target in the stored population order; in other graphs, the back edges of a
+        depth-first search from the ``Input`` (successors in node order), self loops
+        included. Every projection out of the output population is recurrent (it comes
+        last). The forward edges left are ordered topologically, ties by the asyncsnn
+        metadata and then by node order; the output population comes last.
+        """
         neurons = [n for n, k in self.kind.items() if k == "neuron" and n != out_pop]
-        indegree = dict.fromkeys(neurons, 0)
-        succ: dict[str, list[str]] = {n: [] for n in [*neurons, self.input]}
-        for p in projs:
-            for target, _ in p.targets:
-                if target == out_pop or p.source == self.input:
-                    continue
-                indegree[target] += 1
-                succ[p.source].append(target)
 
         def key(n: str) -> tuple[float, int, str]:
             meta = _meta_int(self.nodes[n], _META_POP)
             return (math.inf if meta is None else float(meta), self.position[n], n)
 
+        succ: dict[str, list[str]] = {n: [] for n in neurons}
+        for p in projs:
+            if p.source in succ:
+                succ[p.source].extend(t for t, _ in p.targets if t in succ and t != p.source)
+        for n in neurons:
+            succ[n] = sorted(set(succ[n]), key=key)
+        stored = {n: _meta_int(self.nodes[n], _META_POP) for n in neurons}
+        back: set[tuple[str, str]] = set()
+        if all(v is not None for v in stored.values()):  # to_nir's order says which edges are recurrent
+            back = {(a, b) for a in neurons for b in succ[a] if stored[a] >= stored[b]}  # type: ignore[operator]
+        else:
+            fed = {t for p in projs if p.source == self.input for t, _ in p.targets}
+            back = self._back_edges(sorted(neurons, key=lambda n: (n not in fed, key(n))), succ)
+        indegree = dict.fromkeys(neurons, 0)
+        for a in neurons:
+            for b in succ[a]:
+                if (a, b) not in back:
+                    indegree[b] += 1
         ready = [key(n) for n, d in indegree.items() if d == 0]
         heapq.heapify(ready)
         order: list[str] = []
@@ -672,19 +697,35 @@ class _Reader:
             *_, name = heapq.heappop(ready)
             order.append(name)
             for t in succ[name]:
-                indegree[t] -= 1
-                if indegree[t] == 0:
-                    heapq.heappush(ready, key(t))
-        if len(order) != len(neurons):
-            stuck = sorted(n for n, d in indegree.items() if d > 0)
-            raise invalid(
-                ModelError,
-                "edges",
-                stuck,
-                f"the graph has a cycle (recurrent connections are not supported in SPEC_VERSION {SPEC_VERSION})",
-                "NIR graph",
-            )
+                if (name, t) not in back:
+                    indegree[t] -= 1
+                    if indegree[t] == 0:
+                        heapq.heappush(ready, key(t))
+        assert len(order) == len(neurons), "the forward edges form a DAG"
         return [*order, out_pop]
+
+    @staticmethod
+    def _back_edges(roots: list[str], succ: dict[str, list[str]]) -> set[tuple[str, str]]:
+        """The back edges of a depth-first search over ``succ`` from ``roots`` in turn."""
+        state: dict[str, int] = {}  # 1: on the current path, 2: done
+        back: set[tuple[str, str]] = set()
+        for root in roots:
+            if root in state:
+                continue
+            state[root] = 1
+            path, stack = [root], [iter(succ[root])]
+            while stack:
+                target = next(stack[-1], None)
+                if target is None:
+                    state[path.pop()] = 2
+                    stack.pop()
+                elif state.get(target) == 1:
+                    back.add((path[-1], target))
+                elif target not in state:
+                    state[target] = 1
+                    path.append(target)
+                    stack.append(iter(succ[target]))
+        return back
 
     # -- nodes ------------------------------------------------------------------------
     def input_shape(self, projs: list[_Proj]) -> tuple[int, ...]:
@@ -1011,9 +1052,14 @@ def from_nir(
     (``Linear``, ``Affine``, ``Conv2d``, ``SumPool2d``, ``AvgPool2d``), each followed by a
     population (``LIF``, ``IF``, or ``CubaLIF`` without synaptic memory), ``Flatten`` nodes
     anywhere between them (reshapes are implicit), skip connections (several projections
-    into one population) but no cycles, and one ``Output`` fed by the last population.
-    Populations are ordered topologically (ties: the order written by :func:`to_nir`, then
-    the graph's node order). The bias of an ``Affine`` node (one value per output), or of a
+    into one population), and one ``Output`` fed by the last population. Cycles through
+    populations are recurrent layers: populations are ordered topologically by the forward
+    part of the graph (ties: the order written by :func:`to_nir`, then the graph's node
+    order), and the edges that close a cycle (back edges of a depth-first search from the
+    ``Input``, or, in a graph of :func:`to_nir`, those it wrote as recurrent) become
+    recurrent projections (R1.2), as does every projection out of the output population.
+    Nested graphs (snnTorch's ``RLeaky``) are inlined, their nodes named
+    ``<graph>.<node>``. The bias of an ``Affine`` node (one value per output), or of a
     ``Conv2d`` node (one per output channel), becomes the per-neuron bias of the
     population it feeds (R1.4); the biases of several nodes feeding one population add.
     See ``docs/nir.md`` for the discretisation.
@@ -1048,7 +1094,8 @@ def from_nir(
     Raises
     ------
     ModelError
-        For an unsupported node or structure (a cycle: recurrence), a bias that cannot be
+        For an unsupported node or structure (a projection feeding a projection, a nested
+        graph without one ``Input`` and one ``Output``), a bias that cannot be
         a per-neuron bias (wrong size, not finite), a non-zero ``v_leak`` or ``v_reset``,
         dilation or groups other than 1, ``tau < dt``, shapes that do not fit, parameters
         that are not real numbers (complex, strings), bad asyncsnn metadata or malformed
@@ -1109,41 +1156,87 @@ def from_nir(
         return (math.inf if meta is None else float(meta), first, index[p.source], reader.position[p.name])
 
     projs.sort(key=proj_key)
-    incoming: dict[str, list[tuple[_Proj, list[str]]]] = {n: [] for n in order}
-    for p in projs:
-        for target, path_ in p.targets:
-            incoming[target].append((p, path_))
-    populations: list[Population] = []
-    out_shapes: dict[str, tuple[int, ...]] = {}
-    for i, name in enumerate(order, start=1):
-        arriving: tuple[int, ...] | None = None
-        bias: np.ndarray | None = None
-        for p, path_ in incoming[name]:
-            if p.name not in out_shapes:
-                p.layer, out_shapes[p.name], p.bias = reader.layer(p, shapes[p.source])
-            shape = out_shapes[p.name]
-            for f in path_:
-                shape = _flatten_shape(shape, reader.nodes[f])
-            if arriving is None:
-                arriving = shape
-            elif math.prod(shape) != math.prod(arriving):
-                raise invalid(
-                    ModelError,
-                    "inputs",
-                    p.name,
-                    f"delivers {math.prod(shape)} values {shape} but another projection delivers "
-                    f"{math.prod(arriving)} {arriving}",
-                    _where(name, reader.nodes[name]),
-                )
-            if p.bias is not None:  # biases of several nodes into one population add (in float64)
-                bias = p.bias.reshape(-1) if bias is None else bias + p.bias.reshape(-1)
-        pop = reader.population(name, arriving, i, not ours, bias, chosen.get(name))
-        shapes[name] = pop.shape
-        populations.append(pop)
+    populations = _populations(reader, order, projs, index, shapes, not ours, chosen)
     projections = [
         Projection(index[p.source], index[t], p.layer) for p in projs for t, _ in p.targets if p.layer is not None
     ]
     return Network(shapes[reader.input], populations, projections)
+
+
+def _populations(
+    reader: _Reader,
+    order: list[str],
+    projs: list[_Proj],
+    index: dict[str, int],
+    shapes: dict[str, tuple[int, ...]],
+    foreign_names: bool,
+    chosen: dict[str, str],
+) -> list[Population]:
+    """The populations of ``order``, with the biases of the projection nodes feeding them.
+
+    Reads the layer of every projection (``p.layer``) and fills ``shapes``. A forward
+    projection's source comes before its target, so its shape is known when the target is
+    built; a recurrent one (its source at or after its target, R1.2) is read once every
+    population is built, and its bias (the recurrent ``Linear`` of snnTorch's ``RLeaky``
+    has one) is added to its target's, which is then built again.
+    """
+    incoming: dict[str, list[tuple[_Proj, list[str]]]] = {n: [] for n in order}
+    for p in projs:
+        for target, path_ in p.targets:
+            incoming[target].append((p, path_))
+    out_shapes: dict[str, tuple[int, ...]] = {}
+
+    def delivered(
+        p: _Proj,
+        path_: list[str],
+        name: str,
+        arriving: tuple[int, ...] | None,
+        other: str = "another projection delivers",
+    ) -> tuple[int, ...]:
+        if p.name not in out_shapes:
+            p.layer, out_shapes[p.name], p.bias = reader.layer(p, shapes[p.source])
+        shape = out_shapes[p.name]
+        for f in path_:
+            shape = _flatten_shape(shape, reader.nodes[f])
+        if arriving is not None and math.prod(shape) != math.prod(arriving):
+            raise invalid(
+                ModelError,
+                "inputs",
+                p.name,
+                f"delivers {math.prod(shape)} values {shape} but {other} {math.prod(arriving)} {arriving}",
+                _where(name, reader.nodes[name]),
+            )
+        return shape
+
+    def add(bias: np.ndarray | None, p: _Proj) -> np.ndarray | None:  # biases into one population add (float64)
+        if p.bias is None:
+            return bias
+        return p.bias.reshape(-1) if bias is None else bias + p.bias.reshape(-1)
+
+    populations: list[Population] = []
+    arrivals: list[tuple[int, ...] | None] = []
+    biases: list[np.ndarray | None] = []
+    for i, name in enumerate(order, start=1):
+        arriving: tuple[int, ...] | None = None
+        bias: np.ndarray | None = None
+        for p, path_ in incoming[name]:
+            if p.source == reader.input or index[p.source] < i:  # forward (R1.2)
+                arriving = delivered(p, path_, name, arriving)
+                bias = add(bias, p)
+        pop = reader.population(name, arriving, i, foreign_names, bias, chosen.get(name))
+        shapes[name] = pop.shape
+        populations.append(pop)
+        arrivals.append(arriving)
+        biases.append(bias)
+    for i, name in enumerate(order, start=1):
+        recurrent = [(p, path_) for p, path_ in incoming[name] if p.source != reader.input and index[p.source] >= i]
+        bias = biases[i - 1]
+        for p, path_ in recurrent:
+            delivered(p, path_, name, shapes[name], "the population it feeds back into has")
+            bias = add(bias, p)
+        if bias is not biases[i - 1]:  # a recurrent node's bias: build the population again with it
+            populations[i - 1] = reader.population(name, arrivals[i - 1], i, foreign_names, bias, chosen.get(name))
+    return populations
 
 
 # ----------------------------------------------------------------------------- writing
@@ -1173,8 +1266,9 @@ def _bias_home(network: Network, target: int) -> tuple[int | None, np.ndarray | 
     Returns ``(projection index, bias in that node's form)``: the first ``Dense``
     projection into the population (an ``Affine`` with the per-neuron bias), else the
     first ``Conv2d`` one when the bias is the same at every position of each output
-    channel (the ``Conv2d``'s per-channel bias). ``(None, None)`` when the bias is zero or
-    no projection node can carry it: it then goes into the neuron node's metadata only.
+    channel (the ``Conv2d``'s per-channel bias); forward projections before recurrent
+    ones. ``(None, None)`` when the bias is zero or no projection node can carry it: it
+    then goes into the neuron node's metadata only.
     """
     pop = network.populations[target - 1]
     assert pop.bias is not None
@@ -1183,6 +1277,7 @@ def _bias_home(network: Network, target: int) -> tuple[int | None, np.ndarray | 
     flat = pop.bias.astype(np.float32).reshape(-1)
     shapes = network.population_shapes
     incoming = [(n, proj) for n, proj in enumerate(network.projections) if proj.target == target]
+    incoming.sort(key=lambda item: item[1].recurrent)  # forward projections first (stable)
     for n, proj in incoming:
         if isinstance(proj.layer, Dense):
             return n, flat.copy()
@@ -1234,7 +1329,9 @@ def to_nir(network: Network, *, dt: float = 1.0) -> nir.NIRGraph:
     ``beta = 1`` in a population that also has ``beta < 1`` gets ``tau = 2**60 dt``
     (``1 - dt / tau`` rounds to exactly 1 in float32 and float64). Projections become
     ``Linear``, ``Conv2d``, ``SumPool2d`` or ``AvgPool2d`` nodes, with ``Flatten`` nodes
-    where a ``Linear`` reads a multi-dimensional population.
+    where a ``Linear`` reads a multi-dimensional population; a recurrent projection
+    (R1.2) is a cycle ``neuron -> projection -> neuron``, which :func:`from_nir` reads
+    back as recurrent.
 
     A population's bias (R1.4) is written where other NIR tools see it: as an ``Affine``
     (instead of a ``Linear``) for the first ``Dense`` projection into it, else as the

@@ -617,46 +617,104 @@ def test_norse_example_in_the_docs_runs() -> None:
 def _recurrent_at_output() -> Any:
     nodes = {
         "input": nir.Input(input_type=np.array([3])),
-        "fc": nir.Linear(weight=np.ones((2, 3))),
+        "fc": nir.Linear(weight=np.full((2, 3), 0.5)),
         "lif": nir.LIF(tau=np.full(2, 8.0), r=np.full(2, 8.0), v_leak=np.zeros(2), v_threshold=np.ones(2)),
-        "w_rec": nir.Linear(weight=np.ones((2, 2))),
+        "w_rec": nir.Linear(weight=np.array([[0.0, 0.75], [0.25, 0.0]])),
         "output": nir.Output(output_type=np.array([2])),
     }
     edges = [("input", "fc"), ("fc", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")]
     return nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
 
 
-def test_recurrent_output_layer_says_recurrence_is_not_supported() -> None:
-    with pytest.raises(
-        ModelError, match=f"recurrent connections are not supported in SPEC_VERSION {SPEC_VERSION}"
-    ) as err:
-        from_nir(_recurrent_at_output())
-    assert err.value.location == "NIR node 'lif' (LIF)"
-    assert err.value.value == "lif -> w_rec -> lif"
+def test_recurrent_output_layer_imports_as_a_recurrent_projection() -> None:
+    # SPEC_VERSION 2 has recurrent projections (R1.2): a cycle through the output population is one.
+    net = from_nir(_recurrent_at_output())
+    assert SPEC_VERSION >= 2
+    assert [(p.source, p.target, p.recurrent) for p in net.projections] == [(0, 1, False), (1, 1, True)]
+    layer = net.projections[1].layer
+    assert isinstance(layer, Dense)
+    np.testing.assert_array_equal(layer.weight, [[0.0, 0.75], [0.25, 0.0]])
+    x = np.zeros((1, 3, 3), np.float32)
+    x[0, 0] = 1.0  # 1.5 into each neuron at t = 0: both fire; the recurrent 0.75 / 0.25 arrive at t = 1 (R4.9)
+    expected, _ = SCRIPT.layer_synchronous(net, x)
+    assert expected[0].tolist() == [[1, 1], [0, 0], [0, 0]]
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-@pytest.mark.parametrize("at_output", [True, False])
-def test_recurrent_snntorch_layer_says_recurrence_is_not_supported(at_output: bool) -> None:
-    snn = pytest.importorskip("snntorch")
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("nirtorch")
-    from snntorch.export_nir import export_to_nir  # type: ignore[import-untyped]
+def test_norse_writes_no_node_for_its_recurrent_cells() -> None:
+    torch, norse = _norse()
+    model = norse.SequentialState(torch.nn.Linear(4, 3), norse.LIFRecurrentCell(3, 3))
+    graph = norse.to_nir(model, torch.zeros(1, 4))
+    assert graph.nodes["1"] is None  # Norse 1.1 has no NIR export for LIFRecurrentCell
+    with pytest.raises(ModelError, match="could not convert this module") as err:
+        from_nir(graph, dt=1e-6)
+    assert err.value.field == "type"
 
-    def rleaky(n: int, output: bool) -> Any:
-        return snn.RLeaky(
-            beta=torch.full((n,), 0.5), threshold=torch.ones(n), linear_features=n, init_hidden=True, output=output,
-            reset_mechanism="zero",
-        )  # fmt: skip
 
-    layers = [torch.nn.Linear(3, 4, bias=False), rleaky(4, at_output)]
-    if not at_output:
-        leaky = snn.Leaky(beta=torch.full((2,), 0.5), threshold=torch.ones(2), init_hidden=True, output=True)
-        layers += [torch.nn.Linear(4, 2, bias=False), leaky]
-    graph = export_to_nir(torch.nn.Sequential(*layers), torch.zeros(1, 3), ignore_dims=[0])
-    with pytest.raises(ModelError, match=f"not supported in SPEC_VERSION {SPEC_VERSION}") as err:
-        from_nir(graph, dt=SNNTORCH_DT)
-    assert err.value.location == "NIR node '1.lif' (LIF)"
+@functools.cache
+def _norse_recurrent_case() -> tuple[Network, np.ndarray, np.ndarray, np.ndarray]:
+    """Norse's LIFRecurrentCell without synaptic memory, as a NIR graph of Norse's own nodes, and Norse's run.
+
+    Norse 1.1 cannot export the cell (it writes None), so the graph is built from its weights with the
+    node Norse writes for a feed-forward ``LIFCell`` with the same parameters (a ``CubaLIF``), an
+    ``Affine`` for the input weights and one for the recurrent weights: the graph Norse would write.
+    ``tau_syn_inv = 1 / dt`` leaves no synaptic memory (the current decays to 0 within a step), so the
+    cell computes ``v_t = (1 - dt tau_mem_inv) v_{t-1} + dt tau_mem_inv (W x_t + R z_{t-1})`` (R4.5).
+    """
+    torch, norse = _norse()
+    from norse.torch.utils.export_nir import _extract_norse_module  # type: ignore[import-untyped]
+
+    rng = np.random.default_rng(7)
+    dt = 2.0**-10  # dt * tau_mem_inv = 1/2 keeps every float32 sum exact
+    p = norse.LIFParameters(
+        tau_syn_inv=torch.tensor(1 / dt), tau_mem_inv=torch.tensor(2.0**9), v_th=torch.tensor(0.375)
+    )
+    cell = norse.LIFRecurrentCell(
+        10,
+        8,
+        p=p,
+        dt=dt,
+        input_weights=torch.tensor(grid_weights(rng, (8, 10), 0.5, 0.15)),
+        recurrent_weights=torch.tensor(grid_weights(rng, (8, 8), 0.5)),  # autapses=False: the diagonal is zeroed
+    )
+    linear = torch.nn.Linear(8, 4, bias=False)
+    linear.weight.data = torch.tensor(grid_weights(rng, (4, 8), 0.5, 0.15))
+    out_cell = norse.LIFBoxCell(
+        p=norse.LIFBoxParameters(tau_mem_inv=torch.tensor(2.0**9), v_th=torch.tensor(0.25)), dt=dt
+    )
+    zeros = np.zeros(8, np.float32)
+    nodes = {
+        "input": nir.Input(input_type=np.array([10])),
+        "w_in": nir.Affine(weight=cell.input_weights.detach().numpy(), bias=zeros),
+        "lif": _extract_norse_module(norse.LIFCell(p=p, dt=dt), dt=dt),
+        "w_rec": nir.Affine(weight=cell.recurrent_weights.detach().numpy(), bias=zeros),
+        "fc": _extract_norse_module(linear, dt=dt),
+        "out": _extract_norse_module(out_cell, dt=dt),
+        "output": nir.Output(output_type=np.array([4])),
+    }
+    edges = [("input", "w_in"), ("w_in", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "fc"), ("fc", "out")]
+    graph = nir.NIRGraph(nodes=nodes, edges=[*edges, ("out", "output")], type_check=False)
+    assert type(graph.nodes["lif"]).__name__ == "CubaLIF"
+    net = from_nir(graph, dt=dt**2)  # tau_syn = dt / tau_syn_inv = dt**2: alpha = 0, no synaptic memory
+    assert [(q.source, q.target, q.recurrent) for q in net.projections] == [(0, 1, False), (1, 1, True), (1, 2, False)]
+    x = random_count_input(rng, net, batch=8, timesteps=20, density=0.3, max_count=2)
+    states: list[Any] = [None, None]
+    per_layer = np.zeros((8, 2), dtype=np.int64)
+    out = []
+    with torch.no_grad():
+        for t in range(x.shape[1]):
+            z1, states[0] = cell(torch.tensor(x[:, t]), states[0])
+            z2, states[1] = out_cell(linear(z1), states[1])
+            per_layer += np.stack([z1.sum(1).long().numpy(), z2.sum(1).long().numpy()], 1)
+            out.append(z2.numpy())
+    return net, x, np.stack(out, 1).astype(np.int64), per_layer
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.parametrize("engine", [None, "reference"])  # None: R4.5 in numpy; the engines that implement R4.9
+def test_norse_recurrent_cell_reproduces_norse_spikes(engine: str | None) -> None:
+    _check(*_norse_recurrent_case(), engine)
 
 
 @pytest.mark.parametrize("arch", ["dense", "conv", "pool"])

@@ -541,19 +541,180 @@ def test_tau_below_dt_is_refused() -> None:
     assert err.value.field == "tau"
 
 
-def test_recurrent_graph_is_refused() -> None:
+# ----------------------------------------------------------------------------- recurrent graphs (R1.2, R4.9)
+
+
+def _recurrent_network(rng: np.random.Generator, kind: str) -> Network:
+    """A network with recurrent projections (R1.2), grid weights and biases."""
+    if kind == "conv":  # a recurrent Conv2d (snnTorch's RLeaky with conv2d_channels) and a recurrent output
+        return Network.sequential(
+            input_shape=(1, 4, 4),
+            layers=[Conv2d(grid_weights(rng, (2, 1, 3, 3), 0.5, 0.1), padding=1), Dense(grid_weights(rng, (3, 32)))],
+            threshold=[0.75, 1.0],
+            beta=[0.875, 0.5],
+            bias=[0.125, grid_weights(rng, (3,), 0.2)],
+            reset=["subtract_delayed", "none"],
+            recurrent=[(1, 1, Conv2d(grid_weights(rng, (2, 2, 3, 3), 0.25), padding=1)), (2, 2, Dense(np.eye(3)))],
+        )
+    recurrent = {
+        "self": [(1, 1, Dense(grid_weights(rng, (5, 5)))), (2, 2, Dense(grid_weights(rng, (4, 4))))],
+        "backward": [(2, 1, Dense(grid_weights(rng, (5, 4)))), (1, 1, Dense(grid_weights(rng, (5, 5))))],
+        "from_output": [(3, 1, Dense(grid_weights(rng, (5, 3)))), (3, 3, Dense(grid_weights(rng, (3, 3))))],
+    }[kind]
+    return Network.sequential(
+        input_shape=(6,),
+        layers=[
+            Dense(grid_weights(rng, (5, 6), 0.5, 0.1)),
+            Dense(grid_weights(rng, (4, 5))),
+            Dense(grid_weights(rng, (3, 4))),
+        ],
+        threshold=[0.5, 0.75, 1.0],
+        beta=[0.875, 1.0, 0.75],
+        bias=[grid_weights(rng, (5,), 0.2), 0.0, grid_weights(rng, (3,), 0.2)],
+        reset=["subtract_delayed", "zero", "subtract"],
+        recurrent=recurrent,
+    )
+
+
+@pytest.mark.parametrize("through_file", [False, True])
+@pytest.mark.parametrize("kind", ["self", "backward", "from_output", "conv"])
+def test_recurrent_network_round_trips_exactly(tmp_path: Path, kind: str, through_file: bool) -> None:
+    net = _recurrent_network(np.random.default_rng(3), kind)
+    assert any(p.recurrent for p in net.projections)
+    if through_file:
+        write(tmp_path / "rec.nir", net, dt=SNNTORCH_DT)
+        back = read(tmp_path / "rec.nir")
+    else:
+        back = from_nir(to_nir(net))
+    assert_networks_equal(net, back)
+    assert [p.recurrent for p in back.projections] == [p.recurrent for p in net.projections]
+
+
+def test_to_nir_writes_a_recurrent_projection_as_a_cycle() -> None:
+    net = _recurrent_network(np.random.default_rng(3), "self")
+    graph = to_nir(net)
+    edges = {tuple(e) for e in graph.edges}
+    assert {("lif1", "proj3"), ("proj3", "lif1"), ("if2", "proj4"), ("proj4", "if2")} <= edges  # beta 1: an IF
+    # The population's bias goes to the forward Affine, where other tools read it; the recurrent node is a Linear.
+    assert type(graph.nodes["proj0"]).__name__ == "Affine"
+    assert type(graph.nodes["proj3"]).__name__ == "Linear"
+    np.testing.assert_array_equal(graph.nodes["proj0"].bias, net.populations[0].bias)
+
+
+def _cyclic_graph(first: str = "a", rec_bias: np.ndarray | None = None) -> Any:
+    """input -> fa -> a -> fb -> b -> fo -> o -> output, with b -> back -> a closing a cycle (and a -> self -> a)."""
+    rng = np.random.default_rng(5)
+    back: Any = nir.Linear(weight=grid_weights(rng, (3, 2)))
+    if rec_bias is not None:
+        back = nir.Affine(weight=back.weight, bias=rec_bias)
     nodes = {
-        "input": nir.Input(input_type=np.array([3])),
-        "fc": nir.Linear(weight=np.ones((2, 3))),
-        "lif": lif((2,)),
-        "rec": nir.Linear(weight=np.ones((2, 2))),
-        "fc2": nir.Linear(weight=np.ones((2, 2))),
-        "lif2": lif((2,)),
+        "input": nir.Input(input_type=np.array([4])),
+        "fa": nir.Affine(weight=grid_weights(rng, (3, 4)), bias=np.full(3, 0.25)),
+        "fb": nir.Linear(weight=grid_weights(rng, (2, 3))),
+        "self": nir.Linear(weight=grid_weights(rng, (3, 3))),
+        "back": back,
+        "fo": nir.Linear(weight=grid_weights(rng, (2, 2))),
+        "o": lif((2,)),
         "output": nir.Output(output_type=np.array([2])),
     }
-    edges = [("input", "fc"), ("fc", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "fc2"), ("fc2", "lif2")]
-    graph = nir.NIRGraph(nodes=nodes, edges=[*edges, ("lif2", "output")], type_check=False)
-    with pytest.raises(ModelError, match="cycle"):
+    neurons = {"a": lif((3,)), "b": lif((2,))}
+    for name in (first, *(n for n in neurons if n != first)):  # node order must not decide the population order
+        nodes[name] = neurons[name]
+    edges = [("input", "fa"), ("fa", "a"), ("a", "fb"), ("fb", "b"), ("b", "back"), ("back", "a"), ("a", "self")]
+    edges += [("self", "a"), ("b", "fo"), ("fo", "o"), ("o", "output")]
+    return nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
+
+
+@pytest.mark.parametrize("first", ["a", "b"])
+def test_edges_that_close_a_cycle_become_recurrent_projections(first: str) -> None:
+    graph = _cyclic_graph(first)
+    net = from_nir(graph)
+    assert [p.name for p in net.populations] == ["a", "b", "o"]  # the forward part's order
+    pairs = {(p.source, p.target, p.recurrent) for p in net.projections}
+    assert pairs == {(0, 1, False), (1, 2, False), (2, 1, True), (1, 1, True), (2, 3, False)}
+    by_pair = {(p.source, p.target): p.layer for p in net.projections}
+    for name, pair in (("back", (2, 1)), ("self", (1, 1)), ("fb", (1, 2))):
+        layer = by_pair[pair]
+        assert isinstance(layer, Dense)
+        np.testing.assert_array_equal(layer.weight, graph.nodes[name].weight)
+
+
+def test_recurrent_affine_bias_adds_to_its_target_population() -> None:
+    net = from_nir(_cyclic_graph(rec_bias=np.array([0.5, -0.125, 0.0])))
+    np.testing.assert_array_equal(net.populations[0].bias, [0.75, 0.125, 0.25])  # fa's 0.25 + back's bias
+
+
+def test_recurrent_projection_of_the_wrong_size_is_refused() -> None:
+    graph = _cyclic_graph()
+    graph.nodes["back"] = nir.Linear(weight=np.ones((4, 2)))  # b feeds 4 values back into a's 3 neurons
+    with pytest.raises(ModelError, match="feeds back into has 3") as err:
+        from_nir(graph)
+    assert err.value.location == "NIR node 'a' (LIF)"
+
+
+def _nested_rleaky(n: int, inner: Any = None) -> Any:
+    """A recurrent layer as a nested graph, the way snnTorch's RLeaky describes itself."""
+    nodes = {
+        "input": nir.Input(input_type=np.array([n])),
+        "lif": lif((n,)),
+        "w_rec": nir.Affine(weight=np.eye(n) * 0.5, bias=np.full(n, 0.125)),
+        "output": nir.Output(output_type=np.array([n])),
+    }
+    edges = [("input", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")]
+    if inner is not None:  # a graph nested in the nested graph, between lif and the output
+        nodes["deeper"] = inner
+        edges = [*edges[:3], ("lif", "deeper"), ("deeper", "output")]
+    return nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
+
+
+def test_nested_graphs_are_inlined() -> None:
+    inner = nir.NIRGraph(
+        nodes={
+            "input": nir.Input(input_type=np.array([3])),
+            "fc": nir.Linear(weight=np.full((2, 3), 0.25)),
+            "rl": _nested_rleaky(2),
+            "output": nir.Output(output_type=np.array([2])),
+        },
+        edges=[("input", "fc"), ("fc", "rl"), ("rl", "output")],
+        type_check=False,
+    )
+    nodes = {
+        "input": nir.Input(input_type=np.array([4])),
+        "0": nir.Linear(weight=np.ones((3, 4))),
+        "1": _nested_rleaky(3, inner),
+        "output": nir.Output(output_type=np.array([2])),
+    }
+    graph = nir.NIRGraph(nodes=nodes, edges=[("input", "0"), ("0", "1"), ("1", "output")], type_check=False)
+    net = from_nir(graph)
+    assert [p.name for p in net.populations] == ["1.lif", "1.deeper.rl.lif"]
+    assert [(p.source, p.target) for p in net.projections] == [(0, 1), (1, 1), (1, 2), (2, 2)]
+    np.testing.assert_array_equal(net.populations[0].bias, [0.125] * 3)  # the recurrent Affine's bias
+    np.testing.assert_array_equal(net.populations[1].bias, [0.125] * 2)
+
+
+def test_nested_graph_without_one_input_and_one_output_is_refused() -> None:
+    sub = _nested_rleaky(3)
+    sub.nodes["output2"] = nir.Output(output_type=np.array([3]))
+    sub.edges.append(("lif", "output2"))
+    nodes = {
+        "input": nir.Input(input_type=np.array([4])),
+        "0": nir.Linear(weight=np.ones((3, 4))),
+        "1": sub,
+        "output": nir.Output(output_type=np.array([3])),
+    }
+    graph = nir.NIRGraph(nodes=nodes, edges=[("input", "0"), ("0", "1"), ("1", "output")], type_check=False)
+    with pytest.raises(ModelError, match="exactly one Input and one Output") as err:
+        from_nir(graph)
+    assert err.value.location == "NIR node '1' (NIRGraph)"
+
+
+def test_a_cycle_without_a_population_is_still_refused() -> None:
+    # Two projections feeding each other are no recurrence of populations: still refused (R1.2).
+    graph = _cyclic_graph()
+    graph.nodes["x1"] = nir.Linear(weight=np.ones((2, 2)))
+    graph.nodes["x2"] = nir.Linear(weight=np.ones((2, 2)))
+    graph.edges += [("x1", "x2"), ("x2", "x1")]
+    with pytest.raises(ModelError, match="must read the Input or a LIF/IF population, not another projection"):
         from_nir(graph)
 
 
@@ -642,14 +803,15 @@ def _linear(torch: Any, rng: np.random.Generator, n_in: int, n_out: int, spread:
 
 
 def _run_snntorch(snn: Any, torch: Any, model: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Output spikes [B, T, n_out], spikes per Leaky layer [B, P] of an snnTorch Sequential, and per
+    """Output spikes [B, T, n_out], spikes per Leaky / RLeaky layer [B, P] of an snnTorch Sequential, and per
     sample whether a membrane was left above its threshold after a step (where snnTorch's "subtract"
     without delay differs from asyncsnn's, R4.8)."""
     from snntorch import utils as snn_utils  # type: ignore[import-untyped]
 
     snn_utils.reset(model)
     batch, steps = x.shape[:2]
-    leaks = [m for m in model if isinstance(m, snn.Leaky)]
+    neurons = (snn.Leaky, snn.RLeaky)
+    leaks = [m for m in model if isinstance(m, neurons)]
     per_layer = np.zeros((batch, len(leaks)), dtype=np.int64)
     above = np.zeros(batch, dtype=bool)
     out = []
@@ -661,7 +823,7 @@ def _run_snntorch(snn: Any, torch: Any, model: Any, x: np.ndarray) -> tuple[np.n
                 cur = module(cur)
                 if isinstance(cur, tuple):  # output=True returns (spk, mem)
                     cur = cur[0]
-                if isinstance(module, snn.Leaky):
+                if isinstance(module, neurons):
                     per_layer[:, k] += cur.reshape(batch, -1).sum(1).long().numpy()
                     above |= (module.mem > module.threshold).reshape(batch, -1).any(1).numpy()
                     k += 1
@@ -782,6 +944,130 @@ def test_snntorch_export_runs_like_snntorch_under_layered(arch: str, mode: str, 
     result = infer(net, x, scheduler="layered")
     np.testing.assert_array_equal(result.timestep_output_counts, out_spikes)
     np.testing.assert_array_equal(result.spikes, layer_spikes)
+
+
+#: snnTorch ``RLeaky`` settings -> (reset_mechanism, reset_delay, the ``reset`` from_nir needs); R4.5 with R4.9.
+#: ``reset_mechanism="zero"`` with ``reset_delay=True`` has no asyncsnn mode: RLeaky then zeroes the whole
+#: membrane of the step after a spike, that step's input included (docs/nir.md).
+SNNTORCH_RECURRENT_RESETS = {
+    "default": (None, None, "subtract_delayed"),  # snnTorch's defaults: subtract, one step late
+    "none": ("none", True, "none"),
+    "zero": ("zero", False, "zero"),
+}
+
+
+def _rleaky(
+    snn: Any, torch: Any, rng: np.random.Generator, n: int, mode: str, all_to_all: bool, output: bool = False
+) -> Any:
+    """An snnTorch RLeaky with per-neuron beta and threshold, and grid recurrent weights (and bias)."""
+    beta = torch.tensor(rng.choice([0.5, 0.75, 0.875, 0.9375], size=n), dtype=torch.float32)
+    threshold = torch.tensor(rng.integers(128, 384, size=n) / 256, dtype=torch.float32)
+    mechanism, delay, _ = SNNTORCH_RECURRENT_RESETS[mode]
+    kwargs: dict[str, Any] = {} if mechanism is None else {"reset_mechanism": mechanism, "reset_delay": delay}
+    if not all_to_all:  # one recurrent weight per neuron: snnTorch exports a diagonal Linear
+        v = torch.tensor(grid_weights(rng, (n,), 0.5))
+        return snn.RLeaky(beta, V=v, all_to_all=False, threshold=threshold, init_hidden=True, output=output, **kwargs)
+    m = snn.RLeaky(beta, linear_features=n, threshold=threshold, init_hidden=True, output=output, **kwargs)
+    m.recurrent.weight.data = torch.tensor(grid_weights(rng, (n, n), 0.5))  # a biased torch Linear: an Affine
+    m.recurrent.bias.data = torch.tensor(grid_weights(rng, (n,), 0.2))
+    return m
+
+
+@functools.cache
+def _snntorch_recurrent_case(arch: str, mode: str) -> tuple[Network, np.ndarray, np.ndarray, np.ndarray]:
+    """An snnTorch model with an RLeaky layer, exported by snnTorch, imported, and run by snnTorch."""
+    snn, torch = _snntorch()
+    from snntorch.export_nir import export_to_nir
+
+    rng = np.random.default_rng(2)
+    leaky_mode = {"default": "default", "none": "none", "zero": "zero"}[mode]
+    if arch == "output":  # Linear -> Leaky -> Linear -> RLeaky (the output layer is recurrent)
+        model = torch.nn.Sequential(
+            _linear(torch, rng, 10, 8),
+            _leaky(snn, torch, rng, (8,), leaky_mode),
+            _linear(torch, rng, 8, 4),
+            _rleaky(snn, torch, rng, 4, mode, all_to_all=True, output=True),
+        )
+    else:  # Linear -> RLeaky -> Linear -> Leaky
+        model = torch.nn.Sequential(
+            _linear(torch, rng, 10, 8),
+            _rleaky(snn, torch, rng, 8, mode, all_to_all=arch == "hidden"),
+            _linear(torch, rng, 8, 4),
+            _leaky(snn, torch, rng, (4,), leaky_mode, output=True),
+        )
+    graph = export_to_nir(model, torch.zeros(1, 10), ignore_dims=[0])
+    reset = SNNTORCH_RECURRENT_RESETS[mode][2]
+    net = from_nir(graph, dt=SNNTORCH_DT, reset=reset)
+    rec = 2 if arch == "output" else 1
+    assert sorted((p.source, p.target, p.recurrent) for p in net.projections) == sorted(
+        [(0, 1, False), (1, 2, False), (rec, rec, True)]
+    )
+    rleaky = model[rec * 2 - 1]
+    recurrent = next(p.layer for p in net.projections if p.recurrent)
+    assert isinstance(recurrent, Dense)
+    if arch == "one_to_one":
+        np.testing.assert_array_equal(recurrent.weight, np.diag(rleaky.recurrent.V.detach().numpy()))
+        np.testing.assert_array_equal(net.populations[0].bias, model[0].bias.detach().numpy())
+    else:  # the recurrent Linear's bias adds to the bias of the Linear feeding the layer
+        np.testing.assert_array_equal(recurrent.weight, rleaky.recurrent.weight.detach().numpy())
+        total = model[rec * 2 - 2].bias.detach().numpy() + rleaky.recurrent.bias.detach().numpy()
+        np.testing.assert_array_equal(net.populations[rec - 1].bias, total)
+    np.testing.assert_array_equal(net.populations[rec - 1].beta, rleaky.beta.numpy())
+    np.testing.assert_array_equal(net.populations[rec - 1].threshold, rleaky.threshold.numpy())
+    assert {p.reset for p in net.populations} == {reset}
+    x = random_count_input(rng, net, batch=16, timesteps=20, density=0.3, max_count=2)
+    out_spikes, layer_spikes, _ = _run_snntorch(snn, torch, model, x)
+    assert out_spikes.sum() > 0, "the test network should spike"
+    assert np.all(layer_spikes.sum(0) > 0), "every layer should spike"
+    return net, x, out_spikes, layer_spikes
+
+
+RECURRENT_ARCHS = ["hidden", "output", "one_to_one"]
+RECURRENT_ENGINES = ["reference"]  # the engines that implement R4.9
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("mode", list(SNNTORCH_RECURRENT_RESETS))
+@pytest.mark.parametrize("arch", RECURRENT_ARCHS)
+def test_snntorch_rleaky_export_is_the_layer_synchronous_formula(arch: str, mode: str) -> None:
+    # R4.5 with R s_{t-1} in numpy: the recurrent Linear, its bias and the reset mapped right.
+    net, x, out_spikes, layer_spikes = _snntorch_recurrent_case(arch, mode)
+    expected_out, expected_layers = FIXTURE_SCRIPT.layer_synchronous(net, x)
+    np.testing.assert_array_equal(expected_out, out_spikes)
+    np.testing.assert_array_equal(expected_layers, layer_spikes)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("engine", RECURRENT_ENGINES)
+@pytest.mark.parametrize("mode", list(SNNTORCH_RECURRENT_RESETS))
+@pytest.mark.parametrize("arch", RECURRENT_ARCHS)
+def test_snntorch_rleaky_export_runs_like_snntorch_under_layered(arch: str, mode: str, engine: str) -> None:
+    # R4.9: under layered the recurrent current is carried to the next timestep, as RLeaky computes it.
+    net, x, out_spikes, layer_spikes = _snntorch_recurrent_case(arch, mode)
+    result = engine_infer(engine)(net, x, scheduler="layered")
+    np.testing.assert_array_equal(result.timestep_output_counts, out_spikes)
+    np.testing.assert_array_equal(result.spikes, layer_spikes)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_snntorch_rsynaptic_is_refused_for_its_synaptic_memory() -> None:
+    snn, torch = _snntorch()
+    from snntorch.export_nir import export_to_nir
+
+    n = 3
+    rsyn = snn.RSynaptic(
+        alpha=0.5, beta=torch.full((n,), 0.5), linear_features=n, threshold=torch.ones(n), init_hidden=True
+    )
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, n),
+        rsyn,
+        torch.nn.Linear(n, 2),
+        _leaky(snn, torch, np.random.default_rng(0), (2,), "default", True),
+    )
+    graph = export_to_nir(model, torch.zeros(1, 4), ignore_dims=[0])
+    with pytest.raises(ModelError, match="synaptic memory") as err:
+        from_nir(graph, dt=SNNTORCH_DT)
+    assert err.value.location == "NIR node '1.lif' (CubaLIF)"
 
 
 @pytest.mark.parametrize("engine", [None, "reference", "rust"])
