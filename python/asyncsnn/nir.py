@@ -653,7 +653,44 @@ class _Reader:
                 "the Output node must be fed by a LIF/IF population (the class scores are spikes)",
                 _where(self.output, out_node),
             )
+        if not self._stored_order():
+            self._output_feeds_only_back(projs, out_pop)
         return self._order(projs, out_pop), projs
+
+    def _stored_order(self) -> bool:
+        """Whether every neuron node has the population index :func:`to_nir` writes."""
+        return all(_meta_int(self.nodes[n], _META_POP) is not None for n, k in self.kind.items() if k == "neuron")
+
+    def _output_feeds_only_back(self, projs: list[_Proj], out_pop: str) -> None:
+        """Refuse a projection out of the output population that closes no cycle.
+
+        The output population comes last, so whatever it feeds is a recurrent projection
+        (R1.2): right where the edge closes a cycle (its target leads back to the output),
+        wrong for a forward branch that merely leaves from it. (Graphs of :func:`to_nir`
+        say which projections are recurrent: they are not checked.)
+        """
+        succ: dict[str, set[str]] = {}
+        for p in projs:
+            succ.setdefault(p.source, set()).update(t for t, _ in p.targets)
+        for p in projs:
+            if p.source != out_pop:
+                continue
+            for target, _ in p.targets:
+                seen, todo = {target}, [target]
+                while todo and out_pop not in seen:
+                    for nxt in succ.get(todo.pop(), ()):
+                        if nxt not in seen:
+                            seen.add(nxt)
+                            todo.append(nxt)
+                if out_pop not in seen:
+                    raise invalid(
+                        ModelError,
+                        "outputs",
+                        p.name,
+                        f"the output population must be the last population: it feeds {target!r}, which does "
+                        "not lead back to it (only recurrent projections, closing a cycle, may leave it)",
+                        _where(out_pop, self.nodes[out_pop]),
+                    )
 
     def _order(self, projs: list[_Proj], out_pop: str) -> list[str]:
         """Population order: a topological order of the forward part of the graph.
@@ -678,10 +715,9 @@ class _Reader:
                 succ[p.source].extend(t for t, _ in p.targets if t in succ and t != p.source)
         for n in neurons:
             succ[n] = sorted(set(succ[n]), key=key)
-        stored = {n: _meta_int(self.nodes[n], _META_POP) for n in neurons}
-        back: set[tuple[str, str]] = set()
-        if all(v is not None for v in stored.values()):  # to_nir's order says which edges are recurrent
-            back = {(a, b) for a in neurons for b in succ[a] if stored[a] >= stored[b]}  # type: ignore[operator]
+        if self._stored_order():  # to_nir's order says which edges are recurrent
+            stored = {n: _meta_int(self.nodes[n], _META_POP) or 0 for n in neurons}
+            back = {(a, b) for a in neurons for b in succ[a] if stored[a] >= stored[b]}
         else:
             fed = {t for p in projs if p.source == self.input for t, _ in p.targets}
             back = self._back_edges(sorted(neurons, key=lambda n: (n not in fed, key(n))), succ)
@@ -1057,7 +1093,8 @@ def from_nir(
     part of the graph (ties: the order written by :func:`to_nir`, then the graph's node
     order), and the edges that close a cycle (back edges of a depth-first search from the
     ``Input``, or, in a graph of :func:`to_nir`, those it wrote as recurrent) become
-    recurrent projections (R1.2), as does every projection out of the output population.
+    recurrent projections (R1.2), as does every projection out of the output population
+    (which must close a cycle in a graph from elsewhere).
     Nested graphs (snnTorch's ``RLeaky``) are inlined, their nodes named
     ``<graph>.<node>``. The bias of an ``Affine`` node (one value per output), or of a
     ``Conv2d`` node (one per output channel), becomes the per-neuron bias of the
@@ -1095,7 +1132,8 @@ def from_nir(
     ------
     ModelError
         For an unsupported node or structure (a projection feeding a projection, a nested
-        graph without one ``Input`` and one ``Output``), a bias that cannot be
+        graph without one ``Input`` and one ``Output``, an output population feeding a
+        population that does not lead back to it), a bias that cannot be
         a per-neuron bias (wrong size, not finite), a non-zero ``v_leak`` or ``v_reset``,
         dilation or groups other than 1, ``tau < dt``, shapes that do not fit, parameters
         that are not real numbers (complex, strings), bad asyncsnn metadata or malformed

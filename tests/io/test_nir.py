@@ -708,6 +708,32 @@ def test_nested_graph_without_one_input_and_one_output_is_refused() -> None:
     assert err.value.location == "NIR node '1' (NIRGraph)"
 
 
+def test_output_population_feeding_a_forward_branch_is_still_refused() -> None:
+    # Only an edge that closes a cycle can leave the output population (which comes last) as a recurrent one.
+    graph = chain(nir.Linear(weight=np.ones((2, 3))), lif((2,)), input_shape=(3,))
+    graph.nodes["fb"] = nir.Linear(weight=np.ones((2, 2)))
+    graph.nodes["b"] = lif((2,))
+    graph.edges += [("n1", "fb"), ("fb", "b")]
+    with pytest.raises(ModelError, match="must be the last population: it feeds 'b'") as err:
+        from_nir(graph)
+    assert err.value.location == "NIR node 'n1' (LIF)"
+
+
+def test_recurrent_projection_from_the_output_into_a_dead_end_round_trips() -> None:
+    # No cycle in the graph, but to_nir's stored order says the projection 3 -> 2 is recurrent.
+    rng = np.random.default_rng(6)
+    pops = [Population.create((3,), 0.5, 0.5), Population.create((2,), 0.5, 0.5), Population.create((2,), 0.5, 0.5)]
+    projs = [
+        Projection(0, 1, Dense(grid_weights(rng, (3, 4)))),
+        Projection(1, 3, Dense(grid_weights(rng, (2, 3)))),
+        Projection(3, 2, Dense(grid_weights(rng, (2, 2)))),  # population 2 leads nowhere
+    ]
+    net = Network((4,), pops, projs)
+    back = from_nir(to_nir(net))
+    assert_networks_equal(net, back)
+    assert [p.recurrent for p in back.projections] == [False, False, True]
+
+
 def test_a_cycle_without_a_population_is_still_refused() -> None:
     # Two projections feeding each other are no recurrence of populations: still refused (R1.2).
     graph = _cyclic_graph()
