@@ -181,11 +181,14 @@ fn invalid_networks() {
         s.populations[0].refractory_dropout = p;
         expect_model(s, "refractory_dropout");
     }
+    // Recurrent projections (R1.2) are valid; a source beyond the last population is not.
+    for (source, target, n) in [(2, 1, 6), (1, 1, 4)] {
+        let mut s = good.clone();
+        s.projections[1] = dense(source, target, vec![0.0; n]);
+        assert!(Network::new(s).is_ok(), "({source}, {target})");
+    }
     let mut s = good.clone();
-    s.projections[1] = dense(2, 1, vec![0.0; 6]);
-    expect_model(s, "source");
-    let mut s = good.clone();
-    s.projections[1] = dense(1, 1, vec![0.0; 4]);
+    s.projections[1] = dense(3, 1, vec![0.0; 6]);
     expect_model(s, "source");
     let mut s = good.clone();
     s.projections[1] = dense(1, 3, vec![0.0; 6]);

@@ -2,7 +2,7 @@
 //! override), [`StopMode`] with its names, and [`validate_config`].
 
 use crate::error::EngineError;
-use crate::network::{Network, ResetMode};
+use crate::network::{Network, ResetMode, RECURRENT_DROPOUT};
 use crate::scheduler::Scheduler;
 
 /// Stop mode of a timestep (R6.1, R6.2). `max_steps` (R6.3) is given separately in
@@ -68,8 +68,8 @@ pub struct RunConfig {
 
 /// Validates the run options against `net`: `F >= 1`, `max_steps >= 1`, momentum
 /// `jitter` finite and `>= 0`, and a `refractory_dropout` override with one value in
-/// [0, 1) per non-input population, 0 for a population whose reset is not `zero`
-/// (R4.6).
+/// [0, 1) per non-input population, 0 for a population whose reset is not `zero` or
+/// that a recurrent projection targets (R4.6).
 pub fn validate_config(net: &Network, config: &RunConfig) -> Result<(), EngineError> {
     if config.forward_group_size == 0 {
         return Err(EngineError::parameter(
@@ -123,6 +123,13 @@ pub fn validate_config(net: &Network, config: &RunConfig) -> Result<(), EngineEr
                         reset.name(),
                         i + 1
                     ),
+                ));
+            }
+            if x > 0.0 && net.recurrent_target[i] {
+                return Err(EngineError::parameter(
+                    format!("refractory_dropout[{i}]"),
+                    x,
+                    format!("{} (population {})", RECURRENT_DROPOUT, i + 1),
                 ));
             }
         }

@@ -1,6 +1,7 @@
 //! Deliveries (R4.2, R4.3.4): `I[q] += s * w` for every synapse of a run of sources,
 //! through each projection kind (dense rows, conv kernel taps, pool windows), with the
-//! synops of R7.4 and the touch bookkeeping of the integrate pass.
+//! synops of R7.4 and the touch bookkeeping of the integrate pass; under `layered`,
+//! the carried deliveries of recurrent projections (R4.9).
 //!
 //! A run is the input events of a timestep ([`InputEvents`]) or the members of a
 //! forward group that belong to one population ([`Members`]); each goes through each
@@ -96,12 +97,19 @@ impl Sources for Members<'_> {
 /// at a time over the whole run where that keeps the order of the additions into every
 /// neuron (R4.3.4 delivers source by source): the projections of `s` reach distinct
 /// populations; otherwise source by source.
+///
+/// With `CARRY` (scheduler `layered` in a network with recurrent projections), a
+/// recurrent projection's current goes to the carried currents `carry` instead of
+/// `cur`, and touches nothing (R4.9): its target neither integrates nor settles in
+/// this step. Without, the recurrence code is compiled out.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub(super) fn deliver_sources<S: Sources>(
+pub(super) fn deliver_sources<S: Sources, const CARRY: bool>(
     net: &Network,
     s: usize,
     src: &S,
     cur: &mut [f32],
+    carry: &mut [f32],
     touch: &mut Touch,
     synops_per_projection: &mut [i64],
     loc: &Location,
@@ -119,7 +127,11 @@ pub(super) fn deliver_sources<S: Sources>(
         let b = (a + chunk).min(n);
         let part = src.part(a, b);
         for &pi in outs {
-            let fo = deliver_run(net, pi, &part, cur, touch);
+            let fo = if CARRY && net.projections[pi].recurrent {
+                deliver_run::<S, true>(net, pi, &part, carry, touch)
+            } else {
+                deliver_run::<S, false>(net, pi, &part, cur, touch)
+            };
             add(&mut synops_per_projection[pi], fo, loc, "synops")?;
             total = total.saturating_add(fo);
         }
@@ -171,8 +183,11 @@ fn flush_deferred(
 /// A dense row is kept in `touch.deferred` for the integrate pass (the previously kept
 /// row of the same population is added now); the rows of the sources `AHEAD` places
 /// later are prefetched.
+///
+/// With `CARRIED`, `cur` is the carried currents `C` (R4.9): every row is added at
+/// once and nothing is touched (the target is integrated at its next settle).
 #[inline(always)]
-fn deliver_run<S: Sources>(
+fn deliver_run<S: Sources, const CARRIED: bool>(
     net: &Network,
     pi: usize,
     src: &S,
@@ -183,8 +198,18 @@ fn deliver_run<S: Sources>(
     let p = proj.target_pop;
     let base = proj.target_offset;
     let len = src.len();
-    touch.pop(p);
+    if !CARRIED {
+        touch.pop(p);
+    }
     match &proj.kind {
+        ProjKind::Dense { wt } if CARRIED => {
+            let n = proj.target_size;
+            for e in 0..len {
+                let (local, s) = src.get(e);
+                add_row(&mut cur[base..base + n], &wt[local * n..(local + 1) * n], s);
+            }
+            (n as u64).saturating_mul(len as u64)
+        }
         ProjKind::Dense { wt } => {
             let n = proj.target_size;
             touch.pop_full[p] = true;
@@ -219,12 +244,15 @@ fn deliver_run<S: Sources>(
         } => {
             let (c_out, plane) = (*c_out, *plane);
             let kc = kh * kw * c_out;
-            flush_deferred(net, touch, cur, p, base, proj.target_size);
+            if !CARRIED {
+                flush_deferred(net, touch, cur, p, base, proj.target_size);
+            }
             let mut fan = 0u64;
             for e in 0..len {
                 let (s, c, rr, cr) = source_taps(src, e, *in_hw, *in_w, rows, cols);
-                // A pixel touch can make the population full within the run.
-                let full = touch.pop_full[p];
+                // A pixel touch can make the population full within the run. (A
+                // carried delivery touches nothing.)
+                let full = CARRIED || touch.pop_full[p];
                 fan = fan.saturating_add((c_out * rr.len() * cr.len()) as u64);
                 let cb = c * kc;
                 for r in rr {
@@ -265,11 +293,13 @@ fn deliver_run<S: Sources>(
             in_w,
             ..
         } => {
-            flush_deferred(net, touch, cur, p, base, proj.target_size);
+            if !CARRIED {
+                flush_deferred(net, touch, cur, p, base, proj.target_size);
+            }
             let mut fan = 0u64;
             for e in 0..len {
                 let (s, c, rr, cr) = source_taps(src, e, *in_hw, *in_w, rows, cols);
-                let full = touch.pop_full[p];
+                let full = CARRIED || touch.pop_full[p];
                 fan = fan.saturating_add((rr.len() * cr.len()) as u64);
                 let sw = s * *weight;
                 // Channel-last: pixel `pix` of channel `c` is slot `pix * channels + c`;

@@ -37,7 +37,7 @@ use crate::counters::SampleResult;
 use crate::error::{EngineError, Location};
 use crate::kernels::has_avx2;
 use crate::network::Network;
-use crate::scheduler::SelectCtx;
+use crate::scheduler::{Scheduler, SelectCtx};
 
 /// Runs one validated sample (R3-R7), with the event loop compiled for AVX2 when the
 /// CPU has it (see `crate::kernels`: the same float operations, bit-identical results).
@@ -122,8 +122,11 @@ struct Run<'a> {
     /// R4.6: the refractory dropout probability of each non-input population.
     dropout: Vec<f64>,
     /// Per non-input population: it has an outgoing projection (its spikes are
-    /// enqueued, R4.3.2).
+    /// enqueued, R4.3.2; also the output's, when a recurrent projection leaves it).
     has_out: Vec<bool>,
+    /// R4.9: the recurrent projections' currents are carried (scheduler `layered` and
+    /// a recurrent projection in the network).
+    carry: bool,
     /// The output population (non-input index), the id of its first neuron and its
     /// size.
     out_pop: usize,
@@ -156,6 +159,7 @@ impl<'a> Run<'a> {
             has_out: (0..n_pops)
                 .map(|p| !net.outgoing[p + 1].is_empty())
                 .collect(),
+            carry: net.any_recurrent && config.scheduler == Scheduler::Layered,
             out_pop,
             out_off: net.pop_offset[out_pop],
             n_out: net.n_outputs(),
@@ -302,7 +306,7 @@ fn run_prepared_body<const CHECK: bool>(
             if let Some(trace) = ws.trace.as_mut() {
                 record_group(trace, net, ts.t, ts.k, &group);
             }
-            deliver_group(net, ws, &mut res, &group, &mut ts.synops, loc)?;
+            deliver_group(&run, ws, &mut res, &group, &mut ts.synops)?;
             ws.group = group;
             ts.next_step(loc)?;
         }
@@ -430,7 +434,8 @@ fn deliver_input_frame(
                 value: &values,
             };
             let spp = &mut res.synops_per_projection;
-            ts.synops += deliver_sources(net, 0, &src, &mut ws.cur, &mut ws.touch, spp, loc)?;
+            let (cur, touch) = (&mut ws.cur, &mut ws.touch);
+            ts.synops += deliver_sources::<_, false>(net, 0, &src, cur, &mut [], touch, spp, loc)?;
             ws.nonzero = nz;
             ws.nonzero_values = values;
         }
@@ -454,7 +459,8 @@ fn deliver_input_frame(
                 value: &value[a..b],
             };
             let spp = &mut res.synops_per_projection;
-            ts.synops += deliver_sources(net, 0, &src, &mut ws.cur, &mut ws.touch, spp, loc)?;
+            let (cur, touch) = (&mut ws.cur, &mut ws.touch);
+            ts.synops += deliver_sources::<_, false>(net, 0, &src, cur, &mut [], touch, spp, loc)?;
         }
     }
     Ok(())
@@ -474,6 +480,7 @@ fn integrate_fire<const CHECK: bool>(
 ) -> Result<Fired, EngineError> {
     let fc = FireCtx {
         dropout: &run.dropout,
+        carry: run.carry,
         seed: run.config.seed,
         sample: run.sample,
         t: ts.t as u32,
@@ -508,6 +515,10 @@ fn integrate_fire<const CHECK: bool>(
         let ids = &ws.fired[a..b];
         if p == run.out_pop {
             read_out(run, res, ts.t, ids, &mut fired, running)?;
+            // A recurrent projection from the output (R1.2): its spikes are enqueued too.
+            if run.has_out[p] && !ws.pending.enqueue_all(ids, p, &ws.v_pre) {
+                return Err(EngineError::overflow(loc, "pending multiplicity"));
+            }
         } else if run.has_out[p] && !ws.pending.enqueue_all(ids, p, &ws.v_pre) {
             return Err(EngineError::overflow(loc, "pending multiplicity"));
         }
@@ -632,16 +643,17 @@ fn select(run: &Run, ws: &mut Workspace, ts: &Timestep, group: &mut Vec<(u32, u3
 }
 
 /// R4.3.4: delivers the group, cut into runs of members of one population (a
-/// `layered` group is one run), adding the synops to `synops` (R7.4).
+/// `layered` group is one run), adding the synops to `synops` (R7.4). With `run.carry`
+/// the recurrent projections' currents are carried (R4.9).
 #[inline(always)]
 fn deliver_group(
-    net: &Network,
+    run: &Run,
     ws: &mut Workspace,
     res: &mut SampleResult,
     group: &[(u32, u32)],
     synops: &mut u64,
-    loc: &Location,
 ) -> Result<(), EngineError> {
+    let (net, loc) = (run.net, run.loc);
     let mut e = 0;
     while e < group.len() {
         let p = net.pop_of[group[e].0 as usize];
@@ -656,7 +668,12 @@ fn deliver_group(
             offset: net.pop_offset[p],
         };
         let spp = &mut res.synops_per_projection;
-        *synops += deliver_sources(net, p + 1, &src, &mut ws.cur, &mut ws.touch, spp, loc)?;
+        let (cur, carry, touch) = (&mut ws.cur, &mut ws.carry, &mut ws.touch);
+        *synops += if run.carry {
+            deliver_sources::<_, true>(net, p + 1, &src, cur, carry, touch, spp, loc)?
+        } else {
+            deliver_sources::<_, false>(net, p + 1, &src, cur, carry, touch, spp, loc)?
+        };
         e = end;
     }
     Ok(())

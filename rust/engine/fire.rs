@@ -2,8 +2,8 @@
 //! touched pixels of a sparse conv/pool target), the strict threshold test, and the
 //! reset of the neurons that fire (`v_pre`, the reset mode of R4.8, refractory flag with
 //! its dropout draw, R4.6); their ids are left in increasing order. A settling
-//! population (R1.6) that settles in the step is integrated whole, with its bias and
-//! debts (R4.7). The finiteness checks of R8.3.
+//! population (R1.6) that settles in the step is integrated whole, with its bias,
+//! debts and carried current (R4.7, R4.9). The finiteness checks of R8.3.
 
 use std::ops::Range;
 
@@ -16,6 +16,9 @@ use crate::rng::{uniform, STREAM_DROPOUT};
 /// dropout probability of each population and the arguments of its random function.
 pub(super) struct FireCtx<'a> {
     pub(super) dropout: &'a [f64],
+    /// The carried currents are in use (scheduler `layered` and a recurrent
+    /// projection, R4.9): a recurrent target that settles adds its `C`.
+    pub(super) carry: bool,
     pub(super) seed: u64,
     pub(super) sample: u32,
     pub(super) t: u32,
@@ -83,6 +86,7 @@ pub(super) fn integrate<const CHECK: bool, const SETTLING: bool>(
                     bias: &net.bias[lo..hi],
                     debt: (net.reset[p] == ResetMode::SubtractDelayed)
                         .then(|| &mut ws.debt[lo..hi]),
+                    carry: (fc.carry && net.recurrent_target[p]).then(|| &mut ws.carry[lo..hi]),
                 });
                 integrate_settling::<CHECK>(v, c, r, th, row, settle, lo, &mut ws.fired)
             } else {
@@ -343,11 +347,13 @@ fn integrate_full<const CHECK: bool>(
     finite
 }
 
-/// What a population that settles in this step (R4.7) adds to R4.3.1: its bias, and
-/// the debts of its neurons when its reset is `subtract_delayed` (R4.8).
+/// What a population that settles in this step (R4.7) adds to R4.3.1: its bias, the
+/// debts of its neurons when its reset is `subtract_delayed` (R4.8), and its carried
+/// currents when it is a recurrent target under `layered` (R4.9; cleared as added).
 pub(super) struct Settle<'a> {
     pub(super) bias: &'a [f32],
     pub(super) debt: Option<&'a mut [bool]>,
+    pub(super) carry: Option<&'a mut [f32]>,
 }
 
 /// R4.3.1-2 over a whole settling population (R1.6), `lo` the slot of its first neuron.
@@ -373,8 +379,11 @@ fn integrate_settling<const CHECK: bool>(
     let n = v.len();
     let (c, r, th) = (&mut c[..n], &r[..n], &th[..n]);
     match settle {
-        Some(Settle { bias, debt }) => {
-            add_current::<true>(v, c, r, row, &bias[..n]);
+        Some(Settle { bias, debt, carry }) => {
+            match carry {
+                Some(cc) => add_current::<true, true>(v, c, r, row, &bias[..n], cc),
+                None => add_current::<true, false>(v, c, r, row, &bias[..n], &mut []),
+            }
             if let Some(d) = debt {
                 let d = &mut d[..n];
                 for i in 0..n {
@@ -384,7 +393,7 @@ fn integrate_settling<const CHECK: bool>(
                 }
             }
         }
-        None => add_current::<false>(v, c, r, row, &[]),
+        None => add_current::<false, false>(v, c, r, row, &[], &mut []),
     }
     let mut vc = v.chunks_exact(CH);
     let mut tc = th.chunks_exact(CH);
@@ -428,18 +437,21 @@ fn integrate_settling<const CHECK: bool>(
 }
 
 /// R4.3.1 for a whole population: `V += I` (the current `cur[i]`, plus `s * w[i]` of
-/// the deferred row `row`, plus `bias[i]` when `BIAS`), unless refractory; `I <- 0`.
+/// the deferred row `row`, plus `bias[i]` when `BIAS`, plus the carried current
+/// `carry[i]` when `CARRY`, which is then cleared), unless refractory; `I <- 0`.
 #[inline(always)]
-fn add_current<const BIAS: bool>(
+fn add_current<const BIAS: bool, const CARRY: bool>(
     v: &mut [f32],
     c: &mut [f32],
     r: &[bool],
     row: Option<(&[f32], f32)>,
     bias: &[f32],
+    carry: &mut [f32],
 ) {
     let n = v.len();
     let (c, r) = (&mut c[..n], &r[..n]);
     let b = if BIAS { &bias[..n] } else { bias };
+    let cc = if CARRY { &mut carry[..n] } else { carry };
     match row {
         Some((w, s)) => {
             let w = &w[..n];
@@ -447,6 +459,9 @@ fn add_current<const BIAS: bool>(
                 let mut x = c[i] + s * w[i];
                 if BIAS {
                     x += b[i];
+                }
+                if CARRY {
+                    x += std::mem::take(&mut cc[i]);
                 }
                 c[i] = 0.0;
                 v[i] += if r[i] { 0.0 } else { x };
@@ -457,6 +472,9 @@ fn add_current<const BIAS: bool>(
                 let mut x = std::mem::take(&mut c[i]);
                 if BIAS {
                     x += b[i];
+                }
+                if CARRY {
+                    x += std::mem::take(&mut cc[i]);
                 }
                 v[i] += if r[i] { 0.0 } else { x };
             }

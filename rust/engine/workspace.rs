@@ -1,7 +1,6 @@
 //! The state of one sample and its reusable buffers ([`Workspace`]: membranes,
-//! currents, refractory flags, `v_pre`, debts and due populations, the spikes of a
-//! forward step, the pending set),
-//! and the touch bookkeeping of a forward step ([`Touch`]): which populations and
+//! currents, refractory flags, `v_pre`, debts, carried currents and due populations,
+//! the spikes of a forward step, the pending set), and the touch bookkeeping of a forward step ([`Touch`]): which populations and
 //! pixels received current, and the dense row kept for the integrate pass
 //! ([`Deferred`]).
 
@@ -96,6 +95,10 @@ pub(crate) struct Workspace {
     pub(super) due: Vec<bool>,
     /// The number of `due` populations.
     pub(super) n_due: usize,
+    /// R3.1, R4.9: per slot, the carried current `C` of a recurrent projection's target
+    /// under `layered` (added when its population next settles). Empty unless the
+    /// network has recurrent projections.
+    pub(super) carry: Vec<f32>,
     pub(super) touch: Touch,
     pub(super) fired: Vec<u32>,
     /// `(population, start, end)`: the range of `fired` of each population that fired.
@@ -141,6 +144,12 @@ impl Workspace {
             )?,
             due: vec![false; p],
             n_due: 0,
+            carry: alloc::filled(
+                if net.any_recurrent { n } else { 0 },
+                0.0,
+                at,
+                "carried currents",
+            )?,
             touch: Touch {
                 neuron: alloc::filled(n, false, at, "touched-neuron flags")?,
                 channels: net.layout_channels.clone(),
@@ -187,6 +196,7 @@ impl Workspace {
         self.debt.fill(false);
         self.due.fill(false);
         self.n_due = 0;
+        self.carry.fill(0.0);
         self.touch.neuron.fill(false);
         self.touch.pop_touched.fill(false);
         self.touch.pop_full.fill(false);

@@ -219,6 +219,7 @@ mod tests {
             target_offset: 0,
             target_size: 0,
             target_pop,
+            recurrent: false,
             kind: match plane {
                 Some(plane) => ProjKind::Pool {
                     weight: 1.0,

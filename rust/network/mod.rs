@@ -35,6 +35,7 @@ mod taps;
 mod validate;
 
 pub(crate) use taps::{source_coords, Taps};
+pub(crate) use validate::RECURRENT_DROPOUT;
 
 use crate::error::{EngineError, Location};
 
@@ -136,7 +137,8 @@ impl ProjectionKind {
 pub struct ProjectionSpec {
     /// Source population index (0 = input).
     pub source: usize,
-    /// Target population index (`> source`).
+    /// Target population index (`>= 1`). The projection is recurrent when
+    /// `source >= target` (R1.2).
     pub target: usize,
     /// Kind and weights.
     pub kind: ProjectionKind,
@@ -227,8 +229,9 @@ impl PopulationSpec {
         }
     }
 
-    /// Whether the population settles every timestep (R1.6): a non-zero bias or a
-    /// reset other than `zero`.
+    /// Whether the population settles every timestep by itself (R1.6): a non-zero bias
+    /// or a reset other than `zero`. (A population that a recurrent projection targets
+    /// settles too; that is a property of the network, `Network` adds it.)
     pub fn is_settling(&self) -> bool {
         self.reset != ResetMode::Zero || self.bias.iter().any(|&b| b != 0.0)
     }
@@ -288,6 +291,9 @@ pub(crate) struct Projection {
     pub target_size: usize,
     /// Non-input index (0-based, = population index - 1) of the target population.
     pub target_pop: usize,
+    /// A recurrent projection (`source >= target`, R1.2): under `layered` its current
+    /// is carried to the target's next settle (R4.9).
+    pub recurrent: bool,
     pub kind: ProjKind,
 }
 
@@ -342,8 +348,14 @@ pub struct Network {
     pub(crate) bias: Vec<f32>,
     /// Per non-input population: its reset mode (R4.8).
     pub(crate) reset: Vec<ResetMode>,
-    /// Per non-input population: it is settling (R1.6).
+    /// Per non-input population: it is settling (R1.6; a recurrent projection's target
+    /// is).
     pub(crate) settling: Vec<bool>,
+    /// Per non-input population: a recurrent projection targets it (R1.2, R4.9).
+    pub(crate) recurrent_target: Vec<bool>,
+    /// Some projection is recurrent: under `layered` the event loop carries their
+    /// currents (R4.9). Without, it runs no recurrence code.
+    pub(crate) any_recurrent: bool,
     /// Some population is settling: the event loop tracks `due` populations (R4.7).
     /// Without, it runs exactly the version-1 loop.
     pub(crate) any_settling: bool,
@@ -387,15 +399,20 @@ impl Network {
     /// Checks: input size and population sizes > 0; at least one non-input population;
     /// `threshold`/`beta`/`bias` of length 1 or `size`, threshold finite and > 0, beta
     /// finite in [0, 1], bias finite; `refractory_dropout` finite in [0, 1), and 0 unless
-    /// the reset is `zero` (R4.6); projections with
-    /// `source < target <= P`, weights finite and of the right length, conv/pool geometry
+    /// the reset is `zero` (R4.6); projections with `source <= P` and
+    /// `1 <= target <= P` (forward when `source < target`, recurrent otherwise, R1.2),
+    /// weights finite and of the right length, conv/pool geometry
     /// valid (kernel, stride >= 1, output size >= 1, source and target sizes equal to
     /// what the geometry reads and produces). The number of non-input neurons must fit
     /// the u32 neuron-id space ([`EngineError::Overflow`]).
     ///
+    /// `refractory_dropout` is also 0 for a population that a recurrent projection
+    /// targets (R4.6).
+    ///
     /// Errors come in this order: the populations (`validate.rs`), then each projection
-    /// in order, its endpoints and then its kind (`lower.rs`), then the allocations of
-    /// the storage layout (`layout.rs`).
+    /// in order, its endpoints and then its kind (`lower.rs`), then the dropout of the
+    /// recurrent targets (R4.6), then the allocations of the storage layout
+    /// (`layout.rs`).
     pub fn new(spec: NetworkSpec) -> Result<Network, EngineError> {
         let pop_offset = validate::populations(&spec)?;
         let n_pops = spec.populations.len();
@@ -415,11 +432,15 @@ impl Network {
                 target_offset: pop_offset[proj.target - 1],
                 target_size: n_d,
                 target_pop: proj.target - 1,
+                recurrent: proj.source >= proj.target,
                 kind,
             });
         }
-        // R1.1: the last population is the output; source < target makes it a sink.
-        debug_assert!(outgoing[n_pops].is_empty());
+        let mut recurrent_target = vec![false; n_pops];
+        for pr in projections.iter().filter(|pr| pr.recurrent) {
+            recurrent_target[pr.target_pop] = true;
+        }
+        validate::recurrent_dropout(&spec, &recurrent_target)?;
 
         let layout_plane = layout::planes(&pop_offset, &projections);
         let layout_channels = layout::channels(&pop_offset, &layout_plane);
@@ -431,7 +452,13 @@ impl Network {
             &per_neuron.id_of,
         )?;
         let distinct_targets = distinct_targets(&outgoing, &projections);
-        let settling: Vec<bool> = spec.populations.iter().map(|p| p.is_settling()).collect();
+        // R1.6: a recurrent projection's target settles too.
+        let settling: Vec<bool> = spec
+            .populations
+            .iter()
+            .zip(&recurrent_target)
+            .map(|(p, &rec)| p.is_settling() || rec)
+            .collect();
         let mut input_settling_targets: Vec<usize> = outgoing[0]
             .iter()
             .map(|&pi| projections[pi].target_pop)
@@ -444,6 +471,8 @@ impl Network {
             reset: spec.populations.iter().map(|p| p.reset).collect(),
             any_settling: settling.iter().any(|&s| s),
             settling,
+            any_recurrent: recurrent_target.iter().any(|&r| r),
+            recurrent_target,
             input_settling_targets,
             spec,
             pop_offset,
@@ -491,6 +520,12 @@ impl Network {
     /// Whether some population is settling (R1.6): the network needs `SPEC_VERSION` 2.
     pub fn is_settling(&self) -> bool {
         self.any_settling
+    }
+
+    /// Whether some projection is recurrent (R1.2, `source >= target`): the network
+    /// needs `SPEC_VERSION` 2.
+    pub fn is_recurrent(&self) -> bool {
+        self.any_recurrent
     }
 
     /// Global id (R1.5) of the first neuron of population `population` (1..=P).

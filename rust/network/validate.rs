@@ -165,7 +165,8 @@ fn population(pop: &PopulationSpec, loc: &Location) -> Result<(), EngineError> {
 }
 
 /// The endpoints of a projection (R1.2): a non-input target in `1..=n_pops` and a
-/// source below it.
+/// source in `0..=n_pops` (forward when below the target, recurrent otherwise; the
+/// input is never a target, so a projection from it is always forward).
 pub(super) fn endpoints(
     proj: &ProjectionSpec,
     n_pops: usize,
@@ -179,16 +180,45 @@ pub(super) fn endpoints(
             format!("must be a non-input population index in 1..={n_pops}"),
         ));
     }
-    if proj.source >= proj.target {
+    if proj.source > n_pops {
         return Err(EngineError::model(
             loc,
             "source",
             proj.source,
-            format!("must be < target {} (R1.2)", proj.target),
+            format!("must be a population index in 0..={n_pops}"),
         ));
     }
     Ok(())
 }
+
+/// R4.6: refractory dropout is refused on a population that a recurrent projection
+/// targets (`recurrent_target`, per non-input population): the first such population
+/// with `refractory_dropout > 0` is a model error (the message of the Python
+/// `Network`).
+pub(super) fn recurrent_dropout(
+    spec: &NetworkSpec,
+    recurrent_target: &[bool],
+) -> Result<(), EngineError> {
+    let refused = spec
+        .populations
+        .iter()
+        .zip(recurrent_target)
+        .position(|(pop, &rec)| rec && pop.refractory_dropout > 0.0);
+    match refused {
+        Some(p) => Err(EngineError::model(
+            Location::Population(p + 1),
+            "refractory_dropout",
+            spec.populations[p].refractory_dropout,
+            RECURRENT_DROPOUT,
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The reason of the R4.6 errors for refractory dropout on a recurrent target (model
+/// error here, parameter error in `engine::config`), as Python words it.
+pub(crate) const RECURRENT_DROPOUT: &str =
+    "refractory dropout is refused on the target of a recurrent projection (R4.6)";
 
 #[cfg(test)]
 mod tests {
@@ -246,7 +276,7 @@ mod tests {
     }
 
     #[test]
-    fn endpoints_go_forward() {
+    fn endpoints_are_in_range_in_either_direction() {
         let proj = |source, target| ProjectionSpec {
             source,
             target,
@@ -261,10 +291,46 @@ mod tests {
             reason(endpoints(&proj(0, 0), 2, &Location::Network).unwrap_err()).0,
             "target"
         );
+        // Recurrent (R1.2): self and backward projections, also from the output.
+        assert!(endpoints(&proj(2, 2), 2, &Location::Network).is_ok());
+        assert!(endpoints(&proj(2, 1), 2, &Location::Network).is_ok());
         assert_eq!(
-            reason(endpoints(&proj(2, 2), 2, &Location::Network).unwrap_err()).0,
-            "source"
+            reason(endpoints(&proj(3, 1), 2, &Location::Network).unwrap_err()),
+            (
+                "source".into(),
+                "must be a population index in 0..=2".into()
+            )
         );
+    }
+
+    #[test]
+    fn dropout_is_refused_on_recurrent_targets_only() {
+        let mut spec = NetworkSpec {
+            input_size: 2,
+            populations: vec![pop(3), pop(2)],
+            projections: vec![],
+        };
+        spec.populations[0].refractory_dropout = 0.25;
+        assert!(recurrent_dropout(&spec, &[false, true]).is_ok());
+        match recurrent_dropout(&spec, &[true, true]).unwrap_err() {
+            EngineError::Model {
+                location,
+                field,
+                value,
+                reason,
+            } => {
+                assert_eq!(location.to_string(), "population 1");
+                assert_eq!(
+                    (field.as_str(), value.as_str()),
+                    ("refractory_dropout", "0.25")
+                );
+                assert_eq!(
+                    reason,
+                    "refractory dropout is refused on the target of a recurrent projection (R4.6)"
+                );
+            }
+            other => panic!("not a model error: {other:?}"),
+        }
     }
 
     #[test]

@@ -359,8 +359,10 @@ def test_rust_engine_validates_networks_itself() -> None:
         asyncsnn._engine.Network(4, [(2, -th, th, 0.0)], [("dense", 0, 1, np.ones(8, dtype=np.float32), [])])
     with pytest.raises(ModelError):
         asyncsnn._engine.Network(4, [(2, th, th, 0.0)], [("dense", 0, 1, np.ones(7, dtype=np.float32), [])])
-    with pytest.raises(ModelError):
-        asyncsnn._engine.Network(4, [(2, th, th, 0.0)], [("dense", 1, 1, np.ones(4, dtype=np.float32), [])])
+    # A projection from population 1 to itself is recurrent (R1.2); population 2 does not exist.
+    asyncsnn._engine.Network(4, [(2, th, th, 0.0)], [("dense", 1, 1, np.ones(4, dtype=np.float32), [])])
+    with pytest.raises(ModelError, match="source"):
+        asyncsnn._engine.Network(4, [(2, th, th, 0.0)], [("dense", 2, 1, np.ones(4, dtype=np.float32), [])])
     with pytest.raises(ModelError):
         asyncsnn._engine.Network(4, [(2, th, th, 0.0)], [("conv3d", 0, 1, np.ones(8, dtype=np.float32), [])])
 
