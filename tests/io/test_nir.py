@@ -861,7 +861,8 @@ def _no_double_reset(torch: Any, model: Any) -> None:
     """Raise every threshold of ``model`` to at least the largest current one step can bring.
 
     A membrane left at most at theta after a reset then stays at most at 2 theta in the next step, so
-    snnTorch's Leaky(reset_mechanism="subtract", reset_delay=False) never meets its corner (R4.8).
+    snnTorch's Leaky and RLeaky(reset_mechanism="subtract", reset_delay=False) never meet their corner
+    (R4.8).
     """
     largest = 2.0  # the input counts; spikes are 0 or 1
     bound: np.ndarray = np.zeros(1)
@@ -873,6 +874,12 @@ def _no_double_reset(torch: Any, model: Any) -> None:
         elif isinstance(m, torch.nn.AvgPool2d):
             bound = np.ones((1, 1, 1)) * largest  # an average of spikes
         elif hasattr(m, "threshold"):
+            recurrent = getattr(m, "recurrent", None)  # an RLeaky: its own spikes of the last step add
+            if hasattr(recurrent, "weight"):
+                w, b = recurrent.weight.detach().numpy(), recurrent.bias.detach().numpy()
+                bound = bound + np.clip(w, 0, None).sum(1) + np.clip(b, 0, None)
+            elif hasattr(recurrent, "V"):
+                bound = bound + np.clip(recurrent.V.detach().numpy(), 0, None)
             theta = m.threshold.detach().numpy()
             raised = np.maximum(theta, np.ceil(np.broadcast_to(bound, theta.shape) * 256) / 256)
             m.threshold = torch.tensor(raised.astype(np.float32))
@@ -979,6 +986,7 @@ SNNTORCH_RECURRENT_RESETS = {
     "default": (None, None, "subtract_delayed"),  # snnTorch's defaults: subtract, one step late
     "none": ("none", True, "none"),
     "zero": ("zero", False, "zero"),
+    "subtract_now": ("subtract", False, "subtract"),  # equal unless V > 2 theta, as for Leaky: _no_double_reset
 }
 
 
@@ -986,7 +994,8 @@ def _rleaky(
     snn: Any, torch: Any, rng: np.random.Generator, n: int, mode: str, all_to_all: bool, output: bool = False
 ) -> Any:
     """An snnTorch RLeaky with per-neuron beta and threshold, and grid recurrent weights (and bias)."""
-    beta = torch.tensor(rng.choice([0.5, 0.75, 0.875, 0.9375], size=n), dtype=torch.float32)
+    betas = [0.9375] if mode == "subtract_now" else [0.5, 0.75, 0.875, 0.9375]  # as _leaky
+    beta = torch.tensor(rng.choice(betas, size=n), dtype=torch.float32)
     threshold = torch.tensor(rng.integers(128, 384, size=n) / 256, dtype=torch.float32)
     mechanism, delay, _ = SNNTORCH_RECURRENT_RESETS[mode]
     kwargs: dict[str, Any] = {} if mechanism is None else {"reset_mechanism": mechanism, "reset_delay": delay}
@@ -1006,21 +1015,23 @@ def _snntorch_recurrent_case(arch: str, mode: str) -> tuple[Network, np.ndarray,
     from snntorch.export_nir import export_to_nir
 
     rng = np.random.default_rng(2)
-    leaky_mode = {"default": "default", "none": "none", "zero": "zero"}[mode]
+    spread = 0.2 if mode == "subtract_now" else 0.5  # as _snntorch_case
     if arch == "output":  # Linear -> Leaky -> Linear -> RLeaky (the output layer is recurrent)
         model = torch.nn.Sequential(
-            _linear(torch, rng, 10, 8),
-            _leaky(snn, torch, rng, (8,), leaky_mode),
-            _linear(torch, rng, 8, 4),
+            _linear(torch, rng, 10, 8, spread),
+            _leaky(snn, torch, rng, (8,), mode),
+            _linear(torch, rng, 8, 4, spread),
             _rleaky(snn, torch, rng, 4, mode, all_to_all=True, output=True),
         )
     else:  # Linear -> RLeaky -> Linear -> Leaky
         model = torch.nn.Sequential(
-            _linear(torch, rng, 10, 8),
+            _linear(torch, rng, 10, 8, spread),
             _rleaky(snn, torch, rng, 8, mode, all_to_all=arch == "hidden"),
-            _linear(torch, rng, 8, 4),
-            _leaky(snn, torch, rng, (4,), leaky_mode, output=True),
+            _linear(torch, rng, 8, 4, spread),
+            _leaky(snn, torch, rng, (4,), mode, output=True),
         )
+    if mode == "subtract_now":
+        _no_double_reset(torch, model)
     graph = export_to_nir(model, torch.zeros(1, 10), ignore_dims=[0])
     reset = SNNTORCH_RECURRENT_RESETS[mode][2]
     net = from_nir(graph, dt=SNNTORCH_DT, reset=reset)
@@ -1042,7 +1053,9 @@ def _snntorch_recurrent_case(arch: str, mode: str) -> tuple[Network, np.ndarray,
     np.testing.assert_array_equal(net.populations[rec - 1].threshold, rleaky.threshold.numpy())
     assert {p.reset for p in net.populations} == {reset}
     x = random_count_input(rng, net, batch=16, timesteps=20, density=0.3, max_count=2)
-    out_spikes, layer_spikes, _ = _run_snntorch(snn, torch, model, x)
+    out_spikes, layer_spikes, above = _run_snntorch(snn, torch, model, x)
+    if mode == "subtract_now":
+        assert not np.any(above), "no membrane should be left above its threshold (R4.8)"
     assert out_spikes.sum() > 0, "the test network should spike"
     assert np.all(layer_spikes.sum(0) > 0), "every layer should spike"
     return net, x, out_spikes, layer_spikes
