@@ -712,7 +712,7 @@ def _norse_recurrent_case() -> tuple[Network, np.ndarray, np.ndarray, np.ndarray
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.filterwarnings("ignore::FutureWarning")
-@pytest.mark.parametrize("engine", [None, "reference"])  # None: R4.5 in numpy; the engines that implement R4.9
+@pytest.mark.parametrize("engine", ENGINES)
 def test_norse_recurrent_cell_reproduces_norse_spikes(engine: str | None) -> None:
     _check(*_norse_recurrent_case(), engine)
 

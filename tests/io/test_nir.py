@@ -1062,7 +1062,6 @@ def _snntorch_recurrent_case(arch: str, mode: str) -> tuple[Network, np.ndarray,
 
 
 RECURRENT_ARCHS = ["hidden", "output", "one_to_one"]
-RECURRENT_ENGINES = ["reference"]  # the engines that implement R4.9
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -1077,7 +1076,7 @@ def test_snntorch_rleaky_export_is_the_layer_synchronous_formula(arch: str, mode
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-@pytest.mark.parametrize("engine", RECURRENT_ENGINES)
+@pytest.mark.parametrize("engine", ["reference", "rust"])
 @pytest.mark.parametrize("mode", list(SNNTORCH_RECURRENT_RESETS))
 @pytest.mark.parametrize("arch", RECURRENT_ARCHS)
 def test_snntorch_rleaky_export_runs_like_snntorch_under_layered(arch: str, mode: str, engine: str) -> None:
