@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from asyncsnn.network import RESET_MODES, Dense, Network, Population
+from asyncsnn.network import RESET_MODES, Conv2d, Dense, Layer, Network, Population, Projection
 from asyncsnn.result import COUNTER_FIELDS, InferenceResult
 from asyncsnn.testing import grid_weights, random_count_input, random_grid_network
 
@@ -43,9 +43,65 @@ def with_settling(rng: np.random.Generator, net: Network, how: str) -> Network:
     return Network(net.input_shape, pops, net.projections)
 
 
+#: Which recurrent projections a drawn network gets (R1.2, R4.9): none (half the draws),
+#: a population to itself, lateral inhibition within a population, a backward
+#: projection, or all three.
+RECURRENCE = ["none", "none", "none", "self", "lateral", "backward", "all"]
+
+
+def _recurrent_layer(rng: np.random.Generator, net: Network, source: int, target: int, how: str) -> Layer:
+    shapes = net.population_shapes
+    n_s, n_t = int(np.prod(shapes[source])), int(np.prod(shapes[target]))
+    if how == "lateral":  # inhibition of the other neurons of the population, none of itself
+        w = -np.abs(grid_weights(rng, (n_t, n_s), 0.5))
+        np.fill_diagonal(w, 0.0)
+        return Dense(w)
+    shape = shapes[source]
+    if how == "self" and len(shape) == 3 and rng.random() < 0.5:  # a same-size Conv2d
+        c = shape[0]
+        return Conv2d(grid_weights(rng, (c, c, 3, 3), 0.3), stride=1, padding=1)
+    return Dense(grid_weights(rng, (n_t, n_s), 0.5))
+
+
+def with_recurrence(rng: np.random.Generator, net: Network, how: str) -> Network:
+    """``net`` with recurrent projections (R1.2) of the kind ``how`` (one of :data:`RECURRENCE`).
+
+    ``"self"``: a population to itself (dense grid weights, or a same-size Conv2d on a
+    channel population); ``"lateral"``: non-positive weights to the other neurons of the
+    population; ``"backward"``: from a later population (the output included) to an
+    earlier one; ``"all"``: one of each. Populations drawn at random. Their targets get
+    no refractory dropout (R4.6); the others keep theirs.
+    """
+    if how == "none":
+        return net
+    n_pop = len(net.populations)
+    kinds = ["self", "lateral", "backward"] if how == "all" else [how]
+    projs = list(net.projections)
+    for kind in kinds:
+        if kind == "backward" and n_pop >= 2:
+            source = int(rng.integers(2, n_pop + 1))
+            target = int(rng.integers(1, source))
+        else:
+            source = target = int(rng.integers(1, n_pop + 1))
+        projs.append(Projection(source, target, _recurrent_layer(rng, net, source, target, kind)))
+    targets = {p.target for p in projs if p.recurrent}
+    pops = [
+        p
+        if i not in targets
+        else Population.create(p.shape, p.threshold, p.beta, 0.0, p.name, bias=p.bias, reset=p.reset)
+        for i, p in enumerate(net.populations, 1)
+    ]
+    return Network(net.input_shape, pops, projs)
+
+
 def draw_dropout(draw: Any, net: Network) -> Any:
-    """A ``refractory_dropout`` option the network accepts (p > 0 needs reset "zero", R4.6)."""
-    if all(p.reset == "zero" for p in net.populations):
+    """A ``refractory_dropout`` option the network accepts.
+
+    A probability p > 0 for every population needs reset "zero" everywhere and no
+    recurrent target (R4.6); "network" takes each population's own value, which
+    :func:`with_settling` and :func:`with_recurrence` leave at 0 where R4.6 refuses it.
+    """
+    if all(p.reset == "zero" for p in net.populations) and not net.recurrent:
         return draw(st.sampled_from(["off", "network", 0.5]))
     return draw(st.sampled_from(["off", "network"]))
 
@@ -55,12 +111,14 @@ def engine_cases(draw: Any, max_batch: int = 3) -> dict[str, Any]:
     """A random grid network (dense, conv or skip), a count input and every run option.
 
     Half the networks settle (R1.6): biases on some populations, reset modes other than
-    ``"zero"``, or both (:func:`with_settling`).
+    ``"zero"``, or both (:func:`with_settling`); independently, about half get recurrent
+    projections (:func:`with_recurrence`, R4.9).
     """
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     kind = draw(st.sampled_from(["dense", "conv", "skip", "conv_wide"]))
     net = with_settling(rng, random_grid_network(rng, kind), draw(st.sampled_from(SETTLING)))
+    net = with_recurrence(rng, net, draw(st.sampled_from(RECURRENCE)))
     batch = draw(st.integers(1, max_batch))
     timesteps = draw(st.integers(1, 5))
     x = random_count_input(rng, net, batch, timesteps, density=draw(st.sampled_from([0.0, 0.2, 0.5, 1.0])))
@@ -119,7 +177,8 @@ def mixed_batch_cases(draw: Any, max_batch: int = 64, settling: bool = False) ->
     include wide dense ones, so that within one timestep some samples end after a few
     forward steps and others after many: the batch engines (torch) must set finished
     rows aside and merge them back at any step. With ``settling`` half the networks get
-    biases and reset modes (:func:`with_settling`).
+    biases and reset modes (:func:`with_settling`) and, independently, about half get
+    recurrent projections (:func:`with_recurrence`), whose targets settle too (R1.6).
     """
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
@@ -127,6 +186,7 @@ def mixed_batch_cases(draw: Any, max_batch: int = 64, settling: bool = False) ->
     net = wide_dense_network(rng) if kind == "wide" else random_grid_network(rng, kind)
     if settling:
         net = with_settling(rng, net, draw(st.sampled_from(SETTLING)))
+        net = with_recurrence(rng, net, draw(st.sampled_from(RECURRENCE)))
     batch = draw(st.one_of(st.integers(1, max_batch), st.integers(min(16, max_batch), max_batch)))
     timesteps = draw(st.integers(1, 4))
     if draw(st.booleans()):

@@ -21,7 +21,15 @@ from hypothesis import strategies as st
 import asyncsnn
 import asyncsnn.reference
 import asyncsnn.torch
-from _strategies import SCHEDULERS, engine_cases, mixed_batch_cases, select_samples, spread_samples, with_settling
+from _strategies import (
+    SCHEDULERS,
+    engine_cases,
+    mixed_batch_cases,
+    select_samples,
+    spread_samples,
+    with_recurrence,
+    with_settling,
+)
 from asyncsnn.testing import assert_results_equal, random_count_input, random_grid_network
 
 
@@ -91,6 +99,32 @@ def test_engines_agree_on_settling_networks(scheduler: str, kind: str, how: str)
     for n in range(3):
         net = with_settling(rng, random_grid_network(rng, kind), how)
         x = random_count_input(rng, net, batch=3, timesteps=6, density=[0.0, 0.2, 0.4][n])
+        for f in (1, 4):
+            opts: dict[str, Any] = {"scheduler": scheduler, "forward_group_size": f, "seed": 7, **stops[(n + f) % 3]}
+            a = asyncsnn.infer(net, x, trace=True, **opts)
+            b = asyncsnn.reference.infer(net, x, trace=True, **opts)
+            assert_results_equal(a, b)
+            assert a.trace == b.trace, f"{net.summary()}\n{opts}"
+
+
+@pytest.mark.parametrize("how", ["self", "lateral", "backward", "all"])
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+@pytest.mark.parametrize("kind", ["dense", "conv", "skip"])
+def test_engines_agree_on_recurrent_networks(scheduler: str, kind: str, how: str) -> None:
+    """Recurrent projections (R4.9): counters and R7.10 traces are identical.
+
+    Under ``layered`` their current is carried to the target's next settle, under the
+    other schedulers delivered in the timestep; the second network also has biases and
+    reset modes, and early stops leave carried currents waiting (R6.4).
+    """
+    rng = np.random.default_rng(
+        ["self", "lateral", "backward", "all"].index(how) * 100 + SCHEDULERS.index(scheduler) * 10 + len(kind)
+    )
+    stops: list[dict[str, Any]] = [{}, {"stop": "first_output", "extra_steps": 1}, {"max_steps": 3}]
+    for n in range(2):
+        net = with_recurrence(rng, with_settling(rng, random_grid_network(rng, kind), ["v1", "both"][n]), how)
+        assert net.recurrent
+        x = random_count_input(rng, net, batch=3, timesteps=5, density=[0.2, 0.4][n])
         for f in (1, 4):
             opts: dict[str, Any] = {"scheduler": scheduler, "forward_group_size": f, "seed": 7, **stops[(n + f) % 3]}
             a = asyncsnn.infer(net, x, trace=True, **opts)
