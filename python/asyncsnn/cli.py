@@ -215,6 +215,7 @@ _EPILOG_REPRODUCE = """examples:
   asyncsnn reproduce --dataset fashion-mnist --epochs 3
   asyncsnn reproduce --dataset nmnist --root ~/data   # tonic's folder with NMNIST/
   asyncsnn reproduce --seeds 0 1 2                    # three runs, then the mean ± std over them
+  asyncsnn reproduce --dataset randman --recurrent    # recurrent hidden layers on a temporal task
 
 writes results/<name>/{table.md,results.json,results.csv,*.png,figures.md,model_*.safetensors}
 with --seeds: each seed's run in results/<name>/seed_<S>/, the mean and spread in results/<name>/
@@ -230,6 +231,10 @@ stays the global batch, rank 0 writes the checkpoints and --out):
   torchrun --standalone --nproc_per_node 4 -m asyncsnn train --epochs 10 --out model.safetensors
 """
 
+_RECURRENT_HELP = (
+    "give every hidden layer a recurrent projection to itself (snnTorch's RLeaky; docs/semantics.md R4.9: "
+    "carried to the next timestep under layered, delivered at once under the other schedulers)"
+)
 _DEVICE_HELP = "torch device of the training: auto (CUDA when available, else CPU), cpu, cuda or cuda:N"
 
 _EPILOG_EVALUATE = """examples:
@@ -275,6 +280,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         max_train=args.max_train,
         max_test=args.max_test,
         hidden=tuple(args.hidden),
+        recurrent=args.recurrent,
         progress=not args.no_progress,
         device=args.device,
     )
@@ -299,7 +305,13 @@ def _train(args: argparse.Namespace) -> int:
     ds = load_dataset(args.dataset, root=args.root, seed=args.seed, max_train=args.max_train, max_test=args.max_test)
     sizes = [math.prod(ds.input_shape), *args.hidden, ds.n_classes]
     module = AsyncSNN.from_sizes(
-        sizes, threshold=args.threshold, beta=args.beta, seed=args.seed, bias=args.bias, reset=args.reset
+        sizes,
+        threshold=args.threshold,
+        beta=args.beta,
+        seed=args.seed,
+        bias=args.bias,
+        reset=args.reset,
+        recurrent=args.recurrent,
     )
     flat = ds.train_x.reshape(len(ds.train_y), ds.train_x.shape[1], -1)
     test = (ds.test_x.reshape(len(ds.test_y), ds.test_x.shape[1], -1), ds.test_y)
@@ -329,6 +341,7 @@ def _train(args: argparse.Namespace) -> int:
             epochs=args.epochs,
             batch_size=args.batch_size,
             hidden=list(args.hidden),
+            recurrent=args.recurrent,
             loss=args.loss,
             beta=args.beta,
             threshold=args.threshold,
@@ -845,6 +858,9 @@ def _add_reproduce_parser(sub: argparse._SubParsersAction[argparse.ArgumentParse
     rep.add_argument("--quick", action="store_true", help="small subset and 1 epoch: a smoke run")
     _add_sample_caps(rep)
     rep.add_argument("--hidden", type=_int_at_least(1), nargs="+", default=[64, 64], help="hidden layer sizes")
+    rep.add_argument(
+        "--recurrent", action="store_true", help=_RECURRENT_HELP + "; results go to OUT/<dataset>-recurrent/"
+    )
     rep.add_argument("--no-progress", action="store_true", help="no progress bars")
     rep.add_argument("--device", default="auto", help=_DEVICE_HELP)
     rep.set_defaults(func=_reproduce)
@@ -878,6 +894,7 @@ def _add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], 
     )
     tr.add_argument("--batch-size", type=int, default=32, help="samples per optimiser step (the global batch)")
     tr.add_argument("--hidden", type=int, nargs="+", default=[64, 64], help="hidden layer sizes")
+    tr.add_argument("--recurrent", action="store_true", help=_RECURRENT_HELP)
     tr.add_argument(
         "--threshold",
         type=_float_in(0.0, math.inf, low_open=True),

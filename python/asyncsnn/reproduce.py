@@ -81,6 +81,7 @@ TRAINING_METADATA_KEYS = (
     "epochs",
     "batch_size",
     "hidden",
+    "recurrent",
     "loss",
     "beta",
     "threshold",
@@ -322,6 +323,9 @@ class ReproduceConfig:
     out: str = "results"
     quick: bool = False
     hidden: tuple[int, ...] = (64, 64)
+    #: Give every hidden population a recurrent projection to itself (R4.9,
+    #: :meth:`asyncsnn.torch.AsyncSNN.from_sizes`).
+    recurrent: bool = False
     lr: float = 3e-3
     batch_size: int = 32
     loss: str = "count"
@@ -599,6 +603,7 @@ def run_settings(config: ReproduceConfig, ds: Dataset, *, epochs: int, device: s
         "input_shape": list(ds.input_shape),
         "architecture": [math.prod(ds.input_shape), *config.hidden, ds.n_classes],
         "hidden": list(config.hidden),
+        "recurrent": config.recurrent,
         "threshold": config.threshold,
         "beta": config.beta,
         "forward_group_size": config.forward_group_size,
@@ -841,7 +846,9 @@ def _prepare(config: ReproduceConfig) -> _Prepared:
 
 
 def _folder_name(config: ReproduceConfig) -> str:
-    return config.name or (config.dataset + ("-quick" if config.quick else ""))
+    return config.name or (
+        config.dataset + ("-recurrent" if config.recurrent else "") + ("-quick" if config.quick else "")
+    )
 
 
 def run_reproduce(config: ReproduceConfig, log: Callable[[str], None] = print) -> Report:
@@ -896,7 +903,8 @@ def _train_evaluate_write(
     sizes = [math.prod(ds.input_shape), *config.hidden, ds.n_classes]
     log(f"dataset: {ds.description}; {len(ds.train_y)} train / {len(ds.test_y)} test samples")
     log(
-        f"architecture: {' -> '.join(map(str, sizes))}, F = {config.forward_group_size}, {epochs} epochs, seed {config.seed}"
+        f"architecture: {' -> '.join(map(str, sizes))}{' (recurrent hidden layers)' if config.recurrent else ''}, "
+        f"F = {config.forward_group_size}, {epochs} epochs, seed {config.seed}"
     )
     train_x = ds.train_x.reshape(len(ds.train_y), ds.train_x.shape[1], -1)
     test_x = ds.test_x.reshape(len(ds.test_y), ds.test_x.shape[1], -1)
@@ -904,7 +912,9 @@ def _train_evaluate_write(
     history: dict[str, dict[str, list[Any]]] = {}
     for training in TRAINING:
         log(f"training: {training} ({'layered BPTT' if training == 'layered' else 'unlayered backprop'})")
-        module = AsyncSNN.from_sizes(sizes, threshold=config.threshold, beta=config.beta, seed=config.seed)
+        module = AsyncSNN.from_sizes(
+            sizes, threshold=config.threshold, beta=config.beta, seed=config.seed, recurrent=config.recurrent
+        )
         net, hist = train(
             module,
             (train_x, ds.train_y),
@@ -930,6 +940,7 @@ def _train_evaluate_write(
             epochs=epochs,
             batch_size=config.batch_size,
             hidden=list(config.hidden),
+            recurrent=config.recurrent,
             loss=config.loss,
             beta=config.beta,
             threshold=config.threshold,

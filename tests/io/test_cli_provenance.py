@@ -24,6 +24,7 @@ def _settings(**changes: object) -> dict[str, object]:
         "epochs": 10,
         "batch_size": 32,
         "hidden": [16],
+        "recurrent": False,
         "loss": "count",
         "beta": 0.9,
         "threshold": 1.0,

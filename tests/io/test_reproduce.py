@@ -355,6 +355,7 @@ def test_cli_train_evaluate_info_round_trip(tmp_path: Path) -> None:
         "epochs": "1",
         "batch_size": "16",
         "hidden": "[16]",
+        "recurrent": "false",
         "loss": "rate",
         "beta": "0.8",
         "threshold": "1.5",

@@ -190,6 +190,8 @@ class AsyncSNN(nn.Module):
         bias: ParamLike | Sequence[ParamLike] = 0.0,
         reset: str | Sequence[str] = "zero",
         train_zero_biases: bool = False,
+        recurrent: bool | Sequence[bool] = False,
+        recurrent_gain: float = 1.0,
     ) -> AsyncSNN:
         """A fully connected network ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``.
 
@@ -212,6 +214,13 @@ class AsyncSNN(nn.Module):
             ``Network.sequential``).
         train_zero_biases
             As for :class:`AsyncSNN`.
+        recurrent
+            Give population ``i`` a recurrent ``Dense`` projection to itself (R1.2, R4.9),
+            as snnTorch's ``RLeaky``: ``True`` for every hidden population (not the
+            output), or one bool per layer.
+        recurrent_gain
+            Scale of the initial recurrent weights, drawn from
+            ``N(0, (recurrent_gain * threshold)**2 / n)`` for a population of ``n``.
 
         Returns
         -------
@@ -240,6 +249,18 @@ class AsyncSNN(nn.Module):
             scale = _init_scale(ths[i])
             w = rng.normal(0.0, gain * scale / math.sqrt(a), (b, a)).astype(np.float32)
             layers.append(Dense(w))
+        rec_pops = _recurrent_layers(recurrent, n_layers)
+        if (
+            isinstance(recurrent_gain, bool)
+            or not isinstance(recurrent_gain, (int, float))
+            or not (math.isfinite(recurrent_gain) and recurrent_gain > 0)
+        ):
+            raise invalid(ModelError, "recurrent_gain", recurrent_gain, "must be a finite number > 0")
+        rec_projs = []
+        for i in rec_pops:  # drawn after the forward weights: a forward network's weights do not change
+            n = sizes[i + 1]
+            w = rng.normal(0.0, recurrent_gain * _init_scale(ths[i]) / math.sqrt(n), (n, n)).astype(np.float32)
+            rec_projs.append((i + 1, i + 1, Dense(w)))
         net = Network.sequential(
             input_shape=(sizes[0],),
             layers=layers,
@@ -248,6 +269,7 @@ class AsyncSNN(nn.Module):
             refractory_dropout=refractory_dropout,
             bias=bias,
             reset=reset,
+            recurrent=rec_projs,
         )
         return cls(net, train_zero_biases=train_zero_biases)
 
@@ -421,3 +443,15 @@ def _to_numpy(x: Any, field: str) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return tensor_as_numpy(x, field)
     return np.asarray(x)
+
+
+def _recurrent_layers(recurrent: bool | Sequence[bool], n_layers: int) -> list[int]:
+    """The layers (0-based) that :meth:`AsyncSNN.from_sizes` gives a recurrent projection."""
+    if isinstance(recurrent, (bool, np.bool_)):
+        return list(range(n_layers - 1)) if recurrent else []
+    flags = list(recurrent) if isinstance(recurrent, (list, tuple)) else None
+    if flags is None or len(flags) != n_layers or not all(isinstance(f, (bool, np.bool_)) for f in flags):
+        raise invalid(
+            ModelError, "recurrent", recurrent, f"must be a bool or a list of one bool per layer ({n_layers} layers)"
+        )
+    return [i for i, f in enumerate(flags) if f]
