@@ -331,6 +331,7 @@ def _train(args: argparse.Namespace) -> int:
         allow_config_change=args.allow_config_change,
         progress=not args.no_progress,
         device=args.device,
+        surrogate_terms=args.surrogate_terms,
     )
     if is_main_process():  # under torchrun every rank holds the same network; rank 0 writes it
         meta = training_metadata(
@@ -342,6 +343,9 @@ def _train(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             hidden=list(args.hidden),
             recurrent=args.recurrent,
+            bias=args.bias,
+            reset=args.reset,
+            surrogate_terms=args.surrogate_terms,
             loss=args.loss,
             beta=args.beta,
             threshold=args.threshold,
@@ -914,6 +918,13 @@ def _add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], 
         type=_finite_float,
         default=0.0,
         help="initial bias of every neuron (R1.4); a non-zero bias is trained with the weights",
+    )
+    tr.add_argument(
+        "--surrogate-terms",
+        choices=["fired", "every_step"],
+        default="fired",
+        help="which surrogate terms the gradient keeps (docs/semantics.md section 9): one per spike and one per "
+        "silent neuron and timestep (fired), or also one per integration (every_step, as the paper's code)",
     )
     tr.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the weights, the data order and the runs")
     _add_sample_caps(tr)

@@ -20,13 +20,16 @@ def test_from_sizes_recurrent_adds_a_self_projection_per_hidden_layer() -> None:
     plain = AsyncSNN.from_sizes([6, 5, 4, 3], seed=7).network
     rec = AsyncSNN.from_sizes([6, 5, 4, 3], seed=7, recurrent=True).network
     assert [(p.source, p.target) for p in rec.projections] == [(0, 1), (1, 2), (2, 3), (1, 1), (2, 2)]
-    assert all(p.recurrent for p in rec.projections[3:]) and not any(p.recurrent for p in rec.projections[:3])
+    assert all(p.recurrent for p in rec.projections[3:])
+    assert not any(p.recurrent for p in rec.projections[:3])
     # The forward weights are those of the network without recurrence (drawn first).
     for a, b in zip(plain.projections, rec.projections[:3], strict=True):
         np.testing.assert_array_equal(a.layer.weight, b.layer.weight)
     assert rec.projections[3].layer.weight.shape == (5, 5)
-    assert rec.settling == (True, True, False) and rec.spec_version == 2
-    assert plain.settling == (False, False, False) and plain.spec_version == 1
+    assert rec.settling == (True, True, False)
+    assert rec.spec_version == 2
+    assert plain.settling == (False, False, False)
+    assert plain.spec_version == 1
 
 
 def test_from_sizes_recurrent_per_layer_and_gain() -> None:
@@ -79,4 +82,3 @@ def test_reproduce_recurrent_randman_trains_and_records_it(tmp_path: Path) -> No
     init = AsyncSNN.from_sizes([50, 12, 10], seed=0, recurrent=True).network
     trained = asyncsnn.load(out / "model_momentum.safetensors")
     assert not np.array_equal(init.projections[2].layer.weight, trained.projections[2].layer.weight)
-
