@@ -663,6 +663,9 @@ class Network(_Immutable):
             ends = (proj.source, proj.target)
             if not all(isinstance(e, (int, np.integer)) and not isinstance(e, (bool, np.bool_)) for e in ends):
                 raise invalid(ModelError, "source/target", ends, "population indices must be ints", where)
+            if proj.target == 0:
+                reason = "the input (population 0) is never a target (R1.2)"
+                raise invalid(ModelError, "source/target", (proj.source, proj.target), reason, where)
             if not 0 <= proj.source < len(shapes) or not 0 < proj.target < len(shapes):
                 raise invalid(
                     ModelError, "source/target", (proj.source, proj.target), "population index out of range", where
@@ -973,7 +976,8 @@ class Network(_Immutable):
                 f"  pop {i}  {role:6}  shape={p.shape} threshold={th} beta={be} dropout={p.refractory_dropout}{extra}"
             )
         for n, pr in enumerate(self.projections):
-            lines.append(f"  proj {n}: {pr.source} -> {pr.target}  {pr.layer!r}")
+            rec = "  (recurrent, R4.9)" if pr.recurrent else ""
+            lines.append(f"  proj {n}: {pr.source} -> {pr.target}  {pr.layer!r}{rec}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:

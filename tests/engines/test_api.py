@@ -378,3 +378,19 @@ def test_cli_help_and_demo() -> None:
     )
     assert "momentum" in out.stdout
     assert "first_output" in out.stdout
+
+
+def test_recurrent_projection_into_the_input_is_named_and_summary_marks_recurrence() -> None:
+    with pytest.raises(ModelError, match=r"the input \(population 0\) is never a target") as info:
+        asyncsnn.Network.sequential(
+            (4,), [asyncsnn.Dense(np.ones((3, 4)))], recurrent=[(1, 0, asyncsnn.Dense(np.ones((4, 3))))]
+        )
+    assert info.value.field == "source/target"
+    net = asyncsnn.Network.sequential(
+        (4,),
+        [asyncsnn.Dense(np.ones((3, 4))), asyncsnn.Dense(np.ones((2, 3)))],
+        recurrent=[(1, 1, asyncsnn.Dense(np.eye(3)))],
+    )
+    lines = net.summary().splitlines()
+    assert lines[-1].endswith("(recurrent, R4.9)")
+    assert not any(line.endswith("(recurrent, R4.9)") for line in lines[:-1])
