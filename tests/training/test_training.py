@@ -447,7 +447,7 @@ def test_settle_kernel_is_the_identity_forward_with_silent_spike_gradients() -> 
     wd = w.detach()
     spec = _kernels.SettleSpec(
         sources=((slice(0, 3), theta[0:3], ((slice(3, 5), lambda g: g @ wd),)),),
-        output=(slice(3, 5), theta[3:5]),
+        output=(slice(3, 5), theta[3:5], ()),
         surrogate=sur,
         anchors=(w,),
     )

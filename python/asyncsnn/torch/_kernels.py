@@ -695,8 +695,9 @@ class SettleSpec:
         transposed projection maps a current gradient ``[rows, n_target]`` to the
         spike gradient ``[rows, n_source]``.
     output
-        ``(columns, thresholds)`` of the output population when its neurons emit too
-        (the end of the timestep), else ``None``.
+        ``(columns, thresholds, targets)`` of the output population when its neurons emit
+        too (the end of the timestep), else ``None``; ``targets`` as for a source (empty
+        unless a recurrent projection leaves the output population).
     surrogate
         The surrogate derivative.
     anchors
@@ -709,7 +710,7 @@ class SettleSpec:
     """
 
     sources: tuple[tuple[slice, torch.Tensor, tuple[tuple[slice, Callable[[torch.Tensor], torch.Tensor]], ...]], ...]
-    output: tuple[slice, torch.Tensor] | None
+    output: tuple[slice, torch.Tensor, tuple[tuple[slice, Callable[[torch.Tensor], torch.Tensor]], ...]] | None
     surrogate: Surrogate
     anchors: tuple[torch.Tensor, ...] = ()
     resets: tuple[str, ...] = ()
@@ -740,9 +741,12 @@ class _Settle(torch.autograd.Function):
         # In reverse order of emission: a population's membrane gradient is complete once
         # every later emission (its own included) has been differentiated.
         if spec.output is not None:
-            sl, theta = spec.output
+            sl, theta, out_targets = spec.output
             gv = g[:, sl]
-            g[:, sl] = _silent_grad(gv, g_out[0], v[:, sl], theta, live[:, sl], sur, resets[len(spec.sources)])
+            g_o = g_out[0]
+            for t_sl, transposed in out_targets:  # recurrent projections from the output
+                g_o = g_o + transposed(g[:, t_sl] * live[:, t_sl])
+            g[:, sl] = _silent_grad(gv, g_o, v[:, sl], theta, live[:, sl], sur, resets[len(spec.sources)])
         for (sl, theta, targets), idx, reset in zip(
             reversed(spec.sources), reversed(rows), reversed(resets[: len(spec.sources)])
         ):
@@ -752,7 +756,8 @@ class _Settle(torch.autograd.Function):
             for t_sl, transposed in targets:
                 gc = transposed(g_r[:, t_sl] * live_r[:, t_sl])  # refractory targets discard the current
                 g_c = gc if g_c is None else g_c + gc
-            assert g_c is not None
+            if g_c is None:  # only carried (recurrent, layered) projections leave it
+                g_c = torch.zeros_like(g_r[:, sl])
             v_r = v.index_select(0, idx)[:, sl]
             g[:, sl].index_copy_(0, idx, _silent_grad(g_r[:, sl], g_c, v_r, theta, live_r[:, sl], sur, reset))
         zeros = [torch.zeros_like(a) for a in spec.anchors]

@@ -36,6 +36,13 @@ step, and the silent spikes of a population wait until it and the populations be
 it have settled (:mod:`~asyncsnn.torch.engine.settling`). Other networks run the
 version-1 code unchanged.
 
+**Recurrent projections** (R1.2, R4.9) make their targets settling populations. Under
+the unlayered schedulers they are delivered like forward projections, in the same
+timestep, and the silent spikes wait for every population a pending neuron can still
+reach; under ``layered`` their current is carried to the next timestep in the rows'
+``carry`` (``C``, in the graph), added when the target next settles, so layered
+training of a recurrent network is its BPTT (section 9).
+
 Masks and counts are float tensors (0/1 and small integers are exact in float32):
 boolean and int64 kernels are several times slower on the CPU. A step whose membranes
 are not all finite is recomputed with exact selects, and the run raises ``EngineError``
@@ -64,7 +71,7 @@ all the memory a step's node saves besides the refractory mask. With the ``layer
 scheduler training is layered BPTT (R4.5: each neuron contributes ``s_t = H(U_t -
 theta)`` once per timestep at its final membrane ``U_t``); any scheduler with ``F`` at
 least the widest population gives the same gradients on a network without skip
-connections. Spike evaluations of steps in which a neuron neither fires nor emits its
+connections or recurrent projections (those it delivers in the timestep, R4.9). Spike evaluations of steps in which a neuron neither fires nor emits its
 silent spike carry no gradient with ``surrogate_terms="fired"`` (the default); with
 ``"every_step"`` (asynctorch's) every forward step in which a non-refractory neuron is
 integrated adds the term of ``H(V - theta)``, also when it does not fire

@@ -73,6 +73,19 @@ class RunContext:
         self.momentum = self.opts.scheduler is Scheduler.MOMENTUM
         self.jitter = self.opts.jitter if self.momentum else 0.0
         self.out_slice = slice(plan.out_offset, plan.out_offset + plan.n_outputs)
+        # Recurrent projections (R4.9): under layered their current is carried to the next
+        # timestep (rows.carry) and does not settle the target; otherwise it is delivered
+        # like a forward one, and the silent spikes wait for every population that can
+        # still reach a population through one (Plan._silent_ranks).
+        self.carry = self.layered and plan.recurrent
+        # A recurrent projection leaves the output population: its spikes are delivered (taken
+        # out of Q), so the differentiable output counts are kept apart (RowSet.out_spikes).
+        self.output_is_source = plan.n_populations in plan.source_populations
+        if plan.any_settling:
+            self.targets = self.pt["targets_layered_f"] if self.layered else self.pt["targets_f"]
+        rec_unlayered = plan.recurrent and not self.layered
+        self.silent_rank = self.pt["silent_rank_f"] if rec_unlayered else self.pt["rank_f"]
+        self.silent_ranks_monotone = not rec_unlayered  # rank never grows with the neuron id
         # The smallest rank P + 1 - p of a source population (silent spikes).
         self.min_source_rank = float(self.pt["src_rank_f"].min()) if plan.source_populations else math.inf
 

@@ -143,7 +143,7 @@ class Delivery:
                 self.holder = TableGrad(table, blocks, ws)
             self.parts = [TablePart(0, 0, span, table)]  # the table as one block
         self._wt: dict[int, torch.Tensor] = {}
-        self._specs: dict[tuple[tuple[int, ...], bool], SettleSpec] = {}
+        self._specs: dict[tuple[tuple[int, ...], bool, bool], SettleSpec] = {}
         # R8.3: the largest |w| of each source, and whether a spike delivery can overflow
         # float32 at all (only a multiplicity m >= 2, i.e. refractory dropout, makes m * w
         # larger than w).
@@ -229,14 +229,19 @@ class Delivery:
                 parts.setdefault(pp.target, []).append(cur)
         return self.assemble(parts, n_rows)
 
-    def dense(self, emitted: torch.Tensor, populations: Sequence[int]) -> torch.Tensor:
-        """Currents of dense source activity ``emitted [n, N]`` from the given populations."""
+    def dense(self, emitted: torch.Tensor, populations: Sequence[int], recurrent: bool | None = None) -> torch.Tensor:
+        """Currents of dense source activity ``emitted [n, N]`` from the given populations.
+
+        ``recurrent``: only the recurrent (``True``) or forward (``False``) projections;
+        ``None``: all.
+        """
         plan = self.plan
         parts: dict[int, list[torch.Tensor]] = {}
         for p in populations:
             e_p = emitted[:, plan.offsets[p] : plan.offsets[p] + plan.sizes[p]]
             for pp in plan.outgoing[p]:
-                parts.setdefault(pp.target, []).append(apply_projection(pp, self.weight(pp), e_p))
+                if recurrent is None or pp.recurrent == recurrent:
+                    parts.setdefault(pp.target, []).append(apply_projection(pp, self.weight(pp), e_p))
         return self.assemble(parts, emitted.shape[0])
 
     def assemble(self, parts: dict[int, list[torch.Tensor]], n_rows: int) -> torch.Tensor:
@@ -255,11 +260,14 @@ class Delivery:
         return torch.cat(blocks, 1)
 
     # -- overflow (R8.3) -------------------------------------------------------------
-    def overflow_flags(self, emitted: torch.Tensor, populations: Sequence[int]) -> torch.Tensor | None:
+    def overflow_flags(
+        self, emitted: torch.Tensor, populations: Sequence[int], recurrent: bool | None = None
+    ) -> torch.Tensor | None:
         """Mark the neurons reached by an overflowing product (R8.3): bool ``[n, N]``, or ``None``.
 
         ``emitted`` holds the source values: the input frame ``[n, n_in]`` for
-        ``populations = [0]``, else multiplicities ``[n, N]`` by global id.
+        ``populations = [0]``, else multiplicities ``[n, N]`` by global id;
+        ``recurrent`` selects projections as in :meth:`dense`.
         """
         plan = self.plan
         flags: torch.Tensor | None = None
@@ -267,7 +275,7 @@ class Delivery:
             e_p = emitted if p == 0 else emitted[:, plan.offsets[p] : plan.offsets[p] + plan.sizes[p]]
             for pp in plan.outgoing[p]:
                 wmax = self.wmax[pp.index]
-                if wmax is None:
+                if wmax is None or (recurrent is not None and pp.recurrent != recurrent):
                     continue
                 hit = overflowing_products(pp, self.weight(pp), e_p, wmax)
                 if hit is None:
@@ -278,9 +286,11 @@ class Delivery:
                 flags[:, o : o + plan.sizes[pp.target]] |= hit
         return flags
 
-    def mark_overflow(self, cur: torch.Tensor, emitted: torch.Tensor, populations: Sequence[int]) -> torch.Tensor:
+    def mark_overflow(
+        self, cur: torch.Tensor, emitted: torch.Tensor, populations: Sequence[int], recurrent: bool | None = None
+    ) -> torch.Tensor:
         """``cur`` with NaN at the neurons reached by an overflowing product (R8.3)."""
-        flags = self.overflow_flags(emitted, populations)
+        flags = self.overflow_flags(emitted, populations, recurrent)
         if flags is None:
             return cur
         return torch.where(flags, torch.full((), math.nan, dtype=cur.dtype, device=cur.device), cur)
@@ -307,29 +317,39 @@ class Delivery:
         return self._wt[pp.index]
 
     # -- silent spikes (section 9) ---------------------------------------------------
-    def settle_spec(self, populations: tuple[int, ...], end: bool, surrogate: Surrogate) -> SettleSpec:
-        """The :class:`~asyncsnn.torch._kernels.SettleSpec` of silent spikes of ``populations``."""
-        key = (populations, end)
+    def settle_spec(
+        self, populations: tuple[int, ...], end: bool, surrogate: Surrogate, carried: bool = False
+    ) -> SettleSpec:
+        """The :class:`~asyncsnn.torch._kernels.SettleSpec` of silent spikes of ``populations``.
+
+        ``end``: the output population emits too (with its outgoing projections, when
+        recurrent ones leave it). ``carried``: the recurrent projections' currents are
+        carried (``layered``, R4.9), so their silent currents do not reach the membranes
+        (:mod:`~asyncsnn.torch.engine.silent` adds them to ``C``).
+        """
+        key = (populations, end, carried)
         if key not in self._specs:
             plan, theta = self.plan, self.pt["theta"]
 
             def columns(p: int) -> slice:
                 return slice(plan.offsets[p], plan.offsets[p] + plan.sizes[p])
 
-            sources = []
-            anchors: list[torch.Tensor] = []
-            for p in populations:
-                targets = []
+            def targets(p: int) -> tuple[tuple[slice, Callable[[torch.Tensor], torch.Tensor]], ...]:
+                out = []
                 for pp in plan.outgoing[p]:
-                    targets.append((columns(pp.target), self._transposed_map(pp)))
+                    if not (carried and pp.recurrent):
+                        out.append((columns(pp.target), self._transposed_map(pp)))
                     w = self.weights[pp.index]
                     if self.holder is None and w is not None and w.requires_grad:
                         anchors.append(w)
-                sources.append((columns(p), theta[columns(p)], tuple(targets)))
+                return tuple(out)
+
+            anchors: list[torch.Tensor] = []
+            sources = [(columns(p), theta[columns(p)], targets(p)) for p in populations]
+            out = plan.n_populations
+            output = (columns(out), theta[columns(out)], targets(out)) if end else None
             if self.holder is not None:
                 anchors.append(self.holder.token)
-            out = plan.n_populations
-            output = (columns(out), theta[columns(out)]) if end else None
             resets = tuple(plan.resets[p] for p in (*populations, out))
             self._specs[key] = SettleSpec(tuple(sources), output, surrogate, tuple(anchors), resets)
         return self._specs[key]

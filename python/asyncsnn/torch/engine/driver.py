@@ -206,11 +206,12 @@ def run(
     v = torch.zeros(n_batch, plan.n_neurons, dtype=torch.float32, device=dev)
     totals = torch.zeros(n_batch, plan.n_outputs, dtype=torch.float64, device=dev)  # R7.9: output counts so far
     debt = torch.zeros_like(v) if plan.any_settling else None  # R3.3, R4.8
+    carry = torch.zeros_like(v) if ctx.carry else None  # R3.3, R4.9: C = 0
     for t in range(n_t):
         v = v * pt["beta"]  # R4.1 (1): leak, one float32 multiply
         rows = _start_timestep(ctx, book, v, t, hash0, labels, syn_in[:, t], totals)
         if debt is not None:
-            rows.debt = debt
+            rows.debt, rows.carry = debt, carry
             start_due(ctx, rows)  # R4.1 (3)
         rows.cur = ctx.delivery.frame(frames[:, t], in_risk)  # R4.2: step 0 integrates the frame
         rows = _forward_steps(ctx, book, rows, t)
@@ -218,10 +219,10 @@ def run(
         rec[t] = rows.counters
         totals = rows.counters[:, ctx.columns.totals]
         if grad:
-            rows.output_counts = rows.q[:, ctx.out_slice]
+            rows.output_counts = rows.q[:, ctx.out_slice] if rows.out_spikes is None else rows.out_spikes
             emit_at_end(ctx, rows)  # section 9
             counts_t.append(rows.output_counts)
-        v, debt = rows.v, rows.debt
+        v, debt, carry = rows.v, rows.debt, rows.carry
     if ctx.failures:
         raise ctx.overflow_error()
     counters = finish_counters(torch.round(rec).to(torch.int64), input_events, ctx.columns)
@@ -295,6 +296,9 @@ def _start_timestep(
         hash_k=hash_k,
         latency_open=torch.ones(n_batch, dtype=f32, device=dev),
         open_terms=zeros() if ctx.every_step else None,
+        out_spikes=torch.zeros(n_batch, ctx.plan.n_outputs, dtype=f32, device=dev)
+        if ctx.grad and ctx.output_is_source
+        else None,
     )
 
 

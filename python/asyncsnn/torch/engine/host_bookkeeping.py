@@ -133,8 +133,13 @@ class HostBookkeeping(Bookkeeping):
 
     def settle(self, rows: RowSet) -> None:
         """See :meth:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping.settle`."""
-        # A row's first entry is its lowest pending neuron, of the lowest pending population.
-        top = np.where(self.first >= 0, self.host["rank_f"][self.first], np.float32(0.0))
+        if self.run.silent_ranks_monotone:
+            # A row's first entry is its lowest pending neuron, of the lowest pending population.
+            top = np.where(self.first >= 0, self.host["rank_f"][self.first], np.float32(0.0))
+        else:  # recurrent projections (R4.9): the largest rank of a pending neuron of each row
+            n_neu = self.run.plan.n_neurons
+            top = np.zeros(rows.size, dtype=np.float32)
+            np.maximum.at(top, self.keys // n_neu, self.host["silent_rank_f"][self.keys % n_neu])
         emit_settled_host(self.run, rows, top)
 
     def select_and_deliver(self, rows: RowSet, k: int) -> None:

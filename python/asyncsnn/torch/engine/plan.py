@@ -37,6 +37,7 @@ class ProjectionPlan:
     kernel_size: tuple[int, int]  # pool only
     pool_weight: float  # pool only: 1/(kh*kw) in float32, or 1
     trainable: bool  # Dense / Conv2d
+    recurrent: bool = False  # source >= target (R1.2): delivered as R4.9 says
 
 
 class Plan:
@@ -66,8 +67,9 @@ class Plan:
         The number of neurons with outgoing projections when they are exactly the first
         ids (their columns are then a prefix of every ``[rows, N]`` tensor), else ``None``.
     settling
-        ``settling[p]``: population ``p`` settles every timestep (R1.6; index 0, the
-        input, is ``False``). ``settle_also`` adds populations that the run treats as
+        ``settling[p]``: population ``p`` settles every timestep (R1.6: a bias, a reset
+        other than ``"zero"`` or a recurrent projection into it; index 0, the input, is
+        ``False``). ``settle_also`` adds populations that the run treats as
         settling although their bias is 0 and their reset ``"zero"`` (trainable zero
         biases, :class:`~asyncsnn.torch.AsyncSNN`): they then settle every timestep as
         if their bias were not 0, which changes no spike, only the settle-only steps.
@@ -76,6 +78,9 @@ class Plan:
         (R4.7, R4.8); otherwise they run exactly the version-1 code.
     resets
         ``resets[p]``: the reset mode of population ``p`` (R4.8; ``"zero"`` for the input).
+    recurrent
+        Some projection is recurrent (R1.2, R4.9): its targets settle, and under
+        ``layered`` the runs carry its current to the next timestep.
     """
 
     def __init__(self, network: Network, settle_also: tuple[int, ...] = ()) -> None:
@@ -123,7 +128,8 @@ class Plan:
         }
         pops = network.populations
         self.resets = ["zero", *(p.reset for p in pops)]
-        self.settling = [False, *(p.settling or i + 1 in settle_also for i, p in enumerate(pops))]
+        self.recurrent = network.recurrent
+        self.settling = [False, *(s or i in settle_also for i, s in enumerate(network.settling, 1))]
         self.any_settling = any(self.settling)
         self._np["bias"] = np.concatenate([np.asarray(p.bias).reshape(-1) for p in pops]).astype(np.float32)
         if self.any_settling:
@@ -144,8 +150,37 @@ class Plan:
         for pr in network.projections:
             targets[pr.source, pr.target - 1] = 1.0
         self._np["targets_f"] = targets
+        # Under layered a recurrent delivery does not settle its target (R4.7, R4.9).
+        forward = np.zeros_like(targets)
+        for pr in network.projections:
+            forward[pr.source, pr.target - 1] = max(forward[pr.source, pr.target - 1], float(not pr.recurrent))
+        self._np["targets_layered_f"] = forward
+        self._np["silent_rank_f"], self._np["due_silent_rank_f"] = self._silent_ranks(network)
         self._np["pop_rank_f"] = np.arange(n_pop, 0, -1, dtype=np.float32)  # rank P + 1 - p of population p
         self._np["pop_idx"] = self._np["pop_of"] - 1
+
+    def _silent_ranks(self, network: Network) -> tuple[np.ndarray, np.ndarray]:
+        """The blocking ranks of silent spikes under the unlayered schedulers (section 9).
+
+        A pending neuron of population ``s`` can still change every population from
+        ``min(s + 1, low(s))`` on, ``low(s)`` the lowest population that ``s`` reaches
+        through one or more projections (a recurrent one reaches ``d <= s`` in the same
+        timestep, R4.9); a due population ``d`` every population from ``min(d, low(d))``
+        on. As ranks ``P + 2 - first``: ``[N]`` per neuron and ``[P]`` per due
+        population. Without recurrent projections they are ``rank_f`` and
+        ``pop_rank_f + 1``; under ``layered`` (carried recurrence) the engine uses those.
+        """
+        n_pop = self.n_populations
+        reach = np.zeros((n_pop + 1, n_pop + 1), dtype=bool)
+        for pr in network.projections:
+            reach[pr.source, pr.target] = True
+        for mid in range(n_pop + 1):  # transitive closure (Floyd-Warshall)
+            reach |= reach[:, mid : mid + 1] & reach[mid : mid + 1, :]
+        big = n_pop + 1
+        low = [int(np.flatnonzero(reach[p]).min()) if reach[p].any() else big for p in range(n_pop + 1)]
+        pending = np.array([n_pop + 2 - min(p + 1, low[p]) for p in range(1, n_pop + 1)], dtype=np.float32)
+        due = np.array([n_pop + 2 - min(p, low[p]) for p in range(1, n_pop + 1)], dtype=np.float32)
+        return pending[self._np["pop_of"] - 1], due
 
     def population_of(self, neuron: int) -> int:
         """The population of a global neuron id."""
@@ -215,6 +250,7 @@ def _projection_plan(index: int, projection: Projection, shapes: list[tuple[int,
         kernel_size=tuple(ks),  # type: ignore[arg-type]
         pool_weight=float(pw),
         trainable=kind != "pool",
+        recurrent=projection.recurrent,
     )
 
 

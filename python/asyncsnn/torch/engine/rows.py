@@ -56,6 +56,8 @@ class RowSet:
     due: torch.Tensor | None = None  # float32 [n, P] 1.0 = the population is due (R3.1)
     settle: torch.Tensor | None = None  # float32 [n, P] 1.0 = the population settles at the next integration
     debt: torch.Tensor | None = None  # float32 [n, N] 1.0 = a "subtract_delayed" neuron owes its threshold
+    carry: torch.Tensor | None = None  # float32 [n, N] carried current C (layered, recurrent, R4.9; graph)
+    out_spikes: torch.Tensor | None = None  # float32 [n, n_out] output spikes (graph), when the output is a source
     # surrogate_terms="every_step" (section 9), only under autograd:
     open_terms: torch.Tensor | None = None  # float32 [n, N] 1.0 = the membrane has no surrogate term yet
     views: dict[str, tuple[torch.Tensor, np.ndarray]] = field(default_factory=dict, repr=False)

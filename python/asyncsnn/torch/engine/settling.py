@@ -11,7 +11,17 @@ this code; the others run the version-1 code unchanged. The rows then carry:
   ``k``, and in a row whose pending set is empty the lowest due population (the
   settle-only step, R4.3.4);
 * ``debt [n, N]``: the ``"subtract_delayed"`` neurons that owe their threshold, kept
-  from one timestep to the next like the membranes (R4.8).
+  from one timestep to the next like the membranes (R4.8);
+* ``carry [n, N]`` (``layered`` with recurrent projections only): the carried current
+  ``C`` of R4.9, kept across timesteps like the membranes, added to the current of a
+  population when it settles and then zeroed (R4.3.1). It is in the graph: a recurrent
+  delivery's ``m w`` and the silent spikes' zero currents reach it, so layered training
+  of a recurrent network is its BPTT (section 9).
+
+Recurrent projections (R1.2) make their targets settling (R1.6). Under an unlayered
+scheduler their deliveries are ordinary deliveries into ``I`` and settle a due target
+(``targets_f``); under ``layered`` they go into ``carry`` and settle nothing
+(``targets_layered_f``, :class:`~asyncsnn.torch.engine.context.RunContext.targets`).
 
 The integration of a settling population adds its bias to the summed current, then
 ``V += I`` and a debtor's ``V -= theta`` (R4.3.1); the fire phase checks the integrated
@@ -68,9 +78,18 @@ def any_due(rows: RowSet) -> torch.Tensor:
 
 
 def due_rank(run: RunContext, rows: RowSet) -> torch.Tensor:
-    """float32 ``[n]``: the largest rank ``P + 1 - p`` of a due population ``p`` of each row, 0 if none."""
+    """float32 ``[n]``: the largest blocking rank of a due population of each row, 0 if none.
+
+    The rank of a due population ``p`` is ``P + 2 - p``: neither it nor a population above
+    it has its final membrane (section 9); under an unlayered scheduler a recurrent
+    projection makes it ``P + 2 - first``, ``first`` the lowest population that ``p`` can
+    reach in the timestep (:meth:`~asyncsnn.torch.engine.plan.Plan._silent_ranks`).
+    """
     assert rows.due is not None
-    return (rows.due * run.pt["pop_rank_f"]).amax(1)
+    if run.silent_ranks_monotone:
+        rank = (rows.due * run.pt["pop_rank_f"]).amax(1)
+        return torch.where(rank > 0, rank + 1.0, rank)
+    return (rows.due * run.pt["due_silent_rank_f"]).amax(1)
 
 
 def next_settle(run: RunContext, rows: RowSet, group_rows: torch.Tensor, group_pops: torch.Tensor) -> None:
@@ -88,7 +107,7 @@ def next_settle(run: RunContext, rows: RowSet, group_rows: torch.Tensor, group_p
     reach = torch.zeros_like(due)
     has_group = torch.zeros(due.shape[0], dtype=due.dtype, device=due.device)
     if group_rows.numel():
-        reach.index_add_(0, group_rows, pt["targets_f"].index_select(0, group_pops))
+        reach.index_add_(0, group_rows, run.targets.index_select(0, group_pops))
         has_group.index_add_(0, group_rows, torch.ones_like(group_rows, dtype=due.dtype))
     settle = due * (reach > 0)
     # Settle-only rows: the lowest due population (the largest rank).
@@ -129,6 +148,9 @@ def settling_step(
             cur = _BiasCurrent.apply(cur, run.bias, settle, pop_idx)  # keeps settle [n, P], not cols
         else:
             cur = cur + run.bias * cols  # R4.3.1: the bias joins the summed current
+        if rows.carry is not None:  # R4.3.1, R4.9: then the carried current, C <- 0
+            cur = cur + rows.carry * cols
+            rows.carry = rows.carry * (1.0 - cols)
         pay = rows.debt * cols  # R4.8: the debtors among them pay their threshold
     # R4.3.1: V + I for the non-refractory neurons (a select: a discarded current may be
     # anything, R4.6), then a debtor's V - theta.
@@ -162,6 +184,8 @@ def settling_step(
         rows.v = u - s * (u * pt["reset_zero"] + theta * pt["reset_sub"])
     rows.debt = rows.debt + sd * pt["reset_delayed"]
     rows.q = rows.q + s
+    if rows.out_spikes is not None:  # a recurrent projection leaves the output: Q is delivered
+        rows.out_spikes = rows.out_spikes + s[:, run.out_slice]
     rows.cur = None
     rows.settle = None
     fired = flat if with_fired else None

@@ -26,8 +26,10 @@ import torch
 
 from asyncsnn.torch._kernels import settle
 from asyncsnn.torch.engine.context import RunContext
+from asyncsnn.torch.engine.plan import apply_projection
 from asyncsnn.torch.engine.rows import RowSet
 from asyncsnn.torch.engine.settling import due_rank
+from asyncsnn.torch.surrogate import spike
 
 __all__ = ["emit_at_end", "emit_settled", "emit_settled_host"]
 
@@ -44,20 +46,10 @@ def emit_settled(run: RunContext, rows: RowSet, top: torch.Tensor) -> None:
     """
     assert rows.settled is not None
     if rows.due is not None:
-        top = torch.maximum(top, _due_top(run, rows))
+        top = torch.maximum(top, due_rank(run, rows))
     # Some population settles when a source rank r has top <= r < settled.
     if bool((torch.clamp(top, min=run.min_source_rank) < rows.settled).any()):
         _emit(run, rows, top)
-
-
-def _due_top(run: RunContext, rows: RowSet) -> torch.Tensor:
-    """float32 ``[n]``: one more than the largest rank of a due population (R4.7), 0 if none.
-
-    A due population has yet to settle (its bias and debts, R4.7, R4.8) and may still
-    fire; neither it nor a population above it has its final membrane.
-    """
-    rank = due_rank(run, rows)
-    return torch.where(rank > 0, rank + 1.0, rank)
 
 
 def emit_at_end(run: RunContext, rows: RowSet) -> None:
@@ -75,17 +67,52 @@ def _emit(run: RunContext, rows: RowSet, top: torch.Tensor | None) -> None:
     top_ = torch.zeros_like(rows.settled) if top is None else top
     ranks = run.pt["src_rank_f"]
     need = (top_.unsqueeze(1) <= ranks) & (rows.settled.unsqueeze(1) > ranks)  # [n, source populations]
-    emits = need.any(0).tolist()
+    out = run.plan.n_populations  # a recurrent source: it emits at the end only, with its counts
+    emits = [e and p != out for p, e in zip(run.plan.source_populations, need.any(0).tolist())]
     rows.settled = torch.minimum(rows.settled, top_.clamp(min=1.0))
     pops = tuple(p for p, e in zip(run.plan.source_populations, emits) if e)
     if not pops and top is not None:
         return
     emitting = [need[:, i].nonzero().squeeze(1) for i, e in enumerate(emits) if e]
-    spec = run.delivery.settle_spec(pops, top is None, run.surrogate)
+    spec = run.delivery.settle_spec(pops, top is None, run.surrogate, run.carry)
+    v = rows.v
     if top is None:
-        rows.v, rows.output_counts = settle(spec, rows.v, rows.live, emitting, rows.output_counts)
+        rows.v, rows.output_counts = settle(spec, v, rows.live, emitting, rows.output_counts)
     else:
-        rows.v = settle(spec, rows.v, rows.live, emitting)
+        rows.v = settle(spec, v, rows.live, emitting)
+    if run.carry:
+        _carry_silent(run, rows, v, list(zip(pops, emitting)), top is None)
+
+
+def _carry_silent(
+    run: RunContext, rows: RowSet, v: torch.Tensor, emitting: list[tuple[int, torch.Tensor]], end: bool
+) -> None:
+    """The silent spikes' zero currents through the recurrent projections, into ``rows.carry``.
+
+    Under ``layered`` a recurrent projection's current is carried to the next timestep
+    (R4.9), so the silent spikes of its source (section 9) go into ``C`` too, as the
+    term ``R s_{t-1}`` of R4.5 in BPTT: ``c = H(V - theta)`` (exactly 0, at the membrane
+    ``v`` before the settle) with the surrogate backward, times the non-refractory mask.
+    ``emitting``: the populations that emit with their rows; ``end``: the output
+    population emits too, in every row.
+    """
+    assert rows.carry is not None
+    plan, theta = run.plan, run.pt["theta"]
+    sources: list[tuple[int, torch.Tensor | None]] = list(emitting)
+    if end:
+        sources.append((plan.n_populations, None))
+    for p, idx in sources:
+        rec = [pp for pp in plan.outgoing[p] if pp.recurrent]
+        if not rec:
+            continue
+        sl = slice(plan.offsets[p], plan.offsets[p] + plan.sizes[p])
+        v_p, live_p = (v, rows.live) if idx is None else (v.index_select(0, idx), rows.live.index_select(0, idx))
+        c = spike(v_p[:, sl] - theta[sl], run.surrogate) * live_p[:, sl]  # value 0
+        parts: dict[int, list[torch.Tensor]] = {}
+        for pp in rec:
+            parts.setdefault(pp.target, []).append(apply_projection(pp, run.delivery.weight(pp), c))
+        cur = run.delivery.assemble(parts, c.shape[0])
+        rows.carry = rows.carry + cur if idx is None else rows.carry.index_add(0, idx, cur)
 
 
 def emit_settled_host(run: RunContext, rows: RowSet, top: np.ndarray) -> None:
@@ -94,7 +121,7 @@ def emit_settled_host(run: RunContext, rows: RowSet, top: np.ndarray) -> None:
     assert run.surrogate is not None
     settled = rows.np("settled")
     if rows.due is not None:
-        top = np.maximum(top, _due_top(run, rows).numpy())
+        top = np.maximum(top, due_rank(run, rows).numpy())
     # Some population settles when a source rank r has top <= r < settled.
     if not (np.maximum(top, np.float32(run.min_source_rank)) < settled).any():
         return
@@ -102,9 +129,10 @@ def emit_settled_host(run: RunContext, rows: RowSet, top: np.ndarray) -> None:
     need = (top[:, None] <= ranks) & (settled[:, None] > ranks)  # [n, source populations]
     np.minimum(settled, np.maximum(top, np.float32(1.0)), out=settled)
     pops, emitting = [], []
+    out = run.plan.n_populations  # a recurrent source: it emits at the end only, with its counts
     for i, p in enumerate(run.plan.source_populations):
         idx = np.flatnonzero(need[:, i])
-        if idx.size:
+        if idx.size and p != out:
             pops.append(p)
             emitting.append(torch.from_numpy(idx))
     if pops:

@@ -103,6 +103,8 @@ def open_terms(run: RunContext, rows: RowSet) -> torch.Tensor:
         else:
             rows.v = rows.v - rows.v * s
         rows.q = rows.q + s
+        if rows.out_spikes is not None:
+            rows.out_spikes = rows.out_spikes + s[:, run.out_slice]
     return integ_f
 
 

@@ -146,8 +146,8 @@ class TorchBookkeeping(_TorchRows):
 
     def settle(self, rows: RowSet) -> None:
         """See :meth:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping.settle`."""
-        # The largest rank of a pending neuron of each row (0: none).
-        ranks = self.run.pt["rank_f"].index_select(0, self.pend_neurons)
+        # The largest (silent-spike) rank of a pending neuron of each row (0: none).
+        ranks = self.run.silent_rank.index_select(0, self.pend_neurons)
         top = torch.zeros_like(self.n_pending).scatter_reduce_(0, self.pend_rows, ranks, "amax")
         emit_settled(self.run, rows, top)
 
@@ -223,9 +223,17 @@ class LayeredBookkeeping(_TorchRows):
         rows.q = rows.q - emitted
         rows.delivered = rows.delivered + group
         present = [p for p in plan.source_populations if bool((top == plan.n_populations + 1 - p).any())]
-        rows.cur = run.delivery.dense(emitted, present)
+        forward = None if not run.carry else False
+        rows.cur = run.delivery.dense(emitted, present, forward)
         if run.delivery.lif_risk:
-            rows.cur = run.delivery.mark_overflow(rows.cur, emitted, present)
+            rows.cur = run.delivery.mark_overflow(rows.cur, emitted, present, forward)
+        carried = [p for p in present if any(pp.recurrent for pp in plan.outgoing[p])] if run.carry else []
+        if carried:  # R4.9: a recurrent projection's current is carried to the next timestep
+            assert rows.carry is not None
+            cur = run.delivery.dense(emitted, carried, True)
+            if run.delivery.lif_risk:
+                cur = run.delivery.mark_overflow(cur, emitted, carried, True)
+            rows.carry = rows.carry + cur
         if rows.due is not None:  # R4.7: the populations these groups settle
             with_group = (top > 0).nonzero().squeeze(1)
             group_pops = (plan.n_populations + 1 - top.index_select(0, with_group)).to(torch.int64)
