@@ -392,3 +392,34 @@ def test_trainable_zero_biases_on_a_recurrent_network() -> None:
     assert all(b.grad is not None and torch.isfinite(b.grad).all() for b in model.biases.values())
     assert float(model.weights[3].grad.abs().sum()) > 0  # population 1's self-recurrence
     assert model.to_network().recurrent
+
+
+@pytest.mark.parametrize(
+    ("reset", "mechanism", "delay"),
+    [("zero", "zero", False), ("subtract_delayed", "subtract", True), ("none", "none", False)],
+)
+def test_layered_self_recurrence_is_snntorch_rleaky(reset: str, mechanism: str, delay: bool) -> None:
+    # R4.5 / R4.9: under layered a self-recurrent population is snnTorch's RLeaky, spike for
+    # spike ("subtract" without delay differs by R4.8, as for Leaky).
+    snn = pytest.importorskip("snntorch")
+    rng = np.random.default_rng(0)
+    w, r = grid_weights(rng, (12, 10), 0.5, 0.15), grid_weights(rng, (12, 12), 0.4, 0.0)
+    net = Network.sequential(
+        input_shape=(10,), layers=[Dense(w)], threshold=0.75, beta=0.875, reset=reset, recurrent=[(1, 1, Dense(r))]
+    )
+    x = random_count_input(rng, net, 4, 12, density=0.3)
+    res = infer_all(net, x, scheduler="layered")
+    lif = snn.RLeaky(
+        beta=0.875, threshold=0.75, linear_features=12, all_to_all=True, reset_mechanism=mechanism, reset_delay=delay
+    )
+    out = []
+    with torch.no_grad():
+        lif.recurrent.weight.copy_(torch.from_numpy(r))
+        lif.recurrent.bias.zero_()
+        spk, mem = lif.init_rleaky()
+        for t in range(x.shape[1]):
+            spk, mem = lif(torch.from_numpy(x[:, t]) @ torch.from_numpy(w).t(), spk, mem)
+            out.append(spk)
+    expected = torch.stack(out, 1).numpy()
+    assert 0 < expected.sum() < expected.size
+    np.testing.assert_array_equal(res.timestep_output_counts, expected)
