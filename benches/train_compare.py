@@ -24,12 +24,15 @@ Trains the same network (``AsyncSNN.from_sizes``, seed 0; ``--sizes``, default
 
 ``--bias B`` and ``--reset MODE`` give every population that initial bias (trained) and
 reset mode (docs/semantics.md R1.4, R4.8): run once with and once without them to see
-what settling populations (R4.7) cost in training.
+what settling populations (R4.7) cost in training. ``--recurrent S`` gives
+every hidden population a self-recurrent Dense projection (R1.2;
+``from_sizes(recurrent=True, recurrent_gain=S)``, trained): compare with
+``--recurrent 0`` (default) for what recurrence (R4.9) costs.
 
 Usage::
 
     python benches/train_compare.py [--sizes 784,256,256,10] [--samples 512] [--timesteps 10]
-        [--repeats 1] [--threads 2] [--bias 0.0] [--reset zero]
+        [--repeats 1] [--threads 2] [--bias 0.0] [--reset zero] [--recurrent 0.0]
 """
 
 from __future__ import annotations
@@ -69,11 +72,19 @@ def _sizes(text: str) -> list[int]:
     return [int(v) for v in text.split(",")]
 
 
+def _model(args: argparse.Namespace, sizes: list[int], **lif: float) -> Any:
+    """The benchmark's model: ``AsyncSNN.from_sizes``, with ``--recurrent`` self-recurrence."""
+    from asyncsnn.torch import AsyncSNN
+
+    rec = {"recurrent": True, "recurrent_gain": args.recurrent} if args.recurrent else {}
+    return AsyncSNN.from_sizes(sizes, seed=0, bias=args.bias, reset=args.reset, **lif, **rec)  # type: ignore[arg-type]
+
+
 def child(args: argparse.Namespace) -> None:
     import numpy as np
     import torch
 
-    from asyncsnn.torch import AsyncSNN, train
+    from asyncsnn.torch import train
 
     torch.set_num_threads(args.threads)
     from asyncsnn.torch import rate_loss
@@ -90,7 +101,7 @@ def child(args: argparse.Namespace) -> None:
     best: dict[str, Any] | None = None
     first_peak = 0.0
     for rep in range(args.repeats):
-        model = AsyncSNN.from_sizes(sizes, threshold=1.0, beta=0.9, seed=0, bias=args.bias, reset=args.reset)
+        model = _model(args, sizes, threshold=1.0, beta=0.9)
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         t0, c0 = time.perf_counter(), time.process_time()
         _, hist = train(
@@ -119,7 +130,7 @@ def child(args: argparse.Namespace) -> None:
             best = row
     assert best is not None
     best["peak_mib"] = first_peak
-    graph_model = AsyncSNN.from_sizes(sizes, seed=0, bias=args.bias, reset=args.reset)
+    graph_model = _model(args, sizes)
     best["graph_mib"] = _graph_mib(graph_model, x[:64], y[:64], args.child, rate_loss)
     print(json.dumps(best))
 
@@ -133,6 +144,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--bias", type=float, default=0.0, help="initial bias of every neuron (trained when not 0)")
     parser.add_argument("--reset", default="zero", choices=["zero", "subtract", "subtract_delayed", "none"])
+    parser.add_argument("--recurrent", type=float, default=0.0, help="self-recurrent weight scale (0: none)")
     parser.add_argument("--child", choices=SCHEDULERS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -142,12 +154,13 @@ def main() -> None:
     for sched in SCHEDULERS:
         cmd = [sys.executable, __file__, "--child", sched, "--samples", str(args.samples), "--sizes", args.sizes]
         cmd += ["--timesteps", str(args.timesteps), "--repeats", str(args.repeats), "--threads", str(args.threads)]
-        cmd += ["--bias", str(args.bias), "--reset", args.reset]
+        cmd += ["--bias", str(args.bias), "--reset", args.reset, "--recurrent", str(args.recurrent)]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ.copy())
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     base, base_cpu = rows[0]["epoch_s"], rows[0]["cpu_s"]
     net = "-".join(str(n) for n in _sizes(args.sizes))
     neurons = f", bias {args.bias:g}, reset {args.reset}" if args.bias or args.reset != "zero" else ""
+    neurons += f", recurrent {args.recurrent:g}" if args.recurrent else ""
     print(f"{net}, {args.samples} samples, T={args.timesteps}, batch 64, F=8, {args.threads} threads{neurons}")
     head = f"{'scheduler':10} {'epoch s':>8} {'samples/s':>9} {'ratio':>6} {'cpu s':>7} {'ratio':>6}"
     print(f"{head} {'steps/sample':>13} {'spikes/sample':>14} {'graph MiB':>10} {'peak MiB':>9}")
