@@ -31,13 +31,13 @@ use super::fire::{integrate, is_finite, FireCtx};
 use super::input::{nonzero_inputs, Prepared, PreparedSample};
 use super::interrupt::Interrupt;
 use super::trace::{self, record_group, record_inputs, record_spikes};
-use super::workspace::Workspace;
+use super::workspace::{split_carry, Workspace};
 use crate::alloc;
 use crate::counters::SampleResult;
 use crate::error::{EngineError, Location};
 use crate::kernels::has_avx2;
 use crate::network::Network;
-use crate::scheduler::{Scheduler, SelectCtx};
+use crate::scheduler::{PendingSet, Scheduler, SelectCtx};
 
 /// Runs one validated sample (R3-R7), with the event loop compiled for AVX2 when the
 /// CPU has it (see `crate::kernels`: the same float operations, bit-identical results).
@@ -56,11 +56,23 @@ pub(super) fn run_prepared(
     ws: &mut Workspace,
     stop: Option<&Interrupt>,
 ) -> Result<SampleResult, EngineError> {
-    let fast = run_prepared_on_cpu::<false>(net, ps, sample, config, ws, stop);
+    let fast = if carries(net, config) {
+        run_prepared_on_cpu::<false, true>(net, ps, sample, config, ws, stop)
+    } else {
+        run_prepared_on_cpu::<false, false>(net, ps, sample, config, ws, stop)
+    };
     if !std::mem::take(&mut ws.non_finite) {
         return fast;
     }
     run_prepared_checked(net, ps, sample, config, ws, stop)
+}
+
+/// R4.9: the recurrent projections' currents are carried (scheduler `layered` and a
+/// recurrent projection in the network). The event loop is compiled with and without
+/// the carry, so that a network without it runs no recurrence code.
+#[inline(always)]
+fn carries(net: &Network, config: &RunConfig) -> bool {
+    net.any_recurrent && config.scheduler == Scheduler::Layered
 }
 
 /// The checked re-run of [`run_prepared`], kept out of line (it runs only for a sample
@@ -75,11 +87,15 @@ fn run_prepared_checked(
     ws: &mut Workspace,
     stop: Option<&Interrupt>,
 ) -> Result<SampleResult, EngineError> {
-    run_prepared_on_cpu::<true>(net, ps, sample, config, ws, stop)
+    if carries(net, config) {
+        run_prepared_on_cpu::<true, true>(net, ps, sample, config, ws, stop)
+    } else {
+        run_prepared_on_cpu::<true, false>(net, ps, sample, config, ws, stop)
+    }
 }
 
 #[inline(always)]
-fn run_prepared_on_cpu<const CHECK: bool>(
+fn run_prepared_on_cpu<const CHECK: bool, const CARRY: bool>(
     net: &Network,
     ps: &PreparedSample,
     sample: u32,
@@ -91,15 +107,15 @@ fn run_prepared_on_cpu<const CHECK: bool>(
     {
         if has_avx2() {
             // SAFETY: the CPU supports AVX2 (checked at run time just above).
-            return unsafe { run_prepared_avx2::<CHECK>(net, ps, sample, config, ws, stop) };
+            return unsafe { run_prepared_avx2::<CHECK, CARRY>(net, ps, sample, config, ws, stop) };
         }
     }
-    run_prepared_body::<CHECK>(net, ps, sample, config, ws, stop)
+    run_prepared_body::<CHECK, CARRY>(net, ps, sample, config, ws, stop)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn run_prepared_avx2<const CHECK: bool>(
+unsafe fn run_prepared_avx2<const CHECK: bool, const CARRY: bool>(
     net: &Network,
     ps: &PreparedSample,
     sample: u32,
@@ -107,7 +123,7 @@ unsafe fn run_prepared_avx2<const CHECK: bool>(
     ws: &mut Workspace,
     stop: Option<&Interrupt>,
 ) -> Result<SampleResult, EngineError> {
-    run_prepared_body::<CHECK>(net, ps, sample, config, ws, stop)
+    run_prepared_body::<CHECK, CARRY>(net, ps, sample, config, ws, stop)
 }
 
 /// What the phases of one sample read and do not change.
@@ -124,9 +140,6 @@ struct Run<'a> {
     /// Per non-input population: it has an outgoing projection (its spikes are
     /// enqueued, R4.3.2; also the output's, when a recurrent projection leaves it).
     has_out: Vec<bool>,
-    /// R4.9: the recurrent projections' currents are carried (scheduler `layered` and
-    /// a recurrent projection in the network).
-    carry: bool,
     /// The output population (non-input index), the id of its first neuron and its
     /// size.
     out_pop: usize,
@@ -159,7 +172,6 @@ impl<'a> Run<'a> {
             has_out: (0..n_pops)
                 .map(|p| !net.outgoing[p + 1].is_empty())
                 .collect(),
-            carry: net.any_recurrent && config.scheduler == Scheduler::Layered,
             out_pop,
             out_off: net.pop_offset[out_pop],
             n_out: net.n_outputs(),
@@ -240,9 +252,10 @@ struct Fired {
 
 /// The driver of one sample: the phases of R4 in order (see the module documentation),
 /// then the sample's totals (R7) and the prediction. With `CHECK`, R8.3 is checked at
-/// every integrate; without, once per timestep (see [`run_prepared`]).
+/// every integrate; without, once per timestep (see [`run_prepared`]). With `CARRY`,
+/// the recurrent projections' currents are carried (R4.9, [`carries`]).
 #[inline(always)]
-fn run_prepared_body<const CHECK: bool>(
+fn run_prepared_body<const CHECK: bool, const CARRY: bool>(
     net: &Network,
     ps: &PreparedSample,
     sample: u32,
@@ -278,7 +291,7 @@ fn run_prepared_body<const CHECK: bool>(
         }
         loop {
             let before = running.prediction;
-            let fired = integrate_fire::<CHECK>(&run, ws, &mut res, &ts, &mut running)?;
+            let fired = integrate_fire::<CHECK, CARRY>(&run, ws, &mut res, &ts, &mut running)?;
             ts.spikes += ws.fired.len() as u64;
             spikes_total += ws.fired.len() as u64;
             record_latency(&mut res, &mut ts, &fired);
@@ -306,7 +319,7 @@ fn run_prepared_body<const CHECK: bool>(
             if let Some(trace) = ws.trace.as_mut() {
                 record_group(trace, net, ts.t, ts.k, &group);
             }
-            deliver_group(&run, ws, &mut res, &group, &mut ts.synops)?;
+            deliver_group::<CARRY>(&run, ws, &mut res, &group, &mut ts.synops)?;
             ws.group = group;
             ts.next_step(loc)?;
         }
@@ -471,7 +484,7 @@ fn deliver_input_frame(
 /// population (R7.1) and the pending set (the spikes of populations with an outgoing
 /// projection). The spikes are left in `ws.fired`.
 #[inline(always)]
-fn integrate_fire<const CHECK: bool>(
+fn integrate_fire<const CHECK: bool, const CARRY: bool>(
     run: &Run,
     ws: &mut Workspace,
     res: &mut SampleResult,
@@ -480,16 +493,17 @@ fn integrate_fire<const CHECK: bool>(
 ) -> Result<Fired, EngineError> {
     let fc = FireCtx {
         dropout: &run.dropout,
-        carry: run.carry,
         seed: run.config.seed,
         sample: run.sample,
         t: ts.t as u32,
         k: ts.k,
     };
-    let integrated = if run.net.any_settling {
-        integrate::<CHECK, true>(run.net, ws, &fc)
+    let integrated = if CARRY {
+        integrate::<CHECK, true, true>(run.net, ws, &fc)
+    } else if run.net.any_settling {
+        integrate::<CHECK, true, false>(run.net, ws, &fc)
     } else {
-        integrate::<CHECK, false>(run.net, ws, &fc)
+        integrate::<CHECK, false, false>(run.net, ws, &fc)
     };
     if let Err((p, id)) = integrated {
         let i = id as usize - run.net.pop_offset[p];
@@ -515,15 +529,39 @@ fn integrate_fire<const CHECK: bool>(
         let ids = &ws.fired[a..b];
         if p == run.out_pop {
             read_out(run, res, ts.t, ids, &mut fired, running)?;
-            // A recurrent projection from the output (R1.2): its spikes are enqueued too.
-            if run.has_out[p] && !ws.pending.enqueue_all(ids, p, &ws.v_pre) {
-                return Err(EngineError::overflow(loc, "pending multiplicity"));
-            }
         } else if run.has_out[p] && !ws.pending.enqueue_all(ids, p, &ws.v_pre) {
             return Err(EngineError::overflow(loc, "pending multiplicity"));
         }
     }
+    // A recurrent projection from the output (R1.2): its spikes are enqueued too, after
+    // the other populations' (the output is the last population).
+    if run.has_out[run.out_pop] {
+        if let Some(&(p, a, b)) = ws.fired_pops.last() {
+            if p == run.out_pop {
+                enqueue_output(&mut ws.pending, &ws.fired[a..b], p, &ws.v_pre, loc)?;
+            }
+        }
+    }
     Ok(fired)
+}
+
+/// R4.3.2: the spikes `ids` of the output population `p` enter the pending set when a
+/// recurrent projection leaves it (R1.2). Out of line: only a recurrent network runs
+/// it, and the version-1 fire phase keeps its code.
+#[cold]
+#[inline(never)]
+fn enqueue_output(
+    pending: &mut PendingSet,
+    ids: &[u32],
+    p: usize,
+    v_pre: &[f32],
+    loc: &Location,
+) -> Result<(), EngineError> {
+    if pending.enqueue_all(ids, p, v_pre) {
+        Ok(())
+    } else {
+        Err(EngineError::overflow(loc, "pending multiplicity"))
+    }
 }
 
 /// R7.1: the spikes `ids` of the output population at timestep `t`, in id order, and
@@ -643,10 +681,10 @@ fn select(run: &Run, ws: &mut Workspace, ts: &Timestep, group: &mut Vec<(u32, u3
 }
 
 /// R4.3.4: delivers the group, cut into runs of members of one population (a
-/// `layered` group is one run), adding the synops to `synops` (R7.4). With `run.carry`
+/// `layered` group is one run), adding the synops to `synops` (R7.4). With `CARRY`
 /// the recurrent projections' currents are carried (R4.9).
 #[inline(always)]
-fn deliver_group(
+fn deliver_group<const CARRY: bool>(
     run: &Run,
     ws: &mut Workspace,
     res: &mut SampleResult,
@@ -668,12 +706,9 @@ fn deliver_group(
             offset: net.pop_offset[p],
         };
         let spp = &mut res.synops_per_projection;
-        let (cur, carry, touch) = (&mut ws.cur, &mut ws.carry, &mut ws.touch);
-        *synops += if run.carry {
-            deliver_sources::<_, true>(net, p + 1, &src, cur, carry, touch, spp, loc)?
-        } else {
-            deliver_sources::<_, false>(net, p + 1, &src, cur, carry, touch, spp, loc)?
-        };
+        let (cur, carry) = split_carry::<CARRY>(&mut ws.cur, ws.v.len());
+        let touch = &mut ws.touch;
+        *synops += deliver_sources::<_, CARRY>(net, p + 1, &src, cur, carry, touch, spp, loc)?;
         e = end;
     }
     Ok(())

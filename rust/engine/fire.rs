@@ -8,7 +8,7 @@
 use std::ops::Range;
 
 use super::deliver::dense_row;
-use super::workspace::Workspace;
+use super::workspace::{split_carry, Workspace};
 use crate::network::{Network, ResetMode};
 use crate::rng::{uniform, STREAM_DROPOUT};
 
@@ -16,9 +16,6 @@ use crate::rng::{uniform, STREAM_DROPOUT};
 /// dropout probability of each population and the arguments of its random function.
 pub(super) struct FireCtx<'a> {
     pub(super) dropout: &'a [f64],
-    /// The carried currents are in use (scheduler `layered` and a recurrent
-    /// projection, R4.9): a recurrent target that settles adds its `C`.
-    pub(super) carry: bool,
     pub(super) seed: u64,
     pub(super) sample: u32,
     pub(super) t: u32,
@@ -42,13 +39,16 @@ pub(super) struct FireCtx<'a> {
 /// fast path, see `event_loop::run_prepared`) it never fails.
 ///
 /// `SETTLING` is `net.any_settling`: without it the settling code is compiled out, and a
-/// version-1 network runs exactly the version-1 pass.
+/// version-1 network runs exactly the version-1 pass. `CARRY` (implies `SETTLING`): the
+/// carried currents are in use (scheduler `layered` and a recurrent projection, R4.9),
+/// and a recurrent target that settles adds its `C`.
 #[inline(always)]
-pub(super) fn integrate<const CHECK: bool, const SETTLING: bool>(
+pub(super) fn integrate<const CHECK: bool, const SETTLING: bool, const CARRY: bool>(
     net: &Network,
     ws: &mut Workspace,
     fc: &FireCtx,
 ) -> Result<(), (usize, u32)> {
+    let (cur, carry) = split_carry::<CARRY>(&mut ws.cur, ws.v.len());
     let touch = &mut ws.touch;
     touch.pops.sort_unstable();
     ws.fired.clear();
@@ -75,7 +75,7 @@ pub(super) fn integrate<const CHECK: bool, const SETTLING: bool>(
             }
             touch.lists[p].clear();
             let v = &mut ws.v[lo..hi];
-            let c = &mut ws.cur[lo..hi];
+            let c = &mut cur[lo..hi];
             let r = &ws.refractory[lo..hi];
             let th = &net.threshold[lo..hi];
             let row = touch.deferred[p]
@@ -86,7 +86,7 @@ pub(super) fn integrate<const CHECK: bool, const SETTLING: bool>(
                     bias: &net.bias[lo..hi],
                     debt: (net.reset[p] == ResetMode::SubtractDelayed)
                         .then(|| &mut ws.debt[lo..hi]),
-                    carry: (fc.carry && net.recurrent_target[p]).then(|| &mut ws.carry[lo..hi]),
+                    carry: (CARRY && net.recurrent_target[p]).then(|| &mut carry[lo..hi]),
                 });
                 integrate_settling::<CHECK>(v, c, r, th, row, settle, lo, &mut ws.fired)
             } else {
@@ -103,7 +103,7 @@ pub(super) fn integrate<const CHECK: bool, const SETTLING: bool>(
                 let q = q0 as usize;
                 touch.neuron[q] = false;
                 let span = q..q + channels;
-                let (v, c) = (&mut ws.v[span.clone()], &mut ws.cur[span.clone()]);
+                let (v, c) = (&mut ws.v[span.clone()], &mut cur[span.clone()]);
                 let (r, th) = (&ws.refractory[span.clone()], &net.threshold[span]);
                 finite &= if settling {
                     integrate_span::<CHECK, true>(v, c, r, th, q, &mut ws.fired)

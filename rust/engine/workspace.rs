@@ -74,6 +74,21 @@ impl Touch {
     }
 }
 
+/// The currents `I` and, with `CARRY` (the network has recurrent projections), the
+/// carried currents `C` of the workspace buffer `cur` of `n` slots (`Workspace::cur`);
+/// an empty `C` without.
+#[inline(always)]
+pub(super) fn split_carry<const CARRY: bool>(
+    cur: &mut [f32],
+    n: usize,
+) -> (&mut [f32], &mut [f32]) {
+    if CARRY {
+        cur.split_at_mut(n)
+    } else {
+        (cur, &mut [])
+    }
+}
+
 /// A population with more than `1 / FULL_FRACTION` of its pixels touched in a forward
 /// step is integrated whole: one vector pass over it is cheaper than visiting that many
 /// pixels one by one (and the bookkeeping of further touches is skipped). The result is
@@ -84,6 +99,12 @@ const FULL_FRACTION: usize = 8;
 #[derive(Debug)]
 pub(crate) struct Workspace {
     pub(super) v: Vec<f32>,
+    /// Per slot the current `I` of the forward step; in a network with recurrent
+    /// projections followed by (slots `n..2n`, [`split_carry`]) the carried
+    /// current `C` of R3.1 and R4.9, which `layered` adds to when a recurrent
+    /// projection delivers and a recurrent target takes when it settles. (One buffer,
+    /// not a field of its own: a version-1 workspace keeps its layout, which the event
+    /// loop's code is sensitive to.)
     pub(super) cur: Vec<f32>,
     pub(super) v_pre: Vec<f32>,
     pub(super) refractory: Vec<bool>,
@@ -95,10 +116,6 @@ pub(crate) struct Workspace {
     pub(super) due: Vec<bool>,
     /// The number of `due` populations.
     pub(super) n_due: usize,
-    /// R3.1, R4.9: per slot, the carried current `C` of a recurrent projection's target
-    /// under `layered` (added when its population next settles). Empty unless the
-    /// network has recurrent projections.
-    pub(super) carry: Vec<f32>,
     pub(super) touch: Touch,
     pub(super) fired: Vec<u32>,
     /// `(population, start, end)`: the range of `fired` of each population that fired.
@@ -133,7 +150,12 @@ impl Workspace {
             .collect::<Result<_, _>>()?;
         Ok(Workspace {
             v: alloc::filled(n, 0.0, at, "membranes")?,
-            cur: alloc::filled(n, 0.0, at, "currents")?,
+            cur: alloc::filled(
+                if net.any_recurrent { 2 * n } else { n },
+                0.0,
+                at,
+                "currents",
+            )?,
             v_pre: alloc::filled(n, 0.0, at, "spike membranes (v_pre)")?,
             refractory: alloc::filled(n, false, at, "refractory flags")?,
             debt: alloc::filled(
@@ -144,12 +166,6 @@ impl Workspace {
             )?,
             due: vec![false; p],
             n_due: 0,
-            carry: alloc::filled(
-                if net.any_recurrent { n } else { 0 },
-                0.0,
-                at,
-                "carried currents",
-            )?,
             touch: Touch {
                 neuron: alloc::filled(n, false, at, "touched-neuron flags")?,
                 channels: net.layout_channels.clone(),
@@ -196,7 +212,6 @@ impl Workspace {
         self.debt.fill(false);
         self.due.fill(false);
         self.n_due = 0;
-        self.carry.fill(0.0);
         self.touch.neuron.fill(false);
         self.touch.pop_touched.fill(false);
         self.touch.pop_full.fill(false);
