@@ -6,6 +6,7 @@
 //! - `conv/{scheduler}/F{f}`;
 //! - `dense_settling/10pct/{scheduler}/F{f}` (SPEC_VERSION 2: biases and reset
 //!   `subtract`);
+//! - `dense_recurrent/10pct/{scheduler}/F{f}` (SPEC_VERSION 2: recurrent projections);
 //!
 //! with scheduler `layered`, `fifo`, `random`, `momentum` (jitter 0) and forward group
 //! size F in {1, 8, 64}. `layered` ignores F (R5.1), so its three ids per workload run the
@@ -35,6 +36,13 @@
 //!   compensates the charge that `subtract` keeps: about 79 / 78 / 1.4 spikes per
 //!   timestep (`dense/10pct`: 79 / 83 / 1.6). Its cost per synop against `dense/10pct`
 //!   is the price of settling (a pass over each population per timestep, the reset).
+//! - `dense_recurrent`: the `dense` network and 10 % input plus a recurrent dense
+//!   projection from each hidden population to itself (512 x 512, R1.2), weights from
+//!   the same LCG after the forward ones, uniform in `[-0.03, 0.03)`, so that the
+//!   activity stays close to that of `dense/10pct`. Both hidden populations settle
+//!   (R1.6); under `layered` their recurrent currents are carried to the next timestep,
+//!   under the other schedulers delivered at once (R4.9). Its cost per synop against
+//!   `dense/10pct` is the price of recurrence.
 //! - `conv`: 2x34x34 -> conv 8 (k3 s2) -> conv 16 (k3 s2 p1) -> conv 32 (k3 s2 p1) ->
 //!   dense 10, threshold 1, beta 0.9, **loaded from `benches/models/conv.safetensors`**,
 //!   a file written by the Python side (`asyncsnn.save`) with seeded weights by
@@ -77,7 +85,7 @@
 //!
 //! Every benchmark: flat sampling, 10 samples, 1 s warm-up, 3 s measurement (a sample is
 //! at least one iteration, so the slowest benchmarks run 10 iterations and a little
-//! longer). 60 benchmarks: the run takes about 5 minutes on a loaded 2-core machine, plus
+//! longer). 72 benchmarks: the run takes about 6 minutes on a loaded 2-core machine, plus
 //! about 4 minutes for a fresh release build (fat LTO). The activity of every benchmark
 //! is computed at setup (one batch each, a few seconds in all), also when a filter
 //! leaves it out; only the selected ones print it.
@@ -114,6 +122,9 @@ const DENSITIES: [(&str, f32); 3] = [("5pct", 0.05), ("10pct", 0.1), ("30pct", 0
 /// Bias of the `dense_settling` workload: with reset `subtract` the activity of the
 /// 10 % input stays close to that of `dense/10pct`.
 const SETTLING_BIAS: f32 = -0.02;
+/// Weight range of the recurrent projections of the `dense_recurrent` workload.
+const RECURRENT_W_LO: f32 = -0.03;
+const RECURRENT_W_HI: f32 = 0.03;
 
 const CONV_MODEL: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -184,6 +195,12 @@ struct Workload {
 
 /// The `dense` network; every neuron with bias `bias` and reset `reset` (R1.4, R4.8).
 fn dense_network(bias: f32, reset: ResetMode) -> Network {
+    dense_network_with(bias, reset, false)
+}
+
+/// The `dense` network; with `recurrent`, plus a recurrent dense projection from each
+/// hidden population to itself (the `dense_recurrent` workload).
+fn dense_network_with(bias: f32, reset: ResetMode, recurrent: bool) -> Network {
     let mut g = Lcg(0x5eed);
     let populations = DENSE_SIZES[1..]
         .iter()
@@ -196,7 +213,7 @@ fn dense_network(bias: f32, reset: ResetMode) -> Network {
             reset,
         })
         .collect();
-    let projections = (0..DENSE_SIZES.len() - 1)
+    let mut projections = (0..DENSE_SIZES.len() - 1)
         .map(|l| ProjectionSpec {
             source: l,
             target: l + 1,
@@ -206,7 +223,22 @@ fn dense_network(bias: f32, reset: ResetMode) -> Network {
                     .collect(),
             },
         })
-        .collect();
+        .collect::<Vec<_>>();
+    if recurrent {
+        let hidden = &DENSE_SIZES[1..DENSE_SIZES.len() - 1];
+        for (i, &n) in hidden.iter().enumerate() {
+            let p = i + 1;
+            projections.push(ProjectionSpec {
+                source: p,
+                target: p,
+                kind: ProjectionKind::Dense {
+                    weight: (0..n * n)
+                        .map(|_| RECURRENT_W_LO + (RECURRENT_W_HI - RECURRENT_W_LO) * g.next_f32())
+                        .collect(),
+                },
+            });
+        }
+    }
     Network::new(NetworkSpec {
         input_size: DENSE_SIZES[0],
         populations,
@@ -447,6 +479,18 @@ fn settling_workloads() -> Vec<Workload> {
     }]
 }
 
+/// The `dense_recurrent` workload: the `dense` network at 10 %, each hidden population
+/// with a recurrent projection to itself.
+fn recurrent_workloads() -> Vec<Workload> {
+    vec![Workload {
+        group: "dense_recurrent",
+        variant: Some("10pct"),
+        net: dense_network_with(0.0, ResetMode::Zero, true),
+        samples: rate_coded(0.1),
+        timesteps: DENSE_TIMESTEPS,
+    }]
+}
+
 /// The `conv` workload.
 fn conv_workloads() -> Vec<Workload> {
     let mut g = Lcg(0xe7e7);
@@ -471,6 +515,10 @@ fn dense_settling(c: &mut Criterion) {
     run_group(c, &settling_workloads());
 }
 
+fn dense_recurrent(c: &mut Criterion) {
+    run_group(c, &recurrent_workloads());
+}
+
 /// `ASYNCSNN_BENCH_ONCE=<benchmark id>`: no criterion; builds the workload of that one
 /// benchmark and runs its batch `ASYNCSNN_BENCH_REPEAT` times (default 1), as one
 /// iteration does, then prints its activity line. For instruction counts, which do not
@@ -480,6 +528,7 @@ fn once(id: &str, repeat: usize) {
     let workloads = match id.split('/').next() {
         Some("dense") => dense_workloads(),
         Some("dense_settling") => settling_workloads(),
+        Some("dense_recurrent") => recurrent_workloads(),
         Some("conv") => conv_workloads(),
         _ => panic!("unknown benchmark group in {id:?}"),
     };
@@ -507,7 +556,7 @@ fn once(id: &str, repeat: usize) {
     panic!("no benchmark {id:?}");
 }
 
-criterion_group!(benches, dense, conv, dense_settling);
+criterion_group!(benches, dense, conv, dense_settling, dense_recurrent);
 
 fn main() {
     if let Ok(id) = std::env::var("ASYNCSNN_BENCH_ONCE") {
