@@ -530,6 +530,41 @@ mod tests {
         assert!(crate::Network::new(d.spec).is_ok());
     }
 
+    /// Recurrent projections (R1.2): a conv from population 1 to itself reads its
+    /// geometry from population 1, a dense one from population 2 back to 1 its weight
+    /// shape `[n_target, n_source]`; the network built from them is recurrent.
+    #[test]
+    fn reads_recurrent_projections() {
+        let mut f = conv_pool();
+        let projections = f["projections"].as_array_mut().unwrap();
+        projections.push(json!({"source": 1, "target": 1, "kind": "conv2d",
+            "weight": vec![0.125; 36], "weight_shape": [2, 2, 3, 3], "stride": [1, 1],
+            "padding": [1, 1]}));
+        projections.push(json!({"source": 2, "target": 1, "kind": "dense",
+            "weight": vec![0.25; 256], "weight_shape": [32, 8]}));
+        // Refractory dropout is refused on a recurrent target (R4.6).
+        f["populations"][0]["refractory_dropout"] = json!(0.0);
+        let d = parse(&f).unwrap();
+        match &d.spec.projections[2].kind {
+            ProjectionKind::Conv2d {
+                c_in, in_h, in_w, ..
+            } => assert_eq!((*c_in, *in_h, *in_w), (2, 4, 4)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            (d.spec.projections[3].source, d.spec.projections[3].target),
+            (2, 1)
+        );
+        assert!(crate::Network::new(d.spec).unwrap().is_recurrent());
+        // With the dropout, the network refuses it.
+        f["populations"][0]["refractory_dropout"] = json!(0.25);
+        let d = parse(&f).unwrap();
+        match crate::Network::new(d.spec) {
+            Err(EngineError::Model { field, .. }) => assert_eq!(field, "refractory_dropout"),
+            other => panic!("expected a model error, got {other:?}"),
+        }
+    }
+
     #[test]
     fn errors_name_the_entry() {
         let mut f = conv_pool();
