@@ -1,7 +1,7 @@
 //! The Rust engine reproduces every golden vector of `tests/golden/` exactly.
 //!
 //! The golden vectors are generated from the pure-Python reference engine by
-//! `scripts/regen_golden.py` (the only writer of those files); each one pins one or more
+//! `tests/golden/generate.py` (the only writer of those files); each one pins one or more
 //! rules of `docs/semantics.md`. This test needs no Python: it reads each JSON file,
 //! builds the network (`_engine::dict_form`, the reader of model files too), the inputs
 //! and the `RunConfig`, runs `run_batch` and compares every counter of

@@ -1,7 +1,7 @@
 """A JSON-safe dictionary form of a :class:`~asyncsnn.network.Network`.
 
 Used by the golden vectors (``tests/golden/*.json``, written by
-``scripts/regen_golden.py``) so that the Rust test can rebuild the network without
+``tests/golden/generate.py``) so that the Rust test can rebuild the network without
 Python. Every float32 value is stored as a Python float (float64), whose ``repr``
 round-trips exactly, so ``network_from_dict(network_to_dict(net))`` reproduces every
 weight and LIF parameter bit for bit.

@@ -3,7 +3,7 @@
 Every rule is pinned on a tiny hand-built network whose expected numbers are worked out
 in the test, independently of the golden vectors; the layered-equivalence invariant R4.5
 is checked against a plain numpy layer-by-layer LIF network; and the golden vectors must
-be exactly what ``scripts/regen_golden.py`` generates.
+be exactly what ``tests/golden/generate.py`` generates.
 """
 
 from __future__ import annotations
@@ -965,7 +965,7 @@ def test_network_dict_form_round_trips_exactly() -> None:
 
 def test_golden_vectors_are_up_to_date() -> None:
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "regen_golden.py"), "--check"],
+        [sys.executable, str(ROOT / "tests" / "golden" / "generate.py"), "--check"],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -1,6 +1,6 @@
 //! Helpers shared by the Rust tests that read JSON cases written by Python: the run
 //! options of a case (`asyncsnn.result.InferenceResult.options`, as
-//! `scripts/regen_golden.py` and `scripts/make_fixtures.py` store them) and the
+//! `tests/golden/generate.py` and `scripts/make_fixtures.py` store them) and the
 //! comparison of counters with their expected values, counter by counter of
 //! `_engine::counters::COUNTERS`.
 

@@ -10,8 +10,8 @@ does not hold.
 
 Usage::
 
-    python scripts/regen_golden.py            # rewrite tests/golden/*.json
-    python scripts/regen_golden.py --check    # regenerate in memory; exit 1 listing drifted files
+    python tests/golden/generate.py            # rewrite tests/golden/*.json
+    python tests/golden/generate.py --check    # regenerate in memory; exit 1 listing drifted files
 
 The JSON format (``generator_version`` 1; ``spec_version`` is the network's
 ``Network.spec_version``: 1 without settling populations, 2 with a bias, a reset
@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 try:
     import asyncsnn.reference  # noqa: F401 - the installed package, when there is one
 except ImportError:  # pragma: no cover - running from a bare checkout
@@ -2239,7 +2239,7 @@ def main(argv: list[str] | None = None) -> int:
             + [name for name in existing if name not in files]
         )
         if bad:
-            print("golden vectors differ from the reference engine's output (run scripts/regen_golden.py):")
+            print("golden vectors differ from the reference engine's output (run tests/golden/generate.py):")
             for name in bad:
                 state = "missing" if name not in existing else ("stale file" if name not in files else "differs")
                 print(f"  {name} ({state})")
