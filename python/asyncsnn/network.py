@@ -576,6 +576,30 @@ def _is_int(x: object) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
 
 
+def _extra_projections(value: Any, *, recurrent: bool) -> list[Projection]:
+    """The ``skips`` (forward) or ``recurrent`` projections of :meth:`Network.sequential`."""
+    field, what = ("recurrent", "recurrent projection") if recurrent else ("skips", "skip")
+    try:
+        items = list(value)
+    except TypeError:
+        raise invalid(ModelError, field, value, "must be a sequence of (source, target, layer)", "network") from None
+    projs = []
+    for n, item in enumerate(items):
+        where = f"{what.split()[0]} {n}"
+        if not isinstance(item, (tuple, list)) or len(item) != 3:
+            raise invalid(ModelError, field, item, f"each {what} must be (source, target, layer)", where)
+        source, target, layer = item
+        if _is_int(source) and _is_int(target) and (source >= target) != recurrent:
+            reason = (
+                "a recurrent projection has source >= target (R1.2); give forward ones in skips="
+                if recurrent
+                else "a skip goes forward (source < target); give recurrent projections in recurrent="
+            )
+            raise invalid(ModelError, "source/target", (source, target), reason, where)
+        projs.append(Projection(source, target, layer))
+    return projs
+
+
 def _per_layer(value: Any, n: int, field: str) -> list[Any]:
     """Expand a sequential-constructor parameter to one value per layer."""
     if isinstance(value, (list, tuple)):
@@ -783,34 +807,8 @@ class Network(_Immutable):
                 )
             )
             projs.append(Projection(i, i + 1, layer))
-        try:
-            skip_list = list(skips)
-        except TypeError:
-            raise invalid(
-                ModelError, "skips", skips, "must be a sequence of (source, target, layer)", "network"
-            ) from None
-        for n, skip in enumerate(skip_list):
-            if not isinstance(skip, (tuple, list)) or len(skip) != 3:
-                raise invalid(ModelError, "skips", skip, "each skip must be (source, target, layer)", f"skip {n}")
-            if _is_int(skip[0]) and _is_int(skip[1]) and skip[0] >= skip[1]:
-                reason = "a skip goes forward (source < target); give recurrent projections in recurrent="
-                raise invalid(ModelError, "source/target", (skip[0], skip[1]), reason, f"skip {n}")
-            projs.append(Projection(skip[0], skip[1], skip[2]))
-        try:
-            rec_list = list(recurrent)
-        except TypeError:
-            raise invalid(
-                ModelError, "recurrent", recurrent, "must be a sequence of (source, target, layer)", "network"
-            ) from None
-        for n, rec in enumerate(rec_list):
-            if not isinstance(rec, (tuple, list)) or len(rec) != 3:
-                raise invalid(
-                    ModelError, "recurrent", rec, "each recurrent projection must be (source, target, layer)", "network"
-                )
-            if _is_int(rec[0]) and _is_int(rec[1]) and rec[0] < rec[1]:
-                reason = "a recurrent projection has source >= target (R1.2); give forward ones in skips="
-                raise invalid(ModelError, "source/target", (rec[0], rec[1]), reason, f"recurrent {n}")
-            projs.append(Projection(rec[0], rec[1], rec[2]))
+        projs += _extra_projections(skips, recurrent=False)
+        projs += _extra_projections(recurrent, recurrent=True)
         return cls(input_shape, pops, projs)
 
     # ------------------------------------------------------------------ properties
