@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from asyncsnn._prepare import SCHEDULER_NAMES
+from asyncsnn._prepare import SCHEDULER_NAMES, Scheduler
 from asyncsnn.network import RESET_MODES
 
 if TYPE_CHECKING:
@@ -189,7 +189,7 @@ def _demo(args: argparse.Namespace) -> int:
             res = asyncsnn.infer(
                 net,
                 x,
-                scheduler=scheduler,
+                scheduler=Scheduler(scheduler),
                 forward_group_size=args.forward_group_size,
                 stop=stop,
                 seed=args.seed,
