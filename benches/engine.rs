@@ -341,6 +341,8 @@ fn config(scheduler: Scheduler, forward_group_size: usize) -> RunConfig {
         max_steps: None,
         seed: 1,
         refractory_dropout: None,
+        input_dropout: 0.0,
+        spike_dropout: 0.0,
     }
 }
 

@@ -37,6 +37,8 @@
 //!     max_steps: None,
 //!     seed: 0,
 //!     refractory_dropout: None,
+//!     input_dropout: 0.0,
+//!     spike_dropout: 0.0,
 //! };
 //! let results = run_batch(&net, &inputs, None, &[0], &config, &AtomicBool::new(false))?;
 //! println!("prediction: {}", results[0].prediction);

@@ -10,6 +10,10 @@ pub const STREAM_RANDOM: u32 = 0;
 pub const STREAM_DROPOUT: u32 = 1;
 /// Stream of the momentum jitter draws (R5.4).
 pub const STREAM_JITTER: u32 = 2;
+/// Stream of the input dropout draws (R4.10).
+pub const STREAM_INPUT_DROPOUT: u32 = 3;
+/// Stream of the spike dropout draws (R4.11).
+pub const STREAM_SPIKE_DROPOUT: u32 = 4;
 
 const H0: u32 = 0x243F_6A88;
 

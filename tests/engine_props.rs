@@ -685,6 +685,8 @@ proptest! {
             max_steps: c.max_steps,
             seed: c.seed,
             refractory_dropout: if c.dropout { Some(dropout) } else { None },
+            input_dropout: 0.0,
+            spike_dropout: 0.0,
         };
         let frame_sets: Vec<Vec<f32>> =
             (0..c.batch).map(|b| frames(c.net_seed ^ (b as u64 * 7919), n_in, c.timesteps)).collect();

@@ -301,6 +301,8 @@ fn config(n_pops: usize) -> impl Strategy<Value = RunConfig> {
             max_steps,
             seed,
             refractory_dropout,
+            input_dropout: 0.0,
+            spike_dropout: 0.0,
         })
 }
 
@@ -549,6 +551,8 @@ proptest! {
                     max_steps: None,
                     seed: 0,
                     refractory_dropout: None,
+                    input_dropout: 0.0,
+                    spike_dropout: 0.0,
                 };
                 let r = run_sample(&net, &SampleInput::Dense { frames: &frames, timesteps: 2 }, None, 0, &cfg)
                     .expect("a valid network runs");
@@ -578,6 +582,8 @@ fn counters_stay_exact_over_many_timesteps() {
         max_steps: None,
         seed: 7,
         refractory_dropout: None,
+        input_dropout: 0.0,
+        spike_dropout: 0.0,
     };
     let input = SampleInput::Sparse {
         t: &t,

@@ -369,6 +369,8 @@ fn read_and_maybe_run(bytes: &[u8]) {
                     max_steps: Some(64),
                     seed: 1,
                     refractory_dropout: None,
+                    input_dropout: 0.0,
+                    spike_dropout: 0.0,
                 };
                 let _ = run_batch(&net, &samples, None, &[0], &config, &AtomicBool::new(false));
             }
@@ -500,6 +502,8 @@ fn a_version_2_file_reads_its_bias_tensor_and_reset() {
             max_steps: None,
             seed: 0,
             refractory_dropout: None,
+            input_dropout: 0.0,
+            spike_dropout: 0.0,
         };
         let frames = vec![1.0f32; net.input_size() * 3];
         let input = [SampleInput::Dense {

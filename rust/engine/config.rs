@@ -64,12 +64,17 @@ pub struct RunConfig {
     pub seed: u64,
     /// None: p = 0 everywhere (R4.6 inference default); Some(v): per non-input population p.
     pub refractory_dropout: Option<Vec<f64>>,
+    /// R4.10: probability in [0, 1) that a non-zero input value is dropped (0: off, no draws).
+    pub input_dropout: f64,
+    /// R4.11: probability in [0, 1) that a spike is not enqueued (0: off, no draws).
+    pub spike_dropout: f64,
 }
 
 /// Validates the run options against `net`: `F >= 1`, `max_steps >= 1`, momentum
 /// `jitter` finite and `>= 0`, and a `refractory_dropout` override with one value in
 /// [0, 1) per non-input population, 0 for a population whose reset is not `zero` or
-/// that a recurrent projection targets (R4.6).
+/// that a recurrent projection targets (R4.6); `input_dropout` and `spike_dropout` in
+/// [0, 1) (R4.10, R4.11).
 pub fn validate_config(net: &Network, config: &RunConfig) -> Result<(), EngineError> {
     if config.forward_group_size == 0 {
         return Err(EngineError::parameter(
@@ -91,6 +96,18 @@ pub fn validate_config(net: &Network, config: &RunConfig) -> Result<(), EngineEr
                 "jitter",
                 jitter,
                 "must be finite and >= 0 (R5.4)",
+            ));
+        }
+    }
+    for (field, p, rule) in [
+        ("input_dropout", config.input_dropout, "R4.10"),
+        ("spike_dropout", config.spike_dropout, "R4.11"),
+    ] {
+        if !(p.is_finite() && (0.0..1.0).contains(&p)) {
+            return Err(EngineError::parameter(
+                field,
+                p,
+                format!("must be finite and in [0, 1) ({rule})"),
             ));
         }
     }

@@ -360,6 +360,8 @@ mod tests {
             max_steps: None,
             seed: 0,
             refractory_dropout: None,
+            input_dropout: 0.0,
+            spike_dropout: 0.0,
         }
     }
 

@@ -37,6 +37,7 @@ use crate::counters::SampleResult;
 use crate::error::{EngineError, Location};
 use crate::kernels::has_avx2;
 use crate::network::Network;
+use crate::rng::{uniform, STREAM_INPUT_DROPOUT, STREAM_SPIKE_DROPOUT};
 use crate::scheduler::{PendingSet, Scheduler, SelectCtx};
 
 /// Runs one validated sample (R3-R7), with the event loop compiled for AVX2 when the
@@ -433,7 +434,10 @@ fn deliver_input_frame(
             // again); the first `count` are this frame's.
             let mut nz = std::mem::take(&mut ws.nonzero);
             nz.resize(n_in, 0);
-            let count = nonzero_inputs(frame, &mut nz);
+            let mut count = nonzero_inputs(frame, &mut nz);
+            if run.config.input_dropout > 0.0 {
+                count = keep_inputs(run, ts.t as u32, &mut nz[..count]);
+            }
             let idx = &nz[..count];
             add(&mut res.input_events, count as u64, loc, "input_events")?;
             let mut values = std::mem::take(&mut ws.nonzero_values);
@@ -463,20 +467,96 @@ fn deliver_input_frame(
                 *sparse_cursor += 1;
             }
             let b = *sparse_cursor;
-            add(&mut res.input_events, (b - a) as u64, loc, "input_events")?;
-            if let Some(trace) = ws.trace.as_mut() {
-                record_inputs(trace, ts.t, &index[a..b], &value[a..b]);
-            }
-            let src = InputEvents {
-                index: &index[a..b],
-                value: &value[a..b],
+            let (mut kept_index, mut kept_value) = (Vec::new(), Vec::new());
+            let (index, value) = if run.config.input_dropout > 0.0 {
+                keep_sparse_inputs(
+                    run,
+                    t32,
+                    &index[a..b],
+                    &value[a..b],
+                    &mut kept_index,
+                    &mut kept_value,
+                );
+                (&kept_index[..], &kept_value[..])
+            } else {
+                (&index[a..b], &value[a..b])
             };
+            add(
+                &mut res.input_events,
+                index.len() as u64,
+                loc,
+                "input_events",
+            )?;
+            if let Some(trace) = ws.trace.as_mut() {
+                record_inputs(trace, ts.t, index, value);
+            }
+            let src = InputEvents { index, value };
             let spp = &mut res.synops_per_projection;
             let (cur, touch) = (&mut ws.cur, &mut ws.touch);
             ts.synops += deliver_sources::<_, false>(net, 0, &src, cur, &mut [], touch, spp, loc)?;
         }
     }
     Ok(())
+}
+
+/// R4.10: keeps the input indices `idx` (increasing) that input dropout does not drop at
+/// timestep `t`, in order, at the front of `idx`; returns how many. Out of line: a run
+/// with `input_dropout = 0` never calls it (and draws nothing).
+#[cold]
+#[inline(never)]
+fn keep_inputs(run: &Run, t: u32, idx: &mut [u32]) -> usize {
+    let (p, seed, sample) = (run.config.input_dropout, run.config.seed, run.sample);
+    let mut kept = 0;
+    for n in 0..idx.len() {
+        let i = idx[n];
+        if (uniform(seed, sample, t, 0, i, STREAM_INPUT_DROPOUT) as f64) >= p {
+            idx[kept] = i;
+            kept += 1;
+        }
+    }
+    kept
+}
+
+/// R4.10 for sparse events: the events of `index` / `value` that input dropout keeps at
+/// timestep `t` (all events of one input index share its draw), into `kept_*`.
+#[cold]
+#[inline(never)]
+fn keep_sparse_inputs(
+    run: &Run,
+    t: u32,
+    index: &[u32],
+    value: &[f32],
+    kept_index: &mut Vec<u32>,
+    kept_value: &mut Vec<f32>,
+) {
+    let (p, seed, sample) = (run.config.input_dropout, run.config.seed, run.sample);
+    for (&i, &x) in index.iter().zip(value) {
+        if (uniform(seed, sample, t, 0, i, STREAM_INPUT_DROPOUT) as f64) >= p {
+            kept_index.push(i);
+            kept_value.push(x);
+        }
+    }
+}
+
+/// R4.11: the ids of `ids` (one population's spikes of step `k`, increasing) that spike
+/// dropout keeps, enqueued into the pending set. Out of line: a run with
+/// `spike_dropout = 0` never calls it (and draws nothing).
+#[cold]
+#[inline(never)]
+fn enqueue_kept(
+    run: &Run,
+    ts: &Timestep,
+    pending: &mut PendingSet,
+    ids: &[u32],
+    p: usize,
+    v_pre: &[f32],
+) -> bool {
+    let (pd, seed, sample) = (run.config.spike_dropout, run.config.seed, run.sample);
+    let (t, k) = (ts.t as u32, ts.k);
+    let kept: Vec<u32> = (ids.iter().copied())
+        .filter(|&q| (uniform(seed, sample, t, k, q, STREAM_SPIKE_DROPOUT) as f64) >= pd)
+        .collect();
+    pending.enqueue_all(&kept, p, v_pre)
 }
 
 /// R4.3.1 integrate and R4.3.2 fire: the threshold test and reset (`fire::integrate`),
@@ -529,8 +609,15 @@ fn integrate_fire<const CHECK: bool, const CARRY: bool>(
         let ids = &ws.fired[a..b];
         if p == run.out_pop {
             read_out(run, res, ts.t, ids, &mut fired, running)?;
-        } else if run.has_out[p] && !ws.pending.enqueue_all(ids, p, &ws.v_pre) {
-            return Err(EngineError::overflow(loc, "pending multiplicity"));
+        } else if run.has_out[p] {
+            let ok = if run.config.spike_dropout > 0.0 {
+                enqueue_kept(run, ts, &mut ws.pending, ids, p, &ws.v_pre)
+            } else {
+                ws.pending.enqueue_all(ids, p, &ws.v_pre)
+            };
+            if !ok {
+                return Err(EngineError::overflow(loc, "pending multiplicity"));
+            }
         }
     }
     // A recurrent projection from the output (R1.2): its spikes are enqueued too, after
@@ -538,7 +625,14 @@ fn integrate_fire<const CHECK: bool, const CARRY: bool>(
     if run.has_out[run.out_pop] {
         if let Some(&(p, a, b)) = ws.fired_pops.last() {
             if p == run.out_pop {
-                enqueue_output(&mut ws.pending, &ws.fired[a..b], p, &ws.v_pre, loc)?;
+                let ids = &ws.fired[a..b];
+                if run.config.spike_dropout > 0.0 {
+                    if !enqueue_kept(run, ts, &mut ws.pending, ids, p, &ws.v_pre) {
+                        return Err(EngineError::overflow(loc, "pending multiplicity"));
+                    }
+                } else {
+                    enqueue_output(&mut ws.pending, ids, p, &ws.v_pre, loc)?;
+                }
             }
         }
     }

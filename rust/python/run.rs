@@ -34,7 +34,8 @@ type SparseSample<'py> = (
 /// positions in the batch.
 #[pyfunction]
 #[pyo3(signature = (network, dense, sparse, timesteps, labels, sample_ids, scheduler, forward_group_size,
-                    stop, extra_steps, max_steps, seed, jitter, refractory_dropout, threads, trace=false))]
+                    stop, extra_steps, max_steps, seed, jitter, refractory_dropout, threads, trace=false,
+                    input_dropout=0.0, spike_dropout=0.0))]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn run<'py>(
     py: Python<'py>,
@@ -54,6 +55,8 @@ pub(super) fn run<'py>(
     refractory_dropout: Option<Vec<f64>>,
     threads: Option<usize>,
     trace: bool,
+    input_dropout: f64,
+    spike_dropout: f64,
 ) -> PyResult<Bound<'py, PyDict>> {
     let net = &network.get().inner;
     let config = RunConfig {
@@ -63,6 +66,8 @@ pub(super) fn run<'py>(
         max_steps,
         seed,
         refractory_dropout,
+        input_dropout,
+        spike_dropout,
     };
     let dense = (dense.as_ref())
         .map(|a| Ok((a.as_slice()?, [a.shape()[0], a.shape()[1], a.shape()[2]])))

@@ -68,7 +68,18 @@ pub fn run_config(opts: &Value, network_dropout: &[f64]) -> Result<RunConfig, St
         max_steps,
         seed,
         refractory_dropout,
+        input_dropout: optional_p(opts, "input_dropout")?,
+        spike_dropout: optional_p(opts, "spike_dropout")?,
     })
+}
+
+/// An optional probability option (R4.10, R4.11): 0 when the case does not name it
+/// (the vectors written before these options).
+fn optional_p(opts: &Value, key: &str) -> Result<f64, String> {
+    match opts.get(key) {
+        None => Ok(0.0),
+        Some(v) => f64_of(v, key),
+    }
 }
 
 /// All integers of a nested list, in row-major order.

@@ -74,6 +74,8 @@ pub fn cfg(scheduler: Scheduler, f: usize) -> RunConfig {
         max_steps: None,
         seed: 0,
         refractory_dropout: None,
+        input_dropout: 0.0,
+        spike_dropout: 0.0,
     }
 }
 
