@@ -82,6 +82,8 @@ RUN_OPTION_NAMES: tuple[str, ...] = (
     "seed",
     "jitter",
     "refractory_dropout",
+    "input_dropout",
+    "spike_dropout",
 )
 
 _DROPOUT_REASON = 'must be "off", "network" or a number in [0, 1)'
@@ -135,6 +137,15 @@ def _dropout(refractory_dropout: Any) -> str | float:
     raise invalid(ParameterError, "refractory_dropout", refractory_dropout, _DROPOUT_REASON)
 
 
+def _probability(value: Any, field: str) -> float:
+    """R4.10 / R4.11's ``p``: a number in [0, 1)."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        p = float(value)
+        if math.isfinite(p) and 0.0 <= p < 1.0:
+            return p
+    raise invalid(ParameterError, field, value, "must be a number in [0, 1)")
+
+
 #: How each option alone is checked and normalised (the checks between options are
 #: in ``RunOptions.__init__``).
 _FIELD_CHECKS: dict[str, Any] = {
@@ -146,6 +157,8 @@ _FIELD_CHECKS: dict[str, Any] = {
     "seed": lambda v: _int(v, "seed", 0, MAX_SEED),
     "jitter": _jitter,
     "refractory_dropout": _dropout,
+    "input_dropout": lambda v: _probability(v, "input_dropout"),
+    "spike_dropout": lambda v: _probability(v, "spike_dropout"),
 }
 
 
@@ -184,6 +197,12 @@ class RunOptions:
     refractory_dropout : "off", "network" or float, default "off"
         ``"off"`` (p = 0), ``"network"`` (each population's own value) or one
         probability in [0, 1) for every population (R4.6).
+    input_dropout : float, default 0.0
+        ``p`` in [0, 1): each non-zero input value is dropped with probability ``p``
+        (R4.10, stream 3; not rescaled).
+    spike_dropout : float, default 0.0
+        ``p`` in [0, 1): each spike that would enter the pending set is not enqueued
+        with probability ``p`` (R4.11, stream 4; it still counts as a spike).
 
     Attributes
     ----------
@@ -195,6 +214,8 @@ class RunOptions:
     seed : int
     jitter : float
     refractory_dropout : str or float
+    input_dropout : float
+    spike_dropout : float
         The values as given, names as :class:`Scheduler` / :class:`StopMode` members
         and numbers as Python ``int`` / ``float``.
 
@@ -205,7 +226,7 @@ class RunOptions:
         order of the parameters: an unknown name, ``F < 1``, ``stop="max_steps"``
         without ``max_steps``, a seed outside ``[0, 2**64)``, a jitter that is negative,
         not finite (also in float32) or given to another scheduler than
-        ``"momentum"``, a dropout outside ``[0, 1)``.
+        ``"momentum"``, a dropout (refractory, input, spike) outside ``[0, 1)``.
 
     Examples
     --------
@@ -213,7 +234,7 @@ class RunOptions:
     >>> import asyncsnn
     >>> opts = asyncsnn.RunOptions(scheduler="fifo", forward_group_size=2)
     >>> opts
-    RunOptions(scheduler='fifo', forward_group_size=2, stop='drain', extra_steps=0, max_steps=None, seed=0, jitter=0.0, refractory_dropout='off')
+    RunOptions(scheduler='fifo', forward_group_size=2, stop='drain', extra_steps=0, max_steps=None, seed=0, jitter=0.0, refractory_dropout='off', input_dropout=0.0, spike_dropout=0.0)
     >>> opts.replace(stop="first_output", extra_steps=1).stop
     <StopMode.FIRST_OUTPUT: 'first_output'>
     >>> asyncsnn.RunOptions(**opts.as_dict()) == opts
@@ -238,6 +259,8 @@ class RunOptions:
     seed: int
     jitter: float
     refractory_dropout: str | float
+    input_dropout: float
+    spike_dropout: float
 
     def __init__(
         self,
@@ -250,6 +273,8 @@ class RunOptions:
         seed: int = 0,
         jitter: float = 0.0,
         refractory_dropout: DropoutLike = "off",
+        input_dropout: float = 0.0,
+        spike_dropout: float = 0.0,
     ) -> None:
         check = _FIELD_CHECKS
         sched = check["scheduler"](scheduler)
@@ -268,6 +293,8 @@ class RunOptions:
         if values["jitter"] > 0 and sched is not Scheduler.MOMENTUM:
             raise invalid(ParameterError, "jitter", jitter, "only the momentum scheduler takes a jitter")
         values["refractory_dropout"] = check["refractory_dropout"](refractory_dropout)
+        values["input_dropout"] = check["input_dropout"](input_dropout)
+        values["spike_dropout"] = check["spike_dropout"](spike_dropout)
         for name in RUN_OPTION_NAMES:
             object.__setattr__(self, name, values[name])
 
@@ -321,6 +348,8 @@ class PreparedOptions:
     seed: int
     jitter: float
     refractory_dropout: tuple[float, ...] | None  # per non-input population, None = off
+    input_dropout: float = 0.0  # R4.10
+    spike_dropout: float = 0.0  # R4.11
 
     @classmethod
     def resolve(cls, options: RunOptions, network: Network) -> PreparedOptions:
@@ -364,6 +393,8 @@ class PreparedOptions:
             options.seed,
             jitter,
             dropout,
+            options.input_dropout,
+            options.spike_dropout,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -377,6 +408,8 @@ class PreparedOptions:
             "seed": self.seed,
             "jitter": self.jitter,
             "refractory_dropout": None if self.refractory_dropout is None else list(self.refractory_dropout),
+            "input_dropout": self.input_dropout,
+            "spike_dropout": self.spike_dropout,
         }
 
 
@@ -430,7 +463,7 @@ def resolve_options(options: RunOptions | None, **keywords: Any) -> RunOptions:
 def _validate_options(network: Network, *values: Any) -> PreparedOptions:
     """:func:`prepare_options` without its cache (the options cache must agree with it).
 
-    ``values`` are the eight options in the order of :data:`RUN_OPTION_NAMES`.
+    ``values`` are the ten options in the order of :data:`RUN_OPTION_NAMES`.
     """
     return PreparedOptions.resolve(RunOptions(**dict(zip(RUN_OPTION_NAMES, values))), network)
 
@@ -454,12 +487,14 @@ def prepare_options(
     seed: int,
     jitter: float,
     refractory_dropout: DropoutLike,
+    input_dropout: float = 0.0,
+    spike_dropout: float = 0.0,
 ) -> PreparedOptions:
     """Validate the run options of an ``infer`` call and resolve them for ``network``.
 
-    Every ``infer`` passes its ``options`` and all eight option keywords (its defaults
+    Every ``infer`` passes its ``options`` and all ten option keywords (its defaults
     are :data:`RUN_OPTION_DEFAULTS`); they are combined by :func:`resolve_options` and
-    validated by :class:`RunOptions`. The eight are explicit parameters, not
+    validated by :class:`RunOptions`. The ten are explicit parameters, not
     ``**keywords``, because this runs on every call: the cached path inside costs
     about a third (2.5 us instead of 7 us on a shared 2-core machine).
     :func:`prepare_given_options` takes only the keywords that were given.
@@ -474,7 +509,18 @@ def prepare_options(
     """
     if not isinstance(network, Network):
         raise invalid(ParameterError, "network", type(network).__name__, "must be an asyncsnn.Network")
-    values = (scheduler, forward_group_size, stop, extra_steps, max_steps, seed, jitter, refractory_dropout)
+    values = (
+        scheduler,
+        forward_group_size,
+        stop,
+        extra_steps,
+        max_steps,
+        seed,
+        jitter,
+        refractory_dropout,
+        input_dropout,
+        spike_dropout,
+    )
     if options is not None:
         if not (values == _DEFAULT_VALUES and tuple(map(type, values)) == _DEFAULT_TYPES):
             options = resolve_options(options, **dict(zip(RUN_OPTION_NAMES, values)))
@@ -508,6 +554,8 @@ def prepare_options(
             type(refractory_dropout) in (float, int)
             or (type(refractory_dropout) is str and refractory_dropout == "off")
         )
+        and type(input_dropout) in (float, int)
+        and type(spike_dropout) in (float, int)
     ):
         key = (*values, len(network.populations), network._dropout_allowed)
         seen = _OPTIONS_SEEN.get(key)

@@ -38,6 +38,8 @@ def infer(
     seed: int = 0,
     jitter: float = 0.0,
     refractory_dropout: DropoutLike = "off",
+    input_dropout: float = 0.0,
+    spike_dropout: float = 0.0,
     options: RunOptions | None = None,
     labels: npt.ArrayLike | None = None,
     sample_ids: npt.ArrayLike | None = None,
@@ -87,8 +89,12 @@ def infer(
     refractory_dropout
         ``"off"`` (default, p = 0), ``"network"`` (the populations' own values) or a
         probability in [0, 1) for every population (R4.6).
+    input_dropout
+        Probability in [0, 1) that a non-zero input value is dropped (R4.10).
+    spike_dropout
+        Probability in [0, 1) that a spike is not enqueued (R4.11).
     options
-        The eight options above as one :class:`~asyncsnn.RunOptions` value, instead of
+        The ten options above as one :class:`~asyncsnn.RunOptions` value, instead of
         keywords. An option keyword given together with it must be left at its default
         or hold the same value.
     labels
@@ -150,6 +156,8 @@ def infer(
         seed=seed,
         jitter=jitter,
         refractory_dropout=refractory_dropout,
+        input_dropout=input_dropout,
+        spike_dropout=spike_dropout,
     )
     if type(trace) is not bool:
         raise invalid(ParameterError, "trace", trace, "must be True or False")
@@ -216,6 +224,8 @@ def _run_engine(
         None if opts.refractory_dropout is None else list(opts.refractory_dropout),
         threads,
         trace,
+        input_dropout=opts.input_dropout,
+        spike_dropout=opts.spike_dropout,
     )
 
 

@@ -73,7 +73,16 @@ from asyncsnn._prepare import (
 from asyncsnn.exceptions import EngineError, ParameterError, invalid
 from asyncsnn.network import AvgPool2d, Conv2d, Dense, Network, SumPool2d
 from asyncsnn.result import COUNTER_FIELDS, InferenceResult
-from asyncsnn.rng import STREAM_DROPOUT, STREAM_JITTER, STREAM_RANDOM, hash32_np, uniform, uniform_np
+from asyncsnn.rng import (
+    STREAM_DROPOUT,
+    STREAM_INPUT_DROPOUT,
+    STREAM_JITTER,
+    STREAM_RANDOM,
+    STREAM_SPIKE_DROPOUT,
+    hash32_np,
+    uniform,
+    uniform_np,
+)
 
 if TYPE_CHECKING:
     from asyncsnn.trace import Trace
@@ -432,7 +441,11 @@ def deliver_input_frame(s: _Sample, frame: np.ndarray, t: int) -> None:
     for proj in s.model.outgoing[0]:
         if s.due[proj.target]:
             s.settle_now.add(proj.target)
+    p_in = s.opts.input_dropout
     for i in np.flatnonzero(frame):
+        # R4.10: dropped when u(seed, sample, t, 0, i, 3) < p (float64); as if x_i(t) = 0.
+        if p_in > 0.0 and uniform(s.opts.seed, s.sample_id, t, 0, int(i), STREAM_INPUT_DROPOUT) < p_in:
+            continue
         x = _F32(frame[i])
         s.input_events += 1  # R7.3
         if s.trace is not None:
@@ -527,7 +540,12 @@ def integrate_fire(s: _Sample, t: int, k: int) -> list[int]:
             s.output_counts[c] += 1
             s.ts_output_counts[t][c] += 1
             output_fired.append(c)
-        if model.outgoing[pop]:
+        # R4.11: a spike that would be enqueued is not when u(seed, sample, t, k, q, 4) < p.
+        enqueue = bool(model.outgoing[pop]) and not (
+            s.opts.spike_dropout > 0.0
+            and uniform(s.opts.seed, s.sample_id, t, k, q, STREAM_SPIKE_DROPOUT) < s.opts.spike_dropout
+        )
+        if enqueue:
             # R3.2: multiplicity +1 if already pending (keeping the sequence number).
             if q in s.pending:
                 s.pending[q][0] += 1
@@ -762,6 +780,8 @@ def infer(
     seed: int = 0,
     jitter: float = 0.0,
     refractory_dropout: DropoutLike = "off",
+    input_dropout: float = 0.0,
+    spike_dropout: float = 0.0,
     options: RunOptions | None = None,
     labels: npt.ArrayLike | None = None,
     sample_ids: npt.ArrayLike | None = None,
@@ -805,8 +825,12 @@ def infer(
     refractory_dropout
         ``"off"`` (default, p = 0), ``"network"`` (each population's value) or a
         probability in [0, 1) for every population (R4.6).
+    input_dropout
+        Probability in [0, 1) that a non-zero input value is dropped (R4.10).
+    spike_dropout
+        Probability in [0, 1) that a spike is not enqueued (R4.11).
     options
-        The eight options above as one :class:`~asyncsnn.RunOptions` value (as for
+        The ten options above as one :class:`~asyncsnn.RunOptions` value (as for
         ``asyncsnn.infer``: a keyword given with it must agree with it).
     labels
         Optional class per sample ``[B]``, for ``first_correct_*`` (R7.7) and accuracy.
@@ -861,6 +885,8 @@ def infer(
         seed=seed,
         jitter=jitter,
         refractory_dropout=refractory_dropout,
+        input_dropout=input_dropout,
+        spike_dropout=spike_dropout,
     )
     if type(trace) is not bool:
         raise invalid(ParameterError, "trace", trace, "must be True or False")

@@ -35,8 +35,10 @@ import numpy.typing as npt
 
 __all__ = [
     "STREAM_DROPOUT",
+    "STREAM_INPUT_DROPOUT",
     "STREAM_JITTER",
     "STREAM_RANDOM",
+    "STREAM_SPIKE_DROPOUT",
     "hash32",
     "hash32_np",
     "mix32",
@@ -50,6 +52,10 @@ STREAM_RANDOM = 0
 STREAM_DROPOUT = 1
 #: Stream of the momentum scheduler's jitter (R5.4).
 STREAM_JITTER = 2
+#: Stream of the input-dropout draws (R4.10).
+STREAM_INPUT_DROPOUT = 3
+#: Stream of the spike-dropout draws (R4.11).
+STREAM_SPIKE_DROPOUT = 4
 
 _MASK32 = 0xFFFFFFFF
 _SEED0 = 0x243F6A88

@@ -584,6 +584,8 @@ def test_result_metadata() -> None:
         "seed": 5,
         "jitter": 0.0,
         "refractory_dropout": None,
+        "input_dropout": 0.0,
+        "spike_dropout": 0.0,
     }
     for name, dims in COUNTER_FIELDS.items():
         assert getattr(res, name).dtype == np.int64

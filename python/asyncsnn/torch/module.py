@@ -339,6 +339,8 @@ class AsyncSNN(nn.Module):
         seed: int = 0,
         jitter: float = 0.0,
         refractory_dropout: DropoutLike = "off",
+        input_dropout: float = 0.0,
+        spike_dropout: float = 0.0,
         labels: npt.ArrayLike | torch.Tensor | None = None,
         sample_ids: npt.ArrayLike | torch.Tensor | None = None,
         surrogate: Surrogate | None = None,
@@ -355,7 +357,8 @@ class AsyncSNN(nn.Module):
             read as float32 (bfloat16, float16 and float8 exactly, float64 rounded),
             sparse layouts are densified, and meta or complex tensors raise
             ``InputError``, as in ``asyncsnn.infer``.
-        scheduler, forward_group_size, stop, extra_steps, max_steps, seed, jitter, refractory_dropout
+        scheduler, forward_group_size, stop, extra_steps, max_steps, seed, jitter, refractory_dropout,
+        input_dropout, spike_dropout
             As for ``asyncsnn.infer`` (validated the same way).
         labels
             Optional classes ``[B]`` for the ``first_correct_*`` counters.
@@ -386,6 +389,8 @@ class AsyncSNN(nn.Module):
             seed=seed,
             jitter=jitter,
             refractory_dropout=refractory_dropout,
+            input_dropout=input_dropout,
+            spike_dropout=spike_dropout,
         )
         device = self.weights[0].device if len(self.weights) else torch.device("cpu")
         lab_t: torch.Tensor | None = None

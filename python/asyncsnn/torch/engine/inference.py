@@ -40,6 +40,8 @@ def infer(
     seed: int = 0,
     jitter: float = 0.0,
     refractory_dropout: DropoutLike = "off",
+    input_dropout: float = 0.0,
+    spike_dropout: float = 0.0,
     options: RunOptions | None = None,
     labels: npt.ArrayLike | None = None,
     sample_ids: npt.ArrayLike | None = None,
@@ -64,10 +66,11 @@ def infer(
         Torch tensors of any real dtype and sparse layout are read as float32
         (``docs/guide.md``, "Torch tensors"); meta and complex tensors are an
         ``InputError``.
-    scheduler, forward_group_size, stop, extra_steps, max_steps, seed, jitter, refractory_dropout
+    scheduler, forward_group_size, stop, extra_steps, max_steps, seed, jitter, refractory_dropout,
+    input_dropout, spike_dropout
         As for ``asyncsnn.infer`` (R5, R6, R4.6).
     options
-        The eight options above as one :class:`~asyncsnn.RunOptions` (as for
+        The ten options above as one :class:`~asyncsnn.RunOptions` (as for
         ``asyncsnn.infer``: a keyword given with it must agree with it).
     labels
         Optional classes ``[B]`` (accuracy and ``first_correct_*``, R7.7).
@@ -115,6 +118,8 @@ def infer(
         seed=seed,
         jitter=jitter,
         refractory_dropout=refractory_dropout,
+        input_dropout=input_dropout,
+        spike_dropout=spike_dropout,
     )
     prepared = prepare_inputs(network, inputs, labels=labels, sample_ids=sample_ids, timesteps=timesteps)
     check_threads(threads)
