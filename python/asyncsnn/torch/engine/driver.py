@@ -24,7 +24,8 @@ import torch
 from asyncsnn._prepare import PreparedOptions, Scheduler
 from asyncsnn.exceptions import ParameterError, invalid
 from asyncsnn.result import InferenceResult
-from asyncsnn.torch._rng import mix32_t, prefix
+from asyncsnn.rng import STREAM_INPUT_DROPOUT
+from asyncsnn.torch._rng import hash_neurons, mix32_t, prefix, uniform24
 from asyncsnn.torch.engine.bookkeeping import Bookkeeping, resolve_backend
 from asyncsnn.torch.engine.context import RunContext
 from asyncsnn.torch.engine.counters import CounterColumns, finish_counters, reduce_timestep
@@ -34,7 +35,7 @@ from asyncsnn.torch.engine.plan import Plan
 from asyncsnn.torch.engine.rows import RowSet, merge_rows
 from asyncsnn.torch.engine.settling import start_due
 from asyncsnn.torch.engine.silent import emit_at_end
-from asyncsnn.torch.engine.step import forward_step
+from asyncsnn.torch.engine.step import drop_spikes, forward_step
 from asyncsnn.torch.engine.torch_bookkeeping import LayeredBookkeeping, TorchBookkeeping
 from asyncsnn.torch.surrogate import Surrogate, make_surrogate
 
@@ -191,9 +192,10 @@ def run(
     )
     book = _bookkeeping(ctx, host)
     hash0: torch.Tensor | None = None
-    if opts.scheduler is Scheduler.RANDOM or ctx.jitter > 0 or drop_p is not None:  # R5.5 draws
+    if opts.scheduler is Scheduler.RANDOM or ctx.jitter > 0 or drop_p is not None or _drops(opts):  # R5.5
         ids = torch.arange(n_batch, dtype=torch.int64, device=dev) if sample_ids is None else sample_ids
         hash0 = prefix(opts.seed, ids.to(dev, torch.int64))
+        frames = _drop_inputs(frames, opts.input_dropout, hash0)
     if labels is not None:
         labels = labels.to(dev, torch.int64)
     # R7.3 / R7.4: input events and the input deliveries' synops, for every timestep at once.
@@ -232,6 +234,29 @@ def run(
         # gradient, like the weights' anchors of the silent spikes; the values are unchanged).
         counts = counts + 0.0 * bias.sum()
     return RunOutput(counts=counts, counters={k: t.cpu() for k, t in counters.items()})
+
+
+def _drops(opts: PreparedOptions) -> bool:
+    """Whether input or spike dropout (R4.10, R4.11) draws random numbers."""
+    return opts.input_dropout > 0 or opts.spike_dropout > 0
+
+
+def _drop_inputs(frames: torch.Tensor, p: float, hash0: torch.Tensor) -> torch.Tensor:
+    """R4.10: ``frames`` with each non-zero value for which ``u(seed, sample, t, 0, i, 3) < p`` set to 0.
+
+    A constant mask (no graph): the dropped values deliver nothing, count no input event
+    and no synops. ``frames`` itself when ``p == 0`` (nothing is drawn).
+    """
+    if p <= 0:
+        return frames
+    _, n_t, n_in = frames.shape
+    dev = frames.device
+    neurons = torch.arange(n_in, dtype=torch.int64, device=dev)
+    keep = torch.empty(frames.shape, dtype=torch.bool, device=dev)
+    for t in range(n_t):
+        state = mix32_t(mix32_t(hash0 ^ t) ^ 0).unsqueeze(1)  # after (seed, sample, t, k = 0)
+        keep[:, t] = uniform24(hash_neurons(state, neurons, STREAM_INPUT_DROPOUT), torch.float64) >= p
+    return frames * keep.to(frames.dtype)
 
 
 def _bookkeeping(ctx: RunContext, host: bool) -> Bookkeeping:
@@ -313,13 +338,15 @@ def _forward_steps(ctx: RunContext, book: Bookkeeping, rows: RowSet, t: int) -> 
     k = 0
     while True:
         book.count_step(rows, k)  # R7.5
+        q_before = rows.q
         spikes, fired = forward_step(ctx, rows, t, k, book.needs_fired)  # R4.3.1-R4.3.2
+        enqueued = fired if ctx.opts.spike_dropout <= 0 else drop_spikes(ctx, rows, spikes, fired, q_before, k)
         if book.outputs_fired(fired):  # else neither record changes
             out_spikes = spikes[:, ctx.out_slice]
             if latency_open:
                 latency_open = book.record_latency(rows, k, out_spikes)  # R7.7
             book.record_decision(rows, k, out_spikes)  # R7.9
-        book.enqueue(rows, fired)  # R4.3.2 pending set, R7.6 queue peak
+        book.enqueue(rows, enqueued)  # R4.3.2 pending set, R7.6 queue peak
         book.stop(rows, k)  # R4.3.3, R6
         running = book.set_aside(rows, retired)
         if running is None:

@@ -27,7 +27,7 @@ import math
 
 import torch
 
-from asyncsnn.rng import STREAM_DROPOUT
+from asyncsnn.rng import STREAM_DROPOUT, STREAM_SPIKE_DROPOUT
 from asyncsnn.torch._kernels import fused_step_applies, step, step_exact, step_fused
 from asyncsnn.torch._rng import hash_neurons, uniform24
 from asyncsnn.torch.engine.context import RunContext
@@ -35,7 +35,7 @@ from asyncsnn.torch.engine.rows import RowSet
 from asyncsnn.torch.engine.settling import settling_step
 from asyncsnn.torch.surrogate import spike
 
-__all__ = ["forward_step", "open_terms"]
+__all__ = ["drop_spikes", "forward_step", "open_terms"]
 
 
 def forward_step(
@@ -198,3 +198,37 @@ def _refractory(
             stays = u < drop_p[c_f]
             live = live.index_put((r_f[stays], c_f[stays]), torch.ones((), dtype=torch.float32, device=live.device))
     return live
+
+
+def drop_spikes(
+    run: RunContext,
+    rows: RowSet,
+    sd: torch.Tensor,
+    fired: torch.Tensor | None,
+    q_before: torch.Tensor,
+    k: int,
+) -> torch.Tensor | None:
+    """R4.11: the spikes ``sd`` of step ``k`` that spike dropout keeps out of the pending set.
+
+    A spike of a neuron with an outgoing projection is dropped when
+    ``u(seed, sample, t, k, q, 4) < p``: its pending multiplicity goes back to
+    ``q_before`` (the value before the step; in the graph, the spike no longer reaches
+    ``Q``), while its reset, refractoriness and ``v_pre`` stay. Returns ``fired`` (the flat
+    positions ``row * N + neuron`` of the spikes, or None) without the dropped ones.
+    """
+    r_f, c_f = (sd * run.pt["has_out_f"]).nonzero(as_tuple=True)
+    if not r_f.numel():
+        return fired
+    hash_k = rows.step_hash(k)
+    u = uniform24(hash_neurons(hash_k[r_f], c_f, STREAM_SPIKE_DROPOUT), torch.float64)
+    gone = u < run.opts.spike_dropout
+    if not bool(gone.any()):
+        return fired
+    drop = torch.zeros_like(sd)
+    drop[r_f[gone], c_f[gone]] = 1.0
+    rows.q = rows.q * (1.0 - drop) + q_before * drop
+    if fired is None:
+        return None
+    n_neu = sd.shape[1]
+    dropped = r_f[gone] * n_neu + c_f[gone]
+    return fired[~torch.isin(fired, dropped)]
