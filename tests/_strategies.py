@@ -133,6 +133,8 @@ def engine_cases(draw: Any, max_batch: int = 3) -> dict[str, Any]:
         "seed": draw(st.integers(0, 2**64 - 1)),
         "jitter": draw(st.sampled_from([0.0, 0.25, 1.0])) if scheduler == "momentum" else 0.0,
         "refractory_dropout": draw_dropout(draw, net),
+        "input_dropout": draw(st.sampled_from([0.0, 0.0, 0.0, 0.3])),  # R4.10 in a quarter
+        "spike_dropout": draw(st.sampled_from([0.0, 0.0, 0.0, 0.4])),  # R4.11 in a quarter
     }
     labels = rng.integers(0, net.n_outputs, batch) if draw(st.booleans()) else None
     return {"net": net, "x": x, "opts": opts, "labels": labels}
@@ -205,6 +207,8 @@ def mixed_batch_cases(draw: Any, max_batch: int = 64, settling: bool = False) ->
         "seed": draw(st.integers(0, 2**64 - 1)),
         "jitter": draw(st.sampled_from([0.0, 0.25, 1.0])) if scheduler == "momentum" else 0.0,
         "refractory_dropout": draw_dropout(draw, net),
+        "input_dropout": draw(st.sampled_from([0.0, 0.0, 0.0, 0.3])),  # R4.10 in a quarter
+        "spike_dropout": draw(st.sampled_from([0.0, 0.0, 0.0, 0.4])),  # R4.11 in a quarter
     }
     labels = rng.integers(0, net.n_outputs, batch) if draw(st.booleans()) else None
     return {"net": net, "x": x, "opts": opts, "labels": labels}

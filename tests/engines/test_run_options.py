@@ -1,4 +1,4 @@
-"""``asyncsnn.RunOptions``: the eight run options declared once, validated on construction.
+"""``asyncsnn.RunOptions``: the ten run options declared once, validated on construction.
 
 Every engine's ``infer`` (and ``infer_iter``) takes them as keywords or as one
 ``options=RunOptions(...)``; both give the same run, and a keyword that contradicts
@@ -37,6 +37,7 @@ SETTINGS: list[dict[str, Any]] = [
         "refractory_dropout": 0.25,
         "seed": 2**64 - 1,
     },
+    {"scheduler": "fifo", "forward_group_size": 2, "input_dropout": 0.25, "spike_dropout": 0.5, "seed": 11},
 ]
 
 
@@ -119,6 +120,13 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"refractory_dropout": 1.0}, "refractory_dropout"),
     ({"refractory_dropout": "on"}, "refractory_dropout"),
     ({"refractory_dropout": None}, "refractory_dropout"),
+    ({"input_dropout": 1.0}, "input_dropout"),
+    ({"input_dropout": -0.1}, "input_dropout"),
+    ({"input_dropout": "network"}, "input_dropout"),
+    ({"input_dropout": True}, "input_dropout"),
+    ({"spike_dropout": 1.0}, "spike_dropout"),
+    ({"spike_dropout": float("nan")}, "spike_dropout"),
+    ({"spike_dropout": None}, "spike_dropout"),
 ]
 
 
@@ -236,3 +244,20 @@ def test_cached_dropout_options_are_checked_against_the_reset_modes(engine: Any)
             engine(subtract, x, **kwargs)
         assert err.value.field == "refractory_dropout"
         assert err.value.location == "population 2"
+
+
+@pytest.mark.parametrize("engine", ENGINES.values(), ids=list(ENGINES))
+def test_cached_options_tell_the_dropouts_apart(engine: Any) -> None:
+    # The cached fast path of prepare_options keys on every option: runs that differ only
+    # in input_dropout or spike_dropout (R4.10, R4.11) are different runs.
+    net, x, _ = _data(4)
+    base = engine(net, x, scheduler="fifo", seed=5)
+    assert base.options["input_dropout"] == 0.0
+    assert base.options["spike_dropout"] == 0.0
+    dropped_in = engine(net, x, scheduler="fifo", seed=5, input_dropout=0.5)
+    assert dropped_in.options["input_dropout"] == 0.5
+    assert int(dropped_in.input_events.sum()) < int(base.input_events.sum())
+    dropped_sp = engine(net, x, scheduler="fifo", seed=5, spike_dropout=0.5)
+    assert dropped_sp.options["spike_dropout"] == 0.5
+    assert int(dropped_sp.synops.sum()) < int(base.synops.sum())
+    assert_results_equal(engine(net, x, scheduler="fifo", seed=5), base)

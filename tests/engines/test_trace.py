@@ -22,8 +22,26 @@ import asyncsnn
 import asyncsnn.reference
 from _strategies import engine_cases
 from asyncsnn.exceptions import InputError, MissingDependencyError, ParameterError
+from asyncsnn.rng import STREAM_SPIKE_DROPOUT, uniform
 from asyncsnn.testing import assert_results_equal
 from asyncsnn.trace import COLUMNS, Trace, draw_raster
+
+
+def _kept_spikes(res: asyncsnn.InferenceResult, net: asyncsnn.Network, b: int, sources: set[int]) -> int:
+    """The spikes of sample ``b`` that enter the pending set: those of a source population
+    that spike dropout keeps (R4.11: ``u(seed, sample, t, k, q, 4) >= p``, ``q`` the global id)."""
+    tr = res.trace
+    assert tr is not None
+    p_drop = float(res.options["spike_dropout"])
+    sizes = net.population_sizes
+    offset = np.concatenate([[0, 0], np.cumsum(sizes[1:])])  # offset[p]: first id of population p (p >= 1)
+    spikes = tr.of_sample(b).of_kind("spike")
+    kept = 0
+    for t, k, pop, i in zip(spikes.timestep, spikes.step, spikes.population, spikes.neuron, strict=True):
+        if int(pop) in sources:
+            q = int(offset[int(pop)] + int(i))
+            kept += p_drop == 0 or uniform(res.options["seed"], b, int(t), int(k), q, STREAM_SPIKE_DROPOUT) >= p_drop
+    return int(kept)
 
 
 def _check_against_counters(res: asyncsnn.InferenceResult, net: asyncsnn.Network) -> None:
@@ -40,6 +58,8 @@ def _check_against_counters(res: asyncsnn.InferenceResult, net: asyncsnn.Network
         # once each (a multiplicity counts several) or dropped by an early stop (R6.4).
         sources = {p.source for p in net.projections}
         enqueued = int(sum(res.spikes[b][p - 1] for p in sources if p > 0))
+        if res.options["spike_dropout"] > 0:  # R4.11: only the kept spikes are enqueued
+            enqueued = _kept_spikes(res, net, b, sources)
         delivered = int(ev.of_kind("delivery").value.sum())
         assert delivered + res.dropped_spikes[b] == enqueued
         steps = res.timestep_forward_steps[b]

@@ -22,7 +22,8 @@ other than ``"zero"`` or a recurrent projection, R1.6)::
      "inputs": {"dense": [B][T][n_in]} or {"sparse": [[[t, i, v], ...] per sample], "timesteps": T},
      "labels": [...] | null, "sample_ids": [...] | null,
      "options": {"scheduler", "forward_group_size", "stop", "extra_steps", "max_steps",
-                 "seed", "jitter", "refractory_dropout"},
+                 "seed", "jitter", "refractory_dropout"} plus "input_dropout" and
+                "spike_dropout" where a case sets them (absent: 0, R4.10, R4.11),
      "expected": {field: nested lists, for every field of asyncsnn.result.COUNTER_FIELDS}}
 """
 
@@ -52,7 +53,7 @@ from asyncsnn._spec import SPEC_VERSION  # noqa: E402
 from asyncsnn.network import AvgPool2d, Conv2d, Dense, Network, Population, Projection, SumPool2d  # noqa: E402
 from asyncsnn.reference import _infer  # noqa: E402
 from asyncsnn.result import COUNTER_FIELDS, InferenceResult  # noqa: E402
-from asyncsnn.rng import STREAM_DROPOUT, STREAM_JITTER, uniform  # noqa: E402
+from asyncsnn.rng import STREAM_DROPOUT, STREAM_INPUT_DROPOUT, STREAM_JITTER, STREAM_SPIKE_DROPOUT, uniform  # noqa: E402
 
 GOLDEN = ROOT / "tests" / "golden"
 GENERATOR_VERSION = 1
@@ -354,6 +355,153 @@ def case_dropped_multiplicity() -> Case:
         },
         check=check,
     )
+
+
+def _input_dropout_net() -> Network:
+    # in (6) -> h (4, relays with threshold 0.5) -> out (2).
+    w1 = np.array([[1, 0, 0, 1, 0, 0], [0, 1, 0, 0, 1, 0], [0, 0, 1, 0, 0, 1], [1, 1, 1, 0, 0, 0]], dtype=np.float32)
+    w2 = np.array([[1, 1, 0, 0], [0, 0, 1, 1]], dtype=np.float32) * 0.75
+    return Network(
+        (6,), [pop(4, 0.5, 0.5), pop(2, 1.0, 0.5)], [Projection(0, 1, dense(w1)), Projection(1, 2, dense(w2))]
+    )
+
+
+INPUT_DROPOUT_FRAMES = frames([[[1, 2, 0, 1, 1, 0.5], [0, 1, 1, 1, 0, 2], [3, 0, 1, 0, 1, 1]]] * 2)
+
+
+def case_input_dropout() -> Case:
+    p, seed, ids = 0.5, 5, [0, 9]
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        x = INPUT_DROPOUT_FRAMES
+        for b, sid in enumerate(ids):
+            # R4.10: exactly the non-zero values with u(seed, sample, t, 0, i, 3) >= p are
+            # delivered, with their own (not rescaled) values.
+            want = [
+                (t, i, float(x[b, t, i]))
+                for t in range(x.shape[1])
+                for i in range(x.shape[2])
+                if x[b, t, i] != 0 and uniform(seed, sid, t, 0, i, STREAM_INPUT_DROPOUT) >= p
+            ]
+            got = [(e["t"], e["neuron"], e["value"]) for e in events(trace, "input", b)]
+            assert got == want, (got, want)
+            assert 0 < len(want) < int(np.count_nonzero(x[b]))
+            assert res.input_events[b] == len(want)
+        base, _ = run(case, input_dropout=0.0)
+        assert differs(res, base)
+        assert (res.input_events < base.input_events).all()
+
+    case = Case(
+        "r4_10_input_dropout",
+        ["R4.10", "R5.5", "R7.3", "R7.4", "R7.10"],
+        "input_dropout = 0.5: a non-zero input value x_i(t) is dropped when u(seed, sample, t, 0, i, 3) "
+        "< p (per sample id): it delivers nothing, counts no input event and no synops; the kept "
+        "values are delivered unscaled.",
+        _input_dropout_net(),
+        INPUT_DROPOUT_FRAMES,
+        sample_ids=ids,
+        options={"scheduler": "fifo", "forward_group_size": 2, "seed": seed, "input_dropout": p},
+        check=check,
+    )
+    return case
+
+
+def case_input_dropout_sparse() -> Case:
+    p, seed = 0.5, 2
+    ev = [[[0, 0, 0.5], [0, 0, 0.5], [0, 3, 1.0], [1, 1, 2.0], [1, 4, 1.0], [1, 4, 0.25], [2, 2, 1.5], [2, 5, 1.0]]]
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        # The events of one (t, i) are one value x_i(t) (R2.2): one draw keeps or drops them all.
+        cells = sorted({(int(t), int(i)) for t, i, _ in ev[0]})
+        kept = [(t, i) for t, i in cells if uniform(seed, 0, t, 0, i, STREAM_INPUT_DROPOUT) >= p]
+        assert [(e["t"], e["neuron"]) for e in events(trace, "input")] == kept
+        assert 0 < len(kept) < len(cells)
+        assert (0, 0) in kept or (1, 4) in kept  # a summed duplicate is kept whole
+        base, _ = run(case, input_dropout=0.0)
+        assert differs(res, base)
+
+    case = Case(
+        "r4_10_input_dropout_sparse_duplicates",
+        ["R4.10", "R2.2", "R7.3"],
+        "input_dropout with sparse events: repeated (t, i) events form one value x_i(t), kept or dropped by one draw.",
+        _input_dropout_net(),
+        ev,
+        timesteps=3,
+        options={"scheduler": "momentum", "forward_group_size": 2, "seed": seed, "input_dropout": p},
+        check=check,
+    )
+    return case
+
+
+def case_spike_dropout() -> Case:
+    p, seed = 0.5, 4
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        for b in range(len(trace)):
+            fired = [e for e in events(trace, "fire", b) if e["population"] == 1]
+            delivered = {(e["t"], e["neuron"]) for e in events(trace, "deliver", b)}
+            # R4.11: a hidden spike is delivered exactly when u(seed, sample, t, k, q, 4) >= p.
+            for e in fired:
+                keep = uniform(seed, b, e["t"], e["k"], e["neuron"], STREAM_SPIKE_DROPOUT) >= p
+                assert ((e["t"], e["neuron"]) in delivered) == keep, e
+            assert any(uniform(seed, b, e["t"], e["k"], e["neuron"], STREAM_SPIKE_DROPOUT) < p for e in fired), (
+                "no dropped spike"
+            )
+        # Dropped spikes still count; the output's spikes (never enqueued) are not dropped.
+        assert res.spikes[:, 0].sum() == len([e for e in events(trace, "fire") if e["population"] == 1])
+        assert res.output_counts.sum() > 0
+        base, _ = run(case, spike_dropout=0.0)
+        assert differs(res, base)
+        assert res.synops.sum() < base.synops.sum()
+
+    case = Case(
+        "r4_11_spike_dropout",
+        ["R4.11", "R5.5", "R7.2", "R7.4", "R7.10"],
+        "spike_dropout = 0.5: a hidden spike is not enqueued when u(seed, sample, t, k, q, 4) < p; it "
+        "still counts as a spike and resets, has no delivery; output spikes are not affected.",
+        _input_dropout_net(),
+        INPUT_DROPOUT_FRAMES,
+        options={"scheduler": "fifo", "forward_group_size": 1, "seed": seed, "spike_dropout": p},
+        check=check,
+    )
+    return case
+
+
+def case_spike_dropout_multiplicity() -> Case:
+    seed = 4
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        # h (population 2) fires twice in a timestep (refractory dropout); one of its spikes is
+        # dropped by spike dropout, the other delivered with multiplicity 1.
+        found = False
+        for b, tr in enumerate(trace):
+            for t in range(4):
+                fires = [e for e in tr if e["event"] == "fire" and e["t"] == t and e["population"] == 2]
+                kept = [e for e in fires if uniform(seed, b, t, e["k"], e["neuron"], STREAM_SPIKE_DROPOUT) >= 0.5]
+                dels = [e["multiplicity"] for e in tr if e["event"] == "deliver" and e["t"] == t and e["neuron"] == 2]
+                assert sum(dels) == len(kept)
+                found |= len(fires) >= 2 and len(kept) == 1 and dels == [1]
+        assert found
+        base, _ = run(case, spike_dropout=0.0)
+        assert differs(res, base)
+
+    case = Case(
+        "r4_11_spike_dropout_with_refractory_dropout",
+        ["R4.11", "R4.6", "R3.2"],
+        "spike_dropout with refractory dropout: each spike of a neuron that fires twice in a timestep "
+        "is kept or dropped by its own draw; a dropped one adds nothing to the pending multiplicity.",
+        _dropout_net(),
+        frames([[[1, 1]] * 4] * 3),
+        options={
+            "scheduler": "fifo",
+            "forward_group_size": 1,
+            "refractory_dropout": 0.5,
+            "seed": seed,
+            "spike_dropout": 0.5,
+        },
+        check=check,
+    )
+    return case
 
 
 def case_momentum_latest_vpre() -> Case:
@@ -2011,6 +2159,10 @@ def all_cases() -> list[Case]:
         case_leak(),
         case_dropout_multiplicity(),
         case_dropped_multiplicity(),
+        case_input_dropout(),
+        case_input_dropout_sparse(),
+        case_spike_dropout(),
+        case_spike_dropout_multiplicity(),
         case_scheduler_order("layered", "R5.1"),
         case_scheduler_order("fifo", "R5.2"),
         case_scheduler_order("random", "R5.3", seed=RANDOM_ORDER_SEED),
