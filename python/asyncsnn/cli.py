@@ -150,6 +150,17 @@ def _float_in(low: float, high: float, *, low_open: bool = False) -> Callable[[s
     return parse
 
 
+def _probability(text: str) -> float:
+    """An argparse type: a dropout probability in ``[0, 1)`` (R4.10, R4.11)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not (math.isfinite(value) and 0.0 <= value < 1.0):
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
 def _demo(args: argparse.Namespace) -> int:
     """Run a random network under every scheduler and print the counters side by side."""
     import asyncsnn
@@ -332,6 +343,8 @@ def _train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         device=args.device,
         surrogate_terms=args.surrogate_terms,
+        input_dropout=args.input_dropout,
+        spike_dropout=args.spike_dropout,
     )
     if is_main_process():  # under torchrun every rank holds the same network; rank 0 writes it
         meta = training_metadata(
@@ -346,6 +359,8 @@ def _train(args: argparse.Namespace) -> int:
             bias=args.bias,
             reset=args.reset,
             surrogate_terms=args.surrogate_terms,
+            input_dropout=args.input_dropout,
+            spike_dropout=args.spike_dropout,
             loss=args.loss,
             beta=args.beta,
             threshold=args.threshold,
@@ -925,6 +940,18 @@ def _add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], 
         default="fired",
         help="which surrogate terms the gradient keeps (docs/semantics.md section 9): one per spike and one per "
         "silent neuron and timestep (fired), or also one per integration (every_step, as the paper's code)",
+    )
+    tr.add_argument(
+        "--input-dropout",
+        type=_probability,
+        default=0.0,
+        help="training-time input dropout p in [0, 1) (docs/semantics.md R4.10; off in the test passes)",
+    )
+    tr.add_argument(
+        "--spike-dropout",
+        type=_probability,
+        default=0.0,
+        help="training-time spike dropout p in [0, 1) (docs/semantics.md R4.11; off in the test passes)",
     )
     tr.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the weights, the data order and the runs")
     _add_sample_caps(tr)

@@ -28,6 +28,8 @@ def _settings(**changes: object) -> dict[str, object]:
         "bias": 0.0,
         "reset": "zero",
         "surrogate_terms": "fired",
+        "input_dropout": 0.0,
+        "spike_dropout": 0.0,
         "loss": "count",
         "beta": 0.9,
         "threshold": 1.0,

@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import inspect
 import json
 import math
 import numbers
@@ -541,6 +542,8 @@ def train(
     seed: int = 0,
     test_data: Any = None,
     refractory_dropout: DropoutLike = 0.0,
+    input_dropout: float = 0.0,
+    spike_dropout: float = 0.0,
     surrogate: Union[Surrogate, str, dict[str, Any], None] = None,
     surrogate_terms: str = "fired",
     stop: StopLike = "drain",
@@ -593,6 +596,10 @@ def train(
         dropout, same scheduler and ``F``; sharded across ranks when distributed).
     refractory_dropout
         Training-time refractory dropout: a probability, ``"network"`` or ``"off"`` (R4.6).
+    input_dropout, spike_dropout
+        Training-time input and spike dropout (R4.10, R4.11), probabilities in [0, 1)
+        used as regularisers: drawn like refractory dropout, from the epoch's seed and
+        each sample's index in ``train_data``; off for ``test_data``.
     surrogate
         Surrogate derivative: a :class:`~asyncsnn.torch.surrogate.Surrogate`, ``"atan"``,
         ``"fast_sigmoid"`` or a dict (default ``ATan(alpha=2.0)``).
@@ -648,28 +655,9 @@ def train(
         that holds only pickle checkpoints of an older asyncsnn.
     """
     model = network if isinstance(network, AsyncSNN) else AsyncSNN.from_network(network)
-    run = _train_options(
-        model.network,
-        scheduler=scheduler,
-        forward_group_size=forward_group_size,
-        epochs=epochs,
-        lr=lr,
-        loss=loss,
-        batch_size=batch_size,
-        seed=seed,
-        refractory_dropout=refractory_dropout,
-        surrogate=surrogate,
-        surrogate_terms=surrogate_terms,
-        stop=stop,
-        extra_steps=extra_steps,
-        max_steps=max_steps,
-        jitter=jitter,
-        weight_decay=weight_decay,
-        checkpoint_dir=checkpoint_dir,
-        resume=resume,
-        allow_config_change=allow_config_change,
-        progress=progress,
-    )
+    # Every option of train() that _train_options validates, by name.
+    given = locals()
+    run = _train_options(model.network, **{name: given[name] for name in _TRAIN_OPTION_NAMES})
     use_dist = _wants_distributed(distributed)
     x_train, y_train = _dataset(model.network, train_data, "train_data")
     test = None if test_data is None else _dataset(model.network, test_data, "test_data")
@@ -725,6 +713,8 @@ def _train_options(
     refractory_dropout: DropoutLike,
     surrogate: Union[Surrogate, str, dict[str, Any], None],
     surrogate_terms: str,
+    input_dropout: float = 0.0,
+    spike_dropout: float = 0.0,
     stop: StopLike,
     extra_steps: int,
     max_steps: int | None,
@@ -746,6 +736,8 @@ def _train_options(
         seed=seed,
         jitter=jitter,
         refractory_dropout=refractory_dropout,
+        input_dropout=input_dropout,
+        spike_dropout=spike_dropout,
     )
     _check_positive(epochs, "epochs", integer=True)
     _check_positive(batch_size, "batch_size", integer=True)
@@ -757,6 +749,8 @@ def _train_options(
     if surrogate_terms not in SURROGATE_TERMS:
         raise invalid(ParameterError, "surrogate_terms", surrogate_terms, "must be 'fired' or 'every_step'")
     extra: dict[str, Any] = {} if surrogate_terms == "fired" else {"surrogate_terms": surrogate_terms}
+    # Absent at 0, so that earlier checkpoints still resume.
+    extra.update({k: v for k, v in (("input_dropout", opts.input_dropout), ("spike_dropout", opts.spike_dropout)) if v})
     if resume and checkpoint_dir is None:
         raise invalid(ParameterError, "resume", resume, "needs a checkpoint_dir")
     if not isinstance(resume, bool) or not isinstance(allow_config_change, bool):
@@ -786,6 +780,10 @@ def _train_options(
         progress=progress,
         surrogate_terms=surrogate_terms,
     )
+
+
+#: The keyword parameters of :func:`_train_options`: the options that :func:`train` passes on.
+_TRAIN_OPTION_NAMES = tuple(name for name in inspect.signature(_train_options).parameters if name != "net")
 
 
 def _place(
@@ -993,6 +991,8 @@ def _train_epoch(
                 seed=_epoch_seed(seed, epoch),
                 sample_ids=local,
                 refractory_dropout=dropout,
+                input_dropout=run.opts.input_dropout,
+                spike_dropout=run.opts.spike_dropout,
                 surrogate=run.sur,
                 surrogate_terms=run.surrogate_terms,
                 **run_kw,
