@@ -138,6 +138,8 @@ struct Run<'a> {
     label: Option<usize>,
     /// R4.6: the refractory dropout probability of each non-input population.
     dropout: Vec<f64>,
+    /// R4.11: spike dropout is on (`p > 0`); off, nothing is drawn.
+    drop_spikes: bool,
     /// Per non-input population: it has an outgoing projection (its spikes are
     /// enqueued, R4.3.2; also the output's, when a recurrent projection leaves it).
     has_out: Vec<bool>,
@@ -170,6 +172,7 @@ impl<'a> Run<'a> {
                 Some(p) => p.clone(),
                 None => vec![0.0; n_pops],
             },
+            drop_spikes: config.spike_dropout > 0.0,
             has_out: (0..n_pops)
                 .map(|p| !net.outgoing[p + 1].is_empty())
                 .collect(),
@@ -436,7 +439,8 @@ fn deliver_input_frame(
             nz.resize(n_in, 0);
             let mut count = nonzero_inputs(frame, &mut nz);
             if run.config.input_dropout > 0.0 {
-                count = keep_inputs(run, ts.t as u32, &mut nz[..count]);
+                let draw = Draw::new(run, ts.t as u32, 0);
+                count = keep_inputs(draw, run.config.input_dropout, &mut nz[..count]);
             }
             let idx = &nz[..count];
             add(&mut res.input_events, count as u64, loc, "input_events")?;
@@ -470,8 +474,8 @@ fn deliver_input_frame(
             let (mut kept_index, mut kept_value) = (Vec::new(), Vec::new());
             let (index, value) = if run.config.input_dropout > 0.0 {
                 keep_sparse_inputs(
-                    run,
-                    t32,
+                    Draw::new(run, t32, 0),
+                    run.config.input_dropout,
                     &index[a..b],
                     &value[a..b],
                     &mut kept_index,
@@ -499,13 +503,38 @@ fn deliver_input_frame(
     Ok(())
 }
 
+/// The arguments of R5.5's random function up to `k`, passed by value to the out-of-line
+/// dropout paths (a `&Run` or `&Timestep` escaping into a call would keep them in memory
+/// in the event loop).
+#[derive(Clone, Copy)]
+struct Draw {
+    seed: u64,
+    sample: u32,
+    t: u32,
+    k: u32,
+}
+
+impl Draw {
+    #[inline(always)]
+    fn new(run: &Run, t: u32, k: u32) -> Draw {
+        Draw {
+            seed: run.config.seed,
+            sample: run.sample,
+            t,
+            k,
+        }
+    }
+}
+
 /// R4.10: keeps the input indices `idx` (increasing) that input dropout does not drop at
 /// timestep `t`, in order, at the front of `idx`; returns how many. Out of line: a run
 /// with `input_dropout = 0` never calls it (and draws nothing).
 #[cold]
 #[inline(never)]
-fn keep_inputs(run: &Run, t: u32, idx: &mut [u32]) -> usize {
-    let (p, seed, sample) = (run.config.input_dropout, run.config.seed, run.sample);
+fn keep_inputs(draw: Draw, p: f64, idx: &mut [u32]) -> usize {
+    let Draw {
+        seed, sample, t, ..
+    } = draw;
     let mut kept = 0;
     for n in 0..idx.len() {
         let i = idx[n];
@@ -522,14 +551,16 @@ fn keep_inputs(run: &Run, t: u32, idx: &mut [u32]) -> usize {
 #[cold]
 #[inline(never)]
 fn keep_sparse_inputs(
-    run: &Run,
-    t: u32,
+    draw: Draw,
+    p: f64,
     index: &[u32],
     value: &[f32],
     kept_index: &mut Vec<u32>,
     kept_value: &mut Vec<f32>,
 ) {
-    let (p, seed, sample) = (run.config.input_dropout, run.config.seed, run.sample);
+    let Draw {
+        seed, sample, t, ..
+    } = draw;
     for (&i, &x) in index.iter().zip(value) {
         if (uniform(seed, sample, t, 0, i, STREAM_INPUT_DROPOUT) as f64) >= p {
             kept_index.push(i);
@@ -544,15 +575,14 @@ fn keep_sparse_inputs(
 #[cold]
 #[inline(never)]
 fn enqueue_kept(
-    run: &Run,
-    ts: &Timestep,
+    draw: Draw,
+    pd: f64,
     pending: &mut PendingSet,
     ids: &[u32],
     p: usize,
     v_pre: &[f32],
 ) -> bool {
-    let (pd, seed, sample) = (run.config.spike_dropout, run.config.seed, run.sample);
-    let (t, k) = (ts.t as u32, ts.k);
+    let Draw { seed, sample, t, k } = draw;
     let kept: Vec<u32> = (ids.iter().copied())
         .filter(|&q| (uniform(seed, sample, t, k, q, STREAM_SPIKE_DROPOUT) as f64) >= pd)
         .collect();
@@ -609,15 +639,22 @@ fn integrate_fire<const CHECK: bool, const CARRY: bool>(
         let ids = &ws.fired[a..b];
         if p == run.out_pop {
             read_out(run, res, ts.t, ids, &mut fired, running)?;
-        } else if run.has_out[p] {
-            let ok = if run.config.spike_dropout > 0.0 {
-                enqueue_kept(run, ts, &mut ws.pending, ids, p, &ws.v_pre)
+        } else if run.has_out[p]
+            && !(if run.drop_spikes {
+                let draw = Draw::new(run, ts.t as u32, ts.k);
+                enqueue_kept(
+                    draw,
+                    run.config.spike_dropout,
+                    &mut ws.pending,
+                    ids,
+                    p,
+                    &ws.v_pre,
+                )
             } else {
                 ws.pending.enqueue_all(ids, p, &ws.v_pre)
-            };
-            if !ok {
-                return Err(EngineError::overflow(loc, "pending multiplicity"));
-            }
+            })
+        {
+            return Err(EngineError::overflow(loc, "pending multiplicity"));
         }
     }
     // A recurrent projection from the output (R1.2): its spikes are enqueued too, after
@@ -626,8 +663,16 @@ fn integrate_fire<const CHECK: bool, const CARRY: bool>(
         if let Some(&(p, a, b)) = ws.fired_pops.last() {
             if p == run.out_pop {
                 let ids = &ws.fired[a..b];
-                if run.config.spike_dropout > 0.0 {
-                    if !enqueue_kept(run, ts, &mut ws.pending, ids, p, &ws.v_pre) {
+                if run.drop_spikes {
+                    let draw = Draw::new(run, ts.t as u32, ts.k);
+                    if !enqueue_kept(
+                        draw,
+                        run.config.spike_dropout,
+                        &mut ws.pending,
+                        ids,
+                        p,
+                        &ws.v_pre,
+                    ) {
                         return Err(EngineError::overflow(loc, "pending multiplicity"));
                     }
                 } else {
