@@ -486,6 +486,8 @@ def _evaluate_settings(
         "stop": args.stop,
         "extra_steps": args.extra_steps,
         "seed": args.seed,
+        "input_dropout": args.input_dropout,
+        "spike_dropout": args.spike_dropout,
         "threads": args.threads,
         "profiles": [p.name for p in profiles],
         "model_metadata": model_meta,
@@ -562,6 +564,8 @@ def _layered_baseline(
         stop=args.stop,
         extra_steps=args.extra_steps,
         seed=args.seed,
+        input_dropout=args.input_dropout,
+        spike_dropout=args.spike_dropout,
         labels=y,
         threads=args.threads,
     )
@@ -610,6 +614,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             stop=args.stop,
             extra_steps=args.extra_steps,
             seed=args.seed,
+            input_dropout=args.input_dropout,
+            spike_dropout=args.spike_dropout,
             labels=ds.test_y,
             threads=args.threads,
         )
@@ -1011,6 +1017,18 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser
         "--extra-steps", type=int, default=0, help="forward steps run after the first output spike (first_output)"
     )
     ev.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the data encoding and of the run")
+    ev.add_argument(
+        "--input-dropout",
+        type=_probability,
+        default=0.0,
+        help="input dropout p in [0, 1) of every run, the layered baseline too (docs/semantics.md R4.10)",
+    )
+    ev.add_argument(
+        "--spike-dropout",
+        type=_probability,
+        default=0.0,
+        help="spike dropout p in [0, 1) of every run, the layered baseline too (docs/semantics.md R4.11)",
+    )
     _add_threads_option(ev)
     _add_sample_caps(ev, train=False)
     ev.add_argument(

@@ -79,6 +79,8 @@ def test_evaluate_json_records_provenance_and_settings(model: Path, tmp_path: Pa
         "stop": "first_output",
         "extra_steps": 2,
         "seed": 5,
+        "input_dropout": 0.0,
+        "spike_dropout": 0.0,
         "threads": None,
         "profiles": ["loihi"],
         "model_metadata": settings["model_metadata"],

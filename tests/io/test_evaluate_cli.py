@@ -305,3 +305,24 @@ def test_profile_all_answers_spikes_decision_time_and_energy_layered_vs_asynchro
     loihi = estimate(res, net, PROFILES["loihi"])
     assert not math.isnan(loihi.mean_time_to_correct)  # the model answers a time to the first correct output
     assert "n/a on seneca (the profile gives no synop time)" in out
+
+
+def test_evaluate_runs_with_input_and_spike_dropout(tmp_path: Path, cli_model: tuple[Path, asyncsnn.Network]) -> None:
+    path, net = cli_model
+    js = tmp_path / "drop.json"
+    args = ["evaluate", str(path), "--max-test", "24", "--scheduler", "momentum", "-F", "4"]
+    code, _, err = run_cli([*args, "--input-dropout", "0.3", "--spike-dropout", "0.2", "--json", str(js)])
+    assert code == 0, err
+    summary = json.loads(js.read_text())
+    assert (summary["settings"]["input_dropout"], summary["settings"]["spike_dropout"]) == (0.3, 0.2)
+    ds = load_dataset("digits", seed=0, max_train=1, max_test=24)
+    x = ds.test_x.reshape(len(ds.test_y), ds.test_x.shape[1], -1)
+    kw = {"scheduler": "momentum", "forward_group_size": 4, "labels": ds.test_y}
+    dropped = asyncsnn.infer(net, x, input_dropout=0.3, spike_dropout=0.2, **kw)  # type: ignore[arg-type]
+    plain = asyncsnn.infer(net, x, **kw)  # type: ignore[arg-type]
+    # evaluate ran the dropout (fewer input events than the plain run), and its numbers are that run's.
+    assert int(dropped.input_events.sum()) < int(plain.input_events.sum())
+    assert summary["accuracy"] == pytest.approx(dropped.accuracy)
+    code, _, err = run_cli([*args, "--spike-dropout", "1.0"])
+    assert code == 2
+    assert "spike-dropout" in err
