@@ -55,3 +55,19 @@ def bptt_counts(net: Any, weights: list[Any], x: Any, surrogate: Any) -> Any:
             inp = s
         out.append(inp)
     return torch.stack(out, 1)
+
+
+def assert_grad_run_matches(out: Any, res: Any, labels: Any, model: Any) -> None:
+    """A grad-mode run ``out`` equals the inference result ``res`` and gives finite gradients.
+
+    Its result and per-timestep output counts are ``res``'s, and back-propagating the
+    counts gives every parameter of ``model`` a finite gradient.
+    """
+    from asyncsnn.testing import assert_results_equal
+
+    assert_results_equal(out.result(labels), res)
+    torch.testing.assert_close(out.counts.detach(), torch.tensor(res.timestep_output_counts, dtype=torch.float32))
+    out.counts.sum().backward()
+    for p in model.parameters():
+        assert p.grad is not None
+        assert torch.isfinite(p.grad).all()

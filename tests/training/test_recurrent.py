@@ -24,7 +24,7 @@ import asyncsnn
 import asyncsnn.reference
 import asyncsnn.torch as at
 from _strategies import SCHEDULERS
-from _torch import one_torch_thread
+from _torch import assert_grad_run_matches, one_torch_thread
 from asyncsnn._prepare import prepare_given_options
 from asyncsnn.network import RESET_MODES, Conv2d, Dense, Network, Projection
 from asyncsnn.testing import assert_results_equal, grid_weights, random_count_input, random_grid_network
@@ -282,12 +282,7 @@ def test_random_recurrent_networks_equal_the_reference_also_in_grad_mode(seed: i
         bias=model.bias_vector(),
         backend=backend,
     )
-    assert_results_equal(out.result(labels), res)
-    torch.testing.assert_close(out.counts.detach(), torch.tensor(res.timestep_output_counts, dtype=torch.float32))
-    out.counts.sum().backward()
-    for p in model.parameters():
-        assert p.grad is not None
-        assert torch.isfinite(p.grad).all()
+    assert_grad_run_matches(out, res, labels, model)
 
 
 def test_backends_give_the_same_gradients_under_every_unlayered_scheduler() -> None:

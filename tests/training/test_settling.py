@@ -21,6 +21,7 @@ import asyncsnn
 import asyncsnn.reference
 import asyncsnn.torch as at
 from _strategies import SCHEDULERS
+from _torch import assert_grad_run_matches
 from asyncsnn._prepare import prepare_given_options
 from asyncsnn.network import RESET_MODES, Dense, Network, Population, Projection
 from asyncsnn.testing import assert_results_equal, grid_weights, random_count_input, random_grid_network
@@ -291,12 +292,7 @@ def test_grad_mode_forward_equals_inference(seed: int, backend: str) -> None:
         backend=backend,
     )
     res = at.infer(net, x, labels=labels, backend=backend, **opts)
-    assert_results_equal(out.result(labels), res)
-    torch.testing.assert_close(out.counts.detach(), torch.tensor(res.timestep_output_counts, dtype=torch.float32))
-    out.counts.sum().backward()
-    for p in model.parameters():
-        assert p.grad is not None
-        assert torch.isfinite(p.grad).all()
+    assert_grad_run_matches(out, res, labels, model)
 
 
 def test_backends_give_the_same_gradients() -> None:
