@@ -130,20 +130,18 @@ def _dropout(refractory_dropout: Any) -> str | float:
             return str(refractory_dropout)
         raise invalid(ParameterError, "refractory_dropout", refractory_dropout, _DROPOUT_REASON)
     if isinstance(refractory_dropout, numbers.Real) and not isinstance(refractory_dropout, bool):
-        p = float(refractory_dropout)
-        if not (math.isfinite(p) and 0.0 <= p < 1.0):
-            raise invalid(ParameterError, "refractory_dropout", refractory_dropout, "must be in [0, 1)")
-        return p
+        return _probability(refractory_dropout, "refractory_dropout")
     raise invalid(ParameterError, "refractory_dropout", refractory_dropout, _DROPOUT_REASON)
 
 
 def _probability(value: Any, field: str) -> float:
-    """R4.10 / R4.11's ``p``: a number in [0, 1)."""
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        p = float(value)
-        if math.isfinite(p) and 0.0 <= p < 1.0:
-            return p
-    raise invalid(ParameterError, field, value, "must be a number in [0, 1)")
+    """A dropout probability ``p`` in [0, 1) (R4.6, R4.10, R4.11)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise invalid(ParameterError, field, value, "must be a number in [0, 1)")
+    p = float(value)
+    if not (math.isfinite(p) and 0.0 <= p < 1.0):
+        raise invalid(ParameterError, field, value, "must be in [0, 1)")
+    return p
 
 
 #: How each option alone is checked and normalised (the checks between options are
