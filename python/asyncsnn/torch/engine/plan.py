@@ -102,6 +102,10 @@ class Plan:
         for pp in self.projections:
             self.outgoing[pp.source].append(pp)
         self.source_populations = [p for p in range(1, self.n_populations + 1) if self.outgoing[p]]
+        #: The populations with a recurrent projection going out (R4.9).
+        self.recurrent_sources = frozenset(
+            p for p in self.source_populations if any(pr.recurrent for pr in self.outgoing[p])
+        )
         n_src = sum(self.sizes[p] for p in self.source_populations)
         self.src_prefix: int | None = None
         if self.source_populations == list(range(1, len(self.source_populations) + 1)):
@@ -146,14 +150,14 @@ class Plan:
         self._np["settling_f"] = np.array(self.settling[1:], dtype=np.float32)
         # targets_f[s, d - 1] = 1 when a projection s -> d exists (s = 0: the input); the
         # extra last row (s = P + 1) is zeros, for "no group".
+        # Under layered a recurrent delivery does not settle its target (R4.7, R4.9): forward.
         targets = np.zeros((n_pop + 2, n_pop), dtype=np.float32)
-        for pr in network.projections:
-            targets[pr.source, pr.target - 1] = 1.0
-        self._np["targets_f"] = targets
-        # Under layered a recurrent delivery does not settle its target (R4.7, R4.9).
         forward = np.zeros_like(targets)
         for pr in network.projections:
-            forward[pr.source, pr.target - 1] = max(forward[pr.source, pr.target - 1], float(not pr.recurrent))
+            targets[pr.source, pr.target - 1] = 1.0
+            if not pr.recurrent:
+                forward[pr.source, pr.target - 1] = 1.0
+        self._np["targets_f"] = targets
         self._np["targets_layered_f"] = forward
         self._np["silent_rank_f"], self._np["due_silent_rank_f"] = self._silent_ranks(network)
         self._np["pop_rank_f"] = np.arange(n_pop, 0, -1, dtype=np.float32)  # rank P + 1 - p of population p

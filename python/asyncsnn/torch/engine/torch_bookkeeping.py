@@ -227,7 +227,7 @@ class LayeredBookkeeping(_TorchRows):
         rows.cur = run.delivery.dense(emitted, present, forward)
         if run.delivery.lif_risk:
             rows.cur = run.delivery.mark_overflow(rows.cur, emitted, present, forward)
-        carried = [p for p in present if any(pp.recurrent for pp in plan.outgoing[p])] if run.carry else []
+        carried = [p for p in present if p in plan.recurrent_sources] if run.carry else []
         if carried:  # R4.9: a recurrent projection's current is carried to the next timestep
             assert rows.carry is not None
             cur = run.delivery.dense(emitted, carried, True)
