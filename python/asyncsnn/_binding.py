@@ -6,6 +6,7 @@ import numpy as np
 import numpy.typing as npt
 
 from asyncsnn import _engine
+from asyncsnn.exceptions import ModelError, invalid
 from asyncsnn.network import RESET_MODES, AvgPool2d, Conv2d, Dense, Network, SumPool2d
 
 __all__ = ["build_engine_network", "flat_populations", "flat_projections"]
@@ -47,7 +48,15 @@ def flat_populations(net: Network) -> list[PopulationTuple]:
     mode in :data:`~asyncsnn.network.RESET_MODES` (0 = ``"zero"``).
     """
     out: list[PopulationTuple] = []
-    for p in net.populations:
+    for n, p in enumerate(net.populations, start=1):
+        if p.synaptic:
+            raise invalid(
+                ModelError,
+                "alpha",
+                float(np.max(p.alpha)),  # type: ignore[arg-type]
+                "the Rust engine does not run synaptic currents (R4.12) yet; asyncsnn.reference.infer runs them",
+                f"population {n}",
+            )
         bias = np.zeros(1, dtype=np.float32) if p.bias is None else p.bias.reshape(-1)
         reset = RESET_MODES.index(p.reset)
         out.append((p.size, p.threshold.reshape(-1), p.beta.reshape(-1), float(p.refractory_dropout), bias, reset))

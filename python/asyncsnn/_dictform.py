@@ -14,7 +14,8 @@ The form::
                       "name": str | None,
                       # SPEC_VERSION 2, written only when not the default:
                       "bias": [float, ...] (flat, default all 0),
-                      "reset": "zero" | "subtract" | "subtract_delayed" | "none"}, ...]
+                      "reset": "zero" | "subtract" | "subtract_delayed" | "none",
+                      "alpha": [float, ...] (flat, default all 0: no synaptic current)}, ...]
      "projections": [{"source": int, "target": int, "kind": "dense" | "conv2d" |
                       "avgpool2d" | "sumpool2d",
                       # source < target: forward; source >= target: recurrent (R1.2,
@@ -79,6 +80,9 @@ def network_to_dict(net: Network) -> dict[str, Any]:
             pop["bias"] = _floats(p.bias)
         if p.reset != "zero":
             pop["reset"] = p.reset
+        if p.synaptic:
+            assert p.alpha is not None
+            pop["alpha"] = _floats(p.alpha)
         pops.append(pop)
     projs: list[dict[str, Any]] = []
     for proj in net.projections:
@@ -242,6 +246,7 @@ def network_from_dict(d: dict[str, Any], *, tensors: TensorSource | None = None)
         if name is not None and not isinstance(name, str):
             raise _bad(f"{path}.name", name, "must be a string or null", where)
         bias = _values(p, "bias", size, path, where, tensors) if "bias" in p else None
+        alpha = _values(p, "alpha", size, path, where, tensors) if "alpha" in p else None
         reset = p.get("reset", "zero")
         if not isinstance(reset, str):
             raise _bad(f"{path}.reset", reset, "must be a string", where)
@@ -255,6 +260,7 @@ def network_from_dict(d: dict[str, Any], *, tensors: TensorSource | None = None)
                 location=where,
                 bias=None if bias is None else bias.astype(np.float32, copy=False),
                 reset=reset,
+                alpha=None if alpha is None else alpha.astype(np.float32, copy=False),
             )
         )
     projs = []

@@ -2,7 +2,8 @@
 
 A model file is a plain safetensors file. Its tensors are the float32 arrays of the
 network (``projections.<n>.weight``, ``populations.<i>.threshold``,
-``populations.<i>.beta``, and ``populations.<i>.bias`` where a bias is not 0); its
+``populations.<i>.beta``, and ``populations.<i>.bias`` and ``populations.<i>.alpha``
+where they are not all 0); its
 ``__metadata__`` holds the architecture as JSON plus ``format`` (``"asyncsnn"``),
 ``format_version``, ``spec_version`` (the lowest version of ``docs/semantics.md`` that
 runs the network, :attr:`Network.spec_version`) and the writing package's version. Nothing is unpickled or
@@ -262,6 +263,9 @@ def save(
         if "bias" in entry:  # SPEC_VERSION 2, only when not all 0
             tensors[f"populations.{i}.bias"] = pop.bias  # type: ignore[assignment]
             entry["bias"] = f"populations.{i}.bias"
+        if "alpha" in entry:  # SPEC_VERSION 2 (R4.12), only when not all 0
+            tensors[f"populations.{i}.alpha"] = pop.alpha  # type: ignore[assignment]
+            entry["alpha"] = f"populations.{i}.alpha"
     for n, (proj, entry) in enumerate(zip(network.projections, arch["projections"])):
         if "weight" in entry:
             tensors[f"projections.{n}.weight"] = proj.layer.weight  # type: ignore[union-attr]

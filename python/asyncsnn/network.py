@@ -417,6 +417,11 @@ def _check_lif(pop: Population, location: str) -> None:
     assert bias is not None  # Population.create and _validated always set it
     if not np.all(np.isfinite(bias)):
         raise invalid(ModelError, "bias", float(bias[~np.isfinite(bias)].flat[0]), "must be finite", location)
+    alpha = pop.alpha
+    assert alpha is not None  # Population.create and _validated always set it
+    if not np.all(np.isfinite(alpha)) or np.any((alpha < 0) | (alpha > 1)):
+        bad = alpha[~(np.isfinite(alpha) & (alpha >= 0) & (alpha <= 1))]
+        raise invalid(ModelError, "alpha", float(bad.flat[0]), "must be in [0, 1]", location)
     if not isinstance(pop.reset, str) or pop.reset not in RESET_MODES:
         raise invalid(ModelError, "reset", pop.reset, f"must be one of {', '.join(RESET_MODES)}", location)
     if p > 0 and pop.reset != "zero":
@@ -453,6 +458,12 @@ class Population:
         What a spike does to the membrane (R4.8): ``"zero"`` (default), ``"subtract"``
         (``V -= threshold`` at once), ``"subtract_delayed"`` (snnTorch's default:
         the threshold is subtracted in the next timestep) or ``"none"``.
+    alpha
+        Per-timestep decay in [0, 1] of the synaptic current (R4.12), a scalar or an
+        array of ``shape``, default 0 (no synaptic current: a LIF neuron). With
+        ``alpha > 0`` the neuron is a current-based LIF (snnTorch's ``Synaptic``, NIR's
+        ``CubaLIF``): a delivered current keeps reaching the membrane, decayed by
+        ``alpha`` per timestep.
     """
 
     shape: Shape
@@ -462,6 +473,7 @@ class Population:
     name: str | None = None
     bias: np.ndarray | None = None  # None only before validation: engines see an array
     reset: str = "zero"
+    alpha: np.ndarray | None = None  # None only before validation: engines see an array
 
     @classmethod
     def create(
@@ -475,6 +487,7 @@ class Population:
         *,
         bias: ParamLike | None = None,
         reset: str = "zero",
+        alpha: ParamLike | None = None,
     ) -> Population:
         """Validate and build a population (scalars are broadcast to ``shape``)."""
         shp = _shape(shape, "shape", location)
@@ -488,6 +501,7 @@ class Population:
             name,
             _param_array(0.0 if bias is None else bias, shp, "bias", location),
             reset,
+            _param_array(0.0 if alpha is None else alpha, shp, "alpha", location),
         )
         _check_lif(pop, location)
         return pop
@@ -499,9 +513,19 @@ class Population:
 
     @property
     def settling(self) -> bool:
-        """Whether the population settles every timestep (R1.6): a bias or a reset other than zero."""
+        """Whether the population settles every timestep (R1.6).
+
+        That is when it has a bias, a synaptic current (``alpha``) or a reset other than zero.
+        """
         assert self.bias is not None
-        return self.reset != "zero" or bool(np.any(self.bias != 0))
+        assert self.alpha is not None
+        return self.reset != "zero" or bool(np.any(self.bias != 0)) or self.synaptic
+
+    @property
+    def synaptic(self) -> bool:
+        """Whether the neurons have a synaptic current (R4.12): ``alpha != 0`` for any."""
+        assert self.alpha is not None
+        return bool(np.any(self.alpha != 0))
 
 
 def _owned_read_only(a: object, shape: Shape) -> bool:
@@ -523,7 +547,9 @@ def _owned_read_only(a: object, shape: Shape) -> bool:
 def _validated(pop: Population, location: str) -> Population:
     """``pop`` itself when it is already valid and normalised, else a validated copy."""
     shape = pop.shape
-    if isinstance(shape, tuple) and all(_owned_read_only(a, shape) for a in (pop.threshold, pop.beta, pop.bias)):
+    if isinstance(shape, tuple) and all(
+        _owned_read_only(a, shape) for a in (pop.threshold, pop.beta, pop.bias, pop.alpha)
+    ):
         _shape(shape, "shape", location)
         _check_lif(pop, location)
         return pop
@@ -536,6 +562,7 @@ def _validated(pop: Population, location: str) -> Population:
         location=location,
         bias=pop.bias,
         reset=pop.reset,
+        alpha=pop.alpha,
     )
 
 
@@ -737,6 +764,7 @@ class Network(_Immutable):
         bias: ParamLike | Sequence[ParamLike] = 0.0,
         reset: str | Sequence[str] = "zero",
         recurrent: Sequence[tuple[int, int, Layer]] = (),
+        alpha: ParamLike | Sequence[ParamLike] = 0.0,
     ) -> Network:
         """Build a feed-forward network, one LIF population after each layer.
 
@@ -758,6 +786,9 @@ class Network(_Immutable):
         reset
             Reset mode (R4.8): one of :data:`RESET_MODES` for all populations, or one per
             layer. Default ``"zero"``.
+        alpha
+            Decay of the synaptic current (R4.12), in [0, 1]: one scalar for all
+            populations, or a list with one entry per layer. Default 0 (LIF neurons).
         skips
             Extra forward projections ``(source, target, layer)`` by population index
             (0 = input, ``i`` = output of ``layers[i-1]``), ``source < target``.
@@ -791,6 +822,7 @@ class Network(_Immutable):
         betas = _per_layer(beta, len(layers), "beta")
         dropouts = _per_layer(refractory_dropout, len(layers), "refractory_dropout")
         biases = _per_layer(bias, len(layers), "bias")
+        alphas = _per_layer(alpha, len(layers), "alpha")
         resets = [reset] * len(layers) if isinstance(reset, str) else _per_layer(reset, len(layers), "reset")
         pops: list[Population] = []
         projs: list[Projection] = []
@@ -803,7 +835,14 @@ class Network(_Immutable):
             shape = layer.output_shape(shape, where)
             pops.append(
                 Population.create(
-                    shape, thresholds[i], betas[i], dropouts[i], location=where, bias=biases[i], reset=resets[i]
+                    shape,
+                    thresholds[i],
+                    betas[i],
+                    dropouts[i],
+                    location=where,
+                    bias=biases[i],
+                    reset=resets[i],
+                    alpha=alphas[i],
                 )
             )
             projs.append(Projection(i, i + 1, layer))
@@ -826,8 +865,8 @@ class Network(_Immutable):
     def spec_version(self) -> int:
         """The lowest ``SPEC_VERSION`` whose semantics run this network.
 
-        1 unless a population settles (a bias, a reset other than zero, or a recurrent
-        projection into it, R1.6), 2 then.
+        1 unless a population settles (a bias, a synaptic current, a reset other than
+        zero, or a recurrent projection into it, R1.6), 2 then.
         Model files record it, so a network without version-2 features still loads in
         an asyncsnn that knows only version 1.
         """
@@ -837,7 +876,8 @@ class Network(_Immutable):
     def settling(self) -> tuple[bool, ...]:
         """Whether each non-input population settles (R1.6), population 1 first.
 
-        :attr:`Population.settling` (a bias or a reset other than zero), or a recurrent
+        :attr:`Population.settling` (a bias, a synaptic current or a reset other than
+        zero), or a recurrent
         projection targets it.
         """
         return tuple(p.settling or i in self._recurrent_targets for i, p in enumerate(self.populations, 1))
@@ -970,6 +1010,11 @@ class Network(_Immutable):
                 )
             if p.reset != "zero":
                 extra += f" reset={p.reset}"
+            if p.synaptic:
+                assert p.alpha is not None
+                extra += " alpha=" + (
+                    f"{float(p.alpha.flat[0]):.6g}" if np.all(p.alpha == p.alpha.flat[0]) else "per-neuron"
+                )
             lines.append(
                 f"  pop {i}  {role:6}  shape={p.shape} threshold={th} beta={be} dropout={p.refractory_dropout}{extra}"
             )

@@ -9,14 +9,16 @@ the one the rules prescribe (R8.1).
 In short, for every timestep ``t`` (section 4):
 
 1. **Start** (R4.1): leak ``V <- beta * V``; refractory flags and ``v_pre`` are cleared;
-   every settling population (R1.6: a bias, a reset other than ``"zero"`` or a
-   recurrent projection into it) becomes *due*.
+   every settling population (R1.6: a bias, a synaptic current, a reset other than
+   ``"zero"`` or a recurrent projection into it) becomes *due*.
 2. **Input** (R4.2, R2.3): forward step 0 delivers the whole input frame.
 3. **Forward step k** (R4.3): *integrate* the summed current of the step (refractory
    neurons discard theirs); a due population that receives a delivery in this step
    (from the input in step 0, R4.7) *settles*: its bias and its carried current ``C``
-   (R4.9) are added to its current, every one of its neurons is integrated and pays its
-   ``"subtract_delayed"`` debt (``V <- V - threshold``). *Fire* every integrated,
+   (R4.9) are added to its current, a synaptic current decays and takes it
+   (``S <- alpha * S + I``, and the membrane integrates ``S``, R4.12), every one of its
+   neurons is integrated and pays its ``"subtract_delayed"`` debt
+   (``V <- V - threshold``). After the settle a delivery charges ``S`` and ``V`` alike. *Fire* every integrated,
    non-refractory neuron with ``V > threshold`` (reset by the population's mode, R4.8;
    refractory unless refractory dropout R4.6 says otherwise; enqueued in the pending set
    unless it has no outgoing projection); *stop check* (R6); *select* a group of at
@@ -180,6 +182,8 @@ class _Model:
     threshold: np.ndarray  # [n_neurons] float32
     beta: np.ndarray  # [n_neurons] float32
     bias: np.ndarray  # [n_neurons] float32 (R1.4)
+    alpha: np.ndarray  # [n_neurons] float32, synaptic decay (R4.12)
+    synaptic: np.ndarray  # [n_neurons] bool: the neuron's population has a synaptic current S (R4.12)
     reset: list[str]  # reset[p], the reset mode of population p (R4.8); reset[0] is unused
     settling: list[bool]  # settling[p] (R1.6, recurrent targets included); settling[0] (the input) is False
     outgoing: list[list[_Projection]]  # outgoing[p] = projections with source p, in projection order
@@ -224,6 +228,8 @@ class _Model:
             threshold=np.concatenate([p.threshold.reshape(-1) for p in net.populations]).astype(np.float32),
             beta=np.concatenate([p.beta.reshape(-1) for p in net.populations]).astype(np.float32),
             bias=np.concatenate([np.asarray(p.bias).reshape(-1) for p in net.populations]).astype(np.float32),
+            alpha=np.concatenate([np.asarray(p.alpha).reshape(-1) for p in net.populations]).astype(np.float32),
+            synaptic=np.concatenate([np.full(p.size, p.synaptic) for p in net.populations]),
             reset=["zero"] + [p.reset for p in net.populations],
             settling=[False, *net.settling],
             outgoing=outgoing,
@@ -330,6 +336,7 @@ class _Sample:
     current: np.ndarray = field(init=False)  # I, summed within one forward step
     carried: np.ndarray = field(init=False)  # R3.1 / R4.9: C, carried to the target's next settle
     debt: np.ndarray = field(init=False)  # R3.1: "subtract_delayed" threshold owed (R4.8)
+    syn: np.ndarray = field(init=False)  # R3.1 / R4.12: synaptic current S (0 where there is none)
     received: np.ndarray = field(init=False)  # neurons some synapse delivered to in this step
     due: list[bool] = field(init=False)  # R3.1: due[p] per population (R4.7); due[0] is False
     settle_now: set[int] = field(default_factory=set)  # due populations that settle in this step (R4.7)
@@ -364,6 +371,7 @@ class _Sample:
         self.current = np.zeros(n, dtype=np.float32)
         self.carried = np.zeros(n, dtype=np.float32)  # C = 0 (R3.3)
         self.debt = np.zeros(n, dtype=bool)
+        self.syn = np.zeros(n, dtype=np.float32)  # S = 0 (R3.3)
         self.received = np.zeros(n, dtype=bool)
         self.due = [False] * (self.model.n_populations + 1)
         self.output_counts = [0] * n_out
@@ -465,16 +473,28 @@ def integrate_fire(s: _Sample, t: int, k: int) -> list[int]:
     # their bias, then their carried current C (R4.9), to the current of their neurons,
     # all of which are integrated; C is then 0.
     integrated = s.received.copy()
+    settled = np.zeros(model.n_neurons, dtype=bool)
     for p in sorted(s.settle_now):
         nrn = model.neurons(p)
         current[nrn] = (current[nrn] + model.bias[nrn]).astype(np.float32)
         current[nrn] = (current[nrn] + s.carried[nrn]).astype(np.float32)
         s.carried[nrn] = 0.0
         integrated[nrn] = True
+        settled[nrn] = True
         s.due[p] = False  # R4.7: settles once per timestep
         if trace is not None:
             trace.append({"event": "settle", "t": t, "k": k, "population": p})
     s.settle_now = set()
+    # R4.12: a synaptic current S is charged by the current of the step; at the settle it
+    # first decays (S <- alpha*S + I) and the membrane takes S instead of I. In other steps
+    # S <- S + I, also for a refractory neuron (its synapses are still charged).
+    decay = settled & model.synaptic
+    if decay.any():
+        s.syn[decay] = (model.alpha[decay] * s.syn[decay] + current[decay]).astype(np.float32)
+        current[decay] = s.syn[decay]
+    charge = integrated & ~settled & model.synaptic
+    if charge.any():
+        s.syn[charge] = (s.syn[charge] + current[charge]).astype(np.float32)
     # Refractory neurons discard their current; the other integrated neurons add the
     # summed current of this step in one float32 addition.
     if trace is not None:
@@ -502,7 +522,7 @@ def integrate_fire(s: _Sample, t: int, k: int) -> list[int]:
     # R8.3: a membrane that is not finite (an overflowing product x*w or m*w, sum, or
     # V + I, or the paid debt) ends the run; the lowest neuron id is named. (Membranes of
     # neurons not integrated stay finite: they were finite before.)
-    bad = np.flatnonzero(live & ~np.isfinite(v))
+    bad = np.flatnonzero((live & ~np.isfinite(v)) | (integrated & ~np.isfinite(s.syn)))
     if bad.size:
         raise _overflow(model, s.position, t, k, int(bad[0]))
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from asyncsnn.exceptions import ParameterError, invalid
+from asyncsnn.exceptions import ModelError, ParameterError, invalid
 from asyncsnn.network import AvgPool2d, Conv2d, Dense, Network, Projection, SumPool2d
 
 __all__ = ["Plan", "ProjectionPlan", "apply_projection", "as_tensor", "network_weights", "torch_device"]
@@ -131,6 +131,15 @@ class Plan:
             "fanout_in": fan_in,
         }
         pops = network.populations
+        for n, pop in enumerate(pops, start=1):
+            if pop.synaptic:
+                raise invalid(
+                    ModelError,
+                    "alpha",
+                    float(np.max(np.asarray(pop.alpha))),
+                    "the torch engine does not run synaptic currents (R4.12) yet; asyncsnn.reference.infer runs them",
+                    f"population {n}",
+                )
         self.resets = ["zero", *(p.reset for p in pops)]
         self.recurrent = network.recurrent
         self.settling = [False, *(s or i in settle_also for i, s in enumerate(network.settling, 1))]
