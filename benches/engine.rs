@@ -7,6 +7,7 @@
 //! - `dense_settling/10pct/{scheduler}/F{f}` (SPEC_VERSION 2: biases and reset
 //!   `subtract`);
 //! - `dense_recurrent/10pct/{scheduler}/F{f}` (SPEC_VERSION 2: recurrent projections);
+//! - `dense_synaptic/10pct/{scheduler}/F{f}` (SPEC_VERSION 2: synaptic currents, R4.12);
 //!
 //! with scheduler `layered`, `fifo`, `random`, `momentum` (jitter 0) and forward group
 //! size F in {1, 8, 64}. `layered` ignores F (R5.1), so its three ids per workload run the
@@ -43,6 +44,13 @@
 //!   (R1.6); under `layered` their recurrent currents are carried to the next timestep,
 //!   under the other schedulers delivered at once (R4.9). Its cost per synop against
 //!   `dense/10pct` is the price of recurrence.
+//! - `dense_synaptic`: the `dense` network and 10 % input with a synaptic current on
+//!   every neuron (R4.12, alpha [`SYNAPTIC_ALPHA`] = 0.5) and every weight scaled by
+//!   `1 - alpha` (exact in float32), so that a steady input charges the membranes as in
+//!   `dense` (the synaptic current's gain is `1 / (1 - alpha)`). Every population
+//!   settles (R1.6). Its cost per synop against `dense/10pct` is the price of the
+//!   synaptic current (a pass over each population per timestep, and the charge of `S`
+//!   by every later delivery).
 //! - `conv`: 2x34x34 -> conv 8 (k3 s2) -> conv 16 (k3 s2 p1) -> conv 32 (k3 s2 p1) ->
 //!   dense 10, threshold 1, beta 0.9, **loaded from `benches/models/conv.safetensors`**,
 //!   a file written by the Python side (`asyncsnn.save`) with seeded weights by
@@ -85,7 +93,7 @@
 //!
 //! Every benchmark: flat sampling, 10 samples, 1 s warm-up, 3 s measurement (a sample is
 //! at least one iteration, so the slowest benchmarks run 10 iterations and a little
-//! longer). 72 benchmarks: the run takes about 6 minutes on a loaded 2-core machine, plus
+//! longer). 84 benchmarks: the run takes about 7 minutes on a loaded 2-core machine, plus
 //! about 4 minutes for a fresh release build (fat LTO). The activity of every benchmark
 //! is computed at setup (one batch each, a few seconds in all), also when a filter
 //! leaves it out; only the selected ones print it.
@@ -122,6 +130,9 @@ const DENSITIES: [(&str, f32); 3] = [("5pct", 0.05), ("10pct", 0.1), ("30pct", 0
 /// Bias of the `dense_settling` workload: with reset `subtract` the activity of the
 /// 10 % input stays close to that of `dense/10pct`.
 const SETTLING_BIAS: f32 = -0.02;
+
+/// The synaptic decay of every neuron of the `dense_synaptic` workload (R4.12).
+const SYNAPTIC_ALPHA: f32 = 0.5;
 /// Weight range of the recurrent projections of the `dense_recurrent` workload.
 const RECURRENT_W_LO: f32 = -0.03;
 const RECURRENT_W_HI: f32 = 0.03;
@@ -211,6 +222,7 @@ fn dense_network_with(bias: f32, reset: ResetMode, recurrent: bool) -> Network {
             refractory_dropout: 0.0,
             bias: vec![bias],
             reset,
+            alpha: vec![0.0],
         })
         .collect();
     let mut projections = (0..DENSE_SIZES.len() - 1)
@@ -493,6 +505,27 @@ fn recurrent_workloads() -> Vec<Workload> {
     }]
 }
 
+/// The `dense_synaptic` workload: the `dense` network at 10 %, every neuron with a
+/// synaptic current of decay [`SYNAPTIC_ALPHA`] and its weights scaled by `1 - alpha`.
+fn synaptic_workloads() -> Vec<Workload> {
+    let mut spec = dense_network(0.0, ResetMode::Zero).spec().clone();
+    for p in &mut spec.populations {
+        p.alpha = vec![SYNAPTIC_ALPHA];
+    }
+    for pr in &mut spec.projections {
+        if let ProjectionKind::Dense { weight } = &mut pr.kind {
+            weight.iter_mut().for_each(|w| *w *= 1.0 - SYNAPTIC_ALPHA);
+        }
+    }
+    vec![Workload {
+        group: "dense_synaptic",
+        variant: Some("10pct"),
+        net: Network::new(spec).expect("valid network"),
+        samples: rate_coded(0.1),
+        timesteps: DENSE_TIMESTEPS,
+    }]
+}
+
 /// The `conv` workload.
 fn conv_workloads() -> Vec<Workload> {
     let mut g = Lcg(0xe7e7);
@@ -521,6 +554,10 @@ fn dense_recurrent(c: &mut Criterion) {
     run_group(c, &recurrent_workloads());
 }
 
+fn dense_synaptic(c: &mut Criterion) {
+    run_group(c, &synaptic_workloads());
+}
+
 /// `ASYNCSNN_BENCH_ONCE=<benchmark id>`: no criterion; builds the workload of that one
 /// benchmark and runs its batch `ASYNCSNN_BENCH_REPEAT` times (default 1), as one
 /// iteration does, then prints its activity line. For instruction counts, which do not
@@ -531,6 +568,7 @@ fn once(id: &str, repeat: usize) {
         Some("dense") => dense_workloads(),
         Some("dense_settling") => settling_workloads(),
         Some("dense_recurrent") => recurrent_workloads(),
+        Some("dense_synaptic") => synaptic_workloads(),
         Some("conv") => conv_workloads(),
         _ => panic!("unknown benchmark group in {id:?}"),
     };
@@ -558,7 +596,14 @@ fn once(id: &str, repeat: usize) {
     panic!("no benchmark {id:?}");
 }
 
-criterion_group!(benches, dense, conv, dense_settling, dense_recurrent);
+criterion_group!(
+    benches,
+    dense,
+    conv,
+    dense_settling,
+    dense_recurrent,
+    dense_synaptic
+);
 
 fn main() {
     if let Ok(id) = std::env::var("ASYNCSNN_BENCH_ONCE") {

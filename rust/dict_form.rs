@@ -8,7 +8,8 @@
 //!                   "refractory_dropout": float (default 0), "name": str | null,
 //!                   "bias": ARRAY (default all 0),
 //!                   "reset": "zero" | "subtract" | "subtract_delayed" | "none"
-//!                            (default "zero")}, ...],
+//!                            (default "zero"),
+//!                   "alpha": ARRAY (default all 0: no synaptic current, R4.12)}, ...],
 //!  "projections": [{"source": int, "target": int,
 //!                   "kind": "dense" | "conv2d" | "avgpool2d" | "sumpool2d",
 //!                   dense / conv2d: "weight": ARRAY, "weight_shape": [int, ...],
@@ -309,6 +310,10 @@ impl Reader<'_> {
             None => vec![0.0],
             Some(v) => arrays.take(v, size, &what("bias"))?,
         };
+        let alpha = match p.get("alpha") {
+            None => vec![0.0],
+            Some(v) => arrays.take(v, size, &what("alpha"))?,
+        };
         let reset = match p.get("reset") {
             None => ResetMode::Zero,
             Some(v) => v.as_str().and_then(ResetMode::from_name).ok_or_else(|| {
@@ -326,6 +331,7 @@ impl Reader<'_> {
             refractory_dropout,
             bias,
             reset,
+            alpha,
         };
         Ok((population, shape, name))
     }

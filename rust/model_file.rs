@@ -9,9 +9,11 @@
 //! `format` (`"asyncsnn"`), `format_version`, `spec_version` (of `docs/semantics.md`),
 //! `asyncsnn_version`, `network` (the architecture as JSON, in the form of
 //! `asyncsnn._dictform` with tensor names where the arrays would be: a population's
-//! bias, written only when not 0, is the tensor `populations.<i>.bias`) and any extra
-//! metadata the caller saved. Files of every `spec_version` up to [`SPEC_VERSION`] are
-//! read (a version-1 file is a version-2 network without biases or resets).
+//! bias, written only when not 0, is the tensor `populations.<i>.bias`, its synaptic
+//! decay, written only when not all 0, the tensor `populations.<i>.alpha`, R4.12) and
+//! any extra metadata the caller saved. Files of every `spec_version` up to
+//! [`SPEC_VERSION`] are read (a version-1 file is a version-2 network without biases,
+//! resets or synaptic currents).
 //!
 //! The reader never panics on a file and never allocates more than the file itself
 //! holds: the header size is checked against the file length (and

@@ -36,6 +36,7 @@ fn storage_layout_matches_dense_expansion() {
             refractory_dropout: 0.5,
             bias: vec![0.0],
             reset: _engine::ResetMode::Zero,
+            alpha: vec![0.0],
         },
         PopulationSpec {
             size: 100, // 4 x 5 x 5 (sum pool), channel-last
@@ -44,6 +45,7 @@ fn storage_layout_matches_dense_expansion() {
             refractory_dropout: 0.5,
             bias: vec![0.0],
             reset: _engine::ResetMode::Zero,
+            alpha: vec![0.0],
         },
         PopulationSpec {
             size: 50, // 2 x 5 x 5 and 1 x 10 x 5: planes disagree, stored by id
@@ -52,6 +54,7 @@ fn storage_layout_matches_dense_expansion() {
             refractory_dropout: 0.0,
             bias: vec![0.0],
             reset: _engine::ResetMode::Zero,
+            alpha: vec![0.0],
         },
         pop(4, 2.0, 0.75),
     ];

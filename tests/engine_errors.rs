@@ -301,6 +301,7 @@ fn invalid_networks() {
                 refractory_dropout: 0.0,
                 bias: vec![0.0],
                 reset: _engine::ResetMode::Zero,
+                alpha: vec![0.0],
             },
             pop(usize::MAX, 1.0, 1.0),
         ],

@@ -56,6 +56,7 @@ fn lif(g: &mut Lcg, size: usize, v2: bool) -> PopulationSpec {
         refractory_dropout: 0.0,
         bias: vec![0.0],
         reset: ResetMode::Zero,
+        alpha: vec![0.0],
     };
     if v2 {
         if g.range(0, 2) > 0 {

@@ -1000,3 +1000,174 @@ fn a_paid_debt_that_overflows_is_a_membrane_error() {
         assert!(run_sample(&none, &input, None, 0, &cfg(s, 1)).is_ok());
     }
 }
+
+// ------------------------------------------------------------------ R4.12: synaptic current
+
+/// R4.12 under every scheduler on one layer (one forward step per timestep): the
+/// neurons compute snnTorch's `Synaptic` in float32, `syn = alpha*syn + W x` (multiply,
+/// then add), `mem = beta*mem + syn`, reset to zero above the threshold; a neuron with
+/// `alpha = 0` is a LIF neuron. Written out by hand here.
+#[test]
+fn a_synaptic_layer_is_snntorch_synaptic() {
+    let alpha = vec![0.5, 0.0, 0.875, 0.25];
+    let (th, beta) = (1.0f32, 0.875f32);
+    let w: Vec<f32> = (0..12)
+        .map(|i| ((i * 37) % 23) as f32 / 32.0 - 0.125)
+        .collect();
+    let n = net(
+        3,
+        vec![pop_syn(4, th, beta, alpha.clone(), ResetMode::Zero)],
+        vec![dense(0, 1, w.clone())],
+    );
+    assert!(n.is_synaptic() && n.is_settling());
+    let steps = 12;
+    let frames: Vec<f32> = (0..3 * steps).map(|i| ((i * 5) % 7 % 3) as f32).collect();
+    let (mut syn, mut mem) = ([0f32; 4], [0f32; 4]);
+    let mut want = vec![0i64; 4 * steps];
+    for t in 0..steps {
+        for q in 0..4 {
+            let x = &frames[3 * t..3 * t + 3];
+            let mut i = 0f32;
+            for (j, &xj) in x.iter().enumerate() {
+                if xj != 0.0 {
+                    i += xj * w[q * 3 + j];
+                }
+            }
+            let decayed = alpha[q] * syn[q];
+            syn[q] = decayed + i;
+            mem[q] = beta * mem[q] + syn[q];
+            if mem[q] > th {
+                want[t * 4 + q] = 1;
+                mem[q] = 0.0;
+            }
+        }
+    }
+    assert!(want.iter().sum::<i64>() > 4, "the layer fires");
+    // Without the synaptic current the same layer fires differently.
+    let lif = net(3, vec![pop(4, th, beta)], vec![dense(0, 1, w)]);
+    let c = cfg(Scheduler::Layered, 1);
+    let r_lif = run_dense(&lif, &frames, steps, None, &c);
+    assert_ne!(r_lif.timestep_output_counts, want);
+    for s in ALL {
+        let r = run_dense(&n, &frames, steps, None, &cfg(s, 1));
+        assert_eq!(r.timestep_output_counts, want, "{s:?}");
+        assert_eq!(r.timestep_forward_steps, vec![1; steps], "{s:?}");
+        r.fan_out_check();
+    }
+}
+
+/// R4.12, R4.6: current delivered after the settle charges `S` also of a refractory
+/// neuron (whose membrane discards it) and reaches the membrane, decayed, at the next
+/// settle; a spike does not reset `S`.
+#[test]
+fn a_refractory_neuron_still_charges_its_synaptic_current() {
+    // in (2) -> relays (w 2) -> out (alpha 0.5, beta 0, threshold 0.875), fifo F = 1.
+    // t0: out settles at step 1 with relay 0's 1.5 (S = V = 1.5): spike. Relay 1's 0.5
+    // at step 2 is discarded by V but charges S = 2.0. t1 (silent input): the settle-only
+    // step gives S = 1.0, V = 1.0 > 0.875: spike. Without the charge S would be 0.75.
+    let n = net(
+        2,
+        vec![
+            pop(2, 1.0, 1.0),
+            pop_syn(1, 0.875, 0.0, vec![0.5], ResetMode::Zero),
+        ],
+        vec![
+            dense(0, 1, vec![2.0, 0.0, 0.0, 2.0]),
+            dense(1, 2, vec![1.5, 0.5]),
+        ],
+    );
+    for s in [Scheduler::Fifo, Scheduler::Momentum { jitter: 0.0 }] {
+        let (r, events) = traced(&n, &[1.0, 1.0, 0.0, 0.0, 0.0, 0.0], 3, &cfg(s, 1));
+        let out: Vec<_> = spikes_of(&events)
+            .into_iter()
+            .filter(|e| e.2 == 2)
+            .collect();
+        assert_eq!(out, [(0, 1, 2, 0, 1.5), (1, 1, 2, 0, 1.0)], "{s:?}");
+        // t2: S = 0.5, no spike; every timestep after t0 is a settle-only step.
+        assert_eq!(r.timestep_forward_steps, [3, 2, 2], "{s:?}");
+    }
+}
+
+/// R8.3: a synaptic current that overflows fails the run also while its neuron is
+/// refractory (its membrane stays finite).
+#[test]
+fn a_synaptic_current_that_overflows_is_a_membrane_error() {
+    let n = net(
+        2,
+        vec![
+            pop(2, 1.0, 1.0),
+            pop_syn(1, 1.0, 1.0, vec![1.0], ResetMode::Zero),
+        ],
+        vec![
+            dense(0, 1, vec![2.0, 0.0, 0.0, 2.0]),
+            dense(1, 2, vec![3e38, 3e38]),
+        ],
+    );
+    let input = SampleInput::Dense {
+        frames: &[1.0, 1.0],
+        timesteps: 1,
+    };
+    for (s, k) in [
+        (Scheduler::Fifo, 2),
+        (Scheduler::Momentum { jitter: 0.0 }, 2),
+        (Scheduler::Layered, 1),
+    ] {
+        let e = run_sample(&n, &input, None, 0, &cfg(s, 1)).unwrap_err();
+        assert!(matches!(&e, EngineError::Overflow { what, .. } if what == "membrane"));
+        assert_eq!(
+            e.to_string(),
+            format!("sample 0, timestep 0, forward step {k}, population 2, neuron 0: membrane overflows"),
+            "{s:?}"
+        );
+    }
+    // The same currents without the synaptic current: the second is discarded.
+    let lif = net(
+        2,
+        vec![pop(2, 1.0, 1.0), pop(1, 1.0, 1.0)],
+        vec![
+            dense(0, 1, vec![2.0, 0.0, 0.0, 2.0]),
+            dense(1, 2, vec![3e38, 3e38]),
+        ],
+    );
+    assert!(run_sample(&lif, &input, None, 0, &cfg(Scheduler::Fifo, 1)).is_ok());
+}
+
+/// R4.12, R1.6: with alpha all 0 (also -0) a population is not synaptic and runs as
+/// before; alpha must be finite, in [0, 1] and of length 1 or the population size.
+#[test]
+fn alpha_zero_is_lif_and_alpha_validates() {
+    let build = |alpha: Vec<f32>| {
+        Network::new(NetworkSpec {
+            input_size: 1,
+            populations: vec![pop_syn(2, 1.0, 0.5, alpha, ResetMode::Zero)],
+            projections: vec![dense(0, 1, vec![0.75, 1.5])],
+        })
+    };
+    let lif = build(vec![0.0]).unwrap();
+    assert!(!lif.is_synaptic() && !lif.is_settling());
+    for alpha in [vec![0.0, 0.0], vec![-0.0]] {
+        let n = build(alpha).unwrap();
+        assert!(!n.is_synaptic() && !n.is_settling());
+        let frames = [1.0, 0.0, 2.0, 1.0];
+        for s in ALL {
+            let c = cfg(s, 2);
+            assert_eq!(
+                run_dense(&n, &frames, 4, None, &c),
+                run_dense(&lif, &frames, 4, None, &c)
+            );
+        }
+    }
+    assert!(build(vec![0.0, 0.25]).unwrap().is_synaptic());
+    for (alpha, field) in [
+        (vec![1.5], "alpha[0]"),
+        (vec![0.5, -0.25], "alpha[1]"),
+        (vec![f32::NAN], "alpha[0]"),
+        (vec![0.5; 3], "alpha length"),
+    ] {
+        let e = build(alpha.clone()).unwrap_err();
+        assert!(
+            matches!(&e, EngineError::Model { field: f, .. } if f == field),
+            "{alpha:?}: {e}"
+        );
+    }
+}

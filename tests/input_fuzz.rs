@@ -26,6 +26,7 @@ fn network(arch: u8) -> Network {
         refractory_dropout: 0.25,
         bias: vec![0.0],
         reset: _engine::ResetMode::Zero,
+        alpha: vec![0.0],
     };
     let dense = |source, target, n: usize| ProjectionSpec {
         source,
@@ -519,7 +520,7 @@ proptest! {
         let reset = _engine::ResetMode::from_code(reset).unwrap();
         let populations: Vec<PopulationSpec> = sizes
             .iter()
-            .map(|&size| PopulationSpec { size, threshold: vec![th], beta: vec![beta], refractory_dropout: p, bias: vec![bias], reset })
+            .map(|&size| PopulationSpec { size, threshold: vec![th], beta: vec![beta], refractory_dropout: p, bias: vec![bias], reset, alpha: vec![0.0] })
             .collect();
         let projections: Vec<ProjectionSpec> = kinds
             .iter()

@@ -6,7 +6,6 @@ import numpy as np
 import numpy.typing as npt
 
 from asyncsnn import _engine
-from asyncsnn.exceptions import ModelError, invalid
 from asyncsnn.network import RESET_MODES, AvgPool2d, Conv2d, Dense, Network, SumPool2d
 
 __all__ = ["build_engine_network", "flat_populations", "flat_projections"]
@@ -37,29 +36,34 @@ def flat_projections(net: Network) -> list[tuple[str, int, int, np.ndarray, list
     return out
 
 
-#: ``(size, threshold, beta, refractory_dropout, bias, reset code)`` of one population.
-PopulationTuple = tuple[int, npt.NDArray[np.float32], npt.NDArray[np.float32], float, npt.NDArray[np.float32], int]
+#: ``(size, threshold, beta, refractory_dropout, bias, reset code, alpha)`` of one population.
+PopulationTuple = tuple[
+    int,
+    npt.NDArray[np.float32],
+    npt.NDArray[np.float32],
+    float,
+    npt.NDArray[np.float32],
+    int,
+    npt.NDArray[np.float32],
+]
 
 
 def flat_populations(net: Network) -> list[PopulationTuple]:
-    """``(size, threshold, beta, refractory_dropout, bias, reset code)`` for every population.
+    """``(size, threshold, beta, refractory_dropout, bias, reset code, alpha)`` for every population.
 
     The arrays are flat float32; the reset code is the index of the population's reset
-    mode in :data:`~asyncsnn.network.RESET_MODES` (0 = ``"zero"``).
+    mode in :data:`~asyncsnn.network.RESET_MODES` (0 = ``"zero"``). ``alpha`` (R4.12)
+    is one 0 for a population without a synaptic current.
     """
     out: list[PopulationTuple] = []
-    for n, p in enumerate(net.populations, start=1):
-        if p.synaptic:
-            raise invalid(
-                ModelError,
-                "alpha",
-                float(np.max(p.alpha)),  # type: ignore[arg-type]
-                "the Rust engine does not run synaptic currents (R4.12) yet; asyncsnn.reference.infer runs them",
-                f"population {n}",
-            )
+    no_alpha = np.zeros(1, dtype=np.float32)
+    for p in net.populations:
         bias = np.zeros(1, dtype=np.float32) if p.bias is None else p.bias.reshape(-1)
+        alpha = p.alpha.reshape(-1) if p.alpha is not None and p.synaptic else no_alpha
         reset = RESET_MODES.index(p.reset)
-        out.append((p.size, p.threshold.reshape(-1), p.beta.reshape(-1), float(p.refractory_dropout), bias, reset))
+        out.append(
+            (p.size, p.threshold.reshape(-1), p.beta.reshape(-1), float(p.refractory_dropout), bias, reset, alpha)
+        )
     return out
 
 

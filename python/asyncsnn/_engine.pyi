@@ -39,6 +39,15 @@ class Network:
         populations: Sequence[
             tuple[int, npt.NDArray[np.float32], npt.NDArray[np.float32], float]
             | tuple[int, npt.NDArray[np.float32], npt.NDArray[np.float32], float, npt.NDArray[np.float32], int]
+            | tuple[
+                int,
+                npt.NDArray[np.float32],
+                npt.NDArray[np.float32],
+                float,
+                npt.NDArray[np.float32],
+                int,
+                npt.NDArray[np.float32],
+            ]
         ],
         projections: list[tuple[str, int, int, npt.NDArray[np.float32], list[int]]],
     ) -> Network: ...

@@ -341,6 +341,7 @@ mod tests {
             refractory_dropout: 0.0,
             bias: vec![0.0],
             reset: crate::network::ResetMode::Zero,
+            alpha: vec![0.0],
         }
     }
 

@@ -31,7 +31,7 @@ use super::fire::{integrate, is_finite, FireCtx};
 use super::input::{nonzero_inputs, Prepared, PreparedSample};
 use super::interrupt::Interrupt;
 use super::trace::{self, record_group, record_inputs, record_spikes};
-use super::workspace::{split_carry, Workspace};
+use super::workspace::{split_carry, synaptic_currents, Workspace};
 use crate::alloc;
 use crate::counters::SampleResult;
 use crate::error::{EngineError, Location};
@@ -329,7 +329,8 @@ fn run_prepared_body<const CHECK: bool, const CARRY: bool>(
         }
         end_timestep(&mut res, &ts, &mut synops, loc)?;
     }
-    if !CHECK && !(ws.v.iter().chain(&ws.v_pre).all(|&x| is_finite(x))) {
+    let membranes_finite = |ws: &Workspace| ws.v.iter().chain(&ws.v_pre).all(|&x| is_finite(x));
+    if !CHECK && (!membranes_finite(ws) || !syn_finite(net, ws)) {
         return Err(ws.saw_non_finite(loc)); // in the last timestep
     }
     res.synops = i64::try_from(synops).map_err(|_| EngineError::overflow(loc, "synops"))?;
@@ -361,8 +362,8 @@ fn start_sample(run: &Run, ps: &PreparedSample, ws: &mut Workspace) -> Result<()
 }
 
 /// R4.1: leak, clear the refractory flags and `v_pre`, and make every settling
-/// population due. R8.3: the fast path checks on the way that the membranes of the
-/// timestep before were finite.
+/// population due. R8.3: the fast path checks on the way that the membranes (and the
+/// synaptic currents, R4.12) of the timestep before were finite.
 #[inline(always)]
 fn start_timestep<const CHECK: bool>(
     net: &Network,
@@ -388,10 +389,21 @@ fn start_timestep<const CHECK: bool>(
         }
         *x = 0.0;
     }
-    if !CHECK && !finite {
+    if !CHECK && (!finite || !syn_finite(net, ws)) {
         return Err(ws.saw_non_finite(loc));
     }
     Ok(())
+}
+
+/// R8.3 on the fast path (see [`run_prepared`]): whether every synaptic current (R4.12)
+/// is finite. A non-finite one of a refractory neuron has not reached its membrane yet;
+/// true at once for a network without synaptic populations.
+#[inline(always)]
+fn syn_finite(net: &Network, ws: &Workspace) -> bool {
+    !net.any_synaptic
+        || synaptic_currents(&ws.cur, ws.v.len(), net.any_recurrent)
+            .iter()
+            .all(|&x| is_finite(x))
 }
 
 /// R4.7: the due populations that a projection from the input targets settle in

@@ -3,12 +3,13 @@
 //! reset of the neurons that fire (`v_pre`, the reset mode of R4.8, refractory flag with
 //! its dropout draw, R4.6); their ids are left in increasing order. A settling
 //! population (R1.6) that settles in the step is integrated whole, with its bias,
-//! debts and carried current (R4.7, R4.9). The finiteness checks of R8.3.
+//! debts and carried current (R4.7, R4.9), and its synaptic currents decay and take the
+//! step's current (R4.12). The finiteness checks of R8.3.
 
 use std::ops::Range;
 
 use super::deliver::dense_row;
-use super::workspace::{split_carry, Workspace};
+use super::workspace::{split_state, Workspace};
 use crate::network::{Network, ResetMode};
 use crate::rng::{uniform, STREAM_DROPOUT};
 
@@ -33,7 +34,8 @@ pub(super) struct FireCtx<'a> {
 /// one `(population, start, end)` range of it per population in `ws.fired_pops`, and
 /// clears the current buffer and the touch bookkeeping.
 ///
-/// R8.3, with `CHECK`: if a membrane became non-finite, returns `Err((population, id))`
+/// R8.3, with `CHECK`: if a membrane or a synaptic current (R4.12) became non-finite,
+/// returns `Err((population, id))`
 /// of the first such neuron (lowest id) at once; the workspace is then left dirty (the
 /// caller ends the sample, and [`Workspace::reset`] repairs it). Without `CHECK` (the
 /// fast path, see `event_loop::run_prepared`) it never fails.
@@ -41,14 +43,16 @@ pub(super) struct FireCtx<'a> {
 /// `SETTLING` is `net.any_settling`: without it the settling code is compiled out, and a
 /// version-1 network runs exactly the version-1 pass. `CARRY` (implies `SETTLING`): the
 /// carried currents are in use (scheduler `layered` and a recurrent projection, R4.9),
-/// and a recurrent target that settles adds its `C`.
+/// and a recurrent target that settles adds its `C`. A synaptic population (R4.12) is a
+/// settling one: its code is under `SETTLING` too.
 #[inline(always)]
 pub(super) fn integrate<const CHECK: bool, const SETTLING: bool, const CARRY: bool>(
     net: &Network,
     ws: &mut Workspace,
     fc: &FireCtx,
 ) -> Result<(), (usize, u32)> {
-    let (cur, carry) = split_carry::<CARRY>(&mut ws.cur, ws.v.len());
+    let (cur, carry, syn) =
+        split_state::<SETTLING, CARRY>(&mut ws.cur, ws.v.len(), net.any_recurrent);
     let touch = &mut ws.touch;
     touch.pops.sort_unstable();
     ws.fired.clear();
@@ -64,6 +68,7 @@ pub(super) fn integrate<const CHECK: bool, const SETTLING: bool, const CARRY: bo
         // whole, bias and debts included.
         let settling = SETTLING && net.settling[p];
         let settles = settling && ws.due[p];
+        let synaptic = SETTLING && net.synaptic[p];
         if settles {
             ws.due[p] = false;
             ws.n_due -= 1;
@@ -88,12 +93,16 @@ pub(super) fn integrate<const CHECK: bool, const SETTLING: bool, const CARRY: bo
                         .then(|| &mut ws.debt[lo..hi]),
                     carry: (CARRY && net.recurrent_target[p]).then(|| &mut carry[lo..hi]),
                 });
-                integrate_settling::<CHECK>(v, c, r, th, row, settle, lo, &mut ws.fired)
+                let syn = synaptic.then(|| Synaptic {
+                    s: &mut syn[lo..hi],
+                    alpha: &net.alpha[lo..hi],
+                });
+                integrate_settling::<CHECK>(v, c, r, th, row, settle, syn, lo, &mut ws.fired)
             } else {
                 integrate_full::<CHECK>(v, c, r, th, row, lo, &mut ws.fired)
             };
             if CHECK && !finite {
-                return Err((p, first_non_finite(net, &ws.v, lo..hi)));
+                return Err((p, first_non_finite(net, &ws.v, syn, lo..hi)));
             }
             // In slot order, which is id order if slot = id.
             channels == 1
@@ -104,15 +113,20 @@ pub(super) fn integrate<const CHECK: bool, const SETTLING: bool, const CARRY: bo
                 touch.neuron[q] = false;
                 let span = q..q + channels;
                 let (v, c) = (&mut ws.v[span.clone()], &mut cur[span.clone()]);
-                let (r, th) = (&ws.refractory[span.clone()], &net.threshold[span]);
-                finite &= if settling {
+                let (r, th) = (&ws.refractory[span.clone()], &net.threshold[span.clone()]);
+                finite &= if synaptic {
+                    // R4.12: not the settle (that is whole): the current charges `S`.
+                    let s = &mut syn[span.clone()];
+                    charge_synaptic::<CHECK>(s, c)
+                        & integrate_span::<CHECK, true>(v, c, r, th, q, &mut ws.fired)
+                } else if settling {
                     integrate_span::<CHECK, true>(v, c, r, th, q, &mut ws.fired)
                 } else {
                     integrate_span::<CHECK, false>(v, c, r, th, q, &mut ws.fired)
                 };
             }
             if CHECK && !finite {
-                return Err((p, first_non_finite(net, &ws.v, lo..hi)));
+                return Err((p, first_non_finite(net, &ws.v, syn, lo..hi)));
             }
             touch.lists[p].clear();
             false // in touch order
@@ -170,11 +184,12 @@ pub(super) fn is_finite(x: f32) -> bool {
 }
 
 /// R8.3: the id of the lowest-id neuron in the slots `slots` (one population) whose
-/// membrane is not finite (there is one: the caller saw it).
+/// membrane or synaptic current (`syn`, R4.12; empty when the network has none) is not
+/// finite (there is one: the caller saw it).
 #[cold]
-fn first_non_finite(net: &Network, v: &[f32], slots: Range<usize>) -> u32 {
+fn first_non_finite(net: &Network, v: &[f32], syn: &[f32], slots: Range<usize>) -> u32 {
     slots
-        .filter(|&sq| !is_finite(v[sq]))
+        .filter(|&sq| !is_finite(v[sq]) || syn.get(sq).is_some_and(|&s| !is_finite(s)))
         .map(|sq| net.id_of[sq])
         .min()
         .expect("a non-finite membrane was seen")
@@ -237,6 +252,18 @@ fn integrate_span<const CHECK: bool, const SETTLING: bool>(
         }
     }
     finite
+}
+
+/// R4.12 outside the settle: the step's current `c` charges the synaptic currents `s`
+/// (`S <- S + I`, also of a refractory neuron, whose membrane discards it). Returns,
+/// with `CHECK`, whether every `S` is finite (R8.3).
+#[inline(always)]
+fn charge_synaptic<const CHECK: bool>(s: &mut [f32], c: &[f32]) -> bool {
+    let c = &c[..s.len()];
+    for i in 0..s.len() {
+        s[i] += c[i];
+    }
+    !CHECK || s.iter().all(|&x| is_finite(x))
 }
 
 /// Sorts distinct neuron ids in `lo..hi`. A long list goes through the bitmap `bits`
@@ -347,6 +374,12 @@ fn integrate_full<const CHECK: bool>(
     finite
 }
 
+/// The synaptic currents `s` of a synaptic population (R4.12) and their decays `alpha`.
+pub(super) struct Synaptic<'a> {
+    pub(super) s: &'a mut [f32],
+    pub(super) alpha: &'a [f32],
+}
+
 /// What a population that settles in this step (R4.7) adds to R4.3.1: its bias, the
 /// debts of its neurons when its reset is `subtract_delayed` (R4.8), and its carried
 /// currents when it is a recurrent target under `layered` (R4.9; cleared as added).
@@ -361,8 +394,10 @@ pub(super) struct Settle<'a> {
 /// R4.7) the current of neuron `i` is the summed deliveries plus `bias[i]`, and a
 /// neuron that owes its threshold pays it after `V += I` (`V <- V - threshold`, R4.8).
 /// A refractory membrane may be above its threshold here (its reset left it there), so
-/// the threshold test excludes refractory neurons. R8.3, with `CHECK`: the membranes
-/// after the debts are checked (a non-finite `V + I` stays non-finite).
+/// the threshold test excludes refractory neurons. With `syn` (a synaptic population,
+/// R4.12) the current passes through its synaptic currents (see [`add_current`]). R8.3,
+/// with `CHECK`: the membranes after the debts are checked (a non-finite `V + I` stays
+/// non-finite), and the synaptic currents.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn integrate_settling<const CHECK: bool>(
@@ -372,17 +407,32 @@ fn integrate_settling<const CHECK: bool>(
     th: &[f32],
     row: Option<(&[f32], f32)>,
     settle: Option<Settle>,
+    syn: Option<Synaptic>,
     lo: usize,
     fired: &mut Vec<u32>,
 ) -> bool {
     const CH: usize = 16;
     let n = v.len();
     let (c, r, th) = (&mut c[..n], &r[..n], &th[..n]);
+    let mut finite = true;
     match settle {
         Some(Settle { bias, debt, carry }) => {
-            match carry {
-                Some(cc) => add_current::<true, true>(v, c, r, row, &bias[..n], cc),
-                None => add_current::<true, false>(v, c, r, row, &bias[..n], &mut []),
+            let b = &bias[..n];
+            match (carry, syn) {
+                (Some(cc), Some(sy)) => {
+                    add_current::<true, true, true>(v, c, r, row, b, cc, sy.s, sy.alpha);
+                    finite = !CHECK || sy.s.iter().all(|&x| is_finite(x));
+                }
+                (None, Some(sy)) => {
+                    add_current::<true, false, true>(v, c, r, row, b, &mut [], sy.s, sy.alpha);
+                    finite = !CHECK || sy.s.iter().all(|&x| is_finite(x));
+                }
+                (Some(cc), None) => {
+                    add_current::<true, true, false>(v, c, r, row, b, cc, &mut [], &[])
+                }
+                (None, None) => {
+                    add_current::<true, false, false>(v, c, r, row, b, &mut [], &mut [], &[])
+                }
             }
             if let Some(d) = debt {
                 let d = &mut d[..n];
@@ -393,12 +443,17 @@ fn integrate_settling<const CHECK: bool>(
                 }
             }
         }
-        None => add_current::<false, false>(v, c, r, row, &[], &mut []),
+        None => match syn {
+            Some(sy) => {
+                add_current::<false, false, true>(v, c, r, row, &[], &mut [], sy.s, &[]);
+                finite = !CHECK || sy.s.iter().all(|&x| is_finite(x));
+            }
+            None => add_current::<false, false, false>(v, c, r, row, &[], &mut [], &mut [], &[]),
+        },
     }
     let mut vc = v.chunks_exact(CH);
     let mut tc = th.chunks_exact(CH);
     let mut base = 0;
-    let mut finite = true;
     for (vs, ts) in (&mut vc).zip(&mut tc) {
         // As in `integrate_full`: a branch-free "any above threshold" test of the chunk
         // (only tested against 0, the compares become vector compares), then, in a
@@ -437,45 +492,63 @@ fn integrate_settling<const CHECK: bool>(
 }
 
 /// R4.3.1 for a whole population: `V += I` (the current `cur[i]`, plus `s * w[i]` of
-/// the deferred row `row`, plus `bias[i]` when `BIAS`, plus the carried current
+/// the deferred row `row`, plus `bias[i]` when `SETTLE`, plus the carried current
 /// `carry[i]` when `CARRY`, which is then cleared), unless refractory; `I <- 0`.
+///
+/// With `SYN` (a synaptic population, R4.12) the current passes through the synaptic
+/// currents `syn`: at the settle (`SETTLE`) `S <- alpha * S + I` (a float32 multiply,
+/// then a float32 addition, never fused) and `V += S`; in any other step `S <- S + I`,
+/// also for a refractory neuron, and `V += I`.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn add_current<const BIAS: bool, const CARRY: bool>(
+fn add_current<const SETTLE: bool, const CARRY: bool, const SYN: bool>(
     v: &mut [f32],
     c: &mut [f32],
     r: &[bool],
     row: Option<(&[f32], f32)>,
     bias: &[f32],
     carry: &mut [f32],
+    syn: &mut [f32],
+    alpha: &[f32],
 ) {
     let n = v.len();
     let (c, r) = (&mut c[..n], &r[..n]);
-    let b = if BIAS { &bias[..n] } else { bias };
+    let b = if SETTLE { &bias[..n] } else { bias };
     let cc = if CARRY { &mut carry[..n] } else { carry };
+    let sy = if SYN { &mut syn[..n] } else { syn };
+    let al = if SYN && SETTLE { &alpha[..n] } else { alpha };
+    // The step's current of neuron `i` (deliveries, bias, carried current) through its
+    // synaptic current: what its membrane integrates.
+    let mut through = |i: usize, mut x: f32| -> f32 {
+        if SETTLE {
+            x += b[i];
+        }
+        if CARRY {
+            x += std::mem::take(&mut cc[i]);
+        }
+        if SYN {
+            if SETTLE {
+                let decayed = al[i] * sy[i];
+                sy[i] = decayed + x;
+                x = sy[i];
+            } else {
+                sy[i] += x;
+            }
+        }
+        x
+    };
     match row {
         Some((w, s)) => {
             let w = &w[..n];
             for i in 0..n {
-                let mut x = c[i] + s * w[i];
-                if BIAS {
-                    x += b[i];
-                }
-                if CARRY {
-                    x += std::mem::take(&mut cc[i]);
-                }
+                let x = through(i, c[i] + s * w[i]);
                 c[i] = 0.0;
                 v[i] += if r[i] { 0.0 } else { x };
             }
         }
         None => {
             for i in 0..n {
-                let mut x = std::mem::take(&mut c[i]);
-                if BIAS {
-                    x += b[i];
-                }
-                if CARRY {
-                    x += std::mem::take(&mut cc[i]);
-                }
+                let x = through(i, std::mem::take(&mut c[i]));
                 v[i] += if r[i] { 0.0 } else { x };
             }
         }

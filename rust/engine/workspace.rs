@@ -89,6 +89,32 @@ pub(super) fn split_carry<const CARRY: bool>(
     }
 }
 
+/// [`split_carry`] for the integrate pass of a network with settling populations
+/// (`SETTLING`): the currents `I`, the carried currents `C` (empty unless `CARRY`) and
+/// the synaptic currents `S` of R4.12 (slots after `I` and, with recurrent projections,
+/// `C`; empty unless the network has a synaptic population). Without `SETTLING`, as
+/// [`split_carry`] without `CARRY`.
+#[inline(always)]
+pub(super) fn split_state<const SETTLING: bool, const CARRY: bool>(
+    cur: &mut [f32],
+    n: usize,
+    recurrent: bool,
+) -> (&mut [f32], &mut [f32], &mut [f32]) {
+    if !SETTLING {
+        return (cur, &mut [], &mut []);
+    }
+    let (cur, rest) = cur.split_at_mut(n);
+    let (carry, syn) = rest.split_at_mut(if recurrent { n } else { 0 });
+    (cur, if CARRY { carry } else { &mut [] }, syn)
+}
+
+/// The synaptic currents `S` of R4.12 in the workspace buffer `cur` of a network of `n`
+/// neurons (empty unless the network has a synaptic population; see [`split_state`]).
+#[inline(always)]
+pub(super) fn synaptic_currents(cur: &[f32], n: usize, recurrent: bool) -> &[f32] {
+    &cur[if recurrent { 2 * n } else { n }..]
+}
+
 /// A population with more than `1 / FULL_FRACTION` of its pixels touched in a forward
 /// step is integrated whole: one vector pass over it is cheaper than visiting that many
 /// pixels one by one (and the bookkeeping of further touches is skipped). The result is
@@ -102,9 +128,10 @@ pub(crate) struct Workspace {
     /// Per slot the current `I` of the forward step; in a network with recurrent
     /// projections followed by (slots `n..2n`, [`split_carry`]) the carried
     /// current `C` of R3.1 and R4.9, which `layered` adds to when a recurrent
-    /// projection delivers and a recurrent target takes when it settles. (One buffer,
-    /// not a field of its own: a version-1 workspace keeps its layout, which the event
-    /// loop's code is sensitive to.)
+    /// projection delivers and a recurrent target takes when it settles; in a network
+    /// with a synaptic population followed by the synaptic currents `S` of R3.1 and
+    /// R4.12 ([`split_state`]). (One buffer, not fields of their own: a version-1
+    /// workspace keeps its layout, which the event loop's code is sensitive to.)
     pub(super) cur: Vec<f32>,
     pub(super) v_pre: Vec<f32>,
     pub(super) refractory: Vec<bool>,
@@ -151,7 +178,7 @@ impl Workspace {
         Ok(Workspace {
             v: alloc::filled(n, 0.0, at, "membranes")?,
             cur: alloc::filled(
-                if net.any_recurrent { 2 * n } else { n },
+                n * (1 + usize::from(net.any_recurrent) + usize::from(net.any_synaptic)),
                 0.0,
                 at,
                 "currents",

@@ -149,6 +149,7 @@ mod tests {
             refractory_dropout: 0.0,
             bias: vec![0.0],
             reset: crate::network::ResetMode::Zero,
+            alpha: vec![0.0],
         };
         // A 1x4x4 input, a 2x3x3 conv output, a 2x1x1 sum pool of it.
         let conv = ProjectionSpec::from_flat(

@@ -55,6 +55,9 @@ pub(super) struct PerNeuron {
     pub beta: Vec<f32>,
     /// Per slot bias, broadcast.
     pub bias: Vec<f32>,
+    /// Per slot synaptic decay α (R4.12), broadcast; empty when no population is
+    /// synaptic.
+    pub alpha: Vec<f32>,
 }
 
 /// Builds [`PerNeuron`] for the layout `planes` / `channels`. Allocated fallibly:
@@ -70,6 +73,7 @@ pub(super) fn per_neuron(
     let mut threshold: Vec<f32> = Vec::new();
     let mut beta: Vec<f32> = Vec::new();
     let mut bias: Vec<f32> = Vec::new();
+    let mut alpha: Vec<f32> = Vec::new();
     let mut id_of: Vec<u32> = vec![];
     let what = "per-neuron arrays";
     alloc::reserve(&mut pop_of, total, &Location::Network, what)?;
@@ -78,17 +82,25 @@ pub(super) fn per_neuron(
     alloc::reserve(&mut threshold, total, &Location::Network, what)?;
     alloc::reserve(&mut beta, total, &Location::Network, what)?;
     alloc::reserve(&mut bias, total, &Location::Network, what)?;
+    let any_synaptic = spec.populations.iter().any(|p| p.is_synaptic());
+    if any_synaptic {
+        alloc::reserve(&mut alpha, total, &Location::Network, what)?;
+    }
     for (p, pop) in spec.populations.iter().enumerate() {
         let lo = pop_offset[p];
         pop_of.extend(std::iter::repeat_n(p as u32, pop.size));
         for l in 0..pop.size {
             id_of[slot(lo, l, planes[p], channels[p])] = (lo + l) as u32;
         }
-        for (dst, src) in [
+        let mut arrays = vec![
             (&mut threshold, &pop.threshold),
             (&mut beta, &pop.beta),
             (&mut bias, &pop.bias),
-        ] {
+        ];
+        if any_synaptic {
+            arrays.push((&mut alpha, &pop.alpha));
+        }
+        for (dst, src) in arrays {
             if src.len() == 1 {
                 dst.extend(std::iter::repeat_n(src[0], pop.size));
             } else {
@@ -106,6 +118,7 @@ pub(super) fn per_neuron(
         threshold,
         beta,
         bias,
+        alpha,
     })
 }
 
@@ -193,6 +206,7 @@ mod tests {
             refractory_dropout: 0.0,
             bias: vec![0.0],
             reset: crate::network::ResetMode::Zero,
+            alpha: vec![0.0],
         };
         let spec = NetworkSpec {
             input_size: 1,

@@ -213,11 +213,15 @@ pub struct PopulationSpec {
     pub bias: Vec<f32>,
     /// Reset mode (R4.8).
     pub reset: ResetMode,
+    /// Decay α of the synaptic current (R4.12), len 1 (broadcast) or `size`; finite
+    /// in [0, 1]. Some `alpha != 0` gives every neuron of the population a synaptic
+    /// current `S`; all 0 (the default) is the LIF neuron.
+    pub alpha: Vec<f32>,
 }
 
 impl PopulationSpec {
     /// A version-1 population of `size` neurons: scalar `threshold` and `beta`, no
-    /// dropout, bias 0, reset `zero`.
+    /// dropout, bias 0, reset `zero`, alpha 0.
     pub fn new(size: usize, threshold: f32, beta: f32) -> PopulationSpec {
         PopulationSpec {
             size,
@@ -226,14 +230,21 @@ impl PopulationSpec {
             refractory_dropout: 0.0,
             bias: vec![0.0],
             reset: ResetMode::Zero,
+            alpha: vec![0.0],
         }
     }
 
-    /// Whether the population settles every timestep by itself (R1.6): a non-zero bias
-    /// or a reset other than `zero`. (A population that a recurrent projection targets
-    /// settles too; that is a property of the network, `Network` adds it.)
+    /// Whether the population settles every timestep by itself (R1.6): a non-zero bias,
+    /// a synaptic current or a reset other than `zero`. (A population that a recurrent
+    /// projection targets settles too; that is a property of the network, `Network`
+    /// adds it.)
     pub fn is_settling(&self) -> bool {
-        self.reset != ResetMode::Zero || self.bias.iter().any(|&b| b != 0.0)
+        self.reset != ResetMode::Zero || self.bias.iter().any(|&b| b != 0.0) || self.is_synaptic()
+    }
+
+    /// Whether its neurons have a synaptic current (R4.12): `alpha != 0` for any.
+    pub fn is_synaptic(&self) -> bool {
+        self.alpha.iter().any(|&a| a != 0.0)
     }
 }
 
@@ -346,6 +357,13 @@ pub struct Network {
     pub(crate) beta: Vec<f32>,
     /// Per slot bias b (R1.4), broadcast.
     pub(crate) bias: Vec<f32>,
+    /// Per slot synaptic decay α (R4.12), broadcast; empty unless `any_synaptic`.
+    pub(crate) alpha: Vec<f32>,
+    /// Per non-input population: its neurons have a synaptic current (R4.12; such a
+    /// population is settling, R1.6).
+    pub(crate) synaptic: Vec<bool>,
+    /// Some population is synaptic: the workspace holds the synaptic currents `S`.
+    pub(crate) any_synaptic: bool,
     /// Per non-input population: its reset mode (R4.8).
     pub(crate) reset: Vec<ResetMode>,
     /// Per non-input population: it is settling (R1.6; a recurrent projection's target
@@ -397,8 +415,8 @@ impl Network {
     /// Validates `spec` (R1.1-R1.5) and preprocesses it.
     ///
     /// Checks: input size and population sizes > 0; at least one non-input population;
-    /// `threshold`/`beta`/`bias` of length 1 or `size`, threshold finite and > 0, beta
-    /// finite in [0, 1], bias finite; `refractory_dropout` finite in [0, 1), and 0 unless
+    /// `threshold`/`beta`/`bias`/`alpha` of length 1 or `size`, threshold finite and
+    /// positive, beta and alpha finite in [0, 1], bias finite; `refractory_dropout` finite in [0, 1), and 0 unless
     /// the reset is `zero` (R4.6); projections with `source <= P` and
     /// `1 <= target <= P` (forward when `source < target`, recurrent otherwise, R1.2),
     /// weights finite and of the right length, conv/pool geometry
@@ -466,6 +484,7 @@ impl Network {
             .collect();
         input_settling_targets.sort_unstable();
         input_settling_targets.dedup();
+        let synaptic: Vec<bool> = spec.populations.iter().map(|p| p.is_synaptic()).collect();
         Ok(Network {
             distinct_targets,
             reset: spec.populations.iter().map(|p| p.reset).collect(),
@@ -480,6 +499,9 @@ impl Network {
             threshold: per_neuron.threshold,
             beta: per_neuron.beta,
             bias: per_neuron.bias,
+            alpha: per_neuron.alpha,
+            any_synaptic: synaptic.iter().any(|&s| s),
+            synaptic,
             layout_channels,
             id_of: per_neuron.id_of,
             projections,
@@ -526,6 +548,12 @@ impl Network {
     /// needs `SPEC_VERSION` 2.
     pub fn is_recurrent(&self) -> bool {
         self.any_recurrent
+    }
+
+    /// Whether some population has a synaptic current (R4.12, `alpha != 0`): the
+    /// network needs `SPEC_VERSION` 2.
+    pub fn is_synaptic(&self) -> bool {
+        self.any_synaptic
     }
 
     /// Global id (R1.5) of the first neuron of population `population` (1..=P).

@@ -96,13 +96,15 @@ pub(super) fn populations(spec: &NetworkSpec) -> Result<Vec<usize>, EngineError>
 }
 
 /// One LIF population (R1.4): size, the lengths and values of `threshold`, `beta` and
-/// `bias`, and `refractory_dropout` (0 unless the reset is `zero`, R4.6).
+/// `bias` and `alpha` (R4.12), and `refractory_dropout` (0 unless the reset is `zero`,
+/// R4.6).
 fn population(pop: &PopulationSpec, loc: &Location) -> Result<(), EngineError> {
     check_pos(pop.size, loc, "size")?;
     for (field, vals) in [
         ("threshold", &pop.threshold),
         ("beta", &pop.beta),
         ("bias", &pop.bias),
+        ("alpha", &pop.alpha),
     ] {
         if vals.len() != 1 && vals.len() != pop.size {
             return Err(EngineError::model(
@@ -129,6 +131,16 @@ fn population(pop: &PopulationSpec, loc: &Location) -> Result<(), EngineError> {
                 loc,
                 format!("beta[{i}]"),
                 b,
+                "must be finite and in [0, 1]",
+            ));
+        }
+    }
+    for (i, &a) in pop.alpha.iter().enumerate() {
+        if !(a.is_finite() && (0.0..=1.0).contains(&a)) {
+            return Err(EngineError::model(
+                loc,
+                format!("alpha[{i}]"),
+                a,
                 "must be finite and in [0, 1]",
             ));
         }
@@ -233,6 +245,7 @@ mod tests {
             refractory_dropout: 0.0,
             bias: vec![0.0],
             reset: crate::network::ResetMode::Zero,
+            alpha: vec![0.0],
         }
     }
 

@@ -13,11 +13,23 @@ pub struct PyNetwork {
 }
 
 /// A population of the flat description: `(size, threshold, beta, refractory_dropout,
-/// bias, reset code)`, the reset code being the index of the mode in
-/// `asyncsnn.network.RESET_MODES` ([`ResetMode::code`]); the version-1 form without
-/// the last two (bias 0, reset `zero`) is accepted too.
+/// bias, reset code, alpha)`, the reset code being the index of the mode in
+/// `asyncsnn.network.RESET_MODES` ([`ResetMode::code`]); the forms without alpha
+/// (alpha 0, R4.12) and the version-1 form without the last three (bias 0, reset
+/// `zero`, alpha 0) are accepted too.
 #[derive(FromPyObject)]
 enum PopulationTuple<'py> {
+    V2Synaptic(
+        (
+            usize,
+            PyReadonlyArray1<'py, f32>,
+            PyReadonlyArray1<'py, f32>,
+            f64,
+            PyReadonlyArray1<'py, f32>,
+            u8,
+            PyReadonlyArray1<'py, f32>,
+        ),
+    ),
     V2(
         (
             usize,
@@ -41,11 +53,16 @@ enum PopulationTuple<'py> {
 impl PopulationTuple<'_> {
     /// Population `index` (1-based, as in errors) as a [`PopulationSpec`].
     fn spec(&self, index: usize) -> Result<PopulationSpec, EngineError> {
-        let (size, th, beta, p, bias, code) = match self {
-            PopulationTuple::V2((size, th, beta, p, bias, code)) => {
-                (*size, th, beta, *p, values(bias), *code)
+        let (size, th, beta, p, bias, code, alpha) = match self {
+            PopulationTuple::V2Synaptic((size, th, beta, p, bias, code, alpha)) => {
+                (*size, th, beta, *p, values(bias), *code, values(alpha))
             }
-            PopulationTuple::V1((size, th, beta, p)) => (*size, th, beta, *p, vec![0.0], 0),
+            PopulationTuple::V2((size, th, beta, p, bias, code)) => {
+                (*size, th, beta, *p, values(bias), *code, vec![0.0])
+            }
+            PopulationTuple::V1((size, th, beta, p)) => {
+                (*size, th, beta, *p, vec![0.0], 0, vec![0.0])
+            }
         };
         let reset = ResetMode::from_code(code).ok_or_else(|| {
             EngineError::model(
@@ -62,6 +79,7 @@ impl PopulationTuple<'_> {
             refractory_dropout: p,
             bias,
             reset,
+            alpha,
         })
     }
 }

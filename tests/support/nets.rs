@@ -17,6 +17,7 @@ pub fn pop(size: usize, th: f32, beta: f32) -> PopulationSpec {
         refractory_dropout: 0.0,
         bias: vec![0.0],
         reset: ResetMode::Zero,
+        alpha: vec![0.0],
     }
 }
 
@@ -179,5 +180,21 @@ impl CheckSums for SampleResult {
             self.output_counts.iter().sum::<i64>(),
             self.timestep_output_counts.iter().sum::<i64>()
         );
+    }
+}
+
+/// A population with a synaptic current (R4.12): decay `alpha` (len 1 or `size`), bias 0,
+/// reset `reset`.
+pub fn pop_syn(
+    size: usize,
+    th: f32,
+    beta: f32,
+    alpha: Vec<f32>,
+    reset: ResetMode,
+) -> PopulationSpec {
+    PopulationSpec {
+        alpha,
+        reset,
+        ..pop(size, th, beta)
     }
 }
