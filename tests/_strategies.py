@@ -18,28 +18,49 @@ SCHEDULERS = ["layered", "fifo", "random", "momentum"]
 #: biases only, reset modes only, or both.
 SETTLING = ["v1", "v1", "v1", "bias", "reset", "both"]
 
+#: :data:`SETTLING` and synaptic currents (R4.12): "synaptic" (alpha only) and "all"
+#: (biases, reset modes and alpha). For the engines that run R4.12 (the torch engine
+#: refuses it until it runs it: its strategies draw from :data:`SETTLING`).
+SYNAPTIC_SETTLING = [*SETTLING, "synaptic", "synaptic", "all"]
+
+#: The scalar decays of the synaptic current drawn (R4.12): exact float32 products on
+#: the weight grid for a few timesteps (R8.2).
+ALPHAS = [0.25, 0.5, 0.75, 0.875]
+
+
+def _draw_alpha(rng: np.random.Generator, shape: tuple[int, ...]) -> Any:
+    """A scalar alpha from :data:`ALPHAS`, or one per neuron with some zeros (LIF neurons)."""
+    if rng.random() < 0.5:
+        return float(rng.choice(ALPHAS))
+    return (rng.choice(ALPHAS, shape) * (rng.random(shape) < 0.7)).astype(np.float32)
+
 
 def with_settling(rng: np.random.Generator, net: Network, how: str) -> Network:
-    """``net`` with grid biases and/or reset modes on some of its populations (R1.4, R4.8).
+    """``net`` with grid biases, reset modes and/or synaptic currents on some of its populations.
 
-    ``how`` is one of :data:`SETTLING`. Biases are multiples of 1/256 (R8.2: exact sums),
-    scalar or per neuron (some neurons 0), on each population with probability 2/3;
-    reset modes are drawn per population among all four of R4.8. A population with a
-    reset other than ``"zero"`` gets no refractory dropout (R4.6); the others keep theirs.
+    ``how`` is one of :data:`SYNAPTIC_SETTLING`. Biases (R1.4) are multiples of 1/256
+    (R8.2: exact sums), scalar or per neuron (some neurons 0), on each population with
+    probability 2/3; reset modes are drawn per population among all four of R4.8; a
+    synaptic current (R4.12, ``"synaptic"`` and ``"all"``) goes on each population with
+    probability 2/3, alpha scalar or per neuron (some 0). A population with a reset other
+    than ``"zero"`` gets no refractory dropout (R4.6); the others keep theirs.
     """
     if how == "v1":
         return net
     pops = []
     for p in net.populations:
         bias: Any = 0.0
-        if how in ("bias", "both") and rng.random() < 2 / 3:
+        if how in ("bias", "both", "all") and rng.random() < 2 / 3:
             if rng.random() < 0.5:
                 bias = float(rng.integers(-48, 97)) / 256
             else:
                 bias = (rng.integers(-48, 97, p.shape) * (rng.random(p.shape) < 0.7) / 256).astype(np.float32)
-        reset = str(rng.choice(RESET_MODES)) if how in ("reset", "both") else "zero"
+        reset = str(rng.choice(RESET_MODES)) if how in ("reset", "both", "all") else "zero"
+        alpha: Any = 0.0
+        if how in ("synaptic", "all") and rng.random() < 2 / 3:
+            alpha = _draw_alpha(rng, p.shape)
         dropout = p.refractory_dropout if reset == "zero" else 0.0
-        pops.append(Population.create(p.shape, p.threshold, p.beta, dropout, bias=bias, reset=reset))
+        pops.append(Population.create(p.shape, p.threshold, p.beta, dropout, bias=bias, reset=reset, alpha=alpha))
     return Network(net.input_shape, pops, net.projections)
 
 
@@ -88,7 +109,7 @@ def with_recurrence(rng: np.random.Generator, net: Network, how: str) -> Network
     pops = [
         p
         if i not in targets
-        else Population.create(p.shape, p.threshold, p.beta, 0.0, p.name, bias=p.bias, reset=p.reset)
+        else Population.create(p.shape, p.threshold, p.beta, 0.0, p.name, bias=p.bias, reset=p.reset, alpha=p.alpha)
         for i, p in enumerate(net.populations, 1)
     ]
     return Network(net.input_shape, pops, projs)
@@ -107,17 +128,19 @@ def draw_dropout(draw: Any, net: Network) -> Any:
 
 
 @st.composite
-def engine_cases(draw: Any, max_batch: int = 3) -> dict[str, Any]:
+def engine_cases(draw: Any, max_batch: int = 3, synaptic: bool = False) -> dict[str, Any]:
     """A random grid network (dense, conv or skip), a count input and every run option.
 
     Half the networks settle (R1.6): biases on some populations, reset modes other than
-    ``"zero"``, or both (:func:`with_settling`); independently, about half get recurrent
-    projections (:func:`with_recurrence`, R4.9).
+    ``"zero"``, or both (:func:`with_settling`); with ``synaptic`` also synaptic
+    currents (R4.12; for the engines that run them); independently, about half get
+    recurrent projections (:func:`with_recurrence`, R4.9).
     """
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     kind = draw(st.sampled_from(["dense", "conv", "skip", "conv_wide"]))
-    net = with_settling(rng, random_grid_network(rng, kind), draw(st.sampled_from(SETTLING)))
+    how = draw(st.sampled_from(SYNAPTIC_SETTLING if synaptic else SETTLING))
+    net = with_settling(rng, random_grid_network(rng, kind), how)
     net = with_recurrence(rng, net, draw(st.sampled_from(RECURRENCE)))
     batch = draw(st.integers(1, max_batch))
     timesteps = draw(st.integers(1, 5))

@@ -34,7 +34,7 @@ from asyncsnn.testing import assert_results_equal, random_count_input, random_gr
 
 
 def cases() -> st.SearchStrategy[dict[str, Any]]:
-    return engine_cases(max_batch=3)
+    return engine_cases(max_batch=3, synaptic=True)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -99,6 +99,32 @@ def test_engines_agree_on_settling_networks(scheduler: str, kind: str, how: str)
     for n in range(3):
         net = with_settling(rng, random_grid_network(rng, kind), how)
         x = random_count_input(rng, net, batch=3, timesteps=6, density=[0.0, 0.2, 0.4][n])
+        for f in (1, 4):
+            opts: dict[str, Any] = {"scheduler": scheduler, "forward_group_size": f, "seed": 7, **stops[(n + f) % 3]}
+            a = asyncsnn.infer(net, x, trace=True, **opts)
+            b = asyncsnn.reference.infer(net, x, trace=True, **opts)
+            assert_results_equal(a, b)
+            assert a.trace == b.trace, f"{net.summary()}\n{opts}"
+
+
+@pytest.mark.parametrize("how", ["synaptic", "all"])
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+@pytest.mark.parametrize("kind", ["dense", "conv", "skip"])
+def test_engines_agree_on_synaptic_networks(scheduler: str, kind: str, how: str) -> None:
+    """Synaptic currents (R4.12), alone or with biases and reset modes, also recurrent:
+    counters and R7.10 traces are identical.
+
+    Deliveries after a settle charge ``S`` and ``V`` (skips, asynchronous schedulers),
+    refractory neurons charge ``S``, early stops skip a decay (R6.4), and under
+    ``layered`` recurrent currents are carried into ``S`` (R4.9).
+    """
+    rng = np.random.default_rng(["synaptic", "all"].index(how) * 100 + SCHEDULERS.index(scheduler) * 10 + len(kind))
+    stops: list[dict[str, Any]] = [{}, {"stop": "first_output", "extra_steps": 1}, {"max_steps": 3}]
+    for n in range(3):
+        net = with_settling(rng, random_grid_network(rng, kind), how)
+        if n == 2:
+            net = with_recurrence(rng, net, "all")
+        x = random_count_input(rng, net, batch=3, timesteps=6, density=[0.2, 0.4, 0.3][n])
         for f in (1, 4):
             opts: dict[str, Any] = {"scheduler": scheduler, "forward_group_size": f, "seed": 7, **stops[(n + f) % 3]}
             a = asyncsnn.infer(net, x, trace=True, **opts)

@@ -14,8 +14,8 @@ Usage::
     python tests/golden/generate.py --check    # regenerate in memory; exit 1 listing drifted files
 
 The JSON format (``generator_version`` 1; ``spec_version`` is the network's
-``Network.spec_version``: 1 without settling populations, 2 with a bias, a reset
-other than ``"zero"`` or a recurrent projection, R1.6)::
+``Network.spec_version``: 1 without settling populations, 2 with a bias, a synaptic
+current (R4.12), a reset other than ``"zero"`` or a recurrent projection, R1.6)::
 
     {"spec_version", "generator_version", "name", "rules", "description",
      "network": asyncsnn._dictform.network_to_dict(...),
@@ -2304,7 +2304,414 @@ def all_cases() -> list[Case]:
     start = len(random_specs) + len(settling_specs)
     for n, (kind, opts, rules) in enumerate(recurrent_specs, start=start):
         cases.append(case_random_recurrent(n, kind, opts, rules))
+    # R4.12: synaptic currents.
+    cases += [
+        case_layered_synaptic(),
+        case_late_delivery_charges("fifo"),
+        case_late_delivery_charges("momentum"),
+        case_refractory_charges(),
+        case_per_neuron_alpha(),
+        case_early_stop_keeps_s(),
+        case_recurrent_synaptic("layered"),
+        case_recurrent_synaptic("momentum"),
+    ]
+    synaptic_specs: list[tuple[str, dict[str, Any], list[str]]] = [
+        ("skip_synaptic", {"scheduler": "fifo", "forward_group_size": 2}, ["R5.2"]),
+        ("conv_synaptic", {"scheduler": "momentum", "forward_group_size": 4, "jitter": 0.25, "seed": 3}, ["R5.4"]),
+    ]
+    start += len(recurrent_specs)
+    for n, (kind, opts, rules) in enumerate(synaptic_specs, start=start):
+        cases.append(case_random_synaptic(n, kind, opts, rules))
     return cases
+
+
+# ----------------------------------------------------------------------------- R4.12
+def sypop(
+    shape: Any, threshold: Any = 1.0, beta: Any = 1.0, alpha: Any = 0.5, bias: Any = 0.0, reset: str = "zero"
+) -> Population:
+    """A population with a synaptic current (R4.12): decay ``alpha``, a bias and a reset mode."""
+    shp = shape if isinstance(shape, tuple) else (shape,)
+    return Population.create(shp, threshold, beta, bias=bias, reset=reset, alpha=alpha)
+
+
+def without_alpha(net: Network) -> Network:
+    """``net`` with every ``alpha`` 0: the same network of LIF neurons (the contrast of R4.12)."""
+    pops = [
+        Population.create(p.shape, p.threshold, p.beta, p.refractory_dropout, bias=p.bias, reset=p.reset)
+        for p in net.populations
+    ]
+    return Network(net.input_shape, pops, list(net.projections))
+
+
+@contextlib.contextmanager
+def uncharged(refractory_only: bool) -> Iterator[None]:
+    """Run the reference with deliveries after the settle not charging ``S`` (R4.12).
+
+    With ``refractory_only`` only the charge of refractory neurons is dropped. The
+    contrast a check uses to show that R4.12's charge outside the settle decides its case.
+    """
+    saved = reference.integrate_fire
+
+    def integrate_fire(s: Any, t: int, k: int) -> list[int]:
+        keep = np.ones(s.model.n_neurons, dtype=bool)
+        for p in s.settle_now:
+            keep[s.model.neurons(p)] = False
+        if refractory_only:
+            keep &= s.refractory
+        before = s.syn.copy()
+        out = saved(s, t, k)
+        s.syn[keep] = before[keep]
+        return out
+
+    reference.integrate_fire = integrate_fire
+    try:
+        yield
+    finally:
+        reference.integrate_fire = saved
+
+
+@contextlib.contextmanager
+def decay_unsettled() -> Iterator[None]:
+    """Run the reference with ``S`` of a population left due by an early stop decaying anyway.
+
+    The contrast of R4.7 / R4.12: a synaptic current decays only when its population settles.
+    """
+    saved = reference.end_timestep
+
+    def end_timestep(s: Any, t: int, k: int) -> None:
+        for p in range(1, s.model.n_populations + 1):
+            if s.due[p]:
+                nrn = s.model.neurons(p)
+                s.syn[nrn] = (s.model.alpha[nrn] * s.syn[nrn]).astype(np.float32)
+        saved(s, t, k)
+
+    reference.end_timestep = end_timestep
+    try:
+        yield
+    finally:
+        reference.end_timestep = saved
+
+
+def layer_synchronous_syn(net: Network, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """R4.5 / R4.12 on a dense chain, optionally with dense recurrent projections.
+
+    snnTorch's ``Synaptic`` / ``RSynaptic`` in float32: ``S = alpha S + (W s_t + b + R s_{t-1})``
+    (multiply, then add), ``U = beta V + S - theta d``, ``s = H(U - theta)``, ``V`` per reset
+    mode. Returns spikes ``[B, P]`` and output spikes ``[B, T, n_out]``.
+    """
+    pops = net.populations
+    forward = [p for p in net.projections if not p.recurrent]
+    recurrent = [p for p in net.projections if p.recurrent]
+    assert [(p.source, p.target) for p in forward] == [(n, n + 1) for n in range(len(pops))]
+    spikes = np.zeros((x.shape[0], len(pops)), dtype=np.int64)
+    outs = np.zeros((x.shape[0], x.shape[1], net.n_outputs), dtype=np.int64)
+    for b in range(x.shape[0]):
+        v = [np.zeros(p.size, np.float32) for p in pops]
+        d = [np.zeros(p.size, np.float32) for p in pops]
+        syn = [np.zeros(p.size, np.float32) for p in pops]
+        prev = [np.zeros(p.size, np.float32) for p in pops]
+        for t in range(x.shape[1]):
+            s = x[b, t].astype(np.float32)
+            now: list[np.ndarray] = []
+            for n, (p, proj) in enumerate(zip(pops, forward, strict=True)):
+                th = p.threshold.reshape(-1)
+                cur = ((proj.layer.weight @ s).astype(np.float32) + p.bias.reshape(-1)).astype(np.float32)  # type: ignore[union-attr]
+                for r in recurrent:
+                    if r.target == n + 1:
+                        cur = (cur + (r.layer.weight @ prev[r.source - 1]).astype(np.float32)).astype(np.float32)  # type: ignore[union-attr]
+                decayed = (p.alpha.reshape(-1) * syn[n]).astype(np.float32)  # type: ignore[union-attr]
+                syn[n] = (decayed + cur).astype(np.float32)
+                u = ((p.beta.reshape(-1) * v[n]).astype(np.float32) + syn[n]).astype(np.float32)
+                u = (u - th * d[n]).astype(np.float32)
+                s = (u > th).astype(np.float32)
+                v[n] = {"zero": u * (1 - s), "subtract": u - th * s}.get(p.reset, u).astype(np.float32)
+                d[n] = s if p.reset == "subtract_delayed" else 0 * s
+                spikes[b, n] += int(s.sum())
+                now.append(s)
+            prev = now
+            outs[b, t] = s.astype(np.int64)
+    return spikes, outs
+
+
+def case_layered_synaptic() -> Case:
+    # A dense chain of synaptic populations (alpha per layer, one per neuron with zeros;
+    # biases; every reset mode): under layered each settles once per timestep and the
+    # result is snnTorch's Synaptic written out in float32 (layer_synchronous_syn).
+    rng = np.random.default_rng(4112)
+    net = Network.sequential(
+        (6,),
+        [
+            Dense(grid(rng, (5, 6), -64, 224)),
+            Dense(grid(rng, (5, 5), -96, 256)),
+            Dense(grid(rng, (3, 5), -96, 288)),
+        ],
+        threshold=[1.0, 0.75, 1.25],
+        beta=[0.875, 0.75, 0.9375],
+        bias=per_layer(0.0, 0.0625, np.asarray([0.125, 0.0, -0.0625], np.float32)),
+        reset=["zero", "subtract_delayed", "subtract"],
+        alpha=per_layer(0.5, np.asarray([0.0, 0.25, 0.75, 0.0, 0.875], np.float32), 0.875),
+    )
+    x = counts(np.random.default_rng(11), (3, 8, 6), 0.25)
+    x[2, 3:] = 0  # the synaptic currents keep driving the membranes after the input stops
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        spikes, outs = layer_synchronous_syn(net, x)
+        assert res.spikes.tolist() == spikes.tolist()
+        assert res.timestep_output_counts.tolist() == outs.tolist()
+        lif, _ = run(Case("", [], "", without_alpha(net), x, case.options))
+        assert differs(res, lif)
+        assert (res.spikes.sum(axis=0) > 0).all(), res.spikes.tolist()
+
+    case = Case(
+        "r4_12_layered_is_snntorch_synaptic",
+        ["R4.12", "R4.5", "R4.7", "R5.1", "R4.8"],
+        "Under layered a chain of synaptic populations (alpha per layer and per neuron, some 0; "
+        "biases; reset modes) is snnTorch's Synaptic in float32: S = alpha S + (W s + b), "
+        "U = beta V + S - theta d; the result differs from the same network with alpha 0.",
+        net,
+        x,
+        options={"scheduler": "layered"},
+        check=check,
+    )
+    return case
+
+
+def case_late_delivery_charges(scheduler: str) -> Case:
+    # in (2) -> relays (w [2, 3]) -> out (alpha 0.5, beta 0.5, threshold 1), F = 1; out's
+    # weights put 0.5 on the relay each scheduler delivers first (fifo: relay 0; momentum:
+    # relay 1, the larger v_pre) and 0.25 on the other. t0: out settles at step 1 with
+    # 0.5 (S = V = 0.5); step 2 delivers 0.25 after the settle: S = V = 0.75. t1 (silent):
+    # a settle-only step, S = 0.375, V = 0.375 + 0.375 = 0.75. t2: S = 0.6875 and
+    # V = 1.0625 at step 1: spike. Were the late 0.25 not charged into S, out would fire
+    # only at step 2 of t2.
+    w = [[0.5, 0.25]] if scheduler == "fifo" else [[0.25, 0.5]]
+    r, rp = relays(2, [2.0, 3.0])
+    net = Network((2,), [r, sypop(1, beta=0.5, alpha=0.5)], [rp, Projection(1, 2, dense(w))])
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        assert settles(trace) == [(0, 1, 2), (1, 1, 2), (2, 1, 2)], settles(trace)
+        assert fires(trace, 2) == [(2, 1, 2)], fires(trace, 2)
+        with uncharged(refractory_only=False):
+            other, tr = run(case)
+        assert fires(tr, 2) == [(2, 2, 2)], fires(tr, 2)
+        assert differs(res, other)
+
+    case = Case(
+        f"r4_12_{scheduler}_late_delivery_charges_s_and_v",
+        ["R4.12", "R4.7", "R4.3", "R5.2" if scheduler == "fifo" else "R5.4"],
+        "A delivery after its population settled (the second group with F = 1) adds to the "
+        "membrane and charges the synaptic current, which brings it again, decayed, at the "
+        "next settles (a settle-only step here).",
+        net,
+        frames([[[1, 1], [0, 0], [1, 1]]]),
+        options={"scheduler": scheduler, "forward_group_size": 1},
+        check=check,
+    )
+    return case
+
+
+def case_refractory_charges() -> Case:
+    # in (2) -> relays (w 2) -> out (alpha 0.5, beta 0, threshold 0.875, w [1.5, 0.5]);
+    # fifo F = 1. t0: out settles at step 1 with 1.5: spike (the spike leaves S = 1.5).
+    # Relay 1's 0.5 at step 2 is discarded by the refractory membrane but charges
+    # S = 2.0. t1 (silent): the settle-only step gives S = 1.0, V = 1.0 > 0.875: spike.
+    # Without the refractory charge S would be 0.75 and out silent. t2: S = 0.5.
+    r, rp = relays(2)
+    net = Network(
+        (2,), [r, sypop(1, threshold=0.875, beta=0.0, alpha=0.5)], [rp, Projection(1, 2, dense([[1.5, 0.5]]))]
+    )
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        assert fires(trace, 2) == [(0, 1, 2), (1, 1, 2)], fires(trace, 2)
+        assert [e["v"] for e in events(trace, "fire") if e["population"] == 2] == [1.5, 1.0]
+        assert [(e["t"], e["k"], e["neurons"]) for e in events(trace, "discard")] == [(0, 2, [2])]
+        with uncharged(refractory_only=True):
+            other, tr = run(case)
+        assert fires(tr, 2) == [(0, 1, 2)], fires(tr, 2)
+        assert differs(res, other)
+
+    case = Case(
+        "r4_12_refractory_neuron_charges_s",
+        ["R4.12", "R4.6", "R4.8", "R4.3"],
+        "A refractory neuron discards a delivery from its membrane but its synaptic current is "
+        "charged (a spike never resets S): the charge reaches the membrane, decayed, at the next "
+        "timestep's settle and makes it fire.",
+        net,
+        frames([[[1, 1], [0, 0], [0, 0]]]),
+        options={"scheduler": "fifo", "forward_group_size": 1},
+        check=check,
+    )
+    return case
+
+
+def case_per_neuron_alpha() -> Case:
+    # One synaptic population with alpha per neuron, two of them 0: those two are LIF
+    # neurons (they spike as in the same network without synaptic currents), the others
+    # keep integrating their decaying synaptic current.
+    rng = np.random.default_rng(412)
+    alpha = np.asarray([0.0, 0.25, 0.5, 0.0, 0.75, 0.875], np.float32)
+    net = Network(
+        (4,),
+        [sypop(6, threshold=1.0, beta=0.75, alpha=alpha, reset="subtract")],
+        [Projection(0, 1, dense(grid(rng, (6, 4), -32, 160)))],
+    )
+    x = counts(np.random.default_rng(5), (2, 8, 4), 0.3)
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        lif, _ = run(Case("", [], "", without_alpha(net), x, case.options))
+        zero = alpha == 0
+        assert res.output_counts[:, zero].tolist() == lif.output_counts[:, zero].tolist()
+        assert res.output_counts[:, ~zero].tolist() != lif.output_counts[:, ~zero].tolist()
+        assert res.output_counts[:, zero].sum() > 0
+        assert differs(res, lif)
+
+    case = Case(
+        "r4_12_per_neuron_alpha_with_zeros",
+        ["R4.12", "R1.4", "R1.6"],
+        "alpha per neuron: a neuron with alpha 0 in a synaptic population is a LIF neuron (its "
+        "spikes are those of the network without synaptic currents); the others are not.",
+        net,
+        x,
+        options={"scheduler": "momentum", "forward_group_size": 2},
+        check=check,
+    )
+    return case
+
+
+def case_early_stop_keeps_s() -> Case:
+    # in0 -> relay (w 2) -> h (alpha 0.5, beta 1, w 0.75) -> out (w 2); in1 -> out (w 2).
+    # fifo F = 1, stop first_output, extra 0. t0: h settles at step 1, S = V = 0.75.
+    # t1: in1 makes out fire at step 0 and the timestep stops with h still due: S does
+    # not decay. t2: the settle-only step gives S = 0.375, V = 1.125: spike. Had S decayed
+    # in t1, h would reach 0.9375 at t2 and fire only at t3.
+    net = Network(
+        (2,),
+        [pop(1), sypop(1, alpha=0.5), pop(1)],
+        [
+            Projection(0, 1, dense([[2.0, 0.0]])),
+            Projection(0, 3, dense([[0.0, 2.0]])),
+            Projection(1, 2, dense([[0.75]])),
+            Projection(2, 3, dense([[2.0]])),
+        ],
+    )
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        assert settles(trace) == [(0, 1, 2), (2, 1, 2), (3, 1, 2)], settles(trace)
+        assert fires(trace, 2) == [(2, 1, 1)], fires(trace, 2)
+        with decay_unsettled():
+            other, tr = run(case)
+        assert fires(tr, 2) == [(3, 1, 1)], fires(tr, 2)
+        assert differs(res, other)
+
+    case = Case(
+        "r4_12_early_stop_skips_decay",
+        ["R4.12", "R6.4", "R4.7", "R6.2"],
+        "A synaptic current decays only when its population settles: a timestep ended by an "
+        "early stop before the settle leaves S as it was.",
+        net,
+        frames([[[1, 0], [0, 1], [0, 0], [0, 0]]]),
+        options={"scheduler": "fifo", "forward_group_size": 1, "stop": "first_output", "extra_steps": 0},
+        check=check,
+    )
+    return case
+
+
+def case_recurrent_synaptic(scheduler: str) -> Case:
+    # A dense chain of synaptic populations with a self-recurrent hidden layer and a
+    # backward projection. Under layered it is snnTorch's RSynaptic (the recurrent
+    # currents carried into the next timestep's S); under momentum the recurrent
+    # currents arrive in the timestep and, after the settle, charge S and V.
+    rng = np.random.default_rng(4129)
+    net = Network.sequential(
+        (5,),
+        [Dense(grid(rng, (6, 5), -64, 256)), Dense(grid(rng, (4, 6), -96, 288)), Dense(grid(rng, (3, 4), -64, 320))],
+        threshold=[1.0, 1.0, 1.25],
+        beta=[0.875, 0.75, 0.875],
+        alpha=per_layer(0.75, np.asarray([0.5, 0.0, 0.875, 0.25], np.float32), 0.5),
+        reset=["subtract", "zero", "subtract_delayed"],
+        recurrent=[(1, 1, Dense(grid(rng, (6, 6), -128, 96))), (2, 1, Dense(grid(rng, (6, 4), -64, 128)))],
+    )
+    x = counts(np.random.default_rng(13), (2, 8, 5), 0.3)
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        if scheduler == "layered":
+            spikes, outs = layer_synchronous_syn(net, x)
+            assert res.spikes.tolist() == spikes.tolist()
+            assert res.timestep_output_counts.tolist() == outs.tolist()
+        lif, _ = run(Case("", [], "", without_alpha(net), x, case.options))
+        assert differs(res, lif)
+        assert (res.spikes.sum(axis=0) > 0).all(), res.spikes.tolist()
+
+    case = Case(
+        f"r4_12_recurrent_synaptic_{scheduler}",
+        ["R4.12", "R4.9", "R1.2"] + (["R4.5", "R5.1"] if scheduler == "layered" else ["R5.4"]),
+        "Synaptic populations with self-recurrent and backward projections: "
+        + (
+            "under layered snnTorch's RSynaptic, S = alpha S + (W s_t + R s_{t-1})."
+            if scheduler == "layered"
+            else "under momentum the recurrent currents arrive in the timestep and charge S and V."
+        ),
+        net,
+        x,
+        options={"scheduler": scheduler, "forward_group_size": 3},
+        check=check,
+    )
+    return case
+
+
+def case_random_synaptic(n: int, kind: str, options: dict[str, Any], rules: list[str]) -> Case:
+    """Seeded random grid networks with synaptic currents (R4.12), skips or conv."""
+    rng = np.random.default_rng(5000 + n)
+    if kind == "skip_synaptic":
+        net = Network.sequential(
+            (10,),
+            [
+                Dense(grid(rng, (8, 10), -96, 160)),
+                Dense(grid(rng, (6, 8), -128, 160)),
+                Dense(grid(rng, (4, 6), -192, 192)),
+            ],
+            threshold=[1.5, 1.25, 1.5],
+            beta=[0.875, 0.9375, 0.75],
+            alpha=per_layer(0.5, np.where(rng.random(6) < 0.3, 0.0, 0.5).astype(np.float32), 0.25),
+            reset=["zero", "subtract", "subtract_delayed"],
+            skips=[(0, 2, Dense(grid(rng, (6, 10), -64, 96))), (1, 3, Dense(grid(rng, (4, 8), -64, 96)))],
+        )
+    else:
+        conv = Conv2d(grid(rng, (3, 2, 3, 3), -128, 96), stride=1, padding=1)
+        s1 = conv.output_shape((2, 6, 6))
+        net = Network.sequential(
+            (2, 6, 6),
+            [conv, Dense(grid(rng, (4, int(np.prod(s1))), -48, 72))],
+            threshold=[1.5, 1.5],
+            beta=[0.875, 0.75],
+            alpha=per_layer(np.where(rng.random(s1) < 0.25, 0.0, 0.5).astype(np.float32), 0.5),
+            reset=["subtract", "zero"],
+            skips=[(0, 2, Dense(grid(rng, (4, 72), -32, 32)))],
+        )
+    x = counts(np.random.default_rng(6000 + n), (3, 5, net.input_size), 0.3)
+    labels = [int(v) for v in rng.integers(0, net.n_outputs, 3)]
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        assert (res.spikes.sum(axis=0) > 0).all(), res.spikes.tolist()
+        assert res.output_counts.sum() > 0
+        with uncharged(refractory_only=False):
+            other, _ = run(case)
+        assert differs(res, other)
+        lif, _ = run(Case("", [], "", without_alpha(net), x, case.options))
+        assert differs(res, lif)
+
+    case = Case(
+        f"random_{n}_{kind}_{options['scheduler']}",
+        [*rules, "R4.12", "R4.7", "R8.2"],
+        f"Seeded random {kind.replace('_', ' ')} network (alpha per layer or per neuron, reset modes "
+        f"{', '.join(p.reset for p in net.populations)}) with integer count inputs; options {options}.",
+        net,
+        x,
+        options=options,
+        labels=labels,
+        check=check,
+    )
+    return case
 
 
 # ----------------------------------------------------------------------------- output
