@@ -93,11 +93,27 @@ pub(super) fn integrate<const CHECK: bool, const SETTLING: bool, const CARRY: bo
                         .then(|| &mut ws.debt[lo..hi]),
                     carry: (CARRY && net.recurrent_target[p]).then(|| &mut carry[lo..hi]),
                 });
-                let syn = synaptic.then(|| Synaptic {
-                    s: &mut syn[lo..hi],
-                    alpha: &net.alpha[lo..hi],
-                });
-                integrate_settling::<CHECK>(v, c, r, th, row, settle, syn, lo, &mut ws.fired)
+                let fired = &mut ws.fired;
+                if synaptic {
+                    let sy = Synaptic {
+                        s: &mut syn[lo..hi],
+                        alpha: &net.alpha[lo..hi],
+                    };
+                    integrate_synaptic::<CHECK>(v, c, r, th, row, settle, sy, lo, fired)
+                } else {
+                    integrate_settling::<CHECK, false>(
+                        v,
+                        c,
+                        r,
+                        th,
+                        row,
+                        settle,
+                        &mut [],
+                        &[],
+                        lo,
+                        fired,
+                    )
+                }
             } else {
                 integrate_full::<CHECK>(v, c, r, th, row, lo, &mut ws.fired)
             };
@@ -117,8 +133,7 @@ pub(super) fn integrate<const CHECK: bool, const SETTLING: bool, const CARRY: bo
                 finite &= if synaptic {
                     // R4.12: not the settle (that is whole): the current charges `S`.
                     let s = &mut syn[span.clone()];
-                    charge_synaptic::<CHECK>(s, c)
-                        & integrate_span::<CHECK, true>(v, c, r, th, q, &mut ws.fired)
+                    integrate_span_synaptic::<CHECK>(v, c, s, r, th, q, &mut ws.fired)
                 } else if settling {
                     integrate_span::<CHECK, true>(v, c, r, th, q, &mut ws.fired)
                 } else {
@@ -254,16 +269,27 @@ fn integrate_span<const CHECK: bool, const SETTLING: bool>(
     finite
 }
 
-/// R4.12 outside the settle: the step's current `c` charges the synaptic currents `s`
-/// (`S <- S + I`, also of a refractory neuron, whose membrane discards it). Returns,
-/// with `CHECK`, whether every `S` is finite (R8.3).
-#[inline(always)]
-fn charge_synaptic<const CHECK: bool>(s: &mut [f32], c: &[f32]) -> bool {
-    let c = &c[..s.len()];
+/// [`integrate_span`] of a synaptic population (R4.12) outside its settle: the step's
+/// current `c` first charges the synaptic currents `s` (`S <- S + I`, also of a
+/// refractory neuron, whose membrane discards it). With `CHECK`, also whether every `S`
+/// is finite (R8.3). Out of line (see [`integrate_synaptic`]).
+#[cold]
+#[inline(never)]
+fn integrate_span_synaptic<const CHECK: bool>(
+    v: &mut [f32],
+    c: &mut [f32],
+    s: &mut [f32],
+    r: &[bool],
+    th: &[f32],
+    lo: usize,
+    fired: &mut Vec<u32>,
+) -> bool {
+    let c0 = &c[..s.len()];
     for i in 0..s.len() {
-        s[i] += c[i];
+        s[i] += c0[i];
     }
-    !CHECK || s.iter().all(|&x| is_finite(x))
+    let finite = !CHECK || s.iter().all(|&x| is_finite(x));
+    integrate_span::<CHECK, true>(v, c, r, th, lo, fired) & finite
 }
 
 /// Sorts distinct neuron ids in `lo..hi`. A long list goes through the bitmap `bits`
@@ -389,50 +415,86 @@ pub(super) struct Settle<'a> {
     pub(super) carry: Option<&'a mut [f32]>,
 }
 
-/// R4.3.1-2 over a whole settling population (R1.6), `lo` the slot of its first neuron.
-/// As [`integrate_full`], and with `settle` (the population settles in this step,
-/// R4.7) the current of neuron `i` is the summed deliveries plus `bias[i]`, and a
-/// neuron that owes its threshold pays it after `V += I` (`V <- V - threshold`, R4.8).
-/// A refractory membrane may be above its threshold here (its reset left it there), so
-/// the threshold test excludes refractory neurons. With `syn` (a synaptic population,
-/// R4.12) the current passes through its synaptic currents (see [`add_current`]). R8.3,
-/// with `CHECK`: the membranes after the debts are checked (a non-finite `V + I` stays
-/// non-finite), and the synaptic currents.
+/// [`integrate_settling`] of a synaptic population (R4.12). Out of line, with its own
+/// AVX2 dispatch (the same float operations, see `crate::kernels`): inlined into the
+/// event loop, the synaptic passes made the loop of networks without them 1 % slower
+/// (callgrind).
 #[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn integrate_settling<const CHECK: bool>(
+#[cold]
+#[inline(never)]
+fn integrate_synaptic<const CHECK: bool>(
     v: &mut [f32],
     c: &mut [f32],
     r: &[bool],
     th: &[f32],
     row: Option<(&[f32], f32)>,
     settle: Option<Settle>,
-    syn: Option<Synaptic>,
+    syn: Synaptic,
+    lo: usize,
+    fired: &mut Vec<u32>,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::kernels::has_avx2() {
+            // SAFETY: the CPU supports AVX2 (checked at run time just above).
+            return unsafe {
+                integrate_synaptic_avx2::<CHECK>(v, c, r, th, row, settle, syn, lo, fired)
+            };
+        }
+    }
+    integrate_settling::<CHECK, true>(v, c, r, th, row, settle, syn.s, syn.alpha, lo, fired)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2")]
+unsafe fn integrate_synaptic_avx2<const CHECK: bool>(
+    v: &mut [f32],
+    c: &mut [f32],
+    r: &[bool],
+    th: &[f32],
+    row: Option<(&[f32], f32)>,
+    settle: Option<Settle>,
+    syn: Synaptic,
+    lo: usize,
+    fired: &mut Vec<u32>,
+) -> bool {
+    integrate_settling::<CHECK, true>(v, c, r, th, row, settle, syn.s, syn.alpha, lo, fired)
+}
+
+/// R4.3.1-2 over a whole settling population (R1.6), `lo` the slot of its first neuron.
+/// As [`integrate_full`], and with `settle` (the population settles in this step,
+/// R4.7) the current of neuron `i` is the summed deliveries plus `bias[i]`, and a
+/// neuron that owes its threshold pays it after `V += I` (`V <- V - threshold`, R4.8).
+/// A refractory membrane may be above its threshold here (its reset left it there), so
+/// the threshold test excludes refractory neurons. With `SYN` (a synaptic population,
+/// R4.12) the current passes through its synaptic currents `syn` of decays `alpha`
+/// (see [`add_current`]; both empty without). R8.3, with `CHECK`: the membranes after
+/// the debts are checked (a non-finite `V + I` stays non-finite), and the synaptic
+/// currents.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn integrate_settling<const CHECK: bool, const SYN: bool>(
+    v: &mut [f32],
+    c: &mut [f32],
+    r: &[bool],
+    th: &[f32],
+    row: Option<(&[f32], f32)>,
+    settle: Option<Settle>,
+    syn: &mut [f32],
+    alpha: &[f32],
     lo: usize,
     fired: &mut Vec<u32>,
 ) -> bool {
     const CH: usize = 16;
     let n = v.len();
     let (c, r, th) = (&mut c[..n], &r[..n], &th[..n]);
-    let mut finite = true;
     match settle {
         Some(Settle { bias, debt, carry }) => {
             let b = &bias[..n];
-            match (carry, syn) {
-                (Some(cc), Some(sy)) => {
-                    add_current::<true, true, true>(v, c, r, row, b, cc, sy.s, sy.alpha);
-                    finite = !CHECK || sy.s.iter().all(|&x| is_finite(x));
-                }
-                (None, Some(sy)) => {
-                    add_current::<true, false, true>(v, c, r, row, b, &mut [], sy.s, sy.alpha);
-                    finite = !CHECK || sy.s.iter().all(|&x| is_finite(x));
-                }
-                (Some(cc), None) => {
-                    add_current::<true, true, false>(v, c, r, row, b, cc, &mut [], &[])
-                }
-                (None, None) => {
-                    add_current::<true, false, false>(v, c, r, row, b, &mut [], &mut [], &[])
-                }
+            match carry {
+                Some(cc) => add_current::<true, true, SYN>(v, c, r, row, b, cc, syn, alpha),
+                None => add_current::<true, false, SYN>(v, c, r, row, b, &mut [], syn, alpha),
             }
             if let Some(d) = debt {
                 let d = &mut d[..n];
@@ -443,14 +505,9 @@ fn integrate_settling<const CHECK: bool>(
                 }
             }
         }
-        None => match syn {
-            Some(sy) => {
-                add_current::<false, false, true>(v, c, r, row, &[], &mut [], sy.s, &[]);
-                finite = !CHECK || sy.s.iter().all(|&x| is_finite(x));
-            }
-            None => add_current::<false, false, false>(v, c, r, row, &[], &mut [], &mut [], &[]),
-        },
+        None => add_current::<false, false, SYN>(v, c, r, row, &[], &mut [], syn, &[]),
     }
+    let mut finite = !(CHECK && SYN) || syn.iter().all(|&x| is_finite(x));
     let mut vc = v.chunks_exact(CH);
     let mut tc = th.chunks_exact(CH);
     let mut base = 0;

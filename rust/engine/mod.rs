@@ -37,8 +37,10 @@
 //! - settling populations (R1.6, R4.7; only when the network has some,
 //!   `Network::any_settling`, otherwise none of this runs): `due` flags per population
 //!   and sample, set at the start of a timestep. A due population that a step touches
-//!   settles: it is integrated whole (bias added to its current, debts paid) and is no
-//!   longer due. Deliveries touch their targets; forward step 0 also touches the due
+//!   settles: it is integrated whole (bias added to its current, debts paid; in a
+//!   synaptic population, R4.12, the synaptic currents `S` decay and take the step's
+//!   current, and the membranes integrate `S`) and is no longer due. Later deliveries
+//!   in the timestep charge `S` as well as `V` (also of a refractory neuron). Deliveries touch their targets; forward step 0 also touches the due
 //!   targets of the input (a silent frame still settles them), and a settle-only step
 //!   touches the lowest due population. A due population's neurons are never checked
 //!   before it settles, and the resets that leave a membrane above its threshold also
