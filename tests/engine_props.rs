@@ -1,5 +1,5 @@
 //! Property tests of the engine on random small networks (dense, conv, pool, skip; half
-//! of them with biases and reset modes, SPEC_VERSION 2) with grid weights and biases
+//! of them with biases, reset modes and synaptic currents, SPEC_VERSION 2) with grid weights and biases
 //! `k/256` and small integer inputs, so that every float32 sum is
 //! exact and the results do not depend on summation order (R8.2).
 //!
@@ -66,6 +66,17 @@ fn lif(g: &mut Lcg, size: usize, v2: bool) -> PopulationSpec {
                 .collect();
         }
         pop.reset = ResetMode::ALL[g.range(0, 3)];
+        // R4.12: a synaptic current a third of the time, alpha scalar or per neuron
+        // (some 0: LIF neurons in a synaptic population).
+        match g.range(0, 5) {
+            0 => pop.alpha = vec![[0.5, 0.75, 0.875, 0.25][g.range(0, 3)]],
+            1 => {
+                pop.alpha = (0..size)
+                    .map(|_| [0.0, 0.5, 0.75, 1.0][g.range(0, 3)])
+                    .collect()
+            }
+            _ => {}
+        }
     }
     pop
 }
@@ -294,11 +305,28 @@ fn oracle(
             }]
         })
         .collect();
+    let alpha: Vec<f32> = (0..n)
+        .map(|q| {
+            let p = &spec.populations[pop_of(q)];
+            p.alpha[if p.alpha.len() == 1 {
+                0
+            } else {
+                q - offset[pop_of(q)]
+            }]
+        })
+        .collect();
+    // R4.12
+    let synaptic: Vec<bool> = spec
+        .populations
+        .iter()
+        .map(|p| p.alpha.iter().any(|&a| a != 0.0))
+        .collect();
     // R1.6
     let settling: Vec<bool> = spec
         .populations
         .iter()
-        .map(|p| p.reset != ResetMode::Zero || p.bias.iter().any(|&b| b != 0.0))
+        .zip(&synaptic)
+        .map(|(p, &syn)| p.reset != ResetMode::Zero || p.bias.iter().any(|&b| b != 0.0) || syn)
         .collect();
     let drop: Vec<f64> = cfg
         .refractory_dropout
@@ -349,7 +377,8 @@ fn oracle(
     let mut seq = vec![0u64; n];
     let mut seq_ctr = 0u64;
     let mut debt = vec![false; n];
-    // The populations (0-based) that projections from population `s` (0 = input) target.
+    let mut syn_cur = vec![0.0f32; n]; // R4.12: S
+                                       // The populations (0-based) that projections from population `s` (0 = input) target.
     let targets = |s: usize| -> Vec<usize> {
         spec.projections
             .iter()
@@ -394,12 +423,23 @@ fn oracle(
         let mut k0: Option<u32> = None;
         let mut correct = false;
         loop {
-            // R4.3.1: the bias of the settling populations joins their current; then
-            // V += I (unless refractory) and the debts are paid.
+            // R4.3.1: the bias of the settling populations joins their current; a
+            // synaptic current decays and takes it at the settle (V then integrates S),
+            // or is charged by it in any other step (R4.12); then V += I (unless
+            // refractory) and the debts are paid.
             for q in 0..n {
                 let p = pop_of(q);
                 if settle[p] {
                     cur[q] += bias[q];
+                }
+                if synaptic[p] {
+                    if settle[p] {
+                        let decayed = alpha[q] * syn_cur[q];
+                        syn_cur[q] = decayed + cur[q];
+                        cur[q] = syn_cur[q];
+                    } else {
+                        syn_cur[q] += cur[q];
+                    }
                 }
                 if !refr[q] {
                     v[q] += cur[q];
