@@ -282,6 +282,11 @@ fn bad_tensors_are_refused() {
         a["populations"][0]["beta"] = json!("populations.1.threshold");
     });
     assert_eq!(file_error_field(&reused), "tensor");
+    // The synaptic decay (R4.12) is read like the bias: a tensor name.
+    let alpha = with_network(|a| a["populations"][0]["alpha"] = json!("no such tensor"));
+    assert_eq!(file_error_field(&alpha), "tensor");
+    let inline = with_network(|a| a["populations"][0]["alpha"] = json!([0.5]));
+    assert_eq!(file_error_field(&inline), "network");
 }
 
 #[test]
