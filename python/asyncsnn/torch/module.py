@@ -122,8 +122,8 @@ class AsyncSNN(nn.Module):
     Parameters
     ----------
     network
-        The network to copy: populations (thresholds, leaks and reset modes fixed,
-        biases trainable, see below), projections and weights (copied into
+        The network to copy: populations (thresholds, leaks, synaptic decays ``alpha``
+        and reset modes fixed, biases trainable, see below), projections and weights (copied into
         parameters, float32).
     train_zero_biases
         Also make the biases of the populations whose bias is 0 trainable (like
@@ -192,6 +192,7 @@ class AsyncSNN(nn.Module):
         train_zero_biases: bool = False,
         recurrent: bool | Sequence[bool] = False,
         recurrent_gain: float = 1.0,
+        alpha: ParamLike | Sequence[ParamLike] = 0.0,
     ) -> AsyncSNN:
         """A fully connected network ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``.
 
@@ -221,6 +222,11 @@ class AsyncSNN(nn.Module):
         recurrent_gain
             Scale of the initial recurrent weights, drawn from
             ``N(0, (recurrent_gain * threshold)**2 / n)`` for a population of ``n``.
+        alpha
+            Decay of the synaptic current (R4.12), in [0, 1], one value or one per layer
+            (see ``Network.sequential``); default 0 (LIF neurons). With ``alpha > 0`` the
+            neurons are current-based LIF neurons, snnTorch's ``Synaptic`` (``RSynaptic``
+            with ``recurrent``); ``alpha`` is a constant of the training, like ``beta``.
 
         Returns
         -------
@@ -270,6 +276,7 @@ class AsyncSNN(nn.Module):
             bias=bias,
             reset=reset,
             recurrent=rec_projs,
+            alpha=alpha,
         )
         return cls(net, train_zero_biases=train_zero_biases)
 
@@ -303,7 +310,7 @@ class AsyncSNN(nn.Module):
     def to_network(self) -> Network:
         """An :class:`~asyncsnn.network.Network` with the current weights and biases (float32 copies).
 
-        Thresholds, leaks, reset modes and dropouts are the network's; each trained
+        Thresholds, leaks, synaptic decays, reset modes and dropouts are the network's; each trained
         bias is the parameter's value.
         """
         base = self.plan.network

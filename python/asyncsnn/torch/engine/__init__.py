@@ -36,6 +36,13 @@ step, and the silent spikes of a population wait until it and the populations be
 it have settled (:mod:`~asyncsnn.torch.engine.settling`). Other networks run the
 version-1 code unchanged.
 
+**Synaptic currents** (R4.12). A population with ``alpha != 0`` settles and its
+neurons keep a synaptic current ``S`` across timesteps (in the graph, ``alpha`` a
+constant): at the settle ``S <- alpha S + I`` and the membrane integrates ``S``, later
+deliveries charge ``S`` and the membrane; under ``layered`` training is the BPTT of
+snnTorch's ``Synaptic`` (:mod:`~asyncsnn.torch.engine.settling`,
+:mod:`~asyncsnn.torch.engine.silent`).
+
 **Recurrent projections** (R1.2, R4.9) make their targets settling populations. Under
 the unlayered schedulers they are delivered like forward projections, in the same
 timestep, and the silent spikes wait for every population a pending neuron can still

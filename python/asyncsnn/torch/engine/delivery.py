@@ -325,7 +325,9 @@ class Delivery:
         ``end``: the output population emits too (with its outgoing projections, when
         recurrent ones leave it). ``carried``: the recurrent projections' currents are
         carried (``layered``, R4.9), so their silent currents do not reach the membranes
-        (:mod:`~asyncsnn.torch.engine.silent` adds them to ``C``).
+        (:mod:`~asyncsnn.torch.engine.silent` adds them to ``C``). The silent currents
+        into a population with a synaptic current (R4.12) are left out too:
+        :mod:`~asyncsnn.torch.engine.silent` passes them through ``S``.
         """
         key = (populations, end, carried)
         if key not in self._specs:
@@ -337,7 +339,9 @@ class Delivery:
             def targets(p: int) -> tuple[tuple[slice, Callable[[torch.Tensor], torch.Tensor]], ...]:
                 out = []
                 for pp in plan.outgoing[p]:
-                    if not (carried and pp.recurrent):
+                    # A carried current goes to C, one into a synaptic current to S
+                    # (silent.py): neither reaches the membranes here.
+                    if not (carried and pp.recurrent) and not plan.synaptic[pp.target]:
                         out.append((columns(pp.target), self._transposed_map(pp)))
                     w = self.weights[pp.index]
                     if self.holder is None and w is not None and w.requires_grad:

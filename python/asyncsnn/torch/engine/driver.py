@@ -209,11 +209,14 @@ def run(
     totals = torch.zeros(n_batch, plan.n_outputs, dtype=torch.float64, device=dev)  # R7.9: output counts so far
     debt = torch.zeros_like(v) if plan.any_settling else None  # R3.3, R4.8
     carry = torch.zeros_like(v) if ctx.carry else None  # R3.3, R4.9: C = 0
+    syn = torch.zeros_like(v) if plan.any_synaptic else None  # R3.3, R4.12: S = 0
     for t in range(n_t):
         v = v * pt["beta"]  # R4.1 (1): leak, one float32 multiply
         rows = _start_timestep(ctx, book, v, t, hash0, labels, syn_in[:, t], totals)
         if debt is not None:
-            rows.debt, rows.carry = debt, carry
+            rows.debt, rows.carry, rows.syn = debt, carry, syn
+            if grad and syn is not None:  # section 9: silent currents into S wait for the settle
+                rows.syn_in = torch.zeros_like(syn)
             start_due(ctx, rows)  # R4.1 (3)
         rows.cur = ctx.delivery.frame(frames[:, t], in_risk)  # R4.2: step 0 integrates the frame
         rows = _forward_steps(ctx, book, rows, t)
@@ -224,7 +227,7 @@ def run(
             rows.output_counts = rows.q[:, ctx.out_slice] if rows.out_spikes is None else rows.out_spikes
             emit_at_end(ctx, rows)  # section 9
             counts_t.append(rows.output_counts)
-        v, debt, carry = rows.v, rows.debt, rows.carry
+        v, debt, carry, syn = rows.v, rows.debt, rows.carry, rows.syn
     if ctx.failures:
         raise ctx.overflow_error()
     counters = finish_counters(torch.round(rec).to(torch.int64), input_events, ctx.columns)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from asyncsnn.exceptions import ModelError, ParameterError, invalid
+from asyncsnn.exceptions import ParameterError, invalid
 from asyncsnn.network import AvgPool2d, Conv2d, Dense, Network, Projection, SumPool2d
 
 __all__ = ["Plan", "ProjectionPlan", "apply_projection", "as_tensor", "network_weights", "torch_device"]
@@ -81,6 +81,10 @@ class Plan:
     recurrent
         Some projection is recurrent (R1.2, R4.9): its targets settle, and under
         ``layered`` the runs carry its current to the next timestep.
+    synaptic, any_synaptic
+        ``synaptic[p]``: population ``p`` has a synaptic current ``S`` (R4.12, some
+        ``alpha != 0``; such a population settles); ``any_synaptic``: some population
+        has one, and the runs keep ``S`` per neuron.
     """
 
     def __init__(self, network: Network, settle_also: tuple[int, ...] = ()) -> None:
@@ -131,19 +135,13 @@ class Plan:
             "fanout_in": fan_in,
         }
         pops = network.populations
-        for n, pop in enumerate(pops, start=1):
-            if pop.synaptic:
-                raise invalid(
-                    ModelError,
-                    "alpha",
-                    float(np.max(np.asarray(pop.alpha))),
-                    "the torch engine does not run synaptic currents (R4.12) yet; asyncsnn.reference.infer runs them",
-                    f"population {n}",
-                )
         self.resets = ["zero", *(p.reset for p in pops)]
         self.recurrent = network.recurrent
         self.settling = [False, *(s or i in settle_also for i, s in enumerate(network.settling, 1))]
         self.any_settling = any(self.settling)
+        #: Whether each population (0: the input) has a synaptic current ``S`` (R4.12).
+        self.synaptic = [False, *(p.synaptic for p in pops)]
+        self.any_synaptic = any(self.synaptic)
         self._np["bias"] = np.concatenate([np.asarray(p.bias).reshape(-1) for p in pops]).astype(np.float32)
         if self.any_settling:
             self._settling_tables(network)
@@ -171,6 +169,13 @@ class Plan:
         self._np["silent_rank_f"], self._np["due_silent_rank_f"] = self._silent_ranks(network)
         self._np["pop_rank_f"] = np.arange(n_pop, 0, -1, dtype=np.float32)  # rank P + 1 - p of population p
         self._np["pop_idx"] = self._np["pop_of"] - 1
+        # R4.12: the decay alpha of every neuron and 1.0 for the neurons with a synaptic current.
+        self._np["alpha"] = np.concatenate([np.asarray(p.alpha).reshape(-1) for p in network.populations]).astype(
+            np.float32
+        )
+        self._np["synaptic_f"] = np.concatenate(
+            [np.full(self.sizes[p], float(self.synaptic[p]), dtype=np.float32) for p in range(1, n_pop + 1)]
+        )
 
     def _silent_ranks(self, network: Network) -> tuple[np.ndarray, np.ndarray]:
         """The blocking ranks of silent spikes under the unlayered schedulers (section 9).

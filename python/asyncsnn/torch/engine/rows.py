@@ -57,6 +57,8 @@ class RowSet:
     settle: torch.Tensor | None = None  # float32 [n, P] 1.0 = the population settles at the next integration
     debt: torch.Tensor | None = None  # float32 [n, N] 1.0 = a "subtract_delayed" neuron owes its threshold
     carry: torch.Tensor | None = None  # float32 [n, N] carried current C (layered, recurrent, R4.9; graph)
+    syn: torch.Tensor | None = None  # float32 [n, N] synaptic current S (R4.12; graph), 0 where none
+    syn_in: torch.Tensor | None = None  # float32 [n, N] silent currents awaiting the settle (R4.12, grad)
     out_spikes: torch.Tensor | None = None  # float32 [n, n_out] output spikes (graph), when the output is a source
     # surrogate_terms="every_step" (section 9), only under autograd:
     open_terms: torch.Tensor | None = None  # float32 [n, N] 1.0 = the membrane has no surrogate term yet

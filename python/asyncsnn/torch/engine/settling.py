@@ -1,7 +1,8 @@
 """Settling populations (R1.6, R4.7) and the reset modes (R4.8), for the torch engine.
 
-Only networks with a settling population (a bias or a reset other than ``"zero"``) run
-this code; the others run the version-1 code unchanged. The rows then carry:
+Only networks with a settling population (a bias, a synaptic current, a reset other
+than ``"zero"`` or a recurrent projection into it) run this code; the others run the
+version-1 code unchanged. The rows then carry:
 
 * ``due [n, P]``: the populations that have not settled in this timestep (R3.1);
   every settling population becomes due at the timestep start (R4.1 (3));
@@ -17,6 +18,14 @@ this code; the others run the version-1 code unchanged. The rows then carry:
   population when it settles and then zeroed (R4.3.1). It is in the graph: a recurrent
   delivery's ``m w`` and the silent spikes' zero currents reach it, so layered training
   of a recurrent network is its BPTT (section 9).
+* ``syn [n, N]`` (a population with ``alpha != 0``): the synaptic current ``S`` of
+  R4.12, kept across timesteps like the membranes and in the graph; 0 for the neurons
+  of other populations. After the bias and ``C``, the step's current passes through it:
+  at the settle ``S <- alpha S + I`` and the membrane integrates ``S``; in a later step
+  of the timestep ``S <- S + I`` (also for a refractory neuron) and the membrane
+  integrates ``I``. ``syn_in [n, N]`` (under autograd) holds the silent spikes' zero
+  currents into a population that has not settled yet, added to its settle's current
+  (:mod:`~asyncsnn.torch.engine.silent`).
 
 Recurrent projections (R1.2) make their targets settling (R1.6). Under an unlayered
 scheduler their deliveries are ordinary deliveries into ``I`` and settle a due target
@@ -35,6 +44,7 @@ flags ``[n, P]`` and the values at the neurons that fire, not dense ``[n, N]`` t
 (the same float32 operations in the same order, so the same gradients).
 
 Gradients (section 9): the bias is part of the current (trainable like the weights);
+``S`` stays in the graph with ``alpha`` a constant (snnTorch's ``Synaptic``);
 the resets ``"zero"`` (``U (1 - s)``) and ``"subtract"`` (``U - theta s``) keep the spike
 in the graph; the debt of ``"subtract_delayed"`` is a constant.
 """
@@ -124,10 +134,11 @@ def next_settle(run: RunContext, rows: RowSet, group_rows: torch.Tensor, group_p
 def settling_step(
     run: RunContext, rows: RowSet, t: int, k: int, with_fired: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Integrate and fire with biases, debts, reset modes and due populations (R4.3.1-R4.3.2).
+    """Integrate and fire with biases, debts, synaptic currents, reset modes and due populations (R4.3.1-R4.3.2).
 
     Consumes ``rows.cur`` and ``rows.settle``; updates ``rows.v``, ``rows.q``,
-    ``rows.debt``, the momentum keys and records R8.3 overflows (the caller raises).
+    ``rows.debt``, ``rows.syn`` (R4.12), the momentum keys and records R8.3 overflows
+    of a membrane or a synaptic current (the caller raises).
     Returns ``(u, sd, fired)``: the membranes before the reset (no graph), the 0/1
     spikes (no graph) and their flat positions (``None`` unless ``with_fired``).
     """
@@ -141,6 +152,7 @@ def settling_step(
     live = rows.live
     settle = rows.settle
     pay: torch.Tensor | None = None
+    cols: torch.Tensor | None = None
     if settle is not None and bool(settle.any()):
         cols = settle.index_select(1, pop_idx)  # [n, N] 1.0 = the neuron's population settles now
         assert run.bias is not None
@@ -151,7 +163,12 @@ def settling_step(
         if rows.carry is not None:  # R4.3.1, R4.9: then the carried current, C <- 0
             cur = cur + rows.carry * cols
             rows.carry = rows.carry * (1.0 - cols)
+        if rows.syn_in is not None:  # section 9: the silent currents that waited for the settle
+            cur = cur + rows.syn_in * cols
+            rows.syn_in = rows.syn_in * (1.0 - cols)
         pay = rows.debt * cols  # R4.8: the debtors among them pay their threshold
+    if rows.syn is not None:  # R4.12: the current passes through S
+        cur = _synaptic_current(run, rows, cur, cols)
     # R4.3.1: V + I for the non-refractory neurons (a select: a discarded current may be
     # anything, R4.6), then a debtor's V - theta.
     u = torch.where(live > 0, rows.v + cur, rows.v)
@@ -159,8 +176,11 @@ def settling_step(
         u = u - theta * pay
         rows.debt = rows.debt - pay
     u_d = u.detach()
-    if not math.isfinite(float(u_d.sum())):  # some membrane overflowed float32 (or a false alarm)
+    total = u_d.sum() if rows.syn is None else u_d.sum() + rows.syn.detach().sum()
+    if not math.isfinite(float(total)):  # some membrane or S overflowed float32 (or a false alarm)
         bad = ~torch.isfinite(u_d) & (live > 0)
+        if rows.syn is not None:  # R8.3: also a refractory neuron's S
+            bad = bad | ~torch.isfinite(rows.syn.detach())
         if bool(bad.any()):
             run.record_overflow(rows.batch_rows, bad, t, k)
             if 0 in run.failures:  # no sample comes before this one
@@ -168,6 +188,8 @@ def settling_step(
             zero = torch.zeros((), dtype=u.dtype, device=u.device)
             u = torch.where(bad, zero, u)  # the failing rows are void
             u_d = u.detach()
+            if rows.syn is not None:
+                rows.syn = torch.where(bad, zero, rows.syn)
     # R4.3.2: only integrated, non-refractory neurons fire; a due population waits.
     gate = live * (1.0 - rows.due.index_select(1, pop_idx))
     fire = (u_d > theta) & (gate > 0)
@@ -190,6 +212,30 @@ def settling_step(
     rows.settle = None
     fired = flat if with_fired else None
     return u_d, sd, fired
+
+
+def _synaptic_current(run: RunContext, rows: RowSet, cur: torch.Tensor, cols: torch.Tensor | None) -> torch.Tensor:
+    """R4.12: charge the synaptic currents ``S`` with ``cur``; returns the current the membranes integrate.
+
+    ``cols [n, N]``: 1.0 where the neuron's population settles now (``None``: none). A
+    neuron with a synaptic current whose population settles decays and takes the
+    current, ``S <- alpha S + I`` (a float32 multiply, then an addition), and its
+    membrane integrates ``S``; any other neuron with one adds the current, ``S <- S + I``
+    (also when refractory: the refractory mask is applied to the membrane only), and
+    its membrane integrates ``I``. Neurons without a synaptic current keep ``S = 0``.
+    ``S`` stays in the graph with ``alpha`` a constant (section 9).
+    """
+    pt = run.pt
+    syn = rows.syn
+    assert syn is not None
+    has = pt["synaptic_f"] > 0
+    charged = torch.where(has, syn + cur, syn)
+    if cols is None:
+        rows.syn = charged
+        return cur
+    decay = (cols > 0) & has
+    rows.syn = torch.where(decay, pt["alpha"] * syn + cur, charged)
+    return torch.where(decay, rows.syn, cur)
 
 
 class _BiasCurrent(torch.autograd.Function):

@@ -10,7 +10,9 @@ nor a lower population is due (R4.7), so that no current can reach it any more a
 population by population, before the targets emit theirs; output neurons add theirs
 to the differentiable output counts. The forward is unchanged (every value added is
 0), so the silent spikes are one autograd node with an identity forward
-(:func:`~asyncsnn.torch._kernels.settle`).
+(:func:`~asyncsnn.torch._kernels.settle`). Currents into a population with a synaptic
+current (R4.12) pass through its ``S`` instead (:func:`_synaptic_silent`), and carried
+recurrent currents under ``layered`` go into ``C`` (:func:`_carry_silent`).
 
 Population ``p`` is settled in a row when no neuron of a population below ``p`` is
 pending. With ranks ``r_p = P + 1 - p`` and ``top`` the largest rank of a pending
@@ -75,6 +77,8 @@ def _emit(run: RunContext, rows: RowSet, top: torch.Tensor | None) -> None:
         return
     emitting = [need[:, i].nonzero().squeeze(1) for i, e in enumerate(emits) if e]
     spec = run.delivery.settle_spec(pops, top is None, run.surrogate, run.carry)
+    if rows.syn is not None:
+        _synaptic_silent(run, rows, list(zip(pops, emitting)), top is None)
     v = rows.v
     if top is None:
         rows.v, rows.output_counts = settle(spec, v, rows.live, emitting, rows.output_counts)
@@ -115,6 +119,55 @@ def _carry_silent(
         rows.carry = rows.carry + cur if idx is None else rows.carry.index_add(0, idx, cur)
 
 
+def _synaptic_silent(run: RunContext, rows: RowSet, emitting: list[tuple[int, torch.Tensor]], end: bool) -> None:
+    """The silent spikes' zero currents into populations with a synaptic current (R4.12).
+
+    A current into such a population passes through ``S`` (section 9): into a target
+    population that is still due it joins the current of its settle (``rows.syn_in``,
+    added before ``S <- alpha S + I``, like ``C``), so that under ``layered`` it is the
+    ``W s_t`` of ``S_t = alpha S_{t-1} + W s_t`` in BPTT; into a target that has settled
+    it is a later delivery, ``S <- S + I`` and ``V <- V + I`` unless refractory.
+    ``c = H(V - theta)`` (exactly 0) with the surrogate backward, times the
+    non-refractory mask, at the source's membrane as it is when the source emits (the
+    populations in increasing order, each after receiving the currents of the lower
+    ones). ``emitting``: the populations that emit with their rows; ``end``: the output
+    population emits too, in every row. (Carried recurrent currents go to ``C``, see
+    :func:`_carry_silent`; :func:`~asyncsnn.torch._kernels.settle` sends the others
+    to the membranes.)
+    """
+    plan, pt = run.plan, run.pt
+    theta, pop_idx = pt["theta"], pt["pop_idx"]
+    assert rows.syn is not None
+    assert rows.syn_in is not None
+    assert rows.due is not None
+    sources: list[tuple[int, torch.Tensor | None]] = list(emitting)
+    if end:
+        sources.append((plan.n_populations, None))
+    for p, idx in sources:
+        projs = [pp for pp in plan.outgoing[p] if plan.synaptic[pp.target] and not (run.carry and pp.recurrent)]
+        if not projs:
+            continue
+        sl = slice(plan.offsets[p], plan.offsets[p] + plan.sizes[p])
+        v, live, due = rows.v, rows.live, rows.due
+        if idx is not None:
+            v, live, due = v.index_select(0, idx), live.index_select(0, idx), due.index_select(0, idx)
+        c = spike(v[:, sl] - theta[sl], run.surrogate) * live[:, sl]  # value 0
+        parts: dict[int, list[torch.Tensor]] = {}
+        for pp in projs:
+            parts.setdefault(pp.target, []).append(apply_projection(pp, run.delivery.weight(pp), c))
+        cur = run.delivery.assemble(parts, c.shape[0])
+        waits = due.index_select(1, pop_idx)  # 1.0 = the target population has not settled yet
+        later, now = cur * waits, cur * (1.0 - waits)
+        if idx is None:
+            rows.syn_in = rows.syn_in + later
+            rows.syn = rows.syn + now
+            rows.v = rows.v + now * live
+        else:
+            rows.syn_in = rows.syn_in.index_add(0, idx, later)
+            rows.syn = rows.syn.index_add(0, idx, now)
+            rows.v = rows.v.index_add(0, idx, now * live)
+
+
 def emit_settled_host(run: RunContext, rows: RowSet, top: np.ndarray) -> None:
     """:func:`emit_settled` with the bookkeeping in numpy (the host backend)."""
     assert rows.settled is not None
@@ -136,4 +189,6 @@ def emit_settled_host(run: RunContext, rows: RowSet, top: np.ndarray) -> None:
             pops.append(p)
             emitting.append(torch.from_numpy(idx))
     if pops:
+        if rows.syn is not None:
+            _synaptic_silent(run, rows, list(zip(pops, emitting)), False)
         rows.v = settle(run.delivery.settle_spec(tuple(pops), False, run.surrogate), rows.v, rows.live, emitting)
