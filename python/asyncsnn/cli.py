@@ -236,6 +236,7 @@ _EPILOG_TRAIN = """examples:
   asyncsnn train --scheduler momentum -F 8 --epochs 10 --out model.safetensors
   asyncsnn train --scheduler layered --dataset randman --out layered.safetensors
   asyncsnn train --device cpu --epochs 2         # force the CPU (default: CUDA when available)
+  asyncsnn train --alpha 0.8 --out cuba.safetensors  # current-based LIF neurons (snnTorch's Synaptic)
 
 data parallel on 4 processes (gloo on CPU, nccl with one GPU per process; --batch-size
 stays the global batch, rank 0 writes the checkpoints and --out):
@@ -323,6 +324,7 @@ def _train(args: argparse.Namespace) -> int:
         bias=args.bias,
         reset=args.reset,
         recurrent=args.recurrent,
+        alpha=args.alpha,
     )
     flat = ds.train_x.reshape(len(ds.train_y), ds.train_x.shape[1], -1)
     test = (ds.test_x.reshape(len(ds.test_y), ds.test_x.shape[1], -1), ds.test_y)
@@ -358,6 +360,7 @@ def _train(args: argparse.Namespace) -> int:
             recurrent=args.recurrent,
             bias=args.bias,
             reset=args.reset,
+            alpha=args.alpha,
             surrogate_terms=args.surrogate_terms,
             input_dropout=args.input_dropout,
             spike_dropout=args.spike_dropout,
@@ -939,6 +942,14 @@ def _add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], 
         type=_finite_float,
         default=0.0,
         help="initial bias of every neuron (R1.4); a non-zero bias is trained with the weights",
+    )
+    tr.add_argument(
+        "--alpha",
+        type=_float_in(0.0, 1.0),
+        default=0.0,
+        help="decay per timestep of every neuron's synaptic current, in [0, 1] (docs/semantics.md R4.12): 0 gives "
+        "LIF neurons, alpha > 0 current-based LIF neurons (snnTorch's Synaptic, RSynaptic with --recurrent); "
+        "a constant, not trained",
     )
     tr.add_argument(
         "--surrogate-terms",

@@ -27,6 +27,7 @@ def _settings(**changes: object) -> dict[str, object]:
         "recurrent": False,
         "bias": 0.0,
         "reset": "zero",
+        "alpha": 0.0,
         "surrogate_terms": "fired",
         "input_dropout": 0.0,
         "spike_dropout": 0.0,

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import asyncsnn
+from _torch import ONE_THREAD
 from asyncsnn.figures import FIGURES, captions, redraw
 from asyncsnn.model_file import read_metadata
 from asyncsnn.reproduce import (
@@ -366,6 +367,7 @@ def test_cli_train_evaluate_info_round_trip(tmp_path: Path) -> None:
         "recurrent": "false",
         "bias": "0.0",
         "reset": "subtract",
+        "alpha": "0.0",
         "surrogate_terms": "every_step",
         "input_dropout": "0.25",
         "spike_dropout": "0.125",
@@ -387,6 +389,33 @@ def test_cli_train_evaluate_info_round_trip(tmp_path: Path) -> None:
         assert f"{key}: {value}" in lines, key
     assert f"asyncsnn_version: {asyncsnn.__version__}" in lines
     assert "(16,)" in info.stdout
+
+
+def test_cli_train_alpha_trains_a_synaptic_network_and_records_it(tmp_path: Path) -> None:
+    # R4.12: --alpha gives every population a synaptic current; the model file keeps it
+    # (populations.<i>.alpha) and the metadata records it. (Evaluating the model needs
+    # an engine that runs synaptic currents: asyncsnn.torch.infer does.)
+    pytest.importorskip("torch")
+    model = tmp_path / "cuba.safetensors"
+    run = [sys.executable, "-m", "asyncsnn"]
+    args = ["--max-train", "48", "--max-test", "16", "--epochs", "1", "--hidden", "12", "--batch-size", "16"]
+    subprocess.run(
+        [*run, "train", *args, "--alpha", "0.75", "--scheduler", "layered", "--device", "cpu", "--out", str(model)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=ONE_THREAD,
+    )
+    net = asyncsnn.load(model)
+    assert all(p.synaptic for p in net.populations)
+    assert all(np.all(p.alpha == np.float32(0.75)) for p in net.populations)
+    assert read_metadata(model)["alpha"] == "0.75"
+    info = subprocess.run([*run, "info", str(model)], check=True, capture_output=True, text=True)
+    assert "alpha: 0.75" in info.stdout.splitlines()
+    assert "alpha=0.75" in info.stdout  # the architecture shows the synaptic populations
+    bad = subprocess.run([*run, "train", "--alpha", "1.5"], capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert "--alpha: must be in [0.0, 1.0], got 1.5" in bad.stderr
 
 
 def test_cli_bad_argument_is_a_clean_error(tmp_path: Path) -> None:
