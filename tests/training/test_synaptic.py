@@ -4,10 +4,13 @@ Hand-checked runs pin R4.12 on one-neuron populations (a current keeps reaching 
 membrane, decayed by ``alpha``, and a refractory neuron's synapses are still charged);
 under ``layered`` the engine equals the BPTT of snnTorch's ``Synaptic`` / ``RSynaptic``
 (``S_t = alpha S_{t-1} + W s + R s_{t-1} + b``, ``U_t = beta V_{t-1} + S_t - theta d_t``)
-in values and gradients; both backends equal the reference engine on random synaptic
+in values and gradients, and so do the unlayered schedulers with a forward group as
+wide as a population; both backends equal the reference engine on random synaptic
 grid networks (every scheduler and reset, skip and recurrent projections, early stops),
 also in grad mode; an overflowing ``S`` raises; ``AsyncSNN.from_sizes(alpha=...)``
-trains under every scheduler and keeps ``alpha``.
+trains under every scheduler and keeps ``alpha``. The last test compares
+``asyncsnn.infer`` (the Rust engine) with the torch engine: it fails while the Rust
+engine refuses synaptic currents.
 """
 
 from __future__ import annotations
@@ -210,6 +213,40 @@ def test_layered_training_is_the_bptt_of_snntorch_synaptic(reset: str, recurrent
     for a, b in zip(g_engine, g_formula):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert all(float(g.abs().sum()) > 0 for g in g_engine)  # every weight and bias learns
+
+
+@pytest.mark.parametrize("scheduler", ["fifo", "random", "momentum"])
+def test_a_wide_group_gives_the_bptt_gradients_under_every_unlayered_scheduler(scheduler: str) -> None:
+    # Without skip or recurrent projections, a forward group as wide as a population
+    # delivers each population's spikes at once, as layered does: the values and the
+    # gradients are those of the Synaptic BPTT (section 9), S included.
+    net, x, y = synaptic_problem(5, "subtract_delayed", False)
+    model = AsyncSNN(net)
+    opts = prepare_given_options(net, scheduler=scheduler, forward_group_size=1000, seed=2)
+    out = run(model.plan, model.projection_weights(), x, opts, surrogate=ATan(), bias=model.bias_vector())
+    ws = [torch.tensor(np.asarray(pr.layer.weight), requires_grad=True) for pr in net.projections]
+    bs = [torch.tensor(np.asarray(p.bias).reshape(-1), requires_grad=True) for p in net.populations]
+    counts = synaptic_formula(net, ws, bs, x)
+    assert torch.equal(out.counts, counts)
+    g_engine = torch.autograd.grad(rate_loss(out.counts, y), [*model.weights, *model.biases.values()])
+    g_formula = torch.autograd.grad(rate_loss(counts, y), [*ws, *bs])
+    for a, b in zip(g_engine, g_formula):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_every_step_terms_keep_the_forward_and_equal_fired_terms_under_layered() -> None:
+    # Under layered each population integrates once per timestep: "every_step" adds no term.
+    net, x, y = synaptic_problem(2, "zero", True)
+    grads, counts = [], []
+    for terms in ("fired", "every_step"):
+        model = AsyncSNN(net)
+        opts = prepare_given_options(net, scheduler="layered", forward_group_size=8)
+        out = run(model.plan, model.projection_weights(), x, opts, surrogate=ATan(), surrogate_terms=terms)
+        counts.append(out.counts.detach())
+        grads.append(torch.autograd.grad(rate_loss(out.counts, y), list(model.weights)))
+    assert torch.equal(counts[0], counts[1])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
 
 
 # ------------------------------------------------------------------------- engine equality
