@@ -144,6 +144,7 @@ class Delivery:
             self.parts = [TablePart(0, 0, span, table)]  # the table as one block
         self._wt: dict[int, torch.Tensor] = {}
         self._specs: dict[tuple[tuple[int, ...], bool, bool], SettleSpec] = {}
+        self._syn_targets: dict[tuple[int, bool], tuple[tuple[slice, Callable[[torch.Tensor], torch.Tensor]], ...]] = {}
         # R8.3: the largest |w| of each source, and whether a spike delivery can overflow
         # float32 at all (only a multiplicity m >= 2, i.e. refractory dropout, makes m * w
         # larger than w).
@@ -357,6 +358,29 @@ class Delivery:
             resets = tuple(plan.resets[p] for p in (*populations, out))
             self._specs[key] = SettleSpec(tuple(sources), output, surrogate, tuple(anchors), resets)
         return self._specs[key]
+
+    def synaptic_targets(
+        self, p: int, carried: bool
+    ) -> tuple[tuple[slice, Callable[[torch.Tensor], torch.Tensor]], ...]:
+        """The silent currents of population ``p`` that pass through a synaptic current (R4.12).
+
+        ``(columns of the target population, transposed projection)`` for every
+        projection out of ``p`` into a population with a synaptic current, but the
+        carried recurrent ones when ``carried`` (those go to ``C``); the complement of
+        :meth:`settle_spec`'s targets (:mod:`~asyncsnn.torch.engine.silent`).
+        """
+        key = (p, carried)
+        if key not in self._syn_targets:
+            plan = self.plan
+            self._syn_targets[key] = tuple(
+                (
+                    slice(plan.offsets[pp.target], plan.offsets[pp.target] + plan.sizes[pp.target]),
+                    self._transposed_map(pp),
+                )
+                for pp in plan.outgoing[p]
+                if plan.synaptic[pp.target] and not (carried and pp.recurrent)
+            )
+        return self._syn_targets[key]
 
     def _transposed_map(self, pp: ProjectionPlan) -> Callable[[torch.Tensor], torch.Tensor]:
         """``g [rows, n_target] -> g W`` for the projection (the transpose of :func:`apply_projection`)."""

@@ -223,19 +223,60 @@ def _synaptic_current(run: RunContext, rows: RowSet, cur: torch.Tensor, cols: to
     membrane integrates ``S``; any other neuron with one adds the current, ``S <- S + I``
     (also when refractory: the refractory mask is applied to the membrane only), and
     its membrane integrates ``I``. Neurons without a synaptic current keep ``S = 0``.
-    ``S`` stays in the graph with ``alpha`` a constant (section 9).
+    ``S`` stays in the graph with ``alpha`` a constant (section 9): under autograd one
+    node, :class:`_SynapticCurrent`.
     """
     pt = run.pt
     syn = rows.syn
     assert syn is not None
     has = pt["synaptic_f"] > 0
+    decay = None if cols is None else (cols > 0) & has
+    if torch.is_grad_enabled() and (cur.requires_grad or syn.requires_grad):
+        rows.syn, out = _SynapticCurrent.apply(syn, cur, pt["alpha"], has, decay)
+        return out  # type: ignore[no-any-return]
+    rows.syn, out = _synaptic_forward(syn, cur, pt["alpha"], has, decay)
+    return out
+
+
+def _synaptic_forward(
+    syn: torch.Tensor, cur: torch.Tensor, alpha: torch.Tensor, has: torch.Tensor, decay: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(S', I')`` of :func:`_synaptic_current` (``decay``: bool ``[n, N]``, ``None`` = none decays)."""
     charged = torch.where(has, syn + cur, syn)
-    if cols is None:
-        rows.syn = charged
-        return cur
-    decay = (cols > 0) & has
-    rows.syn = torch.where(decay, pt["alpha"] * syn + cur, charged)
-    return torch.where(decay, rows.syn, cur)
+    if decay is None:
+        return charged, cur
+    new = torch.where(decay, alpha * syn + cur, charged)
+    return new, torch.where(decay, new, cur)
+
+
+class _SynapticCurrent(torch.autograd.Function):
+    """:func:`_synaptic_forward` as one autograd node (it saves the bool ``decay`` mask only).
+
+    Backward, with ``t = g_S' + g_I'``: ``g_I = t`` where the neuron has a synaptic
+    current, else ``g_I'``; ``g_S = alpha t`` where it decays, else ``g_S'`` (the
+    gradients of the torch operations it replaces: ``S' = alpha S + I = I'`` at the
+    settle, ``S' = S + I`` with ``I' = I`` in a later step, ``S' = S`` without one).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        syn: torch.Tensor,
+        cur: torch.Tensor,
+        alpha: torch.Tensor,
+        has: torch.Tensor,
+        decay: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx.save_for_backward(alpha, has, decay)
+        return _synaptic_forward(syn, cur, alpha, has, decay)
+
+    @staticmethod
+    def backward(ctx: Any, g_syn: torch.Tensor, g_cur: torch.Tensor) -> tuple[Any, ...]:
+        alpha, has, decay = ctx.saved_tensors
+        t = g_syn + g_cur
+        d_cur = torch.where(has, t, g_cur)
+        d_syn = g_syn if decay is None else torch.where(decay, alpha * t, g_syn)
+        return d_syn, d_cur, None, None, None
 
 
 class _BiasCurrent(torch.autograd.Function):

@@ -23,6 +23,8 @@ exactly when its group is delivered, so training is layered BPTT (R4.5).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -126,46 +128,91 @@ def _synaptic_silent(run: RunContext, rows: RowSet, emitting: list[tuple[int, to
     population that is still due it joins the current of its settle (``rows.syn_in``,
     added before ``S <- alpha S + I``, like ``C``), so that under ``layered`` it is the
     ``W s_t`` of ``S_t = alpha S_{t-1} + W s_t`` in BPTT; into a target that has settled
-    it is a later delivery, ``S <- S + I`` and ``V <- V + I`` unless refractory.
-    ``c = H(V - theta)`` (exactly 0) with the surrogate backward, times the
-    non-refractory mask, at the source's membrane as it is when the source emits (the
-    populations in increasing order, each after receiving the currents of the lower
-    ones). ``emitting``: the populations that emit with their rows; ``end``: the output
-    population emits too, in every row. (Carried recurrent currents go to ``C``, see
-    :func:`_carry_silent`; :func:`~asyncsnn.torch._kernels.settle` sends the others
-    to the membranes.)
+    it is a later delivery, ``S <- S + I`` and ``V <- V + I`` unless refractory. The
+    spike is ``c = H(V - theta)`` (exactly 0) with the surrogate backward, times the
+    non-refractory mask; the populations emit in increasing order, each after receiving
+    the currents of the lower ones. ``emitting``: the populations that emit with their
+    rows; ``end``: the output population emits too, in every row. (Carried recurrent
+    currents go to ``C``, see :func:`_carry_silent`; :func:`~asyncsnn.torch._kernels.settle`
+    sends the others to the membranes.) Every value added is 0, so this is one autograd
+    node with an identity forward (:class:`_SynapticSilent`).
     """
     plan, pt = run.plan, run.pt
-    theta, pop_idx = pt["theta"], pt["pop_idx"]
-    assert rows.syn is not None
-    assert rows.syn_in is not None
     assert rows.due is not None
-    sources: list[tuple[int, torch.Tensor | None]] = list(emitting)
+    entries: list[tuple[int, torch.Tensor | None]] = list(emitting)
     if end:
-        sources.append((plan.n_populations, None))
-    for p, idx in sources:
-        projs = [pp for pp in plan.outgoing[p] if plan.synaptic[pp.target] and not (run.carry and pp.recurrent)]
-        if not projs:
+        entries.append((plan.n_populations, None))
+    sources: list[tuple[slice, torch.Tensor, Any]] = []
+    idxs: list[torch.Tensor] = []
+    for p, idx in entries:
+        targets = run.delivery.synaptic_targets(p, run.carry)
+        if not targets:
             continue
         sl = slice(plan.offsets[p], plan.offsets[p] + plan.sizes[p])
-        v, live, due = rows.v, rows.live, rows.due
-        if idx is not None:
-            v, live, due = v.index_select(0, idx), live.index_select(0, idx), due.index_select(0, idx)
-        c = spike(v[:, sl] - theta[sl], run.surrogate) * live[:, sl]  # value 0
-        parts: dict[int, list[torch.Tensor]] = {}
-        for pp in projs:
-            parts.setdefault(pp.target, []).append(apply_projection(pp, run.delivery.weight(pp), c))
-        cur = run.delivery.assemble(parts, c.shape[0])
-        waits = due.index_select(1, pop_idx)  # 1.0 = the target population has not settled yet
-        later, now = cur * waits, cur * (1.0 - waits)
-        if idx is None:
-            rows.syn_in = rows.syn_in + later
-            rows.syn = rows.syn + now
-            rows.v = rows.v + now * live
-        else:
-            rows.syn_in = rows.syn_in.index_add(0, idx, later)
-            rows.syn = rows.syn.index_add(0, idx, now)
-            rows.v = rows.v.index_add(0, idx, now * live)
+        sources.append((sl, pt["theta"][sl], targets))
+        idxs.append(torch.arange(rows.size, device=rows.v.device) if idx is None else idx)
+    if not sources:
+        return
+    waits = rows.due.index_select(1, pt["pop_idx"]) > 0  # the neuron's population has not settled
+    rows.v, rows.syn, rows.syn_in = _SynapticSilent.apply(
+        tuple(sources), run.surrogate, rows.v, rows.syn, rows.syn_in, rows.live, waits, *idxs
+    )
+
+
+class _SynapticSilent(torch.autograd.Function):
+    """:func:`_synaptic_silent`: ``V``, ``S`` and the waiting currents pass unchanged forward.
+
+    Backward, in reverse order of emission, a source's zero spikes ``c`` (in its rows
+    ``idx``) get ``dc = sum_targets g_I W``, the gradient of the current ``I = c W`` into
+    each target neuron being ``g_wait`` where its population waits for its settle and
+    ``g_S + g_V live`` where it has settled; the source's membrane then gets
+    ``dc * sigma'(V - theta) * live``. ``S`` and the waiting currents pass their
+    gradients on unchanged. (The same float32 terms as the torch operations it replaces,
+    ``c W`` added to ``S``, ``V`` and the waiting currents, up to summation order.)
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        sources: tuple[tuple[slice, torch.Tensor, Any], ...],
+        surrogate: Any,
+        v: torch.Tensor,
+        syn: torch.Tensor,
+        syn_in: torch.Tensor,
+        live: torch.Tensor,
+        waits: torch.Tensor,
+        *idxs: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        ctx.sources = sources
+        ctx.surrogate = surrogate
+        ctx.save_for_backward(v, live, waits, *idxs)
+        return v, syn, syn_in
+
+    @staticmethod
+    def backward(ctx: Any, g_v: torch.Tensor, g_syn: torch.Tensor, g_in: torch.Tensor) -> tuple[Any, ...]:
+        v, live, waits, *idxs = ctx.saved_tensors
+        g = g_v.clone(memory_format=torch.contiguous_format)
+        n_rows = g.shape[0]
+        for (sl, theta, targets), idx in zip(reversed(ctx.sources), reversed(idxs)):
+            # The gradient of a current into each neuron (only the targets' columns are read).
+            g_cur = torch.where(waits, g_in, g_syn + g * live)
+            whole = idx.numel() == n_rows  # every row emits (idx is then 0..n-1)
+            if not whole:
+                g_cur = g_cur.index_select(0, idx)
+            g_c: torch.Tensor | None = None
+            for t_sl, transposed in targets:
+                gc = transposed(g_cur[:, t_sl])
+                g_c = gc if g_c is None else g_c + gc
+            assert g_c is not None
+            v_s, live_s = v[:, sl], live[:, sl]
+            if not whole:
+                v_s, live_s = v_s.index_select(0, idx), live_s.index_select(0, idx)
+            term = g_c * (ctx.surrogate.derivative(v_s - theta) * live_s)
+            if whole:
+                g[:, sl] += term
+            else:
+                g[:, sl].index_add_(0, idx, term)
+        return (None, None, g, g_syn, g_in, None, None, *([None] * len(idxs)))
 
 
 def emit_settled_host(run: RunContext, rows: RowSet, top: np.ndarray) -> None:
