@@ -22,10 +22,12 @@ as scaling every incoming weight; a scale within ``1e-6`` of 1 is taken as exact
 the bias of the population it feeds (R1.4). NIR 1.0 has no field for the reset mode: it is
 ``"zero"`` unless :func:`from_nir` is told otherwise (``reset=``) or the graph was written by
 :func:`to_nir`, which records it. An ``IF`` node (``dv/dt = r I``) has ``beta = 1``
-and input scale ``r dt``; a ``CubaLIF`` node is accepted only when its synaptic current has
-no memory (``tau_syn = dt``, so ``alpha = 1 - dt / tau_syn = 0``). :func:`to_nir` writes the
-inverse: ``tau = dt / (1 - beta)``, ``r = tau / dt``, ``v_threshold = threshold`` (``IF``
-with ``r = 1 / dt`` for a population with ``beta = 1``), so a round trip is exact.
+and input scale ``r dt``; a ``CubaLIF`` node (``tau_syn dI/dt = -I + w_in S``) is a population
+with a synaptic current (R4.12): ``alpha = 1 - dt / tau_syn``, ``beta = 1 - dt / tau_mem``, input
+scale ``w_in (dt / tau_syn) r (dt / tau_mem)``. :func:`to_nir` writes the inverse:
+``tau = dt / (1 - beta)``, ``r = tau / dt``, ``v_threshold = threshold`` (``IF`` with
+``r = 1 / dt`` for a population with ``beta = 1``; ``CubaLIF`` with ``tau_syn = dt / (1 - alpha)``,
+``w_in = tau_syn / dt`` for a synaptic one), so a round trip is exact.
 
 A cycle through populations (snnTorch's ``RLeaky``, as a nested graph or inlined) imports
 as recurrent projections (R1.2, R4.9), and :func:`to_nir` writes them as cycles.
@@ -34,7 +36,9 @@ snnTorch and SpikingJelly export with ``dt = 1e-4`` (:data:`SNNTORCH_DT`), sinab
 ``dt = 1``, and Norse with the square of its own ``dt`` (``1e-6`` for its default
 ``1e-3``); pass that ``dt`` to :func:`from_nir` for their graphs, and the reset their
 neurons use (``reset="subtract_delayed"`` for snnTorch's default ``Leaky``,
-``"subtract"`` for sinabs' default ``IAF`` and SpikingJelly's soft reset).
+``"subtract"`` for sinabs' default ``IAF`` and SpikingJelly's soft reset). Norse's ``LIFCell``
+adds its input to the synaptic current unscaled: set ``w_in = tau_syn / dt**2`` on its
+``CubaLIF`` nodes first (``docs/nir.md``).
 
 Examples
 --------
@@ -71,7 +75,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from asyncsnn._prepare import is_tensor, tensor_as_numpy
-from asyncsnn._spec import SPEC_VERSION
 from asyncsnn.exceptions import MissingDependencyError, ModelError, ParameterError, invalid
 from asyncsnn.network import (
     RESET_MODES,
@@ -904,13 +907,15 @@ class _Reader:
         name: str,
         arriving: tuple[int, ...] | None,
         ordinal: int,
-        foreign_names: bool,
+        foreign: bool,
         bias: np.ndarray | None,
         reset: str | None,
     ) -> Population:
         """The asyncsnn population of neuron node ``name``.
 
-        ``arriving``: the shape it receives; ``bias``: the flat sum of the biases of the
+        ``arriving``: the shape it receives; ``foreign``: the graph was not written by
+        :func:`to_nir` (names come from the nodes, and an ``alpha`` within
+        :data:`UNIT_TOLERANCE` of 0 is 0); ``bias``: the flat sum of the biases of the
         projection nodes feeding it (None: none); ``reset``: the mode asked for by the
         caller (None: the node's asyncsnn metadata, else ``"zero"``).
         """
@@ -949,51 +954,12 @@ class _Reader:
                     "never to another value"
                 )
                 raise invalid(ModelError, f, bad, reason, where)
-        dt = self.dt
-        if kind == "IF":
-            # dv/dt = r I stepped with dt: v <- v + (r dt) W s, so the input scale is r dt.
-            beta = np.ones(shape)
-            scale = p["r"] * (1.0 if self.legacy_if else dt)
-        else:
-            tau = p["tau" if kind == "LIF" else "tau_mem"]
-            self._positive(tau, "tau" if kind == "LIF" else "tau_mem", where)
-            if np.any(tau < dt):
-                raise invalid(
-                    ModelError,
-                    "tau" if kind == "LIF" else "tau_mem",
-                    float(tau[tau < dt].flat[0]),
-                    f"is below dt = {dt:g}: forward Euler gives beta = 1 - dt/tau < 0 (pass the dt the graph was "
-                    f"exported with: {SNNTORCH_DT:g} for snnTorch and SpikingJelly, the square of Norse's dt for "
-                    "Norse (1e-06 for its default 1e-3); see docs/nir.md)",
-                    where,
-                )
-            beta = 1.0 - dt / tau
-            scale = p["r"] * dt / tau
-            if kind == "CubaLIF":
-                tau_syn = p["tau_syn"]
-                self._positive(tau_syn, "tau_syn", where)
-                alpha = 1.0 - dt / tau_syn
-                if np.any(np.abs(alpha) > UNIT_TOLERANCE):
-                    raise invalid(
-                        ModelError,
-                        "tau_syn",
-                        float(tau_syn[np.abs(alpha) > UNIT_TOLERANCE].flat[0]),
-                        f"a CubaLIF is supported only without synaptic memory (tau_syn = dt = {dt:g}, alpha = 0); "
-                        f"asyncsnn has no synaptic current state in SPEC_VERSION {SPEC_VERSION}",
-                        where,
-                    )
-                scale = scale * p["w_in"] * dt / tau_syn
-        if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
-            bad = float(scale[~(np.isfinite(scale) & (scale > 0))].flat[0])
-            raise invalid(
-                ModelError, "r", bad, "the input scale (r dt / tau, r dt for IF) must be finite and > 0", where
-            )
-        scale = np.where(np.abs(scale - 1.0) <= UNIT_TOLERANCE, 1.0, scale)
+        beta, alpha, scale = self._dynamics(kind, p, where, foreign)
         threshold = p["v_threshold"] / scale
         meta = getattr(node, "metadata", None)
         meta = meta if isinstance(meta, Mapping) else {}
         dropout = _meta_float(meta.get(_META_DROPOUT, 0.0), f"metadata[{_META_DROPOUT!r}]", where)
-        if foreign_names:
+        if foreign:
             pop_name: str | None = name
         else:
             pop_name = _text(meta.get(_META_NAME), f"metadata[{_META_NAME!r}]", where)
@@ -1022,7 +988,60 @@ class _Reader:
             location=f"{where}, population {ordinal}",
             bias=total.reshape(shape).astype(np.float32),
             reset=reset,
+            alpha=alpha.astype(np.float32),
         )
+
+    def _dynamics(
+        self, kind: str, p: dict[str, np.ndarray], where: str, foreign: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(beta, alpha, input scale)`` of a neuron node, by forward Euler over one ``dt``.
+
+        ``LIF``: ``beta = 1 - dt/tau``, scale ``r dt/tau``; ``IF``: ``beta = 1``, scale
+        ``r dt``; ``CubaLIF``: ``alpha = 1 - dt/tau_syn``, ``beta = 1 - dt/tau_mem``, scale
+        ``w_in (dt/tau_syn) r (dt/tau_mem)`` (the synaptic current and the membrane in units
+        of their inputs, R4.12). Computed in float64; a scale within :data:`UNIT_TOLERANCE`
+        of 1 is 1 (exporters compute ``tau`` and ``r`` in float32), as is an ``alpha``
+        within it of 0 in a graph from elsewhere (``foreign``).
+        """
+        dt = self.dt
+        alpha = np.zeros(p["v_threshold"].shape)
+        if kind == "IF":
+            # dv/dt = r I stepped with dt: v <- v + (r dt) W s, so the input scale is r dt.
+            beta = np.ones(p["v_threshold"].shape)
+            scale = p["r"] * (1.0 if self.legacy_if else dt)
+        else:
+            tau_field = "tau" if kind == "LIF" else "tau_mem"
+            tau = p[tau_field]
+            self._positive(tau, tau_field, where)
+            beta = 1.0 - dt / tau
+            if np.any(beta < -UNIT_TOLERANCE):
+                bad = float(tau[beta < -UNIT_TOLERANCE].flat[0])
+                raise invalid(ModelError, tau_field, bad, _below_dt("beta", tau_field, dt), where)
+            beta = np.maximum(beta, 0.0)  # snnTorch writes tau = float32(dt) < dt for beta = 0
+            scale = p["r"] * dt / tau
+        if kind == "CubaLIF":
+            # tau_syn dI/dt = -I + w_in S: I <- alpha I + (w_in dt/tau_syn) S, with alpha = 1 - dt/tau_syn.
+            tau_syn = p["tau_syn"]
+            self._positive(tau_syn, "tau_syn", where)
+            alpha = 1.0 - dt / tau_syn
+            if foreign:  # snnTorch writes tau_syn = float32(dt) for alpha = 0: 1 - dt/tau_syn is -2.5e-8
+                alpha = np.where(np.abs(alpha) <= UNIT_TOLERANCE, 0.0, alpha)
+            if np.any(alpha < 0):
+                raise invalid(
+                    ModelError, "tau_syn", float(tau_syn[alpha < 0].flat[0]), _below_dt("alpha", "tau_syn", dt), where
+                )
+            scale = scale * p["w_in"] * dt / tau_syn
+        if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+            bad = float(scale[~(np.isfinite(scale) & (scale > 0))].flat[0])
+            raise invalid(
+                ModelError,
+                "r",
+                bad,
+                "the input scale (r dt / tau, r dt for IF, w_in (dt / tau_syn) r (dt / tau_mem) for CubaLIF) "
+                "must be finite and > 0",
+                where,
+            )
+        return beta, alpha, np.where(np.abs(scale - 1.0) <= UNIT_TOLERANCE, 1.0, scale)
 
     @staticmethod
     def _positive(values: np.ndarray, name: str, where: str) -> None:
@@ -1048,6 +1067,15 @@ class _Reader:
         if declared is not None and len(declared) > 1 and math.prod(declared) == math.prod(arriving):
             return tuple(int(s) for s in declared)
         return arriving
+
+
+def _below_dt(factor: str, tau: str, dt: float) -> str:
+    """Why a time constant ``tau`` below ``dt`` is refused (``factor``: what it would make negative)."""
+    return (
+        f"is below dt = {dt:g}: forward Euler gives {factor} = 1 - dt/{tau} < 0 (pass the dt the graph was "
+        f"exported with: {SNNTORCH_DT:g} for snnTorch and SpikingJelly, the square of Norse's dt for "
+        "Norse (1e-06 for its default 1e-3); see docs/nir.md)"
+    )
 
 
 def _reset_choice(reset: Any, neurons: list[str]) -> dict[str, str]:
@@ -1086,7 +1114,7 @@ def from_nir(
 
     The graph must have the shape of an asyncsnn network (R1): one ``Input``, projections
     (``Linear``, ``Affine``, ``Conv2d``, ``SumPool2d``, ``AvgPool2d``), each followed by a
-    population (``LIF``, ``IF``, or ``CubaLIF`` without synaptic memory), ``Flatten`` nodes
+    population (``LIF``, ``IF``, or ``CubaLIF``: a synaptic current, R4.12), ``Flatten`` nodes
     anywhere between them (reshapes are implicit), skip connections (several projections
     into one population), and one ``Output`` fed by the last population. Cycles through
     populations are recurrent layers: populations are ordered topologically by the forward
@@ -1135,7 +1163,7 @@ def from_nir(
         graph without one ``Input`` and one ``Output``, an output population feeding a
         population that does not lead back to it), a bias that cannot be
         a per-neuron bias (wrong size, not finite), a non-zero ``v_leak`` or ``v_reset``,
-        dilation or groups other than 1, ``tau < dt``, shapes that do not fit, parameters
+        dilation or groups other than 1, ``tau < dt`` (``tau_mem``, ``tau_syn`` too), shapes that do not fit, parameters
         that are not real numbers (complex, strings), bad asyncsnn metadata or malformed
         edges; the error names the NIR node and the field. For a path: a file that is not
         HDF5 or not a NIR graph (``field`` is ``"file"``).
@@ -1166,6 +1194,11 @@ def from_nir(
     >>> pop = from_nir(g, reset="subtract_delayed").populations[0]  # snnTorch's default Leaky
     >>> float(pop.bias[0]), pop.reset
     (0.125, 'subtract_delayed')
+    >>> g.nodes["lif"] = nir.CubaLIF(tau_syn=np.array([4.0]), tau_mem=np.array([8.0]), r=np.array([8.0]),
+    ...                              v_leak=np.zeros(1), v_threshold=np.ones(1), w_in=np.array([4.0]))
+    >>> pop = from_nir(g).populations[0]  # a synaptic current (R4.12): input scale (4 / 4) (8 / 8) = 1
+    >>> float(pop.alpha[0]), float(pop.beta[0]), float(pop.threshold[0])
+    (0.75, 0.875, 1.0)
     """
     graph, path, no_reset = _load_graph(graph_or_path)
     reader = _Reader(graph, _graph_dt(graph, dt), output)
@@ -1207,7 +1240,7 @@ def _populations(
     projs: list[_Proj],
     index: dict[str, int],
     shapes: dict[str, tuple[int, ...]],
-    foreign_names: bool,
+    foreign: bool,
     chosen: dict[str, str],
 ) -> list[Population]:
     """The populations of ``order``, with the biases of the projection nodes feeding them.
@@ -1261,7 +1294,7 @@ def _populations(
             if p.source == reader.input or index[p.source] < i:  # forward (R1.2)
                 arriving = delivered(p, path_, name, arriving)
                 bias = add(bias, p)
-        pop = reader.population(name, arriving, i, foreign_names, bias, chosen.get(name))
+        pop = reader.population(name, arriving, i, foreign, bias, chosen.get(name))
         shapes[name] = pop.shape
         populations.append(pop)
         arrivals.append(arriving)
@@ -1273,7 +1306,7 @@ def _populations(
             delivered(p, path_, name, shapes[name], "the population it feeds back into has")
             bias = add(bias, p)
         if bias is not biases[i - 1]:  # a recurrent node's bias: build the population again with it
-            populations[i - 1] = reader.population(name, arrivals[i - 1], i, foreign_names, bias, chosen.get(name))
+            populations[i - 1] = reader.population(name, arrivals[i - 1], i, foreign, bias, chosen.get(name))
     return populations
 
 
@@ -1289,10 +1322,24 @@ def _neuron_node(nir: Any, pop: Population, i: int, dt: float) -> tuple[str, Any
         meta[_META_NAME] = str(pop.name)
     if pop.reset != "zero":  # NIR has no field for it (v_reset = 0 is the closest for other tools)
         meta[_META_RESET] = pop.reset
-    if np.all(beta == 1.0):  # dv/dt = r I with r = 1/dt: the input scale r dt is 1
-        return f"if{i}", nir.IF(r=np.full(pop.shape, 1.0 / dt), v_threshold=threshold, v_reset=zeros, metadata=meta)
     # beta = 1 next to beta < 1 in one population: tau = 2**60 dt, so that 1 - dt/tau is 1.0 in float64.
     tau = dt / np.where(beta == 1.0, _TINY, 1.0 - beta)
+    if pop.synaptic:  # R4.12: tau_syn dI/dt = -I + w_in S, with w_in (dt / tau_syn) = 1; alpha = 1 as beta = 1
+        assert pop.alpha is not None
+        alpha = pop.alpha.astype(np.float64)
+        tau_syn = dt / np.where(alpha == 1.0, _TINY, 1.0 - alpha)
+        return f"cubalif{i}", nir.CubaLIF(
+            tau_syn=tau_syn,
+            tau_mem=tau,
+            r=tau / dt,
+            v_leak=zeros,
+            v_threshold=threshold,
+            v_reset=zeros.copy(),
+            w_in=tau_syn / dt,
+            metadata=meta,
+        )
+    if np.all(beta == 1.0):  # dv/dt = r I with r = 1/dt: the input scale r dt is 1
+        return f"if{i}", nir.IF(r=np.full(pop.shape, 1.0 / dt), v_threshold=threshold, v_reset=zeros, metadata=meta)
     return f"lif{i}", nir.LIF(
         tau=tau, r=tau / dt, v_leak=zeros, v_threshold=threshold, v_reset=zeros.copy(), metadata=meta
     )
@@ -1365,7 +1412,11 @@ def to_nir(network: Network, *, dt: float = 1.0) -> nir.NIRGraph:
     ``v_threshold = threshold``; a population with ``beta = 1`` everywhere becomes an
     ``IF`` node with ``r = 1 / dt`` (input scale ``r dt = 1``), and a neuron with
     ``beta = 1`` in a population that also has ``beta < 1`` gets ``tau = 2**60 dt``
-    (``1 - dt / tau`` rounds to exactly 1 in float32 and float64). Projections become
+    (``1 - dt / tau`` rounds to exactly 1 in float32 and float64). A population with a
+    synaptic current (R4.12, some ``alpha != 0``) becomes a ``CubaLIF`` node with
+    ``tau_mem`` and ``r`` as ``tau`` and ``r`` above, ``tau_syn = dt / (1 - alpha)`` and
+    ``w_in = tau_syn / dt`` (synaptic input scale ``w_in dt / tau_syn`` 1; ``2**60 dt`` for
+    ``tau_syn`` where ``alpha = 1``, and for ``tau_mem`` where ``beta = 1``). Projections become
     ``Linear``, ``Conv2d``, ``SumPool2d`` or ``AvgPool2d`` nodes, with ``Flatten`` nodes
     where a ``Linear`` reads a multi-dimensional population; a recurrent projection
     (R1.2) is a cycle ``neuron -> projection -> neuron``, which :func:`from_nir` reads

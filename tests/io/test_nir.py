@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
 import functools
 import importlib.util
@@ -51,6 +52,10 @@ def assert_networks_equal(a: Network, b: Network) -> None:
         np.testing.assert_array_equal(pa.bias, pb.bias)
         assert pa.bias.dtype == pb.bias.dtype == np.float32
         assert pa.reset == pb.reset
+        assert pa.alpha is not None
+        assert pb.alpha is not None
+        np.testing.assert_array_equal(pa.alpha, pb.alpha)
+        assert pa.alpha.dtype == pb.alpha.dtype == np.float32
     for qa, qb in zip(a.projections, b.projections, strict=True):
         assert (qa.source, qa.target, type(qa.layer)) == (qb.source, qb.target, type(qb.layer))
         if isinstance(qa.layer, (Dense, Conv2d)):
@@ -221,6 +226,93 @@ def test_cuba_lif_without_synaptic_memory_reduces_to_a_lif() -> None:
     pop = from_nir(chain(nir.Linear(weight=np.ones((2, 3))), node, input_shape=(3,)), dt=dt).populations[0]
     np.testing.assert_array_equal(pop.beta, [0.875, 0.875])
     np.testing.assert_array_equal(pop.threshold, [1.0, 0.5])
+
+
+def _cuba_lif(n: int, *, tau_syn: Any, tau_mem: Any, r: Any, w_in: Any, v_threshold: Any = 1.0) -> Any:
+    ones = np.ones(n)
+    return nir.CubaLIF(
+        tau_syn=tau_syn * ones,
+        tau_mem=tau_mem * ones,
+        r=r * ones,
+        v_leak=0 * ones,
+        v_threshold=v_threshold * ones,
+        w_in=w_in * ones,
+    )
+
+
+def test_cuba_lif_discretisation_is_forward_euler_with_both_input_scales_in_the_threshold() -> None:
+    # tau_syn dI/dt = -I + w_in S, tau_mem dv/dt = -v + r I with dt = 1/1024 (R4.12): alpha = 1 - dt/tau_syn,
+    # beta = 1 - dt/tau_mem, theta = v_th / (w_in (dt/tau_syn) r (dt/tau_mem)).
+    node = _cuba_lif(2, tau_syn=np.array([1 / 256, 1 / 1024]), tau_mem=1 / 128, r=1.0, w_in=2.0, v_threshold=0.25)
+    pop = from_nir(chain(nir.Linear(weight=np.ones((2, 3))), node, input_shape=(3,)), dt=1 / 1024).populations[0]
+    np.testing.assert_array_equal(pop.alpha, [0.75, 0.0])
+    np.testing.assert_array_equal(pop.beta, [0.875, 0.875])
+    np.testing.assert_array_equal(pop.threshold, np.float32([0.25 / (2 / 4 / 8), 0.25 / (2 / 8)]))
+    assert pop.synaptic
+    assert pop.settling
+    assert pop.alpha is not None
+    assert pop.alpha.dtype == np.float32
+
+
+def test_snntorch_float32_rounding_of_tau_syn_and_w_in_is_absorbed() -> None:
+    # snnTorch's export of Synaptic (float32 arithmetic, its dt 1e-4 rounded to float32 by numpy):
+    # tau_syn = dt / (1 - alpha), w_in = tau_syn / dt, tau_mem = dt / (1 - beta), r = tau_mem / dt.
+    alpha = np.array([0.0, 0.5, 0.75, 0.9375, 0.7, 0.8, 0.95, 0.99], dtype=np.float32)
+    beta = np.array([0.9, 0.0, 0.875, 0.5, 0.99, 0.9, 0.75, 0.8], dtype=np.float32)
+    dt = SNNTORCH_DT
+    tau_syn, tau_mem = dt / (np.float32(1) - alpha), dt / (np.float32(1) - beta)
+    assert tau_syn.dtype == tau_mem.dtype == np.float32
+    node = nir.CubaLIF(
+        tau_syn=tau_syn,
+        tau_mem=tau_mem,
+        r=tau_mem / dt,
+        v_leak=np.zeros(8, np.float32),
+        v_threshold=np.full(8, 1.25, np.float32),
+        w_in=tau_syn / dt,
+    )
+    pop = from_nir(chain(nir.Linear(weight=np.ones((8, 2))), node, input_shape=(2,)), dt=dt).populations[0]
+    np.testing.assert_array_equal(pop.alpha, alpha)  # alpha = 0: tau_syn = float32(1e-4) < 1e-4, alpha -2.5e-8 is 0
+    np.testing.assert_array_equal(pop.beta[beta >= 0.63], beta[beta >= 0.63])  # bit exact from 0.63 on: docs/nir.md
+    np.testing.assert_array_equal(pop.threshold, np.float32(1.25))  # the input scale within 1e-6 of 1 is 1
+    only_zero = dataclasses.replace(node, tau_syn=np.full(8, np.float32(dt)), w_in=np.ones(8, np.float32))
+    pop = from_nir(chain(nir.Linear(weight=np.ones((8, 2))), only_zero, input_shape=(2,)), dt=dt).populations[0]
+    assert not pop.synaptic  # Synaptic(alpha=0) is a Leaky
+
+
+def test_alpha_of_snntorch_graphs_comes_back_bit_exact_from_0_63() -> None:
+    # Every 97th float32 in [0.63, 1) through snnTorch's float32 tau_syn = dt / (1 - alpha) (docs/nir.md, Rounding).
+    bits = np.arange(np.float32(0.63).view(np.uint32), np.float32(1.0).view(np.uint32), 97, dtype=np.uint32)
+    alpha = bits.view(np.float32)
+    tau_syn = SNNTORCH_DT / (np.float32(1) - alpha)
+    node = nir.CubaLIF(
+        tau_syn=tau_syn,
+        tau_mem=tau_syn,
+        r=tau_syn / SNNTORCH_DT,
+        v_leak=np.zeros(alpha.size),
+        v_threshold=np.ones(alpha.size),
+        w_in=tau_syn / SNNTORCH_DT,
+    )
+    graph = chain(nir.Linear(weight=np.ones((alpha.size, 1))), node, input_shape=(1,))
+    pop = from_nir(graph, dt=SNNTORCH_DT).populations[0]
+    np.testing.assert_array_equal(pop.alpha, alpha)
+    np.testing.assert_array_equal(pop.beta, alpha)
+
+
+def test_tau_syn_below_dt_is_refused() -> None:
+    node = _cuba_lif(2, tau_syn=np.array([8.0, 0.5]), tau_mem=8.0, r=8.0, w_in=8.0)
+    with pytest.raises(ModelError, match="below dt") as err:
+        from_nir(chain(nir.Linear(weight=np.ones((2, 3))), node, input_shape=(3,)))
+    assert err.value.field == "tau_syn"
+    assert "alpha = 1 - dt/tau_syn" in str(err.value)
+
+
+@pytest.mark.parametrize("field", ["tau_syn", "w_in"])
+@pytest.mark.parametrize("value", [0.0, -1.0, float("nan"), float("inf")])
+def test_bad_cuba_lif_synapse_is_refused(field: str, value: float) -> None:
+    kwargs = {"tau_syn": 4.0, "tau_mem": 8.0, "r": 8.0, "w_in": 4.0} | {field: np.array([4.0, value])}
+    with pytest.raises(ModelError) as err:
+        from_nir(chain(nir.Linear(weight=np.ones((2, 3))), _cuba_lif(2, **kwargs), input_shape=(3,)))
+    assert err.value.field == ("tau_syn" if field == "tau_syn" else "r")  # w_in: the input scale, as r for LIF
 
 
 def test_snntorch_float32_rounding_of_tau_and_r_is_absorbed() -> None:
@@ -522,19 +614,6 @@ def test_unsupported_node_is_named(node: Any) -> None:
     assert err.value.location == f"NIR node 'odd' ({type(node).__name__})"
 
 
-def test_cuba_lif_with_synaptic_memory_is_refused() -> None:
-    node = nir.CubaLIF(
-        tau_syn=np.full(2, 4.0),
-        tau_mem=np.full(2, 8.0),
-        r=np.full(2, 8.0),
-        v_leak=np.zeros(2),
-        v_threshold=np.ones(2),
-    )
-    with pytest.raises(ModelError, match="synaptic memory") as err:
-        from_nir(_one_layer(nir.Linear(weight=np.ones((2, 3))), node))
-    assert err.value.field == "tau_syn"
-
-
 def test_tau_below_dt_is_refused() -> None:
     with pytest.raises(ModelError, match="below dt") as err:
         from_nir(_one_layer(nir.Linear(weight=np.ones((2, 3))), lif((2,), tau=SNNTORCH_DT * 8)))
@@ -599,6 +678,110 @@ def test_to_nir_writes_a_recurrent_projection_as_a_cycle() -> None:
     assert type(graph.nodes["proj0"]).__name__ == "Affine"
     assert type(graph.nodes["proj3"]).__name__ == "Linear"
     np.testing.assert_array_equal(graph.nodes["proj0"].bias, net.populations[0].bias)
+
+
+# ----------------------------------------------------------------------------- synaptic current (R4.12)
+
+
+def _synaptic_network(rng: np.random.Generator, kind: str) -> Network:
+    """Synaptic populations (per-neuron alpha with 0 and 1, beta with 1), every reset mode, grid weights.
+
+    ``"recurrent"`` adds recurrent projections (R1.2): a population onto itself and the output onto
+    the first population; ``"conv"`` has a convolution, a pool and a population without synaptic current.
+    """
+    alpha = np.array([0.0, 1.0, 0.5, 0.7, 0.99, 255 / 256, 1e-3, 0.875], dtype=np.float32)
+    if kind == "conv":
+        return Network.sequential(
+            input_shape=(1, 4, 4),
+            layers=[
+                Conv2d(grid_weights(rng, (2, 1, 3, 3), 0.5, 0.1), padding=1),
+                SumPool2d(2),
+                Dense(grid_weights(rng, (3, 8))),
+            ],
+            threshold=[0.75, 1.0, 0.5],
+            beta=[0.875, 1.0, 0.5],
+            alpha=[rng.choice(alpha, (2, 4, 4)), 0.0, 0.9],
+            bias=[0.125, 0.0, grid_weights(rng, (3,), 0.2)],
+            reset=["subtract_delayed", "none", "zero"],
+        )
+    recurrent = [(1, 1, Dense(grid_weights(rng, (8, 8)))), (3, 1, Dense(grid_weights(rng, (8, 3))))]
+    return Network.sequential(
+        input_shape=(6,),
+        layers=[
+            Dense(grid_weights(rng, (8, 6), 0.5, 0.1)),
+            Dense(grid_weights(rng, (4, 8))),
+            Dense(grid_weights(rng, (3, 4))),
+        ],
+        threshold=[rng.integers(64, 512, 8).astype(np.float32) / 256, 0.75, 1.0],
+        beta=[np.array([0.875, 1.0, 0.5, 0.9, 0.0, 1.0, 0.75, 0.3], np.float32), 1.0, 0.75],
+        alpha=[alpha, 0.5, 1.0],  # an IF population with a synaptic current; alpha = 1 everywhere
+        bias=[grid_weights(rng, (8,), 0.2), 0.0, grid_weights(rng, (3,), 0.2)],
+        reset=["subtract_delayed", "zero", "subtract"],
+        recurrent=recurrent if kind == "recurrent" else (),
+    )
+
+
+@pytest.mark.parametrize("dt", [1.0, 1e-3, SNNTORCH_DT])
+@pytest.mark.parametrize("through_file", [False, True])
+@pytest.mark.parametrize("kind", ["dense", "recurrent", "conv"])
+def test_synaptic_network_round_trips_exactly(tmp_path: Path, kind: str, through_file: bool, dt: float) -> None:
+    net = _synaptic_network(np.random.default_rng(5), kind)
+    if through_file:
+        write(tmp_path / "syn.nir", net, dt=dt)
+        back = read(tmp_path / "syn.nir")
+    else:
+        back = from_nir(to_nir(net, dt=dt))
+    assert_networks_equal(net, back)  # alpha, beta, threshold, bias and reset bit for bit
+    assert [p.recurrent for p in back.projections] == [p.recurrent for p in net.projections]
+    assert [p.synaptic for p in back.populations] == [p.synaptic for p in net.populations]
+
+
+def test_alpha_round_trips_bit_for_bit_over_float32() -> None:
+    # tau_syn = dt / (1 - alpha) in float64 and back: every float32 alpha >= 2**-28 (docs/nir.md), sampled
+    # over every binade, and 0 and 1.
+    rng = np.random.default_rng(8)
+    alpha = np.ldexp(rng.uniform(0.5, 1.0, 40_000), rng.integers(-27, 1, 40_000)).astype(np.float32)
+    alpha = np.concatenate([alpha[alpha < 1], np.float32([0.0, 1.0, 2.0**-28, np.nextafter(1, 0, dtype=np.float32)])])
+    net = Network.sequential(
+        input_shape=(1,), layers=[Dense(np.ones((alpha.size, 1)))], threshold=0.5, beta=alpha[::-1], alpha=alpha
+    )
+    for dt in (1.0, SNNTORCH_DT, 1e-3**2, 0.37):
+        assert_networks_equal(net, from_nir(to_nir(net, dt=dt)))
+
+
+def test_to_nir_writes_a_synaptic_population_as_a_cuba_lif() -> None:
+    net = _synaptic_network(np.random.default_rng(5), "conv")
+    dt = SNNTORCH_DT
+    graph = to_nir(net, dt=dt)
+    kinds = {n: type(node).__name__ for n, node in graph.nodes.items()}
+    assert (kinds["cubalif1"], kinds["if2"], kinds["cubalif3"]) == ("CubaLIF", "IF", "CubaLIF")  # pool: alpha 0
+    node, pop = graph.nodes["cubalif1"], net.populations[0]
+    assert pop.alpha is not None
+    alpha = pop.alpha.astype(np.float64)
+    expected = dt / np.where(alpha == 1, 2.0**-60, 1 - alpha)  # alpha = 1: tau_syn = 2**60 dt, as beta = 1
+    np.testing.assert_array_equal(node.tau_syn, expected)
+    np.testing.assert_array_equal(node.w_in, expected / dt)  # w_in (dt / tau_syn) = 1
+    np.testing.assert_array_equal(node.tau_syn[alpha == 0], dt)
+    np.testing.assert_array_equal(node.tau_mem, dt / (1 - 0.875))
+    np.testing.assert_array_equal(node.r, node.tau_mem / dt)  # r (dt / tau_mem) = 1
+    np.testing.assert_array_equal(node.v_threshold, pop.threshold)
+    assert not np.any(node.v_leak)
+    assert not np.any(node.v_reset)
+    assert node.metadata["asyncsnn_reset"] == "subtract_delayed"
+    assert type(graph.nodes["proj0"]).__name__ == "Conv2d"  # the bias stays on the projection: it feeds S too
+    np.testing.assert_array_equal(graph.nodes["proj0"].bias, [0.125, 0.125])
+
+
+@pytest.mark.parametrize("engine", ["reference", "rust"])
+def test_synaptic_round_trip_runs_like_the_original(engine: str) -> None:
+    # R4.12 (asyncsnn.infer: the Rust engine, once it runs synaptic currents).
+    infer = engine_infer(engine)
+    rng = np.random.default_rng(6)
+    net = _synaptic_network(rng, "recurrent")
+    back = from_nir(to_nir(net))
+    x = random_count_input(rng, net, batch=3, timesteps=8)
+    for scheduler in ("layered", "fifo"):
+        assert_results_equal(infer(net, x, scheduler=scheduler), infer(back, x, scheduler=scheduler))
 
 
 def _cyclic_graph(first: str = "a", rec_bias: np.ndarray | None = None) -> Any:
@@ -829,14 +1012,14 @@ def _linear(torch: Any, rng: np.random.Generator, n_in: int, n_out: int, spread:
 
 
 def _run_snntorch(snn: Any, torch: Any, model: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Output spikes [B, T, n_out], spikes per Leaky / RLeaky layer [B, P] of an snnTorch Sequential, and per
+    """Output spikes [B, T, n_out], spikes per neuron layer [B, P] of an snnTorch Sequential, and per
     sample whether a membrane was left above its threshold after a step (where snnTorch's "subtract"
     without delay differs from asyncsnn's, R4.8)."""
     from snntorch import utils as snn_utils  # type: ignore[import-untyped]
 
     snn_utils.reset(model)
     batch, steps = x.shape[:2]
-    neurons = (snn.Leaky, snn.RLeaky)
+    neurons = (snn.Leaky, snn.RLeaky, snn.Synaptic, snn.RSynaptic)
     leaks = [m for m in model if isinstance(m, neurons)]
     per_layer = np.zeros((batch, len(leaks)), dtype=np.int64)
     above = np.zeros(batch, dtype=bool)
@@ -1087,25 +1270,169 @@ def test_snntorch_rleaky_export_runs_like_snntorch_under_layered(arch: str, mode
     np.testing.assert_array_equal(result.spikes, layer_spikes)
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_snntorch_rsynaptic_is_refused_for_its_synaptic_memory() -> None:
+#: snnTorch ``Synaptic`` / ``RSynaptic`` settings -> (reset_mechanism, reset_delay, the ``reset`` from_nir needs).
+#: ``RSynaptic`` with ``reset_delay=False`` fails in snnTorch 1.0 (its forward reads the ``spk`` argument, None
+#: with ``init_hidden=True``), so its ``"zero"`` is tested for ``Synaptic`` only.
+SNNTORCH_SYNAPTIC_RESETS = {
+    "default": (None, None, "subtract_delayed"),  # snnTorch's defaults: subtract, one step late
+    "none": ("none", True, "none"),
+    "zero": ("zero", False, "zero"),
+}
+
+
+def _synaptic(
+    snn: Any,
+    torch: Any,
+    rng: np.random.Generator,
+    shape: tuple[int, ...],
+    mode: str,
+    recurrent: str | None = None,
+    output: bool = False,
+) -> Any:
+    """An snnTorch Synaptic (``recurrent`` None) or RSynaptic (``"all_to_all"``, ``"one_to_one"``).
+
+    Per-neuron alpha, beta and threshold (snnTorch issue #410), alpha and beta on the grid (snnTorch's float32
+    tau_syn and tau_mem give them back bit for bit), grid recurrent weights and bias.
+    """
+    alpha = torch.tensor(rng.choice([0.0, 0.5, 0.75, 0.875], size=shape), dtype=torch.float32)
+    beta = torch.tensor(rng.choice([0.5, 0.75, 0.875, 0.9375], size=shape), dtype=torch.float32)
+    threshold = torch.tensor(rng.integers(512, 1536, size=shape) / 256, dtype=torch.float32)
+    mechanism, delay, _ = SNNTORCH_SYNAPTIC_RESETS[mode]
+    kw: dict[str, Any] = {"threshold": threshold, "init_hidden": True, "output": output}
+    kw |= {} if mechanism is None else {"reset_mechanism": mechanism, "reset_delay": delay}
+    if recurrent is None:
+        return snn.Synaptic(alpha=alpha, beta=beta, **kw)
+    (n,) = shape
+    if recurrent == "one_to_one":  # one recurrent weight per neuron: snnTorch exports a diagonal Linear
+        return snn.RSynaptic(alpha, beta, V=torch.tensor(grid_weights(rng, (n,), 0.5)), all_to_all=False, **kw)
+    m = snn.RSynaptic(alpha, beta, linear_features=n, **kw)
+    m.recurrent.weight.data = torch.tensor(grid_weights(rng, (n, n), 0.5))  # a biased torch Linear: an Affine
+    m.recurrent.bias.data = torch.tensor(grid_weights(rng, (n,), 0.2))
+    return m
+
+
+def _synaptic_model(
+    snn: Any, torch: Any, rng: np.random.Generator, arch: str, mode: str
+) -> tuple[Any, tuple[int, ...]]:
+    """``dense``: Linear-Synaptic-Linear-Synaptic; ``conv``: Conv2d-Synaptic-AvgPool2d-Synaptic-Linear-Synaptic;
+    ``hidden``, ``one_to_one``: Linear-RSynaptic-Linear-Synaptic; ``output``: Linear-Synaptic-Linear-RSynaptic."""
+    if arch == "conv":
+        conv = torch.nn.Conv2d(2, 3, 3, padding=1)  # bias=True: one bias per output channel
+        conv.weight.data = torch.tensor(grid_weights(rng, (3, 2, 3, 3), 0.5, 0.1))
+        conv.bias.data = torch.tensor(grid_weights(rng, (3,), 0.2, 0.0))
+        return torch.nn.Sequential(
+            conv,
+            _synaptic(snn, torch, rng, (3, 6, 6), mode),
+            torch.nn.AvgPool2d(2),  # weight 1/4: exact in float32
+            _synaptic(snn, torch, rng, (3, 3, 3), mode),
+            torch.nn.Flatten(),
+            _linear(torch, rng, 27, 4),
+            _synaptic(snn, torch, rng, (4,), mode, output=True),
+        ), (2, 6, 6)
+    first = "all_to_all" if arch == "hidden" else "one_to_one" if arch == "one_to_one" else None
+    return torch.nn.Sequential(
+        _linear(torch, rng, 10, 8),
+        _synaptic(snn, torch, rng, (8,), mode, first),
+        _linear(torch, rng, 8, 4),
+        _synaptic(snn, torch, rng, (4,), mode, "all_to_all" if arch == "output" else None, output=True),
+    ), (10,)
+
+
+@functools.cache
+def _snntorch_synaptic_case(arch: str, mode: str) -> tuple[Network, np.ndarray, np.ndarray, np.ndarray]:
+    """An snnTorch model of Synaptic / RSynaptic layers, exported by snnTorch, imported, and run by snnTorch."""
     snn, torch = _snntorch()
     from snntorch.export_nir import export_to_nir
 
-    n = 3
-    rsyn = snn.RSynaptic(
-        alpha=0.5, beta=torch.full((n,), 0.5), linear_features=n, threshold=torch.ones(n), init_hidden=True
-    )
-    model = torch.nn.Sequential(
-        torch.nn.Linear(4, n),
-        rsyn,
-        torch.nn.Linear(n, 2),
-        _leaky(snn, torch, np.random.default_rng(0), (2,), "default", True),
-    )
-    graph = export_to_nir(model, torch.zeros(1, 4), ignore_dims=[0])
-    with pytest.raises(ModelError, match="synaptic memory") as err:
-        from_nir(graph, dt=SNNTORCH_DT)
-    assert err.value.location == "NIR node '1.lif' (CubaLIF)"
+    rng = np.random.default_rng(12)
+    model, in_shape = _synaptic_model(snn, torch, rng, arch, mode)
+    graph = export_to_nir(model, torch.zeros(1, *in_shape), ignore_dims=[0])
+    assert {type(n).__name__ for n in graph.nodes.values()} >= {"CubaLIF"}
+    reset = SNNTORCH_SYNAPTIC_RESETS[mode][2]
+    net = from_nir(graph, dt=SNNTORCH_DT, reset=reset)
+    cells = [m for m in model if isinstance(m, (snn.Synaptic, snn.RSynaptic))]
+    for module, pop in zip(cells, net.populations, strict=True):  # alpha, beta and threshold bit for bit
+        np.testing.assert_array_equal(pop.alpha, module.alpha.numpy())
+        np.testing.assert_array_equal(pop.beta, module.beta.numpy())
+        np.testing.assert_array_equal(pop.threshold, module.threshold.numpy())
+        assert pop.reset == reset
+        assert pop.synaptic
+    recurrent = [(p.source, p.target) for p in net.projections if p.recurrent]
+    assert recurrent == {"hidden": [(1, 1)], "one_to_one": [(1, 1)], "output": [(2, 2)]}.get(arch, [])
+    if arch in ("hidden", "output"):  # the recurrent Linear's bias adds to the bias of the Linear feeding the layer
+        rec = recurrent[0][0]
+        total = model[rec * 2 - 2].bias.detach().numpy() + model[rec * 2 - 1].recurrent.bias.detach().numpy()
+        np.testing.assert_array_equal(net.populations[rec - 1].bias, total)
+    x = random_count_input(rng, net, batch=16, timesteps=20, density=0.3, max_count=2)
+    out_spikes, layer_spikes, _ = _run_snntorch(snn, torch, model, x)
+    assert out_spikes.sum() > 0, "the test network should spike"
+    assert np.all(layer_spikes.sum(0) > 0), "every layer should spike"
+    return net, x, out_spikes, layer_spikes
+
+
+def synaptic_layer_synchronous(net: Network, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """R4.5 with R4.12 in numpy: ``S_t = alpha S_{t-1} + (W s_t + R s_{t-1} + b)``, ``U_t = beta V_{t-1} + S_t
+    - theta d_t``, every operation in float32 (the current, exact on the grid, summed in float64)."""
+    batch, steps = x.shape[:2]
+    shapes, pops, f32 = net.population_shapes, net.populations, np.float32
+    mats = [(p.source, p.target, FIXTURE_SCRIPT.projection_matrix(p.layer, shapes[p.source])) for p in net.projections]
+    v = [np.zeros((batch, p.size), f32) for p in pops]
+    syn = [np.zeros((batch, p.size), f32) for p in pops]
+    debt = [np.zeros((batch, p.size), bool) for p in pops]
+    per_pop = np.zeros((batch, len(pops)), np.int64)
+    out = np.zeros((batch, steps, pops[-1].size), np.int64)
+    spikes: list[np.ndarray] = [np.zeros((batch, int(np.prod(shape)))) for shape in shapes]
+    for t in range(steps):
+        previous, spikes = spikes, [x[:, t].reshape(batch, -1).astype(np.float64)]
+        for k, pop in enumerate(pops):
+            assert pop.bias is not None
+            assert pop.alpha is not None
+            current = np.broadcast_to(pop.bias.reshape(-1).astype(np.float64), (batch, pop.size)).copy()
+            for source, target, matrix in mats:
+                if target == k + 1:
+                    current += (spikes[source] if source < target else previous[source]) @ matrix.T
+            theta, beta, alpha = pop.threshold.reshape(-1), pop.beta.reshape(-1), pop.alpha.reshape(-1)
+            syn[k] = ((alpha * syn[k]).astype(f32) + current.astype(f32)).astype(f32)
+            u = ((beta * v[k]).astype(f32) + syn[k]).astype(f32)
+            u = np.where(debt[k], u - theta, u).astype(f32)
+            fired = u > theta
+            if pop.reset == "zero":
+                v[k] = np.where(fired, f32(0), u).astype(f32)
+            elif pop.reset == "subtract":
+                v[k] = np.where(fired, u - theta, u).astype(f32)
+            else:
+                v[k] = u
+            debt[k] = fired & (pop.reset == "subtract_delayed")
+            spikes.append(fired.astype(np.float64))
+            per_pop[:, k] += fired.sum(1)
+        out[:, t] = spikes[-1]
+    return out, per_pop
+
+
+SYNAPTIC_CASES = [(arch, mode) for arch in ("dense", "conv") for mode in SNNTORCH_SYNAPTIC_RESETS] + [
+    (arch, mode) for arch in ("hidden", "one_to_one", "output") for mode in ("default", "none")
+]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize(("arch", "mode"), SYNAPTIC_CASES)
+def test_snntorch_synaptic_export_is_the_layer_synchronous_formula(arch: str, mode: str) -> None:
+    # R4.5 with R4.12 in numpy on the imported network: alpha, biases, recurrence and reset mapped right.
+    net, x, out_spikes, layer_spikes = _snntorch_synaptic_case(arch, mode)
+    expected_out, expected_layers = synaptic_layer_synchronous(net, x)
+    np.testing.assert_array_equal(expected_out, out_spikes)
+    np.testing.assert_array_equal(expected_layers, layer_spikes)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("engine", ["reference", "rust"])
+@pytest.mark.parametrize(("arch", "mode"), SYNAPTIC_CASES)
+def test_snntorch_synaptic_export_runs_like_snntorch_under_layered(arch: str, mode: str, engine: str) -> None:
+    # snnTorch's Synaptic and RSynaptic are R4.12 under layered (the Rust engine: once it runs synaptic currents).
+    net, x, out_spikes, layer_spikes = _snntorch_synaptic_case(arch, mode)
+    result = engine_infer(engine)(net, x, scheduler="layered")
+    np.testing.assert_array_equal(result.timestep_output_counts, out_spikes)
+    np.testing.assert_array_equal(result.spikes, layer_spikes)
 
 
 @pytest.mark.parametrize("engine", [None, "reference", "rust"])
@@ -1199,6 +1526,47 @@ def test_to_nir_loads_into_snntorch_and_spikes_the_same(engine: str) -> None:
     infer = engine_infer(engine)
     net, x, expected = _snntorch_import_case()
     np.testing.assert_array_equal(infer(net, x, scheduler="layered").timestep_output_counts, expected)
+
+
+@functools.cache
+def _snntorch_synaptic_import_case() -> tuple[Network, np.ndarray, np.ndarray]:
+    """A synaptic network (R4.12) written by to_nir, read by snnTorch's importer (Synaptic layers), run by snnTorch."""
+    _, torch = _snntorch()
+    from snntorch import utils as snn_utils
+    from snntorch.import_nir import import_from_nir
+
+    rng = np.random.default_rng(1)
+    net = Network.sequential(
+        input_shape=(10,),
+        layers=[Dense(grid_weights(rng, (8, 10), 0.5, 0.15)), Dense(grid_weights(rng, (4, 8), 0.5, 0.15))],
+        threshold=[1.5, 2.0],  # snnTorch's importer needs one threshold per layer
+        beta=[0.875, 0.75],
+        alpha=[0.75, 0.5],  # and one alpha (a per-neuron one becomes a float64 tensor in snnTorch)
+        bias=[grid_weights(rng, (8,), 0.2), grid_weights(rng, (4,), 0.2)],
+    )
+    module = import_from_nir(to_nir(net, dt=SNNTORCH_DT))  # Synaptic(reset_mechanism="zero", reset_delay=False)
+    assert [type(m).__name__ for m in module.children()].count("Synaptic") == 2
+    x = random_count_input(rng, net, batch=8, timesteps=12)
+    snn_utils.reset(module)
+    spikes = []
+    with torch.no_grad():
+        for t in range(x.shape[1]):
+            out = module(torch.tensor(x[:, t]))
+            spikes.append(out[0] if isinstance(out, tuple) else out)
+    expected = torch.stack(spikes, 1).numpy().astype(np.int64)
+    assert expected.sum() > 0
+    return net, x, expected
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("engine", [None, "reference", "rust"])
+def test_to_nir_synaptic_loads_into_snntorch_and_spikes_the_same(engine: str | None) -> None:
+    net, x, expected = _snntorch_synaptic_import_case()
+    if engine is None:
+        got = synaptic_layer_synchronous(net, x)[0]
+    else:
+        got = engine_infer(engine)(net, x, scheduler="layered").timestep_output_counts
+    np.testing.assert_array_equal(got, expected)
 
 
 # ----------------------------------------------------------------------------- docs
