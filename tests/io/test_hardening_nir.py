@@ -514,19 +514,20 @@ def _norse() -> tuple[Any, Any]:
     return torch, norse
 
 
-def _run_norse(torch: Any, norse: Any, model: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Norse's own simulation: output spikes [B, T, n_out] and spikes per LIFBoxCell [B, P]."""
+def _run_norse(torch: Any, norse: Any, model: Any, x: np.ndarray, dtype: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """Norse's own simulation: output spikes [B, T, n_out] and spikes per LIFBoxCell / LIFCell [B, P]."""
     batch, steps = x.shape[:2]
-    cells = [m for m in model if isinstance(m, norse.LIFBoxCell)]
+    kinds = (norse.LIFBoxCell, norse.LIFCell)
+    cells = [m for m in model if isinstance(m, kinds)]
     states: list[Any] = [None] * len(cells)
     per_layer = np.zeros((batch, len(cells)), dtype=np.int64)
     out = []
     with torch.no_grad():
         for t in range(steps):
-            cur = torch.tensor(x[:, t])
+            cur = torch.tensor(x[:, t], dtype=dtype)
             k = 0
             for m in model:
-                if isinstance(m, norse.LIFBoxCell):
+                if isinstance(m, kinds):
                     cur, states[k] = m(cur, states[k])
                     per_layer[:, k] += cur.reshape(batch, -1).sum(1).long().numpy()
                     k += 1
@@ -611,6 +612,109 @@ def test_norse_example_in_the_docs_runs() -> None:
     np.testing.assert_allclose(pop.threshold, 10.0, rtol=1e-6)
 
 
+# ----------------------------------------------------------------------------- Norse's LIFCell (R4.12)
+
+
+def fix_norse_w_in(graph: Any, dt: float) -> Any:
+    """docs/nir.md's fix for Norse's CubaLIF nodes: ``w_in = tau_syn / dt**2`` (Norse adds its input to the
+    synaptic current unscaled, where NIR's ``tau_syn dI/dt = -I + w_in S`` scales it by ``dt'/tau_syn``)."""
+    for node in graph.nodes.values():
+        if isinstance(node, nir.CubaLIF):
+            node.w_in = node.tau_syn / dt**2
+    return graph
+
+
+@functools.cache
+def _norse_synaptic_case(arch: str, biased: bool) -> tuple[Network, np.ndarray, np.ndarray, np.ndarray]:
+    """A model of Norse ``LIFCell`` s, exported by Norse, fixed (fix_norse_w_in), imported, and run by Norse.
+
+    ``"defaults"``: a dense model with Norse's default dt (1e-3) and LIFParameters (tau_syn_inv 200,
+    tau_mem_inv 100: alpha 0.8, beta 0.9, input scale 0.1), equal to Norse up to float32 rounding (R4.12):
+    Norse's float64 run gives the same spikes, so no membrane comes within rounding of its threshold.
+    ``"dense"``, ``"conv"``: dt = 2**-10, tau_syn_inv = 2**8, tau_mem_inv = 2**9 (alpha 3/4, beta 1/2).
+    """
+    torch, norse = _norse()
+    rng = np.random.default_rng(17)
+    if arch == "defaults":
+        dt, p = 1e-3, norse.LIFParameters()
+    else:
+        dt = 2.0**-10
+        p = norse.LIFParameters(
+            tau_syn_inv=torch.tensor(2.0**8), tau_mem_inv=torch.tensor(2.0**9), v_th=torch.tensor(0.5)
+        )
+    alpha, scale = 1 - dt * float(p.tau_syn_inv), dt * float(p.tau_mem_inv)
+
+    def linear(n_in: int, n_out: int, mean: float) -> Any:
+        m = torch.nn.Linear(n_in, n_out, bias=biased)  # Norse exports an Affine (with zero bias if there is none)
+        m.weight.data = torch.tensor(grid_weights(rng, (n_out, n_in), 0.5, mean))
+        if biased:
+            m.bias.data = torch.tensor(grid_weights(rng, (n_out,), 0.2, 0.05))
+        return m
+
+    if arch != "conv":
+        in_shape: tuple[int, ...] = (10,)
+        model = norse.SequentialState(
+            linear(10, 8, 0.15), norse.LIFCell(p=p, dt=dt), linear(8, 4, 0.3), norse.LIFCell(p=p, dt=dt)
+        )
+    else:
+        in_shape = (2, 6, 6)
+        conv1, conv2 = torch.nn.Conv2d(2, 3, 3, padding=1), torch.nn.Conv2d(3, 2, 3, stride=2)
+        for conv in (conv1, conv2):  # Norse's exporter needs a bias tensor
+            conv.weight.data = torch.tensor(grid_weights(rng, tuple(conv.weight.shape), 0.6, 0.1))
+            conv.bias.data = torch.tensor(grid_weights(rng, tuple(conv.bias.shape), 0.2, 0.05) * biased)
+        model = norse.SequentialState(conv1, norse.LIFCell(p=p, dt=dt), conv2, norse.LIFCell(p=p, dt=dt))
+    graph = norse.to_nir(model, torch.zeros(1, *in_shape), dt=dt)
+    cuba = [node for node in graph.nodes.values() if isinstance(node, nir.CubaLIF)]
+    assert len(cuba) == 2
+    for node in cuba:  # tau = dt / tau_inv, r = 1, and NIR's default w_in = 1
+        np.testing.assert_allclose(np.asarray(node.tau_syn, np.float64), dt / float(p.tau_syn_inv), rtol=1e-6)
+        np.testing.assert_array_equal(np.asarray(node.w_in), 1.0)
+    as_written = from_nir(graph, dt=dt**2)  # NIR's CubaLIF scales the input by w_in dt/tau_syn = 1 - alpha
+    np.testing.assert_allclose(as_written.populations[0].threshold, float(p.v_th) / scale / (1 - alpha), rtol=1e-6)
+    net = from_nir(fix_norse_w_in(graph, dt), dt=dt**2)
+    for pop in net.populations:
+        np.testing.assert_allclose(pop.alpha, alpha, rtol=1e-6)
+        np.testing.assert_allclose(pop.beta, 1 - scale, rtol=1e-6)
+        np.testing.assert_allclose(pop.threshold, float(p.v_th) / scale, rtol=1e-6)
+        if arch != "defaults":  # dyadic: bit for bit
+            np.testing.assert_array_equal(pop.alpha, alpha)
+            np.testing.assert_array_equal(pop.threshold, np.float32(float(p.v_th) / scale))
+    assert bool(np.any(net.populations[-1].bias)) == biased
+    x = random_count_input(rng, net, batch=8, timesteps=20, density=0.3, max_count=2).reshape(8, 20, *in_shape)
+    output, layer_spikes = _run_norse(torch, norse, model, x)
+    if arch == "defaults":  # margins: Norse in float64 spikes the same
+        output64, layers64 = _run_norse(torch, norse, model.double(), x, torch.float64)
+        model.float()
+        np.testing.assert_array_equal(output64, output)
+        np.testing.assert_array_equal(layers64, layer_spikes)
+    return net, x.reshape(8, 20, *net.input_shape), output, layer_spikes
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.parametrize("engine", ["reference", "rust"])
+@pytest.mark.parametrize(("arch", "biased"), [("defaults", True), ("dense", False), ("dense", True), ("conv", True)])
+def test_norse_lifcell_export_reproduces_norse_spikes(arch: str, biased: bool, engine: str) -> None:
+    # Norse's LIFCell is R4.12 with alpha = 1 - dt tau_syn_inv (the Rust engine: once it runs synaptic currents).
+    _check(*_norse_synaptic_case(arch, biased), engine)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_norse_lifcell_example_in_the_docs_runs() -> None:
+    _norse()
+    text = (ROOT / "docs" / "nir.md").read_text()
+    section = text.split("## From Norse", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```py\n(.*?)```", section, flags=re.S)
+    assert len(blocks) >= 2, "docs/nir.md's Norse section has no ```py example for LIFCell"
+    scope: dict[str, Any] = {}
+    exec(compile(blocks[1], "docs/nir.md", "exec"), scope)
+    pop = scope["net"].populations[0]
+    np.testing.assert_allclose(pop.alpha, 0.8, rtol=1e-6)
+    np.testing.assert_allclose(pop.beta, 0.9, rtol=1e-6)
+    np.testing.assert_allclose(pop.threshold, 10.0, rtol=1e-6)
+
+
 # ----------------------------------------------------------------------------- item 16
 
 
@@ -652,14 +756,16 @@ def test_norse_writes_no_node_for_its_recurrent_cells() -> None:
 
 
 @functools.cache
-def _norse_recurrent_case() -> tuple[Network, np.ndarray, np.ndarray, np.ndarray]:
-    """Norse's LIFRecurrentCell without synaptic memory, as a NIR graph of Norse's own nodes, and Norse's run.
+def _norse_recurrent_case(synaptic: bool = False) -> tuple[Network, np.ndarray, np.ndarray, np.ndarray]:
+    """Norse's LIFRecurrentCell, as a NIR graph of Norse's own nodes, and Norse's run.
 
     Norse 1.1 cannot export the cell (it writes None), so the graph is built from its weights with the
     node Norse writes for a feed-forward ``LIFCell`` with the same parameters (a ``CubaLIF``), an
     ``Affine`` for the input weights and one for the recurrent weights: the graph Norse would write.
     ``tau_syn_inv = 1 / dt`` leaves no synaptic memory (the current decays to 0 within a step), so the
     cell computes ``v_t = (1 - dt tau_mem_inv) v_{t-1} + dt tau_mem_inv (W x_t + R z_{t-1})`` (R4.5).
+    With ``synaptic``, ``tau_syn_inv = 2**8`` (alpha = 3/4): the current ``i_t = alpha i_{t-1} + W x_t +
+    R z_{t-1}`` (R4.12), read with docs/nir.md's fix of Norse's ``w_in`` (fix_norse_w_in).
     """
     torch, norse = _norse()
     from norse.torch.utils.export_nir import _extract_norse_module  # type: ignore[import-untyped]
@@ -667,7 +773,9 @@ def _norse_recurrent_case() -> tuple[Network, np.ndarray, np.ndarray, np.ndarray
     rng = np.random.default_rng(7)
     dt = 2.0**-10  # dt * tau_mem_inv = 1/2 keeps every float32 sum exact
     p = norse.LIFParameters(
-        tau_syn_inv=torch.tensor(1 / dt), tau_mem_inv=torch.tensor(2.0**9), v_th=torch.tensor(0.375)
+        tau_syn_inv=torch.tensor(2.0**8 if synaptic else 1 / dt),
+        tau_mem_inv=torch.tensor(2.0**9),
+        v_th=torch.tensor(1.0 if synaptic else 0.375),
     )
     cell = norse.LIFRecurrentCell(
         10,
@@ -695,7 +803,10 @@ def _norse_recurrent_case() -> tuple[Network, np.ndarray, np.ndarray, np.ndarray
     edges = [("input", "w_in"), ("w_in", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "fc"), ("fc", "out")]
     graph = nir.NIRGraph(nodes=nodes, edges=[*edges, ("out", "output")], type_check=False)
     assert type(graph.nodes["lif"]).__name__ == "CubaLIF"
+    if synaptic:
+        graph = fix_norse_w_in(graph, dt)
     net = from_nir(graph, dt=dt**2)  # tau_syn = dt / tau_syn_inv = dt**2: alpha = 0, no synaptic memory
+    np.testing.assert_array_equal(net.populations[0].alpha, 0.75 if synaptic else 0.0)
     assert [(q.source, q.target, q.recurrent) for q in net.projections] == [(0, 1, False), (1, 1, True), (1, 2, False)]
     x = random_count_input(rng, net, batch=8, timesteps=20, density=0.3, max_count=2)
     states: list[Any] = [None, None]
@@ -715,6 +826,14 @@ def _norse_recurrent_case() -> tuple[Network, np.ndarray, np.ndarray, np.ndarray
 @pytest.mark.parametrize("engine", ENGINES)
 def test_norse_recurrent_cell_reproduces_norse_spikes(engine: str | None) -> None:
     _check(*_norse_recurrent_case(), engine)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.parametrize("engine", ["reference", "rust"])
+def test_norse_recurrent_cell_with_synaptic_memory_reproduces_norse_spikes(engine: str) -> None:
+    # Norse sums (i + W x) + R z, R4.12 alpha S + (W x + R z): equal up to float32 rounding, the same spikes here.
+    _check(*_norse_recurrent_case(synaptic=True), engine)
 
 
 @pytest.mark.parametrize("arch", ["dense", "conv", "pool"])
