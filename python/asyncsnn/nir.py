@@ -119,6 +119,11 @@ _META_OUTPUT = "asyncsnn_output"
 #: a bias that no projection node of the graph can carry (see _bias_home).
 _META_RESET = "asyncsnn_reset"
 _META_BIAS = "asyncsnn_bias"
+#: Neuron-node metadata written by to_nir where 1 - dt/tau does not give beta (alpha) back bit for bit in
+#: float64 (values below 2**-28): the float32 values, used where they are within _EXACT of 1 - dt/tau.
+_META_BETA = "asyncsnn_beta"
+_META_ALPHA = "asyncsnn_alpha"
+_EXACT = 2.0**-50
 #: Graph metadata written by to_nir: 2 = IF nodes carry r = 1/dt (input scale r dt, like NIR's ODE).
 #: Graphs with asyncsnn metadata but without this key were written with r = 1 and input scale r.
 _META_FORMAT = "asyncsnn_nir_format"
@@ -958,6 +963,7 @@ class _Reader:
         threshold = p["v_threshold"] / scale
         meta = getattr(node, "metadata", None)
         meta = meta if isinstance(meta, Mapping) else {}
+        beta, alpha = _stored_exact(meta, _META_BETA, beta, where), _stored_exact(meta, _META_ALPHA, alpha, where)
         dropout = _meta_float(meta.get(_META_DROPOUT, 0.0), f"metadata[{_META_DROPOUT!r}]", where)
         if foreign:
             pop_name: str | None = name
@@ -1067,6 +1073,23 @@ class _Reader:
         if declared is not None and len(declared) > 1 and math.prod(declared) == math.prod(arriving):
             return tuple(int(s) for s in declared)
         return arriving
+
+
+def _stored_exact(meta: Mapping[str, Any], key: str, values: np.ndarray, where: str) -> np.ndarray:
+    """``values`` (beta or alpha) with the float32 values that to_nir stored under ``key``.
+
+    A stored value replaces a computed one within ``_EXACT`` of it only: where the node's ``tau``
+    and this ``dt`` give it, up to float64 rounding (another ``dt`` leaves the computed values).
+    """
+    if key not in meta:
+        return values
+    field_name = f"metadata[{key!r}]"
+    stored = _array(meta[key], field_name, where)
+    if stored.size != values.size or not np.all(np.isfinite(stored)):
+        raise invalid(
+            ModelError, field_name, f"array of {stored.size} values", f"must be {values.size} finite numbers", where
+        )
+    return np.where(np.abs(stored.reshape(values.shape) - values) <= _EXACT, stored.reshape(values.shape), values)
 
 
 def _below_dt(factor: str, tau: str, dt: float) -> str:
@@ -1313,6 +1336,12 @@ def _populations(
 # ----------------------------------------------------------------------------- writing
 
 
+def _store_inexact(meta: dict[str, Any], key: str, values: np.ndarray, tau: np.ndarray, dt: float) -> None:
+    """Store ``values`` (beta or alpha) under ``key`` when ``1 - dt/tau`` does not give them back in float32."""
+    if np.any((1.0 - dt / tau).astype(np.float32) != values):  # only below 2**-28: 1 - value needs > 53 bits
+        meta[key] = np.asarray(values, dtype=np.float32).copy()
+
+
 def _neuron_node(nir: Any, pop: Population, i: int, dt: float) -> tuple[str, Any]:
     beta = pop.beta.astype(np.float64)
     threshold = pop.threshold.astype(np.float32)
@@ -1324,10 +1353,12 @@ def _neuron_node(nir: Any, pop: Population, i: int, dt: float) -> tuple[str, Any
         meta[_META_RESET] = pop.reset
     # beta = 1 next to beta < 1 in one population: tau = 2**60 dt, so that 1 - dt/tau is 1.0 in float64.
     tau = dt / np.where(beta == 1.0, _TINY, 1.0 - beta)
+    _store_inexact(meta, _META_BETA, pop.beta, tau, dt)
     if pop.synaptic:  # R4.12: tau_syn dI/dt = -I + w_in S, with w_in (dt / tau_syn) = 1; alpha = 1 as beta = 1
         assert pop.alpha is not None
         alpha = pop.alpha.astype(np.float64)
         tau_syn = dt / np.where(alpha == 1.0, _TINY, 1.0 - alpha)
+        _store_inexact(meta, _META_ALPHA, pop.alpha, tau_syn, dt)
         return f"cubalif{i}", nir.CubaLIF(
             tau_syn=tau_syn,
             tau_mem=tau,

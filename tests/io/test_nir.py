@@ -736,17 +736,55 @@ def test_synaptic_network_round_trips_exactly(tmp_path: Path, kind: str, through
     assert [p.synaptic for p in back.populations] == [p.synaptic for p in net.populations]
 
 
-def test_alpha_round_trips_bit_for_bit_over_float32() -> None:
-    # tau_syn = dt / (1 - alpha) in float64 and back: every float32 alpha >= 2**-28 (docs/nir.md), sampled
-    # over every binade, and 0 and 1.
+def _tiny_and_sampled(rng: np.random.Generator, n: int) -> np.ndarray:
+    """float32 values sampled over every binade of [2**-28, 1), then 0, 1 and values below 2**-28."""
+    sampled = np.ldexp(rng.uniform(0.5, 1.0, n), rng.integers(-27, 1, n)).astype(np.float32)
+    tiny = [2.0**-28, 2.0**-29, 1e-10, 2.0**-40, 1e-30, 1e-45, np.nextafter(1, 0, dtype=np.float32), 0.0, 1.0]
+    return np.concatenate([sampled[sampled < 1], np.float32(tiny)])
+
+
+@pytest.mark.parametrize("through_file", [False, True])
+def test_alpha_and_beta_round_trip_bit_for_bit_over_float32(tmp_path: Path, through_file: bool) -> None:
+    # tau = dt / (1 - value) in float64 gives every float32 value >= 2**-28 back (docs/nir.md); below that,
+    # 1 - value has more bits than a float64 holds, and to_nir stores the value in the node's metadata.
     rng = np.random.default_rng(8)
-    alpha = np.ldexp(rng.uniform(0.5, 1.0, 40_000), rng.integers(-27, 1, 40_000)).astype(np.float32)
-    alpha = np.concatenate([alpha[alpha < 1], np.float32([0.0, 1.0, 2.0**-28, np.nextafter(1, 0, dtype=np.float32)])])
+    alpha = _tiny_and_sampled(rng, 20_000)
+    beta = rng.permutation(_tiny_and_sampled(rng, alpha.size - 9))
     net = Network.sequential(
-        input_shape=(1,), layers=[Dense(np.ones((alpha.size, 1)))], threshold=0.5, beta=alpha[::-1], alpha=alpha
+        input_shape=(1,), layers=[Dense(np.ones((alpha.size, 1)))], threshold=0.5, beta=beta, alpha=alpha
     )
     for dt in (1.0, SNNTORCH_DT, 1e-3**2, 0.37):
-        assert_networks_equal(net, from_nir(to_nir(net, dt=dt)))
+        graph = to_nir(net, dt=dt)
+        assert {"asyncsnn_alpha", "asyncsnn_beta"} <= set(graph.nodes["cubalif1"].metadata)
+        if through_file:
+            write(tmp_path / "tiny.nir", net, dt=dt)
+            assert_networks_equal(net, read(tmp_path / "tiny.nir"))
+        else:
+            assert_networks_equal(net, from_nir(graph))
+    lif = Network.sequential(input_shape=(1,), layers=[Dense(np.ones((3, 1)))], threshold=0.5, beta=[[0.5, 0.25, 0.0]])
+    assert "asyncsnn_beta" not in to_nir(lif).nodes["lif1"].metadata  # only where 1 - dt/tau does not do it
+
+
+def test_stored_exact_values_apply_only_where_tau_gives_them() -> None:
+    alpha, beta = np.float32([1e-10, 0.5]), np.float32([2.0**-40, 0.75])
+    net = Network.sequential(input_shape=(1,), layers=[Dense(np.ones((2, 1)))], threshold=1.0, beta=beta, alpha=alpha)
+    graph = to_nir(net, dt=1.0)
+    node = graph.nodes["cubalif1"]
+    np.testing.assert_array_equal(node.metadata["asyncsnn_alpha"], alpha)
+    pop = from_nir(graph, dt=0.5).populations[0]  # another dt: 1 - dt/tau, not the stored values
+    np.testing.assert_array_equal(pop.alpha, np.float32(1 - 0.5 / node.tau_syn))
+    np.testing.assert_array_equal(pop.beta, np.float32(1 - 0.5 / node.tau_mem))
+
+
+@pytest.mark.parametrize("value", [np.zeros(3), np.array([np.nan, 0.5]), "0.5"])
+def test_bad_stored_exact_values_are_refused(value: Any) -> None:
+    net = Network.sequential(input_shape=(1,), layers=[Dense(np.ones((2, 1)))], threshold=1.0, beta=0.5, alpha=0.5)
+    graph = to_nir(net)
+    graph.nodes["cubalif1"].metadata["asyncsnn_alpha"] = value
+    with pytest.raises(ModelError) as err:
+        from_nir(graph)
+    assert err.value.field == "metadata['asyncsnn_alpha']"
+    assert err.value.location == "NIR node 'cubalif1' (CubaLIF)"
 
 
 def test_to_nir_writes_a_synaptic_population_as_a_cuba_lif() -> None:
