@@ -14,14 +14,10 @@ from asyncsnn.testing import grid_weights, random_count_input, random_grid_netwo
 
 SCHEDULERS = ["layered", "fifo", "random", "momentum"]
 
-#: How a drawn network settles (R1.6): "v1" (no bias, reset "zero": half the draws),
-#: biases only, reset modes only, or both.
-SETTLING = ["v1", "v1", "v1", "bias", "reset", "both"]
-
-#: :data:`SETTLING` and synaptic currents (R4.12): "synaptic" (alpha only) and "all"
-#: (biases, reset modes and alpha). For the engines that run R4.12 (the torch engine
-#: refuses it until it runs it: its strategies draw from :data:`SETTLING`).
-SYNAPTIC_SETTLING = [*SETTLING, "synaptic", "synaptic", "all"]
+#: How a drawn network settles (R1.6): "v1" (no bias, reset "zero", no synaptic
+#: current: half the draws), biases only, reset modes only, both, synaptic currents
+#: only (R4.12), or all three.
+SETTLING = ["v1", "v1", "v1", "v1", "v1", "bias", "reset", "both", "synaptic", "all"]
 
 #: The scalar decays of the synaptic current drawn (R4.12): exact float32 products on
 #: the weight grid for a few timesteps (R8.2).
@@ -38,7 +34,7 @@ def _draw_alpha(rng: np.random.Generator, shape: tuple[int, ...]) -> Any:
 def with_settling(rng: np.random.Generator, net: Network, how: str) -> Network:
     """``net`` with grid biases, reset modes and/or synaptic currents on some of its populations.
 
-    ``how`` is one of :data:`SYNAPTIC_SETTLING`. Biases (R1.4) are multiples of 1/256
+    ``how`` is one of :data:`SETTLING`. Biases (R1.4) are multiples of 1/256
     (R8.2: exact sums), scalar or per neuron (some neurons 0), on each population with
     probability 2/3; reset modes are drawn per population among all four of R4.8; a
     synaptic current (R4.12, ``"synaptic"`` and ``"all"``) goes on each population with
@@ -128,18 +124,18 @@ def draw_dropout(draw: Any, net: Network) -> Any:
 
 
 @st.composite
-def engine_cases(draw: Any, max_batch: int = 3, synaptic: bool = False) -> dict[str, Any]:
+def engine_cases(draw: Any, max_batch: int = 3) -> dict[str, Any]:
     """A random grid network (dense, conv or skip), a count input and every run option.
 
     Half the networks settle (R1.6): biases on some populations, reset modes other than
-    ``"zero"``, or both (:func:`with_settling`); with ``synaptic`` also synaptic
-    currents (R4.12; for the engines that run them); independently, about half get
+    ``"zero"``, synaptic currents (R4.12), or several (:func:`with_settling`);
+    independently, about half get
     recurrent projections (:func:`with_recurrence`, R4.9).
     """
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     kind = draw(st.sampled_from(["dense", "conv", "skip", "conv_wide"]))
-    how = draw(st.sampled_from(SYNAPTIC_SETTLING if synaptic else SETTLING))
+    how = draw(st.sampled_from(SETTLING))
     net = with_settling(rng, random_grid_network(rng, kind), how)
     net = with_recurrence(rng, net, draw(st.sampled_from(RECURRENCE)))
     batch = draw(st.integers(1, max_batch))

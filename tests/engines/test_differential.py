@@ -34,7 +34,7 @@ from asyncsnn.testing import assert_results_equal, random_count_input, random_gr
 
 
 def cases() -> st.SearchStrategy[dict[str, Any]]:
-    return engine_cases(max_batch=3, synaptic=True)
+    return engine_cases(max_batch=3)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

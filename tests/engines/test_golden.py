@@ -9,11 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-import asyncsnn
 from asyncsnn import SPEC_VERSION
 from asyncsnn._dictform import network_from_dict
 from asyncsnn.result import COUNTER_FIELDS
-from conftest import skip_if_refuses_synaptic
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 CASES = sorted(GOLDEN.glob("*.json"))
@@ -55,11 +53,7 @@ def test_engine_matches_golden_vector(engine: Any, path: Path) -> None:
     assert 1 <= case["spec_version"] <= SPEC_VERSION  # version-1 vectors stay valid (docs/semantics.md)
     # A file records the lowest version that runs its network: 2 exactly when a population settles (R1.6).
     assert case["spec_version"] == network_from_dict(case["network"]).spec_version
-    try:
-        res = run_case(engine, case)
-    except asyncsnn.ModelError as exc:
-        skip_if_refuses_synaptic(exc)  # the torch engine, until it runs R4.12
-        raise
+    res = run_case(engine, case)
     for field in COUNTER_FIELDS:
         expected = np.asarray(case["expected"][field], dtype=np.int64)
         got = getattr(res, field)

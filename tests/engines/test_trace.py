@@ -70,7 +70,7 @@ def _check_against_counters(res: asyncsnn.InferenceResult, net: asyncsnn.Network
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(engine_cases(max_batch=3, synaptic=True))
+@given(engine_cases(max_batch=3))
 def test_rust_trace_equals_reference_trace(case: dict[str, Any]) -> None:
     kw = {"labels": case["labels"], **case["opts"]}
     plain = asyncsnn.infer(case["net"], case["x"], **kw)
