@@ -71,3 +71,40 @@ def assert_grad_run_matches(out: Any, res: Any, labels: Any, model: Any) -> None
     for p in model.parameters():
         assert p.grad is not None
         assert torch.isfinite(p.grad).all()
+
+
+def random_run_options(rng: Any, scheduler: str, stop: str, group_sizes: list[int]) -> dict[str, Any]:
+    """Run options drawn for a random engine case: F from ``group_sizes``, the stop's caps, a seed."""
+    return {
+        "scheduler": scheduler,
+        "forward_group_size": int(rng.choice(group_sizes)),
+        "stop": stop,
+        "extra_steps": int(rng.integers(0, 3)),
+        "max_steps": int(rng.integers(1, 7)) if stop == "max_steps" or rng.integers(0, 2) else None,
+        "seed": int(rng.integers(0, 2**63)),
+        "jitter": float(rng.choice([0.0, 0.25])) if scheduler == "momentum" else 0.0,
+        "refractory_dropout": str(rng.choice(["off", "network"])),
+    }
+
+
+def backend_gradients(net: Any, x: Any, y: Any, scheduler: str, backends: Any) -> list[Any]:
+    """The rate-loss gradients of ``AsyncSNN(net)`` under ``scheduler`` (F = 2), one tuple per backend.
+
+    Asserts that the backends agree (rtol 1e-5).
+    """
+    from asyncsnn._prepare import prepare_given_options
+    from asyncsnn.torch import AsyncSNN, rate_loss
+    from asyncsnn.torch.engine import run
+    from asyncsnn.torch.surrogate import ATan
+
+    grads = []
+    for backend in backends:
+        model = AsyncSNN(net)
+        opts = prepare_given_options(net, scheduler=scheduler, forward_group_size=2, seed=4)
+        out = run(
+            model.plan, model.projection_weights(), x, opts, surrogate=ATan(), bias=model.bias_vector(), backend=backend
+        )
+        grads.append(torch.autograd.grad(rate_loss(out.counts, y), list(model.parameters())))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    return grads

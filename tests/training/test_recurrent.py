@@ -24,7 +24,7 @@ import asyncsnn
 import asyncsnn.reference
 import asyncsnn.torch as at
 from _strategies import SCHEDULERS
-from _torch import assert_grad_run_matches, one_torch_thread
+from _torch import assert_grad_run_matches, backend_gradients, one_torch_thread
 from asyncsnn._prepare import prepare_given_options
 from asyncsnn.network import RESET_MODES, Conv2d, Dense, Network, Projection
 from asyncsnn.testing import assert_results_equal, grid_weights, random_count_input, random_grid_network
@@ -288,22 +288,7 @@ def test_random_recurrent_networks_equal_the_reference_also_in_grad_mode(seed: i
 def test_backends_give_the_same_gradients_under_every_unlayered_scheduler() -> None:
     net, x, y = recurrent_problem(3, "subtract", (0, 1, 2, 3))
     for scheduler in ("fifo", "random", "momentum"):
-        grads = []
-        for backend in BACKENDS:
-            model = AsyncSNN(net)
-            opts = prepare_given_options(net, scheduler=scheduler, forward_group_size=2, seed=4)
-            out = run(
-                model.plan,
-                model.projection_weights(),
-                x,
-                opts,
-                surrogate=ATan(),
-                bias=model.bias_vector(),
-                backend=backend,
-            )
-            grads.append(torch.autograd.grad(rate_loss(out.counts, y), list(model.parameters())))
-        for a, b in zip(*grads):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        grads = backend_gradients(net, x, y, scheduler, BACKENDS)
         assert float(grads[0][3].abs().sum()) > 0  # the self-recurrent weights of population 1
 
 

@@ -21,7 +21,7 @@ import asyncsnn
 import asyncsnn.reference
 import asyncsnn.torch as at
 from _strategies import SCHEDULERS
-from _torch import assert_grad_run_matches
+from _torch import assert_grad_run_matches, random_run_options
 from asyncsnn._prepare import prepare_given_options
 from asyncsnn.network import RESET_MODES, Dense, Network, Population, Projection
 from asyncsnn.testing import assert_results_equal, grid_weights, random_count_input, random_grid_network
@@ -234,16 +234,7 @@ def random_case(seed: int, big: bool = False) -> tuple[Network, np.ndarray, dict
     x = random_count_input(rng, net, batch, int(rng.integers(1, 5)), density=float(rng.choice([0.0, 0.2, 0.5, 1.0])))
     stop = str(rng.choice(["drain", "first_output", "max_steps"]))
     scheduler = SCHEDULERS[seed % 7 % 4]
-    opts: dict[str, Any] = {
-        "scheduler": scheduler,
-        "forward_group_size": int(rng.choice([1, 2, 3, 8, 1000])),
-        "stop": stop,
-        "extra_steps": int(rng.integers(0, 3)),
-        "max_steps": int(rng.integers(1, 7)) if stop == "max_steps" or rng.integers(0, 2) else None,
-        "seed": int(rng.integers(0, 2**63)),
-        "jitter": float(rng.choice([0.0, 0.25])) if scheduler == "momentum" else 0.0,
-        "refractory_dropout": str(rng.choice(["off", "network"])),
-    }
+    opts = random_run_options(rng, scheduler, stop, [1, 2, 3, 8, 1000])
     return net, x, opts, rng.integers(0, net.n_outputs, batch)
 
 

@@ -28,7 +28,7 @@ import asyncsnn
 import asyncsnn.reference
 import asyncsnn.torch as at
 from _strategies import SCHEDULERS
-from _torch import assert_grad_run_matches, one_torch_thread
+from _torch import assert_grad_run_matches, backend_gradients, one_torch_thread, random_run_options
 from asyncsnn._prepare import prepare_given_options
 from asyncsnn.network import RESET_MODES, Dense, Network, Population, Projection
 from asyncsnn.testing import assert_results_equal, grid_weights, random_count_input, random_grid_network
@@ -295,16 +295,7 @@ def random_case(seed: int) -> tuple[Network, np.ndarray, dict[str, Any], np.ndar
     x = random_count_input(rng, net, batch, int(rng.integers(1, 6)), density=float(rng.choice([0.0, 0.3, 1.0])))
     scheduler = SCHEDULERS[seed % 7 % 4]
     stop = str(rng.choice(["drain", "first_output", "max_steps"]))
-    opts: dict[str, Any] = {
-        "scheduler": scheduler,
-        "forward_group_size": int(rng.choice([1, 2, 3, 1000])),
-        "stop": stop,
-        "extra_steps": int(rng.integers(0, 3)),
-        "max_steps": int(rng.integers(1, 7)) if stop == "max_steps" or rng.integers(0, 2) else None,
-        "seed": int(rng.integers(0, 2**63)),
-        "jitter": float(rng.choice([0.0, 0.25])) if scheduler == "momentum" else 0.0,
-        "refractory_dropout": str(rng.choice(["off", "network"])),
-    }
+    opts = random_run_options(rng, scheduler, stop, [1, 2, 3, 1000])
     return net, x, opts, rng.integers(0, net.n_outputs, batch)
 
 
@@ -392,22 +383,7 @@ def test_an_overflowing_synaptic_current_raises_also_when_refractory() -> None:
 def test_backends_give_the_same_gradients_under_every_unlayered_scheduler() -> None:
     net, x, y = synaptic_problem(3, "subtract", True)
     for scheduler in ("fifo", "random", "momentum"):
-        grads = []
-        for backend in BACKENDS:
-            model = AsyncSNN(net)
-            opts = prepare_given_options(net, scheduler=scheduler, forward_group_size=2, seed=4)
-            out = run(
-                model.plan,
-                model.projection_weights(),
-                x,
-                opts,
-                surrogate=ATan(),
-                bias=model.bias_vector(),
-                backend=backend,
-            )
-            grads.append(torch.autograd.grad(rate_loss(out.counts, y), list(model.parameters())))
-        for a, b in zip(*grads):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        grads = backend_gradients(net, x, y, scheduler, BACKENDS)
         assert all(float(g.abs().sum()) > 0 for g in grads[0])
 
 
