@@ -19,36 +19,19 @@ pub struct PyNetwork {
 /// `zero`, alpha 0) are accepted too.
 #[derive(FromPyObject)]
 enum PopulationTuple<'py> {
-    V2Synaptic(
-        (
-            usize,
-            PyReadonlyArray1<'py, f32>,
-            PyReadonlyArray1<'py, f32>,
-            f64,
-            PyReadonlyArray1<'py, f32>,
-            u8,
-            PyReadonlyArray1<'py, f32>,
-        ),
-    ),
-    V2(
-        (
-            usize,
-            PyReadonlyArray1<'py, f32>,
-            PyReadonlyArray1<'py, f32>,
-            f64,
-            PyReadonlyArray1<'py, f32>,
-            u8,
-        ),
-    ),
-    V1(
-        (
-            usize,
-            PyReadonlyArray1<'py, f32>,
-            PyReadonlyArray1<'py, f32>,
-            f64,
-        ),
-    ),
+    V2Synaptic(V2SynapticTuple<'py>),
+    V2(V2Tuple<'py>),
+    V1(V1Tuple<'py>),
 }
+
+/// A flat float32 parameter array of a population.
+type F32s<'py> = PyReadonlyArray1<'py, f32>;
+/// `(size, threshold, beta, refractory_dropout, bias, reset code, alpha)`.
+type V2SynapticTuple<'py> = (usize, F32s<'py>, F32s<'py>, f64, F32s<'py>, u8, F32s<'py>);
+/// `(size, threshold, beta, refractory_dropout, bias, reset code)`.
+type V2Tuple<'py> = (usize, F32s<'py>, F32s<'py>, f64, F32s<'py>, u8);
+/// `(size, threshold, beta, refractory_dropout)`.
+type V1Tuple<'py> = (usize, F32s<'py>, F32s<'py>, f64);
 
 impl PopulationTuple<'_> {
     /// Population `index` (1-based, as in errors) as a [`PopulationSpec`].
