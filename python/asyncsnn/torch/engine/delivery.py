@@ -237,13 +237,23 @@ class Delivery:
         ``None``: all.
         """
         plan = self.plan
+        sources = [(p, emitted[:, plan.offsets[p] : plan.offsets[p] + plan.sizes[p]]) for p in populations]
+        return self.dense_of(sources, emitted.shape[0], recurrent)
+
+    def dense_of(
+        self, sources: Sequence[tuple[int, torch.Tensor]], n_rows: int, recurrent: bool | None = None
+    ) -> torch.Tensor:
+        """:meth:`dense` of each source population's activity given apart.
+
+        ``sources``: ``(population, activity [n_rows, size])`` pairs; ``recurrent``
+        selects projections as in :meth:`dense`.
+        """
         parts: dict[int, list[torch.Tensor]] = {}
-        for p in populations:
-            e_p = emitted[:, plan.offsets[p] : plan.offsets[p] + plan.sizes[p]]
-            for pp in plan.outgoing[p]:
+        for p, e_p in sources:
+            for pp in self.plan.outgoing[p]:
                 if recurrent is None or pp.recurrent == recurrent:
                     parts.setdefault(pp.target, []).append(apply_projection(pp, self.weight(pp), e_p))
-        return self.assemble(parts, emitted.shape[0])
+        return self.assemble(parts, n_rows)
 
     def assemble(self, parts: dict[int, list[torch.Tensor]], n_rows: int) -> torch.Tensor:
         """Concatenate per-population currents into ``[n, N]`` (zeros where none)."""

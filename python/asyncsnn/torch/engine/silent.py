@@ -30,7 +30,6 @@ import torch
 
 from asyncsnn.torch._kernels import settle
 from asyncsnn.torch.engine.context import RunContext
-from asyncsnn.torch.engine.plan import apply_projection
 from asyncsnn.torch.engine.rows import RowSet
 from asyncsnn.torch.engine.settling import due_rank
 from asyncsnn.torch.surrogate import spike
@@ -108,16 +107,12 @@ def _carry_silent(
     if end:
         sources.append((plan.n_populations, None))
     for p, idx in sources:
-        rec = [pp for pp in plan.outgoing[p] if pp.recurrent]
-        if not rec:
+        if p not in plan.recurrent_sources:
             continue
         sl = slice(plan.offsets[p], plan.offsets[p] + plan.sizes[p])
         v_p, live_p = (v, rows.live) if idx is None else (v.index_select(0, idx), rows.live.index_select(0, idx))
         c = spike(v_p[:, sl] - theta[sl], run.surrogate) * live_p[:, sl]  # value 0
-        parts: dict[int, list[torch.Tensor]] = {}
-        for pp in rec:
-            parts.setdefault(pp.target, []).append(apply_projection(pp, run.delivery.weight(pp), c))
-        cur = run.delivery.assemble(parts, c.shape[0])
+        cur = run.delivery.dense_of([(p, c)], c.shape[0], True)
         rows.carry = rows.carry + cur if idx is None else rows.carry.index_add(0, idx, cur)
 
 
