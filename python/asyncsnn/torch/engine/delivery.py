@@ -240,6 +240,27 @@ class Delivery:
         sources = [(p, emitted[:, plan.offsets[p] : plan.offsets[p] + plan.sizes[p]]) for p in populations]
         return self.dense_of(sources, emitted.shape[0], recurrent)
 
+    def dense_carried(
+        self, emitted: torch.Tensor, populations: Sequence[int], carry: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`dense` split into delivered and carried currents (``layered``, R4.9), in one pass.
+
+        With ``carry``: ``dense(emitted, populations, False)`` and ``dense(emitted,
+        populations, True)``, the second ``None`` when no recurrent projection leaves
+        ``populations``; else ``dense(emitted, populations)`` and ``None``.
+        """
+        plan = self.plan
+        cur: list[tuple[int, torch.Tensor]] = []
+        rec: list[tuple[int, torch.Tensor]] = []
+        for p in populations:
+            cols = slice(plan.offsets[p], plan.offsets[p] + plan.sizes[p])
+            cur.append((p, emitted[:, cols]))
+            if carry and p in plan.recurrent_sources:
+                rec.append((p, emitted[:, cols]))  # a view of its own: the gradient sums of two passes
+        n_rows = emitted.shape[0]
+        delivered = self.dense_of(cur, n_rows, False if carry else None)
+        return delivered, (self.dense_of(rec, n_rows, True) if rec else None)
+
     def dense_of(
         self, sources: Sequence[tuple[int, torch.Tensor]], n_rows: int, recurrent: bool | None = None
     ) -> torch.Tensor:

@@ -223,17 +223,15 @@ class LayeredBookkeeping(_TorchRows):
         rows.q = rows.q - emitted
         rows.delivered = rows.delivered + group
         present = [p for p in plan.source_populations if bool((top == plan.n_populations + 1 - p).any())]
-        forward = None if not run.carry else False
-        rows.cur = run.delivery.dense(emitted, present, forward)
+        forward = False if run.carry else None
+        rows.cur, carried = run.delivery.dense_carried(emitted, present, run.carry)
         if run.delivery.lif_risk:
             rows.cur = run.delivery.mark_overflow(rows.cur, emitted, present, forward)
-        carried = [p for p in present if p in plan.recurrent_sources] if run.carry else []
-        if carried:  # R4.9: a recurrent projection's current is carried to the next timestep
+        if carried is not None:  # R4.9: a recurrent projection's current is carried to the next timestep
             assert rows.carry is not None
-            cur = run.delivery.dense(emitted, carried, True)
             if run.delivery.lif_risk:
-                cur = run.delivery.mark_overflow(cur, emitted, carried, True)
-            rows.carry = rows.carry + cur
+                carried = run.delivery.mark_overflow(carried, emitted, present, True)
+            rows.carry = rows.carry + carried
         if rows.due is not None:  # R4.7: the populations these groups settle
             with_group = (top > 0).nonzero().squeeze(1)
             group_pops = (plan.n_populations + 1 - top.index_select(0, with_group)).to(torch.int64)
