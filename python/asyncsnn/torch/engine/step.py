@@ -215,8 +215,15 @@ def drop_spikes(
     ``q_before`` (the value before the step; in the graph, the spike no longer reaches
     ``Q``), while its reset, refractoriness and ``v_pre`` stay. Returns ``fired`` (the flat
     positions ``row * N + neuron`` of the spikes, or None) without the dropped ones.
+    (The fused step kernels add every spike to ``Q`` before its draw is known, so the
+    dropped ones' ``Q`` is selected back here.)
     """
-    r_f, c_f = (sd * run.pt["has_out_f"]).nonzero(as_tuple=True)
+    n_neu = sd.shape[1]
+    if fired is None:
+        r_f, c_f = (sd * run.pt["has_out_f"]).nonzero(as_tuple=True)
+    else:  # the positions of the spikes are known (host bookkeeping, on the CPU): no dense pass
+        src = fired[run.pt["has_out"][fired % n_neu]]
+        r_f, c_f = src // n_neu, src % n_neu
     if not r_f.numel():
         return fired
     hash_k = rows.step_hash(k)
@@ -224,11 +231,7 @@ def drop_spikes(
     gone = u < run.opts.spike_dropout
     if not bool(gone.any()):
         return fired
-    drop = torch.zeros_like(sd)
-    drop[r_f[gone], c_f[gone]] = 1.0
-    rows.q = rows.q * (1.0 - drop) + q_before * drop
-    if fired is None:
-        return None
-    n_neu = sd.shape[1]
-    dropped = r_f[gone] * n_neu + c_f[gone]
-    return fired[~torch.isin(fired, dropped)]
+    drop = torch.zeros_like(sd, dtype=torch.bool)
+    drop[r_f, c_f] = gone
+    rows.q = torch.where(drop, q_before, rows.q)  # the dropped spikes' Q as before the step
+    return None if fired is None else fired[~drop.view(-1)[fired]]
