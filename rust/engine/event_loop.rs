@@ -584,6 +584,11 @@ fn keep_sparse_inputs(
 /// R4.11: the ids of `ids` (one population's spikes of step `k`, increasing) that spike
 /// dropout keeps, enqueued into the pending set. Out of line: a run with
 /// `spike_dropout = 0` never calls it (and draws nothing).
+///
+/// No allocation: the kept ids are gathered in a buffer on the stack and enqueued a
+/// full buffer at a time, in order. The pending set is the same as after enqueuing
+/// them all at once (`PendingSet::enqueue_all` takes its spikes one by one, and on an
+/// overflow the sample ends with an error).
 #[cold]
 #[inline(never)]
 fn enqueue_kept(
@@ -594,11 +599,23 @@ fn enqueue_kept(
     p: usize,
     v_pre: &[f32],
 ) -> bool {
+    const KEPT: usize = 64;
     let Draw { seed, sample, t, k } = draw;
-    let kept: Vec<u32> = (ids.iter().copied())
-        .filter(|&q| (uniform(seed, sample, t, k, q, STREAM_SPIKE_DROPOUT) as f64) >= pd)
-        .collect();
-    pending.enqueue_all(&kept, p, v_pre)
+    let mut kept = [0u32; KEPT];
+    let mut n = 0;
+    for &q in ids {
+        if (uniform(seed, sample, t, k, q, STREAM_SPIKE_DROPOUT) as f64) >= pd {
+            kept[n] = q;
+            n += 1;
+            if n == KEPT {
+                if !pending.enqueue_all(&kept, p, v_pre) {
+                    return false;
+                }
+                n = 0;
+            }
+        }
+    }
+    pending.enqueue_all(&kept[..n], p, v_pre)
 }
 
 /// R4.3.1 integrate and R4.3.2 fire: the threshold test and reset (`fire::integrate`),
