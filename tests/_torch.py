@@ -3,7 +3,8 @@
 ``torch`` and ``asyncsnn_torch`` are None when torch is missing; ``needs_torch`` marks a
 test that needs it; ``ONE_THREAD`` is the environment for torch subprocesses;
 ``one_torch_thread`` runs a test module's tests with torch on one thread;
-``bptt_counts`` is plain layer-by-layer BPTT, the gradient oracle of ``layered``.
+``bptt_counts`` is plain layer-by-layer BPTT, the gradient oracle of ``layered``, and
+``layered_bptt`` the same with biases, reset modes, recurrence and synaptic currents.
 """
 
 from __future__ import annotations
@@ -108,3 +109,51 @@ def backend_gradients(net: Any, x: Any, y: Any, scheduler: str, backends: Any) -
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     return grads
+
+
+def layered_bptt(net: Any, ws: list[Any], bs: list[Any], x: Any) -> Any:
+    """R4.5 as BPTT, written out: snnTorch's ``Leaky``/``RLeaky``, and ``Synaptic``/``RSynaptic`` (R4.12).
+
+    ``U_t = beta V_{t-1} + (W s_t + R s_{t-1} + b) - theta d_t``; a population with a
+    synaptic current integrates ``S_t = alpha S_{t-1} + (W s_t + R s_{t-1} + b)`` instead
+    of the bracket. ``s_t = H(U_t - theta)`` (strict, ATan surrogate), the reset per mode
+    in the graph, the delayed debt ``d_t = s_{t-1}`` a constant; the output spikes
+    ``[B, T, n_out]``.
+    """
+    from asyncsnn.torch.surrogate import ATan, spike
+
+    pops = net.populations
+    n_b = x.shape[0]
+    v = [torch.zeros(n_b, p.size) for p in pops]
+    syn = [torch.zeros(n_b, p.size) for p in pops]
+    debt = [torch.zeros(n_b, p.size) for p in pops]
+    prev = [torch.zeros(n_b, p.size) for p in pops]
+    out = []
+    for t in range(x.shape[1]):
+        now: list[Any] = [x[:, t]]
+        for i, (pop, b) in enumerate(zip(pops, bs), 1):
+            cur = torch.zeros(n_b, pop.size)
+            for pr, w in zip(net.projections, ws):
+                if pr.target == i:
+                    src = prev[pr.source - 1] if pr.recurrent else now[pr.source]
+                    cur = cur + src @ w.t()
+            drive = cur + b
+            if pop.synaptic:
+                syn[i - 1] = torch.tensor(pop.alpha.reshape(-1)) * syn[i - 1] + drive
+                drive = syn[i - 1]
+            theta = torch.tensor(pop.threshold.reshape(-1))
+            u = torch.tensor(pop.beta.reshape(-1)) * v[i - 1] + drive
+            if pop.reset == "subtract_delayed":
+                u = u - theta * debt[i - 1]
+            s = spike(u - theta, ATan())
+            if pop.reset == "zero":
+                v[i - 1] = u * (1 - s)
+            elif pop.reset == "subtract":
+                v[i - 1] = u - theta * s
+            else:
+                v[i - 1] = u
+            debt[i - 1] = s.detach()
+            now.append(s)
+        prev = now[1:]
+        out.append(now[-1])
+    return torch.stack(out, 1)

@@ -24,13 +24,13 @@ import asyncsnn
 import asyncsnn.reference
 import asyncsnn.torch as at
 from _strategies import SCHEDULERS
-from _torch import assert_grad_run_matches, backend_gradients, one_torch_thread
+from _torch import assert_grad_run_matches, backend_gradients, layered_bptt, one_torch_thread
 from asyncsnn._prepare import prepare_given_options
 from asyncsnn.network import RESET_MODES, Conv2d, Dense, Network, Projection
 from asyncsnn.testing import assert_results_equal, grid_weights, random_count_input, random_grid_network
 from asyncsnn.torch import AsyncSNN, rate_loss, train
 from asyncsnn.torch.engine import Plan, run
-from asyncsnn.torch.surrogate import ATan, spike
+from asyncsnn.torch.surrogate import ATan
 
 BACKENDS = ["host", "torch"]
 
@@ -115,44 +115,6 @@ def test_refractory_dropout_is_refused_on_a_recurrent_target() -> None:
 
 
 # ------------------------------------------------------------------------- layered = BPTT
-def layered_formula(net: Network, ws: list[torch.Tensor], bs: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """R4.5 with recurrence: ``U_t = beta V_{t-1} + W s_t + R s_{t-1} + b - theta d_t`` (BPTT).
-
-    The recurrent LIF network of snnTorch's ``RLeaky`` (strict threshold, the reset in the
-    graph, the delayed debt a constant), written out; the output spikes ``[B, T, n_out]``.
-    """
-    pops = net.populations
-    n_b = x.shape[0]
-    v = [torch.zeros(n_b, p.size) for p in pops]
-    debt = [torch.zeros(n_b, p.size) for p in pops]
-    prev = [torch.zeros(n_b, p.size) for p in pops]
-    out = []
-    for t in range(x.shape[1]):
-        now: list[torch.Tensor] = [x[:, t]]
-        for i, (pop, b) in enumerate(zip(pops, bs), 1):
-            cur = torch.zeros(n_b, pop.size)
-            for pr, w in zip(net.projections, ws):
-                if pr.target == i:
-                    src = prev[pr.source - 1] if pr.recurrent else now[pr.source]
-                    cur = cur + src @ w.t()
-            theta = torch.tensor(pop.threshold.reshape(-1))
-            u = torch.tensor(pop.beta.reshape(-1)) * v[i - 1] + (cur + b)
-            if pop.reset == "subtract_delayed":
-                u = u - theta * debt[i - 1]
-            s = spike(u - theta, ATan())
-            if pop.reset == "zero":
-                v[i - 1] = u * (1 - s)
-            elif pop.reset == "subtract":
-                v[i - 1] = u - theta * s
-            else:
-                v[i - 1] = u
-            debt[i - 1] = s.detach()
-            now.append(s)
-        prev = now[1:]
-        out.append(now[-1])
-    return torch.stack(out, 1)
-
-
 def recurrent_problem(seed: int, reset: str, which: tuple[int, ...]) -> tuple[Network, torch.Tensor, torch.Tensor]:
     """A dense 10-12-9-4 network with biases and the recurrent projections ``which`` of
     ``(1, 1)`` self, ``(2, 1)`` backward, ``(3, 3)`` output self, ``(2, 2)`` lateral."""
@@ -188,7 +150,7 @@ def test_layered_training_is_the_bptt_of_the_recurrent_network(
     )
     ws = [torch.tensor(np.asarray(pr.layer.weight), requires_grad=True) for pr in net.projections]
     bs = [torch.tensor(np.asarray(p.bias).reshape(-1), requires_grad=True) for p in net.populations]
-    counts = layered_formula(net, ws, bs, x)
+    counts = layered_bptt(net, ws, bs, x)
     assert torch.equal(out.counts, counts)
     assert 0 < counts.sum() < counts.numel()
     # The recurrence matters: without it the network computes something else.

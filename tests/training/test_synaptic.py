@@ -28,13 +28,13 @@ import asyncsnn
 import asyncsnn.reference
 import asyncsnn.torch as at
 from _strategies import SCHEDULERS
-from _torch import assert_grad_run_matches, backend_gradients, one_torch_thread, random_run_options
+from _torch import assert_grad_run_matches, backend_gradients, layered_bptt, one_torch_thread, random_run_options
 from asyncsnn._prepare import prepare_given_options
 from asyncsnn.network import RESET_MODES, Dense, Network, Population, Projection
 from asyncsnn.testing import assert_results_equal, grid_weights, random_count_input, random_grid_network
 from asyncsnn.torch import AsyncSNN, rate_loss, train
 from asyncsnn.torch.engine import Plan, run
-from asyncsnn.torch.surrogate import ATan, spike
+from asyncsnn.torch.surrogate import ATan
 
 BACKENDS = ["host", "torch"]
 
@@ -113,48 +113,6 @@ def test_a_refractory_neuron_still_charges_its_synapses() -> None:
 
 
 # ------------------------------------------------------------------------- layered: snnTorch's Synaptic
-def synaptic_formula(net: Network, ws: list[torch.Tensor], bs: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """BPTT of snnTorch's ``Synaptic`` / ``RSynaptic`` (R4.5, R4.12), written out.
-
-    ``S_t = alpha S_{t-1} + (W s_t + R s_{t-1} + b)``, ``U_t = beta V_{t-1} + S_t -
-    theta d_t``, ``s_t = H(U_t - theta)`` (strict, ATan surrogate), the reset per mode in
-    the graph, the delayed debt ``d_t = s_{t-1}`` a constant; the output spikes
-    ``[B, T, n_out]``.
-    """
-    pops = net.populations
-    n_b = x.shape[0]
-    v = [torch.zeros(n_b, p.size) for p in pops]
-    syn = [torch.zeros(n_b, p.size) for p in pops]
-    debt = [torch.zeros(n_b, p.size) for p in pops]
-    prev = [torch.zeros(n_b, p.size) for p in pops]
-    out = []
-    for t in range(x.shape[1]):
-        now: list[torch.Tensor] = [x[:, t]]
-        for i, (pop, b) in enumerate(zip(pops, bs), 1):
-            cur = torch.zeros(n_b, pop.size)
-            for pr, w in zip(net.projections, ws):
-                if pr.target == i:
-                    src = prev[pr.source - 1] if pr.recurrent else now[pr.source]
-                    cur = cur + src @ w.t()
-            syn[i - 1] = torch.tensor(pop.alpha.reshape(-1)) * syn[i - 1] + (cur + b)
-            theta = torch.tensor(pop.threshold.reshape(-1))
-            u = torch.tensor(pop.beta.reshape(-1)) * v[i - 1] + syn[i - 1]
-            if pop.reset == "subtract_delayed":
-                u = u - theta * debt[i - 1]
-            s = spike(u - theta, ATan())
-            if pop.reset == "zero":
-                v[i - 1] = u * (1 - s)
-            elif pop.reset == "subtract":
-                v[i - 1] = u - theta * s
-            else:
-                v[i - 1] = u
-            debt[i - 1] = s.detach()
-            now.append(s)
-        prev = now[1:]
-        out.append(now[-1])
-    return torch.stack(out, 1)
-
-
 def synaptic_problem(seed: int, reset: str, recurrent: bool) -> tuple[Network, torch.Tensor, torch.Tensor]:
     """A dense 10-12-9-4 network with biases, alphas (per neuron in population 1, one
     value in 2, none in the output) and, when ``recurrent``, a self-recurrent population
@@ -192,7 +150,7 @@ def test_layered_training_is_the_bptt_of_snntorch_synaptic(reset: str, recurrent
     )
     ws = [torch.tensor(np.asarray(pr.layer.weight), requires_grad=True) for pr in net.projections]
     bs = [torch.tensor(np.asarray(p.bias).reshape(-1), requires_grad=True) for p in net.populations]
-    counts = synaptic_formula(net, ws, bs, x)
+    counts = layered_bptt(net, ws, bs, x)
     assert torch.equal(out.counts, counts)
     assert 0 < counts.sum() < counts.numel()
     np.testing.assert_array_equal(
@@ -226,7 +184,7 @@ def test_a_wide_group_gives_the_bptt_gradients_under_every_unlayered_scheduler(s
     out = run(model.plan, model.projection_weights(), x, opts, surrogate=ATan(), bias=model.bias_vector())
     ws = [torch.tensor(np.asarray(pr.layer.weight), requires_grad=True) for pr in net.projections]
     bs = [torch.tensor(np.asarray(p.bias).reshape(-1), requires_grad=True) for p in net.populations]
-    counts = synaptic_formula(net, ws, bs, x)
+    counts = layered_bptt(net, ws, bs, x)
     assert torch.equal(out.counts, counts)
     g_engine = torch.autograd.grad(rate_loss(out.counts, y), [*model.weights, *model.biases.values()])
     g_formula = torch.autograd.grad(rate_loss(counts, y), [*ws, *bs])
