@@ -84,6 +84,7 @@ RUN_OPTION_NAMES: tuple[str, ...] = (
     "refractory_dropout",
     "input_dropout",
     "spike_dropout",
+    "prioritize_input",
 )
 
 _DROPOUT_REASON = 'must be "off", "network" or a number in [0, 1)'
@@ -134,6 +135,13 @@ def _dropout(refractory_dropout: Any) -> str | float:
     raise invalid(ParameterError, "refractory_dropout", refractory_dropout, _DROPOUT_REASON)
 
 
+def _bool(value: Any, field: str) -> bool:
+    """A flag: ``True`` or ``False`` (a NumPy bool too), nothing else."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise invalid(ParameterError, field, value, "must be True or False")
+
+
 def _probability(value: Any, field: str) -> float:
     """A dropout probability ``p`` in [0, 1) (R4.6, R4.10, R4.11)."""
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
@@ -157,6 +165,7 @@ _FIELD_CHECKS: dict[str, Any] = {
     "refractory_dropout": _dropout,
     "input_dropout": lambda v: _probability(v, "input_dropout"),
     "spike_dropout": lambda v: _probability(v, "spike_dropout"),
+    "prioritize_input": lambda v: _bool(v, "prioritize_input"),
 }
 
 
@@ -201,6 +210,10 @@ class RunOptions:
     spike_dropout : float, default 0.0
         ``p`` in [0, 1): each spike that would enter the pending set is not enqueued
         with probability ``p`` (R4.11, stream 4; it still counts as a spike).
+    prioritize_input : bool, default True
+        ``True``: each frame's input is delivered at once in forward step 0, outside the
+        scheduler (R2.3). ``False``: the input values enter the pending set and are
+        scheduled with the spikes, one slot each (R4.13); not with ``"momentum"``.
 
     Attributes
     ----------
@@ -214,6 +227,7 @@ class RunOptions:
     refractory_dropout : str or float
     input_dropout : float
     spike_dropout : float
+    prioritize_input : bool
         The values as given, names as :class:`Scheduler` / :class:`StopMode` members
         and numbers as Python ``int`` / ``float``.
 
@@ -224,7 +238,8 @@ class RunOptions:
         order of the parameters: an unknown name, ``F < 1``, ``stop="max_steps"``
         without ``max_steps``, a seed outside ``[0, 2**64)``, a jitter that is negative,
         not finite (also in float32) or given to another scheduler than
-        ``"momentum"``, a dropout (refractory, input, spike) outside ``[0, 1)``.
+        ``"momentum"``, a dropout (refractory, input, spike) outside ``[0, 1)``,
+        ``prioritize_input`` that is not a bool or is ``False`` with ``"momentum"``.
 
     Examples
     --------
@@ -232,7 +247,7 @@ class RunOptions:
     >>> import asyncsnn
     >>> opts = asyncsnn.RunOptions(scheduler="fifo", forward_group_size=2)
     >>> opts
-    RunOptions(scheduler='fifo', forward_group_size=2, stop='drain', extra_steps=0, max_steps=None, seed=0, jitter=0.0, refractory_dropout='off', input_dropout=0.0, spike_dropout=0.0)
+    RunOptions(scheduler='fifo', forward_group_size=2, stop='drain', extra_steps=0, max_steps=None, seed=0, jitter=0.0, refractory_dropout='off', input_dropout=0.0, spike_dropout=0.0, prioritize_input=True)
     >>> opts.replace(stop="first_output", extra_steps=1).stop
     <StopMode.FIRST_OUTPUT: 'first_output'>
     >>> asyncsnn.RunOptions(**opts.as_dict()) == opts
@@ -259,6 +274,7 @@ class RunOptions:
     refractory_dropout: str | float
     input_dropout: float
     spike_dropout: float
+    prioritize_input: bool
 
     def __init__(
         self,
@@ -273,6 +289,7 @@ class RunOptions:
         refractory_dropout: DropoutLike = "off",
         input_dropout: float = 0.0,
         spike_dropout: float = 0.0,
+        prioritize_input: bool = True,
     ) -> None:
         check = _FIELD_CHECKS
         sched = check["scheduler"](scheduler)
@@ -293,6 +310,10 @@ class RunOptions:
         values["refractory_dropout"] = check["refractory_dropout"](refractory_dropout)
         values["input_dropout"] = check["input_dropout"](input_dropout)
         values["spike_dropout"] = check["spike_dropout"](spike_dropout)
+        values["prioritize_input"] = check["prioritize_input"](prioritize_input)
+        if not values["prioritize_input"] and sched is Scheduler.MOMENTUM:
+            reason = "the momentum scheduler has no key for input entries (R4.13): use layered, fifo or random"
+            raise invalid(ParameterError, "prioritize_input", prioritize_input, reason)
         for name in RUN_OPTION_NAMES:
             object.__setattr__(self, name, values[name])
 
@@ -348,6 +369,7 @@ class PreparedOptions:
     refractory_dropout: tuple[float, ...] | None  # per non-input population, None = off
     input_dropout: float = 0.0  # R4.10
     spike_dropout: float = 0.0  # R4.11
+    prioritize_input: bool = True  # R2.3; False: R4.13
 
     @classmethod
     def resolve(cls, options: RunOptions, network: Network) -> PreparedOptions:
@@ -393,6 +415,7 @@ class PreparedOptions:
             dropout,
             options.input_dropout,
             options.spike_dropout,
+            options.prioritize_input,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -408,6 +431,7 @@ class PreparedOptions:
             "refractory_dropout": None if self.refractory_dropout is None else list(self.refractory_dropout),
             "input_dropout": self.input_dropout,
             "spike_dropout": self.spike_dropout,
+            "prioritize_input": self.prioritize_input,
         }
 
 
@@ -461,7 +485,7 @@ def resolve_options(options: RunOptions | None, **keywords: Any) -> RunOptions:
 def _validate_options(network: Network, *values: Any) -> PreparedOptions:
     """:func:`prepare_options` without its cache (the options cache must agree with it).
 
-    ``values`` are the ten options in the order of :data:`RUN_OPTION_NAMES`.
+    ``values`` are the eleven options in the order of :data:`RUN_OPTION_NAMES`.
     """
     return PreparedOptions.resolve(RunOptions(**dict(zip(RUN_OPTION_NAMES, values))), network)
 
@@ -487,12 +511,13 @@ def prepare_options(
     refractory_dropout: DropoutLike,
     input_dropout: float = 0.0,
     spike_dropout: float = 0.0,
+    prioritize_input: bool = True,
 ) -> PreparedOptions:
     """Validate the run options of an ``infer`` call and resolve them for ``network``.
 
-    Every ``infer`` passes its ``options`` and all ten option keywords (its defaults
+    Every ``infer`` passes its ``options`` and all eleven option keywords (its defaults
     are :data:`RUN_OPTION_DEFAULTS`); they are combined by :func:`resolve_options` and
-    validated by :class:`RunOptions`. The ten are explicit parameters, not
+    validated by :class:`RunOptions`. The eleven are explicit parameters, not
     ``**keywords``, because this runs on every call: the cached path inside costs
     about a third (2.5 us instead of 7 us on a shared 2-core machine).
     :func:`prepare_given_options` takes only the keywords that were given.
@@ -518,6 +543,7 @@ def prepare_options(
         refractory_dropout,
         input_dropout,
         spike_dropout,
+        prioritize_input,
     )
     if options is not None:
         if not (values == _DEFAULT_VALUES and tuple(map(type, values)) == _DEFAULT_TYPES):
@@ -554,6 +580,7 @@ def prepare_options(
         )
         and type(input_dropout) in (float, int)
         and type(spike_dropout) in (float, int)
+        and type(prioritize_input) is bool
     ):
         key = (*values, len(network.populations), network._dropout_allowed)
         seen = _OPTIONS_SEEN.get(key)

@@ -40,6 +40,7 @@ def infer(
     refractory_dropout: DropoutLike = "off",
     input_dropout: float = 0.0,
     spike_dropout: float = 0.0,
+    prioritize_input: bool = True,
     options: RunOptions | None = None,
     labels: npt.ArrayLike | None = None,
     sample_ids: npt.ArrayLike | None = None,
@@ -93,8 +94,12 @@ def infer(
         Probability in [0, 1) that a non-zero input value is dropped (R4.10).
     spike_dropout
         Probability in [0, 1) that a spike is not enqueued (R4.11).
+    prioritize_input
+        ``True`` (default): each frame is delivered at once in forward step 0 (R2.3);
+        ``False``: its values are scheduled with the spikes, one slot each (R4.13; not
+        with ``"momentum"``).
     options
-        The ten options above as one :class:`~asyncsnn.RunOptions` value, instead of
+        The eleven options above as one :class:`~asyncsnn.RunOptions` value, instead of
         keywords. An option keyword given together with it must be left at its default
         or hold the same value.
     labels
@@ -158,6 +163,7 @@ def infer(
         refractory_dropout=refractory_dropout,
         input_dropout=input_dropout,
         spike_dropout=spike_dropout,
+        prioritize_input=prioritize_input,
     )
     if type(trace) is not bool:
         raise invalid(ParameterError, "trace", trace, "must be True or False")

@@ -802,6 +802,7 @@ def infer(
     refractory_dropout: DropoutLike = "off",
     input_dropout: float = 0.0,
     spike_dropout: float = 0.0,
+    prioritize_input: bool = True,
     options: RunOptions | None = None,
     labels: npt.ArrayLike | None = None,
     sample_ids: npt.ArrayLike | None = None,
@@ -849,8 +850,12 @@ def infer(
         Probability in [0, 1) that a non-zero input value is dropped (R4.10).
     spike_dropout
         Probability in [0, 1) that a spike is not enqueued (R4.11).
+    prioritize_input
+        ``True`` (default): each frame is delivered at once in forward step 0 (R2.3);
+        ``False``: its values are scheduled with the spikes, one slot each (R4.13; not
+        with ``"momentum"``).
     options
-        The ten options above as one :class:`~asyncsnn.RunOptions` value (as for
+        The eleven options above as one :class:`~asyncsnn.RunOptions` value (as for
         ``asyncsnn.infer``: a keyword given with it must agree with it).
     labels
         Optional class per sample ``[B]``, for ``first_correct_*`` (R7.7) and accuracy.
@@ -907,6 +912,7 @@ def infer(
         refractory_dropout=refractory_dropout,
         input_dropout=input_dropout,
         spike_dropout=spike_dropout,
+        prioritize_input=prioritize_input,
     )
     if type(trace) is not bool:
         raise invalid(ParameterError, "trace", trace, "must be True or False")

@@ -38,6 +38,7 @@ __all__ = [
     "STREAM_INPUT_DROPOUT",
     "STREAM_JITTER",
     "STREAM_RANDOM",
+    "STREAM_RANDOM_INPUT",
     "STREAM_SPIKE_DROPOUT",
     "hash32",
     "hash32_np",
@@ -56,6 +57,8 @@ STREAM_JITTER = 2
 STREAM_INPUT_DROPOUT = 3
 #: Stream of the spike-dropout draws (R4.11).
 STREAM_SPIKE_DROPOUT = 4
+#: Stream of the random scheduler's keys of input entries (R4.13).
+STREAM_RANDOM_INPUT = 5
 
 _MASK32 = 0xFFFFFFFF
 _SEED0 = 0x243F6A88

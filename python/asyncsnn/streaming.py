@@ -112,7 +112,8 @@ def infer_iter(
     **infer_options
         Run options passed to every chunk: ``scheduler``, ``forward_group_size``,
         ``stop``, ``extra_steps``, ``max_steps``, ``seed``, ``jitter``,
-        ``refractory_dropout``, ``input_dropout``, ``spike_dropout`` or ``options``
+        ``refractory_dropout``, ``input_dropout``, ``spike_dropout``,
+        ``prioritize_input`` or ``options``
         (an :class:`~asyncsnn.RunOptions`),
         ``threads`` (and ``device`` for the torch engine).
         ``sample_ids`` is not accepted: the ids are the running index of the samples.
