@@ -11,7 +11,9 @@ In short, for every timestep ``t`` (section 4):
 1. **Start** (R4.1): leak ``V <- beta * V``; refractory flags and ``v_pre`` are cleared;
    every settling population (R1.6: a bias, a synaptic current, a reset other than
    ``"zero"`` or a recurrent projection into it) becomes *due*.
-2. **Input** (R4.2, R2.3): forward step 0 delivers the whole input frame.
+2. **Input** (R4.2, R2.3): forward step 0 delivers the whole input frame; with
+   ``prioritize_input=False`` (R4.13) its values enter the pending set as input entries
+   instead and are scheduled with the spikes.
 3. **Forward step k** (R4.3): *integrate* the summed current of the step (refractory
    neurons discard theirs); a due population that receives a delivery in this step
    (from the input in step 0, R4.7) *settles*: its bias and its carried current ``C``
@@ -80,6 +82,7 @@ from asyncsnn.rng import (
     STREAM_INPUT_DROPOUT,
     STREAM_JITTER,
     STREAM_RANDOM,
+    STREAM_RANDOM_INPUT,
     STREAM_SPIKE_DROPOUT,
     hash32_np,
     uniform,
@@ -250,8 +253,14 @@ def _select(
     t: int,
     k: int,
     trace: list[dict[str, Any]] | None,
-) -> list[int]:
-    """Pick the group G delivered at the end of forward step ``k`` (R4.3.4, R5)."""
+    inputs: dict[int, list[Any]] | None = None,
+) -> tuple[list[int], list[int]]:
+    """Pick the group G delivered at the end of forward step ``k`` (R4.3.4, R5).
+
+    Returns the input entries (input indices, R4.13) and the neurons (ids) of the group.
+    """
+    if inputs:
+        return _select_with_inputs(opts, model, pending, inputs, sample_id, t, k, trace)
     ids = np.array(sorted(pending), dtype=np.int64)
     f = opts.forward_group_size
     keys: list[Any]
@@ -293,7 +302,60 @@ def _select(
                 "group": list(group),
             }
         )
-    return group
+    return [], group
+
+
+def _select_with_inputs(
+    opts: PreparedOptions,
+    model: _Model,
+    pending: dict[int, list[int]],
+    inputs: dict[int, list[Any]],
+    sample_id: int,
+    t: int,
+    k: int,
+    trace: list[dict[str, Any]] | None,
+) -> tuple[list[int], list[int]]:
+    """R4.13: the group when input entries are pending too (``prioritize_input=False``).
+
+    Entries are ``(0, i)`` for input ``i`` and ``(1, j)`` for neuron ``j``, listed inputs
+    first, each by index: the order that breaks equal keys.
+    """
+    entries = [(0, i) for i in sorted(inputs)] + [(1, j) for j in sorted(pending)]
+    f = opts.forward_group_size
+    chosen: list[tuple[int, int]]
+    keys: list[Any]
+    if opts.scheduler is Scheduler.LAYERED:
+        # R5.1 with the inputs as population 0: all pending input entries, F ignored.
+        chosen = [e for e in entries if e[0] == 0]
+        keys = [0 if kind == 0 else int(model.population_of[j]) for kind, j in entries]
+    elif opts.scheduler is Scheduler.FIFO:
+        # R5.2: the F smallest sequence numbers (inputs and neurons share the counter).
+        keys = [inputs[j][1] if kind == 0 else pending[j][1] for kind, j in entries]
+        order = sorted(range(len(entries)), key=lambda n: keys[n])
+        chosen = [entries[n] for n in order[:f]]
+    else:
+        # R5.3 / R4.13: inputs keyed h(seed, sample, t, k, i, 5), neurons h(..., j, 0); the F
+        # smallest keys, equal keys to input entries first, then the smaller index.
+        assert opts.scheduler is Scheduler.RANDOM  # momentum refuses prioritize_input=False
+        ins = np.array([j for kind, j in entries if kind == 0], dtype=np.int64)
+        ids = np.array([j for kind, j in entries if kind == 1], dtype=np.int64)
+        keys = [int(v) for v in hash32_np(opts.seed, sample_id, t, k, ins, STREAM_RANDOM_INPUT)]
+        keys += [int(v) for v in hash32_np(opts.seed, sample_id, t, k, ids, STREAM_RANDOM)]
+        order = sorted(range(len(entries)), key=lambda n: (keys[n], entries[n]))
+        chosen = [entries[n] for n in order[:f]]
+    if trace is not None:
+        trace.append(
+            {
+                "event": "select",
+                "t": t,
+                "k": k,
+                "pending": {int(j): tuple(pending[j]) for j in sorted(pending)},
+                "pending_inputs": {int(i): tuple(inputs[i]) for i in sorted(inputs)},
+                "keys": {f"{'input' if kind == 0 else 'neuron'} {j}": keys[n] for n, (kind, j) in enumerate(entries)},
+                "group": [f"{'input' if kind == 0 else 'neuron'} {j}" for kind, j in chosen],
+            }
+        )
+    return sorted(j for kind, j in chosen if kind == 0), [j for kind, j in chosen if kind == 1]
 
 
 # ---------------------------------------------------------------------------------------
@@ -341,6 +403,7 @@ class _Sample:
     due: list[bool] = field(init=False)  # R3.1: due[p] per population (R4.7); due[0] is False
     settle_now: set[int] = field(default_factory=set)  # due populations that settle in this step (R4.7)
     pending: dict[int, list[int]] = field(default_factory=dict)  # neuron -> [multiplicity, sequence number]
+    inputs: dict[int, list[Any]] = field(default_factory=dict)  # R4.13: input index -> [value, sequence number]
     next_seq: int = 0
     # Section 7 counters.
     output_counts: list[int] = field(init=False)
@@ -435,6 +498,7 @@ def start_timestep(s: _Sample) -> None:
         if s.model.settling[p]:
             s.due[p] = True
     assert not s.pending  # R4.1: the pending set is always empty here (R6)
+    assert not s.inputs
     s.current = np.zeros(s.model.n_neurons, dtype=np.float32)
     s.received[:] = False
     s.settle_now = set()
@@ -443,27 +507,42 @@ def start_timestep(s: _Sample) -> None:
 
 
 def deliver_input_frame(s: _Sample, frame: np.ndarray, t: int) -> None:
-    """R4.2 / R2.3: forward step 0 delivers the whole input frame, no scheduling slot."""
-    # R4.7: a due population targeted by a projection from the input settles in step 0,
-    # whether or not the frame has non-zero values.
-    for proj in s.model.outgoing[0]:
-        if s.due[proj.target]:
-            s.settle_now.add(proj.target)
+    """R4.2 / R2.3: forward step 0 delivers the whole input frame, no scheduling slot.
+
+    With ``prioritize_input=False`` (R4.13) the kept values are enqueued as input entries
+    instead, in input index order, and step 0 delivers and settles nothing.
+    """
+    prioritized = s.opts.prioritize_input
+    if prioritized:
+        # R4.7: a due population targeted by a projection from the input settles in step 0,
+        # whether or not the frame has non-zero values.
+        for proj in s.model.outgoing[0]:
+            if s.due[proj.target]:
+                s.settle_now.add(proj.target)
     p_in = s.opts.input_dropout
     for i in np.flatnonzero(frame):
         # R4.10: dropped when u(seed, sample, t, 0, i, 3) < p (float64); as if x_i(t) = 0.
         if p_in > 0.0 and uniform(s.opts.seed, s.sample_id, t, 0, int(i), STREAM_INPUT_DROPOUT) < p_in:
             continue
         x = _F32(frame[i])
-        s.input_events += 1  # R7.3
+        s.input_events += 1  # R7.3 (R4.13: at the enqueue)
         if s.trace is not None:
             s.trace.append({"event": "input", "t": t, "k": 0, "neuron": int(i), "value": float(x)})
-        for proj in s.model.outgoing[0]:
-            targets, weights = proj.synapses(int(i))
-            s.current[targets] = s.current[targets] + (x * weights).astype(np.float32)  # float32 product and sum
-            s.received[targets] = True
-            s.synops_per_projection[proj.index] += len(targets)  # R7.4: fan-out of input neuron i
-            s.synops_t += len(targets)
+        if prioritized:
+            _deliver_input(s, int(i), x)
+        else:
+            s.inputs[int(i)] = [x, s.next_seq]  # R4.13: an input entry with the next sequence number
+            s.next_seq += 1
+
+
+def _deliver_input(s: _Sample, i: int, x: np.float32) -> None:
+    """``I[q] += x * w`` over every synapse of input neuron ``i`` (R4.2; R4.13 at its delivery)."""
+    for proj in s.model.outgoing[0]:
+        targets, weights = proj.synapses(i)
+        s.current[targets] = s.current[targets] + (x * weights).astype(np.float32)  # float32 product and sum
+        s.received[targets] = True
+        s.synops_per_projection[proj.index] += len(targets)  # R7.4: fan-out of input neuron i
+        s.synops_t += len(targets)
 
 
 def integrate_fire(s: _Sample, t: int, k: int) -> list[int]:
@@ -584,7 +663,7 @@ def integrate_fire(s: _Sample, t: int, k: int) -> list[int]:
                     "refractory": bool(refractory[q]),
                 }
             )
-    s.queue_peak = max(s.queue_peak, len(s.pending))  # R7.6: after every fire phase
+    s.queue_peak = max(s.queue_peak, len(s.pending) + len(s.inputs))  # R7.6 (R4.13): after every fire phase
     return output_fired
 
 
@@ -625,16 +704,20 @@ def stop_check(s: _Sample, t: int, k: int) -> bool:
     if stop_now:
         # R6.4: drop every pending spike (sum of multiplicities).
         lost_spikes = sum(m for m, _ in s.pending.values())
-        s.dropped += lost_spikes
+        s.dropped += lost_spikes  # R4.13: pending input entries are dropped too, not counted
         if s.trace is not None:
-            s.trace.append({"event": "stop", "t": t, "k": k, "dropped": lost_spikes})
+            s.trace.append({"event": "stop", "t": t, "k": k, "dropped": lost_spikes, "dropped_inputs": len(s.inputs)})
         s.pending.clear()
+        s.inputs.clear()
     return stop_now
 
 
-def select(s: _Sample, t: int, k: int) -> list[int]:
-    """R5: the group delivered at the end of forward step ``k`` (the pending set is not empty)."""
-    return _select(s.opts, s.model, s.pending, s.v_pre, s.sample_id, t, k, s.trace)
+def select(s: _Sample, t: int, k: int) -> tuple[list[int], list[int]]:
+    """R5: the group delivered at the end of forward step ``k`` (the pending set is not empty).
+
+    Returns its input entries (R4.13) and its neurons.
+    """
+    return _select(s.opts, s.model, s.pending, s.v_pre, s.sample_id, t, k, s.trace, s.inputs)
 
 
 def _carried(opts: PreparedOptions, proj: _Projection) -> bool:
@@ -646,8 +729,11 @@ def _carried(opts: PreparedOptions, proj: _Projection) -> bool:
     return proj.recurrent and opts.scheduler is Scheduler.LAYERED
 
 
-def deliver_group(s: _Sample, group: list[int], t: int, k: int) -> None:
+def deliver_group(s: _Sample, chosen: tuple[list[int], list[int]], t: int, k: int) -> None:
     """R4.3.4: each member leaves the pending set and delivers ``m * w`` to every synapse.
+
+    An input entry (R4.13) delivers its value ``x * w`` to every synapse of its input
+    neuron, and settles the due populations the input projects to.
 
     A due population with a projection from a member's population settles in step
     ``k + 1`` (R4.7), whether or not one of the member's synapses reaches a given neuron.
@@ -656,6 +742,16 @@ def deliver_group(s: _Sample, group: list[int], t: int, k: int) -> None:
     timestep; its synops count now (R7.4).
     """
     model = s.model
+    input_group, group = chosen
+    if input_group:
+        for proj in model.outgoing[0]:
+            if s.due[proj.target]:
+                s.settle_now.add(proj.target)  # R4.7 / R4.13
+    for i in input_group:
+        x, _ = s.inputs.pop(i)
+        _deliver_input(s, i, x)
+        if s.trace is not None:
+            s.trace.append({"event": "deliver_input", "t": t, "k": k, "neuron": i, "value": float(x)})
     for j in group:
         m, _ = s.pending.pop(j)
         pop = int(model.population_of[j])
@@ -722,8 +818,8 @@ def _run_sample(
             if stop_check(s, t, k):  # R4.3.3, R6 (due populations stay due, R6.4)
                 break
             # R4.3.4 Select and deliver.
-            if s.pending:
-                deliver_group(s, select(s, t, k), t, k)  # R5, R4.3.4
+            if s.pending or s.inputs:
+                deliver_group(s, select(s, t, k), t, k)  # R5, R4.3.4 (R4.13: input entries too)
             elif any(s.due):
                 settle_only(s, t, k)  # R4.3.4, R4.7: a settle-only step follows
             else:
@@ -934,11 +1030,13 @@ def _r7_10_trace(model: _Model, samples: list[list[dict[str, Any]]], steps: np.n
         before = np.concatenate([[0], np.cumsum(steps[b])[:-1]]) if len(steps[b]) else np.zeros(0, dtype=np.int64)
         group: list[tuple[int, int, int, int, str, int, int, float]] = []
         for ev in events:
-            kind = {"input": "input", "fire": "spike", "deliver": "delivery"}.get(ev["event"])
+            kind = {"input": "input", "fire": "spike", "deliver": "delivery", "deliver_input": "delivery"}.get(
+                ev["event"]
+            )
             if kind is None:
                 continue
             t, k = ev["t"], ev["k"]
-            if kind == "input":
+            if kind == "input" or ev["event"] == "deliver_input":
                 pop, neuron, value = 0, ev["neuron"], ev["value"]
             else:
                 q = ev["neuron"]

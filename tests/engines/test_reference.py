@@ -586,6 +586,7 @@ def test_result_metadata() -> None:
         "refractory_dropout": None,
         "input_dropout": 0.0,
         "spike_dropout": 0.0,
+        "prioritize_input": True,
     }
     for name, dims in COUNTER_FIELDS.items():
         assert getattr(res, name).dtype == np.int64
