@@ -23,7 +23,8 @@ current (R4.12), a reset other than ``"zero"`` or a recurrent projection, R1.6):
      "labels": [...] | null, "sample_ids": [...] | null,
      "options": {"scheduler", "forward_group_size", "stop", "extra_steps", "max_steps",
                  "seed", "jitter", "refractory_dropout"} plus "input_dropout" and
-                "spike_dropout" where a case sets them (absent: 0, R4.10, R4.11),
+                "spike_dropout" where a case sets them (absent: 0, R4.10, R4.11) and
+                "prioritize_input" where a case sets it (absent: true, R4.13),
      "expected": {field: nested lists, for every field of asyncsnn.result.COUNTER_FIELDS}}
 """
 
@@ -53,7 +54,16 @@ from asyncsnn._spec import SPEC_VERSION  # noqa: E402
 from asyncsnn.network import AvgPool2d, Conv2d, Dense, Network, Population, Projection, SumPool2d  # noqa: E402
 from asyncsnn.reference import _infer  # noqa: E402
 from asyncsnn.result import COUNTER_FIELDS, InferenceResult  # noqa: E402
-from asyncsnn.rng import STREAM_DROPOUT, STREAM_INPUT_DROPOUT, STREAM_JITTER, STREAM_SPIKE_DROPOUT, uniform  # noqa: E402
+from asyncsnn.rng import (  # noqa: E402
+    STREAM_DROPOUT,
+    STREAM_INPUT_DROPOUT,
+    STREAM_JITTER,
+    STREAM_RANDOM,
+    STREAM_RANDOM_INPUT,
+    STREAM_SPIKE_DROPOUT,
+    hash32,
+    uniform,
+)
 
 GOLDEN = ROOT / "tests" / "golden"
 GENERATOR_VERSION = 1
@@ -2322,7 +2332,216 @@ def all_cases() -> list[Case]:
     start += len(recurrent_specs)
     for n, (kind, opts, rules) in enumerate(synaptic_specs, start=start):
         cases.append(case_random_synaptic(n, kind, opts, rules))
+    # R4.13: non-prioritised input.
+    start += len(synaptic_specs)
+    cases.append(
+        case_random_recurrent(
+            start,
+            "skip_recurrent",
+            {"scheduler": "random", "forward_group_size": 2, "seed": 7, "prioritize_input": False},
+            ["R4.13", "R5.3"],
+        )
+    )
+    cases.append(
+        case_random_synaptic(
+            start + 1,
+            "conv_synaptic",
+            {"scheduler": "fifo", "forward_group_size": 3, "prioritize_input": False},
+            ["R4.13", "R5.2"],
+        )
+    )
+    cases += [
+        case_input_queue_fifo(),
+        case_input_queue_random(),
+        case_input_queue_layered(),
+        case_input_queue_early_stop(),
+    ]
     return cases
+
+
+# ----------------------------------------------------------------------------- R4.13
+def _input_queue_weights() -> tuple[np.ndarray, np.ndarray]:
+    w1 = np.full((3, 4), 0.5, dtype=np.float32)
+    w1[2] = [0.75, 0.0, 0.0, 0.75]
+    w2 = np.array([[0.75, 0.75, 0.0], [0.0, 0.75, 0.75]], dtype=np.float32)
+    return w1, w2
+
+
+def _input_queue_net() -> Network:
+    """in (4) -> h (3, threshold 1, beta 0.5) -> out (2, threshold 1, beta 0.5).
+
+    h's first two neurons take 0.5 from every input, so they need three inputs of a
+    frame; the third takes 0.75 from inputs 0 and 3. The order of delivery decides when
+    h fires; out (w 0.75) needs two of h.
+    """
+    w1, w2 = _input_queue_weights()
+    return Network(
+        (4,), [pop(3, 1.0, 0.5), pop(2, 1.0, 0.5)], [Projection(0, 1, dense(w1)), Projection(1, 2, dense(w2))]
+    )
+
+
+INPUT_QUEUE_FRAMES = frames(
+    [[[1, 1, 1, 1], [0, 2, 0, 1], [0, 0, 0, 0], [1, 0, 1, 1]]], [[[2, 0, 0, 2], [1, 1, 1, 1]] * 2]
+)
+
+
+def _input_deliveries(trace: Trace, sample: int) -> list[tuple[int, int, int]]:
+    """``(t, k, input index)`` of every input entry delivered (R4.13) in ``sample``."""
+    return [(e["t"], e["k"], e["neuron"]) for e in events(trace, "deliver_input", sample)]
+
+
+def case_input_queue_fifo() -> Case:
+    # fifo, F = 1: the inputs of a frame take the first sequence numbers, so they are
+    # delivered one per step in index order before any spike; h fires on part of the
+    # frame (after its second input at step 2 in t0), before the rest of it arrives.
+    def check(res: InferenceResult, trace: Trace) -> None:
+        base, base_trace = run(case, prioritize_input=True)
+        x = INPUT_QUEUE_FRAMES
+        for b in range(x.shape[0]):
+            got = _input_deliveries(trace, b)
+            nz = [(t, int(i)) for t in range(x.shape[1]) for i in np.flatnonzero(x[b, t])]
+            assert [(t, i) for t, _, i in got] == nz, got  # every input delivered, in index order
+            for t in range(x.shape[1]):
+                ks = [k for tt, k, _ in got if tt == t]
+                assert ks == list(range(len(ks))), ks  # one per step from step 0, before any spike
+            assert not events(trace, "settle", b)
+        # h fires in step 3 of t0, while the last input of the frame is still pending (it is
+        # selected at the end of that step): on part of the frame.
+        first_h = min(k for t, k, _ in fires(trace, 1) if t == 0)
+        assert first_h <= max(k for t, k, _ in _input_deliveries(trace, 0) if t == 0), first_h
+        assert (res.input_events == base.input_events).all()
+        assert differs(res, base)
+        assert (res.forward_steps > base.forward_steps).all()
+        assert res.queue_peak[0] >= 4  # the four pending inputs of t0 count (R7.6)
+        assert not _input_deliveries(base_trace, 0)
+
+    case = Case(
+        "r4_13_input_queue_fifo",
+        ["R4.13", "R2.3", "R5.2", "R3.2", "R7.3", "R7.6", "R7.10"],
+        "prioritize_input = false, fifo, F = 1: the non-zero inputs of a frame enter the pending set "
+        "in index order with the first sequence numbers and are delivered one per forward step "
+        "before any spike; neurons fire on part of the frame.",
+        _input_queue_net(),
+        INPUT_QUEUE_FRAMES,
+        options={"scheduler": "fifo", "forward_group_size": 1, "prioritize_input": False},
+        check=check,
+    )
+    return case
+
+
+def case_input_queue_random() -> Case:
+    seed, f = 3, 2
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        mixed = False
+        for b, tr in enumerate(trace):
+            for e in (e for e in tr if e["event"] == "select"):
+                t, k = e["t"], e["k"]
+                # R4.13 / R5.3: the F smallest keys, inputs keyed by stream 5, neurons by stream 0.
+                keyed = [(hash32(seed, b, t, k, i, STREAM_RANDOM_INPUT), 0, i) for i in e.get("pending_inputs", {})]
+                keyed += [(hash32(seed, b, t, k, j, STREAM_RANDOM), 1, j) for j in e["pending"]]
+                want = [f"{'input' if kind == 0 else 'neuron'} {j}" for _, kind, j in sorted(keyed)[:f]]
+                group = e["group"] if "pending_inputs" in e else [f"neuron {j}" for j in e["group"]]
+                assert group == want, (e, want)
+                kinds = {g.split()[0] for g in group}
+                mixed |= kinds == {"input", "neuron"}
+        assert mixed, "no group mixed an input entry and a spike"
+        # Input dropout is drawn at the enqueue, as with prioritised input (R4.10).
+        kept = [(e["t"], e["neuron"]) for e in events(trace, "input", 0)]
+        assert kept == [(e[0], e[2]) for e in _input_deliveries(trace, 0)]
+        assert res.input_events.sum() < np.count_nonzero(INPUT_QUEUE_FRAMES)
+        base, _ = run(case, prioritize_input=True)
+        assert differs(res, base)
+        assert (res.input_events == base.input_events).all()
+
+    case = Case(
+        "r4_13_input_queue_random",
+        ["R4.13", "R5.3", "R5.5", "R4.10"],
+        "prioritize_input = false, random, F = 2, input dropout 0.25: an input entry i is keyed "
+        "h(seed, sample, t, k, i, 5) and competes with the pending spikes (keys of stream 0) for "
+        "the F slots; groups mix inputs and spikes.",
+        _input_queue_net(),
+        INPUT_QUEUE_FRAMES,
+        options={
+            "scheduler": "random",
+            "forward_group_size": f,
+            "seed": seed,
+            "input_dropout": 0.25,
+            "prioritize_input": False,
+        },
+        check=check,
+    )
+    return case
+
+
+def case_input_queue_layered() -> Case:
+    # layered: the inputs are population 0, one group delivered at the end of step 0. The
+    # spikes are those of prioritised input, each timestep one step longer when its frame
+    # has a non-zero value; a settling population fed by the input (bias, subtract
+    # reset) settles with that group at step 1, and in a silent frame in a settle-only step.
+    net = Network(
+        (4,),
+        [spop(3, 1.0, 0.5, bias=0.125, reset="subtract"), pop(2, 1.0, 0.5)],
+        [Projection(0, 1, dense(_input_queue_weights()[0])), Projection(1, 2, dense(_input_queue_weights()[1]))],
+    )
+
+    def check(res: InferenceResult, trace: Trace) -> None:
+        base, _ = run(case, prioritize_input=True)
+        for name in ("spikes", "output_counts", "timestep_output_counts", "synops", "input_events", "timestep_spikes"):
+            assert np.array_equal(getattr(res, name), getattr(base, name)), name
+        silent = ~INPUT_QUEUE_FRAMES.any(axis=2)
+        # One step more per timestep: the input group's, or (silent frame) h's settle-only step.
+        want = base.timestep_forward_steps + 1
+        assert np.array_equal(res.timestep_forward_steps, want), (res.timestep_forward_steps, want)
+        assert silent.any()
+        for b in range(INPUT_QUEUE_FRAMES.shape[0]):
+            for t in range(INPUT_QUEUE_FRAMES.shape[1]):
+                ks = {k for tt, k, _ in _input_deliveries(trace, b) if tt == t}
+                assert ks == (set() if silent[b, t] else {0})  # one group at the end of step 0
+                # h settles at step 1: with the input group, or in a settle-only step.
+                assert (t, 1, 1) in settles(trace, b)
+        assert [(e["t"], e["k"]) for e in events(trace, "settle_only", 0)][:1] == [(2, 0)]
+
+    case = Case(
+        "r4_13_input_queue_layered",
+        ["R4.13", "R5.1", "R4.5", "R4.7"],
+        "prioritize_input = false, layered: the inputs are population 0 and form the group "
+        "selected at the end of step 0; a population fed by the input settles with it at "
+        "step 1 (in a settle-only step when the frame is silent); the spikes equal those of "
+        "prioritised input, one forward step later.",
+        net,
+        INPUT_QUEUE_FRAMES,
+        options={"scheduler": "layered", "prioritize_input": False},
+        check=check,
+    )
+    return case
+
+
+def case_input_queue_early_stop() -> Case:
+    # fifo, F = 1, max_steps = 3: a frame of four inputs cannot be delivered in the two
+    # groups the timestep has; the pending inputs are dropped at the stop and are not
+    # counted in dropped_spikes, but stay counted in input_events.
+    def check(res: InferenceResult, trace: Trace) -> None:
+        stops = events(trace, "stop", 0)
+        assert any(e["dropped_inputs"] > 0 for e in stops), stops
+        assert res.dropped_spikes[0] == sum(e["dropped"] for e in stops)
+        delivered = len(_input_deliveries(trace, 0))
+        assert res.input_events[0] == int(np.count_nonzero(INPUT_QUEUE_FRAMES[0])) > delivered
+        base, _ = run(case, prioritize_input=True)
+        assert differs(res, base)
+
+    case = Case(
+        "r4_13_input_queue_early_stop",
+        ["R4.13", "R6.3", "R6.4", "R7.3", "R7.6"],
+        "prioritize_input = false with max_steps = 3: an early stop drops the pending input "
+        "entries with the spikes; they are not spikes (not in dropped_spikes) and stay counted "
+        "in input_events.",
+        _input_queue_net(),
+        INPUT_QUEUE_FRAMES[:1],
+        options={"scheduler": "fifo", "forward_group_size": 1, "max_steps": 3, "prioritize_input": False},
+        check=check,
+    )
+    return case
 
 
 # ----------------------------------------------------------------------------- R4.12
