@@ -154,6 +154,8 @@ def engine_cases(draw: Any, max_batch: int = 3) -> dict[str, Any]:
         "refractory_dropout": draw_dropout(draw, net),
         "input_dropout": draw(st.sampled_from([0.0, 0.0, 0.0, 0.3])),  # R4.10 in a quarter
         "spike_dropout": draw(st.sampled_from([0.0, 0.0, 0.0, 0.4])),  # R4.11 in a quarter
+        # R4.13 in a quarter of the runs that can take it (momentum refuses it).
+        "prioritize_input": scheduler == "momentum" or draw(st.sampled_from([True, True, True, False])),
     }
     labels = rng.integers(0, net.n_outputs, batch) if draw(st.booleans()) else None
     return {"net": net, "x": x, "opts": opts, "labels": labels}
@@ -228,6 +230,8 @@ def mixed_batch_cases(draw: Any, max_batch: int = 64, settling: bool = False) ->
         "refractory_dropout": draw_dropout(draw, net),
         "input_dropout": draw(st.sampled_from([0.0, 0.0, 0.0, 0.3])),  # R4.10 in a quarter
         "spike_dropout": draw(st.sampled_from([0.0, 0.0, 0.0, 0.4])),  # R4.11 in a quarter
+        # R4.13 in a quarter of the runs that can take it (momentum refuses it).
+        "prioritize_input": scheduler == "momentum" or draw(st.sampled_from([True, True, True, False])),
     }
     labels = rng.integers(0, net.n_outputs, batch) if draw(st.booleans()) else None
     return {"net": net, "x": x, "opts": opts, "labels": labels}

@@ -491,6 +491,7 @@ def _evaluate_settings(
         "seed": args.seed,
         "input_dropout": args.input_dropout,
         "spike_dropout": args.spike_dropout,
+        "prioritize_input": args.prioritize_input,
         "threads": args.threads,
         "profiles": [p.name for p in profiles],
         "model_metadata": model_meta,
@@ -569,6 +570,7 @@ def _layered_baseline(
         seed=args.seed,
         input_dropout=args.input_dropout,
         spike_dropout=args.spike_dropout,
+        prioritize_input=args.prioritize_input,
         labels=y,
         threads=args.threads,
     )
@@ -603,6 +605,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     profiles = evaluate_profiles(args.profile)  # a bad --profile fails before the model is read
     schedulers = list(dict.fromkeys(args.scheduler))
+    for scheduler in schedulers:  # every configuration is checked before the model is read (R4.13)
+        asyncsnn.RunOptions(scheduler=scheduler, prioritize_input=args.prioritize_input)
     sizes = list(dict.fromkeys(args.forward_group_size))
     net, ds, x = _test_set(args)
     configs = list(itertools.product(schedulers, sizes))
@@ -619,6 +623,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             seed=args.seed,
             input_dropout=args.input_dropout,
             spike_dropout=args.spike_dropout,
+            prioritize_input=args.prioritize_input,
             labels=ds.test_y,
             threads=args.threads,
         )
@@ -1039,6 +1044,14 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser
         type=_probability,
         default=0.0,
         help="spike dropout p in [0, 1) of every run, the layered baseline too (docs/semantics.md R4.11)",
+    )
+    ev.add_argument(
+        "--prioritize-input",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="deliver each input frame at once in forward step 0 (default); --no-prioritize-input schedules "
+        "the input values with the spikes, one slot each, in every run, the layered baseline too "
+        "(docs/semantics.md R4.13; not with momentum)",
     )
     _add_threads_option(ev)
     _add_sample_caps(ev, train=False)

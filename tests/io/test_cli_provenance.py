@@ -82,6 +82,7 @@ def test_evaluate_json_records_provenance_and_settings(model: Path, tmp_path: Pa
         "seed": 5,
         "input_dropout": 0.0,
         "spike_dropout": 0.0,
+        "prioritize_input": True,
         "threads": None,
         "profiles": ["loihi"],
         "model_metadata": settings["model_metadata"],

@@ -326,3 +326,27 @@ def test_evaluate_runs_with_input_and_spike_dropout(tmp_path: Path, cli_model: t
     code, _, err = run_cli([*args, "--spike-dropout", "1.0"])
     assert code == 2
     assert "spike-dropout" in err
+
+
+def test_evaluate_schedules_the_input_with_no_prioritize_input(
+    tmp_path: Path, cli_model: tuple[Path, asyncsnn.Network]
+) -> None:
+    path, net = cli_model
+    js = tmp_path / "queue.json"
+    args = ["evaluate", str(path), "--max-test", "16", "--scheduler", "fifo", "-F", "2"]
+    code, _, err = run_cli([*args, "--no-prioritize-input", "--json", str(js)])
+    assert code == 0, err
+    summary = json.loads(js.read_text())
+    assert summary["settings"]["prioritize_input"] is False
+    ds = load_dataset("digits", seed=0, max_train=1, max_test=16)
+    x = ds.test_x.reshape(len(ds.test_y), ds.test_x.shape[1], -1)
+    kw = {"scheduler": "fifo", "forward_group_size": 2, "labels": ds.test_y}
+    queued = asyncsnn.infer(net, x, prioritize_input=False, **kw)  # type: ignore[arg-type]
+    plain = asyncsnn.infer(net, x, **kw)  # type: ignore[arg-type]
+    # R4.13: the input takes scheduling slots, so the timesteps run more forward steps.
+    assert int(queued.forward_steps.sum()) > int(plain.forward_steps.sum())
+    assert summary["mean_forward_steps"] == pytest.approx(float(queued.forward_steps.mean()))
+    # momentum has no key for input entries: refused before anything runs.
+    code, _, err = run_cli([*args[:-4], "--scheduler", "fifo", "momentum", "--no-prioritize-input"])
+    assert code == 2, err
+    assert "prioritize_input" in err
