@@ -347,6 +347,7 @@ def _train(args: argparse.Namespace) -> int:
         surrogate_terms=args.surrogate_terms,
         input_dropout=args.input_dropout,
         spike_dropout=args.spike_dropout,
+        prioritize_input=args.prioritize_input,
     )
     if is_main_process():  # under torchrun every rank holds the same network; rank 0 writes it
         meta = training_metadata(
@@ -364,6 +365,7 @@ def _train(args: argparse.Namespace) -> int:
             surrogate_terms=args.surrogate_terms,
             input_dropout=args.input_dropout,
             spike_dropout=args.spike_dropout,
+            prioritize_input=args.prioritize_input,
             loss=args.loss,
             beta=args.beta,
             threshold=args.threshold,
@@ -974,6 +976,14 @@ def _add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], 
         type=_probability,
         default=0.0,
         help="training-time spike dropout p in [0, 1) (docs/semantics.md R4.11; off in the test passes)",
+    )
+    tr.add_argument(
+        "--prioritize-input",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="deliver each input frame at once in forward step 0 (default); --no-prioritize-input schedules the "
+        "input values with the spikes, one slot each, in training and in the test passes (docs/semantics.md "
+        "R4.13; not with momentum)",
     )
     tr.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the weights, the data order and the runs")
     _add_sample_caps(tr)

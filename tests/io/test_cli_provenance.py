@@ -31,6 +31,7 @@ def _settings(**changes: object) -> dict[str, object]:
         "surrogate_terms": "fired",
         "input_dropout": 0.0,
         "spike_dropout": 0.0,
+        "prioritize_input": True,
         "loss": "count",
         "beta": 0.9,
         "threshold": 1.0,
