@@ -348,6 +348,7 @@ class AsyncSNN(nn.Module):
         refractory_dropout: DropoutLike = "off",
         input_dropout: float = 0.0,
         spike_dropout: float = 0.0,
+        prioritize_input: bool = True,
         labels: npt.ArrayLike | torch.Tensor | None = None,
         sample_ids: npt.ArrayLike | torch.Tensor | None = None,
         surrogate: Surrogate | None = None,
@@ -365,7 +366,7 @@ class AsyncSNN(nn.Module):
             sparse layouts are densified, and meta or complex tensors raise
             ``InputError``, as in ``asyncsnn.infer``.
         scheduler, forward_group_size, stop, extra_steps, max_steps, seed, jitter, refractory_dropout,
-        input_dropout, spike_dropout
+        input_dropout, spike_dropout, prioritize_input
             As for ``asyncsnn.infer`` (validated the same way).
         labels
             Optional classes ``[B]`` for the ``first_correct_*`` counters.
@@ -398,6 +399,7 @@ class AsyncSNN(nn.Module):
             refractory_dropout=refractory_dropout,
             input_dropout=input_dropout,
             spike_dropout=spike_dropout,
+            prioritize_input=prioritize_input,
         )
         device = self.weights[0].device if len(self.weights) else torch.device("cpu")
         lab_t: torch.Tensor | None = None

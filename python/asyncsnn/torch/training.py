@@ -544,6 +544,7 @@ def train(
     refractory_dropout: DropoutLike = 0.0,
     input_dropout: float = 0.0,
     spike_dropout: float = 0.0,
+    prioritize_input: bool = True,
     surrogate: Union[Surrogate, str, dict[str, Any], None] = None,
     surrogate_terms: str = "fired",
     stop: StopLike = "drain",
@@ -600,6 +601,10 @@ def train(
         Training-time input and spike dropout (R4.10, R4.11), probabilities in [0, 1)
         used as regularisers: drawn like refractory dropout, from the epoch's seed and
         each sample's index in ``train_data``; off for ``test_data``.
+    prioritize_input
+        ``True`` (default): each frame's input is delivered in forward step 0 (R2.3);
+        ``False``: its values are scheduled with the spikes (R4.13; not with
+        ``"momentum"``), in the training and the test forward passes alike.
     surrogate
         Surrogate derivative: a :class:`~asyncsnn.torch.surrogate.Surrogate`, ``"atan"``,
         ``"fast_sigmoid"`` or a dict (default ``ATan(alpha=2.0)``).
@@ -715,6 +720,7 @@ def _train_options(
     surrogate_terms: str,
     input_dropout: float = 0.0,
     spike_dropout: float = 0.0,
+    prioritize_input: bool = True,
     stop: StopLike,
     extra_steps: int,
     max_steps: int | None,
@@ -738,6 +744,7 @@ def _train_options(
         refractory_dropout=refractory_dropout,
         input_dropout=input_dropout,
         spike_dropout=spike_dropout,
+        prioritize_input=prioritize_input,
     )
     _check_positive(epochs, "epochs", integer=True)
     _check_positive(batch_size, "batch_size", integer=True)
@@ -751,6 +758,8 @@ def _train_options(
     extra: dict[str, Any] = {} if surrogate_terms == "fired" else {"surrogate_terms": surrogate_terms}
     # Absent at 0, so that earlier checkpoints still resume.
     extra.update({k: v for k, v in (("input_dropout", opts.input_dropout), ("spike_dropout", opts.spike_dropout)) if v})
+    if not opts.prioritize_input:
+        extra["prioritize_input"] = False
     if resume and checkpoint_dir is None:
         raise invalid(ParameterError, "resume", resume, "needs a checkpoint_dir")
     if not isinstance(resume, bool) or not isinstance(allow_config_change, bool):
@@ -952,6 +961,7 @@ def _run_kwargs(opts: PreparedOptions) -> dict[str, Any]:
         "extra_steps": opts.extra_steps,
         "max_steps": opts.max_steps,
         "jitter": opts.jitter,
+        "prioritize_input": opts.prioritize_input,
     }
 
 

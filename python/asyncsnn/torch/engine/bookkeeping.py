@@ -42,6 +42,13 @@ Two backends implement it, with the same results:
 pending population, a masked dense row per source population
 (:class:`~asyncsnn.torch.engine.torch_bookkeeping.LayeredBookkeeping`, in torch on
 both backends; the host backend still runs its forward steps in Rust).
+
+Non-prioritised input (R4.13) adds input entries to the pending set (``RowSet.xin``):
+every backend counts them as pending entries, drops them at a stop and blocks the
+silent spikes while one is pending; ``layered`` delivers them as population 0, and
+while one is pending the unlayered backends select with
+:func:`~asyncsnn.torch.engine.inputs.select_with_inputs` (in torch, also on the host
+backend, whose Rust selection is unchanged).
 """
 
 from __future__ import annotations

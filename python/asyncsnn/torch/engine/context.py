@@ -47,6 +47,9 @@ class RunContext:
     surrogate_terms
         ``"fired"`` (default) or ``"every_step"``: which surrogate terms the graph keeps
         (section 9, :func:`~asyncsnn.torch.engine.step.open_terms`).
+    input_risk
+        Whether an input product ``x * w`` can overflow float32 (R8.3,
+        :meth:`~asyncsnn.torch.engine.delivery.Delivery.input_risk`).
     failures
         Row -> the first ``(t, k, neuron)`` whose membrane overflowed (R8.3).
     """
@@ -62,6 +65,7 @@ class RunContext:
     sample_offset: int
     bias: torch.Tensor | None = None
     surrogate_terms: str = "fired"
+    input_risk: bool = False
     failures: dict[int, tuple[int, int, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -7,6 +7,10 @@ timestep are emitted (section 9). The phases of a forward step are
 :func:`~asyncsnn.torch.engine.step.forward_step` (integrate and fire) and the
 :class:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping`'s enqueue, stop check,
 set-aside, silent spikes, and selection and delivery.
+
+With ``prioritize_input=False`` (R4.13) step 0 integrates nothing: the frame's kept
+values become input entries of the pending set (``RowSet.xin``), which the
+bookkeeping schedules with the spikes (:mod:`~asyncsnn.torch.engine.inputs`).
 """
 
 from __future__ import annotations
@@ -199,11 +203,17 @@ def run(
     if labels is not None:
         labels = labels.to(dev, torch.int64)
     # R7.3 / R7.4: input events and the input deliveries' synops, for every timestep at once.
+    # (Non-prioritised input, R4.13: the synops count at each input entry's delivery.)
     nonzero = frames != 0
     input_events = nonzero.sum((1, 2))
-    syn_in = nonzero.to(torch.float64) @ pt["fanout_in_f64"]  # [B, T, n_proj]
+    prioritized = opts.prioritize_input
+    if prioritized:
+        syn_in = nonzero.to(torch.float64) @ pt["fanout_in_f64"]  # [B, T, n_proj]
+    else:
+        syn_in = torch.zeros(n_batch, n_t, len(plan.projections), dtype=torch.float64, device=dev)
     rec = torch.zeros(n_t, n_batch, ctx.columns.n, dtype=torch.float64, device=dev)
     in_risk = ctx.delivery.input_risk(frames)  # R8.3: can an input product x * w overflow?
+    ctx.input_risk = in_risk
     counts_t: list[torch.Tensor] = []
     v = torch.zeros(n_batch, plan.n_neurons, dtype=torch.float32, device=dev)
     totals = torch.zeros(n_batch, plan.n_outputs, dtype=torch.float64, device=dev)  # R7.9: output counts so far
@@ -218,7 +228,11 @@ def run(
             if grad and syn is not None:  # section 9: silent currents into S wait for the settle
                 rows.syn_in = torch.zeros_like(syn)
             start_due(ctx, rows)  # R4.1 (3)
-        rows.cur = ctx.delivery.frame(frames[:, t], in_risk)  # R4.2: step 0 integrates the frame
+        if prioritized:
+            rows.cur = ctx.delivery.frame(frames[:, t], in_risk)  # R4.2: step 0 integrates the frame
+        else:  # R4.13: the frame's values enter the pending set; step 0 integrates nothing
+            rows.cur = torch.zeros_like(v)
+            rows.xin = frames[:, t]
         rows = _forward_steps(ctx, book, rows, t)
         reduce_timestep(rows, ctx.columns, pt, ctx.out_slice)  # section 7
         rec[t] = rows.counters

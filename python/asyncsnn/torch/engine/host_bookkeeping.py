@@ -24,6 +24,7 @@ from asyncsnn.torch._kernels import host_array, host_tensor
 from asyncsnn.torch.engine.bookkeeping import MIN_SET_ASIDE, Bookkeeping, stop_rule
 from asyncsnn.torch.engine.context import RunContext
 from asyncsnn.torch.engine.counters import record_decision_host, record_latency_host
+from asyncsnn.torch.engine.inputs import deliver_inputs, drop_inputs_stopped, input_pending, select_with_inputs
 from asyncsnn.torch.engine.rows import RowSet
 from asyncsnn.torch.engine.settling import any_due, next_settle, stop_due
 from asyncsnn.torch.engine.silent import emit_settled_host
@@ -50,6 +51,7 @@ class HostBookkeeping(Bookkeeping):
         self.keys = _NO_KEYS
         self.counts = _NO_KEYS
         self.first = _NO_KEYS
+        self.in_counts: np.ndarray | None = None  # pending input entries per row (R4.13)
 
     def start_timestep(self) -> None:
         """See :meth:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping.start_timestep`."""
@@ -83,7 +85,12 @@ class HostBookkeeping(Bookkeeping):
             self.keys, host_array(fired), self.host["has_out"], rows.size
         )
         queue_peak = rows.np("queue_peak")
-        np.maximum(queue_peak, self.counts, out=queue_peak)  # R7.6
+        n_in = input_pending(rows)
+        if n_in is None:
+            np.maximum(queue_peak, self.counts, out=queue_peak)  # R7.6
+        else:  # R4.13: input entries are pending entries
+            self.in_counts = n_in.numpy()
+            np.maximum(queue_peak, self.counts + self.in_counts, out=queue_peak)
 
     def stop(self, rows: RowSet, k: int) -> None:
         """See :meth:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping.stop`."""
@@ -106,12 +113,17 @@ class HostBookkeeping(Bookkeeping):
             self.keys = self.keys[~stop[self.keys // plan.n_neurons]]
             self.counts[stop] = 0
             self.first[stop] = -1
+            if self.in_counts is not None:  # R4.13: dropped, not counted as spikes
+                drop_inputs_stopped(rows, torch.from_numpy(stop))
+                self.in_counts = self.in_counts * ~stop
 
     def set_aside(self, rows: RowSet, retired: list[RowSet]) -> RowSet | None:
         """See :meth:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping.set_aside`."""
         done = self.counts == 0
+        if self.in_counts is not None:
+            done &= self.in_counts == 0
         if rows.due is None:
-            n_active = int(np.count_nonzero(self.counts))
+            n_active = int(np.count_nonzero(~done))
         else:  # R4.3.4: a due population keeps the timestep going
             done &= ~any_due(rows).numpy()
             n_active = int(np.count_nonzero(~done))
@@ -128,6 +140,8 @@ class HostBookkeeping(Bookkeeping):
             key_rows, neurons = np.divmod(self.keys, n_neu)
             self.keys = (np.cumsum(~done) - 1)[key_rows] * n_neu + neurons
             self.counts, self.first = self.counts[keep], self.first[keep]
+            if self.in_counts is not None:
+                self.in_counts = self.in_counts[keep]
             rows = rows.take(torch.from_numpy(keep))
         return rows
 
@@ -140,11 +154,16 @@ class HostBookkeeping(Bookkeeping):
             n_neu = self.run.plan.n_neurons
             top = np.zeros(rows.size, dtype=np.float32)
             np.maximum.at(top, self.keys // n_neu, self.host["silent_rank_f"][self.keys % n_neu])
+        if self.in_counts is not None:  # R4.13: a pending input entry blocks every population
+            top = np.where(self.in_counts > 0, np.float32(self.run.plan.n_populations + 1), top)
         emit_settled_host(self.run, rows, top)
 
     def select_and_deliver(self, rows: RowSet, k: int) -> None:
         """See :meth:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping.select_and_deliver`."""
         run = self.run
+        if self.in_counts is not None and self.in_counts.any():
+            self._select_with_inputs(rows, k)
+            return
         state = None if rows.hash_t is None else np.ascontiguousarray(rows.step_hash(k).numpy())
         group_rows, group_neurons, flat, offsets, self.keys = self._select(rows, state)
         run.delivery.deliver_group(
@@ -160,6 +179,30 @@ class HostBookkeeping(Bookkeeping):
             next_settle(run, rows, torch.from_numpy(group_rows), run_pop)
         # R7.4: deliveries per neuron (their synops are summed at the end of the timestep).
         rows.np("delivered").reshape(-1)[flat] += 1.0
+
+    def _select_with_inputs(self, rows: RowSet, k: int) -> None:
+        """:meth:`select_and_deliver` while some row has a pending input entry (R4.13), in torch."""
+        run = self.run
+        n_neu = run.plan.n_neurons
+        key_rows, neurons = np.divmod(self.keys, n_neu)
+        hash_k = rows.step_hash(k) if rows.hash_t is not None else None
+        in_rows, in_idx, group_rows, group_neurons = select_with_inputs(
+            run, rows, torch.from_numpy(key_rows), torch.from_numpy(neurons), hash_k
+        )
+        flat = group_rows * n_neu + group_neurons
+        if group_rows.numel():
+            counts = torch.bincount(group_rows, minlength=rows.size)
+            offsets = torch.cumsum(counts, 0) - counts
+            run.delivery.deliver_group(rows, group_rows, group_neurons, flat, offsets, run.grad)
+            self.keys = np.setdiff1d(self.keys, flat.numpy(), assume_unique=True)
+            # R7.4: deliveries per neuron (their synops are summed at the end of the timestep).
+            rows.np("delivered").reshape(-1)[flat.numpy()] += 1.0
+        else:
+            rows.cur = torch.zeros_like(rows.v)
+        deliver_inputs(run, rows, in_rows, in_idx)
+        if rows.due is not None:  # R4.7: an input entry settles the populations the input reaches
+            pops = torch.from_numpy(self.host["pop_of"][group_neurons.numpy()])
+            next_settle(run, rows, torch.cat([group_rows, in_rows]), torch.cat([pops, torch.zeros_like(in_rows)]))
 
     def _select(self, rows: RowSet, state: np.ndarray | None) -> tuple[np.ndarray, ...]:
         """Each row's group (R5.2-R5.4) and the split of the pending keys, in one Rust call.

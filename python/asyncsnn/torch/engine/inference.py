@@ -42,6 +42,7 @@ def infer(
     refractory_dropout: DropoutLike = "off",
     input_dropout: float = 0.0,
     spike_dropout: float = 0.0,
+    prioritize_input: bool = True,
     options: RunOptions | None = None,
     labels: npt.ArrayLike | None = None,
     sample_ids: npt.ArrayLike | None = None,
@@ -67,10 +68,10 @@ def infer(
         (``docs/guide.md``, "Torch tensors"); meta and complex tensors are an
         ``InputError``.
     scheduler, forward_group_size, stop, extra_steps, max_steps, seed, jitter, refractory_dropout,
-    input_dropout, spike_dropout
-        As for ``asyncsnn.infer`` (R5, R6, R4.6).
+    input_dropout, spike_dropout, prioritize_input
+        As for ``asyncsnn.infer`` (R5, R6, R4.6, R4.10, R4.11, R4.13).
     options
-        The ten options above as one :class:`~asyncsnn.RunOptions` (as for
+        The eleven options above as one :class:`~asyncsnn.RunOptions` (as for
         ``asyncsnn.infer``: a keyword given with it must agree with it).
     labels
         Optional classes ``[B]`` (accuracy and ``first_correct_*``, R7.7).
@@ -120,6 +121,7 @@ def infer(
         refractory_dropout=refractory_dropout,
         input_dropout=input_dropout,
         spike_dropout=spike_dropout,
+        prioritize_input=prioritize_input,
     )
     prepared = prepare_inputs(network, inputs, labels=labels, sample_ids=sample_ids, timesteps=timesteps)
     check_threads(threads)

@@ -60,6 +60,7 @@ class RowSet:
     syn: torch.Tensor | None = None  # float32 [n, N] synaptic current S (R4.12; graph), 0 where none
     syn_in: torch.Tensor | None = None  # float32 [n, N] silent currents awaiting the settle (R4.12, grad)
     out_spikes: torch.Tensor | None = None  # float32 [n, n_out] output spikes (graph), when the output is a source
+    xin: torch.Tensor | None = None  # float32 [n, n_in] pending input entries' values, 0 = none (R4.13)
     # surrogate_terms="every_step" (section 9), only under autograd:
     open_terms: torch.Tensor | None = None  # float32 [n, N] 1.0 = the membrane has no surrogate term yet
     views: dict[str, tuple[torch.Tensor, np.ndarray]] = field(default_factory=dict, repr=False)

@@ -64,10 +64,14 @@ __all__ = ["due_rank", "next_settle", "settling_step", "start_due", "stop_due"]
 
 
 def start_due(run: RunContext, rows: RowSet) -> None:
-    """R4.1 (3): every settling population is due; step 0 settles those the input reaches (R4.7)."""
+    """R4.1 (3): every settling population is due; step 0 settles those the input reaches (R4.7).
+
+    With non-prioritised input (R4.13) step 0 settles nothing: the input entries
+    settle them when they are delivered.
+    """
     pt = run.pt
     due = pt["settling_f"].expand(rows.size, -1)
-    rows.settle = due * pt["targets_f"][0]
+    rows.settle = due * pt["targets_f"][0] if run.opts.prioritize_input else torch.zeros_like(due)
     rows.due = due - rows.settle
 
 

@@ -18,6 +18,13 @@ from asyncsnn.torch._rng import hash_neurons, uniform24
 from asyncsnn.torch.engine.bookkeeping import MIN_SET_ASIDE, Bookkeeping, stop_rule
 from asyncsnn.torch.engine.context import RunContext
 from asyncsnn.torch.engine.counters import record_decision, record_latency
+from asyncsnn.torch.engine.inputs import (
+    deliver_inputs,
+    drop_inputs_stopped,
+    input_pending,
+    select_with_inputs,
+    top_with_inputs,
+)
 from asyncsnn.torch.engine.rows import RowSet
 from asyncsnn.torch.engine.settling import any_due, next_settle, stop_due
 from asyncsnn.torch.engine.silent import emit_settled
@@ -75,6 +82,7 @@ class _TorchRows(Bookkeeping):
             stop_due(rows, stop_f)
         rows.counters[:, self.run.columns.dropped] += ((rows.q.detach() * has_out).sum(1) * stop_f).to(torch.float64)
         rows.q = rows.q * (1.0 - stop_f.unsqueeze(1) * has_out)
+        drop_inputs_stopped(rows, stop)  # R4.13: not counted as dropped spikes
         self.n_pending = self.n_pending * (1.0 - stop_f)
         self.ended = self.ended | stop
         return stop
@@ -123,6 +131,9 @@ class TorchBookkeeping(_TorchRows):
         q_src = qd[:, : plan.src_prefix] if plan.src_prefix is not None else qd * self.run.pt["has_out_f"]
         self.pend_rows, self.pend_neurons = q_src.nonzero(as_tuple=True)
         self.n_pending = torch.bincount(self.pend_rows, minlength=qd.shape[0]).to(torch.float32)
+        n_in = input_pending(rows)
+        if n_in is not None:  # R4.13: input entries are pending entries
+            self.n_pending = self.n_pending + n_in.to(torch.float32)
         rows.queue_peak = torch.maximum(rows.queue_peak, self.n_pending)  # R7.6
 
     def stop(self, rows: RowSet, k: int) -> None:
@@ -149,14 +160,17 @@ class TorchBookkeeping(_TorchRows):
         # The largest (silent-spike) rank of a pending neuron of each row (0: none).
         ranks = self.run.silent_rank.index_select(0, self.pend_neurons)
         top = torch.zeros_like(self.n_pending).scatter_reduce_(0, self.pend_rows, ranks, "amax")
-        emit_settled(self.run, rows, top)
+        emit_settled(self.run, rows, top_with_inputs(self.run, rows, top))
 
     def select_and_deliver(self, rows: RowSet, k: int) -> None:
         """See :meth:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping.select_and_deliver`."""
         run = self.run
         n_neu, f = run.plan.n_neurons, run.opts.forward_group_size
-        counts = self.n_pending.to(torch.int64)
         hash_k = rows.step_hash(k) if rows.hash_t is not None else None
+        if rows.xin is not None and bool((rows.xin != 0).any()):
+            self._select_with_inputs(rows, hash_k)
+            return
+        counts = self.n_pending.to(torch.int64)
         group_rows, group_neurons = select(
             run.opts.scheduler, rows, self.pend_rows, self.pend_neurons, counts, hash_k, run.jitter, f, n_neu
         )
@@ -170,6 +184,28 @@ class TorchBookkeeping(_TorchRows):
         rows.counters[:, run.columns.synops].index_add_(
             0, group_rows, run.pt["fanout_f64"].index_select(0, group_neurons)
         )
+
+    def _select_with_inputs(self, rows: RowSet, hash_k: torch.Tensor | None) -> None:
+        """:meth:`select_and_deliver` while some row has a pending input entry (R4.13)."""
+        run = self.run
+        n_neu = run.plan.n_neurons
+        in_rows, in_idx, group_rows, group_neurons = select_with_inputs(
+            run, rows, self.pend_rows, self.pend_neurons, hash_k
+        )
+        if group_rows.numel():
+            counts = torch.bincount(group_rows, minlength=rows.size)
+            offsets = torch.cumsum(counts, 0) - counts
+            flat = group_rows * n_neu + group_neurons
+            run.delivery.deliver_group(rows, group_rows, group_neurons, flat, offsets, run.grad)
+            rows.counters[:, run.columns.synops].index_add_(
+                0, group_rows, run.pt["fanout_f64"].index_select(0, group_neurons)
+            )
+        else:
+            rows.cur = torch.zeros_like(rows.v)
+        deliver_inputs(run, rows, in_rows, in_idx)
+        if rows.due is not None:  # R4.7: an input entry settles the populations the input reaches
+            pops = run.pt["pop_of"].index_select(0, group_neurons)
+            next_settle(run, rows, torch.cat([group_rows, in_rows]), torch.cat([pops, torch.zeros_like(in_rows)]))
 
 
 class LayeredBookkeeping(_TorchRows):
@@ -189,6 +225,9 @@ class LayeredBookkeeping(_TorchRows):
         """See :meth:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping.enqueue`."""
         self.pending = (rows.q.detach() * self.run.pt["has_out_f"]).clamp_(max=1.0)  # 1.0 for pending neurons
         self.n_pending = self.pending.sum(1)
+        n_in = input_pending(rows)
+        if n_in is not None:  # R4.13: input entries are pending entries
+            self.n_pending = self.n_pending + n_in.to(torch.float32)
         rows.queue_peak = torch.maximum(rows.queue_peak, self.n_pending)  # R7.6
 
     def stop(self, rows: RowSet, k: int) -> None:
@@ -206,7 +245,7 @@ class LayeredBookkeeping(_TorchRows):
             self.pending = self.pending[keep]
             rows = rows.take(keep)
         # The lowest population with a pending neuron is n_pop + 1 - top (top = 0: none).
-        self.top = (self.pending * self.run.pt["rank_f"]).amax(1)
+        self.top = top_with_inputs(self.run, rows, (self.pending * self.run.pt["rank_f"]).amax(1))
         return rows
 
     def settle(self, rows: RowSet) -> None:
@@ -232,6 +271,10 @@ class LayeredBookkeeping(_TorchRows):
             if run.delivery.lif_risk:
                 carried = run.delivery.mark_overflow(carried, emitted, present, True)
             rows.carry = rows.carry + carried
+        if rows.xin is not None and bool((top > plan.n_populations).any()):
+            # R4.13: every pending input entry (population 0) is the group of its row.
+            in_rows, in_idx = (rows.xin != 0).nonzero(as_tuple=True)
+            deliver_inputs(run, rows, in_rows, in_idx)
         if rows.due is not None:  # R4.7: the populations these groups settle
             with_group = (top > 0).nonzero().squeeze(1)
             group_pops = (plan.n_populations + 1 - top.index_select(0, with_group)).to(torch.int64)
