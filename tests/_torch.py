@@ -85,6 +85,8 @@ def random_run_options(rng: Any, scheduler: str, stop: str, group_sizes: list[in
         "seed": int(rng.integers(0, 2**63)),
         "jitter": float(rng.choice([0.0, 0.25])) if scheduler == "momentum" else 0.0,
         "refractory_dropout": str(rng.choice(["off", "network"])),
+        # R4.13 in a quarter of the runs that can take it (momentum refuses it).
+        "prioritize_input": scheduler == "momentum" or bool(rng.integers(0, 4)),
     }
 
 
