@@ -38,7 +38,12 @@ import _distributed_worker as worker  # noqa: E402
 WORKER = Path(__file__).parent / "_distributed_worker.py"
 TIMEOUT = 300  # seconds for one torchrun launch (about 20 s on an idle 2-core machine)
 TORCHRUN_ENV = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
-ENV = {k: v for k, v in os.environ.items() if k not in TORCHRUN_ENV} | {"OMP_NUM_THREADS": "1"}
+# PYTHONFAULTHANDLER: a worker that dies of a signal (SIGABRT from C++) prints every
+# thread's Python stack into the output that a failure shows.
+ENV = {k: v for k, v in os.environ.items() if k not in TORCHRUN_ENV} | {
+    "OMP_NUM_THREADS": "1",
+    "PYTHONFAULTHANDLER": "1",
+}
 HAS_GLOO = dist.is_available() and dist.is_gloo_available()
 
 
