@@ -357,6 +357,7 @@ fn config(scheduler: Scheduler, forward_group_size: usize) -> RunConfig {
         refractory_dropout: None,
         input_dropout: 0.0,
         spike_dropout: 0.0,
+        prioritize_input: true,
     }
 }
 

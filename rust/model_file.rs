@@ -41,6 +41,7 @@
 //!     refractory_dropout: None,
 //!     input_dropout: 0.0,
 //!     spike_dropout: 0.0,
+//!     prioritize_input: true,
 //! };
 //! let results = run_batch(&net, &inputs, None, &[0], &config, &AtomicBool::new(false))?;
 //! println!("prediction: {}", results[0].prediction);

@@ -14,6 +14,8 @@ pub const STREAM_JITTER: u32 = 2;
 pub const STREAM_INPUT_DROPOUT: u32 = 3;
 /// Stream of the spike dropout draws (R4.11).
 pub const STREAM_SPIKE_DROPOUT: u32 = 4;
+/// Stream of the `random` scheduler keys of input entries (R4.13).
+pub const STREAM_RANDOM_INPUT: u32 = 5;
 
 const H0: u32 = 0x243F_6A88;
 

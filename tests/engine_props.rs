@@ -728,6 +728,7 @@ proptest! {
             refractory_dropout: if c.dropout { Some(dropout) } else { None },
             input_dropout: 0.0,
             spike_dropout: 0.0,
+            prioritize_input: true,
         };
         let frame_sets: Vec<Vec<f32>> =
             (0..c.batch).map(|b| frames(c.net_seed ^ (b as u64 * 7919), n_in, c.timesteps)).collect();

@@ -304,6 +304,7 @@ fn config(n_pops: usize) -> impl Strategy<Value = RunConfig> {
             refractory_dropout,
             input_dropout: 0.0,
             spike_dropout: 0.0,
+            prioritize_input: true,
         })
 }
 
@@ -554,6 +555,7 @@ proptest! {
                     refractory_dropout: None,
                     input_dropout: 0.0,
                     spike_dropout: 0.0,
+                    prioritize_input: true,
                 };
                 let r = run_sample(&net, &SampleInput::Dense { frames: &frames, timesteps: 2 }, None, 0, &cfg)
                     .expect("a valid network runs");
@@ -585,6 +587,7 @@ fn counters_stay_exact_over_many_timesteps() {
         refractory_dropout: None,
         input_dropout: 0.0,
         spike_dropout: 0.0,
+        prioritize_input: true,
     };
     let input = SampleInput::Sparse {
         t: &t,

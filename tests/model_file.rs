@@ -376,6 +376,7 @@ fn read_and_maybe_run(bytes: &[u8]) {
                     refractory_dropout: None,
                     input_dropout: 0.0,
                     spike_dropout: 0.0,
+                    prioritize_input: true,
                 };
                 let _ = run_batch(&net, &samples, None, &[0], &config, &AtomicBool::new(false));
             }
@@ -509,6 +510,7 @@ fn a_version_2_file_reads_its_bias_tensor_and_reset() {
             refractory_dropout: None,
             input_dropout: 0.0,
             spike_dropout: 0.0,
+            prioritize_input: true,
         };
         let frames = vec![1.0f32; net.input_size() * 3];
         let input = [SampleInput::Dense {

@@ -68,13 +68,17 @@ pub struct RunConfig {
     pub input_dropout: f64,
     /// R4.11: probability in [0, 1) that a spike is not enqueued (0: off, no draws).
     pub spike_dropout: f64,
+    /// R2.3: `true` (the default of the API) delivers each input frame at once in
+    /// forward step 0; `false` schedules its values with the spikes (R4.13; not with
+    /// `momentum`).
+    pub prioritize_input: bool,
 }
 
 /// Validates the run options against `net`: `F >= 1`, `max_steps >= 1`, momentum
 /// `jitter` finite and `>= 0`, and a `refractory_dropout` override with one value in
 /// [0, 1) per non-input population, 0 for a population whose reset is not `zero` or
 /// that a recurrent projection targets (R4.6); `input_dropout` and `spike_dropout` in
-/// [0, 1) (R4.10, R4.11).
+/// [0, 1) (R4.10, R4.11); `prioritize_input = false` not with `momentum` (R4.13).
 pub fn validate_config(net: &Network, config: &RunConfig) -> Result<(), EngineError> {
     if config.forward_group_size == 0 {
         return Err(EngineError::parameter(
@@ -98,6 +102,13 @@ pub fn validate_config(net: &Network, config: &RunConfig) -> Result<(), EngineEr
                 "must be finite and >= 0 (R5.4)",
             ));
         }
+    }
+    if !config.prioritize_input && matches!(config.scheduler, Scheduler::Momentum { .. }) {
+        return Err(EngineError::parameter(
+            "prioritize_input",
+            false,
+            "the momentum scheduler has no key for input entries (R4.13): use layered, fifo or random",
+        ));
     }
     for (field, p, rule) in [
         ("input_dropout", config.input_dropout, "R4.10"),

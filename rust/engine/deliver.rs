@@ -363,6 +363,7 @@ mod tests {
             refractory_dropout: None,
             input_dropout: 0.0,
             spike_dropout: 0.0,
+            prioritize_input: true,
         }
     }
 

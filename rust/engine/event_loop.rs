@@ -20,6 +20,13 @@
 //! With `ws.trace` set, the input frame, the fire phase and the group of each forward
 //! step are also recorded (R7.10, `trace.rs`, out of line).
 //!
+//! With `prioritize_input = false` (R4.13) the loop is compiled a second time, out of
+//! line (`PRIO = false`, [`run_prepared`] picks it per sample): forward step 0 enqueues
+//! the frame as input entries (`pending_inputs.rs`), nothing settles there, and each
+//! group is selected among the input entries and the pending neurons
+//! (`select_with_inputs`); its input entries are delivered first
+//! (`deliver_input_entries`). The default loop has none of this code.
+//!
 //! Every phase is `#[inline(always)]`: the loop is compiled twice (for the baseline and
 //! with AVX2 enabled), and whatever it calls must be inlined into the AVX2 copy to be
 //! compiled with AVX2. Cold paths (errors) are kept out of line.
@@ -30,7 +37,7 @@ use super::deliver::{deliver_sources, InputEvents, Members};
 use super::fire::{integrate, is_finite, FireCtx};
 use super::input::{nonzero_inputs, Prepared, PreparedSample};
 use super::interrupt::Interrupt;
-use super::trace::{self, record_group, record_inputs, record_spikes};
+use super::trace::{self, record_group, record_input_deliveries, record_inputs, record_spikes};
 use super::workspace::{split_carry, synaptic_currents, Workspace};
 use crate::alloc;
 use crate::counters::SampleResult;
@@ -57,15 +64,47 @@ pub(super) fn run_prepared(
     ws: &mut Workspace,
     stop: Option<&Interrupt>,
 ) -> Result<SampleResult, EngineError> {
+    if !config.prioritize_input {
+        return run_prepared_npi(net, ps, sample, config, ws, stop);
+    }
     let fast = if carries(net, config) {
-        run_prepared_on_cpu::<false, true>(net, ps, sample, config, ws, stop)
+        run_prepared_on_cpu::<false, true, true>(net, ps, sample, config, ws, stop)
     } else {
-        run_prepared_on_cpu::<false, false>(net, ps, sample, config, ws, stop)
+        run_prepared_on_cpu::<false, false, true>(net, ps, sample, config, ws, stop)
     };
     if !std::mem::take(&mut ws.non_finite) {
         return fast;
     }
     run_prepared_checked(net, ps, sample, config, ws, stop)
+}
+
+/// [`run_prepared`] with non-prioritised input (R4.13): the event loop compiled with
+/// input entries in the pending set, kept out of line (the prioritised loop, the
+/// default, has none of its code).
+#[cold]
+#[inline(never)]
+fn run_prepared_npi(
+    net: &Network,
+    ps: &PreparedSample,
+    sample: u32,
+    config: &RunConfig,
+    ws: &mut Workspace,
+    stop: Option<&Interrupt>,
+) -> Result<SampleResult, EngineError> {
+    let carry = carries(net, config);
+    let fast = if carry {
+        run_prepared_on_cpu::<false, true, false>(net, ps, sample, config, ws, stop)
+    } else {
+        run_prepared_on_cpu::<false, false, false>(net, ps, sample, config, ws, stop)
+    };
+    if !std::mem::take(&mut ws.non_finite) {
+        return fast;
+    }
+    if carry {
+        run_prepared_on_cpu::<true, true, false>(net, ps, sample, config, ws, stop)
+    } else {
+        run_prepared_on_cpu::<true, false, false>(net, ps, sample, config, ws, stop)
+    }
 }
 
 /// R4.9: the recurrent projections' currents are carried (scheduler `layered` and a
@@ -89,14 +128,14 @@ fn run_prepared_checked(
     stop: Option<&Interrupt>,
 ) -> Result<SampleResult, EngineError> {
     if carries(net, config) {
-        run_prepared_on_cpu::<true, true>(net, ps, sample, config, ws, stop)
+        run_prepared_on_cpu::<true, true, true>(net, ps, sample, config, ws, stop)
     } else {
-        run_prepared_on_cpu::<true, false>(net, ps, sample, config, ws, stop)
+        run_prepared_on_cpu::<true, false, true>(net, ps, sample, config, ws, stop)
     }
 }
 
 #[inline(always)]
-fn run_prepared_on_cpu<const CHECK: bool, const CARRY: bool>(
+fn run_prepared_on_cpu<const CHECK: bool, const CARRY: bool, const PRIO: bool>(
     net: &Network,
     ps: &PreparedSample,
     sample: u32,
@@ -108,15 +147,17 @@ fn run_prepared_on_cpu<const CHECK: bool, const CARRY: bool>(
     {
         if has_avx2() {
             // SAFETY: the CPU supports AVX2 (checked at run time just above).
-            return unsafe { run_prepared_avx2::<CHECK, CARRY>(net, ps, sample, config, ws, stop) };
+            return unsafe {
+                run_prepared_avx2::<CHECK, CARRY, PRIO>(net, ps, sample, config, ws, stop)
+            };
         }
     }
-    run_prepared_body::<CHECK, CARRY>(net, ps, sample, config, ws, stop)
+    run_prepared_body::<CHECK, CARRY, PRIO>(net, ps, sample, config, ws, stop)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn run_prepared_avx2<const CHECK: bool, const CARRY: bool>(
+unsafe fn run_prepared_avx2<const CHECK: bool, const CARRY: bool, const PRIO: bool>(
     net: &Network,
     ps: &PreparedSample,
     sample: u32,
@@ -124,7 +165,7 @@ unsafe fn run_prepared_avx2<const CHECK: bool, const CARRY: bool>(
     ws: &mut Workspace,
     stop: Option<&Interrupt>,
 ) -> Result<SampleResult, EngineError> {
-    run_prepared_body::<CHECK, CARRY>(net, ps, sample, config, ws, stop)
+    run_prepared_body::<CHECK, CARRY, PRIO>(net, ps, sample, config, ws, stop)
 }
 
 /// What the phases of one sample read and do not change.
@@ -257,9 +298,11 @@ struct Fired {
 /// The driver of one sample: the phases of R4 in order (see the module documentation),
 /// then the sample's totals (R7) and the prediction. With `CHECK`, R8.3 is checked at
 /// every integrate; without, once per timestep (see [`run_prepared`]). With `CARRY`,
-/// the recurrent projections' currents are carried (R4.9, [`carries`]).
+/// the recurrent projections' currents are carried (R4.9, [`carries`]). Without
+/// `PRIO`, the input is not prioritised (R4.13): forward step 0 enqueues it as input
+/// entries, which the scheduler selects with the pending neurons.
 #[inline(always)]
-fn run_prepared_body<const CHECK: bool, const CARRY: bool>(
+fn run_prepared_body<const CHECK: bool, const CARRY: bool, const PRIO: bool>(
     net: &Network,
     ps: &PreparedSample,
     sample: u32,
@@ -289,8 +332,8 @@ fn run_prepared_body<const CHECK: bool, const CARRY: bool>(
         }
         start_timestep::<CHECK>(net, ws, loc)?;
         let mut ts = Timestep::new(t);
-        deliver_input_frame(&run, &ps.input, ws, &mut res, &mut ts, &mut sparse_cursor)?;
-        if net.any_settling {
+        deliver_input_frame::<PRIO>(&run, &ps.input, ws, &mut res, &mut ts, &mut sparse_cursor)?;
+        if PRIO && net.any_settling {
             settle_input_targets(net, ws);
         }
         loop {
@@ -302,15 +345,19 @@ fn run_prepared_body<const CHECK: bool, const CARRY: bool>(
             if running.prediction != before {
                 record_decision(&mut res, &ts, spikes_total, synops);
             }
-            // R7.6
-            res.queue_peak = res.queue_peak.max(ws.pending.len() as i64);
+            // R7.6 (R4.13: an input entry is one pending entry)
+            let queued = ws.pending.len() + if PRIO { 0 } else { ws.inputs.len() };
+            res.queue_peak = res.queue_peak.max(queued as i64);
             if stop_check(config, &ts) {
-                // R6.4
+                // R6.4 (R4.13: input entries are dropped too, and not counted)
                 let dropped = ws.pending.drop_all();
+                if !PRIO {
+                    ws.inputs.drop_all();
+                }
                 add(&mut res.dropped_spikes, dropped, loc, "dropped_spikes")?;
                 break;
             }
-            if ws.pending.is_empty() {
+            if ws.pending.is_empty() && (PRIO || ws.inputs.is_empty()) {
                 if ws.n_due == 0 {
                     break;
                 }
@@ -319,9 +366,26 @@ fn run_prepared_body<const CHECK: bool, const CARRY: bool>(
                 continue;
             }
             let mut group = std::mem::take(&mut ws.group);
-            select(&run, ws, &ts, &mut group);
+            if PRIO {
+                select(&run, ws, &ts, &mut group);
+            } else {
+                select_with_inputs(&run, ws, &ts, &mut group);
+            }
             if let Some(trace) = ws.trace.as_mut() {
+                if !PRIO {
+                    let inputs = &ws.inputs;
+                    record_input_deliveries(
+                        trace,
+                        ts.t,
+                        ts.k,
+                        &inputs.group_index,
+                        &inputs.group_value,
+                    );
+                }
                 record_group(trace, net, ts.t, ts.k, &group);
+            }
+            if !PRIO {
+                deliver_input_entries(&run, ws, &mut res, &mut ts.synops)?;
             }
             deliver_group::<CARRY>(&run, ws, &mut res, &group, &mut ts.synops)?;
             ws.group = group;
@@ -430,9 +494,10 @@ fn settle_only(ws: &mut Workspace) {
 
 /// R4.2: forward step 0 delivers the input frame of timestep `ts.t` (R2.3), in input
 /// index order; counts its events (R7.3). `sparse_cursor` is the first sparse event of
-/// the timestep (events are sorted by time).
+/// the timestep (events are sorted by time). Without `PRIO` (R4.13) the events enter
+/// the pending set as input entries instead (counted and traced as well).
 #[inline(always)]
-fn deliver_input_frame(
+fn deliver_input_frame<const PRIO: bool>(
     run: &Run,
     input: &Prepared,
     ws: &mut Workspace,
@@ -462,13 +527,18 @@ fn deliver_input_frame(
             if let Some(trace) = ws.trace.as_mut() {
                 record_inputs(trace, ts.t, idx, &values);
             }
-            let src = InputEvents {
-                index: idx,
-                value: &values,
-            };
-            let spp = &mut res.synops_per_projection;
-            let (cur, touch) = (&mut ws.cur, &mut ws.touch);
-            ts.synops += deliver_sources::<_, false>(net, 0, &src, cur, &mut [], touch, spp, loc)?;
+            if PRIO {
+                let src = InputEvents {
+                    index: idx,
+                    value: &values,
+                };
+                let spp = &mut res.synops_per_projection;
+                let (cur, touch) = (&mut ws.cur, &mut ws.touch);
+                ts.synops +=
+                    deliver_sources::<_, false>(net, 0, &src, cur, &mut [], touch, spp, loc)?;
+            } else {
+                ws.inputs.enqueue(idx, &values);
+            }
             ws.nonzero = nz;
             ws.nonzero_values = values;
         }
@@ -506,10 +576,15 @@ fn deliver_input_frame(
             if let Some(trace) = ws.trace.as_mut() {
                 record_inputs(trace, ts.t, index, value);
             }
-            let src = InputEvents { index, value };
-            let spp = &mut res.synops_per_projection;
-            let (cur, touch) = (&mut ws.cur, &mut ws.touch);
-            ts.synops += deliver_sources::<_, false>(net, 0, &src, cur, &mut [], touch, spp, loc)?;
+            if PRIO {
+                let src = InputEvents { index, value };
+                let spp = &mut res.synops_per_projection;
+                let (cur, touch) = (&mut ws.cur, &mut ws.touch);
+                ts.synops +=
+                    deliver_sources::<_, false>(net, 0, &src, cur, &mut [], touch, spp, loc)?;
+            } else {
+                ws.inputs.enqueue(index, value);
+            }
         }
     }
     Ok(())
@@ -846,6 +921,48 @@ fn select(run: &Run, ws: &mut Workspace, ts: &Timestep, group: &mut Vec<(u32, u3
     let f = run.config.forward_group_size;
     ws.pending.select(f, ctx, &ws.v_pre, group);
     debug_assert!(!group.is_empty(), "a non-empty pending set yields a group");
+}
+
+/// R4.13 with R5: the scheduler picks the group of forward step `ts.k` among the
+/// pending input entries and neurons (non-empty: one of them is pending) and removes it
+/// from the pending set: its input entries in `ws.inputs`, its neurons in `group`.
+#[inline(always)]
+fn select_with_inputs(run: &Run, ws: &mut Workspace, ts: &Timestep, group: &mut Vec<(u32, u32)>) {
+    let ctx = SelectCtx {
+        seed: run.config.seed,
+        sample: run.sample,
+        t: ts.t as u32,
+        k: ts.k,
+    };
+    let (f, s) = (run.config.forward_group_size, run.config.scheduler);
+    ws.inputs
+        .select(&mut ws.pending, s, f, ctx, &ws.v_pre, group);
+    debug_assert!(!group.is_empty() || !ws.inputs.group_index.is_empty());
+}
+
+/// R4.13: delivers the input entries of the group (`ws.inputs`), in input index order,
+/// as R4.2 delivers an input frame, adding the synops to `synops` (R7.4). Their
+/// deliveries touch the populations that the input projects to, which settles the due
+/// ones (R4.7).
+#[inline(always)]
+fn deliver_input_entries(
+    run: &Run,
+    ws: &mut Workspace,
+    res: &mut SampleResult,
+    synops: &mut u64,
+) -> Result<(), EngineError> {
+    let inputs = &ws.inputs;
+    if inputs.group_index.is_empty() {
+        return Ok(());
+    }
+    let src = InputEvents {
+        index: &inputs.group_index,
+        value: &inputs.group_value,
+    };
+    let spp = &mut res.synops_per_projection;
+    let (cur, touch) = (&mut ws.cur, &mut ws.touch);
+    *synops += deliver_sources::<_, false>(run.net, 0, &src, cur, &mut [], touch, spp, run.loc)?;
+    Ok(())
 }
 
 /// R4.3.4: delivers the group, cut into runs of members of one population (a

@@ -10,6 +10,8 @@
 //! - `fire.rs`: integrate and fire (R4.3.1-2), the finiteness checks of R8.3;
 //! - `event_loop.rs`: the per-sample driver, one function per phase of a timestep, and
 //!   its baseline/AVX2 builds;
+//! - `pending_inputs.rs`: non-prioritised input (R4.13), its input entries of the
+//!   pending set and the selection over them and the pending neurons;
 //! - `interrupt.rs`: cancellation ([`Interrupt`], Ctrl-C);
 //! - `batch.rs`: [`run_sample`], [`run_batch`] and its variants, the validation order;
 //! - `trace.rs`: the event trace of a sample (R7.10), [`trace_batch`];
@@ -77,6 +79,7 @@ mod event_loop;
 mod fire;
 mod input;
 mod interrupt;
+mod pending_inputs;
 mod runner;
 mod trace;
 mod workspace;

@@ -29,7 +29,8 @@ pub enum EventKind {
     /// value is its membrane before the reset (`v_pre`).
     Spike,
     /// A pending neuron delivered at the end of a forward step (R4.3.4); the value is
-    /// its multiplicity.
+    /// its multiplicity (for an input entry of non-prioritised input, R4.13: population
+    /// 0, the value `x_i(t)`).
     Delivery,
 }
 
@@ -165,6 +166,27 @@ pub(super) fn record_inputs(trace: &mut Vec<TraceEvent>, t: usize, index: &[u32]
         timestep: t as u32,
         step: 0,
         kind: EventKind::Input,
+        population: 0,
+        neuron: i,
+        value: f64::from(x),
+    }));
+}
+
+/// R7.10 with R4.13: the input entries of the group delivered at the end of forward
+/// step `k` (`index` increasing, with their values): population 0, value `x_i(t)`.
+#[cold]
+#[inline(never)]
+pub(super) fn record_input_deliveries(
+    trace: &mut Vec<TraceEvent>,
+    t: usize,
+    k: u32,
+    index: &[u32],
+    value: &[f32],
+) {
+    trace.extend(index.iter().zip(value).map(|(&i, &x)| TraceEvent {
+        timestep: t as u32,
+        step: k,
+        kind: EventKind::Delivery,
         population: 0,
         neuron: i,
         value: f64::from(x),

@@ -4,6 +4,7 @@
 //! pixels received current, and the dense row kept for the integrate pass
 //! ([`Deferred`]).
 
+use super::pending_inputs::PendingInputs;
 use crate::alloc;
 use crate::error::{EngineError, Location};
 use crate::network::Network;
@@ -158,6 +159,8 @@ pub(crate) struct Workspace {
     pub(super) non_finite: bool,
     /// R7.10: the events of the sample, recorded only when `Some` (see `trace.rs`).
     pub(super) trace: Option<Vec<super::trace::TraceEvent>>,
+    /// R4.13: the pending input entries of non-prioritised input (unused otherwise).
+    pub(super) inputs: PendingInputs,
 }
 
 impl Workspace {
@@ -218,6 +221,7 @@ impl Workspace {
             nonzero_values: Vec::new(),
             non_finite: false,
             trace: None,
+            inputs: PendingInputs::default(),
         })
     }
 
@@ -252,5 +256,6 @@ impl Workspace {
         self.fired_bits.fill(0);
         self.group.clear();
         self.pending.drop_all();
+        self.inputs.drop_all();
     }
 }

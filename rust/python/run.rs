@@ -68,6 +68,7 @@ pub(super) fn run<'py>(
         refractory_dropout,
         input_dropout,
         spike_dropout,
+        prioritize_input: true,
     };
     let dense = (dense.as_ref())
         .map(|a| Ok((a.as_slice()?, [a.shape()[0], a.shape()[1], a.shape()[2]])))

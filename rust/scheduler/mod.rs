@@ -388,6 +388,32 @@ impl PendingSet {
         }
     }
 
+    /// R4.13 under `random`: the pending neurons in list (enqueue) order; empty for
+    /// the queues of the other schedulers.
+    pub(crate) fn random_list(&self) -> &[u32] {
+        match &self.queue {
+            Queue::Keyed(keyed) => &keyed.list,
+            _ => &[],
+        }
+    }
+
+    /// R4.13 under `random`: removes the pending neurons of the list for which `pick`
+    /// holds and appends them to `group` with their multiplicities, in list order (the
+    /// rest keeps its order). Nothing for the queues of the other schedulers.
+    pub(crate) fn take_picked(&mut self, pick: impl Fn(u32) -> bool, group: &mut Vec<(u32, u32)>) {
+        let table = &mut self.table;
+        if let Queue::Keyed(keyed) = &mut self.queue {
+            keyed.list.retain(|&q| {
+                if pick(q) {
+                    table.take(q, group);
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+    }
+
     /// Empties the set (R6.4) and returns the sum of the multiplicities dropped.
     pub fn drop_all(&mut self) -> u64 {
         let dropped = self.table.total;

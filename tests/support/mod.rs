@@ -70,6 +70,11 @@ pub fn run_config(opts: &Value, network_dropout: &[f64]) -> Result<RunConfig, St
         refractory_dropout,
         input_dropout: optional_p(opts, "input_dropout")?,
         spike_dropout: optional_p(opts, "spike_dropout")?,
+        // R4.13: true (R2.3) when the case does not name it.
+        prioritize_input: match opts.get("prioritize_input") {
+            None => true,
+            Some(v) => v.as_bool().ok_or("prioritize_input is not a bool")?,
+        },
     })
 }
 

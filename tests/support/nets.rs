@@ -77,6 +77,7 @@ pub fn cfg(scheduler: Scheduler, f: usize) -> RunConfig {
         refractory_dropout: None,
         input_dropout: 0.0,
         spike_dropout: 0.0,
+        prioritize_input: true,
     }
 }
 
