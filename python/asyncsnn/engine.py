@@ -232,6 +232,7 @@ def _run_engine(
         trace,
         input_dropout=opts.input_dropout,
         spike_dropout=opts.spike_dropout,
+        prioritize_input=opts.prioritize_input,
     )
 
 

@@ -35,7 +35,7 @@ type SparseSample<'py> = (
 #[pyfunction]
 #[pyo3(signature = (network, dense, sparse, timesteps, labels, sample_ids, scheduler, forward_group_size,
                     stop, extra_steps, max_steps, seed, jitter, refractory_dropout, threads, trace=false,
-                    input_dropout=0.0, spike_dropout=0.0))]
+                    input_dropout=0.0, spike_dropout=0.0, prioritize_input=true))]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn run<'py>(
     py: Python<'py>,
@@ -57,6 +57,7 @@ pub(super) fn run<'py>(
     trace: bool,
     input_dropout: f64,
     spike_dropout: f64,
+    prioritize_input: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let net = &network.get().inner;
     let config = RunConfig {
@@ -68,7 +69,7 @@ pub(super) fn run<'py>(
         refractory_dropout,
         input_dropout,
         spike_dropout,
-        prioritize_input: true,
+        prioritize_input,
     };
     let dense = (dense.as_ref())
         .map(|a| Ok((a.as_slice()?, [a.shape()[0], a.shape()[1], a.shape()[2]])))
