@@ -399,9 +399,15 @@ fn oracle(
         let mut reached = vec![false; n];
         let mut ts_spikes = 0i64;
         let mut ts_synops = 0i64;
+        // R4.13: the pending input entries `(i, x_i(t), sequence number)`.
+        let mut inputs: Vec<(usize, f32, u64)> = Vec::new();
         for i in 0..n_in {
             let x = frames[t * n_in + i];
-            if x != 0.0 {
+            if x != 0.0 && !cfg.prioritize_input {
+                r.input_events += 1;
+                inputs.push((i, x, seq_ctr));
+                seq_ctr += 1;
+            } else if x != 0.0 {
                 r.input_events += 1;
                 for &pi in &outgoing[0] {
                     let syn = net.synapses(pi, i);
@@ -416,8 +422,10 @@ fn oracle(
         }
         // R4.7: the populations that settle in the next integrate phase.
         let mut settle: Vec<bool> = vec![false; np];
-        for p in targets(0) {
-            settle[p] = due[p];
+        if cfg.prioritize_input {
+            for p in targets(0) {
+                settle[p] = due[p];
+            }
         }
         let mut k = 0u32;
         let mut k0: Option<u32> = None;
@@ -522,7 +530,7 @@ fn oracle(
                 r.decision_synops = r.synops + ts_synops;
             }
             let pending: Vec<usize> = (0..n).filter(|&q| mult[q] > 0).collect();
-            r.queue_peak = r.queue_peak.max(pending.len() as i64);
+            r.queue_peak = r.queue_peak.max((pending.len() + inputs.len()) as i64);
             let mut stop = false;
             if let (StopMode::FirstOutput { extra_steps }, Some(k0)) = (cfg.stop, k0) {
                 stop |= k - k0 >= extra_steps;
@@ -535,9 +543,10 @@ fn oracle(
                     r.dropped_spikes += mult[q] as i64;
                     mult[q] = 0;
                 }
+                inputs.clear(); // R4.13: dropped, not counted
                 break;
             }
-            if pending.is_empty() {
+            if pending.is_empty() && inputs.is_empty() {
                 // R4.3.4: a settle-only step for the lowest due population.
                 match due.iter().position(|&d| d) {
                     Some(p) => {
@@ -549,6 +558,74 @@ fn oracle(
                 }
             }
             let f = cfg.forward_group_size;
+            if !inputs.is_empty() {
+                // R4.13: input entries (kind 0) and neurons (kind 1) in one order.
+                let mut entries: Vec<(u32, usize)> = inputs
+                    .iter()
+                    .map(|e| (0, e.0))
+                    .chain(pending.iter().map(|&q| (1, q)))
+                    .collect();
+                let sq = |&(kind, i): &(u32, usize)| match kind {
+                    0 => inputs.iter().find(|e| e.0 == i).unwrap().2,
+                    _ => seq[i],
+                };
+                match cfg.scheduler {
+                    Scheduler::Layered => entries.retain(|e| e.0 == 0),
+                    Scheduler::Fifo => {
+                        entries.sort_by_key(sq);
+                        entries.truncate(f);
+                    }
+                    Scheduler::Random => {
+                        let stream = |kind| if kind == 0 { 5 } else { 0 };
+                        entries.sort_by_key(|&(kind, i)| {
+                            (
+                                hash(cfg.seed, sample, t as u32, k, i as u32, stream(kind)),
+                                kind,
+                                i,
+                            )
+                        });
+                        entries.truncate(f);
+                    }
+                    Scheduler::Momentum { .. } => unreachable!("refused (R4.13)"),
+                }
+                let mut group_in: Vec<usize> =
+                    entries.iter().filter(|e| e.0 == 0).map(|e| e.1).collect();
+                group_in.sort_unstable();
+                for i in group_in {
+                    let pos = inputs.iter().position(|e| e.0 == i).unwrap();
+                    let (_, x, _) = inputs.remove(pos);
+                    for d in targets(0) {
+                        settle[d] = due[d];
+                    }
+                    for &pi in &outgoing[0] {
+                        let syn = net.synapses(pi, i);
+                        for &(q, w) in &syn {
+                            cur[q] += x * w;
+                            reached[q] = true;
+                        }
+                        r.synops_per_projection[pi] += syn.len() as i64;
+                        ts_synops += syn.len() as i64;
+                    }
+                }
+                for j in entries.iter().filter(|e| e.0 == 1).map(|e| e.1) {
+                    let m = std::mem::take(&mut mult[j]);
+                    let p = pop_of(j);
+                    for d in targets(p + 1) {
+                        settle[d] = due[d];
+                    }
+                    for &pi in &outgoing[p + 1] {
+                        let syn = net.synapses(pi, j - offset[p]);
+                        for &(q, w) in &syn {
+                            cur[q] += m as f32 * w;
+                            reached[q] = true;
+                        }
+                        r.synops_per_projection[pi] += syn.len() as i64;
+                        ts_synops += syn.len() as i64;
+                    }
+                }
+                k += 1;
+                continue;
+            }
             let group: Vec<usize> = match cfg.scheduler {
                 Scheduler::Layered => {
                     let low = pending.iter().map(|&q| pop_of(q)).min().unwrap();
@@ -666,6 +743,8 @@ struct Case {
     seed: u64,
     jitter: f32,
     batch: usize,
+    /// R4.13: non-prioritised input (not drawn with `momentum`).
+    npi: bool,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -674,6 +753,7 @@ fn case() -> impl Strategy<Value = Case> {
         (0u8..5, 1usize..6, 0u8..4, prop::option::of(1u32..6)),
         (prop::bool::weighted(0.3), any::<u64>(), 0u8..4, 1usize..5),
         any::<bool>(),
+        any::<bool>(),
     )
         .prop_map(
             |(
@@ -681,6 +761,7 @@ fn case() -> impl Strategy<Value = Case> {
                 (sched, f, stop, max_steps),
                 (dropout, seed, j, batch),
                 v2,
+                npi,
             )| Case {
                 arch,
                 v2,
@@ -695,6 +776,7 @@ fn case() -> impl Strategy<Value = Case> {
                 seed,
                 jitter: j as f32 * 0.25,
                 batch,
+                npi: npi && sched % 5 < 3,
             },
         )
 }
@@ -728,7 +810,7 @@ proptest! {
             refractory_dropout: if c.dropout { Some(dropout) } else { None },
             input_dropout: 0.0,
             spike_dropout: 0.0,
-            prioritize_input: true,
+            prioritize_input: !c.npi,
         };
         let frame_sets: Vec<Vec<f32>> =
             (0..c.batch).map(|b| frames(c.net_seed ^ (b as u64 * 7919), n_in, c.timesteps)).collect();
@@ -776,7 +858,9 @@ proptest! {
                 for (p, pop) in spec.populations.iter().enumerate() {
                     prop_assert!(r.spikes[p] <= (pop.size * c.timesteps) as i64);
                 }
-                prop_assert!(r.queue_peak <= net.n_neurons() as i64);
+                // R4.13: an input entry is a pending entry too.
+                let entries = net.n_neurons() + if c.npi { n_in } else { 0 };
+                prop_assert!(r.queue_peak <= entries as i64);
             }
             if stop == StopMode::Drain && c.max_steps.is_none() {
                 prop_assert_eq!(r.dropped_spikes, 0);
@@ -797,12 +881,30 @@ proptest! {
                 let layered = run_sample(&net, &inputs[b], labels[b], ids[b], &l).unwrap();
                 let mut other = l.clone();
                 other.scheduler = scheduler_of(c.sched.max(1), c.jitter);
-                other.forward_group_size = widest + c.f - 1;
+                // R4.13: F also takes all the input entries of a frame at once.
+                let width = if c.npi { widest.max(n_in) } else { widest };
+                other.forward_group_size = width + c.f - 1;
                 let o = run_sample(&net, &inputs[b], labels[b], ids[b], &other).unwrap();
                 prop_assert_eq!(&o.spikes, &layered.spikes);
                 prop_assert_eq!(&o.timestep_output_counts, &layered.timestep_output_counts);
                 prop_assert_eq!(&o.synops_per_projection, &layered.synops_per_projection);
                 prop_assert_eq!(&o.timestep_forward_steps, &layered.timestep_forward_steps);
+                if c.npi {
+                    // R4.13: under layered the spikes of prioritised input, each timestep
+                    // one forward step longer when its frame has a non-zero value (a
+                    // silent frame may settle the input's targets in a settle-only step).
+                    let mut prio = l.clone();
+                    prio.prioritize_input = true;
+                    let p = run_sample(&net, &inputs[b], labels[b], ids[b], &prio).unwrap();
+                    prop_assert_eq!(&p.spikes, &layered.spikes);
+                    prop_assert_eq!(&p.timestep_output_counts, &layered.timestep_output_counts);
+                    prop_assert_eq!(&p.synops_per_projection, &layered.synops_per_projection);
+                    for t in 0..c.timesteps {
+                        let silent = frame_sets[b][t * n_in..(t + 1) * n_in].iter().all(|&x| x == 0.0);
+                        let longer = layered.timestep_forward_steps[t] - p.timestep_forward_steps[t];
+                        prop_assert!(longer == 1 || (silent && longer == 0), "t = {}: {}", t, longer);
+                    }
+                }
             }
         }
     }
