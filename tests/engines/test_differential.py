@@ -241,3 +241,52 @@ def test_rust_engine_equals_reference_off_the_grid(kind: str) -> None:
             for f in (1, 3, 64):
                 opts: dict[str, Any] = {"scheduler": scheduler, "forward_group_size": f, "seed": 3}
                 assert_results_equal(asyncsnn.infer(net, x, **opts), asyncsnn.reference.infer(net, x, **opts))
+
+
+@pytest.mark.parametrize("how", ["v1", "both", "all", "recurrent"])
+@pytest.mark.parametrize("scheduler", ["layered", "fifo", "random"])
+@pytest.mark.parametrize("kind", ["dense", "conv", "skip"])
+def test_engines_agree_with_non_prioritised_input(scheduler: str, kind: str, how: str) -> None:
+    """Non-prioritised input (R4.13): counters and R7.10 traces are identical.
+
+    Input entries compete with spikes for the ``F`` slots (fifo: first; random: keys of
+    stream 5), settle the input's targets when delivered, are dropped uncounted by early
+    stops, and are drawn by input dropout at the enqueue; on plain, settling, synaptic
+    and recurrent networks.
+    """
+    rng = np.random.default_rng(
+        ["v1", "both", "all", "recurrent"].index(how) * 100 + SCHEDULERS.index(scheduler) * 10 + len(kind)
+    )
+    stops: list[dict[str, Any]] = [{}, {"stop": "first_output", "extra_steps": 1}, {"max_steps": 3}]
+    for n in range(3):
+        net = random_grid_network(rng, kind)
+        if how != "v1":
+            net = with_settling(rng, net, "both" if how == "recurrent" else how)
+        if how == "recurrent":
+            net = with_recurrence(rng, net, "all")
+        x = random_count_input(rng, net, batch=3, timesteps=5, density=[0.0, 0.2, 0.4][n])
+        for f in (1, 4):
+            opts: dict[str, Any] = {
+                "scheduler": scheduler,
+                "forward_group_size": f,
+                "seed": 7 + n,
+                "prioritize_input": False,
+                "input_dropout": [0.0, 0.3][f == 4],
+                **stops[(n + f) % 3],
+            }
+            a = asyncsnn.infer(net, x, trace=True, **opts)
+            b = asyncsnn.reference.infer(net, x, trace=True, **opts)
+            assert_results_equal(a, b)
+            assert a.trace == b.trace, f"{net.summary()}\n{opts}"
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases())
+def test_rust_engine_equals_reference_without_prioritised_input(case: dict[str, Any]) -> None:
+    """The drawn cases of the first test with ``prioritize_input=False`` (R4.13) wherever
+    the scheduler takes it (not ``momentum``), traces included."""
+    opts = {**case["opts"], "prioritize_input": case["opts"]["scheduler"] == "momentum"}
+    a = asyncsnn.infer(case["net"], case["x"], labels=case["labels"], trace=True, **opts)
+    b = asyncsnn.reference.infer(case["net"], case["x"], labels=case["labels"], trace=True, **opts)
+    assert_results_equal(a, b)
+    assert a.trace == b.trace

@@ -60,8 +60,14 @@ def _check_against_counters(res: asyncsnn.InferenceResult, net: asyncsnn.Network
         enqueued = int(sum(res.spikes[b][p - 1] for p in sources if p > 0))
         if res.options["spike_dropout"] > 0:  # R4.11: only the kept spikes are enqueued
             enqueued = _kept_spikes(res, net, b, sources)
-        delivered = int(ev.of_kind("delivery").value.sum())
+        deliveries = ev.of_kind("delivery")
+        of_input = deliveries.population == 0  # input entries (R4.13): value x, not a multiplicity
+        delivered = int(deliveries.value[~of_input].sum())
         assert delivered + res.dropped_spikes[b] == enqueued
+        # Each input entry is delivered at most once (an early stop drops the rest, R6.4).
+        assert of_input.sum() <= res.input_events[b]
+        if res.options["prioritize_input"]:
+            assert not of_input.any()
         steps = res.timestep_forward_steps[b]
         assert (ev.step < steps[ev.timestep]).all()
         assert (ev.step[ev.kind == "input"] == 0).all()
