@@ -86,7 +86,9 @@
 //! `ASYNCSNN_BENCH_ONCE={id}` skips criterion and runs the batch of benchmark `{id}`
 //! `ASYNCSNN_BENCH_REPEAT` times (default 1), then prints its activity line; with
 //! `ASYNCSNN_BENCH_INPUT_DROPOUT` / `ASYNCSNN_BENCH_SPIKE_DROPOUT` set, at that input or
-//! spike dropout (R4.10, R4.11; 0 otherwise, as under criterion). Under
+//! spike dropout (R4.10, R4.11; 0 otherwise, as under criterion); with
+//! `ASYNCSNN_BENCH_PRIORITIZE_INPUT=0`, with non-prioritised input (R4.13; not for the
+//! momentum benchmarks, which refuse it). Under
 //! `valgrind --tool=callgrind`, the difference between the instruction counts of repeat
 //! 1 and repeat 0 is the cost of one iteration, independent of the machine's load (the
 //! A/B comparisons of `docs/benchmarks.md`).
@@ -588,6 +590,9 @@ fn once(id: &str, repeat: usize) {
                 let dropout = |v: &str| std::env::var(v).map_or(0.0, |p| p.parse().expect(v));
                 cfg.input_dropout = dropout("ASYNCSNN_BENCH_INPUT_DROPOUT");
                 cfg.spike_dropout = dropout("ASYNCSNN_BENCH_SPIKE_DROPOUT");
+                // R4.13 (not with momentum): `ASYNCSNN_BENCH_PRIORITIZE_INPUT=0`.
+                cfg.prioritize_input =
+                    std::env::var("ASYNCSNN_BENCH_PRIORITIZE_INPUT").map_or(true, |v| v != "0");
                 let mut results = Vec::new();
                 for _ in 0..repeat {
                     results = black_box(pool.install(|| run(w, &inputs, &ids, &cfg)));

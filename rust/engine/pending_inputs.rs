@@ -18,7 +18,7 @@
 //! runs with prioritised input (the default): the event loop is compiled without it.
 
 use crate::rng::{hash_finish, hash_prefix, STREAM_RANDOM, STREAM_RANDOM_INPUT};
-use crate::scheduler::{PendingSet, Scheduler, SelectCtx};
+use crate::scheduler::{kth_smallest, PendingSet, Scheduler, SelectCtx};
 
 /// The pending input entries of a timestep (R4.13) and the input entries of the group
 /// of a forward step. Buffers are kept between timesteps and samples.
@@ -33,8 +33,10 @@ pub(crate) struct PendingInputs {
     /// The input entries of the group selected last, in index order, and their values.
     pub(super) group_index: Vec<u32>,
     pub(super) group_value: Vec<f32>,
-    /// Work buffer of the `random` selection: `(key, 0 = input / 1 = neuron, index)`.
-    keys: Vec<(u32, u32, u32)>,
+    /// Work buffers of the `random` selection: one key per pending entry, and the
+    /// buffer of `kth_smallest`.
+    keys: Vec<u64>,
+    scratch: Vec<u64>,
 }
 
 impl PendingInputs {
@@ -119,6 +121,11 @@ impl PendingInputs {
     /// R4.13 `random`: the `f` smallest keys among the input entries (stream 5) and the
     /// pending neurons (stream 0, R5.3); equal keys: input entries first, then the
     /// smaller index or id.
+    ///
+    /// Each key is `(hash << 32) | position`, the input entries first (index order),
+    /// then the pending neurons in list order: within one stream the hash is a bijection
+    /// of the index (R5.5), so only an input entry and a neuron can share a hash, and the
+    /// position puts the input entry first.
     fn select_random(
         &mut self,
         pending: &mut PendingSet,
@@ -128,26 +135,30 @@ impl PendingInputs {
         group: &mut Vec<(u32, u32)>,
     ) {
         let list = pending.random_list();
-        if self.len() + list.len() <= f {
-            self.take_first(self.len());
+        let n_in = self.len();
+        if n_in + list.len() <= f {
+            self.take_first(n_in);
             pending.select(f, ctx, v_pre, group);
             return;
         }
         let prefix = hash_prefix(ctx.seed, ctx.sample, ctx.t, ctx.k);
-        let input_key = |i: u32| (hash_finish(prefix, i, STREAM_RANDOM_INPUT), 0, i);
-        let neuron_key = |q: u32| (hash_finish(prefix, q, STREAM_RANDOM), 1, q);
         let mut keys = std::mem::take(&mut self.keys);
         keys.clear();
-        keys.extend(self.index[self.start..].iter().map(|&i| input_key(i)));
-        keys.extend(list.iter().map(|&q| neuron_key(q)));
-        // The keys are distinct (they hold the kind and the index): the group is the
-        // keys up to the f-th smallest.
-        let kth = *keys.select_nth_unstable(f - 1).1;
-        self.keys = keys;
+        let hashes = (self.index[self.start..].iter())
+            .map(|&i| hash_finish(prefix, i, STREAM_RANDOM_INPUT))
+            .chain(list.iter().map(|&q| hash_finish(prefix, q, STREAM_RANDOM)));
+        keys.extend(
+            hashes
+                .enumerate()
+                .map(|(n, h)| (u64::from(h) << 32) | n as u64),
+        );
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let kth = kth_smallest(&keys, f, true, &mut scratch);
+        self.scratch = scratch;
         let mut kept = self.start;
-        for e in self.start..self.index.len() {
-            let (i, x) = (self.index[e], self.value[e]);
-            if input_key(i) <= kth {
+        for (n, &key) in keys[..n_in].iter().enumerate() {
+            let (i, x) = (self.index[self.start + n], self.value[self.start + n]);
+            if key <= kth {
                 self.group_index.push(i);
                 self.group_value.push(x);
             } else {
@@ -161,6 +172,7 @@ impl PendingInputs {
         if self.is_empty() {
             self.drop_all();
         }
-        pending.take_picked(|q| neuron_key(q) <= kth, group);
+        pending.take_listed(|n| keys[n_in + n] <= kth, group);
+        self.keys = keys;
     }
 }

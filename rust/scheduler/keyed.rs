@@ -132,7 +132,7 @@ impl Keyed {
 /// R5.3), a branch-free pass first keeps only the keys below a bar that about `2 f` of
 /// them pass (raised until at least `f` do), so the partial selection sees few keys.
 #[inline(always)]
-fn kth_smallest(keys: &[u64], f: usize, uniform: bool, scratch: &mut Vec<u64>) -> u64 {
+pub(crate) fn kth_smallest(keys: &[u64], f: usize, uniform: bool, scratch: &mut Vec<u64>) -> u64 {
     let n = keys.len();
     scratch.clear();
     if uniform {

@@ -24,6 +24,7 @@ use std::collections::VecDeque;
 
 use crate::error::EngineError;
 use heap::MomentumHeap;
+pub(crate) use keyed::kth_smallest;
 use keyed::{KeyOrder, Keyed};
 
 /// Scheduler that picks which pending spikes are delivered at each forward step (R5).
@@ -397,20 +398,29 @@ impl PendingSet {
         }
     }
 
-    /// R4.13 under `random`: removes the pending neurons of the list for which `pick`
-    /// holds and appends them to `group` with their multiplicities, in list order (the
-    /// rest keeps its order). Nothing for the queues of the other schedulers.
-    pub(crate) fn take_picked(&mut self, pick: impl Fn(u32) -> bool, group: &mut Vec<(u32, u32)>) {
+    /// R4.13 under `random`: removes the pending neurons at the positions `n` of the
+    /// list for which `picked(n)` holds and appends them to `group` with their
+    /// multiplicities, in list order (the rest keeps its order). Nothing for the queues
+    /// of the other schedulers.
+    pub(crate) fn take_listed(
+        &mut self,
+        picked: impl Fn(usize) -> bool,
+        group: &mut Vec<(u32, u32)>,
+    ) {
         let table = &mut self.table;
         if let Queue::Keyed(keyed) = &mut self.queue {
-            keyed.list.retain(|&q| {
-                if pick(q) {
+            let list = &mut keyed.list;
+            let mut kept = 0;
+            for n in 0..list.len() {
+                let q = list[n];
+                if picked(n) {
                     table.take(q, group);
-                    false
                 } else {
-                    true
+                    list[kept] = q;
+                    kept += 1;
                 }
-            });
+            }
+            list.truncate(kept);
         }
     }
 
