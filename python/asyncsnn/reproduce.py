@@ -896,6 +896,29 @@ def run_reproduce(config: ReproduceConfig, log: Callable[[str], None] = print) -
     return report
 
 
+def _evaluate_cells(
+    config: ReproduceConfig,
+    nets: Mapping[str, Network],
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    log: Callable[[str], None],
+) -> list[Cell]:
+    """Every cell of the table: each trained network on each inference scheduler and stop rule."""
+    cells: list[Cell] = []
+    for training in TRAINING:
+        for inference in INFERENCE:
+            for stop in STOPS:
+                cell = evaluate_cell(
+                    nets[training], test_x, test_y, training, inference, stop, config.forward_group_size, config.seed
+                )
+                cells.append(cell)
+                log(
+                    f"  trained {training:8} | {inference:8} {stop:12} | acc {100 * cell.accuracy:5.1f} % | "
+                    f"spikes {cell.spikes_per_sample:8.1f} | steps to 1st output {cell.steps_to_first_output:5.2f}"
+                )
+    return cells
+
+
 def _train_evaluate_write(
     config: ReproduceConfig, prepared: _Prepared, out: Path, log: Callable[[str], None], *, tic: float
 ) -> Report:
@@ -966,18 +989,7 @@ def _train_evaluate_write(
             flatten_input="1",
         )
         asyncsnn.save(net, out / f"model_{training}.safetensors", metadata=meta)
-    cells: list[Cell] = []
-    for training in TRAINING:
-        for inference in INFERENCE:
-            for stop in STOPS:
-                cell = evaluate_cell(
-                    nets[training], test_x, ds.test_y, training, inference, stop, config.forward_group_size, config.seed
-                )
-                cells.append(cell)
-                log(
-                    f"  trained {training:8} | {inference:8} {stop:12} | acc {100 * cell.accuracy:5.1f} % | "
-                    f"spikes {cell.spikes_per_sample:8.1f} | steps to 1st output {cell.steps_to_first_output:5.2f}"
-                )
+    cells = _evaluate_cells(config, nets, test_x, ds.test_y, log)
     sweep: dict[str, dict[str, list[float]]] = {}
     spikes_per_neuron: dict[str, list[float]] = {}
     currents: dict[str, list[int]] = {}

@@ -94,6 +94,39 @@ def gc_paused() -> Iterator[None]:
 
 
 @gc_paused()  # the run creates thousands of autograd objects (see gc_paused)
+def _context(
+    plan: Plan,
+    pt: dict[str, torch.Tensor],
+    weights: Sequence[torch.Tensor | None],
+    opts: PreparedOptions,
+    host: bool,
+    grad: bool,
+    surrogate: Surrogate | None,
+    sample_offset: int,
+    bias: torch.Tensor | None,
+    surrogate_terms: str,
+) -> RunContext:
+    """The run's :class:`RunContext`: the plan's tensors, the delivery and the options."""
+    dev = pt["beta"].device
+    drop_p: torch.Tensor | None = None
+    if opts.refractory_dropout is not None:
+        p_pop = torch.tensor((0.0, *opts.refractory_dropout), dtype=torch.float64, device=dev)
+        drop_p = p_pop[pt["pop_of"]]  # float64 [N]
+    return RunContext(
+        plan=plan,
+        pt=pt,
+        opts=opts,
+        columns=CounterColumns(plan.n_populations, len(plan.projections), plan.n_outputs),
+        delivery=Delivery(plan, pt, weights, rust=host),
+        surrogate=make_surrogate(surrogate) if grad else None,
+        drop_p=drop_p,
+        rust_kernels=host,
+        sample_offset=sample_offset,
+        bias=bias,
+        surrogate_terms=surrogate_terms,
+    )
+
+
 def run(
     plan: Plan,
     weights: Sequence[torch.Tensor | None],
@@ -177,26 +210,10 @@ def run(
     grad = torch.is_grad_enabled() and (
         any(w is not None and w.requires_grad for w in weights) or (bias is not None and bias.requires_grad)
     )
-    drop_p: torch.Tensor | None = None
-    if opts.refractory_dropout is not None:
-        p_pop = torch.tensor((0.0, *opts.refractory_dropout), dtype=torch.float64, device=dev)
-        drop_p = p_pop[pt["pop_of"]]  # float64 [N]
-    ctx = RunContext(
-        plan=plan,
-        pt=pt,
-        opts=opts,
-        columns=CounterColumns(plan.n_populations, len(plan.projections), plan.n_outputs),
-        delivery=Delivery(plan, pt, weights, rust=host),
-        surrogate=make_surrogate(surrogate) if grad else None,
-        drop_p=drop_p,
-        rust_kernels=host,
-        sample_offset=sample_offset,
-        bias=bias,
-        surrogate_terms=surrogate_terms,
-    )
+    ctx = _context(plan, pt, weights, opts, host, grad, surrogate, sample_offset, bias, surrogate_terms)
     book = _bookkeeping(ctx, host)
     hash0: torch.Tensor | None = None
-    if opts.scheduler is Scheduler.RANDOM or ctx.jitter > 0 or drop_p is not None or _drops(opts):  # R5.5
+    if opts.scheduler is Scheduler.RANDOM or ctx.jitter > 0 or ctx.drop_p is not None or _drops(opts):  # R5.5
         ids = torch.arange(n_batch, dtype=torch.int64, device=dev) if sample_ids is None else sample_ids
         hash0 = prefix(opts.seed, ids.to(dev, torch.int64))
         frames = _drop_inputs(frames, opts.input_dropout, hash0)
