@@ -285,6 +285,23 @@ def test_an_input_entry_passes_its_gradient_to_its_weight() -> None:
         assert g[0, 1] == 0
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_input_without_values_gives_its_weights_a_zero_gradient(backend: str) -> None:
+    # No input entry is made for a zero value, so nothing is delivered; the input
+    # weights still get a zero gradient (not none), as under prioritised input, so
+    # that optimisers and DDP see every parameter.
+    net = Network.sequential((2,), [Dense(np.array([[1.5, 0.5]], np.float32))], threshold=1.0, beta=0.5)
+    x = torch.zeros(1, 3, 2)
+    for prioritize in (True, False):
+        w = torch.tensor([[1.5, 0.5]], requires_grad=True)
+        opts = prepare_given_options(net, scheduler="fifo", forward_group_size=1, prioritize_input=prioritize)
+        out = run(Plan(net), [w], x, opts, surrogate=ATan(), backend=backend)
+        assert out.counts.sum().item() == 0.0
+        out.counts.sum().backward()
+        assert w.grad is not None
+        assert torch.equal(w.grad, torch.zeros_like(w))
+
+
 # ------------------------------------------------------------------------------ training
 def test_module_forward_takes_the_option() -> None:
     net, x, opts, labels = random_case(5, "random")

@@ -267,6 +267,13 @@ def run(
         # The biases are part of the graph even when no population settled (a zero
         # gradient, like the weights' anchors of the silent spikes; the values are unchanged).
         counts = counts + 0.0 * bias.sum()
+    if grad and not prioritized:
+        # R4.13: an input without a non-zero value delivers nothing; its projections'
+        # weights still get a (zero) gradient, as under prioritised input.
+        for pp in plan.outgoing[0]:
+            w = weights[pp.index]
+            if w is not None and w.requires_grad:
+                counts = counts + (w * 0.0).sum()
     return RunOutput(counts=counts, counters={k: t.cpu() for k, t in counters.items()})
 
 

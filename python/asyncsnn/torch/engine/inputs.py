@@ -17,7 +17,9 @@ schedule them with the neurons:
 A delivered input entry adds ``x_i w`` through the input projections as the step-0
 delivery of R4.2 does (:meth:`~asyncsnn.torch.engine.delivery.Delivery.frame`, so the
 weights' gradients flow the same way), counts its synops at the delivery (R7.4) and
-settles the due populations that the input reaches (R4.7).
+settles the due populations that the input reaches (R4.7). An input without a non-zero
+value delivers nothing; the driver still gives its projections' weights a zero gradient,
+as prioritised input does.
 """
 
 from __future__ import annotations
