@@ -97,7 +97,7 @@ def child(args: argparse.Namespace) -> None:
     x = np.empty((args.samples, args.timesteps, n_in), dtype=np.float32)
     for t in range(args.timesteps):  # frame by frame: no large temporaries before rss0
         x[:, t] = rng.random((args.samples, n_in), dtype=np.float32) < rates[:, 0]
-    y = rng.integers(0, 10, args.samples)
+    y = rng.integers(0, sizes[-1], args.samples)
     best: dict[str, Any] | None = None
     first_peak = 0.0
     for rep in range(args.repeats):
