@@ -67,15 +67,7 @@ pub(super) fn run_prepared(
     if !config.prioritize_input {
         return run_prepared_npi(net, ps, sample, config, ws, stop);
     }
-    let fast = if carries(net, config) {
-        run_prepared_on_cpu::<false, true, true>(net, ps, sample, config, ws, stop)
-    } else {
-        run_prepared_on_cpu::<false, false, true>(net, ps, sample, config, ws, stop)
-    };
-    if !std::mem::take(&mut ws.non_finite) {
-        return fast;
-    }
-    run_prepared_checked(net, ps, sample, config, ws, stop)
+    run_fast_then_checked::<true>(net, ps, sample, config, ws, stop)
 }
 
 /// [`run_prepared`] with non-prioritised input (R4.13): the event loop compiled with
@@ -91,19 +83,28 @@ fn run_prepared_npi(
     ws: &mut Workspace,
     stop: Option<&Interrupt>,
 ) -> Result<SampleResult, EngineError> {
-    let carry = carries(net, config);
-    let fast = if carry {
-        run_prepared_on_cpu::<false, true, false>(net, ps, sample, config, ws, stop)
-    } else {
-        run_prepared_on_cpu::<false, false, false>(net, ps, sample, config, ws, stop)
-    };
+    run_fast_then_checked::<false>(net, ps, sample, config, ws, stop)
+}
+
+/// The fast run of a sample; only when it saw a non-finite membrane, the checked re-run
+/// (out of line for prioritised input, the default).
+#[inline(always)]
+fn run_fast_then_checked<const PRIO: bool>(
+    net: &Network,
+    ps: &PreparedSample,
+    sample: u32,
+    config: &RunConfig,
+    ws: &mut Workspace,
+    stop: Option<&Interrupt>,
+) -> Result<SampleResult, EngineError> {
+    let fast = run_with_carry::<false, PRIO>(net, ps, sample, config, ws, stop);
     if !std::mem::take(&mut ws.non_finite) {
         return fast;
     }
-    if carry {
-        run_prepared_on_cpu::<true, true, false>(net, ps, sample, config, ws, stop)
+    if PRIO {
+        run_prepared_checked(net, ps, sample, config, ws, stop)
     } else {
-        run_prepared_on_cpu::<true, false, false>(net, ps, sample, config, ws, stop)
+        run_with_carry::<true, false>(net, ps, sample, config, ws, stop)
     }
 }
 
@@ -113,6 +114,23 @@ fn run_prepared_npi(
 #[inline(always)]
 fn carries(net: &Network, config: &RunConfig) -> bool {
     net.any_recurrent && config.scheduler == Scheduler::Layered
+}
+
+/// The event loop compiled with or without the carry (R4.9), as [`carries`] says.
+#[inline(always)]
+fn run_with_carry<const CHECK: bool, const PRIO: bool>(
+    net: &Network,
+    ps: &PreparedSample,
+    sample: u32,
+    config: &RunConfig,
+    ws: &mut Workspace,
+    stop: Option<&Interrupt>,
+) -> Result<SampleResult, EngineError> {
+    if carries(net, config) {
+        run_prepared_on_cpu::<CHECK, true, PRIO>(net, ps, sample, config, ws, stop)
+    } else {
+        run_prepared_on_cpu::<CHECK, false, PRIO>(net, ps, sample, config, ws, stop)
+    }
 }
 
 /// The checked re-run of [`run_prepared`], kept out of line (it runs only for a sample
@@ -127,11 +145,7 @@ fn run_prepared_checked(
     ws: &mut Workspace,
     stop: Option<&Interrupt>,
 ) -> Result<SampleResult, EngineError> {
-    if carries(net, config) {
-        run_prepared_on_cpu::<true, true, true>(net, ps, sample, config, ws, stop)
-    } else {
-        run_prepared_on_cpu::<true, false, true>(net, ps, sample, config, ws, stop)
-    }
+    run_with_carry::<true, true>(net, ps, sample, config, ws, stop)
 }
 
 #[inline(always)]
