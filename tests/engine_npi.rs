@@ -5,13 +5,10 @@
 #[path = "support/nets.rs"]
 mod nets;
 
-use std::sync::atomic::AtomicBool;
-
-use _engine::engine::{trace_batch, EventKind, TraceEvent};
+use _engine::engine::EventKind;
 use _engine::rng::hash;
 use _engine::{
-    run_sample, EngineError, Network, ResetMode, RunConfig, SampleInput, SampleResult, Scheduler,
-    StopMode,
+    run_sample, EngineError, Network, ResetMode, RunConfig, SampleInput, Scheduler, StopMode,
 };
 use nets::*;
 
@@ -21,27 +18,6 @@ fn npi(scheduler: Scheduler, f: usize) -> RunConfig {
         prioritize_input: false,
         ..cfg(scheduler, f)
     }
-}
-
-fn traced(
-    n: &Network,
-    frames: &[f32],
-    timesteps: usize,
-    config: &RunConfig,
-) -> (SampleResult, Vec<TraceEvent>) {
-    let inputs = [SampleInput::Dense { frames, timesteps }];
-    let (mut results, mut traces) =
-        trace_batch(n, &inputs, None, None, config, &AtomicBool::new(false)).expect("trace");
-    (results.remove(0), traces.remove(0))
-}
-
-/// The events of one kind as `(t, k, population, neuron, value)`.
-fn events(trace: &[TraceEvent], kind: EventKind) -> Vec<(u32, u32, u32, u32, f64)> {
-    trace
-        .iter()
-        .filter(|e| e.kind == kind)
-        .map(|e| (e.timestep, e.step, e.population, e.neuron, e.value))
-        .collect()
 }
 
 /// Three inputs into one hidden neuron A (threshold 1, weights 0.6 each), A into the

@@ -8,36 +8,12 @@
 #[path = "support/nets.rs"]
 mod nets;
 
-use std::sync::atomic::AtomicBool;
-
-use _engine::engine::{trace_batch, EventKind, TraceEvent};
+use _engine::engine::EventKind;
 use _engine::{
     run_sample, EngineError, Network, NetworkSpec, PoolKind, ProjectionKind, ProjectionSpec,
-    RunConfig, SampleInput, SampleResult, Scheduler, StopMode,
+    RunConfig, SampleInput, Scheduler, StopMode,
 };
 use nets::*;
-
-/// The result and the trace (R7.10) of one dense sample.
-fn traced(
-    n: &Network,
-    frames: &[f32],
-    timesteps: usize,
-    config: &RunConfig,
-) -> (SampleResult, Vec<TraceEvent>) {
-    let inputs = [SampleInput::Dense { frames, timesteps }];
-    let (mut results, mut traces) =
-        trace_batch(n, &inputs, None, None, config, &AtomicBool::new(false)).expect("trace");
-    (results.remove(0), traces.remove(0))
-}
-
-/// The events of one kind as `(t, k, population, neuron, value)`.
-fn events(trace: &[TraceEvent], kind: EventKind) -> Vec<(u32, u32, u32, u32, f64)> {
-    trace
-        .iter()
-        .filter(|e| e.kind == kind)
-        .map(|e| (e.timestep, e.step, e.population, e.neuron, e.value))
-        .collect()
-}
 
 const NON_LAYERED: [Scheduler; 4] = [
     Scheduler::Fifo,

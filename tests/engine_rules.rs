@@ -9,7 +9,7 @@ mod nets;
 
 use std::sync::atomic::AtomicBool;
 
-use _engine::engine::{trace_batch, EventKind, TraceEvent};
+use _engine::engine::{EventKind, TraceEvent};
 use _engine::rng::{uniform, STREAM_DROPOUT};
 use _engine::{
     run_batch, run_sample, EngineError, Network, NetworkSpec, PoolKind, PopulationSpec,
@@ -605,26 +605,9 @@ fn sample_id_and_batch_agree() {
 
 // ------------------------------------------------------------------ SPEC_VERSION 2: settling
 
-/// The result and the trace (R7.10) of one dense sample.
-fn traced(
-    n: &Network,
-    frames: &[f32],
-    timesteps: usize,
-    config: &_engine::RunConfig,
-) -> (_engine::SampleResult, Vec<TraceEvent>) {
-    let inputs = [SampleInput::Dense { frames, timesteps }];
-    let (mut results, mut traces) =
-        trace_batch(n, &inputs, None, None, config, &AtomicBool::new(false)).expect("trace");
-    (results.remove(0), traces.remove(0))
-}
-
 /// The spikes of a trace as `(t, k, population, neuron, v_pre)`.
-fn spikes_of(events: &[TraceEvent]) -> Vec<(u32, u32, u32, u32, f64)> {
-    events
-        .iter()
-        .filter(|e| e.kind == EventKind::Spike)
-        .map(|e| (e.timestep, e.step, e.population, e.neuron, e.value))
-        .collect()
+fn spikes_of(trace: &[TraceEvent]) -> Vec<(u32, u32, u32, u32, f64)> {
+    events(trace, EventKind::Spike)
 }
 
 /// R4.7 / R4.3.1: a bias is added once per timestep, in the step of the first delivery

@@ -4,6 +4,9 @@
 //! projection straight from R1.2.
 #![allow(dead_code)] // each test crate uses a part
 
+use std::sync::atomic::AtomicBool;
+
+use _engine::engine::{trace_batch, EventKind, TraceEvent};
 use _engine::{
     run_sample, Network, NetworkSpec, PopulationSpec, ProjectionKind, ProjectionSpec, ResetMode,
     RunConfig, SampleInput, SampleResult, Scheduler, StopMode,
@@ -198,4 +201,26 @@ pub fn pop_syn(
         reset,
         ..pop(size, th, beta)
     }
+}
+
+/// The result and the trace (R7.10) of one dense sample.
+pub fn traced(
+    n: &Network,
+    frames: &[f32],
+    timesteps: usize,
+    config: &RunConfig,
+) -> (SampleResult, Vec<TraceEvent>) {
+    let inputs = [SampleInput::Dense { frames, timesteps }];
+    let (mut results, mut traces) =
+        trace_batch(n, &inputs, None, None, config, &AtomicBool::new(false)).expect("trace");
+    (results.remove(0), traces.remove(0))
+}
+
+/// The events of one kind as `(t, k, population, neuron, value)`.
+pub fn events(trace: &[TraceEvent], kind: EventKind) -> Vec<(u32, u32, u32, u32, f64)> {
+    trace
+        .iter()
+        .filter(|e| e.kind == kind)
+        .map(|e| (e.timestep, e.step, e.population, e.neuron, e.value))
+        .collect()
 }
