@@ -159,3 +159,17 @@ def layered_bptt(net: Any, ws: list[Any], bs: list[Any], x: Any) -> Any:
         prev = now[1:]
         out.append(now[-1])
     return torch.stack(out, 1)
+
+
+def infer_backends(net: Any, x: Any, **kw: Any) -> list[Any]:
+    """The torch engine's results on the ``host`` and ``torch`` backends, which must agree."""
+    from asyncsnn.testing import assert_results_equal
+
+    results = [asyncsnn_torch.infer(net, x, backend=b, **kw) for b in ("host", "torch")]
+    assert_results_equal(results[0], results[1])
+    return results
+
+
+def infer_all(net: Any, x: Any, **kw: Any) -> Any:
+    """The torch engine's result on both backends (:func:`infer_backends`, which must agree)."""
+    return infer_backends(net, x, **kw)[0]

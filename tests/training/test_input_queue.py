@@ -23,7 +23,7 @@ import torch
 import asyncsnn
 import asyncsnn.reference
 import asyncsnn.torch as at
-from _torch import one_torch_thread, random_run_options
+from _torch import infer_all, one_torch_thread, random_run_options
 from asyncsnn._prepare import prepare_given_options
 from asyncsnn.exceptions import ParameterError
 from asyncsnn.network import RESET_MODES, Dense, Network, Projection
@@ -39,13 +39,6 @@ UNLAYERED = ["fifo", "random"]
 @pytest.fixture(autouse=True, scope="module")
 def _one_torch_thread() -> Iterator[None]:
     yield from one_torch_thread()
-
-
-def infer_all(net: Network, x: np.ndarray, **kw: Any) -> asyncsnn.InferenceResult:
-    """The torch engine's result on both backends (they must agree)."""
-    results = [at.infer(net, x, backend=b, **kw) for b in BACKENDS]
-    assert_results_equal(results[0], results[1])
-    return results[0]
 
 
 def varied_network(rng: np.random.Generator, kind: str, extra: int) -> Network:

@@ -24,7 +24,7 @@ import asyncsnn
 import asyncsnn.reference
 import asyncsnn.torch as at
 from _strategies import SCHEDULERS
-from _torch import assert_grad_run_matches, backend_gradients, layered_bptt, one_torch_thread
+from _torch import assert_grad_run_matches, backend_gradients, infer_all, layered_bptt, one_torch_thread
 from asyncsnn._prepare import prepare_given_options
 from asyncsnn.network import RESET_MODES, Conv2d, Dense, Network, Projection
 from asyncsnn.testing import assert_results_equal, grid_weights, random_count_input, random_grid_network
@@ -56,13 +56,6 @@ def lateral_network() -> Network:
         beta=1.0,
         recurrent=[(1, 1, Dense(lateral))],
     )
-
-
-def infer_all(net: Network, x: np.ndarray, **kw: Any) -> asyncsnn.InferenceResult:
-    """The torch engine's result on both backends, which must agree."""
-    results = [at.infer(net, x, backend=b, **kw) for b in BACKENDS]
-    assert_results_equal(results[0], results[1])
-    return results[0]
 
 
 def test_the_plan_sees_recurrent_targets_as_settling() -> None:

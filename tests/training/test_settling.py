@@ -21,7 +21,7 @@ import asyncsnn
 import asyncsnn.reference
 import asyncsnn.torch as at
 from _strategies import SCHEDULERS
-from _torch import assert_grad_run_matches, random_run_options
+from _torch import assert_grad_run_matches, infer_backends, random_run_options
 from asyncsnn._prepare import prepare_given_options
 from asyncsnn.network import RESET_MODES, Dense, Network, Population, Projection
 from asyncsnn.testing import assert_results_equal, grid_weights, random_count_input, random_grid_network
@@ -67,13 +67,6 @@ def options(net: Network, **kw: Any) -> Any:
     return prepare_given_options(net, **{"scheduler": "layered", "forward_group_size": 8, **kw})
 
 
-def infer_all(net: Network, x: np.ndarray, **kw: Any) -> list[asyncsnn.InferenceResult]:
-    """The torch engine's result on both backends (they must agree)."""
-    results = [at.infer(net, x, backend=b, **kw) for b in BACKENDS]
-    assert_results_equal(results[0], results[1])
-    return results
-
-
 # ------------------------------------------------------------------------- hand-checked
 def biased_neuron(bias: float, beta: float, reset: str, n_t: int) -> list[int]:
     """The timesteps in which one IF/LIF neuron with a bias and no input fires (R4.7, R4.8)."""
@@ -100,7 +93,7 @@ def test_a_biased_neuron_fires_without_input(reset: str) -> None:
     net = chain([0.75, 0.0], [reset, "zero"], beta=0.5)
     expected = biased_neuron(0.75, 0.5, reset, n_t)
     assert expected  # the case is not trivial
-    for res in infer_all(net, np.zeros((1, n_t, 1), dtype=np.float32), scheduler="fifo"):
+    for res in infer_backends(net, np.zeros((1, n_t, 1), dtype=np.float32), scheduler="fifo"):
         steps = [2 if t in expected else 1 for t in range(n_t)]
         assert res.timestep_forward_steps[0].tolist() == steps
         assert res.timestep_output_counts[0, :, 0].tolist() == [int(t in expected) for t in range(n_t)]
@@ -121,13 +114,13 @@ def test_settle_only_steps() -> None:
     # settles in a settle-only step after step 0 (R4.3.4), fires every second timestep
     # and its spike is delivered in a third step.
     net = chain([0.0, 0.75, 0.0], ["zero", "zero", "zero"])
-    for res in infer_all(net, np.zeros((1, 6, 1), dtype=np.float32), scheduler="momentum"):
+    for res in infer_backends(net, np.zeros((1, 6, 1), dtype=np.float32), scheduler="momentum"):
         assert res.timestep_forward_steps[0].tolist() == [2, 3, 2, 3, 2, 3]
         assert res.spikes[0].tolist() == [0, 3, 3]
         assert res.first_output_step[0].tolist() == [-1, 2, -1, 2, -1, 2]
         assert res.decision_step[0] == 2 + 2  # the first output spike decides
     # A stop at the first step leaves population 2 unsettled: its bias is lost (R4.7).
-    for res in infer_all(net, np.zeros((1, 6, 1), dtype=np.float32), max_steps=1):
+    for res in infer_backends(net, np.zeros((1, 6, 1), dtype=np.float32), max_steps=1):
         assert res.timestep_forward_steps[0].tolist() == [1] * 6
         assert res.spikes_total[0] == 0
 
@@ -135,7 +128,7 @@ def test_settle_only_steps() -> None:
 def test_the_lowest_due_population_settles_first_and_spikes_arrive_in_order() -> None:
     # 1 and 2 both biased: 1 settles at step 0 and fires, its group settles 2 (R4.7).
     net = chain([1.5, 0.25, 0.0], ["none", "subtract", "zero"])
-    for res in infer_all(net, np.zeros((1, 3, 1), dtype=np.float32), scheduler="fifo"):
+    for res in infer_backends(net, np.zeros((1, 3, 1), dtype=np.float32), scheduler="fifo"):
         # t0: 1 fires at step 0 (1.5, "none": V stays), 2 settles at step 1 (2 + 0.25
         # fires, "subtract": 1.25 left), the output fires at step 2.
         # t1: 1 (V 3.0) fires again; 2 has 1.25 + 2 + 0.25 = 3.5: fires; and so on.
@@ -242,7 +235,7 @@ def random_case(seed: int, big: bool = False) -> tuple[Network, np.ndarray, dict
 def test_both_backends_equal_the_reference(seed: int) -> None:
     net, x, opts, labels = random_case(seed, big=seed % 6 == 5)
     expected = asyncsnn.reference.infer(net, x, labels=labels, **opts)
-    for res in infer_all(net, x, labels=labels, **opts):
+    for res in infer_backends(net, x, labels=labels, **opts):
         assert_results_equal(res, expected)
 
 
@@ -261,7 +254,7 @@ def test_every_scheduler_and_reset_equals_the_reference(scheduler: str, reset: s
         for f in (1, 3):
             kw: dict[str, Any] = {"scheduler": scheduler, "forward_group_size": f, "seed": 11}
             expected = asyncsnn.reference.infer(net, x, **kw)
-            for res in infer_all(net, x, **kw):
+            for res in infer_backends(net, x, **kw):
                 assert_results_equal(res, expected)
 
 

@@ -28,7 +28,14 @@ import asyncsnn
 import asyncsnn.reference
 import asyncsnn.torch as at
 from _strategies import SCHEDULERS
-from _torch import assert_grad_run_matches, backend_gradients, layered_bptt, one_torch_thread, random_run_options
+from _torch import (
+    assert_grad_run_matches,
+    backend_gradients,
+    infer_all,
+    layered_bptt,
+    one_torch_thread,
+    random_run_options,
+)
 from asyncsnn._prepare import prepare_given_options
 from asyncsnn.network import RESET_MODES, Dense, Network, Population, Projection
 from asyncsnn.testing import assert_results_equal, grid_weights, random_count_input, random_grid_network
@@ -42,13 +49,6 @@ BACKENDS = ["host", "torch"]
 @pytest.fixture(autouse=True, scope="module")
 def _one_torch_thread() -> Iterator[None]:
     yield from one_torch_thread()
-
-
-def infer_all(net: Network, x: np.ndarray, **kw: Any) -> asyncsnn.InferenceResult:
-    """The torch engine's result on both backends (they must agree)."""
-    results = [at.infer(net, x, backend=b, **kw) for b in BACKENDS]
-    assert_results_equal(results[0], results[1])
-    return results[0]
 
 
 def chain(alpha: list[float], weights: list[float], threshold: float = 1.0, beta: float = 1.0) -> Network:
