@@ -265,6 +265,7 @@ per scheduler x F; --json then holds one summary per row under "configurations",
 _EPILOG_TRACE = """examples:
   asyncsnn trace model.safetensors --sample 3                  # layered vs momentum, F = 8
   asyncsnn trace model.safetensors --sample 3 --scheduler random momentum -F 1 --format parquet
+  asyncsnn trace model.safetensors --sample 3 --scheduler fifo random --no-prioritize-input
 
 sample N is row N of what `asyncsnn evaluate` runs with the same --dataset, --seed and
 --max-test (and the random function sees the same sample id), so the two agree.
@@ -723,6 +724,9 @@ def _trace(args: argparse.Namespace) -> int:
         from asyncsnn.trace import _pyarrow
 
         _pyarrow()  # a missing pyarrow fails before anything runs
+    schedulers = list(dict.fromkeys(["layered", *args.scheduler]))
+    for scheduler in schedulers:  # every configuration is checked before the model is read (R4.13)
+        asyncsnn.RunOptions(scheduler=scheduler, prioritize_input=args.prioritize_input)
     net, ds, x = _test_set(args)
     n = args.sample
     if n >= len(ds.test_y):
@@ -731,7 +735,7 @@ def _trace(args: argparse.Namespace) -> int:
         )
     label = int(ds.test_y[n])
     runs = {}
-    for scheduler in dict.fromkeys(["layered", *args.scheduler]):
+    for scheduler in schedulers:
         runs[scheduler] = asyncsnn.infer(
             net,
             x[n : n + 1],
@@ -742,6 +746,7 @@ def _trace(args: argparse.Namespace) -> int:
             seed=args.seed,
             labels=[label],
             sample_ids=[n],  # the random function sees what evaluate's run of this sample sees
+            prioritize_input=args.prioritize_input,
             trace=True,
         )
     out = Path(args.out)
@@ -1125,6 +1130,14 @@ def _add_trace_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], 
         "--extra-steps", type=int, default=0, help="forward steps run after the first output spike (first_output)"
     )
     tr.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the data encoding and of the run")
+    tr.add_argument(
+        "--prioritize-input",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="deliver the input frame at once in forward step 0 (default); --no-prioritize-input schedules the "
+        "input values with the spikes (docs/semantics.md R4.13; not with momentum, the default --scheduler): "
+        "their input events mark the enqueue, their deliveries are population 0",
+    )
     _add_sample_caps(tr, train=False)
     tr.add_argument("--format", choices=["csv", "parquet"], default="csv", help="file format of the events")
     tr.add_argument("--out", default="trace", help="folder for the event files and raster.png")

@@ -19,16 +19,18 @@ Columns (all numpy arrays of one length, the number of events):
     The forward step counted across the sample's timesteps from 0 (R7.9):
     ``sum(timestep_forward_steps[:t]) + k``.
 ``kind``
-    ``"input"`` (a non-zero input delivered in forward step 0, R4.2), ``"spike"`` (a
+    ``"input"`` (a non-zero input delivered in forward step 0, R4.2; with
+    ``prioritize_input=False`` enqueued there as an input entry, R4.13), ``"spike"`` (a
     neuron crossed its threshold in the fire phase of the step, R4.3.2) or
-    ``"delivery"`` (a pending neuron delivered by the group selected at the end of the
-    step, R4.3.4; its current is integrated in step ``k + 1``).
+    ``"delivery"`` (a pending neuron, or an input entry as population 0, delivered by
+    the group selected at the end of the step, R4.3.4; its current is integrated in
+    step ``k + 1``).
 ``population``, ``neuron``
     The population (the input is 0, R1.1) and the neuron's index within it (flat, C
     order over a population's shape).
 ``value``
     The input value, the membrane before the reset (``v_pre``) or the multiplicity of
-    the delivery (float64; float32 values are exact).
+    the delivery (an input entry's: its value; float64, float32 values are exact).
 
 A trace holds one row per event, so it is as long as ``input_events + spikes_total +``
 the deliveries of the batch: trace a few samples, not a dataset.

@@ -48,3 +48,34 @@ def test_trace_parquet_and_bad_sample(tmp_path: Path, cli_model: tuple[Path, asy
     assert "--sample = 4" in err
     assert "4 samples" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_trace_with_non_prioritised_input(tmp_path: Path, cli_model: tuple[Path, asyncsnn.Network]) -> None:
+    pytest.importorskip("matplotlib")
+    path, net = cli_model
+    out = tmp_path / "t"
+    args = ["trace", str(path), "--sample", "2", "--max-test", "8", "--scheduler", "fifo", "-F", "2"]
+    code, text, err = run_cli([*args, "--no-prioritize-input", "--out", str(out)])
+    assert code == 0, err
+    ds = load_dataset("digits", seed=0, max_train=1, max_test=8)
+    x = ds.test_x.reshape(8, ds.test_x.shape[1], -1)
+    for scheduler in ("layered", "fifo"):
+        kw = {"scheduler": scheduler, "forward_group_size": 2, "sample_ids": [2], "trace": True}
+        queued = asyncsnn.infer(net, x[2:3], prioritize_input=False, **kw)  # type: ignore[arg-type]
+        plain = asyncsnn.infer(net, x[2:3], **kw)  # type: ignore[arg-type]
+        assert queued.trace is not None
+        assert plain.trace is not None
+        written = Trace.read_csv(out / f"{scheduler}.csv")
+        assert written == queued.trace
+        assert written != plain.trace
+        # R4.13 / R7.10: every input entry is delivered (drain), as a population-0 delivery
+        inputs = written.of_kind("input")
+        deliveries = written.of_kind("delivery")
+        assert len(inputs) > 0
+        assert int((deliveries.population == 0).sum()) == len(inputs)
+        assert f"{int(queued.forward_steps[0])} forward steps" in text
+    # momentum (the default --scheduler) refuses it before anything is read or written
+    code, _, err = run_cli(["trace", str(path), "--no-prioritize-input", "--out", str(tmp_path / "m")])
+    assert code == 2
+    assert "prioritize_input" in err
+    assert not (tmp_path / "m").exists()
