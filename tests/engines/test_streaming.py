@@ -31,6 +31,8 @@ OPTIONS: list[dict[str, Any]] = [
     {"scheduler": "momentum", "forward_group_size": 1, "jitter": 0.5, "refractory_dropout": "network"},
     {"scheduler": "fifo", "forward_group_size": 3, "stop": "first_output", "extra_steps": 1},
     {"scheduler": "layered", "stop": "max_steps", "max_steps": 2},
+    # R4.13 and R4.10: the input keys and the drops see each sample's id across chunks
+    {"scheduler": "random", "forward_group_size": 1, "seed": 5, "prioritize_input": False, "input_dropout": 0.2},
 ]
 
 
