@@ -8,6 +8,7 @@ and the documentation block is replaced in place without touching the rest.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -86,3 +87,16 @@ def test_threads_batch1_measures_three_ratios() -> None:
     ratios = threads_batch1.measure(rounds=1, inner=1, timesteps=5)
     assert set(ratios) == {"alone", "1t after snnTorch", "default after snnTorch"}
     assert all(r > 0 and np.isfinite(r) for r in ratios.values())
+
+
+def test_train_compare_asynctorch_needs_a_checkout(tmp_path: Path) -> None:
+    """``train_compare.py --asynctorch PATH`` without asynctorch under PATH: exit 2, one clear line."""
+    script = Path(__file__).resolve().parents[2] / "benches" / "train_compare.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--asynctorch", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "--asynctorch" in lines[0]
+    assert str(tmp_path) in lines[0]
