@@ -414,3 +414,27 @@ def test_devices_threads_and_overflow() -> None:
                 errors.append((info.value.field, info.value.location, str(info.value)))
             assert errors[0] == errors[1]
             assert errors[0][0] == "membrane"
+
+
+def test_the_run_pauses_the_garbage_collector(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The run makes thousands of autograd objects: Python's cyclic collector is off while
+    # its forward steps run, and as it was afterwards.
+    import gc
+
+    from asyncsnn.torch.engine import driver
+
+    seen: list[bool] = []
+    forward_steps = driver._forward_steps
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        seen.append(gc.isenabled())
+        return forward_steps(*args, **kwargs)
+
+    monkeypatch.setattr(driver, "_forward_steps", recording)
+    net = asyncsnn.Network.sequential((3,), [asyncsnn.Dense(np.full((2, 3), 0.5, np.float32))], threshold=1.0)
+    x = np.ones((2, 3, 3), np.float32)
+    assert gc.isenabled()
+    res = at.infer(net, x, scheduler="momentum", forward_group_size=1)
+    assert seen == [False, False, False]
+    assert gc.isenabled()
+    assert_results_equal(res, asyncsnn.reference.infer(net, x, scheduler="momentum", forward_group_size=1))

@@ -93,7 +93,6 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-@gc_paused()  # the run creates thousands of autograd objects (see gc_paused)
 def _context(
     plan: Plan,
     pt: dict[str, torch.Tensor],
@@ -127,6 +126,7 @@ def _context(
     )
 
 
+@gc_paused()  # the run creates thousands of autograd objects (see gc_paused)
 def run(
     plan: Plan,
     weights: Sequence[torch.Tensor | None],
