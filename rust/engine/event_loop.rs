@@ -86,8 +86,7 @@ fn run_prepared_npi(
     run_fast_then_checked::<false>(net, ps, sample, config, ws, stop)
 }
 
-/// The fast run of a sample; only when it saw a non-finite membrane, the checked re-run
-/// (out of line for prioritised input, the default).
+/// The fast run of a sample; only when it saw a non-finite membrane, the checked re-run.
 #[inline(always)]
 fn run_fast_then_checked<const PRIO: bool>(
     net: &Network,
@@ -101,11 +100,7 @@ fn run_fast_then_checked<const PRIO: bool>(
     if !std::mem::take(&mut ws.non_finite) {
         return fast;
     }
-    if PRIO {
-        run_prepared_checked(net, ps, sample, config, ws, stop)
-    } else {
-        run_with_carry::<true, false>(net, ps, sample, config, ws, stop)
-    }
+    run_prepared_checked::<PRIO>(net, ps, sample, config, ws, stop)
 }
 
 /// R4.9: the recurrent projections' currents are carried (scheduler `layered` and a
@@ -137,7 +132,7 @@ fn run_with_carry<const CHECK: bool, const PRIO: bool>(
 /// whose membrane overflowed).
 #[cold]
 #[inline(never)]
-fn run_prepared_checked(
+fn run_prepared_checked<const PRIO: bool>(
     net: &Network,
     ps: &PreparedSample,
     sample: u32,
@@ -145,7 +140,7 @@ fn run_prepared_checked(
     ws: &mut Workspace,
     stop: Option<&Interrupt>,
 ) -> Result<SampleResult, EngineError> {
-    run_with_carry::<true, true>(net, ps, sample, config, ws, stop)
+    run_with_carry::<true, PRIO>(net, ps, sample, config, ws, stop)
 }
 
 #[inline(always)]
