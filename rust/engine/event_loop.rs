@@ -666,7 +666,8 @@ fn keep_sparse_inputs(
 }
 
 /// R4.11: the ids of `ids` (one population's spikes of step `k`, increasing) that spike
-/// dropout keeps, enqueued into the pending set. Out of line: a run with
+/// dropout keeps, enqueued into the pending set; a dropped spike of a pending neuron
+/// updates its momentum key (`PendingSet::refresh_key`). Out of line: a run with
 /// `spike_dropout = 0` never calls it (and draws nothing).
 ///
 /// No allocation: the kept ids are gathered in a buffer on the stack and enqueued a
@@ -697,6 +698,10 @@ fn enqueue_kept(
                 }
                 n = 0;
             }
+        } else {
+            // Dropped: a pending entry of q (refractory dropout) keeps its multiplicity
+            // but takes the new v_pre as its momentum key.
+            pending.refresh_key(q, v_pre[q as usize]);
         }
     }
     pending.enqueue_all(&kept[..n], p, v_pre)

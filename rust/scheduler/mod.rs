@@ -332,6 +332,20 @@ impl PendingSet {
         self.enqueue_each(qs, pop, |q| v_pre[q as usize])
     }
 
+    /// A spike of neuron `q` that did not enter the set (spike dropout, R4.11) still set
+    /// its `v_pre` (R4.3.2): if `q` is pending, its `momentum` key follows the new value
+    /// (R5.4 orders by the latest `v_pre`). The heap's old entry of `q` is stale from now
+    /// on, so without the new one `q` would never be selected. The other queues read no
+    /// key at enqueue (`momentum` with jitter reads `v_pre` when it selects).
+    #[inline]
+    pub fn refresh_key(&mut self, q: u32, v_pre: f32) {
+        if let Queue::Heap(heap) = &mut self.queue {
+            if self.table.mult[q as usize] > 0 {
+                heap.push(q, v_pre);
+            }
+        }
+    }
+
     /// Enqueues one spike of neuron `q` of population `pop` with membrane value at the
     /// spike `v_pre`.
     #[cfg(test)]
@@ -504,6 +518,33 @@ mod tests {
         p.select(2, CTX, &v, &mut g);
         assert_eq!(g, vec![(5, 1)]);
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn a_dropped_spike_of_a_pending_neuron_moves_its_momentum_key() {
+        // R4.11 with refractory dropout: neuron 3 is pending (v_pre 1.2), fires again and
+        // the spike is dropped (v_pre 2.0, multiplicity still 1). Momentum orders by the
+        // latest v_pre: 3 goes before 6 (1.5), once, and the timestep can end.
+        for jitter in [0.0, 0.25] {
+            let mut p = PendingSet::new(10, 2);
+            p.set_scheduler(Scheduler::Momentum { jitter });
+            let mut v = [0.0f32; 10];
+            (v[3], v[6]) = (1.2, 1.5);
+            assert!(p.enqueue_all(&[3, 6], 0, &v));
+            v[3] = 2.0;
+            p.refresh_key(3, v[3]);
+            p.refresh_key(8, 3.0); // not pending: nothing to move
+            let mut g = Vec::new();
+            p.select(1, CTX, &v, &mut g);
+            if jitter == 0.0 {
+                assert_eq!(g, vec![(3, 1)]);
+            }
+            p.select(1, CTX, &v, &mut g);
+            assert_eq!(g.len(), 1);
+            assert!(p.is_empty());
+            p.select(1, CTX, &v, &mut g);
+            assert!(g.is_empty());
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ engine -- the one engine that runs a batch in lock step -- must equal the other 
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,9 @@ from _strategies import (
     with_recurrence,
     with_settling,
 )
-from asyncsnn.testing import assert_results_equal, random_count_input, random_grid_network
+from asyncsnn.rng import STREAM_SPIKE_DROPOUT, uniform
+from asyncsnn.testing import assert_results_equal, grid_weights, random_count_input, random_grid_network
+from asyncsnn.trace import Trace
 
 
 def cases() -> st.SearchStrategy[dict[str, Any]]:
@@ -171,6 +174,47 @@ def test_threshold_ties_are_exact() -> None:
     assert_results_equal(a, b)
     # t0: V = 1.0 == threshold, no spike; t1: 1 + 1 = 2 > 1 spikes; t2: 0.5; t3: 0.5 + 1 = 1.5 spikes.
     np.testing.assert_array_equal(a.spikes[0], [6, 4])
+
+
+def _refired_after_a_kept_spike_and_dropped(trace: Trace, net: asyncsnn.Network, seed: int, p: float) -> int:
+    """Spikes that spike dropout dropped (R4.11) while the neuron was pending from a kept one."""
+    offsets = np.cumsum([0, 0, *[pop.size for pop in net.populations]])  # ids of R5.5: inputs have none
+    pending: dict[tuple[int, int, int, int], bool] = {}
+    found = 0
+    for e in trace.rows():
+        key = (e["sample"], e["timestep"], e["population"], e["neuron"])
+        if e["kind"] == "delivery":
+            pending[key] = False
+        elif e["kind"] == "spike" and 0 < e["population"] < len(net.populations):  # enqueued populations
+            q = int(offsets[e["population"]] + e["neuron"])
+            dropped = uniform(seed, e["sample"], e["timestep"], e["step"], q, STREAM_SPIKE_DROPOUT) < p
+            found += dropped and pending.get(key, False)
+            pending[key] = pending.get(key, False) or not dropped
+    return found
+
+
+@pytest.mark.parametrize("jitter", [0.0, 0.5])
+def test_a_dropped_spike_of_a_pending_neuron_moves_its_momentum_key(jitter: float) -> None:
+    """R4.11 with refractory dropout (R4.6) under ``momentum``: a pending neuron that fires
+    again has a new ``v_pre``, also when spike dropout drops that spike, and R5.4 orders by
+    the latest ``v_pre``. The Rust engine once kept the old key in its heap, where the
+    entry then counted as stale: the neuron was never delivered (a later neuron went
+    first, and without ``max_steps`` the timestep never ended)."""
+    rng = np.random.default_rng(12)
+    sizes = [8, 6, 6, 2]
+    pops = [asyncsnn.Population.create((n,), 1.0, 0.75, refractory_dropout=0.5) for n in sizes[1:]]
+    layers = [asyncsnn.Dense(grid_weights(rng, (m, n), 0.4, 0.45)) for n, m in itertools.pairwise(sizes)]
+    projs = [asyncsnn.Projection(i, i + 1, layer) for i, layer in enumerate(layers)]
+    net = asyncsnn.Network((sizes[0],), pops, projs)
+    x = (rng.random((1, 2, 8)) < 0.6) * rng.integers(1, 3, (1, 2, 8)).astype(np.float32)
+    kw: dict[str, Any] = {"scheduler": "momentum", "forward_group_size": 1, "refractory_dropout": "network"}
+    kw |= {"spike_dropout": 0.5, "seed": 3, "jitter": jitter, "max_steps": 100}
+    ref = asyncsnn.reference.infer(net, x, trace=True, **kw)
+    assert _refired_after_a_kept_spike_and_dropped(ref.trace, net, 3, 0.5) > 0  # the case is drawn
+    rust = asyncsnn.infer(net, x, trace=True, **kw)
+    assert_results_equal(rust, ref)
+    assert rust.trace == ref.trace
+    assert_results_equal(asyncsnn.torch.infer(net, x, **kw), ref)
 
 
 @pytest.mark.parametrize("scheduler", ["layered", "fifo", "momentum"])
