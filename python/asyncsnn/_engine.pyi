@@ -142,3 +142,18 @@ def select_pending(
 ) -> tuple[
     npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]
 ]: ...
+def record_outputs(
+    counters: npt.NDArray[np.float64],
+    columns: tuple[int, int, int, int, int, int],
+    latency_open: npt.NDArray[np.float32],
+    done: npt.NDArray[np.bool_],
+    fired: npt.NDArray[np.int64],
+    out_offset: int,
+    delivered: npt.NDArray[np.float32],
+    fanout: npt.NDArray[np.float64],
+    k: int,
+    latency: bool,
+    live: npt.NDArray[np.float32] | None = None,
+    spikes: npt.NDArray[np.float32] | None = None,
+    labels: npt.NDArray[np.int64] | None = None,
+) -> bool: ...

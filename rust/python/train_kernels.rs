@@ -5,12 +5,16 @@
 use numpy::ndarray::Dimension;
 use numpy::{
     Element, IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray, PyReadonlyArray1,
-    PyReadonlyArray2, PyReadwriteArray, PyReadwriteArray2, PyUntypedArrayMethods,
+    PyReadonlyArray2, PyReadwriteArray, PyReadwriteArray1, PyReadwriteArray2,
+    PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
 
 use super::errors::contiguous;
-use crate::train_kernels::{self as kernels, DeliverLayout, SelectKeys, StepGrads, StepInputs};
+use crate::train_kernels::{
+    self as kernels, DeliverLayout, RecordColumns, RecordRows, SelectKeys, Spent, StepGrads,
+    StepInputs,
+};
 
 /// The arrays that the kernels return.
 type I64Array<'py> = Bound<'py, PyArray1<i64>>;
@@ -237,4 +241,69 @@ pub(super) fn step_backward<'py>(
     let g_u = PyArray1::from_vec(py, g_u).reshape([n_rows, n_neu])?;
     let g_cur = PyArray1::from_vec(py, g_cur).reshape([n_rows, n_neu])?;
     Ok((g_u, g_cur))
+}
+
+/// The latency and decision records of a step's output spikes
+/// (`crate::train_kernels::record_outputs`).
+///
+/// `counters`: C-contiguous float64 `[rows, C]`, written in place; `columns`: `(synops
+/// start, synops end, latency, decision, running, totals)` of `CounterColumns`;
+/// `latency_open` float32 `[rows]` (in place), `done` bool `[rows]`; `fired` the step's
+/// spikes as sorted int64 positions `row * N + neuron`; the spikes so far as `live`
+/// (refractory mask) or `spikes` (per-neuron counts), exactly one of them, and
+/// `delivered`, float32 `[rows, N]`; `fanout` float64 `[N]`; `labels` int64 `[rows]`.
+/// Returns whether a running row may still record a latency.
+#[pyfunction]
+#[pyo3(signature = (
+    counters, columns, latency_open, done, fired, out_offset, delivered, fanout, k, latency,
+    live=None, spikes=None, labels=None,
+))]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn record_outputs<'py>(
+    py: Python<'py>,
+    mut counters: PyReadwriteArray2<'py, f64>,
+    columns: (usize, usize, usize, usize, usize, usize),
+    mut latency_open: PyReadwriteArray1<'py, f32>,
+    done: PyReadonlyArray1<'py, bool>,
+    fired: PyReadonlyArray1<'py, i64>,
+    out_offset: usize,
+    delivered: PyReadonlyArray2<'py, f32>,
+    fanout: PyReadonlyArray1<'py, f64>,
+    k: usize,
+    latency: bool,
+    live: Option<PyReadonlyArray2<'py, f32>>,
+    spikes: Option<PyReadonlyArray2<'py, f32>>,
+    labels: Option<PyReadonlyArray1<'py, i64>>,
+) -> PyResult<bool> {
+    let (synops_start, synops_end, lat, decision, running, totals) = columns;
+    let cols = RecordColumns {
+        width: counters.shape()[1],
+        synops: synops_start..synops_end,
+        latency: lat,
+        decision,
+        running,
+        totals,
+    };
+    let spent = match (&live, &spikes) {
+        (Some(a), None) => Spent::Live(view(a, "live")?),
+        (None, Some(a)) => Spent::Fired(view(a, "spikes")?),
+        _ => {
+            let err =
+                crate::EngineError::parameter("live", "both or neither", "pass live or spikes");
+            return Err(err.into());
+        }
+    };
+    let rows = RecordRows {
+        n_neu: delivered.shape()[1],
+        out_offset,
+        spent,
+        delivered: view(&delivered, "delivered")?,
+        fanout: view(&fanout, "fanout")?,
+        labels: labels.as_ref().map(|a| view(a, "labels")).transpose()?,
+        done: view(&done, "done")?,
+    };
+    let (cnt, fired) = (view_mut(&mut counters, "counters")?, view(&fired, "fired")?);
+    let open = view_mut(&mut latency_open, "latency_open")?;
+    kernels::check_records(cnt.len(), &cols, &rows, open.len(), fired)?;
+    Ok(py.detach(|| kernels::record_outputs(cnt, &cols, &rows, open, fired, k, latency)))
 }

@@ -15,10 +15,12 @@
 //!   values and adds their weight-table rows into the currents (R4.3.4);
 //!   [`deliver_backward`] is its gradient;
 //! * [`pending`]: [`merge_pending`] and [`select_pending`], the unlayered schedulers'
-//!   bookkeeping of the pending set of every row (R3.2, R4.3.2, R4.3.4, R5.2-R5.4).
+//!   bookkeeping of the pending set of every row (R3.2, R4.3.2, R4.3.4, R5.2-R5.4);
+//! * [`records`]: [`record_outputs`], the latency and decision records of a step's
+//!   output spikes (R7.7, R7.9).
 //!
 //! Each kernel has a check of its arguments (`check_*`, [`StepInputs::check`],
-//! [`StepGrads::check`], [`SelectKeys::new`]) that returns an [`crate::EngineError`]
+//! [`StepGrads::check`], [`SelectKeys::new`], [`check_records`]) that returns an [`crate::EngineError`]
 //! naming the bad argument, so that the kernel itself cannot index out of bounds.
 //!
 //! They are not the inference engine: `engine/` runs one sample as an event loop;
@@ -29,6 +31,7 @@
 
 pub mod deliver;
 pub mod pending;
+pub mod records;
 pub mod step;
 
 pub use deliver::{
@@ -38,6 +41,7 @@ pub use pending::{
     check_keys, check_merge, check_pending, merge_pending, select_pending, Pending, SelectKeys,
     Selection,
 };
+pub use records::{check_records, record_outputs, RecordColumns, RecordRows, Spent};
 pub use step::{step_backward, step_forward, Fired, StepGrads, StepInputs, StepOutputs};
 
 #[cfg(test)]

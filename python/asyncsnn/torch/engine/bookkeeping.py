@@ -108,8 +108,7 @@ class Bookkeeping(ABC):
     """The per-step bookkeeping of the running rows of one timestep (module docstring).
 
     The driver calls, at every forward step ``k``: :meth:`count_step`, the forward
-    step itself, :meth:`record_latency` (while it returns True) and
-    :meth:`record_decision` (both only when :meth:`outputs_fired`), :meth:`enqueue`,
+    step itself, :meth:`record_outputs`, :meth:`enqueue`,
     :meth:`stop`, :meth:`set_aside`, then (with a graph) :meth:`settle` and
     :meth:`select_and_deliver`. The pending set lives in the bookkeeping between
     these calls; :meth:`start_timestep` empties it.
@@ -133,25 +132,20 @@ class Bookkeeping(ABC):
     def count_step(self, rows: RowSet, k: int) -> None:
         """R7.5: the running rows have run ``k + 1`` forward steps."""
 
-    def outputs_fired(self, fired: torch.Tensor | None) -> bool:
-        """Whether an output neuron may have fired in the step (``fired``: as for :meth:`enqueue`).
-
-        When it returns False, the driver skips :meth:`record_latency` and
-        :meth:`record_decision`, which record nothing in a step without output spikes.
-        This default always returns True.
-        """
-        return True
-
     @abstractmethod
-    def record_latency(self, rows: RowSet, k: int, out_spikes: torch.Tensor) -> bool:
-        """R7.7 records of step ``k`` (see :func:`~asyncsnn.torch.engine.counters.record_latency`).
+    def record_outputs(
+        self, rows: RowSet, k: int, spikes: torch.Tensor, fired: torch.Tensor | None, latency_open: bool
+    ) -> bool:
+        """R7.7 and R7.9: the records of the output spikes of step ``k``.
 
-        Returns whether some running row may still record one.
+        ``spikes`` are the float32 ``[n, N]`` spikes of the step (no graph), ``fired``
+        their flat positions when :attr:`needs_fired`. The step's output spikes join
+        the rows' output counts and may change the running prediction and its decision
+        records (:func:`~asyncsnn.torch.engine.counters.record_decision`); while
+        ``latency_open``, they may also be some row's first output or first correct
+        spike (:func:`~asyncsnn.torch.engine.counters.record_latency`). Returns whether
+        some running row may still record one (``latency_open`` when nothing changed).
         """
-
-    @abstractmethod
-    def record_decision(self, rows: RowSet, k: int, out_spikes: torch.Tensor) -> None:
-        """R7.9: the running prediction after step ``k`` (:func:`~asyncsnn.torch.engine.counters.record_decision`)."""
 
     @abstractmethod
     def enqueue(self, rows: RowSet, fired: torch.Tensor | None) -> None:

@@ -2,10 +2,10 @@
 
 Each row set holds a float64 table ``[rows, C]`` of the counters of the running
 timestep (:class:`CounterColumns`); the latency records (R7.7) are written into it as
-the first output spikes happen (:func:`record_latency` in torch,
-:func:`record_latency_host` in numpy for the host backend), and so is the step of the
-timestep in which the running prediction last changed (R7.9, :func:`record_decision`,
-:func:`record_decision_host`), the per-neuron counts are
+the first output spikes happen (:func:`record_latency` in torch; the host backend's
+is one Rust call, ``_engine.record_outputs``), and so is the step of the timestep in
+which the running prediction last changed (R7.9, :func:`record_decision`), the
+per-neuron counts are
 reduced into it when the timestep ends (:func:`reduce_timestep`), and the tables of
 every timestep become the arrays of :data:`asyncsnn.result.COUNTER_FIELDS`
 (:func:`finish_counters`).
@@ -13,7 +13,6 @@ every timestep become the arrays of :data:`asyncsnn.result.COUNTER_FIELDS`
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from asyncsnn.result import COUNTER_FIELDS
@@ -23,9 +22,7 @@ __all__ = [
     "CounterColumns",
     "finish_counters",
     "record_decision",
-    "record_decision_host",
     "record_latency",
-    "record_latency_host",
     "reduce_timestep",
 ]
 
@@ -112,45 +109,6 @@ def record_latency(
     return bool((still & ~rows.done).any())  # rows whose timestep ended spike no more
 
 
-def record_latency_host(
-    rows: RowSet, columns: CounterColumns, host: dict[str, np.ndarray], k: int, out_spikes: torch.Tensor
-) -> bool:
-    """:func:`record_latency` in numpy (CPU tensors; ``host``: :meth:`Plan.host_arrays`)."""
-    out_np = out_spikes.numpy()
-    if (out_np.max(1) * rows.np("latency_open")).max() <= 0:  # nothing to record in this step
-        return True
-    cnt, col = rows.np("counters"), columns
-    new = (out_np.max(1) > 0) & (cnt[:, col.first_output_step] < 0)
-    hit = None
-    if rows.labels is not None:
-        hit = (out_np[np.arange(out_np.shape[0]), rows.np("labels")] > 0) & (cnt[:, col.first_correct_step] < 0)
-    rec = new if hit is None else new | hit
-    if rec.any():
-        # Only the rows that record something (a few): spikes and synops so far.
-        idx = np.flatnonzero(rec)
-        spk_t = np.zeros(rec.size)
-        syn_t = np.zeros(rec.size)
-        if rows.fired is None:  # spikes of steps 0..k (this step included)
-            spk_t[idx] = rows.live.shape[1] - rows.np("live")[idx].sum(1, dtype=np.float64)
-        else:
-            spk_t[idx] = rows.np("fired")[idx].sum(1, dtype=np.float64)
-        # synops of the deliveries integrated in steps 0..k: input + deliveries made so far.
-        syn_t[idx] = cnt[idx][:, col.synops].sum(1) + rows.np("delivered")[idx] @ host["fanout_total_f64"]
-        cnt[new, col.first_output_step] = k
-        cnt[new, col.first_output_class] = out_np.argmax(1)[new]  # the first (smallest) index spiking
-        cnt[new, col.first_output_spikes] = spk_t[new]
-        cnt[new, col.first_output_synops] = syn_t[new]
-        if hit is not None:
-            cnt[hit, col.first_correct_step] = k
-            cnt[hit, col.first_correct_spikes] = spk_t[hit]
-            cnt[hit, col.first_correct_synops] = syn_t[hit]
-    still = cnt[:, col.first_output_step] < 0
-    if rows.labels is not None:
-        still |= cnt[:, col.first_correct_step] < 0
-    rows.np("latency_open")[:] = still
-    return bool((still & ~rows.np("done")).any())  # rows whose timestep ended spike no more
-
-
 def record_decision(
     rows: RowSet, columns: CounterColumns, pt: dict[str, torch.Tensor], k: int, out_spikes: torch.Tensor
 ) -> None:
@@ -177,33 +135,6 @@ def record_decision(
     rec = torch.stack([torch.full_like(spk_t, k), spk_t, syn_t], 1)
     cnt[:, col.decision] = torch.where(changed.unsqueeze(1), rec, cnt[:, col.decision])
     cnt[:, col.running] = now
-
-
-def record_decision_host(
-    rows: RowSet, columns: CounterColumns, host: dict[str, np.ndarray], k: int, out_spikes: torch.Tensor
-) -> None:
-    """:func:`record_decision` in numpy (CPU tensors; ``host``: :meth:`Plan.host_arrays`)."""
-    out_np = out_spikes.detach().numpy()
-    if not out_np.any():  # no output spike: the running prediction stays
-        return
-    cnt, col = rows.np("counters"), columns
-    cnt[:, col.totals] += out_np
-    tot = cnt[:, col.totals]
-    now = np.where(tot.max(1) > 0, tot.argmax(1), -1)  # argmax: the first maximum
-    changed = now != cnt[:, col.running]
-    if not changed.any():
-        return
-    idx = np.flatnonzero(changed)
-    if rows.fired is None:  # spikes of steps 0..k (this step included)
-        spk_t = rows.live.shape[1] - rows.np("live")[idx].sum(1, dtype=np.float64)
-    else:
-        spk_t = rows.np("fired")[idx].sum(1, dtype=np.float64)
-    # synops of the deliveries integrated in steps 0..k: input + deliveries made so far.
-    syn_t = cnt[idx][:, col.synops].sum(1) + rows.np("delivered")[idx] @ host["fanout_total_f64"]
-    cnt[idx, col.decision_k] = k
-    cnt[idx, col.decision_spikes] = spk_t
-    cnt[idx, col.decision_synops] = syn_t
-    cnt[idx, col.running] = now[idx]
 
 
 def reduce_timestep(rows: RowSet, columns: CounterColumns, pt: dict[str, torch.Tensor], out_slice: slice) -> None:

@@ -382,11 +382,7 @@ def _forward_steps(ctx: RunContext, book: Bookkeeping, rows: RowSet, t: int) -> 
         q_before = rows.q
         spikes, fired = forward_step(ctx, rows, t, k, book.needs_fired)  # R4.3.1-R4.3.2
         enqueued = fired if ctx.opts.spike_dropout <= 0 else drop_spikes(ctx, rows, spikes, fired, q_before, k)
-        if book.outputs_fired(fired):  # else neither record changes
-            out_spikes = spikes[:, ctx.out_slice]
-            if latency_open:
-                latency_open = book.record_latency(rows, k, out_spikes)  # R7.7
-            book.record_decision(rows, k, out_spikes)  # R7.9
+        latency_open = book.record_outputs(rows, k, spikes, fired, latency_open)  # R7.7, R7.9
         book.enqueue(rows, enqueued)  # R4.3.2 pending set, R7.6 queue peak
         book.stop(rows, k)  # R4.3.3, R6
         running = book.set_aside(rows, retired)

@@ -23,7 +23,6 @@ from asyncsnn._prepare import Scheduler
 from asyncsnn.torch._kernels import host_array, host_tensor
 from asyncsnn.torch.engine.bookkeeping import MIN_SET_ASIDE, Bookkeeping, stop_rule
 from asyncsnn.torch.engine.context import RunContext
-from asyncsnn.torch.engine.counters import record_decision_host, record_latency_host
 from asyncsnn.torch.engine.inputs import deliver_inputs, drop_inputs_stopped, input_pending, select_with_inputs
 from asyncsnn.torch.engine.rows import RowSet
 from asyncsnn.torch.engine.settling import any_due, next_settle, stop_due
@@ -61,21 +60,32 @@ class HostBookkeeping(Bookkeeping):
         """See :meth:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping.count_step`."""
         rows.np("steps")[~rows.np("done")] = k + 1
 
-    def outputs_fired(self, fired: torch.Tensor | None) -> bool:
-        """See :meth:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping.outputs_fired`."""
-        # The output population is the last one: its neurons are the columns out_offset..N-1.
+    def record_outputs(
+        self, rows: RowSet, k: int, spikes: torch.Tensor, fired: torch.Tensor | None, latency_open: bool
+    ) -> bool:
+        """See :meth:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping.record_outputs`.
+
+        One Rust call (``_engine.record_outputs``) that reads the output neurons' among
+        the spikes' positions ``fired`` and touches only the rows with an output spike.
+        """
         assert fired is not None
-        plan = self.run.plan
-        pos = host_array(fired)
-        return pos.size > 0 and bool((pos % plan.n_neurons >= plan.out_offset).any())
-
-    def record_latency(self, rows: RowSet, k: int, out_spikes: torch.Tensor) -> bool:
-        """See :meth:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping.record_latency`."""
-        return record_latency_host(rows, self.run.columns, self.host, k, out_spikes)
-
-    def record_decision(self, rows: RowSet, k: int, out_spikes: torch.Tensor) -> None:
-        """See :meth:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping.record_decision`."""
-        record_decision_host(rows, self.run.columns, self.host, k, out_spikes)
+        run = self.run
+        col = run.columns
+        spent = {"live": rows.np("live")} if rows.fired is None else {"spikes": rows.np("fired")}
+        return _engine.record_outputs(
+            rows.np("counters"),
+            (col.synops.start, col.synops.stop, col.first_output_step, col.decision_k, col.running, col.totals.start),
+            rows.np("latency_open"),
+            rows.np("done"),
+            host_array(fired),
+            run.plan.out_offset,
+            rows.np("delivered"),
+            self.host["fanout_total_f64"],
+            k,
+            latency_open,
+            labels=None if rows.labels is None else rows.np("labels"),
+            **spent,
+        )
 
     def enqueue(self, rows: RowSet, fired: torch.Tensor | None) -> None:
         """See :meth:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping.enqueue`."""

@@ -55,13 +55,16 @@ class _TorchRows(Bookkeeping):
         """See :meth:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping.count_step`."""
         rows.steps = torch.where(rows.done, rows.steps, float(k + 1))
 
-    def record_latency(self, rows: RowSet, k: int, out_spikes: torch.Tensor) -> bool:
-        """See :meth:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping.record_latency`."""
-        return record_latency(rows, self.run.columns, self.run.pt, k, out_spikes)
-
-    def record_decision(self, rows: RowSet, k: int, out_spikes: torch.Tensor) -> None:
-        """See :meth:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping.record_decision`."""
-        record_decision(rows, self.run.columns, self.run.pt, k, out_spikes)
+    def record_outputs(
+        self, rows: RowSet, k: int, spikes: torch.Tensor, fired: torch.Tensor | None, latency_open: bool
+    ) -> bool:
+        """See :meth:`~asyncsnn.torch.engine.bookkeeping.Bookkeeping.record_outputs`."""
+        run = self.run
+        out_spikes = spikes[:, run.out_slice]
+        if latency_open:
+            latency_open = record_latency(rows, run.columns, run.pt, k, out_spikes)  # R7.7
+        record_decision(rows, run.columns, run.pt, k, out_spikes)  # R7.9
+        return latency_open
 
     def _stop(self, rows: RowSet, k: int) -> torch.Tensor | None:
         """R6 on the rows: sets :attr:`ended` and returns the stopped rows (bool ``[n]``, or ``None``).
