@@ -67,8 +67,10 @@ class RowSet:
 
     def take(self, idx: torch.Tensor) -> RowSet:
         """The rows ``idx`` (int64 positions within this set)."""
-        parts: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "views"}
-        return RowSet(**{name: None if x is None else x[idx] for name, x in parts.items()})  # type: ignore[arg-type]
+        # index_select: the same copy as x[idx], at a third of the cost on small tensors.
+        parts: dict[str, Any] = {name: getattr(self, name) for name in _FIELDS}
+        taken: dict[str, Any] = {name: None if x is None else x.index_select(0, idx) for name, x in parts.items()}
+        return RowSet(**taken)
 
     @property
     def size(self) -> int:
@@ -107,6 +109,9 @@ class RowSet:
             self.hash_k = torch.cat([self.hash_k, mix32_t(self.hash_t.unsqueeze(1) ^ more)], 1)
 
 
+_FIELDS = tuple(f.name for f in fields(RowSet) if f.name != "views")
+
+
 def merge_rows(parts: list[RowSet]) -> RowSet:
     """Concatenate row sets that were set aside back into batch order.
 
@@ -127,15 +132,13 @@ def merge_rows(parts: list[RowSet]) -> RowSet:
     inv = torch.empty_like(order)
     inv[order] = torch.arange(order.numel(), device=order.device)
     merged: dict[str, Any] = {}
-    for f in fields(RowSet):
-        if f.name == "views":
-            continue
-        vals = [getattr(p, f.name) for p in parts]
+    for name in _FIELDS:
+        vals = [getattr(p, name) for p in parts]
         present = [v is not None for v in vals]
         if not any(present):
-            merged[f.name] = None
+            merged[name] = None
             continue
         if not all(present):  # pragma: no cover - a bug: the row sets disagree on what they hold
-            raise AssertionError(f"merge_rows: field {f.name} is set in some row sets only")
-        merged[f.name] = torch.cat(vals)[inv]
+            raise AssertionError(f"merge_rows: field {name} is set in some row sets only")
+        merged[name] = torch.cat(vals).index_select(0, inv)
     return RowSet(**merged)
