@@ -157,3 +157,16 @@ def record_outputs(
     spikes: npt.NDArray[np.float32] | None = None,
     labels: npt.NDArray[np.int64] | None = None,
 ) -> bool: ...
+def silent_grad(
+    g: npt.NDArray[np.float32],
+    v: npt.NDArray[np.float32],
+    live: npt.NDArray[np.float32],
+    theta: npt.NDArray[np.float32],
+    g_c: npt.NDArray[np.float32],
+    col0: int,
+    surrogate: str,
+    p: float,
+    q: float,
+    reset: str,
+    rows: npt.NDArray[np.int64] | None = None,
+) -> None: ...

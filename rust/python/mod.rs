@@ -67,6 +67,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(train_kernels::merge_pending, m)?)?;
     m.add_function(wrap_pyfunction!(train_kernels::select_pending, m)?)?;
     m.add_function(wrap_pyfunction!(train_kernels::record_outputs, m)?)?;
+    m.add_function(wrap_pyfunction!(train_kernels::silent_grad, m)?)?;
     m.add("SPEC_VERSION", crate::SPEC_VERSION)?;
     // The counters of R7 with their per-sample axes, a tuple of (name, axes) tuples:
     // asyncsnn.result.COUNTER_FIELDS is built from it.

@@ -12,8 +12,8 @@ use pyo3::prelude::*;
 
 use super::errors::contiguous;
 use crate::train_kernels::{
-    self as kernels, DeliverLayout, RecordColumns, RecordRows, SelectKeys, Spent, StepGrads,
-    StepInputs,
+    self as kernels, DeliverLayout, RecordColumns, RecordRows, SelectKeys, SilentBlock,
+    SilentReset, Spent, StepGrads, StepInputs, SurrogateFn,
 };
 
 /// The arrays that the kernels return.
@@ -306,4 +306,64 @@ pub(super) fn record_outputs<'py>(
     let open = view_mut(&mut latency_open, "latency_open")?;
     kernels::check_records(cnt.len(), &cols, &rows, open.len(), fired)?;
     Ok(py.detach(|| kernels::record_outputs(cnt, &cols, &rows, open, fired, k, latency)))
+}
+
+/// The backward pass of one population's silent spikes, in place
+/// (`crate::train_kernels::silent_grad`).
+///
+/// `g` (written), `v`, `live`: C-contiguous float32 `[rows, N]`; `theta` `[width]` (the
+/// population's thresholds); `g_c`
+/// float32 `[emitting rows, width]`: the gradient of each silent spike through its
+/// targets; the population is the columns `col0..col0 + width`; `rows` int64 the
+/// emitting rows (`None`: all). `surrogate` is `"atan"` (`p = pi alpha / 2`, `q = scale
+/// alpha / 2`) or `"fast_sigmoid"` (`p = slope`, `q = scale`); `reset` `"zero"`,
+/// `"subtract"` or `"keep"`.
+#[pyfunction]
+#[pyo3(signature = (g, v, live, theta, g_c, col0, surrogate, p, q, reset, rows=None))]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn silent_grad(
+    py: Python<'_>,
+    mut g: PyReadwriteArray2<'_, f32>,
+    v: PyReadonlyArray2<'_, f32>,
+    live: PyReadonlyArray2<'_, f32>,
+    theta: PyReadonlyArray1<'_, f32>,
+    g_c: PyReadonlyArray2<'_, f32>,
+    col0: usize,
+    surrogate: &str,
+    p: f32,
+    q: f32,
+    reset: &str,
+    rows: Option<PyReadonlyArray1<'_, i64>>,
+) -> PyResult<()> {
+    let sur = match surrogate {
+        "atan" => SurrogateFn::ATan { a: p, c: q },
+        "fast_sigmoid" => SurrogateFn::FastSigmoid { slope: p, scale: q },
+        other => {
+            let reason = "must be 'atan' or 'fast_sigmoid'";
+            return Err(crate::EngineError::parameter("surrogate", other, reason).into());
+        }
+    };
+    let reset = match reset {
+        "zero" => SilentReset::Zero,
+        "subtract" => SilentReset::Subtract,
+        "keep" => SilentReset::Keep,
+        other => {
+            let reason = "must be 'zero', 'subtract' or 'keep'";
+            return Err(crate::EngineError::parameter("reset", other, reason).into());
+        }
+    };
+    let block = SilentBlock {
+        stride: g.shape()[1],
+        col0,
+        width: g_c.shape()[1],
+        rows: rows.as_ref().map(|a| view(a, "rows")).transpose()?,
+        surrogate: sur,
+        reset,
+    };
+    let (v, live) = (view(&v, "v")?, view(&live, "live")?);
+    let (theta, g_c) = (view(&theta, "theta")?, view(&g_c, "g_c")?);
+    let g = view_mut(&mut g, "g")?;
+    kernels::check_silent(g.len(), v.len(), live.len(), theta.len(), g_c.len(), &block)?;
+    py.detach(|| kernels::silent_grad(g, v, live, theta, g_c, &block));
+    Ok(())
 }

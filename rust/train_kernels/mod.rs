@@ -17,10 +17,12 @@
 //! * [`pending`]: [`merge_pending`] and [`select_pending`], the unlayered schedulers'
 //!   bookkeeping of the pending set of every row (R3.2, R4.3.2, R4.3.4, R5.2-R5.4);
 //! * [`records`]: [`record_outputs`], the latency and decision records of a step's
-//!   output spikes (R7.7, R7.9).
+//!   output spikes (R7.7, R7.9);
+//! * [`silent`]: [`silent_grad`], the backward pass of the silent spikes of one
+//!   population (section 9).
 //!
 //! Each kernel has a check of its arguments (`check_*`, [`StepInputs::check`],
-//! [`StepGrads::check`], [`SelectKeys::new`], [`check_records`]) that returns an [`crate::EngineError`]
+//! [`StepGrads::check`], [`SelectKeys::new`], [`check_records`], [`check_silent`]) that returns an [`crate::EngineError`]
 //! naming the bad argument, so that the kernel itself cannot index out of bounds.
 //!
 //! They are not the inference engine: `engine/` runs one sample as an event loop;
@@ -32,6 +34,7 @@
 pub mod deliver;
 pub mod pending;
 pub mod records;
+pub mod silent;
 pub mod step;
 
 pub use deliver::{
@@ -42,6 +45,7 @@ pub use pending::{
     Selection,
 };
 pub use records::{check_records, record_outputs, RecordColumns, RecordRows, Spent};
+pub use silent::{check_silent, silent_grad, SilentBlock, SilentReset, SurrogateFn};
 pub use step::{step_backward, step_forward, Fired, StepGrads, StepInputs, StepOutputs};
 
 #[cfg(test)]

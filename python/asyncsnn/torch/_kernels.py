@@ -738,15 +738,19 @@ class _Settle(torch.autograd.Function):
         sur = spec.surrogate
         g = g_v.clone(memory_format=torch.contiguous_format)
         resets = spec.resets or ("zero",) * (len(spec.sources) + 1)
+        kernel = _silent_kernel(sur, g, v, live)
         # In reverse order of emission: a population's membrane gradient is complete once
         # every later emission (its own included) has been differentiated.
         if spec.output is not None:
             sl, theta, out_targets = spec.output
-            gv = g[:, sl]
             g_o = g_out[0]
             for t_sl, transposed in out_targets:  # recurrent projections from the output
                 g_o = g_o + transposed(g[:, t_sl] * live[:, t_sl])
-            g[:, sl] = _silent_grad(gv, g_o, v[:, sl], theta, live[:, sl], sur, resets[len(spec.sources)])
+            reset = resets[len(spec.sources)]
+            if kernel is not None:
+                kernel(sl, theta, g_o, reset, None)
+            else:
+                g[:, sl] = _silent_grad(g[:, sl], g_o, v[:, sl], theta, live[:, sl], sur, reset)
         for (sl, theta, targets), idx, reset in zip(
             reversed(spec.sources), reversed(rows), reversed(resets[: len(spec.sources)])
         ):
@@ -758,10 +762,53 @@ class _Settle(torch.autograd.Function):
                 g_c = gc if g_c is None else g_c + gc
             if g_c is None:  # only carried (recurrent, layered) projections leave it
                 g_c = torch.zeros_like(g_r[:, sl])
+            if kernel is not None:
+                kernel(sl, theta, g_c, reset, idx)
+                continue
             v_r = v.index_select(0, idx)[:, sl]
             g[:, sl].index_copy_(0, idx, _silent_grad(g_r[:, sl], g_c, v_r, theta, live_r[:, sl], sur, reset))
         zeros = [torch.zeros_like(a) for a in spec.anchors]
         return (None, g, g_out[0] if g_out else None, None, *([None] * len(rows)), *zeros)
+
+
+_KERNEL_RESETS = {"zero": "zero", "subtract": "subtract"}  # any other reset: V' = V
+
+
+def _silent_kernel(
+    sur: Surrogate, g: torch.Tensor, v: torch.Tensor, live: torch.Tensor
+) -> Callable[[slice, torch.Tensor, torch.Tensor, str, torch.Tensor | None], None] | None:
+    """:func:`_silent_grad` of one population, in place on ``g``, in one Rust call.
+
+    Returns ``f(columns, theta, g_c, reset, rows)``, which sets ``g[rows, columns]`` to
+    the gradient of ``V`` (``rows=None``: every row), with the same float32 values as the
+    torch code; ``None`` when the kernel cannot run: a graph is being recorded (double
+    backward), a tensor is not float32 C-contiguous on the CPU, or the surrogate is not a
+    built-in one.
+    """
+    params = sur._kernel_params()
+    if params is None or torch.is_grad_enabled() or not (_rust_applies(g, g) and _rust_applies(v, v)):
+        return None
+    if not _rust_applies(live, live):
+        return None
+    name, p, q = params
+    g_np, v_np, live_np = g.numpy(), host_array(v), host_array(live)
+
+    def run(sl: slice, theta: torch.Tensor, g_c: torch.Tensor, reset: str, rows: torch.Tensor | None) -> None:
+        _engine.silent_grad(
+            g_np,
+            v_np,
+            live_np,
+            host_array(theta.contiguous()),
+            g_c.detach().to(torch.float32).contiguous().numpy(),
+            sl.start,
+            name,
+            p,
+            q,
+            _KERNEL_RESETS.get(reset, "keep"),
+            rows=None if rows is None else rows.numpy(),
+        )
+
+    return run
 
 
 def _silent_grad(

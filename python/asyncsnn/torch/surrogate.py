@@ -79,6 +79,14 @@ class Surrogate:
         """
         return self.derivative(torch.from_numpy(x)).numpy()
 
+    def _kernel_params(self) -> tuple[str, float, float] | None:
+        """``(name, p, q)`` of the Rust kernels' float32 evaluation of :meth:`derivative`.
+
+        ``None`` when the derivative is not a built-in one (a subclass that overrides
+        :meth:`derivative`): the caller then evaluates it in torch.
+        """
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able description, inverse of :func:`make_surrogate`."""
         return {"name": self.name, **asdict(self)}
@@ -121,6 +129,11 @@ class ATan(Surrogate):
         d: np.ndarray = np.reciprocal(y, out=y) * f32(self.scale * self.alpha / 2.0)
         return d
 
+    def _kernel_params(self) -> tuple[str, float, float] | None:
+        if type(self).derivative is not ATan.derivative:
+            return None
+        return ("atan", math.pi * self.alpha / 2.0, self.scale * self.alpha / 2.0)
+
     def primitive(self, x: torch.Tensor) -> torch.Tensor:
         """``scale * (1/2 + arctan(pi * alpha * x / 2) / pi)``."""
         return self.scale * (0.5 + torch.atan((math.pi * self.alpha / 2.0) * x) / math.pi)
@@ -160,6 +173,11 @@ class FastSigmoid(Surrogate):
             y = y * y
         d: np.ndarray = np.reciprocal(y, out=y) * f32(self.scale)
         return d
+
+    def _kernel_params(self) -> tuple[str, float, float] | None:
+        if type(self).derivative is not FastSigmoid.derivative:
+            return None
+        return ("fast_sigmoid", self.slope, self.scale)
 
     def primitive(self, x: torch.Tensor) -> torch.Tensor:
         """``scale * x / (1 + slope * |x|)``."""
