@@ -8,6 +8,8 @@ and the documentation block is replaced in place without touching the rest.
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -100,3 +102,26 @@ def test_train_compare_asynctorch_needs_a_checkout(tmp_path: Path) -> None:
     assert len(lines) == 1
     assert "--asynctorch" in lines[0]
     assert str(tmp_path) in lines[0]
+
+
+def test_train_instructions_needs_valgrind(tmp_path: Path) -> None:
+    """``train_instructions.py`` without valgrind on PATH: exit 2, one line naming it."""
+    script = Path(__file__).resolve().parents[2] / "benches" / "train_instructions.py"
+    env = {**os.environ, "PATH": str(tmp_path)}  # an empty directory: no valgrind
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "valgrind" in lines[0]
+
+
+def test_train_instructions_checks_the_base_tree(tmp_path: Path) -> None:
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        pytest.skip("valgrind is not installed")
+    script = Path(__file__).resolve().parents[2] / "benches" / "train_instructions.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--base", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 2
+    assert "--base" in out.stderr
+    assert str(tmp_path) in out.stderr

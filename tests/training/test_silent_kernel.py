@@ -66,7 +66,9 @@ def _settle_grads(sur: Any, resets: tuple[str, ...], seed: int) -> tuple[torch.T
 
 
 @pytest.mark.parametrize(("rust", "torch_code"), PAIRS, ids=repr)
-@pytest.mark.parametrize("resets", [("zero",) * 3, ("subtract", "zero", "none"), ("subtract_delayed", "subtract", "zero")])
+@pytest.mark.parametrize(
+    "resets", [("zero",) * 3, ("subtract", "zero", "none"), ("subtract_delayed", "subtract", "zero")]
+)
 def test_the_kernel_gives_the_torch_gradients_bit_for_bit(rust: Any, torch_code: Any, resets: tuple[str, ...]) -> None:
     assert rust._kernel_params() is not None
     assert torch_code._kernel_params() is None
@@ -91,7 +93,8 @@ def test_training_steps_have_the_torch_gradients(scheduler: str, settling: bool)
         rate_loss(out.counts, y).backward()
         grads.append([p.grad for p in model.parameters()])
     for a, b in zip(*grads):
-        assert a is not None and b is not None
+        assert a is not None
+        assert b is not None
         assert torch.equal(a, b)
     assert any(bool(g.abs().sum() > 0) for g in grads[0] if g is not None)
 
