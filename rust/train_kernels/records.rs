@@ -289,15 +289,10 @@ mod tests {
         // Row 0 fires output 0 (neuron 2), row 1 output 1 (neuron 7 = row 1, neuron 3).
         let fired = [0i64, 2, 7];
         check_records(cnt.len(), &cols(), &r, 2, &fired).unwrap();
-        assert!(record_outputs(
-            &mut cnt,
-            &cols(),
-            &r,
-            &mut open,
-            &fired,
-            3,
-            true
-        ));
+        let record = |cnt: &mut [f64], open: &mut [f32], fired: &[i64], k| {
+            record_outputs(cnt, &cols(), &r, open, fired, k, true)
+        };
+        assert!(record(&mut cnt, &mut open, &fired, 3));
         // Row 0: 2 spikes (live 0 at neurons 0, 2), synops 5 + 1 * 3; wrong class.
         assert_eq!(&cnt[2..9], &[3.0, 0.0, 2.0, 8.0, -1.0, -1.0, -1.0]);
         assert_eq!(&cnt[9..15], &[3.0, 2.0, 8.0, 0.0, 1.0, 0.0]);
@@ -309,16 +304,7 @@ mod tests {
         assert_eq!(&cnt[15 + 12..], &[1.0, 0.0, 1.0]);
         assert_eq!(open, [1.0, 1.0]);
         // Step 4: row 0 fires its label: the first correct spike; the latency closes.
-        let fired = [3i64];
-        assert!(record_outputs(
-            &mut cnt,
-            &cols(),
-            &r,
-            &mut open,
-            &fired,
-            4,
-            true
-        ));
+        assert!(record(&mut cnt, &mut open, &[3], 4));
         assert_eq!(&cnt[6..9], &[4.0, 2.0, 8.0]);
         assert_eq!(open, [0.0, 1.0]);
         // A tie (1, 1) keeps class 0, the first maximum: no new decision.

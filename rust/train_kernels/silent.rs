@@ -160,51 +160,37 @@ pub fn silent_grad(
     g_c: &[f32],
     block: &SilentBlock<'_>,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if crate::kernels::has_avx2() && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: AVX2 and FMA are present (checked at run time).
-            return unsafe { silent_grad_fma(g, v, live, theta, g_c, block) };
-        }
-    }
-    silent_grad_impl(g, v, live, theta, g_c, block)
-}
-
-/// [`silent_grad`] with AVX2 and hardware FMA: the same values (`mul_add` is one
-/// rounding either way), vectorised.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn silent_grad_fma(
-    g: &mut [f32],
-    v: &[f32],
-    live: &[f32],
-    theta: &[f32],
-    g_c: &[f32],
-    block: &SilentBlock<'_>,
-) {
-    silent_grad_impl(g, v, live, theta, g_c, block)
-}
-
-/// The surrogate and the reset resolved once, outside the loops over the elements.
-#[inline(always)]
-fn silent_grad_impl(
-    g: &mut [f32],
-    v: &[f32],
-    live: &[f32],
-    theta: &[f32],
-    g_c: &[f32],
-    block: &SilentBlock<'_>,
-) {
     let a = Arrays {
         v,
         live,
         theta,
         g_c,
     };
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::kernels::has_avx2() && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: AVX2 and FMA are present (checked at run time).
+            return unsafe { silent_grad_fma(g, &a, block) };
+        }
+    }
+    silent_grad_impl(g, &a, block)
+}
+
+/// [`silent_grad`] with AVX2 and hardware FMA: the same values (`mul_add` is one
+/// rounding either way), vectorised.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn silent_grad_fma(g: &mut [f32], a: &Arrays<'_>, block: &SilentBlock<'_>) {
+    silent_grad_impl(g, a, block)
+}
+
+/// The surrogate and the reset resolved once, outside the loops over the elements.
+#[inline(always)]
+fn silent_grad_impl(g: &mut [f32], a: &Arrays<'_>, block: &SilentBlock<'_>) {
     match block.surrogate {
-        SurrogateFn::ATan { a: k, c } => by_reset(g, &a, block, |x| atan_derivative(x, k, c)),
+        SurrogateFn::ATan { a: k, c } => by_reset(g, a, block, |x| atan_derivative(x, k, c)),
         SurrogateFn::FastSigmoid { slope, scale } => {
-            by_reset(g, &a, block, |x| fast_sigmoid_derivative(x, slope, scale))
+            by_reset(g, a, block, |x| fast_sigmoid_derivative(x, slope, scale))
         }
     }
 }
