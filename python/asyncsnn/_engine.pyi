@@ -17,8 +17,10 @@ __all__ = [
     "deliver_forward",
     "hash32",
     "merge_pending",
+    "record_outputs",
     "run",
     "select_pending",
+    "silent_grad",
     "step_backward",
     "step_forward",
 ]
