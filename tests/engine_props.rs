@@ -255,6 +255,12 @@ fn frames(seed: u64, n_in: usize, timesteps: usize) -> Vec<f32> {
         .collect()
 }
 
+/// R4.10: whether input dropout keeps the value of input `i` at timestep `t`.
+fn kept_input(cfg: &RunConfig, sample: u32, t: usize, i: usize) -> bool {
+    cfg.input_dropout <= 0.0
+        || (uniform(cfg.seed, sample, t as u32, 0, i as u32, 3) as f64) >= cfg.input_dropout
+}
+
 /// Straightforward implementation of docs/semantics.md (R3-R7), independent of the
 /// engine's data structures: every neuron every forward step, the settling populations
 /// of R4.7 as explicit sets, the neurons reached by a delivery as explicit flags.
@@ -402,7 +408,12 @@ fn oracle(
         // R4.13: the pending input entries `(i, x_i(t), sequence number)`.
         let mut inputs: Vec<(usize, f32, u64)> = Vec::new();
         for i in 0..n_in {
-            let x = frames[t * n_in + i];
+            // R4.10: a dropped input value is 0 (no event, no current, no synops).
+            let x = if kept_input(cfg, sample, t, i) {
+                frames[t * n_in + i]
+            } else {
+                0.0
+            };
             if x != 0.0 && !cfg.prioritize_input {
                 r.input_events += 1;
                 inputs.push((i, x, seq_ctr));
@@ -753,6 +764,8 @@ struct Case {
     npi: bool,
     /// R4.11: spike dropout 0.4 (else 0).
     spike_dropout: bool,
+    /// R4.10: input dropout 0.3 (else 0).
+    input_dropout: bool,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -762,7 +775,7 @@ fn case() -> impl Strategy<Value = Case> {
         (prop::bool::weighted(0.3), any::<u64>(), 0u8..4, 1usize..5),
         any::<bool>(),
         any::<bool>(),
-        prop::bool::weighted(0.3),
+        (prop::bool::weighted(0.3), prop::bool::weighted(0.25)),
     )
         .prop_map(
             |(
@@ -771,7 +784,7 @@ fn case() -> impl Strategy<Value = Case> {
                 (dropout, seed, j, batch),
                 v2,
                 npi,
-                spike_dropout,
+                (spike_dropout, input_dropout),
             )| Case {
                 arch,
                 v2,
@@ -788,6 +801,7 @@ fn case() -> impl Strategy<Value = Case> {
                 batch,
                 npi: npi && sched % 5 < 3,
                 spike_dropout,
+                input_dropout,
             },
         )
 }
@@ -819,7 +833,7 @@ proptest! {
             max_steps: c.max_steps,
             seed: c.seed,
             refractory_dropout: if c.dropout { Some(dropout) } else { None },
-            input_dropout: 0.0,
+            input_dropout: if c.input_dropout { 0.3 } else { 0.0 },
             spike_dropout: if c.spike_dropout { 0.4 } else { 0.0 },
             prioritize_input: !c.npi,
         };
@@ -863,7 +877,9 @@ proptest! {
                 r.timestep_output_counts.iter().sum::<i64>()
             );
             prop_assert_eq!(r.spikes[np - 1], r.output_counts.iter().sum::<i64>());
-            let events = frame_sets[b].iter().filter(|&&x| x != 0.0).count() as i64;
+            let events = (0..c.timesteps * n_in)
+                .filter(|&j| frame_sets[b][j] != 0.0 && kept_input(&cfg, ids[b] as u32, j / n_in, j % n_in))
+                .count() as i64;
             prop_assert_eq!(r.input_events, events);
             if !c.dropout {
                 for (p, pop) in spec.populations.iter().enumerate() {
@@ -920,7 +936,10 @@ proptest! {
                             || p.alpha.iter().any(|&x| x != 0.0)
                     });
                     for t in 0..c.timesteps {
-                        let silent = frame_sets[b][t * n_in..(t + 1) * n_in].iter().all(|&x| x == 0.0);
+                        // R4.10: a dropped value counts as 0.
+                        let silent = (0..n_in).all(|i| {
+                            frame_sets[b][t * n_in + i] == 0.0 || !kept_input(&cfg, ids[b] as u32, t, i)
+                        });
                         let longer = layered.timestep_forward_steps[t] - p.timestep_forward_steps[t];
                         prop_assert_eq!(longer, i64::from(!silent || input_settles), "t = {}", t);
                     }
