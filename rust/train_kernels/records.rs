@@ -269,6 +269,18 @@ mod tests {
     const DELIVERED: [f32; 8] = [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
     const FANOUT: [f64; 4] = [3.0, 3.0, 0.0, 0.0];
 
+    /// [`record_outputs`] on the columns of [`cols`].
+    fn rec(
+        cnt: &mut [f64],
+        r: &RecordRows<'_>,
+        open: &mut [f32],
+        fired: &[i64],
+        k: usize,
+        latency: bool,
+    ) -> bool {
+        record_outputs(cnt, &cols(), r, open, fired, k, latency)
+    }
+
     fn rows<'a>(labels: Option<&'a [i64]>, done: &'a [bool]) -> RecordRows<'a> {
         RecordRows {
             n_neu: 4,
@@ -289,10 +301,7 @@ mod tests {
         // Row 0 fires output 0 (neuron 2), row 1 output 1 (neuron 7 = row 1, neuron 3).
         let fired = [0i64, 2, 7];
         check_records(cnt.len(), &cols(), &r, 2, &fired).unwrap();
-        let record = |cnt: &mut [f64], open: &mut [f32], fired: &[i64], k| {
-            record_outputs(cnt, &cols(), &r, open, fired, k, true)
-        };
-        assert!(record(&mut cnt, &mut open, &fired, 3));
+        assert!(rec(&mut cnt, &r, &mut open, &fired, 3, true));
         // Row 0: 2 spikes (live 0 at neurons 0, 2), synops 5 + 1 * 3; wrong class.
         assert_eq!(&cnt[2..9], &[3.0, 0.0, 2.0, 8.0, -1.0, -1.0, -1.0]);
         assert_eq!(&cnt[9..15], &[3.0, 2.0, 8.0, 0.0, 1.0, 0.0]);
@@ -304,47 +313,23 @@ mod tests {
         assert_eq!(&cnt[15 + 12..], &[1.0, 0.0, 1.0]);
         assert_eq!(open, [1.0, 1.0]);
         // Step 4: row 0 fires its label: the first correct spike; the latency closes.
-        assert!(record(&mut cnt, &mut open, &[3], 4));
+        assert!(rec(&mut cnt, &r, &mut open, &[3], 4, true));
         assert_eq!(&cnt[6..9], &[4.0, 2.0, 8.0]);
         assert_eq!(open, [0.0, 1.0]);
         // A tie (1, 1) keeps class 0, the first maximum: no new decision.
         assert_eq!(&cnt[9..13], &[3.0, 2.0, 8.0, 0.0]);
         // A spike of a closed row records nothing (and reports the latency still open).
         let before = cnt.clone();
-        assert!(record_outputs(
-            &mut cnt,
-            &cols(),
-            &r,
-            &mut open,
-            &[2],
-            5,
-            true
-        ));
+        assert!(rec(&mut cnt, &r, &mut open, &[2], 5, true));
         assert_eq!(&cnt[..15], &[&before[..13], &[2.0, 1.0]].concat()[..]);
         // Row 1 fires its label: every row is closed.
-        assert!(!record_outputs(
-            &mut cnt,
-            &cols(),
-            &r,
-            &mut open,
-            &[6],
-            6,
-            true
-        ));
+        assert!(!rec(&mut cnt, &r, &mut open, &[6], 6, true));
         assert_eq!(&cnt[15 + 6..15 + 9], &[6.0, 1.0, 5.0]);
         assert_eq!(open, [0.0, 0.0]);
         // Only a row whose timestep has ended is still open: nothing to record any more.
         let (mut cnt, mut open) = (table(), [1.0f32, 1.0]);
         let r = rows(None, &[true, false]);
-        assert!(!record_outputs(
-            &mut cnt,
-            &cols(),
-            &r,
-            &mut open,
-            &[7],
-            0,
-            true
-        ));
+        assert!(!rec(&mut cnt, &r, &mut open, &[7], 0, true));
         assert_eq!(open, [1.0, 0.0]);
     }
 
@@ -353,35 +338,11 @@ mod tests {
         let (mut cnt, mut open) = (table(), [1.0f32, 1.0]);
         let r = rows(None, &[false, false]);
         let before = cnt.clone();
-        assert!(record_outputs(
-            &mut cnt,
-            &cols(),
-            &r,
-            &mut open,
-            &[0, 4],
-            0,
-            true
-        ));
-        assert!(!record_outputs(
-            &mut cnt,
-            &cols(),
-            &r,
-            &mut open,
-            &[0, 4],
-            0,
-            false
-        ));
+        assert!(rec(&mut cnt, &r, &mut open, &[0, 4], 0, true));
+        assert!(!rec(&mut cnt, &r, &mut open, &[0, 4], 0, false));
         assert_eq!(cnt, before);
         // Without the latency records, only the decision is recorded.
-        assert!(!record_outputs(
-            &mut cnt,
-            &cols(),
-            &r,
-            &mut open,
-            &[3],
-            1,
-            false
-        ));
+        assert!(!rec(&mut cnt, &r, &mut open, &[3], 1, false));
         assert_eq!(&cnt[2..9], &before[2..9]);
         assert_eq!(&cnt[9..15], &[1.0, 2.0, 8.0, 1.0, 0.0, 1.0]);
     }
@@ -392,7 +353,7 @@ mod tests {
         let fired_counts = [2.0f32, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0];
         let mut r = rows(None, &[false, false]);
         r.spent = Spent::Fired(&fired_counts);
-        record_outputs(&mut cnt, &cols(), &r, &mut open, &[2], 0, true);
+        rec(&mut cnt, &r, &mut open, &[2], 0, true);
         assert_eq!(&cnt[2..6], &[0.0, 0.0, 3.0, 8.0]);
     }
 

@@ -104,7 +104,7 @@ def test_the_rust_records_equal_the_torch_records(
     spent = {"live": got.live.numpy()} if got.fired is None else {"spikes": got.fired.numpy()}
     got_open = _engine.record_outputs(
         got.counters.numpy(),
-        (col.synops.start, col.synops.stop, col.first_output_step, col.decision_k, col.running, col.totals.start),
+        col.record_layout,
         got.latency_open.numpy(),
         got.done.numpy(),
         torch.nonzero(spikes.reshape(-1)).reshape(-1).numpy(),
@@ -126,7 +126,7 @@ def test_the_records_kernel_checks_its_input() -> None:
     rng = np.random.default_rng(0)
     rows = _rows(rng, 2, 6, 2, labels=True, dropout=False)
     col = CounterColumns(N_POP, N_PROJ, 2)
-    columns = (col.synops.start, col.synops.stop, col.first_output_step, col.decision_k, col.running, col.totals.start)
+    columns = col.record_layout
 
     def call(**change: object) -> bool:
         args: dict[str, object] = {

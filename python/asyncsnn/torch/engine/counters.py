@@ -39,7 +39,9 @@ class CounterColumns:
     timestep in which the running prediction last changed and the spikes and synops of
     the timestep up to it (-1: it did not change in this timestep); ``running`` is the
     running prediction and ``totals`` (per output neuron) the output counts of the
-    sample so far, both carried from one timestep to the next.
+    sample so far, both carried from one timestep to the next. ``record_layout`` is
+    ``(synops start, synops stop, first_output_step, decision_k, running, totals
+    start)``, the columns argument of ``_engine.record_outputs``.
     """
 
     def __init__(self, n_pop: int, n_proj: int, n_out: int) -> None:
@@ -71,6 +73,15 @@ class CounterColumns:
         c += 14
         self.totals = slice(c, c + n_out)
         self.n = c + n_out
+        # The layout that the host backend's records kernel reads (_engine.record_outputs).
+        self.record_layout = (
+            self.synops.start,
+            self.synops.stop,
+            self.first_output_step,
+            self.decision_k,
+            self.running,
+            self.totals.start,
+        )
 
 
 def record_latency(

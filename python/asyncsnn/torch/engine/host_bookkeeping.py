@@ -70,11 +70,10 @@ class HostBookkeeping(Bookkeeping):
         """
         assert fired is not None
         run = self.run
-        col = run.columns
         spent = {"live": rows.np("live")} if rows.fired is None else {"spikes": rows.np("fired")}
         return _engine.record_outputs(
             rows.np("counters"),
-            (col.synops.start, col.synops.stop, col.first_output_step, col.decision_k, col.running, col.totals.start),
+            run.columns.record_layout,
             rows.np("latency_open"),
             rows.np("done"),
             host_array(fired),
