@@ -407,6 +407,9 @@ fn run_prepared_body<const CHECK: bool, const CARRY: bool, const PRIO: bool>(
             ts.next_step(loc)?;
         }
         end_timestep(&mut res, &ts, &mut synops, loc)?;
+        if let Some(m) = ws.membranes.as_mut() {
+            record_membranes(m, net, &ws.v);
+        }
     }
     let membranes_finite = |ws: &Workspace| ws.v.iter().chain(&ws.v_pre).all(|&x| is_finite(x));
     if !CHECK && (!membranes_finite(ws) || !syn_finite(net, ws)) {
@@ -1017,6 +1020,18 @@ fn deliver_group<const CARRY: bool>(
         e = end;
     }
     Ok(())
+}
+
+/// The training tape: the membranes `v` (by slot) at the end of a timestep, appended
+/// by neuron id.
+#[cold]
+#[inline(never)]
+fn record_membranes(out: &mut Vec<f32>, net: &Network, v: &[f32]) {
+    let start = out.len();
+    out.resize(start + net.n_neurons(), 0.0);
+    for (slot, &x) in v.iter().enumerate().take(net.n_neurons()) {
+        out[start + net.id_of[slot] as usize] = x;
+    }
 }
 
 /// R7.5: the forward steps of the timestep; R7.9: its spikes and synops; its synops

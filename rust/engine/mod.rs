@@ -14,6 +14,7 @@
 //!   pending set and the selection over them and the pending neurons;
 //! - `interrupt.rs`: cancellation ([`Interrupt`], Ctrl-C);
 //! - `batch.rs`: [`run_sample`], [`run_batch`] and its variants, the validation order;
+//! - `tape.rs`: the training tape of a batch (events and membranes), [`tape_batch`];
 //! - `trace.rs`: the event trace of a sample (R7.10), [`trace_batch`];
 //! - `runner.rs`: [`BatchRunner`], a batch run in chunks with a cancel flag and a poll
 //!   (Ctrl-C), on a cached thread pool, its dense values checked first (the binding's
@@ -81,6 +82,7 @@ mod input;
 mod interrupt;
 mod pending_inputs;
 mod runner;
+mod tape;
 mod trace;
 mod workspace;
 
@@ -89,6 +91,7 @@ pub use config::{validate_config, RunConfig, StopMode};
 pub use input::{check_dense_values, labels_from_i64, SampleInput, SparseEvents};
 pub use interrupt::{Interrupt, POLL_INTERVAL};
 pub use runner::{BatchRunner, Poll};
+pub use tape::{tape_batch, SampleTape};
 pub use trace::{trace_batch, EventKind, TraceColumns, TraceEvent};
 
 use crate::error::{EngineError, Location};

@@ -159,6 +159,9 @@ pub(crate) struct Workspace {
     pub(super) non_finite: bool,
     /// R7.10: the events of the sample, recorded only when `Some` (see `trace.rs`).
     pub(super) trace: Option<Vec<super::trace::TraceEvent>>,
+    /// The membranes `V` by neuron id at the end of every timestep, recorded only when
+    /// `Some` (the training tape, see `tape.rs`).
+    pub(super) membranes: Option<Vec<f32>>,
     /// R4.13: the pending input entries of non-prioritised input (unused otherwise).
     pub(super) inputs: PendingInputs,
 }
@@ -221,6 +224,7 @@ impl Workspace {
             nonzero_values: Vec::new(),
             non_finite: false,
             trace: None,
+            membranes: None,
             inputs: PendingInputs::default(),
         })
     }
