@@ -10,6 +10,7 @@ __all__ = [
     "COUNTERS",
     "SPEC_VERSION",
     "Network",
+    "Tape",
     "__version__",
     "axpy_roofline",
     "default_threads",
@@ -23,6 +24,8 @@ __all__ = [
     "silent_grad",
     "step_backward",
     "step_forward",
+    "tape_grad",
+    "tape_run",
 ]
 
 SPEC_VERSION: Final[int]
@@ -172,3 +175,35 @@ def silent_grad(
     reset: str,
     rows: npt.NDArray[np.int64] | None = None,
 ) -> None: ...
+
+# The taped forward pass of an unlayered training batch and its backward (rust/python/tape.rs).
+@final
+class Tape:
+    """The tapes of a batch's samples (events and membranes), kept for the backward pass."""
+
+    def __len__(self) -> int: ...
+    @property
+    def events(self) -> list[int]: ...
+    @property
+    def nbytes(self) -> int: ...
+
+def tape_run(
+    network: Network,
+    dense: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.int64] | None,
+    sample_ids: npt.NDArray[np.uint64],
+    scheduler: str,
+    forward_group_size: int,
+    seed: int,
+    jitter: float,
+    parallel: bool,
+) -> tuple[dict[str, npt.NDArray[np.int64]], Tape]: ...
+def tape_grad(
+    tape: Tape,
+    network: Network,
+    g_counts: npt.NDArray[np.float32],
+    surrogate: str,
+    p: float,
+    q: float,
+    parallel: bool,
+) -> list[npt.NDArray[np.float32]]: ...

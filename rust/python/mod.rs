@@ -7,7 +7,8 @@
 //! - `network.rs`: `_engine.Network`;
 //! - `run.rs`: `_engine.run` (a batch through [`crate::engine::BatchRunner`]);
 //! - `results.rs`: the counters written straight into read-only numpy arrays;
-//! - `train_kernels.rs`: the torch engine's CPU kernels.
+//! - `train_kernels.rs`: the torch engine's CPU kernels;
+//! - `tape.rs`: the taped forward pass of an unlayered training batch and its backward.
 
 use numpy::PyReadonlyArray1;
 use pyo3::prelude::*;
@@ -21,6 +22,7 @@ mod errors;
 mod network;
 mod results;
 mod run;
+mod tape;
 mod train_kernels;
 
 /// The shared counter-based random function of docs/semantics.md R5.5 (for tests).
@@ -56,6 +58,9 @@ fn axpy_roofline(
 #[pymodule]
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<network::PyNetwork>()?;
+    m.add_class::<tape::PyTape>()?;
+    m.add_function(wrap_pyfunction!(tape::tape_run, m)?)?;
+    m.add_function(wrap_pyfunction!(tape::tape_grad, m)?)?;
     m.add_function(wrap_pyfunction!(run::run, m)?)?;
     m.add_function(wrap_pyfunction!(hash32, m)?)?;
     m.add_function(wrap_pyfunction!(default_threads, m)?)?;

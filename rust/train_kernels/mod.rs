@@ -19,7 +19,9 @@
 //! * [`records`]: [`record_outputs`], the latency and decision records of a step's
 //!   output spikes (R7.7, R7.9);
 //! * [`silent`]: [`silent_grad`], the backward pass of the silent spikes of one
-//!   population (section 9).
+//!   population (section 9);
+//! * [`tape`]: [`tape_backward`], the backward pass of a whole unlayered run from the
+//!   inference engine's tape of it (events and membranes), sample by sample.
 //!
 //! Each kernel has a check of its arguments (`check_*`, [`StepInputs::check`],
 //! [`StepGrads::check`], [`SelectKeys::new`], [`check_records`], [`check_silent`]) that returns an [`crate::EngineError`]
@@ -36,6 +38,7 @@ pub mod pending;
 pub mod records;
 pub mod silent;
 pub mod step;
+pub mod tape;
 
 pub use deliver::{
     check_deliver, check_deliver_forward, deliver_backward, deliver_forward, DeliverLayout,
@@ -47,6 +50,7 @@ pub use pending::{
 pub use records::{check_records, record_outputs, RecordColumns, RecordRows, Spent};
 pub use silent::{check_silent, silent_grad, SilentBlock, SilentReset, SurrogateFn};
 pub use step::{step_backward, step_forward, Fired, StepGrads, StepInputs, StepOutputs};
+pub use tape::{check_tape, tape_backward, tape_backward_batch, TAPE_CHUNK};
 
 #[cfg(test)]
 pub(crate) mod tests {

@@ -18,6 +18,7 @@ import torch
 from asyncsnn import _engine
 from asyncsnn.exceptions import ParameterError
 from asyncsnn.torch import AsyncSNN, ATan, FastSigmoid, _kernels, rate_loss
+from asyncsnn.torch.engine import tape
 
 
 class TorchATan(ATan):
@@ -81,7 +82,12 @@ def test_the_kernel_gives_the_torch_gradients_bit_for_bit(rust: Any, torch_code:
 
 @pytest.mark.parametrize("scheduler", ["momentum", "random", "layered"])
 @pytest.mark.parametrize("settling", [False, True])
-def test_training_steps_have_the_torch_gradients(scheduler: str, settling: bool) -> None:
+def test_training_steps_have_the_torch_gradients(
+    scheduler: str, settling: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The step-by-step engine (the taped path, tests/training/test_tape.py, would take
+    # the plain networks with ATan, and the torch-code surrogate the other one).
+    monkeypatch.setattr(tape, "ENABLED", False)
     rng = np.random.default_rng(3)
     x = torch.from_numpy((rng.random((24, 6, 20)) < 0.3).astype(np.float32))
     y = torch.from_numpy(rng.integers(0, 4, 24))

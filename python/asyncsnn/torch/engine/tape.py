@@ -1,0 +1,148 @@
+"""The taped fast path of unlayered training on the CPU: one Rust call forward, one backward.
+
+For the networks and options it covers (:func:`tape_applies`), a differentiable run of
+an unlayered scheduler is the Rust inference engine's run of the batch, which records a
+tape of every sample -- its input events, spikes with the membranes they fire from,
+deliveries with their multiplicities, and the membranes at the end of every timestep --
+and one autograd node (:class:`_TapedRun`) whose backward pass walks the tapes in Rust
+(``rust/train_kernels/tape.rs``). The forward pass is the engine's (identical spikes
+and counters, docs/semantics.md); the backward pass computes the gradient of section 9
+that the step-by-step torch engine computes -- the spikes' surrogate terms, the
+deliveries' multiplicities and weight rows, the silent spikes of each population when
+it settles, the leak -- touching only what the events touch, instead of recording
+autograd nodes for every forward step of every row. The gradients equal the torch
+engine's up to the float32 summation order (the tests compare them).
+
+Anything outside its scope runs the step-by-step engine: ``layered`` (ordinary BPTT),
+CUDA tensors, ``backend="torch"``, convolutions and pooling, recurrent projections,
+biases and reset modes other than ``"zero"`` (settling populations), synaptic currents,
+every kind of dropout, non-prioritised input, early stops, ``surrogate_terms=
+"every_step"`` and surrogates without a Rust derivative. A run that the engine rejects
+(a membrane overflow of R8.3, say) runs there too, which raises its error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from asyncsnn import _engine
+from asyncsnn._binding import flat_populations
+from asyncsnn._prepare import PreparedOptions, Scheduler, StopMode
+from asyncsnn.exceptions import EngineError
+from asyncsnn.torch.engine.plan import Plan
+from asyncsnn.torch.surrogate import Surrogate
+
+__all__ = ["ENABLED", "run_taped", "tape_applies"]
+
+ENABLED = True
+"""Whether :func:`tape_applies` may choose the taped path (tests and benchmarks switch it off)."""
+
+
+def tape_applies(
+    plan: Plan,
+    weights: Sequence[torch.Tensor | None],
+    frames: torch.Tensor,
+    opts: PreparedOptions,
+    surrogate: Surrogate,
+    surrogate_terms: str,
+) -> bool:
+    """Whether a differentiable host-backend run can take the taped path (module docstring)."""
+    if not ENABLED or opts.scheduler is Scheduler.LAYERED or surrogate_terms != "fired":
+        return False
+    if surrogate._kernel_params() is None or frames.dtype is not torch.float32 or not frames.is_cpu:
+        return False
+    if opts.refractory_dropout is not None or opts.input_dropout > 0 or opts.spike_dropout > 0:
+        return False
+    if not opts.prioritize_input or opts.stop is not StopMode.DRAIN or opts.max_steps is not None:
+        return False
+    if plan.any_settling or plan.any_synaptic or plan.recurrent_sources or plan.outgoing[plan.n_populations]:
+        return False
+    if any(p != "zero" for p in plan.resets):
+        return False
+    for pp in plan.projections:
+        w = weights[pp.index]
+        if pp.kind != "dense" or pp.recurrent or w is None or w.dtype is not torch.float32 or not w.is_cpu:
+            return False
+    return True
+
+
+def run_taped(
+    plan: Plan,
+    weights: Sequence[torch.Tensor | None],
+    frames: torch.Tensor,
+    opts: PreparedOptions,
+    labels: torch.Tensor | None,
+    sample_ids: torch.Tensor | None,
+    surrogate: Surrogate,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
+    """The taped run: differentiable counts ``[B, T, n_out]`` and the counters, or ``None``.
+
+    ``None`` when the engine rejects the run (the caller then runs the step-by-step
+    engine, which raises the error with its own location).
+    """
+    params = surrogate._kernel_params()
+    assert params is not None
+    ws = [w for w in weights if w is not None]
+    network = _engine_network(plan, ws)
+    n_batch = frames.shape[0]
+    ids = np.arange(n_batch, dtype=np.uint64) if sample_ids is None else sample_ids.cpu().numpy().astype(np.uint64)
+    lab = None if labels is None else np.ascontiguousarray(labels.cpu().numpy(), dtype=np.int64)
+    parallel = torch.get_num_threads() > 1
+    try:
+        counters, tape = _engine.tape_run(
+            network,
+            np.ascontiguousarray(frames.detach().numpy()),
+            lab,
+            ids,
+            opts.scheduler.value,
+            opts.forward_group_size,
+            opts.seed,
+            opts.jitter,
+            parallel,
+        )
+    except EngineError:
+        return None
+    out = {k: torch.from_numpy(np.array(v)) for k, v in counters.items()}
+    values = out["timestep_output_counts"].to(torch.float32)
+    counts = _TapedRun.apply(tape, network, params, parallel, values, *ws)
+    return counts, out
+
+
+def _engine_network(plan: Plan, weights: Sequence[torch.Tensor]) -> _engine.Network:
+    """The Rust engine's network of ``plan`` with the current ``weights`` (all dense)."""
+    projections: list[tuple[str, int, int, np.ndarray, list[int]]] = [
+        ("dense", pp.source, pp.target, np.ascontiguousarray(w.detach().reshape(-1).numpy()), [])
+        for pp, w in zip(plan.projections, weights)
+    ]
+    return _engine.Network(plan.network.input_size, flat_populations(plan.network), projections)
+
+
+class _TapedRun(torch.autograd.Function):
+    """The counts of a taped run; backward: the weights' gradients from the tape, in Rust."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        tape: Any,
+        network: Any,
+        params: tuple[str, float, float],
+        parallel: bool,
+        values: torch.Tensor,
+        *weights: torch.Tensor,
+    ) -> torch.Tensor:
+        ctx.tape, ctx.network, ctx.params, ctx.parallel = tape, network, params, parallel
+        ctx.shapes = [tuple(w.shape) for w in weights]
+        return values
+
+    @staticmethod
+    def backward(ctx: Any, g_counts: torch.Tensor) -> tuple[Any, ...]:
+        name, p, q = ctx.params
+        g = np.ascontiguousarray(g_counts.detach().to(torch.float32).numpy()).reshape(-1)
+        flat = _engine.tape_grad(ctx.tape, ctx.network, g, name, p, q, ctx.parallel)
+        # The engine's layout is [n_source, n_target]; the weights are [n_target, n_source].
+        grads = [torch.from_numpy(a.reshape(s[1], s[0]).T.copy()) for a, s in zip(flat, ctx.shapes)]
+        return (None, None, None, None, None, *grads)

@@ -1,0 +1,819 @@
+//! The backward pass of a whole unlayered training run from its tape (docs/semantics.md
+//! section 9): the gradient of the per-timestep output counts with respect to every
+//! weight, walking each sample's events backwards.
+//!
+//! The forward pass is the inference engine's event loop, which records the tape
+//! (`crate::engine::tape_batch`): the input events, the spikes with their membranes
+//! before the reset, the deliveries with their multiplicities, and the membranes at the
+//! end of every timestep. The torch engine's forward step (`V' = U - U s` at the
+//! spikes, `Q' = Q + s`), its take-and-deliver of a group (`I = sum m W_j`, `Q_j <- 0`)
+//! and its silent spikes (one zero-valued spike per non-refractory neuron and timestep,
+//! emitted when its population is settled) have the backward passes of
+//! [`super::step_backward`], [`super::deliver_backward`] and [`super::silent_grad`];
+//! here they run sample by sample, touching what the events touch:
+//!
+//! * a spike of neuron `i` at membrane `U` (surrogate derivative `d`):
+//!   `gV[i] <- gV[i] + ((gQ[i] - gV[i] U) d - gV[i])`;
+//! * a delivery of `j` with multiplicity `m` into the currents integrated at the next
+//!   step: with `gI = gV live` over the targets, `gQ[j] <- sum_q W[q, j] gI[q]` and
+//!   `gW[q, j] += m gI[q]` (the input events of step 0 likewise, with their values);
+//! * the silent spikes of population `p` at its final membrane `V` (`d` as above, live
+//!   neurons only): `gV <- gV + (gC - gV V) d`, `gC[i] = sum_q W[q, i] gI[q]` (the
+//!   output population's `gC` is the gradient of its counts);
+//! * the leak between timesteps: `gV <- beta gV`.
+//!
+//! The scope is what the torch engine's fast path sends here (`asyncsnn.torch.engine.tape`):
+//! dense projections, none recurrent, no settling or synaptic population, the reset
+//! `"zero"`, no dropout, prioritised input, the stop mode `drain` without `max_steps`,
+//! and the surrogate terms `"fired"`.
+
+use super::deliver::bad;
+use super::silent::SurrogateFn;
+use crate::engine::{EventKind, SampleTape, TraceEvent};
+use crate::error::EngineError;
+use crate::network::{Network, ProjKind};
+
+/// Samples whose gradients are summed together before the chunks are summed in order:
+/// the result does not depend on the number of threads.
+pub const TAPE_CHUNK: usize = 8;
+
+/// The network as the backward pass reads it.
+struct Geometry<'a> {
+    net: &'a Network,
+    /// Per population (0 = input): `(projection, dense transposed weights)` of each
+    /// projection leaving it.
+    outgoing: Vec<Vec<(usize, &'a [f32])>>,
+    surrogate: SurrogateFn,
+}
+
+impl<'a> Geometry<'a> {
+    fn new(net: &'a Network, surrogate: SurrogateFn) -> Result<Geometry<'a>, EngineError> {
+        if net.any_recurrent || net.any_settling || net.any_synaptic {
+            let why = "the tape's backward pass takes no recurrent, settling or synaptic network";
+            return Err(bad("network", "unsupported", why));
+        }
+        let n_pop = net.n_populations();
+        let mut outgoing = vec![Vec::new(); n_pop + 1];
+        for (s, list) in net.outgoing.iter().enumerate() {
+            for &pr in list {
+                match &net.projections[pr].kind {
+                    ProjKind::Dense { wt } => outgoing[s].push((pr, wt.as_slice())),
+                    _ => {
+                        let why = "the tape's backward pass takes dense projections only";
+                        return Err(bad("network", "conv/pool", why));
+                    }
+                }
+            }
+        }
+        if !outgoing[n_pop].is_empty() {
+            let why = "the tape's backward pass takes no projection from the output";
+            return Err(bad("network", "output source", why));
+        }
+        Ok(Geometry {
+            net,
+            outgoing,
+            surrogate,
+        })
+    }
+
+    /// `(first id, size)` of non-input population `p` (1-based).
+    fn span(&self, p: usize) -> (usize, usize) {
+        let o = self.net.pop_offset[p - 1];
+        (o, self.net.pop_offset[p] - o)
+    }
+}
+
+/// The gradient state of one sample: `gV`, `gQ` and the non-refractory mask, by id.
+struct State {
+    g_v: Vec<f32>,
+    g_q: Vec<f32>,
+    live: Vec<f32>,
+    /// Scratch: `gI = gV live` over a projection's targets.
+    g_i: Vec<f32>,
+}
+
+/// Checks the arguments of [`tape_backward`]: `g_counts` holds `[samples, T, n_out]`
+/// values, every tape has `T` timesteps of membranes, and `grads` one buffer per
+/// projection as long as its weights.
+pub fn check_tape(
+    net: &Network,
+    tapes: &[&SampleTape],
+    timesteps: usize,
+    g_counts: &[f32],
+    grads: &[Vec<f32>],
+) -> Result<(), EngineError> {
+    let n_out = net.n_outputs();
+    if g_counts.len() != tapes.len() * timesteps * n_out {
+        return Err(bad(
+            "g_counts",
+            g_counts.len(),
+            "must be [samples, T, n_out]",
+        ));
+    }
+    let n = net.n_neurons();
+    if let Some(t) = tapes.iter().find(|t| t.membranes.len() != timesteps * n) {
+        return Err(bad("tape", t.membranes.len(), "membranes must be [T, N]"));
+    }
+    if grads.len() != net.n_projections() {
+        return Err(bad("grads", grads.len(), "one buffer per projection"));
+    }
+    for (pr, g) in net.projections.iter().zip(grads) {
+        let want = match &pr.kind {
+            ProjKind::Dense { wt } => wt.len(),
+            _ => 0,
+        };
+        if g.len() != want {
+            return Err(bad("grads", g.len(), "as long as the projection's weights"));
+        }
+    }
+    Ok(())
+}
+
+/// Adds the weight gradients of the samples `tapes` (their output counts' gradients
+/// `g_counts`, `[samples, T, n_out]`) into `grads`, one buffer per projection in the
+/// engine's transposed layout (`wt[j * n_target + q]` holds `W[q, j]`). The arguments
+/// are checked by [`check_tape`] first.
+pub fn tape_backward(
+    net: &Network,
+    tapes: &[&SampleTape],
+    timesteps: usize,
+    g_counts: &[f32],
+    surrogate: SurrogateFn,
+    grads: &mut [Vec<f32>],
+) -> Result<(), EngineError> {
+    let geo = Geometry::new(net, surrogate)?;
+    check_tape(net, tapes, timesteps, g_counts, grads)?;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::kernels::has_avx2() {
+            // SAFETY: AVX2 is present (checked at run time).
+            unsafe { tape_backward_avx2(&geo, tapes, timesteps, g_counts, grads) };
+            return Ok(());
+        }
+    }
+    tape_backward_impl(&geo, tapes, timesteps, g_counts, grads);
+    Ok(())
+}
+
+/// [`tape_backward`] compiled for AVX2: the same operations in the same lanes
+/// ([`LANES`]), so the same values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn tape_backward_avx2(
+    geo: &Geometry<'_>,
+    tapes: &[&SampleTape],
+    timesteps: usize,
+    g_counts: &[f32],
+    grads: &mut [Vec<f32>],
+) {
+    tape_backward_impl(geo, tapes, timesteps, g_counts, grads);
+}
+
+#[inline(always)]
+fn tape_backward_impl(
+    geo: &Geometry<'_>,
+    tapes: &[&SampleTape],
+    timesteps: usize,
+    g_counts: &[f32],
+    grads: &mut [Vec<f32>],
+) {
+    let net = geo.net;
+    let n = net.n_neurons();
+    let n_out = net.n_outputs();
+    let mut st = State {
+        g_v: vec![0.0; n],
+        g_q: vec![0.0; n],
+        live: vec![1.0; n],
+        g_i: vec![0.0; n],
+    };
+    for (b, tape) in tapes.iter().enumerate() {
+        st.g_v.fill(0.0);
+        let per_sample = &g_counts[b * timesteps * n_out..(b + 1) * timesteps * n_out];
+        let mut end = tape.events.len();
+        for t in (0..timesteps).rev() {
+            let start = first_of_timestep(&tape.events[..end], t);
+            let g_out = &per_sample[t * n_out..(t + 1) * n_out];
+            let v_end = &tape.membranes[t * n..(t + 1) * n];
+            timestep_backward(geo, &tape.events[start..end], g_out, v_end, &mut st, grads);
+            end = start;
+            // The leak V <- beta V at the start of timestep t (R4.1).
+            for (g, &beta) in st.g_v.iter_mut().zip(&net.beta) {
+                *g *= beta;
+            }
+        }
+    }
+}
+
+/// The index of the first event of timestep `t` among `events` (all of timestep <= t).
+fn first_of_timestep(events: &[TraceEvent], t: usize) -> usize {
+    events.partition_point(|e| (e.timestep as usize) < t)
+}
+
+/// The events of one forward step: `[spikes, deliveries)` ranges into the timestep's
+/// events.
+struct StepEvents {
+    spikes: (usize, usize),
+    deliveries: (usize, usize),
+}
+
+/// The backward pass of one timestep's `events` (inputs, then per forward step its
+/// spikes and its delivered group), with `g_out` the gradient of its output counts
+/// and `v_end` the membranes at its end.
+#[inline(always)]
+fn timestep_backward(
+    geo: &Geometry<'_>,
+    events: &[TraceEvent],
+    g_out: &[f32],
+    v_end: &[f32],
+    st: &mut State,
+    grads: &mut [Vec<f32>],
+) {
+    let net = geo.net;
+    let n_pop = net.n_populations();
+    let n_inputs = events
+        .iter()
+        .take_while(|e| e.kind == EventKind::Input)
+        .count();
+    let steps = split_steps(events, n_inputs);
+    // Refractory at the end of the timestep: the neurons that fired in it.
+    st.live.fill(1.0);
+    for e in &events[n_inputs..] {
+        if e.kind == EventKind::Spike {
+            st.live[id_of(geo, e)] = 0.0;
+        }
+    }
+    // Q at the end: only the output population's (its counts) is left.
+    st.g_q.fill(0.0);
+    let (out0, n_out) = geo.span(n_pop);
+    st.g_q[out0..out0 + n_out].copy_from_slice(g_out);
+    let settle_at = settle_steps(geo, events, &steps);
+    // The silent spikes at the end of the timestep: the output, then the populations
+    // not settled before, the highest first (the reverse of their emission order).
+    silent_backward(geo, n_pop, Some(g_out), v_end, st);
+    for p in (1..n_pop).rev() {
+        if settle_at[p].is_none() && !geo.outgoing[p].is_empty() {
+            silent_backward(geo, p, None, v_end, st);
+        }
+    }
+    for (k, step) in steps.iter().enumerate().rev() {
+        for e in &events[step.deliveries.0..step.deliveries.1] {
+            let id = id_of(geo, e);
+            st.g_q[id] = deliver_backward(geo, e.population as usize, e.neuron, e.value, st, grads);
+        }
+        for p in (1..n_pop).rev() {
+            if settle_at[p] == Some(k) {
+                silent_backward(geo, p, None, v_end, st);
+            }
+        }
+        for e in &events[step.spikes.0..step.spikes.1] {
+            let id = id_of(geo, e);
+            let u = e.value as f32;
+            let d = geo.surrogate.derivative(u - net.threshold[id]);
+            let g_v = st.g_v[id];
+            st.g_v[id] = g_v + ((st.g_q[id] - g_v * u) * d - g_v);
+            st.live[id] = 1.0;
+        }
+    }
+    for e in &events[..n_inputs] {
+        deliver_backward(geo, 0, e.neuron, e.value, st, grads);
+    }
+}
+
+/// The global id of the neuron of a spike or delivery event.
+#[inline(always)]
+fn id_of(geo: &Geometry<'_>, e: &TraceEvent) -> usize {
+    geo.net.pop_offset[e.population as usize - 1] + e.neuron as usize
+}
+
+/// The forward steps of a timestep's events after its `n_inputs` input events.
+#[inline(always)]
+fn split_steps(events: &[TraceEvent], n_inputs: usize) -> Vec<StepEvents> {
+    let mut steps: Vec<StepEvents> = Vec::new();
+    let mut i = n_inputs;
+    while i < events.len() {
+        let k = events[i].step as usize;
+        while steps.len() <= k {
+            steps.push(StepEvents {
+                spikes: (i, i),
+                deliveries: (i, i),
+            });
+        }
+        let a = i;
+        while i < events.len() && events[i].step as usize == k && events[i].kind == EventKind::Spike
+        {
+            i += 1;
+        }
+        let b = i;
+        while i < events.len()
+            && events[i].step as usize == k
+            && events[i].kind == EventKind::Delivery
+        {
+            i += 1;
+        }
+        steps[k] = StepEvents {
+            spikes: (a, b),
+            deliveries: (b, i),
+        };
+    }
+    steps
+}
+
+/// Per population (1-based; index 0 unused): the forward step after whose fire phase
+/// its silent spikes left (section 9: no neuron of a lower population pending, while
+/// the timestep goes on), or `None`: at the end of the timestep.
+#[inline(always)]
+fn settle_steps(
+    geo: &Geometry<'_>,
+    events: &[TraceEvent],
+    steps: &[StepEvents],
+) -> Vec<Option<usize>> {
+    let n_pop = geo.net.n_populations();
+    let mut pending = vec![0usize; n_pop + 1];
+    let mut total = 0usize;
+    let mut settle_at = vec![None; n_pop + 1];
+    let mut settled_below = 1usize; // populations < settled_below have emitted
+    for (k, step) in steps.iter().enumerate() {
+        for e in &events[step.spikes.0..step.spikes.1] {
+            let p = e.population as usize;
+            if !geo.outgoing[p].is_empty() {
+                pending[p] += 1;
+                total += 1;
+            }
+        }
+        if total > 0 {
+            let lowest = (1..=n_pop).find(|&p| pending[p] > 0).unwrap_or(n_pop);
+            while settled_below <= lowest.min(n_pop - 1) {
+                if !geo.outgoing[settled_below].is_empty() {
+                    settle_at[settled_below] = Some(k);
+                }
+                settled_below += 1;
+            }
+        }
+        for e in &events[step.deliveries.0..step.deliveries.1] {
+            pending[e.population as usize] -= 1;
+            total -= 1;
+        }
+    }
+    settle_at
+}
+
+/// The backward pass of a delivery of neuron `neuron` of population `p` (0: the
+/// input) with multiplicity (or input value) `m` into the currents integrated next:
+/// adds `m gI` to its weight gradients and returns the gradient of `m`.
+#[inline(always)]
+fn deliver_backward(
+    geo: &Geometry<'_>,
+    p: usize,
+    neuron: u32,
+    m: f64,
+    st: &State,
+    grads: &mut [Vec<f32>],
+) -> f32 {
+    let m = m as f32;
+    let j = neuron as usize;
+    let mut g_m = 0.0f32;
+    for &(pr, wt) in &geo.outgoing[p] {
+        let proj = &geo.net.projections[pr];
+        let (o, n_t) = (proj.target_offset, proj.target_size);
+        let row = &wt[j * n_t..(j + 1) * n_t];
+        let g_row = &mut grads[pr][j * n_t..(j + 1) * n_t];
+        let (g_v, live) = (&st.g_v[o..o + n_t], &st.live[o..o + n_t]);
+        if p == 0 {
+            add_scaled(g_row, m, g_v, live); // an input value has no gradient
+        } else {
+            g_m += dot_add(row, g_v, live, g_row, m);
+        }
+    }
+    g_m
+}
+
+/// The lanes of the dot products: each lane sums every `LANES`-th product, and the
+/// lanes are summed in a fixed order, so the values do not depend on the vector width.
+const LANES: usize = 8;
+
+/// The lanes of a dot product summed in a fixed order.
+#[inline(always)]
+fn lane_sum(acc: [f32; LANES], tail: f32) -> f32 {
+    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7])) + tail
+}
+
+/// `sum_q row[q] gV[q] live[q]`, and `g_row[q] += m gV[q] live[q]`.
+#[inline(always)]
+fn dot_add(row: &[f32], g_v: &[f32], live: &[f32], g_row: &mut [f32], m: f32) -> f32 {
+    let n = row.len().min(g_v.len()).min(live.len()).min(g_row.len());
+    let body = n - n % LANES;
+    let mut acc = [0.0f32; LANES];
+    for (((r, g), l), out) in (row[..body].chunks_exact(LANES))
+        .zip(g_v[..body].chunks_exact(LANES))
+        .zip(live[..body].chunks_exact(LANES))
+        .zip(g_row[..body].chunks_exact_mut(LANES))
+    {
+        for i in 0..LANES {
+            let g_i = g[i] * l[i];
+            acc[i] += r[i] * g_i;
+            out[i] += m * g_i;
+        }
+    }
+    let mut tail = 0.0f32;
+    for q in body..n {
+        let g_i = g_v[q] * live[q];
+        tail += row[q] * g_i;
+        g_row[q] += m * g_i;
+    }
+    lane_sum(acc, tail)
+}
+
+/// `g_row[q] += m gV[q] live[q]`.
+#[inline(always)]
+fn add_scaled(g_row: &mut [f32], m: f32, g_v: &[f32], live: &[f32]) {
+    for ((out, &g), &l) in g_row.iter_mut().zip(g_v).zip(live) {
+        *out += m * (g * l);
+    }
+}
+
+/// `sum_q row[q] g_i[q]`.
+#[inline(always)]
+fn dot(row: &[f32], g_i: &[f32]) -> f32 {
+    let n = row.len().min(g_i.len());
+    let body = n - n % LANES;
+    let mut acc = [0.0f32; LANES];
+    for (r, g) in row[..body]
+        .chunks_exact(LANES)
+        .zip(g_i[..body].chunks_exact(LANES))
+    {
+        for i in 0..LANES {
+            acc[i] += r[i] * g[i];
+        }
+    }
+    let tail = (body..n).fold(0.0f32, |a, q| a + row[q] * g_i[q]);
+    lane_sum(acc, tail)
+}
+
+/// The backward pass of the silent spikes of population `p` (1-based) at the
+/// membranes `v_end`: `g_out` is the gradient of the output counts when `p` is the
+/// output population.
+#[inline(always)]
+fn silent_backward(
+    geo: &Geometry<'_>,
+    p: usize,
+    g_out: Option<&[f32]>,
+    v_end: &[f32],
+    st: &mut State,
+) {
+    let net = geo.net;
+    let (o, n_p) = geo.span(p);
+    let mut g_c: Vec<f32> = match g_out {
+        Some(g) => g.to_vec(),
+        None => vec![0.0; n_p],
+    };
+    for &(pr, wt) in &geo.outgoing[p] {
+        let proj = &net.projections[pr];
+        let (to, n_t) = (proj.target_offset, proj.target_size);
+        let g_i = &mut st.g_i[..n_t];
+        for ((x, &g), &l) in g_i
+            .iter_mut()
+            .zip(&st.g_v[to..to + n_t])
+            .zip(&st.live[to..to + n_t])
+        {
+            *x = g * l;
+        }
+        for (i, c) in g_c.iter_mut().enumerate() {
+            if st.live[o + i] != 0.0 {
+                *c += dot(&wt[i * n_t..(i + 1) * n_t], g_i);
+            }
+        }
+    }
+    for (i, &c) in g_c.iter().enumerate() {
+        let id = o + i;
+        if st.live[id] == 0.0 {
+            continue;
+        }
+        let v = v_end[id];
+        let d = geo.surrogate.derivative(v - net.threshold[id]);
+        let g_v = st.g_v[id];
+        st.g_v[id] = g_v + (c - g_v * v) * d;
+    }
+}
+
+/// [`tape_backward`] of a batch: the weight gradients of all `tapes` (one buffer per
+/// projection, transposed layout), summed over chunks of [`TAPE_CHUNK`] samples in
+/// order, the chunks in parallel with rayon when `parallel` (the same values either
+/// way).
+pub fn tape_backward_batch(
+    net: &Network,
+    tapes: &[&SampleTape],
+    timesteps: usize,
+    g_counts: &[f32],
+    surrogate: SurrogateFn,
+    parallel: bool,
+) -> Result<Vec<Vec<f32>>, EngineError> {
+    use rayon::prelude::*;
+    let zeros = || -> Vec<Vec<f32>> {
+        (net.projections.iter())
+            .map(|pr| match &pr.kind {
+                ProjKind::Dense { wt } => vec![0.0; wt.len()],
+                _ => Vec::new(),
+            })
+            .collect()
+    };
+    let mut total = zeros();
+    check_tape(net, tapes, timesteps, g_counts, &total)?;
+    let per = timesteps * net.n_outputs();
+    let chunk = |c: usize| -> Result<Vec<Vec<f32>>, EngineError> {
+        let a = c * TAPE_CHUNK;
+        let b = (a + TAPE_CHUNK).min(tapes.len());
+        let mut grads = zeros();
+        let g = &g_counts[a * per..b * per];
+        tape_backward(net, &tapes[a..b], timesteps, g, surrogate, &mut grads)?;
+        Ok(grads)
+    };
+    let n_chunks = tapes.len().div_ceil(TAPE_CHUNK);
+    let parts: Vec<Vec<Vec<f32>>> = if parallel {
+        (0..n_chunks)
+            .into_par_iter()
+            .map(chunk)
+            .collect::<Result<_, _>>()?
+    } else {
+        (0..n_chunks).map(chunk).collect::<Result<_, _>>()?
+    };
+    for part in parts {
+        for (t, g) in total.iter_mut().zip(part) {
+            for (x, y) in t.iter_mut().zip(g) {
+                *x += y;
+            }
+        }
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{tape_batch, RunConfig, SampleInput, StopMode};
+    use crate::network::{NetworkSpec, PopulationSpec, ProjectionKind, ProjectionSpec};
+    use crate::scheduler::Scheduler;
+    use crate::train_kernels::tests::field;
+
+    const ATAN: SurrogateFn = SurrogateFn::ATan {
+        a: std::f32::consts::PI,
+        c: 1.0,
+    };
+
+    fn dense(source: usize, target: usize, weight: Vec<f32>) -> ProjectionSpec {
+        ProjectionSpec {
+            source,
+            target,
+            kind: ProjectionKind::Dense { weight },
+        }
+    }
+
+    fn network(input: usize, sizes: &[usize], projections: Vec<ProjectionSpec>) -> Network {
+        let populations = sizes
+            .iter()
+            .map(|&n| PopulationSpec::new(n, 1.0, 0.5))
+            .collect();
+        Network::new(NetworkSpec {
+            input_size: input,
+            populations,
+            projections,
+        })
+        .unwrap()
+    }
+
+    fn config(scheduler: Scheduler, f: usize) -> RunConfig {
+        RunConfig {
+            scheduler,
+            forward_group_size: f,
+            stop: StopMode::Drain,
+            max_steps: None,
+            seed: 3,
+            refractory_dropout: None,
+            input_dropout: 0.0,
+            spike_dropout: 0.0,
+            prioritize_input: true,
+        }
+    }
+
+    fn event(t: u32, k: u32, kind: EventKind, population: u32, neuron: u32) -> TraceEvent {
+        TraceEvent {
+            timestep: t,
+            step: k,
+            kind,
+            population,
+            neuron,
+            value: 1.0,
+        }
+    }
+
+    /// input -> A -> B (one neuron each, theta 1, beta 0.5), w = 2 and 0.5, x = (1, 0):
+    /// A fires at step 0 of timestep 0 (U = 2), B reaches 0.5 and then leaks to 0.25;
+    /// the counts' gradients are 1 and 2.
+    #[test]
+    fn a_chain_has_the_hand_computed_gradients() {
+        let net = network(
+            1,
+            &[1, 1],
+            vec![dense(0, 1, vec![2.0]), dense(1, 2, vec![0.5])],
+        );
+        let frames = [1.0f32, 0.0];
+        let input = SampleInput::Dense {
+            frames: &frames,
+            timesteps: 2,
+        };
+        let cfg = config(Scheduler::Momentum { jitter: 0.0 }, 1);
+        let runs = tape_batch(&net, &[input], None, &[0], &cfg, false).unwrap();
+        let tape = &runs[0].1;
+        assert_eq!(tape.membranes, vec![0.0, 0.5, 0.0, 0.25]);
+        let g = [1.0f32, 2.0];
+        let grads = tape_backward_batch(&net, &[tape], 2, &g, ATAN, false).unwrap();
+        let d = |x: f32| ATAN.derivative(x);
+        // Timestep 1: B's silent spike at 0.25, then A's at 0 (A is not refractory any
+        // more), then the leak into timestep 0.
+        let gv_b1 = 2.0 * d(0.25 - 1.0);
+        let gv_a1 = (0.5 * gv_b1) * d(0.0 - 1.0);
+        let (gv_b, gv_a) = (0.5 * gv_b1, 0.5 * gv_a1);
+        // Timestep 0: B's silent spike at 0.5 (with its reset term -gV V), A's delivery
+        // into B, A's spike at U = 2 (A fired: no silent spike).
+        let gv_b = gv_b + (1.0 - gv_b * 0.5) * d(0.5 - 1.0);
+        let g_m = 0.5 * gv_b;
+        let gv_a = gv_a + ((g_m - gv_a * 2.0) * d(2.0 - 1.0) - gv_a);
+        let close = |a: f32, b: f32| (a - b).abs() <= 1e-6 * b.abs().max(1e-3);
+        assert!(close(grads[1][0], gv_b), "{} vs {gv_b}", grads[1][0]);
+        assert!(close(grads[0][0], gv_a), "{} vs {gv_a}", grads[0][0]);
+    }
+
+    #[test]
+    fn settle_steps_follow_the_lowest_pending_population() {
+        let net = network(
+            2,
+            &[2, 2, 1],
+            vec![
+                dense(0, 1, vec![1.0; 4]),
+                dense(1, 2, vec![1.0; 4]),
+                dense(2, 3, vec![1.0; 2]),
+            ],
+        );
+        let geo = Geometry::new(&net, ATAN).unwrap();
+        use EventKind::{Delivery as D, Spike as S};
+        let events = vec![
+            event(0, 0, S, 1, 0),
+            event(0, 0, S, 1, 1),
+            event(0, 0, D, 1, 0),
+            event(0, 1, S, 2, 0),
+            event(0, 1, D, 1, 1),
+            event(0, 2, S, 2, 1),
+            event(0, 2, D, 2, 0),
+            event(0, 2, D, 2, 1),
+            event(0, 3, S, 3, 0),
+        ];
+        let steps = split_steps(&events, 0);
+        let ranges: Vec<_> = steps.iter().map(|s| (s.spikes, s.deliveries)).collect();
+        assert_eq!(
+            ranges,
+            vec![
+                ((0, 2), (2, 3)),
+                ((3, 4), (4, 5)),
+                ((5, 6), (6, 8)),
+                ((8, 9), (9, 9)),
+            ]
+        );
+        // Population 1 settles once its spikes are all that is pending (step 0),
+        // population 2 when population 1 has nothing pending (step 2); the output
+        // population emits at the end.
+        assert_eq!(
+            settle_steps(&geo, &events, &steps),
+            vec![None, Some(0), Some(2), None]
+        );
+    }
+
+    fn batch_tapes(net: &Network, n: usize, timesteps: usize) -> Vec<SampleTape> {
+        let n_in = net.input_size();
+        let frames: Vec<Vec<f32>> = (0..n)
+            .map(|b| {
+                (0..timesteps * n_in)
+                    .map(|i| {
+                        if (i * 7 + b * 3) % (2 + b % 5) == 0 {
+                            1.0
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let inputs: Vec<_> = frames
+            .iter()
+            .map(|f| SampleInput::Dense {
+                frames: f,
+                timesteps,
+            })
+            .collect();
+        let ids: Vec<u64> = (0..n as u64).collect();
+        let cfg = config(Scheduler::Random, 2);
+        let runs = tape_batch(net, &inputs, None, &ids, &cfg, true).unwrap();
+        runs.into_iter().map(|(_, t)| t).collect()
+    }
+
+    fn weights(n: usize, seed: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i * 37 + seed * 11) % 17) as f32 / 16.0 - 0.1)
+            .collect()
+    }
+
+    #[test]
+    fn chunks_sum_the_samples_whatever_the_threads() {
+        let net = network(
+            6,
+            &[8, 5, 3],
+            vec![
+                dense(0, 1, weights(48, 1)),
+                dense(1, 2, weights(40, 2)),
+                dense(2, 3, weights(15, 3)),
+                dense(0, 2, weights(30, 4)),
+            ],
+        );
+        let tapes = batch_tapes(&net, 21, 3);
+        let refs: Vec<&SampleTape> = tapes.iter().collect();
+        let g: Vec<f32> = (0..21 * 3 * 3).map(|i| (i % 5) as f32 - 2.0).collect();
+        let par = tape_backward_batch(&net, &refs, 3, &g, ATAN, true).unwrap();
+        let seq = tape_backward_batch(&net, &refs, 3, &g, ATAN, false).unwrap();
+        assert_eq!(par, seq);
+        assert!(par.iter().flatten().any(|&x| x != 0.0));
+        // The sum over samples, one at a time, up to the summation order.
+        let mut one_by_one: Vec<Vec<f32>> = par.iter().map(|g| vec![0.0; g.len()]).collect();
+        for (b, tape) in refs.iter().enumerate() {
+            tape_backward(
+                &net,
+                &[tape],
+                3,
+                &g[b * 9..(b + 1) * 9],
+                ATAN,
+                &mut one_by_one,
+            )
+            .unwrap();
+        }
+        for (a, b) in par.iter().flatten().zip(one_by_one.iter().flatten()) {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn the_avx2_build_gives_the_same_values() {
+        let net = network(
+            20,
+            &[37, 19, 3],
+            vec![
+                dense(0, 1, weights(740, 5)),
+                dense(1, 2, weights(703, 6)),
+                dense(2, 3, weights(57, 7)),
+            ],
+        );
+        let tapes = batch_tapes(&net, 5, 4);
+        let refs: Vec<&SampleTape> = tapes.iter().collect();
+        let g: Vec<f32> = (0..5 * 4 * 3).map(|i| (i % 7) as f32 * 0.3 - 1.0).collect();
+        let geo = Geometry::new(&net, ATAN).unwrap();
+        let zeros = || vec![vec![0.0f32; 740], vec![0.0; 703], vec![0.0; 57]];
+        let mut plain = zeros();
+        tape_backward_impl(&geo, &refs, 4, &g, &mut plain);
+        assert!(plain.iter().flatten().any(|&x| x != 0.0));
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            let mut avx2 = zeros();
+            // SAFETY: AVX2 is present.
+            unsafe { tape_backward_avx2(&geo, &refs, 4, &g, &mut avx2) };
+            assert_eq!(plain, avx2);
+        }
+    }
+
+    #[test]
+    fn bad_arguments_are_named() {
+        let net = network(
+            2,
+            &[2, 1],
+            vec![dense(0, 1, vec![1.0; 4]), dense(1, 2, vec![1.0; 2])],
+        );
+        let tapes = batch_tapes(&net, 2, 2);
+        let refs: Vec<&SampleTape> = tapes.iter().collect();
+        let g = vec![0.0f32; 4];
+        let run = |g: &[f32], t: usize| tape_backward_batch(&net, &refs, t, g, ATAN, false);
+        assert_eq!(field(run(&g[..3], 2)), "g_counts");
+        assert_eq!(field(run(&[0.0; 6], 3)), "tape");
+        let mut grads = vec![vec![0.0f32; 4]];
+        assert_eq!(field(check_tape(&net, &refs, 2, &g, &grads)), "grads");
+        grads.push(vec![0.0; 3]);
+        assert_eq!(field(check_tape(&net, &refs, 2, &g, &grads)), "grads");
+        let recurrent = network(
+            2,
+            &[2, 1],
+            vec![
+                dense(0, 1, vec![1.0; 4]),
+                dense(1, 1, vec![1.0; 4]),
+                dense(1, 2, vec![1.0; 2]),
+            ],
+        );
+        assert_eq!(
+            field(Geometry::new(&recurrent, ATAN).map(|_| ())),
+            "network"
+        );
+    }
+}

@@ -1,0 +1,269 @@
+"""The taped fast path of unlayered training (``asyncsnn.torch.engine.tape``).
+
+A differentiable host-backend run of an unlayered scheduler on a network in the path's
+scope is the Rust engine's run with a tape, and one autograd node whose backward pass
+walks the tape in Rust. It must give the step-by-step engine's counters and output
+counts exactly and its gradients up to the float32 summation order, on every
+scheduler, on mixed-activity batches (samples that end a timestep after a few forward
+steps next to ones that run many), with F = 1, skip projections, per-neuron
+thresholds and leaks; anything outside the scope must run the step-by-step engine.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from _strategies import mixed_count_input, wide_dense_network
+from asyncsnn._prepare import prepare_given_options
+from asyncsnn.exceptions import EngineError
+from asyncsnn.network import Dense, Network, Projection
+from asyncsnn.testing import grid_weights, random_grid_network
+from asyncsnn.torch import AsyncSNN, ATan, FastSigmoid, rate_loss
+from asyncsnn.torch.engine import run, tape
+from asyncsnn.torch.surrogate import Surrogate
+
+UNLAYERED = ["fifo", "random", "momentum"]
+
+
+@contextmanager
+def taped(enabled: bool) -> Iterator[list[int]]:
+    """Switch the taped path on or off; yields a list that counts the taped runs."""
+    calls: list[int] = []
+    was_enabled, was_run = tape.ENABLED, tape.run_taped
+
+    def counting(*args: Any, **kw: Any) -> Any:
+        calls.append(1)
+        return was_run(*args, **kw)
+
+    tape.ENABLED = enabled
+    import asyncsnn.torch.engine.driver as driver
+
+    driver_run = driver.run_taped
+    driver.run_taped = counting  # type: ignore[assignment]
+    try:
+        yield calls
+    finally:
+        tape.ENABLED = was_enabled
+        driver.run_taped = driver_run  # type: ignore[assignment]
+
+
+def _run(
+    net: Network,
+    x: np.ndarray,
+    opts: dict[str, Any],
+    labels: np.ndarray | None,
+    surrogate: Surrogate,
+    g_seed: int,
+    backend: str = "host",
+) -> tuple[Any, list[torch.Tensor]]:
+    """The run's output and the gradients of a random linear function of its counts."""
+    model = AsyncSNN(net)
+    prepared = prepare_given_options(net, **opts)
+    frames = torch.from_numpy(x.reshape(x.shape[0], x.shape[1], -1))
+    lab = None if labels is None else torch.from_numpy(labels)
+    out = run(
+        model.plan, model.projection_weights(), frames, prepared, labels=lab, surrogate=surrogate, backend=backend
+    )
+    g = torch.from_numpy(np.random.default_rng(g_seed).normal(size=tuple(out.counts.shape)).astype(np.float32))
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad((out.counts * g).sum(), params, allow_unused=True)
+    return out, [torch.zeros_like(p) if gr is None else gr for p, gr in zip(params, grads)]
+
+
+def _compare(case: dict[str, Any], surrogate: Surrogate) -> None:
+    """The taped run against the step-by-step engine: counters, counts and gradients."""
+    args = (case["net"], case["x"], case["opts"], case["labels"], surrogate, case["g_seed"])
+    with taped(False) as off:
+        ref, ref_grads = _run(*args)
+    with taped(True) as on:
+        out, grads = _run(*args)
+    assert not off
+    assert on, "the case is in the taped path's scope"
+    assert ref.counters.keys() == out.counters.keys()
+    for name, value in ref.counters.items():
+        assert torch.equal(value, out.counters[name]), name
+    assert torch.equal(ref.counts.detach(), out.counts.detach())
+    for a, b in zip(ref_grads, grads):
+        scale = max(1.0, float(a.abs().max()))
+        torch.testing.assert_close(b, a, rtol=2e-4, atol=2e-5 * scale)
+
+
+@st.composite
+def taped_cases(draw: Any) -> dict[str, Any]:
+    """Dense networks (wide, grid, skip), mixed-activity batches, options in the path's scope."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    kind = draw(st.sampled_from(["wide", "dense", "skip"]))
+    net = wide_dense_network(rng) if kind == "wide" else random_grid_network(rng, kind)
+    batch = draw(st.one_of(st.integers(1, 12), st.integers(12, 40)))
+    timesteps = draw(st.integers(1, 4))
+    if draw(st.booleans()):
+        density = rng.uniform(0.02, 0.6, batch)
+    else:
+        density = rng.choice([0.0, 0.02, 0.1, 0.3, 0.6, 1.0], batch)
+    scheduler = draw(st.sampled_from(UNLAYERED))
+    opts = {
+        "scheduler": scheduler,
+        "forward_group_size": draw(st.sampled_from([1, 1, 2, 3, 8, 1000])),
+        "seed": draw(st.integers(0, 2**64 - 1)),
+        "jitter": draw(st.sampled_from([0.0, 0.25, 1.0])) if scheduler == "momentum" else 0.0,
+    }
+    labels = rng.integers(0, net.n_outputs, batch) if draw(st.booleans()) else None
+    x = mixed_count_input(rng, net, density, timesteps)
+    return {"net": net, "x": x, "opts": opts, "labels": labels, "g_seed": seed}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=taped_cases())
+def test_taped_runs_equal_the_step_by_step_engine(case: dict[str, Any]) -> None:
+    _compare(case, ATan())
+
+
+@pytest.mark.parametrize("surrogate", [ATan(alpha=3.0, scale=0.7), FastSigmoid(), FastSigmoid(slope=5.0)])
+@pytest.mark.parametrize("scheduler", UNLAYERED)
+def test_taped_gradients_with_every_built_in_surrogate(surrogate: Surrogate, scheduler: str) -> None:
+    rng = np.random.default_rng(5)
+    net = wide_dense_network(rng)
+    x = mixed_count_input(rng, net, rng.uniform(0.05, 0.5, 10), 3)
+    opts = {"scheduler": scheduler, "forward_group_size": 2, "seed": 7}
+    _compare({"net": net, "x": x, "opts": opts, "labels": None, "g_seed": 1}, surrogate)
+
+
+def _skip_net(rng: np.random.Generator) -> Network:
+    """16 -> 24 -> 12 -> 4 with a skip projection from the input into the second population."""
+    sizes = [16, 24, 12, 4]
+    net = Network.sequential(
+        (16,),
+        [Dense(grid_weights(rng, (b, a), 0.6, 0.15)) for a, b in itertools.pairwise(sizes)],
+        threshold=1.0,
+        beta=0.875,
+    )
+    skip = Projection(0, 2, Dense(grid_weights(rng, (12, 16), 0.5, 0.1)))
+    return Network(net.input_shape, net.populations, [*net.projections, skip])
+
+
+def test_taped_gradients_through_a_skip_projection_and_a_long_run() -> None:
+    rng = np.random.default_rng(11)
+    net = _skip_net(rng)
+    x = mixed_count_input(rng, net, np.array([0.0, 0.05, 0.3, 0.9, 0.5, 0.2]), 6)
+    for scheduler in UNLAYERED:
+        opts = {"scheduler": scheduler, "forward_group_size": 1, "seed": 3}
+        _compare({"net": net, "x": x, "opts": opts, "labels": np.arange(6) % 4, "g_seed": 2}, ATan())
+
+
+def test_taped_gradients_do_not_depend_on_the_thread_count() -> None:
+    rng = np.random.default_rng(2)
+    net = wide_dense_network(rng)
+    x = mixed_count_input(rng, net, rng.uniform(0.05, 0.5, 40), 3)
+    grads = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            with taped(True) as on:
+                grads.append(_run(net, x, {"scheduler": "random", "seed": 1}, None, ATan(), 0)[1])
+            assert on
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*grads):
+        assert torch.equal(a, b)
+    assert any(bool(g.abs().sum() > 0) for g in grads[0])
+
+
+def _conv_net(rng: np.random.Generator) -> Network:
+    return random_grid_network(rng, "conv")
+
+
+# Each case leaves the path's scope once: it must run the step-by-step engine.
+OUT_OF_SCOPE: dict[str, tuple[dict[str, Any], str]] = {
+    "layered": ({"scheduler": "layered"}, "dense"),
+    "every_step": ({"surrogate_terms": "every_step"}, "dense"),
+    "refractory_dropout": ({"refractory_dropout": 0.5}, "dense"),
+    "input_dropout": ({"input_dropout": 0.3}, "dense"),
+    "spike_dropout": ({"spike_dropout": 0.3}, "dense"),
+    "max_steps": ({"max_steps": 4}, "dense"),
+    "first_output": ({"stop": "first_output"}, "dense"),
+    "non_prioritised_input": ({"prioritize_input": False}, "dense"),
+    "torch_backend": ({}, "torch"),
+    "conv": ({}, "conv"),
+    "bias": ({}, "bias"),
+    "recurrent": ({}, "recurrent"),
+    "custom_surrogate": ({"surrogate": "custom"}, "dense"),
+}
+
+
+class _Custom(ATan):
+    """A surrogate whose derivative has no Rust kernel."""
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        return ATan.derivative(self, x)
+
+
+@pytest.mark.parametrize("name", sorted(OUT_OF_SCOPE))
+def test_runs_outside_the_scope_take_the_step_by_step_engine(name: str) -> None:
+    changes, kind = OUT_OF_SCOPE[name]
+    rng = np.random.default_rng(4)
+    if kind == "conv":
+        model = AsyncSNN(_conv_net(rng))
+    elif kind == "recurrent":
+        model = AsyncSNN.from_sizes([10, 12, 4], seed=0, recurrent=True)
+    else:
+        model = AsyncSNN.from_sizes([10, 12, 4], seed=0, **({"bias": 0.05} if kind == "bias" else {}))
+    x = torch.from_numpy((rng.random((3, 2, *model.network.input_shape)) < 0.5).astype(np.float32))
+    kw: dict[str, Any] = {"scheduler": "random", "forward_group_size": 2, **changes}
+    if kw.get("surrogate") == "custom":
+        kw["surrogate"] = _Custom()
+    with taped(True) as calls:
+        if kind == "torch":
+            prepared = prepare_given_options(model.network, scheduler="random", forward_group_size=2)
+            frames = x.reshape(3, 2, -1)
+            out = run(model.plan, model.projection_weights(), frames, prepared, backend="torch")
+        else:
+            out = model(x, **kw)
+        rate_loss(out.counts, torch.zeros(3, dtype=torch.int64)).backward()
+    assert not calls, name
+    with taped(True) as calls:  # the same model and input in scope take the taped path
+        model(x, scheduler="random", forward_group_size=2)
+    assert bool(calls) == (kind in ("dense", "torch")), name
+
+
+def test_an_overflow_is_the_step_by_step_engines_error() -> None:
+    """R8.3: a run the engine rejects runs step by step, which raises its own error."""
+    model = AsyncSNN.from_sizes([4, 3, 2], seed=0)
+    with torch.no_grad():
+        model.projection_weights()[0].fill_(3e38)
+    x = torch.ones(2, 2, 4)
+    errors = []
+    for enabled in (False, True):
+        with taped(enabled), pytest.raises(EngineError) as info:
+            model(x, scheduler="momentum")
+        errors.append(str(info.value))
+    assert errors[0] == errors[1]
+    assert "sample" in errors[0]
+
+
+def test_training_takes_the_taped_path_and_learns() -> None:
+    """A few epochs of unlayered training on the taped path lower the loss."""
+    from asyncsnn.torch import train
+
+    rng = np.random.default_rng(0)
+    protos = rng.random((4, 1, 24)) < 0.4
+    y = rng.integers(0, 4, 128)
+    x = ((rng.random((128, 6, 24)) < 0.5) & protos[y]).astype(np.float32)
+    model = AsyncSNN.from_sizes([24, 32, 4], threshold=1.0, beta=0.9, seed=0)
+    with taped(True) as calls:
+        _, hist = train(
+            model, (x, y), scheduler="momentum", forward_group_size=4, epochs=4, batch_size=32, progress=False
+        )
+    assert calls
+    losses = [float(v) for v in hist.loss]
+    assert losses[-1] < losses[0]
