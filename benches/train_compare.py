@@ -14,9 +14,10 @@ Trains the same network (``AsyncSNN.from_sizes``, seed 0; ``--sizes``, default
   <= 1.5x), and the same for CPU time;
 * ``steps/sample``, ``spikes/sample``: forward steps and spikes of the training passes;
 * ``graph MiB``: bytes of the tensors autograd saves for the backward pass of one batch
-  (counted with ``torch.autograd.graph.saved_tensors_hooks``, each storage once): the
-  memory that training through the asynchronous engine costs per batch, independent of
-  the allocator and of other processes;
+  (counted with ``torch.autograd.graph.saved_tensors_hooks``, each storage once), plus
+  the tapes that the taped path keeps for it (``Tape.nbytes``): the memory that
+  training through the asynchronous engine costs per batch, independent of the
+  allocator and of other processes;
 * ``peak MiB``: growth of the process's peak resident set size (``ru_maxrss``) during
   the first epoch over what it was after building the data and the model. Torch allocations
   are invisible to tracemalloc; ``ru_maxrss`` sees them (CPU only). Each scheduler runs
@@ -28,6 +29,10 @@ what settling populations (R4.7) cost in training. ``--recurrent S`` gives
 every hidden population a self-recurrent Dense projection (R1.2;
 ``from_sizes(recurrent=True, recurrent_gain=S)``, trained): compare with
 ``--recurrent 0`` (default) for what recurrence (R4.9) costs.
+
+Unlayered training on the CPU takes the taped path (``asyncsnn.torch.engine.tape``:
+the Rust engine's run with a tape, and its backward pass in Rust) where it applies;
+``--step-by-step`` switches it off, to time the step-by-step torch engine instead.
 
 ``--asynctorch PATH`` instead times the same unlayered training, batch by batch, in
 asyncsnn and in asynctorch, the paper's reference code (GitHub ``RoelMK/asynctorch``; not
@@ -82,8 +87,23 @@ def _graph_mib(model: Any, x: Any, y: Any, scheduler: str, loss_fn: Any) -> floa
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = model(torch.from_numpy(x), scheduler=scheduler, forward_group_size=8)
         loss = loss_fn(out.counts, torch.from_numpy(y))
+    tapes = _tape_bytes(loss.grad_fn)
     loss.backward()
-    return sum(seen.values()) / 2**20
+    return (sum(seen.values()) + tapes) / 2**20
+
+
+def _tape_bytes(node: Any) -> int:
+    """Bytes of the tapes held by the autograd nodes reachable from ``node`` (the taped path)."""
+    total, stack, seen = 0, [node], set()
+    while stack:
+        n = stack.pop()
+        if n is None or id(n) in seen:
+            continue
+        seen.add(id(n))
+        tape = getattr(n, "tape", None)
+        total += int(getattr(tape, "nbytes", 0))
+        stack.extend(f for f, _ in n.next_functions)
+    return total
 
 
 def _sizes(text: str) -> list[int]:
@@ -243,6 +263,9 @@ def child(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     from asyncsnn.torch import rate_loss
+    from asyncsnn.torch.engine import tape
+
+    tape.ENABLED = not args.step_by_step
 
     sizes = _sizes(args.sizes)
     x, y = _data(args, sizes)
@@ -293,6 +316,7 @@ def main() -> None:
     parser.add_argument("--bias", type=float, default=0.0, help="initial bias of every neuron (trained when not 0)")
     parser.add_argument("--reset", default="zero", choices=["zero", "subtract", "subtract_delayed", "none"])
     parser.add_argument("--recurrent", type=float, default=0.0, help="self-recurrent weight scale (0: none)")
+    parser.add_argument("--step-by-step", action="store_true", help="the step-by-step torch engine (no tape)")
     parser.add_argument("--asynctorch", metavar="PATH", help="time against the asynctorch checkout at PATH")
     parser.add_argument("--batches", type=int, default=5, help="timed batches per library (--asynctorch)")
     parser.add_argument("--child", choices=SCHEDULERS, help=argparse.SUPPRESS)
@@ -308,12 +332,14 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--child", sched, "--samples", str(args.samples), "--sizes", args.sizes]
         cmd += ["--timesteps", str(args.timesteps), "--repeats", str(args.repeats), "--threads", str(args.threads)]
         cmd += ["--bias", str(args.bias), "--reset", args.reset, "--recurrent", str(args.recurrent)]
+        cmd += ["--step-by-step"] if args.step_by_step else []
         out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ.copy())
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     base, base_cpu = rows[0]["epoch_s"], rows[0]["cpu_s"]
     net = "-".join(str(n) for n in _sizes(args.sizes))
     neurons = f", bias {args.bias:g}, reset {args.reset}" if args.bias or args.reset != "zero" else ""
     neurons += f", recurrent {args.recurrent:g}" if args.recurrent else ""
+    neurons += ", step by step (no tape)" if args.step_by_step else ""
     print(f"{net}, {args.samples} samples, T={args.timesteps}, batch 64, F=8, {args.threads} threads{neurons}")
     head = f"{'scheduler':10} {'epoch s':>8} {'samples/s':>9} {'ratio':>6} {'cpu s':>7} {'ratio':>6}"
     print(f"{head} {'steps/sample':>13} {'spikes/sample':>14} {'graph MiB':>10} {'peak MiB':>9}")
