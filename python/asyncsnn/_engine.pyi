@@ -194,8 +194,14 @@ def tape_run(
     sample_ids: npt.NDArray[np.uint64],
     scheduler: str,
     forward_group_size: int,
+    stop: str,
+    extra_steps: int,
+    max_steps: int | None,
     seed: int,
     jitter: float,
+    input_dropout: float,
+    spike_dropout: float,
+    prioritize_input: bool,
     parallel: bool,
 ) -> tuple[dict[str, npt.NDArray[np.int64]], Tape]: ...
 def tape_grad(

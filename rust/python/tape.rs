@@ -12,13 +12,17 @@ use super::results::Collected;
 use crate::counters::{AxisSizes, BatchLayout};
 use crate::engine::{labels_from_i64, tape_batch, RunConfig, SampleInput, SampleTape, StopMode};
 use crate::scheduler::Scheduler;
-use crate::train_kernels::{tape_backward_batch, SurrogateFn};
+use crate::train_kernels::{tape_backward_batch, SurrogateFn, TapeOptions};
 
 /// The tapes of a batch's samples, kept for the backward pass (opaque to Python).
 #[pyclass(frozen, name = "Tape", module = "asyncsnn._engine")]
 pub struct PyTape {
     tapes: Vec<SampleTape>,
     timesteps: usize,
+    /// The run's input mode (R2.3, R4.13) and spike dropout (R4.11), which the
+    /// backward pass reads the tapes by.
+    prioritized: bool,
+    spike_dropout: bool,
 }
 
 #[pymethods]
@@ -42,10 +46,13 @@ impl PyTape {
     }
 }
 
-/// Runs a dense batch `[B, T, n_in]` (prioritised input, stop mode `drain`, no dropout)
-/// and returns its counters (the dict of `_engine.run`) and its tape.
+/// Runs a dense batch `[B, T, n_in]` (without refractory dropout) and returns its
+/// counters (the dict of `_engine.run`) and its tape. The options are those of
+/// `_engine.run`; spike dropout needs the stop mode `drain` without `max_steps` (the
+/// backward pass tells a kept spike by its delivery).
 #[pyfunction]
-#[pyo3(signature = (network, dense, labels, sample_ids, scheduler, forward_group_size, seed, jitter, parallel))]
+#[pyo3(signature = (network, dense, labels, sample_ids, scheduler, forward_group_size, stop, extra_steps,
+                    max_steps, seed, jitter, input_dropout, spike_dropout, prioritize_input, parallel))]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn tape_run<'py>(
     py: Python<'py>,
@@ -55,21 +62,32 @@ pub(super) fn tape_run<'py>(
     sample_ids: PyReadonlyArray1<'py, u64>,
     scheduler: &str,
     forward_group_size: usize,
+    stop: &str,
+    extra_steps: u32,
+    max_steps: Option<u32>,
     seed: u64,
     jitter: f32,
+    input_dropout: f64,
+    spike_dropout: f64,
+    prioritize_input: bool,
     parallel: bool,
 ) -> PyResult<(Bound<'py, PyDict>, PyTape)> {
     let net = &network.get().inner;
+    let stop = stop.parse::<StopMode>()?.with_extra_steps(extra_steps);
+    if spike_dropout > 0.0 && (stop != StopMode::Drain || max_steps.is_some()) {
+        let why = "the tape takes spike dropout with the stop mode drain only";
+        return Err(crate::EngineError::parameter("spike_dropout", spike_dropout, why).into());
+    }
     let config = RunConfig {
         scheduler: scheduler.parse::<Scheduler>()?.with_jitter(jitter),
         forward_group_size,
-        stop: StopMode::Drain,
-        max_steps: None,
+        stop,
+        max_steps,
         seed,
         refractory_dropout: None,
-        input_dropout: 0.0,
-        spike_dropout: 0.0,
-        prioritize_input: true,
+        input_dropout,
+        spike_dropout,
+        prioritize_input,
     };
     let shape = [dense.shape()[0], dense.shape()[1], dense.shape()[2]];
     let timesteps = shape[1];
@@ -87,7 +105,13 @@ pub(super) fn tape_run<'py>(
         collected.push(&res)?;
         tapes.push(tape);
     }
-    Ok((collected.into_dict(py)?, PyTape { tapes, timesteps }))
+    let tape = PyTape {
+        tapes,
+        timesteps,
+        prioritized: prioritize_input,
+        spike_dropout: spike_dropout > 0.0,
+    };
+    Ok((collected.into_dict(py)?, tape))
 }
 
 /// The weight gradients of a taped batch given the gradient `g_counts` (`[B, T,
@@ -118,6 +142,11 @@ pub(super) fn tape_grad<'py>(
     let tape = tape.get();
     let g = g_counts.as_slice().map_err(contiguous("g_counts"))?;
     let refs: Vec<&SampleTape> = tape.tapes.iter().collect();
-    let grads = py.detach(|| tape_backward_batch(net, &refs, tape.timesteps, g, sur, parallel))?;
+    let opts = TapeOptions {
+        surrogate: sur,
+        prioritized: tape.prioritized,
+        spike_dropout: tape.spike_dropout,
+    };
+    let grads = py.detach(|| tape_backward_batch(net, &refs, tape.timesteps, g, opts, parallel))?;
     Ok(grads.into_iter().map(|g| g.into_pyarray(py)).collect())
 }

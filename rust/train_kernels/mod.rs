@@ -50,7 +50,7 @@ pub use pending::{
 pub use records::{check_records, record_outputs, RecordColumns, RecordRows, Spent};
 pub use silent::{check_silent, silent_grad, SilentBlock, SilentReset, SurrogateFn};
 pub use step::{step_backward, step_forward, Fired, StepGrads, StepInputs, StepOutputs};
-pub use tape::{check_tape, tape_backward, tape_backward_batch, TAPE_CHUNK};
+pub use tape::{check_tape, tape_backward, tape_backward_batch, TapeOptions, TAPE_CHUNK};
 
 #[cfg(test)]
 pub(crate) mod tests {

@@ -37,6 +37,21 @@ use crate::network::{Network, ProjKind};
 /// the result does not depend on the number of threads.
 pub const TAPE_CHUNK: usize = 8;
 
+/// What the backward pass needs to know of the run that recorded the tapes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TapeOptions {
+    /// The surrogate derivative of the spike.
+    pub surrogate: SurrogateFn,
+    /// Prioritised input (R2.3): the input events are integrated at step 0. Without
+    /// (R4.13), they are pending entries, integrated after their delivery event, and
+    /// no population settles while one is pending.
+    pub prioritized: bool,
+    /// Spike dropout (R4.11) was on: a spike entered the pending set only if it was
+    /// delivered later in its timestep (the run must then have the stop mode `drain`
+    /// without `max_steps`, so that every kept spike is delivered).
+    pub spike_dropout: bool,
+}
+
 /// The network as the backward pass reads it.
 struct Geometry<'a> {
     net: &'a Network,
@@ -44,10 +59,11 @@ struct Geometry<'a> {
     /// projection leaving it.
     outgoing: Vec<Vec<(usize, &'a [f32])>>,
     surrogate: SurrogateFn,
+    opts: TapeOptions,
 }
 
 impl<'a> Geometry<'a> {
-    fn new(net: &'a Network, surrogate: SurrogateFn) -> Result<Geometry<'a>, EngineError> {
+    fn new(net: &'a Network, opts: TapeOptions) -> Result<Geometry<'a>, EngineError> {
         if net.any_recurrent || net.any_settling || net.any_synaptic {
             let why = "the tape's backward pass takes no recurrent, settling or synaptic network";
             return Err(bad("network", "unsupported", why));
@@ -72,7 +88,8 @@ impl<'a> Geometry<'a> {
         Ok(Geometry {
             net,
             outgoing,
-            surrogate,
+            surrogate: opts.surrogate,
+            opts,
         })
     }
 
@@ -138,10 +155,10 @@ pub fn tape_backward(
     tapes: &[&SampleTape],
     timesteps: usize,
     g_counts: &[f32],
-    surrogate: SurrogateFn,
+    opts: TapeOptions,
     grads: &mut [Vec<f32>],
 ) -> Result<(), EngineError> {
-    let geo = Geometry::new(net, surrogate)?;
+    let geo = Geometry::new(net, opts)?;
     check_tape(net, tapes, timesteps, g_counts, grads)?;
     #[cfg(target_arch = "x86_64")]
     {
@@ -246,7 +263,7 @@ fn timestep_backward(
     st.g_q.fill(0.0);
     let (out0, n_out) = geo.span(n_pop);
     st.g_q[out0..out0 + n_out].copy_from_slice(g_out);
-    let settle_at = settle_steps(geo, events, &steps);
+    let settle_at = settle_steps(geo, events, n_inputs, &steps);
     // The silent spikes at the end of the timestep: the output, then the populations
     // not settled before, the highest first (the reverse of their emission order).
     silent_backward(geo, n_pop, Some(g_out), v_end, st);
@@ -257,8 +274,10 @@ fn timestep_backward(
     }
     for (k, step) in steps.iter().enumerate().rev() {
         for e in &events[step.deliveries.0..step.deliveries.1] {
-            let id = id_of(geo, e);
-            st.g_q[id] = deliver_backward(geo, e.population as usize, e.neuron, e.value, st, grads);
+            let g_m = deliver_backward(geo, e.population as usize, e.neuron, e.value, st, grads);
+            if e.population > 0 {
+                st.g_q[id_of(geo, e)] = g_m;
+            } // an input entry (R4.13): its value has no gradient
         }
         for p in (1..n_pop).rev() {
             if settle_at[p] == Some(k) {
@@ -274,8 +293,11 @@ fn timestep_backward(
             st.live[id] = 1.0;
         }
     }
-    for e in &events[..n_inputs] {
-        deliver_backward(geo, 0, e.neuron, e.value, st, grads);
+    if geo.opts.prioritized {
+        // R4.2: the input events are integrated at step 0 (else at their deliveries).
+        for e in &events[..n_inputs] {
+            deliver_backward(geo, 0, e.neuron, e.value, st, grads);
+        }
     }
 }
 
@@ -319,28 +341,41 @@ fn split_steps(events: &[TraceEvent], n_inputs: usize) -> Vec<StepEvents> {
 }
 
 /// Per population (1-based; index 0 unused): the forward step after whose fire phase
-/// its silent spikes left (section 9: no neuron of a lower population pending, while
-/// the timestep goes on), or `None`: at the end of the timestep.
+/// its silent spikes left (section 9: no neuron of a lower population pending and no
+/// input entry pending (R4.13), while the timestep goes on), or `None`: at the end of
+/// the timestep (also for a row that an early stop ended: nothing happens between).
 #[inline(always)]
 fn settle_steps(
     geo: &Geometry<'_>,
     events: &[TraceEvent],
+    n_inputs: usize,
     steps: &[StepEvents],
 ) -> Vec<Option<usize>> {
     let n_pop = geo.net.n_populations();
+    // R4.11: under spike dropout a spike was kept (pending) when it is delivered later.
+    let kept: Option<Vec<bool>> = geo.opts.spike_dropout.then(|| {
+        let mut kept = vec![false; geo.net.n_neurons()];
+        for e in &events[n_inputs..] {
+            if e.kind == EventKind::Delivery && e.population > 0 {
+                kept[id_of(geo, e)] = true;
+            }
+        }
+        kept
+    });
     let mut pending = vec![0usize; n_pop + 1];
     let mut total = 0usize;
+    let mut inputs = if geo.opts.prioritized { 0 } else { n_inputs };
     let mut settle_at = vec![None; n_pop + 1];
     let mut settled_below = 1usize; // populations < settled_below have emitted
     for (k, step) in steps.iter().enumerate() {
         for e in &events[step.spikes.0..step.spikes.1] {
             let p = e.population as usize;
-            if !geo.outgoing[p].is_empty() {
+            if !geo.outgoing[p].is_empty() && kept.as_ref().is_none_or(|d| d[id_of(geo, e)]) {
                 pending[p] += 1;
                 total += 1;
             }
         }
-        if total > 0 {
+        if total > 0 && inputs == 0 {
             let lowest = (1..=n_pop).find(|&p| pending[p] > 0).unwrap_or(n_pop);
             while settled_below <= lowest.min(n_pop - 1) {
                 if !geo.outgoing[settled_below].is_empty() {
@@ -350,8 +385,13 @@ fn settle_steps(
             }
         }
         for e in &events[step.deliveries.0..step.deliveries.1] {
-            pending[e.population as usize] -= 1;
-            total -= 1;
+            match e.population as usize {
+                0 => inputs -= 1,
+                p => {
+                    pending[p] -= 1;
+                    total -= 1;
+                }
+            }
         }
     }
     settle_at
@@ -504,7 +544,7 @@ pub fn tape_backward_batch(
     tapes: &[&SampleTape],
     timesteps: usize,
     g_counts: &[f32],
-    surrogate: SurrogateFn,
+    opts: TapeOptions,
     parallel: bool,
 ) -> Result<Vec<Vec<f32>>, EngineError> {
     use rayon::prelude::*;
@@ -524,7 +564,7 @@ pub fn tape_backward_batch(
         let b = (a + TAPE_CHUNK).min(tapes.len());
         let mut grads = zeros();
         let g = &g_counts[a * per..b * per];
-        tape_backward(net, &tapes[a..b], timesteps, g, surrogate, &mut grads)?;
+        tape_backward(net, &tapes[a..b], timesteps, g, opts, &mut grads)?;
         Ok(grads)
     };
     let n_chunks = tapes.len().div_ceil(TAPE_CHUNK);
@@ -557,6 +597,11 @@ mod tests {
     const ATAN: SurrogateFn = SurrogateFn::ATan {
         a: std::f32::consts::PI,
         c: 1.0,
+    };
+    const OPTS: TapeOptions = TapeOptions {
+        surrogate: ATAN,
+        prioritized: true,
+        spike_dropout: false,
     };
 
     fn dense(source: usize, target: usize, weight: Vec<f32>) -> ProjectionSpec {
@@ -625,7 +670,7 @@ mod tests {
         let tape = &runs[0].1;
         assert_eq!(tape.membranes, vec![0.0, 0.5, 0.0, 0.25]);
         let g = [1.0f32, 2.0];
-        let grads = tape_backward_batch(&net, &[tape], 2, &g, ATAN, false).unwrap();
+        let grads = tape_backward_batch(&net, &[tape], 2, &g, OPTS, false).unwrap();
         let d = |x: f32| ATAN.derivative(x);
         // Timestep 1: B's silent spike at 0.25, then A's at 0 (A is not refractory any
         // more), then the leak into timestep 0.
@@ -653,7 +698,7 @@ mod tests {
                 dense(2, 3, vec![1.0; 2]),
             ],
         );
-        let geo = Geometry::new(&net, ATAN).unwrap();
+        let geo = Geometry::new(&net, OPTS).unwrap();
         use EventKind::{Delivery as D, Spike as S};
         let events = vec![
             event(0, 0, S, 1, 0),
@@ -681,7 +726,7 @@ mod tests {
         // population 2 when population 1 has nothing pending (step 2); the output
         // population emits at the end.
         assert_eq!(
-            settle_steps(&geo, &events, &steps),
+            settle_steps(&geo, &events, 0, &steps),
             vec![None, Some(0), Some(2), None]
         );
     }
@@ -735,8 +780,8 @@ mod tests {
         let tapes = batch_tapes(&net, 21, 3);
         let refs: Vec<&SampleTape> = tapes.iter().collect();
         let g: Vec<f32> = (0..21 * 3 * 3).map(|i| (i % 5) as f32 - 2.0).collect();
-        let par = tape_backward_batch(&net, &refs, 3, &g, ATAN, true).unwrap();
-        let seq = tape_backward_batch(&net, &refs, 3, &g, ATAN, false).unwrap();
+        let par = tape_backward_batch(&net, &refs, 3, &g, OPTS, true).unwrap();
+        let seq = tape_backward_batch(&net, &refs, 3, &g, OPTS, false).unwrap();
         assert_eq!(par, seq);
         assert!(par.iter().flatten().any(|&x| x != 0.0));
         // The sum over samples, one at a time, up to the summation order.
@@ -747,7 +792,7 @@ mod tests {
                 &[tape],
                 3,
                 &g[b * 9..(b + 1) * 9],
-                ATAN,
+                OPTS,
                 &mut one_by_one,
             )
             .unwrap();
@@ -771,7 +816,7 @@ mod tests {
         let tapes = batch_tapes(&net, 5, 4);
         let refs: Vec<&SampleTape> = tapes.iter().collect();
         let g: Vec<f32> = (0..5 * 4 * 3).map(|i| (i % 7) as f32 * 0.3 - 1.0).collect();
-        let geo = Geometry::new(&net, ATAN).unwrap();
+        let geo = Geometry::new(&net, OPTS).unwrap();
         let zeros = || vec![vec![0.0f32; 740], vec![0.0; 703], vec![0.0; 57]];
         let mut plain = zeros();
         tape_backward_impl(&geo, &refs, 4, &g, &mut plain);
@@ -795,7 +840,7 @@ mod tests {
         let tapes = batch_tapes(&net, 2, 2);
         let refs: Vec<&SampleTape> = tapes.iter().collect();
         let g = vec![0.0f32; 4];
-        let run = |g: &[f32], t: usize| tape_backward_batch(&net, &refs, t, g, ATAN, false);
+        let run = |g: &[f32], t: usize| tape_backward_batch(&net, &refs, t, g, OPTS, false);
         assert_eq!(field(run(&g[..3], 2)), "g_counts");
         assert_eq!(field(run(&[0.0; 6], 3)), "tape");
         let mut grads = vec![vec![0.0f32; 4]];
@@ -812,7 +857,7 @@ mod tests {
             ],
         );
         assert_eq!(
-            field(Geometry::new(&recurrent, ATAN).map(|_| ())),
+            field(Geometry::new(&recurrent, OPTS).map(|_| ())),
             "network"
         );
     }

@@ -6,7 +6,8 @@ walks the tape in Rust. It must give the step-by-step engine's counters and outp
 counts exactly and its gradients up to the float32 summation order, on every
 scheduler, on mixed-activity batches (samples that end a timestep after a few forward
 steps next to ones that run many), with F = 1, skip projections, per-neuron
-thresholds and leaks; anything outside the scope must run the step-by-step engine.
+thresholds and leaks, early stops, input and spike dropout and non-prioritised input;
+anything outside the scope must run the step-by-step engine.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from _strategies import mixed_count_input, wide_dense_network
@@ -99,7 +100,11 @@ def _compare(case: dict[str, Any], surrogate: Surrogate) -> None:
 
 @st.composite
 def taped_cases(draw: Any) -> dict[str, Any]:
-    """Dense networks (wide, grid, skip), mixed-activity batches, options in the path's scope."""
+    """Dense networks (wide, grid, skip), mixed-activity batches, options in the path's scope.
+
+    Every stop mode (R6), input and spike dropout (R4.10, R4.11) and non-prioritised
+    input (R4.13) are drawn.
+    """
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     kind = draw(st.sampled_from(["wide", "dense", "skip"]))
@@ -111,11 +116,21 @@ def taped_cases(draw: Any) -> dict[str, Any]:
     else:
         density = rng.choice([0.0, 0.02, 0.1, 0.3, 0.6, 1.0], batch)
     scheduler = draw(st.sampled_from(UNLAYERED))
+    stop = draw(st.sampled_from(["drain", "drain", "first_output", "max_steps"]))
+    max_steps = draw(st.integers(1, 40)) if stop == "max_steps" or draw(st.integers(0, 4)) == 0 else None
+    early = stop != "drain" or max_steps is not None
     opts = {
         "scheduler": scheduler,
         "forward_group_size": draw(st.sampled_from([1, 1, 2, 3, 8, 1000])),
+        "stop": stop,
+        "extra_steps": draw(st.integers(0, 3)),
+        "max_steps": max_steps,
         "seed": draw(st.integers(0, 2**64 - 1)),
         "jitter": draw(st.sampled_from([0.0, 0.25, 1.0])) if scheduler == "momentum" else 0.0,
+        "input_dropout": draw(st.sampled_from([0.0, 0.0, 0.3])),  # R4.10
+        "spike_dropout": 0.0 if early else draw(st.sampled_from([0.0, 0.0, 0.4])),  # R4.11
+        # R4.13 in a quarter of the runs that can take it (momentum refuses it).
+        "prioritize_input": scheduler == "momentum" or draw(st.sampled_from([True, True, True, False])),
     }
     labels = rng.integers(0, net.n_outputs, batch) if draw(st.booleans()) else None
     x = mixed_count_input(rng, net, density, timesteps)
@@ -126,6 +141,14 @@ def taped_cases(draw: Any) -> dict[str, Any]:
 @given(case=taped_cases())
 def test_taped_runs_equal_the_step_by_step_engine(case: dict[str, Any]) -> None:
     _compare(case, ATan())
+    opts = case["opts"]
+    for name in ("input_dropout", "spike_dropout"):
+        if opts.get(name):
+            event(name)
+    if not opts.get("prioritize_input", True):
+        event("non-prioritised input")
+    if opts.get("stop") != "drain" or opts.get("max_steps") is not None:
+        event("early stop")
 
 
 @pytest.mark.parametrize("surrogate", [ATan(alpha=3.0, scale=0.7), FastSigmoid(), FastSigmoid(slope=5.0)])
@@ -188,11 +211,8 @@ OUT_OF_SCOPE: dict[str, tuple[dict[str, Any], str]] = {
     "layered": ({"scheduler": "layered"}, "dense"),
     "every_step": ({"surrogate_terms": "every_step"}, "dense"),
     "refractory_dropout": ({"refractory_dropout": 0.5}, "dense"),
-    "input_dropout": ({"input_dropout": 0.3}, "dense"),
-    "spike_dropout": ({"spike_dropout": 0.3}, "dense"),
-    "max_steps": ({"max_steps": 4}, "dense"),
-    "first_output": ({"stop": "first_output"}, "dense"),
-    "non_prioritised_input": ({"prioritize_input": False}, "dense"),
+    "spike_dropout_max_steps": ({"spike_dropout": 0.3, "max_steps": 4}, "dense"),
+    "spike_dropout_first_output": ({"spike_dropout": 0.3, "stop": "first_output"}, "dense"),
     "torch_backend": ({}, "torch"),
     "conv": ({}, "conv"),
     "bias": ({}, "bias"),

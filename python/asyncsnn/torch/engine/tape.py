@@ -13,12 +13,14 @@ it settles, the leak -- touching only what the events touch, instead of recordin
 autograd nodes for every forward step of every row. The gradients equal the torch
 engine's up to the float32 summation order (the tests compare them).
 
-Anything outside its scope runs the step-by-step engine: ``layered`` (ordinary BPTT),
-CUDA tensors, ``backend="torch"``, convolutions and pooling, recurrent projections,
-biases and reset modes other than ``"zero"`` (settling populations), synaptic currents,
-every kind of dropout, non-prioritised input, early stops, ``surrogate_terms=
-"every_step"`` and surrogates without a Rust derivative. A run that the engine rejects
-(a membrane overflow of R8.3, say) runs there too, which raises its error.
+The path takes every stop mode (R6), input dropout (R4.10), spike dropout (R4.11, with
+the stop mode ``drain`` without ``max_steps``) and non-prioritised input (R4.13).
+Anything else runs the step-by-step engine: ``layered`` (ordinary BPTT), CUDA tensors,
+``backend="torch"``, convolutions and pooling, recurrent projections, biases and reset
+modes other than ``"zero"`` (settling populations), synaptic currents, refractory
+dropout, ``surrogate_terms="every_step"`` and surrogates without a Rust derivative. A
+run that the engine rejects (a membrane overflow of R8.3, say) runs there too, which
+raises its error.
 """
 
 from __future__ import annotations
@@ -55,10 +57,10 @@ def tape_applies(
         return False
     if surrogate._kernel_params() is None or frames.dtype is not torch.float32 or not frames.is_cpu:
         return False
-    if opts.refractory_dropout is not None or opts.input_dropout > 0 or opts.spike_dropout > 0:
+    if opts.refractory_dropout is not None:
         return False
-    if not opts.prioritize_input or opts.stop is not StopMode.DRAIN or opts.max_steps is not None:
-        return False
+    if opts.spike_dropout > 0 and (opts.stop is not StopMode.DRAIN or opts.max_steps is not None):
+        return False  # the backward pass tells a kept spike by its delivery
     if plan.any_settling or plan.any_synaptic or plan.recurrent_sources or plan.outgoing[plan.n_populations]:
         return False
     if any(p != "zero" for p in plan.resets):
@@ -100,8 +102,14 @@ def run_taped(
             ids,
             opts.scheduler.value,
             opts.forward_group_size,
+            opts.stop.value,
+            opts.extra_steps,
+            opts.max_steps,
             opts.seed,
             opts.jitter,
+            opts.input_dropout,
+            opts.spike_dropout,
+            opts.prioritize_input,
             parallel,
         )
     except EngineError:
