@@ -211,5 +211,6 @@ def tape_grad(
     surrogate: str,
     p: float,
     q: float,
+    every_step: bool,
     parallel: bool,
 ) -> list[npt.NDArray[np.float32]]: ...

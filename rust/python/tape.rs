@@ -115,10 +115,11 @@ pub(super) fn tape_run<'py>(
 }
 
 /// The weight gradients of a taped batch given the gradient `g_counts` (`[B, T,
-/// n_out]`, flat) of its per-timestep output counts: one flat float32 array per
-/// projection in the engine's transposed layout (`[n_source, n_target]`).
+/// n_out]`, flat) of its per-timestep output counts, with the surrogate terms of
+/// `surrogate_terms="fired"` or, with `every_step`, `"every_step"`: one flat float32
+/// array per projection in the engine's transposed layout (`[n_source, n_target]`).
 #[pyfunction]
-#[pyo3(signature = (tape, network, g_counts, surrogate, p, q, parallel))]
+#[pyo3(signature = (tape, network, g_counts, surrogate, p, q, every_step, parallel))]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn tape_grad<'py>(
     py: Python<'py>,
@@ -128,6 +129,7 @@ pub(super) fn tape_grad<'py>(
     surrogate: &str,
     p: f32,
     q: f32,
+    every_step: bool,
     parallel: bool,
 ) -> PyResult<Vec<Bound<'py, PyArray1<f32>>>> {
     let sur = match surrogate {
@@ -146,6 +148,7 @@ pub(super) fn tape_grad<'py>(
         surrogate: sur,
         prioritized: tape.prioritized,
         spike_dropout: tape.spike_dropout,
+        every_step,
     };
     let grads = py.detach(|| tape_backward_batch(net, &refs, tape.timesteps, g, opts, parallel))?;
     Ok(grads.into_iter().map(|g| g.into_pyarray(py)).collect())

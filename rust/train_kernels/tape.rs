@@ -50,6 +50,10 @@ pub struct TapeOptions {
     /// delivered later in its timestep (the run must then have the stop mode `drain`
     /// without `max_steps`, so that every kept spike is delivered).
     pub spike_dropout: bool,
+    /// `surrogate_terms="every_step"` (section 9): a non-refractory neuron also takes a
+    /// term at every integration with a non-zero current that leaves a membrane which
+    /// an earlier integration of the timestep made (see [`replay_terms`]).
+    pub every_step: bool,
 }
 
 /// The network as the backward pass reads it.
@@ -107,6 +111,19 @@ struct State {
     live: Vec<f32>,
     /// Scratch: `gI = gV live` over a projection's targets.
     g_i: Vec<f32>,
+    /// `every_step`: the terms of the timestep, `(step, id, membrane)` in step order,
+    /// and the replay's membranes, currents, non-refractory and open-term flags.
+    terms: Vec<(u32, u32, f32)>,
+    replay: Replay,
+}
+
+/// The forward replay of a timestep's membranes for the terms of `every_step`.
+#[derive(Default)]
+struct Replay {
+    v: Vec<f32>,
+    cur: Vec<f32>,
+    live: Vec<bool>,
+    open: Vec<bool>,
 }
 
 /// Checks the arguments of [`tape_backward`]: `g_counts` holds `[samples, T, n_out]`
@@ -202,6 +219,8 @@ fn tape_backward_impl(
         g_q: vec![0.0; n],
         live: vec![1.0; n],
         g_i: vec![0.0; n],
+        terms: Vec::new(),
+        replay: Replay::default(),
     };
     for (b, tape) in tapes.iter().enumerate() {
         st.g_v.fill(0.0);
@@ -211,6 +230,10 @@ fn tape_backward_impl(
             let start = first_of_timestep(&tape.events[..end], t);
             let g_out = &per_sample[t * n_out..(t + 1) * n_out];
             let v_end = &tape.membranes[t * n..(t + 1) * n];
+            if geo.opts.every_step {
+                let v_prev = (t > 0).then(|| &tape.membranes[(t - 1) * n..t * n]);
+                replay_terms(geo, &tape.events[start..end], v_prev, &mut st);
+            }
             timestep_backward(geo, &tape.events[start..end], g_out, v_end, &mut st, grads);
             end = start;
             // The leak V <- beta V at the start of timestep t (R4.1).
@@ -279,6 +302,9 @@ fn timestep_backward(
                 st.g_q[id_of(geo, e)] = g_m;
             } // an input entry (R4.13): its value has no gradient
         }
+        // every_step: the terms taken before the integration of step k + 1, which come
+        // after that group's delivery (a delivered neuron is refractory: no term).
+        terms_backward(geo, k + 1, st);
         for p in (1..n_pop).rev() {
             if settle_at[p] == Some(k) {
                 silent_backward(geo, p, None, v_end, st);
@@ -301,13 +327,107 @@ fn timestep_backward(
     }
 }
 
+/// `every_step` (section 9): the terms of one timestep, into `st.terms` in step order.
+///
+/// Replays the timestep's membranes from the previous timestep's end (`v_prev`, leaked;
+/// zero at the first): at each forward step `k`, the currents of the group delivered at
+/// the end of step `k - 1` (or of the input at step 0) are summed in the group's order,
+/// and each non-refractory neuron with a non-zero current whose membrane was made by an
+/// earlier integration of the timestep (and has not fired since) takes a term at that
+/// membrane, before the integration. The membranes are the float32 operations of the
+/// forward pass (R8.2), so the terms are where the engine took them; a current that is
+/// exactly zero in one summation order and not in another would differ.
+#[inline(always)]
+fn replay_terms(geo: &Geometry<'_>, events: &[TraceEvent], v_prev: Option<&[f32]>, st: &mut State) {
+    let net = geo.net;
+    let n = net.n_neurons();
+    let n_inputs = (events.iter())
+        .take_while(|e| e.kind == EventKind::Input)
+        .count();
+    let steps = split_steps(events, n_inputs);
+    let r = &mut st.replay;
+    r.v.clear();
+    match v_prev {
+        Some(v) => r.v.extend(v.iter().zip(&net.beta).map(|(&x, &b)| x * b)),
+        None => r.v.resize(n, 0.0),
+    }
+    r.cur.clear();
+    r.cur.resize(n, 0.0);
+    r.live.clear();
+    r.live.resize(n, true);
+    r.open.clear();
+    r.open.resize(n, false);
+    st.terms.clear();
+    if geo.opts.prioritized {
+        for e in &events[..n_inputs] {
+            add_rows(geo, r, 0, e.neuron, e.value as f32);
+        }
+    }
+    for (k, step) in steps.iter().enumerate() {
+        for q in 0..n {
+            let c = r.cur[q];
+            if c != 0.0 && r.live[q] {
+                if r.open[q] {
+                    st.terms.push((k as u32, q as u32, r.v[q]));
+                }
+                r.v[q] += c;
+                r.open[q] = true;
+            }
+        }
+        for e in &events[step.spikes.0..step.spikes.1] {
+            let id = id_of(geo, e);
+            r.v[id] = 0.0;
+            r.live[id] = false;
+            r.open[id] = false;
+        }
+        r.cur.fill(0.0);
+        for e in &events[step.deliveries.0..step.deliveries.1] {
+            add_rows(geo, r, e.population as usize, e.neuron, e.value as f32);
+        }
+    }
+}
+
+/// The replay's currents: `m` times the weight rows of neuron `neuron` of population
+/// `p` (0: the input).
+#[inline(always)]
+fn add_rows(geo: &Geometry<'_>, r: &mut Replay, p: usize, neuron: u32, m: f32) {
+    let j = neuron as usize;
+    for &(pr, wt) in &geo.outgoing[p] {
+        let proj = &geo.net.projections[pr];
+        let (o, n_t) = (proj.target_offset, proj.target_size);
+        for (c, &w) in r.cur[o..o + n_t]
+            .iter_mut()
+            .zip(&wt[j * n_t..(j + 1) * n_t])
+        {
+            *c += m * w;
+        }
+    }
+}
+
+/// `every_step`: the backward pass of the terms taken before the integration of step
+/// `k` (the last ones of `st.terms`), each `gV <- gV + (gQ - gV V) d`.
+#[inline(always)]
+fn terms_backward(geo: &Geometry<'_>, k: usize, st: &mut State) {
+    while let Some(&(tk, id, v)) = st.terms.last() {
+        if tk as usize != k {
+            break;
+        }
+        st.terms.pop();
+        let id = id as usize;
+        let d = geo.surrogate.derivative(v - geo.net.threshold[id]);
+        let g_v = st.g_v[id];
+        st.g_v[id] = g_v + (st.g_q[id] - g_v * v) * d;
+    }
+}
+
 /// The global id of the neuron of a spike or delivery event.
 #[inline(always)]
 fn id_of(geo: &Geometry<'_>, e: &TraceEvent) -> usize {
     geo.net.pop_offset[e.population as usize - 1] + e.neuron as usize
 }
 
-/// The forward steps of a timestep's events after its `n_inputs` input events.
+/// The forward steps of a timestep's events after its `n_inputs` input events (a step
+/// without events at the end when the last one delivered a group).
 #[inline(always)]
 fn split_steps(events: &[TraceEvent], n_inputs: usize) -> Vec<StepEvents> {
     let mut steps: Vec<StepEvents> = Vec::new();
@@ -336,6 +456,17 @@ fn split_steps(events: &[TraceEvent], n_inputs: usize) -> Vec<StepEvents> {
             spikes: (a, b),
             deliveries: (b, i),
         };
+    }
+    // A group delivered at the last recorded step is integrated in one more step, in
+    // which nothing fired (no event).
+    if let Some(last) = steps.last() {
+        let (a, b) = last.deliveries;
+        if a < b {
+            steps.push(StepEvents {
+                spikes: (b, b),
+                deliveries: (b, b),
+            });
+        }
     }
     steps
 }
@@ -602,6 +733,7 @@ mod tests {
         surrogate: ATAN,
         prioritized: true,
         spike_dropout: false,
+        every_step: false,
     };
 
     fn dense(source: usize, target: usize, weight: Vec<f32>) -> ProjectionSpec {
@@ -685,6 +817,63 @@ mod tests {
         let close = |a: f32, b: f32| (a - b).abs() <= 1e-6 * b.abs().max(1e-3);
         assert!(close(grads[1][0], gv_b), "{} vs {gv_b}", grads[1][0]);
         assert!(close(grads[0][0], gv_a), "{} vs {gv_a}", grads[0][0]);
+    }
+
+    /// input -> A (2 neurons) -> B (1 neuron), F = 1: B is integrated at steps 1 and 2,
+    /// so `every_step` gives it a term at its membrane after step 1 (one fewer term in
+    /// the chain above, where B is integrated once: the same gradients).
+    #[test]
+    fn every_step_adds_the_terms_of_membranes_left_by_an_integration() {
+        let every = TapeOptions {
+            every_step: true,
+            ..OPTS
+        };
+        let frames = [1.0f32];
+        let input = SampleInput::Dense {
+            frames: &frames,
+            timesteps: 1,
+        };
+        let cfg = config(Scheduler::Fifo, 1);
+        let chain = network(
+            1,
+            &[1, 1],
+            vec![dense(0, 1, vec![2.0]), dense(1, 2, vec![0.5])],
+        );
+        let tape = &tape_batch(
+            &chain,
+            std::slice::from_ref(&input),
+            None,
+            &[0],
+            &cfg,
+            false,
+        )
+        .unwrap()[0]
+            .1;
+        let fired = tape_backward_batch(&chain, &[tape], 1, &[1.0], OPTS, false).unwrap();
+        assert_eq!(
+            tape_backward_batch(&chain, &[tape], 1, &[1.0], every, false).unwrap(),
+            fired
+        );
+        let wide = network(
+            1,
+            &[2, 1],
+            vec![dense(0, 1, vec![2.0, 3.0]), dense(1, 2, vec![0.25, 0.5])],
+        );
+        let tape = &tape_batch(&wide, &[input], None, &[0], &cfg, false).unwrap()[0].1;
+        let fired = tape_backward_batch(&wide, &[tape], 1, &[1.0], OPTS, false).unwrap();
+        let terms = tape_backward_batch(&wide, &[tape], 1, &[1.0], every, false).unwrap();
+        // B's membrane after step 1 is 0.25 (A0's delivery); its term at step 2 adds
+        // (gQ - gV V) d = (1 - gV 0.25) d(0.25 - 1) to gV before step 2.
+        let d = |x: f32| ATAN.derivative(x);
+        let g_end = (1.0 - 0.0 * 0.75) * d(0.75 - 1.0); // B's silent spike at 0.75
+        let g_1 = g_end + (1.0 - g_end * 0.25) * d(0.25 - 1.0);
+        assert_eq!(fired[1], vec![g_end, g_end]);
+        let close = |a: f32, b: f32| (a - b).abs() <= 1e-6 * b.abs().max(1e-3);
+        assert!(
+            close(terms[1][0], g_1) && close(terms[1][1], g_end),
+            "{:?}",
+            terms[1]
+        );
     }
 
     #[test]

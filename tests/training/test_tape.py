@@ -64,6 +64,7 @@ def _run(
     labels: np.ndarray | None,
     surrogate: Surrogate,
     g_seed: int,
+    terms: str = "fired",
     backend: str = "host",
 ) -> tuple[Any, list[torch.Tensor]]:
     """The run's output and the gradients of a random linear function of its counts."""
@@ -72,7 +73,14 @@ def _run(
     frames = torch.from_numpy(x.reshape(x.shape[0], x.shape[1], -1))
     lab = None if labels is None else torch.from_numpy(labels)
     out = run(
-        model.plan, model.projection_weights(), frames, prepared, labels=lab, surrogate=surrogate, backend=backend
+        model.plan,
+        model.projection_weights(),
+        frames,
+        prepared,
+        labels=lab,
+        surrogate=surrogate,
+        backend=backend,
+        surrogate_terms=terms,
     )
     g = torch.from_numpy(np.random.default_rng(g_seed).normal(size=tuple(out.counts.shape)).astype(np.float32))
     params = [p for p in model.parameters() if p.requires_grad]
@@ -82,7 +90,8 @@ def _run(
 
 def _compare(case: dict[str, Any], surrogate: Surrogate) -> None:
     """The taped run against the step-by-step engine: counters, counts and gradients."""
-    args = (case["net"], case["x"], case["opts"], case["labels"], surrogate, case["g_seed"])
+    terms = case.get("terms", "fired")
+    args = (case["net"], case["x"], case["opts"], case["labels"], surrogate, case["g_seed"], terms)
     with taped(False) as off:
         ref, ref_grads = _run(*args)
     with taped(True) as on:
@@ -134,7 +143,8 @@ def taped_cases(draw: Any) -> dict[str, Any]:
     }
     labels = rng.integers(0, net.n_outputs, batch) if draw(st.booleans()) else None
     x = mixed_count_input(rng, net, density, timesteps)
-    return {"net": net, "x": x, "opts": opts, "labels": labels, "g_seed": seed}
+    terms = draw(st.sampled_from(["fired", "fired", "every_step"]))
+    return {"net": net, "x": x, "opts": opts, "labels": labels, "g_seed": seed, "terms": terms}
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -149,16 +159,18 @@ def test_taped_runs_equal_the_step_by_step_engine(case: dict[str, Any]) -> None:
         event("non-prioritised input")
     if opts.get("stop") != "drain" or opts.get("max_steps") is not None:
         event("early stop")
+    event(f"surrogate_terms={case['terms']}")
 
 
+@pytest.mark.parametrize("terms", ["fired", "every_step"])
 @pytest.mark.parametrize("surrogate", [ATan(alpha=3.0, scale=0.7), FastSigmoid(), FastSigmoid(slope=5.0)])
 @pytest.mark.parametrize("scheduler", UNLAYERED)
-def test_taped_gradients_with_every_built_in_surrogate(surrogate: Surrogate, scheduler: str) -> None:
+def test_taped_gradients_with_every_built_in_surrogate(surrogate: Surrogate, scheduler: str, terms: str) -> None:
     rng = np.random.default_rng(5)
     net = wide_dense_network(rng)
     x = mixed_count_input(rng, net, rng.uniform(0.05, 0.5, 10), 3)
     opts = {"scheduler": scheduler, "forward_group_size": 2, "seed": 7}
-    _compare({"net": net, "x": x, "opts": opts, "labels": None, "g_seed": 1}, surrogate)
+    _compare({"net": net, "x": x, "opts": opts, "labels": None, "g_seed": 1, "terms": terms}, surrogate)
 
 
 def _skip_net(rng: np.random.Generator) -> Network:
@@ -178,9 +190,10 @@ def test_taped_gradients_through_a_skip_projection_and_a_long_run() -> None:
     rng = np.random.default_rng(11)
     net = _skip_net(rng)
     x = mixed_count_input(rng, net, np.array([0.0, 0.05, 0.3, 0.9, 0.5, 0.2]), 6)
-    for scheduler in UNLAYERED:
+    for scheduler, terms in itertools.product(UNLAYERED, ["fired", "every_step"]):
         opts = {"scheduler": scheduler, "forward_group_size": 1, "seed": 3}
-        _compare({"net": net, "x": x, "opts": opts, "labels": np.arange(6) % 4, "g_seed": 2}, ATan())
+        case = {"net": net, "x": x, "opts": opts, "labels": np.arange(6) % 4, "g_seed": 2, "terms": terms}
+        _compare(case, ATan())
 
 
 def test_taped_gradients_do_not_depend_on_the_thread_count() -> None:
@@ -193,7 +206,7 @@ def test_taped_gradients_do_not_depend_on_the_thread_count() -> None:
         for n in (1, 2):
             torch.set_num_threads(n)
             with taped(True) as on:
-                grads.append(_run(net, x, {"scheduler": "random", "seed": 1}, None, ATan(), 0)[1])
+                grads.append(_run(net, x, {"scheduler": "random", "seed": 1}, None, ATan(), 0, "every_step")[1])
             assert on
     finally:
         torch.set_num_threads(threads)
@@ -209,7 +222,6 @@ def _conv_net(rng: np.random.Generator) -> Network:
 # Each case leaves the path's scope once: it must run the step-by-step engine.
 OUT_OF_SCOPE: dict[str, tuple[dict[str, Any], str]] = {
     "layered": ({"scheduler": "layered"}, "dense"),
-    "every_step": ({"surrogate_terms": "every_step"}, "dense"),
     "refractory_dropout": ({"refractory_dropout": 0.5}, "dense"),
     "spike_dropout_max_steps": ({"spike_dropout": 0.3, "max_steps": 4}, "dense"),
     "spike_dropout_first_output": ({"spike_dropout": 0.3, "stop": "first_output"}, "dense"),

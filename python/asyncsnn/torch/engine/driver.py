@@ -294,7 +294,7 @@ def _taped(
     sur = make_surrogate(surrogate)
     if plan.any_settling or not tape_applies(plan, weights, frames, opts, sur, surrogate_terms):
         return None
-    taped = run_taped(plan, weights, frames, opts, labels, sample_ids, sur)
+    taped = run_taped(plan, weights, frames, opts, labels, sample_ids, sur, surrogate_terms)
     return None if taped is None else RunOutput(counts=taped[0], counters=taped[1])
 
 

@@ -14,11 +14,13 @@ autograd nodes for every forward step of every row. The gradients equal the torc
 engine's up to the float32 summation order (the tests compare them).
 
 The path takes every stop mode (R6), input dropout (R4.10), spike dropout (R4.11, with
-the stop mode ``drain`` without ``max_steps``) and non-prioritised input (R4.13).
+the stop mode ``drain`` without ``max_steps``), non-prioritised input (R4.13) and both
+``surrogate_terms``: with ``"every_step"`` the backward pass replays each timestep's
+membranes from the tape to find the integrations that take a term.
 Anything else runs the step-by-step engine: ``layered`` (ordinary BPTT), CUDA tensors,
 ``backend="torch"``, convolutions and pooling, recurrent projections, biases and reset
 modes other than ``"zero"`` (settling populations), synaptic currents, refractory
-dropout, ``surrogate_terms="every_step"`` and surrogates without a Rust derivative. A
+dropout and surrogates without a Rust derivative. A
 run that the engine rejects (a membrane overflow of R8.3, say) runs there too, which
 raises its error.
 """
@@ -53,7 +55,7 @@ def tape_applies(
     surrogate_terms: str,
 ) -> bool:
     """Whether a differentiable host-backend run can take the taped path (module docstring)."""
-    if not ENABLED or opts.scheduler is Scheduler.LAYERED or surrogate_terms != "fired":
+    if not ENABLED or opts.scheduler is Scheduler.LAYERED:
         return False
     if surrogate._kernel_params() is None or frames.dtype is not torch.float32 or not frames.is_cpu:
         return False
@@ -80,6 +82,7 @@ def run_taped(
     labels: torch.Tensor | None,
     sample_ids: torch.Tensor | None,
     surrogate: Surrogate,
+    surrogate_terms: str = "fired",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
     """The taped run: differentiable counts ``[B, T, n_out]`` and the counters, or ``None``.
 
@@ -116,7 +119,8 @@ def run_taped(
         return None
     out = {k: torch.from_numpy(np.array(v)) for k, v in counters.items()}
     values = out["timestep_output_counts"].to(torch.float32)
-    counts = _TapedRun.apply(tape, network, params, parallel, values, *ws)
+    every_step = surrogate_terms == "every_step"
+    counts = _TapedRun.apply(tape, network, (*params, every_step), parallel, values, *ws)
     return counts, out
 
 
@@ -137,7 +141,7 @@ class _TapedRun(torch.autograd.Function):
         ctx: Any,
         tape: Any,
         network: Any,
-        params: tuple[str, float, float],
+        params: tuple[str, float, float, bool],
         parallel: bool,
         values: torch.Tensor,
         *weights: torch.Tensor,
@@ -148,9 +152,9 @@ class _TapedRun(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, g_counts: torch.Tensor) -> tuple[Any, ...]:
-        name, p, q = ctx.params
+        name, p, q, every_step = ctx.params
         g = np.ascontiguousarray(g_counts.detach().to(torch.float32).numpy()).reshape(-1)
-        flat = _engine.tape_grad(ctx.tape, ctx.network, g, name, p, q, ctx.parallel)
+        flat = _engine.tape_grad(ctx.tape, ctx.network, g, name, p, q, every_step, ctx.parallel)
         # The engine's layout is [n_source, n_target]; the weights are [n_target, n_source].
         grads = [torch.from_numpy(a.reshape(s[1], s[0]).T.copy()) for a, s in zip(flat, ctx.shapes)]
         return (None, None, None, None, None, *grads)
