@@ -199,6 +199,7 @@ def tape_run(
     max_steps: int | None,
     seed: int,
     jitter: float,
+    refractory_dropout: list[float] | None,
     input_dropout: float,
     spike_dropout: float,
     prioritize_input: bool,

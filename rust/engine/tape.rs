@@ -25,6 +25,8 @@ pub struct SampleTape {
     pub events: Vec<TraceEvent>,
     /// `[T, N]`: the membrane of every neuron (by id) at the end of each timestep.
     pub membranes: Vec<f32>,
+    /// The sample's id of R5.5 (its random draws).
+    pub sample: u32,
 }
 
 impl SampleTape {
@@ -65,6 +67,7 @@ pub fn tape_batch(
         let tape = SampleTape {
             events: ws.trace.take().unwrap_or_default(),
             membranes: ws.membranes.take().unwrap_or_default(),
+            sample,
         };
         Ok((res?, tape))
     };

@@ -19,10 +19,12 @@ use crate::train_kernels::{tape_backward_batch, SurrogateFn, TapeOptions};
 pub struct PyTape {
     tapes: Vec<SampleTape>,
     timesteps: usize,
-    /// The run's input mode (R2.3, R4.13) and spike dropout (R4.11), which the
+    /// The run's input mode (R2.3, R4.13), seed and dropout (R4.6, R4.11), which the
     /// backward pass reads the tapes by.
     prioritized: bool,
-    spike_dropout: bool,
+    seed: u64,
+    spike_dropout: f64,
+    refractory_dropout: Vec<f64>,
 }
 
 #[pymethods]
@@ -46,13 +48,12 @@ impl PyTape {
     }
 }
 
-/// Runs a dense batch `[B, T, n_in]` (without refractory dropout) and returns its
-/// counters (the dict of `_engine.run`) and its tape. The options are those of
-/// `_engine.run`; spike dropout needs the stop mode `drain` without `max_steps` (the
-/// backward pass tells a kept spike by its delivery).
+/// Runs a dense batch `[B, T, n_in]` and returns its counters (the dict of
+/// `_engine.run`) and its tape. The options are those of `_engine.run`.
 #[pyfunction]
 #[pyo3(signature = (network, dense, labels, sample_ids, scheduler, forward_group_size, stop, extra_steps,
-                    max_steps, seed, jitter, input_dropout, spike_dropout, prioritize_input, parallel))]
+                    max_steps, seed, jitter, refractory_dropout, input_dropout, spike_dropout,
+                    prioritize_input, parallel))]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn tape_run<'py>(
     py: Python<'py>,
@@ -67,6 +68,7 @@ pub(super) fn tape_run<'py>(
     max_steps: Option<u32>,
     seed: u64,
     jitter: f32,
+    refractory_dropout: Option<Vec<f64>>,
     input_dropout: f64,
     spike_dropout: f64,
     prioritize_input: bool,
@@ -74,17 +76,13 @@ pub(super) fn tape_run<'py>(
 ) -> PyResult<(Bound<'py, PyDict>, PyTape)> {
     let net = &network.get().inner;
     let stop = stop.parse::<StopMode>()?.with_extra_steps(extra_steps);
-    if spike_dropout > 0.0 && (stop != StopMode::Drain || max_steps.is_some()) {
-        let why = "the tape takes spike dropout with the stop mode drain only";
-        return Err(crate::EngineError::parameter("spike_dropout", spike_dropout, why).into());
-    }
     let config = RunConfig {
         scheduler: scheduler.parse::<Scheduler>()?.with_jitter(jitter),
         forward_group_size,
         stop,
         max_steps,
         seed,
-        refractory_dropout: None,
+        refractory_dropout: refractory_dropout.clone(),
         input_dropout,
         spike_dropout,
         prioritize_input,
@@ -109,7 +107,9 @@ pub(super) fn tape_run<'py>(
         tapes,
         timesteps,
         prioritized: prioritize_input,
-        spike_dropout: spike_dropout > 0.0,
+        seed,
+        spike_dropout,
+        refractory_dropout: refractory_dropout.unwrap_or_default(),
     };
     Ok((collected.into_dict(py)?, tape))
 }
@@ -147,9 +147,12 @@ pub(super) fn tape_grad<'py>(
     let opts = TapeOptions {
         surrogate: sur,
         prioritized: tape.prioritized,
-        spike_dropout: tape.spike_dropout,
         every_step,
+        seed: tape.seed,
+        spike_dropout: tape.spike_dropout,
+        refractory_dropout: tape.refractory_dropout.clone(),
     };
-    let grads = py.detach(|| tape_backward_batch(net, &refs, tape.timesteps, g, opts, parallel))?;
+    let grads =
+        py.detach(|| tape_backward_batch(net, &refs, tape.timesteps, g, &opts, parallel))?;
     Ok(grads.into_iter().map(|g| g.into_pyarray(py)).collect())
 }

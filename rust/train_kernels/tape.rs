@@ -32,13 +32,14 @@ use super::silent::SurrogateFn;
 use crate::engine::{EventKind, SampleTape, TraceEvent};
 use crate::error::EngineError;
 use crate::network::{Network, ProjKind};
+use crate::rng::{uniform, STREAM_DROPOUT, STREAM_SPIKE_DROPOUT};
 
 /// Samples whose gradients are summed together before the chunks are summed in order:
 /// the result does not depend on the number of threads.
 pub const TAPE_CHUNK: usize = 8;
 
 /// What the backward pass needs to know of the run that recorded the tapes.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct TapeOptions {
     /// The surrogate derivative of the spike.
     pub surrogate: SurrogateFn,
@@ -46,14 +47,17 @@ pub struct TapeOptions {
     /// (R4.13), they are pending entries, integrated after their delivery event, and
     /// no population settles while one is pending.
     pub prioritized: bool,
-    /// Spike dropout (R4.11) was on: a spike entered the pending set only if it was
-    /// delivered later in its timestep (the run must then have the stop mode `drain`
-    /// without `max_steps`, so that every kept spike is delivered).
-    pub spike_dropout: bool,
     /// `surrogate_terms="every_step"` (section 9): a non-refractory neuron also takes a
     /// term at every integration with a non-zero current that leaves a membrane which
     /// an earlier integration of the timestep made (see [`replay_terms`]).
     pub every_step: bool,
+    /// The seed of R5.5: the backward pass redraws the dropout decisions of the spikes.
+    pub seed: u64,
+    /// R4.11: the spike dropout `p` (0: off); a dropped spike did not reach `Q`.
+    pub spike_dropout: f64,
+    /// R4.6: the refractory dropout `p` of each non-input population (empty: off); a
+    /// spike after which the neuron stayed non-refractory.
+    pub refractory_dropout: Vec<f64>,
 }
 
 /// The network as the backward pass reads it.
@@ -67,7 +71,7 @@ struct Geometry<'a> {
 }
 
 impl<'a> Geometry<'a> {
-    fn new(net: &'a Network, opts: TapeOptions) -> Result<Geometry<'a>, EngineError> {
+    fn new(net: &'a Network, opts: &TapeOptions) -> Result<Geometry<'a>, EngineError> {
         if net.any_recurrent || net.any_settling || net.any_synaptic {
             let why = "the tape's backward pass takes no recurrent, settling or synaptic network";
             return Err(bad("network", "unsupported", why));
@@ -85,6 +89,10 @@ impl<'a> Geometry<'a> {
                 }
             }
         }
+        let pd = &opts.refractory_dropout;
+        if !pd.is_empty() && pd.len() != n_pop {
+            return Err(bad("refractory_dropout", pd.len(), "one p per population"));
+        }
         if !outgoing[n_pop].is_empty() {
             let why = "the tape's backward pass takes no projection from the output";
             return Err(bad("network", "output source", why));
@@ -93,7 +101,7 @@ impl<'a> Geometry<'a> {
             net,
             outgoing,
             surrogate: opts.surrogate,
-            opts,
+            opts: opts.clone(),
         })
     }
 
@@ -115,6 +123,10 @@ struct State {
     /// and the replay's membranes, currents, non-refractory and open-term flags.
     terms: Vec<(u32, u32, f32)>,
     replay: Replay,
+    /// Per neuron: `k + 1` when its spike at step `k` was dropped (R4.11; 0: none seen).
+    dropped_at: Vec<u32>,
+    /// Scratch: the delivered neurons of a group with their multiplicities' gradients.
+    taken: Vec<(usize, f32)>,
 }
 
 /// The forward replay of a timestep's membranes for the terms of `every_step`.
@@ -172,7 +184,7 @@ pub fn tape_backward(
     tapes: &[&SampleTape],
     timesteps: usize,
     g_counts: &[f32],
-    opts: TapeOptions,
+    opts: &TapeOptions,
     grads: &mut [Vec<f32>],
 ) -> Result<(), EngineError> {
     let geo = Geometry::new(net, opts)?;
@@ -221,6 +233,8 @@ fn tape_backward_impl(
         g_i: vec![0.0; n],
         terms: Vec::new(),
         replay: Replay::default(),
+        dropped_at: vec![0; n],
+        taken: Vec::new(),
     };
     for (b, tape) in tapes.iter().enumerate() {
         st.g_v.fill(0.0);
@@ -232,9 +246,10 @@ fn tape_backward_impl(
             let v_end = &tape.membranes[t * n..(t + 1) * n];
             if geo.opts.every_step {
                 let v_prev = (t > 0).then(|| &tape.membranes[(t - 1) * n..t * n]);
-                replay_terms(geo, &tape.events[start..end], v_prev, &mut st);
+                replay_terms(geo, &tape.events[start..end], v_prev, tape.sample, &mut st);
             }
-            timestep_backward(geo, &tape.events[start..end], g_out, v_end, &mut st, grads);
+            let events = &tape.events[start..end];
+            timestep_backward(geo, events, g_out, v_end, tape.sample, &mut st, grads);
             end = start;
             // The leak V <- beta V at the start of timestep t (R4.1).
             for (g, &beta) in st.g_v.iter_mut().zip(&net.beta) {
@@ -265,6 +280,7 @@ fn timestep_backward(
     events: &[TraceEvent],
     g_out: &[f32],
     v_end: &[f32],
+    sample: u32,
     st: &mut State,
     grads: &mut [Vec<f32>],
 ) {
@@ -275,18 +291,19 @@ fn timestep_backward(
         .take_while(|e| e.kind == EventKind::Input)
         .count();
     let steps = split_steps(events, n_inputs);
-    // Refractory at the end of the timestep: the neurons that fired in it.
+    // Refractory at the end of the timestep: the neurons whose last spike made them so.
     st.live.fill(1.0);
+    st.dropped_at.fill(0);
     for e in &events[n_inputs..] {
         if e.kind == EventKind::Spike {
-            st.live[id_of(geo, e)] = 0.0;
+            st.live[id_of(geo, e)] = if stays(geo, sample, e) { 1.0 } else { 0.0 };
         }
     }
     // Q at the end: only the output population's (its counts) is left.
     st.g_q.fill(0.0);
     let (out0, n_out) = geo.span(n_pop);
     st.g_q[out0..out0 + n_out].copy_from_slice(g_out);
-    let settle_at = settle_steps(geo, events, n_inputs, &steps);
+    let settle_at = settle_steps(geo, events, n_inputs, &steps, sample);
     // The silent spikes at the end of the timestep: the output, then the populations
     // not settled before, the highest first (the reverse of their emission order).
     silent_backward(geo, n_pop, Some(g_out), v_end, st);
@@ -296,15 +313,21 @@ fn timestep_backward(
         }
     }
     for (k, step) in steps.iter().enumerate().rev() {
+        // The group's currents are integrated at step k + 1 (gI from gV there); its
+        // multiplicities' gradients replace gQ of its neurons only after the terms
+        // (every_step) taken at step k + 1, which saw Q after the take.
+        let mut taken = std::mem::take(&mut st.taken);
         for e in &events[step.deliveries.0..step.deliveries.1] {
             let g_m = deliver_backward(geo, e.population as usize, e.neuron, e.value, st, grads);
             if e.population > 0 {
-                st.g_q[id_of(geo, e)] = g_m;
+                taken.push((id_of(geo, e), g_m));
             } // an input entry (R4.13): its value has no gradient
         }
-        // every_step: the terms taken before the integration of step k + 1, which come
-        // after that group's delivery (a delivered neuron is refractory: no term).
         terms_backward(geo, k + 1, st);
+        for (id, g_m) in taken.drain(..) {
+            st.g_q[id] = g_m;
+        }
+        st.taken = taken;
         for p in (1..n_pop).rev() {
             if settle_at[p] == Some(k) {
                 silent_backward(geo, p, None, v_end, st);
@@ -315,8 +338,15 @@ fn timestep_backward(
             let u = e.value as f32;
             let d = geo.surrogate.derivative(u - net.threshold[id]);
             let g_v = st.g_v[id];
-            st.g_v[id] = g_v + ((st.g_q[id] - g_v * u) * d - g_v);
-            st.live[id] = 1.0;
+            // R4.11: a dropped spike did not reach Q.
+            let g_q = if dropped(geo, sample, e) {
+                st.dropped_at[id] = e.step + 1;
+                0.0
+            } else {
+                st.g_q[id]
+            };
+            st.g_v[id] = g_v + ((g_q - g_v * u) * d - g_v);
+            st.live[id] = 1.0; // it fired: it was not refractory
         }
     }
     if geo.opts.prioritized {
@@ -338,7 +368,13 @@ fn timestep_backward(
 /// forward pass (R8.2), so the terms are where the engine took them; a current that is
 /// exactly zero in one summation order and not in another would differ.
 #[inline(always)]
-fn replay_terms(geo: &Geometry<'_>, events: &[TraceEvent], v_prev: Option<&[f32]>, st: &mut State) {
+fn replay_terms(
+    geo: &Geometry<'_>,
+    events: &[TraceEvent],
+    v_prev: Option<&[f32]>,
+    sample: u32,
+    st: &mut State,
+) {
     let net = geo.net;
     let n = net.n_neurons();
     let n_inputs = (events.iter())
@@ -377,7 +413,7 @@ fn replay_terms(geo: &Geometry<'_>, events: &[TraceEvent], v_prev: Option<&[f32]
         for e in &events[step.spikes.0..step.spikes.1] {
             let id = id_of(geo, e);
             r.v[id] = 0.0;
-            r.live[id] = false;
+            r.live[id] = stays(geo, sample, e);
             r.open[id] = false;
         }
         r.cur.fill(0.0);
@@ -405,7 +441,9 @@ fn add_rows(geo: &Geometry<'_>, r: &mut Replay, p: usize, neuron: u32, m: f32) {
 }
 
 /// `every_step`: the backward pass of the terms taken before the integration of step
-/// `k` (the last ones of `st.terms`), each `gV <- gV + (gQ - gV V) d`.
+/// `k` (the last ones of `st.terms`), each `gV <- gV + (gQ - gV V) d`. A term of a
+/// neuron whose spike of the same step was dropped (R4.11) does not reach `Q` either:
+/// the step-by-step engine puts `Q` back to its value before the step.
 #[inline(always)]
 fn terms_backward(geo: &Geometry<'_>, k: usize, st: &mut State) {
     while let Some(&(tk, id, v)) = st.terms.last() {
@@ -416,7 +454,12 @@ fn terms_backward(geo: &Geometry<'_>, k: usize, st: &mut State) {
         let id = id as usize;
         let d = geo.surrogate.derivative(v - geo.net.threshold[id]);
         let g_v = st.g_v[id];
-        st.g_v[id] = g_v + (st.g_q[id] - g_v * v) * d;
+        let g_q = if st.dropped_at[id] as usize == k + 1 {
+            0.0
+        } else {
+            st.g_q[id]
+        };
+        st.g_v[id] = g_v + (g_q - g_v * v) * d;
     }
 }
 
@@ -481,18 +524,12 @@ fn settle_steps(
     events: &[TraceEvent],
     n_inputs: usize,
     steps: &[StepEvents],
+    sample: u32,
 ) -> Vec<Option<usize>> {
     let n_pop = geo.net.n_populations();
-    // R4.11: under spike dropout a spike was kept (pending) when it is delivered later.
-    let kept: Option<Vec<bool>> = geo.opts.spike_dropout.then(|| {
-        let mut kept = vec![false; geo.net.n_neurons()];
-        for e in &events[n_inputs..] {
-            if e.kind == EventKind::Delivery && e.population > 0 {
-                kept[id_of(geo, e)] = true;
-            }
-        }
-        kept
-    });
+    // R4.3.2: a spike that is not dropped (R4.11) enters the pending set, unless its
+    // neuron is pending already (refractory dropout: its multiplicity grows).
+    let mut is_pending = vec![false; geo.net.n_neurons()];
     let mut pending = vec![0usize; n_pop + 1];
     let mut total = 0usize;
     let mut inputs = if geo.opts.prioritized { 0 } else { n_inputs };
@@ -500,8 +537,9 @@ fn settle_steps(
     let mut settled_below = 1usize; // populations < settled_below have emitted
     for (k, step) in steps.iter().enumerate() {
         for e in &events[step.spikes.0..step.spikes.1] {
-            let p = e.population as usize;
-            if !geo.outgoing[p].is_empty() && kept.as_ref().is_none_or(|d| d[id_of(geo, e)]) {
+            let (p, id) = (e.population as usize, id_of(geo, e));
+            if !geo.outgoing[p].is_empty() && !is_pending[id] && !dropped(geo, sample, e) {
+                is_pending[id] = true;
                 pending[p] += 1;
                 total += 1;
             }
@@ -519,6 +557,7 @@ fn settle_steps(
             match e.population as usize {
                 0 => inputs -= 1,
                 p => {
+                    is_pending[id_of(geo, e)] = false;
                     pending[p] -= 1;
                     total -= 1;
                 }
@@ -526,6 +565,45 @@ fn settle_steps(
         }
     }
     settle_at
+}
+
+/// R4.11: whether the spike `e` (of a neuron with outgoing projections) was dropped,
+/// `u(seed, sample, t, k, q, 4) < p`, redrawn as the engine drew it.
+#[inline(always)]
+fn dropped(geo: &Geometry<'_>, sample: u32, e: &TraceEvent) -> bool {
+    let p = geo.opts.spike_dropout;
+    p > 0.0 && !geo.outgoing[e.population as usize].is_empty() && {
+        let id = id_of(geo, e) as u32;
+        (uniform(
+            geo.opts.seed,
+            sample,
+            e.timestep,
+            e.step,
+            id,
+            STREAM_SPIKE_DROPOUT,
+        ) as f64)
+            < p
+    }
+}
+
+/// R4.6: whether the neuron of the spike `e` stayed non-refractory after it (refractory
+/// dropout, `u(seed, sample, t, k, q, 1) < p` of its population).
+#[inline(always)]
+fn stays(geo: &Geometry<'_>, sample: u32, e: &TraceEvent) -> bool {
+    let p = match geo.opts.refractory_dropout.get(e.population as usize - 1) {
+        Some(&p) if p > 0.0 => p,
+        _ => return false,
+    };
+    let id = id_of(geo, e) as u32;
+    (uniform(
+        geo.opts.seed,
+        sample,
+        e.timestep,
+        e.step,
+        id,
+        STREAM_DROPOUT,
+    ) as f64)
+        < p
 }
 
 /// The backward pass of a delivery of neuron `neuron` of population `p` (0: the
@@ -675,7 +753,7 @@ pub fn tape_backward_batch(
     tapes: &[&SampleTape],
     timesteps: usize,
     g_counts: &[f32],
-    opts: TapeOptions,
+    opts: &TapeOptions,
     parallel: bool,
 ) -> Result<Vec<Vec<f32>>, EngineError> {
     use rayon::prelude::*;
@@ -732,8 +810,10 @@ mod tests {
     const OPTS: TapeOptions = TapeOptions {
         surrogate: ATAN,
         prioritized: true,
-        spike_dropout: false,
         every_step: false,
+        seed: 3,
+        spike_dropout: 0.0,
+        refractory_dropout: Vec::new(),
     };
 
     fn dense(source: usize, target: usize, weight: Vec<f32>) -> ProjectionSpec {
@@ -802,7 +882,7 @@ mod tests {
         let tape = &runs[0].1;
         assert_eq!(tape.membranes, vec![0.0, 0.5, 0.0, 0.25]);
         let g = [1.0f32, 2.0];
-        let grads = tape_backward_batch(&net, &[tape], 2, &g, OPTS, false).unwrap();
+        let grads = tape_backward_batch(&net, &[tape], 2, &g, &OPTS, false).unwrap();
         let d = |x: f32| ATAN.derivative(x);
         // Timestep 1: B's silent spike at 0.25, then A's at 0 (A is not refractory any
         // more), then the leak into timestep 0.
@@ -849,9 +929,9 @@ mod tests {
         )
         .unwrap()[0]
             .1;
-        let fired = tape_backward_batch(&chain, &[tape], 1, &[1.0], OPTS, false).unwrap();
+        let fired = tape_backward_batch(&chain, &[tape], 1, &[1.0], &OPTS, false).unwrap();
         assert_eq!(
-            tape_backward_batch(&chain, &[tape], 1, &[1.0], every, false).unwrap(),
+            tape_backward_batch(&chain, &[tape], 1, &[1.0], &every, false).unwrap(),
             fired
         );
         let wide = network(
@@ -860,8 +940,8 @@ mod tests {
             vec![dense(0, 1, vec![2.0, 3.0]), dense(1, 2, vec![0.25, 0.5])],
         );
         let tape = &tape_batch(&wide, &[input], None, &[0], &cfg, false).unwrap()[0].1;
-        let fired = tape_backward_batch(&wide, &[tape], 1, &[1.0], OPTS, false).unwrap();
-        let terms = tape_backward_batch(&wide, &[tape], 1, &[1.0], every, false).unwrap();
+        let fired = tape_backward_batch(&wide, &[tape], 1, &[1.0], &OPTS, false).unwrap();
+        let terms = tape_backward_batch(&wide, &[tape], 1, &[1.0], &every, false).unwrap();
         // B's membrane after step 1 is 0.25 (A0's delivery); its term at step 2 adds
         // (gQ - gV V) d = (1 - gV 0.25) d(0.25 - 1) to gV before step 2.
         let d = |x: f32| ATAN.derivative(x);
@@ -887,7 +967,7 @@ mod tests {
                 dense(2, 3, vec![1.0; 2]),
             ],
         );
-        let geo = Geometry::new(&net, OPTS).unwrap();
+        let geo = Geometry::new(&net, &OPTS).unwrap();
         use EventKind::{Delivery as D, Spike as S};
         let events = vec![
             event(0, 0, S, 1, 0),
@@ -915,7 +995,7 @@ mod tests {
         // population 2 when population 1 has nothing pending (step 2); the output
         // population emits at the end.
         assert_eq!(
-            settle_steps(&geo, &events, 0, &steps),
+            settle_steps(&geo, &events, 0, &steps, 0),
             vec![None, Some(0), Some(2), None]
         );
     }
@@ -969,8 +1049,8 @@ mod tests {
         let tapes = batch_tapes(&net, 21, 3);
         let refs: Vec<&SampleTape> = tapes.iter().collect();
         let g: Vec<f32> = (0..21 * 3 * 3).map(|i| (i % 5) as f32 - 2.0).collect();
-        let par = tape_backward_batch(&net, &refs, 3, &g, OPTS, true).unwrap();
-        let seq = tape_backward_batch(&net, &refs, 3, &g, OPTS, false).unwrap();
+        let par = tape_backward_batch(&net, &refs, 3, &g, &OPTS, true).unwrap();
+        let seq = tape_backward_batch(&net, &refs, 3, &g, &OPTS, false).unwrap();
         assert_eq!(par, seq);
         assert!(par.iter().flatten().any(|&x| x != 0.0));
         // The sum over samples, one at a time, up to the summation order.
@@ -981,7 +1061,7 @@ mod tests {
                 &[tape],
                 3,
                 &g[b * 9..(b + 1) * 9],
-                OPTS,
+                &OPTS,
                 &mut one_by_one,
             )
             .unwrap();
@@ -1005,7 +1085,7 @@ mod tests {
         let tapes = batch_tapes(&net, 5, 4);
         let refs: Vec<&SampleTape> = tapes.iter().collect();
         let g: Vec<f32> = (0..5 * 4 * 3).map(|i| (i % 7) as f32 * 0.3 - 1.0).collect();
-        let geo = Geometry::new(&net, OPTS).unwrap();
+        let geo = Geometry::new(&net, &OPTS).unwrap();
         let zeros = || vec![vec![0.0f32; 740], vec![0.0; 703], vec![0.0; 57]];
         let mut plain = zeros();
         tape_backward_impl(&geo, &refs, 4, &g, &mut plain);
@@ -1029,7 +1109,7 @@ mod tests {
         let tapes = batch_tapes(&net, 2, 2);
         let refs: Vec<&SampleTape> = tapes.iter().collect();
         let g = vec![0.0f32; 4];
-        let run = |g: &[f32], t: usize| tape_backward_batch(&net, &refs, t, g, OPTS, false);
+        let run = |g: &[f32], t: usize| tape_backward_batch(&net, &refs, t, g, &OPTS, false);
         assert_eq!(field(run(&g[..3], 2)), "g_counts");
         assert_eq!(field(run(&[0.0; 6], 3)), "tape");
         let mut grads = vec![vec![0.0f32; 4]];
@@ -1046,7 +1126,7 @@ mod tests {
             ],
         );
         assert_eq!(
-            field(Geometry::new(&recurrent, OPTS).map(|_| ())),
+            field(Geometry::new(&recurrent, &OPTS).map(|_| ())),
             "network"
         );
     }

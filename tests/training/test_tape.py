@@ -6,8 +6,8 @@ walks the tape in Rust. It must give the step-by-step engine's counters and outp
 counts exactly and its gradients up to the float32 summation order, on every
 scheduler, on mixed-activity batches (samples that end a timestep after a few forward
 steps next to ones that run many), with F = 1, skip projections, per-neuron
-thresholds and leaks, early stops, input and spike dropout and non-prioritised input;
-anything outside the scope must run the step-by-step engine.
+thresholds and leaks, early stops, every dropout, non-prioritised input and both
+surrogate terms; anything outside the scope must run the step-by-step engine.
 """
 
 from __future__ import annotations
@@ -111,8 +111,8 @@ def _compare(case: dict[str, Any], surrogate: Surrogate) -> None:
 def taped_cases(draw: Any) -> dict[str, Any]:
     """Dense networks (wide, grid, skip), mixed-activity batches, options in the path's scope.
 
-    Every stop mode (R6), input and spike dropout (R4.10, R4.11) and non-prioritised
-    input (R4.13) are drawn.
+    Every stop mode (R6), refractory, input and spike dropout (R4.6, R4.10, R4.11) and
+    non-prioritised input (R4.13) are drawn.
     """
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
@@ -127,7 +127,6 @@ def taped_cases(draw: Any) -> dict[str, Any]:
     scheduler = draw(st.sampled_from(UNLAYERED))
     stop = draw(st.sampled_from(["drain", "drain", "first_output", "max_steps"]))
     max_steps = draw(st.integers(1, 40)) if stop == "max_steps" or draw(st.integers(0, 4)) == 0 else None
-    early = stop != "drain" or max_steps is not None
     opts = {
         "scheduler": scheduler,
         "forward_group_size": draw(st.sampled_from([1, 1, 2, 3, 8, 1000])),
@@ -137,7 +136,8 @@ def taped_cases(draw: Any) -> dict[str, Any]:
         "seed": draw(st.integers(0, 2**64 - 1)),
         "jitter": draw(st.sampled_from([0.0, 0.25, 1.0])) if scheduler == "momentum" else 0.0,
         "input_dropout": draw(st.sampled_from([0.0, 0.0, 0.3])),  # R4.10
-        "spike_dropout": 0.0 if early else draw(st.sampled_from([0.0, 0.0, 0.4])),  # R4.11
+        "spike_dropout": draw(st.sampled_from([0.0, 0.0, 0.4])),  # R4.11
+        "refractory_dropout": draw(st.sampled_from(["off", "off", "network", 0.5])),  # R4.6
         # R4.13 in a quarter of the runs that can take it (momentum refuses it).
         "prioritize_input": scheduler == "momentum" or draw(st.sampled_from([True, True, True, False])),
     }
@@ -155,6 +155,8 @@ def test_taped_runs_equal_the_step_by_step_engine(case: dict[str, Any]) -> None:
     for name in ("input_dropout", "spike_dropout"):
         if opts.get(name):
             event(name)
+    if opts.get("refractory_dropout") != "off":
+        event("refractory_dropout")
     if not opts.get("prioritize_input", True):
         event("non-prioritised input")
     if opts.get("stop") != "drain" or opts.get("max_steps") is not None:
@@ -222,12 +224,10 @@ def _conv_net(rng: np.random.Generator) -> Network:
 # Each case leaves the path's scope once: it must run the step-by-step engine.
 OUT_OF_SCOPE: dict[str, tuple[dict[str, Any], str]] = {
     "layered": ({"scheduler": "layered"}, "dense"),
-    "refractory_dropout": ({"refractory_dropout": 0.5}, "dense"),
-    "spike_dropout_max_steps": ({"spike_dropout": 0.3, "max_steps": 4}, "dense"),
-    "spike_dropout_first_output": ({"spike_dropout": 0.3, "stop": "first_output"}, "dense"),
     "torch_backend": ({}, "torch"),
     "conv": ({}, "conv"),
     "bias": ({}, "bias"),
+    "reset_subtract": ({}, "subtract"),
     "recurrent": ({}, "recurrent"),
     "custom_surrogate": ({"surrogate": "custom"}, "dense"),
 }
@@ -249,7 +249,8 @@ def test_runs_outside_the_scope_take_the_step_by_step_engine(name: str) -> None:
     elif kind == "recurrent":
         model = AsyncSNN.from_sizes([10, 12, 4], seed=0, recurrent=True)
     else:
-        model = AsyncSNN.from_sizes([10, 12, 4], seed=0, **({"bias": 0.05} if kind == "bias" else {}))
+        lif = {"bias": {"bias": 0.05}, "subtract": {"reset": "subtract"}}.get(kind, {})
+        model = AsyncSNN.from_sizes([10, 12, 4], seed=0, **lif)  # type: ignore[arg-type]
     x = torch.from_numpy((rng.random((3, 2, *model.network.input_shape)) < 0.5).astype(np.float32))
     kw: dict[str, Any] = {"scheduler": "random", "forward_group_size": 2, **changes}
     if kw.get("surrogate") == "custom":

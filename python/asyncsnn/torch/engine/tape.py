@@ -13,14 +13,14 @@ it settles, the leak -- touching only what the events touch, instead of recordin
 autograd nodes for every forward step of every row. The gradients equal the torch
 engine's up to the float32 summation order (the tests compare them).
 
-The path takes every stop mode (R6), input dropout (R4.10), spike dropout (R4.11, with
-the stop mode ``drain`` without ``max_steps``), non-prioritised input (R4.13) and both
-``surrogate_terms``: with ``"every_step"`` the backward pass replays each timestep's
-membranes from the tape to find the integrations that take a term.
+The path takes every stop mode (R6), every dropout (R4.6, R4.10, R4.11: the backward
+pass redraws the spikes' dropout decisions from the seed, R5.5), non-prioritised input
+(R4.13) and both ``surrogate_terms``: with ``"every_step"`` the backward pass replays
+each timestep's membranes from the tape to find the integrations that take a term.
 Anything else runs the step-by-step engine: ``layered`` (ordinary BPTT), CUDA tensors,
 ``backend="torch"``, convolutions and pooling, recurrent projections, biases and reset
-modes other than ``"zero"`` (settling populations), synaptic currents, refractory
-dropout and surrogates without a Rust derivative. A
+modes other than ``"zero"`` (settling populations), synaptic currents and surrogates
+without a Rust derivative. A
 run that the engine rejects (a membrane overflow of R8.3, say) runs there too, which
 raises its error.
 """
@@ -35,7 +35,7 @@ import torch
 
 from asyncsnn import _engine
 from asyncsnn._binding import flat_populations
-from asyncsnn._prepare import PreparedOptions, Scheduler, StopMode
+from asyncsnn._prepare import PreparedOptions, Scheduler
 from asyncsnn.exceptions import EngineError
 from asyncsnn.torch.engine.plan import Plan
 from asyncsnn.torch.surrogate import Surrogate
@@ -59,10 +59,6 @@ def tape_applies(
         return False
     if surrogate._kernel_params() is None or frames.dtype is not torch.float32 or not frames.is_cpu:
         return False
-    if opts.refractory_dropout is not None:
-        return False
-    if opts.spike_dropout > 0 and (opts.stop is not StopMode.DRAIN or opts.max_steps is not None):
-        return False  # the backward pass tells a kept spike by its delivery
     if plan.any_settling or plan.any_synaptic or plan.recurrent_sources or plan.outgoing[plan.n_populations]:
         return False
     if any(p != "zero" for p in plan.resets):
@@ -110,6 +106,7 @@ def run_taped(
             opts.max_steps,
             opts.seed,
             opts.jitter,
+            None if opts.refractory_dropout is None else list(opts.refractory_dropout),
             opts.input_dropout,
             opts.spike_dropout,
             opts.prioritize_input,
