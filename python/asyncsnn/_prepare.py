@@ -418,6 +418,24 @@ class PreparedOptions:
             options.prioritize_input,
         )
 
+    def engine_args(self) -> tuple[str, int, str, int, int | None, int, float, list[float] | None]:
+        """``(scheduler, F, stop, extra_steps, max_steps, seed, jitter, refractory_dropout)``.
+
+        The option arguments of the Rust engine's ``_engine.run`` and ``_engine.tape_run``,
+        in their order (the dropout as a list, or ``None``: off).
+        """
+        dropout = None if self.refractory_dropout is None else list(self.refractory_dropout)
+        return (
+            self.scheduler.value,
+            self.forward_group_size,
+            self.stop.value,
+            self.extra_steps,
+            self.max_steps,
+            self.seed,
+            self.jitter,
+            dropout,
+        )
+
     def as_dict(self) -> dict[str, Any]:
         """The options as plain values (for results and reports)."""
         return {

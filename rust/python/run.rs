@@ -23,6 +23,32 @@ type SparseSample<'py> = (
     PyReadonlyArray1<'py, f32>,
 );
 
+/// The run options of `_engine.run` (and `_engine.tape_run`) as they come from Python:
+/// `(scheduler, forward_group_size, stop, extra_steps, max_steps, seed, jitter)`.
+pub(super) type RunOptions<'a> = (&'a str, usize, &'a str, u32, Option<u32>, u64, f32);
+
+/// The [`RunConfig`] of the run options, the dropout `(refractory, input, spike)` and
+/// the input mode; an unknown scheduler or stop mode is a parameter error.
+pub(super) fn run_config(
+    options: RunOptions<'_>,
+    dropout: (Option<Vec<f64>>, f64, f64),
+    prioritize_input: bool,
+) -> PyResult<RunConfig> {
+    let (scheduler, forward_group_size, stop, extra_steps, max_steps, seed, jitter) = options;
+    let (refractory_dropout, input_dropout, spike_dropout) = dropout;
+    Ok(RunConfig {
+        scheduler: scheduler.parse::<Scheduler>()?.with_jitter(jitter),
+        forward_group_size,
+        stop: stop.parse::<StopMode>()?.with_extra_steps(extra_steps),
+        max_steps,
+        seed,
+        refractory_dropout,
+        input_dropout,
+        spike_dropout,
+        prioritize_input,
+    })
+}
+
 /// Run a batch through the engine; returns a dict of read-only int64 numpy arrays, one
 /// per counter of `COUNTERS` (`asyncsnn.result.COUNTER_FIELDS`), in that order.
 ///
@@ -60,17 +86,17 @@ pub(super) fn run<'py>(
     prioritize_input: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let net = &network.get().inner;
-    let config = RunConfig {
-        scheduler: scheduler.parse::<Scheduler>()?.with_jitter(jitter),
+    let options = (
+        scheduler,
         forward_group_size,
-        stop: stop.parse::<StopMode>()?.with_extra_steps(extra_steps),
+        stop,
+        extra_steps,
         max_steps,
         seed,
-        refractory_dropout,
-        input_dropout,
-        spike_dropout,
-        prioritize_input,
-    };
+        jitter,
+    );
+    let dropout = (refractory_dropout, input_dropout, spike_dropout);
+    let config = run_config(options, dropout, prioritize_input)?;
     let dense = (dense.as_ref())
         .map(|a| Ok((a.as_slice()?, [a.shape()[0], a.shape()[1], a.shape()[2]])))
         .transpose()

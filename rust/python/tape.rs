@@ -9,9 +9,9 @@ use pyo3::types::PyDict;
 use super::errors::contiguous;
 use super::network::PyNetwork;
 use super::results::Collected;
+use super::run::run_config;
 use crate::counters::{AxisSizes, BatchLayout};
-use crate::engine::{labels_from_i64, tape_batch, RunConfig, SampleInput, SampleTape, StopMode};
-use crate::scheduler::Scheduler;
+use crate::engine::{labels_from_i64, tape_batch, SampleInput, SampleTape};
 use crate::train_kernels::{tape_backward_batch, SurrogateFn, TapeOptions};
 
 /// The tapes of a batch's samples, kept for the backward pass (opaque to Python).
@@ -75,18 +75,17 @@ pub(super) fn tape_run<'py>(
     parallel: bool,
 ) -> PyResult<(Bound<'py, PyDict>, PyTape)> {
     let net = &network.get().inner;
-    let stop = stop.parse::<StopMode>()?.with_extra_steps(extra_steps);
-    let config = RunConfig {
-        scheduler: scheduler.parse::<Scheduler>()?.with_jitter(jitter),
+    let options = (
+        scheduler,
         forward_group_size,
         stop,
+        extra_steps,
         max_steps,
         seed,
-        refractory_dropout: refractory_dropout.clone(),
-        input_dropout,
-        spike_dropout,
-        prioritize_input,
-    };
+        jitter,
+    );
+    let dropout = (refractory_dropout.clone(), input_dropout, spike_dropout);
+    let config = run_config(options, dropout, prioritize_input)?;
     let shape = [dense.shape()[0], dense.shape()[1], dense.shape()[2]];
     let timesteps = shape[1];
     let values = dense.as_slice().map_err(contiguous("dense"))?;
@@ -132,14 +131,7 @@ pub(super) fn tape_grad<'py>(
     every_step: bool,
     parallel: bool,
 ) -> PyResult<Vec<Bound<'py, PyArray1<f32>>>> {
-    let sur = match surrogate {
-        "atan" => SurrogateFn::ATan { a: p, c: q },
-        "fast_sigmoid" => SurrogateFn::FastSigmoid { slope: p, scale: q },
-        other => {
-            let reason = "must be 'atan' or 'fast_sigmoid'";
-            return Err(crate::EngineError::parameter("surrogate", other, reason).into());
-        }
-    };
+    let sur = SurrogateFn::from_name(surrogate, p, q)?;
     let net = &network.get().inner;
     let tape = tape.get();
     let g = g_counts.as_slice().map_err(contiguous("g_counts"))?;

@@ -335,14 +335,7 @@ pub(super) fn silent_grad(
     reset: &str,
     rows: Option<PyReadonlyArray1<'_, i64>>,
 ) -> PyResult<()> {
-    let sur = match surrogate {
-        "atan" => SurrogateFn::ATan { a: p, c: q },
-        "fast_sigmoid" => SurrogateFn::FastSigmoid { slope: p, scale: q },
-        other => {
-            let reason = "must be 'atan' or 'fast_sigmoid'";
-            return Err(crate::EngineError::parameter("surrogate", other, reason).into());
-        }
-    };
+    let sur = SurrogateFn::from_name(surrogate, p, q)?;
     let reset = match reset {
         "zero" => SilentReset::Zero,
         "subtract" => SilentReset::Subtract,

@@ -41,6 +41,20 @@ pub enum SurrogateFn {
 }
 
 impl SurrogateFn {
+    /// The surrogate named `name` (`"atan"`: `a = p`, `c = q`; `"fast_sigmoid"`: slope
+    /// `p`, scale `q`), the names of `asyncsnn.torch.surrogate`'s `_kernel_params`.
+    pub fn from_name(name: &str, p: f32, q: f32) -> Result<SurrogateFn, EngineError> {
+        match name {
+            "atan" => Ok(SurrogateFn::ATan { a: p, c: q }),
+            "fast_sigmoid" => Ok(SurrogateFn::FastSigmoid { slope: p, scale: q }),
+            other => Err(EngineError::parameter(
+                "surrogate",
+                other,
+                "must be 'atan' or 'fast_sigmoid'",
+            )),
+        }
+    }
+
     /// `sigma'(x)`, as torch evaluates the Python code (one rounding per operation; an
     /// infinite intermediate gives 0).
     #[inline(always)]

@@ -572,38 +572,33 @@ fn settle_steps(
 #[inline(always)]
 fn dropped(geo: &Geometry<'_>, sample: u32, e: &TraceEvent) -> bool {
     let p = geo.opts.spike_dropout;
-    p > 0.0 && !geo.outgoing[e.population as usize].is_empty() && {
-        let id = id_of(geo, e) as u32;
-        (uniform(
-            geo.opts.seed,
-            sample,
-            e.timestep,
-            e.step,
-            id,
-            STREAM_SPIKE_DROPOUT,
-        ) as f64)
-            < p
-    }
+    p > 0.0
+        && !geo.outgoing[e.population as usize].is_empty()
+        && draw(geo, sample, e, STREAM_SPIKE_DROPOUT) < p
 }
 
 /// R4.6: whether the neuron of the spike `e` stayed non-refractory after it (refractory
 /// dropout, `u(seed, sample, t, k, q, 1) < p` of its population).
 #[inline(always)]
 fn stays(geo: &Geometry<'_>, sample: u32, e: &TraceEvent) -> bool {
-    let p = match geo.opts.refractory_dropout.get(e.population as usize - 1) {
-        Some(&p) if p > 0.0 => p,
-        _ => return false,
-    };
+    match geo.opts.refractory_dropout.get(e.population as usize - 1) {
+        Some(&p) if p > 0.0 => draw(geo, sample, e, STREAM_DROPOUT) < p,
+        _ => false,
+    }
+}
+
+/// `u(seed, sample, t, k, q, stream)` of R5.5 for the neuron of the spike `e`.
+#[inline(always)]
+fn draw(geo: &Geometry<'_>, sample: u32, e: &TraceEvent, stream: u32) -> f64 {
     let id = id_of(geo, e) as u32;
-    (uniform(
+    f64::from(uniform(
         geo.opts.seed,
         sample,
         e.timestep,
         e.step,
         id,
-        STREAM_DROPOUT,
-    ) as f64)
-        < p
+        stream,
+    ))
 }
 
 /// The backward pass of a delivery of neuron `neuron` of population `p` (0: the
