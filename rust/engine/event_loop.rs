@@ -37,7 +37,9 @@ use super::deliver::{deliver_sources, InputEvents, Members};
 use super::fire::{integrate, is_finite, FireCtx};
 use super::input::{nonzero_inputs, Prepared, PreparedSample};
 use super::interrupt::Interrupt;
-use super::trace::{self, record_group, record_input_deliveries, record_inputs, record_spikes};
+use super::trace::{
+    self, record_group, record_input_deliveries, record_inputs, record_membranes, record_spikes,
+};
 use super::workspace::{split_carry, synaptic_currents, Workspace};
 use crate::alloc;
 use crate::counters::SampleResult;
@@ -407,8 +409,8 @@ fn run_prepared_body<const CHECK: bool, const CARRY: bool, const PRIO: bool>(
             ts.next_step(loc)?;
         }
         end_timestep(&mut res, &ts, &mut synops, loc)?;
-        if let Some(m) = ws.membranes.as_mut() {
-            record_membranes(m, net, &ws.v);
+        if let Some(trace) = ws.trace.as_mut() {
+            record_membranes(trace, net, &ws.v);
         }
     }
     let membranes_finite = |ws: &Workspace| ws.v.iter().chain(&ws.v_pre).all(|&x| is_finite(x));
@@ -1020,18 +1022,6 @@ fn deliver_group<const CARRY: bool>(
         e = end;
     }
     Ok(())
-}
-
-/// The training tape: the membranes `v` (by slot) at the end of a timestep, appended
-/// by neuron id.
-#[cold]
-#[inline(never)]
-fn record_membranes(out: &mut Vec<f32>, net: &Network, v: &[f32]) {
-    let start = out.len();
-    out.resize(start + net.n_neurons(), 0.0);
-    for (slot, &x) in v.iter().enumerate().take(net.n_neurons()) {
-        out[start + net.id_of[slot] as usize] = x;
-    }
 }
 
 /// R7.5: the forward steps of the timestep; R7.9: its spikes and synops; its synops

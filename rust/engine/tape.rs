@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use super::config::{validate_config, RunConfig};
 use super::event_loop::run_prepared;
 use super::input::{check_sample_id, prepare, SampleInput};
-use super::trace::TraceEvent;
+use super::trace::{TraceBuf, TraceEvent};
 use super::workspace::Workspace;
 use crate::counters::SampleResult;
 use crate::error::{EngineError, Location};
@@ -61,15 +61,17 @@ pub fn tape_batch(
         let label = labels.and_then(|l| l[i]);
         let ps = prepare(net, &inputs[i], label, false, Location::Sample(i as u64))?;
         let sample = check_sample_id(sample_ids[i])?;
-        ws.trace = Some(Vec::new());
-        ws.membranes = Some(Vec::with_capacity(ps.timesteps * net.n_neurons()));
+        ws.trace = Some(TraceBuf::new(true));
         let res = run_prepared(net, &ps, sample, config, ws, None);
+        let buf = ws.trace.take().unwrap_or_default();
+        let res = res?;
+        let (events, membranes) = buf.finish(&Location::Sample(i as u64))?;
         let tape = SampleTape {
-            events: ws.trace.take().unwrap_or_default(),
-            membranes: ws.membranes.take().unwrap_or_default(),
+            events,
+            membranes,
             sample,
         };
-        Ok((res?, tape))
+        Ok((res, tape))
     };
     if parallel {
         (0..inputs.len())

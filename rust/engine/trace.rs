@@ -111,6 +111,86 @@ pub struct TraceEvent {
     pub value: f64,
 }
 
+/// The events of a sample being recorded (`Workspace::trace`), and for the training
+/// tape its membranes at the end of every timestep. Recording is fallible: when the
+/// buffers cannot grow, the recording stops and [`TraceBuf::finish`] reports an
+/// [`EngineError::Memory`] (never an abort, never a partial trace).
+#[derive(Debug, Default)]
+pub(crate) struct TraceBuf {
+    pub(super) events: Vec<TraceEvent>,
+    /// `Some` for the training tape (`tape.rs`): `[T, N]` membranes by neuron id.
+    pub(super) membranes: Option<Vec<f32>>,
+    /// What could not grow, and to how many bytes.
+    failed: Option<(&'static str, u128)>,
+}
+
+impl TraceBuf {
+    /// An empty buffer; `membranes`: record the membranes too.
+    pub(super) fn new(membranes: bool) -> TraceBuf {
+        TraceBuf {
+            events: Vec::new(),
+            membranes: membranes.then(Vec::new),
+            failed: None,
+        }
+    }
+
+    /// Room for `n` more events; false (and nothing recorded from then on) when there is
+    /// none.
+    fn room(&mut self, n: usize) -> bool {
+        if self.failed.is_some() {
+            return false;
+        }
+        if self.events.try_reserve(n).is_err() {
+            let bytes = (self.events.len() + n) as u128 * std::mem::size_of::<TraceEvent>() as u128;
+            self.fail("event trace", bytes);
+            return false;
+        }
+        true
+    }
+
+    fn fail(&mut self, what: &'static str, bytes: u128) {
+        self.failed = Some((what, bytes));
+        self.events = Vec::new();
+        self.membranes = self.membranes.as_ref().map(|_| Vec::new());
+    }
+
+    /// The events and membranes, or the [`EngineError::Memory`] of a buffer that could
+    /// not grow.
+    pub(super) fn finish(
+        self,
+        location: &Location,
+    ) -> Result<(Vec<TraceEvent>, Vec<f32>), EngineError> {
+        match self.failed {
+            Some((what, bytes)) => Err(EngineError::memory(location, what, bytes)),
+            None => Ok((self.events, self.membranes.unwrap_or_default())),
+        }
+    }
+}
+
+/// The training tape: appends the membranes `v` (by slot) at the end of a timestep, by
+/// neuron id (nothing without a membrane buffer).
+#[cold]
+#[inline(never)]
+pub(super) fn record_membranes(trace: &mut TraceBuf, net: &Network, v: &[f32]) {
+    let n = net.n_neurons();
+    let Some(out) = trace.membranes.as_mut() else {
+        return;
+    };
+    if trace.failed.is_some() {
+        return;
+    }
+    if out.try_reserve(n).is_err() {
+        let bytes = (out.len() + n) as u128 * 4;
+        trace.fail("training tape membranes", bytes);
+        return;
+    }
+    let start = out.len();
+    out.resize(start + n, 0.0);
+    for (slot, &x) in v.iter().enumerate().take(n) {
+        out[start + net.id_of[slot] as usize] = x;
+    }
+}
+
 /// Runs `inputs` as [`run_batch`](super::run_batch) does (the same validation, errors
 /// and results, in input order) and returns, with the results, the trace of every
 /// sample (R7.10). `sample_ids` None means the positions in the batch. A trace holds one
@@ -138,10 +218,11 @@ pub fn trace_batch(
         let label = labels.and_then(|l| l[i]);
         let ps = prepare(net, &inputs[i], label, true, Location::Sample(i as u64))?;
         let sample = check_sample_id(sample_ids[i])?;
-        ws.trace = Some(Vec::new());
+        ws.trace = Some(TraceBuf::new(false));
         let traced = run_prepared(net, &ps, sample, config, ws, None);
-        let events = ws.trace.take().unwrap_or_default();
+        let buf = ws.trace.take().unwrap_or_default();
         let res = traced?;
+        let (events, _) = buf.finish(&Location::Sample(i as u64))?;
         if res != results[i] {
             // The traced run is the same run: anything else is a bug of the engine.
             return Err(EngineError::Internal(format!(
@@ -161,15 +242,20 @@ pub fn trace_batch(
 /// with their values).
 #[cold]
 #[inline(never)]
-pub(super) fn record_inputs(trace: &mut Vec<TraceEvent>, t: usize, index: &[u32], value: &[f32]) {
-    trace.extend(index.iter().zip(value).map(|(&i, &x)| TraceEvent {
-        timestep: t as u32,
-        step: 0,
-        kind: EventKind::Input,
-        population: 0,
-        neuron: i,
-        value: f64::from(x),
-    }));
+pub(super) fn record_inputs(trace: &mut TraceBuf, t: usize, index: &[u32], value: &[f32]) {
+    if !trace.room(index.len()) {
+        return;
+    }
+    trace
+        .events
+        .extend(index.iter().zip(value).map(|(&i, &x)| TraceEvent {
+            timestep: t as u32,
+            step: 0,
+            kind: EventKind::Input,
+            population: 0,
+            neuron: i,
+            value: f64::from(x),
+        }));
 }
 
 /// R7.10 with R4.13: the input entries of the group delivered at the end of forward
@@ -177,27 +263,32 @@ pub(super) fn record_inputs(trace: &mut Vec<TraceEvent>, t: usize, index: &[u32]
 #[cold]
 #[inline(never)]
 pub(super) fn record_input_deliveries(
-    trace: &mut Vec<TraceEvent>,
+    trace: &mut TraceBuf,
     t: usize,
     k: u32,
     index: &[u32],
     value: &[f32],
 ) {
-    trace.extend(index.iter().zip(value).map(|(&i, &x)| TraceEvent {
-        timestep: t as u32,
-        step: k,
-        kind: EventKind::Delivery,
-        population: 0,
-        neuron: i,
-        value: f64::from(x),
-    }));
+    if !trace.room(index.len()) {
+        return;
+    }
+    trace
+        .events
+        .extend(index.iter().zip(value).map(|(&i, &x)| TraceEvent {
+            timestep: t as u32,
+            step: k,
+            kind: EventKind::Delivery,
+            population: 0,
+            neuron: i,
+            value: f64::from(x),
+        }));
 }
 
 /// R7.10: the spikes of forward step `k` (`fired`, neuron ids in increasing order, by
 /// population ranges `fired_pops`), with their membranes before the reset.
 #[cold]
 #[inline(never)]
-pub(super) fn record_spikes(trace: &mut Vec<TraceEvent>, net: &Network, ws_fired: Fired<'_>) {
+pub(super) fn record_spikes(trace: &mut TraceBuf, net: &Network, ws_fired: Fired<'_>) {
     let Fired {
         t,
         k,
@@ -205,9 +296,12 @@ pub(super) fn record_spikes(trace: &mut Vec<TraceEvent>, net: &Network, ws_fired
         pops,
         v_pre,
     } = ws_fired;
+    if !trace.room(ids.len()) {
+        return;
+    }
     for &(p, a, b) in pops {
         let offset = net.pop_offset[p];
-        trace.extend(ids[a..b].iter().map(|&id| TraceEvent {
+        trace.events.extend(ids[a..b].iter().map(|&id| TraceEvent {
             timestep: t as u32,
             step: k,
             kind: EventKind::Spike,
@@ -232,14 +326,17 @@ pub(super) struct Fired<'a> {
 #[cold]
 #[inline(never)]
 pub(super) fn record_group(
-    trace: &mut Vec<TraceEvent>,
+    trace: &mut TraceBuf,
     net: &Network,
     t: usize,
     k: u32,
     group: &[(u32, u32)],
 ) {
-    let start = trace.len();
-    trace.extend(group.iter().map(|&(id, m)| {
+    if !trace.room(group.len()) {
+        return;
+    }
+    let start = trace.events.len();
+    trace.events.extend(group.iter().map(|&(id, m)| {
         let p = net.pop_of[id as usize] as usize;
         TraceEvent {
             timestep: t as u32,
@@ -250,5 +347,38 @@ pub(super) fn record_group(
             value: f64::from(m),
         }
     }));
-    trace[start..].sort_by_key(|e| (e.population, e.neuron));
+    trace.events[start..].sort_by_key(|e| (e.population, e.neuron));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_buffer_that_cannot_grow_is_a_memory_error_not_a_partial_trace() {
+        let mut buf = TraceBuf::new(true);
+        record_inputs(&mut buf, 0, &[1, 2], &[1.0, 2.0]);
+        assert_eq!(buf.events.len(), 2);
+        assert!(!buf.room(usize::MAX / 64));
+        // Nothing more is recorded after the failure, and nothing half-recorded leaves.
+        record_inputs(&mut buf, 1, &[3], &[1.0]);
+        assert!(buf.events.is_empty());
+        match buf.finish(&Location::Sample(4)) {
+            Err(EngineError::Memory {
+                location,
+                what,
+                bytes,
+            }) => {
+                assert_eq!(location, Location::Sample(4));
+                assert_eq!(what, "event trace");
+                assert!(bytes > (usize::MAX / 64) as u128);
+            }
+            other => panic!("not a memory error: {other:?}"),
+        }
+        let ok = TraceBuf::new(false);
+        assert_eq!(
+            ok.finish(&Location::Batch).unwrap(),
+            (Vec::new(), Vec::new())
+        );
+    }
 }

@@ -158,10 +158,9 @@ pub(crate) struct Workspace {
     /// R8.3: the fast path saw a non-finite membrane (see `event_loop::run_prepared`).
     pub(super) non_finite: bool,
     /// R7.10: the events of the sample, recorded only when `Some` (see `trace.rs`).
-    pub(super) trace: Option<Vec<super::trace::TraceEvent>>,
-    /// The membranes `V` by neuron id at the end of every timestep, recorded only when
-    /// `Some` (the training tape, see `tape.rs`).
-    pub(super) membranes: Option<Vec<f32>>,
+    /// (With the membranes at the end of every timestep for the training tape,
+    /// `tape.rs`.)
+    pub(super) trace: Option<super::trace::TraceBuf>,
     /// R4.13: the pending input entries of non-prioritised input (unused otherwise).
     pub(super) inputs: PendingInputs,
 }
@@ -224,7 +223,6 @@ impl Workspace {
             nonzero_values: Vec::new(),
             non_finite: false,
             trace: None,
-            membranes: None,
             inputs: PendingInputs::default(),
         })
     }
