@@ -31,7 +31,7 @@ use super::deliver::bad;
 use super::silent::SurrogateFn;
 use crate::engine::{EventKind, SampleTape, TraceEvent};
 use crate::error::EngineError;
-use crate::network::{Network, ProjKind};
+use crate::network::{source_coords, Network, ProjKind};
 use crate::rng::{uniform, STREAM_DROPOUT, STREAM_SPIKE_DROPOUT};
 
 /// Samples whose gradients are summed together before the chunks are summed in order:
@@ -60,12 +60,28 @@ pub struct TapeOptions {
     pub refractory_dropout: Vec<f64>,
 }
 
+/// A projection's synapses as the backward pass reads them.
+enum Rows<'a> {
+    /// Dense: `wt[j * n_target + q]` is the weight from source `j` to target slot `q`.
+    Dense(&'a [f32]),
+    /// Conv or pool: per source neuron (local id), its synapses `(target slot, weight,
+    /// index of the weight in the projection's gradient or [`NO_WEIGHT`])`.
+    Sparse(Vec<Vec<(u32, f32, u32)>>),
+}
+
+/// A pool's synapse: a fixed weight, no gradient.
+const NO_WEIGHT: u32 = u32::MAX;
+
 /// The network as the backward pass reads it.
 struct Geometry<'a> {
     net: &'a Network,
-    /// Per population (0 = input): `(projection, dense transposed weights)` of each
-    /// projection leaving it.
-    outgoing: Vec<Vec<(usize, &'a [f32])>>,
+    /// Per population (0 = input): `(projection, its synapses)` of each projection
+    /// leaving it.
+    outgoing: Vec<Vec<(usize, Rows<'a>)>>,
+    /// Neuron id -> storage slot (the walk's state is kept by slot, as the network's
+    /// parameters and weight rows are; ids and slots differ in populations stored
+    /// channel-last, `network/layout.rs`).
+    slot_of: Vec<u32>,
     surrogate: SurrogateFn,
     opts: TapeOptions,
 }
@@ -77,16 +93,18 @@ impl<'a> Geometry<'a> {
             return Err(bad("network", "unsupported", why));
         }
         let n_pop = net.n_populations();
-        let mut outgoing = vec![Vec::new(); n_pop + 1];
+        let mut slot_of = vec![0u32; net.n_neurons()];
+        for (slot, &id) in net.id_of.iter().enumerate().take(net.n_neurons()) {
+            slot_of[id as usize] = slot as u32;
+        }
+        let mut outgoing: Vec<Vec<(usize, Rows<'a>)>> = (0..=n_pop).map(|_| Vec::new()).collect();
         for (s, list) in net.outgoing.iter().enumerate() {
             for &pr in list {
-                match &net.projections[pr].kind {
-                    ProjKind::Dense { wt } => outgoing[s].push((pr, wt.as_slice())),
-                    _ => {
-                        let why = "the tape's backward pass takes dense projections only";
-                        return Err(bad("network", "conv/pool", why));
-                    }
-                }
+                let rows = match &net.projections[pr].kind {
+                    ProjKind::Dense { wt } => Rows::Dense(wt.as_slice()),
+                    _ => Rows::Sparse(sparse_rows(net, pr, &slot_of)),
+                };
+                outgoing[s].push((pr, rows));
             }
         }
         let pd = &opts.refractory_dropout;
@@ -100,19 +118,95 @@ impl<'a> Geometry<'a> {
         Ok(Geometry {
             net,
             outgoing,
+            slot_of,
             surrogate: opts.surrogate,
             opts: opts.clone(),
         })
     }
 
-    /// `(first id, size)` of non-input population `p` (1-based).
+    /// `(first id, size)` of non-input population `p` (1-based): its ids, and its slots.
     fn span(&self, p: usize) -> (usize, usize) {
         let o = self.net.pop_offset[p - 1];
         (o, self.net.pop_offset[p] - o)
     }
 }
 
-/// The gradient state of one sample: `gV`, `gQ` and the non-refractory mask, by id.
+/// The synapses of every source neuron of conv or pool projection `pr` (see
+/// [`Rows::Sparse`]), enumerated as `Network::synapses` does, with the index of each
+/// conv weight in the engine's kernel layout (`k[((c kh + ky) kw + kx) c_out + o]`).
+fn sparse_rows(net: &Network, pr: usize, slot_of: &[u32]) -> Vec<Vec<(u32, f32, u32)>> {
+    let spec = &net.spec().projections[pr];
+    let n_s = if spec.source == 0 {
+        net.input_size()
+    } else {
+        net.spec().populations[spec.source - 1].size
+    };
+    let proj = &net.projections[pr];
+    let base = proj.target_offset;
+    let slot = |id: usize| slot_of[id];
+    (0..n_s)
+        .map(|j| {
+            let mut out = Vec::new();
+            match &proj.kind {
+                ProjKind::Dense { .. } => {}
+                ProjKind::Conv {
+                    k,
+                    c_out,
+                    kh,
+                    kw,
+                    in_hw,
+                    in_w,
+                    plane,
+                    ow,
+                    rows,
+                    cols,
+                    ..
+                } => {
+                    let (c, y, x) = source_coords(*in_hw, *in_w, j);
+                    for r in rows.range(y) {
+                        for s in cols.range(x) {
+                            let kb = ((c * kh + rows.tap[r]) * kw + cols.tap[s]) * c_out;
+                            for o in 0..*c_out {
+                                let id = base + o * plane + rows.out[r] * ow + cols.out[s];
+                                out.push((slot(id), k[kb + o], (kb + o) as u32));
+                            }
+                        }
+                    }
+                }
+                ProjKind::Pool {
+                    weight,
+                    in_hw,
+                    in_w,
+                    plane,
+                    ow,
+                    rows,
+                    cols,
+                    ..
+                } => {
+                    let (c, y, x) = source_coords(*in_hw, *in_w, j);
+                    for r in rows.range(y) {
+                        for s in cols.range(x) {
+                            let id = base + c * plane + rows.out[r] * ow + cols.out[s];
+                            out.push((slot(id), *weight, NO_WEIGHT));
+                        }
+                    }
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+/// The length of projection `pr`'s gradient buffer (its weights; 0 for a pool).
+fn grad_len(net: &Network, pr: usize) -> usize {
+    match &net.projections[pr].kind {
+        ProjKind::Dense { wt } => wt.len(),
+        ProjKind::Conv { k, .. } => k.len(),
+        ProjKind::Pool { .. } => 0,
+    }
+}
+
+/// The gradient state of one sample: `gV`, `gQ` and the non-refractory mask, by slot.
 struct State {
     g_v: Vec<f32>,
     g_q: Vec<f32>,
@@ -163,12 +257,8 @@ pub fn check_tape(
     if grads.len() != net.n_projections() {
         return Err(bad("grads", grads.len(), "one buffer per projection"));
     }
-    for (pr, g) in net.projections.iter().zip(grads) {
-        let want = match &pr.kind {
-            ProjKind::Dense { wt } => wt.len(),
-            _ => 0,
-        };
-        if g.len() != want {
+    for (pr, g) in grads.iter().enumerate() {
+        if g.len() != grad_len(net, pr) {
             return Err(bad("grads", g.len(), "as long as the projection's weights"));
         }
     }
@@ -296,13 +386,16 @@ fn timestep_backward(
     st.dropped_at.fill(0);
     for e in &events[n_inputs..] {
         if e.kind == EventKind::Spike {
-            st.live[id_of(geo, e)] = if stays(geo, sample, e) { 1.0 } else { 0.0 };
+            st.live[slot(geo, e)] = if stays(geo, sample, e) { 1.0 } else { 0.0 };
         }
     }
     // Q at the end: only the output population's (its counts) is left.
     st.g_q.fill(0.0);
     let (out0, n_out) = geo.span(n_pop);
-    st.g_q[out0..out0 + n_out].copy_from_slice(g_out);
+    for i in 0..n_out {
+        // g_out is by output index (id order), the state by slot.
+        st.g_q[out0 + i] = g_out[net.id_of[out0 + i] as usize - out0];
+    }
     let settle_at = settle_steps(geo, events, n_inputs, &steps, sample);
     // The silent spikes at the end of the timestep: the output, then the populations
     // not settled before, the highest first (the reverse of their emission order).
@@ -320,7 +413,7 @@ fn timestep_backward(
         for e in &events[step.deliveries.0..step.deliveries.1] {
             let g_m = deliver_backward(geo, e.population as usize, e.neuron, e.value, st, grads);
             if e.population > 0 {
-                taken.push((id_of(geo, e), g_m));
+                taken.push((slot(geo, e), g_m));
             } // an input entry (R4.13): its value has no gradient
         }
         terms_backward(geo, k + 1, st);
@@ -334,7 +427,7 @@ fn timestep_backward(
             }
         }
         for e in &events[step.spikes.0..step.spikes.1] {
-            let id = id_of(geo, e);
+            let id = slot(geo, e);
             let u = e.value as f32;
             let d = geo.surrogate.derivative(u - net.threshold[id]);
             let g_v = st.g_v[id];
@@ -384,7 +477,10 @@ fn replay_terms(
     let r = &mut st.replay;
     r.v.clear();
     match v_prev {
-        Some(v) => r.v.extend(v.iter().zip(&net.beta).map(|(&x, &b)| x * b)),
+        // The membranes are recorded by id; the replay runs by slot.
+        Some(v) => {
+            r.v.extend((0..n).map(|s| v[net.id_of[s] as usize] * net.beta[s]))
+        }
         None => r.v.resize(n, 0.0),
     }
     r.cur.clear();
@@ -411,7 +507,7 @@ fn replay_terms(
             }
         }
         for e in &events[step.spikes.0..step.spikes.1] {
-            let id = id_of(geo, e);
+            let id = slot(geo, e);
             r.v[id] = 0.0;
             r.live[id] = stays(geo, sample, e);
             r.open[id] = false;
@@ -428,14 +524,23 @@ fn replay_terms(
 #[inline(always)]
 fn add_rows(geo: &Geometry<'_>, r: &mut Replay, p: usize, neuron: u32, m: f32) {
     let j = neuron as usize;
-    for &(pr, wt) in &geo.outgoing[p] {
-        let proj = &geo.net.projections[pr];
-        let (o, n_t) = (proj.target_offset, proj.target_size);
-        for (c, &w) in r.cur[o..o + n_t]
-            .iter_mut()
-            .zip(&wt[j * n_t..(j + 1) * n_t])
-        {
-            *c += m * w;
+    for (pr, rows) in &geo.outgoing[p] {
+        match rows {
+            Rows::Dense(wt) => {
+                let proj = &geo.net.projections[*pr];
+                let (o, n_t) = (proj.target_offset, proj.target_size);
+                for (c, &w) in r.cur[o..o + n_t]
+                    .iter_mut()
+                    .zip(&wt[j * n_t..(j + 1) * n_t])
+                {
+                    *c += m * w;
+                }
+            }
+            Rows::Sparse(list) => {
+                for &(q, w, _) in &list[j] {
+                    r.cur[q as usize] += m * w;
+                }
+            }
         }
     }
 }
@@ -465,8 +570,14 @@ fn terms_backward(geo: &Geometry<'_>, k: usize, st: &mut State) {
 
 /// The global id of the neuron of a spike or delivery event.
 #[inline(always)]
-fn id_of(geo: &Geometry<'_>, e: &TraceEvent) -> usize {
+fn neuron_id(geo: &Geometry<'_>, e: &TraceEvent) -> usize {
     geo.net.pop_offset[e.population as usize - 1] + e.neuron as usize
+}
+
+/// The storage slot of the neuron of a spike or delivery event (the walk's index).
+#[inline(always)]
+fn slot(geo: &Geometry<'_>, e: &TraceEvent) -> usize {
+    geo.slot_of[neuron_id(geo, e)] as usize
 }
 
 /// The forward steps of a timestep's events after its `n_inputs` input events (a step
@@ -537,7 +648,7 @@ fn settle_steps(
     let mut settled_below = 1usize; // populations < settled_below have emitted
     for (k, step) in steps.iter().enumerate() {
         for e in &events[step.spikes.0..step.spikes.1] {
-            let (p, id) = (e.population as usize, id_of(geo, e));
+            let (p, id) = (e.population as usize, slot(geo, e));
             if !geo.outgoing[p].is_empty() && !is_pending[id] && !dropped(geo, sample, e) {
                 is_pending[id] = true;
                 pending[p] += 1;
@@ -557,7 +668,7 @@ fn settle_steps(
             match e.population as usize {
                 0 => inputs -= 1,
                 p => {
-                    is_pending[id_of(geo, e)] = false;
+                    is_pending[slot(geo, e)] = false;
                     pending[p] -= 1;
                     total -= 1;
                 }
@@ -590,7 +701,7 @@ fn stays(geo: &Geometry<'_>, sample: u32, e: &TraceEvent) -> bool {
 /// `u(seed, sample, t, k, q, stream)` of R5.5 for the neuron of the spike `e`.
 #[inline(always)]
 fn draw(geo: &Geometry<'_>, sample: u32, e: &TraceEvent, stream: u32) -> f64 {
-    let id = id_of(geo, e) as u32;
+    let id = neuron_id(geo, e) as u32; // the engine draws by neuron id
     f64::from(uniform(
         geo.opts.seed,
         sample,
@@ -616,16 +727,31 @@ fn deliver_backward(
     let m = m as f32;
     let j = neuron as usize;
     let mut g_m = 0.0f32;
-    for &(pr, wt) in &geo.outgoing[p] {
-        let proj = &geo.net.projections[pr];
-        let (o, n_t) = (proj.target_offset, proj.target_size);
-        let row = &wt[j * n_t..(j + 1) * n_t];
-        let g_row = &mut grads[pr][j * n_t..(j + 1) * n_t];
-        let (g_v, live) = (&st.g_v[o..o + n_t], &st.live[o..o + n_t]);
-        if p == 0 {
-            add_scaled(g_row, m, g_v, live); // an input value has no gradient
-        } else {
-            g_m += dot_add(row, g_v, live, g_row, m);
+    for (pr, rows) in &geo.outgoing[p] {
+        let pr = *pr;
+        match rows {
+            Rows::Dense(wt) => {
+                let proj = &geo.net.projections[pr];
+                let (o, n_t) = (proj.target_offset, proj.target_size);
+                let row = &wt[j * n_t..(j + 1) * n_t];
+                let g_row = &mut grads[pr][j * n_t..(j + 1) * n_t];
+                let (g_v, live) = (&st.g_v[o..o + n_t], &st.live[o..o + n_t]);
+                if p == 0 {
+                    add_scaled(g_row, m, g_v, live); // an input value has no gradient
+                } else {
+                    g_m += dot_add(row, g_v, live, g_row, m);
+                }
+            }
+            Rows::Sparse(list) => {
+                let g = &mut grads[pr];
+                for &(q, w, at) in &list[j] {
+                    let g_i = st.g_v[q as usize] * st.live[q as usize];
+                    g_m += w * g_i;
+                    if at != NO_WEIGHT {
+                        g[at as usize] += m * g_i;
+                    }
+                }
+            }
         }
     }
     g_m
@@ -707,23 +833,35 @@ fn silent_backward(
     let net = geo.net;
     let (o, n_p) = geo.span(p);
     let mut g_c: Vec<f32> = match g_out {
-        Some(g) => g.to_vec(),
+        Some(g) => (0..n_p).map(|i| g[net.id_of[o + i] as usize - o]).collect(),
         None => vec![0.0; n_p],
     };
-    for &(pr, wt) in &geo.outgoing[p] {
-        let proj = &net.projections[pr];
-        let (to, n_t) = (proj.target_offset, proj.target_size);
-        let g_i = &mut st.g_i[..n_t];
-        for ((x, &g), &l) in g_i
-            .iter_mut()
-            .zip(&st.g_v[to..to + n_t])
-            .zip(&st.live[to..to + n_t])
-        {
-            *x = g * l;
-        }
-        for (i, c) in g_c.iter_mut().enumerate() {
-            if st.live[o + i] != 0.0 {
-                *c += dot(&wt[i * n_t..(i + 1) * n_t], g_i);
+    for (pr, rows) in &geo.outgoing[p] {
+        match rows {
+            Rows::Dense(wt) => {
+                let proj = &net.projections[*pr];
+                let (to, n_t) = (proj.target_offset, proj.target_size);
+                let g_i = &mut st.g_i[..n_t];
+                let targets = st.g_v[to..to + n_t].iter().zip(&st.live[to..to + n_t]);
+                for (x, (&g, &l)) in g_i.iter_mut().zip(targets) {
+                    *x = g * l;
+                }
+                for (i, c) in g_c.iter_mut().enumerate() {
+                    if st.live[o + i] != 0.0 {
+                        let j = net.id_of[o + i] as usize - o; // the row of the source's local id
+                        *c += dot(&wt[j * n_t..(j + 1) * n_t], g_i);
+                    }
+                }
+            }
+            Rows::Sparse(list) => {
+                for (i, c) in g_c.iter_mut().enumerate() {
+                    let id = net.id_of[o + i] as usize - o; // the source's local id
+                    if st.live[o + i] != 0.0 {
+                        for &(q, w, _) in &list[id] {
+                            *c += w * (st.g_v[q as usize] * st.live[q as usize]);
+                        }
+                    }
+                }
             }
         }
     }
@@ -732,7 +870,7 @@ fn silent_backward(
         if st.live[id] == 0.0 {
             continue;
         }
-        let v = v_end[id];
+        let v = v_end[net.id_of[id] as usize]; // the membranes are recorded by id
         let d = geo.surrogate.derivative(v - net.threshold[id]);
         let g_v = st.g_v[id];
         st.g_v[id] = g_v + (c - g_v * v) * d;
@@ -740,7 +878,8 @@ fn silent_backward(
 }
 
 /// [`tape_backward`] of a batch: the weight gradients of all `tapes` (one buffer per
-/// projection, transposed layout), summed over chunks of [`TAPE_CHUNK`] samples in
+/// projection: dense `[n_source, n_target]` in id order, conv in the engine's kernel
+/// layout, pool empty), summed over chunks of [`TAPE_CHUNK`] samples in
 /// order, the chunks in parallel with rayon when `parallel` (the same values either
 /// way).
 pub fn tape_backward_batch(
@@ -753,11 +892,8 @@ pub fn tape_backward_batch(
 ) -> Result<Vec<Vec<f32>>, EngineError> {
     use rayon::prelude::*;
     let zeros = || -> Vec<Vec<f32>> {
-        (net.projections.iter())
-            .map(|pr| match &pr.kind {
-                ProjKind::Dense { wt } => vec![0.0; wt.len()],
-                _ => Vec::new(),
-            })
+        (0..net.n_projections())
+            .map(|pr| vec![0.0; grad_len(net, pr)])
             .collect()
     };
     let mut total = zeros();
@@ -787,7 +923,30 @@ pub fn tape_backward_batch(
             }
         }
     }
+    for (pr, g) in total.iter_mut().enumerate() {
+        dense_rows_by_id(net, pr, g);
+    }
     Ok(total)
+}
+
+/// A dense projection's gradient rows put in the targets' id order (the weight rows,
+/// and so the walk's gradient, are in their storage slot order, which differs for a
+/// target population stored channel-last).
+fn dense_rows_by_id(net: &Network, pr: usize, g: &mut [f32]) {
+    let proj = &net.projections[pr];
+    let (o, n_t) = (proj.target_offset, proj.target_size);
+    if !matches!(proj.kind, ProjKind::Dense { .. })
+        || (o..o + n_t).all(|s| net.id_of[s] as usize == s)
+    {
+        return;
+    }
+    let mut row = vec![0.0f32; n_t];
+    for chunk in g.chunks_exact_mut(n_t) {
+        for (q, &x) in chunk.iter().enumerate() {
+            row[net.id_of[o + q] as usize - o] = x;
+        }
+        chunk.copy_from_slice(&row);
+    }
 }
 
 #[cfg(test)]

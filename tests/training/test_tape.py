@@ -6,8 +6,9 @@ walks the tape in Rust. It must give the step-by-step engine's counters and outp
 counts exactly and its gradients up to the float32 summation order, on every
 scheduler, on mixed-activity batches (samples that end a timestep after a few forward
 steps next to ones that run many), with F = 1, skip projections, per-neuron
-thresholds and leaks, early stops, every dropout, non-prioritised input and both
-surrogate terms; anything outside the scope must run the step-by-step engine.
+thresholds and leaks, convolutions and pooling, early stops, every dropout,
+non-prioritised input and both surrogate terms; anything outside the scope must run the
+step-by-step engine.
 """
 
 from __future__ import annotations
@@ -109,14 +110,14 @@ def _compare(case: dict[str, Any], surrogate: Surrogate) -> None:
 
 @st.composite
 def taped_cases(draw: Any) -> dict[str, Any]:
-    """Dense networks (wide, grid, skip), mixed-activity batches, options in the path's scope.
+    """Grid networks (wide dense, skip, conv and pool), mixed-activity batches, any options.
 
     Every stop mode (R6), refractory, input and spike dropout (R4.6, R4.10, R4.11) and
     non-prioritised input (R4.13) are drawn.
     """
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
-    kind = draw(st.sampled_from(["wide", "dense", "skip"]))
+    kind = draw(st.sampled_from(["wide", "dense", "skip", "conv", "conv_wide"]))
     net = wide_dense_network(rng) if kind == "wide" else random_grid_network(rng, kind)
     batch = draw(st.one_of(st.integers(1, 12), st.integers(12, 40)))
     timesteps = draw(st.integers(1, 4))
@@ -217,15 +218,10 @@ def test_taped_gradients_do_not_depend_on_the_thread_count() -> None:
     assert any(bool(g.abs().sum() > 0) for g in grads[0])
 
 
-def _conv_net(rng: np.random.Generator) -> Network:
-    return random_grid_network(rng, "conv")
-
-
 # Each case leaves the path's scope once: it must run the step-by-step engine.
 OUT_OF_SCOPE: dict[str, tuple[dict[str, Any], str]] = {
     "layered": ({"scheduler": "layered"}, "dense"),
     "torch_backend": ({}, "torch"),
-    "conv": ({}, "conv"),
     "bias": ({}, "bias"),
     "reset_subtract": ({}, "subtract"),
     "recurrent": ({}, "recurrent"),
@@ -244,9 +240,7 @@ class _Custom(ATan):
 def test_runs_outside_the_scope_take_the_step_by_step_engine(name: str) -> None:
     changes, kind = OUT_OF_SCOPE[name]
     rng = np.random.default_rng(4)
-    if kind == "conv":
-        model = AsyncSNN(_conv_net(rng))
-    elif kind == "recurrent":
+    if kind == "recurrent":
         model = AsyncSNN.from_sizes([10, 12, 4], seed=0, recurrent=True)
     else:
         lif = {"bias": {"bias": 0.05}, "subtract": {"reset": "subtract"}}.get(kind, {})

@@ -17,10 +17,10 @@ The path takes every stop mode (R6), every dropout (R4.6, R4.10, R4.11: the back
 pass redraws the spikes' dropout decisions from the seed, R5.5), non-prioritised input
 (R4.13) and both ``surrogate_terms``: with ``"every_step"`` the backward pass replays
 each timestep's membranes from the tape to find the integrations that take a term.
-Anything else runs the step-by-step engine: ``layered`` (ordinary BPTT), CUDA tensors,
-``backend="torch"``, convolutions and pooling, recurrent projections, biases and reset
-modes other than ``"zero"`` (settling populations), synaptic currents and surrogates
-without a Rust derivative. A
+It takes dense, conv and pooling projections. Anything else runs the step-by-step
+engine: ``layered`` (ordinary BPTT), CUDA tensors, ``backend="torch"``, recurrent
+projections, biases and reset modes other than ``"zero"`` (settling populations),
+synaptic currents and surrogates without a Rust derivative. A
 run that the engine rejects (a membrane overflow of R8.3, say) runs there too, which
 raises its error.
 """
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from asyncsnn import _engine
-from asyncsnn._binding import flat_populations
+from asyncsnn._binding import flat_populations, flat_projections
 from asyncsnn._prepare import PreparedOptions, Scheduler
 from asyncsnn.exceptions import EngineError
 from asyncsnn.torch.engine.plan import Plan
@@ -65,7 +65,9 @@ def tape_applies(
         return False
     for pp in plan.projections:
         w = weights[pp.index]
-        if pp.kind != "dense" or pp.recurrent or w is None or w.dtype is not torch.float32 or not w.is_cpu:
+        if pp.recurrent or (w is None) != (pp.kind == "pool"):
+            return False
+        if w is not None and (w.dtype is not torch.float32 or not w.is_cpu):
             return False
     return True
 
@@ -87,8 +89,9 @@ def run_taped(
     """
     params = surrogate._kernel_params()
     assert params is not None
-    ws = [w for w in weights if w is not None]
-    network = _engine_network(plan, ws)
+    network = _engine_network(plan, weights)
+    trained = [pp.index for pp in plan.projections if weights[pp.index] is not None]  # not the pools
+    ws = [weights[i] for i in trained]
     n_batch = frames.shape[0]
     ids = np.arange(n_batch, dtype=np.uint64) if sample_ids is None else sample_ids.cpu().numpy().astype(np.uint64)
     lab = None if labels is None else np.ascontiguousarray(labels.cpu().numpy(), dtype=np.int64)
@@ -110,17 +113,37 @@ def run_taped(
     out = {k: torch.from_numpy(np.array(v)) for k, v in counters.items()}
     values = out["timestep_output_counts"].to(torch.float32)
     every_step = surrogate_terms == "every_step"
-    counts = _TapedRun.apply(tape, network, (*params, every_step), parallel, values, *ws)
+    counts = _TapedRun.apply(tape, network, (*params, every_step), parallel, tuple(trained), values, *ws)
     return counts, out
 
 
-def _engine_network(plan: Plan, weights: Sequence[torch.Tensor]) -> _engine.Network:
-    """The Rust engine's network of ``plan`` with the current ``weights`` (all dense)."""
-    projections: list[tuple[str, int, int, np.ndarray, list[int]]] = [
-        ("dense", pp.source, pp.target, np.ascontiguousarray(w.detach().reshape(-1).numpy()), [])
-        for pp, w in zip(plan.projections, weights)
-    ]
+def _engine_network(plan: Plan, weights: Sequence[torch.Tensor | None]) -> _engine.Network:
+    """The Rust engine's network of ``plan`` with the current ``weights`` (``None``: a pool)."""
+    projections = flat_projections(plan.network)  # the geometry; the weights replaced below
+    for pp in plan.projections:
+        w = weights[pp.index]
+        if w is not None:
+            kind, source, target, _, geometry = projections[pp.index]
+            projections[pp.index] = (
+                kind,
+                source,
+                target,
+                np.ascontiguousarray(w.detach().reshape(-1).numpy()),
+                geometry,
+            )
     return _engine.Network(plan.network.input_size, flat_populations(plan.network), projections)
+
+
+def _from_engine_layout(flat: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
+    """A gradient in the engine's layout as the weight's tensor.
+
+    Dense ``[n_source, n_target]`` transposed; conv ``k[((c kh + ky) kw + kx) c_out + o]``
+    to ``[c_out, c_in, kh, kw]``.
+    """
+    if len(shape) == 2:
+        return torch.from_numpy(flat.reshape(shape[1], shape[0]).T.copy())
+    c_out, c_in, kh, kw = shape
+    return torch.from_numpy(np.ascontiguousarray(flat.reshape(c_in, kh, kw, c_out).transpose(3, 0, 1, 2)))
 
 
 class _TapedRun(torch.autograd.Function):
@@ -133,10 +156,12 @@ class _TapedRun(torch.autograd.Function):
         network: Any,
         params: tuple[str, float, float, bool],
         parallel: bool,
+        trained: tuple[int, ...],
         values: torch.Tensor,
         *weights: torch.Tensor,
     ) -> torch.Tensor:
         ctx.tape, ctx.network, ctx.params, ctx.parallel = tape, network, params, parallel
+        ctx.trained = trained
         ctx.shapes = [tuple(w.shape) for w in weights]
         return values
 
@@ -145,6 +170,5 @@ class _TapedRun(torch.autograd.Function):
         name, p, q, every_step = ctx.params
         g = np.ascontiguousarray(g_counts.detach().to(torch.float32).numpy()).reshape(-1)
         flat = _engine.tape_grad(ctx.tape, ctx.network, g, name, p, q, every_step, ctx.parallel)
-        # The engine's layout is [n_source, n_target]; the weights are [n_target, n_source].
-        grads = [torch.from_numpy(a.reshape(s[1], s[0]).T.copy()) for a, s in zip(flat, ctx.shapes)]
-        return (None, None, None, None, None, *grads)
+        grads = [_from_engine_layout(flat[i], s) for i, s in zip(ctx.trained, ctx.shapes)]
+        return (None, None, None, None, None, None, *grads)
