@@ -591,8 +591,24 @@ impl Network {
     /// order. Returns an empty vector if the projection does not start at that neuron's
     /// population or an index is out of range. Slow; meant for tests and tools.
     pub fn synapses(&self, projection: usize, local_index: usize) -> Vec<(usize, f32)> {
+        let mut out = Vec::new();
+        self.for_each_synapse(projection, local_index, |id, w, _| out.push((id, w)));
+        out
+    }
+
+    /// Calls `f(global target id, weight, index of the weight)` for every synapse of
+    /// source neuron `local_index` in `projection` (as [`Network::synapses`]); the index
+    /// is the weight's position in the projection's stored weights (dense
+    /// `wt[j * n_target + q]`, conv `k[((c kh + ky) kw + kx) c_out + o]`), `None` for a
+    /// pool. Nothing for a projection or index out of range.
+    pub(crate) fn for_each_synapse(
+        &self,
+        projection: usize,
+        local_index: usize,
+        mut f: impl FnMut(usize, f32, Option<usize>),
+    ) {
         let Some(spec) = self.spec.projections.get(projection) else {
-            return Vec::new();
+            return;
         };
         let n_s = if spec.source == 0 {
             self.spec.input_size
@@ -600,9 +616,8 @@ impl Network {
             self.spec.populations[spec.source - 1].size
         };
         if local_index >= n_s {
-            return Vec::new();
+            return;
         }
-        let mut out = Vec::new();
         let proj = &self.projections[projection];
         let base = proj.target_offset;
         match &proj.kind {
@@ -610,7 +625,8 @@ impl Network {
                 // Rows are in slot order.
                 let n_d = proj.target_size;
                 for q in 0..n_d {
-                    out.push((self.id_of[base + q] as usize, wt[local_index * n_d + q]));
+                    let at = local_index * n_d + q;
+                    f(self.id_of[base + q] as usize, wt[at], Some(at));
                 }
             }
             ProjKind::Conv {
@@ -631,10 +647,8 @@ impl Network {
                     for s in cols.range(x) {
                         let kb = ((c * kh + rows.tap[r]) * kw + cols.tap[s]) * c_out;
                         for o in 0..*c_out {
-                            out.push((
-                                base + o * plane + rows.out[r] * ow + cols.out[s],
-                                k[kb + o],
-                            ));
+                            let id = base + o * plane + rows.out[r] * ow + cols.out[s];
+                            f(id, k[kb + o], Some(kb + o));
                         }
                     }
                 }
@@ -652,12 +666,15 @@ impl Network {
                 let (c, y, x) = source_coords(*in_hw, *in_w, local_index);
                 for r in rows.range(y) {
                     for s in cols.range(x) {
-                        out.push((base + c * plane + rows.out[r] * ow + cols.out[s], *weight));
+                        f(
+                            base + c * plane + rows.out[r] * ow + cols.out[s],
+                            *weight,
+                            None,
+                        );
                     }
                 }
             }
         }
-        out
     }
 }
 

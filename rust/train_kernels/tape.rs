@@ -31,7 +31,7 @@ use super::deliver::bad;
 use super::silent::SurrogateFn;
 use crate::engine::{EventKind, SampleTape, TraceEvent};
 use crate::error::EngineError;
-use crate::network::{source_coords, Network, ProjKind};
+use crate::network::{Network, ProjKind};
 use crate::rng::{uniform, STREAM_DROPOUT, STREAM_SPIKE_DROPOUT};
 
 /// Samples whose gradients are summed together before the chunks are summed in order:
@@ -132,8 +132,7 @@ impl<'a> Geometry<'a> {
 }
 
 /// The synapses of every source neuron of conv or pool projection `pr` (see
-/// [`Rows::Sparse`]), enumerated as `Network::synapses` does, with the index of each
-/// conv weight in the engine's kernel layout (`k[((c kh + ky) kw + kx) c_out + o]`).
+/// [`Rows::Sparse`]), from `Network::for_each_synapse`, target ids as slots.
 fn sparse_rows(net: &Network, pr: usize, slot_of: &[u32]) -> Vec<Vec<(u32, f32, u32)>> {
     let spec = &net.spec().projections[pr];
     let n_s = if spec.source == 0 {
@@ -141,57 +140,12 @@ fn sparse_rows(net: &Network, pr: usize, slot_of: &[u32]) -> Vec<Vec<(u32, f32, 
     } else {
         net.spec().populations[spec.source - 1].size
     };
-    let proj = &net.projections[pr];
-    let base = proj.target_offset;
-    let slot = |id: usize| slot_of[id];
     (0..n_s)
         .map(|j| {
             let mut out = Vec::new();
-            match &proj.kind {
-                ProjKind::Dense { .. } => {}
-                ProjKind::Conv {
-                    k,
-                    c_out,
-                    kh,
-                    kw,
-                    in_hw,
-                    in_w,
-                    plane,
-                    ow,
-                    rows,
-                    cols,
-                    ..
-                } => {
-                    let (c, y, x) = source_coords(*in_hw, *in_w, j);
-                    for r in rows.range(y) {
-                        for s in cols.range(x) {
-                            let kb = ((c * kh + rows.tap[r]) * kw + cols.tap[s]) * c_out;
-                            for o in 0..*c_out {
-                                let id = base + o * plane + rows.out[r] * ow + cols.out[s];
-                                out.push((slot(id), k[kb + o], (kb + o) as u32));
-                            }
-                        }
-                    }
-                }
-                ProjKind::Pool {
-                    weight,
-                    in_hw,
-                    in_w,
-                    plane,
-                    ow,
-                    rows,
-                    cols,
-                    ..
-                } => {
-                    let (c, y, x) = source_coords(*in_hw, *in_w, j);
-                    for r in rows.range(y) {
-                        for s in cols.range(x) {
-                            let id = base + c * plane + rows.out[r] * ow + cols.out[s];
-                            out.push((slot(id), *weight, NO_WEIGHT));
-                        }
-                    }
-                }
-            }
+            net.for_each_synapse(pr, j, |id, w, at| {
+                out.push((slot_of[id], w, at.map_or(NO_WEIGHT, |a| a as u32)));
+            });
             out
         })
         .collect()
