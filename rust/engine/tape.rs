@@ -10,12 +10,11 @@
 use rayon::prelude::*;
 
 use super::config::{validate_config, RunConfig};
-use super::event_loop::run_prepared;
-use super::input::{check_sample_id, prepare, SampleInput};
-use super::trace::{TraceBuf, TraceEvent};
+use super::input::SampleInput;
+use super::trace::{run_recorded, TraceEvent};
 use super::workspace::Workspace;
 use crate::counters::SampleResult;
-use crate::error::{EngineError, Location};
+use crate::error::EngineError;
 use crate::network::Network;
 
 /// The tape of one sample.
@@ -59,19 +58,23 @@ pub fn tape_batch(
     let one = |ws: &mut Result<Workspace, EngineError>, i: usize| {
         let ws = ws.as_mut().map_err(|e| e.clone())?;
         let label = labels.and_then(|l| l[i]);
-        let ps = prepare(net, &inputs[i], label, false, Location::Sample(i as u64))?;
-        let sample = check_sample_id(sample_ids[i])?;
-        ws.trace = Some(TraceBuf::new(true));
-        let res = run_prepared(net, &ps, sample, config, ws, None);
-        let buf = ws.trace.take().unwrap_or_default();
-        let res = res?;
-        let (events, membranes) = buf.finish(&Location::Sample(i as u64))?;
+        let rec = run_recorded(
+            net,
+            &inputs[i],
+            label,
+            sample_ids[i],
+            i,
+            false,
+            config,
+            ws,
+            true,
+        )?;
         let tape = SampleTape {
-            events,
-            membranes,
-            sample,
+            events: rec.events,
+            membranes: rec.membranes,
+            sample: rec.sample,
         };
-        Ok((res, tape))
+        Ok((rec.result, tape))
     };
     if parallel {
         (0..inputs.len())

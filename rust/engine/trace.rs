@@ -216,20 +216,24 @@ pub fn trace_batch(
     let one = |ws: &mut Result<Workspace, EngineError>, i: usize| {
         let ws = ws.as_mut().map_err(|e| e.clone())?;
         let label = labels.and_then(|l| l[i]);
-        let ps = prepare(net, &inputs[i], label, true, Location::Sample(i as u64))?;
-        let sample = check_sample_id(sample_ids[i])?;
-        ws.trace = Some(TraceBuf::new(false));
-        let traced = run_prepared(net, &ps, sample, config, ws, None);
-        let buf = ws.trace.take().unwrap_or_default();
-        let res = traced?;
-        let (events, _) = buf.finish(&Location::Sample(i as u64))?;
-        if res != results[i] {
+        let rec = run_recorded(
+            net,
+            &inputs[i],
+            label,
+            sample_ids[i],
+            i,
+            true,
+            config,
+            ws,
+            false,
+        )?;
+        if rec.result != results[i] {
             // The traced run is the same run: anything else is a bug of the engine.
             return Err(EngineError::Internal(format!(
                 "the traced run of sample {i} differs from the untraced one"
             )));
         }
-        Ok(events)
+        Ok(rec.events)
     };
     let traces = (0..inputs.len())
         .into_par_iter()
@@ -238,34 +242,72 @@ pub fn trace_batch(
     Ok((results, traces))
 }
 
+/// The results of sample `i` (`input`, `label`, `sample_id` of R5.5) run with a
+/// recording buffer, its events and (with `membranes`, the training tape) its membranes
+/// at the end of every timestep; `values_checked`: the input values were checked with
+/// the batch's.
+pub(super) struct Recorded {
+    pub(super) result: SampleResult,
+    pub(super) events: Vec<TraceEvent>,
+    pub(super) membranes: Vec<f32>,
+    pub(super) sample: u32,
+}
+
+/// Runs sample `i` with a recording buffer ([`Recorded`]).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run_recorded(
+    net: &Network,
+    input: &SampleInput,
+    label: Option<usize>,
+    sample_id: u64,
+    i: usize,
+    values_checked: bool,
+    config: &RunConfig,
+    ws: &mut Workspace,
+    membranes: bool,
+) -> Result<Recorded, EngineError> {
+    let at = Location::Sample(i as u64);
+    let ps = prepare(net, input, label, values_checked, at.clone())?;
+    let sample = check_sample_id(sample_id)?;
+    ws.trace = Some(TraceBuf::new(membranes));
+    let ran = run_prepared(net, &ps, sample, config, ws, None);
+    let buf = ws.trace.take().unwrap_or_default();
+    let result = ran?;
+    let (events, membranes) = buf.finish(&at)?;
+    Ok(Recorded {
+        result,
+        events,
+        membranes,
+        sample,
+    })
+}
+
 /// R7.10: the input events of forward step 0 of timestep `t` (`index`, in index order,
 /// with their values).
-#[cold]
-#[inline(never)]
 pub(super) fn record_inputs(trace: &mut TraceBuf, t: usize, index: &[u32], value: &[f32]) {
-    if !trace.room(index.len()) {
-        return;
-    }
-    trace
-        .events
-        .extend(index.iter().zip(value).map(|(&i, &x)| TraceEvent {
-            timestep: t as u32,
-            step: 0,
-            kind: EventKind::Input,
-            population: 0,
-            neuron: i,
-            value: f64::from(x),
-        }));
+    record_input_values(trace, t, 0, EventKind::Input, index, value);
 }
 
 /// R7.10 with R4.13: the input entries of the group delivered at the end of forward
 /// step `k` (`index` increasing, with their values): population 0, value `x_i(t)`.
-#[cold]
-#[inline(never)]
 pub(super) fn record_input_deliveries(
     trace: &mut TraceBuf,
     t: usize,
     k: u32,
+    index: &[u32],
+    value: &[f32],
+) {
+    record_input_values(trace, t, k, EventKind::Delivery, index, value);
+}
+
+/// Events `kind` of the inputs `index` (population 0) with their values `x_i(t)`.
+#[cold]
+#[inline(never)]
+fn record_input_values(
+    trace: &mut TraceBuf,
+    t: usize,
+    k: u32,
+    kind: EventKind,
     index: &[u32],
     value: &[f32],
 ) {
@@ -277,7 +319,7 @@ pub(super) fn record_input_deliveries(
         .extend(index.iter().zip(value).map(|(&i, &x)| TraceEvent {
             timestep: t as u32,
             step: k,
-            kind: EventKind::Delivery,
+            kind,
             population: 0,
             neuron: i,
             value: f64::from(x),

@@ -288,12 +288,12 @@ fn tape_backward_impl(
             let start = first_of_timestep(&tape.events[..end], t);
             let g_out = &per_sample[t * n_out..(t + 1) * n_out];
             let v_end = &tape.membranes[t * n..(t + 1) * n];
+            let ts = TimestepEvents::new(&tape.events[start..end]);
             if geo.opts.every_step {
                 let v_prev = (t > 0).then(|| &tape.membranes[(t - 1) * n..t * n]);
-                replay_terms(geo, &tape.events[start..end], v_prev, tape.sample, &mut st);
+                replay_terms(geo, &ts, v_prev, tape.sample, &mut st);
             }
-            let events = &tape.events[start..end];
-            timestep_backward(geo, events, g_out, v_end, tape.sample, &mut st, grads);
+            timestep_backward(geo, &ts, g_out, v_end, tape.sample, &mut st, grads);
             end = start;
             // The leak V <- beta V at the start of timestep t (R4.1).
             for (g, &beta) in st.g_v.iter_mut().zip(&net.beta) {
@@ -315,13 +315,34 @@ struct StepEvents {
     deliveries: (usize, usize),
 }
 
-/// The backward pass of one timestep's `events` (inputs, then per forward step its
+/// One timestep's events: its input events first, then its forward steps.
+struct TimestepEvents<'e> {
+    events: &'e [TraceEvent],
+    n_inputs: usize,
+    steps: Vec<StepEvents>,
+}
+
+impl<'e> TimestepEvents<'e> {
+    fn new(events: &'e [TraceEvent]) -> TimestepEvents<'e> {
+        let n_inputs = (events.iter())
+            .take_while(|e| e.kind == EventKind::Input)
+            .count();
+        let steps = split_steps(events, n_inputs);
+        TimestepEvents {
+            events,
+            n_inputs,
+            steps,
+        }
+    }
+}
+
+/// The backward pass of one timestep's events `ts` (inputs, then per forward step its
 /// spikes and its delivered group), with `g_out` the gradient of its output counts
 /// and `v_end` the membranes at its end.
 #[inline(always)]
 fn timestep_backward(
     geo: &Geometry<'_>,
-    events: &[TraceEvent],
+    ts: &TimestepEvents<'_>,
     g_out: &[f32],
     v_end: &[f32],
     sample: u32,
@@ -330,11 +351,7 @@ fn timestep_backward(
 ) {
     let net = geo.net;
     let n_pop = net.n_populations();
-    let n_inputs = events
-        .iter()
-        .take_while(|e| e.kind == EventKind::Input)
-        .count();
-    let steps = split_steps(events, n_inputs);
+    let (events, n_inputs, steps) = (ts.events, ts.n_inputs, &ts.steps);
     // Refractory at the end of the timestep: the neurons whose last spike made them so.
     st.live.fill(1.0);
     st.dropped_at.fill(0);
@@ -350,7 +367,7 @@ fn timestep_backward(
         // g_out is by output index (id order), the state by slot.
         st.g_q[out0 + i] = g_out[net.id_of[out0 + i] as usize - out0];
     }
-    let settle_at = settle_steps(geo, events, n_inputs, &steps, sample);
+    let settle_at = settle_steps(geo, events, n_inputs, steps, sample);
     // The silent spikes at the end of the timestep: the output, then the populations
     // not settled before, the highest first (the reverse of their emission order).
     silent_backward(geo, n_pop, Some(g_out), v_end, st);
@@ -417,17 +434,14 @@ fn timestep_backward(
 #[inline(always)]
 fn replay_terms(
     geo: &Geometry<'_>,
-    events: &[TraceEvent],
+    ts: &TimestepEvents<'_>,
     v_prev: Option<&[f32]>,
     sample: u32,
     st: &mut State,
 ) {
     let net = geo.net;
     let n = net.n_neurons();
-    let n_inputs = (events.iter())
-        .take_while(|e| e.kind == EventKind::Input)
-        .count();
-    let steps = split_steps(events, n_inputs);
+    let (events, n_inputs, steps) = (ts.events, ts.n_inputs, &ts.steps);
     let r = &mut st.replay;
     r.v.clear();
     match v_prev {

@@ -38,13 +38,15 @@ UNLAYERED = ["fifo", "random", "momentum"]
 
 @contextmanager
 def taped(enabled: bool) -> Iterator[list[int]]:
-    """Switch the taped path on or off; yields a list that counts the taped runs."""
+    """Switch the taped path on or off; yields a list that counts the runs it took."""
     calls: list[int] = []
     was_enabled, was_run = tape.ENABLED, tape.run_taped
 
     def counting(*args: Any, **kw: Any) -> Any:
-        calls.append(1)
-        return was_run(*args, **kw)
+        out = was_run(*args, **kw)
+        if out is not None:  # a run in the path's scope, taken
+            calls.append(1)
+        return out
 
     tape.ENABLED = enabled
     import asyncsnn.torch.engine.driver as driver

@@ -40,7 +40,7 @@ from asyncsnn.torch.engine.rows import RowSet, merge_rows
 from asyncsnn.torch.engine.settling import start_due
 from asyncsnn.torch.engine.silent import emit_at_end
 from asyncsnn.torch.engine.step import drop_spikes, forward_step
-from asyncsnn.torch.engine.tape import run_taped, tape_applies
+from asyncsnn.torch.engine.tape import run_taped
 from asyncsnn.torch.engine.torch_bookkeeping import LayeredBookkeeping, TorchBookkeeping
 from asyncsnn.torch.surrogate import Surrogate, make_surrogate
 
@@ -211,8 +211,8 @@ def run(
     grad = torch.is_grad_enabled() and (
         any(w is not None and w.requires_grad for w in weights) or (bias is not None and bias.requires_grad)
     )
-    if grad and host and (o := _taped(plan, weights, frames, opts, labels, sample_ids, surrogate, surrogate_terms)):
-        return o
+    if grad and host and (o := run_taped(plan, weights, frames, opts, labels, sample_ids, surrogate, surrogate_terms)):
+        return RunOutput(*o)  # the taped path (asyncsnn.torch.engine.tape)
     ctx = _context(plan, pt, weights, opts, host, grad, surrogate, sample_offset, bias, surrogate_terms)
     book = _bookkeeping(ctx, host)
     hash0: torch.Tensor | None = None
@@ -278,24 +278,6 @@ def run(
             if w is not None and w.requires_grad:
                 counts = counts + (w * 0.0).sum()
     return RunOutput(counts=counts, counters={k: t.cpu() for k, t in counters.items()})
-
-
-def _taped(
-    plan: Plan,
-    weights: Sequence[torch.Tensor | None],
-    frames: torch.Tensor,
-    opts: PreparedOptions,
-    labels: torch.Tensor | None,
-    sample_ids: torch.Tensor | None,
-    surrogate: Surrogate | None,
-    surrogate_terms: str,
-) -> RunOutput | None:
-    """The run on the taped path (:mod:`~asyncsnn.torch.engine.tape`), or ``None`` outside its scope."""
-    sur = make_surrogate(surrogate)
-    if plan.any_settling or not tape_applies(plan, weights, frames, opts, sur, surrogate_terms):
-        return None
-    taped = run_taped(plan, weights, frames, opts, labels, sample_ids, sur, surrogate_terms)
-    return None if taped is None else RunOutput(counts=taped[0], counters=taped[1])
 
 
 def _drops(opts: PreparedOptions) -> bool:

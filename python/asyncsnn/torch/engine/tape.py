@@ -38,7 +38,7 @@ from asyncsnn._binding import flat_populations, flat_projections
 from asyncsnn._prepare import PreparedOptions, Scheduler
 from asyncsnn.exceptions import EngineError
 from asyncsnn.torch.engine.plan import Plan
-from asyncsnn.torch.surrogate import Surrogate
+from asyncsnn.torch.surrogate import Surrogate, make_surrogate
 
 __all__ = ["ENABLED", "run_taped", "tape_applies"]
 
@@ -79,15 +79,19 @@ def run_taped(
     opts: PreparedOptions,
     labels: torch.Tensor | None,
     sample_ids: torch.Tensor | None,
-    surrogate: Surrogate,
+    surrogate: Surrogate | None,
     surrogate_terms: str = "fired",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
     """The taped run: differentiable counts ``[B, T, n_out]`` and the counters, or ``None``.
 
-    ``None`` when the engine rejects the run (the caller then runs the step-by-step
-    engine, which raises the error with its own location).
+    ``None`` outside the path's scope (:func:`tape_applies`; ``surrogate`` None is the
+    default ``ATan()``) and when the engine rejects the run: the caller then runs the
+    step-by-step engine, which raises the error with its own location.
     """
-    params = surrogate._kernel_params()
+    sur = make_surrogate(surrogate)
+    if not tape_applies(plan, weights, frames, opts, sur, surrogate_terms):
+        return None
+    params = sur._kernel_params()
     assert params is not None
     network = _engine_network(plan, weights)
     trained = [pp.index for pp in plan.projections if weights[pp.index] is not None]  # not the pools
