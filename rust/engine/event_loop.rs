@@ -38,7 +38,8 @@ use super::fire::{integrate, is_finite, FireCtx};
 use super::input::{nonzero_inputs, Prepared, PreparedSample};
 use super::interrupt::Interrupt;
 use super::trace::{
-    self, record_group, record_input_deliveries, record_inputs, record_membranes, record_spikes,
+    self, record_group, record_input_deliveries, record_inputs, record_membranes, record_settles,
+    record_spikes,
 };
 use super::workspace::{split_carry, synaptic_currents, Workspace};
 use crate::alloc;
@@ -737,6 +738,11 @@ fn integrate_fire<const CHECK: bool, const CARRY: bool>(
         t: ts.t as u32,
         k: ts.k,
     };
+    if run.net.any_settling {
+        if let Some(trace) = ws.trace.as_mut() {
+            record_settles(trace, run.net, ts.t, ts.k, &ws.touch.pops, &ws.due);
+        }
+    }
     let integrated = if CARRY {
         integrate::<CHECK, true, true>(run.net, ws, &fc)
     } else if run.net.any_settling {

@@ -24,6 +24,9 @@ pub struct SampleTape {
     pub events: Vec<TraceEvent>,
     /// `[T, N]`: the membrane of every neuron (by id) at the end of each timestep.
     pub membranes: Vec<f32>,
+    /// The settles of R4.7, `[t, k, p]`: population `p` (1-based) settled in forward
+    /// step `k` of timestep `t`; in step order (empty without settling populations).
+    pub settles: Vec<[u32; 3]>,
     /// The sample's id of R5.5 (its random draws).
     pub sample: u32,
 }
@@ -33,6 +36,7 @@ impl SampleTape {
     pub fn nbytes(&self) -> usize {
         self.events.len() * std::mem::size_of::<TraceEvent>()
             + self.membranes.len() * std::mem::size_of::<f32>()
+            + self.settles.len() * std::mem::size_of::<[u32; 3]>()
     }
 }
 
@@ -72,6 +76,7 @@ pub fn tape_batch(
         let tape = SampleTape {
             events: rec.events,
             membranes: rec.membranes,
+            settles: rec.settles,
             sample: rec.sample,
         };
         Ok((rec.result, tape))

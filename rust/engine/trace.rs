@@ -120,6 +120,9 @@ pub(crate) struct TraceBuf {
     pub(super) events: Vec<TraceEvent>,
     /// `Some` for the training tape (`tape.rs`): `[T, N]` membranes by neuron id.
     pub(super) membranes: Option<Vec<f32>>,
+    /// With the membranes: the settles of R4.7, `[t, k, population]` (1-based), in the
+    /// order of the forward steps.
+    pub(super) settles: Vec<[u32; 3]>,
     /// What could not grow, and to how many bytes.
     failed: Option<(&'static str, u128)>,
 }
@@ -130,6 +133,7 @@ impl TraceBuf {
         TraceBuf {
             events: Vec::new(),
             membranes: membranes.then(Vec::new),
+            settles: Vec::new(),
             failed: None,
         }
     }
@@ -152,19 +156,54 @@ impl TraceBuf {
         self.failed = Some((what, bytes));
         self.events = Vec::new();
         self.membranes = self.membranes.as_ref().map(|_| Vec::new());
+        self.settles = Vec::new();
     }
 
-    /// The events and membranes, or the [`EngineError::Memory`] of a buffer that could
-    /// not grow.
-    pub(super) fn finish(
-        self,
-        location: &Location,
-    ) -> Result<(Vec<TraceEvent>, Vec<f32>), EngineError> {
+    /// The events, membranes and settles, or the [`EngineError::Memory`] of a buffer
+    /// that could not grow.
+    pub(super) fn finish(self, location: &Location) -> Result<Recording, EngineError> {
         match self.failed {
             Some((what, bytes)) => Err(EngineError::memory(location, what, bytes)),
-            None => Ok((self.events, self.membranes.unwrap_or_default())),
+            None => Ok((
+                self.events,
+                self.membranes.unwrap_or_default(),
+                self.settles,
+            )),
         }
     }
+}
+
+/// What a [`TraceBuf`] recorded: events, membranes and settles.
+pub(super) type Recording = (Vec<TraceEvent>, Vec<f32>, Vec<[u32; 3]>);
+
+/// The training tape: the due populations among `touched` (0-based, as the event loop
+/// numbers them) that settle in forward step `k` of timestep `t` (R4.7), recorded
+/// before the integrate phase (nothing without a membrane buffer).
+#[cold]
+#[inline(never)]
+pub(super) fn record_settles(
+    trace: &mut TraceBuf,
+    net: &Network,
+    t: usize,
+    k: u32,
+    touched: &[usize],
+    due: &[bool],
+) {
+    if trace.membranes.is_none() || trace.failed.is_some() {
+        return;
+    }
+    let start = trace.settles.len();
+    for &p in touched {
+        if net.settling[p] && due[p] {
+            if trace.settles.try_reserve(1).is_err() {
+                let bytes = (start + touched.len()) as u128 * 12;
+                trace.fail("training tape settles", bytes);
+                return;
+            }
+            trace.settles.push([t as u32, k, p as u32 + 1]);
+        }
+    }
+    trace.settles[start..].sort_unstable();
 }
 
 /// The training tape: appends the membranes `v` (by slot) at the end of a timestep, by
@@ -250,6 +289,7 @@ pub(super) struct Recorded {
     pub(super) result: SampleResult,
     pub(super) events: Vec<TraceEvent>,
     pub(super) membranes: Vec<f32>,
+    pub(super) settles: Vec<[u32; 3]>,
     pub(super) sample: u32,
 }
 
@@ -273,11 +313,12 @@ pub(super) fn run_recorded(
     let ran = run_prepared(net, &ps, sample, config, ws, None);
     let buf = ws.trace.take().unwrap_or_default();
     let result = ran?;
-    let (events, membranes) = buf.finish(&at)?;
+    let (events, membranes, settles) = buf.finish(&at)?;
     Ok(Recorded {
         result,
         events,
         membranes,
+        settles,
         sample,
     })
 }
@@ -420,7 +461,7 @@ mod tests {
         let ok = TraceBuf::new(false);
         assert_eq!(
             ok.finish(&Location::Batch).unwrap(),
-            (Vec::new(), Vec::new())
+            (Vec::new(), Vec::new(), Vec::new())
         );
     }
 }

@@ -22,16 +22,22 @@
 //!   output population's `gC` is the gradient of its counts);
 //! * the leak between timesteps: `gV <- beta gV`.
 //!
+//! Settling populations (R1.6: a bias or a reset other than `"zero"`): the tape
+//! records the step in which each population settled (R4.7). There the bias joins the
+//! current, so its gradient is `gV live`; the spikes and the silent spikes take the
+//! gradient of their population's reset (`"subtract"`: `V - theta s`; `"none"` and
+//! `"subtract_delayed"`: `V`, the debt a constant, section 9); a due population
+//! holds back the silent spikes of the populations from it on.
+//!
 //! The scope is what the torch engine's fast path sends here (`asyncsnn.torch.engine.tape`):
-//! dense projections, none recurrent, no settling or synaptic population, the reset
-//! `"zero"`, no dropout, prioritised input, the stop mode `drain` without `max_steps`,
-//! and the surrogate terms `"fired"`.
+//! dense, conv and pooling projections, none recurrent, no synaptic population, any
+//! bias and reset mode, dropout, input mode and stop mode, and both surrogate terms.
 
 use super::deliver::bad;
 use super::silent::SurrogateFn;
 use crate::engine::{EventKind, SampleTape, TraceEvent};
 use crate::error::EngineError;
-use crate::network::{Network, ProjKind};
+use crate::network::{Network, ProjKind, ResetMode};
 use crate::rng::{uniform, STREAM_DROPOUT, STREAM_SPIKE_DROPOUT};
 
 /// Samples whose gradients are summed together before the chunks are summed in order:
@@ -88,8 +94,8 @@ struct Geometry<'a> {
 
 impl<'a> Geometry<'a> {
     fn new(net: &'a Network, opts: &TapeOptions) -> Result<Geometry<'a>, EngineError> {
-        if net.any_recurrent || net.any_settling || net.any_synaptic {
-            let why = "the tape's backward pass takes no recurrent, settling or synaptic network";
+        if net.any_recurrent || net.any_synaptic {
+            let why = "the tape's backward pass takes no recurrent or synaptic network";
             return Err(bad("network", "unsupported", why));
         }
         let n_pop = net.n_populations();
@@ -129,6 +135,27 @@ impl<'a> Geometry<'a> {
         let o = self.net.pop_offset[p - 1];
         (o, self.net.pop_offset[p] - o)
     }
+
+    /// The reset mode (R4.8) of non-input population `p` (1-based).
+    fn reset(&self, p: usize) -> ResetMode {
+        self.net.reset[p - 1]
+    }
+}
+
+/// The gradient of the membrane `u` (threshold `th`) through a spike `s = H(u - th)`
+/// and the reset of `mode` (section 9), given the gradients `g_v` of the membrane
+/// after it and `g_q` of `Q + s`, and the surrogate derivative `d`: `"zero"`
+/// (`u - u s`) `(g_q - g_v u) d` when the spike fired (`fired`) and `g_v + (g_q - g_v
+/// u) d` for a zero-valued spike; `"subtract"` (`u - th s`) `g_v + (g_q - g_v th) d`;
+/// otherwise (`u`; the delayed debt is a constant) `g_v + g_q d`.
+#[inline(always)]
+fn through_spike(mode: ResetMode, fired: bool, g_v: f32, g_q: f32, u: f32, th: f32, d: f32) -> f32 {
+    match mode {
+        ResetMode::Zero if fired => g_v + ((g_q - g_v * u) * d - g_v),
+        ResetMode::Zero => g_v + (g_q - g_v * u) * d,
+        ResetMode::Subtract => g_v + (g_q - g_v * th) * d,
+        ResetMode::SubtractDelayed | ResetMode::None => g_v + g_q * d,
+    }
 }
 
 /// The synapses of every source neuron of conv or pool projection `pr` (see
@@ -151,8 +178,12 @@ fn sparse_rows(net: &Network, pr: usize, slot_of: &[u32]) -> Vec<Vec<(u32, f32, 
         .collect()
 }
 
-/// The length of projection `pr`'s gradient buffer (its weights; 0 for a pool).
+/// The length of projection `pr`'s gradient buffer (its weights; 0 for a pool); `pr`
+/// = the number of projections: the biases' buffer (one per neuron).
 fn grad_len(net: &Network, pr: usize) -> usize {
+    if pr == net.n_projections() {
+        return net.n_neurons();
+    }
     match &net.projections[pr].kind {
         ProjKind::Dense { wt } => wt.len(),
         ProjKind::Conv { k, .. } => k.len(),
@@ -184,6 +215,8 @@ struct Replay {
     cur: Vec<f32>,
     live: Vec<bool>,
     open: Vec<bool>,
+    /// R4.8: owes its threshold (`"subtract_delayed"`).
+    debt: Vec<bool>,
 }
 
 /// Checks the arguments of [`tape_backward`]: `g_counts` holds `[samples, T, n_out]`
@@ -208,8 +241,12 @@ pub fn check_tape(
     if let Some(t) = tapes.iter().find(|t| t.membranes.len() != timesteps * n) {
         return Err(bad("tape", t.membranes.len(), "membranes must be [T, N]"));
     }
-    if grads.len() != net.n_projections() {
-        return Err(bad("grads", grads.len(), "one buffer per projection"));
+    if grads.len() != net.n_projections() + 1 {
+        return Err(bad(
+            "grads",
+            grads.len(),
+            "one buffer per projection and one for the biases",
+        ));
     }
     for (pr, g) in grads.iter().enumerate() {
         if g.len() != grad_len(net, pr) {
@@ -221,8 +258,9 @@ pub fn check_tape(
 
 /// Adds the weight gradients of the samples `tapes` (their output counts' gradients
 /// `g_counts`, `[samples, T, n_out]`) into `grads`, one buffer per projection in the
-/// engine's transposed layout (`wt[j * n_target + q]` holds `W[q, j]`). The arguments
-/// are checked by [`check_tape`] first.
+/// engine's transposed layout (`wt[j * n_target + q]` holds `W[q, j]`), then one for
+/// the biases (R1.4) by neuron id (zero for a population that does not settle). The
+/// arguments are checked by [`check_tape`] first.
 pub fn tape_backward(
     net: &Network,
     tapes: &[&SampleTape],
@@ -283,18 +321,27 @@ fn tape_backward_impl(
     for (b, tape) in tapes.iter().enumerate() {
         st.g_v.fill(0.0);
         let per_sample = &g_counts[b * timesteps * n_out..(b + 1) * timesteps * n_out];
+        let debts = if geo.opts.every_step {
+            debts_at_start(geo, tape, timesteps)
+        } else {
+            Vec::new()
+        };
         let mut end = tape.events.len();
+        let mut s_end = tape.settles.len();
         for t in (0..timesteps).rev() {
             let start = first_of_timestep(&tape.events[..end], t);
+            let s_start = tape.settles[..s_end].partition_point(|x| (x[0] as usize) < t);
             let g_out = &per_sample[t * n_out..(t + 1) * n_out];
             let v_end = &tape.membranes[t * n..(t + 1) * n];
-            let ts = TimestepEvents::new(&tape.events[start..end]);
+            let ts = TimestepEvents::new(&tape.events[start..end], &tape.settles[s_start..s_end]);
             if geo.opts.every_step {
                 let v_prev = (t > 0).then(|| &tape.membranes[(t - 1) * n..t * n]);
-                replay_terms(geo, &ts, v_prev, tape.sample, &mut st);
+                let debt = debts.get(t).map_or(&[][..], Vec::as_slice);
+                replay_terms(geo, &ts, v_prev, debt, tape.sample, &mut st);
             }
             timestep_backward(geo, &ts, g_out, v_end, tape.sample, &mut st, grads);
             end = start;
+            s_end = s_start;
             // The leak V <- beta V at the start of timestep t (R4.1).
             for (g, &beta) in st.g_v.iter_mut().zip(&net.beta) {
                 *g *= beta;
@@ -315,25 +362,83 @@ struct StepEvents {
     deliveries: (usize, usize),
 }
 
-/// One timestep's events: its input events first, then its forward steps.
+/// One timestep's events: its input events first, then its forward steps, and the
+/// settles of its settling populations (R4.7).
 struct TimestepEvents<'e> {
     events: &'e [TraceEvent],
     n_inputs: usize,
     steps: Vec<StepEvents>,
+    /// `(k, p)`: population `p` (1-based) settled in forward step `k`, in step order.
+    settles: Vec<(usize, usize)>,
 }
 
 impl<'e> TimestepEvents<'e> {
-    fn new(events: &'e [TraceEvent]) -> TimestepEvents<'e> {
+    fn new(events: &'e [TraceEvent], settles: &[[u32; 3]]) -> TimestepEvents<'e> {
         let n_inputs = (events.iter())
             .take_while(|e| e.kind == EventKind::Input)
             .count();
-        let steps = split_steps(events, n_inputs);
+        let mut steps = split_steps(events, n_inputs);
+        let settles: Vec<(usize, usize)> = (settles.iter())
+            .map(|x| (x[1] as usize, x[2] as usize))
+            .collect();
+        // A settle-only step in which nothing fired (R4.3.4) has no event of its own.
+        if let Some(&(k, _)) = settles.last() {
+            let i = events.len();
+            while steps.len() <= k {
+                steps.push(StepEvents {
+                    spikes: (i, i),
+                    deliveries: (i, i),
+                });
+            }
+        }
         TimestepEvents {
             events,
             n_inputs,
             steps,
+            settles,
         }
     }
+
+    /// The step in which population `p` (1-based) settled, if it did.
+    fn settled(&self, p: usize) -> Option<usize> {
+        self.settles.iter().find(|x| x.1 == p).map(|x| x.0)
+    }
+}
+
+/// `every_step` with the reset `"subtract_delayed"` (R4.8): per timestep, the slots of
+/// the neurons that owe their threshold at its start. A neuron of a settling population
+/// fires only after its population settled in the timestep, so a timestep's debts at
+/// its end are those of its start that no settle paid, and its spikes'.
+fn debts_at_start(geo: &Geometry<'_>, tape: &SampleTape, timesteps: usize) -> Vec<Vec<u32>> {
+    let net = geo.net;
+    let delayed = |p: usize| geo.reset(p) == ResetMode::SubtractDelayed;
+    if !(1..=net.n_populations()).any(delayed) {
+        return Vec::new();
+    }
+    let mut owes = vec![false; net.n_neurons()];
+    let mut out = Vec::with_capacity(timesteps);
+    let (mut e, mut s) = (0usize, 0usize);
+    for t in 0..timesteps {
+        out.push(
+            (0..owes.len())
+                .filter(|&q| owes[q])
+                .map(|q| q as u32)
+                .collect(),
+        );
+        while s < tape.settles.len() && tape.settles[s][0] as usize == t {
+            let (o, n_p) = geo.span(tape.settles[s][2] as usize);
+            owes[o..o + n_p].fill(false);
+            s += 1;
+        }
+        while e < tape.events.len() && tape.events[e].timestep as usize == t {
+            let ev = &tape.events[e];
+            if ev.kind == EventKind::Spike && delayed(ev.population as usize) {
+                owes[slot(geo, ev)] = true;
+            }
+            e += 1;
+        }
+    }
+    out
 }
 
 /// The backward pass of one timestep's events `ts` (inputs, then per forward step its
@@ -367,7 +472,7 @@ fn timestep_backward(
         // g_out is by output index (id order), the state by slot.
         st.g_q[out0 + i] = g_out[net.id_of[out0 + i] as usize - out0];
     }
-    let settle_at = settle_steps(geo, events, n_inputs, steps, sample);
+    let settle_at = settle_steps(geo, ts, sample);
     // The silent spikes at the end of the timestep: the output, then the populations
     // not settled before, the highest first (the reverse of their emission order).
     silent_backward(geo, n_pop, Some(g_out), v_end, st);
@@ -377,9 +482,11 @@ fn timestep_backward(
         }
     }
     for (k, step) in steps.iter().enumerate().rev() {
-        // The group's currents are integrated at step k + 1 (gI from gV there); its
-        // multiplicities' gradients replace gQ of its neurons only after the terms
-        // (every_step) taken at step k + 1, which saw Q after the take.
+        // The group's currents are integrated at step k + 1 (gI from gV there), with the
+        // biases of the populations that settle there; its multiplicities' gradients
+        // replace gQ of its neurons only after the terms (every_step) taken at step
+        // k + 1, which saw Q after the take.
+        bias_backward(geo, ts, k + 1, st, grads);
         let mut taken = std::mem::take(&mut st.taken);
         for e in &events[step.deliveries.0..step.deliveries.1] {
             let g_m = deliver_backward(geo, e.population as usize, e.neuron, e.value, st, grads);
@@ -400,8 +507,8 @@ fn timestep_backward(
         for e in &events[step.spikes.0..step.spikes.1] {
             let id = slot(geo, e);
             let u = e.value as f32;
-            let d = geo.surrogate.derivative(u - net.threshold[id]);
-            let g_v = st.g_v[id];
+            let th = net.threshold[id];
+            let d = geo.surrogate.derivative(u - th);
             // R4.11: a dropped spike did not reach Q.
             let g_q = if dropped(geo, sample, e) {
                 st.dropped_at[id] = e.step + 1;
@@ -409,14 +516,38 @@ fn timestep_backward(
             } else {
                 st.g_q[id]
             };
-            st.g_v[id] = g_v + ((g_q - g_v * u) * d - g_v);
+            let mode = geo.reset(e.population as usize);
+            st.g_v[id] = through_spike(mode, true, st.g_v[id], g_q, u, th, d);
             st.live[id] = 1.0; // it fired: it was not refractory
         }
     }
+    bias_backward(geo, ts, 0, st, grads); // R4.7: the input's targets settle at step 0
     if geo.opts.prioritized {
         // R4.2: the input events are integrated at step 0 (else at their deliveries).
         for e in &events[..n_inputs] {
             deliver_backward(geo, 0, e.neuron, e.value, st, grads);
+        }
+    }
+}
+
+/// The biases of the populations that settle in forward step `k` (R4.3.1, R4.7): the
+/// bias joins the summed current, so its gradient is the current's, `gV live` after
+/// the integration, into the biases' buffer (the last of `grads`) by neuron id.
+#[inline(always)]
+fn bias_backward(
+    geo: &Geometry<'_>,
+    ts: &TimestepEvents<'_>,
+    k: usize,
+    st: &State,
+    grads: &mut [Vec<f32>],
+) {
+    let Some(g_bias) = grads.last_mut() else {
+        return;
+    };
+    for &(_, p) in ts.settles.iter().filter(|x| x.0 == k) {
+        let (o, n_p) = geo.span(p);
+        for q in o..o + n_p {
+            g_bias[geo.net.id_of[q] as usize] += st.g_v[q] * st.live[q];
         }
     }
 }
@@ -428,14 +559,18 @@ fn timestep_backward(
 /// the end of step `k - 1` (or of the input at step 0) are summed in the group's order,
 /// and each non-refractory neuron with a non-zero current whose membrane was made by an
 /// earlier integration of the timestep (and has not fired since) takes a term at that
-/// membrane, before the integration. The membranes are the float32 operations of the
-/// forward pass (R8.2), so the terms are where the engine took them; a current that is
-/// exactly zero in one summation order and not in another would differ.
+/// membrane, before the integration. A population that settles in the step (R4.7) is
+/// integrated whole, with its bias, and its debtors (`debt`: the slots that owe their
+/// threshold at the start of the timestep, R4.8) pay; a spike resets by its
+/// population's mode. The membranes are the float32 operations of the forward pass
+/// (R8.2), so the terms are where the engine took them; a current that is exactly zero
+/// in one summation order and not in another would differ.
 #[inline(always)]
 fn replay_terms(
     geo: &Geometry<'_>,
     ts: &TimestepEvents<'_>,
     v_prev: Option<&[f32]>,
+    debt: &[u32],
     sample: u32,
     st: &mut State,
 ) {
@@ -457,6 +592,11 @@ fn replay_terms(
     r.live.resize(n, true);
     r.open.clear();
     r.open.resize(n, false);
+    r.debt.clear();
+    r.debt.resize(n, false);
+    for &q in debt {
+        r.debt[q as usize] = true;
+    }
     st.terms.clear();
     if geo.opts.prioritized {
         for e in &events[..n_inputs] {
@@ -464,19 +604,41 @@ fn replay_terms(
         }
     }
     for (k, step) in steps.iter().enumerate() {
-        for q in 0..n {
-            let c = r.cur[q];
-            if c != 0.0 && r.live[q] {
-                if r.open[q] {
-                    st.terms.push((k as u32, q as u32, r.v[q]));
+        for p in 1..=net.n_populations() {
+            let (o, n_p) = geo.span(p);
+            if ts.settles.contains(&(k, p)) {
+                for q in o..o + n_p {
+                    // R4.7: not refractory before it settles.
+                    if r.open[q] {
+                        st.terms.push((k as u32, q as u32, r.v[q]));
+                    }
+                    r.v[q] += r.cur[q] + net.bias[q];
+                    if std::mem::take(&mut r.debt[q]) {
+                        r.v[q] -= net.threshold[q];
+                    }
+                    r.open[q] = true;
                 }
-                r.v[q] += c;
-                r.open[q] = true;
+                continue;
+            }
+            for q in o..o + n_p {
+                let c = r.cur[q];
+                if c != 0.0 && r.live[q] {
+                    if r.open[q] {
+                        st.terms.push((k as u32, q as u32, r.v[q]));
+                    }
+                    r.v[q] += c;
+                    r.open[q] = true;
+                }
             }
         }
         for e in &events[step.spikes.0..step.spikes.1] {
             let id = slot(geo, e);
-            r.v[id] = 0.0;
+            match geo.reset(e.population as usize) {
+                ResetMode::Zero => r.v[id] = 0.0,
+                ResetMode::Subtract => r.v[id] -= net.threshold[id],
+                ResetMode::SubtractDelayed => r.debt[id] = true,
+                ResetMode::None => {}
+            }
             r.live[id] = stays(geo, sample, e);
             r.open[id] = false;
         }
@@ -525,14 +687,15 @@ fn terms_backward(geo: &Geometry<'_>, k: usize, st: &mut State) {
         }
         st.terms.pop();
         let id = id as usize;
-        let d = geo.surrogate.derivative(v - geo.net.threshold[id]);
-        let g_v = st.g_v[id];
+        let th = geo.net.threshold[id];
+        let d = geo.surrogate.derivative(v - th);
         let g_q = if st.dropped_at[id] as usize == k + 1 {
             0.0
         } else {
             st.g_q[id]
         };
-        st.g_v[id] = g_v + (g_q - g_v * v) * d;
+        let mode = geo.reset(geo.net.pop_of[id] as usize + 1);
+        st.g_v[id] = through_spike(mode, false, st.g_v[id], g_q, v, th, d);
     }
 }
 
@@ -594,24 +757,26 @@ fn split_steps(events: &[TraceEvent], n_inputs: usize) -> Vec<StepEvents> {
 }
 
 /// Per population (1-based; index 0 unused): the forward step after whose fire phase
-/// its silent spikes left (section 9: no neuron of a lower population pending and no
-/// input entry pending (R4.13), while the timestep goes on), or `None`: at the end of
-/// the timestep (also for a row that an early stop ended: nothing happens between).
+/// its silent spikes left (section 9: no neuron of a lower population pending, no due
+/// population at or below it (R4.7) and no input entry pending (R4.13), while the
+/// timestep goes on), or `None`: at the end of the timestep (also for a row that an
+/// early stop ended: nothing happens between).
 #[inline(always)]
-fn settle_steps(
-    geo: &Geometry<'_>,
-    events: &[TraceEvent],
-    n_inputs: usize,
-    steps: &[StepEvents],
-    sample: u32,
-) -> Vec<Option<usize>> {
-    let n_pop = geo.net.n_populations();
+fn settle_steps(geo: &Geometry<'_>, ts: &TimestepEvents<'_>, sample: u32) -> Vec<Option<usize>> {
+    let (events, n_inputs, steps) = (ts.events, ts.n_inputs, &ts.steps);
+    let net = geo.net;
+    let n_pop = net.n_populations();
     // R4.3.2: a spike that is not dropped (R4.11) enters the pending set, unless its
     // neuron is pending already (refractory dropout: its multiplicity grows).
-    let mut is_pending = vec![false; geo.net.n_neurons()];
+    let mut is_pending = vec![false; net.n_neurons()];
     let mut pending = vec![0usize; n_pop + 1];
     let mut total = 0usize;
     let mut inputs = if geo.opts.prioritized { 0 } else { n_inputs };
+    // R4.1 (3): every settling population is due until it settles; an early stop can
+    // leave one due (R6.4).
+    let settles_at: Vec<Option<usize>> = (0..=n_pop)
+        .map(|p| (p > 0 && net.settling[p - 1]).then(|| ts.settled(p).unwrap_or(usize::MAX)))
+        .collect();
     let mut settle_at = vec![None; n_pop + 1];
     let mut settled_below = 1usize; // populations < settled_below have emitted
     for (k, step) in steps.iter().enumerate() {
@@ -623,9 +788,11 @@ fn settle_steps(
                 total += 1;
             }
         }
-        if total > 0 && inputs == 0 {
+        let lowest_due = (1..=n_pop).find(|&p| settles_at[p].is_some_and(|s| s > k));
+        if (total > 0 || lowest_due.is_some()) && inputs == 0 {
             let lowest = (1..=n_pop).find(|&p| pending[p] > 0).unwrap_or(n_pop);
-            while settled_below <= lowest.min(n_pop - 1) {
+            let bound = lowest.min(lowest_due.map_or(n_pop, |d| d - 1));
+            while settled_below <= bound.min(n_pop - 1) {
                 if !geo.outgoing[settled_below].is_empty() {
                     settle_at[settled_below] = Some(k);
                 }
@@ -800,6 +967,7 @@ fn silent_backward(
 ) {
     let net = geo.net;
     let (o, n_p) = geo.span(p);
+    let mode = geo.reset(p);
     let mut g_c: Vec<f32> = match g_out {
         Some(g) => (0..n_p).map(|i| g[net.id_of[o + i] as usize - o]).collect(),
         None => vec![0.0; n_p],
@@ -839,15 +1007,15 @@ fn silent_backward(
             continue;
         }
         let v = v_end[net.id_of[id] as usize]; // the membranes are recorded by id
-        let d = geo.surrogate.derivative(v - net.threshold[id]);
-        let g_v = st.g_v[id];
-        st.g_v[id] = g_v + (c - g_v * v) * d;
+        let th = net.threshold[id];
+        let d = geo.surrogate.derivative(v - th);
+        st.g_v[id] = through_spike(mode, false, st.g_v[id], c, v, th, d);
     }
 }
 
 /// [`tape_backward`] of a batch: the weight gradients of all `tapes` (one buffer per
 /// projection: dense `[n_source, n_target]` in id order, conv in the engine's kernel
-/// layout, pool empty), summed over chunks of [`TAPE_CHUNK`] samples in
+/// layout, pool empty; then the biases by neuron id), summed over chunks of [`TAPE_CHUNK`] samples in
 /// order, the chunks in parallel with rayon when `parallel` (the same values either
 /// way).
 pub fn tape_backward_batch(
@@ -860,7 +1028,7 @@ pub fn tape_backward_batch(
 ) -> Result<Vec<Vec<f32>>, EngineError> {
     use rayon::prelude::*;
     let zeros = || -> Vec<Vec<f32>> {
-        (0..net.n_projections())
+        (0..=net.n_projections())
             .map(|pr| vec![0.0; grad_len(net, pr)])
             .collect()
     };
@@ -891,7 +1059,7 @@ pub fn tape_backward_batch(
             }
         }
     }
-    for (pr, g) in total.iter_mut().enumerate() {
+    for (pr, g) in total.iter_mut().enumerate().take(net.n_projections()) {
         dense_rows_by_id(net, pr, g);
     }
     Ok(total)
@@ -1102,8 +1270,10 @@ mod tests {
             event(0, 2, D, 2, 1),
             event(0, 3, S, 3, 0),
         ];
-        let steps = split_steps(&events, 0);
-        let ranges: Vec<_> = steps.iter().map(|s| (s.spikes, s.deliveries)).collect();
+        let ts = TimestepEvents::new(&events, &[]);
+        let ranges: Vec<_> = (ts.steps.iter())
+            .map(|s| (s.spikes, s.deliveries))
+            .collect();
         assert_eq!(
             ranges,
             vec![
@@ -1117,7 +1287,7 @@ mod tests {
         // population 2 when population 1 has nothing pending (step 2); the output
         // population emits at the end.
         assert_eq!(
-            settle_steps(&geo, &events, 0, &steps, 0),
+            settle_steps(&geo, &ts, 0),
             vec![None, Some(0), Some(2), None]
         );
     }
@@ -1154,6 +1324,48 @@ mod tests {
         (0..n)
             .map(|i| ((i * 37 + seed * 11) % 17) as f32 / 16.0 - 0.1)
             .collect()
+    }
+
+    #[test]
+    fn settles_are_taped_and_give_the_bias_gradient() {
+        // 1 -> 1 -> 1, the output settling (bias 0.25). Timestep 0: the input makes
+        // population 1 fire, whose delivery settles the output at step 1 (V = 0.5 +
+        // 0.25); timestep 1: nothing is delivered, so the output settles in the
+        // settle-only step 1 (V = 0.375 + 0.25).
+        let mut out = PopulationSpec::new(1, 1.0, 0.5);
+        out.bias = vec![0.25];
+        let net = Network::new(NetworkSpec {
+            input_size: 1,
+            populations: vec![PopulationSpec::new(1, 1.0, 0.5), out],
+            projections: vec![dense(0, 1, vec![2.0]), dense(1, 2, vec![0.5])],
+        })
+        .unwrap();
+        let input = SampleInput::Dense {
+            frames: &[1.0, 0.0],
+            timesteps: 2,
+        };
+        let runs = tape_batch(
+            &net,
+            &[input],
+            None,
+            &[0],
+            &config(Scheduler::Fifo, 1),
+            false,
+        );
+        let tape = runs.unwrap().remove(0).1;
+        assert_eq!(tape.settles, vec![[0, 1, 2], [1, 1, 2]]);
+        assert_eq!(tape.membranes, vec![0.0, 0.75, 0.0, 0.625]);
+        let (g0, g1) = (0.7f32, -1.3f32);
+        let grads = tape_backward_batch(&net, &[&tape], 2, &[g0, g1], &OPTS, false).unwrap();
+        let d = |v: f32| ATAN.derivative(v - 1.0);
+        // The output's silent spike at the end of timestep 1, then its settle there.
+        let settle_1 = g1 * d(0.625);
+        // Leaked into timestep 0, the silent spike at its end, then its settle.
+        let settle_0 = 0.5 * settle_1 + (g0 - 0.5 * settle_1 * 0.75) * d(0.75);
+        let close = |a: f32, b: f32| (a - b).abs() <= 1e-6 * (1.0 + b.abs());
+        assert!(close(grads[2][1], settle_1 + settle_0), "{:?}", grads[2]);
+        assert_eq!(grads[2][0], 0.0); // population 1 does not settle
+        assert!(close(grads[1][0], settle_0), "{:?}", grads[1]); // the delivery at step 0
     }
 
     #[test]
@@ -1208,7 +1420,14 @@ mod tests {
         let refs: Vec<&SampleTape> = tapes.iter().collect();
         let g: Vec<f32> = (0..5 * 4 * 3).map(|i| (i % 7) as f32 * 0.3 - 1.0).collect();
         let geo = Geometry::new(&net, &OPTS).unwrap();
-        let zeros = || vec![vec![0.0f32; 740], vec![0.0; 703], vec![0.0; 57]];
+        let zeros = || {
+            vec![
+                vec![0.0f32; 740],
+                vec![0.0; 703],
+                vec![0.0; 57],
+                vec![0.0; 59],
+            ]
+        };
         let mut plain = zeros();
         tape_backward_impl(&geo, &refs, 4, &g, &mut plain);
         assert!(plain.iter().flatten().any(|&x| x != 0.0));

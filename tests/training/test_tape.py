@@ -6,13 +6,15 @@ walks the tape in Rust. It must give the step-by-step engine's counters and outp
 counts exactly and its gradients up to the float32 summation order, on every
 scheduler, on mixed-activity batches (samples that end a timestep after a few forward
 steps next to ones that run many), with F = 1, skip projections, per-neuron
-thresholds and leaks, convolutions and pooling, early stops, every dropout,
-non-prioritised input and both surrogate terms; anything outside the scope must run the
-step-by-step engine.
+thresholds and leaks, convolutions and pooling, biases and every reset mode (settling
+populations, settle-only steps, debts), early stops, every dropout, non-prioritised
+input and both surrogate terms; anything outside the scope must run the step-by-step
+engine.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +29,7 @@ from hypothesis import strategies as st
 from _strategies import mixed_count_input, wide_dense_network
 from asyncsnn._prepare import prepare_given_options
 from asyncsnn.exceptions import EngineError
-from asyncsnn.network import Dense, Network, Projection
+from asyncsnn.network import RESET_MODES, Dense, Network, Projection
 from asyncsnn.testing import grid_weights, random_grid_network
 from asyncsnn.torch import AsyncSNN, ATan, FastSigmoid, rate_loss
 from asyncsnn.torch.engine import run, tape
@@ -68,10 +70,19 @@ def _run(
     surrogate: Surrogate,
     g_seed: int,
     terms: str = "fired",
-    backend: str = "host",
+    zero_biases: bool = False,
 ) -> tuple[Any, list[torch.Tensor]]:
-    """The run's output and the gradients of a random linear function of its counts."""
-    model = AsyncSNN(net)
+    """The run's output and the gradients of a random linear function of its counts.
+
+    Weights and biases (R1.4) are the parameters. ``zero_biases``: every population has
+    a trainable bias (``train_zero_biases``), drawn non-zero as after a training step.
+    """
+    model = AsyncSNN(net, train_zero_biases=zero_biases)
+    if zero_biases:
+        rng = np.random.default_rng(g_seed)
+        with torch.no_grad():
+            for b in model.biases.values():
+                b.copy_(torch.from_numpy(rng.normal(0.0, 0.2, tuple(b.shape)).astype(np.float32)))
     prepared = prepare_given_options(net, **opts)
     frames = torch.from_numpy(x.reshape(x.shape[0], x.shape[1], -1))
     lab = None if labels is None else torch.from_numpy(labels)
@@ -82,8 +93,8 @@ def _run(
         prepared,
         labels=lab,
         surrogate=surrogate,
-        backend=backend,
         surrogate_terms=terms,
+        bias=model.bias_vector(),
     )
     g = torch.from_numpy(np.random.default_rng(g_seed).normal(size=tuple(out.counts.shape)).astype(np.float32))
     params = [p for p in model.parameters() if p.requires_grad]
@@ -91,10 +102,11 @@ def _run(
     return out, [torch.zeros_like(p) if gr is None else gr for p, gr in zip(params, grads)]
 
 
-def _compare(case: dict[str, Any], surrogate: Surrogate) -> None:
-    """The taped run against the step-by-step engine: counters, counts and gradients."""
+def _compare(case: dict[str, Any], surrogate: Surrogate) -> list[torch.Tensor]:
+    """The taped run against the step-by-step engine: counters, counts and gradients (returned)."""
     terms = case.get("terms", "fired")
     args = (case["net"], case["x"], case["opts"], case["labels"], surrogate, case["g_seed"], terms)
+    args += (case.get("zero_biases", False),)
     with taped(False) as off:
         ref, ref_grads = _run(*args)
     with taped(True) as on:
@@ -108,6 +120,7 @@ def _compare(case: dict[str, Any], surrogate: Surrogate) -> None:
     for a, b in zip(ref_grads, grads):
         scale = max(1.0, float(a.abs().max()))
         torch.testing.assert_close(b, a, rtol=2e-4, atol=2e-5 * scale)
+    return grads
 
 
 @st.composite
@@ -147,7 +160,32 @@ def taped_cases(draw: Any) -> dict[str, Any]:
     labels = rng.integers(0, net.n_outputs, batch) if draw(st.booleans()) else None
     x = mixed_count_input(rng, net, density, timesteps)
     terms = draw(st.sampled_from(["fired", "fired", "every_step"]))
-    return {"net": net, "x": x, "opts": opts, "labels": labels, "g_seed": seed, "terms": terms}
+    settling = draw(st.sampled_from(["none", "none", "bias", "reset", "both", "zero_biases"]))
+    if settling in ("reset", "both"):
+        opts["refractory_dropout"] = "off"  # R4.6: only with the reset "zero"
+    net = _settling(net, settling, rng)
+    case = {"net": net, "x": x, "opts": opts, "labels": labels, "g_seed": seed, "terms": terms}
+    return case | {"zero_biases": settling == "zero_biases", "settling": settling}
+
+
+def _settling(net: Network, kind: str, rng: np.random.Generator) -> Network:
+    """``net`` with settling populations (R1.6): biases (scalar or per neuron, some
+    populations without), reset modes (R4.8), or both; ``"none"`` and ``"zero_biases"``
+    (trainable zero biases, set by :func:`_run`) leave it as it is."""
+    if kind in ("none", "zero_biases"):
+        return net
+    pops = []
+    for pop in net.populations:
+        th = float(np.mean(pop.threshold))
+        changes: dict[str, Any] = {}
+        if kind in ("bias", "both") and rng.random() < 0.75:
+            shape = () if rng.random() < 0.3 else pop.shape
+            changes["bias"] = rng.normal(0.1 * th, 0.35 * th, shape).astype(np.float32)
+        if kind in ("reset", "both"):
+            changes["reset"] = str(rng.choice(RESET_MODES))
+            changes["refractory_dropout"] = 0.0
+        pops.append(dataclasses.replace(pop, **changes))
+    return Network(net.input_shape, pops, net.projections)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -165,6 +203,7 @@ def test_taped_runs_equal_the_step_by_step_engine(case: dict[str, Any]) -> None:
     if opts.get("stop") != "drain" or opts.get("max_steps") is not None:
         event("early stop")
     event(f"surrogate_terms={case['terms']}")
+    event(f"settling={case['settling']}")
 
 
 @pytest.mark.parametrize("terms", ["fired", "every_step"])
@@ -201,6 +240,30 @@ def test_taped_gradients_through_a_skip_projection_and_a_long_run() -> None:
         _compare(case, ATan())
 
 
+@pytest.mark.parametrize("reset", RESET_MODES)
+def test_taped_gradients_of_settling_populations(reset: str) -> None:
+    """Biases and each reset mode (R4.7, R4.8) on a skip network, F = 1 and F = 3.
+
+    Samples without input settle in settle-only steps; the bias gradients are compared
+    and must not vanish.
+    """
+    rng = np.random.default_rng(13)
+    net = _skip_net(rng)
+    pops = [
+        dataclasses.replace(p, bias=rng.normal(0.05, 0.3, p.shape).astype(np.float32), reset=reset)
+        for p in net.populations
+    ]
+    net = Network(net.input_shape, pops, net.projections)
+    x = mixed_count_input(rng, net, np.array([0.0, 0.05, 0.3, 0.9, 0.5, 0.2]), 6)
+    for scheduler, terms, f in itertools.product(UNLAYERED, ["fired", "every_step"], [1, 3]):
+        opts = {"scheduler": scheduler, "forward_group_size": f, "seed": 3}
+        case = {"net": net, "x": x, "opts": opts, "labels": np.arange(6) % 4, "g_seed": 2, "terms": terms}
+        grads = _compare(case, ATan())
+        n_proj = len(net.projections)
+        assert len(grads) == n_proj + 3  # the weights, then one bias per population
+        assert all(bool(g.abs().sum() > 0) for g in grads[n_proj:]), (scheduler, terms, f)
+
+
 def test_taped_gradients_do_not_depend_on_the_thread_count() -> None:
     rng = np.random.default_rng(2)
     net = wide_dense_network(rng)
@@ -224,8 +287,8 @@ def test_taped_gradients_do_not_depend_on_the_thread_count() -> None:
 OUT_OF_SCOPE: dict[str, tuple[dict[str, Any], str]] = {
     "layered": ({"scheduler": "layered"}, "dense"),
     "torch_backend": ({}, "torch"),
-    "bias": ({}, "bias"),
-    "reset_subtract": ({}, "subtract"),
+    "synaptic": ({}, "synaptic"),
+    "zero_biases": ({}, "zero_biases"),
     "recurrent": ({}, "recurrent"),
     "custom_surrogate": ({"surrogate": "custom"}, "dense"),
 }
@@ -245,7 +308,9 @@ def test_runs_outside_the_scope_take_the_step_by_step_engine(name: str) -> None:
     if kind == "recurrent":
         model = AsyncSNN.from_sizes([10, 12, 4], seed=0, recurrent=True)
     else:
-        lif = {"bias": {"bias": 0.05}, "subtract": {"reset": "subtract"}}.get(kind, {})
+        # A synaptic current (R4.12); trainable biases that are exactly 0, which the run
+        # settles (train_zero_biases) and the engine would not (R1.6).
+        lif = {"synaptic": {"alpha": 0.5}, "zero_biases": {"train_zero_biases": True}}.get(kind, {})
         model = AsyncSNN.from_sizes([10, 12, 4], seed=0, **lif)  # type: ignore[arg-type]
     x = torch.from_numpy((rng.random((3, 2, *model.network.input_shape)) < 0.5).astype(np.float32))
     kw: dict[str, Any] = {"scheduler": "random", "forward_group_size": 2, **changes}
@@ -294,5 +359,24 @@ def test_training_takes_the_taped_path_and_learns() -> None:
             model, (x, y), scheduler="momentum", forward_group_size=4, epochs=4, batch_size=32, progress=False
         )
     assert calls
+    losses = [float(v) for v in hist.loss]
+    assert losses[-1] < losses[0]
+
+
+def test_trainable_zero_biases_take_the_taped_path_once_they_are_not_zero() -> None:
+    """``train_zero_biases``: the first batch settles populations whose biases are all 0,
+    which the engine would not settle (R1.6), so it runs step by step; after one Adam
+    step the biases are not 0 and every later batch takes the taped path and trains them."""
+    from asyncsnn.torch import train
+
+    rng = np.random.default_rng(1)
+    protos = rng.random((4, 1, 24)) < 0.4
+    y = rng.integers(0, 4, 128)
+    x = ((rng.random((128, 6, 24)) < 0.5) & protos[y]).astype(np.float32)
+    model = AsyncSNN.from_sizes([24, 32, 4], threshold=1.0, beta=0.9, seed=0, train_zero_biases=True)
+    with taped(True) as calls:
+        _, hist = train(model, (x, y), scheduler="random", forward_group_size=4, epochs=2, batch_size=32, progress=False)
+    assert len(calls) == 2 * 4 - 1
+    assert all(bool(b.detach().abs().sum() > 0) for b in model.biases.values())
     losses = [float(v) for v in hist.loss]
     assert losses[-1] < losses[0]

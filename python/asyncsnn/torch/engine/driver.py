@@ -211,8 +211,10 @@ def run(
     grad = torch.is_grad_enabled() and (
         any(w is not None and w.requires_grad for w in weights) or (bias is not None and bias.requires_grad)
     )
-    if grad and host and (o := run_taped(plan, weights, frames, opts, labels, sample_ids, surrogate, surrogate_terms)):
-        return RunOutput(*o)  # the taped path (asyncsnn.torch.engine.tape)
+    if grad and host:  # the taped path (asyncsnn.torch.engine.tape), where it applies
+        taped = run_taped(plan, weights, frames, opts, labels, sample_ids, surrogate, surrogate_terms, bias)
+        if taped is not None:
+            return RunOutput(*taped)
     ctx = _context(plan, pt, weights, opts, host, grad, surrogate, sample_offset, bias, surrogate_terms)
     book = _bookkeeping(ctx, host)
     hash0: torch.Tensor | None = None

@@ -17,12 +17,14 @@ The path takes every stop mode (R6), every dropout (R4.6, R4.10, R4.11: the back
 pass redraws the spikes' dropout decisions from the seed, R5.5), non-prioritised input
 (R4.13) and both ``surrogate_terms``: with ``"every_step"`` the backward pass replays
 each timestep's membranes from the tape to find the integrations that take a term.
-It takes dense, conv and pooling projections. Anything else runs the step-by-step
+It takes dense, conv and pooling projections, biases and every reset mode (settling
+populations, R1.6, R4.7, R4.8: the tape records when each population settles; the
+biases' gradient is the current's at the settle). Anything else runs the step-by-step
 engine: ``layered`` (ordinary BPTT), CUDA tensors, ``backend="torch"``, recurrent
-projections, biases and reset modes other than ``"zero"`` (settling populations),
-synaptic currents and surrogates without a Rust derivative. A
-run that the engine rejects (a membrane overflow of R8.3, say) runs there too, which
-raises its error.
+projections, synaptic currents, a population that the run settles although the
+engine would not (a trainable bias that is exactly zero, ``train_zero_biases``, with
+the reset ``"zero"``) and surrogates without a Rust derivative. A run that the engine
+rejects (a membrane overflow of R8.3, say) runs there too, which raises its error.
 """
 
 from __future__ import annotations
@@ -53,21 +55,39 @@ def tape_applies(
     opts: PreparedOptions,
     surrogate: Surrogate,
     surrogate_terms: str,
+    bias: torch.Tensor | None = None,
 ) -> bool:
     """Whether a differentiable host-backend run can take the taped path (module docstring)."""
     if not ENABLED or opts.scheduler is Scheduler.LAYERED:
         return False
     if surrogate._kernel_params() is None or frames.dtype is not torch.float32 or not frames.is_cpu:
         return False
-    if plan.any_settling or plan.any_synaptic or plan.recurrent_sources or plan.outgoing[plan.n_populations]:
+    if plan.any_synaptic or plan.recurrent_sources or plan.outgoing[plan.n_populations]:
         return False
-    if any(p != "zero" for p in plan.resets):
+    if plan.any_settling and not _engine_settles_alike(plan, bias):
         return False
     for pp in plan.projections:
         w = weights[pp.index]
         if pp.recurrent or (w is None) != (pp.kind == "pool"):
             return False
         if w is not None and (w.dtype is not torch.float32 or not w.is_cpu):
+            return False
+    return True
+
+
+def _engine_settles_alike(plan: Plan, bias: torch.Tensor | None) -> bool:
+    """Whether the engine, given ``bias``, settles exactly the populations that ``plan`` settles.
+
+    Without recurrent projections and synaptic currents a population is settling in
+    the engine when its reset is not ``"zero"`` or some bias is not 0 (R1.6);
+    ``plan.settling`` also holds the populations with trainable zero biases.
+    """
+    if bias is None or bias.dtype is not torch.float32 or not bias.is_cpu or bias.shape != (plan.n_neurons,):
+        return False
+    nonzero = (bias.detach() != 0).numpy()
+    for p in range(1, plan.n_populations + 1):
+        o, n = plan.offsets[p], plan.sizes[p]
+        if plan.settling[p] != (plan.resets[p] != "zero" or bool(nonzero[o : o + n].any())):
             return False
     return True
 
@@ -81,19 +101,24 @@ def run_taped(
     sample_ids: torch.Tensor | None,
     surrogate: Surrogate | None,
     surrogate_terms: str = "fired",
+    bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
     """The taped run: differentiable counts ``[B, T, n_out]`` and the counters, or ``None``.
 
-    ``None`` outside the path's scope (:func:`tape_applies`; ``surrogate`` None is the
-    default ``ATan()``) and when the engine rejects the run: the caller then runs the
-    step-by-step engine, which raises the error with its own location.
+    ``bias``: float32 ``[N]``, the biases of a network with settling populations (R1.4;
+    ``None`` without). ``None`` outside the path's scope (:func:`tape_applies`;
+    ``surrogate`` None is the default ``ATan()``) and when the engine rejects the run:
+    the caller then runs the step-by-step engine, which raises the error with its own
+    location.
     """
     sur = make_surrogate(surrogate)
-    if not tape_applies(plan, weights, frames, opts, sur, surrogate_terms):
+    if not tape_applies(plan, weights, frames, opts, sur, surrogate_terms, bias):
         return None
     params = sur._kernel_params()
     assert params is not None
-    network = _engine_network(plan, weights)
+    if not plan.any_settling:
+        bias = None
+    network = _engine_network(plan, weights, bias)
     trained = [pp.index for pp in plan.projections if weights[pp.index] is not None]  # not the pools
     ws = [weights[i] for i in trained]
     n_batch = frames.shape[0]
@@ -117,12 +142,19 @@ def run_taped(
     out = {k: torch.from_numpy(np.array(v)) for k, v in counters.items()}
     values = out["timestep_output_counts"].to(torch.float32)
     every_step = surrogate_terms == "every_step"
-    counts = _TapedRun.apply(tape, network, (*params, every_step), parallel, tuple(trained), values, *ws)
+    counts = _TapedRun.apply(tape, network, (*params, every_step), parallel, tuple(trained), values, bias, *ws)
     return counts, out
 
 
-def _engine_network(plan: Plan, weights: Sequence[torch.Tensor | None]) -> _engine.Network:
-    """The Rust engine's network of ``plan`` with the current ``weights`` (``None``: a pool)."""
+def _engine_network(plan: Plan, weights: Sequence[torch.Tensor | None], bias: torch.Tensor | None) -> _engine.Network:
+    """The Rust engine's network of ``plan`` with the current ``weights`` (``None``: a pool) and ``bias``."""
+    populations = flat_populations(plan.network)
+    if bias is not None:
+        flat = bias.detach().numpy()
+        for p in range(1, plan.n_populations + 1):
+            o, n = plan.offsets[p], plan.sizes[p]
+            size, theta, beta, p_drop, _, reset, alpha = populations[p - 1]
+            populations[p - 1] = (size, theta, beta, p_drop, np.ascontiguousarray(flat[o : o + n]), reset, alpha)
     projections = flat_projections(plan.network)  # the geometry; the weights replaced below
     for pp in plan.projections:
         w = weights[pp.index]
@@ -135,7 +167,7 @@ def _engine_network(plan: Plan, weights: Sequence[torch.Tensor | None]) -> _engi
                 np.ascontiguousarray(w.detach().reshape(-1).numpy()),
                 geometry,
             )
-    return _engine.Network(plan.network.input_size, flat_populations(plan.network), projections)
+    return _engine.Network(plan.network.input_size, populations, projections)
 
 
 def _from_engine_layout(flat: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
@@ -151,7 +183,7 @@ def _from_engine_layout(flat: np.ndarray, shape: tuple[int, ...]) -> torch.Tenso
 
 
 class _TapedRun(torch.autograd.Function):
-    """The counts of a taped run; backward: the weights' gradients from the tape, in Rust."""
+    """The counts of a taped run; backward: the weights' (and biases') gradients from the tape, in Rust."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -162,6 +194,7 @@ class _TapedRun(torch.autograd.Function):
         parallel: bool,
         trained: tuple[int, ...],
         values: torch.Tensor,
+        bias: torch.Tensor | None,
         *weights: torch.Tensor,
     ) -> torch.Tensor:
         ctx.tape, ctx.network, ctx.params, ctx.parallel = tape, network, params, parallel
@@ -175,4 +208,5 @@ class _TapedRun(torch.autograd.Function):
         g = np.ascontiguousarray(g_counts.detach().to(torch.float32).numpy()).reshape(-1)
         flat = _engine.tape_grad(ctx.tape, ctx.network, g, name, p, q, every_step, ctx.parallel)
         grads = [_from_engine_layout(flat[i], s) for i, s in zip(ctx.trained, ctx.shapes)]
-        return (None, None, None, None, None, None, *grads)
+        g_bias = torch.from_numpy(flat[-1]) if ctx.needs_input_grad[6] else None
+        return (None, None, None, None, None, None, g_bias, *grads)
