@@ -127,6 +127,20 @@ def _context(
     )
 
 
+def _bias_and_grad(
+    plan: Plan, pt: dict[str, torch.Tensor], weights: Sequence[torch.Tensor | None], bias: torch.Tensor | None
+) -> tuple[torch.Tensor | None, bool]:
+    """The run's biases (the network's unless given; ``None`` without settling) and whether it records a graph."""
+    if plan.any_settling and bias is None:
+        bias = pt["bias"]
+    elif not plan.any_settling:
+        bias = None
+    grad = torch.is_grad_enabled() and (
+        any(w is not None and w.requires_grad for w in weights) or (bias is not None and bias.requires_grad)
+    )
+    return bias, grad
+
+
 @gc_paused()  # the run creates thousands of autograd objects (see gc_paused)
 def run(
     plan: Plan,
@@ -204,13 +218,7 @@ def run(
     host = resolve_backend(backend, dev) == "host"
     pt = plan.tensors(dev)
     n_batch, n_t, _ = frames.shape
-    if plan.any_settling and bias is None:
-        bias = pt["bias"]
-    elif not plan.any_settling:
-        bias = None
-    grad = torch.is_grad_enabled() and (
-        any(w is not None and w.requires_grad for w in weights) or (bias is not None and bias.requires_grad)
-    )
+    bias, grad = _bias_and_grad(plan, pt, weights, bias)
     if grad and host:  # the taped path (asyncsnn.torch.engine.tape), where it applies
         taped = run_taped(plan, weights, frames, opts, labels, sample_ids, surrogate, surrogate_terms, bias)
         if taped is not None:
