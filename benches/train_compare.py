@@ -28,7 +28,8 @@ reset mode (docs/semantics.md R1.4, R4.8): run once with and once without them t
 what settling populations (R4.7) cost in training. ``--recurrent S`` gives
 every hidden population a self-recurrent Dense projection (R1.2;
 ``from_sizes(recurrent=True, recurrent_gain=S)``, trained): compare with
-``--recurrent 0`` (default) for what recurrence (R4.9) costs.
+``--recurrent 0`` (default) for what recurrence (R4.9) costs. ``--alpha A`` gives every
+population a synaptic current decaying by ``A`` per timestep (R4.12).
 
 Unlayered training on the CPU takes the taped path (``asyncsnn.torch.engine.tape``:
 the Rust engine's run with a tape, and its backward pass in Rust) where it applies;
@@ -55,7 +56,7 @@ divided by pi (gradient scale only; the cost is the same).
 Usage::
 
     python benches/train_compare.py [--sizes 784,256,256,10] [--samples 512] [--timesteps 10]
-        [--repeats 1] [--threads 2] [--bias 0.0] [--reset zero] [--recurrent 0.0]
+        [--repeats 1] [--threads 2] [--bias 0.0] [--reset zero] [--recurrent 0.0] [--alpha 0.0]
     python benches/train_compare.py --asynctorch /path/to/asynctorch --threads 1 [--batches 5]
 """
 
@@ -112,10 +113,12 @@ def _sizes(text: str) -> list[int]:
 
 
 def _model(args: argparse.Namespace, sizes: list[int], **lif: float) -> Any:
-    """The benchmark's model: ``AsyncSNN.from_sizes``, with ``--recurrent`` self-recurrence."""
+    """The benchmark's model: ``AsyncSNN.from_sizes``, with ``--recurrent`` self-recurrence and ``--alpha``."""
     from asyncsnn.torch import AsyncSNN
 
-    rec = {"recurrent": True, "recurrent_gain": args.recurrent} if args.recurrent else {}
+    rec: dict[str, Any] = {"recurrent": True, "recurrent_gain": args.recurrent} if args.recurrent else {}
+    if args.alpha:
+        rec["alpha"] = args.alpha
     return AsyncSNN.from_sizes(sizes, seed=0, bias=args.bias, reset=args.reset, **lif, **rec)  # type: ignore[arg-type]
 
 
@@ -316,6 +319,7 @@ def main() -> None:
     parser.add_argument("--bias", type=float, default=0.0, help="initial bias of every neuron (trained when not 0)")
     parser.add_argument("--reset", default="zero", choices=["zero", "subtract", "subtract_delayed", "none"])
     parser.add_argument("--recurrent", type=float, default=0.0, help="self-recurrent weight scale (0: none)")
+    parser.add_argument("--alpha", type=float, default=0.0, help="synaptic current decay of every neuron (0: none)")
     parser.add_argument("--step-by-step", action="store_true", help="the step-by-step torch engine (no tape)")
     parser.add_argument("--asynctorch", metavar="PATH", help="time against the asynctorch checkout at PATH")
     parser.add_argument("--batches", type=int, default=5, help="timed batches per library (--asynctorch)")
@@ -332,6 +336,7 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--child", sched, "--samples", str(args.samples), "--sizes", args.sizes]
         cmd += ["--timesteps", str(args.timesteps), "--repeats", str(args.repeats), "--threads", str(args.threads)]
         cmd += ["--bias", str(args.bias), "--reset", args.reset, "--recurrent", str(args.recurrent)]
+        cmd += ["--alpha", str(args.alpha)]
         cmd += ["--step-by-step"] if args.step_by_step else []
         out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ.copy())
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -339,6 +344,7 @@ def main() -> None:
     net = "-".join(str(n) for n in _sizes(args.sizes))
     neurons = f", bias {args.bias:g}, reset {args.reset}" if args.bias or args.reset != "zero" else ""
     neurons += f", recurrent {args.recurrent:g}" if args.recurrent else ""
+    neurons += f", alpha {args.alpha:g}" if args.alpha else ""
     neurons += ", step by step (no tape)" if args.step_by_step else ""
     print(f"{net}, {args.samples} samples, T={args.timesteps}, batch 64, F=8, {args.threads} threads{neurons}")
     head = f"{'scheduler':10} {'epoch s':>8} {'samples/s':>9} {'ratio':>6} {'cpu s':>7} {'ratio':>6}"

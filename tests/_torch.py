@@ -173,3 +173,29 @@ def infer_backends(net: Any, x: Any, **kw: Any) -> list[Any]:
 def infer_all(net: Any, x: Any, **kw: Any) -> Any:
     """The torch engine's result on both backends (:func:`infer_backends`, which must agree)."""
     return infer_backends(net, x, **kw)[0]
+
+
+def batch_and_alone(net: Any, x: Any, opts: dict[str, Any], backend: str) -> tuple[list[Any], list[Any]]:
+    """The weight gradients of a random linear function of a batch's counts, and their
+    sum over the samples run one at a time (the same function restricted to each; each
+    sample keeps its id of R5.5, its position in the batch)."""
+    import numpy as np
+
+    from asyncsnn._prepare import prepare_given_options
+    from asyncsnn.torch.engine import run
+
+    model = asyncsnn_torch.AsyncSNN(net)
+    prepared = prepare_given_options(net, **opts)
+    g = torch.from_numpy(np.random.default_rng(0).normal(size=(x.shape[0], x.shape[1], net.n_outputs)))
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def grads(rows: slice) -> list[Any]:
+        frames = torch.from_numpy(x[rows])
+        ids = torch.arange(x.shape[0])[rows]
+        w = model.projection_weights()
+        out = run(model.plan, w, frames, prepared, sample_ids=ids, backend=backend, bias=model.bias_vector())
+        got = torch.autograd.grad((out.counts * g[rows].float()).sum(), params, allow_unused=True)
+        return [torch.zeros_like(p) if q is None else q for p, q in zip(params, got)]
+
+    alone = [grads(slice(b, b + 1)) for b in range(x.shape[0])]
+    return grads(slice(None)), [sum(parts) for parts in zip(*alone)]  # type: ignore[misc]

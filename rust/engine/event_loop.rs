@@ -411,7 +411,10 @@ fn run_prepared_body<const CHECK: bool, const CARRY: bool, const PRIO: bool>(
         }
         end_timestep(&mut res, &ts, &mut synops, loc)?;
         if let Some(trace) = ws.trace.as_mut() {
-            record_membranes(trace, net, &ws.v);
+            let syn = net
+                .any_synaptic
+                .then(|| synaptic_currents(&ws.cur, ws.v.len(), net.any_recurrent));
+            record_membranes(trace, net, &ws.v, syn);
         }
     }
     let membranes_finite = |ws: &Workspace| ws.v.iter().chain(&ws.v_pre).all(|&x| is_finite(x));

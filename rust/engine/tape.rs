@@ -27,6 +27,9 @@ pub struct SampleTape {
     /// The settles of R4.7, `[t, k, p]`: population `p` (1-based) settled in forward
     /// step `k` of timestep `t`; in step order (empty without settling populations).
     pub settles: Vec<[u32; 3]>,
+    /// `[T, N]` with synaptic currents (R4.12; else empty): the synaptic current `S` of
+    /// every neuron (by id) at the end of each timestep.
+    pub syn: Vec<f32>,
     /// The sample's id of R5.5 (its random draws).
     pub sample: u32,
 }
@@ -37,6 +40,7 @@ impl SampleTape {
         self.events.len() * std::mem::size_of::<TraceEvent>()
             + self.membranes.len() * std::mem::size_of::<f32>()
             + self.settles.len() * std::mem::size_of::<[u32; 3]>()
+            + self.syn.len() * std::mem::size_of::<f32>()
     }
 }
 
@@ -77,6 +81,7 @@ pub fn tape_batch(
             events: rec.events,
             membranes: rec.membranes,
             settles: rec.settles,
+            syn: rec.syn,
             sample: rec.sample,
         };
         Ok((rec.result, tape))

@@ -123,6 +123,9 @@ pub(crate) struct TraceBuf {
     /// With the membranes: the settles of R4.7, `[t, k, population]` (1-based), in the
     /// order of the forward steps.
     pub(super) settles: Vec<[u32; 3]>,
+    /// With the membranes, in a network with synaptic currents (R4.12): `[T, N]`, the
+    /// synaptic current `S` of every neuron (by id) at the end of each timestep.
+    pub(super) syn: Vec<f32>,
     /// What could not grow, and to how many bytes.
     failed: Option<(&'static str, u128)>,
 }
@@ -134,6 +137,7 @@ impl TraceBuf {
             events: Vec::new(),
             membranes: membranes.then(Vec::new),
             settles: Vec::new(),
+            syn: Vec::new(),
             failed: None,
         }
     }
@@ -157,6 +161,7 @@ impl TraceBuf {
         self.events = Vec::new();
         self.membranes = self.membranes.as_ref().map(|_| Vec::new());
         self.settles = Vec::new();
+        self.syn = Vec::new();
     }
 
     /// The events, membranes and settles, or the [`EngineError::Memory`] of a buffer
@@ -168,13 +173,14 @@ impl TraceBuf {
                 self.events,
                 self.membranes.unwrap_or_default(),
                 self.settles,
+                self.syn,
             )),
         }
     }
 }
 
-/// What a [`TraceBuf`] recorded: events, membranes and settles.
-pub(super) type Recording = (Vec<TraceEvent>, Vec<f32>, Vec<[u32; 3]>);
+/// What a [`TraceBuf`] recorded: events, membranes, settles and synaptic currents.
+pub(super) type Recording = (Vec<TraceEvent>, Vec<f32>, Vec<[u32; 3]>, Vec<f32>);
 
 /// The training tape: the due populations among `touched` (0-based, as the event loop
 /// numbers them) that settle in forward step `k` of timestep `t` (R4.7), recorded
@@ -207,27 +213,47 @@ pub(super) fn record_settles(
 }
 
 /// The training tape: appends the membranes `v` (by slot) at the end of a timestep, by
-/// neuron id (nothing without a membrane buffer).
+/// neuron id, and the synaptic currents `syn` (by slot) if given (nothing without a
+/// membrane buffer).
 #[cold]
 #[inline(never)]
-pub(super) fn record_membranes(trace: &mut TraceBuf, net: &Network, v: &[f32]) {
-    let n = net.n_neurons();
+pub(super) fn record_membranes(
+    trace: &mut TraceBuf,
+    net: &Network,
+    v: &[f32],
+    syn: Option<&[f32]>,
+) {
     let Some(out) = trace.membranes.as_mut() else {
         return;
     };
     if trace.failed.is_some() {
         return;
     }
-    if out.try_reserve(n).is_err() {
-        let bytes = (out.len() + n) as u128 * 4;
+    if !append_by_id(out, net, v) {
+        let bytes = (out.len() + net.n_neurons()) as u128 * 4;
         trace.fail("training tape membranes", bytes);
         return;
     }
+    if let Some(s) = syn {
+        if !append_by_id(&mut trace.syn, net, s) {
+            let bytes = (trace.syn.len() + net.n_neurons()) as u128 * 4;
+            trace.fail("training tape synaptic currents", bytes);
+        }
+    }
+}
+
+/// Appends the values `x` (by slot) by neuron id; false when `out` cannot grow.
+fn append_by_id(out: &mut Vec<f32>, net: &Network, x: &[f32]) -> bool {
+    let n = net.n_neurons();
+    if out.try_reserve(n).is_err() {
+        return false;
+    }
     let start = out.len();
     out.resize(start + n, 0.0);
-    for (slot, &x) in v.iter().enumerate().take(n) {
-        out[start + net.id_of[slot] as usize] = x;
+    for (slot, &v) in x.iter().enumerate().take(n) {
+        out[start + net.id_of[slot] as usize] = v;
     }
+    true
 }
 
 /// Runs `inputs` as [`run_batch`](super::run_batch) does (the same validation, errors
@@ -290,6 +316,7 @@ pub(super) struct Recorded {
     pub(super) events: Vec<TraceEvent>,
     pub(super) membranes: Vec<f32>,
     pub(super) settles: Vec<[u32; 3]>,
+    pub(super) syn: Vec<f32>,
     pub(super) sample: u32,
 }
 
@@ -313,12 +340,13 @@ pub(super) fn run_recorded(
     let ran = run_prepared(net, &ps, sample, config, ws, None);
     let buf = ws.trace.take().unwrap_or_default();
     let result = ran?;
-    let (events, membranes, settles) = buf.finish(&at)?;
+    let (events, membranes, settles, syn) = buf.finish(&at)?;
     Ok(Recorded {
         result,
         events,
         membranes,
         settles,
+        syn,
         sample,
     })
 }
@@ -461,7 +489,7 @@ mod tests {
         let ok = TraceBuf::new(false);
         assert_eq!(
             ok.finish(&Location::Batch).unwrap(),
-            (Vec::new(), Vec::new(), Vec::new())
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new())
         );
     }
 }

@@ -22,16 +22,24 @@
 //!   output population's `gC` is the gradient of its counts);
 //! * the leak between timesteps: `gV <- beta gV`.
 //!
-//! Settling populations (R1.6: a bias or a reset other than `"zero"`): the tape
-//! records the step in which each population settled (R4.7). There the bias joins the
-//! current, so its gradient is `gV live`; the spikes and the silent spikes take the
-//! gradient of their population's reset (`"subtract"`: `V - theta s`; `"none"` and
-//! `"subtract_delayed"`: `V`, the debt a constant, section 9); a due population
-//! holds back the silent spikes of the populations from it on.
+//! Settling populations (R1.6: a bias, a reset other than `"zero"`, a synaptic current
+//! or a recurrent projection into it): the tape records the step in which each
+//! population settled (R4.7). There the bias joins the current, so its gradient is the
+//! current's; the spikes and the silent spikes take the gradient of their population's
+//! reset (`"subtract"`: `V - theta s`; `"none"` and `"subtract_delayed"`: `V`, the debt
+//! a constant, section 9); a due population holds back the silent spikes of the
+//! populations from it on. A synaptic current `S` (R4.12) keeps its own gradient `gS`:
+//! a current into it has the gradient `gS + gV live`, its settle `S <- alpha S + I`
+//! makes `gS <- alpha (gS + gV)`, and a silent current into a population that has not
+//! settled yet takes the gradient of that settle's current (it waited for it). A
+//! recurrent projection (R4.9) delivers like a forward one; the silent spikes of a
+//! population wait for every pending or due population that can still reach it
+//! (`low(s)`, section 9), and a recurrent output delivers its `Q` apart from its counts.
 //!
 //! The scope is what the torch engine's fast path sends here (`asyncsnn.torch.engine.tape`):
-//! dense, conv and pooling projections, none recurrent, no synaptic population, any
-//! bias and reset mode, dropout, input mode and stop mode, and both surrogate terms.
+//! every network the engine runs (dense, conv and pooling projections, recurrent or
+//! not, any bias, reset mode and synaptic current), any dropout, input mode and stop
+//! mode, and both surrogate terms; the schedulers other than `layered`.
 
 use super::deliver::bad;
 use super::silent::SurrogateFn;
@@ -81,6 +89,11 @@ const NO_WEIGHT: u32 = u32::MAX;
 /// The network as the backward pass reads it.
 struct Geometry<'a> {
     net: &'a Network,
+    /// Per population (0 = input): the lowest population it reaches through one or
+    /// more projections (a recurrent one reaches a population at or below it).
+    low: Vec<usize>,
+    /// Per projection: its target population has synaptic currents (R4.12).
+    syn_target: Vec<bool>,
     /// Per population (0 = input): `(projection, its synapses)` of each projection
     /// leaving it.
     outgoing: Vec<Vec<(usize, Rows<'a>)>>,
@@ -94,10 +107,6 @@ struct Geometry<'a> {
 
 impl<'a> Geometry<'a> {
     fn new(net: &'a Network, opts: &TapeOptions) -> Result<Geometry<'a>, EngineError> {
-        if net.any_recurrent || net.any_synaptic {
-            let why = "the tape's backward pass takes no recurrent or synaptic network";
-            return Err(bad("network", "unsupported", why));
-        }
         let n_pop = net.n_populations();
         let mut slot_of = vec![0u32; net.n_neurons()];
         for (slot, &id) in net.id_of.iter().enumerate().take(net.n_neurons()) {
@@ -117,12 +126,34 @@ impl<'a> Geometry<'a> {
         if !pd.is_empty() && pd.len() != n_pop {
             return Err(bad("refractory_dropout", pd.len(), "one p per population"));
         }
-        if !outgoing[n_pop].is_empty() {
-            let why = "the tape's backward pass takes no projection from the output";
-            return Err(bad("network", "output source", why));
+        // low(p): the lowest population that p reaches through one or more projections
+        // (n_pop + 1: none), by a transitive closure over the projections.
+        let mut reach = vec![vec![false; n_pop + 1]; n_pop + 1];
+        for (s, list) in net.outgoing.iter().enumerate() {
+            for &pr in list {
+                reach[s][net.spec().projections[pr].target] = true;
+            }
         }
+        for mid in 0..=n_pop {
+            for s in 0..=n_pop {
+                if reach[s][mid] {
+                    let via = reach[mid].clone();
+                    for (r, v) in reach[s].iter_mut().zip(via) {
+                        *r |= v;
+                    }
+                }
+            }
+        }
+        let low: Vec<usize> = (reach.iter())
+            .map(|r| r.iter().position(|&x| x).unwrap_or(n_pop + 1))
+            .collect();
+        let syn_target = (net.spec().projections.iter())
+            .map(|pr| net.synaptic[pr.target - 1])
+            .collect();
         Ok(Geometry {
             net,
+            low,
+            syn_target,
             outgoing,
             slot_of,
             surrogate: opts.surrogate,
@@ -139,6 +170,11 @@ impl<'a> Geometry<'a> {
     /// The reset mode (R4.8) of non-input population `p` (1-based).
     fn reset(&self, p: usize) -> ResetMode {
         self.net.reset[p - 1]
+    }
+
+    /// Whether non-input population `p` (1-based) has synaptic currents (R4.12).
+    fn synaptic(&self, p: usize) -> bool {
+        self.net.synaptic[p - 1]
     }
 }
 
@@ -198,6 +234,12 @@ struct State {
     live: Vec<f32>,
     /// Scratch: `gI = gV live` over a projection's targets.
     g_i: Vec<f32>,
+    /// R4.12: the gradient of the synaptic current `S` (0 off synaptic populations); a
+    /// current delivered into a neuron has the gradient `gS + gV live`.
+    g_s: Vec<f32>,
+    /// R4.12: the gradient of the current of the neuron's settle in this timestep (0
+    /// when it did not settle), which a silent current that waited for it takes.
+    g_wait: Vec<f32>,
     /// `every_step`: the terms of the timestep, `(step, id, membrane)` in step order,
     /// and the replay's membranes, currents, non-refractory and open-term flags.
     terms: Vec<(u32, u32, f32)>,
@@ -206,6 +248,10 @@ struct State {
     dropped_at: Vec<u32>,
     /// Scratch: the delivered neurons of a group with their multiplicities' gradients.
     taken: Vec<(usize, f32)>,
+    /// The gradient of the timestep's output counts by slot (0 off the output): a
+    /// spike of the output counts whether or not it reaches `Q` (a recurrent output,
+    /// R1.2, delivers its `Q` and counts its spikes apart).
+    g_count: Vec<f32>,
 }
 
 /// The forward replay of a timestep's membranes for the terms of `every_step`.
@@ -313,13 +359,17 @@ fn tape_backward_impl(
         g_q: vec![0.0; n],
         live: vec![1.0; n],
         g_i: vec![0.0; n],
+        g_s: vec![0.0; n],
+        g_wait: vec![0.0; n],
         terms: Vec::new(),
         replay: Replay::default(),
         dropped_at: vec![0; n],
         taken: Vec::new(),
+        g_count: vec![0.0; n],
     };
     for (b, tape) in tapes.iter().enumerate() {
         st.g_v.fill(0.0);
+        st.g_s.fill(0.0);
         let per_sample = &g_counts[b * timesteps * n_out..(b + 1) * timesteps * n_out];
         let debts = if geo.opts.every_step {
             debts_at_start(geo, tape, timesteps)
@@ -337,7 +387,8 @@ fn tape_backward_impl(
             if geo.opts.every_step {
                 let v_prev = (t > 0).then(|| &tape.membranes[(t - 1) * n..t * n]);
                 let debt = debts.get(t).map_or(&[][..], Vec::as_slice);
-                replay_terms(geo, &ts, v_prev, debt, tape.sample, &mut st);
+                let s_prev = (t > 0 && !tape.syn.is_empty()).then(|| &tape.syn[(t - 1) * n..t * n]);
+                replay_terms(geo, &ts, (v_prev, s_prev), debt, tape.sample, &mut st);
             }
             timestep_backward(geo, &ts, g_out, v_end, tape.sample, &mut st, grads);
             end = start;
@@ -471,16 +522,18 @@ fn timestep_backward(
     for i in 0..n_out {
         // g_out is by output index (id order), the state by slot.
         st.g_q[out0 + i] = g_out[net.id_of[out0 + i] as usize - out0];
+        st.g_count[out0 + i] = st.g_q[out0 + i];
     }
     let settle_at = settle_steps(geo, ts, sample);
+    st.g_wait.fill(0.0);
     // The silent spikes at the end of the timestep: the output, then the populations
     // not settled before, the highest first (the reverse of their emission order).
-    silent_backward(geo, n_pop, Some(g_out), v_end, st);
-    for p in (1..n_pop).rev() {
-        if settle_at[p].is_none() && !geo.outgoing[p].is_empty() {
-            silent_backward(geo, p, None, v_end, st);
-        }
-    }
+    let mut emitting: Vec<usize> = (1..n_pop)
+        .rev()
+        .filter(|&p| settle_at[p].is_none() && !geo.outgoing[p].is_empty())
+        .collect();
+    emitting.insert(0, n_pop);
+    emit_backward(geo, ts, &emitting, Some(g_out), v_end, usize::MAX, st);
     for (k, step) in steps.iter().enumerate().rev() {
         // The group's currents are integrated at step k + 1 (gI from gV there), with the
         // biases of the populations that settle there; its multiplicities' gradients
@@ -494,15 +547,18 @@ fn timestep_backward(
                 taken.push((slot(geo, e), g_m));
             } // an input entry (R4.13): its value has no gradient
         }
+        decay_backward(geo, ts, k + 1, st);
         terms_backward(geo, k + 1, st);
         for (id, g_m) in taken.drain(..) {
-            st.g_q[id] = g_m;
+            st.g_q[id] = g_m + st.g_count[id];
         }
         st.taken = taken;
-        for p in (1..n_pop).rev() {
-            if settle_at[p] == Some(k) {
-                silent_backward(geo, p, None, v_end, st);
-            }
+        let emitting: Vec<usize> = (1..n_pop)
+            .rev()
+            .filter(|&p| settle_at[p] == Some(k))
+            .collect();
+        if !emitting.is_empty() {
+            emit_backward(geo, ts, &emitting, None, v_end, k, st);
         }
         for e in &events[step.spikes.0..step.spikes.1] {
             let id = slot(geo, e);
@@ -512,7 +568,7 @@ fn timestep_backward(
             // R4.11: a dropped spike did not reach Q.
             let g_q = if dropped(geo, sample, e) {
                 st.dropped_at[id] = e.step + 1;
-                0.0
+                st.g_count[id]
             } else {
                 st.g_q[id]
             };
@@ -528,17 +584,21 @@ fn timestep_backward(
             deliver_backward(geo, 0, e.neuron, e.value, st, grads);
         }
     }
+    decay_backward(geo, ts, 0, st);
 }
 
 /// The biases of the populations that settle in forward step `k` (R4.3.1, R4.7): the
 /// bias joins the summed current, so its gradient is the current's, `gV live` after
-/// the integration, into the biases' buffer (the last of `grads`) by neuron id.
+/// the integration (plus `gS` with a synaptic current, R4.12: `S <- alpha S + I`,
+/// `V <- V + S`), into the biases' buffer (the last of `grads`) by neuron id. With a
+/// synaptic current it is also the gradient of the silent currents that waited for
+/// this settle (`st.g_wait`).
 #[inline(always)]
 fn bias_backward(
     geo: &Geometry<'_>,
     ts: &TimestepEvents<'_>,
     k: usize,
-    st: &State,
+    st: &mut State,
     grads: &mut [Vec<f32>],
 ) {
     let Some(g_bias) = grads.last_mut() else {
@@ -546,8 +606,30 @@ fn bias_backward(
     };
     for &(_, p) in ts.settles.iter().filter(|x| x.0 == k) {
         let (o, n_p) = geo.span(p);
+        let syn = geo.synaptic(p);
         for q in o..o + n_p {
-            g_bias[geo.net.id_of[q] as usize] += st.g_v[q] * st.live[q];
+            let g_cur = if syn {
+                st.g_wait[q] = st.g_v[q] * st.live[q] + st.g_s[q];
+                st.g_wait[q]
+            } else {
+                st.g_v[q] * st.live[q]
+            };
+            g_bias[geo.net.id_of[q] as usize] += g_cur;
+        }
+    }
+}
+
+/// R4.12: the decay of the synaptic currents of the populations that settle in forward
+/// step `k`, `S <- alpha S + I`: `gS <- alpha (gS + gV)` (the current's gradient,
+/// after the currents integrated at the settle took theirs).
+#[inline(always)]
+fn decay_backward(geo: &Geometry<'_>, ts: &TimestepEvents<'_>, k: usize, st: &mut State) {
+    for &(_, p) in ts.settles.iter().filter(|x| x.0 == k) {
+        if geo.synaptic(p) {
+            let (o, n_p) = geo.span(p);
+            for q in o..o + n_p {
+                st.g_s[q] = geo.net.alpha[q] * st.g_wait[q];
+            }
         }
     }
 }
@@ -561,15 +643,16 @@ fn bias_backward(
 /// earlier integration of the timestep (and has not fired since) takes a term at that
 /// membrane, before the integration. A population that settles in the step (R4.7) is
 /// integrated whole, with its bias, and its debtors (`debt`: the slots that owe their
-/// threshold at the start of the timestep, R4.8) pay; a spike resets by its
-/// population's mode. The membranes are the float32 operations of the forward pass
+/// threshold at the start of the timestep, R4.8) pay; a synaptic current (R4.12)
+/// decays from the previous timestep's end (`s_prev`) and takes the settle's current;
+/// a spike resets by its population's mode. The membranes are the float32 operations of the forward pass
 /// (R8.2), so the terms are where the engine took them; a current that is exactly zero
 /// in one summation order and not in another would differ.
 #[inline(always)]
 fn replay_terms(
     geo: &Geometry<'_>,
     ts: &TimestepEvents<'_>,
-    v_prev: Option<&[f32]>,
+    (v_prev, s_prev): (Option<&[f32]>, Option<&[f32]>),
     debt: &[u32],
     sample: u32,
     st: &mut State,
@@ -607,12 +690,18 @@ fn replay_terms(
         for p in 1..=net.n_populations() {
             let (o, n_p) = geo.span(p);
             if ts.settles.contains(&(k, p)) {
+                let syn = geo.synaptic(p);
                 for q in o..o + n_p {
                     // R4.7: not refractory before it settles.
                     if r.open[q] {
                         st.terms.push((k as u32, q as u32, r.v[q]));
                     }
-                    r.v[q] += r.cur[q] + net.bias[q];
+                    let x = r.cur[q] + net.bias[q];
+                    // R4.12: S <- alpha S + I (S unchanged since the timestep before).
+                    r.v[q] += match (syn, s_prev) {
+                        (true, Some(s)) => net.alpha[q] * s[net.id_of[q] as usize] + x,
+                        _ => x,
+                    };
                     if std::mem::take(&mut r.debt[q]) {
                         r.v[q] -= net.threshold[q];
                     }
@@ -690,7 +779,7 @@ fn terms_backward(geo: &Geometry<'_>, k: usize, st: &mut State) {
         let th = geo.net.threshold[id];
         let d = geo.surrogate.derivative(v - th);
         let g_q = if st.dropped_at[id] as usize == k + 1 {
-            0.0
+            st.g_count[id]
         } else {
             st.g_q[id]
         };
@@ -759,8 +848,8 @@ fn split_steps(events: &[TraceEvent], n_inputs: usize) -> Vec<StepEvents> {
 /// Per population (1-based; index 0 unused): the forward step after whose fire phase
 /// its silent spikes left (section 9: no neuron of a lower population pending, no due
 /// population at or below it (R4.7) and no input entry pending (R4.13), while the
-/// timestep goes on), or `None`: at the end of the timestep (also for a row that an
-/// early stop ended: nothing happens between).
+/// timestep goes on), or `None`: at the end of the timestep (also after the step at
+/// which an early stop ended it, as the torch engine emits them).
 #[inline(always)]
 fn settle_steps(geo: &Geometry<'_>, ts: &TimestepEvents<'_>, sample: u32) -> Vec<Option<usize>> {
     let (events, n_inputs, steps) = (ts.events, ts.n_inputs, &ts.steps);
@@ -788,10 +877,21 @@ fn settle_steps(geo: &Geometry<'_>, ts: &TimestepEvents<'_>, sample: u32) -> Vec
                 total += 1;
             }
         }
-        let lowest_due = (1..=n_pop).find(|&p| settles_at[p].is_some_and(|s| s > k));
-        if (total > 0 || lowest_due.is_some()) && inputs == 0 {
-            let lowest = (1..=n_pop).find(|&p| pending[p] > 0).unwrap_or(n_pop);
-            let bound = lowest.min(lowest_due.map_or(n_pop, |d| d - 1));
+        // A pending neuron of s can still change the populations from min(s + 1,
+        // low(s)) on, a due population d those from min(d, low(d)) on.
+        let due = |p: usize| settles_at[p].is_some_and(|s| s > k);
+        let blocked = (1..=n_pop)
+            .filter_map(|p| match (pending[p] > 0, due(p)) {
+                (_, true) => Some(p.min(geo.low[p])),
+                (true, false) => Some((p + 1).min(geo.low[p])),
+                _ => None,
+            })
+            .min();
+        // The last step of a timestep that still had something pending or due is the
+        // one an early stop ended (R6.4): its silent spikes leave at the end.
+        let goes_on = k + 1 < steps.len();
+        if goes_on && (total > 0 || (1..=n_pop).any(due)) && inputs == 0 {
+            let bound = blocked.map_or(n_pop, |b| b - 1);
             while settled_below <= bound.min(n_pop - 1) {
                 if !geo.outgoing[settled_below].is_empty() {
                     settle_at[settled_below] = Some(k);
@@ -864,6 +964,7 @@ fn deliver_backward(
     let mut g_m = 0.0f32;
     for (pr, rows) in &geo.outgoing[p] {
         let pr = *pr;
+        let syn = geo.syn_target[pr];
         match rows {
             Rows::Dense(wt) => {
                 let proj = &geo.net.projections[pr];
@@ -871,16 +972,20 @@ fn deliver_backward(
                 let row = &wt[j * n_t..(j + 1) * n_t];
                 let g_row = &mut grads[pr][j * n_t..(j + 1) * n_t];
                 let (g_v, live) = (&st.g_v[o..o + n_t], &st.live[o..o + n_t]);
-                if p == 0 {
-                    add_scaled(g_row, m, g_v, live); // an input value has no gradient
-                } else {
-                    g_m += dot_add(row, g_v, live, g_row, m);
+                let g_s = &st.g_s[o..o + n_t];
+                // An input value has no gradient.
+                match (p == 0, syn) {
+                    (true, false) => add_scaled::<false>(g_row, m, g_v, live, g_v),
+                    (true, true) => add_scaled::<true>(g_row, m, g_v, live, g_s),
+                    (false, false) => g_m += dot_add::<false>(row, g_v, live, g_v, g_row, m),
+                    (false, true) => g_m += dot_add::<true>(row, g_v, live, g_s, g_row, m),
                 }
             }
             Rows::Sparse(list) => {
                 let g = &mut grads[pr];
                 for &(q, w, at) in &list[j] {
-                    let g_i = st.g_v[q as usize] * st.live[q as usize];
+                    let q = q as usize;
+                    let g_i = st.g_v[q] * st.live[q] + if syn { st.g_s[q] } else { 0.0 };
                     g_m += w * g_i;
                     if at != NO_WEIGHT {
                         g[at as usize] += m * g_i;
@@ -902,37 +1007,55 @@ fn lane_sum(acc: [f32; LANES], tail: f32) -> f32 {
     ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7])) + tail
 }
 
-/// `sum_q row[q] gV[q] live[q]`, and `g_row[q] += m gV[q] live[q]`.
+/// `sum_q row[q] gI[q]`, and `g_row[q] += m gI[q]`, with the currents' gradient `gI =
+/// gV live`, plus `gS` with `SYN` (a synaptic target, R4.12; else `g_s` is unread).
 #[inline(always)]
-fn dot_add(row: &[f32], g_v: &[f32], live: &[f32], g_row: &mut [f32], m: f32) -> f32 {
-    let n = row.len().min(g_v.len()).min(live.len()).min(g_row.len());
+fn dot_add<const SYN: bool>(
+    row: &[f32],
+    g_v: &[f32],
+    live: &[f32],
+    g_s: &[f32],
+    g_row: &mut [f32],
+    m: f32,
+) -> f32 {
+    let n = row
+        .len()
+        .min(g_v.len())
+        .min(live.len())
+        .min(g_row.len())
+        .min(g_s.len());
     let body = n - n % LANES;
     let mut acc = [0.0f32; LANES];
-    for (((r, g), l), out) in (row[..body].chunks_exact(LANES))
+    for ((((r, g), l), s), out) in (row[..body].chunks_exact(LANES))
         .zip(g_v[..body].chunks_exact(LANES))
         .zip(live[..body].chunks_exact(LANES))
+        .zip(g_s[..body].chunks_exact(LANES))
         .zip(g_row[..body].chunks_exact_mut(LANES))
     {
         for i in 0..LANES {
-            let g_i = g[i] * l[i];
+            let g_i = if SYN { g[i] * l[i] + s[i] } else { g[i] * l[i] };
             acc[i] += r[i] * g_i;
             out[i] += m * g_i;
         }
     }
     let mut tail = 0.0f32;
     for q in body..n {
-        let g_i = g_v[q] * live[q];
+        let g_i = if SYN {
+            g_v[q] * live[q] + g_s[q]
+        } else {
+            g_v[q] * live[q]
+        };
         tail += row[q] * g_i;
         g_row[q] += m * g_i;
     }
     lane_sum(acc, tail)
 }
 
-/// `g_row[q] += m gV[q] live[q]`.
+/// `g_row[q] += m gI[q]` (`gI` as in [`dot_add`]).
 #[inline(always)]
-fn add_scaled(g_row: &mut [f32], m: f32, g_v: &[f32], live: &[f32]) {
-    for ((out, &g), &l) in g_row.iter_mut().zip(g_v).zip(live) {
-        *out += m * (g * l);
+fn add_scaled<const SYN: bool>(g_row: &mut [f32], m: f32, g_v: &[f32], live: &[f32], g_s: &[f32]) {
+    for (((out, &g), &l), &s) in g_row.iter_mut().zip(g_v).zip(live).zip(g_s) {
+        *out += m * if SYN { g * l + s } else { g * l };
     }
 }
 
@@ -954,53 +1077,113 @@ fn dot(row: &[f32], g_i: &[f32]) -> f32 {
     lane_sum(acc, tail)
 }
 
-/// The backward pass of the silent spikes of population `p` (1-based) at the
-/// membranes `v_end`: `g_out` is the gradient of the output counts when `p` is the
-/// output population.
+/// The backward pass of the silent spikes that the populations `pops` (1-based, in the
+/// reverse of their emission order) emit together after forward step `k` (`usize::MAX`:
+/// at the end of the timestep, the output first, with `g_out` the gradient of its
+/// counts), at the membranes `v_end`. As the torch engine computes them: first each
+/// spike with its reset and its currents into populations without a synaptic current,
+/// then (R4.12) its currents into synaptic currents, whose gradient is `gS + gV live`,
+/// or `gWait` in a population that has not settled yet (the current waits for its
+/// settle; not at the end of the timestep).
+#[inline(always)]
+fn emit_backward(
+    geo: &Geometry<'_>,
+    ts: &TimestepEvents<'_>,
+    pops: &[usize],
+    g_out: Option<&[f32]>,
+    v_end: &[f32],
+    k: usize,
+    st: &mut State,
+) {
+    let n_pop = geo.net.n_populations();
+    for &p in pops {
+        let g = if p == n_pop { g_out } else { None };
+        silent_backward(geo, p, g, v_end, None, st);
+    }
+    if geo.net.any_synaptic {
+        // At the end of a timestep nothing waits: an early stop (R6.4) clears the due
+        // flags, and the silent currents reach S and V as a later delivery would.
+        let waiting: Vec<bool> = (0..=n_pop)
+            .map(|d| {
+                d > 0
+                    && k != usize::MAX
+                    && geo.net.settling[d - 1]
+                    && ts.settled(d).is_none_or(|s| s > k)
+            })
+            .collect();
+        for &p in pops {
+            silent_backward(geo, p, None, v_end, Some(&waiting), st);
+        }
+    }
+}
+
+/// One pass of [`emit_backward`] for population `p`: without `waiting`, the spikes with
+/// their resets and their currents into populations without a synaptic current (plus
+/// `g_out`); with it (per population: it has not settled yet), their currents into
+/// synaptic currents.
 #[inline(always)]
 fn silent_backward(
     geo: &Geometry<'_>,
     p: usize,
     g_out: Option<&[f32]>,
     v_end: &[f32],
+    waiting: Option<&[bool]>,
     st: &mut State,
 ) {
     let net = geo.net;
     let (o, n_p) = geo.span(p);
-    let mode = geo.reset(p);
+    let syn = waiting.is_some();
+    if syn && !geo.outgoing[p].iter().any(|(pr, _)| geo.syn_target[*pr]) {
+        return;
+    }
     let mut g_c: Vec<f32> = match g_out {
         Some(g) => (0..n_p).map(|i| g[net.id_of[o + i] as usize - o]).collect(),
         None => vec![0.0; n_p],
     };
     for (pr, rows) in &geo.outgoing[p] {
+        if geo.syn_target[*pr] != syn {
+            continue;
+        }
+        let wait = waiting.is_some_and(|w| w[net.spec().projections[*pr].target]);
+        // The gradient of a current into target slot q.
+        let g_in = |st: &State, q: usize| -> f32 {
+            if !syn {
+                st.g_v[q] * st.live[q]
+            } else if wait {
+                st.g_wait[q]
+            } else {
+                st.g_v[q] * st.live[q] + st.g_s[q]
+            }
+        };
         match rows {
             Rows::Dense(wt) => {
                 let proj = &net.projections[*pr];
                 let (to, n_t) = (proj.target_offset, proj.target_size);
-                let g_i = &mut st.g_i[..n_t];
-                let targets = st.g_v[to..to + n_t].iter().zip(&st.live[to..to + n_t]);
-                for (x, (&g, &l)) in g_i.iter_mut().zip(targets) {
-                    *x = g * l;
+                let mut g_i = std::mem::take(&mut st.g_i);
+                for (q, x) in g_i[..n_t].iter_mut().enumerate() {
+                    *x = g_in(st, to + q);
                 }
                 for (i, c) in g_c.iter_mut().enumerate() {
                     if st.live[o + i] != 0.0 {
                         let j = net.id_of[o + i] as usize - o; // the row of the source's local id
-                        *c += dot(&wt[j * n_t..(j + 1) * n_t], g_i);
+                        *c += dot(&wt[j * n_t..(j + 1) * n_t], &g_i[..n_t]);
                     }
                 }
+                st.g_i = g_i;
             }
             Rows::Sparse(list) => {
                 for (i, c) in g_c.iter_mut().enumerate() {
                     let id = net.id_of[o + i] as usize - o; // the source's local id
                     if st.live[o + i] != 0.0 {
                         for &(q, w, _) in &list[id] {
-                            *c += w * (st.g_v[q as usize] * st.live[q as usize]);
+                            *c += w * g_in(st, q as usize);
                         }
                     }
                 }
             }
         }
     }
+    let mode = geo.reset(p);
     for (i, &c) in g_c.iter().enumerate() {
         let id = o + i;
         if st.live[id] == 0.0 {
@@ -1009,7 +1192,11 @@ fn silent_backward(
         let v = v_end[net.id_of[id] as usize]; // the membranes are recorded by id
         let th = net.threshold[id];
         let d = geo.surrogate.derivative(v - th);
-        st.g_v[id] = through_spike(mode, false, st.g_v[id], c, v, th, d);
+        st.g_v[id] = if syn {
+            st.g_v[id] + c * d
+        } else {
+            through_spike(mode, false, st.g_v[id], c, v, th, d)
+        };
     }
 }
 

@@ -21,12 +21,12 @@ import asyncsnn
 import asyncsnn.reference
 import asyncsnn.torch as at
 from _strategies import SCHEDULERS
-from _torch import assert_grad_run_matches, infer_backends, random_run_options
+from _torch import assert_grad_run_matches, batch_and_alone, infer_backends, random_run_options
 from asyncsnn._prepare import prepare_given_options
 from asyncsnn.network import RESET_MODES, Dense, Network, Population, Projection
 from asyncsnn.testing import assert_results_equal, grid_weights, random_count_input, random_grid_network
 from asyncsnn.torch import AsyncSNN, rate_loss, train
-from asyncsnn.torch.engine import Plan, run
+from asyncsnn.torch.engine import Plan, run, tape
 from asyncsnn.torch.surrogate import ATan, spike
 
 BACKENDS = ["host", "torch"]
@@ -346,3 +346,35 @@ def test_a_bias_that_never_settles_gets_a_zero_gradient() -> None:
     grad = model.biases["2"].grad
     assert grad is not None
     assert torch.equal(grad, torch.zeros(1))
+
+
+@pytest.mark.parametrize("backend", ["host", "torch"])
+def test_a_stopped_row_stays_silent_while_the_batch_runs_on(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """R4.3.2, R6.4: a row that an early stop ended fires nothing more in its timestep.
+
+    A skip projection lets the output fire at step 0, so ``first_output`` stops rows
+    while a biased population is still due; with the reset ``"subtract"`` a neuron of it
+    can hold a membrane above the threshold from an earlier timestep. The
+    stop clears the due flags, and a stopped row that ran on in lock step with the rest of
+    a small batch fired such neurons in its later forward steps (spikes that reached the
+    gradient, not the counters): the batch gradient must be the sum of the samples'.
+    """
+    rng = np.random.default_rng(0)
+    sizes = [6, 8, 6, 3]
+    net = Network.sequential(
+        (6,),
+        [Dense(grid_weights(rng, (b, a), 0.9, 0.15)) for a, b in itertools.pairwise(sizes)],
+        threshold=1.0,
+        beta=0.9,
+    )
+    pops = list(net.populations)
+    pops[1] = dataclasses.replace(pops[1], bias=np.float32(0.4), reset="subtract")
+    skip = Projection(0, 3, Dense(grid_weights(rng, (3, 6), 0.6, 0.1)))
+    net = Network(net.input_shape, pops, [*net.projections, skip])
+    x = (rng.random((8, 4, 6)) < rng.uniform(0.1, 0.7, (8, 1, 1))).astype(np.float32)
+    opts = {"scheduler": "random", "forward_group_size": 1, "stop": "first_output", "seed": 1}
+    monkeypatch.setattr(tape, "ENABLED", False)  # the step-by-step engine (rows in lock step)
+    batch, alone = batch_and_alone(net, x, opts, backend)
+    for a, b in zip(batch, alone):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert any(bool(a.abs().sum() > 0) for a in batch)

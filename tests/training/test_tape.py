@@ -160,17 +160,38 @@ def taped_cases(draw: Any) -> dict[str, Any]:
     labels = rng.integers(0, net.n_outputs, batch) if draw(st.booleans()) else None
     x = mixed_count_input(rng, net, density, timesteps)
     terms = draw(st.sampled_from(["fired", "fired", "every_step"]))
-    settling = draw(st.sampled_from(["none", "none", "bias", "reset", "both", "zero_biases"]))
-    if settling in ("reset", "both"):
-        opts["refractory_dropout"] = "off"  # R4.6: only with the reset "zero"
-    net = _settling(net, settling, rng)
+    kinds = ["none", "none", "bias", "reset", "both", "zero_biases", "recurrent", "synaptic"]
+    settling = draw(st.sampled_from(kinds))
+    if settling in ("reset", "both", "recurrent", "synaptic"):
+        opts["refractory_dropout"] = "off"  # R4.6: only with the reset "zero", not on recurrent targets
+    net = _recurrent(net, rng) if settling == "recurrent" else _settling(net, settling, rng)
     case = {"net": net, "x": x, "opts": opts, "labels": labels, "g_seed": seed, "terms": terms}
     return case | {"zero_biases": settling == "zero_biases", "settling": settling}
 
 
+def _recurrent(net: Network, rng: np.random.Generator) -> Network:
+    """``net`` with recurrent Dense projections (R1.2, R4.9): self-recurrence of some
+    populations (the output's too, now and then), a backward projection, biases and
+    reset modes drawn as in :func:`_settling`."""
+    pops = list(_settling(net, str(rng.choice(["both", "synaptic"])), rng).populations)
+    n_pop = len(pops)
+    pairs = [(p, p) for p in range(1, n_pop + 1) if rng.random() < 0.5]
+    if n_pop > 1 and rng.random() < 0.5:
+        s = int(rng.integers(2, n_pop + 1))
+        pairs.append((s, int(rng.integers(1, s))))
+    pairs = pairs or [(1, 1)]
+    extra = []
+    for s, d in pairs:
+        shape = (pops[d - 1].size, pops[s - 1].size)
+        extra.append(Projection(s, d, Dense(grid_weights(rng, shape, 0.4, 0.05))))
+        pops[d - 1] = dataclasses.replace(pops[d - 1], refractory_dropout=0.0)
+    return Network(net.input_shape, pops, [*net.projections, *extra])
+
+
 def _settling(net: Network, kind: str, rng: np.random.Generator) -> Network:
     """``net`` with settling populations (R1.6): biases (scalar or per neuron, some
-    populations without), reset modes (R4.8), or both; ``"none"`` and ``"zero_biases"``
+    populations without), reset modes (R4.8), or both; ``"synaptic"``: both and
+    synaptic currents (R4.12) in some populations; ``"none"`` and ``"zero_biases"``
     (trainable zero biases, set by :func:`_run`) leave it as it is."""
     if kind in ("none", "zero_biases"):
         return net
@@ -178,12 +199,15 @@ def _settling(net: Network, kind: str, rng: np.random.Generator) -> Network:
     for pop in net.populations:
         th = float(np.mean(pop.threshold))
         changes: dict[str, Any] = {}
-        if kind in ("bias", "both") and rng.random() < 0.75:
+        if kind in ("bias", "both", "synaptic") and rng.random() < 0.75:
             shape = () if rng.random() < 0.3 else pop.shape
-            changes["bias"] = rng.normal(0.1 * th, 0.35 * th, shape).astype(np.float32)
-        if kind in ("reset", "both"):
+            changes["bias"] = grid_weights(rng, shape, 0.35 * th, 0.1 * th)
+        if kind in ("reset", "both", "synaptic"):
             changes["reset"] = str(rng.choice(RESET_MODES))
             changes["refractory_dropout"] = 0.0
+        if kind == "synaptic" and rng.random() < 0.7:
+            shape = () if rng.random() < 0.5 else pop.shape
+            changes["alpha"] = rng.choice(np.array([0.0, 0.25, 0.5, 0.875, 1.0], dtype=np.float32), shape)
         pops.append(dataclasses.replace(pop, **changes))
     return Network(net.input_shape, pops, net.projections)
 
@@ -264,6 +288,50 @@ def test_taped_gradients_of_settling_populations(reset: str) -> None:
         assert all(bool(g.abs().sum() > 0) for g in grads[n_proj:]), (scheduler, terms, f)
 
 
+def test_taped_gradients_of_recurrent_networks() -> None:
+    """Recurrent projections (R4.9): self-recurrence of a hidden population and of the
+    output, a backward projection from the output into the first population, on a skip
+    network with biases; the silent spikes wait for every population that a pending or
+    due one can still reach (section 9)."""
+    rng = np.random.default_rng(17)
+    net = _skip_net(rng)
+    sizes = [p.size for p in net.populations]
+    extra = [
+        Projection(s, d, Dense(grid_weights(rng, (sizes[d - 1], sizes[s - 1]), 0.4, 0.05)))
+        for s, d in [(2, 2), (3, 3), (3, 1)]
+    ]
+    pops = [dataclasses.replace(p, bias=grid_weights(rng, (), 0.1, 0.05)) for p in net.populations]
+    net = Network(net.input_shape, pops, [*net.projections, *extra])
+    x = mixed_count_input(rng, net, np.array([0.0, 0.05, 0.3, 0.9, 0.5, 0.2]), 5)
+    for scheduler, terms, f in itertools.product(UNLAYERED, ["fired", "every_step"], [1, 3]):
+        opts = {"scheduler": scheduler, "forward_group_size": f, "seed": 5}
+        case = {"net": net, "x": x, "opts": opts, "labels": np.arange(6) % 4, "g_seed": 4, "terms": terms}
+        grads = _compare(case, ATan())
+        assert all(bool(g.abs().sum() > 0) for g in grads[4:7]), (scheduler, terms, f)  # the recurrent weights
+
+
+def test_taped_gradients_of_synaptic_currents() -> None:
+    """Synaptic currents (R4.12) that carry current across timesteps and charge while
+    refractory, with biases, a reset of each kind and a self-recurrent synaptic
+    population: the silent currents into a synaptic population wait for its settle."""
+    rng = np.random.default_rng(23)
+    net = _skip_net(rng)
+    alphas = [rng.choice(np.array([0.0, 0.5, 0.875], dtype=np.float32), (24,)), np.float32(0.75), np.float32(0.25)]
+    resets = ["subtract", "zero", "subtract_delayed"]
+    pops = [
+        dataclasses.replace(p, alpha=a, reset=r, bias=grid_weights(rng, (), 0.1, 0.02))
+        for p, a, r in zip(net.populations, alphas, resets)
+    ]
+    rec = Projection(2, 2, Dense(grid_weights(rng, (12, 12), 0.3, 0.0)))
+    net = Network(net.input_shape, pops, [*net.projections, rec])
+    x = mixed_count_input(rng, net, np.array([0.0, 0.05, 0.3, 0.9, 0.5, 0.2]), 5)
+    for scheduler, terms, f in itertools.product(UNLAYERED, ["fired", "every_step"], [1, 3]):
+        opts = {"scheduler": scheduler, "forward_group_size": f, "seed": 9}
+        case = {"net": net, "x": x, "opts": opts, "labels": np.arange(6) % 4, "g_seed": 6, "terms": terms}
+        grads = _compare(case, ATan())
+        assert all(bool(g.abs().sum() > 0) for g in grads), (scheduler, terms, f)
+
+
 def test_taped_gradients_do_not_depend_on_the_thread_count() -> None:
     rng = np.random.default_rng(2)
     net = wide_dense_network(rng)
@@ -287,9 +355,7 @@ def test_taped_gradients_do_not_depend_on_the_thread_count() -> None:
 OUT_OF_SCOPE: dict[str, tuple[dict[str, Any], str]] = {
     "layered": ({"scheduler": "layered"}, "dense"),
     "torch_backend": ({}, "torch"),
-    "synaptic": ({}, "synaptic"),
     "zero_biases": ({}, "zero_biases"),
-    "recurrent": ({}, "recurrent"),
     "custom_surrogate": ({"surrogate": "custom"}, "dense"),
 }
 
@@ -305,13 +371,10 @@ class _Custom(ATan):
 def test_runs_outside_the_scope_take_the_step_by_step_engine(name: str) -> None:
     changes, kind = OUT_OF_SCOPE[name]
     rng = np.random.default_rng(4)
-    if kind == "recurrent":
-        model = AsyncSNN.from_sizes([10, 12, 4], seed=0, recurrent=True)
-    else:
-        # A synaptic current (R4.12); trainable biases that are exactly 0, which the run
-        # settles (train_zero_biases) and the engine would not (R1.6).
-        lif = {"synaptic": {"alpha": 0.5}, "zero_biases": {"train_zero_biases": True}}.get(kind, {})
-        model = AsyncSNN.from_sizes([10, 12, 4], seed=0, **lif)  # type: ignore[arg-type]
+    # Trainable biases that are exactly 0, which the run settles (train_zero_biases)
+    # and the engine would not (R1.6).
+    lif = {"zero_biases": {"train_zero_biases": True}}.get(kind, {})
+    model = AsyncSNN.from_sizes([10, 12, 4], seed=0, **lif)  # type: ignore[arg-type]
     x = torch.from_numpy((rng.random((3, 2, *model.network.input_shape)) < 0.5).astype(np.float32))
     kw: dict[str, Any] = {"scheduler": "random", "forward_group_size": 2, **changes}
     if kw.get("surrogate") == "custom":
@@ -375,7 +438,9 @@ def test_trainable_zero_biases_take_the_taped_path_once_they_are_not_zero() -> N
     x = ((rng.random((128, 6, 24)) < 0.5) & protos[y]).astype(np.float32)
     model = AsyncSNN.from_sizes([24, 32, 4], threshold=1.0, beta=0.9, seed=0, train_zero_biases=True)
     with taped(True) as calls:
-        _, hist = train(model, (x, y), scheduler="random", forward_group_size=4, epochs=2, batch_size=32, progress=False)
+        _, hist = train(
+            model, (x, y), scheduler="random", forward_group_size=4, epochs=2, batch_size=32, progress=False
+        )
     assert len(calls) == 2 * 4 - 1
     assert all(bool(b.detach().abs().sum() > 0) for b in model.biases.values())
     losses = [float(v) for v in hist.loss]

@@ -194,8 +194,10 @@ def settling_step(
             u_d = u.detach()
             if rows.syn is not None:
                 rows.syn = torch.where(bad, zero, rows.syn)
-    # R4.3.2: only integrated, non-refractory neurons fire; a due population waits.
-    gate = live * (1.0 - rows.due.index_select(1, pop_idx))
+    # R4.3.2: only integrated, non-refractory neurons fire; a due population waits, and
+    # so does a row whose timestep has ended (an early stop cleared its due flags, R6.4,
+    # and it may still run on in lock step with the batch).
+    gate = live * (1.0 - rows.due.index_select(1, pop_idx)) * (~rows.done).to(live.dtype).unsqueeze(1)
     fire = (u_d > theta) & (gate > 0)
     sd = fire.to(u.dtype)
     in_graph = run.surrogate is not None and u.requires_grad

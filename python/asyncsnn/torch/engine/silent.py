@@ -45,14 +45,29 @@ def emit_settled(run: RunContext, rows: RowSet, top: torch.Tensor) -> None:
     zero-valued spike: the surrogate gradient of ``H(V - theta)`` and of the reset
     ``V (1 - 0)``, with (zero) currents into the targets' membranes (refractory
     targets discard them), in population order, so that a target population settled
-    at the same time emits after receiving them.
+    at the same time emits after receiving them. (With synaptic currents a row whose
+    timestep has ended emits at the end, see :func:`_finished_rows_wait`.)
     """
     assert rows.settled is not None
     if rows.due is not None:
         top = torch.maximum(top, due_rank(run, rows))
+    if rows.syn is not None:
+        top = torch.where(rows.done, torch.full_like(top, _finished_rows_wait(run)), top)
     # Some population settles when a source rank r has top <= r < settled.
     if bool((torch.clamp(top, min=run.min_source_rank) < rows.settled).any()):
         _emit(run, rows, top)
+
+
+def _finished_rows_wait(run: RunContext) -> float:
+    """A rank above every population's: the rows given it emit nothing before the end.
+
+    A row whose timestep has ended but that runs on in lock step with the batch (not set
+    aside) takes its silent spikes at the end of the timestep, as it would alone or set
+    aside. It matters with synaptic currents only: the silent spikes of one emission
+    send their currents into synaptic currents before any of them is taken
+    (:func:`_synaptic_silent`), so which populations emit together changes the graph.
+    """
+    return float(run.plan.n_populations + 2)
 
 
 def emit_at_end(run: RunContext, rows: RowSet) -> None:
@@ -217,6 +232,8 @@ def emit_settled_host(run: RunContext, rows: RowSet, top: np.ndarray) -> None:
     settled = rows.np("settled")
     if rows.due is not None:
         top = np.maximum(top, due_rank(run, rows).numpy())
+    if rows.syn is not None:
+        top = np.where(rows.np("done"), np.float32(_finished_rows_wait(run)), top)
     # Some population settles when a source rank r has top <= r < settled.
     if not (np.maximum(top, np.float32(run.min_source_rank)) < settled).any():
         return

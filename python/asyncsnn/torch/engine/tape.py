@@ -17,14 +17,15 @@ The path takes every stop mode (R6), every dropout (R4.6, R4.10, R4.11: the back
 pass redraws the spikes' dropout decisions from the seed, R5.5), non-prioritised input
 (R4.13) and both ``surrogate_terms``: with ``"every_step"`` the backward pass replays
 each timestep's membranes from the tape to find the integrations that take a term.
-It takes dense, conv and pooling projections, biases and every reset mode (settling
-populations, R1.6, R4.7, R4.8: the tape records when each population settles; the
-biases' gradient is the current's at the settle). Anything else runs the step-by-step
-engine: ``layered`` (ordinary BPTT), CUDA tensors, ``backend="torch"``, recurrent
-projections, synaptic currents, a population that the run settles although the
-engine would not (a trainable bias that is exactly zero, ``train_zero_biases``, with
-the reset ``"zero"``) and surrogates without a Rust derivative. A run that the engine
-rejects (a membrane overflow of R8.3, say) runs there too, which raises its error.
+It takes every network the engine runs: dense, conv and pooling projections, recurrent
+ones (R4.9), biases, every reset mode and synaptic currents (settling populations,
+R1.6, R4.7, R4.8, R4.12: the tape records when each population settles and the
+synaptic currents at every timestep's end). Anything else runs the step-by-step
+engine: ``layered`` (ordinary BPTT), CUDA tensors, ``backend="torch"``, a population
+that the run settles although the engine would not (a trainable bias that is exactly
+zero, ``train_zero_biases``, with the reset ``"zero"``: the first batch of such a
+module) and surrogates without a Rust derivative. A run that the engine rejects (a
+membrane overflow of R8.3, say) runs there too, which raises its error.
 """
 
 from __future__ import annotations
@@ -62,13 +63,11 @@ def tape_applies(
         return False
     if surrogate._kernel_params() is None or frames.dtype is not torch.float32 or not frames.is_cpu:
         return False
-    if plan.any_synaptic or plan.recurrent_sources or plan.outgoing[plan.n_populations]:
-        return False
     if plan.any_settling and not _engine_settles_alike(plan, bias):
         return False
     for pp in plan.projections:
         w = weights[pp.index]
-        if pp.recurrent or (w is None) != (pp.kind == "pool"):
+        if (w is None) != (pp.kind == "pool"):
             return False
         if w is not None and (w.dtype is not torch.float32 or not w.is_cpu):
             return False
@@ -78,16 +77,20 @@ def tape_applies(
 def _engine_settles_alike(plan: Plan, bias: torch.Tensor | None) -> bool:
     """Whether the engine, given ``bias``, settles exactly the populations that ``plan`` settles.
 
-    Without recurrent projections and synaptic currents a population is settling in
-    the engine when its reset is not ``"zero"`` or some bias is not 0 (R1.6);
+    A population is settling in the engine when its reset is not ``"zero"``, some bias
+    is not 0, it has a synaptic current or a recurrent projection targets it (R1.6);
     ``plan.settling`` also holds the populations with trainable zero biases.
     """
     if bias is None or bias.dtype is not torch.float32 or not bias.is_cpu or bias.shape != (plan.n_neurons,):
         return False
     nonzero = (bias.detach() != 0).numpy()
+    recurrent_targets = {pp.target for pp in plan.projections if pp.recurrent}
     for p in range(1, plan.n_populations + 1):
         o, n = plan.offsets[p], plan.sizes[p]
-        if plan.settling[p] != (plan.resets[p] != "zero" or bool(nonzero[o : o + n].any())):
+        settles = (
+            plan.resets[p] != "zero" or plan.synaptic[p] or p in recurrent_targets or bool(nonzero[o : o + n].any())
+        )
+        if plan.settling[p] != settles:
             return False
     return True
 
