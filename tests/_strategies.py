@@ -161,6 +161,13 @@ def engine_cases(draw: Any, max_batch: int = 3) -> dict[str, Any]:
     return {"net": net, "x": x, "opts": opts, "labels": labels}
 
 
+def grid_chain(rng: np.random.Generator, sizes: list[int], scale: float, mean: float, beta: float = 0.9) -> Network:
+    """``sizes[0] -> sizes[1] -> ...`` dense, grid weights (``grid_weights(scale, mean)``),
+    threshold 1 and leak ``beta``."""
+    layers = [Dense(grid_weights(rng, (b, a), scale, mean)) for a, b in itertools.pairwise(sizes)]
+    return Network.sequential((sizes[0],), layers, threshold=1.0, beta=beta)
+
+
 def wide_dense_network(rng: np.random.Generator) -> Network:
     """A dense grid network of 16-64 inputs and 1-2 hidden layers of 16-64 neurons.
 

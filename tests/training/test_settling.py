@@ -20,7 +20,7 @@ import torch
 import asyncsnn
 import asyncsnn.reference
 import asyncsnn.torch as at
-from _strategies import SCHEDULERS
+from _strategies import SCHEDULERS, grid_chain
 from _torch import assert_grad_run_matches, batch_and_alone, infer_backends, random_run_options
 from asyncsnn._prepare import prepare_given_options
 from asyncsnn.network import RESET_MODES, Dense, Network, Population, Projection
@@ -360,13 +360,7 @@ def test_a_stopped_row_stays_silent_while_the_batch_runs_on(backend: str, monkey
     gradient, not the counters): the batch gradient must be the sum of the samples'.
     """
     rng = np.random.default_rng(0)
-    sizes = [6, 8, 6, 3]
-    net = Network.sequential(
-        (6,),
-        [Dense(grid_weights(rng, (b, a), 0.9, 0.15)) for a, b in itertools.pairwise(sizes)],
-        threshold=1.0,
-        beta=0.9,
-    )
+    net = grid_chain(rng, [6, 8, 6, 3], 0.9, 0.15)
     pops = list(net.populations)
     pops[1] = dataclasses.replace(pops[1], bias=np.float32(0.4), reset="subtract")
     skip = Projection(0, 3, Dense(grid_weights(rng, (3, 6), 0.6, 0.1)))

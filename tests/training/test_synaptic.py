@@ -27,7 +27,7 @@ import torch
 import asyncsnn
 import asyncsnn.reference
 import asyncsnn.torch as at
-from _strategies import SCHEDULERS
+from _strategies import SCHEDULERS, grid_chain
 from _torch import (
     assert_grad_run_matches,
     backend_gradients,
@@ -407,13 +407,7 @@ def test_a_batch_gradient_is_the_sum_of_its_samples_gradients(
     whose timestep ended must take its silent spikes at the end, as it does alone (it
     took some at a later step while the rest of a small batch ran on)."""
     rng = np.random.default_rng(0)
-    sizes = [4, 5, 4, 3]
-    net = Network.sequential(
-        (4,),
-        [Dense(grid_weights(rng, (b, a), 0.8, 0.2)) for a, b in itertools.pairwise(sizes)],
-        threshold=1.0,
-        beta=0.9,
-    )
+    net = grid_chain(rng, [4, 5, 4, 3], 0.8, 0.2)
     pops = list(net.populations)
     pops[1] = dataclasses.replace(pops[1], alpha=np.float32(0.5))
     back = Projection(3, 2, Dense(grid_weights(rng, (4, 3), 0.8, 0.1)))

@@ -26,7 +26,7 @@ import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from _strategies import mixed_count_input, wide_dense_network
+from _strategies import grid_chain, mixed_count_input, wide_dense_network
 from asyncsnn._prepare import prepare_given_options
 from asyncsnn.exceptions import EngineError
 from asyncsnn.network import RESET_MODES, Dense, Network, Projection
@@ -243,13 +243,7 @@ def test_taped_gradients_with_every_built_in_surrogate(surrogate: Surrogate, sch
 
 def _skip_net(rng: np.random.Generator) -> Network:
     """16 -> 24 -> 12 -> 4 with a skip projection from the input into the second population."""
-    sizes = [16, 24, 12, 4]
-    net = Network.sequential(
-        (16,),
-        [Dense(grid_weights(rng, (b, a), 0.6, 0.15)) for a, b in itertools.pairwise(sizes)],
-        threshold=1.0,
-        beta=0.875,
-    )
+    net = grid_chain(rng, [16, 24, 12, 4], 0.6, 0.15, beta=0.875)
     skip = Projection(0, 2, Dense(grid_weights(rng, (12, 16), 0.5, 0.1)))
     return Network(net.input_shape, net.populations, [*net.projections, skip])
 
