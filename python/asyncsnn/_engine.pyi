@@ -179,7 +179,7 @@ def silent_grad(
 # The taped forward pass of an unlayered training batch and its backward (rust/python/tape.rs).
 @final
 class Tape:
-    """The tapes of a batch's samples (events and membranes), kept for the backward pass."""
+    """The tapes of a batch's samples (events, settles, membranes and synaptic currents), kept for the backward pass."""
 
     def __len__(self) -> int: ...
     @property

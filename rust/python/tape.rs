@@ -14,7 +14,8 @@ use crate::counters::{AxisSizes, BatchLayout};
 use crate::engine::{labels_from_i64, tape_batch, SampleInput, SampleTape};
 use crate::train_kernels::{tape_backward_batch, SurrogateFn, TapeOptions};
 
-/// The tapes of a batch's samples, kept for the backward pass (opaque to Python).
+/// The tapes of a batch's samples (events, settles, membranes and synaptic currents),
+/// kept for the backward pass (opaque to Python).
 #[pyclass(frozen, name = "Tape", module = "asyncsnn._engine")]
 pub struct PyTape {
     tapes: Vec<SampleTape>,
@@ -41,7 +42,7 @@ impl PyTape {
         self.tapes.iter().map(|t| t.events.len()).collect()
     }
 
-    /// The bytes the tapes hold (events and membranes).
+    /// The bytes the tapes hold (events, settles, membranes and synaptic currents).
     #[getter]
     fn nbytes(&self) -> usize {
         self.tapes.iter().map(SampleTape::nbytes).sum()
@@ -116,7 +117,9 @@ pub(super) fn tape_run<'py>(
 /// The weight gradients of a taped batch given the gradient `g_counts` (`[B, T,
 /// n_out]`, flat) of its per-timestep output counts, with the surrogate terms of
 /// `surrogate_terms="fired"` or, with `every_step`, `"every_step"`: one flat float32
-/// array per projection in the engine's transposed layout (`[n_source, n_target]`).
+/// array per projection in the engine's transposed layout (`[n_source, n_target]`),
+/// then the biases' gradient (`[N]`, by neuron id; 0 where a population does not
+/// settle).
 #[pyfunction]
 #[pyo3(signature = (tape, network, g_counts, surrogate, p, q, every_step, parallel))]
 #[allow(clippy::too_many_arguments)]

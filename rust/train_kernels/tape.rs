@@ -1556,6 +1556,51 @@ mod tests {
     }
 
     #[test]
+    fn synaptic_currents_are_taped_and_carry_the_gradient_across_timesteps() {
+        // One neuron with a synaptic current (alpha 0.5) that never fires: S = 1 after
+        // timestep 0, 0.5 after timestep 1 (S <- alpha S + I at each settle), V = 1 both
+        // times. The gradient of the input weight: the settle of timestep 0 takes
+        // gV + gS, gS = alpha (gV + gS) of the settle of timestep 1.
+        let mut pop = PopulationSpec::new(1, 10.0, 0.5);
+        pop.alpha = vec![0.5];
+        let net = Network::new(NetworkSpec {
+            input_size: 1,
+            populations: vec![pop],
+            projections: vec![dense(0, 1, vec![1.0])],
+        })
+        .unwrap();
+        let input = SampleInput::Dense {
+            frames: &[1.0, 0.0],
+            timesteps: 2,
+        };
+        let runs = tape_batch(
+            &net,
+            &[input],
+            None,
+            &[0],
+            &config(Scheduler::Fifo, 1),
+            false,
+        );
+        let tape = runs.unwrap().remove(0).1;
+        assert_eq!(tape.syn, vec![1.0, 0.5]);
+        assert_eq!(tape.membranes, vec![1.0, 1.0]);
+        assert_eq!(tape.settles, vec![[0, 0, 1], [1, 0, 1]]);
+        let (g0, g1) = (0.7f32, -1.3f32);
+        let grads = tape_backward_batch(&net, &[&tape], 2, &[g0, g1], &OPTS, false).unwrap();
+        let d = ATAN.derivative(1.0 - 10.0);
+        let g_v1 = g1 * d; // the silent spike at the end of timestep 1
+        let g_s = 0.5 * g_v1; // its settle: gS <- alpha (gV + 0)
+        let g_v0 = 0.5 * g_v1; // the leak
+        let g_v0 = g_v0 + (g0 - g_v0 * 1.0) * d; // the silent spike of timestep 0
+        let want = g_v0 + g_s; // the input's current at the settle of timestep 0
+        assert!(
+            (grads[0][0] - want).abs() <= 1e-6 * (1.0 + want.abs()),
+            "{:?}",
+            grads[0]
+        );
+    }
+
+    #[test]
     fn chunks_sum_the_samples_whatever_the_threads() {
         let net = network(
             6,
@@ -1644,18 +1689,11 @@ mod tests {
         assert_eq!(field(check_tape(&net, &refs, 2, &g, &grads)), "grads");
         grads.push(vec![0.0; 3]);
         assert_eq!(field(check_tape(&net, &refs, 2, &g, &grads)), "grads");
-        let recurrent = network(
-            2,
-            &[2, 1],
-            vec![
-                dense(0, 1, vec![1.0; 4]),
-                dense(1, 1, vec![1.0; 4]),
-                dense(1, 2, vec![1.0; 2]),
-            ],
-        );
-        assert_eq!(
-            field(Geometry::new(&recurrent, &OPTS).map(|_| ())),
-            "network"
-        );
+        let opts = TapeOptions {
+            refractory_dropout: vec![0.5; 3],
+            ..OPTS
+        };
+        let named = Geometry::new(&net, &opts).map(|_| ());
+        assert_eq!(field(named), "refractory_dropout");
     }
 }
