@@ -169,11 +169,13 @@ def taped_cases(draw: Any) -> dict[str, Any]:
     return case | {"zero_biases": settling == "zero_biases", "settling": settling}
 
 
-def _recurrent(net: Network, rng: np.random.Generator) -> Network:
+def _recurrent(net: Network, rng: np.random.Generator, base: str | None = None) -> Network:
     """``net`` with recurrent Dense projections (R1.2, R4.9): self-recurrence of some
     populations (the output's too, now and then), a backward projection, biases and
-    reset modes drawn as in :func:`_settling`."""
-    pops = list(_settling(net, str(rng.choice(["both", "synaptic"])), rng).populations)
+    reset modes (and with ``base="synaptic"`` synaptic currents) drawn as in
+    :func:`_settling`."""
+    base = str(rng.choice(["both", "synaptic"])) if base is None else base
+    pops = list(_settling(net, base, rng).populations)
     n_pop = len(pops)
     pairs = [(p, p) for p in range(1, n_pop + 1) if rng.random() < 0.5]
     if n_pop > 1 and rng.random() < 0.5:
@@ -326,9 +328,17 @@ def test_taped_gradients_of_synaptic_currents() -> None:
         assert all(bool(g.abs().sum() > 0) for g in grads), (scheduler, terms, f)
 
 
-def test_taped_gradients_do_not_depend_on_the_thread_count() -> None:
-    rng = np.random.default_rng(2)
+@pytest.mark.parametrize("kind", ["dense", "synaptic_recurrent"])
+def test_taped_gradients_do_not_depend_on_the_thread_count(kind: str) -> None:
+    """Bit-equal with 1 and 2 threads; also with biases, resets, synaptic currents and
+    recurrence (the biases' buffer is summed in chunks like the weights')."""
+    rng = np.random.default_rng(2 if kind == "dense" else 4)
     net = wide_dense_network(rng)
+    opts: dict[str, Any] = {"scheduler": "random", "seed": 1}
+    if kind != "dense":
+        net = _recurrent(net, rng, "synaptic")
+        opts["refractory_dropout"] = "off"  # R4.6: refused on recurrent targets
+        assert any(p.synaptic for p in net.populations)
     x = mixed_count_input(rng, net, rng.uniform(0.05, 0.5, 40), 3)
     grads = []
     threads = torch.get_num_threads()
@@ -336,7 +346,7 @@ def test_taped_gradients_do_not_depend_on_the_thread_count() -> None:
         for n in (1, 2):
             torch.set_num_threads(n)
             with taped(True) as on:
-                grads.append(_run(net, x, {"scheduler": "random", "seed": 1}, None, ATan(), 0, "every_step")[1])
+                grads.append(_run(net, x, opts, None, ATan(), 0, "every_step")[1])
             assert on
     finally:
         torch.set_num_threads(threads)
