@@ -1513,6 +1513,18 @@ mod tests {
             .collect()
     }
 
+    /// The tape of one sample of `frames` (one input neuron, one value per timestep) under
+    /// fifo, F = 1.
+    fn fifo_tape(net: &Network, frames: &[f32]) -> SampleTape {
+        let input = SampleInput::Dense {
+            frames,
+            timesteps: frames.len(),
+        };
+        let cfg = config(Scheduler::Fifo, 1);
+        let runs = tape_batch(net, &[input], None, &[0], &cfg, false);
+        runs.unwrap().remove(0).1
+    }
+
     #[test]
     fn settles_are_taped_and_give_the_bias_gradient() {
         // 1 -> 1 -> 1, the output settling (bias 0.25). Timestep 0: the input makes
@@ -1527,19 +1539,7 @@ mod tests {
             projections: vec![dense(0, 1, vec![2.0]), dense(1, 2, vec![0.5])],
         })
         .unwrap();
-        let input = SampleInput::Dense {
-            frames: &[1.0, 0.0],
-            timesteps: 2,
-        };
-        let runs = tape_batch(
-            &net,
-            &[input],
-            None,
-            &[0],
-            &config(Scheduler::Fifo, 1),
-            false,
-        );
-        let tape = runs.unwrap().remove(0).1;
+        let tape = fifo_tape(&net, &[1.0, 0.0]);
         assert_eq!(tape.settles, vec![[0, 1, 2], [1, 1, 2]]);
         assert_eq!(tape.membranes, vec![0.0, 0.75, 0.0, 0.625]);
         let (g0, g1) = (0.7f32, -1.3f32);
@@ -1569,19 +1569,7 @@ mod tests {
             projections: vec![dense(0, 1, vec![1.0])],
         })
         .unwrap();
-        let input = SampleInput::Dense {
-            frames: &[1.0, 0.0],
-            timesteps: 2,
-        };
-        let runs = tape_batch(
-            &net,
-            &[input],
-            None,
-            &[0],
-            &config(Scheduler::Fifo, 1),
-            false,
-        );
-        let tape = runs.unwrap().remove(0).1;
+        let tape = fifo_tape(&net, &[1.0, 0.0]);
         assert_eq!(tape.syn, vec![1.0, 0.5]);
         assert_eq!(tape.membranes, vec![1.0, 1.0]);
         assert_eq!(tape.settles, vec![[0, 0, 1], [1, 0, 1]]);
