@@ -412,6 +412,23 @@ def test_an_overflow_is_the_step_by_step_engines_error() -> None:
     assert "sample" in errors[0]
 
 
+@pytest.mark.parametrize("what", ["weight", "bias"])
+def test_a_weight_or_bias_that_is_not_finite_is_the_step_by_step_engines_error(what: str) -> None:
+    """R8.3: a NaN weight or bias (a diverged training step) raises the error the
+    step-by-step engine raises, not the engine network's validation error."""
+    model = AsyncSNN.from_sizes([4, 3, 2], seed=0, bias=0.1)
+    with torch.no_grad():
+        (next(iter(model.biases.values())) if what == "bias" else model.weights[0]).fill_(float("nan"))
+    x = torch.ones(2, 2, 4)
+    errors = []
+    for enabled in (False, True):
+        with taped(enabled), pytest.raises(EngineError) as info:
+            model(x, scheduler="random")
+        errors.append(str(info.value))
+    assert errors[0] == errors[1]
+    assert "overflow" in errors[0]
+
+
 def test_training_takes_the_taped_path_and_learns() -> None:
     """A few epochs of unlayered training on the taped path lower the loss."""
     from asyncsnn.torch import train

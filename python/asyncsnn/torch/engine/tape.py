@@ -25,7 +25,8 @@ engine: ``layered`` (ordinary BPTT), CUDA tensors, ``backend="torch"``, a popula
 that the run settles although the engine would not (a trainable bias that is exactly
 zero, ``train_zero_biases``, with the reset ``"zero"``: the first batch of such a
 module) and surrogates without a Rust derivative. A run that the engine rejects (a
-membrane overflow of R8.3, say) runs there too, which raises its error.
+membrane overflow of R8.3, say, or a weight or bias that is not finite) runs there too,
+which raises its error.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import torch
 from asyncsnn import _engine
 from asyncsnn._binding import flat_populations, flat_projections
 from asyncsnn._prepare import PreparedOptions, Scheduler
-from asyncsnn.exceptions import EngineError
+from asyncsnn.exceptions import EngineError, ModelError
 from asyncsnn.torch.engine.plan import Plan
 from asyncsnn.torch.surrogate import Surrogate, make_surrogate
 
@@ -121,7 +122,10 @@ def run_taped(
     assert params is not None
     if not plan.any_settling:
         bias = None
-    network = _engine_network(plan, weights, bias)
+    try:
+        network = _engine_network(plan, weights, bias)
+    except ModelError:  # a weight or bias that is not finite: the step-by-step engine's error
+        return None
     trained = [pp.index for pp in plan.projections if weights[pp.index] is not None]  # not the pools
     ws = [weights[i] for i in trained]
     n_batch = frames.shape[0]
