@@ -397,35 +397,27 @@ def test_runs_outside_the_scope_take_the_step_by_step_engine(name: str) -> None:
     assert bool(calls) == (kind in ("dense", "torch")), name
 
 
-def test_an_overflow_is_the_step_by_step_engines_error() -> None:
-    """R8.3: a run the engine rejects runs step by step, which raises its own error."""
-    model = AsyncSNN.from_sizes([4, 3, 2], seed=0)
+@pytest.mark.parametrize("case", ["overflow", "nan_weight", "nan_bias"])
+def test_a_rejected_run_raises_the_step_by_step_engines_error(case: str) -> None:
+    """R8.3: a run the engine rejects runs step by step, which raises its own error.
+
+    A membrane overflow, and a NaN weight or bias (a diverged training step), which the
+    engine network's validation would refuse with an error of its own.
+    """
+    model = AsyncSNN.from_sizes([4, 3, 2], seed=0, bias=0.0 if case == "overflow" else 0.1)
     with torch.no_grad():
-        model.projection_weights()[0].fill_(3e38)
+        if case == "overflow":
+            model.projection_weights()[0].fill_(3e38)
+        else:
+            (next(iter(model.biases.values())) if case == "nan_bias" else model.weights[0]).fill_(float("nan"))
     x = torch.ones(2, 2, 4)
     errors = []
     for enabled in (False, True):
         with taped(enabled), pytest.raises(EngineError) as info:
-            model(x, scheduler="momentum")
+            model(x, scheduler="momentum" if case == "overflow" else "random")
         errors.append(str(info.value))
     assert errors[0] == errors[1]
     assert "sample" in errors[0]
-
-
-@pytest.mark.parametrize("what", ["weight", "bias"])
-def test_a_weight_or_bias_that_is_not_finite_is_the_step_by_step_engines_error(what: str) -> None:
-    """R8.3: a NaN weight or bias (a diverged training step) raises the error the
-    step-by-step engine raises, not the engine network's validation error."""
-    model = AsyncSNN.from_sizes([4, 3, 2], seed=0, bias=0.1)
-    with torch.no_grad():
-        (next(iter(model.biases.values())) if what == "bias" else model.weights[0]).fill_(float("nan"))
-    x = torch.ones(2, 2, 4)
-    errors = []
-    for enabled in (False, True):
-        with taped(enabled), pytest.raises(EngineError) as info:
-            model(x, scheduler="random")
-        errors.append(str(info.value))
-    assert errors[0] == errors[1]
     assert "overflow" in errors[0]
 
 
