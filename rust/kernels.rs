@@ -34,6 +34,52 @@ pub fn add_row(c: &mut [f32], w: &[f32], s: f32) {
     }
 }
 
+/// `c[i] += s_0 * w_0[i]`, then `+= s_1 * w_1[i]`, ... for the rows `(w_k, s_k)` in
+/// order (each as long as `c`): the float operations of [`add_row`] row after row, in
+/// one pass over `c` for up to 4 rows (each element is loaded and stored once, the
+/// rows' terms summed in a register).
+#[inline(always)]
+pub fn add_rows(c: &mut [f32], rows: &[(&[f32], f32)]) {
+    match *rows {
+        [] => {}
+        [(w, s)] => add_row(c, w, s),
+        [a, b] => add_k(c, [a, b]),
+        [a, b, d] => add_k(c, [a, b, d]),
+        [a, b, d, e] => add_k(c, [a, b, d, e]),
+        _ => {
+            for &(w, s) in rows {
+                add_row(c, w, s);
+            }
+        }
+    }
+}
+
+/// [`add_rows`] of exactly `K` rows; without multiplies when every scale is 1 (`1 * w`
+/// is exact, so both loops give the same bits).
+#[inline(always)]
+fn add_k<const K: usize>(c: &mut [f32], rows: [(&[f32], f32); K]) {
+    let n = c.len();
+    let w: [&[f32]; K] = rows.map(|(w, _)| &w[..n]);
+    let s: [f32; K] = rows.map(|(_, s)| s);
+    if s.iter().all(|&x| x == 1.0) {
+        for i in 0..n {
+            let mut x = c[i];
+            for wk in &w {
+                x += wk[i];
+            }
+            c[i] = x;
+        }
+    } else {
+        for i in 0..n {
+            let mut x = c[i];
+            for k in 0..K {
+                x += s[k] * w[k][i];
+            }
+            c[i] = x;
+        }
+    }
+}
+
 /// `c[i] += s * w[i]` for a short row (a conv kernel tap: `c_out` channels), 8 lanes at
 /// a time: a row of 8-32 floats is 1-4 vector operations, where [`add_row`]'s loop,
 /// unrolled for long rows, would run its narrow tail loop. `s * w[i]` is exact for
@@ -225,6 +271,33 @@ mod tests {
                 assert_eq!(a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), expected);
                 assert_eq!(b.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), expected);
                 assert_eq!(d.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), expected);
+            }
+        }
+    }
+
+    #[test]
+    fn several_rows_in_one_pass_give_the_bits_of_one_row_at_a_time() {
+        let mut g = 0x9e37_79b9_u64;
+        let mut next = || {
+            g = g.wrapping_mul(6364136223846793005).wrapping_add(1);
+            ((g >> 40) as f32) / (1u64 << 20) as f32 - 8.0
+        };
+        for &n in &[0usize, 1, 7, 8, 10, 17, 64, 512, 515] {
+            let w: Vec<Vec<f32>> = (0..6).map(|_| (0..n).map(|_| next()).collect()).collect();
+            let c0: Vec<f32> = (0..n).map(|_| next() * 1e3).collect();
+            for k in 0..=6 {
+                for scales in [[1.0f32; 6], [1.0, 0.3, 1.0, -2.5, 7.0, 1.0]] {
+                    let rows: Vec<(&[f32], f32)> =
+                        (0..k).map(|j| (w[j].as_slice(), scales[j])).collect();
+                    let mut one = c0.clone();
+                    for &(wj, s) in &rows {
+                        add_row(&mut one, wj, s);
+                    }
+                    let mut all = c0.clone();
+                    add_rows(&mut all, &rows);
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&all), bits(&one), "n = {n}, {k} rows");
+                }
             }
         }
     }

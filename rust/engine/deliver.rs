@@ -13,9 +13,9 @@
 use std::ops::Range;
 
 use super::add;
-use super::workspace::{Deferred, Touch};
+use super::workspace::{Deferred, Touch, DEFERRED};
 use crate::error::{EngineError, Location};
-use crate::kernels::{add_row, add_short, prefetch};
+use crate::kernels::{add_row, add_rows, add_short, prefetch};
 use crate::network::{source_coords, Network, ProjKind, Projection, Taps};
 
 /// The dense weight row of source neuron `local` of projection `proj`.
@@ -101,10 +101,12 @@ impl Sources for Members<'_> {
 /// With `CARRY` (scheduler `layered` in a network with recurrent projections), a
 /// recurrent projection's current goes to the carried currents `carry` instead of
 /// `cur`, and touches nothing (R4.9): its target neither integrates nor settles in
-/// this step. Without, the recurrence code is compiled out.
+/// this step. Without, the recurrence code is compiled out. `MULTI`: several dense rows
+/// of a population are kept and summed in one pass (`Touch::deferred`; networks whose
+/// projections are all dense, `Network::all_dense`).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub(super) fn deliver_sources<S: Sources, const CARRY: bool>(
+pub(super) fn deliver_sources<S: Sources, const CARRY: bool, const MULTI: bool>(
     net: &Network,
     s: usize,
     src: &S,
@@ -128,9 +130,9 @@ pub(super) fn deliver_sources<S: Sources, const CARRY: bool>(
         let part = src.part(a, b);
         for &pi in outs {
             let fo = if CARRY && net.projections[pi].recurrent {
-                deliver_run::<S, true>(net, pi, &part, carry, touch)
+                deliver_run::<S, true, MULTI>(net, pi, &part, carry, touch)
             } else {
-                deliver_run::<S, false>(net, pi, &part, cur, touch)
+                deliver_run::<S, false, MULTI>(net, pi, &part, cur, touch)
             };
             add(&mut synops_per_projection[pi], fo, loc, "synops")?;
             total = total.saturating_add(fo);
@@ -157,12 +159,13 @@ fn source_taps<S: Sources>(
     (s, c, rows.range(y), cols.range(x))
 }
 
-/// Adds the dense row kept for population `p` (`Touch::deferred`, target slots
+/// Adds the dense rows kept for population `p` (`Touch::deferred`, target slots
 /// `base..base + n`), if any, before another delivery adds to the same currents: a
-/// dense row that replaces it, or a conv or pool delivery, so that every neuron still
-/// sums its terms in the order of the group (R4.3.4).
+/// dense row that finds the list full, or a conv or pool delivery, so that every neuron
+/// still sums its terms in the order of the group (R4.3.4). Without `MULTI` at most one
+/// row is kept.
 #[inline(always)]
-fn flush_deferred(
+fn flush_deferred<const MULTI: bool>(
     net: &Network,
     touch: &mut Touch,
     cur: &mut [f32],
@@ -170,24 +173,43 @@ fn flush_deferred(
     base: usize,
     n: usize,
 ) {
-    if let Some(d) = touch.deferred[p].take() {
-        let row = dense_row(&net.projections[d.proj], d.local);
-        add_row(&mut cur[base..base + n], row, d.s);
+    let d = &mut touch.deferred[p];
+    let kept = std::mem::take(&mut d.len);
+    let cur = &mut cur[base..base + n];
+    if MULTI {
+        let mut rows = [(&[][..], 0.0f32); DEFERRED];
+        add_rows(cur, kept_rows(net, &d.rows[..kept], &mut rows));
+    } else if kept > 0 {
+        let r = d.rows[0];
+        add_row(cur, dense_row(&net.projections[r.proj], r.local), r.s);
     }
+}
+
+/// The weight rows and scales `(w, s)` of the kept rows `kept`, written to `out`.
+#[inline(always)]
+pub(super) fn kept_rows<'a, 'n>(
+    net: &'n Network,
+    kept: &[Deferred],
+    out: &'a mut [(&'n [f32], f32); DEFERRED],
+) -> &'a [(&'n [f32], f32)] {
+    for (o, d) in out.iter_mut().zip(kept) {
+        *o = (dense_row(&net.projections[d.proj], d.local), d.s);
+    }
+    &out[..kept.len()]
 }
 
 /// Delivers the sources `src` (in order) through projection `pi`: `I[q] += s * w` for
 /// every synapse of each. Returns the summed fan-out (R1.3, R7.4), saturating. The kind
 /// of the projection is matched once per run, not once per source.
 ///
-/// A dense row is kept in `touch.deferred` for the integrate pass (the previously kept
-/// row of the same population is added now); the rows of the sources `AHEAD` places
+/// A dense row is kept in `touch.deferred` for the integrate pass (when the population
+/// already keeps as many as it may, they are added now, in one pass); the rows of the sources `AHEAD` places
 /// later are prefetched.
 ///
 /// With `CARRIED`, `cur` is the carried currents `C` (R4.9): every row is added at
 /// once and nothing is touched (the target is integrated at its next settle).
 #[inline(always)]
-fn deliver_run<S: Sources, const CARRIED: bool>(
+fn deliver_run<S: Sources, const CARRIED: bool, const MULTI: bool>(
     net: &Network,
     pi: usize,
     src: &S,
@@ -224,8 +246,22 @@ fn deliver_run<S: Sources, const CARRIED: bool>(
                     prefetch(&wt[a * n..(a + 1) * n]);
                 }
                 let (local, s) = src.get(e);
-                flush_deferred(net, touch, cur, p, base, n);
-                touch.deferred[p] = Some(Deferred { proj: pi, local, s });
+                let row = Deferred { proj: pi, local, s };
+                if MULTI {
+                    if touch.deferred[p].len == DEFERRED {
+                        flush_deferred::<true>(net, touch, cur, p, base, n);
+                    }
+                    let d = &mut touch.deferred[p];
+                    if let Some(slot) = d.rows.get_mut(d.len) {
+                        *slot = row;
+                        d.len += 1;
+                    }
+                } else {
+                    flush_deferred::<false>(net, touch, cur, p, base, n);
+                    let d = &mut touch.deferred[p];
+                    d.rows[0] = row;
+                    d.len = 1;
+                }
             }
             (n as u64).saturating_mul(len as u64)
         }
@@ -245,7 +281,7 @@ fn deliver_run<S: Sources, const CARRIED: bool>(
             let (c_out, plane) = (*c_out, *plane);
             let kc = kh * kw * c_out;
             if !CARRIED {
-                flush_deferred(net, touch, cur, p, base, proj.target_size);
+                flush_deferred::<MULTI>(net, touch, cur, p, base, proj.target_size);
             }
             let mut fan = 0u64;
             for e in 0..len {
@@ -294,7 +330,7 @@ fn deliver_run<S: Sources, const CARRIED: bool>(
             ..
         } => {
             if !CARRIED {
-                flush_deferred(net, touch, cur, p, base, proj.target_size);
+                flush_deferred::<MULTI>(net, touch, cur, p, base, proj.target_size);
             }
             let mut fan = 0u64;
             for e in 0..len {

@@ -127,10 +127,10 @@ fn run_with_carry<const CHECK: bool, const PRIO: bool>(
     job: Job<'_>,
     ws: &mut Workspace,
 ) -> Result<SampleResult, EngineError> {
-    if carries(job.net, job.config) {
-        run_prepared_on_cpu::<CHECK, true, PRIO>(job, ws)
-    } else {
-        run_prepared_on_cpu::<CHECK, false, PRIO>(job, ws)
+    match (carries(job.net, job.config), job.net.all_dense) {
+        (true, _) => run_prepared_on_cpu::<CHECK, true, PRIO, false>(job, ws),
+        (false, true) => run_prepared_on_cpu::<CHECK, false, PRIO, true>(job, ws),
+        (false, false) => run_prepared_on_cpu::<CHECK, false, PRIO, false>(job, ws),
     }
 }
 
@@ -146,7 +146,12 @@ fn run_prepared_checked<const PRIO: bool>(
 }
 
 #[inline(always)]
-fn run_prepared_on_cpu<const CHECK: bool, const CARRY: bool, const PRIO: bool>(
+fn run_prepared_on_cpu<
+    const CHECK: bool,
+    const CARRY: bool,
+    const PRIO: bool,
+    const MULTI: bool,
+>(
     job: Job<'_>,
     ws: &mut Workspace,
 ) -> Result<SampleResult, EngineError> {
@@ -162,11 +167,11 @@ fn run_prepared_on_cpu<const CHECK: bool, const CARRY: bool, const PRIO: bool>(
         if has_avx2() {
             // SAFETY: the CPU supports AVX2 (checked at run time just above).
             return unsafe {
-                run_prepared_avx2::<CHECK, CARRY, PRIO>(net, ps, sample, config, ws, stop)
+                run_prepared_avx2::<CHECK, CARRY, PRIO, MULTI>(net, ps, sample, config, ws, stop)
             };
         }
     }
-    run_prepared_body::<CHECK, CARRY, PRIO>(net, ps, sample, config, ws, stop)
+    run_prepared_body::<CHECK, CARRY, PRIO, MULTI>(net, ps, sample, config, ws, stop)
 }
 
 /// The event loop compiled for AVX2. Its arguments are separate references, not a
@@ -175,7 +180,12 @@ fn run_prepared_on_cpu<const CHECK: bool, const CARRY: bool, const PRIO: bool>(
 /// loop ran 1-2 % more instructions).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn run_prepared_avx2<const CHECK: bool, const CARRY: bool, const PRIO: bool>(
+unsafe fn run_prepared_avx2<
+    const CHECK: bool,
+    const CARRY: bool,
+    const PRIO: bool,
+    const MULTI: bool,
+>(
     net: &Network,
     ps: &PreparedSample,
     sample: u32,
@@ -183,7 +193,7 @@ unsafe fn run_prepared_avx2<const CHECK: bool, const CARRY: bool, const PRIO: bo
     ws: &mut Workspace,
     stop: Option<&Interrupt>,
 ) -> Result<SampleResult, EngineError> {
-    run_prepared_body::<CHECK, CARRY, PRIO>(net, ps, sample, config, ws, stop)
+    run_prepared_body::<CHECK, CARRY, PRIO, MULTI>(net, ps, sample, config, ws, stop)
 }
 
 /// What the phases of one sample read and do not change.
@@ -320,7 +330,7 @@ struct Fired {
 /// `PRIO`, the input is not prioritised (R4.13): forward step 0 enqueues it as input
 /// entries, which the scheduler selects with the pending neurons.
 #[inline(always)]
-fn run_prepared_body<const CHECK: bool, const CARRY: bool, const PRIO: bool>(
+fn run_prepared_body<const CHECK: bool, const CARRY: bool, const PRIO: bool, const MULTI: bool>(
     net: &Network,
     ps: &PreparedSample,
     sample: u32,
@@ -350,13 +360,21 @@ fn run_prepared_body<const CHECK: bool, const CARRY: bool, const PRIO: bool>(
         }
         start_timestep::<CHECK>(net, ws, loc)?;
         let mut ts = Timestep::new(t);
-        deliver_input_frame::<PRIO>(&run, &ps.input, ws, &mut res, &mut ts, &mut sparse_cursor)?;
+        deliver_input_frame::<PRIO, MULTI>(
+            &run,
+            &ps.input,
+            ws,
+            &mut res,
+            &mut ts,
+            &mut sparse_cursor,
+        )?;
         if PRIO && net.any_settling {
             settle_input_targets(net, ws);
         }
         loop {
             let before = running.prediction;
-            let fired = integrate_fire::<CHECK, CARRY>(&run, ws, &mut res, &ts, &mut running)?;
+            let fired =
+                integrate_fire::<CHECK, CARRY, MULTI>(&run, ws, &mut res, &ts, &mut running)?;
             ts.spikes += ws.fired.len() as u64;
             spikes_total += ws.fired.len() as u64;
             record_latency(&mut res, &mut ts, &fired);
@@ -403,9 +421,9 @@ fn run_prepared_body<const CHECK: bool, const CARRY: bool, const PRIO: bool>(
                 record_group(trace, net, ts.t, ts.k, &group);
             }
             if !PRIO {
-                deliver_input_entries(&run, ws, &mut res, &mut ts.synops)?;
+                deliver_input_entries::<MULTI>(&run, ws, &mut res, &mut ts.synops)?;
             }
-            deliver_group::<CARRY>(&run, ws, &mut res, &group, &mut ts.synops)?;
+            deliver_group::<CARRY, MULTI>(&run, ws, &mut res, &group, &mut ts.synops)?;
             ws.group = group;
             ts.next_step(loc)?;
         }
@@ -521,7 +539,7 @@ fn settle_only(ws: &mut Workspace) {
 /// the timestep (events are sorted by time). Without `PRIO` (R4.13) the events enter
 /// the pending set as input entries instead (counted and traced as well).
 #[inline(always)]
-fn deliver_input_frame<const PRIO: bool>(
+fn deliver_input_frame<const PRIO: bool, const MULTI: bool>(
     run: &Run,
     input: &Prepared,
     ws: &mut Workspace,
@@ -558,8 +576,16 @@ fn deliver_input_frame<const PRIO: bool>(
                 };
                 let spp = &mut res.synops_per_projection;
                 let (cur, touch) = (&mut ws.cur, &mut ws.touch);
-                ts.synops +=
-                    deliver_sources::<_, false>(net, 0, &src, cur, &mut [], touch, spp, loc)?;
+                ts.synops += deliver_sources::<_, false, MULTI>(
+                    net,
+                    0,
+                    &src,
+                    cur,
+                    &mut [],
+                    touch,
+                    spp,
+                    loc,
+                )?;
             } else {
                 ws.inputs.enqueue(idx, &values);
             }
@@ -604,8 +630,16 @@ fn deliver_input_frame<const PRIO: bool>(
                 let src = InputEvents { index, value };
                 let spp = &mut res.synops_per_projection;
                 let (cur, touch) = (&mut ws.cur, &mut ws.touch);
-                ts.synops +=
-                    deliver_sources::<_, false>(net, 0, &src, cur, &mut [], touch, spp, loc)?;
+                ts.synops += deliver_sources::<_, false, MULTI>(
+                    net,
+                    0,
+                    &src,
+                    cur,
+                    &mut [],
+                    touch,
+                    spp,
+                    loc,
+                )?;
             } else {
                 ws.inputs.enqueue(index, value);
             }
@@ -727,7 +761,7 @@ fn enqueue_kept(
 /// population (R7.1) and the pending set (the spikes of populations with an outgoing
 /// projection). The spikes are left in `ws.fired`.
 #[inline(always)]
-fn integrate_fire<const CHECK: bool, const CARRY: bool>(
+fn integrate_fire<const CHECK: bool, const CARRY: bool, const MULTI: bool>(
     run: &Run,
     ws: &mut Workspace,
     res: &mut SampleResult,
@@ -747,11 +781,11 @@ fn integrate_fire<const CHECK: bool, const CARRY: bool>(
         }
     }
     let integrated = if CARRY {
-        integrate::<CHECK, true, true>(run.net, ws, &fc)
+        integrate::<CHECK, true, true, MULTI>(run.net, ws, &fc)
     } else if run.net.any_settling {
-        integrate::<CHECK, true, false>(run.net, ws, &fc)
+        integrate::<CHECK, true, false, MULTI>(run.net, ws, &fc)
     } else {
-        integrate::<CHECK, false, false>(run.net, ws, &fc)
+        integrate::<CHECK, false, false, MULTI>(run.net, ws, &fc)
     };
     if let Err((p, id)) = integrated {
         let i = id as usize - run.net.pop_offset[p];
@@ -979,7 +1013,7 @@ fn select_with_inputs(run: &Run, ws: &mut Workspace, ts: &Timestep, group: &mut 
 /// deliveries touch the populations that the input projects to, which settles the due
 /// ones (R4.7).
 #[inline(always)]
-fn deliver_input_entries(
+fn deliver_input_entries<const MULTI: bool>(
     run: &Run,
     ws: &mut Workspace,
     res: &mut SampleResult,
@@ -995,7 +1029,8 @@ fn deliver_input_entries(
     };
     let spp = &mut res.synops_per_projection;
     let (cur, touch) = (&mut ws.cur, &mut ws.touch);
-    *synops += deliver_sources::<_, false>(run.net, 0, &src, cur, &mut [], touch, spp, run.loc)?;
+    *synops +=
+        deliver_sources::<_, false, MULTI>(run.net, 0, &src, cur, &mut [], touch, spp, run.loc)?;
     Ok(())
 }
 
@@ -1003,7 +1038,7 @@ fn deliver_input_entries(
 /// `layered` group is one run), adding the synops to `synops` (R7.4). With `CARRY`
 /// the recurrent projections' currents are carried (R4.9).
 #[inline(always)]
-fn deliver_group<const CARRY: bool>(
+fn deliver_group<const CARRY: bool, const MULTI: bool>(
     run: &Run,
     ws: &mut Workspace,
     res: &mut SampleResult,
@@ -1027,7 +1062,8 @@ fn deliver_group<const CARRY: bool>(
         let spp = &mut res.synops_per_projection;
         let (cur, carry) = split_carry::<CARRY>(&mut ws.cur, ws.v.len());
         let touch = &mut ws.touch;
-        *synops += deliver_sources::<_, CARRY>(net, p + 1, &src, cur, carry, touch, spp, loc)?;
+        *synops +=
+            deliver_sources::<_, CARRY, MULTI>(net, p + 1, &src, cur, carry, touch, spp, loc)?;
         e = end;
     }
     Ok(())

@@ -8,8 +8,10 @@
 
 use std::ops::Range;
 
-use super::deliver::dense_row;
+use super::deliver::kept_rows;
+use super::workspace::DEFERRED;
 use super::workspace::{split_state, Workspace};
+use crate::kernels::add_rows;
 use crate::network::{Network, ResetMode};
 use crate::rng::{uniform, STREAM_DROPOUT};
 
@@ -44,9 +46,15 @@ pub(super) struct FireCtx<'a> {
 /// version-1 network runs exactly the version-1 pass. `CARRY` (implies `SETTLING`): the
 /// carried currents are in use (scheduler `layered` and a recurrent projection, R4.9),
 /// and a recurrent target that settles adds its `C`. A synaptic population (R4.12) is a
-/// settling one: its code is under `SETTLING` too.
+/// settling one: its code is under `SETTLING` too. `MULTI`: a population may keep
+/// several dense rows (`Touch::deferred`), added in the pass; without, at most one.
 #[inline(always)]
-pub(super) fn integrate<const CHECK: bool, const SETTLING: bool, const CARRY: bool>(
+pub(super) fn integrate<
+    const CHECK: bool,
+    const SETTLING: bool,
+    const CARRY: bool,
+    const MULTI: bool,
+>(
     net: &Network,
     ws: &mut Workspace,
     fc: &FireCtx,
@@ -83,10 +91,23 @@ pub(super) fn integrate<const CHECK: bool, const SETTLING: bool, const CARRY: bo
             let c = &mut cur[lo..hi];
             let r = &ws.refractory[lo..hi];
             let th = &net.threshold[lo..hi];
-            let row = touch.deferred[p]
-                .take()
-                .map(|d| (dense_row(&net.projections[d.proj], d.local), d.s));
+            // The kept dense rows (`Touch::deferred`) are added in the pass.
+            let kept = &mut touch.deferred[p];
+            let n_kept = std::mem::take(&mut kept.len);
+            let mut buf = [(&[][..], 0.0f32); DEFERRED];
+            let rows = if MULTI {
+                kept_rows(net, &kept.rows[..n_kept], &mut buf)
+            } else {
+                kept_rows(net, &kept.rows[..n_kept.min(1)], &mut buf)
+            };
             let finite = if settling {
+                // The settling passes take one row: the others are added first.
+                let row = rows.split_last().map(|(&last, first)| {
+                    if MULTI {
+                        add_rows(c, first);
+                    }
+                    last
+                });
                 let settle = settles.then(|| Settle {
                     bias: &net.bias[lo..hi],
                     debt: (net.reset[p] == ResetMode::SubtractDelayed)
@@ -115,7 +136,7 @@ pub(super) fn integrate<const CHECK: bool, const SETTLING: bool, const CARRY: bo
                     )
                 }
             } else {
-                integrate_full::<CHECK>(v, c, r, th, row, lo, &mut ws.fired)
+                integrate_full::<CHECK, MULTI>(v, c, r, th, rows, lo, &mut ws.fired)
             };
             if CHECK && !finite {
                 return Err((p, first_non_finite(net, &ws.v, syn, lo..hi)));
@@ -322,20 +343,22 @@ fn sort_ids(ids: &mut [u32], lo: usize, hi: usize, bits: &mut [u64]) {
 
 /// R4.3.1-2 over a whole population (`lo` is the slot of its first neuron): `V += I`
 /// unless refractory, `I <- 0`, and the slots with `V > threshold` pushed to `fired`
-/// in increasing order (the caller turns them into ids when they differ). With `row = Some((w, s))` the summed current of neuron `i` is
-/// `cur[i] + s * w[i]` (the population's deferred row, see `Touch::deferred`: the same
-/// float operations as adding the row to `cur` first).
+/// in increasing order (the caller turns them into ids when they differ). The summed
+/// current of neuron `i` is `cur[i] + s_0 * w_0[i] + s_1 * w_1[i] + ...` over the kept
+/// rows `rows = [(w_k, s_k)]` (the population's deferred rows, see `Touch::deferred`:
+/// the same float operations as adding the rows to `cur` first; at most one without
+/// `MULTI`).
 ///
 /// Chunks of 16 neurons: the update, then a branch-free "any above threshold" test of
 /// the chunk (it compiles to a vector compare and a move-mask); only a chunk that has a
 /// spike is scanned. Refractory membranes are 0 < threshold: no refractory test needed.
 #[inline(always)]
-fn integrate_full<const CHECK: bool>(
+fn integrate_full<const CHECK: bool, const MULTI: bool>(
     v: &mut [f32],
     c: &mut [f32],
     r: &[bool],
     th: &[f32],
-    row: Option<(&[f32], f32)>,
+    rows: &[(&[f32], f32)],
     lo: usize,
     fired: &mut Vec<u32>,
 ) -> bool {
@@ -343,20 +366,20 @@ fn integrate_full<const CHECK: bool>(
     let n = v.len();
     let (c, r, th) = (&mut c[..n], &r[..n], &th[..n]);
     // Refractory: the current is discarded (R4.3.1, R4.6).
-    match row {
-        Some((w, s)) => {
-            let w = &w[..n];
-            for i in 0..n {
-                let x = c[i] + s * w[i];
-                c[i] = 0.0;
-                v[i] += if r[i] { 0.0 } else { x };
-            }
-        }
-        None => {
+    match (MULTI, rows) {
+        (_, []) => {
             for i in 0..n {
                 let x = std::mem::take(&mut c[i]);
                 v[i] += if r[i] { 0.0 } else { x };
             }
+        }
+        (false, &[(w, s), ..]) => update_rows(v, c, r, [(w, s)]),
+        (true, &[a]) => update_rows(v, c, r, [a]),
+        (true, &[a, b]) => update_rows(v, c, r, [a, b]),
+        (true, &[a, b, d]) => update_rows(v, c, r, [a, b, d]),
+        (true, &[a, b, d, e, ..]) => {
+            // (DEFERRED is 4: no more rows than that are kept.)
+            update_rows(v, c, r, [a, b, d, e]);
         }
     }
     let mut vc = v.chunks_exact(CH);
@@ -398,6 +421,24 @@ fn integrate_full<const CHECK: bool>(
         }
     }
     finite
+}
+
+/// The update of [`integrate_full`] with `K` kept rows: `x = cur[i] + s_0 * w_0[i] +
+/// ...` (in row order), `cur[i] <- 0`, `V[i] += x` unless refractory.
+#[inline(always)]
+fn update_rows<const K: usize>(v: &mut [f32], c: &mut [f32], r: &[bool], rows: [(&[f32], f32); K]) {
+    let n = v.len();
+    let (c, r) = (&mut c[..n], &r[..n]);
+    let w: [&[f32]; K] = rows.map(|(w, _)| &w[..n]);
+    let s: [f32; K] = rows.map(|(_, s)| s);
+    for i in 0..n {
+        let mut x = c[i];
+        for k in 0..K {
+            x += s[k] * w[k][i];
+        }
+        c[i] = 0.0;
+        v[i] += if r[i] { 0.0 } else { x };
+    }
 }
 
 /// The synaptic currents `s` of a synaptic population (R4.12) and their decays `alpha`.

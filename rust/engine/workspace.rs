@@ -32,21 +32,33 @@ pub(super) struct Touch {
     /// superset of the touched neurons, which is exact because an untouched neuron has
     /// no current and cannot cross its threshold (its membrane only leaked towards 0).
     pub(super) lists: Vec<Vec<u32>>,
-    /// Per non-input population: the latest dense row delivered to it in this step, not
-    /// yet added to `cur`. It is added by the integrate pass itself (one pass that
-    /// computes `cur[q] + s * w[q]`, the same float operations as adding the row first),
-    /// which saves a pass over the population per forward step. A conv or pool delivery
-    /// into the population adds it first (`deliver::flush_deferred`).
-    pub(super) deferred: Vec<Option<Deferred>>,
+    /// Per non-input population: the latest dense rows delivered to it in this step
+    /// (up to [`DEFERRED`], in delivery order), not yet added to `cur`. A full list is
+    /// added in one pass over the currents ([`crate::kernels::add_rows`]: each neuron
+    /// sums the rows in order, the same float operations as adding them one by one), and
+    /// the last row of a step is added by the integrate pass itself (`cur[q] + s * w[q]`),
+    /// which saves passes over the population. A conv or pool delivery into the
+    /// population adds them first (`deliver::flush_deferred`).
+    pub(super) deferred: Vec<DeferredRows>,
 }
+
+/// How many dense rows a population keeps before adding them (see `Touch::deferred`).
+pub(super) const DEFERRED: usize = 4;
 
 /// A dense row delivery kept for the integrate pass: `cur[q] += s * wt[local * n + q]`
 /// of projection `proj`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Deferred {
     pub(super) proj: usize,
     pub(super) local: usize,
     pub(super) s: f32,
+}
+
+/// The dense rows kept for one population: `rows[..len]`, in delivery order.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct DeferredRows {
+    pub(super) rows: [Deferred; DEFERRED],
+    pub(super) len: usize,
 }
 
 impl Touch {
@@ -212,7 +224,7 @@ impl Workspace {
                 pop_full: vec![false; p],
                 pops: Vec::with_capacity(p),
                 lists,
-                deferred: vec![None; p],
+                deferred: vec![DeferredRows::default(); p],
             },
             fired: alloc::with_capacity(n, at, "spike list")?,
             fired_pops: Vec::with_capacity(p),
@@ -252,7 +264,7 @@ impl Workspace {
         for l in &mut self.touch.lists {
             l.clear();
         }
-        self.touch.deferred.fill(None);
+        self.touch.deferred.fill(DeferredRows::default());
         self.fired.clear();
         self.fired_pops.clear();
         self.fired_bits.fill(0);

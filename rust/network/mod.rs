@@ -374,6 +374,10 @@ pub struct Network {
     /// Some projection is recurrent: under `layered` the event loop carries their
     /// currents (R4.9). Without, it runs no recurrence code.
     pub(crate) any_recurrent: bool,
+    /// Every projection is dense: the event loop sums several dense rows per pass
+    /// (`engine::workspace::Touch::deferred`). With conv or pool projections it is
+    /// compiled without that code, which slowed their tap loops.
+    pub(crate) all_dense: bool,
     /// Some population is settling: the event loop tracks `due` populations (R4.7).
     /// Without, it runs exactly the version-1 loop.
     pub(crate) any_settling: bool,
@@ -486,6 +490,9 @@ impl Network {
         input_settling_targets.dedup();
         let synaptic: Vec<bool> = spec.populations.iter().map(|p| p.is_synaptic()).collect();
         Ok(Network {
+            all_dense: projections
+                .iter()
+                .all(|p| matches!(p.kind, ProjKind::Dense { .. })),
             distinct_targets,
             reset: spec.populations.iter().map(|p| p.reset).collect(),
             any_settling: settling.iter().any(|&s| s),
