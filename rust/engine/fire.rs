@@ -9,8 +9,8 @@
 use std::ops::Range;
 
 use super::deliver::kept_rows;
-use super::workspace::DEFERRED;
 use super::workspace::{split_state, Workspace};
+use super::workspace::{DeferredRows, DEFERRED};
 use crate::kernels::add_rows;
 use crate::network::{Network, ResetMode};
 use crate::rng::{uniform, STREAM_DROPOUT};
@@ -91,23 +91,10 @@ pub(super) fn integrate<
             let c = &mut cur[lo..hi];
             let r = &ws.refractory[lo..hi];
             let th = &net.threshold[lo..hi];
-            // The kept dense rows (`Touch::deferred`) are added in the pass.
-            let kept = &mut touch.deferred[p];
-            let n_kept = std::mem::take(&mut kept.len);
             let mut buf = [(&[][..], 0.0f32); DEFERRED];
-            let rows = if MULTI {
-                kept_rows(net, &kept.rows[..n_kept], &mut buf)
-            } else {
-                kept_rows(net, &kept.rows[..n_kept.min(1)], &mut buf)
-            };
+            let rows = take_kept::<MULTI>(net, &mut touch.deferred[p], &mut buf);
             let finite = if settling {
-                // The settling passes take one row: the others are added first.
-                let row = rows.split_last().map(|(&last, first)| {
-                    if MULTI {
-                        add_rows(c, first);
-                    }
-                    last
-                });
+                let row = all_but_last::<MULTI>(rows, c);
                 let settle = settles.then(|| Settle {
                     bias: &net.bias[lo..hi],
                     debt: (net.reset[p] == ResetMode::SubtractDelayed)
@@ -339,6 +326,34 @@ fn sort_ids(ids: &mut [u32], lo: usize, hi: usize, bits: &mut [u64]) {
         }
     }
     debug_assert_eq!(out, n, "ids must be distinct and in lo..hi");
+}
+
+/// Takes the dense rows `kept` of a population (`Touch::deferred`; at most one without
+/// `MULTI`): their weight rows and scales, written to `buf`.
+#[inline(always)]
+fn take_kept<'a, 'n, const MULTI: bool>(
+    net: &'n Network,
+    kept: &mut DeferredRows,
+    buf: &'a mut [(&'n [f32], f32); DEFERRED],
+) -> &'a [(&'n [f32], f32)] {
+    let n = std::mem::take(&mut kept.len);
+    let n = if MULTI { n } else { n.min(1) };
+    kept_rows(net, &kept.rows[..n], buf)
+}
+
+/// For the settling passes, which take one row: adds all kept rows but the last to `c`
+/// and returns the last.
+#[inline(always)]
+fn all_but_last<'n, const MULTI: bool>(
+    rows: &[(&'n [f32], f32)],
+    c: &mut [f32],
+) -> Option<(&'n [f32], f32)> {
+    rows.split_last().map(|(&last, first)| {
+        if MULTI {
+            add_rows(c, first);
+        }
+        last
+    })
 }
 
 /// R4.3.1-2 over a whole population (`lo` is the slot of its first neuron): `V += I`
