@@ -574,18 +574,7 @@ fn deliver_input_frame<const PRIO: bool, const MULTI: bool>(
                     index: idx,
                     value: &values,
                 };
-                let spp = &mut res.synops_per_projection;
-                let (cur, touch) = (&mut ws.cur, &mut ws.touch);
-                ts.synops += deliver_sources::<_, false, MULTI>(
-                    net,
-                    0,
-                    &src,
-                    cur,
-                    &mut [],
-                    touch,
-                    spp,
-                    loc,
-                )?;
+                ts.synops += deliver_inputs::<MULTI>(net, &src, ws, res, loc)?;
             } else {
                 ws.inputs.enqueue(idx, &values);
             }
@@ -628,18 +617,7 @@ fn deliver_input_frame<const PRIO: bool, const MULTI: bool>(
             }
             if PRIO {
                 let src = InputEvents { index, value };
-                let spp = &mut res.synops_per_projection;
-                let (cur, touch) = (&mut ws.cur, &mut ws.touch);
-                ts.synops += deliver_sources::<_, false, MULTI>(
-                    net,
-                    0,
-                    &src,
-                    cur,
-                    &mut [],
-                    touch,
-                    spp,
-                    loc,
-                )?;
+                ts.synops += deliver_inputs::<MULTI>(net, &src, ws, res, loc)?;
             } else {
                 ws.inputs.enqueue(index, value);
             }
@@ -1032,6 +1010,21 @@ fn deliver_input_entries<const MULTI: bool>(
     *synops +=
         deliver_sources::<_, false, MULTI>(run.net, 0, &src, cur, &mut [], touch, spp, run.loc)?;
     Ok(())
+}
+
+/// R4.2: delivers the input events `src` of a timestep through the input's projections
+/// (a frame's non-zero values, or a sparse input's events); returns their synops (R7.4).
+#[inline(always)]
+fn deliver_inputs<const MULTI: bool>(
+    net: &Network,
+    src: &InputEvents,
+    ws: &mut Workspace,
+    res: &mut SampleResult,
+    loc: &Location,
+) -> Result<u64, EngineError> {
+    let spp = &mut res.synops_per_projection;
+    let (cur, touch) = (&mut ws.cur, &mut ws.touch);
+    deliver_sources::<_, false, MULTI>(net, 0, src, cur, &mut [], touch, spp, loc)
 }
 
 /// R4.3.4: delivers the group, cut into runs of members of one population (a
