@@ -246,13 +246,18 @@ pub fn axpy_roofline(
 mod tests {
     use super::*;
 
+    /// A deterministic stream of floats `k / div - offset` (`k` a 24-bit LCG draw).
+    fn floats(seed: u64, div: f32, offset: f32) -> impl FnMut() -> f32 {
+        let mut g = seed;
+        move || {
+            g = g.wrapping_mul(6364136223846793005).wrapping_add(1);
+            ((g >> 40) as f32) / div - offset
+        }
+    }
+
     #[test]
     fn kernels_agree_bit_for_bit() {
-        let mut g = 0x1234_5678_u64;
-        let mut next = || {
-            g = g.wrapping_mul(6364136223846793005).wrapping_add(1);
-            ((g >> 40) as f32) / (1u64 << 24) as f32 - 0.5
-        };
+        let mut next = floats(0x1234_5678, (1u64 << 24) as f32, 0.5);
         for &n in &[0usize, 1, 7, 8, 16, 31, 32, 512, 1000] {
             let w: Vec<f32> = (0..n).map(|_| next()).collect();
             let c0: Vec<f32> = (0..n).map(|_| next() * 3.0).collect();
@@ -277,11 +282,7 @@ mod tests {
 
     #[test]
     fn several_rows_in_one_pass_give_the_bits_of_one_row_at_a_time() {
-        let mut g = 0x9e37_79b9_u64;
-        let mut next = || {
-            g = g.wrapping_mul(6364136223846793005).wrapping_add(1);
-            ((g >> 40) as f32) / (1u64 << 20) as f32 - 8.0
-        };
+        let mut next = floats(0x9e37_79b9, (1u64 << 20) as f32, 8.0);
         for &n in &[0usize, 1, 7, 8, 10, 17, 64, 512, 515] {
             let w: Vec<Vec<f32>> = (0..6).map(|_| (0..n).map(|_| next()).collect()).collect();
             let c0: Vec<f32> = (0..n).map(|_| next() * 1e3).collect();

@@ -203,8 +203,8 @@ pub(super) fn kept_rows<'a, 'n>(
 /// of the projection is matched once per run, not once per source.
 ///
 /// A dense row is kept in `touch.deferred` for the integrate pass (when the population
-/// already keeps as many as it may, they are added now, in one pass); the rows of the sources `AHEAD` places
-/// later are prefetched.
+/// already keeps as many as it may, they are added now, in one pass); the rows of the
+/// sources `AHEAD` places later are prefetched.
 ///
 /// With `CARRIED`, `cur` is the carried currents `C` (R4.9): every row is added at
 /// once and nothing is touched (the target is integrated at its next settle).

@@ -392,10 +392,8 @@ fn integrate_full<const CHECK: bool, const MULTI: bool>(
         (true, &[a]) => update_rows(v, c, r, [a]),
         (true, &[a, b]) => update_rows(v, c, r, [a, b]),
         (true, &[a, b, d]) => update_rows(v, c, r, [a, b, d]),
-        (true, &[a, b, d, e, ..]) => {
-            // (DEFERRED is 4: no more rows than that are kept.)
-            update_rows(v, c, r, [a, b, d, e]);
-        }
+        // No more than 4 rows are kept (checked at compile time below).
+        (true, &[a, b, d, e, ..]) => update_rows(v, c, r, [a, b, d, e]),
     }
     let mut vc = v.chunks_exact(CH);
     let mut tc = th.chunks_exact(CH);
@@ -437,6 +435,9 @@ fn integrate_full<const CHECK: bool, const MULTI: bool>(
     }
     finite
 }
+
+// `integrate_full` sums at most 4 kept rows: a larger `DEFERRED` would drop rows there.
+const _: () = assert!(DEFERRED <= 4);
 
 /// The update of [`integrate_full`] with `K` kept rows: `x = cur[i] + s_0 * w_0[i] +
 /// ...` (in row order), `cur[i] <- 0`, `V[i] += x` unless refractory.

@@ -33,16 +33,19 @@ pub(super) struct Touch {
     /// no current and cannot cross its threshold (its membrane only leaked towards 0).
     pub(super) lists: Vec<Vec<u32>>,
     /// Per non-input population: the latest dense rows delivered to it in this step
-    /// (up to [`DEFERRED`], in delivery order), not yet added to `cur`. A full list is
+    /// (in delivery order), not yet added to `cur`: up to [`DEFERRED`] in a network
+    /// whose projections are all dense (`Network::all_dense`), else one. A full list is
     /// added in one pass over the currents ([`crate::kernels::add_rows`]: each neuron
-    /// sums the rows in order, the same float operations as adding them one by one), and
-    /// the last row of a step is added by the integrate pass itself (`cur[q] + s * w[q]`),
-    /// which saves passes over the population. A conv or pool delivery into the
-    /// population adds them first (`deliver::flush_deferred`).
+    /// sums the rows in order, the same float operations as adding them one by one); the
+    /// rows kept at the end of a step are added by the integrate pass itself (`cur[q] +
+    /// s_0 * w_0[q] + ...`; a settling population's pass takes the last, the others are
+    /// added just before), which saves passes over the population. A conv or pool
+    /// delivery into the population adds them first (`deliver::flush_deferred`).
     pub(super) deferred: Vec<DeferredRows>,
 }
 
-/// How many dense rows a population keeps before adding them (see `Touch::deferred`).
+/// How many dense rows a population of an all-dense network keeps before adding them
+/// (see `Touch::deferred`; `engine::fire::integrate_full` sums at most 4).
 pub(super) const DEFERRED: usize = 4;
 
 /// A dense row delivery kept for the integrate pass: `cur[q] += s * wt[local * n + q]`

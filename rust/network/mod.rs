@@ -376,7 +376,8 @@ pub struct Network {
     pub(crate) any_recurrent: bool,
     /// Every projection is dense: the event loop sums several dense rows per pass
     /// (`engine::workspace::Touch::deferred`). With conv or pool projections it is
-    /// compiled without that code, which slowed their tap loops.
+    /// compiled without that code, which slowed their tap loops (and so is the loop that
+    /// carries recurrent currents under `layered`, to keep its instantiations few).
     pub(crate) all_dense: bool,
     /// Some population is settling: the event loop tracks `due` populations (R4.7).
     /// Without, it runs exactly the version-1 loop.
