@@ -10,13 +10,11 @@
 //! reach the same population, the run is delivered source by source instead, so that
 //! the float sum into every neuron keeps the order of R4.2/R4.3.4.
 
-use std::ops::Range;
-
 use super::add;
 use super::workspace::{Deferred, Touch, DEFERRED};
 use crate::error::{EngineError, Location};
 use crate::kernels::{add_row, add_rows, add_short, prefetch};
-use crate::network::{source_coords, Network, ProjKind, Projection, Taps};
+use crate::network::{for_each_tap, source_pixel, Network, ProjKind, Projection};
 
 /// The dense weight row of source neuron `local` of projection `proj`.
 #[inline(always)]
@@ -142,23 +140,6 @@ pub(super) fn deliver_sources<S: Sources, const CARRY: bool, const MULTI: bool>(
     Ok(total)
 }
 
-/// Source `e` of `src` in a conv/pool projection whose source is read as
-/// `(channels, in_h, in_w)`: its scale, its channel, and the ranges of its row and
-/// column taps (`Taps::range`).
-#[inline(always)]
-fn source_taps<S: Sources>(
-    src: &S,
-    e: usize,
-    in_hw: usize,
-    in_w: usize,
-    rows: &Taps,
-    cols: &Taps,
-) -> (f32, usize, Range<usize>, Range<usize>) {
-    let (local, s) = src.get(e);
-    let (c, y, x) = source_coords(in_hw, in_w, local);
-    (s, c, rows.range(y), cols.range(x))
-}
-
 /// Adds the dense rows kept for population `p` (`Touch::deferred`, target slots
 /// `base..base + n`), if any, before another delivery adds to the same currents: a
 /// dense row that finds the list full, or a conv or pool delivery, so that every neuron
@@ -273,6 +254,7 @@ fn deliver_run<S: Sources, const CARRIED: bool, const MULTI: bool>(
             plane,
             rows,
             cols,
+            pixels,
             channel_last,
             in_hw,
             in_w,
@@ -285,37 +267,33 @@ fn deliver_run<S: Sources, const CARRIED: bool, const MULTI: bool>(
             }
             let mut fan = 0u64;
             for e in 0..len {
-                let (s, c, rr, cr) = source_taps(src, e, *in_hw, *in_w, rows, cols);
+                let (local, s) = src.get(e);
                 // A pixel touch can make the population full within the run. (A
                 // carried delivery touches nothing.)
                 let full = CARRIED || touch.pop_full[p];
-                fan = fan.saturating_add((c_out * rr.len() * cr.len()) as u64);
+                let (c, pix) = source_pixel(*in_hw, local);
                 let cb = c * kc;
-                for r in rr {
-                    // Offsets of the output row and kernel row (`Taps::scale`).
-                    let (ro, rk) = (base + rows.out_s[r], cb + rows.tap_s[r]);
-                    for sidx in cr.clone() {
-                        let q0 = ro + cols.out_s[sidx];
-                        let kb = rk + cols.tap_s[sidx];
-                        let ks = &k[kb..kb + c_out];
-                        if *channel_last {
-                            // The c_out channels of the pixel are contiguous slots.
-                            add_short(&mut cur[q0..q0 + c_out], ks, s);
+                let taps = for_each_tap(rows, cols, pixels.as_ref(), *in_w, pix, |out, tap| {
+                    let (q0, kb) = (base + out, cb + tap);
+                    let ks = &k[kb..kb + c_out];
+                    if *channel_last {
+                        // The c_out channels of the pixel are contiguous slots.
+                        add_short(&mut cur[q0..q0 + c_out], ks, s);
+                        if !full {
+                            touch.pixel(p, q0);
+                        }
+                    } else {
+                        // slot = id, one "pixel" per neuron.
+                        for (o, &w) in ks.iter().enumerate() {
+                            let q = q0 + o * plane;
+                            cur[q] += s * w;
                             if !full {
-                                touch.pixel(p, q0);
-                            }
-                        } else {
-                            // slot = id, one "pixel" per neuron.
-                            for (o, &w) in ks.iter().enumerate() {
-                                let q = q0 + o * plane;
-                                cur[q] += s * w;
-                                if !full {
-                                    touch.pixel(p, q);
-                                }
+                                touch.pixel(p, q);
                             }
                         }
                     }
-                }
+                });
+                fan = fan.saturating_add((c_out * taps) as u64);
             }
             fan
         }
@@ -324,6 +302,7 @@ fn deliver_run<S: Sources, const CARRIED: bool, const MULTI: bool>(
             plane,
             rows,
             cols,
+            pixels,
             channel_last,
             in_hw,
             in_w,
@@ -334,25 +313,23 @@ fn deliver_run<S: Sources, const CARRIED: bool, const MULTI: bool>(
             }
             let mut fan = 0u64;
             for e in 0..len {
-                let (s, c, rr, cr) = source_taps(src, e, *in_hw, *in_w, rows, cols);
+                let (local, s) = src.get(e);
                 let full = CARRIED || touch.pop_full[p];
-                fan = fan.saturating_add((rr.len() * cr.len()) as u64);
                 let sw = s * *weight;
                 // Channel-last: pixel `pix` of channel `c` is slot `pix * channels + c`;
                 // otherwise slot = id = `c * plane + pix` (`Taps::scale` holds the pixel
                 // part).
+                let (c, pix) = source_pixel(*in_hw, local);
                 let ch_off = if *channel_last { c } else { c * *plane };
-                for r in rr {
-                    let ro = base + rows.out_s[r] + ch_off;
-                    for sidx in cr.clone() {
-                        let q = ro + cols.out_s[sidx];
-                        cur[q] += sw;
-                        if !full {
-                            // The pixel's channel-0 slot (the neuron itself if slot = id).
-                            touch.pixel(p, if *channel_last { q - c } else { q });
-                        }
+                let taps = for_each_tap(rows, cols, pixels.as_ref(), *in_w, pix, |out, _| {
+                    let q = base + out + ch_off;
+                    cur[q] += sw;
+                    if !full {
+                        // The pixel's channel-0 slot (the neuron itself if slot = id).
+                        touch.pixel(p, if *channel_last { q - c } else { q });
                     }
-                }
+                });
+                fan = fan.saturating_add(taps as u64);
             }
             fan
         }
@@ -366,7 +343,9 @@ const AHEAD: usize = 4;
 /// also reads the private `Network::distinct_targets`.
 #[cfg(test)]
 mod tests {
-    use crate::network::{NetworkSpec, PopulationSpec, ProjectionKind, ProjectionSpec};
+    use crate::network::{
+        NetworkSpec, PoolKind, PopulationSpec, ProjKind, ProjectionKind, ProjectionSpec,
+    };
     use crate::{run_sample, Network, RunConfig, SampleInput, SampleResult, Scheduler, StopMode};
 
     fn pop(size: usize, th: f32, beta: f32) -> PopulationSpec {
@@ -465,5 +444,119 @@ mod tests {
                 assert_eq!(r.output_counts[0] > 0, fires, "{s:?} fires = {fires}");
             }
         }
+    }
+
+    fn conv(
+        source: usize,
+        target: usize,
+        c: (usize, usize),
+        hw: usize,
+        weight: Vec<f32>,
+    ) -> ProjectionSpec {
+        ProjectionSpec {
+            source,
+            target,
+            kind: ProjectionKind::Conv2d {
+                weight,
+                c_in: c.0,
+                in_h: hw,
+                in_w: hw,
+                c_out: c.1,
+                kh: 3,
+                kw: 3,
+                stride: (1, 1),
+                padding: (1, 1),
+            },
+        }
+    }
+
+    fn avg_pool(source: usize, target: usize, channels: usize, hw: usize) -> ProjectionSpec {
+        ProjectionSpec {
+            source,
+            target,
+            kind: ProjectionKind::Pool {
+                kind: PoolKind::Avg,
+                channels,
+                in_h: hw,
+                in_w: hw,
+                kh: 2,
+                kw: 2,
+                stride: (2, 2),
+            },
+        }
+    }
+
+    /// The per-pixel tap tables (`PixelTaps`) change no spike and no counter: every
+    /// scheduler gives the same results with them and with the per-axis walk that
+    /// geometries past `PIXEL_TAPS_MAX` take, channel-last (one plane per target) and
+    /// not (a target whose conv and pool projections have different planes).
+    #[test]
+    fn pixel_tap_tables_change_nothing() {
+        let mut next = crate::rng::test_stream(0x0123_4567_89ab_cdef);
+        let mut weights = |n: usize, lo: f32, hi: f32| -> Vec<f32> {
+            (0..n)
+                .map(|_| lo + (hi - lo) * ((next() >> 40) as f32 / (1u64 << 24) as f32))
+                .collect()
+        };
+        let nets = [
+            // 2x6x6 -> conv 4 -> 4x6x6 -> avg pool -> 4x3x3 -> 3.
+            net(
+                72,
+                vec![pop(144, 1.0, 0.9), pop(36, 0.3, 0.9), pop(3, 0.5, 0.9)],
+                vec![
+                    conv(0, 1, (2, 4), 6, weights(72, -0.2, 0.6)),
+                    avg_pool(1, 2, 4, 6),
+                    dense(2, 3, weights(108, -0.2, 0.5)),
+                ],
+            ),
+            // 1x6x6 -> conv 4 -> 4x6x6 -> avg pool -> 4x3x3, and 1x6x6 -> conv 1 -> the
+            // same 36 neurons read as 1x6x6: two planes, so slot = id.
+            net(
+                36,
+                vec![pop(144, 0.8, 0.9), pop(36, 0.3, 0.9), pop(3, 0.5, 0.9)],
+                vec![
+                    conv(0, 1, (1, 4), 6, weights(36, -0.2, 0.7)),
+                    avg_pool(1, 2, 4, 6),
+                    conv(0, 2, (1, 1), 6, weights(9, -0.2, 0.5)),
+                    dense(2, 3, weights(108, -0.2, 0.5)),
+                ],
+            ),
+        ];
+        let mut channel_last = Vec::new();
+        for (i, with) in nets.iter().enumerate() {
+            let mut without = with.clone();
+            for proj in &mut without.projections {
+                match &mut proj.kind {
+                    ProjKind::Conv {
+                        pixels,
+                        channel_last: cl,
+                        ..
+                    }
+                    | ProjKind::Pool {
+                        pixels,
+                        channel_last: cl,
+                        ..
+                    } => {
+                        assert!(
+                            pixels.take().is_some(),
+                            "net {i}: a small geometry has a table"
+                        );
+                        channel_last.push(*cl);
+                    }
+                    ProjKind::Dense { .. } => {}
+                }
+            }
+            let n_in = with.spec().input_size;
+            let frames = weights(3 * n_in, 0.0, 1.0);
+            for s in ALL {
+                for f in [1, 4] {
+                    let a = run_dense(with, &frames, 3, Some(0), &cfg(s, f));
+                    let b = run_dense(&without, &frames, 3, Some(0), &cfg(s, f));
+                    assert!(a.spikes[0] > 0 && a.spikes[1] > 0, "net {i} {s:?}: {a:?}");
+                    assert_eq!(a, b, "net {i} {s:?} F = {f}");
+                }
+            }
+        }
+        assert!(channel_last.contains(&true) && channel_last.contains(&false));
     }
 }

@@ -3,7 +3,7 @@
 //! the `id_of` table, the per-slot LIF parameters, and what the layout changes in
 //! the lowered projections (scaled tap tables, dense rows in slot order).
 
-use super::{NetworkSpec, ProjKind, Projection};
+use super::{NetworkSpec, PixelTaps, ProjKind, Projection, PIXEL_TAPS_MAX};
 use crate::alloc;
 use crate::error::{EngineError, Location};
 
@@ -143,6 +143,7 @@ pub(super) fn apply(
                 ow,
                 rows,
                 cols,
+                pixels,
                 ..
             } => {
                 *channel_last = *plane == planes[p];
@@ -152,6 +153,7 @@ pub(super) fn apply(
                 let pix_stride = if *channel_last { *c_out } else { 1 };
                 rows.scale(*ow * pix_stride, *kw * *c_out, &Location::Network)?;
                 cols.scale(pix_stride, *c_out, &Location::Network)?;
+                *pixels = PixelTaps::new(rows, cols, PIXEL_TAPS_MAX);
             }
             ProjKind::Pool {
                 plane,
@@ -159,12 +161,14 @@ pub(super) fn apply(
                 ow,
                 rows,
                 cols,
+                pixels,
                 ..
             } => {
                 *channel_last = *plane == planes[p];
                 let pix_stride = if *channel_last { channels[p] } else { 1 };
                 rows.scale(*ow * pix_stride, 0, &Location::Network)?;
                 cols.scale(pix_stride, 0, &Location::Network)?;
+                *pixels = PixelTaps::new(rows, cols, PIXEL_TAPS_MAX);
             }
             ProjKind::Dense { wt } if channels[p] > 1 => {
                 // Each row (one source neuron) in slot order.
@@ -243,6 +247,7 @@ mod tests {
                     ow: 1,
                     rows: crate::network::Taps::new(1, 1, 1, 1, 0, &Location::Network).unwrap(),
                     cols: crate::network::Taps::new(1, 1, 1, 1, 0, &Location::Network).unwrap(),
+                    pixels: None,
                     channel_last: false,
                 },
                 None => ProjKind::Dense { wt: vec![] },

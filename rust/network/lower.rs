@@ -135,6 +135,7 @@ fn conv(
         ow: s.ow,
         rows,
         cols,
+        pixels: None,        // built by the layout, from the scaled tap tables
         channel_last: false, // set by the layout, once all projections are known
     })
 }
@@ -161,6 +162,7 @@ fn pool(
         ow: s.ow,
         rows,
         cols,
+        pixels: None,        // built by the layout
         channel_last: false, // set by the layout
     })
 }

@@ -12,8 +12,10 @@
 //!   contiguous axpy into the target population's current buffer;
 //! - conv kernels are re-laid out as `[c_in][kh][kw][c_out]`, and the fan-out of a
 //!   source neuron is computed from the geometry through per-axis tap tables (no dense
-//!   expansion of the kernel);
-//! - pooling uses the same per-axis tap tables and one scalar weight.
+//!   expansion of the kernel), combined into one table of (target, kernel) offsets per
+//!   source pixel where that table is small (`PixelTaps`, at most `PIXEL_TAPS_MAX`
+//!   entries; otherwise the delivery walks the two axes);
+//! - pooling uses the same tap tables and one scalar weight.
 //!
 //! The engine stores the state of a population whose conv/pool projections agree on an
 //! output plane (`h * w`) channel-last: the neuron with id `lo + o * plane + pix`
@@ -24,8 +26,9 @@
 //! other populations have slot = id. The storage order changes no float operation.
 //!
 //! Submodules: `validate` (populations, projection endpoints, shared checks), `lower`
-//! (per-kind lowering; one geometry check for conv and pool), `taps` (per-axis tap
-//! tables), `layout` (slots, `id_of`, per-slot parameters, scaled tap tables), `flat`
+//! (per-kind lowering; one geometry check for conv and pool), `taps` (per-axis and
+//! per-pixel tap tables), `layout` (slots, `id_of`, per-slot parameters, scaled tap
+//! tables and the per-pixel ones), `flat`
 //! (a projection from the binding's flat description).
 
 mod flat;
@@ -34,7 +37,7 @@ mod lower;
 mod taps;
 mod validate;
 
-pub(crate) use taps::{source_coords, Taps};
+pub(crate) use taps::{for_each_tap, source_coords, source_pixel, PixelTaps, Taps, PIXEL_TAPS_MAX};
 pub(crate) use validate::RECURRENT_DROPOUT;
 
 use crate::error::{EngineError, Location};
@@ -276,6 +279,9 @@ pub(crate) enum ProjKind {
         ow: usize,
         rows: Taps,
         cols: Taps,
+        /// The taps of each source pixel in one table (set by the layout; `None` past
+        /// [`PIXEL_TAPS_MAX`] entries).
+        pixels: Option<PixelTaps>,
         /// The target is stored channel-last with this projection's plane (see the
         /// module documentation); otherwise its slots are its ids.
         channel_last: bool,
@@ -288,6 +294,8 @@ pub(crate) enum ProjKind {
         ow: usize,
         rows: Taps,
         cols: Taps,
+        /// As for `Conv`.
+        pixels: Option<PixelTaps>,
         /// As for `Conv`.
         channel_last: bool,
     },

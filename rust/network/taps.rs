@@ -1,5 +1,6 @@
-//! Per-axis tap tables of conv/pool projections (R1.2): which target coordinates and
-//! kernel indices a source coordinate reaches, computed from the geometry.
+//! Tap tables of conv/pool projections (R1.2): per axis, which target coordinates and
+//! kernel indices a source coordinate reaches, computed from the geometry; per source
+//! pixel, the two axes combined into target and kernel offsets (when small enough).
 
 use crate::alloc;
 use crate::error::{EngineError, Location};
@@ -97,6 +98,107 @@ impl Taps {
     }
 }
 
+/// The taps of every source pixel of a conv/pool projection in one table: the entries
+/// `offsets[pix]..offsets[pix + 1]` of `pairs`, for pixel `pix = y * in_w + x`, are
+/// `(rows.out_s[r] + cols.out_s[c], rows.tap_s[r] + cols.tap_s[c])` for the row taps `r`
+/// of `y` (outer) and the column taps `c` of `x` (inner): the order of the nested loops
+/// over the two [`Taps`]. A delivery reads one range per source instead of walking two
+/// tables and splitting its pixel into a row and a column.
+#[derive(Debug, Clone)]
+pub(crate) struct PixelTaps {
+    pub offsets: Vec<u32>,
+    pub pairs: Vec<(u32, u32)>,
+}
+
+/// Most entries (pixels plus taps) a [`PixelTaps`] table holds: 2^21, at most 16 MiB.
+/// Larger geometries walk the per-axis tables.
+pub(crate) const PIXEL_TAPS_MAX: usize = 1 << 21;
+
+impl PixelTaps {
+    /// The table of two scaled ([`Taps::scale`]) axes, or `None` when it would hold
+    /// more than `max` entries, an offset does not fit in 32 bits, or its memory cannot
+    /// be reserved (the caller then walks the axes: same taps, same order).
+    pub(crate) fn new(rows: &Taps, cols: &Taps, max: usize) -> Option<PixelTaps> {
+        let (n_h, n_w) = (rows.offsets.len() - 1, cols.offsets.len() - 1);
+        let pixels = n_h.checked_mul(n_w)?;
+        let total = rows.out.len().checked_mul(cols.out.len())?;
+        let fits = |a: &[usize], b: &[usize]| {
+            let top = |v: &[usize]| v.iter().copied().max().unwrap_or(0);
+            top(a)
+                .checked_add(top(b))
+                .is_some_and(|m| m <= u32::MAX as usize)
+        };
+        if pixels.checked_add(total)? > max
+            || !fits(&rows.out_s, &cols.out_s)
+            || !fits(&rows.tap_s, &cols.tap_s)
+        {
+            return None;
+        }
+        let mut offsets = Vec::new();
+        offsets.try_reserve_exact(pixels + 1).ok()?;
+        let mut pairs = Vec::new();
+        pairs.try_reserve_exact(total).ok()?;
+        offsets.push(0);
+        for y in 0..n_h {
+            for x in 0..n_w {
+                for r in rows.range(y) {
+                    for c in cols.range(x) {
+                        let out = rows.out_s[r] + cols.out_s[c];
+                        let tap = rows.tap_s[r] + cols.tap_s[c];
+                        pairs.push((out as u32, tap as u32));
+                    }
+                }
+                offsets.push(pairs.len() as u32);
+            }
+        }
+        Some(PixelTaps { offsets, pairs })
+    }
+}
+
+/// `(c, pix)` of source neuron `local` of a conv/pool projection (source read as
+/// `(channels, in_h, in_w)`, `pix = y * in_w + x`, R1.2), by a 32-bit division (source
+/// ids are 32-bit, R1.5).
+#[inline(always)]
+pub(crate) fn source_pixel(in_hw: usize, local: usize) -> (usize, usize) {
+    let (l, n) = (local as u32, in_hw as u32);
+    ((l / n) as usize, (l % n) as usize)
+}
+
+/// Calls `f(out, tap)` for every tap of source pixel `pix` (of [`source_pixel`]) of a
+/// conv/pool projection, rows outer and columns inner (R1.2): `out` and `tap` are the
+/// target and kernel offsets of [`Taps::scale`], summed over the two axes. Reads
+/// `pixels` when the projection has the table. Returns the number of taps.
+#[inline(always)]
+pub(crate) fn for_each_tap(
+    rows: &Taps,
+    cols: &Taps,
+    pixels: Option<&PixelTaps>,
+    in_w: usize,
+    pix: usize,
+    mut f: impl FnMut(usize, usize),
+) -> usize {
+    match pixels {
+        Some(px) => {
+            let range = px.offsets[pix] as usize..px.offsets[pix + 1] as usize;
+            let n = range.len();
+            for &(out, tap) in &px.pairs[range] {
+                f(out as usize, tap as usize);
+            }
+            n
+        }
+        None => {
+            let (rr, cr) = (rows.range(pix / in_w), cols.range(pix % in_w));
+            let n = rr.len() * cr.len();
+            for r in rr {
+                for s in cr.clone() {
+                    f(rows.out_s[r] + cols.out_s[s], rows.tap_s[r] + cols.tap_s[s]);
+                }
+            }
+            n
+        }
+    }
+}
+
 /// `(c, y, x)` of source neuron `local` of a conv/pool projection (source read as
 /// `(channels, in_h, in_w)`, R1.2).
 #[inline(always)]
@@ -156,5 +258,62 @@ mod tests {
         assert_eq!(source_coords(12, 4, 0), (0, 0, 0));
         assert_eq!(source_coords(12, 4, 13), (1, 0, 1));
         assert_eq!(source_coords(12, 4, 23), (1, 2, 3));
+    }
+
+    /// Every pixel's table entries are the per-axis walk's taps, in its order, over
+    /// strides, paddings and kernels larger than the input (pixels without taps).
+    #[test]
+    fn pixel_taps_follow_the_axes() {
+        // (n_in, kernel, stride, pad) per axis
+        let geometries = [
+            ((5, 3, 1, 1), (7, 3, 2, 1)),
+            ((6, 2, 2, 0), (4, 5, 1, 2)),
+            ((7, 1, 3, 0), (3, 3, 3, 0)),
+            ((2, 4, 1, 1), (9, 3, 2, 0)),
+        ];
+        for ((h, kh, sh, ph), (w, kw, sw, pw)) in geometries {
+            let axis = |n: usize, k: usize, s: usize, p: usize, out_mul, tap_mul| {
+                let n_out = (n + 2 * p - k) / s + 1;
+                let mut t = Taps::new(n, n_out, k, s, p, &Location::Network).unwrap();
+                t.scale(out_mul, tap_mul, &Location::Network).unwrap();
+                (t, n_out)
+            };
+            let (cols, ow) = axis(w, kw, sw, pw, 3, 5);
+            let (rows, _) = axis(h, kh, sh, ph, ow * 3, kw * 5);
+            let px = PixelTaps::new(&rows, &cols, PIXEL_TAPS_MAX).expect("small");
+            assert_eq!(px.offsets.len(), h * w + 1);
+            let mut empty = 0;
+            for pix in 0..h * w {
+                let mut walked = Vec::new();
+                let n = for_each_tap(&rows, &cols, None, w, pix, |o, t| walked.push((o, t)));
+                let mut read = Vec::new();
+                let m = for_each_tap(&rows, &cols, Some(&px), w, pix, |o, t| read.push((o, t)));
+                assert_eq!((m, &read), (n, &walked), "pixel {pix} of {h}x{w}");
+                assert_eq!(n, rows.count(pix / w) * cols.count(pix % w));
+                empty += (n == 0) as usize;
+            }
+            assert_eq!(px.pairs.len(), rows.out.len() * cols.out.len());
+            if (h, w) == (7, 3) {
+                assert!(empty > 0, "stride 3, kernel 1: pixels without taps");
+            }
+        }
+    }
+
+    /// Past `max` entries, or with an offset beyond 32 bits, there is no table.
+    #[test]
+    fn pixel_taps_have_limits() {
+        let axis = |out_mul| {
+            let mut t = Taps::new(8, 8, 3, 1, 1, &Location::Network).unwrap();
+            t.scale(out_mul, 1, &Location::Network).unwrap();
+            t
+        };
+        let (rows, cols) = (axis(8), axis(1));
+        // 64 pixels + 22 * 22 taps
+        let need = 64 + rows.out.len() * cols.out.len();
+        assert!(PixelTaps::new(&rows, &cols, need).is_some());
+        assert!(PixelTaps::new(&rows, &cols, need - 1).is_none());
+        let far = axis(1 << 30);
+        assert!(PixelTaps::new(&far, &cols, PIXEL_TAPS_MAX).is_none());
+        assert!(PixelTaps::new(&axis(1 << 28), &cols, PIXEL_TAPS_MAX).is_some());
     }
 }
