@@ -14,7 +14,7 @@ use super::add;
 use super::workspace::{Deferred, Touch, DEFERRED};
 use crate::error::{EngineError, Location};
 use crate::kernels::{add_row, add_rows, add_short, prefetch};
-use crate::network::{for_each_tap, source_pixel, Network, ProjKind, Projection};
+use crate::network::{pixel_taps, source_pixel, Network, ProjKind, Projection};
 
 /// The dense weight row of source neuron `local` of projection `proj`.
 #[inline(always)]
@@ -273,7 +273,8 @@ fn deliver_run<S: Sources, const CARRIED: bool, const MULTI: bool>(
                 let full = CARRIED || touch.pop_full[p];
                 let (c, pix) = source_pixel(*in_hw, local);
                 let cb = c * kc;
-                let taps = for_each_tap(rows, cols, pixels.as_ref(), *in_w, pix, |out, tap| {
+                let (taps, n) = pixel_taps(rows, cols, pixels.as_ref(), *in_w, pix);
+                for (out, tap) in taps {
                     let (q0, kb) = (base + out, cb + tap);
                     let ks = &k[kb..kb + c_out];
                     if *channel_last {
@@ -292,8 +293,8 @@ fn deliver_run<S: Sources, const CARRIED: bool, const MULTI: bool>(
                             }
                         }
                     }
-                });
-                fan = fan.saturating_add((c_out * taps) as u64);
+                }
+                fan = fan.saturating_add((c_out * n) as u64);
             }
             fan
         }
@@ -321,15 +322,16 @@ fn deliver_run<S: Sources, const CARRIED: bool, const MULTI: bool>(
                 // part).
                 let (c, pix) = source_pixel(*in_hw, local);
                 let ch_off = if *channel_last { c } else { c * *plane };
-                let taps = for_each_tap(rows, cols, pixels.as_ref(), *in_w, pix, |out, _| {
+                let (taps, n) = pixel_taps(rows, cols, pixels.as_ref(), *in_w, pix);
+                for (out, _) in taps {
                     let q = base + out + ch_off;
                     cur[q] += sw;
                     if !full {
                         // The pixel's channel-0 slot (the neuron itself if slot = id).
                         touch.pixel(p, if *channel_last { q - c } else { q });
                     }
-                });
-                fan = fan.saturating_add(taps as u64);
+                }
+                fan = fan.saturating_add(n as u64);
             }
             fan
         }

@@ -37,7 +37,7 @@ mod lower;
 mod taps;
 mod validate;
 
-pub(crate) use taps::{for_each_tap, source_coords, source_pixel, PixelTaps, Taps, PIXEL_TAPS_MAX};
+pub(crate) use taps::{pixel_taps, source_coords, source_pixel, PixelTaps, Taps, PIXEL_TAPS_MAX};
 pub(crate) use validate::RECURRENT_DROPOUT;
 
 use crate::error::{EngineError, Location};

@@ -164,37 +164,79 @@ pub(crate) fn source_pixel(in_hw: usize, local: usize) -> (usize, usize) {
     ((l / n) as usize, (l % n) as usize)
 }
 
-/// Calls `f(out, tap)` for every tap of source pixel `pix` (of [`source_pixel`]) of a
-/// conv/pool projection, rows outer and columns inner (R1.2): `out` and `tap` are the
-/// target and kernel offsets of [`Taps::scale`], summed over the two axes. Reads
-/// `pixels` when the projection has the table. Returns the number of taps.
+/// The taps of source pixel `pix` (of [`source_pixel`]) of a conv/pool projection,
+/// rows outer and columns inner (R1.2), as `(out, tap)`: the target and kernel offsets
+/// of [`Taps::scale`], summed over the two axes. Read from `pixels` when the projection
+/// has the table, else walked on the two axes. Also returns the number of taps.
 #[inline(always)]
-pub(crate) fn for_each_tap(
-    rows: &Taps,
-    cols: &Taps,
-    pixels: Option<&PixelTaps>,
+pub(crate) fn pixel_taps<'a>(
+    rows: &'a Taps,
+    cols: &'a Taps,
+    pixels: Option<&'a PixelTaps>,
     in_w: usize,
     pix: usize,
-    mut f: impl FnMut(usize, usize),
-) -> usize {
+) -> (TapIter<'a>, usize) {
     match pixels {
         Some(px) => {
             let range = px.offsets[pix] as usize..px.offsets[pix + 1] as usize;
             let n = range.len();
-            for &(out, tap) in &px.pairs[range] {
-                f(out as usize, tap as usize);
-            }
-            n
+            (TapIter::Table(px.pairs[range].iter()), n)
         }
         None => {
-            let (rr, cr) = (rows.range(pix / in_w), cols.range(pix % in_w));
-            let n = rr.len() * cr.len();
-            for r in rr {
-                for s in cr.clone() {
-                    f(rows.out_s[r] + cols.out_s[s], rows.tap_s[r] + cols.tap_s[s]);
+            let (r, c) = (rows.range(pix / in_w), cols.range(pix % in_w));
+            let n = r.len() * c.len();
+            let walk = TapIter::Axes {
+                rows,
+                cols,
+                r,
+                c: c.clone(),
+                c0: c,
+            };
+            (walk, n)
+        }
+    }
+}
+
+/// The iterator of [`pixel_taps`]: one loop body in the delivery for both sources of
+/// the taps (a closure called from two loops was not inlined).
+pub(crate) enum TapIter<'a> {
+    Table(std::slice::Iter<'a, (u32, u32)>),
+    Axes {
+        rows: &'a Taps,
+        cols: &'a Taps,
+        /// The row taps left (the first is the current one).
+        r: std::ops::Range<usize>,
+        /// The column taps left in the current row.
+        c: std::ops::Range<usize>,
+        /// All column taps.
+        c0: std::ops::Range<usize>,
+    },
+}
+
+impl Iterator for TapIter<'_> {
+    type Item = (usize, usize);
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<(usize, usize)> {
+        match self {
+            TapIter::Table(it) => it.next().map(|&(out, tap)| (out as usize, tap as usize)),
+            TapIter::Axes {
+                rows,
+                cols,
+                r,
+                c,
+                c0,
+            } => loop {
+                if r.start >= r.end {
+                    return None;
                 }
-            }
-            n
+                if let Some(j) = c.next() {
+                    let i = r.start;
+                    return Some((rows.out_s[i] + cols.out_s[j], rows.tap_s[i] + cols.tap_s[j]));
+                }
+                r.start += 1;
+                *c = c0.clone();
+            },
         }
     }
 }
@@ -284,11 +326,24 @@ mod tests {
             assert_eq!(px.offsets.len(), h * w + 1);
             let mut empty = 0;
             for pix in 0..h * w {
-                let mut walked = Vec::new();
-                let n = for_each_tap(&rows, &cols, None, w, pix, |o, t| walked.push((o, t)));
-                let mut read = Vec::new();
-                let m = for_each_tap(&rows, &cols, Some(&px), w, pix, |o, t| read.push((o, t)));
+                let (walk, n) = pixel_taps(&rows, &cols, None, w, pix);
+                let walked: Vec<(usize, usize)> = walk.collect();
+                let (read, m) = pixel_taps(&rows, &cols, Some(&px), w, pix);
+                let read: Vec<(usize, usize)> = read.collect();
                 assert_eq!((m, &read), (n, &walked), "pixel {pix} of {h}x{w}");
+                assert_eq!(walked.len(), n);
+                // The walk against the per-axis tables read directly.
+                let (y, x) = (pix / w, pix % w);
+                let (rows, cols) = (&rows, &cols);
+                let direct: Vec<(usize, usize)> = rows
+                    .range(y)
+                    .flat_map(|i| {
+                        cols.range(x).map(move |j| {
+                            (rows.out_s[i] + cols.out_s[j], rows.tap_s[i] + cols.tap_s[j])
+                        })
+                    })
+                    .collect();
+                assert_eq!(walked, direct);
                 assert_eq!(n, rows.count(pix / w) * cols.count(pix % w));
                 empty += (n == 0) as usize;
             }
