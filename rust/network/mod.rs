@@ -279,8 +279,9 @@ pub(crate) enum ProjKind {
         ow: usize,
         rows: Taps,
         cols: Taps,
-        /// The taps of each source pixel in one table (set by the layout; `None` past
-        /// [`PIXEL_TAPS_MAX`] entries).
+        /// The taps of each source pixel in one table (built by the layout; `None` past
+        /// [`PIXEL_TAPS_MAX`] entries or with offsets past 32 bits: the delivery then
+        /// walks `rows` and `cols`).
         pixels: Option<PixelTaps>,
         /// The target is stored channel-last with this projection's plane (see the
         /// module documentation); otherwise its slots are its ids.
