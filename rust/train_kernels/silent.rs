@@ -164,8 +164,9 @@ pub fn check_silent(
 }
 
 /// `g[r, col0 + j] = dV` (module documentation) for every emitting row `r` (the `i`-th)
-/// and column `j < width`, with `gV = g[r, col0 + j]`, `gC = g_c[i, j]`, `V = v[r, col0
-/// + j]`, `live` at the same place and `theta[j]`. [`check_silent`] must pass first.
+/// and column `j < width`, with `gV = g[r, col0 + j]`, `gC = g_c[i, j]`,
+/// `V = v[r, col0 + j]`, `live` at the same place and `theta[j]`. [`check_silent`] must
+/// pass first.
 pub fn silent_grad(
     g: &mut [f32],
     v: &[f32],

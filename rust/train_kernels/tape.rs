@@ -63,7 +63,7 @@ pub struct TapeOptions {
     pub prioritized: bool,
     /// `surrogate_terms="every_step"` (section 9): a non-refractory neuron also takes a
     /// term at every integration with a non-zero current that leaves a membrane which
-    /// an earlier integration of the timestep made (see [`replay_terms`]).
+    /// an earlier integration of the timestep made (see `replay_terms`).
     pub every_step: bool,
     /// The seed of R5.5: the backward pass redraws the dropout decisions of the spikes.
     pub seed: u64,
