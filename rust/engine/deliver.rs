@@ -345,9 +345,7 @@ const AHEAD: usize = 4;
 /// also reads the private `Network::distinct_targets`.
 #[cfg(test)]
 mod tests {
-    use crate::network::{
-        NetworkSpec, PoolKind, PopulationSpec, ProjKind, ProjectionKind, ProjectionSpec,
-    };
+    use crate::network::{NetworkSpec, PopulationSpec, ProjKind, ProjectionKind, ProjectionSpec};
     use crate::{run_sample, Network, RunConfig, SampleInput, SampleResult, Scheduler, StopMode};
 
     fn pop(size: usize, th: f32, beta: f32) -> PopulationSpec {
@@ -448,46 +446,6 @@ mod tests {
         }
     }
 
-    fn conv(
-        source: usize,
-        target: usize,
-        c: (usize, usize),
-        hw: usize,
-        weight: Vec<f32>,
-    ) -> ProjectionSpec {
-        ProjectionSpec {
-            source,
-            target,
-            kind: ProjectionKind::Conv2d {
-                weight,
-                c_in: c.0,
-                in_h: hw,
-                in_w: hw,
-                c_out: c.1,
-                kh: 3,
-                kw: 3,
-                stride: (1, 1),
-                padding: (1, 1),
-            },
-        }
-    }
-
-    fn avg_pool(source: usize, target: usize, channels: usize, hw: usize) -> ProjectionSpec {
-        ProjectionSpec {
-            source,
-            target,
-            kind: ProjectionKind::Pool {
-                kind: PoolKind::Avg,
-                channels,
-                in_h: hw,
-                in_w: hw,
-                kh: 2,
-                kw: 2,
-                stride: (2, 2),
-            },
-        }
-    }
-
     /// The per-pixel tap tables (`PixelTaps`) change no spike and no counter: every
     /// scheduler gives the same results with them and with the per-axis walk that
     /// geometries past `PIXEL_TAPS_MAX` take, channel-last (one plane per target) and
@@ -500,14 +458,23 @@ mod tests {
                 .map(|_| lo + (hi - lo) * ((next() >> 40) as f32 / (1u64 << 24) as f32))
                 .collect()
         };
+        // 3x3 kernels, stride 1, padding 1 on a 6x6 input; 2x2 average pools, stride 2.
+        let conv = |source, target, (c_in, c_out): (usize, usize), weight| {
+            let geo = [c_in, 6, 6, c_out, 3, 3, 1, 1, 1, 1];
+            ProjectionSpec::from_flat(0, "conv2d", source, target, weight, &geo).expect("conv")
+        };
+        let avg_pool = |source, target, channels| {
+            let geo = [channels, 6, 6, 2, 2, 2, 2];
+            ProjectionSpec::from_flat(0, "avgpool2d", source, target, vec![], &geo).expect("pool")
+        };
         let nets = [
             // 2x6x6 -> conv 4 -> 4x6x6 -> avg pool -> 4x3x3 -> 3.
             net(
                 72,
                 vec![pop(144, 1.0, 0.9), pop(36, 0.3, 0.9), pop(3, 0.5, 0.9)],
                 vec![
-                    conv(0, 1, (2, 4), 6, weights(72, -0.2, 0.6)),
-                    avg_pool(1, 2, 4, 6),
+                    conv(0, 1, (2, 4), weights(72, -0.2, 0.6)),
+                    avg_pool(1, 2, 4),
                     dense(2, 3, weights(108, -0.2, 0.5)),
                 ],
             ),
@@ -517,9 +484,9 @@ mod tests {
                 36,
                 vec![pop(144, 0.8, 0.9), pop(36, 0.3, 0.9), pop(3, 0.5, 0.9)],
                 vec![
-                    conv(0, 1, (1, 4), 6, weights(36, -0.2, 0.7)),
-                    avg_pool(1, 2, 4, 6),
-                    conv(0, 2, (1, 1), 6, weights(9, -0.2, 0.5)),
+                    conv(0, 1, (1, 4), weights(36, -0.2, 0.7)),
+                    avg_pool(1, 2, 4),
+                    conv(0, 2, (1, 1), weights(9, -0.2, 0.5)),
                     dense(2, 3, weights(108, -0.2, 0.5)),
                 ],
             ),
